@@ -1,0 +1,1 @@
+"""The ``anyedge`` command line."""

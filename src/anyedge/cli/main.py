@@ -1,0 +1,48 @@
+"""``anyedge``: the command line, shaped like the tools network engineers know.
+
+Each subcommand lives in its own module and registers on :data:`cli`.  Bad input
+(:class:`~anyedge.errors.InputError`) becomes ``anyedge: error: FILE:LINE: PLACE: what``
+on stderr and exit status 2, with no traceback; click's own usage errors also exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="anyedge")
+def cli() -> None:
+    """Run a global anycast edge network: model it, predict it, steer it."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (and exits with it when run as a script)."""
+    from . import world as _world  # noqa: F401  (registers its subcommand)
+
+    try:
+        cli.main(args=argv, prog_name="anyedge", standalone_mode=False)
+    except InputError as e:
+        for line in e.render().splitlines():
+            click.echo(f"anyedge: error: {line}", err=True)
+        return EXIT_BAD_INPUT
+    except click.exceptions.Abort:
+        click.echo("anyedge: aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

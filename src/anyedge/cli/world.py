@@ -1,0 +1,161 @@
+"""``anyedge world``: build (or load) a world and show what it looks like.
+
+Without ``-t`` it builds the default world from real cities and airports (deterministic
+for ``--seed``); with ``-t FILE`` it loads and checks a topology instead.  ``--out DIR``
+saves the world as ``topology.yaml`` plus ``internet.as-rel``; ``--json`` prints the
+summary for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError, Problem
+from ..model.files import load_world, save_world
+from ..model.summary import RTT_BANDS_MS, summarize
+from ..model.world import World
+from ..model.worldgen import WorldOptions, build_world
+from .main import cli
+from .progress import steps
+
+
+@cli.command()
+@click.option(
+    "-t",
+    "--topology",
+    type=click.Path(path_type=Path),
+    help="Load this topology YAML (or directory) instead of building one.",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option("--sites", type=int, default=300, show_default=True, help="Number of sites.")
+@click.option(
+    "--mcp",
+    type=int,
+    default=30,
+    show_default=True,
+    help="How many of them are multi-colo sites with several sections.",
+)
+@click.option(
+    "--min-city-population",
+    type=int,
+    default=100_000,
+    show_default=True,
+    help="Cities at least this big become eyeball metros.",
+)
+@click.option(
+    "--peak-rps",
+    type=float,
+    default=40e6,
+    show_default=True,
+    help="World demand, sum of each metro's evening peak, requests/s.",
+)
+@click.option("--tier1", type=int, default=12, show_default=True, help="Size of the tier-1 clique.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Save topology.yaml and internet.as-rel here."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def world(
+    topology: Path | None,
+    seed: int,
+    sites: int,
+    mcp: int,
+    min_city_population: int,
+    peak_rps: float,
+    tier1: int,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Build the default world (or load one) and summarise it."""
+    if topology is not None:
+        w = load_world(topology)
+    else:
+        opts = WorldOptions(
+            seed=seed,
+            sites=sites,
+            mcp=mcp,
+            min_city_population=min_city_population,
+            peak_rps=peak_rps,
+            tier1=tier1,
+        )
+        bad = opts.check()
+        if bad:
+            raise InputError("command line", [Problem(o, m) for o, m in bad])
+        with steps(
+            "building the world",
+            ["cities", "internet", "sites", "capacity", "sessions"],
+            quiet=as_json,
+        ) as step:
+            w = build_world(opts, step)
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise InputError.one(out, "--out", "exists and is not a directory")
+        save_world(w, out)
+    summary = summarize(w)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        show(w, summary)
+        if out is not None:
+            click.echo(f"saved to {out}/topology.yaml and {out}/internet.as-rel")
+
+
+def show(w: World, s: dict[str, Any]) -> None:
+    con = Console()
+    head = Table(title="anyedge world", show_header=False)
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    head.add_row("sites (multi-colo)", f"{s['sites']} ({s['mcp_sites']})")
+    head.add_row("sections / servers", f"{s['sections']} / {s['servers']:,}")
+    head.add_row("prefixes", str(s["prefixes"]))
+    head.add_row(
+        "ASes / p2c / p2p links",
+        f"{s['ases']:,} / {s['provider_customer_links']:,} / {s['peer_links']:,}",
+    )
+    head.add_row("BGP sessions of the sites", f"{s['sessions']:,}")
+    head.add_row("metros / population", f"{s['metros']:,} / {s['population'] / 1e6:,.0f} M")
+    head.add_row("capacity (CPU ms/s)", f"{s['capacity_ms_per_s']:,.0f}")
+    head.add_row("peak demand (CPU ms/s)", f"{s['peak_demand_ms_per_s']:,.0f}")
+    head.add_row("peak demand (requests/s)", f"{s['peak_demand_rps']:,.0f}")
+    ratio = s["capacity_over_peak"]
+    head.add_row("capacity / peak", f"{ratio:.2f}" if ratio is not None else "-")
+    con.print(head)
+
+    cont = Table(title="by continent (MCP: multi-colo sites)")
+    for col in (
+        "continent",
+        "sites",
+        "MCP",
+        "servers",
+        "capacity\nM ms/s",
+        "peak\nM ms/s",
+        "capacity\n/ peak",
+    ):
+        cont.add_column(col, justify="left" if col == "continent" else "right")
+    for r in s["by_continent"]:
+        peak = r["peak_demand_ms_per_s"]
+        cont.add_row(
+            r["name"],
+            str(r["sites"]),
+            str(r["mcp_sites"]),
+            f"{r['servers']:,}",
+            f"{r['capacity_ms_per_s'] / 1e6:,.1f}",
+            f"{peak / 1e6:,.1f}",
+            f"{r['capacity_ms_per_s'] / peak:.2f}" if peak else "-",
+        )
+    con.print(cont)
+
+    near = Table(title="metro population by round trip to the nearest site (geography only)")
+    for b in RTT_BANDS_MS:
+        near.add_column(f"≤ {b} ms", justify="right")
+    near.add_column("mean", justify="right")
+    near.add_row(
+        *[f"{100 * s['population_within_ms'][str(b)]:.1f} %" for b in RTT_BANDS_MS],
+        f"{s['mean_nearest_rtt_ms']:.1f} ms",
+    )
+    con.print(near)

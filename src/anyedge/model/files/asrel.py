@@ -1,0 +1,148 @@
+"""CAIDA serial-2 AS relationship files (``as-rel``).
+
+One relation a line, ``|``-separated: ``provider|customer|-1`` or ``peer|peer|0``, with
+an optional fourth field naming the source (``bgp``, ``mlp``) that BGPy's reader wants;
+lines starting with ``#`` are comments.  Real CAIDA snapshots load as they are.
+
+Reading checks every line and reports all malformed ones with their line numbers, then
+checks the relation set: no AS related to itself, no pair listed twice, and no provider
+loop (customer → provider edges that come back round), which no real hierarchy has.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import InputError, Problem
+from ..internet import Internet
+from ..table import IntArray
+
+MAX_ASN = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class AsRel:
+    """Relations as ASN pairs, with the line each came from (for error messages)."""
+
+    p2c: IntArray  # (E, 2) provider ASN, customer ASN
+    p2p: IntArray  # (P, 2)
+    p2c_lines: IntArray
+    p2p_lines: IntArray
+
+    @property
+    def asns(self) -> IntArray:
+        return np.unique(np.concatenate([self.p2c.ravel(), self.p2p.ravel()]))
+
+    def line_of(self, a: int, b: int) -> int | None:
+        """Line of the relation between ASNs ``a`` and ``b`` (either order), if any."""
+        for pairs, lines in ((self.p2c, self.p2c_lines), (self.p2p, self.p2p_lines)):
+            hit = ((pairs[:, 0] == a) & (pairs[:, 1] == b)) | (
+                (pairs[:, 0] == b) & (pairs[:, 1] == a)
+            )
+            if hit.any():
+                return int(lines[np.argmax(hit)])
+        return None
+
+
+def parse_as_rel(
+    lines: Iterable[str], file: str | Path | None = None, first_line: int = 1
+) -> AsRel:
+    """Parse as-rel text; raise :class:`InputError` naming every bad line."""
+    p2c: list[tuple[int, int]] = []
+    p2p: list[tuple[int, int]] = []
+    p2c_ln: list[int] = []
+    p2p_ln: list[int] = []
+    problems: list[Problem] = []
+    seen: dict[tuple[int, int], int] = {}
+    for ln, raw in enumerate(lines, start=first_line):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split("|")
+        if len(fields) not in (3, 4):
+            problems.append(
+                Problem("", f"expected 'a|b|rel' or 'a|b|rel|source', got {line!r}", ln)
+            )
+            continue
+        try:
+            a, b, rel = int(fields[0]), int(fields[1]), int(fields[2])
+        except ValueError:
+            problems.append(Problem("", f"ASNs and relation must be integers, got {line!r}", ln))
+            continue
+        if not (0 < a <= MAX_ASN and 0 < b <= MAX_ASN):
+            problems.append(Problem("", f"ASN out of range 1..{MAX_ASN} in {line!r}", ln))
+            continue
+        if rel not in (-1, 0):
+            problems.append(
+                Problem("", f"relation must be -1 (provider|customer) or 0 (peers), got {rel}", ln)
+            )
+            continue
+        if a == b:
+            problems.append(Problem("", f"AS{a} is related to itself", ln))
+            continue
+        key = (min(a, b), max(a, b))
+        if key in seen:
+            problems.append(
+                Problem("", f"AS{a} and AS{b} are already related on line {seen[key]}", ln)
+            )
+            continue
+        seen[key] = ln
+        if rel == -1:
+            p2c.append((a, b))
+            p2c_ln.append(ln)
+        else:
+            p2p.append(key)
+            p2p_ln.append(ln)
+        if len(problems) > 100:
+            break
+    if problems:
+        raise InputError(file, problems)
+    return AsRel(
+        p2c=np.array(p2c, dtype=np.int64).reshape(-1, 2),
+        p2p=np.array(p2p, dtype=np.int64).reshape(-1, 2),
+        p2c_lines=np.array(p2c_ln, dtype=np.int64),
+        p2p_lines=np.array(p2p_ln, dtype=np.int64),
+    )
+
+
+def read_as_rel(path: str | Path) -> AsRel:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_as_rel(f, file=path)
+    except OSError as e:
+        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError.one(path, "", f"not a text file: {e.reason}") from None
+
+
+def format_as_rel(internet: Internet, source: str | None = None) -> str:
+    """The Internet's relations as as-rel text, providers' lines first, sorted by ASN."""
+    asn = internet.asn
+    tail = f"|{source}" if source else ""
+    out = [
+        "# anyedge as-rel (CAIDA serial-2): provider|customer|-1 and peer|peer|0",
+        f"# {len(internet)} ASes, {len(internet.p2c)} provider-customer and "
+        f"{len(internet.p2p)} peer links",
+    ]
+    for rel, pairs in ((-1, internet.p2c), (0, internet.p2p)):
+        a = asn[pairs[:, 0]]
+        b = asn[pairs[:, 1]]
+        order = np.lexsort((b, a))
+        out.extend(f"{x}|{y}|{rel}{tail}" for x, y in zip(a[order], b[order], strict=True))
+    return "\n".join(out) + "\n"
+
+
+def write_as_rel(path: str | Path, internet: Internet, source: str | None = None) -> None:
+    """Write atomically: the file is either the old one or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(format_as_rel(internet, source), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

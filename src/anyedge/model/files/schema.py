@@ -1,0 +1,161 @@
+"""The topology YAML, as pydantic models: the shape of the file and the range of values.
+
+This module checks what can be checked one value at a time (types, ranges, patterns,
+unknown keys); :mod:`.topology` then checks what needs the whole file (names defined
+before use, no duplicates, ASNs known to the Internet).  A minimal file::
+
+    asn: 64500
+    sites:
+      - code: CHC
+        city: Christchurch
+        country: NZ
+        lat: -43.49
+        lon: 172.53
+        sections: [{name: CHC01, servers: 8, cpu_per_server: 64000}]
+        transit: [2001]
+    prefixes:
+      - {cidr: 198.51.100.0/24, sites: all}
+    internet:
+      relations: ["1001|2001|-1"]
+
+See ``docs/topology.md`` for every field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..network import DEFAULT_THRESHOLDS
+from ..plans import DEFAULT_PLANS
+
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
+ASN = Annotated[int, Field(ge=1, le=2**32 - 1)]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+SiteCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+SectionName = Annotated[str, Field(pattern=r"^[A-Z]{3}[0-9]{2}$")]
+NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}$")]
+Endpoint = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}:[a-z][a-z0-9-]{0,14}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class LatencyIn(Strict):
+    inflation: float = Field(1.3, ge=1.0, le=10.0)
+    access_ms: float = Field(2.0, ge=0.0, le=1000.0)
+
+
+class PlanIn(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    share: float = Field(ge=0.0, le=1.0)
+    cpu_ms_per_request: float = Field(gt=0.0)
+
+
+DEFAULT_PLAN_ROWS = [
+    PlanIn(name=n, share=float(s), cpu_ms_per_request=float(c))
+    for n, s, c in zip(DEFAULT_PLANS.names, DEFAULT_PLANS.share, DEFAULT_PLANS.cpu_ms, strict=True)
+]
+
+
+class ThresholdsIn(Strict):
+    maximum: Fraction = DEFAULT_THRESHOLDS[0]
+    target: Fraction = DEFAULT_THRESHOLDS[1]
+    acceptable: Fraction = DEFAULT_THRESHOLDS[2]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdsIn:
+        if not self.acceptable <= self.target <= self.maximum:
+            raise ValueError(
+                "thresholds must satisfy acceptable <= target <= maximum, got "
+                f"{self.acceptable} / {self.target} / {self.maximum}"
+            )
+        return self
+
+
+class SectionIn(Strict):
+    name: SectionName
+    servers: int = Field(ge=0)
+    cpu_per_server: float = Field(ge=0.0, description="CPU time per server, ms/s")
+
+
+class SiteIn(Strict):
+    code: SiteCode
+    city: str = Field(min_length=1)
+    country: Country
+    lat: Latitude
+    lon: Longitude
+    kind: Literal["single", "mcp"] = "single"
+    thresholds: ThresholdsIn = ThresholdsIn()
+    sections: list[SectionIn] = Field(min_length=1)
+    transit: list[ASN] = []
+    peers: list[ASN] = []
+
+
+class PrefixIn(Strict):
+    cidr: str
+    sites: Literal["all"] | list[SiteCode] = "all"
+
+
+class ASIn(Strict):
+    asn: ASN
+    name: str = ""
+    kind: Literal["other", "tier1", "transit", "access", "content"] = "other"
+    country: Literal[""] | Country = ""
+    metros: list[int] = []
+
+
+class MetroIn(Strict):
+    id: int = Field(ge=0)
+    name: str = Field(min_length=1)
+    country: Country
+    lat: Latitude
+    lon: Longitude
+    population: int = Field(ge=0)
+
+
+class EyeballIn(Strict):
+    asn: ASN
+    metro: int
+    rps: float = Field(ge=0.0, description="peak requests per second")
+    mix: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
+
+
+class InternetIn(Strict):
+    as_rel: str | None = Field(None, description="CAIDA as-rel file, relative to this file")
+    relations: list[str] = Field([], description="as-rel lines inline")
+    ases: list[ASIn] = []
+    metros: list[MetroIn] | str = Field([], description="inline, or a CSV file (tables.py)")
+    eyeballs: list[EyeballIn] | str = Field([], description="inline, or a CSV file")
+
+
+class LabNodeIn(Strict):
+    kind: Literal["router", "site", "client"]
+    asn: ASN | None = None
+    site: SiteCode | None = None
+    speaker: Literal["frr", "bird", "gobgp", "exabgp"] | None = None
+
+
+class LabLinkIn(Strict):
+    endpoints: list[Endpoint] = Field(min_length=2, max_length=2)
+    relation: Literal["provider-customer", "peer", "none"] = "none"
+
+
+class LabIn(Strict):
+    nodes: dict[NodeName, LabNodeIn] = {}
+    links: list[LabLinkIn] = []
+
+
+class TopologyIn(Strict):
+    anyedge: Literal[1] = Field(1, description="file format version")
+    asn: ASN = 64500
+    latency: LatencyIn = LatencyIn()
+    plans: list[PlanIn] = Field(DEFAULT_PLAN_ROWS, min_length=1)
+    sites: list[SiteIn] = Field(min_length=1)
+    prefixes: list[PrefixIn] = []
+    internet: InternetIn = InternetIn()
+    lab: LabIn = LabIn()

@@ -1,0 +1,709 @@
+"""Load and save a world as topology YAML (plus an as-rel file for the Internet graph).
+
+Loading runs in four passes, each reporting every problem it finds with its place:
+
+1. read and parse the YAML (the C loader; a syntax error names its line);
+2. check the shape and ranges with the pydantic schema (:mod:`.schema`);
+3. check the file as a whole (:func:`_check`): duplicate codes, names used but never
+   defined, sessions with unknown ASNs, plan shares that do not sum to one, …;
+4. read the as-rel file the topology names, then build the arrays of the model and check
+   the provider hierarchy has no loop.
+
+Saving writes ``topology.yaml`` with ``internet.as-rel``, ``metros.csv`` and
+``eyeballs.csv`` beside it, atomically: every file goes to a temporary name first, and
+they replace the old ones only when all are complete.
+Loading a saved world gives an equal world.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from ...errors import InputError, Problem
+from ..countries import COUNTRIES
+from ..geo import LatencyModel
+from ..internet import AS_KIND_NAMES, ASKind, Eyeballs, Internet, Metros, ProviderLoopError
+from ..lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
+from ..network import Network, Prefixes, Sections, SessionKind, Sessions, SiteKind, Sites
+from ..plans import Plans
+from ..world import World
+from .asrel import format_as_rel, parse_as_rel, read_as_rel
+from .schema import TopologyIn
+from .tables import COLUMNS, format_table, read_table
+from .yamlpos import Loc, _Loader, line_of, place
+
+TOPOLOGY_FILE = "topology.yaml"
+AS_REL_FILE = "internet.as-rel"
+METROS_FILE = "metros.csv"
+EYEBALLS_FILE = "eyeballs.csv"
+
+_KIND_BY_NAME = {v: k for k, v in AS_KIND_NAMES.items()}
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_world(path: str | Path) -> World:
+    """Load a topology YAML (or a directory holding ``topology.yaml``) into a World."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / TOPOLOGY_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError.one(path, "", f"not a text file: {e.reason}") from None
+    return parse_world(text, path)
+
+
+def parse_world(text: str, file: str | Path = "<topology>") -> World:
+    file = Path(file)
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = int(mark.line) + 1 if mark is not None else None
+        msg = str(getattr(e, "problem", None) or e)
+        raise InputError.one(file, "", f"not valid YAML: {msg}", line) from None
+    if not isinstance(data, dict):
+        raise InputError.one(file, "", "a topology must be a YAML mapping (sites:, prefixes:, ...)")
+    src = _Source(file, text)
+    try:
+        topo = TopologyIn.model_validate(data)
+    except ValidationError as e:
+        problems = [src.problem(tuple(err["loc"]), _pydantic_message(err)) for err in e.errors()]
+        raise InputError(file, problems) from None
+    topo = src.expand_tables(topo)
+    found = list(_check(topo))
+    if found:
+        raise InputError(file, [src.problem(loc, msg) for loc, msg in found])
+    return _build(topo, src)
+
+
+class _Source:
+    """Where each part of a topology came from, to put problems in their place."""
+
+    def __init__(self, file: Path, text: str) -> None:
+        self.file = file
+        self.text = text
+        self.tables: dict[str, tuple[Path, list[int]]] = {}
+
+    def line(self, loc: Loc) -> int | None:
+        return line_of(self.text, loc)
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        if len(loc) >= 3 and loc[0] == "internet" and loc[1] in self.tables:
+            path, lines = self.tables[str(loc[1])]
+            i = loc[2]
+            if isinstance(i, int) and 0 <= i < len(lines):
+                return Problem(".".join(str(x) for x in loc[3:]), message, lines[i], file=path)
+        return Problem(place(loc), message, self.line(loc))
+
+    def expand_tables(self, t: TopologyIn) -> TopologyIn:
+        """Read the tables given as CSV file names; the result has them inline."""
+        update: dict[str, Any] = {}
+        for key in COLUMNS:
+            value = getattr(t.internet, key)
+            if isinstance(value, str):
+                path = self.file.parent / value
+                if not path.is_file():
+                    raise InputError.one(
+                        self.file,
+                        f"internet.{key}",
+                        f"{key} file {path} does not exist",
+                        self.line(("internet", key)),
+                    )
+                rows, lines = read_table(path, key)
+                self.tables[key] = (path, lines)
+                update[key] = rows
+        if not update:
+            return t
+        return t.model_copy(update={"internet": t.internet.model_copy(update=update)})
+
+
+def _pydantic_message(err: Any) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
+        return f"{msg} (got {err['input']!r})"[:200]
+    return str(msg)
+
+
+def _check(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
+    """Whole-file checks; yields (place, message) for each problem."""
+    names = [p.name for p in t.plans]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            yield ("plans", i, "name"), f"plan {n!r} is listed twice"
+    total = sum(p.share for p in t.plans)
+    if abs(total - 1.0) > 1e-6:
+        yield ("plans",), f"plan shares must sum to 1, they sum to {total:g}"
+
+    codes: dict[str, int] = {}
+    sections: dict[str, tuple[int, int]] = {}
+    for i, s in enumerate(t.sites):
+        if s.code in codes:
+            yield (
+                ("sites", i, "code"),
+                f"site {s.code} is already defined at sites[{codes[s.code]}]",
+            )
+        codes.setdefault(s.code, i)
+        if s.country not in COUNTRIES:
+            yield ("sites", i, "country"), f"unknown ISO country code {s.country!r}"
+        if s.kind == "single" and len(s.sections) != 1:
+            yield (
+                ("sites", i, "sections"),
+                (f"a single-section site has exactly one section, {s.code} has {len(s.sections)}"),
+            )
+        if s.kind == "mcp" and len(s.sections) < 2:
+            yield ("sites", i, "sections"), "a multi-colo site (mcp) needs two or more sections"
+        for j, sec in enumerate(s.sections):
+            if not sec.name.startswith(s.code):
+                yield (
+                    ("sites", i, "sections", j, "name"),
+                    (f"section {sec.name} of site {s.code} must be named {s.code}NN"),
+                )
+            if sec.name in sections:
+                a, b = sections[sec.name]
+                yield (
+                    ("sites", i, "sections", j, "name"),
+                    (f"section {sec.name} is already defined at sites[{a}].sections[{b}]"),
+                )
+            sections.setdefault(sec.name, (i, j))
+        both = set(s.transit) & set(s.peers)
+        if both:
+            yield ("sites", i), f"AS{min(both)} is both a transit provider and a peer of {s.code}"
+        for key in ("transit", "peers"):
+            lst = getattr(s, key)
+            for j, a in enumerate(lst):
+                if lst.index(a) != j:
+                    yield ("sites", i, key, j), f"AS{a} is listed twice"
+
+    seen_pfx: dict[str, int] = {}
+    for i, p in enumerate(t.prefixes):
+        try:
+            net = ipaddress.ip_network(p.cidr, strict=True)
+        except ValueError as e:
+            yield ("prefixes", i, "cidr"), f"not a valid prefix: {e}"
+            continue
+        if str(net) in seen_pfx:
+            yield (
+                ("prefixes", i, "cidr"),
+                f"prefix {net} is already listed at prefixes[{seen_pfx[str(net)]}]",
+            )
+        seen_pfx.setdefault(str(net), i)
+        if p.sites != "all":
+            for j, c in enumerate(p.sites):
+                if c not in codes:
+                    yield ("prefixes", i, "sites", j), f"unknown site {c}"
+
+    yield from _check_internet(t, len(names))
+    yield from _check_lab(t, codes)
+
+
+def _check_internet(t: TopologyIn, n_plans: int) -> Iterator[tuple[Loc, str]]:
+    net = t.internet
+    assert isinstance(net.metros, list)  # tables were expanded
+    assert isinstance(net.eyeballs, list)
+    declared: dict[int, int] = {}
+    for i, a in enumerate(net.ases):
+        if a.asn in declared:
+            yield (
+                ("internet", "ases", i, "asn"),
+                f"AS{a.asn} is already listed at ases[{declared[a.asn]}]",
+            )
+        declared.setdefault(a.asn, i)
+        if a.country and a.country not in COUNTRIES:
+            yield ("internet", "ases", i, "country"), f"unknown ISO country code {a.country!r}"
+    if t.asn in declared:
+        yield ("asn",), f"anyedge's ASN {t.asn} is also listed as an Internet AS"
+    metros: dict[int, int] = {}
+    for i, m in enumerate(net.metros):
+        if m.id in metros:
+            yield (
+                ("internet", "metros", i, "id"),
+                f"metro {m.id} is already listed at metros[{metros[m.id]}]",
+            )
+        metros.setdefault(m.id, i)
+        if m.country not in COUNTRIES:
+            yield ("internet", "metros", i, "country"), f"unknown ISO country code {m.country!r}"
+    for i, a in enumerate(net.ases):
+        for j, m_id in enumerate(a.metros):
+            if m_id not in metros:
+                yield ("internet", "ases", i, "metros", j), f"unknown metro {m_id}"
+    if net.as_rel is not None and net.relations:
+        yield ("internet",), "give relations either in an as_rel file or inline, not both"
+    pairs: dict[tuple[int, int], int] = {}
+    for i, e in enumerate(net.eyeballs):
+        if e.metro not in metros:
+            yield ("internet", "eyeballs", i, "metro"), f"unknown metro {e.metro}"
+        if (e.asn, e.metro) in pairs:
+            yield (
+                ("internet", "eyeballs", i),
+                (
+                    f"AS{e.asn} in metro {e.metro} is already listed at "
+                    f"eyeballs[{pairs[(e.asn, e.metro)]}]"
+                ),
+            )
+        pairs.setdefault((e.asn, e.metro), i)
+        if e.mix is not None:
+            if len(e.mix) != n_plans:
+                yield (
+                    ("internet", "eyeballs", i, "mix"),
+                    (f"mix needs one share per plan ({n_plans}), got {len(e.mix)}"),
+                )
+            elif abs(sum(e.mix) - 1.0) > 1e-6:
+                yield (
+                    ("internet", "eyeballs", i, "mix"),
+                    f"mix must sum to 1, sums to {sum(e.mix):g}",
+                )
+
+
+def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]]:
+    nodes = t.lab.nodes
+    for name, n in nodes.items():
+        if n.kind == "site":
+            if n.site is None:
+                yield ("lab", "nodes", name, "site"), "a site node must name its site (site: CODE)"
+            elif n.site not in codes:
+                yield ("lab", "nodes", name, "site"), f"unknown site {n.site}"
+        elif n.site is not None:
+            yield ("lab", "nodes", name, "site"), f"only site nodes name a site, this is a {n.kind}"
+        if n.kind == "router" and n.asn is None:
+            yield ("lab", "nodes", name), "a router needs an asn"
+        if n.kind == "client" and n.speaker is not None:
+            yield ("lab", "nodes", name, "speaker"), "a client runs no BGP speaker"
+    used: dict[str, int] = {}
+    for i, link in enumerate(t.lab.links):
+        ends = [e.split(":") for e in link.endpoints]
+        for j, (node, _) in enumerate(ends):
+            if node not in nodes:
+                yield ("lab", "links", i, "endpoints", j), f"unknown node {node!r}"
+            ep = link.endpoints[j]
+            if ep in used:
+                yield (
+                    ("lab", "links", i, "endpoints", j),
+                    f"{ep} is already used by links[{used[ep]}]",
+                )
+            used.setdefault(ep, i)
+        if ends[0][0] == ends[1][0]:
+            yield ("lab", "links", i), "a link joins two different nodes"
+        if link.relation != "none":
+            for j, (node, _) in enumerate(ends):
+                if node in nodes and nodes[node].kind == "client":
+                    yield (
+                        ("lab", "links", i, "endpoints", j),
+                        (
+                            f"a {link.relation} link needs BGP speakers at both ends; "
+                            f"{node} is a client"
+                        ),
+                    )
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _build(t: TopologyIn, src: _Source) -> World:
+    plans = Plans(
+        names=tuple(p.name for p in t.plans),
+        share=np.array([p.share for p in t.plans]),
+        cpu_ms=np.array([p.cpu_ms_per_request for p in t.plans]),
+    )
+    code_index = {s.code: i for i, s in enumerate(t.sites)}
+    sites = Sites(
+        code=tuple(s.code for s in t.sites),
+        city=tuple(s.city for s in t.sites),
+        country=tuple(s.country for s in t.sites),
+        lat=np.array([s.lat for s in t.sites]),
+        lon=np.array([s.lon for s in t.sites]),
+        kind=np.array([SiteKind.MCP if s.kind == "mcp" else SiteKind.SINGLE for s in t.sites]),
+        thresholds=np.array(
+            [[s.thresholds.maximum, s.thresholds.target, s.thresholds.acceptable] for s in t.sites]
+        ).reshape(-1, 3),
+    )
+    secs = [(i, sec) for i, s in enumerate(t.sites) for sec in s.sections]
+    sections = Sections(
+        name=tuple(sec.name for _, sec in secs),
+        site=np.array([i for i, _ in secs]),
+        servers=np.array([sec.servers for _, sec in secs]),
+        cpu_per_server=np.array([sec.cpu_per_server for _, sec in secs]),
+    )
+    announced = np.zeros((len(t.prefixes), len(t.sites)), dtype=np.bool_)
+    for i, p in enumerate(t.prefixes):
+        if p.sites == "all":
+            announced[i, :] = True
+        else:
+            announced[i, [code_index[c] for c in p.sites]] = True
+    prefixes = Prefixes(
+        cidr=tuple(str(ipaddress.ip_network(p.cidr)) for p in t.prefixes), announced=announced
+    )
+    sessions = Sessions.from_rows(
+        [(i, a, SessionKind.TRANSIT) for i, s in enumerate(t.sites) for a in s.transit]
+        + [(i, a, SessionKind.PEER) for i, s in enumerate(t.sites) for a in s.peers]
+    )
+    network = Network(
+        asn=t.asn, sites=sites, sections=sections, prefixes=prefixes, sessions=sessions, plans=plans
+    )
+    internet = _build_internet(t, src, plans)
+    world = World(
+        network=network,
+        internet=internet,
+        latency=LatencyModel(inflation=t.latency.inflation, access_ms=t.latency.access_ms),
+        lab=_build_lab(t),
+    )
+    return world
+
+
+def _build_internet(t: TopologyIn, src: _Source, plans: Plans) -> Internet:
+    net = t.internet
+    file, text = src.file, src.text
+    assert isinstance(net.metros, list)
+    assert isinstance(net.eyeballs, list)
+    rel_file: Path | str = file
+    if net.as_rel is not None:
+        rel_file = file.parent / net.as_rel
+        if not rel_file.is_file():
+            raise InputError.one(
+                file,
+                "internet.as_rel",
+                f"as-rel file {rel_file} does not exist",
+                line_of(text, ("internet", "as_rel")),
+            )
+        rel = read_as_rel(rel_file)
+    else:
+        first = line_of(text, ("internet", "relations", 0)) or 1
+        try:
+            rel = parse_as_rel(net.relations, file=file, first_line=0)
+        except InputError as e:  # inline lines: report as relations[i]
+            raise InputError(
+                file,
+                [
+                    Problem(
+                        f"internet.relations[{p.line}]",
+                        p.message,
+                        line_of(text, ("internet", "relations", p.line or 0)) or first,
+                    )
+                    for p in e.problems
+                ],
+            ) from None
+
+    declared = {a.asn: a for a in net.ases}
+    asn = np.unique(np.concatenate([rel.asns, np.array(sorted(declared), dtype=np.int64)]))
+    problems: list[Problem] = []
+    if t.asn in set(rel.asns.tolist()):
+        problems.append(
+            Problem(
+                "asn",
+                f"anyedge's ASN {t.asn} also appears in the as-rel relations",
+                line_of(text, ("asn",)),
+            )
+        )
+    known = set(asn.tolist())
+    for i, s in enumerate(t.sites):
+        for key in ("transit", "peers"):
+            for j, a in enumerate(getattr(s, key)):
+                if a not in known:
+                    problems.append(
+                        src.problem(
+                            ("sites", i, key, j),
+                            f"AS{a} is not in the Internet (neither in its relations nor in "
+                            "internet.ases)",
+                        )
+                    )
+    for i, eye in enumerate(net.eyeballs):
+        if eye.asn not in known:
+            problems.append(
+                src.problem(
+                    ("internet", "eyeballs", i, "asn"), f"AS{eye.asn} is not in the Internet"
+                )
+            )
+    if problems:
+        raise InputError(file, problems)
+
+    metros = Metros(
+        id=np.array([m.id for m in net.metros], dtype=np.int64),
+        name=tuple(m.name for m in net.metros),
+        country=tuple(m.country for m in net.metros),
+        lat=np.array([m.lat for m in net.metros]),
+        lon=np.array([m.lon for m in net.metros]),
+        population=np.array([m.population for m in net.metros], dtype=np.int64),
+    )
+    row = {int(a): i for i, a in enumerate(asn)}
+    mrow = {int(m): i for i, m in enumerate(metros.id)}
+    e_as = np.array([row[e.asn] for e in net.eyeballs], dtype=np.int64)
+    e_metro = np.array([mrow[e.metro] for e in net.eyeballs], dtype=np.int64)
+    mix = np.array(
+        [e.mix if e.mix is not None else plans.share for e in net.eyeballs], dtype=np.float64
+    ).reshape(-1, len(plans))
+    eyeballs = Eyeballs.from_rows(
+        e_as, e_metro, np.array([e.rps for e in net.eyeballs], dtype=np.float64), mix
+    )
+    pres = [(row[a.asn], mrow[m]) for a in net.ases for m in a.metros]
+    presence = np.unique(
+        np.concatenate(
+            [np.array(pres, dtype=np.int64).reshape(-1, 2), np.stack([e_as, e_metro], axis=1)]
+        ),
+        axis=0,
+    )
+    internet = Internet(
+        asn=asn,
+        kind=np.array(
+            [
+                _KIND_BY_NAME[declared[a].kind] if a in declared else ASKind.OTHER
+                for a in asn.tolist()
+            ]
+        ),
+        name=tuple(declared[a].name if a in declared else "" for a in asn.tolist()),
+        country=tuple(declared[a].country if a in declared else "" for a in asn.tolist()),
+        p2c=_rows(asn, rel.p2c),
+        p2p=np.sort(_rows(asn, rel.p2p), axis=1),
+        metros=metros,
+        presence=presence,
+        eyeballs=eyeballs,
+    )
+    try:
+        internet.provider_levels()
+    except ProviderLoopError as e:
+        a, b = e.cycle[0], e.cycle[1]
+        ln = rel.line_of(a, b)
+        where = Path(rel_file) if net.as_rel is not None else file
+        if net.as_rel is None and ln is not None:
+            raise InputError.one(
+                where,
+                f"internet.relations[{ln}]",
+                str(e),
+                line_of(text, ("internet", "relations", ln)),
+            ) from None
+        raise InputError.one(where, "", str(e), ln) from None
+    return internet
+
+
+def _rows(asn: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    rows = np.searchsorted(asn, pairs).reshape(-1, 2)
+    order = np.lexsort((rows[:, 1], rows[:, 0]))
+    return np.asarray(rows[order])
+
+
+def _build_lab(t: TopologyIn) -> Lab:
+    nodes = tuple(
+        LabNode(
+            name=name,
+            kind=NodeKind(n.kind),
+            asn=n.asn,
+            site=n.site,
+            speaker=Speaker(n.speaker) if n.speaker else None,
+        )
+        for name, n in t.lab.nodes.items()
+    )
+    links = []
+    for link in t.lab.links:
+        a, b = (tuple(e.split(":")) for e in link.endpoints)
+        links.append(LabLink(a=(a[0], a[1]), b=(b[0], b[1]), relation=Relation(link.relation)))
+    return Lab(nodes=nodes, links=tuple(links))
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
+    """The topology YAML's content for ``world``.
+
+    With ``inline`` the relations, metros and eyeballs are written in the YAML itself;
+    otherwise it names ``internet.as-rel``, ``metros.csv`` and ``eyeballs.csv``, which
+    :func:`save_world` writes beside it.
+    """
+    net, inet = world.network, world.internet
+    plans = net.plans
+    out: dict[str, Any] = {
+        "anyedge": 1,
+        "asn": int(net.asn),
+        "latency": {"inflation": world.latency.inflation, "access_ms": world.latency.access_ms},
+        "plans": [
+            {"name": n, "share": float(s), "cpu_ms_per_request": float(c)}
+            for n, s, c in zip(plans.names, plans.share, plans.cpu_ms, strict=True)
+        ],
+    }
+    sites = []
+    ses = net.sessions
+    for i, code in enumerate(net.sites.code):
+        th = net.sites.thresholds[i]
+        mine = ses.site == i
+        sites.append(
+            {
+                "code": code,
+                "city": net.sites.city[i],
+                "country": net.sites.country[i],
+                "lat": float(net.sites.lat[i]),
+                "lon": float(net.sites.lon[i]),
+                "kind": "mcp" if net.sites.kind[i] == SiteKind.MCP else "single",
+                "thresholds": {
+                    "maximum": float(th[0]),
+                    "target": float(th[1]),
+                    "acceptable": float(th[2]),
+                },
+                "sections": [
+                    {
+                        "name": net.sections.name[j],
+                        "servers": int(net.sections.servers[j]),
+                        "cpu_per_server": float(net.sections.cpu_per_server[j]),
+                    }
+                    for j in net.site_sections(i)
+                ],
+                "transit": [int(a) for a in ses.asn[mine & (ses.kind == SessionKind.TRANSIT)]],
+                "peers": [int(a) for a in ses.asn[mine & (ses.kind == SessionKind.PEER)]],
+            }
+        )
+    out["sites"] = sites
+    out["prefixes"] = [
+        {
+            "cidr": c,
+            "sites": "all"
+            if bool(row.all()) and row.size
+            else [net.sites.code[j] for j in np.flatnonzero(row)],
+        }
+        for c, row in zip(net.prefixes.cidr, net.prefixes.announced, strict=True)
+    ]
+    metros, eyeballs = _tables(world)
+    m = inet.metros
+    present: dict[int, list[int]] = {}
+    for a, mi in inet.presence.tolist():
+        present.setdefault(a, []).append(int(m.id[mi]))
+    ases = []
+    for i, a in enumerate(inet.asn.tolist()):
+        row: dict[str, Any] = {"asn": a}
+        if inet.name[i]:
+            row["name"] = inet.name[i]
+        if inet.kind[i] != ASKind.OTHER:
+            row["kind"] = AS_KIND_NAMES[ASKind(int(inet.kind[i]))]
+        if inet.country[i]:
+            row["country"] = inet.country[i]
+        if i in present:
+            row["metros"] = present[i]
+        ases.append(row)
+    if inline:
+        out["internet"] = {
+            "relations": format_as_rel(inet).splitlines()[2:],
+            "ases": ases,
+            "metros": metros,
+            "eyeballs": eyeballs,
+        }
+    else:
+        out["internet"] = {
+            "as_rel": AS_REL_FILE,
+            "metros": METROS_FILE,
+            "eyeballs": EYEBALLS_FILE,
+            "ases": ases,
+        }
+    lab = world.lab
+    if lab.nodes or lab.links:
+        nodes: dict[str, Any] = {}
+        for n in lab.nodes:
+            d: dict[str, Any] = {"kind": str(n.kind)}
+            if n.asn is not None:
+                d["asn"] = n.asn
+            if n.site is not None:
+                d["site"] = n.site
+            if n.speaker is not None:
+                d["speaker"] = str(n.speaker)
+            nodes[n.name] = d
+        out["lab"] = {
+            "nodes": nodes,
+            "links": [
+                {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
+                for k in lab.links
+            ],
+        }
+    return out
+
+
+def _tables(world: World) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    inet, plans = world.internet, world.network.plans
+    m = inet.metros
+    metros = [
+        {
+            "id": int(m.id[i]),
+            "name": m.name[i],
+            "country": m.country[i],
+            "lat": float(m.lat[i]),
+            "lon": float(m.lon[i]),
+            "population": int(m.population[i]),
+        }
+        for i in range(len(m))
+    ]
+    e = inet.eyeballs
+    eyeballs = []
+    for i in range(len(e)):
+        row: dict[str, Any] = {
+            "asn": int(inet.asn[e.as_[i]]),
+            "metro": int(m.id[e.metro[i]]),
+            "rps": float(e.rps[i]),
+        }
+        if not np.array_equal(e.mix[i], plans.share):
+            row["mix"] = [float(x) for x in e.mix[i]]
+        eyeballs.append(row)
+    return metros, eyeballs
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    dumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return str(
+        yaml.dump(
+            data,
+            Dumper=dumper,
+            sort_keys=False,
+            default_flow_style=None,
+            allow_unicode=True,
+            width=120,
+        )
+    )
+
+
+def save_world(world: World, directory: str | Path) -> Path:
+    """Write the topology and its tables into ``directory``; return the YAML's path.
+
+    The files are ``topology.yaml``, ``internet.as-rel``, ``metros.csv`` and
+    ``eyeballs.csv``; all of them are replaced together or not at all.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    metros, eyeballs = _tables(world)
+    files = {
+        directory / TOPOLOGY_FILE: "# anyedge topology: see docs/topology.md\n"
+        + dump_yaml(world_to_dict(world)),
+        directory / AS_REL_FILE: format_as_rel(world.internet),
+        directory / METROS_FILE: format_table("metros", metros),
+        directory / EYEBALLS_FILE: format_table("eyeballs", eyeballs),
+    }
+    with _atomic(files):
+        pass
+    return directory / TOPOLOGY_FILE
+
+
+@contextmanager
+def _atomic(files: dict[Path, str]) -> Iterator[None]:
+    """Write every file to a temporary name, then move all into place, or none."""
+    tmps: list[Path] = []
+    try:
+        for path, content in files.items():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmps.append(tmp)
+            tmp.write_text(content, encoding="utf-8")
+        yield
+        for (path, _), tmp in zip(files.items(), tmps, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)

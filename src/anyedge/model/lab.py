@@ -1,0 +1,60 @@
+"""The lab part of a topology: routers, sites and clients joined by links.
+
+This is what ``anyedge lab`` builds in network namespaces: containerlab-style ``nodes``
+and ``links`` whose ``endpoints`` are ``"node:interface"`` strings.  Each link between two
+BGP speakers carries a business relation, as in the mini-Internet: ``provider-customer``
+(the first endpoint sells transit to the second) or ``peer``.  A lab is small, so it is
+kept as plain frozen objects rather than arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class NodeKind(StrEnum):
+    ROUTER = "router"  # an ISP's BGP router
+    SITE = "site"  # one of anyedge's sites, holding the anycast address on lo
+    CLIENT = "client"  # an end host that probes the anycast address
+
+
+class Speaker(StrEnum):
+    FRR = "frr"
+    BIRD = "bird"
+    GOBGP = "gobgp"
+    EXABGP = "exabgp"
+
+
+class Relation(StrEnum):
+    PROVIDER_CUSTOMER = "provider-customer"
+    PEER = "peer"
+    NONE = "none"  # a plain link, no BGP business relation (client access, backbone)
+
+
+@dataclass(frozen=True, slots=True)
+class LabNode:
+    name: str
+    kind: NodeKind
+    asn: int | None = None
+    site: str | None = None  # the IATA code of the site a SITE node stands for
+    speaker: Speaker | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LabLink:
+    a: tuple[str, str]  # (node, interface); the provider on a provider-customer link
+    b: tuple[str, str]
+    relation: Relation = Relation.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    nodes: tuple[LabNode, ...] = ()
+    links: tuple[LabLink, ...] = ()
+
+    def node(self, name: str) -> LabNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)

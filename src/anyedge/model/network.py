@@ -1,0 +1,200 @@
+"""anyedge's own network: sites, their sections and servers, prefixes, BGP sessions.
+
+A *site* is a data centre in a city, named by the IATA code of its airport (``CHC``,
+``IAD``).  A large multi-colo site (an MCP in the reference) has several *sections*
+(``IAD01`` … ``IAD09``), each a separately failing group of servers between which
+Duomog shifts load; a small site has one section.  Capacity is servers x CPU per server,
+in ms of CPU time per second.  Each site has three utilisation thresholds (maximum,
+target, acceptable) for the Traffic Manager.
+
+Every site announces anycast *prefixes* from one ASN through its own BGP *sessions*:
+transit (the neighbour is the site's provider) and peering (settlement-free, with the
+access networks in the site's city).  Which site announces which prefix is a boolean
+matrix, prefixes x sites.
+
+Tables hold rows in a canonical order (sites as given, sections grouped by site in
+order, sessions sorted by site, relation and ASN) so that two equal networks compare
+equal field by field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from .plans import DEFAULT_PLANS, Plans
+from .table import BoolArray, FloatArray, Int8Array, Int32Array, IntArray, Table, frozen_array
+
+
+class SiteKind(IntEnum):
+    SINGLE = 0  # one section
+    MCP = 1  # multi-colo point of presence: several sections
+
+
+class SessionKind(IntEnum):
+    TRANSIT = 0  # the neighbour sells us transit (it is our provider)
+    PEER = 1  # settlement-free peering
+
+
+THRESHOLD_NAMES = ("maximum", "target", "acceptable")
+DEFAULT_THRESHOLDS = (0.90, 0.85, 0.75)
+
+
+@dataclass(frozen=True, eq=False)
+class Sites(Table):
+    code: tuple[str, ...]
+    city: tuple[str, ...]
+    country: tuple[str, ...]
+    lat: FloatArray = field(repr=False)
+    lon: FloatArray = field(repr=False)
+    kind: Int8Array = field(repr=False)
+    thresholds: FloatArray = field(repr=False)  # (n, 3): maximum, target, acceptable
+
+    def __post_init__(self) -> None:
+        for name in ("lat", "lon"):
+            frozen_array(self, name, np.float64)
+        frozen_array(self, "kind", np.int8)
+        frozen_array(self, "thresholds", np.float64)
+        n = len(self.code)
+        if len(self.city) != n or len(self.country) != n:
+            raise ValueError("site names must align")
+        if self.lat.shape != (n,) or self.lon.shape != (n,) or self.kind.shape != (n,):
+            raise ValueError("site arrays must have one entry per site")
+        if self.thresholds.shape != (n, 3):
+            raise ValueError("thresholds must be (sites, 3)")
+        if len(set(self.code)) != n:
+            raise ValueError("site codes must be unique")
+        object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.code)})
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def index(self, code: str) -> int:
+        """Row of the site with IATA ``code``; KeyError if there is none."""
+        return self._index[code]  # type: ignore[attr-defined, no-any-return]
+
+
+@dataclass(frozen=True, eq=False)
+class Sections(Table):
+    name: tuple[str, ...]
+    site: Int32Array = field(repr=False)
+    servers: IntArray = field(repr=False)
+    cpu_per_server: FloatArray = field(repr=False)  # ms/s
+
+    def __post_init__(self) -> None:
+        frozen_array(self, "site", np.int32)
+        frozen_array(self, "servers", np.int64)
+        frozen_array(self, "cpu_per_server", np.float64)
+        n = len(self.name)
+        if any(a.shape != (n,) for a in (self.site, self.servers, self.cpu_per_server)):
+            raise ValueError("section arrays must have one entry per section")
+        if n and np.any(np.diff(self.site) < 0):
+            raise ValueError("sections must be grouped by site, in site order")
+        if np.any(self.servers < 0) or np.any(self.cpu_per_server < 0):
+            raise ValueError("servers and CPU per server must be non-negative")
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+    @property
+    def capacity(self) -> FloatArray:
+        """CPU capacity of each section in ms/s."""
+        return np.asarray(self.servers * self.cpu_per_server)
+
+
+@dataclass(frozen=True, eq=False)
+class Prefixes(Table):
+    cidr: tuple[str, ...]
+    announced: BoolArray = field(repr=False)  # (prefixes, sites)
+
+    def __post_init__(self) -> None:
+        frozen_array(self, "announced", np.bool_)
+        if self.announced.ndim != 2 or self.announced.shape[0] != len(self.cidr):
+            raise ValueError("announced must be (prefixes, sites)")
+        nets = tuple(ipaddress.ip_network(c) for c in self.cidr)
+        if tuple(str(n) for n in nets) != self.cidr:
+            raise ValueError("prefixes must be in canonical CIDR form")
+        object.__setattr__(self, "_nets", nets)
+
+    def __len__(self) -> int:
+        return len(self.cidr)
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return self._nets  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def version(self) -> Int8Array:
+        return np.array([n.version for n in self.networks], dtype=np.int8)
+
+
+@dataclass(frozen=True, eq=False)
+class Sessions(Table):
+    """BGP sessions of the sites with the Internet, sorted by (site, kind, asn)."""
+
+    site: Int32Array = field(repr=False)
+    asn: IntArray = field(repr=False)
+    kind: Int8Array = field(repr=False)
+
+    def __post_init__(self) -> None:
+        frozen_array(self, "site", np.int32)
+        frozen_array(self, "asn", np.int64)
+        frozen_array(self, "kind", np.int8)
+        n = self.site.shape[0]
+        if self.asn.shape != (n,) or self.kind.shape != (n,):
+            raise ValueError("session arrays must align")
+        if n:
+            order = np.lexsort((self.asn, self.kind, self.site))
+            if np.any(order != np.arange(n)):
+                raise ValueError("sessions must be sorted by site, kind and ASN")
+            key = np.stack([self.site, self.asn])
+            if np.any(np.all(key[:, 1:] == key[:, :-1], axis=0)):
+                raise ValueError("a site has two sessions with the same neighbour")
+
+    def __len__(self) -> int:
+        return int(self.site.shape[0])
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, int, int]]) -> Sessions:
+        """Sessions from (site, asn, kind) rows in any order."""
+        arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        order = np.lexsort((arr[:, 1], arr[:, 2], arr[:, 0]))
+        arr = arr[order]
+        return cls(site=arr[:, 0], asn=arr[:, 1], kind=arr[:, 2])
+
+
+@dataclass(frozen=True, eq=False)
+class Network(Table):
+    """Everything anyedge owns: one ASN, its sites, sections, prefixes and sessions."""
+
+    asn: int
+    sites: Sites
+    sections: Sections
+    prefixes: Prefixes
+    sessions: Sessions
+    plans: Plans = field(default_factory=lambda: DEFAULT_PLANS)
+
+    def __post_init__(self) -> None:
+        n = len(self.sites)
+        if len(self.sections) and self.sections.site.max(initial=-1) >= n:
+            raise ValueError("a section refers to a site that does not exist")
+        if self.prefixes.announced.shape[1] != n:
+            raise ValueError("announced must have one column per site")
+        if len(self.sessions) and self.sessions.site.max() >= n:
+            raise ValueError("a session refers to a site that does not exist")
+
+    def site_capacity(self) -> FloatArray:
+        """CPU capacity of each site in ms/s (sum over its sections)."""
+        return np.bincount(
+            self.sections.site, weights=self.sections.capacity, minlength=len(self.sites)
+        ).astype(np.float64)
+
+    def site_sections(self, site: int) -> range:
+        """Section rows of one site (they are contiguous)."""
+        lo = int(np.searchsorted(self.sections.site, site, side="left"))
+        hi = int(np.searchsorted(self.sections.site, site, side="right"))
+        return range(lo, hi)

@@ -1,0 +1,57 @@
+"""A world: anyedge's network, the Internet it is attached to, and how latency behaves.
+
+This is the one object the rest of anyedge takes: the routing engine computes
+catchments over it, the predictor and the Traffic Manager reason about its sites, the
+twin runs it through a day, the lab builds its ``lab`` part.  Loaded from a topology
+YAML (:mod:`anyedge.model.files`) or built by :mod:`anyedge.model.worldgen`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .geo import LatencyModel
+from .internet import Internet
+from .lab import Lab
+from .network import Network
+from .table import FloatArray, Int32Array, Table
+
+
+@dataclass(frozen=True, eq=False)
+class World(Table):
+    network: Network
+    internet: Internet
+    latency: LatencyModel = field(default_factory=LatencyModel)
+    lab: Lab = field(default_factory=Lab)
+
+    def __post_init__(self) -> None:
+        plans = len(self.network.plans)
+        if self.internet.eyeballs.mix.shape[1] != plans:
+            raise ValueError("eyeball plan mix must have one column per plan")
+        if len(self.network.sessions):
+            self.internet.indices(self.network.sessions.asn)  # KeyError if unknown
+        if self.network.asn in set(self.internet.asn.tolist()):
+            raise ValueError(f"anyedge's ASN {self.network.asn} is also an Internet AS")
+
+    @property
+    def session_as(self) -> Int32Array:
+        """Internet row of each session's neighbour."""
+        return self.internet.indices(self.network.sessions.asn)
+
+    def eyeball_cpu(self) -> FloatArray:
+        """Peak CPU time each eyeball row would cost, in ms/s."""
+        e = self.internet.eyeballs
+        return np.asarray(e.rps * self.network.plans.cost_per_request(e.mix))
+
+    def peak_demand_rps(self) -> float:
+        return float(self.internet.eyeballs.rps.sum())
+
+    def peak_demand_cpu(self) -> float:
+        return float(self.eyeball_cpu().sum())
+
+    def metro_site_rtt(self) -> FloatArray:
+        """(metros, sites) round-trip times by geography alone, in ms."""
+        m, s = self.internet.metros, self.network.sites
+        return self.latency.rtt_matrix(m.lat, m.lon, s.lat, s.lon)

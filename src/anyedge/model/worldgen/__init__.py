@@ -1,0 +1,215 @@
+"""The default world: about 300 sites in real cities, and a synthetic Internet around them.
+
+``build_world(WorldOptions(seed=1))`` runs these steps, each deterministic for the seed:
+
+1. **Geography** (:mod:`.geography`): real cities over ``min_city_population`` become the
+   metros; their online population is their demand.
+2. **Internet** (:mod:`.internet`): tier-1 clique, regional transit, national access
+   ISPs; eyeballs split each metro's demand among the ISPs there.
+3. **Sites** (:mod:`.sites`): the Internet's hub cities first, then the cities that bring
+   the most online people closest, by lazy greedy, each named by its airport's IATA code.
+4. **Capacity**: each site gets servers for the peak of the metros nearest to it, times
+   a headroom drawn per site; the biggest markets become multi-colo sites with three to
+   nine sections.
+5. **Sessions**: each site buys transit from two or three providers present in its city
+   and peers with the access ISPs there.
+6. **Prefixes**: documentation prefixes (IPv4 and IPv6) announced from every site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geo import LatencyModel
+from ..internet import ASKind, Internet
+from ..network import (
+    DEFAULT_THRESHOLDS,
+    Network,
+    Prefixes,
+    Sections,
+    SessionKind,
+    Sessions,
+    SiteKind,
+    Sites,
+)
+from ..plans import DEFAULT_PLANS
+from ..world import World
+from .geography import HUB_AIRPORT, Cities, load_airports, load_cities
+from .internet import build_internet
+from .sites import candidate_rows, choose_sites
+
+DEFAULT_PREFIXES = (
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "2001:db8::/48",
+    "2001:db8:1::/48",
+)
+SERVER_GENERATIONS = (48_000.0, 64_000.0, 96_000.0)  # ms/s: 48, 64 and 96 cores
+GENERATION_ODDS = (0.2, 0.5, 0.3)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class WorldOptions:
+    seed: int = 1
+    sites: int = 300
+    mcp: int = 30
+    min_city_population: int = 100_000
+    min_site_population: int = 300_000
+    peak_rps: float = 40e6
+    tier1: int = 12
+    asn: int = 64500
+    headroom: tuple[float, float] = (1.3, 2.0)
+    cap_ms: float = 50.0
+
+    def check(self) -> list[tuple[str, str]]:
+        """(option, problem) pairs for options out of range."""
+        bad = []
+        if self.sites < 1:
+            bad.append(("--sites", "must be at least 1"))
+        if not 0 <= self.mcp <= self.sites:
+            bad.append(("--mcp", f"must be between 0 and the number of sites ({self.sites})"))
+        if self.min_city_population < 15_000:
+            bad.append(("--min-city-population", "must be at least 15000 (the data's floor)"))
+        if self.peak_rps <= 0:
+            bad.append(("--peak-rps", "must be positive"))
+        if not 1 <= self.tier1 <= 50:
+            bad.append(("--tier1", "must be between 1 and 50"))
+        return bad
+
+
+def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None = None) -> World:
+    say = progress or (lambda _: None)
+    rng = np.random.default_rng(opts.seed)
+    latency = LatencyModel()
+
+    say("cities")
+    cities = load_cities(opts.min_city_population)
+    airports = load_airports()
+    say("internet")
+    internet = build_internet(cities, rng, DEFAULT_PLANS, opts.peak_rps, opts.tier1)
+
+    say("sites")
+    cand, codes = candidate_rows(cities, airports, opts.min_site_population)
+    hubs = np.array(
+        [
+            k
+            for k, i in enumerate(cand.tolist())
+            if (cities.name[i], cities.country[i]) in HUB_AIRPORT
+        ],
+        dtype=np.int64,
+    )
+    hubs = hubs[np.argsort(-cities.traffic()[cand[hubs]], kind="stable")]
+    chosen = choose_sites(cities, cand, min(opts.sites, len(cand)), latency, opts.cap_ms, hubs)
+    site_city = cand[chosen]
+    site_code = [codes[k] for k in chosen]
+
+    say("capacity")
+    metro_cpu = np.bincount(
+        internet.eyeballs.metro,
+        weights=internet.eyeballs.rps * DEFAULT_PLANS.cost_per_request(internet.eyeballs.mix),
+        minlength=len(cities),
+    )
+    rtt = latency.rtt_matrix(cities.lat, cities.lon, cities.lat[site_city], cities.lon[site_city])
+    nearest = rtt.argmin(axis=1)
+    local_cpu = np.bincount(nearest, weights=metro_cpu, minlength=site_city.size)
+    mcp = np.zeros(site_city.size, dtype=np.bool_)
+    mcp[np.argsort(-local_cpu, kind="stable")[: opts.mcp]] = True
+    sites = Sites(
+        code=tuple(site_code),
+        city=tuple(cities.name[i] for i in site_city),
+        country=tuple(cities.country[i] for i in site_city),
+        lat=cities.lat[site_city],
+        lon=cities.lon[site_city],
+        kind=np.where(mcp, SiteKind.MCP, SiteKind.SINGLE),
+        thresholds=np.tile(DEFAULT_THRESHOLDS, (site_city.size, 1)),
+    )
+    sections = _sections(rng, site_code, local_cpu, mcp, opts.headroom)
+
+    say("sessions")
+    sessions = _sessions(rng, internet, site_city, mcp)
+    prefixes = Prefixes(
+        cidr=DEFAULT_PREFIXES,
+        announced=np.ones((len(DEFAULT_PREFIXES), site_city.size), dtype=np.bool_),
+    )
+    network = Network(
+        asn=opts.asn,
+        sites=sites,
+        sections=sections,
+        prefixes=prefixes,
+        sessions=sessions,
+        plans=DEFAULT_PLANS,
+    )
+    return World(network=network, internet=internet, latency=latency)
+
+
+def _sections(
+    rng: np.random.Generator,
+    codes: list[str],
+    local_cpu: np.ndarray,
+    mcp: np.ndarray,
+    headroom: tuple[float, float],
+) -> Sections:
+    names: list[str] = []
+    site: list[int] = []
+    servers: list[int] = []
+    cpu: list[float] = []
+    for s, code in enumerate(codes):
+        gen = float(rng.choice(SERVER_GENERATIONS, p=GENERATION_ODDS))
+        need = local_cpu[s] * rng.uniform(*headroom) / gen
+        if mcp[s]:
+            count = int(np.clip(round(need / 24), 3, 9))
+            split = rng.dirichlet(np.full(count, 20.0)) * need
+            for k in range(count):
+                names.append(f"{code}{k + 1:02d}")
+                site.append(s)
+                servers.append(max(4, int(np.ceil(split[k]))))
+                cpu.append(float(rng.choice(SERVER_GENERATIONS, p=GENERATION_ODDS)))
+        else:
+            names.append(f"{code}01")
+            site.append(s)
+            servers.append(max(2, int(np.ceil(need))))
+            cpu.append(gen)
+    return Sections(
+        name=tuple(names),
+        site=np.array(site),
+        servers=np.array(servers),
+        cpu_per_server=np.array(cpu),
+    )
+
+
+def _sessions(
+    rng: np.random.Generator, internet: Internet, site_city: np.ndarray, mcp: np.ndarray
+) -> Sessions:
+    """Transit from providers present in the site's city, peering with its access ISPs."""
+    kind = internet.kind
+    by_metro: dict[int, list[int]] = {}
+    for a, m in internet.presence.tolist():
+        by_metro.setdefault(m, []).append(a)
+    upstream = np.flatnonzero((kind == ASKind.TIER1) | (kind == ASKind.TRANSIT))
+    rows: list[tuple[int, int, int]] = []
+    for s, m in enumerate(site_city.tolist()):
+        here = by_metro.get(m, [])
+        ups = [a for a in here if kind[a] in (ASKind.TIER1, ASKind.TRANSIT)]
+        want = 3 if mcp[s] else 2
+        picked = rng.permutation(ups)[:want].tolist() if ups else []
+        if len(picked) < want:  # buy the rest from anywhere: transit is sold over distance
+            rest = np.setdiff1d(upstream, picked)
+            picked += rng.choice(rest, size=want - len(picked), replace=False).tolist()
+        rows += [(s, int(internet.asn[a]), SessionKind.TRANSIT) for a in picked]
+        for a in here:
+            if a in picked:
+                continue
+            if (kind[a] == ASKind.ACCESS and (mcp[s] or rng.random() < 0.85)) or (
+                kind[a] == ASKind.TRANSIT and mcp[s] and rng.random() < 0.4
+            ):
+                rows.append((s, int(internet.asn[a]), SessionKind.PEER))
+    return Sessions.from_rows(rows)
+
+
+__all__ = ["DEFAULT_PREFIXES", "Cities", "WorldOptions", "build_world"]
