@@ -1,0 +1,33 @@
+"""The examples in the documentation run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from anyedge.model.files import parse_world
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def yaml_blocks(path: Path) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_topology_doc_example_loads() -> None:
+    blocks = yaml_blocks(ROOT / "docs" / "topology.md")
+    assert len(blocks) == 1
+    world = parse_world(blocks[0], "docs/topology.md")
+    assert world.network.sites.code == ("CHC", "IAD")
+    assert world.network.prefixes.cidr == ("198.51.100.0/24", "2001:db8::/48")
+    assert world.network.prefixes.announced.tolist() == [[True, True], [False, True]]
+    assert world.internet.eyeballs.rps.tolist() == [20000.0]
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"```sh\n(.*?)\n```", text, flags=re.S)
+    assert commands[0].strip().endswith("anyedge world")
+    test_cmd = commands[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_cmd in ci, "the README's test command must be what .ci/run runs"
