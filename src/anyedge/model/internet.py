@@ -162,10 +162,15 @@ class Internet(Table):
             raise ValueError("peer pairs must have the lower row first")
         m = len(self.metros)
         if self.presence.size and (
-            self.presence[:, 0].max() >= n or self.presence[:, 1].max() >= m
+            self.presence.min() < 0
+            or self.presence[:, 0].max() >= n
+            or self.presence[:, 1].max() >= m
         ):
             raise ValueError("presence refers to an AS or metro that does not exist")
-        if len(self.eyeballs) and (self.eyeballs.as_.max() >= n or self.eyeballs.metro.max() >= m):
+        e = self.eyeballs
+        if len(e) and (
+            min(e.as_.min(), e.metro.min()) < 0 or e.as_.max() >= n or e.metro.max() >= m
+        ):
             raise ValueError("eyeballs refer to an AS or metro that does not exist")
 
     def __len__(self) -> int:

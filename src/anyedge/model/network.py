@@ -151,8 +151,7 @@ class Sessions(Table):
             order = np.lexsort((self.asn, self.kind, self.site))
             if np.any(order != np.arange(n)):
                 raise ValueError("sessions must be sorted by site, kind and ASN")
-            key = np.stack([self.site, self.asn])
-            if np.any(np.all(key[:, 1:] == key[:, :-1], axis=0)):
+            if np.unique(np.stack([self.site, self.asn]), axis=1).shape[1] != n:
                 raise ValueError("a site has two sessions with the same neighbour")
 
     def __len__(self) -> int:
@@ -180,11 +179,11 @@ class Network(Table):
 
     def __post_init__(self) -> None:
         n = len(self.sites)
-        if len(self.sections) and self.sections.site.max(initial=-1) >= n:
+        if len(self.sections) and (self.sections.site.min() < 0 or self.sections.site.max() >= n):
             raise ValueError("a section refers to a site that does not exist")
         if self.prefixes.announced.shape[1] != n:
             raise ValueError("announced must have one column per site")
-        if len(self.sessions) and self.sessions.site.max() >= n:
+        if len(self.sessions) and (self.sessions.site.min() < 0 or self.sessions.site.max() >= n):
             raise ValueError("a session refers to a site that does not exist")
 
     def site_capacity(self) -> FloatArray:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geo import LatencyModel
+from ..geo import LatencyModel, great_circle_km
 from ..internet import ASKind, Internet
 from ..network import (
     DEFAULT_THRESHOLDS,
@@ -186,21 +186,35 @@ def _sections(
 def _sessions(
     rng: np.random.Generator, internet: Internet, site_city: np.ndarray, mcp: np.ndarray
 ) -> Sessions:
-    """Transit from providers present in the site's city, peering with its access ISPs."""
+    """Transit from providers present in the site's city, peering with its access ISPs.
+
+    Where fewer providers are present than the site needs, it buys from those whose
+    nearest point of presence is closest (transit is sold over a distance).
+    """
     kind = internet.kind
+    metros = internet.metros
     by_metro: dict[int, list[int]] = {}
     for a, m in internet.presence.tolist():
         by_metro.setdefault(m, []).append(a)
     upstream = np.flatnonzero((kind == ASKind.TIER1) | (kind == ASKind.TRANSIT))
+    up_rows = np.isin(internet.presence[:, 0], upstream)
+    up_as = internet.presence[up_rows, 0]
+    up_metro = internet.presence[up_rows, 1]
     rows: list[tuple[int, int, int]] = []
     for s, m in enumerate(site_city.tolist()):
         here = by_metro.get(m, [])
         ups = [a for a in here if kind[a] in (ASKind.TIER1, ASKind.TRANSIT)]
         want = 3 if mcp[s] else 2
         picked = rng.permutation(ups)[:want].tolist() if ups else []
-        if len(picked) < want:  # buy the rest from anywhere: transit is sold over distance
-            rest = np.setdiff1d(upstream, picked)
-            picked += rng.choice(rest, size=want - len(picked), replace=False).tolist()
+        if len(picked) < want:
+            km = great_circle_km(
+                metros.lat[m], metros.lon[m], metros.lat[up_metro], metros.lon[up_metro]
+            )
+            nearest = np.full(len(internet), np.inf)
+            np.minimum.at(nearest, up_as, km)
+            nearest[picked] = np.inf
+            order = np.argsort(nearest, kind="stable")
+            picked += [int(a) for a in order[: want - len(picked)] if np.isfinite(nearest[a])]
         rows += [(s, int(internet.asn[a]), SessionKind.TRANSIT) for a in picked]
         for a in here:
             if a in picked:
