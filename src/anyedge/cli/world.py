@@ -95,7 +95,11 @@ def world(
     if out is not None:
         if out.exists() and not out.is_dir():
             raise InputError.one(out, "--out", "exists and is not a directory")
-        save_world(w, out)
+        try:
+            save_world(w, out)
+        except OSError as e:
+            where = e.filename or out
+            raise InputError.one(where, "--out", f"cannot write: {e.strerror or e}") from None
     summary = summarize(w)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -12,14 +12,14 @@ loop (customer → provider edges that come back round), which no real hierarchy
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import InputError, Problem
-from ..internet import Internet
+from ..internet import Eyeballs, Internet, Metros, ProviderLoopError
 from ..table import IntArray
 
 MAX_ASN = 2**32 - 1
@@ -49,10 +49,46 @@ class AsRel:
         return None
 
 
+def bare_internet(rel: AsRel, file: str | Path | None = None) -> Internet:
+    """An Internet of just these relations (no metros, no demand), loop-checked.
+
+    A provider loop is reported against ``file`` at the line of one of its links.
+    """
+    asn = rel.asns
+    p2c = np.searchsorted(asn, rel.p2c).reshape(-1, 2)
+    p2p = np.sort(np.searchsorted(asn, rel.p2p).reshape(-1, 2), axis=1)
+    o1 = np.lexsort((p2c[:, 1], p2c[:, 0]))
+    o2 = np.lexsort((p2p[:, 1], p2p[:, 0]))
+    pairs = np.zeros((0, 2), dtype=np.int32)
+    inet = Internet(
+        asn=asn,
+        kind=np.zeros(asn.size, dtype=np.int8),
+        name=("",) * asn.size,
+        country=("",) * asn.size,
+        p2c=p2c[o1],
+        p2p=p2p[o2],
+        metros=Metros.empty(),
+        presence=pairs,
+        eyeballs=Eyeballs.empty(4),
+    )
+    try:
+        inet.provider_levels()
+    except ProviderLoopError as e:
+        raise InputError.one(file, "", str(e), rel.line_of(e.cycle[0], e.cycle[1])) from None
+    return inet
+
+
 def parse_as_rel(
-    lines: Iterable[str], file: str | Path | None = None, first_line: int = 1
+    lines: Iterable[str],
+    file: str | Path | None = None,
+    first_line: int = 1,
+    name: Callable[[int], str] = "line {}".format,
 ) -> AsRel:
-    """Parse as-rel text; raise :class:`InputError` naming every bad line."""
+    """Parse as-rel text; raise :class:`InputError` naming every bad line.
+
+    ``name`` says how a line is called in messages that refer to another line
+    (``relations[3]`` for relations given inline in a topology).
+    """
     p2c: list[tuple[int, int]] = []
     p2p: list[tuple[int, int]] = []
     p2c_ln: list[int] = []
@@ -88,7 +124,7 @@ def parse_as_rel(
         key = (min(a, b), max(a, b))
         if key in seen:
             problems.append(
-                Problem("", f"AS{a} and AS{b} are already related on line {seen[key]}", ln)
+                Problem("", f"AS{a} and AS{b} are already related on {name(seen[key])}", ln)
             )
             continue
         seen[key] = ln

@@ -9,8 +9,9 @@ file for either table instead of listing it inline::
       eyeballs: eyeballs.csv    # asn,metro,rps,mix
 
 ``mix`` is the plan shares separated by spaces, in the order of ``plans:``, or empty for
-the default shares.  Each row is checked like its inline form; an error names the CSV
-file, the line and the column.
+the default shares.  Text is written in double quotes (numbers bare), so names with
+commas, quotes, line breaks or surrounding spaces come back exactly.  Each row is
+checked like its inline form; an error names the CSV file, the line and the column.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def read_table(path: Path, key: str) -> tuple[list[Any], list[int]]:
     """Rows of table ``key`` from ``path`` as validated models, with each row's line."""
     model, cols = COLUMNS[key]
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:  # csv handles line ends
+            text = f.read()
     except OSError as e:
         raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
@@ -56,7 +58,10 @@ def read_table(path: Path, key: str) -> tuple[list[Any], list[int]]:
         if len(raw) != len(names):
             problems.append(Problem("", f"expected {len(names)} fields, got {len(raw)}", ln))
             continue
-        row: dict[str, Any] = dict(zip(names, (f.strip() for f in raw), strict=True))
+        # names keep their spaces (the writer quotes them); numbers may be padded
+        row: dict[str, Any] = {
+            k: f if k == "name" else f.strip() for k, f in zip(names, raw, strict=True)
+        }
         if "mix" in row:
             try:
                 row["mix"] = [float(x) for x in row["mix"].split()] if row["mix"] else None
@@ -79,24 +84,21 @@ def read_table(path: Path, key: str) -> tuple[list[Any], list[int]]:
     return rows, lines
 
 
-def _num(x: float) -> str:
-    return repr(float(x))
-
-
 def format_table(key: str, rows: list[dict[str, Any]]) -> str:
+    """CSV text of ``rows``; text fields are quoted, so any name survives the trip."""
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     _, cols = COLUMNS[key]
-    w.writerow(cols)
+    out.write(",".join(cols) + "\n")
     for r in rows:
-        vals = []
+        vals: list[Any] = []
         for c in cols:
             v = r.get(c)
             if c == "mix":
-                vals.append(" ".join(_num(x) for x in v) if v else "")
-            elif isinstance(v, float):
-                vals.append(_num(v))
-            else:
+                vals.append(" ".join(repr(float(x)) for x in v) if v else "")
+            elif isinstance(v, bool) or v is None:
                 vals.append(str(v))
+            else:
+                vals.append(v)  # str is quoted; int and float are written by repr
         w.writerow(vals)
     return out.getvalue()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -386,7 +386,7 @@ def _build_internet(t: TopologyIn, src: _Source, plans: Plans) -> Internet:
     else:
         first = line_of(text, ("internet", "relations", 0)) or 1
         try:
-            rel = parse_as_rel(net.relations, file=file, first_line=0)
+            rel = parse_as_rel(net.relations, file=file, first_line=0, name="relations[{}]".format)
         except InputError as e:  # inline lines: report as relations[i]
             raise InputError(
                 file,
@@ -675,7 +675,10 @@ def save_world(world: World, directory: str | Path) -> Path:
     """Write the topology and its tables into ``directory``; return the YAML's path.
 
     The files are ``topology.yaml``, ``internet.as-rel``, ``metros.csv`` and
-    ``eyeballs.csv``; all of them are replaced together or not at all.
+    ``eyeballs.csv``.  All are written in full before any is moved into place, so a
+    failure while writing leaves the old files untouched; each move replaces one file
+    whole (a failure between two moves leaves some files new and some old, never a
+    half-written file).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -687,22 +690,24 @@ def save_world(world: World, directory: str | Path) -> Path:
         directory / METROS_FILE: format_table("metros", metros),
         directory / EYEBALLS_FILE: format_table("eyeballs", eyeballs),
     }
-    with _atomic(files):
-        pass
+    _write_all(files)
     return directory / TOPOLOGY_FILE
 
 
-@contextmanager
-def _atomic(files: dict[Path, str]) -> Iterator[None]:
-    """Write every file to a temporary name, then move all into place, or none."""
+def _write_all(files: dict[Path, str]) -> None:
+    """Write every file under a unique temporary name, then move each into place."""
+    mask = os.umask(0)
+    os.umask(mask)
     tmps: list[Path] = []
     try:
         for path, content in files.items():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            tmp = Path(name)
             tmps.append(tmp)
-            tmp.write_text(content, encoding="utf-8")
-        yield
-        for (path, _), tmp in zip(files.items(), tmps, strict=True):
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(content)
+            os.chmod(tmp, 0o666 & ~mask)
+        for path, tmp in zip(files, tmps, strict=True):
             os.replace(tmp, path)
     finally:
         for tmp in tmps:
