@@ -25,7 +25,8 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (and exits with it when run as a script)."""
-    from . import world as _world  # noqa: F401  (registers its subcommand)
+    from . import catchment as _catchment  # noqa: F401  (each registers its subcommand)
+    from . import world as _world  # noqa: F401
 
     try:
         cli.main(args=argv, prog_name="anyedge", standalone_mode=False)

@@ -1,0 +1,316 @@
+"""``anyedge catchment``: which site every network and every user reaches.
+
+On a world (the default one, or ``-t TOPOLOGY``) it announces one prefix from its sites,
+applies the operator's knobs (``--withdraw``, ``--prepend``, ``--peers-only``,
+``--transit-only``) and prints each site's share of demand.  On a bare CAIDA graph
+(``--as-rel FILE --origin ASN ...``) it runs AS-level propagation with those origins,
+as BGPy would, and prints how many ASes each origin catches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError, Problem
+from ..model.files import load_world
+from ..model.files.asrel import bare_internet, read_as_rel
+from ..model.world import World
+from ..model.worldgen import WorldOptions, build_world
+from ..routing import (
+    Announcement,
+    Mode,
+    Rank,
+    Router,
+    RoutingGraph,
+    Scope,
+    Seeds,
+    longest_match,
+    prefix_for,
+    propagate,
+)
+from ..routing.catchment import RANK_NAMES
+from ..routing.propagate import as_path
+from .main import cli
+
+
+def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
+    out = []
+    for v in values:
+        name, sep, n = v.partition("=")
+        if not sep or not n.strip().isdigit():
+            raise InputError.one("command line", "--prepend", f"expected NAME=N, got {v!r}")
+        out.append((name.strip(), int(n)))
+    return out
+
+
+@cli.command()
+@click.option(
+    "-t",
+    "--topology",
+    type=click.Path(path_type=Path),
+    help="Topology YAML (or directory); default: the default world.",
+)
+@click.option("--prefix", help="Prefix to announce (default: the topology's first).")
+@click.option("--address", help="Destination address: longest-prefix match over all prefixes.")
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in Mode]),
+    default=None,
+    help="Tie-break: metro (hot potato, default on worlds) or as (lowest neighbour ASN).",
+)
+@click.option("--withdraw", multiple=True, help="Site (or origin ASN) that withdraws; repeatable.")
+@click.option("--prepend", multiple=True, help="SITE=N: prepend N times at SITE; repeatable.")
+@click.option("--peers-only", multiple=True, help="Site that announces to its peers only.")
+@click.option("--transit-only", multiple=True, help="Site that announces to transit only.")
+@click.option(
+    "--as-rel",
+    "as_rel",
+    type=click.Path(path_type=Path),
+    help="A CAIDA as-rel file instead of a world (AS-level mode).",
+)
+@click.option("--origin", multiple=True, type=int, help="Origin ASN for --as-rel; repeatable.")
+@click.option("--top", type=int, default=25, show_default=True, help="Rows in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--full", is_flag=True, help="With --json: every AS and every eyeball, with paths.")
+def catchment(
+    topology: Path | None,
+    prefix: str | None,
+    address: str | None,
+    mode: str | None,
+    withdraw: tuple[str, ...],
+    prepend: tuple[str, ...],
+    peers_only: tuple[str, ...],
+    transit_only: tuple[str, ...],
+    as_rel: Path | None,
+    origin: tuple[int, ...],
+    top: int,
+    as_json: bool,
+    full: bool,
+) -> None:
+    """Compute anycast catchments from BGP and print each site's share."""
+    if as_rel is not None:
+        if topology is not None or prefix or address or peers_only or transit_only:
+            raise InputError.one(
+                "command line",
+                "--as-rel",
+                "use --as-rel with --origin, --withdraw and --prepend only",
+            )
+        if mode == Mode.METRO:
+            raise InputError.one(
+                "command line", "--mode", "a bare as-rel graph has no metros: only --mode as"
+            )
+        _as_rel(as_rel, origin, withdraw, prepend, top, as_json, full)
+        return
+    if origin:
+        raise InputError.one("command line", "--origin", "--origin goes with --as-rel")
+    world = load_world(topology) if topology is not None else build_world(WorldOptions())
+    router = Router(world, Mode(mode) if mode else Mode.METRO)
+    ann_for = _knobs(world, withdraw, prepend, peers_only, transit_only)
+    rows = _prefix_rows(world, prefix, address)
+    results = [router.catchment(ann_for(r)) for r in rows]
+    c = results[0]
+    site = longest_match(results) if len(results) > 1 else c.eyeball_site
+    data = c.to_dict(full=full)
+    if len(results) > 1:
+        data = _lpm_dict(world, results, site)
+    data["prefix"] = world.network.prefixes.cidr[rows[0]]
+    if address:
+        data["address"] = address
+        data["prefixes"] = [world.network.prefixes.cidr[r] for r in rows]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _show_sites(world, data, top)
+
+
+def _knobs(
+    world: World,
+    withdraw: tuple[str, ...],
+    prepend: tuple[str, ...],
+    peers_only: tuple[str, ...],
+    transit_only: tuple[str, ...],
+) -> Any:
+    sites = world.network.sites
+    problems: list[Problem] = []
+
+    def site(opt: str, code: str) -> int:
+        try:
+            return sites.index(code.upper())
+        except KeyError:
+            problems.append(Problem(opt, f"unknown site {code!r}"))
+            return -1
+
+    w = [site("--withdraw", s) for s in withdraw]
+    p = [(site("--prepend", s), n) for s, n in _parse_prepend(prepend)]
+    po = [site("--peers-only", s) for s in peers_only]
+    to = [site("--transit-only", s) for s in transit_only]
+    if problems:
+        raise InputError("command line", problems)
+
+    def make(row: int) -> Announcement:
+        a = Announcement.of_prefix(world.network, row)
+        for s in w:
+            a = a.withdraw(s)
+        for s, n in p:
+            a = a.with_prepend(s, n)
+        for s in po:
+            a = a.with_scope(s, Scope.PEERS)
+        for s in to:
+            a = a.with_scope(s, Scope.TRANSIT)
+        return a
+
+    return make
+
+
+def _prefix_rows(world: World, prefix: str | None, address: str | None) -> list[int]:
+    cidrs = world.network.prefixes.cidr
+    if not cidrs:
+        raise InputError.one("topology", "prefixes", "the topology announces no prefix")
+    if prefix and address:
+        raise InputError.one("command line", "--prefix", "give --prefix or --address, not both")
+    if address:
+        try:
+            rows = prefix_for(world, address)
+        except ValueError:
+            raise InputError.one(
+                "command line", "--address", f"not an IP address: {address!r}"
+            ) from None
+        if not rows:
+            raise InputError.one("command line", "--address", f"no prefix covers {address}")
+        return rows
+    if prefix is None:
+        return [0]
+    import ipaddress
+
+    try:
+        canon = str(ipaddress.ip_network(prefix, strict=False))
+    except ValueError:
+        raise InputError.one("command line", "--prefix", f"not a prefix: {prefix!r}") from None
+    if canon not in cidrs:
+        raise InputError.one(
+            "command line",
+            "--prefix",
+            f"{canon} is not one of the topology's prefixes: {', '.join(cidrs)}",
+        )
+    return [cidrs.index(canon)]
+
+
+def _lpm_dict(world: World, results: list[Any], site: np.ndarray) -> dict[str, Any]:
+    e = world.internet.eyeballs
+    total = float(e.rps.sum())
+    ok = site >= 0
+    demand = np.bincount(site[ok], weights=e.rps[ok], minlength=len(world.network.sites))
+    codes = world.network.sites.code
+    return {
+        "mode": str(results[0].router.mode),
+        "sites": [
+            {"site": codes[i], "share": float(demand[i] / total), "rps": float(demand[i])}
+            for i in np.flatnonzero(demand > 0)
+        ],
+        "unreached_rps": float(e.rps[~ok].sum()),
+    }
+
+
+def _show_sites(world: World, data: dict[str, Any], top: int) -> None:
+    sites = sorted(data["sites"], key=lambda r: -r["share"])
+    where = data.get("address") or data["prefix"]
+    t = Table(title=f"catchment of {where} ({data['mode']}-level tie-break)")
+    for col in ("site", "city", "share", "requests/s", "mean RTT"):
+        t.add_column(col, justify="left" if col in ("site", "city") else "right")
+    for r in sites[:top]:
+        i = world.network.sites.index(r["site"])
+        rtt = r.get("mean_rtt_ms")
+        t.add_row(
+            r["site"],
+            world.network.sites.city[i],
+            f"{100 * r['share']:.2f} %",
+            f"{r['rps']:,.0f}",
+            f"{rtt:.1f} ms" if rtt is not None else "-",
+        )
+    con = Console()
+    con.print(t)
+    rest = len(sites) - top
+    if rest > 0:
+        con.print(f"... and {rest} more sites (--top N, or --json)")
+    if data.get("mean_rtt_ms") is not None:
+        con.print(f"mean round trip, demand-weighted: {data['mean_rtt_ms']:.1f} ms")
+    if data["unreached_rps"] > 0:
+        con.print(f"[bold red]unreached demand: {data['unreached_rps']:,.0f} requests/s[/]")
+
+
+def _as_rel(
+    path: Path,
+    origins: tuple[int, ...],
+    withdraw: tuple[str, ...],
+    prepend: tuple[str, ...],
+    top: int,
+    as_json: bool,
+    full: bool,
+) -> None:
+    if not origins:
+        raise InputError.one("command line", "--origin", "give at least one origin ASN")
+    rel = read_as_rel(path)
+    inet = bare_internet(rel, path)
+    problems = [
+        Problem("--origin", f"AS{o} is not in {path}")
+        for o in origins
+        if o not in set(inet.asn.tolist())
+    ]
+    gone: set[int] = set()
+    for w in withdraw:
+        if not w.isdigit() or int(w) not in origins:
+            problems.append(Problem("--withdraw", f"{w!r} is not one of the origins"))
+        else:
+            gone.add(int(w))
+    pre = dict.fromkeys(origins, 0)
+    for name, n in _parse_prepend(prepend):
+        if not name.isdigit() or int(name) not in pre:
+            problems.append(Problem("--prepend", f"{name!r} is not one of the origins"))
+        else:
+            pre[int(name)] = n
+    if problems:
+        raise InputError("command line", problems)
+    live = [o for o in dict.fromkeys(origins) if o not in gone]
+    g = RoutingGraph.from_internet(inet)
+    rows = inet.indices(np.array(live, dtype=np.int64))
+    seeds = Seeds.origins(rows, [pre[o] for o in live])
+    state = propagate(g, seeds)
+    reached = np.bincount(state.origin[state.origin >= 0], minlength=len(live))
+    data: dict[str, Any] = {
+        "mode": "as",
+        "ases": len(inet),
+        "origins": [
+            {"asn": o, "ases": int(reached[k]), "share": float(reached[k] / len(inet))}
+            for k, o in enumerate(live)
+        ],
+        "unreached_ases": int((state.origin < 0).sum()),
+    }
+    if full:
+        rank = state.rank
+        data["routes"] = [
+            {
+                "asn": int(inet.asn[a]),
+                "origin": live[int(state.origin[a])] if state.origin[a] >= 0 else None,
+                "relation": RANK_NAMES[Rank(int(rank[a]))],
+                "path": as_path(state, g.asn, a, {}),
+            }
+            for a in range(len(inet))
+        ]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    t = Table(title=f"catchment on {path} ({len(inet):,} ASes, AS-level tie-break)")
+    for col in ("origin", "ASes", "share"):
+        t.add_column(col, justify="right")
+    for r in sorted(data["origins"], key=lambda r: -r["ases"])[:top]:
+        t.add_row(f"AS{r['asn']}", f"{r['ases']:,}", f"{100 * r['share']:.2f} %")
+    Console().print(t)
+    if data["unreached_ases"]:
+        Console().print(f"ASes without a route: {data['unreached_ases']:,}")

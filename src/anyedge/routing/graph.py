@@ -1,0 +1,114 @@
+"""The AS graph as the propagation engine walks it: directed edges grouped by phase.
+
+Gao-Rexford propagation runs in three phases (:mod:`.propagate`), and each visits edges
+in an order that guarantees a sender's route is final before it is sent:
+
+* **up** — customer → provider edges, grouped by the provider's *height* (0 for ASes
+  without customers, else one more than its highest customer);
+* **across** — peer edges, both directions, all at once;
+* **down** — provider → customer edges, grouped by the customer's *depth* (0 for ASes
+  without providers, else one more than its deepest provider).
+
+A :class:`RoutingGraph` is built once per Internet and reused by every propagation: the
+predictor runs thousands on the same graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from ..model.internet import Internet
+
+IntArray = npt.NDArray[np.int64]
+
+
+def _peel(n: int, src: IntArray, dst: IntArray) -> IntArray:
+    """Longest-path rank of each node in the DAG of ``src → dst`` edges, sources first.
+
+    rank(v) = 0 if v has no incoming edge, else 1 + max rank of its predecessors.
+    (The caller has checked there is no cycle: Internet.provider_levels does.)
+    """
+    rank = np.full(n, -1, dtype=np.int64)
+    waiting = np.bincount(dst, minlength=n)
+    frontier = np.flatnonzero(waiting == 0)
+    r = 0
+    while frontier.size:
+        rank[frontier] = r
+        done = np.zeros(n, dtype=np.bool_)
+        done[frontier] = True
+        waiting = waiting - np.bincount(dst[done[src]], minlength=n)
+        frontier = np.flatnonzero((waiting == 0) & (rank < 0))
+        r += 1
+    if np.any(rank < 0):
+        raise ValueError("the provider hierarchy has a loop")
+    return rank
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Directed edges of one phase, sorted into groups processed one after another."""
+
+    src: IntArray
+    dst: IntArray
+    bounds: IntArray  # group g is edges bounds[g]:bounds[g+1]
+
+    @classmethod
+    def grouped(cls, src: IntArray, dst: IntArray, group: IntArray) -> Phase:
+        order = np.argsort(group, kind="stable")
+        g = group[order]
+        ng = int(g.max()) + 1 if g.size else 0
+        bounds = np.searchsorted(g, np.arange(ng + 1)).astype(np.int64)
+        return cls(src=src[order], dst=dst[order], bounds=bounds)
+
+    def groups(self) -> list[slice]:
+        return [
+            slice(int(a), int(b))
+            for a, b in zip(self.bounds[:-1], self.bounds[1:], strict=True)
+            if b > a
+        ]
+
+
+@dataclass(frozen=True)
+class RoutingGraph:
+    """Arrays of the AS graph for propagation; AS rows are the Internet's rows."""
+
+    asn: IntArray
+    up: Phase
+    across: Phase
+    down: Phase
+    height: IntArray = field(repr=False)
+    depth: IntArray = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.asn.shape[0])
+
+    @classmethod
+    def from_internet(cls, internet: Internet) -> RoutingGraph:
+        return cls.from_links(internet.asn, internet.p2c, internet.p2p)
+
+    @classmethod
+    def from_links(cls, asn: npt.ArrayLike, p2c: npt.ArrayLike, p2p: npt.ArrayLike) -> RoutingGraph:
+        """From sorted ASNs and (provider row, customer row), (peer row, peer row) pairs."""
+        asn = np.asarray(asn, dtype=np.int64)
+        n = asn.shape[0]
+        pc = np.asarray(p2c, dtype=np.int64).reshape(-1, 2)
+        pp = np.asarray(p2p, dtype=np.int64).reshape(-1, 2)
+        prov, cust = pc[:, 0], pc[:, 1]
+        height = _peel(n, cust, prov)  # customers before providers
+        depth = _peel(n, prov, cust)  # providers before customers
+        up = Phase.grouped(cust, prov, height[prov])
+        a, b = pp[:, 0], pp[:, 1]
+        across = Phase.grouped(
+            np.concatenate([a, b]), np.concatenate([b, a]), np.zeros(2 * a.size, dtype=np.int64)
+        )
+        down = Phase.grouped(prov, cust, depth[cust])
+        return cls(asn=asn, up=up, across=across, down=down, height=height, depth=depth)
+
+    @cached_property
+    def edge_count(self) -> int:
+        return int(self.up.src.size + self.across.src.size // 2)
