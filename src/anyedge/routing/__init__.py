@@ -9,7 +9,7 @@ CAIDA graph with origin ASes, see :func:`propagate` and :meth:`Seeds.origins`.
 from .announce import Announcement, Rank, Scope, Seeds
 from .catchment import Catchment, Mode, Router, longest_match, prefix_for
 from .graph import RoutingGraph
-from .propagate import RouteState, improve, propagate, withdraw
+from .propagate import RouteState, propagate, update, withdraw
 
 __all__ = [
     "Announcement",
@@ -21,9 +21,9 @@ __all__ = [
     "RoutingGraph",
     "Scope",
     "Seeds",
-    "improve",
     "longest_match",
     "prefix_for",
     "propagate",
+    "update",
     "withdraw",
 ]

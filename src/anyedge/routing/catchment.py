@@ -19,8 +19,8 @@ Two tie-break modes:
   leaves by the exit nearest to it (hot potato).  Users of one AS in different cities
   can then reach different sites, as on the real Internet.
 
-Changing one site's announcement re-runs only what it affects (:meth:`Router.withdraw`,
-:meth:`Router.reannounce`): the ASes whose route changes, and the users whose walk
+Changing an announcement re-runs only what it affects (:meth:`Router.change`,
+:meth:`Router.withdraw`): the ASes whose route changes, and the users whose walk
 crossed an AS whose exits changed.
 """
 
@@ -38,7 +38,7 @@ from ..model.world import World
 from .announce import Announcement, Rank, Seeds
 from .exits import Edges, Exits, best_exits, chosen_exits
 from .graph import RoutingGraph
-from .propagate import RouteState, as_path, improve, propagate, withdraw
+from .propagate import RouteState, as_path, changed_seed_holders, propagate, update
 from .walk import Geography, Walk, walk
 
 IntArray = npt.NDArray[np.int64]
@@ -284,36 +284,25 @@ class Router:
         return Walk(origin=origin, km=km, hops=hops, path=path2)
 
     def _changed(
-        self, a: RouteState, b: RouteState, seeds: Seeds, site: int
+        self, a: RouteState, b: RouteState, old: Seeds, new: Seeds
     ) -> npt.NDArray[np.bool_]:
         """ASes whose exits may differ: their route changed, a neighbour's route changed,
-        or they hold a session with ``site`` (``seeds`` lists the site's sessions)."""
-        diff = (a.key != b.key) | (a.origin != b.origin)
+        or their sessions' seeds changed."""
+        diff = (a.key != b.key) | (a.origin != b.origin) | (a.via != b.via)
         near = diff.copy()
         near[self.edges.dst[diff[self.edges.src]]] = True
-        near[seeds.at[seeds.origin == site]] = True
+        near[changed_seed_holders(old, new)] = True
         return np.asarray(near)
 
-    def withdraw(self, c: Catchment, site: int) -> Catchment:
-        """``c`` after ``site`` stops announcing, recomputing only what that touches."""
-        ann = c.announcement.withdraw(site)
+    def change(self, c: Catchment, ann: Announcement) -> Catchment:
+        """``c`` under another announcement, recomputing only what the change touches."""
         seeds = self.seeds(ann)
-        state = withdraw(self.graph, c.state, c.seeds, site)
-        return self._finish(ann, seeds, state, c, self._changed(c.state, state, c.seeds, site))
+        state = update(self.graph, c.state, c.seeds, seeds)
+        return self._finish(ann, seeds, state, c, self._changed(c.state, state, c.seeds, seeds))
 
-    def reannounce(self, c: Catchment, ann: Announcement, site: int) -> Catchment:
-        """``c`` after ``site``'s part of the announcement becomes that of ``ann``."""
-        state = (
-            withdraw(self.graph, c.state, c.seeds, site)
-            if c.announcement.announced[site]
-            else c.state
-        )
-        seeds = self.seeds(ann)
-        if ann.announced[site]:
-            state = improve(self.graph, state, seeds.only(site))
-        changed = self._changed(c.state, state, c.seeds, site)
-        changed |= self._changed(state, state, seeds, site)
-        return self._finish(ann, seeds, state, c, changed)
+    def withdraw(self, c: Catchment, site: int) -> Catchment:
+        """``c`` after ``site`` stops announcing."""
+        return self.change(c, c.announcement.withdraw(site))
 
 
 def prefix_for(world: World, address: str) -> list[int]:

@@ -54,6 +54,7 @@ class Phase:
 
     src: IntArray
     dst: IntArray
+    group: IntArray  # sorted
     bounds: IntArray  # group g is edges bounds[g]:bounds[g+1]
 
     @classmethod
@@ -62,7 +63,14 @@ class Phase:
         g = group[order]
         ng = int(g.max()) + 1 if g.size else 0
         bounds = np.searchsorted(g, np.arange(ng + 1)).astype(np.int64)
-        return cls(src=src[order], dst=dst[order], bounds=bounds)
+        return cls(src=src[order], dst=dst[order], group=g, bounds=bounds)
+
+    def into(self, mask: npt.NDArray[np.bool_]) -> Phase:
+        """The same phase with only the edges into ASes where ``mask`` is set."""
+        keep = np.flatnonzero(mask[self.dst])
+        g = self.group[keep]
+        bounds = np.searchsorted(g, np.arange(self.bounds.size)).astype(np.int64)
+        return Phase(src=self.src[keep], dst=self.dst[keep], group=g, bounds=bounds)
 
     def groups(self) -> list[slice]:
         return [

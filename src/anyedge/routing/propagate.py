@@ -20,10 +20,9 @@ That is valley-free export: routes from customers go to everyone, routes from pe
 providers only to customers.  A route never comes back to an AS already on its path,
 since each phase moves strictly up, across once, or strictly down the hierarchy.
 
-Incremental changes (:func:`withdraw`, :func:`improve`) re-run the phases on the part of
-the graph that changes.  Withdrawing an origin only touches the ASes whose best route
-came from it; a better route from an origin only touches the ASes it now wins, spreading
-outward from the seeds.  A prepend change is a withdrawal followed by an improvement.
+A change to the seeds (a site withdrawing, prepending, announcing again) is applied by
+:func:`update`, which recomputes a region that starts at the changed seeds and grows
+only as far as routes actually change.
 """
 
 from __future__ import annotations
@@ -93,25 +92,13 @@ class RouteState:
         )
 
 
-def _seed(
-    state: RouteState, seeds: Seeds, dirty: BoolArray | None = None, only: BoolArray | None = None
-) -> None:
-    """Install each AS's best seed where it beats what the AS has."""
+def _seed(state: RouteState, seeds: Seeds, only: BoolArray | None = None) -> None:
+    """Install each AS's best seed where it beats what the AS has (only in ``only``)."""
     if not len(seeds):
         return
     k = encode(seeds.rank, seeds.length, seeds.nbr_asn, seeds.tie)
-    at = seeds.at
-    keep = np.ones(at.size, dtype=np.bool_) if only is None else only[at]
-    rows = np.flatnonzero(keep)
-    _install(
-        state,
-        at[rows],
-        k[rows],
-        via=np.full(rows.size, -1),
-        seed=rows,
-        origin=seeds.origin[rows],
-        dirty=dirty,
-    )
+    rows = np.arange(len(seeds)) if only is None else np.flatnonzero(only[seeds.at])
+    _install(state, seeds.at[rows], k[rows], np.full(rows.size, -1), rows, seeds.origin[rows])
 
 
 def _install(
@@ -121,7 +108,6 @@ def _install(
     via: IntArray,
     seed: IntArray,
     origin: IntArray,
-    dirty: BoolArray | None,
 ) -> None:
     """Per destination, keep the smallest candidate if it beats the current key."""
     if not dst.size:
@@ -138,49 +124,30 @@ def _install(
     state.via[d] = via[win]
     state.seed[d] = seed[win]
     state.origin[d] = origin[win]
-    if dirty is not None:
-        dirty[d] = True
 
 
 def _relax(
-    state: RouteState,
-    asn: IntArray,
-    phase: Phase,
-    sl: slice,
-    exportable: Rank,
-    learned_as: Rank,
-    only: BoolArray | None,
-    dirty: BoolArray | None,
-    from_dirty: bool,
+    state: RouteState, asn: IntArray, phase: Phase, sl: slice, exportable: Rank, learned_as: Rank
 ) -> None:
+    """Offer every sender's route over the edges ``sl`` of ``phase``."""
     src, dst = phase.src[sl], phase.dst[sl]
     skey = state.key[src]
     ok = (skey >> RANK_SHIFT) <= exportable
-    if only is not None:
-        ok &= only[dst]
-    if from_dirty and dirty is not None:
-        ok &= dirty[src]
     src, dst, skey = src[ok], dst[ok], skey[ok]
-    length = ((skey >> LEN_SHIFT) & 0xFF) + 1
-    cand = encode(learned_as, length, asn[src], 0)
-    _install(
-        state, dst, cand, via=src, seed=np.full(src.size, -1), origin=state.origin[src], dirty=dirty
-    )
+    cand = encode(learned_as, ((skey >> LEN_SHIFT) & 0xFF) + 1, asn[src], 0)
+    _install(state, dst, cand, src, np.full(src.size, -1), state.origin[src])
 
 
-def _run(
-    g: RoutingGraph,
-    state: RouteState,
-    only: BoolArray | None = None,
-    dirty: BoolArray | None = None,
-    from_dirty: bool = False,
-) -> None:
-    for sl in g.up.groups():
-        _relax(state, g.asn, g.up, sl, Rank.CUSTOMER, Rank.CUSTOMER, only, dirty, from_dirty)
-    for sl in g.across.groups():
-        _relax(state, g.asn, g.across, sl, Rank.CUSTOMER, Rank.PEER, only, dirty, from_dirty)
-    for sl in g.down.groups():
-        _relax(state, g.asn, g.down, sl, Rank.PROVIDER, Rank.PROVIDER, only, dirty, from_dirty)
+def _run(g: RoutingGraph, state: RouteState, only: BoolArray | None = None) -> None:
+    """The three phases; with ``only``, just the edges into those ASes."""
+    for phase, exportable, learned in (
+        (g.up, Rank.CUSTOMER, Rank.CUSTOMER),
+        (g.across, Rank.CUSTOMER, Rank.PEER),
+        (g.down, Rank.PROVIDER, Rank.PROVIDER),
+    ):
+        part = phase if only is None else phase.into(only)
+        for sl in part.groups():
+            _relax(state, g.asn, part, sl, exportable, learned)
 
 
 def propagate(g: RoutingGraph, seeds: Seeds) -> RouteState:
@@ -191,37 +158,95 @@ def propagate(g: RoutingGraph, seeds: Seeds) -> RouteState:
     return state
 
 
+def update(g: RoutingGraph, state: RouteState, old: Seeds, new: Seeds) -> RouteState:
+    """The state after the seeds change from ``old`` to ``new``, recomputing what changes.
+
+    Preference is not monotone along a path — an AS may trade a long customer route for
+    a short provider route, which is worse for it but better for its customers — so a
+    change can spread both ways.  The region R to recompute starts at the ASes whose
+    seeds changed; each round resets R and recomputes it in phase order against the rest,
+    then adds every AS outside R that routed through an AS whose route changed, or that
+    is now offered something better by one.  When a round adds nothing, every AS outside
+    R still holds the best route on offer, and R was decided in phase order: the state is
+    the same one a fresh :func:`propagate` finds.
+    """
+    cur = state.copy()
+    region = np.zeros(g.n, dtype=np.bool_)
+    add = np.zeros(g.n, dtype=np.bool_)
+    add[changed_seed_holders(old, new)] = True
+    while add.any():
+        region |= add
+        cur.key[region] = NO_ROUTE
+        cur.via[region] = -1
+        cur.seed[region] = -1
+        cur.origin[region] = -1
+        _seed(cur, new, only=region)
+        _run(g, cur, only=region)
+        changed = region & (
+            (cur.key != state.key) | (cur.origin != state.origin) | (cur.via != state.via)
+        )
+        add = _dependents(cur, changed, region) | _offered_better(g, cur, changed, region)
+    _reindex_seeds(cur, new)
+    return cur
+
+
 def withdraw(g: RoutingGraph, state: RouteState, seeds: Seeds, origin: int) -> RouteState:
-    """The state after ``origin`` withdraws; ``seeds`` are the seeds before withdrawing.
-
-    Only ASes whose best route came from ``origin`` are recomputed, from all their
-    neighbours, in phase order.
-    """
-    hit = state.origin == origin
-    new = state.copy()
-    new.key[hit] = NO_ROUTE
-    new.via[hit] = -1
-    new.seed[hit] = -1
-    new.origin[hit] = -1
-    if not hit.any():
-        return new
-    _seed(new, seeds.without(origin), only=hit)
-    _run(g, new, only=hit)
-    return new
+    """The state after ``origin`` withdraws; ``seeds`` are the seeds before it did."""
+    return update(g, state, seeds, seeds.without(origin))
 
 
-def improve(g: RoutingGraph, state: RouteState, extra: Seeds) -> RouteState:
-    """The state after ``extra`` seeds are added (a new or a better announcement).
+def changed_seed_holders(old: Seeds, new: Seeds) -> IntArray:
+    def entries(s: Seeds) -> set[tuple[int, int, int]]:
+        key = encode(s.rank, s.length, s.nbr_asn, s.tie)
+        return set(zip(s.at.tolist(), key.tolist(), s.origin.tolist(), strict=True))
 
-    A route only spreads where it wins, so propagation starts at the seeds that beat
-    the current routes and follows only ASes whose route changed.
-    """
-    new = state.copy()
-    dirty = np.zeros(g.n, dtype=np.bool_)
-    _seed(new, extra, dirty=dirty)
-    if dirty.any():
-        _run(g, new, dirty=dirty, from_dirty=True)
-    return new
+    diff = entries(old) ^ entries(new)
+    return np.array(sorted({a for a, _, _ in diff}), dtype=np.int64)
+
+
+def _dependents(state: RouteState, changed: BoolArray, region: BoolArray) -> BoolArray:
+    """ASes outside ``region`` whose route runs through a changed AS."""
+    through = changed.copy()
+    has_via = state.via >= 0
+    via = np.maximum(state.via, 0)
+    while True:
+        more = has_via & ~through & ~region & through[via]
+        if not more.any():
+            return np.asarray(through & ~region)
+        through |= more
+
+
+def _offered_better(
+    g: RoutingGraph, state: RouteState, changed: BoolArray, region: BoolArray
+) -> BoolArray:
+    """ASes outside ``region`` to which a changed AS now offers a better route."""
+    out = np.zeros(g.n, dtype=np.bool_)
+    for phase, exportable, learned in (
+        (g.up, Rank.CUSTOMER, Rank.CUSTOMER),
+        (g.across, Rank.CUSTOMER, Rank.PEER),
+        (g.down, Rank.PROVIDER, Rank.PROVIDER),
+    ):
+        src, dst = phase.src, phase.dst
+        pick = changed[src] & ~region[dst]
+        src, dst = src[pick], dst[pick]
+        skey = state.key[src]
+        ok = (skey >> RANK_SHIFT) <= exportable
+        src, dst, skey = src[ok], dst[ok], skey[ok]
+        cand = encode(learned, ((skey >> LEN_SHIFT) & 0xFF) + 1, g.asn[src], 0)
+        out[dst[cand < state.key[dst]]] = True
+    return out
+
+
+def _reindex_seeds(state: RouteState, seeds: Seeds) -> None:
+    """Point every seeded route at its row in ``seeds`` (rows shift when seeds change)."""
+    has = np.flatnonzero(state.seed >= 0)
+    if not has.size:
+        return
+    key = encode(seeds.rank, seeds.length, seeds.nbr_asn, seeds.tie)
+    row = {(a, k): i for i, (a, k) in enumerate(zip(seeds.at.tolist(), key.tolist(), strict=True))}
+    state.seed[has] = [
+        row[(a, k)] for a, k in zip(has.tolist(), state.key[has].tolist(), strict=True)
+    ]
 
 
 def as_path(state: RouteState, asn: IntArray, row: int, tail: dict[int, list[int]]) -> list[int]:

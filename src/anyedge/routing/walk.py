@@ -54,13 +54,13 @@ class Geography:
             at.setdefault(a, set()).add(mm)
         ptr = [0]
         pts: list[int] = []
-        cache: dict[tuple[int, int], list[int]] = {}
+        common: dict[tuple[int, int], list[int]] = {}
         for u, a in zip(edges.src.tolist(), edges.dst.tolist(), strict=True):
+            # traffic goes from a to u: they meet where both are, else wherever u is
             key = (min(u, a), max(u, a))
-            if key not in cache:
-                mu, ma = at.get(u, set()), at.get(a, set())
-                cache[key] = sorted(mu & ma) or sorted(mu) or sorted(ma)
-            pts.extend(cache[key])
+            if key not in common:
+                common[key] = sorted(at.get(u, set()) & at.get(a, set()))
+            pts.extend(common[key] or sorted(at.get(u, ())) or sorted(at.get(a, ())))
             ptr.append(len(pts))
         return cls(
             lat=np.concatenate([inet.metros.lat, sites.lat]),
