@@ -153,8 +153,29 @@ class Catchment:
         }
         if full:
             out["ases"] = self.as_rows()
+            out["metros"] = self.metro_rows()
             out["eyeballs"] = self.eyeball_rows()
         return out
+
+    def metro_rows(self) -> list[dict[str, Any]]:
+        """Per metro with demand: the site taking most of it, and the mean round trip."""
+        w = self.world
+        m, e = w.internet.metros, w.internet.eyeballs
+        top = self.metro_site()
+        rtt = self.eyeball_rtt_ms
+        reached = self.eyeball_site >= 0
+        rows = []
+        for i in np.unique(e.metro).tolist():
+            mine = (e.metro == i) & reached
+            rows.append(
+                {
+                    "metro": int(m.id[i]),
+                    "name": m.name[i],
+                    "site": w.network.sites.code[int(top[i])] if top[i] >= 0 else None,
+                    "mean_rtt_ms": _mean(rtt, e.rps, mine),
+                }
+            )
+        return rows
 
     def as_rows(self) -> list[dict[str, Any]]:
         g, st = self.router.graph, self.state

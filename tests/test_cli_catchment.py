@@ -1,0 +1,140 @@
+"""``anyedge catchment`` from the command line: tables, JSON, knobs and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anyedge.cli.main import main
+from anyedge.model.files import format_as_rel
+from anyedge.model.worldgen.asgraph import caida_like
+
+TINY = Path(__file__).parent / "data" / "tiny.yaml"
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_table_on_a_topology(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(["catchment", "-t", str(TINY)], capsys)
+    assert rc == 0, err
+    assert "catchment of 198.51.100.0/24" in out
+    for code in ("CHC", "AKL"):
+        assert code in out
+
+
+def test_json_shares_and_withdraw(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(["catchment", "-t", str(TINY), "--json"], capsys)
+    assert rc == 0
+    base = json.loads(out)
+    assert base["mode"] == "metro"
+    assert sum(r["share"] for r in base["sites"]) == pytest.approx(1.0)
+    rc, out, _ = run(["catchment", "-t", str(TINY), "--withdraw", "CHC", "--json"], capsys)
+    assert rc == 0
+    after = {r["site"]: r["share"] for r in json.loads(out)["sites"]}
+    assert "CHC" not in after or after["CHC"] == 0.0
+    assert sum(after.values()) == pytest.approx(1.0)
+
+
+def test_full_json_has_paths_ending_in_our_asn(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(["catchment", "-t", str(TINY), "--json", "--full"], capsys)
+    assert rc == 0
+    data = json.loads(out)
+    assert {r["asn"] for r in data["ases"]} == {1001, 2001, 10001, 10002}
+    assert all(r["path"][-1] == 64500 for r in data["eyeballs"] if r["site"])
+    assert {r["metro"] for r in data["metros"]} == {2192362, 2193733}
+
+
+def test_address_picks_the_covering_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(["catchment", "-t", str(TINY), "--address", "2001:db8::1", "--json"], capsys)
+    assert rc == 0
+    data = json.loads(out)
+    assert data["prefix"] == "2001:db8::/48"
+    assert "CHC" not in data["announced"]  # the IPv6 prefix is announced by AKL and IAD only
+
+
+@pytest.mark.parametrize(
+    ("args", "place"),
+    [
+        (["--withdraw", "XXX"], "--withdraw: unknown site 'XXX'"),
+        (["--prepend", "CHC"], "--prepend: expected NAME=N"),
+        (["--prefix", "10.0.0.0/8"], "--prefix: 10.0.0.0/8 is not one of"),
+        (["--address", "not-an-ip"], "--address: not an IP address"),
+        (["--address", "10.1.2.3"], "--address: no prefix covers"),
+        (["--origin", "5"], "--origin: --origin goes with --as-rel"),
+    ],
+)
+def test_bad_knobs_exit_2(args: list[str], place: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(["catchment", "-t", str(TINY), *args], capsys)
+    assert rc == 2
+    assert out == ""
+    assert place in err
+    assert "Traceback" not in err
+
+
+def test_as_rel_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    g = caida_like(500, seed=2)
+    path = tmp_path / "g.as-rel"
+    path.write_text(format_as_rel(g.internet(), source="bgp"), encoding="utf-8")
+    rc, out, err = run(
+        [
+            "catchment",
+            "--as-rel",
+            str(path),
+            "--origin",
+            "400",
+            "--origin",
+            "450",
+            "--json",
+            "--full",
+        ],
+        capsys,
+    )
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["ases"] == 500
+    assert sum(o["ases"] for o in data["origins"]) + data["unreached_ases"] == 500
+    routes = {r["asn"]: r for r in data["routes"]}
+    assert routes[400]["relation"] == "origin"
+    assert routes[400]["path"] == [400]
+    rc, out, _ = run(
+        [
+            "catchment",
+            "--as-rel",
+            str(path),
+            "--origin",
+            "400",
+            "--origin",
+            "450",
+            "--withdraw",
+            "450",
+            "--json",
+        ],
+        capsys,
+    )
+    assert rc == 0
+    assert [o["asn"] for o in json.loads(out)["origins"]] == [400]
+    rc, _, err = run(["catchment", "--as-rel", str(path), "--origin", "99999"], capsys)
+    assert rc == 2
+    assert "AS99999 is not in" in err
+    rc, _, err = run(
+        ["catchment", "--as-rel", str(path), "--origin", "400", "--mode", "metro"], capsys
+    )
+    assert rc == 2
+    assert "only --mode as" in err
+
+
+def test_as_rel_with_a_provider_loop_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "loop.as-rel"
+    path.write_text("# loop\n1|2|-1\n2|3|-1\n3|1|-1\n", encoding="utf-8")
+    rc, _, err = run(["catchment", "--as-rel", str(path), "--origin", "1"], capsys)
+    assert rc == 2
+    assert f"{path}:" in err
+    assert "provider loop" in err
