@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import anyedge.model.files.topology as topology_module
+import anyedge.model.files.atomic as atomic_module
 from anyedge.cli.main import main
 from anyedge.model.files import AS_REL_FILE, TOPOLOGY_FILE, load_world, parse_world, save_world
 
@@ -756,7 +756,7 @@ def test_save_failing_while_writing_leaves_old_files(
 ) -> None:
     """A write that fails before anything is replaced: old files intact, no temporaries."""
     out, old, _ = two_worlds
-    real_mkstemp = topology_module.tempfile.mkstemp
+    real_mkstemp = atomic_module.tempfile.mkstemp
     calls: list[str] = []
 
     def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
@@ -765,7 +765,7 @@ def test_save_failing_while_writing_leaves_old_files(
             raise OSError(28, "No space left on device")
         return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(topology_module.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(atomic_module.tempfile, "mkstemp", mkstemp)
     with pytest.raises(OSError, match="No space left"):
         save_world(parse_world(edit(BASE, ("servers: 16,", "servers: 17,"))), out)
     monkeypatch.undo()
@@ -790,7 +790,7 @@ def test_save_failing_while_replacing_leaves_whole_files(
             raise OSError(5, "Input/output error")
         real_replace(src, dst)
 
-    monkeypatch.setattr(topology_module.os, "replace", replace)
+    monkeypatch.setattr(atomic_module.os, "replace", replace)
     new_world = parse_world(edit(BASE, ("servers: 16,", "servers: 17,"), ("rps: 20000", "rps: 1")))
     with pytest.raises(OSError, match="Input/output error"):
         save_world(new_world, out)

@@ -48,7 +48,9 @@ class Plans(Table):
     def cost_per_request(self, mix: FloatArray | None = None) -> FloatArray:
         """Mean CPU ms per request for each row of ``mix`` (rows x plans), or the default mix."""
         m = self.share if mix is None else mix
-        return np.asarray(m @ self.cpu_ms)
+        # elementwise and summed by numpy, not BLAS: the same bits on every machine and
+        # thread count, so that predictions computed anywhere agree exactly
+        return np.asarray((np.asarray(m) * self.cpu_ms).sum(axis=-1))
 
 
 DEFAULT_PLANS = Plans(

@@ -18,8 +18,6 @@ Loading a saved world gives an equal world.
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from ..network import Network, Prefixes, Sections, SessionKind, Sessions, SiteKi
 from ..plans import Plans
 from ..world import World
 from .asrel import format_as_rel, parse_as_rel, read_as_rel
+from .atomic import write_all
 from .schema import TopologyIn
 from .tables import COLUMNS, format_table, read_table
 from .yamlpos import Loc, _Loader, line_of, place
@@ -690,25 +689,5 @@ def save_world(world: World, directory: str | Path) -> Path:
         directory / METROS_FILE: format_table("metros", metros),
         directory / EYEBALLS_FILE: format_table("eyeballs", eyeballs),
     }
-    _write_all(files)
+    write_all(files)
     return directory / TOPOLOGY_FILE
-
-
-def _write_all(files: dict[Path, str]) -> None:
-    """Write every file under a unique temporary name, then move each into place."""
-    mask = os.umask(0)
-    os.umask(mask)
-    tmps: list[Path] = []
-    try:
-        for path, content in files.items():
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            tmp = Path(name)
-            tmps.append(tmp)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(content)
-            os.chmod(tmp, 0o666 & ~mask)
-        for path, tmp in zip(files, tmps, strict=True):
-            os.replace(tmp, path)
-    finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
