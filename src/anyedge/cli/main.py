@@ -26,6 +26,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (and exits with it when run as a script)."""
     from . import catchment as _catchment  # noqa: F401  (each registers its subcommand)
+    from . import control as _control  # noqa: F401
+    from . import control_plan as _control_plan  # noqa: F401
     from . import predict as _predict  # noqa: F401
     from . import world as _world  # noqa: F401
 

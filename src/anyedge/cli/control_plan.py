@@ -1,0 +1,130 @@
+"""``anyedge control plan``: what would the Traffic Manager do now?
+
+Reads one observation (``--input OBS.json``), the moves in force (``--state STATE.json``,
+default none) and, optionally, a predictor atlas (``--atlas``) for withdrawals; prints the
+plan — every action with its reason — as a table or, with ``--json``, as JSON together
+with the state after it (which can be fed back as ``--state`` next time).  The formats
+are in ``docs/control.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from ..control.codec import (
+    Names,
+    ObservationIn,
+    StateIn,
+    observation_from,
+    plan_to,
+    state_from,
+    state_to,
+)
+from ..control.core import Failover, State, apply, decide
+from ..errors import InputError, Problem
+from ..predict import Atlas
+from .control import control
+
+
+def _read(path: Path, model: type[BaseModel]) -> Any:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError.one(path, "", f"not valid JSON: {e}", getattr(e, "lineno", None)) from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(
+            path, [Problem(".".join(str(x) for x in err["loc"]), err["msg"]) for err in e.errors()]
+        ) from None
+
+
+def _failover(atlas: Atlas, names: Names) -> Failover:
+    n = len(names.sites)
+    share = np.zeros((n, n))
+    for sc in atlas.scenarios:
+        if sc.kind == "single" and sc.failed and sc.failed[0] in names.sites:
+            s = names.sites.index(sc.failed[0])
+            for f in sc.to:
+                if f.site in names.sites:
+                    share[s, names.sites.index(f.site)] = f.share
+    return Failover(share=share)
+
+
+@control.command("plan")
+@click.option(
+    "--input",
+    "obs_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Observation JSON: sites' utilisation, CPU per plan, thresholds, latencies.",
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path),
+    help="Moves in force (JSON), e.g. the 'state' of a previous --json plan.",
+)
+@click.option(
+    "--atlas",
+    "atlas_file",
+    type=click.Path(path_type=Path),
+    help="Predictor atlas, so that withdrawals can be checked.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan and the next state as JSON.")
+def plan_cmd(
+    obs_file: Path, state_file: Path | None, atlas_file: Path | None, as_json: bool
+) -> None:
+    """Print the plan the Traffic Manager would make for one observation."""
+    doc = _read(obs_file, ObservationIn)
+    try:
+        obs, cfg, names = observation_from(doc)
+    except KeyError as e:
+        place, _, msg = str(e.args[0]).partition(": ")
+        raise InputError.one(obs_file, place, msg) from None
+    if state_file is not None:
+        try:
+            state = state_from(_read(state_file, StateIn), names)
+        except KeyError as e:
+            place, _, msg = str(e.args[0]).partition(": ")
+            raise InputError.one(state_file, place, msg) from None
+    else:
+        state = State.empty(
+            len(names.sites), len(names.plans), len(names.sections), len(names.prefixes)
+        )
+    failover = _failover(Atlas.load(atlas_file), names) if atlas_file is not None else None
+    plan = decide(obs, state, cfg, doc.now, failover)
+    after = apply(state, plan, doc.now)
+    if as_json:
+        click.echo(
+            json.dumps({"actions": plan_to(plan, names), "state": state_to(after, names)}, indent=2)
+        )
+        return
+    con = Console()
+    if plan.empty:
+        con.print("nothing to do" + ("" if not plan.actions else ":"))
+    t = Table(title=f"plan at t={doc.now:g}", show_lines=False)
+    for col in ("action", "site", "plan", "to", "share", "ms/s", "reason"):
+        t.add_column(col, justify="right" if col in ("share", "ms/s") else "left")
+    for a in plan_to(plan, names):
+        t.add_row(
+            a["kind"],
+            a["site"] or "all",
+            a.get("plan", a.get("section", "")),
+            a.get("to", a.get("prefix", "")),
+            f"{100 * a['share']:.1f} %" if "share" in a else "",
+            f"{a['cpu']:,.0f}" if "cpu" in a else "",
+            a["reason"],
+        )
+    if plan.actions:
+        con.print(t)
