@@ -1,0 +1,129 @@
+"""The Traffic Manager's loop: observe, decide, journal, enforce.
+
+:class:`Controller` joins the pure core (:func:`~anyedge.control.core.decide` and
+:func:`~anyedge.control.core.apply`) to a world through its two interfaces
+(:class:`~anyedge.control.interfaces.Telemetry` in,
+:class:`~anyedge.control.interfaces.Actuator` out) and to a :class:`~.journal.Journal`.
+Each :meth:`Controller.step` observes the network at ``now``, decides, and then:
+
+* if the plan changes anything, applies it to the state, **journals** the decision (one
+  committed transaction) and only **then** has the actuator enforce the new state;
+* if the plan only holds (stale telemetry, no room, the cap reached), journals it with
+  its reasons — the state does not change and nothing is enforced;
+* if the plan is empty, there is nothing to say and nothing is written.
+
+The guarantee, for a controller killed at any instant and started again on its journal:
+
+1. **The network never runs a state that is not journaled.**  A state is enforced only
+   after the decision that leads to it is committed (``synchronous=FULL``, WAL).
+2. **A restart converges on the last journaled state.**  On construction the controller
+   resumes from :meth:`Journal.latest` — the state and the time of the last decision —
+   and enforces that state once.  Enforcing is absolute and idempotent (the actuator
+   makes the network *match* a state, it does not add to it), so whether the crash came
+   before the enforcement, during it or after it, the network ends in the same state.
+3. **No action is carried out twice.**  Actions are never replayed: what is re-enforced
+   is their result, the state.  A step re-run at the time of the last journaled decision
+   with the same observation (the same digest) is recognised as already decided: it
+   decides nothing and writes nothing.  A step re-run with a different observation (the
+   network has since moved) decides afresh from the resumed state, in which every site
+   that changed at ``t`` has ``last_change = t``; with ``Config.min_interval > 0`` such a
+   site takes part in no new move before ``t + min_interval``.  After that, a decision
+   is a new decision on new measurements, not a duplicate.  Sequence numbers continue
+   from the journal without gaps.
+4. **A failed enforcement is retried.**  If the actuator raises, the exception reaches
+   the caller and the next step enforces the state in force even if its plan is empty.
+
+A journal that cannot hold the decision (disk full, ...) raises before anything is
+enforced: that decision did not happen, and the next step decides again.
+"""
+
+from __future__ import annotations
+
+from ..control.core import Action, Config, Failover, Plan, State, apply, decide
+from ..control.interfaces import Actuator, Telemetry
+from ..errors import InputError
+from .journal import Journal, observation_digest
+
+
+def _shape(state: State) -> tuple[int, int, int, int]:
+    s, p, _ = state.forward.shape
+    return int(s), int(p), int(state.shift.shape[0]), int(state.withdrawn.shape[0])
+
+
+class Controller:
+    """One Traffic Manager, on one network, writing one journal."""
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        actuator: Actuator,
+        config: Config,
+        journal: Journal,
+        failover: Failover | None = None,
+    ) -> None:
+        journal.claim()  # one controller writes a journal
+        self.telemetry = telemetry
+        self.actuator = actuator
+        self.config = config
+        self.journal = journal
+        self.failover = failover
+        self.state: State | None = None  # the moves in force (None: none yet, empty)
+        self.seq = 0  # the last journaled decision
+        self.last_time: float | None = None  # its time
+        self.last_digest: str | None = None  # of the observation it was taken on
+        self._unenforced = False  # the actuator failed: enforce again next step
+        latest = journal.latest()
+        if latest is not None:
+            self.seq, self.last_time, self.state = latest
+            self.last_digest = journal.digest(self.seq)
+            why = (
+                f"resumed from decision {self.seq} of the journal {journal.path}: "
+                "enforcing again the state it left in force"
+            )
+            self._enforce(self.state, Plan((Action("hold", -1, why),)), self.last_time)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this controller started from a journal that held decisions."""
+        return self.last_time is not None
+
+    def _enforce(self, state: State, plan: Plan, now: float) -> None:
+        self._unenforced = True
+        self.actuator.enforce(state, plan, now)
+        self._unenforced = False
+
+    def step(self, now: float) -> Plan:
+        """Observe, decide, journal, enforce (see the module doc); the plan decided."""
+        obs = self.telemetry.observe(now)
+        sections = int(obs.section_site.shape[0])
+        announced = self.config.announced
+        prefixes = int(announced.shape[0]) if announced is not None else 0
+        if self.state is None:
+            self.state = State.empty(obs.sites, obs.plans, sections, prefixes)
+        state = self.state
+        if _shape(state) != (obs.sites, obs.plans, sections, prefixes):
+            s, p, x, q = _shape(state)
+            raise InputError.one(
+                self.journal.path,
+                "",
+                f"the moves in force are for {s} sites, {p} plans, {x} sections and "
+                f"{q} prefixes; the network has {obs.sites}, {obs.plans}, {sections} and "
+                f"{prefixes}: start a new journal",
+            )
+        digest = observation_digest(obs)
+        if now == self.last_time and digest == self.last_digest:
+            if self._unenforced:
+                self._enforce(state, Plan(()), now)
+            why = f"decision {self.seq} was taken on this observation at this time: nothing new"
+            return Plan((Action("hold", -1, why),))
+        plan = decide(obs, state, self.config, now, self.failover)
+        if not plan.actions:
+            if self._unenforced:
+                self._enforce(state, plan, now)
+            return plan
+        new = state if plan.empty else apply(state, plan, now)
+        self.seq = self.journal.record(now, digest, plan, new)
+        self.last_time, self.last_digest, self.state = now, digest, new
+        if not plan.empty or self._unenforced:
+            self._enforce(new, plan, now)
+        return plan

@@ -1,0 +1,378 @@
+"""A durable journal of the Traffic Manager's decisions, in one SQLite file.
+
+Every decision the controller acts on is written here, with its reasons, *before* the
+network is told to carry it out.  One decision is one transaction: its row in
+``decisions`` and a row per action in ``actions`` are committed together or not at all,
+and with ``journal_mode=WAL`` and ``synchronous=FULL`` a committed decision survives a
+crash of the process or of the machine.  The journal is then both the audit trail
+("why was Frankfurt's free plan sent to Amsterdam at 14:02?") and the controller's
+memory: a restarted controller resumes from the state of the last decision.
+
+The schema (``schema_version`` 1)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)
+        format = 'anyedge-journal', schema_version = '1',
+        state_format = 'zlib(npy forward, npy shift, npy withdrawn, npy last_change)'
+    decisions(seq INTEGER PRIMARY KEY,  -- 1, 2, 3, ... without gaps
+              time REAL,                -- the decision's ``now``, seconds
+              digest TEXT,              -- 'sha256:...' of the observation decided on
+              state BLOB,               -- the State in force after the decision
+              summary TEXT)             -- JSON, compact: see below
+    actions(seq INTEGER REFERENCES decisions(seq), n INTEGER,  -- n: place in the plan
+            kind TEXT, site INTEGER, plan INTEGER, to_site INTEGER, share REAL,
+            cpu REAL, section INTEGER, prefix INTEGER, reason TEXT,
+            PRIMARY KEY (seq, n))
+
+``state`` is the four arrays of :class:`~anyedge.control.core.State` written one after
+the other with ``np.save`` (each carries its dtype and shape) and compressed with zlib:
+the forwarding array is mostly zeros.  ``summary`` says, without numpy::
+
+    {"actions":{"forward":2,"hold":1},"changed":true,"forwarding":[0],"receiving":[1,2],
+     "shape":{"plans":4,"prefixes":0,"sections":0,"sites":4},"shifted":[],"withdrawn":[]}
+
+(``withdrawn`` lists ``[prefix, site]`` pairs.)  A file that is not a journal, or a
+journal of a schema version this code does not know, raises
+:class:`~anyedge.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import zlib
+from pathlib import Path
+from types import TracebackType
+from typing import IO, get_args
+
+import numpy as np
+
+from ..control.core import Action, ActionKind, Observation, Plan, State
+from ..errors import InputError
+
+FORMAT = "anyedge-journal"
+SCHEMA_VERSION = 1
+STATE_FORMAT = "zlib(npy forward, npy shift, npy withdrawn, npy last_change)"
+KINDS = frozenset(get_args(ActionKind))
+
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE decisions (
+        seq INTEGER PRIMARY KEY CHECK (seq > 0),
+        time REAL NOT NULL,
+        digest TEXT NOT NULL,
+        state BLOB NOT NULL,
+        summary TEXT NOT NULL)""",
+    f"""CREATE TABLE actions (
+        seq INTEGER NOT NULL REFERENCES decisions(seq) DEFERRABLE INITIALLY DEFERRED,
+        n INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in sorted(KINDS))})),
+        site INTEGER NOT NULL,
+        plan INTEGER NOT NULL,
+        to_site INTEGER NOT NULL,
+        share REAL NOT NULL,
+        cpu REAL NOT NULL,
+        section INTEGER NOT NULL,
+        prefix INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (seq, n)) WITHOUT ROWID""",
+)
+
+
+def observation_digest(obs: Observation) -> str:
+    """A digest of everything in an observation: equal observations, equal digests."""
+    h = hashlib.sha256()
+    for f in dataclasses.fields(obs):
+        a = np.ascontiguousarray(getattr(obs, f.name))
+        h.update(f"{f.name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def pack_state(state: State) -> bytes:
+    """The state as bytes: its four arrays as ``.npy``, one after the other, zlib'd."""
+    buf = io.BytesIO()
+    for a in (state.forward, state.shift, state.withdrawn, state.last_change):
+        np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return zlib.compress(buf.getvalue())
+
+
+def unpack_state(blob: bytes) -> State:
+    """The state packed by :func:`pack_state`; ``ValueError`` if the bytes are not one."""
+    try:
+        buf = io.BytesIO(zlib.decompress(blob))
+        forward, shift, withdrawn, last = (np.load(buf, allow_pickle=False) for _ in range(4))
+    except (zlib.error, EOFError, OSError) as e:
+        raise ValueError(f"not a packed state: {e}") from None
+    if buf.read(1):
+        raise ValueError("not a packed state: bytes after the last array")
+    if last.ndim != 1:
+        raise ValueError(f"last_change has shape {last.shape}, not (sites,)")
+    s = last.shape[0]
+    if forward.ndim != 3 or forward.shape[0] != s or forward.shape[2] != s:
+        raise ValueError(f"forward has shape {forward.shape}, not ({s}, plans, {s})")
+    if shift.ndim != 1:
+        raise ValueError(f"shift has shape {shift.shape}, not (sections,)")
+    if withdrawn.ndim != 2 or withdrawn.shape[1] != s or withdrawn.dtype != np.bool_:
+        raise ValueError(f"withdrawn is {withdrawn.dtype} {withdrawn.shape}, not bool (-, {s})")
+    return State(forward=forward, shift=shift, withdrawn=withdrawn, last_change=last)
+
+
+def _summary(plan: Plan, state: State) -> str:
+    counts: dict[str, int] = {}
+    for a in plan.actions:
+        counts[a.kind] = counts.get(a.kind, 0) + 1
+    fwd = state.forward
+    summary = {
+        "actions": counts,
+        "changed": not plan.empty,
+        "shape": {
+            "sites": int(fwd.shape[0]),
+            "plans": int(fwd.shape[1]),
+            "sections": int(state.shift.shape[0]),
+            "prefixes": int(state.withdrawn.shape[0]),
+        },
+        "forwarding": np.flatnonzero(state.forwarding()).tolist(),
+        "receiving": np.flatnonzero(fwd.sum(axis=(0, 1)) > 1e-12).tolist(),
+        "shifted": np.flatnonzero(state.shift > 0).tolist(),
+        "withdrawn": np.argwhere(state.withdrawn).tolist(),
+    }
+    return json.dumps(summary, separators=(",", ":"), sort_keys=True)
+
+
+def _row(a: Action) -> tuple[str, int, int, int, float, float, int, int, str]:
+    return (
+        a.kind,
+        int(a.site),
+        int(a.plan),
+        int(a.to),
+        float(a.share),
+        float(a.cpu),
+        int(a.section),
+        int(a.prefix),
+        a.reason,
+    )
+
+
+class Journal:
+    """The decisions of one controller, in the SQLite file at ``path`` (created if new).
+
+    Use as a context manager, or call :meth:`close`.  One controller writes a journal;
+    others may read it while it does (WAL).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock: IO[str] | None = None
+        try:
+            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as e:
+            raise InputError.one(self.path, "", f"cannot open the journal: {e}") from None
+        try:
+            self._open()
+        except sqlite3.Error as e:
+            self._db.close()
+            raise InputError.one(self.path, "", f"cannot use as a journal: {e}") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    def _tables(self) -> set[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in rows}
+
+    def _open(self) -> None:
+        try:
+            tables = self._tables()
+        except sqlite3.DatabaseError as e:  # "file is not a database"
+            raise InputError.one(self.path, "", f"not an anyedge journal: {e}") from None
+        if tables:
+            self._check(tables)  # before anything is written to someone else's file
+        self._pragmas()
+        if not tables:
+            self._create()
+
+    def _pragmas(self) -> None:
+        (mode,) = self._db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise InputError.one(self.path, "", f"cannot use WAL mode here (got {mode})")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+
+    def _create(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._tables():  # another process may have created it meanwhile
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("format", FORMAT),
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("state_format", STATE_FORMAT),
+                    ],
+                )
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        self._check(self._tables())
+
+    def _check(self, tables: set[str]) -> None:
+        if "meta" not in tables:
+            raise InputError.one(self.path, "", "not an anyedge journal: it has no meta table")
+        meta = {str(k): str(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+        if meta.get("format") != FORMAT:
+            raise InputError.one(
+                self.path, "meta.format", f"not an anyedge journal ({meta.get('format')!r})"
+            )
+        version = meta.get("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise InputError.one(
+                self.path,
+                "meta.schema_version",
+                f"schema version {version} is not one this anyedge reads ({SCHEMA_VERSION})",
+            )
+        missing = {"decisions", "actions"} - tables
+        if missing:
+            raise InputError.one(self.path, "", f"journal without table {', '.join(missing)}")
+
+    # ------------------------------------------------------------------ writing
+
+    def record(self, now: float, observation_digest: str, plan: Plan, state: State) -> int:
+        """Journal one decision — its plan and the state after it — in one transaction;
+        its sequence number (1 for the first decision, then one more each time)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
+            seq = int(last) + 1
+            db.executemany(
+                "INSERT INTO actions (seq, n, kind, site, plan, to_site, share, cpu, section,"
+                " prefix, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(seq, n, *_row(a)) for n, a in enumerate(plan.actions)],
+            )
+            # the decision row closes the transaction: its actions reference it
+            db.execute(
+                "INSERT INTO decisions (seq, time, digest, state, summary) VALUES (?, ?, ?, ?, ?)",
+                (seq, float(now), observation_digest, pack_state(state), _summary(plan, state)),
+            )
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        return seq
+
+    # ------------------------------------------------------------------ reading
+
+    def _unpack(self, seq: int, blob: bytes) -> State:
+        try:
+            return unpack_state(blob)
+        except ValueError as e:
+            raise InputError.one(self.path, f"decisions[seq={seq}].state", str(e)) from None
+
+    def latest(self) -> tuple[int, float, State] | None:
+        """The last decision: its sequence number, time and the state after it."""
+        row = self._db.execute(
+            "SELECT seq, time, state FROM decisions ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        seq, time, blob = row
+        return int(seq), float(time), self._unpack(int(seq), blob)
+
+    def state(self, seq: int) -> tuple[float, State]:
+        """The time of decision ``seq`` and the state after it (``KeyError`` if none)."""
+        row = self._db.execute("SELECT time, state FROM decisions WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise KeyError(seq)
+        return float(row[0]), self._unpack(seq, row[1])
+
+    def digest(self, seq: int) -> str:
+        """The digest of the observation decision ``seq`` was taken on (``KeyError``)."""
+        row = self._db.execute("SELECT digest FROM decisions WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise KeyError(seq)
+        return str(row[0])
+
+    def actions(self, since_seq: int = 0) -> list[tuple[int, Action]]:
+        """Every action of the decisions after ``since_seq``, in order, with its decision."""
+        rows = self._db.execute(
+            "SELECT seq, kind, site, plan, to_site, share, cpu, section, prefix, reason"
+            " FROM actions WHERE seq > ? ORDER BY seq, n",
+            (since_seq,),
+        )
+        out: list[tuple[int, Action]] = []
+        for seq, kind, site, plan, to, share, cpu, section, prefix, reason in rows:
+            if kind not in KINDS:
+                raise InputError.one(self.path, f"actions[seq={seq}]", f"unknown kind {kind!r}")
+            action = Action(
+                kind,
+                int(site),
+                str(reason),
+                plan=int(plan),
+                to=int(to),
+                share=float(share),
+                cpu=float(cpu),
+                section=int(section),
+                prefix=int(prefix),
+            )
+            out.append((int(seq), action))
+        return out
+
+    def decisions(self) -> int:
+        """How many decisions are journaled."""
+        (n,) = self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()
+        return int(n)
+
+    # ------------------------------------------------------------------ closing
+
+    def claim(self) -> None:
+        """Become this journal's one writer, or raise if another process is.
+
+        An exclusive lock on ``PATH.lock``, held until :meth:`close`; the kernel drops it
+        when the process ends, however it ends, so a controller killed mid-decision never
+        leaves a stale lock for its successor.
+        """
+        if self._lock is not None:
+            return
+        f = open(self.path.with_name(self.path.name + ".lock"), "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise InputError.one(
+                self.path, "", f"another controller (pid {holder}) is writing this journal"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock = f
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
