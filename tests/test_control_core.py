@@ -3,6 +3,8 @@ rules that must hold on any network (hypothesis)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -316,3 +318,41 @@ def test_forwarders_never_accept_and_stale_sites_do_nothing(
             assert not stale[a.to], "traffic was sent to a stale site"
     if stale.all():
         assert plan.empty
+
+
+def test_closed_loop_moves_then_reverts_without_oscillating() -> None:
+    """A toy network: A's demand surges, then falls back.  The Traffic Manager forwards
+    while A is over its maximum, never alternates forwarding and reverting at the same
+    load, and has taken everything back once the surge is over."""
+    cap = np.array([10_000.0, 20_000.0, 20_000.0])
+    lat = np.array([[0, 10, 20], [10, 0, 10], [20, 10, 0]], dtype=float)
+    cfg = Config(
+        maximum=np.full(3, 0.9),
+        target=np.full(3, 0.85),
+        acceptable=np.full(3, 0.7),
+        latency_ms=lat,
+        max_move_share=1.0,
+    )
+    mix = np.array([0.4, 0.3, 0.2, 0.1])
+    state = State.empty(3, 4)
+    history: list[float] = []
+    kinds: list[set[str]] = []
+    for step in range(60):
+        now = 100.0 * step
+        demand = np.array([12_000.0 if 5 <= step < 25 else 6_000.0, 6_000.0, 6_000.0])
+        arriving = demand[:, None] * mix[None, :]
+        sent = arriving[:, :, None] * state.forward  # (S, P, S)
+        served = arriving - sent.sum(axis=2) + sent.sum(axis=0).T
+        obs = Observation(utilisation=served.sum(axis=1) / cap, cpu=served, age=np.zeros(3))
+        plan = decide(obs, state, cfg, now)
+        kinds.append({a.kind for a in plan.actions if a.kind != "hold"})
+        state = apply(state, plan, now)
+        history.append(float(state.forward[0].sum()))
+        if 5 <= step < 25:
+            assert "revert" not in kinds[-1]
+        else:
+            assert "forward" not in kinds[-1]
+    assert max(history) > 0
+    after = history[25:]
+    assert all(b <= a + 1e-12 for a, b in pairwise(after))  # only down
+    assert history[-1] == 0.0

@@ -56,6 +56,7 @@ class Settings(_Strict):
     stale_after: float = Field(120.0, gt=0)
     max_move_share: float = Field(0.10, gt=0, le=1)
     revert_step: float = Field(0.25, gt=0, le=1)
+    revert_floor: float = Field(0.01, ge=0, le=1)
     hysteresis: float = Field(0.05, ge=0, le=1)
     min_interval: float = Field(60.0, ge=0)
     move_enterprise: bool = False
@@ -170,6 +171,7 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
         stale_after=st.stale_after,
         max_move_share=st.max_move_share,
         revert_step=st.revert_step,
+        revert_floor=st.revert_floor,
         hysteresis=st.hysteresis,
         min_interval=st.min_interval,
     )

@@ -14,8 +14,9 @@ One decision, in order:
    maximum shifts the excess to its sister sections, which stay under acceptable.
 3. **Reverts first.**  A site that forwards traffic and has fallen below acceptable
    (minus a hysteresis margin) takes part of it back — ``revert_step`` of what it
-   forwards per decision, highest-priority plan and farthest receiver first — before
-   any capacity is offered to others.
+   forwards per decision (at least ``revert_floor`` of its own CPU time, so the moves
+   end), highest-priority plan and farthest receiver first — before any capacity is
+   offered to others.
 4. **Plurimog.**  A site above its maximum forwards the CPU time over its target, plans
    lowest priority first, to receivers nearest first (:mod:`.split`); receivers are
    sites below acceptable that forward nothing, their room shared among all sites that
@@ -80,6 +81,7 @@ class Config:
     stale_after: float = 120.0  # seconds
     max_move_share: float = 0.10  # of all CPU time, per decision
     revert_step: float = 0.25  # of a site's forwarded traffic, per decision
+    revert_floor: float = 0.01  # ...but at least this share of the site's CPU time
     hysteresis: float = 0.05  # below acceptable by this much before reverting
     min_interval: float = 60.0  # seconds between changes at one site
 
@@ -328,7 +330,10 @@ def _revert(
     """Take back up to ``revert_step`` of what site s forwards, within its room."""
     arriving = obs.cpu[s] / np.maximum(1.0 - state.forward[s].sum(axis=1), 1e-9)
     fwd_cpu = state.forward[s] * arriving[:, None]  # (P, S) CPU ms/s forwarded
-    budget = min(room, cfg.revert_step * float(fwd_cpu.sum()))
+    # a step of what is forwarded, but never less than a floor, so that the last crumbs
+    # come back too instead of shrinking geometrically for ever
+    floor = cfg.revert_floor * float(obs.cpu[s].sum() + fwd_cpu.sum())
+    budget = min(room, max(cfg.revert_step * float(fwd_cpu.sum()), floor))
     out: list[Action] = []
     used = 0.0
     far_first = np.argsort(-cfg.latency_ms[s], kind="stable")
