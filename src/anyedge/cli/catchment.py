@@ -19,10 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError, Problem
-from ..model.files import load_world
 from ..model.files.asrel import bare_internet, read_as_rel
 from ..model.world import World
-from ..model.worldgen import WorldOptions, build_world
 from ..routing import (
     Announcement,
     Mode,
@@ -37,6 +35,7 @@ from ..routing import (
 )
 from ..routing.catchment import RANK_NAMES
 from ..routing.propagate import as_path
+from .common import prefix_row, world_from
 from .main import cli
 
 
@@ -110,7 +109,7 @@ def catchment(
         return
     if origin:
         raise InputError.one("command line", "--origin", "--origin goes with --as-rel")
-    world = load_world(topology) if topology is not None else build_world(WorldOptions())
+    world = world_from(topology)
     router = Router(world, Mode(mode) if mode else Mode.METRO)
     ann_for = _knobs(world, withdraw, prepend, peers_only, transit_only)
     rows = _prefix_rows(world, prefix, address)
@@ -170,9 +169,6 @@ def _knobs(
 
 
 def _prefix_rows(world: World, prefix: str | None, address: str | None) -> list[int]:
-    cidrs = world.network.prefixes.cidr
-    if not cidrs:
-        raise InputError.one("topology", "prefixes", "the topology announces no prefix")
     if prefix and address:
         raise InputError.one("command line", "--prefix", "give --prefix or --address, not both")
     if address:
@@ -185,21 +181,7 @@ def _prefix_rows(world: World, prefix: str | None, address: str | None) -> list[
         if not rows:
             raise InputError.one("command line", "--address", f"no prefix covers {address}")
         return rows
-    if prefix is None:
-        return [0]
-    import ipaddress
-
-    try:
-        canon = str(ipaddress.ip_network(prefix, strict=False))
-    except ValueError:
-        raise InputError.one("command line", "--prefix", f"not a prefix: {prefix!r}") from None
-    if canon not in cidrs:
-        raise InputError.one(
-            "command line",
-            "--prefix",
-            f"{canon} is not one of the topology's prefixes: {', '.join(cidrs)}",
-        )
-    return [cidrs.index(canon)]
+    return [prefix_row(world, prefix)]
 
 
 def _lpm_dict(world: World, results: list[Any], site: np.ndarray) -> dict[str, Any]:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
-from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -29,24 +27,10 @@ from ..control.codec import (
     state_to,
 )
 from ..control.core import Failover, State, apply, decide
-from ..errors import InputError, Problem
+from ..errors import InputError
+from ..model.files.text import read_json
 from ..predict import Atlas
 from .control import control
-
-
-def _read(path: Path, model: type[BaseModel]) -> Any:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError.one(path, "", f"not valid JSON: {e}", getattr(e, "lineno", None)) from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        raise InputError(
-            path, [Problem(".".join(str(x) for x in err["loc"]), err["msg"]) for err in e.errors()]
-        ) from None
 
 
 def _failover(atlas: Atlas, names: Names) -> Failover:
@@ -86,7 +70,7 @@ def plan_cmd(
     obs_file: Path, state_file: Path | None, atlas_file: Path | None, as_json: bool
 ) -> None:
     """Print the plan the Traffic Manager would make for one observation."""
-    doc = _read(obs_file, ObservationIn)
+    doc = read_json(obs_file, ObservationIn)
     try:
         obs, cfg, names = observation_from(doc)
     except KeyError as e:
@@ -94,7 +78,7 @@ def plan_cmd(
         raise InputError.one(obs_file, place, msg) from None
     if state_file is not None:
         try:
-            state = state_from(_read(state_file, StateIn), names)
+            state = state_from(read_json(state_file, StateIn), names)
         except KeyError as e:
             place, _, msg = str(e.args[0]).partition(": ")
             raise InputError.one(state_file, place, msg) from None

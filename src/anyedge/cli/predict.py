@@ -17,13 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError, Problem
-from ..model.files import load_world
 from ..model.world import World
-from ..model.worldgen import WorldOptions, build_world
 from ..predict import Atlas, Predictor, atlas_scenarios, build_atlas
 from ..predict.atlas import ScenarioIn
 from ..predict.scenarios import Scenario
 from ..routing import Mode
+from .common import canonical_prefix, prefix_row, world_from
 from .main import cli
 
 
@@ -109,7 +108,7 @@ def predict(
                 "an atlas answers by itself: -t, --jobs and --ray do not go with --atlas",
             )
         atlas = Atlas.load(atlas_file)
-        if prefix is not None and _canonical(prefix) != atlas.data.prefix:
+        if prefix is not None and canonical_prefix(prefix) != atlas.data.prefix:
             raise InputError.one(
                 atlas_file, "prefix", f"this atlas is for {atlas.data.prefix}, not {prefix}"
             )
@@ -122,8 +121,8 @@ def predict(
             ) from None
         _emit_scenario(sc, as_json, top)
         return
-    world = load_world(topology) if topology is not None else build_world(WorldOptions())
-    row = _prefix_row(world, prefix)
+    world = world_from(topology)
+    row = prefix_row(world, prefix)
     p = Predictor(world, row, Mode(mode))
     if build_all:
         scenarios = atlas_scenarios(world, k)
@@ -176,31 +175,6 @@ def _find(atlas: Atlas, codes: list[str]) -> ScenarioIn:
         if sc.kind != "section" and set(sc.failed) == want:
             return sc
     raise KeyError("+".join(codes))
-
-
-def _canonical(prefix: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_network(prefix, strict=False))
-    except ValueError:
-        raise InputError.one("command line", "--prefix", f"not a prefix: {prefix!r}") from None
-
-
-def _prefix_row(world: World, prefix: str | None) -> int:
-    cidrs = world.network.prefixes.cidr
-    if not cidrs:
-        raise InputError.one("topology", "prefixes", "the topology announces no prefix")
-    if prefix is None:
-        return 0
-    canon = _canonical(prefix)
-    if canon not in cidrs:
-        raise InputError.one(
-            "command line",
-            "--prefix",
-            f"{canon} is not one of the topology's prefixes: {', '.join(cidrs)}",
-        )
-    return cidrs.index(canon)
 
 
 def _scenario(world: World, sites: tuple[str, ...], section: str | None) -> Scenario:

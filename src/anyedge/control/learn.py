@@ -66,6 +66,7 @@ import numpy.typing as npt
 from numpy.polynomial import polynomial as P
 
 from ..errors import InputError, Problem
+from ..model.files.text import read_text
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -342,13 +343,7 @@ def read_history(path: str | Path) -> dict[str, tuple[FloatArray, FloatArray]]:
     Sites come in the order they first appear.  Raises :class:`InputError` naming the
     file, the line and the column of every bad row (the first hundred).
     """
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:  # csv handles line ends
-            text = f.read()
-    except OSError as e:
-        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError.one(path, "", f"not a text file: {e.reason}") from None
+    text = read_text(path, encoding="utf-8-sig", newline="")  # csv handles line ends
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader, None)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
+import numpy.typing as npt
 
 from .table import FloatArray, Int8Array, Int32Array, IntArray, Table, frozen_array
 
@@ -124,6 +125,28 @@ class Eyeballs(Table):
         return cls(as_=as_[order], metro=metro[order], rps=rps[order], mix=mix[order])
 
 
+def layers(n: int, src: npt.ArrayLike, dst: npt.ArrayLike) -> IntArray:
+    """Longest-path layer of each node in the graph of ``src → dst`` edges.
+
+    layer(v) = 0 if no edge enters v, else 1 + the highest layer of its predecessors;
+    -1 for nodes on or after a cycle.  Vectorised: one pass per layer.
+    """
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    layer = np.full(n, -1, dtype=np.int64)
+    waiting = np.bincount(dst, minlength=n)
+    frontier = np.flatnonzero(waiting == 0)
+    h = 0
+    while frontier.size:
+        layer[frontier] = h
+        done = np.zeros(n, dtype=np.bool_)
+        done[frontier] = True
+        waiting = waiting - np.bincount(dst[done[src]], minlength=n)
+        frontier = np.flatnonzero((waiting == 0) & (layer < 0))
+        h += 1
+    return layer
+
+
 def _pairs(a: object) -> Int32Array:
     arr = np.array(a, dtype=np.int32).reshape(-1, 2)
     arr.setflags(write=False)
@@ -198,23 +221,10 @@ class Internet(Table):
 
         Raises :class:`ProviderLoopError` naming one loop if the relations have one.
         """
-        n = len(self)
-        level = np.full(n, -1, dtype=np.int32)
-        prov, cust = self.p2c[:, 0], self.p2c[:, 1]
-        waiting = np.bincount(prov, minlength=n)  # customers not yet levelled
-        frontier = np.flatnonzero(waiting == 0)
-        h = 0
-        while frontier.size:
-            level[frontier] = h
-            done = np.zeros(n, dtype=np.bool_)
-            done[frontier] = True
-            edges = done[cust]
-            waiting = waiting - np.bincount(prov[edges], minlength=n)
-            frontier = np.flatnonzero((waiting == 0) & (level < 0))
-            h += 1
+        level = layers(len(self), self.p2c[:, 1], self.p2c[:, 0])
         if np.any(level < 0):
             raise ProviderLoopError(self._find_loop(level < 0))
-        return level
+        return level.astype(np.int32)
 
     def _find_loop(self, stuck: np.ndarray) -> list[int]:
         """One customer→provider loop among the ASes that could not be levelled.

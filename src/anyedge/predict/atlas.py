@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import InputError, Problem
 from ..model.files.atomic import write_all
+from ..model.files.text import read_json
 from .predictor import Outcome, Predictor
 
 FORMAT = 1
@@ -100,21 +100,7 @@ class Atlas:
 
     @classmethod
     def load(cls, path: str | Path) -> Atlas:
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            line = getattr(e, "lineno", None)
-            raise InputError.one(path, "", f"not valid JSON: {e}", line) from None
-        try:
-            return cls(AtlasIn.model_validate(raw))
-        except ValidationError as e:
-            raise InputError(
-                path,
-                [Problem(".".join(str(x) for x in err["loc"]), err["msg"]) for err in e.errors()],
-            ) from None
+        return cls(read_json(path, AtlasIn))
 
     @classmethod
     def build(cls, p: Predictor, outcomes: list[Outcome], k: int) -> Atlas:

@@ -101,8 +101,7 @@ class Seeds:
     def __len__(self) -> int:
         return int(self.at.shape[0])
 
-    def without(self, origin: int) -> Seeds:
-        keep = self.origin != origin
+    def _select(self, keep: npt.NDArray[np.bool_]) -> Seeds:
         return Seeds(
             self.at[keep],
             self.rank[keep],
@@ -113,17 +112,13 @@ class Seeds:
             self.n_origins,
         )
 
+    def without(self, origin: int) -> Seeds:
+        """The seeds of every origin but ``origin``."""
+        return self._select(self.origin != origin)
+
     def only(self, origin: int) -> Seeds:
-        keep = self.origin == origin
-        return Seeds(
-            self.at[keep],
-            self.rank[keep],
-            self.length[keep],
-            self.nbr_asn[keep],
-            self.tie[keep],
-            self.origin[keep],
-            self.n_origins,
-        )
+        """The seeds of ``origin`` alone."""
+        return self._select(self.origin == origin)
 
     @classmethod
     def of_world(cls, world: World, ann: Announcement) -> Seeds:

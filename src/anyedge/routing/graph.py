@@ -21,28 +21,14 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from ..model.internet import Internet
+from ..model.internet import Internet, layers
 
 IntArray = npt.NDArray[np.int64]
 
 
 def _peel(n: int, src: IntArray, dst: IntArray) -> IntArray:
-    """Longest-path rank of each node in the DAG of ``src → dst`` edges, sources first.
-
-    rank(v) = 0 if v has no incoming edge, else 1 + max rank of its predecessors.
-    (The caller has checked there is no cycle: Internet.provider_levels does.)
-    """
-    rank = np.full(n, -1, dtype=np.int64)
-    waiting = np.bincount(dst, minlength=n)
-    frontier = np.flatnonzero(waiting == 0)
-    r = 0
-    while frontier.size:
-        rank[frontier] = r
-        done = np.zeros(n, dtype=np.bool_)
-        done[frontier] = True
-        waiting = waiting - np.bincount(dst[done[src]], minlength=n)
-        frontier = np.flatnonzero((waiting == 0) & (rank < 0))
-        r += 1
+    """Layers of the DAG of ``src → dst`` edges, sources first (see model.internet.layers)."""
+    rank = np.asarray(layers(n, src, dst), dtype=np.int64)
     if np.any(rank < 0):
         raise ValueError("the provider hierarchy has a loop")
     return rank

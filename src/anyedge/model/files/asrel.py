@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import InputError, Problem
 from ..internet import Eyeballs, Internet, Metros, ProviderLoopError
 from ..table import IntArray
+from .text import read_text
 
 MAX_ASN = 2**32 - 1
 
@@ -147,13 +148,7 @@ def parse_as_rel(
 
 
 def read_as_rel(path: str | Path) -> AsRel:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return parse_as_rel(f, file=path)
-    except OSError as e:
-        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError.one(path, "", f"not a text file: {e.reason}") from None
+    return parse_as_rel(read_text(path).splitlines(), file=path)
 
 
 def format_as_rel(internet: Internet, source: str | None = None) -> str:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from ...errors import InputError, Problem
 from .schema import EyeballIn, MetroIn
+from .text import read_text
 
 COLUMNS: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "metros": (MetroIn, ("id", "name", "country", "lat", "lon", "population")),
@@ -35,13 +36,7 @@ COLUMNS: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
 def read_table(path: Path, key: str) -> tuple[list[Any], list[int]]:
     """Rows of table ``key`` from ``path`` as validated models, with each row's line."""
     model, cols = COLUMNS[key]
-    try:
-        with open(path, encoding="utf-8", newline="") as f:  # csv handles line ends
-            text = f.read()
-    except OSError as e:
-        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError.one(path, "", f"not a text file: {e.reason}") from None
+    text = read_text(path, newline="")  # csv handles line ends
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     required = [c for c in cols if c != "mix"]

@@ -38,6 +38,7 @@ from .asrel import format_as_rel, parse_as_rel, read_as_rel
 from .atomic import write_all
 from .schema import TopologyIn
 from .tables import COLUMNS, format_table, read_table
+from .text import read_text
 from .yamlpos import Loc, _Loader, line_of, place
 
 TOPOLOGY_FILE = "topology.yaml"
@@ -56,12 +57,7 @@ def load_world(path: str | Path) -> World:
     path = Path(path)
     if path.is_dir():
         path = path / TOPOLOGY_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise InputError.one(path, "", f"not a text file: {e.reason}") from None
+    text = read_text(path)
     return parse_world(text, path)
 
 

@@ -1,0 +1,45 @@
+"""Reading the files users give anyedge, with one way of saying what went wrong.
+
+Every reader goes through :func:`read_text`, so a missing file, a directory, a file
+without permission or one that is not UTF-8 text is reported the same way everywhere:
+the file, then the problem, as an :class:`~anyedge.errors.InputError` (exit status 2).
+:func:`read_json` adds JSON parsing and a pydantic model, reporting the line of a
+syntax error and the place of every invalid field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ...errors import InputError, Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_text(path: str | Path, *, encoding: str = "utf-8", newline: str | None = None) -> str:
+    """The whole text of ``path`` (``newline=""`` keeps line ends, as csv wants)."""
+    try:
+        with open(path, encoding=encoding, newline=newline) as f:
+            return f.read()
+    except OSError as e:
+        raise InputError.one(path, "", f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise InputError.one(path, "", f"not a text file: {e.reason}") from None
+
+
+def read_json(path: str | Path, model: type[M]) -> M:
+    """``path`` parsed as JSON and validated as ``model``."""
+    try:
+        raw = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise InputError.one(path, "", f"not valid JSON: {e}", e.lineno) from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(
+            path, [Problem(".".join(str(x) for x in err["loc"]), err["msg"]) for err in e.errors()]
+        ) from None
