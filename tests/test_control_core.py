@@ -14,6 +14,7 @@ from anyedge.control.core import (
     Config,
     Failover,
     Observation,
+    Plan,
     State,
     apply,
     decide,
@@ -356,3 +357,31 @@ def test_closed_loop_moves_then_reverts_without_oscillating() -> None:
     after = history[25:]
     assert all(b <= a + 1e-12 for a, b in pairwise(after))  # only down
     assert history[-1] == 0.0
+
+
+def test_withdrawn_prefix_is_announced_again_when_there_is_room() -> None:
+    obs, cfg = reference_network()
+    two = np.array([[True, True, True, True], [True, True, False, False]])
+    cfg = Config(**{**cfg.__dict__, "announced": two})
+    state = State.empty(4, 4, prefixes=2)
+    wd = state.withdrawn.copy()
+    wd[0, 0] = True
+    state = State(state.forward, state.shift, wd, state.last_change)
+    cap = np.array([20_000.0, 3_000, 3_000, 10_000])
+    busy = Observation(
+        utilisation=np.array([0.60, 0.4, 0.4, 0.4]),
+        cpu=np.array([[12_000.0, 0, 0, 0], *obs.cpu[1:]]),
+        age=np.zeros(4),
+        capacity=cap,
+    )
+    # 12,000 on one live prefix: the withdrawn one would bring ~12,000 more, 120 %: wait
+    assert decide(busy, state, cfg, 0.0).of("announce") == []
+    calm = Observation(
+        utilisation=np.array([0.15, 0.4, 0.4, 0.4]),
+        cpu=np.array([[3_000.0, 0, 0, 0], *obs.cpu[1:]]),
+        age=np.zeros(4),
+        capacity=cap,
+    )
+    (a,) = decide(calm, state, cfg, 0.0).of("announce")
+    assert (a.site, a.prefix) == (0, 0)
+    assert not apply(state, Plan((a,)), 0.0).withdrawn[0, 0]

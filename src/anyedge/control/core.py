@@ -16,7 +16,8 @@ One decision, in order:
    (minus a hysteresis margin) takes part of it back — ``revert_step`` of what it
    forwards per decision (at least ``revert_floor`` of its own CPU time, so the moves
    end), highest-priority plan and farthest receiver first — before any capacity is
-   offered to others.
+   offered to others.  A withdrawn prefix is announced again, one per decision, where
+   the site has room for its traffic.
 4. **Plurimog.**  A site above its maximum forwards the CPU time over its target, plans
    lowest priority first, to receivers nearest first (:mod:`.split`); receivers are
    sites below acceptable that forward nothing, their room shared among all sites that
@@ -56,6 +57,15 @@ class Observation:
     section_site: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))  # (X,)
     section_utilisation: FloatArray = field(default_factory=lambda: np.zeros(0))  # (X,)
     section_cpu: FloatArray = field(default_factory=lambda: np.zeros(0))  # (X,) ms/s
+    capacity: FloatArray | None = None  # (S,) CPU ms/s at 100 %, if known
+
+    def site_capacity(self) -> FloatArray:
+        """Capacity as reported, else inferred from CPU time and utilisation (0: unknown)."""
+        if self.capacity is not None:
+            return self.capacity
+        total = self.cpu.sum(axis=1)
+        u = self.utilisation
+        return np.asarray(np.where(u > 0, total / np.where(u > 0, u, 1.0), 0.0))
 
     @property
     def sites(self) -> int:
@@ -115,7 +125,7 @@ class State:
         return np.asarray(self.forward.sum(axis=(1, 2)) > 1e-12)
 
 
-ActionKind = Literal["forward", "revert", "shift", "withdraw", "hold"]
+ActionKind = Literal["forward", "revert", "shift", "withdraw", "announce", "hold"]
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,8 @@ def decide(
         acts, used = _revert(int(s), obs, state, cfg, float(room[s]))
         actions += acts
         room[s] -= used
+
+    actions += _announce_back(obs, state, cfg, fresh & quiet)
 
     # 4. Plurimog: overloaded sites forward to receivers with room
     receivers = fresh & ~forwarding & (obs.utilisation < cfg.acceptable)
@@ -359,6 +371,42 @@ def _revert(
     return out, used
 
 
+def _announce_back(obs: Observation, state: State, cfg: Config, ok: BoolArray) -> list[Action]:
+    """Announce again, one prefix per decision, where the site has room for it.
+
+    A withdrawn prefix is taken to carry as much as each prefix still announced there
+    (traffic spreads evenly over prefixes); with none announced, a healthy site (known
+    capacity, no load) announces one back and the next decision judges the result.
+    """
+    out: list[Action] = []
+    if not state.withdrawn.size:
+        return out
+    cap = obs.site_capacity()
+    total = obs.cpu.sum(axis=1)
+    announced = cfg.announced if cfg.announced is not None else np.ones_like(state.withdrawn)
+    for s in np.flatnonzero(state.withdrawn.any(axis=0) & ok).tolist():
+        live = int((announced[:, s] & ~state.withdrawn[:, s]).sum())
+        if cap[s] <= 0:
+            continue
+        back = total[s] / live if live else 0.0
+        after = (total[s] + back) / cap[s]
+        if after > cfg.acceptable[s] - cfg.hysteresis:
+            continue
+        q = int(np.flatnonzero(state.withdrawn[:, s])[0])
+        out.append(
+            Action(
+                "announce",
+                s,
+                f"{100 * total[s] / cap[s]:.1f} % with room for its "
+                f"withdrawn traffic (about {100 * after:.0f} % after): announcing "
+                f"prefix {q} again",
+                prefix=q,
+                cpu=back,
+            )
+        )
+    return out
+
+
 def _withdraw(
     s: int,
     obs: Observation,
@@ -470,6 +518,8 @@ def apply(state: State, plan: Plan, now: float) -> State:
             shift[a.section] = min(max(shift[a.section] + a.share, 0.0), 1.0)
         elif a.kind == "withdraw":
             wd[a.prefix, a.site] = True
+        elif a.kind == "announce":
+            wd[a.prefix, a.site] = False
         else:
             continue
         last[a.site] = now
