@@ -9,8 +9,8 @@
 3. **Sites** (:mod:`.sites`): the Internet's hub cities first, then the cities that bring
    the most online people closest, by lazy greedy, each named by its airport's IATA code.
 4. **Capacity**: each site gets servers for the peak of the metros nearest to it, times
-   a headroom drawn per site; the biggest markets become multi-colo sites with three to
-   nine sections.
+   a headroom drawn per site; the great interconnection hubs and then the biggest
+   markets become multi-colo sites with three to nine sections.
 5. **Sessions**: each site buys transit from two or three providers present in its city
    and peers with the access ISPs there.
 6. **Prefixes**: documentation prefixes (IPv4 and IPv6) announced from every site.
@@ -48,6 +48,9 @@ DEFAULT_PREFIXES = (
     "2001:db8::/48",
     "2001:db8:1::/48",
 )
+# Where the largest CDNs run multi-colo sites whatever the local demand: the hubs where
+# networks meet (Ashburn's IAD is the reference's example, with sections IAD01-IAD09).
+MCP_HUBS = ("IAD", "FRA", "AMS", "LHR", "CDG", "EWR", "ORD", "SJC", "LAX", "SIN", "NRT", "HKG")
 SERVER_GENERATIONS = (48_000.0, 64_000.0, 96_000.0)  # ms/s: 48, 64 and 96 cores
 GENERATION_ODDS = (0.2, 0.5, 0.3)
 
@@ -118,8 +121,11 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
     rtt = latency.rtt_matrix(cities.lat, cities.lon, cities.lat[site_city], cities.lon[site_city])
     nearest = rtt.argmin(axis=1)
     local_cpu = np.bincount(nearest, weights=metro_cpu, minlength=site_city.size)
+    # multi-colo sites: the great interconnection hubs first, then the busiest markets
+    hubs_first = [site_code.index(c) for c in MCP_HUBS if c in site_code][: opts.mcp]
+    rest = [int(i) for i in np.argsort(-local_cpu, kind="stable") if int(i) not in hubs_first]
     mcp = np.zeros(site_city.size, dtype=np.bool_)
-    mcp[np.argsort(-local_cpu, kind="stable")[: opts.mcp]] = True
+    mcp[(hubs_first + rest)[: opts.mcp]] = True
     sites = Sites(
         code=tuple(site_code),
         city=tuple(cities.name[i] for i in site_city),
