@@ -27,7 +27,7 @@ def test_topology_doc_example_loads() -> None:
 def test_readme_starts_with_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = re.findall(r"```sh\n(.*?)\n```", text, flags=re.S)
-    assert commands[0].strip().endswith("anyedge world")
+    assert commands[0].strip().endswith("anyedge simulate")
     test_cmd = commands[1].strip()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_cmd in ci, "the README's test command must be what .ci/run runs"

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import control as _control  # noqa: F401
     from . import control_plan as _control_plan  # noqa: F401
     from . import predict as _predict  # noqa: F401
+    from . import simulate as _simulate  # noqa: F401
     from . import world as _world  # noqa: F401
 
     try:

@@ -1,0 +1,1238 @@
+"""The twin's comparison as one self-contained HTML page.
+
+A :class:`~anyedge.sim.result.Comparison` holds the same scenario run under the three
+controllers.  :func:`render` turns it into a page an operator can open anywhere, offline:
+every style is inline CSS, every chart inline SVG, and the only script is a few lines of
+plain JavaScript that recolour the map for another run.  The page fetches nothing (a
+Content-Security-Policy of ``default-src 'none'`` says so to the browser too).
+
+What it shows, top to bottom:
+
+- the scenario and its events, with their times (hh:mm from the start);
+- the three runs side by side: failed requests, SLO-breach minutes, added latency, traffic
+  moved and forwarded, stranded CPU, routing changes; the best value in each row marked;
+- the map of moves, drawn the way the reference draws Traffic Manager's: a circle per
+  site coloured by health (green, yellow, red by the worst utilisation of the run), sized
+  by the requests moved from or to it, and lines from where requests arrived to where
+  they were served, wider for more;
+- for the most eventful sites, utilisation and p95 latency over time for the three runs,
+  with the SLO and the event windows;
+- the learned maximum thresholds and, where the fit's points came along, their curves.
+
+The land on the map is a coarse outline drawn for this page (a few hundred vertices, not
+third-party map data); the sites are the map.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from anyedge.model.files.atomic import write_all
+from anyedge.sim.result import MODE_TITLES, MODES, Comparison, RunResult
+
+Array = npt.NDArray[np.float64]
+
+SLO_MS = 20.0  # the latency SLO drawn on the charts (ms, p95)
+CHART_SITES = 8  # sites with time-series charts
+SCATTER_SITES = 4  # sites with a learned-threshold curve
+MAX_POINTS = 300  # per line of a time-series chart
+MAX_SCATTER = 400  # points per learned-threshold scatter
+MAX_FLOWS = 300  # lines per run on the map
+MAX_LABELS = 25  # site codes written on the map
+GREEN_BELOW = 0.75  # worst utilisation below which a site is healthy
+YELLOW_UP_TO = 0.9  # ... and up to which it is under load; above, overloaded
+
+HEALTH_COLOURS = {"green": "#2ca02c", "yellow": "#f0c419", "red": "#d62728", "unknown": "#9aa0a6"}
+MODE_COLOURS = {"none": "#d95f02", "withdraw": "#7570b3", "manager": "#1b9e77"}
+OTHER_COLOURS = ("#e7298a", "#66a61e", "#a6761d", "#666666")
+FLOW_COLOUR = "#2b5ea7"
+
+MAP_W = 1000.0  # map width in SVG units: 360 degrees of longitude
+SITE_R = 4.0  # radius of a site that moved nothing
+SITE_R_GROWTH = 14.0  # added radius of the site that moved the most
+
+
+def render(comparison: Comparison) -> str:
+    """The whole page for ``comparison``, as one string."""
+    c = comparison
+    modes = _modes(c)
+    title = f"anyedge twin — {c.scenario}"
+    body = "\n".join(
+        [
+            _header(c),
+            '<section class="overview">',
+            _comparison_table(c, modes),
+            _map_card(c, modes),
+            "</section>",
+            _site_charts(c, modes),
+            _learned_section(c, modes),
+            _footer(c),
+        ]
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n"
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"{body}\n</main>\n<script>{_JS}</script>\n</body>\n</html>\n"
+    )
+
+
+def write(comparison: Comparison, path: Path | str) -> Path:
+    """Write the page to ``path`` atomically (a reader never sees half of it)."""
+    target = Path(path)
+    write_all({target: render(comparison)})
+    return target
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _float(value: object) -> float | None:
+    """``value`` as a float, or ``None`` when it is missing or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if not math.isnan(out) else None
+
+
+def _array(value: object) -> Array | None:
+    """``value`` as a flat float array, or ``None`` when it is missing or not numbers."""
+    if value is None:
+        return None
+    try:
+        out = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return None
+    return out if out.size else None
+
+
+def _hhmm(seconds: float) -> str:
+    """Time from the start as hh:mm (hours go on past 24)."""
+    total = max(0, round(seconds / 60.0))
+    return f"{total // 60:02d}:{total % 60:02d}"
+
+
+def _count(x: float) -> str:
+    """A count: with thousands separators, or in SI units from ten million (15.85 G)."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abs(x) >= max(scale, 1e7):
+            return f"{x / scale:,.4g} {suffix}"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _si(x: float) -> str:
+    """A count in a few characters: 950, 12.3k, 4.56M, 7.89G (999,700 is 1M)."""
+    rounded = float(f"{x:.3g}")
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(rounded) >= scale:
+            return f"{rounded / scale:.3g}{suffix}"
+    return f"{rounded:g}"
+
+
+def _modes(c: Comparison) -> list[str]:
+    """The runs present, in the usual order (unknown modes last)."""
+    return [m for m in MODES if m in c.runs] + sorted(m for m in c.runs if m not in MODES)
+
+
+def _mode_title(mode: str) -> str:
+    return MODE_TITLES.get(mode, mode)
+
+
+def _mode_colour(mode: str, modes: Sequence[str]) -> str:
+    if mode in MODE_COLOURS:
+        return MODE_COLOURS[mode]
+    extra = [m for m in modes if m not in MODE_COLOURS]
+    return OTHER_COLOURS[extra.index(mode) % len(OTHER_COLOURS)]
+
+
+def _map_mode(modes: Sequence[str]) -> str | None:
+    """The run the map shows first: the Traffic Manager's when there is one."""
+    if "manager" in modes:
+        return "manager"
+    return modes[-1] if modes else None
+
+
+def _health(u: float | None) -> str:
+    if u is None:
+        return "unknown"
+    if u < GREEN_BELOW:
+        return "green"
+    return "yellow" if u <= YELLOW_UP_TO else "red"
+
+
+def _site_traffic(run: RunResult) -> dict[str, tuple[float, float]]:
+    """Requests moved out of and into each site in ``run``."""
+    out: dict[str, list[float]] = {}
+    for (src, dst), volume in run.flows.items():
+        v = _float(volume) or 0.0
+        if v <= 0:
+            continue
+        out.setdefault(str(src), [0.0, 0.0])[0] += v
+        out.setdefault(str(dst), [0.0, 0.0])[1] += v
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _events(c: Comparison) -> list[tuple[float, float | None, str, str]]:
+    """(start, end or None, kind, sentence) of each event, by start time."""
+    out = []
+    for ev in c.events:
+        if not isinstance(ev, Mapping):
+            continue
+        at = _float(ev.get("at_s")) or 0.0
+        until = _float(ev.get("until_s"))
+        out.append((at, until, str(ev.get("kind", "") or ""), str(ev.get("what", "") or "")))
+    return sorted(out, key=lambda e: e[0])
+
+
+def _duration(c: Comparison) -> float:
+    d = _float(c.duration_s)
+    if d and d > 0:
+        return d
+    lengths = [r.series.utilisation.shape[0] * r.series.step_s for r in c.runs.values()]
+    return max([x for x in lengths if x > 0], default=3600.0)
+
+
+def _nice_step(span: float, ticks: int = 4) -> float:
+    """A round step (1, 2, 2.5 or 5 times a power of ten) giving about ``ticks`` ticks."""
+    if span <= 0:
+        return 1.0
+    raw = span / ticks
+    power = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * power >= raw:
+            return m * power
+    return 10 * power
+
+
+def _nice_ceiling(x: float) -> float:
+    step = _nice_step(x, 5)
+    return math.ceil(x / step - 1e-9) * step
+
+
+def _time_ticks(duration: float) -> list[float]:
+    for minutes in (5, 10, 15, 30, 60, 120, 180, 240, 360, 720, 1440, 2880, 10080):
+        if duration / (minutes * 60) <= 8:
+            step = minutes * 60.0
+            return [i * step for i in range(int(duration // step) + 1)]
+    return [0.0, duration]
+
+
+# ---------------------------------------------------------------------------------------
+# the header: scenario and events
+
+
+def _header(c: Comparison) -> str:
+    n_sites = len(c.sites)
+    facts = [
+        f"{_duration(c) / 3600:.3g} h simulated",
+        f"tick {c.tick_s:g} s",
+        f"{n_sites} site{'s' if n_sites != 1 else ''}",
+        f"{len(c.runs)} run{'s' if len(c.runs) != 1 else ''}",
+    ]
+    if c.wall_seconds:
+        facts.append(f"{c.wall_seconds:.3g} s of wall time")
+    events = _events(c)
+    items = []
+    for i, (at, until, kind, what) in enumerate(events, 1):
+        when = f"{_hhmm(at)}–{_hhmm(until)}" if until is not None else f"from {_hhmm(at)}"
+        kind_html = f'<span class="kind">{_e(kind)}</span> ' if kind else ""
+        items.append(
+            f'<li data-at="{_hhmm(at)}"><span class="evno">{i}</span>'
+            f"<time>{_e(when)}</time> {kind_html}{_e(what)}</li>"
+        )
+    listing = (
+        f'<ol class="events" id="events">{"".join(items)}</ol>'
+        if items
+        else '<p class="muted" id="events">No events: demand only.</p>'
+    )
+    return (
+        f"<header><h1>Scenario <q>{_e(c.scenario)}</q> under three controllers</h1>"
+        f'<p class="muted">{_e(" · ".join(facts))}</p>'
+        f"<h2>Events</h2>{listing}</header>"
+    )
+
+
+def _footer(c: Comparison) -> str:
+    return (
+        '<footer class="muted">Written by anyedge from the digital twin\'s runs of '
+        f"<q>{_e(c.scenario)}</q>. The page is self-contained: it loads nothing from the "
+        "network. Coastlines are a coarse sketch drawn for this page.</footer>"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# the comparison table
+
+# (label, unit hint, getter, formatter, compare): compare=False rows are context only
+_Row = tuple[str, str, Any, Any, bool]
+
+_ROWS: list[_Row] = [
+    ("requests", "all users sent", lambda t: t.requests, _count, False),
+    ("failed requests", "5xx or no route", lambda t: t.failed, _count, True),
+    (
+        "failed share",
+        "of all requests",
+        lambda t: t.failed / t.requests if t.requests else 0.0,
+        lambda x: f"{100 * x:.3g} %",
+        True,
+    ),
+    ("of which unrouted", "no route at all", lambda t: t.unrouted, _count, True),
+    ("SLO-breach minutes", "summed over sites", lambda t: t.slo_breach_total, _count, True),
+    (
+        "added latency, mean",
+        "demand-weighted",
+        lambda t: t.added_latency_mean_ms,
+        lambda x: f"{x:.3g} ms",
+        True,
+    ),
+    ("added latency, p95", "", lambda t: t.added_latency_p95_ms, lambda x: f"{x:.3g} ms", True),
+    ("traffic moved", "requests served away", lambda t: t.moved, _count, True),
+    ("of which forwarded", "by Plurimog", lambda t: t.forwarded, _count, True),
+    (
+        "stranded CPU",
+        "core-hours left idle",
+        lambda t: t.stranded_cpu_hours,
+        lambda x: f"{x:,.1f}",
+        True,
+    ),
+    ("routing changes", "withdrawn or restored", lambda t: t.routing_changes, _count, True),
+    ("decisions / actions", "", None, None, False),
+]
+
+
+def _comparison_table(c: Comparison, modes: Sequence[str]) -> str:
+    head = "".join(
+        f'<th scope="col" data-mode="{_e(m)}">{_e(_mode_title(m))}'
+        f'<span class="code">{_e(m)}</span></th>'
+        for m in modes
+    )
+    rows = []
+    for label, hint, get, fmt, compare in _ROWS:
+        cells: list[str] = []
+        if get is None:
+            for m in modes:
+                t = c.runs[m].totals
+                cells.append(f"<td>{t.decisions:,} / {t.actions:,}</td>")
+        else:
+            values = [_float(get(c.runs[m].totals)) for m in modes]
+            finite = [v for v in values if v is not None and math.isfinite(v)]
+            best: float | None = None
+            if compare and finite and max(finite) > min(finite):
+                best = min(finite)
+            for v in values:
+                if v is None:
+                    cells.append('<td class="na">—</td>')
+                    continue
+                tol = 1e-9 * max(1.0, abs(best)) if best is not None else 0.0
+                is_best = best is not None and math.isfinite(v) and v <= best + tol
+                cls = ' class="best"' if is_best else ""
+                text = fmt(v)
+                exact = f"{v:,.0f}"
+                title = f' title="{exact}"' if fmt is _count and text != exact else ""
+                cells.append(f"<td{cls}{title}>{_e(text)}</td>")
+        hint_html = f'<span class="hint">{_e(hint)}</span>' if hint else ""
+        rows.append(f'<tr><th scope="row">{_e(label)}{hint_html}</th>{"".join(cells)}</tr>')
+    return (
+        '<div class="card" id="comparison-card"><h2>The three controllers</h2>'
+        '<table id="comparison"><thead><tr><th scope="col">metric</th>'
+        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        '<p class="muted small">Lower is better in every row; the best value of each row is '
+        "marked. Moving traffic is a cost too: the less moved for the same failures, the "
+        "better.</p></div>"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# the map
+
+# Coarse coastlines, hand-drawn for this page as "lon lat" pairs (degrees, east and north
+# positive).  Deliberately rough: the sites are the map; the land is only for orientation.
+_LAND = (
+    # North America
+    "-168 66,-165 68.5,-156.5 71.3,-141 69.6,-128 70.5,-117 68.5,-108 68,-96 68,-94 71.5,"
+    "-85 69.8,-81.5 68.5,-88 64,-94.5 59,-92 57,-85 55.3,-80 51.5,-77.5 55.5,-78 60.5,"
+    "-77.5 62.5,-72 61.8,-69 58.8,-64.5 60.3,-61 56,-57 52,-56 51.5,-60 48,-64.5 48.5,"
+    "-61 46,-63.5 44.6,-66 43.8,-70.7 43,-70 41.7,-74 40.6,-75.5 38.5,-76 35.2,-78.5 33.8,"
+    "-81 31.7,-80 27,-80.5 25.2,-82 26.5,-83 29.8,-85 30,-89 30.2,-94 29.6,-97.3 27.5,"
+    "-97.5 24,-97.5 21.5,-96 19,-94.5 18.2,-91 19,-90.5 21,-87 21.5,-88 18,-88.5 16,"
+    "-84 15.5,-83.3 11,-81 9,-79 9.5,-77.5 8.5,-78 7.3,-80 7.5,-83 8.2,-85.7 10,-87.5 13,"
+    "-91.5 14,-94 16,-96.5 15.7,-100 17,-105.5 20,-105.5 22.5,-109 26,-112.8 31.5,-110 23,"
+    "-114 28,-117.1 32.5,-120.6 34.6,-122.5 37.5,-124.2 40.5,-124 46,-124.7 48.4,-123 49,"
+    "-127.5 50.5,-130 54.5,-133 57.5,-137.5 58.8,-140 60,-146 61,-151 59.5,-154 57.5,"
+    "-158 56.5,-162 55,-164 54.5,-157.5 58.5,-162 58.7,-164.5 60.5,-165 62.5,-161 64.5,"
+    "-166 65.4",
+    # South America
+    "-77 8.5,-75.5 10.5,-71.5 12.4,-68 10.6,-63 10.7,-60.5 8.5,-57 6,-52 5,-50 1.5,"
+    "-48.5 -1.2,-44 -2.5,-39 -3.5,-35 -5.5,-35 -9,-38.5 -13,-39 -17.5,-40.8 -21.8,-43 -23,"
+    "-48 -25.5,-48.6 -28.5,-52 -32,-54 -34.5,-57.5 -35.5,-57 -38.5,-62 -39,-65 -41,"
+    "-63.7 -42.5,-65.5 -45,-67.5 -46.5,-69 -50.5,-68.5 -52.5,-67.3 -55.5,-70 -55,"
+    "-74 -52,-75.5 -47,-73.7 -41.5,-73.5 -37,-71.6 -33,-71.5 -28,-70.3 -18.5,-75 -15,"
+    "-77 -12,-79.5 -7.5,-81.3 -5,-80 -2.5,-80.5 0,-78.8 1.5,-77.3 4,-77.5 7",
+    # Africa
+    "-6 35.8,-1 35.1,3 36.8,10 37.2,11 33.5,15.5 32,19 30.3,20.1 32.1,23 32.6,25 31.7,"
+    "29.5 31,32.3 31.2,32.5 30,33.5 27.5,35.5 23.9,37.3 21,38.8 17.5,39.7 15.5,43.3 12.6,"
+    "44.5 10.5,51.2 11.8,49.5 6.5,46 2,41.5 -1.8,39.2 -6.5,40.3 -10.5,40.6 -15,35.5 -22,"
+    "33 -25.8,32.5 -29,30 -31.5,27.5 -33.5,22.5 -34,18.5 -34.2,18 -31.5,15 -27,"
+    "14.5 -22.5,11.8 -17,13.5 -11.5,12.2 -6,9.3 -0.7,9.6 3.9,8.3 4.6,4.5 6.3,1 6,"
+    "-3.2 5.1,-7.5 4.4,-10.5 6.5,-13.2 8.8,-15.3 11.6,-17.2 14.7,-16.3 19.5,-17 21,"
+    "-14.8 25.5,-13.2 27.7,-9.8 29.7,-9.5 32.5,-6.9 34.2",
+    # Eurasia
+    "-9.3 43,-9.5 38.7,-8.8 37,-6 36.2,-5.5 36,-2 36.8,0 38.7,0.5 40.5,3.2 42,3.5 43.3,"
+    "6.5 43.1,8.8 44.4,10.5 43,12.5 41.5,15.6 40,16 38,17.1 39.4,18.5 40.1,16 41.5,"
+    "13.5 43.6,12.3 45.3,13.7 45.6,15.2 44.3,19 42,19.5 40,21 38,22.8 36.5,23.2 38.2,"
+    "22.5 40.5,24 40.8,26.2 40.3,26.2 39.5,27.2 37.5,28.5 36.7,30.5 36.5,32.5 36.1,"
+    "36 36.7,35.8 34.5,35 33,34.3 31.3,32.5 30,34.9 29.5,36.5 26,39 21.5,41 17.5,"
+    "42.8 14.5,43.4 12.7,45 12.8,49 14.2,52.2 15.6,55.4 17.8,57.8 19,59.8 22.5,"
+    "58.5 23.6,56.3 26.2,54 24.2,51.6 24.5,50.8 26.3,48.5 28.5,48 30,50 30.2,51.5 27.8,"
+    "54.8 26.5,57.3 25.8,61.6 25.2,66.6 25.4,68.5 23.5,70 22.5,72.8 21,73 18.9,"
+    "74.2 15.5,75.5 12,76.5 9.5,77.5 8.1,78.2 9,79.8 10.3,80.2 13,81 16,84 18.5,"
+    "86.8 20.5,88 22,90 22,91.8 22.4,94.3 19,94.2 16,97.6 16.5,98.3 8,100.4 4,"
+    "101.5 2.8,103.5 1.3,104.2 1.5,103.4 4.8,102.2 6.2,100.4 7.5,100 9.5,99.2 10.5,"
+    "100 13.5,101 12.7,102.9 11.8,104.8 8.7,106.7 10.3,109.2 11.6,109.2 13.8,108 16.2,"
+    "106.6 18.2,106.7 20.7,108.5 21.6,110.5 20.5,113.5 22.2,117 23.5,119.6 25.6,"
+    "121.5 28.5,121.9 30.9,120.5 32.5,119.2 35,122.5 37.2,119 37.2,118 38.5,121.5 40.9,"
+    "121.2 39,124.2 39.8,125.2 37.8,126.5 34.4,129.3 35.2,129.5 37,128.3 38.6,129.8 41,"
+    "130.7 42.3,133 42.8,135.5 43.9,138.5 47,140.5 50,141.3 53,137.5 54,135.3 54.8,"
+    "140.7 58.5,143 59.3,150.7 59.6,155 59.5,157 58,156.7 51,160 53,162.5 56.2,"
+    "163.5 59.8,170 60.3,177.5 62.5,180 65,180 68.9,170 70,160 69.7,150 71.5,140 72.5,"
+    "129 72.3,113 73.7,104 77.7,96 76,87 74.5,80 72.5,73 72.7,70 73,66.5 70.5,60 69,"
+    "55 68.3,44 68.5,40.5 67.8,33 69.4,28 71,24 71,18 69.8,14 67.5,12.5 65.5,10 63.5,"
+    "5 62,5.5 59,7 58,10.5 59.2,11.5 58.5,12 57.5,12.8 55.5,14.3 56,16.5 57.5,18.5 59.5,"
+    "17.2 61,21.5 64.5,25.3 65.5,25.2 64.9,21.5 61.5,22.8 60,30.2 59.9,24 59.4,23.5 59.3,"
+    "24.2 57.2,21.1 56.8,21 55.7,19.5 54.4,14.5 53.9,11 54,10 54.8,10.5 57.7,8.2 56.8,"
+    "8.6 53.9,7 53.5,4.8 53,4 51.8,2.5 51.1,1.6 50.2,-1.5 49.7,-4.7 48.5,-2.2 47.1,"
+    "-1.2 44.6,-1.8 43.4,-8 43.7",
+    # Chukotka, east of the antimeridian
+    "-180 65,-172 64.3,-169.7 66,-175 67.5,-180 68.9",
+    # Australia
+    "113.5 -22,114 -26.5,115 -31,115 -34.3,118 -35,123.5 -33.9,126 -32.3,131 -31.5,"
+    "135.6 -34.9,137.8 -33,138.5 -35.5,140 -37.5,141.5 -38.4,144.5 -38.2,146.4 -39.1,"
+    "150 -37.5,151.2 -33.9,153 -31.5,153.5 -28,153 -25,150.8 -22.5,149 -20.5,146 -18.5,"
+    "145.5 -15,143.5 -14,142.5 -10.7,141.6 -12.5,141.5 -15.5,140.8 -17.5,139.3 -17.4,"
+    "137.5 -16,135.8 -15,136.8 -12.2,132.5 -11.3,130.8 -12.4,129.5 -14.8,126.5 -14,"
+    "124.5 -16.5,122.2 -17.9,119 -20,116.5 -20.8",
+    # Greenland, Baffin Island, Iceland
+    "-73 78,-60 82,-40 83.5,-22 82,-18 77,-22 72.5,-25 69,-34 66.5,-40 65,-43.5 60,"
+    "-48.5 61.5,-51.5 64.5,-53.5 67,-54 70,-56 72.5,-66 76",
+    "-80 73.5,-73 71.5,-65 68,-62 66.5,-64.5 63.5,-68 62.5,-74 64.5,-78 65,-79 70",
+    "-22.7 64,-21 66.2,-15 66.5,-13.6 65.2,-17 63.7,-21 63.8",
+    # Great Britain, Ireland
+    "-5.7 50.1,1.4 51.2,1.7 52.6,0.3 53.5,-1.6 55.5,-2 57.6,-3 58.6,-5 58.6,-6.2 56.5,"
+    "-5 55,-3.2 54.8,-3 53.4,-4.7 52.8,-5.3 51.7,-3 51.4",
+    "-6 52.2,-6.2 53.8,-5.6 54.6,-7.3 55.3,-10 54.2,-9.6 53,-10.3 51.7,-8 51.6",
+    # Japan: Honshu with Kyushu and Shikoku, Hokkaido
+    "129.9 33.2,131 34.5,133 35.6,136 35.8,137.5 37.3,139.6 38.3,140 40.5,141.5 41.4,"
+    "142 39.5,141 38,140.9 36.8,140.8 35.7,139.8 35,138.8 34.6,137 34.5,135.8 33.5,"
+    "134.5 33.8,132.5 32.8,131.3 31.4,130.2 31.3",
+    "140 41.5,139.8 42.3,141.3 43.3,141.8 45.4,144.5 44,145.8 43.3,143.3 42,141.2 41.8",
+    # Sumatra, Java, Borneo, New Guinea, Luzon, Mindanao, Sri Lanka, Taiwan, Madagascar
+    "95.3 5.6,98.5 3.7,103.8 -1,106 -3.2,105.8 -5.8,102 -4,99 -0.5,96.5 3.5",
+    "105.2 -6.8,108 -6.3,112.5 -6.9,114.5 -7.8,112 -8.3,108 -7.8,105.5 -6.9",
+    "109 1.5,113 3.2,115.5 5.2,117.2 7,119.2 5.2,118 4.4,117.7 1,116.5 -2.3,116 -3.8,"
+    "114.5 -4,111.5 -3,110 -2.5,109 -0.5",
+    "131 -1,134 -1,138 -1.7,141 -2.6,145 -4.5,147.5 -6,147.5 -8,150.5 -10.5,147 -10,"
+    "143.5 -9,141 -9.2,138 -8.3,137.5 -5,133 -4,131.5 -2.5",
+    "120.6 18.5,122.3 18.5,122 16,124 13,121 13.5,120.3 16",
+    "122 7,126.2 9,126.5 7,125.5 6,123.5 7.8",
+    "79.9 9.8,81.9 7.5,81.5 6.2,80.1 6,79.7 8",
+    "120.1 23,121.5 25.2,122 24.5,120.8 22",
+    "49.3 -12,50.5 -15.5,47.2 -24.9,45 -25.5,43.5 -22.5,44.2 -17,46.5 -15.5,48 -13.3",
+    # New Zealand: North Island, South Island
+    "172.6 -34.4,174.8 -36.8,178.5 -37.7,177.9 -39.2,176.8 -39.6,175.3 -41.6,174.6 -41.3,"
+    "173.8 -39.3,174.5 -37",
+    "172.7 -40.5,174.2 -41.7,173 -43.7,171.2 -44.5,169 -46.6,166.5 -46,168.1 -44,171 -42",
+    # Cuba, Hispaniola
+    "-84.9 21.9,-82 23.2,-77 22,-74.2 20.2,-77.6 19.9,-80.5 21.7",
+    "-74.4 18.4,-73 19.9,-69 19.9,-68.4 18.6,-71.5 17.6",
+)
+# Inland seas, drawn over the land in the ocean's colour: Black Sea, Caspian Sea
+_SEAS = (
+    "28 41.3,28.8 44.5,30.5 46.5,31.5 46.6,33.5 44.5,36.5 45.3,38.5 47.1,38 44.5,"
+    "41.5 41.6,36 41.7,33 42,29 41.2",
+    "49 46.5,53 47,51.3 45.3,53 42,53.9 40.5,53 37.3,49 37.5,49.5 40.3,47.5 42,47 44",
+)
+
+
+class _Projection:
+    """Equirectangular: x from longitude, y from latitude, the same scale on both."""
+
+    def __init__(self, top: float, bottom: float) -> None:
+        self.top = top
+        self.bottom = bottom
+        self.scale = MAP_W / 360.0
+        self.height = (top - bottom) * self.scale
+
+    def x(self, lon: float) -> float:
+        return (lon + 180.0) * self.scale
+
+    def y(self, lat: float) -> float:
+        return (self.top - lat) * self.scale
+
+
+def _outline_path(proj: _Projection, outlines: Iterable[str]) -> str:
+    parts = []
+    for outline in outlines:
+        pts = []
+        for pair in outline.split(","):
+            lon, lat = (float(v) for v in pair.split())
+            pts.append(f"{proj.x(lon):.1f},{proj.y(lat):.1f}")
+        parts.append("M" + "L".join(pts) + "Z")
+    return "".join(parts)
+
+
+def _great_circle(lon1: float, lat1: float, lon2: float, lat2: float) -> list[tuple[float, float]]:
+    """Points (lon, lat) along the shorter great circle between two places."""
+
+    def vec(lon: float, lat: float) -> tuple[float, float, float]:
+        lo, la = math.radians(lon), math.radians(lat)
+        return (math.cos(la) * math.cos(lo), math.cos(la) * math.sin(lo), math.sin(la))
+
+    a, b = vec(lon1, lat1), vec(lon2, lat2)
+    dot = max(-1.0, min(1.0, sum(p * q for p, q in zip(a, b, strict=True))))
+    omega = math.acos(dot)
+    if omega < 1e-6 or math.pi - omega < 1e-6:
+        return [(lon1, lat1), (lon2, lat2)]
+    n = max(2, min(48, int(math.degrees(omega) / 2)))
+    out = []
+    for i in range(n + 1):
+        f = i / n
+        wa = math.sin((1 - f) * omega) / math.sin(omega)
+        wb = math.sin(f * omega) / math.sin(omega)
+        x, y, z = (wa * p + wb * q for p, q in zip(a, b, strict=True))
+        out.append((math.degrees(math.atan2(y, x)), math.degrees(math.asin(max(-1, min(1, z))))))
+    return out
+
+
+def _flow_path(proj: _Projection, pts: Sequence[tuple[float, float]]) -> str:
+    """An SVG path along ``pts``, broken where it crosses the antimeridian."""
+    d = []
+    prev: float | None = None
+    for lon, lat in pts:
+        cmd = "M" if prev is None or abs(lon - prev) > 180 else "L"
+        d.append(f"{cmd}{proj.x(lon):.1f},{proj.y(lat):.1f}")
+        prev = lon
+    return "".join(d)
+
+
+def _arrow(proj: _Projection, pts: Sequence[tuple[float, float]], size: float) -> str:
+    """A small arrowhead halfway along ``pts``, pointing onwards."""
+    i = max(1, len(pts) // 2)
+    (lon0, lat0), (lon1, lat1) = pts[i - 1], pts[i]
+    if abs(lon1 - lon0) > 180:
+        return ""
+    x0, y0, x1, y1 = proj.x(lon0), proj.y(lat0), proj.x(lon1), proj.y(lat1)
+    angle = math.degrees(math.atan2(y1 - y0, x1 - x0))
+    s = size
+    return (
+        f'<path class="arrow" d="M{s:.1f},0L{-s:.1f},{-s * 0.8:.1f}L{-s:.1f},{s * 0.8:.1f}Z" '
+        f'transform="translate({(x0 + x1) / 2:.1f},{(y0 + y1) / 2:.1f}) rotate({angle:.0f})"/>'
+    )
+
+
+def _site_positions(c: Comparison) -> list[tuple[str, str, float, float] | None]:
+    out: list[tuple[str, str, float, float] | None] = []
+    for i, code in enumerate(c.sites):
+        city = c.cities[i] if i < len(c.cities) else ""
+        lat = _float(c.lat[i]) if i < len(c.lat) else None
+        lon = _float(c.lon[i]) if i < len(c.lon) else None
+        if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
+            out.append(None)
+            continue
+        lon = (lon + 180.0) % 360.0 - 180.0
+        out.append((str(code), str(city), lon, max(-90.0, min(90.0, lat))))
+    return out
+
+
+def _map_card(c: Comparison, modes: Sequence[str]) -> str:
+    shown = _map_mode(modes)
+    positions = _site_positions(c)
+    lats = [p[3] for p in positions if p is not None]
+    top = min(90.0, max([84.0] + [lat + 6 for lat in lats]))
+    bottom = max(-90.0, min([-58.0] + [lat - 6 for lat in lats]))
+    proj = _Projection(top, bottom)
+    traffic = {m: _site_traffic(c.runs[m]) for m in modes}
+    biggest = max(
+        [sum(v) for t in traffic.values() for v in t.values()] + [0.0],
+    )
+
+    # circles shrink when many sites move traffic, so the map stays readable
+    active = max([len(t) for t in traffic.values()] + [1])
+    growth = max(SITE_R_GROWTH / 2, SITE_R_GROWTH * min(1.0, math.sqrt(30 / active)))
+
+    def radius(site: str, mode: str) -> float:
+        moved = sum(traffic[mode].get(site, (0.0, 0.0)))
+        if biggest <= 0 or moved <= 0:
+            return SITE_R
+        return SITE_R + growth * math.sqrt(moved / biggest)
+
+    svg = [
+        f'<svg id="map" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {MAP_W:.0f} '
+        f'{proj.height:.0f}" role="img" aria-labelledby="map-title" '
+        f'data-showing="{_e(shown or "")}">',
+        f'<title id="map-title">Sites by health and the traffic moved between them '
+        f"({_e(_mode_title(shown or ''))})</title>",
+        f'<rect class="ocean" x="0" y="0" width="{MAP_W:.0f}" height="{proj.height:.1f}"/>',
+        f'<path class="land" d="{_outline_path(proj, _LAND)}"/>',
+        f'<path class="ocean" d="{_outline_path(proj, _SEAS)}"/>',
+    ]
+    # graticule: every 30 degrees, the equator and the prime meridian a little darker
+    grid = []
+    for meridian in range(-150, 180, 30):
+        cls = ' class="axis"' if meridian == 0 else ""
+        x = proj.x(meridian)
+        grid.append(f'<line{cls} x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{proj.height:.1f}"/>')
+    for parallel in range(-90, 91, 30):
+        if not bottom < parallel < top:
+            continue
+        cls = ' class="axis"' if parallel == 0 else ""
+        y = proj.y(parallel)
+        grid.append(f'<line{cls} x1="0" y1="{y:.1f}" x2="{MAP_W:.0f}" y2="{y:.1f}"/>')
+        label = "0°" if parallel == 0 else f"{abs(parallel)}°{'N' if parallel > 0 else 'S'}"
+        grid.append(f'<text x="4" y="{y - 3:.1f}">{label}</text>')
+    svg.append(f'<g class="graticule">{"".join(grid)}</g>')
+
+    # flows: one group per run, only the shown run's visible
+    where = {p[0]: (p[2], p[3]) for p in positions if p is not None}
+    volumes = [_float(v) or 0.0 for m in modes for v in c.runs[m].flows.values()]
+    vmax = max([*volumes, 0.0])
+    for m in modes:
+        flows = sorted(
+            (
+                (str(a), str(b), _float(v) or 0.0)
+                for (a, b), v in c.runs[m].flows.items()
+                if a in where and b in where and a != b
+            ),
+            key=lambda f: -f[2],
+        )
+        flows = [f for f in flows if f[2] > 0][:MAX_FLOWS]
+        hidden = "" if m == shown else ' style="display:none"'
+        lines = []
+        for a, b, v in reversed(flows):  # the largest drawn last, on top
+            width = 0.8 + 5.0 * math.sqrt(v / vmax) if vmax > 0 else 0.8
+            pts = _great_circle(*where[a], *where[b])
+            lines.append(
+                f'<g class="flow" data-from="{_e(a)}" data-to="{_e(b)}">'
+                f"<title>{_e(a)} → {_e(b)}: {_e(_si(v))} requests</title>"
+                f'<path d="{_flow_path(proj, pts)}" stroke-width="{width:.2f}"/>'
+                f"{_arrow(proj, pts, 2.5 + width)}</g>"
+            )
+        svg.append(f'<g class="flows" data-mode="{_e(m)}"{hidden}>{"".join(lines)}</g>')
+
+    # sites: one circle each, coloured by health and sized by traffic moved
+    order = []
+    for i, p in enumerate(positions):
+        if p is None:
+            continue
+        order.append((radius(p[0], shown) if shown else SITE_R, i, p))
+    order.sort(key=lambda item: (-item[0], item[1]))
+    circles = []
+    for r, _, (code, city, lon, lat) in order:
+        attrs = []
+        lines = [f"{code} {city}".strip()]
+        for m in modes:
+            u = _float(c.runs[m].health.get(code))
+            colour = HEALTH_COLOURS[_health(u)]
+            attrs.append(f'data-fill-{_e(m)}="{colour}" data-r-{_e(m)}="{radius(code, m):.1f}"')
+            out, into = traffic[m].get(code, (0.0, 0.0))
+            worst = "no data" if u is None else f"{u:.2f}"
+            lines.append(
+                f"{_mode_title(m)}: worst utilisation {worst}, moved out {_si(out)}, in {_si(into)}"
+            )
+        health = _health(_float(c.runs[shown].health.get(code))) if shown else "unknown"
+        circles.append(
+            f'<circle class="site" data-site="{_e(code)}" cx="{proj.x(lon):.1f}" '
+            f'cy="{proj.y(lat):.1f}" r="{r:.1f}" fill="{HEALTH_COLOURS[health]}" '
+            f"{' '.join(attrs)}><title>{_e(chr(10).join(lines))}</title></circle>"
+        )
+    svg.append(f'<g class="sites">{"".join(circles)}</g>')
+
+    # codes of the sites that moved the most (in any run), so the map can be read
+    moved_any = {
+        code: max(sum(traffic[m].get(code, (0.0, 0.0))) for m in modes) if modes else 0.0
+        for code in where
+    }
+    labelled = sorted((v, k) for k, v in moved_any.items() if v > 0)[-MAX_LABELS:]
+    labels = []
+    for _, code in labelled:
+        lon, lat = where[code]
+        r = max(radius(code, m) for m in modes)
+        x, y = proj.x(lon), proj.y(lat) - r * 0.7 - 1
+        if x > MAP_W - 60:  # near the right edge: write it to the left of the circle
+            labels.append(f'<text class="end" x="{x - r * 0.7 - 2:.1f}" y="{y:.1f}">')
+        else:
+            labels.append(f'<text x="{x + r * 0.7 + 2:.1f}" y="{y:.1f}">')
+        labels[-1] += f"{_e(code)}</text>"
+    svg.append(f'<g class="labels">{"".join(labels)}</g></svg>')
+
+    buttons = "".join(
+        f'<button type="button" data-mode="{_e(m)}" '
+        f'aria-pressed="{"true" if m == shown else "false"}">{_e(_mode_title(m))}</button>'
+        for m in modes
+    )
+    legend = (
+        '<p class="legend small">'
+        f'<span class="dot" style="background:{HEALTH_COLOURS["green"]}"></span>'
+        f"worst utilisation below {GREEN_BELOW:g} "
+        f'<span class="dot" style="background:{HEALTH_COLOURS["yellow"]}"></span>'
+        f"up to {YELLOW_UP_TO:g} "
+        f'<span class="dot" style="background:{HEALTH_COLOURS["red"]}"></span>above '
+        f'<span class="dot" style="background:{HEALTH_COLOURS["unknown"]}"></span>no data. '
+        "Circle area: requests moved from or to the site. Lines: from the site requests "
+        "reached to the site that served them, wider for more.</p>"
+    )
+    return (
+        '<div class="card" id="map-card"><h2>Where traffic went</h2>'
+        f'<div id="map-modes" role="group" aria-label="run shown on the map">{buttons}</div>'
+        f"{''.join(svg)}{legend}{_top_moves(c, shown)}</div>"
+    )
+
+
+def _top_moves(c: Comparison, mode: str | None, n: int = 6) -> str:
+    if mode is None:
+        return ""
+    flows = sorted(
+        ((_float(v) or 0.0, str(a), str(b)) for (a, b), v in c.runs[mode].flows.items()),
+        reverse=True,
+    )
+    flows = [f for f in flows if f[0] > 0]
+    if not flows:
+        return f'<p class="muted small">{_e(_mode_title(mode))} moved no traffic.</p>'
+    total = sum(f[0] for f in flows)
+    rows = "".join(
+        f"<tr><td>{_e(a)} → {_e(b)}</td><td>{_e(_si(v))}</td><td>{100 * v / total:.0f} %</td></tr>"
+        for v, a, b in flows[:n]
+    )
+    more = f" ({len(flows) - n} more)" if len(flows) > n else ""
+    return (
+        f'<table class="moves small"><caption>Largest moves, {_e(_mode_title(mode))}'
+        f"{_e(more)}</caption><thead><tr><th>from → to</th><th>requests</th>"
+        f"<th>share</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# per-site time series
+
+
+def _interesting_sites(c: Comparison, modes: Sequence[str], n: int) -> list[int]:
+    """Indices of the ``n`` sites with the most SLO-breach minutes or traffic moved."""
+    breach = np.zeros(len(c.sites))
+    moved = np.zeros(len(c.sites))
+    worst = np.zeros(len(c.sites))
+    index = {str(s): i for i, s in enumerate(c.sites)}
+    for m in modes:
+        run = c.runs[m]
+        for site, minutes in run.totals.slo_breach_minutes.items():
+            if site in index:
+                breach[index[site]] += _float(minutes) or 0.0
+        for site, (out, into) in _site_traffic(run).items():
+            if site in index:
+                moved[index[site]] += out + into
+        for site, u in run.health.items():
+            if site in index:
+                worst[index[site]] = max(worst[index[site]], _float(u) or 0.0)
+    score = np.zeros(len(c.sites))
+    if breach.max(initial=0.0) > 0:
+        score += breach / breach.max()
+    if moved.max(initial=0.0) > 0:
+        score += moved / moved.max()
+    order = sorted(range(len(c.sites)), key=lambda i: (-score[i], -worst[i], i))
+    return order[:n]
+
+
+def _bucket_max(t: Array, y: Array, max_points: int) -> tuple[Array, Array]:
+    """At most ``max_points`` points: each the largest of its bucket (peaks survive)."""
+    n = len(y)
+    if n <= max_points:
+        return t, y
+    k = math.ceil(n / max_points)
+    buckets = math.ceil(n / k)
+    padded = np.full(buckets * k, -np.inf)
+    padded[:n] = np.where(np.isnan(y), -np.inf, y)
+    peaks = padded.reshape(buckets, k).max(axis=1)
+    peaks[np.isneginf(peaks)] = np.nan
+    return t[::k][:buckets], peaks
+
+
+class _Chart:
+    """A time-series panel: the plot area inside margins, x over the scenario's duration."""
+
+    W, H = 600.0, 190.0
+    LEFT, RIGHT, TOP, BOTTOM = 44.0, 18.0, 10.0, 22.0
+
+    def __init__(self, duration: float, ymax: float) -> None:
+        self.duration = duration
+        self.ymax = ymax
+        self.pw = self.W - self.LEFT - self.RIGHT
+        self.ph = self.H - self.TOP - self.BOTTOM
+
+    def x(self, t: float) -> float:
+        return self.LEFT + self.pw * min(max(t / self.duration, 0.0), 1.0)
+
+    def y(self, v: float) -> float:
+        return self.TOP + self.ph * (1.0 - min(max(v / self.ymax, 0.0), 1.0))
+
+    def frame(self, yticks: Sequence[float], fmt: Any) -> str:
+        out = []
+        for v in yticks:
+            y = self.y(v)
+            out.append(
+                f'<line class="grid" x1="{self.LEFT}" y1="{y:.1f}" '
+                f'x2="{self.W - self.RIGHT}" y2="{y:.1f}"/>'
+                f'<text class="ytick" x="{self.LEFT - 4}" y="{y + 3:.1f}">{_e(fmt(v))}</text>'
+            )
+        for t in _time_ticks(self.duration):
+            x = self.x(t)
+            out.append(
+                f'<line class="tick" x1="{x:.1f}" y1="{self.TOP + self.ph}" x2="{x:.1f}" '
+                f'y2="{self.TOP + self.ph + 4}"/>'
+                f'<text class="xtick" x="{x:.1f}" y="{self.H - 6}">{_hhmm(t)}</text>'
+            )
+        out.append(
+            f'<rect class="plot" x="{self.LEFT}" y="{self.TOP}" width="{self.pw}" '
+            f'height="{self.ph}"/>'
+        )
+        return "".join(out)
+
+    def events(self, events: Sequence[tuple[float, float | None, str, str]]) -> str:
+        out = []
+        for i, (at, until, kind, what) in enumerate(events, 1):
+            x0 = self.x(at)
+            x1 = self.x(self.duration if until is None else until)
+            if x1 - x0 < 1.0:
+                x1 = x0 + 1.0
+            out.append(
+                f'<rect class="event" x="{x0:.1f}" y="{self.TOP}" width="{x1 - x0:.1f}" '
+                f'height="{self.ph}"><title>{i}. {_e(kind)}: {_e(what)}</title></rect>'
+                f'<text class="evlabel" x="{x0 + 2:.1f}" y="{self.TOP + 10}">{i}</text>'
+            )
+        return "".join(out)
+
+    def hline(self, v: float, cls: str, label: str) -> str:
+        y = self.y(v)
+        return (
+            f'<line class="{cls}" x1="{self.LEFT}" y1="{y:.1f}" x2="{self.W - self.RIGHT}" '
+            f'y2="{y:.1f}"/><text class="hlabel {cls}" x="{self.W - self.RIGHT - 3}" '
+            f'y="{y - 3:.1f}">{_e(label)}</text>'
+        )
+
+    def lines(self, t: Array, y: Array, colour: str, mode: str) -> str:
+        """Polylines of ``y`` over ``t``, broken where a value is missing."""
+        out = []
+        run: list[str] = []
+        for ti, yi in zip(t.tolist(), y.tolist(), strict=True):
+            if math.isnan(yi):
+                if run:
+                    out.append(run)
+                run = []
+                continue
+            run.append(f"{self.x(ti):.1f},{self.y(yi):.1f}")
+        if run:
+            out.append(run)
+        return "".join(
+            f'<polyline class="series" data-mode="{_e(mode)}" stroke="{colour}" '
+            f'points="{" ".join(pts)}"/>'
+            for pts in out
+            if pts
+        )
+
+    def svg(self, label: str, content: str) -> str:
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {self.W:.0f} '
+            f'{self.H:.0f}" role="img" aria-label="{_e(label)}">{content}</svg>'
+        )
+
+
+def _site_series(run: RunResult, j: int, field: str) -> tuple[Array, Array] | None:
+    data = getattr(run.series, field, None)
+    if data is None:
+        return None
+    arr = np.asarray(data, dtype=np.float64)
+    if arr.ndim != 2 or j >= arr.shape[1] or arr.shape[0] == 0:
+        return None
+    step = _float(run.series.step_s) or 60.0
+    return np.arange(arr.shape[0], dtype=np.float64) * step, arr[:, j]
+
+
+def _learned_by_site(c: Comparison, modes: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    out: dict[str, Mapping[str, Any]] = {}
+    for entry in _learned_entries(c, modes):
+        if entry.get("site") is not None:
+            out.setdefault(str(entry["site"]), entry)
+    return out
+
+
+def _site_charts(c: Comparison, modes: Sequence[str]) -> str:
+    if not c.sites or not modes:
+        return ""
+    duration = _duration(c)
+    events = _events(c)
+    learned = _learned_by_site(c, modes)
+    picked = _interesting_sites(c, modes, CHART_SITES)
+    cards = []
+    for j in picked:
+        code = str(c.sites[j])
+        city = str(c.cities[j]) if j < len(c.cities) else ""
+        util = {m: s for m in modes if (s := _site_series(c.runs[m], j, "utilisation"))}
+        p95 = {m: s for m in modes if (s := _site_series(c.runs[m], j, "p95_ms"))}
+        cards.append(_site_card(c, modes, code, city, util, p95, duration, events, learned))
+    legend = "".join(
+        f'<span class="swatch" style="border-color:{_mode_colour(m, modes)}"></span>'
+        f"{_e(_mode_title(m))} "
+        for m in modes
+    )
+    return (
+        '<section id="sites"><h2>The most eventful sites</h2>'
+        f'<p class="legend small">{legend}<span class="evbox"></span>event windows. '
+        f"Sites with the most SLO-breach minutes or traffic moved, across the runs. Each "
+        f"point is the highest of up to {MAX_POINTS} buckets, so peaks survive.</p>"
+        f'<div class="site-grid">{"".join(cards)}</div></section>'
+    )
+
+
+def _site_card(
+    c: Comparison,
+    modes: Sequence[str],
+    code: str,
+    city: str,
+    util: Mapping[str, tuple[Array, Array]],
+    p95: Mapping[str, tuple[Array, Array]],
+    duration: float,
+    events: Sequence[tuple[float, float | None, str, str]],
+    learned: Mapping[str, Mapping[str, Any]],
+) -> str:
+    facts = []
+    for m in modes:
+        run = c.runs[m]
+        minutes = _float(run.totals.slo_breach_minutes.get(code)) or 0.0
+        out, into = _site_traffic(run).get(code, (0.0, 0.0))
+        facts.append(
+            f'<li><span class="swatch" style="border-color:{_mode_colour(m, modes)}"></span>'
+            f"{_e(_mode_title(m))}: {minutes:,.0f} SLO-breach min, moved out "
+            f"{_e(_si(out))}, in {_e(_si(into))}</li>"
+        )
+
+    # utilisation
+    down = {m: _bucket_max(*s, MAX_POINTS) for m, s in util.items()}
+    peak = max([float(np.nanmax(y)) for _, y in down.values() if np.isfinite(y).any()] + [1.0])
+    ymax = min(2.0, _nice_ceiling(peak))
+    chart = _Chart(duration, ymax)
+    parts = [chart.events(events), chart.frame(_ticks(ymax), lambda v: f"{v:g}")]
+    entry = learned.get(code)
+    maximum = _float(entry.get("value")) if entry else None
+    if maximum is not None and 0 < maximum < ymax:
+        parts.append(chart.hline(maximum, "learned", f"learned max {maximum:.2f}"))
+    for m in modes:
+        if m in down:
+            parts.append(chart.lines(*down[m], _mode_colour(m, modes), m))
+    clipped = " (clipped at the top)" if peak > ymax else ""
+    util_svg = chart.svg(f"utilisation of {code}", "".join(parts))
+
+    # p95 latency
+    down = {m: _bucket_max(*s, MAX_POINTS) for m, s in p95.items()}
+    finite = [y[np.isfinite(y)] for _, y in down.values()]
+    peak_ms = max([float(v.max()) for v in finite if v.size] + [2 * SLO_MS])
+    ymax_ms = min(10 * SLO_MS, _nice_ceiling(peak_ms))
+    chart = _Chart(duration, ymax_ms)
+    parts = [chart.events(events), chart.frame(_ticks(ymax_ms), lambda v: f"{v:g}")]
+    parts.append(chart.hline(SLO_MS, "slo", f"SLO {SLO_MS:g} ms"))
+    for m in modes:
+        if m in down:
+            parts.append(chart.lines(*down[m], _mode_colour(m, modes), m))
+    clipped_ms = f" (clipped at {ymax_ms:g} ms)" if peak_ms > ymax_ms else ""
+    p95_svg = chart.svg(f"p95 latency of {code}", "".join(parts))
+
+    return (
+        f'<article class="card site" data-site="{_e(code)}"><h3>{_e(code)} '
+        f'<span class="muted">{_e(city)}</span></h3><ul class="facts small">{"".join(facts)}'
+        f'</ul><div class="pair"><figure><figcaption>utilisation{_e(clipped)}</figcaption>'
+        f"{util_svg}</figure><figure><figcaption>p95 latency, ms{_e(clipped_ms)}"
+        f"</figcaption>{p95_svg}</figure></div></article>"
+    )
+
+
+def _ticks(ymax: float) -> list[float]:
+    step = _nice_step(ymax, 4)
+    return [i * step for i in range(int(ymax / step + 1e-9) + 1)]
+
+
+# ---------------------------------------------------------------------------------------
+# learned thresholds
+
+
+def _learned_entries(c: Comparison, modes: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The comparison's learned thresholds, else those of a run (the manager's first)."""
+    sources: list[object] = [c.learned]
+    sources += [getattr(c.runs[m], "learned", None) for m in sorted(modes, key=_manager_first)]
+    for source in sources:
+        if isinstance(source, Sequence) and not isinstance(source, str):
+            entries = [e for e in source if isinstance(e, Mapping)]
+            if entries:
+                return entries
+    return []
+
+
+def _manager_first(mode: str) -> int:
+    return 0 if mode == "manager" else 1
+
+
+def _learned_section(c: Comparison, modes: Sequence[str]) -> str:
+    entries = _learned_entries(c, modes)
+    if not entries:
+        return (
+            '<section id="learned"><h2>Learned maximum thresholds</h2>'
+            '<p class="muted">None were learned in this scenario.</p></section>'
+        )
+    cities = {
+        str(s): (str(c.cities[i]) if i < len(c.cities) else "") for i, s in enumerate(c.sites)
+    }
+    rows = []
+    for e in entries:
+        site = str(e.get("site", "?"))
+        value = _float(e.get("value"))
+        r2 = _float(e.get("r2"))
+        rows.append(
+            f'<tr data-site="{_e(site)}"><td>{_e(site)} <span class="muted">'
+            f"{_e(cities.get(site, ''))}</span></td><td>{_e(e.get('method', '') or '—')}</td>"
+            f'<td class="num">{"—" if value is None else f"{value:.3f}"}</td>'
+            f'<td class="num">{"—" if r2 is None else f"{r2:.3f}"}</td>'
+            f"<td>{_e(e.get('reason', '') or '')}</td></tr>"
+        )
+    # curves for up to SCATTER_SITES sites whose points came along, eventful sites first
+    rank = {str(c.sites[j]): r for r, j in enumerate(_interesting_sites(c, modes, len(c.sites)))}
+    with_points = [e for e in entries if _scatter_data(e) is not None]
+    with_points.sort(key=lambda e: rank.get(str(e.get("site")), len(rank)))
+    figures = "".join(_scatter(e) for e in with_points[:SCATTER_SITES])
+    figures_html = f'<div class="scatter-grid">{figures}</div>' if figures else ""
+    return (
+        '<section id="learned"><h2>Learned maximum thresholds</h2>'
+        '<p class="small muted">Where p95 latency, fitted against CPU utilisation, meets the '
+        "SLO: the Traffic Manager's maximum for the site.</p>"
+        f"{figures_html}"
+        '<div class="scroll"><table id="learned-table"><thead><tr><th>site</th><th>method</th>'
+        '<th class="num">learned maximum</th><th class="num">R²</th><th>reason</th></tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table></div></section>"
+    )
+
+
+def _scatter_data(e: Mapping[str, Any]) -> tuple[Array, Array] | None:
+    u, y = _array(e.get("points_u")), _array(e.get("points_p95"))
+    if u is None or y is None or u.size != y.size:
+        return None
+    keep = np.isfinite(u) & np.isfinite(y)
+    if not keep.any():
+        return None
+    return u[keep], y[keep]
+
+
+def _scatter(e: Mapping[str, Any]) -> str:
+    data = _scatter_data(e)
+    if data is None:
+        return ""
+    u, y = data
+    if u.size > MAX_SCATTER:  # an even sample, the same every time
+        idx = np.linspace(0, u.size - 1, MAX_SCATTER).round().astype(np.int64)
+        u, y = u[idx], y[idx]
+    slo = _float(e.get("slo_ms")) or SLO_MS
+    value = _float(e.get("value"))
+    w, h, left, bottom, top, right = 300.0, 220.0, 40.0, 28.0, 10.0, 10.0
+    pw, ph = w - left - right, h - top - bottom
+    xmax = max(1.0, _nice_ceiling(float(u.max())))
+    ymax = min(10 * slo, _nice_ceiling(max(2 * slo, float(np.percentile(y, 99)))))
+
+    def px(v: float) -> float:
+        return left + pw * min(max(v / xmax, 0.0), 1.0)
+
+    def py(v: float) -> float:
+        return top + ph * (1.0 - min(max(v / ymax, 0.0), 1.0))
+
+    parts = [f'<rect class="plot" x="{left}" y="{top}" width="{pw}" height="{ph}"/>']
+    for v in _ticks(ymax):
+        parts.append(
+            f'<line class="grid" x1="{left}" y1="{py(v):.1f}" x2="{w - right}" y2="{py(v):.1f}"/>'
+            f'<text class="ytick" x="{left - 4}" y="{py(v) + 3:.1f}">{v:g}</text>'
+        )
+    for v in _ticks(xmax):
+        parts.append(f'<text class="xtick" x="{px(v):.1f}" y="{h - 14}">{v:g}</text>')
+    parts.append(f'<text class="xtick" x="{left + pw / 2:.1f}" y="{h - 2}">utilisation</text>')
+    dots = "".join(
+        f"M{px(a):.1f},{py(b):.1f}h0.1" for a, b in zip(u.tolist(), y.tolist(), strict=True)
+    )
+    parts.append(f'<path class="points" d="{dots}"/>')
+    cu, cy = _array(e.get("curve_u")), _array(e.get("curve_p95"))
+    if cu is not None and cy is not None and cu.size == cy.size:
+        keep = np.isfinite(cu) & np.isfinite(cy)
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(cu[keep], cy[keep], strict=True))
+        if pts:
+            parts.append(f'<polyline class="curve" points="{pts}"/>')
+    parts.append(
+        f'<line class="slo" x1="{left}" y1="{py(slo):.1f}" x2="{w - right}" y2="{py(slo):.1f}"/>'
+        f'<text class="hlabel slo" x="{w - right - 3}" y="{py(slo) - 3:.1f}">SLO {slo:g} ms</text>'
+    )
+    if value is not None:
+        parts.append(
+            f'<line class="learned" x1="{px(value):.1f}" y1="{top}" x2="{px(value):.1f}" '
+            f'y2="{top + ph}"/><text class="hlabel learned" x="{px(value) - 3:.1f}" '
+            f'y="{top + 10}">max {value:.2f}</text>'
+        )
+    site = str(e.get("site", "?"))
+    method = str(e.get("method", "") or "")
+    return (
+        f'<figure class="scatter" data-site="{_e(site)}"><figcaption>{_e(site)}: p95 ms '
+        f"against utilisation{', ' + _e(method) if method else ''}</figcaption>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {w:.0f} {h:.0f}" '
+        f'role="img" aria-label="learned threshold of {_e(site)}">{"".join(parts)}</svg></figure>'
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# style and script
+
+_CSS = """
+:root { --ink: #1d2330; --muted: #5f6b7a; --line: #d9dee5; --card: #fff; --bg: #f4f6f9; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+main { max-width: 1380px; margin: 0 auto; padding: 16px 20px 32px; }
+h1 { font-size: 22px; margin: 4px 0 2px; }
+h2 { font-size: 16px; margin: 12px 0 6px; }
+h3 { font-size: 15px; margin: 0 0 4px; }
+.muted { color: var(--muted); font-weight: normal; }
+.small { font-size: 12px; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
+  padding: 10px 14px; }
+ol.events { margin: 0; padding: 0; list-style: none; display: flex; flex-wrap: wrap;
+  gap: 4px 18px; }
+ol.events li { display: flex; gap: 6px; align-items: baseline; }
+ol.events time { font-variant-numeric: tabular-nums; font-weight: 600; }
+.evno { display: inline-block; min-width: 18px; text-align: center; border-radius: 9px;
+  background: #f6d5a8; font-size: 12px; }
+.kind { color: var(--muted); font-size: 12px; text-transform: uppercase; }
+.overview { display: grid; grid-template-columns: minmax(500px, 1fr) minmax(560px, 1.3fr);
+  gap: 14px; margin-top: 12px; align-items: start; }
+@media (max-width: 1100px) { .overview { grid-template-columns: 1fr; } }
+table { border-collapse: collapse; width: 100%; }
+th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: right;
+  font-variant-numeric: tabular-nums; vertical-align: top; }
+th[scope=row], thead th:first-child { text-align: left; }
+th[scope=row] { white-space: nowrap; }
+thead th { font-size: 12px; vertical-align: bottom; }
+.code { display: block; color: var(--muted); font-weight: normal; font-family: monospace; }
+.hint { display: block; color: var(--muted); font-weight: normal; font-size: 11px; }
+td.best { background: #dff3e4; font-weight: 700; }
+td.na { color: var(--muted); }
+#comparison-card { overflow-x: auto; }
+#map { width: 100%; height: auto; display: block; border-radius: 4px; }
+#map .ocean { fill: #eaf1f8; }
+#map .land { fill: #d9dcd3; stroke: #c5c9bd; stroke-width: 0.6; }
+#map .graticule line { stroke: #c9d6e3; stroke-width: 0.5; }
+#map .graticule line.axis { stroke: #a9bccf; stroke-width: 0.8; }
+#map .graticule text { fill: #7d8fa3; font-size: 9px; }
+#map .flow path { fill: none; stroke: #2b5ea7; stroke-opacity: 0.6; stroke-linecap: round; }
+#map .flow path.arrow { fill: #2b5ea7; stroke: none; fill-opacity: 0.85; }
+#map circle.site { stroke: #fff; stroke-width: 1; }
+#map .labels text.end { text-anchor: end; }
+#map .labels text { font-size: 10px; fill: #26313f; paint-order: stroke; stroke: #fff;
+  stroke-width: 2.5px; }
+#map-modes { display: flex; gap: 6px; margin-bottom: 6px; flex-wrap: wrap; }
+#map-modes button { font: inherit; font-size: 12px; border: 1px solid var(--line);
+  background: #fff; border-radius: 12px; padding: 2px 10px; cursor: pointer; }
+#map-modes button[aria-pressed=true] { background: #1d2330; color: #fff; }
+.legend .dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%;
+  margin: 0 3px 0 8px; vertical-align: baseline; }
+.swatch { display: inline-block; width: 16px; height: 0; border-top: 3px solid;
+  margin: 0 4px 3px 8px; vertical-align: middle; }
+.evbox { display: inline-block; width: 14px; height: 10px; background: #f6d5a8;
+  margin: 0 4px 0 8px; }
+table.moves { margin-top: 4px; }
+table.moves caption { text-align: left; color: var(--muted); }
+table.moves td:first-child { text-align: left; }
+#sites { margin-top: 16px; }
+.site-grid { display: grid; grid-template-columns: 1fr; gap: 12px; }
+ul.facts { margin: 0 0 4px; padding: 0; list-style: none; display: flex; flex-wrap: wrap;
+  gap: 0 14px; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 10px; }
+@media (max-width: 900px) { .pair { grid-template-columns: 1fr; } }
+figure { margin: 0; }
+figcaption { font-size: 12px; color: var(--muted); }
+svg.chart { width: 100%; height: auto; display: block; }
+.chart .plot { fill: none; stroke: #b9c2cc; stroke-width: 0.8; }
+.chart .grid { stroke: #eceff3; stroke-width: 0.8; }
+.chart .tick { stroke: #9aa5b1; }
+.chart text { font-size: 10px; fill: #5f6b7a; }
+.chart .ytick { text-anchor: end; }
+.chart .xtick { text-anchor: middle; }
+.chart .event { fill: #f6d5a8; fill-opacity: 0.5; }
+.chart .evlabel { fill: #a8671f; font-size: 9px; }
+.chart .series { fill: none; stroke-width: 1.4; stroke-linejoin: round; }
+.chart line.slo { stroke: #c0392b; stroke-dasharray: 5 3; stroke-width: 1; }
+.chart line.learned { stroke: #6b7785; stroke-dasharray: 2 3; stroke-width: 1; }
+.chart .hlabel { text-anchor: end; font-size: 9px; }
+.chart .hlabel.slo { fill: #c0392b; }
+.chart .points { stroke: #5b7fb0; stroke-opacity: 0.55; stroke-width: 3.5;
+  stroke-linecap: round; fill: none; }
+.chart .curve { fill: none; stroke: #1d2330; stroke-width: 1.6; }
+#learned { margin-top: 16px; }
+.scatter-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr));
+  gap: 10px; margin-bottom: 10px; }
+.scatter { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 6px; }
+.scroll { max-height: 480px; overflow: auto; background: #fff; border: 1px solid var(--line);
+  border-radius: 8px; }
+#learned-table td, #learned-table th { text-align: left; }
+#learned-table .num { text-align: right; }
+footer { margin-top: 20px; font-size: 12px; }
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  var map = document.getElementById("map");
+  if (!map) { return; }
+  var buttons = document.querySelectorAll("#map-modes button");
+  function show(mode) {
+    var sites = map.querySelectorAll("circle.site");
+    for (var i = 0; i < sites.length; i++) {
+      var fill = sites[i].getAttribute("data-fill-" + mode);
+      var r = sites[i].getAttribute("data-r-" + mode);
+      if (fill) { sites[i].setAttribute("fill", fill); }
+      if (r) { sites[i].setAttribute("r", r); }
+    }
+    var groups = map.querySelectorAll("g.flows");
+    for (var j = 0; j < groups.length; j++) {
+      groups[j].style.display = groups[j].getAttribute("data-mode") === mode ? "" : "none";
+    }
+    for (var k = 0; k < buttons.length; k++) {
+      var on = buttons[k].getAttribute("data-mode") === mode;
+      buttons[k].setAttribute("aria-pressed", on ? "true" : "false");
+    }
+    map.setAttribute("data-showing", mode);
+  }
+  for (var b = 0; b < buttons.length; b++) {
+    buttons[b].addEventListener("click", function (event) {
+      show(event.currentTarget.getAttribute("data-mode"));
+    });
+  }
+  var wanted = /(?:^#|&)mode=([a-z0-9_-]+)/.exec(window.location.hash);
+  if (wanted && map.querySelector('g.flows[data-mode="' + wanted[1] + '"]')) {
+    show(wanted[1]);
+  }
+})();
+"""

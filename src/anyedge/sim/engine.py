@@ -1,0 +1,622 @@
+"""The digital twin: the whole network, tick by tick, under one controller.
+
+Each tick (10 s by default) of a :class:`Twin` run:
+
+1. **Events** start or end: servers, sections or whole sites fail, BGP sessions and
+   cables go down, demand surges (:mod:`.scenario`).
+2. **Routing**: each prefix's catchment comes from the routing engine for the current
+   announcements — the world's, minus dark sites, minus the controller's withdrawals,
+   over the Internet as the events left it — recomputed incrementally when they change.
+   Demand spreads evenly over the prefixes.
+3. **Demand**: every (AS, metro) sends its peak requests/s times its local hour's factor
+   (:mod:`.demand`), times any surge; each plan's CPU cost turns requests into CPU time.
+4. **Moves**: Plurimog forwards shares of plans to other sites, Duomog shifts shares of
+   sections to their sisters, as the controller's state says.
+5. **Servers**: a section serves up to its healthy capacity; the rest fails (5xx).  The
+   p95 processing latency of each site rises steeply as its utilisation nears 1, with
+   a shape and noise of its own, so the learned threshold has something to learn.
+6. **Metrics**: failed requests, minutes of SLO breach (p95 above 20 ms), latency added
+   to users (a longer route, or forwarding), traffic moved, stranded capacity, routing
+   changes.
+
+The controller decides every ``decision_interval`` on telemetry ``telemetry_delay`` old
+with ``telemetry_noise``, through the same Telemetry/Actuator interfaces as the lab:
+``none`` never acts, ``withdraw`` may only withdraw prefixes (the sledgehammer, checked
+against the predictor's atlas), ``manager`` is the full Traffic Manager.  Every run of a
+scenario starts from the same seed, so the three differ only by their controller.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from ..control.core import Config, Failover, Observation, Plan, State, apply, decide
+from ..control.learn import fit_curve, learn_maximum
+from ..model.internet import Internet
+from ..model.network import Network, Sessions
+from ..model.world import World
+from ..predict import Predictor
+from ..predict import Scenario as PredScenario
+from ..routing import Announcement, Catchment, Router
+from .demand import diurnal, local_hours
+from .result import MODES, Comparison, RunResult, Series, Totals
+from .scenario import Event, Scenario
+
+FloatArray = npt.NDArray[np.floating]
+SLO_MS = 20.0
+SAMPLE_S = 60.0
+
+
+def _bins(idx: npt.ArrayLike, weights: npt.ArrayLike, n: int) -> FloatArray:
+    """Sums of ``weights`` by ``idx`` into ``n`` bins, as floats."""
+    return np.asarray(
+        np.bincount(np.asarray(idx), weights=np.asarray(weights), minlength=n), dtype=np.float64
+    )
+
+
+@dataclass
+class _TickOut:
+    obs: Observation
+    u: FloatArray  # utilisation per site
+    p95: FloatArray  # processing latency per site
+    fail: FloatArray  # failed requests/s per site
+    load: FloatArray  # CPU ms/s per site
+    out: FloatArray  # forwarded requests/s out of each site
+    inn: FloatArray  # ... into each site
+    fwd_ms: FloatArray  # mean extra round trip of a site's users for forwarding
+
+
+@dataclass
+class _Net:
+    """The routing side of the world as the events left it: one Router per variant."""
+
+    router: Router
+    key: tuple[frozenset[tuple[int, int]], frozenset[tuple[int, int]]]
+
+
+class Twin:
+    """One world and one scenario; :meth:`run` plays it under a controller."""
+
+    def __init__(self, world: World, scenario: Scenario) -> None:
+        self.world = world
+        self.sc = scenario
+        net, inet = world.network, world.internet
+        e = inet.eyeballs
+        self.S, self.P, self.E = len(net.sites), len(net.plans), len(e)
+        self.Q = max(len(net.prefixes), 1)
+        self.cost = net.plans.cpu_ms.astype(np.float64)
+        self.peak = e.rps.astype(np.float64)
+        self.mix = e.mix.astype(np.float64)
+        self.mixcost = self.mix * self.cost[None, :]
+        self.offset = inet.metros.lon[e.metro] / 15.0
+        self.lat_ss = world.latency.rtt_matrix(
+            net.sites.lat, net.sites.lon, net.sites.lat, net.sites.lon
+        )
+        sec = net.sections
+        self.sec_site = sec.site.astype(np.int64)
+        self.sec_cap0 = sec.capacity.astype(np.float64)
+        cap_site = np.bincount(self.sec_site, weights=self.sec_cap0, minlength=self.S)
+        self.sec_share = np.where(
+            cap_site[self.sec_site] > 0,
+            self.sec_cap0 / np.maximum(cap_site[self.sec_site], 1e-9),
+            0,
+        )
+        self.multi = np.bincount(self.sec_site, minlength=self.S)[self.sec_site] >= 2
+        rng = np.random.default_rng(scenario.seed)
+        self.base_ms = rng.uniform(3.0, 7.0, self.S)
+        self.scale_ms = rng.uniform(1.2, 3.0, self.S)
+        self.thresholds = net.sites.thresholds
+        self.announced0 = (
+            net.prefixes.announced.copy()
+            if len(net.prefixes)
+            else np.ones((1, self.S), dtype=np.bool_)
+        )
+        self._routers: dict[object, Router] = {}
+        base = self._router(frozenset(), frozenset())
+        self.c0 = base.catchment(
+            Announcement(
+                self.announced0[0].copy(), np.zeros(self.S, np.int64), np.zeros(self.S, np.int8)
+            )
+        )
+        self.rtt0 = self.c0.eyeball_rtt_ms
+        self.failover = self._failover()
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    def _router(
+        self, sessions_down: frozenset[tuple[int, int]], cut: frozenset[tuple[int, int]]
+    ) -> Router:
+        key = (sessions_down, cut)
+        if key not in self._routers:
+            self._routers[key] = Router(self._variant(sessions_down, cut))
+        return self._routers[key]
+
+    def _variant(
+        self, sessions_down: frozenset[tuple[int, int]], cut: frozenset[tuple[int, int]]
+    ) -> World:
+        w = self.world
+        if not sessions_down and not cut:
+            return w
+        net, inet = w.network, w.internet
+        ses = net.sessions
+        keep = np.array(
+            [(int(s), int(a)) not in sessions_down for s, a in zip(ses.site, ses.asn, strict=True)],
+            dtype=np.bool_,
+        )
+        sessions = Sessions(site=ses.site[keep], asn=ses.asn[keep], kind=ses.kind[keep])
+        rows = {tuple(sorted((inet.index(a), inet.index(b)))) for a, b in cut}
+        p2c = np.array(
+            [p for p in inet.p2c.tolist() if tuple(sorted(p)) not in rows], dtype=np.int64
+        ).reshape(-1, 2)
+        p2p = np.array(
+            [p for p in inet.p2p.tolist() if tuple(p) not in rows], dtype=np.int64
+        ).reshape(-1, 2)
+        internet = Internet(
+            asn=inet.asn,
+            kind=inet.kind,
+            name=inet.name,
+            country=inet.country,
+            p2c=p2c,
+            p2p=p2p,
+            metros=inet.metros,
+            presence=inet.presence,
+            eyeballs=inet.eyeballs,
+        )
+        network = Network(
+            asn=net.asn,
+            sites=net.sites,
+            sections=net.sections,
+            prefixes=net.prefixes,
+            sessions=sessions,
+            plans=net.plans,
+        )
+        return World(network=network, internet=internet, latency=w.latency, lab=w.lab)
+
+    def _failover(self) -> FloatArray:
+        """Share of each site's users that land on each other site if it withdraws."""
+        p = Predictor(self.world)
+        share = np.zeros((self.S, self.S))
+        for s in range(self.S):
+            for r, v in p.outcome(PredScenario("single", (s,))).shares().items():
+                share[s, r] = v
+        return share
+
+    # ------------------------------------------------------------------------- a run
+
+    def run(self, mode: str, progress: Callable[[float], None] | None = None) -> RunResult:
+        if mode not in MODES:
+            raise ValueError(f"unknown controller {mode!r}")
+        return _Run(self, mode, progress).play()
+
+    def compare(self, progress: Callable[[str, float], None] | None = None) -> Comparison:
+        t0 = time.perf_counter()
+        runs = {}
+        for m in MODES:
+            report: Callable[[float], None] | None = None
+            if progress is not None:
+                report = functools.partial(progress, m)
+            runs[m] = self.run(m, report)
+        net = self.world.network
+        events = [
+            {"at_s": e.start, "until_s": e.end, "kind": e.kind, "what": e.text}
+            for e in self.sc.events
+        ]
+        return Comparison(
+            scenario=self.sc.name,
+            duration_s=self.sc.duration,
+            tick_s=self.sc.tick,
+            sites=list(net.sites.code),
+            cities=list(net.sites.city),
+            lat=[float(x) for x in net.sites.lat],
+            lon=[float(x) for x in net.sites.lon],
+            runs=runs,
+            events=events,
+            learned=runs["manager"].learned,
+            wall_seconds=time.perf_counter() - t0,
+        )
+
+
+class _Run:
+    """The mutable state of one run (see the module doc for a tick's steps)."""
+
+    def __init__(self, twin: Twin, mode: str, progress: Callable[[float], None] | None) -> None:
+        self.t = twin
+        self.mode = mode
+        self.progress = progress
+        S, P, Q = twin.S, twin.P, twin.Q
+        self.rng = np.random.default_rng(twin.sc.seed)
+        self.sec_up = np.ones(twin.sec_site.size)  # healthy share of each section
+        self.dark = np.zeros(S, dtype=np.bool_)
+        self.sessions_down: frozenset[tuple[int, int]] = frozenset()
+        self.cut: frozenset[tuple[int, int]] = frozenset()
+        self.surge = np.ones(twin.E)
+        self.state = State.empty(S, P, twin.sec_site.size, Q)
+        self.catch: list[Catchment] = [twin.c0] * Q  # c0: the first prefix, as announced
+        self.announced = np.repeat(twin.announced0[:1], Q, axis=0)
+        self.active: list[Event] = []
+        self.routing_changes = 0
+        self.totals = Totals()
+        self.history: deque[Observation] = deque()
+        self.samples_u: list[FloatArray] = []
+        self.samples_p: list[FloatArray] = []
+        self.flows = np.zeros((S, S))
+        self._arr_key: object = None
+        self._arr: tuple[FloatArray, FloatArray, float] = (np.zeros(0), np.zeros(0), 0.0)
+        self._fwd_key: object = None
+        self._fwd: tuple[npt.NDArray[np.int64], ...] = ()
+        self._wd_key: object = None
+        self._wd_cache: list[npt.NDArray[np.bool_]] = []
+        self._wd_sites: list[int] = []
+        th = twin.thresholds
+        self.cfg = Config(
+            maximum=th[:, 0],
+            target=th[:, 1],
+            acceptable=th[:, 2],
+            latency_ms=twin.lat_ss,
+            announced=twin.announced0.copy(),
+            can_forward=np.full(S, mode == "manager"),
+            stale_after=max(120.0, 3 * twin.sc.telemetry_delay),
+        )
+        self._reroute()  # prefixes announced differently from the first get their own
+        self.routing_changes = 0
+
+    # --------------------------------------------------------------------- routing
+
+    def _effective(self) -> npt.NDArray[np.bool_]:
+        return self.t.announced0 & ~self.dark[None, :] & ~self.state.withdrawn
+
+    def _reroute(self) -> None:
+        want = self._effective()
+        router = self.t._router(self.sessions_down, self.cut)
+        new_router = router is not self.catch[0].router
+        cache: dict[bytes, Catchment] = {}
+        for q in range(self.t.Q):
+            if not new_router and np.array_equal(want[q], self.announced[q]):
+                continue
+            key = want[q].tobytes()
+            if key not in cache:
+                ann = Announcement(
+                    want[q].copy(), np.zeros(self.t.S, np.int64), np.zeros(self.t.S, np.int8)
+                )
+                prev = self.catch[q]
+                cache[key] = (
+                    router.change(prev, ann) if prev.router is router else router.catchment(ann)
+                )
+            self.routing_changes += int((want[q] != self.announced[q]).sum())
+            self.catch[q] = cache[key]
+        self.announced = want
+        self._aggregate()
+
+    def _aggregate(self) -> None:
+        """The sparse map from users to sites: each prefix carries 1/Q of the demand."""
+        rows, cols = [], []
+        unreached = np.zeros(self.t.E)
+        for c in self.catch:
+            site = c.eyeball_site
+            ok = site >= 0
+            rows.append(site[ok])
+            cols.append(np.flatnonzero(ok))
+            unreached += ~ok
+        data = np.full(sum(r.size for r in rows), 1.0 / self.t.Q)
+        self.A = sparse.csr_matrix(
+            (data, (np.concatenate(rows), np.concatenate(cols))), shape=(self.t.S, self.t.E)
+        )
+        self.unreached = unreached / self.t.Q
+        self.rtt = np.mean([c.eyeball_rtt_ms for c in self.catch], axis=0)
+        self.site_e = self.catch[0].eyeball_site
+
+    # ---------------------------------------------------------------------- events
+
+    def _events(self, now: float) -> None:
+        sc, changed = self.t.sc, False
+        for e in sc.events:
+            if e.start <= now < e.end and e not in self.active:
+                self.active.append(e)
+                changed = True
+            elif e in self.active and now >= e.end:
+                self.active.remove(e)
+                changed = True
+        if not changed:
+            return
+        t = self.t
+        self.sec_up[:] = 1.0
+        self.dark[:] = False
+        self.surge[:] = 1.0
+        down, cut = set(), set()
+        inet = t.world.internet
+        for e in self.active:
+            if e.kind == "servers_down":
+                self.sec_up[t.sec_site == e.site] *= 1 - e.fraction
+            elif e.kind == "section_down":
+                self.sec_up[e.section] *= 1 - e.fraction
+            elif e.kind in ("site_dark", "maintenance"):
+                self.dark[e.site] = True
+            elif e.kind == "session_down":
+                down.add((e.site, e.asn))
+            elif e.kind == "cable_cut":
+                cut.add(e.between)
+            elif e.kind == "surge":
+                ey = inet.eyeballs
+                if e.country:
+                    where = np.array(inet.metros.country)[ey.metro] == e.country
+                elif e.metro >= 0:
+                    where = ey.metro == e.metro
+                else:
+                    where = self.site_e == e.site
+                self.surge[where] *= e.factor
+        self.sessions_down, self.cut = frozenset(down), frozenset(cut)
+        self._reroute()
+
+    # ------------------------------------------------------------------------ play
+
+    def play(self) -> RunResult:
+        t, sc = self.t, self.t.sc
+        ticks = round(sc.duration / sc.tick)
+        per_sample = max(1, round(SAMPLE_S / sc.tick))
+        per_decision = max(1, round(sc.decision_interval / sc.tick))
+        delay = round(sc.telemetry_delay / sc.tick)
+        n_samples = (ticks + per_sample - 1) // per_sample
+        ser = {
+            k: np.zeros((n_samples, t.S), dtype=np.float32)
+            for k in ("u", "p95", "fail", "out", "in")
+        }
+        hist = np.zeros(2001)  # added latency, 0.5 ms bins up to 1 s
+        worst = np.zeros(t.S)
+        for k in range(ticks):
+            now = k * sc.tick
+            self._events(now)
+            if k % per_sample == 0:
+                demand = self._demand(now)
+            m = self._tick(demand, sc.tick)
+            self.history.append(m.obs)
+            while len(self.history) > delay + 1:
+                self.history.popleft()
+            if self.mode != "none" and k % per_decision == 0 and k >= delay:
+                self._decide(now)
+            if k % per_sample == 0:
+                i = k // per_sample
+                ser["u"][i], ser["p95"][i] = m.u, m.p95
+                ser["fail"][i], ser["out"][i], ser["in"][i] = m.fail, m.out, m.inn
+                worst = np.maximum(worst, np.where(np.isfinite(m.u), m.u, 10.0))
+                self._latency_sample(demand, m, hist, per_sample * sc.tick)
+                live = m.load > 0
+                self.samples_u.append(np.where(live, m.u, np.nan))
+                self.samples_p.append(np.where(live, m.p95, np.nan))
+                if self.progress:
+                    self.progress(now / sc.duration)
+        self._finish(hist)
+        codes = t.world.network.sites.code
+        flows = {
+            (codes[a], codes[b]): float(self.flows[a, b])
+            for a, b in zip(*np.nonzero(self.flows > 0), strict=True)
+        }
+        result = RunResult(
+            self.mode,
+            self.totals,
+            Series(SAMPLE_S, ser["u"], ser["p95"], ser["fail"], ser["out"], ser["in"]),
+            flows,
+            {codes[i]: float(worst[i]) for i in range(t.S)},
+        )
+        result.learned = self._learn() if self.mode == "manager" else []
+        return result
+
+    def _demand(self, now: float) -> FloatArray:
+        hours = local_hours(0.0, self.t.sc.start_utc_hour + now / 3600.0) + self.t.offset
+        return np.asarray(self.t.peak * diurnal(hours) * self.surge)
+
+    def _arriving(self, demand: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+        """(requests/s, CPU ms/s) per site and plan, and unrouted requests/s; cached
+        until the demand or the routing changes."""
+        key = (id(demand), id(self.A))
+        if self._arr_key != key:
+            self._arr = (
+                np.asarray(self.A @ (demand[:, None] * self.t.mix)),
+                np.asarray(self.A @ (demand[:, None] * self.t.mixcost)),
+                float(demand @ self.unreached),
+            )
+            self._arr_key = key
+        return self._arr
+
+    def _forwarding(self) -> tuple[npt.NDArray[np.int64], ...]:
+        """The (site, plan, receiver) triples the state forwards, and their shares."""
+        if self._fwd_key is not self.state.forward:
+            s, p, d = np.nonzero(self.state.forward > 0)
+            self._fwd = (s, p, d)
+            self._fwd_key = self.state.forward
+        return self._fwd
+
+    def _tick(self, demand: FloatArray, dt: float) -> _TickOut:
+        t, st = self.t, self.state
+        rps_plan, cpu_plan, unrouted = self._arriving(demand)  # (S, P) arriving
+        # Plurimog: shares of each plan forwarded to other sites
+        fs, fp, fd = self._forwarding()
+        share = st.forward[fs, fp, fd]
+        o_cpu, o_rps = cpu_plan[fs, fp] * share, rps_plan[fs, fp] * share
+        out_cpu_s = _bins(fs, o_cpu, t.S)
+        in_cpu_s = _bins(fd, o_cpu, t.S)
+        out_rps_s = _bins(fs, o_rps, t.S)
+        in_rps_s = _bins(fd, o_rps, t.S)
+        served_cpu = cpu_plan.sum(1) - out_cpu_s + in_cpu_s
+        served_rps = rps_plan.sum(1) - out_rps_s + in_rps_s
+        served_plan = cpu_plan.copy()
+        np.subtract.at(served_plan, (fs, fp), o_cpu)
+        np.add.at(served_plan, (fd, fp), o_cpu)
+        # Duomog and the servers of each section
+        ss = t.sec_site
+        cap = t.sec_cap0 * self.sec_up * ~self.dark[ss]
+        load = served_cpu[ss] * t.sec_share
+        shifted = load * st.shift
+        pool = _bins(ss, shifted, t.S)
+        takers = np.where(st.shift <= 0, cap, 0.0)
+        takers_site = _bins(ss, takers, t.S)
+        has = takers_site[ss] > 0
+        load = (
+            load
+            - np.where(has, shifted, 0.0)
+            + np.where(has, pool[ss] * takers / np.maximum(takers_site[ss], 1e-12), 0.0)
+        )
+        sec_fail = np.maximum(load - cap, 0.0)
+        cap_s = _bins(ss, cap, t.S)
+        load_s = _bins(ss, load, t.S)
+        fail_cpu = _bins(ss, sec_fail, t.S)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(
+                cap_s > 0, load_s / np.maximum(cap_s, 1e-12), np.where(load_s > 0, np.inf, 0.0)
+            )
+            fail_rps = np.where(served_cpu > 0, served_rps * fail_cpu / served_cpu, 0.0)
+            sec_u = np.where(cap > 0, load / np.maximum(cap, 1e-12), np.where(load > 0, 9.0, 0))
+        uu = np.minimum(np.where(np.isfinite(u), u, 9.0), 0.985)
+        p95 = (t.base_ms + t.scale_ms * uu / (1 - uu)) * self.rng.lognormal(0.0, 0.08, t.S)
+        # metrics
+        total = float(demand.sum())
+        tot = self.totals
+        tot.requests += total * dt
+        tot.served += float(served_rps.sum() - fail_rps.sum()) * dt
+        tot.failed += (float(fail_rps.sum()) + unrouted) * dt
+        tot.unrouted += unrouted * dt
+        breach = (p95 > SLO_MS) & (load_s > 0)
+        for s in np.flatnonzero(breach).tolist():
+            code = t.world.network.sites.code[s]
+            tot.slo_breach_minutes[code] = tot.slo_breach_minutes.get(code, 0.0) + dt / 60.0
+        fwd_rps = float(o_rps.sum())
+        wd_rps = self._withdrawn_demand(demand)
+        moved_wd = float(wd_rps.sum())
+        tot.forwarded += fwd_rps * dt
+        tot.moved += (fwd_rps + moved_wd) * dt
+        if moved_wd > 0:  # where withdrawn users went, by the predictor's failover shares
+            self.flows += wd_rps[:, None] * t.failover * dt
+        np.add.at(self.flows, (fs, fd), o_rps * dt)
+        mx = t.thresholds[:, 0]
+        up = cap_s > 0
+        spare = float(np.maximum(cap_s * mx - load_s, 0.0)[up].sum())
+        failed_cpu = float(fail_cpu.sum())
+        stranded = min(spare, failed_cpu)
+        wd_sites = st.withdrawn.any(axis=0) & up
+        stranded += float(np.maximum(cap_s * t.thresholds[:, 1] - load_s, 0.0)[wd_sites].sum())
+        tot.stranded_cpu_hours += stranded * dt / 1000.0 / 3600.0
+        noise = self.t.sc.telemetry_noise
+        jitter = 1 + noise * self.rng.standard_normal(t.S)
+        obs = Observation(
+            utilisation=np.where(np.isfinite(u), u, 9.0) * jitter,
+            cpu=served_plan * jitter[:, None],
+            age=np.zeros(t.S),
+            section_site=ss,
+            section_utilisation=sec_u,
+            section_cpu=load,
+            capacity=cap_s,
+        )
+        return _TickOut(
+            obs=obs,
+            u=u,
+            p95=p95,
+            fail=fail_rps,
+            load=load_s,
+            out=out_rps_s,
+            inn=in_rps_s,
+            fwd_ms=np.bincount(fs, weights=o_rps * t.lat_ss[fs, fd], minlength=t.S)
+            / np.maximum(rps_plan.sum(1), 1e-12),
+        )
+
+    def _withdrawn_demand(self, demand: FloatArray) -> FloatArray:
+        """Requests/s per site that the controller's withdrawals send elsewhere."""
+        wd = self.state.withdrawn
+        out = np.zeros(self.t.S)
+        if not wd.any():
+            return out
+        if self._wd_key is not wd:
+            base = self.t.c0.eyeball_site
+            self._wd_cache = [base == s for _, s in zip(*np.nonzero(wd), strict=True)]
+            self._wd_sites = [int(s) for _, s in zip(*np.nonzero(wd), strict=True)]
+            self._wd_key = wd
+        for s, m in zip(self._wd_sites, self._wd_cache, strict=True):
+            out[s] += float(demand[m].sum()) / self.t.Q
+        return out
+
+    def _latency_sample(
+        self,
+        demand: FloatArray,
+        m: _TickOut,
+        hist: FloatArray,
+        weight_s: float,
+    ) -> None:
+        ok = (self.site_e >= 0) & np.isfinite(self.rtt)
+        fwd = m.fwd_ms
+        added = np.maximum(self.rtt - self.t.rtt0, 0.0) + np.where(
+            self.site_e >= 0, fwd[np.maximum(self.site_e, 0)], 0.0
+        )
+        bins = np.minimum((added[ok] / 0.5).astype(np.int64), hist.size - 1)
+        hist += np.bincount(bins, weights=demand[ok] * weight_s, minlength=hist.size)
+
+    def _decide(self, now: float) -> None:
+        t = self.t
+        seen = self.history[0]
+        age = np.full(t.S, now - (now - (len(self.history) - 1) * t.sc.tick))
+        obs = Observation(
+            seen.utilisation,
+            seen.cpu,
+            age,
+            seen.section_site,
+            seen.section_utilisation,
+            seen.section_cpu,
+            seen.capacity,
+        )
+        if self.mode == "withdraw":  # the sledgehammer has no Duomog either
+            obs = Observation(obs.utilisation, obs.cpu, obs.age, capacity=obs.capacity)
+        plan = decide(obs, self.state, self.cfg, now, Failover(t.failover))
+        self.totals.decisions += 1
+        acts = [a for a in plan.actions if a.kind != "hold"]
+        if not acts:
+            return
+        self.totals.actions += len(acts)
+        self._enforce(apply(self.state, Plan(tuple(acts)), now))
+
+    def _enforce(self, state: State) -> None:
+        """The twin's actuator: the network now carries out ``state``."""
+        routing = not np.array_equal(state.withdrawn, self.state.withdrawn)
+        self.state = state
+        if routing:
+            self._reroute()
+
+    def _finish(self, hist: FloatArray) -> None:
+        w = hist.sum()
+        if w > 0:
+            centres = (np.arange(hist.size) + 0.5) * 0.5
+            self.totals.added_latency_mean_ms = float((hist * centres).sum() / w)
+            cdf = np.cumsum(hist) / w
+            self.totals.added_latency_p95_ms = float(centres[np.searchsorted(cdf, 0.95)])
+        self.totals.routing_changes = self.routing_changes
+
+    def _learn(self) -> list[dict[str, object]]:
+        u = np.array(self.samples_u)
+        p = np.array(self.samples_p)
+        codes = self.t.world.network.sites.code
+        peak = np.nan_to_num(u, nan=-1.0).max(axis=0) if u.size else np.zeros(len(codes))
+        busiest = np.argsort(-peak, kind="stable")[: min(12, int((peak > 0).sum()))]
+        out: list[dict[str, object]] = []
+        grid = np.linspace(0.2, 1.0, 33)
+        for s in busiest.tolist():
+            ok = np.isfinite(u[:, s]) & np.isfinite(p[:, s])
+            r = learn_maximum(u[ok, s], p[ok, s], static=float(self.t.thresholds[s, 0]))
+            row: dict[str, object] = {
+                "site": codes[s],
+                "value": r.value,
+                "method": r.method,
+                "r2": r.r2_quadratic if r.method == "quadratic" else r.r2_linear,
+                "reason": r.reason,
+            }
+            pick = np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 300)]
+            row["points_u"] = u[pick, s].tolist()
+            row["points_p95"] = p[pick, s].tolist()
+            if r.method != "static":
+                row["curve_u"] = grid.tolist()
+                row["curve_p95"] = fit_curve(r, grid).tolist()
+            out.append(row)
+        return out

@@ -1,0 +1,297 @@
+"""Scenarios for the digital twin: how long, how fine, and what goes wrong when.
+
+A scenario is YAML::
+
+    name: a day at the edge
+    duration: 24h          # s, m, h suffixes; plain numbers are seconds
+    tick: 10s
+    seed: 1
+    decision_interval: 60s # how often the Traffic Manager decides
+    telemetry_delay: 30s   # how old its observations are
+    telemetry_noise: 0.02  # relative noise on what it observes
+    events:
+      - {at: 2h, for: 3h, kind: section_down, section: IAD02, fraction: 0.6}
+      - {at: 8h, for: 2h, kind: site_dark, site: CHC}
+      - {at: 11h, for: 2h, kind: session_down, site: LHR, asn: 1003}
+      - {at: 14h, for: 2h, kind: cable_cut, between: [2016, 10175]}
+      - {at: 17h, for: 2h, kind: surge, country: BR, factor: 3}
+      - {at: 20h, for: 1h, kind: maintenance, site: AMS}
+
+Event kinds: ``servers_down`` (a share of a site's servers), ``section_down`` (a share of
+one section's servers, all by default), ``site_dark`` (the site is gone: no servers, its
+BGP sessions down), ``session_down`` (one BGP session of a site), ``cable_cut`` (the link
+between two ASes), ``surge`` (demand times ``factor`` in a ``country``, a ``metro`` by
+geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned).
+Everything is checked against the world on load; an error names the file, the place
+and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from ..errors import InputError, Problem
+from ..model.files.text import read_text
+from ..model.files.yamlpos import line_of, place
+from ..model.world import World
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def seconds(value: Any) -> float:
+    """``90``, ``"90s"``, ``"1.5m"``, ``"2h"`` → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, like 10s, 5m or 2h")
+    if isinstance(value, int | float):
+        return float(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", str(value))
+    if not m:
+        raise ValueError(f"a duration, like 10s, 5m or 2h, not {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+Seconds = Annotated[float, BeforeValidator(seconds), Field(ge=0)]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    at: Seconds
+    for_: Seconds = Field(alias="for")
+    kind: Literal[
+        "servers_down",
+        "section_down",
+        "site_dark",
+        "session_down",
+        "cable_cut",
+        "surge",
+        "maintenance",
+    ]
+    site: str | None = None
+    section: str | None = None
+    fraction: float = Field(1.0, gt=0, le=1)
+    asn: int | None = None
+    between: list[int] | None = None
+    country: str | None = None
+    metro: int | None = None
+    factor: float = Field(2.0, gt=0)
+
+
+class ScenarioIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "scenario"
+    duration: Seconds = 86_400.0
+    tick: Seconds = 10.0
+    seed: int = 1
+    start_utc_hour: float = Field(0.0, ge=0, lt=24)
+    decision_interval: Seconds = 60.0
+    telemetry_delay: Seconds = 30.0
+    telemetry_noise: float = Field(0.02, ge=0, le=0.5)
+    events: list[EventIn] = []
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event with its target resolved to rows of the world."""
+
+    start: float
+    end: float
+    kind: str
+    site: int = -1
+    section: int = -1
+    fraction: float = 1.0
+    asn: int = -1
+    between: tuple[int, int] = (-1, -1)
+    country: str = ""
+    metro: int = -1
+    factor: float = 1.0
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    duration: float
+    tick: float
+    seed: int
+    start_utc_hour: float
+    decision_interval: float
+    telemetry_delay: float
+    telemetry_noise: float
+    events: tuple[Event, ...]
+
+
+def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> Scenario:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError.one(
+            file,
+            "",
+            f"not valid YAML: {getattr(e, 'problem', e)}",
+            int(mark.line) + 1 if mark else None,
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError.one(file, "", "a scenario is a YAML mapping (duration:, events:, ...)")
+    try:
+        doc = ScenarioIn.model_validate(data)
+    except ValidationError as e:
+        raise InputError(
+            file,
+            [
+                Problem(place(tuple(err["loc"])), _message(err), line_of(text, tuple(err["loc"])))
+                for err in e.errors()
+            ],
+        ) from None
+    problems: list[Problem] = []
+    events = []
+    net, inet = world.network, world.internet
+
+    def bad(i: int, key: str, msg: str) -> None:
+        loc = ("events", i, key)
+        problems.append(Problem(place(loc), msg, line_of(text, loc)))
+
+    if doc.tick <= 0:
+        problems.append(Problem("tick", "must be positive", line_of(text, ("tick",))))
+    if doc.duration < doc.tick:
+        problems.append(
+            Problem("duration", "must be at least one tick", line_of(text, ("duration",)))
+        )
+    for i, x in enumerate(doc.events):
+        ev: dict[str, Any] = {
+            "start": x.at,
+            "end": x.at + x.for_,
+            "kind": x.kind,
+            "fraction": x.fraction,
+            "factor": x.factor,
+        }
+        needs_site = x.kind in ("servers_down", "site_dark", "session_down", "maintenance")
+        if needs_site or (x.kind == "surge" and x.site):
+            if x.site is None:
+                bad(i, "site", f"a {x.kind} event names its site")
+                continue
+            try:
+                ev["site"] = net.sites.index(x.site.upper())
+            except KeyError:
+                bad(i, "site", f"unknown site {x.site!r}")
+                continue
+        if x.kind == "section_down":
+            if x.section is None or x.section.upper() not in net.sections.name:
+                bad(i, "section", f"unknown section {x.section!r}")
+                continue
+            ev["section"] = net.sections.name.index(x.section.upper())
+        if x.kind == "session_down":
+            mine = net.sessions.asn[net.sessions.site == ev["site"]].tolist()
+            if x.asn not in mine:
+                bad(i, "asn", f"site {x.site} has no session with AS{x.asn}")
+                continue
+            ev["asn"] = int(x.asn or 0)
+        if x.kind == "cable_cut":
+            if not x.between or len(x.between) != 2:
+                bad(i, "between", "a cable cut names the two ASes it separates")
+                continue
+            try:
+                a, b = (inet.index(x) for x in x.between)
+            except KeyError as k:
+                bad(i, "between", f"AS{k.args[0]} is not in the Internet")
+                continue
+            pairs = {tuple(sorted(p)) for p in inet.p2c.tolist()} | {
+                tuple(p) for p in inet.p2p.tolist()
+            }
+            if tuple(sorted((a, b))) not in pairs:
+                bad(i, "between", f"AS{x.between[0]} and AS{x.between[1]} are not linked")
+                continue
+            ev["between"] = (int(x.between[0]), int(x.between[1]))
+        if x.kind == "surge":
+            if x.country:
+                if x.country.upper() not in set(inet.metros.country):
+                    bad(i, "country", f"no metro in country {x.country!r}")
+                    continue
+                ev["country"] = x.country.upper()
+            elif x.metro is not None:
+                if x.metro not in set(inet.metros.id.tolist()):
+                    bad(i, "metro", f"unknown metro {x.metro}")
+                    continue
+                ev["metro"] = inet.metros.index(x.metro)
+            elif x.site is None:
+                bad(i, "kind", "a surge names a country, a metro or a site")
+                continue
+        ev["text"] = describe(x)
+        events.append(Event(**ev))
+    if problems:
+        raise InputError(file, problems)
+    return Scenario(
+        doc.name,
+        doc.duration,
+        doc.tick,
+        doc.seed,
+        doc.start_utc_hour,
+        doc.decision_interval,
+        doc.telemetry_delay,
+        doc.telemetry_noise,
+        tuple(sorted(events, key=lambda x: x.start)),
+    )
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field (a scenario has name, duration, tick, seed, events, ...)"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return str(err["msg"])
+
+
+def describe(e: EventIn) -> str:
+    what = {
+        "servers_down": f"{100 * e.fraction:.0f} % of {e.site}'s servers fail",
+        "section_down": f"{100 * e.fraction:.0f} % of section {e.section} fails",
+        "site_dark": f"{e.site} goes dark",
+        "session_down": f"{e.site}'s BGP session with AS{e.asn} goes down",
+        "cable_cut": f"the link between AS{(e.between or [0, 0])[0]} and "
+        f"AS{(e.between or [0, 0])[1]} is cut",
+        "surge": f"demand ×{e.factor:g} in "
+        + (
+            f"{e.country}"
+            if e.country
+            else f"metro {e.metro}"
+            if e.metro
+            else f"{e.site}'s catchment"
+        ),
+        "maintenance": f"{e.site} is drained for maintenance",
+    }[e.kind]
+    return what
+
+
+def load_scenario(path: str | Path, world: World) -> Scenario:
+    return parse_scenario(read_text(path), world, path)
+
+
+DEFAULT_SCENARIO = """\
+name: a day at the edge
+duration: 24h
+tick: 10s
+seed: 1
+decision_interval: 60s
+telemetry_delay: 30s
+telemetry_noise: 0.02
+events:
+  - {at: 2h, for: 3h, kind: section_down, section: IAD02, fraction: 0.7}
+  - {at: 6h, for: 90m, kind: servers_down, site: FRA, fraction: 0.5}
+  - {at: 8h, for: 2h, kind: site_dark, site: CHC}
+  - {at: 11h, for: 2h, kind: session_down, site: LHR, asn: 1003}
+  - {at: 14h, for: 2h, kind: cable_cut, between: [2016, 10175]}
+  - {at: 17h, for: 2h, kind: surge, country: BR, factor: 2.5}
+  - {at: 20h, for: 1h, kind: maintenance, site: AMS}
+"""
+
+
+def default_scenario(world: World) -> Scenario:
+    return parse_scenario(DEFAULT_SCENARIO, world, "<default scenario>")

@@ -1,0 +1,565 @@
+"""The HTML report: a self-contained page, well formed, with what an operator reads.
+
+The fast tests read the page as text and as parsed HTML.  The slow ones open it in
+headless Chromium: a screenshot that shows the map's colours, no JavaScript errors, and the
+map's run switcher working.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from anyedge.report import render, write
+from anyedge.report.html import HEALTH_COLOURS, MAX_POINTS
+from anyedge.sim.result import MODE_TITLES, MODES, Comparison, RunResult, Series, Totals
+
+SVG_NS = "http://www.w3.org/2000/svg"
+STEP_S = 60.0
+HOURS = 4
+
+SITES = ["FRA", "AMS", "IAD", "CHC", "AKL"]
+CITIES = ["Frankfurt", "Amsterdam", "Ashburn & <Loudoun>", "Christchurch", "Auckland"]
+LAT = [50.03, 52.31, 39.04, -43.49, -37.01]
+LON = [8.57, 4.76, -77.49, 172.53, 174.79]
+
+# worst utilisation per run: FRA red under every controller, AMS yellow under the manager
+HEALTH = {
+    "none": {"FRA": 0.99, "AMS": 0.70, "IAD": 0.50, "CHC": 0.10, "AKL": 0.97},
+    "withdraw": {"FRA": 0.95, "AMS": 0.92, "IAD": 0.55, "CHC": 0.10, "AKL": 0.80},
+    "manager": {"FRA": 0.93, "AMS": 0.82, "IAD": 0.60, "CHC": 0.10, "AKL": 0.70},
+}
+FLOWS = {
+    "none": {},
+    "withdraw": {("FRA", "AMS"): 400_000.0, ("CHC", "AKL"): 60_000.0},
+    "manager": {("FRA", "AMS"): 120_000.0, ("CHC", "AKL"): 50_000.0, ("FRA", "IAD"): 20_000.0},
+}
+EVENTS: list[dict[str, Any]] = [
+    {
+        "at_s": 5400.0,
+        "until_s": 9900.0,
+        "kind": "capacity",
+        "what": "FRA loses a third of its servers",
+    },
+    {
+        "at_s": 7200.0,
+        "until_s": None,
+        "kind": "outage",
+        "what": "CHC <script>alert(1)</script> dark",
+    },
+]
+
+
+def _series(mode: str, seed: int) -> Series:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(HOURS * 3600 / STEP_S)) * STEP_S
+    base = np.array([0.55, 0.45, 0.35, 0.30, 0.40])
+    bump = {"none": 0.45, "withdraw": 0.35, "manager": 0.3}[mode]
+    during = ((t >= 5400) & (t < 9900)).astype(float)[:, None]
+    util = base + 0.05 * np.sin(t / 3600.0)[:, None] + bump * during * np.array([1, 0, 0, 0, 0])
+    util = util + rng.normal(0, 0.01, util.shape)
+    util[t >= 7200, 3] = np.nan  # CHC is dark: no samples
+    p95 = 5.0 + 30.0 * np.nan_to_num(util) ** 2
+    zeros = np.zeros_like(util)
+    return Series(
+        step_s=STEP_S,
+        utilisation=util,
+        p95_ms=p95,
+        failed_rps=zeros,
+        forwarded_out_rps=zeros.copy(),
+        forwarded_in_rps=zeros.copy(),
+    )
+
+
+def _comparison() -> Comparison:
+    totals = {
+        "none": Totals(
+            requests=1e8,
+            failed=2.5e6,
+            unrouted=4e5,
+            slo_breach_minutes={"FRA": 95.0, "AKL": 30.0},
+        ),
+        "withdraw": Totals(
+            requests=1e8,
+            failed=3e5,
+            unrouted=1e5,
+            slo_breach_minutes={"FRA": 40.0},
+            added_latency_mean_ms=4.1,
+            added_latency_p95_ms=18.0,
+            moved=4.6e5,
+            stranded_cpu_hours=52.0,
+            routing_changes=14,
+        ),
+        "manager": Totals(
+            requests=1e8,
+            failed=1e4,
+            slo_breach_minutes={"FRA": 6.0},
+            added_latency_mean_ms=1.2,
+            added_latency_p95_ms=6.5,
+            moved=1.9e5,
+            forwarded=1.9e5,
+            stranded_cpu_hours=3.5,
+            routing_changes=2,
+            decisions=40,
+            actions=12,
+        ),
+    }
+    runs = {
+        m: RunResult(
+            mode=m,
+            totals=totals[m],
+            series=_series(m, i),
+            flows=dict(FLOWS[m]),
+            health=dict(HEALTH[m]),
+        )
+        for i, m in enumerate(MODES)
+    }
+    u = np.linspace(0.2, 1.0, 120)
+    learned: list[dict[str, Any]] = [
+        {
+            "site": "FRA",
+            "value": 0.707,
+            "method": "quadratic",
+            "r2": 0.981,
+            "reason": "quadratic fit (R² 0.981) meets the 20 ms SLO at utilisation 0.707",
+            "points_u": u.tolist(),
+            "points_p95": (
+                5 + 30 * u**2 + np.random.default_rng(4).normal(0, 1.5, u.size)
+            ).tolist(),
+            "curve_u": np.linspace(0, 1, 50).tolist(),
+            "curve_p95": (5 + 30 * np.linspace(0, 1, 50) ** 2).tolist(),
+        },
+        {"site": "AMS", "value": 0.8, "method": "linear", "r2": 0.72, "reason": "linear fit"},
+        {"site": "CHC"},  # everything else missing
+        {"site": "AKL", "value": "n/a", "points_u": [0.1, 0.2], "points_p95": [5.0]},
+    ]
+    return Comparison(
+        scenario="frankfurt-at-peak",
+        duration_s=HOURS * 3600.0,
+        tick_s=STEP_S,
+        sites=list(SITES),
+        cities=list(CITIES),
+        lat=list(LAT),
+        lon=list(LON),
+        runs=runs,
+        events=[dict(e) for e in EVENTS],
+        learned=learned,
+        wall_seconds=3.2,
+    )
+
+
+class _StrictParser(HTMLParser):
+    """Collects tags and checks every opened element is closed in order."""
+
+    VOID = frozenset({"meta", "link", "br", "hr", "img", "input", "source", "wbr", "col"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(page: str) -> _StrictParser:
+    p = _StrictParser()
+    p.feed(page)
+    p.close()
+    return p
+
+
+@pytest.fixture(scope="module")
+def page() -> str:
+    return render(_comparison())
+
+
+def test_page_is_well_formed_html(page: str) -> None:
+    p = _parse(page)
+    assert p.errors == []
+    assert p.stack == []
+    assert page.startswith("<!DOCTYPE html>")
+    assert [t for t, _ in p.tags].count("html") == 1
+
+
+def test_comparison_table_has_the_three_controllers_and_marks_the_best(page: str) -> None:
+    table = re.search(r'<table id="comparison">.*?</table>', page, re.S)
+    assert table is not None
+    heads = re.findall(r'<th scope="col" data-mode="(\w+)">([^<]+)', table.group(0))
+    assert heads == [(m, MODE_TITLES[m]) for m in MODES]
+    rows = {
+        re.sub(r"<[^>]+>.*", "", r.split(">", 2)[2]): r
+        for r in re.findall(r"<tr><th scope=\"row\">.*?</tr>", table.group(0))
+    }
+    failed = re.findall(r"<td( class=\"best\")?>([^<]+)</td>", rows["failed requests"])
+    assert failed == [("", "2,500,000"), ("", "300,000"), (' class="best"', "10,000")]
+    share = re.findall(r"<td( class=\"best\")?>([^<]+)</td>", rows["failed share"])
+    assert share[2] == (' class="best"', "0.01 %")
+    # a cost with ties: none and withdraw forward nothing, both marked
+    fwd = re.findall(r"<td( class=\"best\")?>", rows["of which forwarded"])
+    assert fwd == [' class="best"', ' class="best"', ""]
+    # context rows are never marked
+    assert "best" not in rows["requests"]
+    for label in ("SLO-breach minutes", "added latency, p95", "stranded CPU", "routing changes"):
+        assert label in rows
+
+
+def test_big_counts_are_short_with_the_exact_number_on_hover() -> None:
+    c = _comparison()
+    c.runs["none"].totals.requests = c.runs["manager"].totals.requests = 2_375_901_576_911.0
+    c.runs["none"].totals.failed = 15_847_901_904.0
+    page = render(c)
+    assert '<td title="2,375,901,576,911">2.376 T</td>' in page
+    assert '<td title="15,847,901,904">15.85 G</td>' in page
+    assert '<td class="best">10,000</td>' in page  # small counts stay exact
+
+
+def test_map_has_one_circle_per_site_coloured_by_the_managers_health(page: str) -> None:
+    p = _parse(page)
+    svgs = [a for t, a in p.tags if t == "svg" and a.get("id") == "map"]
+    assert len(svgs) == 1
+    assert '<svg id="map"' in page
+    circles = [a for t, a in p.tags if t == "circle"]
+    assert sorted(a["data-site"] or "" for a in circles) == sorted(SITES)
+    fills = {a["data-site"]: a["fill"] for a in circles}
+    assert fills == {
+        "FRA": HEALTH_COLOURS["red"],
+        "AMS": HEALTH_COLOURS["yellow"],
+        "IAD": HEALTH_COLOURS["green"],
+        "CHC": HEALTH_COLOURS["green"],
+        "AKL": HEALTH_COLOURS["green"],
+    }
+    # the other runs' colours ride along for the switcher
+    by_site = {a["data-site"]: a for a in circles}
+    assert by_site["AKL"]["data-fill-none"] == HEALTH_COLOURS["red"]
+    assert by_site["AMS"]["data-fill-withdraw"] == HEALTH_COLOURS["red"]
+    # sized by traffic moved: FRA moved the most, a site that moved nothing is smallest
+    radius = {a["data-site"]: float(a["r"] or 0) for a in circles}
+    assert radius["FRA"] == max(radius.values())
+    assert radius["FRA"] > radius["AMS"] > radius["IAD"] > 4.0
+    # the manager's flows are shown, one line each; the others' are hidden
+    groups = [a for t, a in p.tags if t == "g" and a.get("class") == "flows"]
+    assert [(a["data-mode"], a.get("style")) for a in groups] == [
+        ("none", "display:none"),
+        ("withdraw", "display:none"),
+        ("manager", None),
+    ]
+    shown = [(a["data-from"], a["data-to"]) for t, a in p.tags if t == "g" and "data-from" in a]
+    assert sorted(shown) == sorted(list(FLOWS["withdraw"]) + list(FLOWS["manager"]))
+
+
+def test_events_are_listed_with_their_times_and_escaped(page: str) -> None:
+    events = re.search(r'<ol class="events" id="events">(.*?)</ol>', page, re.S)
+    assert events is not None
+    assert "01:30–02:45" in events.group(1)
+    assert "from 02:00" in events.group(1)
+    assert "FRA loses a third of its servers" in events.group(1)
+    assert "<script>alert(1)</script>" not in page
+    assert "CHC &lt;script&gt;alert(1)&lt;/script&gt; dark" in page
+    assert "Ashburn &amp; &lt;Loudoun&gt;" in page
+
+
+def test_page_fetches_nothing(page: str) -> None:
+    urls = re.findall(r"https?://[^\s\"'<>)]*", page)
+    assert urls
+    assert set(urls) == {SVG_NS}
+    assert not re.search(r"\b(src|href)\s*=", page)
+    assert "url(" not in page
+    assert "@import" not in page
+    assert "default-src 'none'" in page
+
+
+def test_every_site_code_appears(page: str) -> None:
+    text = "".join(_parse(page).text)
+    for code in SITES:
+        assert code in text
+
+
+def test_site_charts_overlay_the_three_runs_with_slo_and_events(page: str) -> None:
+    cards = re.findall(r'<article class="card site" data-site="(\w+)">(.*?)</article>', page, re.S)
+    assert [code for code, _ in cards][:2] == ["FRA", "AMS"]  # most breach, then most moved
+    assert len(cards) == len(SITES)  # fewer sites than the eight charted
+    fra = cards[0][1]
+    modes = re.findall(r'<polyline class="series" data-mode="(\w+)"', fra)
+    assert sorted(set(modes)) == sorted(MODES)
+    assert "SLO 20 ms" in fra
+    assert fra.count('<rect class="event"') == 2 * len(EVENTS)  # both charts
+    assert "learned max 0.71" in fra
+    # CHC goes dark at 02:00: its utilisation line breaks there instead of dropping to 0
+    util_chart = re.search(r"<svg .*?</svg>", dict(cards)["CHC"], re.S)
+    assert util_chart is not None
+    lines = re.findall(r'data-mode="manager" [^>]*points="([^"]*)"', util_chart.group(0))
+    assert len(lines) == 1
+    xs = [float(p.split(",")[0]) for p in lines[0].split()]
+    assert len(xs) == 7200 / STEP_S
+    plot = re.search(r'<rect class="plot" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', util_chart[0])
+    assert plot is not None
+    plot_left, plot_width = float(plot.group(1)), float(plot.group(2))
+    assert xs[-1] == pytest.approx(plot_left + plot_width * 7140 / (HOURS * 3600), abs=0.06)
+
+
+def test_learned_table_and_curves_tolerate_missing_keys(page: str) -> None:
+    table = re.search(r'<table id="learned-table">.*?</table>', page, re.S)
+    assert table is not None
+    rows = re.findall(r'<tr data-site="(\w+)">(.*?)</tr>', table.group(0))
+    assert [s for s, _ in rows] == ["FRA", "AMS", "CHC", "AKL"]
+    fra = re.findall(r"<td[^>]*>(.*?)</td>", rows[0][1])
+    assert fra[1:4] == ["quadratic", "0.707", "0.981"]
+    chc = re.findall(r"<td[^>]*>(.*?)</td>", rows[2][1])
+    assert chc[1:4] == ["—", "—", "—"]
+    # only FRA's points are whole (AKL's have mismatched lengths)
+    assert re.findall(r'<figure class="scatter" data-site="(\w+)">', page) == ["FRA"]
+    assert '<polyline class="curve"' in page
+
+
+def test_write_creates_the_file_atomically(tmp_path: Path) -> None:
+    c = _comparison()
+    path = write(c, tmp_path / "report.html")
+    assert path == tmp_path / "report.html"
+    assert path.read_text(encoding="utf-8") == render(c)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary left
+
+
+def _big_comparison(sites: int = 300, hours: int = 24) -> Comparison:
+    rng = np.random.default_rng(7)
+    t_n = int(hours * 3600 / STEP_S)
+    codes = [f"S{i:03d}" for i in range(sites)]
+    runs = {}
+    for m in MODES:
+        util = rng.uniform(0.2, 1.1, (t_n, sites))
+        p95 = 5 + 30 * util**2
+        z = np.zeros_like(util)
+        flows = {
+            (codes[i], codes[(i * 7 + 3) % sites]): float(rng.uniform(1e3, 1e6))
+            for i in range(0, sites, 2)
+        }
+        minutes = {c: float(rng.uniform(0, 100)) for c in codes[:50]}
+        health = {c: float(rng.uniform(0.3, 1.1)) for c in codes}
+        totals = Totals(requests=1e9, failed=1e6, unrouted=1e5, slo_breach_minutes=minutes)
+        series = Series(
+            step_s=STEP_S,
+            utilisation=util,
+            p95_ms=p95,
+            failed_rps=z,
+            forwarded_out_rps=z,
+            forwarded_in_rps=z,
+        )
+        runs[m] = RunResult(mode=m, totals=totals, series=series, flows=flows, health=health)
+    learned = [
+        {"site": c, "value": 0.8, "method": "quadratic", "r2": 0.9, "reason": "fit",
+         "points_u": rng.uniform(0.2, 1, 2000).tolist(),
+         "points_p95": rng.uniform(5, 40, 2000).tolist()}
+        for c in codes
+    ]  # fmt: skip
+    return Comparison(
+        scenario="world",
+        duration_s=hours * 3600.0,
+        tick_s=STEP_S,
+        sites=codes,
+        cities=[f"City {c}" for c in codes],
+        lat=rng.uniform(-55, 70, sites).tolist(),
+        lon=rng.uniform(-180, 180, sites).tolist(),
+        runs=runs,
+        events=[dict(e) for e in EVENTS],
+        learned=learned,
+    )
+
+
+def test_a_world_sized_report_stays_small() -> None:
+    page = render(_big_comparison())
+    assert len(page.encode("utf-8")) < 3_000_000
+    assert _parse(page).errors == []
+    assert page.count('<circle class="site"') == 300
+    assert len(re.findall(r'<article class="card site"', page)) == 8
+    for points in re.findall(r'<polyline class="series"[^>]* points="([^"]*)"', page):
+        assert len(points.split()) <= MAX_POINTS
+    assert len(re.findall(r'<figure class="scatter"', page)) == 4
+
+
+# ---------------------------------------------------------------------------------------
+# headless Chromium
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return exe
+
+
+def _run_chromium(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run Chromium in its own process group; on timeout kill that group and fail."""
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"chromium did not finish in {timeout:g} s: {args}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _read_png(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """Decode an 8-bit, non-interlaced RGB or RGBA PNG with zlib and numpy: (H, W, 3)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, []
+    width = height = depth = ctype = interlace = -1
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    assert (depth, interlace) == (8, 0), (depth, interlace)
+    assert ctype in (2, 6), ctype
+    bpp = 3 if ctype == 2 else 4
+    stride = width * bpp
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(height, stride + 1)
+    out = np.zeros((height, stride), np.uint8)
+    prev = np.zeros(stride, np.uint8)
+    for r in range(height):
+        kind_, line = int(raw[r, 0]), raw[r, 1:]
+        if kind_ == 0:
+            cur = line.copy()
+        elif kind_ == 1:  # Sub: a running sum along the row, per channel
+            sums = np.cumsum(line.reshape(width, bpp), axis=0, dtype=np.uint64)
+            cur = (sums % 256).astype(np.uint8).ravel()
+        elif kind_ == 2:  # Up
+            cur = line + prev
+        else:  # Average or Paeth: byte by byte
+            cur = np.frombuffer(_unfilter(kind_, line.tobytes(), prev.tobytes(), bpp), np.uint8)
+        out[r] = cur
+        prev = cur
+    return out.reshape(height, width, bpp)[:, :, :3]
+
+
+def _unfilter(kind: int, line: bytes, prev: bytes, bpp: int) -> bytearray:
+    cur = bytearray(line)
+    for i in range(len(cur)):
+        a = cur[i - bpp] if i >= bpp else 0
+        b = prev[i]
+        if kind == 3:
+            cur[i] = (cur[i] + ((a + b) >> 1)) & 0xFF
+            continue
+        c = prev[i - bpp] if i >= bpp else 0
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+        cur[i] = (cur[i] + pred) & 0xFF
+    return cur
+
+
+def _pixels_near(img: np.ndarray[Any, np.dtype[np.uint8]], colour: str, tol: int = 6) -> int:
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+    return int((np.abs(img.astype(np.int16) - rgb).max(axis=2) <= tol).sum())
+
+
+@pytest.mark.slow
+def test_chromium_draws_the_page(tmp_path: Path) -> None:
+    exe = _chromium()
+    report = write(_comparison(), tmp_path / "report.html")
+    shot = tmp_path / "report.png"
+    r = _run_chromium(
+        [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+         "--window-size=1400,1000", f"file://{report}"]
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert shot.is_file()
+    img = _read_png(shot)
+    assert img.shape == (1000, 1400, 3)
+    packed = (img[..., 0].astype(np.uint32) << 16) | (img[..., 1].astype(np.uint32) << 8)
+    distinct = np.unique(packed | img[..., 2])
+    assert distinct.size > 200, distinct.size  # text, lines and map, not a blank page
+    # the map's site dots: FRA is a large red circle, AMS yellow, three green; the legend's
+    # dots are 9 px across, so these counts need the map's circles to be there
+    assert _pixels_near(img, HEALTH_COLOURS["red"]) > 150
+    assert _pixels_near(img, HEALTH_COLOURS["yellow"]) > 150
+    assert _pixels_near(img, HEALTH_COLOURS["green"]) > 150
+    # the table's highlight of the best values shows too
+    assert _pixels_near(img, "#dff3e4", tol=2) > 500
+
+
+@pytest.mark.slow
+def test_chromium_runs_the_script_without_errors(tmp_path: Path) -> None:
+    exe = _chromium()
+    report = write(_comparison(), tmp_path / "report.html")
+    # the map switcher, driven by the address: colour the map by the run without management
+    r = _run_chromium(
+        [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--dump-dom", f"file://{report}#mode=none"]
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Uncaught" not in r.stderr
+    assert "Content Security Policy" not in r.stderr  # nothing tried to load
+    dom = _parse(r.stdout)
+    svg = [a for t, a in dom.tags if t == "svg" and a.get("id") == "map"]
+    assert svg[0]["data-showing"] == "none"
+    fills = {a["data-site"]: a["fill"] for t, a in dom.tags if t == "circle"}
+    assert fills["AKL"] == HEALTH_COLOURS["red"]  # red without management, green with it
+    assert fills["FRA"] == HEALTH_COLOURS["red"]
+    hidden = {
+        a["data-mode"]: "display:none" in (a.get("style") or "").replace(" ", "")
+        for t, a in dom.tags
+        if t == "g" and a.get("class") == "flows"
+    }
+    assert hidden == {"none": False, "withdraw": True, "manager": True}
+
+
+@pytest.mark.slow
+def test_chromium_reports_script_errors_where_the_check_looks(tmp_path: Path) -> None:
+    """The control for the check above: a page that throws does say "Uncaught"."""
+    exe = _chromium()
+    broken = tmp_path / "broken.html"
+    broken.write_text("<!DOCTYPE html><p>x</p><script>throw new Error('boom');</script>")
+    r = _run_chromium(
+        [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--dump-dom", f"file://{broken}"]
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Uncaught" in r.stderr

@@ -1,0 +1,119 @@
+"""The digital twin: accounting that loses nothing, quiet days that stay quiet, the
+same day twice, and the Traffic Manager doing better than both baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anyedge.cli.main import main
+from anyedge.errors import InputError
+from anyedge.model import World
+from anyedge.model.files import parse_world
+from anyedge.sim import Twin, default_scenario, parse_scenario
+
+TINY = Path(__file__).parent / "data" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny() -> World:
+    return parse_world(TINY.read_text(), TINY)
+
+
+def short(world: World, events: str = "[]", hours: float = 3) -> object:
+    return parse_scenario(f"duration: {hours}h\ntick: 10s\nevents: {events}\n", world)
+
+
+def test_every_request_is_served_or_failed(small_world: World) -> None:
+    events = (
+        "[{at: 30m, for: 1h, kind: servers_down, site: "
+        f"{small_world.network.sites.code[0]}, fraction: 0.8}}]"
+    )
+    twin = Twin(small_world, short(small_world, events))  # type: ignore[arg-type]
+    for mode in ("none", "manager"):
+        t = twin.run(mode).totals
+        assert t.requests > 0
+        assert t.served + t.failed == pytest.approx(t.requests, rel=1e-9)
+        assert t.failed >= t.unrouted >= 0
+
+
+def test_a_quiet_day_with_room_has_no_failures_and_no_moves(tiny: World) -> None:
+    twin = Twin(tiny, short(tiny))  # type: ignore[arg-type]
+    for mode in ("none", "withdraw", "manager"):
+        t = twin.run(mode).totals
+        assert t.failed == 0.0
+        assert t.moved == 0.0
+        assert t.actions == 0
+        assert t.routing_changes == 0
+        assert t.slo_breach_total == 0.0
+
+
+def test_a_dark_site_moves_its_users(tiny: World) -> None:
+    twin = Twin(tiny, short(tiny, "[{at: 1h, for: 1h, kind: site_dark, site: CHC}]"))  # type: ignore[arg-type]
+    t = twin.run("none").totals
+    assert t.routing_changes == 2  # CHC's one prefix withdrawn at 1 h, announced at 2 h
+    assert t.unrouted == 0.0  # AKL takes Christchurch's users
+    assert t.failed == 0.0
+
+
+def test_the_same_seed_gives_the_same_day(small_world: World) -> None:
+    sc = short(small_world, hours=2)
+    a = Twin(small_world, sc).run("manager")  # type: ignore[arg-type]
+    b = Twin(small_world, sc).run("manager")  # type: ignore[arg-type]
+    assert a.totals.as_dict() == b.totals.as_dict()
+    np.testing.assert_array_equal(a.series.p95_ms, b.series.p95_ms)
+
+
+def test_bad_scenarios_name_the_place(tiny: World) -> None:
+    with pytest.raises(InputError) as e:
+        parse_scenario(
+            "duration: 1h\nevents:\n  - {at: 1h, for: 1h, kind: site_dark, site: XXX}\n",
+            tiny,
+            "s.yaml",
+        )
+    assert "s.yaml:3: events[0].site: unknown site 'XXX'" in str(e.value)
+    with pytest.raises(InputError) as e:
+        parse_scenario("duration: soon\n", tiny, "s.yaml")
+    assert "s.yaml:1: duration" in str(e.value)
+    with pytest.raises(InputError) as e:
+        parse_scenario(
+            "events:\n  - {at: 1h, for: 1h, kind: cable_cut, between: [1001, 10002]}\n",
+            tiny,
+            "s.yaml",
+        )
+    assert "are not linked" in str(e.value)
+
+
+def test_cli_simulate_json_on_a_small_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sc = tmp_path / "s.yaml"
+    sc.write_text(
+        "duration: 1h\nevents:\n  - {at: 10m, for: 20m, kind: site_dark, site: CHC}\n",
+        encoding="utf-8",
+    )
+    rc = main(["simulate", str(sc), "-t", str(TINY), "--no-report", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    data = json.loads(out)
+    assert set(data["runs"]) == {"none", "withdraw", "manager"}
+    assert data["duration_s"] == 3600.0
+    rc = main(["simulate", str(tmp_path / "missing.yaml"), "-t", str(TINY), "--no-report"])
+    assert rc == 2
+
+
+@pytest.mark.slow
+def test_default_day_manager_beats_both_baselines(default_world: World) -> None:
+    c = Twin(default_world, default_scenario(default_world)).compare()
+    none, wd, tm = (c.runs[m].totals for m in ("none", "withdraw", "manager"))
+    assert tm.failed < wd.failed
+    assert tm.failed < none.failed
+    assert tm.slo_breach_total < wd.slo_breach_total
+    assert tm.slo_breach_total < none.slo_breach_total
+    for t in (none, wd, tm):
+        assert t.served + t.failed == pytest.approx(t.requests, rel=1e-9)
+    assert c.learned  # thresholds learned from the day's samples
+    assert all(0.5 <= float(x["value"]) <= 0.95 for x in c.learned)
