@@ -138,3 +138,27 @@ def test_as_rel_with_a_provider_loop_exits_2(
     assert rc == 2
     assert f"{path}:" in err
     assert "provider loop" in err
+
+
+def test_prepend_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(["catchment", "-t", str(TINY), "--prepend", "CHC=300"], capsys)
+    assert out == ""
+    assert rc == 2
+    assert "--prepend: at most 32 prepends, got 300" in err
+    g = caida_like(200, seed=2)
+    path = tmp_path / "g.as-rel"
+    path.write_text(format_as_rel(g.internet()), encoding="utf-8")
+    rc, _, err = run(
+        [
+            "catchment",
+            "--as-rel",
+            str(path),
+            "--origin",
+            "150",
+            "--prepend",
+            "150=99999999999999999999",
+        ],
+        capsys,
+    )
+    assert rc == 2
+    assert "at most 32 prepends" in err

@@ -31,3 +31,15 @@ def test_readme_starts_with_the_two_commands() -> None:
     test_cmd = commands[1].strip()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_cmd in ci, "the README's test command must be what .ci/run runs"
+
+
+def test_control_doc_observation_and_state_run(tmp_path: Path) -> None:
+    from anyedge.cli.main import main
+
+    blocks = re.findall(
+        r"```json\n(.*?)```", (ROOT / "docs" / "control.md").read_text(), flags=re.S
+    )
+    obs, state = tmp_path / "obs.json", tmp_path / "state.json"
+    obs.write_text(blocks[0], encoding="utf-8")
+    state.write_text(blocks[1], encoding="utf-8")
+    assert main(["control", "plan", "--input", str(obs), "--state", str(state), "--json"]) == 0

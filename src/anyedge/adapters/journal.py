@@ -87,16 +87,27 @@ def observation_digest(obs: Observation) -> str:
     """A digest of everything in an observation: equal observations, equal digests."""
     h = hashlib.sha256()
     for f in dataclasses.fields(obs):
-        a = np.ascontiguousarray(getattr(obs, f.name))
+        value = getattr(obs, f.name)
+        if value is None:  # not an array's bytes (that would be an address)
+            h.update(f"{f.name}:none;".encode())
+            continue
+        a = np.ascontiguousarray(value)
         h.update(f"{f.name}:{a.dtype.str}:{a.shape};".encode())
         h.update(a.tobytes())
     return "sha256:" + h.hexdigest()
 
 
 def pack_state(state: State) -> bytes:
-    """The state as bytes: its four arrays as ``.npy``, one after the other, zlib'd."""
+    """The state as bytes: its arrays as ``.npy``, one after the other, zlib'd (the CPU
+    time each withdrawal moved comes last; journals written before it have four)."""
     buf = io.BytesIO()
-    for a in (state.forward, state.shift, state.withdrawn, state.last_change):
+    for a in (
+        state.forward,
+        state.shift,
+        state.withdrawn,
+        state.last_change,
+        state.moved_by_withdrawal(),
+    ):
         np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
     return zlib.compress(buf.getvalue())
 
@@ -106,10 +117,14 @@ def unpack_state(blob: bytes) -> State:
     try:
         buf = io.BytesIO(zlib.decompress(blob))
         forward, shift, withdrawn, last = (np.load(buf, allow_pickle=False) for _ in range(4))
-    except (zlib.error, EOFError, OSError) as e:
+        more = buf.tell() < len(buf.getbuffer())
+        moved = np.load(buf, allow_pickle=False) if more else np.zeros(withdrawn.shape)
+    except (zlib.error, EOFError, OSError, ValueError) as e:
         raise ValueError(f"not a packed state: {e}") from None
     if buf.read(1):
         raise ValueError("not a packed state: bytes after the last array")
+    if moved.shape != withdrawn.shape:
+        raise ValueError(f"withdrawn_cpu has shape {moved.shape}, not {withdrawn.shape}")
     if last.ndim != 1:
         raise ValueError(f"last_change has shape {last.shape}, not (sites,)")
     s = last.shape[0]
@@ -119,7 +134,9 @@ def unpack_state(blob: bytes) -> State:
         raise ValueError(f"shift has shape {shift.shape}, not (sections,)")
     if withdrawn.ndim != 2 or withdrawn.shape[1] != s or withdrawn.dtype != np.bool_:
         raise ValueError(f"withdrawn is {withdrawn.dtype} {withdrawn.shape}, not bool (-, {s})")
-    return State(forward=forward, shift=shift, withdrawn=withdrawn, last_change=last)
+    return State(
+        forward=forward, shift=shift, withdrawn=withdrawn, last_change=last, withdrawn_cpu=moved
+    )
 
 
 def _summary(plan: Plan, state: State) -> str:

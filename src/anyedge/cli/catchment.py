@@ -38,6 +38,8 @@ from ..routing.propagate import as_path
 from .common import prefix_row, world_from
 from .main import cli
 
+MAX_PREPEND = 32  # as Announcement.with_prepend: longer paths add nothing but risk
+
 
 def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
     out = []
@@ -45,6 +47,12 @@ def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
         name, sep, n = v.partition("=")
         if not sep or not n.strip().isdigit():
             raise InputError.one("command line", "--prepend", f"expected NAME=N, got {v!r}")
+        if int(n) > MAX_PREPEND:
+            raise InputError.one(
+                "command line",
+                "--prepend",
+                f"at most {MAX_PREPEND} prepends, got {int(n)} in {v!r}",
+            )
         out.append((name.strip(), int(n)))
     return out
 

@@ -33,16 +33,27 @@ from ..predict import Atlas
 from .control import control
 
 
-def _failover(atlas: Atlas, names: Names) -> Failover:
+def _failover(atlas: Atlas, names: Names, path: Path) -> Failover:
+    """Where each observed site's users go if it withdraws, by the atlas's single-site
+    scenarios.  A site the atlas does not know is marked unknown (no withdrawal there);
+    users sent to a site the observation does not cover count as lost."""
+    if atlas.data.prefix not in names.prefixes:
+        raise InputError.one(
+            path,
+            "prefix",
+            f"this atlas is for {atlas.data.prefix}, which no site of the observation announces",
+        )
     n = len(names.sites)
     share = np.zeros((n, n))
+    known = np.zeros(n, dtype=np.bool_)
     for sc in atlas.scenarios:
         if sc.kind == "single" and sc.failed and sc.failed[0] in names.sites:
             s = names.sites.index(sc.failed[0])
+            known[s] = True
             for f in sc.to:
                 if f.site in names.sites:
                     share[s, names.sites.index(f.site)] = f.share
-    return Failover(share=share)
+    return Failover(share=share, known=known)
 
 
 @control.command("plan")
@@ -86,7 +97,9 @@ def plan_cmd(
         state = State.empty(
             len(names.sites), len(names.plans), len(names.sections), len(names.prefixes)
         )
-    failover = _failover(Atlas.load(atlas_file), names) if atlas_file is not None else None
+    failover = (
+        _failover(Atlas.load(atlas_file), names, atlas_file) if atlas_file is not None else None
+    )
     plan = decide(obs, state, cfg, doc.now, failover)
     after = apply(state, plan, doc.now)
     if as_json:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,7 +22,7 @@ from .core import Action, Config, Observation, Plan, State
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SectionObs(_Strict):
@@ -40,6 +40,7 @@ class SiteObs(_Strict):
     target: float = Field(0.85, gt=0, le=1)
     acceptable: float = Field(0.75, gt=0, le=1)
     can_forward: bool = True
+    capacity: float | None = Field(None, ge=0, description="CPU ms/s at 100 %")
     prefixes: list[str] = []
     sections: list[SectionObs] = []
 
@@ -66,8 +67,14 @@ class ObservationIn(_Strict):
     now: float
     plans: list[str] = Field(["free", "pro", "business", "enterprise"], min_length=1)
     sites: list[SiteObs] = Field(min_length=1)
-    latency_ms: dict[str, dict[str, float]] = {}
+    latency_ms: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = {}
     settings: Settings = Settings()
+
+    @model_validator(mode="after")
+    def _unique(self) -> ObservationIn:
+        if len(set(self.plans)) != len(self.plans):
+            raise ValueError("a plan is listed twice in plans")
+        return self
 
 
 class ForwardIn(_Strict):
@@ -140,6 +147,8 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
         for b, ms in row.items():
             if b not in sites:
                 raise KeyError(f"latency_ms.{a}: unknown site {b!r}")
+            if b == a:
+                raise KeyError(f"latency_ms.{a}.{b}: a site's latency to itself is 0")
             j = sites.index(b)
             lat[i, j] = ms
             if not math.isfinite(lat[j, i]):
@@ -151,6 +160,9 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
         section_site=np.array(sec_site, dtype=np.int64),
         section_utilisation=np.array(sec_u),
         section_cpu=np.array(sec_c),
+        capacity=(
+            np.array([s.capacity if s.capacity is not None else _inferred(s) for s in doc.sites])
+        ),
     )
     st = doc.settings
     movable = np.ones(len(plans), dtype=np.bool_)
@@ -176,6 +188,12 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
         min_interval=st.min_interval,
     )
     return obs, cfg, Names(sites, plans, tuple(sec_names), tuple(prefixes))
+
+
+def _inferred(s: SiteObs) -> float:
+    """Capacity from CPU time and utilisation, when the file gives none (0: unknown)."""
+    total = sum(s.cpu.values())
+    return total / s.utilisation if s.utilisation > 0 else 0.0
 
 
 def state_from(doc: StateIn, names: Names) -> State:

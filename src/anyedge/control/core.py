@@ -111,6 +111,7 @@ class State:
     shift: FloatArray  # (X,): share of each section's traffic moved to its sister sections
     withdrawn: BoolArray  # (Q, S): prefix q withdrawn at site s by the Traffic Manager
     last_change: FloatArray  # (S,) time of the last change at each site
+    withdrawn_cpu: FloatArray | None = None  # (Q, S): CPU ms/s the withdrawal moved away
 
     @classmethod
     def empty(cls, sites: int, plans: int, sections: int = 0, prefixes: int = 0) -> State:
@@ -119,7 +120,13 @@ class State:
             np.zeros(sections),
             np.zeros((prefixes, sites), dtype=np.bool_),
             np.full(sites, -np.inf),
+            np.zeros((prefixes, sites)),
         )
+
+    def moved_by_withdrawal(self) -> FloatArray:
+        if self.withdrawn_cpu is None or self.withdrawn_cpu.shape != self.withdrawn.shape:
+            return np.zeros(self.withdrawn.shape)
+        return self.withdrawn_cpu
 
     def forwarding(self) -> BoolArray:
         return np.asarray(self.forward.sum(axis=(1, 2)) > 1e-12)
@@ -162,6 +169,7 @@ class Failover:
     s's traffic lands at site r (rows sum to at most 1)."""
 
     share: FloatArray  # (S, S)
+    known: BoolArray | None = None  # (S,) sites the atlas has a scenario for; default all
 
 
 def decide(
@@ -189,35 +197,39 @@ def decide(
         )
     quiet = now - state.last_change >= cfg.min_interval  # may change now
     total = obs.cpu.sum(axis=1)
+    own = _own_cpu(obs, state)  # what each site serves of its own users, per plan
     budget = cfg.max_move_share * float(total.sum())
+    cap = obs.site_capacity()
+    forward_ok = cfg.can_forward if cfg.can_forward is not None else np.ones(n, np.bool_)
+    need = np.where(fresh & quiet, to_move(total, obs.utilisation, cfg.target), 0.0)
+    over = np.flatnonzero((obs.utilisation > cfg.maximum) & (need > 0))
+    # sites about to withdraw (they cannot forward) and the sites their users would reach:
+    # those keep the room they have made (no revert) until the withdrawal is done
+    pending = np.zeros(n, dtype=np.bool_)
+    pending[[s for s in over.tolist() if not forward_ok[s]]] = True
+    guarded = np.zeros(n, dtype=np.bool_)
+    if failover is not None and pending.any():
+        guarded = failover.share[pending].sum(axis=0) > 0
 
     actions += _duomog(obs, state, cfg, fresh & quiet)
 
     # 3. reverts: forwarding sites with room take traffic back first
     forwarding = state.forwarding()
-    room = can_accept(total, obs.utilisation, cfg.acceptable)
+    room = np.where(cap > 0, np.maximum(cap * cfg.acceptable - total, 0.0), 0.0)
     calm = obs.utilisation < cfg.acceptable - cfg.hysteresis
-    for s in np.flatnonzero(forwarding & calm & fresh & quiet):
-        acts, used = _revert(int(s), obs, state, cfg, float(room[s]))
+    for s in np.flatnonzero(forwarding & calm & fresh & quiet & ~guarded):
+        acts, used = _revert(int(s), obs, own, state, cfg, float(room[s]))
         actions += acts
         room[s] -= used
 
     actions += _announce_back(obs, state, cfg, fresh & quiet)
 
-    # 4. Plurimog: overloaded sites forward to receivers with room
+    # 4. Plurimog: overloaded sites forward to receivers with room; 5. withdrawal
     receivers = fresh & ~forwarding & (obs.utilisation < cfg.acceptable)
+    room_all = np.where(fresh, room, 0.0)  # for the atlas check: everyone's room
     room = np.where(receivers, room, 0.0)
-    need = np.where(fresh & quiet, to_move(total, obs.utilisation, cfg.target), 0.0)
-    over = np.flatnonzero((obs.utilisation > cfg.maximum) & (need > 0))
-    forward_ok = cfg.can_forward if cfg.can_forward is not None else np.ones(n, np.bool_)
+    live = _live(cfg, state, n)
     for s in over[np.argsort(-obs.utilisation[over], kind="stable")].tolist():
-        if not forward_ok[s]:
-            acts, used = _withdraw(
-                s, obs, state, cfg, failover, room, forward_ok & fresh & quiet, budget
-            )
-            actions += acts
-            budget -= used
-            continue
         if budget <= 0:
             actions.append(
                 Action(
@@ -228,12 +240,29 @@ def decide(
                 )
             )
             continue
+        if not forward_ok[s]:
+            acts, used = _withdraw(
+                s,
+                obs,
+                own,
+                state,
+                cfg,
+                failover,
+                room,
+                room_all,
+                live,
+                forward_ok & fresh & quiet,
+                budget,
+            )
+            actions += acts
+            budget -= used
+            continue
         why = (
             f"{100 * obs.utilisation[s]:.1f} % is above the maximum "
             f"{100 * cfg.maximum[s]:.0f} %: moving {need[s]:,.0f} ms/s to reach "
             f"{100 * cfg.target[s]:.0f} %"
         )
-        acts, used = _plurimog(s, float(need[s]), budget, why, obs, state, cfg, room, set())
+        acts, used = _plurimog(s, float(need[s]), budget, why, own, state, cfg, room, set())
         if not acts:
             actions.append(
                 Action(
@@ -253,21 +282,23 @@ def _plurimog(
     need: float,
     budget: float,
     why: str,
-    obs: Observation,
+    own: FloatArray,
     state: State,
     cfg: Config,
     room: FloatArray,
     avoid: set[int],
 ) -> tuple[list[Action], float]:
-    """Forward ``need`` ms/s of site s's traffic (see the module doc); ``room`` shrinks."""
-    order = np.argsort(cfg.latency_ms[s], kind="stable")
-    order = order[(order != s) & (room[order] > 0)]
+    """Forward ``need`` ms/s of site s's own users' traffic (never what it was sent by
+    others) to receivers nearest first; ``room`` shrinks."""
+    lat = cfg.latency_ms[s]
+    order = np.argsort(lat, kind="stable")
+    order = order[(order != s) & (room[order] > 0) & np.isfinite(lat[order])]
     order = order[~np.isin(order, list(avoid))]
     # never take more than can be placed: what moves is still lowest priority first
     amount = min(need, budget, float(room[order].sum()))
-    taken = take_from_plans(amount, obs.cpu[s], cfg.movable_plans())
+    taken = take_from_plans(amount, own[s], cfg.movable_plans())
     split = assign(taken, order, room[order])
-    arriving = obs.cpu[s] / np.maximum(1.0 - state.forward[s].sum(axis=1), 1e-9)
+    arriving = own[s] / np.maximum(1.0 - state.forward[s].sum(axis=1), 1e-9)
     out: list[Action] = []
     plans, cols = np.nonzero(split.cpu > 1e-9)
     for k in np.lexsort((cols, -plans)).tolist():  # highest-priority plan first, nearest first
@@ -336,15 +367,40 @@ def _duomog(obs: Observation, state: State, cfg: Config, ok: BoolArray) -> list[
     return out
 
 
+def _live(cfg: Config, state: State, n: int) -> BoolArray:
+    """(Q, S): announced by configuration and not withdrawn by the Traffic Manager."""
+    announced = cfg.announced if cfg.announced is not None else np.zeros((0, n), np.bool_)
+    if state.withdrawn.shape != announced.shape:
+        raise ValueError(
+            f"the state has {state.withdrawn.shape[0]} prefixes, the configuration "
+            f"{announced.shape[0]}"
+        )
+    return np.asarray(announced & ~state.withdrawn, dtype=np.bool_)
+
+
+def _own_cpu(obs: Observation, state: State) -> FloatArray:
+    """CPU ms/s per site and plan of the site's own users (what others forward to it
+    taken out), estimated from the shares in force: sites only forward their own."""
+    f = state.forward  # (S, P, S)
+    if f.shape[0] != obs.sites or not f.any():
+        return obs.cpu
+    kept = np.maximum(1.0 - f.sum(axis=2), 1e-9)  # (S, P)
+    own = obs.cpu.copy()
+    for _ in range(2):  # received depends on the senders' own traffic: two passes suffice
+        received = np.einsum("sp,spd->dp", own / kept, f)
+        own = np.maximum(obs.cpu - received, 0.0)
+    return np.asarray(own)
+
+
 def _revert(
-    s: int, obs: Observation, state: State, cfg: Config, room: float
+    s: int, obs: Observation, own: FloatArray, state: State, cfg: Config, room: float
 ) -> tuple[list[Action], float]:
     """Take back up to ``revert_step`` of what site s forwards, within its room."""
-    arriving = obs.cpu[s] / np.maximum(1.0 - state.forward[s].sum(axis=1), 1e-9)
+    arriving = own[s] / np.maximum(1.0 - state.forward[s].sum(axis=1), 1e-9)
     fwd_cpu = state.forward[s] * arriving[:, None]  # (P, S) CPU ms/s forwarded
     # a step of what is forwarded, but never less than a floor, so that the last crumbs
     # come back too instead of shrinking geometrically for ever
-    floor = cfg.revert_floor * float(obs.cpu[s].sum() + fwd_cpu.sum())
+    floor = cfg.revert_floor * float(own[s].sum() + fwd_cpu.sum())
     budget = min(room, max(cfg.revert_step * float(fwd_cpu.sum()), floor))
     out: list[Action] = []
     used = 0.0
@@ -374,32 +430,36 @@ def _revert(
 def _announce_back(obs: Observation, state: State, cfg: Config, ok: BoolArray) -> list[Action]:
     """Announce again, one prefix per decision, where the site has room for it.
 
-    A withdrawn prefix is taken to carry as much as each prefix still announced there
-    (traffic spreads evenly over prefixes); with none announced, a healthy site (known
-    capacity, no load) announces one back and the next decision judges the result.
+    A prefix brings back about the CPU time it took away when it was withdrawn (or, if
+    that is not known, as much as each prefix still announced there); it goes back only
+    if the site stays below acceptable, less the hysteresis margin, with it.  A site of
+    unknown capacity waits.
     """
     out: list[Action] = []
     if not state.withdrawn.size:
         return out
     cap = obs.site_capacity()
     total = obs.cpu.sum(axis=1)
+    moved = state.moved_by_withdrawal()
     announced = cfg.announced if cfg.announced is not None else np.ones_like(state.withdrawn)
     for s in np.flatnonzero(state.withdrawn.any(axis=0) & ok).tolist():
-        live = int((announced[:, s] & ~state.withdrawn[:, s]).sum())
         if cap[s] <= 0:
             continue
-        back = total[s] / live if live else 0.0
+        q = int(np.flatnonzero(state.withdrawn[:, s])[0])
+        live = int((announced[:, s] & ~state.withdrawn[:, s]).sum())
+        back = float(moved[q, s]) if moved[q, s] > 0 else (total[s] / live if live else 0.0)
+        if back <= 0:
+            continue  # nothing known of what it would bring back: keep it withdrawn
         after = (total[s] + back) / cap[s]
         if after > cfg.acceptable[s] - cfg.hysteresis:
             continue
-        q = int(np.flatnonzero(state.withdrawn[:, s])[0])
         out.append(
             Action(
                 "announce",
                 s,
-                f"{100 * total[s] / cap[s]:.1f} % with room for its "
-                f"withdrawn traffic (about {100 * after:.0f} % after): announcing "
-                f"prefix {q} again",
+                f"{100 * total[s] / cap[s]:.1f} % with room for "
+                f"the {back:,.0f} ms/s its withdrawn prefix carried (about "
+                f"{100 * after:.0f} % after): announcing prefix {q} again",
                 prefix=q,
                 cpu=back,
             )
@@ -410,24 +470,34 @@ def _announce_back(obs: Observation, state: State, cfg: Config, ok: BoolArray) -
 def _withdraw(
     s: int,
     obs: Observation,
+    own: FloatArray,
     state: State,
     cfg: Config,
     failover: Failover | None,
     room: FloatArray,
+    room_all: FloatArray,
+    live: BoolArray,
     may_forward: BoolArray,
     budget: float,
 ) -> tuple[list[Action], float]:
     """The sledgehammer: withdraw one prefix at s if its receivers can take the load.
 
-    If the atlas shows receivers that could not, they are asked first to forward some
-    of their own traffic elsewhere — making room in advance, so that the withdrawal does
-    not set off a thundering herd — and the prefix goes in a later decision.
+    Only with the predictor's word for where the users go — none of them left without a
+    site — and never the last announcement of a prefix (``live`` is updated as this
+    decision withdraws).  If the atlas shows receivers that could not take their share,
+    they are asked first to forward some of their own traffic elsewhere — making room in
+    advance, so that the withdrawal does not set off a thundering herd — and the prefix
+    goes in a later decision.
     """
-    if cfg.announced is None or not cfg.announced.size:
+    if not live.size or not live[:, s].any():
         return [
-            Action("hold", s, "above the maximum, cannot forward, and no prefix to withdraw")
+            Action(
+                "hold",
+                s,
+                "above the maximum, cannot forward, and no prefix announced here to withdraw",
+            )
         ], 0.0
-    if failover is None:
+    if failover is None or (failover.known is not None and not failover.known[s]):
         return [
             Action(
                 "hold",
@@ -436,21 +506,49 @@ def _withdraw(
                 "where a withdrawal would send its users, so nothing is withdrawn",
             )
         ], 0.0
-    live = cfg.announced & ~state.withdrawn
+    share = failover.share[s]
+    lost = 1.0 - float(share.sum())
+    if lost > 1e-6:
+        return [
+            Action(
+                "hold",
+                s,
+                f"withdrawing would leave {100 * lost:.1f} % of its users "
+                "without any site: not withdrawing",
+            )
+        ], 0.0
+    if np.any((share > 0) & ~np.isfinite(cfg.latency_ms[s])):
+        return [
+            Action(
+                "hold",
+                s,
+                "the atlas sends its users to sites this observation "
+                "does not cover: not withdrawing",
+            )
+        ], 0.0
     mine = [q for q in np.flatnonzero(live[:, s]).tolist() if live[q].sum() > 1]
     if not mine:
         return [
             Action(
                 "hold",
                 s,
-                "its prefixes are withdrawn or announced nowhere else: "
-                "never withdrawing the last announcement of a prefix",
+                "its prefixes are announced nowhere else: never "
+                "withdrawing the last announcement of a prefix",
             )
         ], 0.0
     total = float(obs.cpu[s].sum())
-    per_prefix = total / max(int(live[:, s].sum()), 1)  # traffic spreads evenly over prefixes
-    lands = failover.share[s] * per_prefix
-    short = np.flatnonzero(lands > room + 1e-9)
+    per_prefix = total / int(live[:, s].sum())  # traffic spreads evenly over prefixes
+    if per_prefix > budget:
+        return [
+            Action(
+                "hold",
+                s,
+                f"withdrawing a prefix would move {per_prefix:,.0f} ms/s, "
+                f"more than this decision may move ({budget:,.0f})",
+            )
+        ], 0.0
+    lands = share * per_prefix
+    short = np.flatnonzero(lands > room_all + 1e-9)
     if short.size:
         out: list[Action] = []
         used = 0.0
@@ -460,15 +558,15 @@ def _withdraw(
                 continue
             why = (
                 f"making room for the withdrawal of a prefix at site {s}, which would send "
-                f"{lands[r]:,.0f} ms/s here (room {max(room[r], 0):,.0f}): preventing a "
-                "thundering herd"
+                f"{lands[r]:,.0f} ms/s here (room {max(room_all[r], 0):,.0f}): preventing "
+                "a thundering herd"
             )
             acts, moved = _plurimog(
                 r,
-                float(lands[r] - max(room[r], 0.0)),
+                float(lands[r] - max(room_all[r], 0.0)),
                 budget - used,
                 why,
-                obs,
+                own,
                 state,
                 cfg,
                 room,
@@ -476,19 +574,21 @@ def _withdraw(
             )
             out += acts
             used += moved
-        worst = int(short[np.argmax((lands - room)[short])])
+        worst = int(short[np.argmax((lands - room_all)[short])])
         out.append(
             Action(
                 "hold",
                 s,
-                f"withdrawing a prefix would send {lands[worst]:,.0f} ms/s "
-                f"to site {worst}, which has room for {max(room[worst], 0):,.0f}: too "
-                "risky for now",
+                f"withdrawing a prefix would send {lands[worst]:,.0f} "
+                f"ms/s to site {worst}, which has room for "
+                f"{max(room_all[worst], 0):,.0f}: too risky for now",
             )
         )
         return out, used
     q = mine[0]
+    live[q, s] = False
     room -= lands
+    room_all -= lands
     return [
         Action(
             "withdraw",
@@ -498,7 +598,7 @@ def _withdraw(
             prefix=q,
             cpu=per_prefix,
         )
-    ], 0.0
+    ], per_prefix
 
 
 def apply(state: State, plan: Plan, now: float) -> State:
@@ -509,6 +609,7 @@ def apply(state: State, plan: Plan, now: float) -> State:
         state.withdrawn.copy(),
         state.last_change.copy(),
     )
+    moved = state.moved_by_withdrawal().copy()
     for a in plan.actions:
         if a.kind == "forward":
             fwd[a.site, a.plan, a.to] += a.share
@@ -518,9 +619,13 @@ def apply(state: State, plan: Plan, now: float) -> State:
             shift[a.section] = min(max(shift[a.section] + a.share, 0.0), 1.0)
         elif a.kind == "withdraw":
             wd[a.prefix, a.site] = True
+            moved[a.prefix, a.site] = a.cpu
         elif a.kind == "announce":
             wd[a.prefix, a.site] = False
+            moved[a.prefix, a.site] = 0.0
         else:
             continue
         last[a.site] = now
-    return replace(state, forward=fwd, shift=shift, withdrawn=wd, last_change=last)
+    return replace(
+        state, forward=fwd, shift=shift, withdrawn=wd, last_change=last, withdrawn_cpu=moved
+    )

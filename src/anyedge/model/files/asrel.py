@@ -11,7 +11,6 @@ loop (customer → provider edges that come back round), which no real hierarchy
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from ...errors import InputError, Problem
 from ..internet import Eyeballs, Internet, Metros, ProviderLoopError
 from ..table import IntArray
+from .atomic import write_all
 from .text import read_text
 
 MAX_ASN = 2**32 - 1
@@ -170,10 +170,4 @@ def format_as_rel(internet: Internet, source: str | None = None) -> str:
 
 def write_as_rel(path: str | Path, internet: Internet, source: str | None = None) -> None:
     """Write atomically: the file is either the old one or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(format_as_rel(internet, source), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_all({Path(path): format_as_rel(internet, source)})

@@ -24,6 +24,8 @@ def write_all(files: dict[Path, str]) -> None:
             tmps.append(tmp)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(content)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before it replaces anything
             os.chmod(tmp, 0o666 & ~mask)
         for path, tmp in zip(files, tmps, strict=True):
             os.replace(tmp, path)

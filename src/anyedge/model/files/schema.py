@@ -31,6 +31,7 @@ from ..network import DEFAULT_THRESHOLDS
 from ..plans import DEFAULT_PLANS
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0, le=2**53)]  # fits the model's int64 arrays
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
 ASN = Annotated[int, Field(ge=1, le=2**32 - 1)]
@@ -79,7 +80,7 @@ class ThresholdsIn(Strict):
 
 class SectionIn(Strict):
     name: SectionName
-    servers: int = Field(ge=0)
+    servers: Count
     cpu_per_server: float = Field(ge=0.0, description="CPU time per server, ms/s")
 
 
@@ -106,21 +107,21 @@ class ASIn(Strict):
     name: str = ""
     kind: Literal["other", "tier1", "transit", "access", "content"] = "other"
     country: Literal[""] | Country = ""
-    metros: list[int] = []
+    metros: list[Count] = []
 
 
 class MetroIn(Strict):
-    id: int = Field(ge=0)
+    id: Count
     name: str = Field(min_length=1)
     country: Country
     lat: Latitude
     lon: Longitude
-    population: int = Field(ge=0)
+    population: Count
 
 
 class EyeballIn(Strict):
     asn: ASN
-    metro: int
+    metro: Count
     rps: float = Field(ge=0.0, description="peak requests per second")
     mix: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
 
