@@ -39,6 +39,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from ..control.core import Config, Failover, Observation, Plan, State, apply, decide
+from ..control.interfaces import Actuator, Telemetry
 from ..control.learn import fit_curve, learn_maximum
 from ..model.internet import Internet
 from ..model.network import Network, Sessions
@@ -53,6 +54,7 @@ from .scenario import Event, Scenario
 FloatArray = npt.NDArray[np.floating]
 SLO_MS = 20.0
 SAMPLE_S = 60.0
+LAT_BIN_MS, LAT_MAX_MS = 0.05, 1000.0  # added-latency histogram: bins, and the last one
 
 
 def _bins(idx: npt.ArrayLike, weights: npt.ArrayLike, n: int) -> FloatArray:
@@ -267,6 +269,9 @@ class _Run:
         )
         self._reroute()  # prefixes announced differently from the first get their own
         self.routing_changes = 0
+        self.failover = Failover(twin.failover)
+        self.telemetry: Telemetry = _TwinTelemetry(self)
+        self.actuator: Actuator = _TwinActuator(self)
 
     # --------------------------------------------------------------------- routing
 
@@ -368,7 +373,7 @@ class _Run:
             k: np.zeros((n_samples, t.S), dtype=np.float32)
             for k in ("u", "p95", "fail", "out", "in")
         }
-        hist = np.zeros(2001)  # added latency, 0.5 ms bins up to 1 s
+        hist = np.zeros(int(LAT_MAX_MS / LAT_BIN_MS) + 1)  # added latency per user
         worst = np.zeros(t.S)
         for k in range(ticks):
             now = k * sc.tick
@@ -552,34 +557,21 @@ class _Run:
         added = np.maximum(self.rtt - self.t.rtt0, 0.0) + np.where(
             self.site_e >= 0, fwd[np.maximum(self.site_e, 0)], 0.0
         )
-        bins = np.minimum((added[ok] / 0.5).astype(np.int64), hist.size - 1)
+        bins = np.minimum((added[ok] / LAT_BIN_MS).astype(np.int64), hist.size - 1)
         hist += np.bincount(bins, weights=demand[ok] * weight_s, minlength=hist.size)
 
     def _decide(self, now: float) -> None:
-        t = self.t
-        seen = self.history[0]
-        age = np.full(t.S, now - (now - (len(self.history) - 1) * t.sc.tick))
-        obs = Observation(
-            seen.utilisation,
-            seen.cpu,
-            age,
-            seen.section_site,
-            seen.section_utilisation,
-            seen.section_cpu,
-            seen.capacity,
-        )
-        if self.mode == "withdraw":  # the sledgehammer has no Duomog either
-            obs = Observation(obs.utilisation, obs.cpu, obs.age, capacity=obs.capacity)
-        plan = decide(obs, self.state, self.cfg, now, Failover(t.failover))
+        """One decision of the controller, through the Telemetry and Actuator interfaces."""
+        obs = self.telemetry.observe(now)
+        plan = decide(obs, self.state, self.cfg, now, self.failover)
         self.totals.decisions += 1
-        acts = [a for a in plan.actions if a.kind != "hold"]
-        if not acts:
-            return
-        self.totals.actions += len(acts)
-        self._enforce(apply(self.state, Plan(tuple(acts)), now))
+        acts = Plan(tuple(a for a in plan.actions if a.kind != "hold"))
+        if acts.actions:
+            self.totals.actions += len(acts.actions)
+            self.actuator.enforce(apply(self.state, acts, now), acts, now)
 
     def _enforce(self, state: State) -> None:
-        """The twin's actuator: the network now carries out ``state``."""
+        """The network now carries out ``state`` (the twin's actuator calls this)."""
         routing = not np.array_equal(state.withdrawn, self.state.withdrawn)
         self.state = state
         if routing:
@@ -588,7 +580,7 @@ class _Run:
     def _finish(self, hist: FloatArray) -> None:
         w = hist.sum()
         if w > 0:
-            centres = (np.arange(hist.size) + 0.5) * 0.5
+            centres = (np.arange(hist.size) + 0.5) * LAT_BIN_MS
             self.totals.added_latency_mean_ms = float((hist * centres).sum() / w)
             cdf = np.cumsum(hist) / w
             self.totals.added_latency_p95_ms = float(centres[np.searchsorted(cdf, 0.95)])
@@ -620,3 +612,37 @@ class _Run:
                 row["curve_p95"] = fit_curve(r, grid).tolist()
             out.append(row)
         return out
+
+
+class _TwinTelemetry:
+    """The twin's telemetry: what the sites reported ``telemetry_delay`` ago, with noise
+    (added when each tick's observation was recorded)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def observe(self, now: float) -> Observation:
+        seen = self.run.history[0]
+        age = np.full(self.run.t.S, (len(self.run.history) - 1) * self.run.t.sc.tick)
+        if self.run.mode == "withdraw":  # the sledgehammer has no Duomog either
+            return Observation(seen.utilisation, seen.cpu, age, capacity=seen.capacity)
+        return Observation(
+            seen.utilisation,
+            seen.cpu,
+            age,
+            seen.section_site,
+            seen.section_utilisation,
+            seen.section_cpu,
+            seen.capacity,
+        )
+
+
+class _TwinActuator:
+    """The twin's actuator: shares of plans and sections, and announcements, take effect
+    at once (withdrawals through the routing engine at the next tick's traffic)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def enforce(self, state: State, plan: Plan, now: float) -> None:
+        self.run._enforce(state)
