@@ -196,12 +196,21 @@ def withdraw(g: RoutingGraph, state: RouteState, seeds: Seeds, origin: int) -> R
 
 
 def changed_seed_holders(old: Seeds, new: Seeds) -> IntArray:
-    def entries(s: Seeds) -> set[tuple[int, int, int]]:
-        key = encode(s.rank, s.length, s.nbr_asn, s.tie)
-        return set(zip(s.at.tolist(), key.tolist(), s.origin.tolist(), strict=True))
+    """ASes holding a seed that is in one list and not the other (sorted, unique).
 
-    diff = entries(old) ^ entries(new)
-    return np.array(sorted({a for a, _, _ in diff}), dtype=np.int64)
+    Each list holds a seed once, so a seed in both appears twice in the two together
+    and a changed one once: a row count over (AS, key, origin) finds them, in arrays.
+    """
+
+    def rows(s: Seeds) -> IntArray:
+        key = encode(s.rank, s.length, s.nbr_asn, s.tie)
+        return np.stack([s.at, key, s.origin], axis=1).astype(np.int64)
+
+    both = np.concatenate([rows(old), rows(new)])
+    if not both.size:
+        return np.zeros(0, dtype=np.int64)
+    uniq, count = np.unique(both, axis=0, return_counts=True)
+    return np.unique(uniq[count == 1, 0]).astype(np.int64)
 
 
 def _dependents(state: RouteState, changed: BoolArray, region: BoolArray) -> BoolArray:
