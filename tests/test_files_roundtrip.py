@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anyedge.cli.main import main
+from anyedge.errors import InputError
 from anyedge.model import (
     DEFAULT_PLANS,
     ASKind,
@@ -534,3 +535,22 @@ def test_metro_name_with_surrounding_space_round_trips() -> None:
 def test_metro_name_with_carriage_return_round_trips() -> None:
     world = _with_metro_name(load_world(DATA / "tiny.yaml"), "Christ\rchurch")
     assert _save_and_load(world) == world
+
+
+@pytest.mark.parametrize("suffix", [".bz2", ".gz"])
+def test_compressed_as_rel_as_caida_publishes_it(tmp_path: Path, suffix: str) -> None:
+    import bz2
+    import gzip
+
+    text = "# source: a CAIDA-like file\n1|2|-1|bgp\n2|3|-1|mlp\n3|4|0|bgp\n"
+    path = tmp_path / f"20260101.as-rel2.txt{suffix}"
+    with (bz2 if suffix == ".bz2" else gzip).open(path, "wt", encoding="utf-8") as f:
+        f.write(text)
+    rel = read_as_rel(path)
+    assert rel.p2c.tolist() == [[1, 2], [2, 3]]
+    assert rel.p2p.tolist() == [[3, 4]]
+    broken = tmp_path / f"broken.txt{suffix}"
+    broken.write_bytes(b"not compressed at all")
+    with pytest.raises(InputError) as e:
+        read_as_rel(broken)
+    assert str(broken) in str(e.value)

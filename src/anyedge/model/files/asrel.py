@@ -11,6 +11,8 @@ loop (customer → provider edges that come back round), which no real hierarchy
 
 from __future__ import annotations
 
+import bz2
+import gzip
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,15 @@ def parse_as_rel(
 
 
 def read_as_rel(path: str | Path) -> AsRel:
+    """Read an as-rel file; ``.bz2`` and ``.gz`` (as CAIDA publishes them) are unpacked."""
+    path = Path(path)
+    if path.suffix in (".bz2", ".gz"):
+        opener = bz2.open if path.suffix == ".bz2" else gzip.open
+        try:
+            with opener(path, "rt", encoding="utf-8") as f:
+                return parse_as_rel(f.read().splitlines(), file=path)
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise InputError.one(path, "", f"cannot read: {e}") from None
     return parse_as_rel(read_text(path).splitlines(), file=path)
 
 
