@@ -35,7 +35,7 @@ from ..routing import (
 )
 from ..routing.catchment import RANK_NAMES
 from ..routing.propagate import as_path
-from .common import prefix_row, world_from
+from .common import prefix_row, topology_option, world_from
 from .main import cli
 
 MAX_PREPEND = 32  # as Announcement.with_prepend: longer paths add nothing but risk
@@ -58,12 +58,7 @@ def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
 
 
 @cli.command()
-@click.option(
-    "-t",
-    "--topology",
-    type=click.Path(path_type=Path),
-    help="Topology YAML (or directory); default: the default world.",
-)
+@topology_option
 @click.option("--prefix", help="Prefix to announce (default: the topology's first).")
 @click.option("--address", help="Destination address: longest-prefix match over all prefixes.")
 @click.option(

@@ -5,10 +5,19 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import click
+
 from ..errors import InputError
 from ..model.files import load_world
 from ..model.world import World
 from ..model.worldgen import WorldOptions, build_world
+
+topology_option = click.option(
+    "-t",
+    "--topology",
+    type=click.Path(path_type=Path),
+    help="Topology YAML (or directory); default: the default world.",
+)
 
 
 def world_from(topology: Path | None) -> World:

@@ -22,17 +22,12 @@ from ..predict import Atlas, Predictor, atlas_scenarios, build_atlas
 from ..predict.atlas import ScenarioIn
 from ..predict.scenarios import Scenario
 from ..routing import Mode
-from .common import canonical_prefix, prefix_row, world_from
+from .common import canonical_prefix, prefix_row, topology_option, world_from
 from .main import cli
 
 
 @cli.command()
-@click.option(
-    "-t",
-    "--topology",
-    type=click.Path(path_type=Path),
-    help="Topology YAML (or directory); default: the default world.",
-)
+@topology_option
 @click.option("--prefix", help="Prefix whose withdrawal is predicted (default: the first).")
 @click.option(
     "--site", "sites", multiple=True, help="Failed site; repeat for sites failing together."

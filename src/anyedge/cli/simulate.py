@@ -22,18 +22,13 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..sim import MODE_TITLES, MODES, Comparison, Twin, default_scenario, load_scenario
-from .common import world_from
+from .common import topology_option, world_from
 from .main import cli
 
 
 @cli.command()
 @click.argument("scenario", required=False, type=click.Path(path_type=Path))
-@click.option(
-    "-t",
-    "--topology",
-    type=click.Path(path_type=Path),
-    help="Topology YAML (or directory); default: the default world.",
-)
+@topology_option
 @click.option(
     "--report",
     "report",
