@@ -810,3 +810,14 @@ def test_save_over_old_files_replaces_them_all(
     assert save_world(new_world, out) == out / TOPOLOGY_FILE
     assert snapshot(out) == new
     assert load_world(out) == new_world
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """YAML keeps the last of two equal keys; a topology that did so would silently lose
+    a whole section, so it is refused with the line of the second."""
+    bad = tmp_path / "dup.yaml"
+    bad.write_text("asn: 64500\nsites: []\nasn: 64501\n", encoding="utf-8")
+    rc = main(["world", "-t", str(bad)])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert err.startswith(f"anyedge: error: {bad}:3: not valid YAML: the key 'asn' is given twice")

@@ -38,7 +38,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from ..errors import InputError, Problem
 from ..model.files.text import read_text
-from ..model.files.yamlpos import line_of, place
+from ..model.files.yamlpos import _Loader, line_of, place
 from ..model.world import World
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -130,7 +130,7 @@ class Scenario:
 
 def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> Scenario:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError.one(
