@@ -52,7 +52,6 @@ YELLOW_UP_TO = 0.9  # ... and up to which it is under load; above, overloaded
 HEALTH_COLOURS = {"green": "#2ca02c", "yellow": "#f0c419", "red": "#d62728", "unknown": "#9aa0a6"}
 MODE_COLOURS = {"none": "#d95f02", "withdraw": "#7570b3", "manager": "#1b9e77"}
 OTHER_COLOURS = ("#e7298a", "#66a61e", "#a6761d", "#666666")
-FLOW_COLOUR = "#2b5ea7"
 
 MAP_W = 1000.0  # map width in SVG units: 360 degrees of longitude
 SITE_R = 4.0  # radius of a site that moved nothing

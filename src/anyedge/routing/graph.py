@@ -16,7 +16,6 @@ predictor runs thousands on the same graph.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -102,7 +101,3 @@ class RoutingGraph:
         )
         down = Phase.grouped(prov, cust, depth[cust])
         return cls(asn=asn, up=up, across=across, down=down, height=height, depth=depth)
-
-    @cached_property
-    def edge_count(self) -> int:
-        return int(self.up.src.size + self.across.src.size // 2)

@@ -70,18 +70,6 @@ class Geography:
             hand_pt=np.array(pts, dtype=np.int64),
         )
 
-    @classmethod
-    def none(cls, edges: Edges) -> Geography:
-        """No places at all: every hand-over is "here"."""
-        z = np.zeros(0)
-        return cls(
-            lat=z,
-            lon=z,
-            n_metros=0,
-            hand_ptr=np.zeros(edges.src.size + 1, np.int64),
-            hand_pt=np.zeros(0, np.int64),
-        )
-
 
 @dataclass(frozen=True)
 class Walk:

@@ -76,14 +76,6 @@ class _TickOut:
     fwd_ms: FloatArray  # mean extra round trip of a site's users for forwarding
 
 
-@dataclass
-class _Net:
-    """The routing side of the world as the events left it: one Router per variant."""
-
-    router: Router
-    key: tuple[frozenset[tuple[int, int]], frozenset[tuple[int, int]]]
-
-
 class Twin:
     """One world and one scenario; :meth:`run` plays it under a controller."""
 
