@@ -126,6 +126,18 @@ lab:
     - {endpoints: ["r1:eth1", "ghost:eth0"]}
 """
 
+# A lab whose structure is sound: a site buying transit, a client behind the router.
+LAB_OK = """\
+lab:
+  nodes:
+    r1: {kind: router, asn: 2001}
+    chc: {kind: site, site: CHC}
+    c1: {kind: client}
+  links:
+    - {endpoints: ["r1:eth0", "chc:eth0"], relation: provider-customer}
+    - {endpoints: ["r1:eth1", "c1:eth0"]}
+"""
+
 
 def edit(text: str, *changes: tuple[str, str]) -> str:
     """Apply each (old, new) replacement; ``old`` must occur exactly once."""
@@ -367,6 +379,42 @@ CASES = [
         54,
         "lab.nodes.chc.site",
         ("unknown site SYD",),
+    ),
+    Case(
+        "lab-site-sells-transit",
+        BASE + edit(LAB_OK, ('["r1:eth0", "chc:eth0"]', '["chc:eth0", "r1:eth0"]')),
+        57,
+        "lab.links[0]",
+        ("a site buys transit", "the router is the provider"),
+    ),
+    Case(
+        "lab-client-behind-a-site",
+        BASE + edit(LAB_OK, ('["r1:eth1", "c1:eth0"]', '["chc:eth1", "c1:eth0"]')),
+        58,
+        "lab.links[1]",
+        ("a client connects to a router",),
+    ),
+    Case(
+        "lab-site-twice",
+        BASE + edit(LAB_OK, ("    c1: {kind: client}\n", "    chc2: {kind: site, site: CHC}\n"))
+        .replace('["r1:eth1", "c1:eth0"]}', '["r1:eth1", "chc2:eth0"], relation: peer}'),
+        55,
+        "lab.nodes.chc2.site",
+        ("site CHC is already chc",),
+    ),
+    Case(
+        "lab-router-with-anyedge-asn",
+        BASE + edit(LAB_OK, ("asn: 2001}", "asn: 64500}")),
+        53,
+        "lab.nodes.r1.asn",
+        ("64500 is anyedge's own ASN",),
+    ),
+    Case(
+        "lab-router-not-frr",
+        BASE + edit(LAB_OK, ("asn: 2001}", "asn: 2001, speaker: bird}")),
+        53,
+        "lab.nodes.r1.speaker",
+        ("routers run FRR",),
     ),
     Case(
         "inline-relation-not-integer",

@@ -169,6 +169,7 @@ site_codes = st.one_of(
 )
 plan_names = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
 speakers = st.sampled_from((None, *Speaker))
+router_speakers = st.sampled_from((None, Speaker.FRR))
 
 
 def shares(draw: st.DrawFn, k: int) -> np.ndarray:
@@ -292,13 +293,13 @@ def worlds(draw: st.DrawFn) -> World:
         site = f"site-{codes[0].lower()}"
         lab = Lab(
             nodes=(
-                LabNode("r0", NodeKind.ROUTER, asn=asn[0], speaker=draw(speakers)),
+                LabNode("r0", NodeKind.ROUTER, asn=asn[0], speaker=draw(router_speakers)),
                 LabNode(site, NodeKind.SITE, site=codes[0], speaker=draw(speakers)),
                 LabNode("client", NodeKind.CLIENT),
             ),
             links=(
                 LabLink(("r0", "eth0"), (site, "eth0"), Relation.PROVIDER_CUSTOMER),
-                LabLink(("client", "eth0"), (site, "eth1")),
+                LabLink(("client", "eth0"), ("r0", "eth1")),
             ),
         )
     return World(network=network, internet=internet, latency=latency, lab=lab)
@@ -482,7 +483,7 @@ def test_lab_round_trip(tmp_path: Path) -> None:
     tiny = load_world(DATA / "tiny.yaml")
     lab = Lab(
         nodes=(
-            LabNode("isp-a", NodeKind.ROUTER, asn=2001, speaker=Speaker.BIRD),
+            LabNode("isp-a", NodeKind.ROUTER, asn=2001, speaker=Speaker.FRR),
             LabNode("isp-b", NodeKind.ROUTER, asn=1001),
             LabNode("chc", NodeKind.SITE, site="CHC", speaker=Speaker.GOBGP),
             LabNode("akl", NodeKind.SITE, asn=64500, site="AKL", speaker=Speaker.EXABGP),
@@ -492,7 +493,7 @@ def test_lab_round_trip(tmp_path: Path) -> None:
             LabLink(("isp-b", "eth0"), ("isp-a", "eth0"), Relation.PROVIDER_CUSTOMER),
             LabLink(("isp-a", "eth1"), ("chc", "eth0"), Relation.PROVIDER_CUSTOMER),
             LabLink(("isp-b", "eth1"), ("akl", "eth0"), Relation.PEER),
-            LabLink(("probe", "eth0"), ("chc", "eth1")),
+            LabLink(("probe", "eth0"), ("isp-a", "eth2")),
         ),
     )
     world = dataclasses.replace(tiny, lab=lab)

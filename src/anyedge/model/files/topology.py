@@ -306,6 +306,58 @@ def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]
                             f"{node} is a client"
                         ),
                     )
+        yield from _check_lab_link(t, i)
+    yield from _check_lab_nodes(t)
+
+
+def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
+    """What each kind of lab link may be: who sells transit to whom, who peers."""
+    nodes, link = t.lab.nodes, t.lab.links[i]
+    names = [e.split(":")[0] for e in link.endpoints]
+    if any(n not in nodes for n in names) or names[0] == names[1]:
+        return
+    kinds = sorted(nodes[n].kind for n in names)
+    rel, loc = link.relation, ("lab", "links", i)
+    if kinds == ["router", "site"]:
+        if rel == "none":
+            yield (*loc, "relation"), "a site and a router need a BGP relation"
+        elif rel == "provider-customer" and nodes[names[0]].kind == "site":
+            yield loc, "a site buys transit: the router is the provider (first endpoint)"
+    elif kinds == ["router", "router"] and rel == "none":
+        yield (*loc, "relation"), "routers exchange routes: give the link a relation"
+    elif kinds == ["site", "site"] and rel != "none":
+        yield (*loc, "relation"), "a link between two sites is a backbone link: relation none"
+    elif "client" in kinds and kinds != ["client", "router"]:
+        yield loc, "a client connects to a router"
+
+
+def _check_lab_nodes(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
+    nodes = t.lab.nodes
+    degree: dict[str, int] = dict.fromkeys(nodes, 0)
+    for link in t.lab.links:
+        for e in link.endpoints:
+            n = e.split(":")[0]
+            if n in degree:
+                degree[n] += 1
+    seen_site: dict[str, str] = {}
+    seen_asn: dict[int, str] = {}
+    for name, n in nodes.items():
+        if n.kind == "client" and degree[name] != 1:
+            links = degree[name]
+            yield ("lab", "nodes", name), f"a client has exactly one link, this one has {links}"
+        if n.kind == "site" and n.site is not None:
+            if n.site in seen_site:
+                other = seen_site[n.site]
+                yield ("lab", "nodes", name, "site"), f"site {n.site} is already {other}"
+            seen_site.setdefault(n.site, name)
+        if n.kind == "router" and n.asn is not None:
+            if n.asn == t.asn:
+                yield ("lab", "nodes", name, "asn"), f"{n.asn} is anyedge's own ASN"
+            elif n.asn in seen_asn:
+                yield ("lab", "nodes", name, "asn"), f"AS{n.asn} is already {seen_asn[n.asn]}"
+            seen_asn.setdefault(n.asn, name)
+        if n.kind == "router" and n.speaker not in (None, "frr"):
+            yield ("lab", "nodes", name, "speaker"), "routers run FRR"
 
 
 # ---------------------------------------------------------------------------- building

@@ -1,0 +1,85 @@
+"""What every BGP speaker driver offers the lab: configuration in, routes out.
+
+A *site speaker* is the BGP daemon of one of anyedge's sites.  It originates the anycast
+prefixes the site may announce and nothing else: it learns no routes (import none) and
+so re-advertises none.  Drivers exist for FRR, BIRD, GoBGP and ExaBGP
+(:mod:`.frr`, :mod:`.bird`, :mod:`.gobgp`, :mod:`.exabgp`); the topology names the
+speaker of each site and the lab mixes them.
+
+Every driver takes a :class:`SpeakerConfig` (the same for all kinds) and offers:
+
+* ``start()`` — write its configuration under ``workdir`` and start the daemon inside
+  the node's namespace, announcing the :class:`Route` set given; returns the pids it
+  started (the lab records them);
+* ``apply(routes)`` — make the daemon announce exactly ``routes`` (absolute, idempotent:
+  prefixes not listed are withdrawn, a changed prepend count is re-announced);
+* ``established()`` — how many of its BGP sessions are up.
+
+The ASN is prepended ``prepend`` extra times; the origin attribute is always IGP and no
+MED is sent, so that the routers' decision between two sites comes down to the path
+length and then the router id (see :mod:`anyedge.lab.plan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Timers:
+    """BGP timers in seconds, tuned for a lab by default."""
+
+    keepalive: int = 1
+    hold: int = 3
+    connect_retry: int = 1
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    address: str  # the peer's IPv4 address on the shared link
+    asn: int
+    local_address: str  # this node's address on that link
+    interface: str  # this node's interface on that link
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str  # CIDR
+    prepend: int = 0  # extra copies of the ASN in the AS path
+
+
+@dataclass(frozen=True)
+class SpeakerConfig:
+    node: str
+    namespace: str
+    workdir: Path  # the node's own directory: configuration, pid files, sockets, log
+    asn: int
+    router_id: str
+    neighbors: tuple[Neighbor, ...]
+    timers: Timers = Timers()
+
+
+class SiteSpeaker(Protocol):
+    config: SpeakerConfig
+
+    def start(self, routes: Iterable[Route]) -> list[int]: ...
+
+    def apply(self, routes: Iterable[Route]) -> None: ...
+
+    def established(self) -> int: ...
+
+
+class SpeakerError(RuntimeError):
+    """A speaker did not start or did not take a change."""
+
+
+def by_prefix(routes: Iterable[Route]) -> Mapping[str, Route]:
+    out: dict[str, Route] = {}
+    for r in routes:
+        if not 0 <= r.prepend <= 32:
+            raise ValueError(f"prepend count must be between 0 and 32, got {r.prepend}")
+        out[r.prefix] = r
+    return out

@@ -1,0 +1,227 @@
+"""FRR (``zebra`` + ``bgpd``) as an ISP router or as a site's BGP speaker.
+
+Each node runs its own pair of daemons inside its namespace, with every path — config,
+pid files, the zebra API socket, the vty sockets, the log — under the node's ``workdir``,
+so that many instances live side by side on one machine.  ``vtysh --vty_socket`` reaches
+them through the file system from the root namespace.
+
+**ISP routers** implement the Gao-Rexford policy of the topology with route maps: on
+import, local preference by relation (customer 300, peer 200, provider 100); on export
+to a peer or a provider, only routes whose local preference says they came from a
+customer.  The decision between equal routes is made deterministic and equal to the
+routing engine's ``Mode.AS`` rule: ``bgp bestpath compare-routerid`` (no "oldest route"
+tie-break) with router ids that sort like the model's tie-break key
+(:func:`anyedge.lab.plan.router_id`), one best path (``maximum-paths 1``), and no
+advertisement interval.
+
+**Site speakers** originate their prefixes with ``network`` statements (a route map per
+prepend count adds the ASN again), accept nothing and so advertise nothing else.
+Changes go through ``vtysh``: announce, withdraw, or change the prepend of a prefix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import netns
+from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix
+
+FRR_LIB = Path("/usr/lib/frr")
+LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
+
+
+@dataclass(frozen=True)
+class RouterNeighbor:
+    neighbor: Neighbor
+    relation: str  # what the neighbour is to this router: customer, peer or provider
+
+
+def _common(name: str, workdir: Path) -> list[str]:
+    return [f"hostname {name}", f"log file {workdir / 'frr.log'} informational", "!"]
+
+
+def _timers(cfg: SpeakerConfig) -> list[str]:
+    t = cfg.timers
+    return [f" timers bgp {t.keepalive} {t.hold}"]
+
+
+def _neighbor_lines(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
+    a = n.address
+    return [
+        f" neighbor {a} remote-as {n.asn}",
+        f" neighbor {a} timers connect {cfg.timers.connect_retry}",
+        f" neighbor {a} advertisement-interval 0",
+        f" neighbor {a} update-source {n.local_address}",
+    ]
+
+
+def router_config(cfg: SpeakerConfig, neighbors: Iterable[RouterNeighbor]) -> str:
+    """bgpd.conf for an ISP router with the policy of its relations."""
+    nbs = list(neighbors)
+    lines = _common(cfg.node, cfg.workdir)
+    for rel, pref in LOCAL_PREF.items():
+        lines += [f"route-map FROM-{rel.upper()} permit 10", f" set local-preference {pref}"]
+    lines += ["route-map TO-CUSTOMER permit 10"]
+    for rel in ("PEER", "PROVIDER"):
+        lines += [f"route-map TO-{rel} permit 10", " match local-preference 300"]
+    lines += [
+        "!",
+        f"router bgp {cfg.asn}",
+        f" bgp router-id {cfg.router_id}",
+        " no bgp ebgp-requires-policy",
+        " bgp bestpath compare-routerid",
+        *_timers(cfg),
+    ]
+    for rn in nbs:
+        lines += _neighbor_lines(cfg, rn.neighbor)
+    lines += [" address-family ipv4 unicast", "  maximum-paths 1"]
+    for rn in nbs:
+        a, rel = rn.neighbor.address, rn.relation.upper()
+        lines += [
+            f"  neighbor {a} route-map FROM-{rel} in",
+            f"  neighbor {a} route-map TO-{rel} out",
+        ]
+    lines += [" exit-address-family", "!"]
+    return "\n".join(lines) + "\n"
+
+
+def _prepend_map(asn: int, n: int) -> list[str]:
+    lines = [f"route-map ORIGIN-P{n} permit 10"]
+    if n:
+        lines.append(f" set as-path prepend {' '.join([str(asn)] * n)}")
+    return lines
+
+
+def site_config(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
+    """bgpd.conf for a site speaker that originates ``routes``."""
+    lines = _common(cfg.node, cfg.workdir)
+    lines += ["route-map NOTHING deny 10", "route-map ORIGINATED permit 10"]
+    for k in sorted({r.prepend for r in routes.values()} | {0}):
+        lines += _prepend_map(cfg.asn, k)
+    lines += [
+        "!",
+        f"router bgp {cfg.asn}",
+        f" bgp router-id {cfg.router_id}",
+        " no bgp ebgp-requires-policy",
+        " no bgp network import-check",
+        *_timers(cfg),
+    ]
+    for n in cfg.neighbors:
+        lines += _neighbor_lines(cfg, n)
+    lines += [" address-family ipv4 unicast"]
+    for r in routes.values():
+        lines.append(f"  network {r.prefix} route-map ORIGIN-P{r.prepend}")
+    for n in cfg.neighbors:
+        lines += [
+            f"  neighbor {n.address} route-map NOTHING in",
+            f"  neighbor {n.address} route-map ORIGINATED out",
+        ]
+    lines += [" exit-address-family", "!"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Frr:
+    """One FRR instance (zebra and bgpd) in a node's namespace."""
+
+    config: SpeakerConfig
+    router_neighbors: tuple[RouterNeighbor, ...] | None = None  # set for ISP routers
+    _routes: dict[str, Route] = field(default_factory=dict)
+
+    @property
+    def vty_dir(self) -> Path:
+        return self.config.workdir
+
+    def _daemon(self, name: str, extra: list[str]) -> int:
+        d = self.config.workdir
+        argv = [
+            str(FRR_LIB / name),
+            "-f",
+            str(d / f"{name}.conf"),
+            "-i",
+            str(d / f"{name}.pid"),
+            "-z",
+            str(d / "zserv.api"),
+            "--vty_socket",
+            str(d),
+            "-P",
+            "0",
+            *extra,
+        ]
+        return netns.spawn(self.config.namespace, argv, d / f"{name}.out")
+
+    def start(self, routes: Iterable[Route] = ()) -> list[int]:
+        cfg = self.config
+        cfg.workdir.mkdir(parents=True, exist_ok=True)
+        self._routes = dict(by_prefix(routes))
+        (cfg.workdir / "zebra.conf").write_text("\n".join(_common(cfg.node, cfg.workdir)) + "\n")
+        if self.router_neighbors is not None:
+            text = router_config(cfg, self.router_neighbors)
+        else:
+            text = site_config(cfg, self._routes)
+        (cfg.workdir / "bgpd.conf").write_text(text)
+        _give_to_frr(cfg.workdir)
+        pids = [self._daemon("zebra", [])]
+        _wait_for(cfg.workdir / "zserv.api", f"{cfg.node}: zebra")
+        pids.append(self._daemon("bgpd", []))
+        _wait_for(cfg.workdir / "bgpd.vty", f"{cfg.node}: bgpd")
+        return pids
+
+    def vtysh(self, *commands: str, timeout: float = 10.0) -> str:
+        argv = ["vtysh", "--vty_socket", str(self.vty_dir)]
+        for c in commands:
+            argv += ["-c", c]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if p.returncode != 0:
+            raise SpeakerError(f"{self.config.node}: vtysh {commands}: {p.stdout}{p.stderr}")
+        return p.stdout
+
+    def assume(self, routes: Iterable[Route]) -> None:
+        """What the running daemon announces now (a driver made afresh does not know)."""
+        self._routes = dict(by_prefix(routes))
+
+    def apply(self, routes: Iterable[Route]) -> None:
+        want = by_prefix(routes)
+        changes = [f"no network {p}" for p in self._routes if p not in want]
+        changes += [
+            f"network {p} route-map ORIGIN-P{r.prepend}"
+            for p, r in want.items()
+            if self._routes.get(p) != r
+        ]
+        if changes:
+            maps: list[str] = []
+            for n in sorted({r.prepend for r in want.values()}):
+                maps += _prepend_map(self.config.asn, n)
+            af = [f"router bgp {self.config.asn}", "address-family ipv4 unicast"]
+            self.vtysh("configure terminal", *maps, *af, *changes)
+        self._routes = dict(want)
+
+    def established(self) -> int:
+        import json
+
+        out = self.vtysh("show bgp ipv4 unicast summary json")
+        peers = json.loads(out or "{}").get("peers", {})
+        return sum(1 for p in peers.values() if p.get("state") == "Established")
+
+
+def _give_to_frr(d: Path) -> None:
+    """The daemons drop to the ``frr`` user: let them write their own directory."""
+    import grp
+    import os
+    import pwd
+
+    uid, gid = pwd.getpwnam("frr").pw_uid, grp.getgrnam("frr").gr_gid
+    for p in (d, *d.iterdir()):
+        os.chown(p, uid, gid)
+
+
+def _wait_for(path: Path, what: str, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > end:
+            raise SpeakerError(f"{what} did not start in {timeout:g} s (no {path})")
+        time.sleep(0.05)

@@ -1,0 +1,184 @@
+"""Linux network namespaces, veth links and processes inside them, through ``iproute2``.
+
+The lab (:mod:`anyedge.lab`) builds one namespace per node; this module is the only
+place that runs ``ip``.  Every call takes the namespace by name; a namespace's processes
+are started with ``ip netns exec`` and ended by their process id, never by name.
+
+Nothing here keeps state: what was made is recorded by the caller (the lab directory),
+so that a lab can be torn down after a crash by :func:`remove` on each recorded name —
+which ends every process still inside the namespace (``ip netns pids``) before deleting
+it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+
+
+class NetnsError(RuntimeError):
+    """An ``ip`` command failed; the message holds the command and what it printed."""
+
+
+def _run(argv: Sequence[str], input: str | None = None, check: bool = True) -> str:
+    p = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
+    if check and p.returncode != 0:
+        cmd = " ".join(argv)
+        raise NetnsError(f"{cmd}: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
+    return p.stdout
+
+
+def exists(ns: str) -> bool:
+    return (NETNS_DIR / ns).exists()
+
+
+def listed(prefix: str) -> list[str]:
+    """Namespaces whose name starts with ``prefix``."""
+    if not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def add(ns: str) -> None:
+    """Create ``ns`` with ``lo`` up, forwarding on and reverse-path filtering off.
+
+    Forwarding lets routers (and sites that hand flows to another site) pass packets on;
+    reverse-path filtering would drop the asymmetric paths anycast is made of.
+    """
+    _run(["ip", "netns", "add", ns])
+    batch(ns, ["link set lo up"])
+    sysctl(
+        ns,
+        {
+            "net.ipv4.ip_forward": "1",
+            "net.ipv4.conf.all.rp_filter": "0",
+            "net.ipv4.conf.default.rp_filter": "0",
+            "net.ipv4.conf.lo.rp_filter": "0",
+            "net.ipv6.conf.all.forwarding": "1",
+        },
+    )
+
+
+def sysctl(ns: str, values: dict[str, str]) -> None:
+    args = [f"{k}={v}" for k, v in values.items()]
+    _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *args])
+
+
+def batch(ns: str, commands: Sequence[str]) -> None:
+    """Run ``ip`` commands (one per line, without the leading ``ip``) inside ``ns``."""
+    if commands:
+        _run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n")
+
+
+def veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+    """A veth pair with one end in each namespace, both ends up."""
+    _run(
+        [
+            "ip",
+            "link",
+            "add",
+            if_a,
+            "netns",
+            ns_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            if_b,
+            "netns",
+            ns_b,
+        ]
+    )
+    batch(ns_a, [f"link set {if_a} up"])
+    batch(ns_b, [f"link set {if_b} up"])
+
+
+def run(ns: str, argv: Sequence[str], check: bool = True, timeout: float = 30.0) -> str:
+    """Run ``argv`` inside ``ns`` and return what it printed."""
+    cmd = ["ip", "netns", "exec", ns, *argv]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise NetnsError(f"{' '.join(cmd)}: no answer in {timeout:g} s") from e
+    if check and p.returncode != 0:
+        raise NetnsError(f"{' '.join(cmd)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
+    return p.stdout
+
+
+def spawn(ns: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` inside ``ns`` in the background; its output goes to ``log``.
+
+    Returns the process id.  The process runs in a session of its own, so that it
+    outlives the command that started it and does not get that terminal's signals.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    return p.pid
+
+
+def pids(ns: str) -> list[int]:
+    """Processes running inside ``ns``."""
+    out = _run(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours is not alive
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop(pids_: Sequence[int], grace: float = 2.0) -> None:
+    """End processes by id: SIGTERM, then SIGKILL for those still alive after ``grace``."""
+    live = [p for p in pids_ if alive(p)]
+    for p in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while live and time.monotonic() < end:
+        _reap(live)
+        live = [p for p in live if alive(p)]
+        if live:
+            time.sleep(0.05)
+    for p in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    _reap(live)
+
+
+def _reap(pids_: Sequence[int]) -> None:
+    for p in pids_:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(p, os.WNOHANG)
+
+
+def remove(ns: str) -> None:
+    """End every process inside ``ns``, then delete it (nothing if it is gone)."""
+    if not exists(ns):
+        return
+    stop(pids(ns))
+    _run(["ip", "netns", "del", ns], check=False)

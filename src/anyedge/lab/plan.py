@@ -1,0 +1,357 @@
+"""The plan of a lab: every namespace, address, route and BGP session, decided up front.
+
+``anyedge lab up`` turns a topology's ``lab`` part into a :class:`LabPlan` — pure data,
+computed before anything is created — and then carries it out (:mod:`.build`).  The
+plan decides:
+
+* **addresses**: link *i* gets the /30 ``100.64.0.0 + 4i``; its first endpoint takes
+  ``.1``, its second ``.2``.  Each site holds the first address of every IPv4 anycast
+  prefix it announces as a /32 on ``lo`` (IPv6 prefixes are left to the model);
+* **BGP sessions**: one per link between BGP speakers, with what the neighbour is to the
+  node (customer, peer, provider), so routers can apply Gao-Rexford policy;
+* **router ids** that sort like the routing engine's tie-break key (:func:`router_id`):
+  the ASN first, then the site, so that an FRR router choosing between equal routes
+  with ``bgp bestpath compare-routerid`` picks the route the model's ``Mode.AS`` picks;
+* **return paths**: answers to clients do not need BGP.  A site sends them to its first
+  router; routers reach every client's network by static routes along the shortest
+  path over router-to-router links (sites never carry transit);
+* **service ports**: each plan is served on its own port (``7001`` for the first plan),
+  so the lab can count and steer traffic per plan.
+
+:func:`lab_world` is the model of the same lab: a :class:`~anyedge.model.World` whose
+sites have the lab's sessions, whose Internet is the lab's routers and whose users are
+its clients.  ``anyedge lab compare`` computes catchments on it and probes the lab.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..model.files.topology import dump_yaml, parse_world, world_to_dict
+from ..model.lab import Lab, NodeKind, Relation, Speaker
+from ..model.world import World
+
+LINK_BASE = ipaddress.IPv4Address("100.64.0.0")
+ROUTER_ID_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
+PORT_BASE = 7000
+MAX_LINKS = 2**20  # /30s in 100.64.0.0/10
+
+
+@dataclass(frozen=True)
+class Port:
+    """One end of a link, seen from its node."""
+
+    link: int
+    ifname: str
+    address: str  # with its prefix length, e.g. 100.64.0.1/30
+    peer: str  # the node at the other end
+    peer_address: str  # without prefix length
+    relation: str  # what the peer is to this node: customer, peer, provider or none
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    kind: NodeKind
+    namespace: str
+    asn: int | None  # routers: theirs; sites: anyedge's; clients: None
+    router_id: str | None
+    site: str | None  # the site code of a site node
+    site_row: int | None  # its row in lab_world's sites
+    speaker: Speaker | None
+    ports: tuple[Port, ...]
+    anycast: tuple[str, ...] = ()  # addresses held on lo (sites)
+    prefixes: tuple[str, ...] = ()  # IPv4 prefixes the site announces
+    default_via: str | None = None  # sites and clients
+    routes: tuple[tuple[str, str], ...] = ()  # static (destination, via), routers
+
+    @property
+    def bgp_ports(self) -> tuple[Port, ...]:
+        return tuple(p for p in self.ports if p.relation != "none")
+
+    @property
+    def backbone(self) -> tuple[Port, ...]:
+        """A site's links to other sites."""
+        return tuple(p for p in self.ports if p.relation == "none" and self.kind is NodeKind.SITE)
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    name: str
+    asn: int
+    nodes: tuple[NodePlan, ...]
+    prefixes: tuple[str, ...]  # every IPv4 anycast prefix of the lab
+    plans: tuple[str, ...]  # plan names; plan i is served on port PORT_BASE + 1 + i
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(PORT_BASE + 1 + i for i in range(len(self.plans)))
+
+    @property
+    def service_address(self) -> str:
+        """The address clients probe: the first address of the first anycast prefix."""
+        return first_host(self.prefixes[0])
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def of_kind(self, kind: NodeKind) -> tuple[NodePlan, ...]:
+        return tuple(n for n in self.nodes if n.kind is kind)
+
+    @property
+    def sites(self) -> tuple[NodePlan, ...]:
+        return tuple(sorted(self.of_kind(NodeKind.SITE), key=lambda n: n.site_row or 0))
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(n.namespace for n in self.nodes)
+
+    def site_node(self, code: str) -> NodePlan:
+        for n in self.nodes:
+            if n.site == code:
+                return n
+        raise KeyError(code)
+
+
+def first_host(cidr: str) -> str:
+    net = ipaddress.ip_network(cidr)
+    return str(net.network_address + 1) if net.num_addresses > 1 else str(net.network_address)
+
+
+def namespace_prefix(name: str) -> str:
+    return f"ae-{name}-"
+
+
+def lab_sites(world: World) -> list[str]:
+    """Codes of the sites the lab has a node for, in the order of the topology."""
+    in_lab = {n.site for n in world.lab.nodes if n.kind is NodeKind.SITE}
+    return [c for c in world.network.sites.code if c in in_lab]
+
+
+def router_id(asn_rank: int, tie: int = 0) -> str:
+    """A router id that sorts like the model's tie-break: (ASN, site row).
+
+    ``asn_rank`` is the ASN's position among the lab's ASNs in increasing order.
+    """
+    if not 0 <= tie < 4096:
+        raise ValueError(f"at most 4096 sites in a lab, got site row {tie}")
+    return str(ipaddress.IPv4Address(ROUTER_ID_BASE + ((asn_rank + 1) << 12) + tie))
+
+
+def _relation_seen_from(relation: Relation, first: bool) -> str:
+    """What the node at the other end is, for the node at end ``first`` (a) or b."""
+    if relation is Relation.PROVIDER_CUSTOMER:
+        return "customer" if first else "provider"
+    return "peer" if relation is Relation.PEER else "none"
+
+
+def make_plan(world: World, name: str = "lab") -> LabPlan:
+    """The plan of ``world``'s lab (the topology checks have already passed)."""
+    lab = world.lab
+    if not lab.nodes:
+        raise ValueError("the topology has no lab: nodes")
+    if len(lab.links) > MAX_LINKS:
+        raise ValueError(f"at most {MAX_LINKS} links in a lab")
+    if not name.replace("-", "").isalnum() or len(name) > 8:
+        raise ValueError(f"a lab name is up to 8 letters, digits or '-', got {name!r}")
+    net = world.network
+    codes = lab_sites(world)
+    site_row = {c: i for i, c in enumerate(codes)}
+    v4 = [
+        q
+        for q, c in enumerate(net.prefixes.cidr)
+        if ipaddress.ip_network(c).version == 4
+        and any(net.prefixes.announced[q, net.sites.index(s)] for s in codes)
+    ]
+    if not v4:
+        raise ValueError("the lab's sites announce no IPv4 prefix")
+    asns = sorted({n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | {net.asn})
+    rank = {a: i for i, a in enumerate(asns)}
+
+    ports: dict[str, list[Port]] = {n.name: [] for n in lab.nodes}
+    for i, link in enumerate(lab.links):
+        base = LINK_BASE + 4 * i
+        a_ip, b_ip = base + 1, base + 2
+        ports[link.a[0]].append(
+            Port(
+                i,
+                link.a[1],
+                f"{a_ip}/30",
+                link.b[0],
+                str(b_ip),
+                _relation_seen_from(link.relation, True),
+            )
+        )
+        ports[link.b[0]].append(
+            Port(
+                i,
+                link.b[1],
+                f"{b_ip}/30",
+                link.a[0],
+                str(a_ip),
+                _relation_seen_from(link.relation, False),
+            )
+        )
+    routes = _client_routes(lab, ports)
+    nodes = []
+    for n in lab.nodes:
+        ns = namespace_prefix(name) + n.name
+        p = tuple(ports[n.name])
+        if n.kind is NodeKind.ROUTER:
+            assert n.asn is not None
+            nodes.append(
+                NodePlan(
+                    n.name,
+                    n.kind,
+                    ns,
+                    n.asn,
+                    router_id(rank[n.asn]),
+                    None,
+                    None,
+                    Speaker.FRR,
+                    p,
+                    routes=routes.get(n.name, ()),
+                )
+            )
+        elif n.kind is NodeKind.SITE:
+            assert n.site is not None
+            s = net.sites.index(n.site)
+            mine = tuple(net.prefixes.cidr[q] for q in v4 if net.prefixes.announced[q, s])
+            up = [x for x in p if x.relation != "none"]
+            nodes.append(
+                NodePlan(
+                    n.name,
+                    n.kind,
+                    ns,
+                    net.asn,
+                    router_id(rank[net.asn], site_row[n.site]),
+                    n.site,
+                    site_row[n.site],
+                    n.speaker or Speaker.FRR,
+                    p,
+                    anycast=tuple(first_host(c) for c in mine),
+                    prefixes=mine,
+                    default_via=up[0].peer_address if up else None,
+                )
+            )
+        else:
+            nodes.append(
+                NodePlan(
+                    n.name,
+                    n.kind,
+                    ns,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    p,
+                    default_via=p[0].peer_address if p else None,
+                )
+            )
+    return LabPlan(
+        name=name,
+        asn=net.asn,
+        nodes=tuple(nodes),
+        prefixes=tuple(net.prefixes.cidr[q] for q in v4),
+        plans=net.plans.names,
+    )
+
+
+def _client_routes(
+    lab: Lab, ports: dict[str, list[Port]]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Static routes on routers towards every client's network, by shortest path over
+    router-to-router links (breadth first from the client's router)."""
+    kind = {n.name: n.kind for n in lab.nodes}
+    out: dict[str, list[tuple[str, str]]] = {}
+    for n in lab.nodes:
+        if n.kind is not NodeKind.CLIENT or not ports[n.name]:
+            continue
+        cport = ports[n.name][0]
+        subnet = str(ipaddress.ip_interface(cport.address).network)
+        home = cport.peer
+        seen = {home}
+        todo = deque([home])
+        while todo:
+            r = todo.popleft()
+            for p in ports[r]:
+                q = p.peer
+                if kind[q] is NodeKind.ROUTER and q not in seen:
+                    seen.add(q)
+                    # q reaches the client through r: r's address on their link
+                    back = next(x for x in ports[q] if x.link == p.link)
+                    out.setdefault(q, []).append((subnet, back.peer_address))
+                    todo.append(q)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def lab_world(world: World) -> World:
+    """The model of the lab: its sites, sessions, routers and clients as a world."""
+    lab = world.lab
+    codes = lab_sites(world)
+    d: dict[str, Any] = world_to_dict(world, inline=True)
+    by_node = {n.name: n for n in lab.nodes}
+    transit: dict[str, list[int]] = {c: [] for c in codes}
+    peers: dict[str, list[int]] = {c: [] for c in codes}
+    relations: list[str] = []
+    for link in lab.links:
+        a, b = by_node[link.a[0]], by_node[link.b[0]]
+        if link.relation is Relation.NONE:
+            continue
+        if a.kind is NodeKind.ROUTER and b.kind is NodeKind.ROUTER:
+            code = -1 if link.relation is Relation.PROVIDER_CUSTOMER else 0
+            relations.append(f"{a.asn}|{b.asn}|{code}")
+            continue
+        router, site = (a, b) if a.kind is NodeKind.ROUTER else (b, a)
+        assert site.site is not None
+        assert router.asn is not None
+        (transit if link.relation is Relation.PROVIDER_CUSTOMER else peers)[site.site].append(
+            router.asn
+        )
+    sites = []
+    for s in d["sites"]:
+        if s["code"] in transit:
+            s = dict(s, transit=transit[s["code"]], peers=peers[s["code"]])
+            sites.append(s)
+    d["sites"] = sites
+    d["prefixes"] = [
+        dict(p, sites=[c for c in (codes if p["sites"] == "all" else p["sites"]) if c in transit])
+        for p in d.get("prefixes", [])
+    ]
+    d["prefixes"] = [p for p in d["prefixes"] if p["sites"]]
+    lat = sum(s["lat"] for s in sites) / len(sites)
+    lon = sum(s["lon"] for s in sites) / len(sites)
+    clients = client_names(world)
+    home = {}
+    for link in lab.links:
+        for me, other in ((link.a[0], link.b[0]), (link.b[0], link.a[0])):
+            if by_node[me].kind is NodeKind.CLIENT:
+                home[me] = by_node[other].asn
+    # one metro per client, so that every client is an eyeball row of its own
+    d["internet"] = {
+        "relations": relations,
+        "ases": [{"asn": n.asn, "name": n.name} for n in lab.nodes if n.kind is NodeKind.ROUTER],
+        "metros": [
+            {"id": i + 1, "name": c, "country": "NZ", "lat": lat, "lon": lon, "population": 1}
+            for i, c in enumerate(clients)
+        ],
+        "eyeballs": [{"asn": home[c], "metro": i + 1, "rps": 100.0} for i, c in enumerate(clients)],
+    }
+    return parse_world(dump_yaml(d), "<lab model>")
+
+
+def client_names(world: World) -> list[str]:
+    """The lab's clients in the order of the topology; client i is metro i + 1 of
+    :func:`lab_world`."""
+    return [n.name for n in world.lab.nodes if n.kind is NodeKind.CLIENT]
