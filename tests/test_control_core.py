@@ -135,6 +135,24 @@ def test_reverts_come_before_accepting() -> None:
     assert all(a.to != 0 for a in plan.of("forward"))
 
 
+def test_a_site_that_falls_idle_takes_back_everything_it_forwarded() -> None:
+    obs, cfg = reference_network()
+    s = apply(State.empty(4, 4), decide(obs, State.empty(4, 4), cfg, 0.0), now=0.0)
+    assert s.forward[0].sum() > 0
+    # A's users stop sending anything: there is no traffic to take back step by step,
+    # so every forwarded share goes back at once (found in the lab, where load stops)
+    cpu = obs.cpu.copy()
+    cpu[0] = 0.0
+    util = obs.utilisation.copy()
+    util[0] = 0.0
+    idle = Observation(utilisation=util, cpu=cpu, age=np.zeros(4))
+    plan = decide(idle, s, cfg, now=1_000.0)
+    back = apply(s, plan, now=1_000.0)
+    assert plan.of("revert")
+    assert all(a.cpu == 0.0 for a in plan.of("revert"))
+    assert back.forward[0].sum() == 0.0
+
+
 def test_min_interval_between_changes() -> None:
     obs, cfg = reference_network()
     s = apply(State.empty(4, 4), decide(obs, State.empty(4, 4), cfg, 0.0), now=0.0)

@@ -396,8 +396,10 @@ CASES = [
     ),
     Case(
         "lab-site-twice",
-        BASE + edit(LAB_OK, ("    c1: {kind: client}\n", "    chc2: {kind: site, site: CHC}\n"))
-        .replace('["r1:eth1", "c1:eth0"]}', '["r1:eth1", "chc2:eth0"], relation: peer}'),
+        BASE
+        + edit(LAB_OK, ("    c1: {kind: client}\n", "    chc2: {kind: site, site: CHC}\n")).replace(
+            '["r1:eth1", "c1:eth0"]}', '["r1:eth1", "chc2:eth0"], relation: peer}'
+        ),
         55,
         "lab.nodes.chc2.site",
         ("site CHC is already chc",),

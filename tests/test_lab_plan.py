@@ -55,9 +55,10 @@ def test_every_link_has_its_own_subnet_and_both_ends_match(lab3) -> None:  # typ
 def test_sites_hold_the_anycast_address_and_route_out(lab3) -> None:  # type: ignore[no-untyped-def]
     plan = make_plan(lab3)
     assert plan.service_address == "198.51.100.1"
+    assert plan.test_address == "203.0.113.1"
     for n in plan.sites:
-        assert n.anycast == ("198.51.100.1",)
-        assert n.prefixes == ("198.51.100.0/24",)
+        assert n.anycast == ("198.51.100.1", "203.0.113.1")
+        assert n.prefixes == ("198.51.100.0/24", "203.0.113.0/24")
         assert n.default_via == n.bgp_ports[0].peer_address
     assert [n.site for n in plan.sites] == ["CHC", "AKL", "SYD"]
     assert [p.peer for p in plan.node("chc").backbone] == ["akl"]

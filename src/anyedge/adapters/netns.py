@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
+_children: dict[int, subprocess.Popen[bytes]] = {}  # started here, reaped in stop()
 
 
 class NetnsError(RuntimeError):
@@ -128,6 +129,7 @@ def spawn(ns: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = 
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
+    _children[p.pid] = p
     return p.pid
 
 
@@ -172,6 +174,11 @@ def stop(pids_: Sequence[int], grace: float = 2.0) -> None:
 
 def _reap(pids_: Sequence[int]) -> None:
     for p in pids_:
+        child = _children.get(p)
+        if child is not None:
+            if child.poll() is not None:
+                del _children[p]
+            continue
         with contextlib.suppress(ChildProcessError):
             os.waitpid(p, os.WNOHANG)
 

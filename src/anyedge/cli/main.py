@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import catchment as _catchment  # noqa: F401  (each registers its subcommand)
     from . import control as _control  # noqa: F401
     from . import control_plan as _control_plan  # noqa: F401
+    from . import lab as _lab  # noqa: F401
     from . import predict as _predict  # noqa: F401
     from . import simulate as _simulate  # noqa: F401
     from . import world as _world  # noqa: F401

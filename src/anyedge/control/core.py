@@ -424,6 +424,21 @@ def _revert(
                 )
             )
             used += c
+    # a plan with no traffic left moves nothing by coming back: take its whole share back
+    # at once, or a site that fell idle would forward for ever
+    for p, d in zip(*np.nonzero((state.forward[s] > 0) & (arriving[:, None] <= 1e-9)), strict=True):
+        out.append(
+            Action(
+                "revert",
+                s,
+                f"no {cfg.plans[p] if p < len(cfg.plans) else p} traffic arrives any more: "
+                f"taking back what was forwarded to site {d}",
+                plan=int(p),
+                to=int(d),
+                share=float(state.forward[s, p, d]),
+                cpu=0.0,
+            )
+        )
     return out, used
 
 

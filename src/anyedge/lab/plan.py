@@ -16,7 +16,9 @@ plan decides:
   router; routers reach every client's network by static routes along the shortest
   path over router-to-router links (sites never carry transit);
 * **service ports**: each plan is served on its own port (``7001`` for the first plan),
-  so the lab can count and steer traffic per plan.
+  so the lab can count and steer traffic per plan;
+* **a test prefix** (:data:`TEST_PREFIX`), announced by every site beside the
+  topology's prefixes, for the Traffic Predictor's measurements (:mod:`.trial`).
 
 :func:`lab_world` is the model of the same lab: a :class:`~anyedge.model.World` whose
 sites have the lab's sessions, whose Internet is the lab's routers and whose users are
@@ -37,6 +39,9 @@ from ..model.world import World
 LINK_BASE = ipaddress.IPv4Address("100.64.0.0")
 ROUTER_ID_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
 PORT_BASE = 7000
+# The Traffic Predictor's own anycast range: announced by every site, withdrawn at one
+# site at a time to see where that site's users go, while real traffic stays put.
+TEST_PREFIX = "203.0.113.0/24"
 MAX_LINKS = 2**20  # /30s in 100.64.0.0/10
 
 
@@ -98,6 +103,11 @@ class LabPlan:
     def service_address(self) -> str:
         """The address clients probe: the first address of the first anycast prefix."""
         return first_host(self.prefixes[0])
+
+    @property
+    def test_address(self) -> str:
+        """The Traffic Predictor's test address (in :data:`TEST_PREFIX`)."""
+        return first_host(TEST_PREFIX)
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -175,6 +185,10 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
     ]
     if not v4:
         raise ValueError("the lab's sites announce no IPv4 prefix")
+    test = ipaddress.ip_network(TEST_PREFIX)
+    for c in net.prefixes.cidr:
+        if ipaddress.ip_network(c).overlaps(test):
+            raise ValueError(f"{c} overlaps {TEST_PREFIX}, the lab's test prefix")
     asns = sorted({n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | {net.asn})
     rank = {a: i for i, a in enumerate(asns)}
 
@@ -227,6 +241,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
             assert n.site is not None
             s = net.sites.index(n.site)
             mine = tuple(net.prefixes.cidr[q] for q in v4 if net.prefixes.announced[q, s])
+            mine += (TEST_PREFIX,)
             up = [x for x in p if x.relation != "none"]
             nodes.append(
                 NodePlan(
@@ -263,7 +278,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         name=name,
         asn=net.asn,
         nodes=tuple(nodes),
-        prefixes=tuple(net.prefixes.cidr[q] for q in v4),
+        prefixes=(*(net.prefixes.cidr[q] for q in v4), TEST_PREFIX),
         plans=net.plans.names,
     )
 
@@ -330,6 +345,7 @@ def lab_world(world: World) -> World:
         for p in d.get("prefixes", [])
     ]
     d["prefixes"] = [p for p in d["prefixes"] if p["sites"]]
+    d["prefixes"].append({"cidr": TEST_PREFIX, "sites": "all"})
     lat = sum(s["lat"] for s in sites) / len(sites)
     lon = sum(s["lon"] for s in sites) / len(sites)
     clients = client_names(world)

@@ -13,11 +13,14 @@ Every driver takes a :class:`SpeakerConfig` (the same for all kinds) and offers:
   started (the lab records them);
 * ``apply(routes)`` — make the daemon announce exactly ``routes`` (absolute, idempotent:
   prefixes not listed are withdrawn, a changed prepend count is re-announced);
+* ``assume(routes)`` — tell a driver made afresh (by a later command) what the running
+  daemon announces now, so that ``apply`` withdraws what is no longer wanted;
 * ``established()`` — how many of its BGP sessions are up.
 
-The ASN is prepended ``prepend`` extra times; the origin attribute is always IGP and no
-MED is sent, so that the routers' decision between two sites comes down to the path
-length and then the router id (see :mod:`anyedge.lab.plan`).
+The ASN is prepended ``prepend`` extra times; the origin attribute is always IGP and
+the MED is absent or 0 (FRR's ``network`` statements attach 0; absent counts as 0), so
+that the routers' decision between two sites comes down to the path length and then the
+router id (see :mod:`anyedge.lab.plan`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class SiteSpeaker(Protocol):
     def start(self, routes: Iterable[Route]) -> list[int]: ...
 
     def apply(self, routes: Iterable[Route]) -> None: ...
+
+    def assume(self, routes: Iterable[Route]) -> None: ...
 
     def established(self) -> int: ...
 

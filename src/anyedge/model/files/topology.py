@@ -336,9 +336,9 @@ def _check_lab_nodes(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
     degree: dict[str, int] = dict.fromkeys(nodes, 0)
     for link in t.lab.links:
         for e in link.endpoints:
-            n = e.split(":")[0]
-            if n in degree:
-                degree[n] += 1
+            end = e.split(":")[0]
+            if end in degree:
+                degree[end] += 1
     seen_site: dict[str, str] = {}
     seen_asn: dict[int, str] = {}
     for name, n in nodes.items():

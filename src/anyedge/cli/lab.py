@@ -1,0 +1,500 @@
+"""``anyedge lab``: the anycast lab in network namespaces, with real BGP and real packets.
+
+``up`` builds the lab of a topology (``-t``), ``down`` removes everything it made,
+``status`` shows nodes, processes and BGP sessions, ``exec`` runs a command on a node,
+``probe`` asks every client which site answers, ``compare`` sets the routing model
+against the lab, ``withdraw``/``announce`` drive a site's real BGP speaker,
+``forward`` hands a share of a site's flows to another site, ``failover`` measures how
+long clients take to move when a site withdraws, ``control`` runs the Traffic Manager
+against the lab, and ``generate`` writes a random lab topology.
+
+Every command but ``up`` and ``generate`` finds the lab through its directory
+(``--dir``, default ``/run/anyedge/<name>``); the directory records what the lab made,
+so ``down`` works even after a crash.  The lab needs root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+from .main import cli
+
+DEFAULT_ROOT = Path(os.environ.get("ANYEDGE_LAB_ROOT", "/run/anyedge"))
+
+
+def _dir(directory: Path | None, name: str | None) -> Path:
+    return directory if directory is not None else DEFAULT_ROOT / (name or "lab")
+
+
+dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The lab directory (default /run/anyedge/NAME).",
+)
+name_option = click.option("--name", help="The lab's name (up to 8 characters; default lab).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _fail(e: Exception) -> click.ClickException:
+    err = click.ClickException(str(e))
+    return err
+
+
+def _attach(directory: Path | None, name: str | None) -> Any:
+    from ..lab.build import LabError, attach
+
+    try:
+        return attach(_dir(directory, name))
+    except LabError as e:
+        raise _fail(e) from None
+
+
+def _table(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    if not rows:
+        return
+    t = Table(title=title)
+    for k in rows[0]:
+        t.add_column(k)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r.values()])
+    Console().print(t)
+
+
+@cli.group()
+def lab() -> None:
+    """The anycast lab: namespaces, real BGP daemons, real packets (needs root)."""
+
+
+@lab.command()
+@click.option(
+    "-t", "--topology", type=click.Path(path_type=Path), required=True, help="Topology YAML."
+)
+@dir_option
+@name_option
+@json_option
+def up(topology: Path, directory: Path | None, name: str | None, as_json: bool) -> None:
+    """Build the lab of TOPOLOGY: namespaces, links, FRR routers, site speakers, services."""
+    import time
+
+    from ..lab.build import LabError
+    from ..lab.build import up as lab_up
+    from ..lab.plan import make_plan
+    from ..model.files import load_world
+
+    name = name or "lab"
+    world = load_world(topology)
+    if not world.lab.nodes:
+        raise InputError.one(topology, "lab", "the topology has no lab (lab: nodes: ...)")
+    try:
+        plan = make_plan(world, name)
+    except ValueError as e:
+        raise InputError.one(topology, "lab", str(e)) from None
+    d = _dir(directory, name)
+    t0 = time.monotonic()
+    try:
+        lab_up(plan, topology, d, progress=lambda m: click.echo(f"lab {name}: {m}", err=True))
+    except LabError as e:
+        raise _fail(e) from None
+    took = time.monotonic() - t0
+    summary = {
+        "name": name,
+        "dir": str(d),
+        "nodes": len(plan.nodes),
+        "sites": [n.site for n in plan.sites],
+        "address": plan.service_address,
+        "ports": dict(zip(plan.plans, plan.ports, strict=True)),
+        "seconds": round(took, 2),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        click.echo(
+            f"lab {name} is up in {took:.1f} s: {len(plan.nodes)} nodes, sites "
+            f"{', '.join(str(n.site) for n in plan.sites)}; anycast {plan.service_address} "
+            f"ports {', '.join(f'{p}={n}' for n, p in zip(plan.plans, plan.ports, strict=True))}"
+        )
+
+
+@lab.command()
+@dir_option
+@name_option
+@json_option
+def down(directory: Path | None, name: str | None, as_json: bool) -> None:
+    """Remove every namespace and process the lab made (even after a crash)."""
+    from ..lab.build import LabError
+    from ..lab.build import down as lab_down
+
+    try:
+        out = lab_down(_dir(directory, name), name)
+    except LabError as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+    else:
+        click.echo(
+            f"lab {out['name']} is down: {len(out['namespaces'])} namespaces removed, "
+            f"{out['processes']} processes ended"
+        )
+
+
+@lab.command()
+@dir_option
+@name_option
+@json_option
+def status(directory: Path | None, name: str | None, as_json: bool) -> None:
+    """Nodes, their processes and BGP sessions."""
+    from ..lab.build import status as lab_status
+
+    _world, plan, _state = _attach(directory, name)
+    rows = lab_status(plan, _dir(directory, name))
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        _table(rows, f"lab {_state.name}")
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True})
+@dir_option
+@name_option
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(directory: Path | None, name: str | None, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND on NODE (inside its namespace): anyedge lab exec c1 -- ip route."""
+    _world, plan, _state = _attach(directory, name)
+    try:
+        ns = plan.node(node).namespace
+    except KeyError:
+        names = ", ".join(n.name for n in plan.nodes)
+        raise InputError.one("command line", "NODE", f"no node {node!r}; nodes: {names}") from None
+    code = subprocess.call(["ip", "netns", "exec", ns, *command])
+    raise click.exceptions.Exit(code)
+
+
+def _port(plan: Any, plan_name: str | None) -> int:
+    if plan_name is None:
+        return int(plan.ports[0])
+    if plan_name not in plan.plans:
+        raise InputError.one(
+            "command line", "--plan", f"no plan {plan_name!r}; plans: {', '.join(plan.plans)}"
+        )
+    return int(plan.ports[plan.plans.index(plan_name)])
+
+
+@lab.command()
+@dir_option
+@name_option
+@click.option("--flows", default=20, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--plan", "plan_name", help="Probe the port of this plan (default: the first).")
+@click.option("--tcp", is_flag=True, help="Probe over TCP instead of UDP.")
+@json_option
+def probe(
+    directory: Path | None,
+    name: str | None,
+    flows: int,
+    plan_name: str | None,
+    tcp: bool,
+    as_json: bool,
+) -> None:
+    """Every client probes the anycast address: which site answered how many flows."""
+    from ..lab.build import LabError
+    from ..lab.measure import probe_all
+
+    _world, plan, _state = _attach(directory, name)
+    try:
+        got = probe_all(plan, flows=flows, port=_port(plan, plan_name), tcp=tcp)
+    except LabError as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(got, indent=1))
+        return
+    rows = []
+    for client, r in got.items():
+        answers = r.get("answers", {})
+        rows.append(
+            {
+                "client": client,
+                "answered by": ", ".join(f"{s} {n}" for s, n in sorted(answers.items())),
+                "lost": r.get("lost", 0),
+            }
+        )
+    _table(rows, f"{plan.service_address}:{_port(plan, plan_name)} from every client")
+
+
+@lab.command()
+@dir_option
+@name_option
+@click.option("--flows", default=20, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--no-withdraw", is_flag=True, help="Only the baseline, no site withdrawn.")
+@json_option
+def compare(
+    directory: Path | None, name: str | None, flows: int, no_withdraw: bool, as_json: bool
+) -> None:
+    """The routing model's catchments against probes, then with each site withdrawn.
+
+    Exits with status 1 if model and lab disagree for any client."""
+    from ..lab.build import LabError
+    from ..lab.compare import compare as run_compare
+
+    world, plan, _state = _attach(directory, name)
+    try:
+        rows = run_compare(world, plan, _dir(directory, name), flows, not no_withdraw)
+    except LabError as e:
+        raise _fail(e) from None
+    agree = sum(r.agree for r in rows)
+    if as_json:
+        click.echo(json.dumps({"agree": agree, "rows": [r.to_dict() for r in rows]}, indent=1))
+    else:
+        _table(
+            [
+                {
+                    "scenario": r.scenario,
+                    "client": r.client,
+                    "model": r.model or "-",
+                    "lab": r.lab or "-",
+                    "answered": f"{r.answered}/{r.flows}",
+                    "agree": "yes" if r.agree else "NO",
+                }
+                for r in rows
+            ],
+            "model against lab",
+        )
+        click.echo(f"{agree} of {len(rows)} client-scenarios agree")
+    if agree != len(rows):
+        raise click.exceptions.Exit(1)
+
+
+def _site(plan: Any, site: str) -> str:
+    code = site.upper()
+    if code not in [n.site for n in plan.sites]:
+        raise InputError.one(
+            "command line",
+            "SITE",
+            f"no site {site!r} in the lab; sites: {', '.join(str(n.site) for n in plan.sites)}",
+        )
+    return code
+
+
+@lab.command()
+@dir_option
+@name_option
+@click.argument("site")
+def withdraw(directory: Path | None, name: str | None, site: str) -> None:
+    """Withdraw the anycast prefixes at SITE through its BGP speaker."""
+    from ..lab.measure import Announcer
+
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    Announcer(plan, _dir(directory, name)).withdraw(code)
+    click.echo(f"{code}: withdrawn")
+
+
+@lab.command()
+@dir_option
+@name_option
+@click.argument("site")
+@click.option("--prepend", default=0, show_default=True, type=click.IntRange(0, 32))
+def announce(directory: Path | None, name: str | None, site: str, prepend: int) -> None:
+    """Announce the anycast prefixes at SITE (with its ASN prepended N more times)."""
+    from ..lab.measure import Announcer
+
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    Announcer(plan, _dir(directory, name)).announce(code, prepend)
+    click.echo(f"{code}: announced" + (f", prepended {prepend}x" if prepend else ""))
+
+
+@lab.command()
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--routers", default=12, show_default=True, type=click.IntRange(3, 250))
+@click.option("--sites", default=4, show_default=True, type=click.IntRange(1, 8))
+@click.option("--clients", default=6, show_default=True, type=click.IntRange(1, 200))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write here (default: stdout)."
+)
+def generate(seed: int, routers: int, sites: int, clients: int, output: Path | None) -> None:
+    """Write a random lab topology (a tiered Internet, sites with mixed speakers)."""
+    from ..lab.generate import generate as gen
+    from ..model.files.atomic import write_all
+    from ..model.files.topology import dump_yaml
+
+    text = dump_yaml(gen(seed, routers=routers, sites=sites, clients=clients))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_all({output: text})
+        click.echo(f"wrote {output}", err=True)
+
+
+@lab.command()
+@dir_option
+@name_option
+@click.argument("site")
+@click.option("--to", "to_site", required=True, help="The site that takes the flows.")
+@click.option(
+    "--share",
+    required=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of the plan's flows to hand over (0 stops forwarding).",
+)
+@click.option("--plan", "plan_name", help="The plan (default: every plan).")
+def forward(
+    directory: Path | None,
+    name: str | None,
+    site: str,
+    to_site: str,
+    share: float,
+    plan_name: str | None,
+) -> None:
+    """Plurimog: forward SHARE of SITE's flows to another site over the backbone.
+
+    Replaces what SITE forwarded before."""
+    from ..adapters.nft import Share
+    from ..lab.build import LabError
+    from ..lab.forward import Forwarder
+
+    _world, plan, _state = _attach(directory, name)
+    code, to = _site(plan, site), _site(plan, to_site)
+    fwd = Forwarder(plan, _dir(directory, name))
+    if to not in fwd.neighbours(code):
+        raise InputError.one(
+            "command line",
+            "--to",
+            f"{code} has no backbone link to {to}; it can forward to: "
+            f"{', '.join(fwd.neighbours(code)) or 'none'}",
+        )
+    ports = [_port(plan, plan_name)] if plan_name else list(plan.ports)
+    try:
+        fwd.set(code, [Share(p, to, share) for p in ports])
+    except LabError as e:
+        raise _fail(e) from None
+    which = plan_name or "every plan"
+    click.echo(f"{code}: forwarding {100 * share:.0f} % of {which} to {to}")
+
+
+@lab.command()
+@dir_option
+@name_option
+@click.argument("sites", nargs=-1)
+@click.option("--interval", default=0.01, show_default=True, type=click.FloatRange(0.002, 1.0))
+@json_option
+def failover(
+    directory: Path | None, name: str | None, sites: tuple[str, ...], interval: float, as_json: bool
+) -> None:
+    """Withdraw each SITE (default: every site) and time how fast its clients move."""
+    from ..lab.build import LabError
+    from ..lab.failover import measure
+
+    _world, plan, _state = _attach(directory, name)
+    codes = [_site(plan, s) for s in sites] or [str(n.site) for n in plan.sites]
+    rows = []
+    for code in codes:
+        click.echo(f"withdrawing {code} ...", err=True)
+        try:
+            rows += [r.to_dict() for r in measure(plan, _dir(directory, name), code, interval)]
+        except LabError as e:
+            click.echo(f"{code}: {e}", err=True)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    _table(
+        [
+            {
+                "site": r["site"],
+                "speaker": r["speaker"],
+                "client": r["client"],
+                "moved to": r["moved_to"] or "-",
+                "convergence": f"{r['seconds']:.2f} s" if r["seconds"] is not None else "-",
+                "lost": f"{r['lost']}/{r['sent']}",
+            }
+            for r in rows
+        ],
+        "convergence after a withdrawal",
+    )
+
+
+@lab.command()
+@dir_option
+@name_option
+@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.2, 60))
+@json_option
+def control(
+    directory: Path | None, name: str | None, duration: float, interval: float, as_json: bool
+) -> None:
+    """Run the Traffic Manager against the lab: telemetry from the sites' services,
+    Plurimog forwarding through nftables, decisions journaled in the lab directory."""
+    from ..lab.build import LabError
+    from ..lab.control import Step, run
+
+    world, plan, _state = _attach(directory, name)
+
+    def show(s: Step) -> None:
+        if as_json:
+            click.echo(json.dumps(s.__dict__))
+            return
+        u = " ".join(f"{c} {100 * v:5.1f}%" for c, v in s.utilisation.items())
+        f = " ".join(f"{c}->{100 * v:.0f}%" for c, v in s.forwarding.items() if v > 0)
+        click.echo(f"{u}  forwarding: {f or 'none'}")
+        for a in s.actions:
+            click.echo(f"  {a}")
+
+    try:
+        run(world, plan, _dir(directory, name), duration, interval, on_step=show)
+    except LabError as e:
+        raise _fail(e) from None
+
+
+@lab.command(name="predict")
+@dir_option
+@name_option
+@click.argument("sites", nargs=-1)
+@click.option("--flows", default=10, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+def predict_(
+    directory: Path | None, name: str | None, sites: tuple[str, ...], flows: int, as_json: bool
+) -> None:
+    """The Traffic Predictor's test: withdraw the test prefix at each SITE (default: all),
+    record where its clients land, and compare with the prediction.
+
+    Exits with status 1 if a measurement and its prediction differ."""
+    from ..lab.build import LabError
+    from ..lab.trial import run as run_trial
+
+    world, plan, _state = _attach(directory, name)
+    codes = [_site(plan, s) for s in sites] or None
+    try:
+        trials = run_trial(world, plan, _dir(directory, name), codes, flows)
+    except LabError as e:
+        raise _fail(e) from None
+
+    def pct(d: dict[str, float]) -> str:
+        return ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(d.items())) or "-"
+
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in trials], indent=1))
+    else:
+        _table(
+            [
+                {
+                    "withdrawn": t.site,
+                    "its clients": ", ".join(t.clients) or "-",
+                    "measured": pct(t.measured),
+                    "predicted": pct(t.predicted),
+                    "agree": "yes" if t.agree else "NO",
+                }
+                for t in trials
+            ],
+            f"where the test prefix {plan.test_address} goes",
+        )
+    if not all(t.agree for t in trials):
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,349 @@
+"""Bring a lab up, keep track of it, and take it down — even after a crash.
+
+Everything a lab makes is recorded in its **lab directory** before it is made:
+``state.json`` lists the namespaces (written before the first one is created) and the
+process ids of every daemon and service (added as each starts), plus what each site
+announces and forwards now.  ``anyedge lab down`` reads it and ends every recorded
+process by its id, ends whatever else still runs inside the lab's namespaces
+(``ip netns pids``), and deletes the namespaces — the recorded ones and any other with
+the lab's name prefix, so a lab whose ``up`` died halfway still goes away.
+
+The way up (:func:`up`):
+
+1. namespaces, one per node (``ae-<lab>-<node>``), with forwarding on;
+2. veth links with the plan's addresses; anycast addresses on the sites' ``lo``;
+   default routes for sites and clients, static routes to clients on routers;
+3. FRR on every router, then each site's BGP speaker (FRR, BIRD, GoBGP or ExaBGP),
+   then each site's service (:mod:`.service`);
+4. wait until every BGP session is up and the routers' routes to the anycast
+   prefixes have stopped changing.
+
+Each node's files (configuration, sockets, logs) live in ``<lab dir>/nodes/<node>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..adapters import netns, nft
+from ..adapters.bgp.base import Neighbor, Route, SiteSpeaker, SpeakerConfig, Timers
+from ..adapters.bgp.frr import Frr, RouterNeighbor
+from ..model.files.atomic import write_all
+from ..model.lab import NodeKind, Speaker
+from ..model.world import World
+from .plan import LabPlan, NodePlan, make_plan, namespace_prefix
+
+STATE = "state.json"
+Progress = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    """The lab could not be brought up or reached; the message says what to do."""
+
+
+@dataclass
+class LabState:
+    """What a lab made, as recorded in its directory."""
+
+    name: str
+    topology: str
+    namespaces: list[str] = field(default_factory=list)
+    pids: dict[str, list[int]] = field(default_factory=dict)
+    routes: dict[str, list[list[Any]]] = field(default_factory=dict)  # site: [[cidr, prepend]]
+    forward: dict[str, list[list[Any]]] = field(default_factory=dict)  # site: [[port, to, share]]
+    started: float = 0.0
+    ready: bool = False
+
+    @classmethod
+    def load(cls, directory: Path) -> LabState:
+        path = directory / STATE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LabError(f"{directory}: no lab here (no {STATE}); run anyedge lab up") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise LabError(f"{path}: cannot read the lab's state: {e}") from None
+        return cls(**data)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_all({directory / STATE: json.dumps(self.__dict__, indent=1, sort_keys=True)})
+
+    def add_pids(self, directory: Path, node: str, pids: list[int]) -> None:
+        self.pids.setdefault(node, []).extend(pids)
+        self.save(directory)
+
+
+def node_dir(directory: Path, node: str) -> Path:
+    return directory / "nodes" / node
+
+
+def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerConfig:
+    by_name = {n.name: n for n in plan.nodes}
+    neighbors = tuple(
+        Neighbor(p.peer_address, _asn(by_name[p.peer]), p.ip, p.ifname) for p in node.bgp_ports
+    )
+    assert node.asn is not None
+    assert node.router_id is not None
+    return SpeakerConfig(
+        node=node.name,
+        namespace=node.namespace,
+        workdir=node_dir(directory, node.name),
+        asn=node.asn,
+        router_id=node.router_id,
+        neighbors=neighbors,
+        timers=Timers(),
+    )
+
+
+def _asn(n: NodePlan) -> int:
+    assert n.asn is not None
+    return n.asn
+
+
+def router_of(plan: LabPlan, node: NodePlan, directory: Path) -> Frr:
+    cfg = speaker_config(plan, node, directory)
+    rel = {p.peer_address: p.relation for p in node.bgp_ports}
+    return Frr(cfg, tuple(RouterNeighbor(n, rel[n.address]) for n in cfg.neighbors))
+
+
+def speaker_of(plan: LabPlan, node: NodePlan, directory: Path) -> SiteSpeaker:
+    """The driver of a site's BGP speaker."""
+    cfg = speaker_config(plan, node, directory)
+    kind = node.speaker or Speaker.FRR
+    if kind is Speaker.FRR:
+        return Frr(cfg)
+    if kind is Speaker.BIRD:
+        from ..adapters.bgp.bird import Bird
+
+        return Bird(cfg)
+    if kind is Speaker.GOBGP:
+        from ..adapters.bgp.gobgp import GoBgp
+
+        return GoBgp(cfg)
+    from ..adapters.bgp.exabgp import ExaBgp
+
+    return ExaBgp(cfg)
+
+
+def initial_routes(node: NodePlan) -> list[Route]:
+    return [Route(p) for p in node.prefixes]
+
+
+# ------------------------------------------------------------------------------ up
+
+
+def check_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces): run it as root")
+
+
+def up(
+    plan: LabPlan,
+    topology: Path,
+    directory: Path,
+    progress: Progress = lambda _: None,
+    timeout: float = 60.0,
+) -> LabState:
+    """Build the lab of ``plan``; on failure, take down what was made and raise."""
+    check_root()
+    prefix = namespace_prefix(plan.name)
+    if (directory / STATE).exists() or netns.listed(prefix):
+        raise LabError(
+            f"lab {plan.name!r} is already up (or left over) in {directory}: "
+            f"run anyedge lab down --dir {directory} first"
+        )
+    state = LabState(
+        name=plan.name,
+        topology=str(topology.resolve()),
+        namespaces=list(plan.namespaces),
+        started=time.time(),
+    )
+    state.save(directory)  # before anything is made: down can always find it
+    try:
+        _build(plan, directory, state, progress)
+        progress("waiting for BGP to converge")
+        wait_converged(plan, directory, timeout)
+        state.ready = True
+        state.save(directory)
+    except BaseException:
+        down(directory)
+        raise
+    return state
+
+
+def _build(plan: LabPlan, directory: Path, state: LabState, progress: Progress) -> None:
+    progress(f"creating {len(plan.nodes)} namespaces")
+    for n in plan.nodes:
+        netns.add(n.namespace)
+    progress("linking them")
+    done: set[int] = set()
+    by_name = {n.name: n for n in plan.nodes}
+    for n in plan.nodes:
+        for p in n.ports:
+            if p.link in done:
+                continue
+            done.add(p.link)
+            other = by_name[p.peer]
+            q = next(x for x in other.ports if x.link == p.link and x.peer == n.name)
+            netns.veth(n.namespace, p.ifname, other.namespace, q.ifname)
+    for n in plan.nodes:
+        cmds = [f"addr add {p.address} dev {p.ifname}" for p in n.ports]
+        cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]
+        if n.default_via:
+            cmds.append(f"route add default via {n.default_via}")
+        cmds += [f"route add {dst} via {via}" for dst, via in n.routes]
+        if n.kind is NodeKind.SITE:
+            from .forward import backbone_links
+
+            cmds += nft.routing_commands(backbone_links(plan, n))
+        netns.batch(n.namespace, cmds)
+    progress(f"starting FRR on {len(plan.of_kind(NodeKind.ROUTER))} routers")
+    for n in plan.of_kind(NodeKind.ROUTER):
+        state.add_pids(directory, n.name, router_of(plan, n, directory).start())
+    for n in plan.sites:
+        progress(f"starting {n.speaker} and the service at {n.site}")
+        speaker = speaker_of(plan, n, directory)
+        state.add_pids(directory, n.name, speaker.start(initial_routes(n)))
+        state.routes[n.name] = [[r.prefix, r.prepend] for r in initial_routes(n)]
+        state.add_pids(directory, n.name, [start_service(plan, n, directory)])
+
+
+def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float = 10.0) -> int:
+    d = node_dir(directory, node.name)
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / "service.log"
+    log.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "anyedge.lab.service", "--site", str(node.site)]
+    for a in node.anycast:
+        argv += ["--address", a]
+    argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / "stats.sock")]
+    pid = netns.spawn(node.namespace, argv, log)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if log.exists() and "ready" in log.read_text(errors="replace"):
+            return pid
+        if not netns.alive(pid):
+            raise LabError(f"{node.name}: the service did not start: {log.read_text()[-500:]}")
+        time.sleep(0.05)
+    raise LabError(f"{node.name}: the service did not start in {timeout:g} s (see {log})")
+
+
+def wait_converged(
+    plan: LabPlan, directory: Path, timeout: float = 60.0, quiet: float = 1.5
+) -> float:
+    """Wait for every BGP session, then for the routes to stop changing; return the time
+    it took.  Raises :class:`LabError` with the sessions still down after ``timeout``."""
+    t0 = time.monotonic()
+    routers = [(n, router_of(plan, n, directory)) for n in plan.of_kind(NodeKind.ROUTER)]
+    while True:
+        down_ = [n.name for n, r in routers if r.established() < len(n.bgp_ports)]
+        if not down_:
+            break
+        if time.monotonic() - t0 > timeout:
+            raise LabError(f"BGP sessions still down after {timeout:g} s at: {', '.join(down_)}")
+        time.sleep(0.1)
+    last, since = None, time.monotonic()
+    while time.monotonic() - since < quiet:
+        now = anycast_routes(plan)
+        if now != last:
+            last, since = now, time.monotonic()
+        if time.monotonic() - t0 > timeout:
+            raise LabError(f"routes still changing after {timeout:g} s")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def anycast_routes(plan: LabPlan) -> dict[str, str]:
+    """Each router's kernel route to each anycast prefix (``ip route`` text)."""
+    out = {}
+    for n in plan.of_kind(NodeKind.ROUTER):
+        for p in plan.prefixes:
+            text = netns.run(n.namespace, ["ip", "-4", "route", "show", p], check=False)
+            out[f"{n.name} {p}"] = text.strip()
+    return out
+
+
+# ---------------------------------------------------------------------------- down
+
+
+def down(directory: Path, name: str | None = None) -> dict[str, Any]:
+    """End every process and delete every namespace of the lab in ``directory``.
+
+    Works on a lab whose ``up`` crashed: recorded pids are ended by id, then whatever
+    still runs in a recorded namespace or one with the lab's prefix, then the
+    namespaces go.  Returns what was removed.
+    """
+    check_root()
+    try:
+        state: LabState | None = LabState.load(directory)
+    except LabError:
+        state = None
+    if state is None and name is None:
+        raise LabError(f"{directory}: no lab here (no {STATE}); give --name to clean up by name")
+    lab_name = name or (state.name if state else "")
+    recorded = [p for ps in (state.pids.values() if state else []) for p in ps]
+    netns.stop(recorded)
+    spaces = set(state.namespaces if state else []) | set(netns.listed(namespace_prefix(lab_name)))
+    removed = [ns for ns in sorted(spaces) if netns.exists(ns)]
+    for ns in removed:
+        netns.remove(ns)
+    left = [ns for ns in removed if netns.exists(ns)]
+    if left:
+        raise LabError(f"could not delete namespaces: {', '.join(left)}")
+    if (directory / STATE).exists():
+        (directory / STATE).unlink()
+    nodes = directory / "nodes"
+    if nodes.is_dir():
+        shutil.rmtree(nodes, ignore_errors=True)
+    return {"name": lab_name, "namespaces": removed, "processes": len(recorded)}
+
+
+# -------------------------------------------------------------------------- status
+
+
+def status(plan: LabPlan, directory: Path) -> list[dict[str, Any]]:
+    """One row per node: namespace, processes alive, BGP sessions up / configured."""
+    state = LabState.load(directory)
+    rows = []
+    for n in plan.nodes:
+        pids = state.pids.get(n.name, [])
+        row: dict[str, Any] = {
+            "node": n.name,
+            "kind": str(n.kind),
+            "namespace": n.namespace,
+            "up": netns.exists(n.namespace),
+            "processes": f"{sum(netns.alive(p) for p in pids)}/{len(pids)}",
+            "speaker": str(n.speaker) if n.speaker else "",
+            "site": n.site or "",
+            "sessions": "",
+        }
+        if n.bgp_ports and row["up"]:
+            drv: SiteSpeaker | Frr = (
+                router_of(plan, n, directory)
+                if n.kind is NodeKind.ROUTER
+                else speaker_of(plan, n, directory)
+            )
+            try:
+                row["sessions"] = f"{drv.established()}/{len(n.bgp_ports)}"
+            except Exception as e:  # a daemon that died is a status, not a crash
+                row["sessions"] = f"? ({type(e).__name__})"
+        rows.append(row)
+    return rows
+
+
+def attach(directory: Path) -> tuple[World, LabPlan, LabState]:
+    """The world, plan and state of the lab running in ``directory``."""
+    from ..model.files import load_world
+
+    state = LabState.load(directory)
+    world = load_world(state.topology)
+    return world, make_plan(world, state.name), state

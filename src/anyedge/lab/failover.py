@@ -1,0 +1,93 @@
+"""How long clients take to move when a site withdraws: measured, not modelled.
+
+:func:`measure` picks the clients a site serves, starts a fast probe on one flow from
+each (``probe watch``: one datagram every ``interval``), withdraws the site's prefixes
+through its real BGP speaker, and reads back from each client's timeline when the first
+answer came from another site, how long after the withdrawal that was, and how many
+probes went unanswered.  The site then announces again and the lab settles before the
+next measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .build import LabError
+from .measure import Announcer, dominant, probe_all
+from .plan import LabPlan
+
+
+@dataclass(frozen=True)
+class Failover:
+    site: str
+    speaker: str
+    client: str
+    moved_to: str | None  # the site answering after the withdrawal (None: nobody)
+    seconds: float | None  # withdrawal to the first answer from moved_to
+    lost: int  # probes unanswered during the run
+    sent: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def measure(
+    plan: LabPlan,
+    directory: Path,
+    site: str,
+    interval: float = 0.01,
+    watch: float = 6.0,
+    lead: float = 1.0,
+) -> list[Failover]:
+    """Withdraw ``site`` and time how its clients move (then announce it again)."""
+    node = plan.site_node(site)
+    before = probe_all(plan, flows=8)
+    clients = [c for c, r in before.items() if dominant(r) == site]
+    if not clients:
+        raise LabError(f"no client reaches {site} now: nothing to measure")
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for c in clients:
+        argv = ["ip", "netns", "exec", plan.node(c).namespace, sys.executable, "-m"]
+        argv += ["anyedge.lab.probe", "watch", "--address", plan.service_address]
+        argv += ["--port", str(plan.ports[0]), "--interval", str(interval)]
+        argv += ["--duration", str(watch)]
+        procs[c] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ann = Announcer(plan, directory)
+    restore = ann.routes(site)
+    out = []
+    try:
+        time.sleep(lead)
+        t_withdraw = time.time()
+        ann.withdraw(site)
+        for c, p in procs.items():
+            stdout, stderr = p.communicate(timeout=watch + 30)
+            if p.returncode != 0:
+                raise LabError(f"watch from {c} failed: {stderr.strip()[-300:]}")
+            out.append(_read(site, str(node.speaker), c, json.loads(stdout), t_withdraw))
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        ann.set(site, restore)
+        ann.settle()
+    return out
+
+
+def _read(site: str, speaker: str, client: str, w: dict[str, Any], t0: float) -> Failover:
+    start = float(w["start"])
+    timeline = w["timeline"]
+    sent = len(timeline)
+    lost = sum(1 for _, who in timeline if who is None)
+    moved_to, seconds = None, None
+    for t, who in timeline:
+        if who is not None and who != site and start + float(t) >= t0:
+            moved_to, seconds = who, start + float(t) - t0
+            break
+    return Failover(site, speaker, client, moved_to, seconds, lost, sent)

@@ -1,0 +1,53 @@
+"""Plurimog in the lab: a share of a site's flows, per plan, handed to another site.
+
+The lab gives every site's backbone links a firewall mark and a routing table when it
+is built (:func:`anyedge.adapters.nft.routing_commands`); :class:`Forwarder` then sets,
+per site, which share of each plan's flows goes to which neighbouring site, by
+replacing the site's nftables table (:mod:`anyedge.adapters.nft`), and records it in
+the lab's state.  Only sites joined by a backbone link can hand flows to each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..adapters import nft
+from .build import LabError, LabState
+from .plan import LabPlan, NodePlan
+
+
+def backbone_links(plan: LabPlan, node: NodePlan) -> list[nft.Backbone]:
+    out = []
+    for i, p in enumerate(node.backbone):
+        other = plan.node(p.peer)
+        out.append(nft.Backbone(i, str(other.site), p.ifname, p.peer_address))
+    return out
+
+
+def ingress(node: NodePlan) -> list[str]:
+    """The interfaces a site's Internet traffic arrives on (not the backbone)."""
+    return [p.ifname for p in node.bgp_ports]
+
+
+class Forwarder:
+    def __init__(self, plan: LabPlan, directory: Path) -> None:
+        self.plan = plan
+        self.directory = directory
+
+    def neighbours(self, site: str) -> list[str]:
+        return [b.to_site for b in backbone_links(self.plan, self.plan.site_node(site))]
+
+    def set(self, site: str, shares: Iterable[nft.Share]) -> None:
+        """Make ``site`` forward exactly ``shares`` (nothing else)."""
+        node = self.plan.site_node(site)
+        shares = list(shares)
+        links = backbone_links(self.plan, node)
+        try:
+            script = nft.render(node.anycast, ingress(node), links, shares)
+        except ValueError as e:
+            raise LabError(f"{site}: {e}") from None
+        nft.apply(node.namespace, script)
+        state = LabState.load(self.directory)
+        state.forward[node.name] = [[s.port, s.to_site, s.share] for s in shares if s.share > 0]
+        state.save(self.directory)

@@ -1,0 +1,61 @@
+"""What the lab tests share: a lab directory the FRR daemons can reach, and a lab that
+is always taken down — namespaces and processes — whatever the test did."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from anyedge.adapters import netns
+from anyedge.lab import build
+from anyedge.lab.plan import LabPlan, make_plan, namespace_prefix
+from anyedge.model.files import load_world
+from anyedge.model.world import World
+
+DATA = Path(__file__).parent / "data"
+
+
+@dataclass
+class RunningLab:
+    world: World
+    plan: LabPlan
+    directory: Path
+    topology: Path
+
+
+def lab_directory() -> Path:
+    """A fresh directory under /tmp that FRR's daemons (user frr) can enter."""
+    d = Path(tempfile.mkdtemp(prefix="anyedge-lab-"))
+    os.chmod(d, 0o755)
+    return d
+
+
+@contextmanager
+def running_lab(topology: Path) -> Iterator[RunningLab]:
+    """Bring the lab of ``topology`` up under a unique name; always take it down, and
+    check that nothing of it is left."""
+    name = "t" + secrets.token_hex(3)
+    world = load_world(topology)
+    plan = make_plan(world, name)
+    d = lab_directory()
+    try:
+        build.up(plan, topology, d)
+        yield RunningLab(world, plan, d, topology)
+    finally:
+        state = build.LabState.load(d) if (d / build.STATE).exists() else None
+        pids = [p for ps in state.pids.values() for p in ps] if state else []
+        try:
+            build.down(d, name)
+        finally:
+            left = netns.listed(namespace_prefix(name))
+            for ns in left:
+                netns.remove(ns)
+            shutil.rmtree(d, ignore_errors=True)
+        assert not left, f"lab down left namespaces: {left}"
+        assert not [p for p in pids if netns.alive(p)], "lab down left processes"
