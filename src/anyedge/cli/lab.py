@@ -284,6 +284,16 @@ def _site(plan: Any, site: str) -> str:
     return code
 
 
+def _settle(ann: Any) -> float:
+    """Wait until BGP has converged (the routes stop changing); the seconds it took."""
+    from ..lab.build import LabError
+
+    try:
+        return float(ann.settle())
+    except LabError as e:
+        raise _fail(e) from None
+
+
 @lab.command()
 @dir_option
 @name_option
@@ -294,8 +304,9 @@ def withdraw(directory: Path | None, name: str | None, site: str) -> None:
 
     _world, plan, _state = _attach(directory, name)
     code = _site(plan, site)
-    Announcer(plan, _dir(directory, name)).withdraw(code)
-    click.echo(f"{code}: withdrawn")
+    ann = Announcer(plan, _dir(directory, name))
+    ann.withdraw(code)
+    click.echo(f"{code}: withdrawn; routes settled in {_settle(ann):.1f} s")
 
 
 @lab.command()
@@ -309,8 +320,10 @@ def announce(directory: Path | None, name: str | None, site: str, prepend: int) 
 
     _world, plan, _state = _attach(directory, name)
     code = _site(plan, site)
-    Announcer(plan, _dir(directory, name)).announce(code, prepend)
-    click.echo(f"{code}: announced" + (f", prepended {prepend}x" if prepend else ""))
+    ann = Announcer(plan, _dir(directory, name))
+    ann.announce(code, prepend)
+    how = f", prepended {prepend}x" if prepend else ""
+    click.echo(f"{code}: announced{how}; routes settled in {_settle(ann):.1f} s")
 
 
 @lab.command()

@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters import netns, nft
-from ..adapters.bgp.base import Neighbor, Route, SiteSpeaker, SpeakerConfig, Timers
+from ..adapters.bgp.base import (
+    Neighbor,
+    Route,
+    SiteSpeaker,
+    SpeakerConfig,
+    SpeakerError,
+    Timers,
+)
 from ..adapters.bgp.frr import Frr, RouterNeighbor
 from ..model.files.atomic import write_all
 from ..model.lab import NodeKind, Speaker
@@ -181,6 +188,12 @@ def up(
 
 
 def _build(plan: LabPlan, directory: Path, state: LabState, progress: Progress) -> None:
+    _network(plan, directory, state, progress)
+    _start(plan, directory, state, progress)
+
+
+def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress) -> None:
+    """Namespaces, links, addresses and routes: one ``ip -batch`` per namespace."""
     progress(f"creating {len(plan.nodes)} namespaces")
     for n in plan.nodes:
         netns.add(n.namespace)
@@ -206,6 +219,10 @@ def _build(plan: LabPlan, directory: Path, state: LabState, progress: Progress) 
 
             cmds += nft.routing_commands(backbone_links(plan, n))
         netns.batch(n.namespace, cmds)
+
+
+def _start(plan: LabPlan, directory: Path, state: LabState, progress: Progress) -> None:
+    """FRR on the routers, then each site's speaker and service."""
     progress(f"starting FRR on {len(plan.of_kind(NodeKind.ROUTER))} routers")
     for n in plan.of_kind(NodeKind.ROUTER):
         state.add_pids(directory, n.name, router_of(plan, n, directory).start())
@@ -240,12 +257,13 @@ def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float
 def wait_converged(
     plan: LabPlan, directory: Path, timeout: float = 60.0, quiet: float = 1.5
 ) -> float:
-    """Wait for every BGP session, then for the routes to stop changing; return the time
-    it took.  Raises :class:`LabError` with the sessions still down after ``timeout``."""
+    """Wait for every BGP session, then for the routes to stop changing for ``quiet``
+    seconds; return when they last changed (seconds from the call, to the 0.2 s it polls
+    at).  Raises :class:`LabError` with the sessions still down after ``timeout``."""
     t0 = time.monotonic()
     routers = [(n, router_of(plan, n, directory)) for n in plan.of_kind(NodeKind.ROUTER)]
     while True:
-        down_ = [n.name for n, r in routers if r.established() < len(n.bgp_ports)]
+        down_ = [n.name for n, r in routers if _established(r) < len(n.bgp_ports)]
         if not down_:
             break
         if time.monotonic() - t0 > timeout:
@@ -259,7 +277,14 @@ def wait_converged(
         if time.monotonic() - t0 > timeout:
             raise LabError(f"routes still changing after {timeout:g} s")
         time.sleep(0.2)
-    return time.monotonic() - t0
+    return since - t0
+
+
+def _established(r: Frr) -> int:
+    try:
+        return r.established()
+    except SpeakerError:  # vtysh can race a bgpd that has only just started
+        return 0
 
 
 def anycast_routes(plan: LabPlan) -> dict[str, str]:
