@@ -115,7 +115,7 @@ def up_and_down() -> None:
         d = lab_dir()
         t0 = time.perf_counter()
         try:
-            build.up(plan, topo, d)
+            build.up(world, plan, d)
             ups.append(time.perf_counter() - t0)
         finally:
             t1 = time.perf_counter()
@@ -166,7 +166,7 @@ def convergence(rounds: int = 3) -> None:
     d = lab_dir()
     interval = 0.01
     try:
-        build.up(plan, topo, d)
+        build.up(world, plan, d)
         for node in plan.sites:
             site = str(node.site)
             w = [measure(plan, d, site, interval=interval)[0] for _ in range(rounds)]

@@ -45,7 +45,7 @@ def running_lab(topology: Path) -> Iterator[RunningLab]:
     plan = make_plan(world, name)
     d = lab_directory()
     try:
-        build.up(plan, topology, d)
+        build.up(world, plan, d)
         yield RunningLab(world, plan, d, topology)
     finally:
         state = build.LabState.load(d) if (d / build.STATE).exists() else None

@@ -419,6 +419,45 @@ CASES = [
         ("routers run FRR",),
     ),
     Case(
+        "lab-two-links-between-one-pair",
+        BASE + LAB_OK + '    - {endpoints: ["r1:eth2", "chc:eth1"], relation: peer}\n',
+        59,
+        "lab.links[2]",
+        ("r1 and chc are already linked by links[0]",),
+    ),
+    Case(
+        "lab-provider-loop",
+        BASE
+        + edit(
+            LAB_OK,
+            (
+                "    c1: {kind: client}\n",
+                "    c1: {kind: client}\n"
+                "    r2: {kind: router, asn: 2002}\n    r3: {kind: router, asn: 2003}\n",
+            ),
+        )
+        + '    - {endpoints: ["r1:eth2", "r2:eth0"], relation: provider-customer}\n'
+        + '    - {endpoints: ["r2:eth1", "r3:eth0"], relation: provider-customer}\n'
+        + '    - {endpoints: ["r3:eth1", "r1:eth3"], relation: provider-customer}\n',
+        59,
+        "lab.links",
+        ("provider loop", "r1 -> r3 -> r2 -> r1"),
+    ),
+    Case(
+        "lab-routers-apart",
+        BASE
+        + edit(
+            LAB_OK,
+            (
+                "    c1: {kind: client}\n",
+                "    c1: {kind: client}\n    r2: {kind: router, asn: 2002}\n",
+            ),
+        ),
+        56,
+        "lab.nodes.r2",
+        ("routers must be joined by router links", "r2 cannot reach r1"),
+    ),
+    Case(
         "inline-relation-not-integer",
         edit(BASE, ('"2001|10001|-1"', '"2001|10001|x"')),
         36,

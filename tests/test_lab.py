@@ -11,13 +11,13 @@ reach the lab; and ``lab down`` must leave nothing behind, even after ``up`` was
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,7 +28,7 @@ from anyedge.lab import build, trial
 from anyedge.lab.compare import compare, predicted
 from anyedge.lab.control import Step, run
 from anyedge.lab.forward import Forwarder
-from anyedge.lab.measure import dominant, probe_all
+from anyedge.lab.measure import Announcer, dominant, probe_all
 from anyedge.lab.plan import namespace_prefix
 from lab_support import DATA, RunningLab, lab_directory, running_lab
 
@@ -45,7 +45,7 @@ def test_each_client_reaches_the_site_its_routing_says(lab3: RunningLab) -> None
     want = predicted(lab3.world)
     assert want == {"c1": "CHC", "c2": "AKL"}
     for tcp in (False, True):
-        got = probe_all(lab3.plan, flows=50, tcp=tcp)
+        got = probe_all(lab3.plan, flows=50, tcp=tcp, timeout=3.0)
         for client, site in want.items():
             assert got[client]["answers"] == {site: 50}, (tcp, got[client])
             assert got[client]["lost"] == 0
@@ -75,7 +75,7 @@ def test_plurimog_forwards_the_configured_share_of_flows(lab3: RunningLab) -> No
         share = got["answers"].get("AKL", 0) / 2000
         assert 0.20 <= share <= 0.30, got["answers"]
         # the same flows again go the same way: hashing is per flow, not per packet
-        tcp = probe_all(plan, ["c1"], flows=1000, port=free, tcp=True)["c1"]
+        tcp = probe_all(plan, ["c1"], flows=1000, port=free, tcp=True, timeout=3.0)["c1"]
         assert 0.20 <= tcp["answers"].get("AKL", 0) / 1000 <= 0.30, tcp["answers"]
         # another plan's port, and another site's clients, are untouched
         assert probe_all(plan, ["c1"], flows=200, port=pro)["c1"]["answers"] == {"CHC": 200}
@@ -91,11 +91,18 @@ def test_traffic_manager_forwards_an_overload_away_and_takes_it_back(lab3: Runni
     plan = lab3.plan
     c1 = plan.node("c1").namespace
     steps: list[Step] = []
+    load_done = threading.Event()
     done = threading.Event()
+
+    def settled() -> bool:
+        # the load is over and the Traffic Manager has taken everything back
+        forwarded = build.LabState.load(lab3.directory).forward.get("chc")
+        moved = any(a.startswith("forward CHC") for s in steps for a in s.actions)
+        return load_done.is_set() and moved and not forwarded
 
     def loop() -> None:
         try:
-            run(lab3.world, plan, lab3.directory, 28.0, 1.0, on_step=steps.append)
+            run(lab3.world, plan, lab3.directory, 120.0, 1.0, on_step=steps.append, stop=settled)
         finally:
             done.set()
 
@@ -104,16 +111,13 @@ def test_traffic_manager_forwards_an_overload_away_and_takes_it_back(lab3: Runni
     time.sleep(3.0)
     argv = ["ip", "netns", "exec", c1, sys.executable, "-m", "anyedge.lab.probe", "load"]
     argv += ["--address", plan.service_address, "--port", str(plan.ports[0])]
-    argv += ["--rate", "300", "--duration", "10", "--flows", "512"]
-    load = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    argv += ["--rate", "300", "--duration", "12", "--flows", "512"]
+    try:
+        load = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=True)
+    finally:
+        load_done.set()
     sent = json.loads(load.stdout)
-    assert done.wait(60), "the control loop did not end"
+    assert done.wait(150), "the control loop did not end"
     t.join()
     hot = [s for s in steps if s.utilisation["CHC"] > 0.9]
     assert hot, "the load never overloaded CHC"
@@ -148,7 +152,7 @@ def test_status_and_exec_reach_the_lab(lab3: RunningLab, capfd: pytest.CaptureFi
     assert "no node 'nosuch'" in capfd.readouterr().err
 
 
-def test_down_cleans_up_after_up_was_killed(tmp_path: Path) -> None:
+def test_down_cleans_up_after_up_was_killed() -> None:
     d = lab_directory()
     name = "k" + str(int(time.time() * 1000) % 10**6)
     argv = [sys.executable, "-m", "anyedge", "lab", "up", "-t", str(DATA / "lab3.yaml")]
@@ -182,11 +186,12 @@ def test_down_cleans_up_after_up_was_killed(tmp_path: Path) -> None:
     assert netns.listed(namespace_prefix(name)) == []
     assert not [p for p in pids if netns.alive(p)]
     assert not (d / build.STATE).exists()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_up_refuses_a_lab_that_is_already_there(lab3: RunningLab) -> None:
     with pytest.raises(build.LabError, match="already up"):
-        build.up(lab3.plan, lab3.topology, lab3.directory)
+        build.up(lab3.world, lab3.plan, lab3.directory)
     # ...and did not touch the running one
     assert dominant(probe_all(lab3.plan, ["c2"], flows=5)["c2"]) == "AKL"
 
@@ -205,3 +210,23 @@ def test_traffic_predictor_measurement_matches_the_prediction(lab3: RunningLab) 
     }
     state = build.LabState.load(lab3.directory)
     assert all(["203.0.113.0/24", 0] in routes for routes in state.routes.values())
+
+
+def test_compare_follows_what_the_sites_announce_now(lab3: RunningLab) -> None:
+    plan, d = lab3.plan, lab3.directory
+    ann = Announcer(plan, d)
+    ann.withdraw("AKL")
+    try:
+        ann.settle()
+        rows = compare(lab3.world, plan, d, flows=10, each_site=False)
+        assert {r.client: r.model for r in rows} == {"c1": "CHC", "c2": "CHC"}
+        assert all(r.agree for r in rows), [r.to_dict() for r in rows]
+    finally:
+        ann.announce("AKL")
+        ann.settle()
+    Forwarder(plan, d).set("CHC", [Share(plan.ports[0], "AKL", 0.5)])
+    try:
+        with pytest.raises(build.LabError, match="forward flows to other sites"):
+            compare(lab3.world, plan, d, flows=5, each_site=False)
+    finally:
+        Forwarder(plan, d).set("CHC", [])

@@ -42,7 +42,7 @@ def test_withdrawal_moves_clients_within_5_s(
     assert m.moved_to == predicted(lab4.world, (site,))[client]
     assert m.seconds is not None
     assert m.seconds < 5.0
-    assert m.lost * INTERVAL < 5.0  # the outage is bounded by the convergence
-    assert m.sent > 300
+    # probes are lost only while routes move, not before or after
+    assert m.lost * INTERVAL <= m.seconds + 1.0, (m.lost, m.seconds)
     # announced again, the client is back at its site
     assert dominant(probe_all(lab4.plan, [client], flows=10)[client]) == site

@@ -180,7 +180,7 @@ def test_lab_commands_need_a_running_lab(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["lab", "status", "--dir", str(tmp_path)])
-    assert code == 1
+    assert code == 3
     assert "no lab here" in capsys.readouterr().err
 
 
@@ -191,3 +191,33 @@ def test_lab_generate_writes_a_topology(tmp_path: Path) -> None:
     assert sum(1 for n in data["lab"]["nodes"].values() if n["kind"] == "router") == 15
     world = load_world(out)
     assert len(make_plan(world).sites) == 4
+
+
+def test_lab_names_cannot_prefix_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "a" would otherwise match every namespace of a lab named "a-b"
+    code = main(
+        ["lab", "up", "-t", str(DATA / "lab3.yaml"), "--name", "a-b", "--dir", str(tmp_path)]
+    )
+    assert code == 2
+    assert "--name: a lab name is 1 to 8 lower-case letters or digits" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("cidr", "words"),
+    [
+        ("100.64.0.0/24", "overlaps 100.64.0.0/10, the lab's links"),
+        ("203.0.113.0/25", "overlaps 203.0.113.0/24, the lab's test prefix"),
+    ],
+)
+def test_prefixes_the_lab_uses_itself_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cidr: str, words: str
+) -> None:
+    topo = tmp_path / "lab.yaml"
+    topo.write_text((DATA / "lab3.yaml").read_text().replace("198.51.100.0/24", cidr))
+    code = main(["lab", "up", "-t", str(topo), "--dir", str(tmp_path / "d")])
+    assert code == 2
+    assert f"lab.yaml: lab: prefix {cidr} {words}" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

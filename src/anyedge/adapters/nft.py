@@ -36,6 +36,7 @@ class Backbone:
     to_site: str
     ifname: str
     via: str  # the other site's address on the link
+    shared: tuple[str, ...] | None = None  # anycast addresses both sites hold (None: all)
 
     @property
     def mark(self) -> int:
@@ -88,9 +89,17 @@ def render(
             raise ValueError(f"a share is between 0 and 1, got {s.share}")
         if s.share > 0:
             per_port.setdefault(s.port, []).append(s)
-    dst = ", ".join(anycast)
     iif = ", ".join(f'"{i}"' for i in ingress)
     for port, ss in sorted(per_port.items()):
+        # only addresses every receiver holds: another site would route the rest back
+        # here, and the packet would go round until its TTL ran out
+        held = set(anycast)
+        for x in ss:
+            shared = by_site[x.to_site].shared
+            held &= set(anycast if shared is None else shared)
+        if not held:
+            raise ValueError(f"port {port}: no anycast address is held by every receiver")
+        dst = ", ".join(a for a in anycast if a in held)
         total = sum(s.share for s in ss)
         if total > 1.0 + 1e-9:
             raise ValueError(f"port {port}: shares add up to {total:g} > 1")

@@ -15,9 +15,11 @@ so ``down`` works even after a crash.  The lab needs root.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,37 @@ name_option = click.option("--name", help="The lab's name (up to 8 characters; d
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+class LabFailed(click.ClickException):
+    """The lab could not do it (a daemon, a namespace, a probe): exit status 3."""
+
+    exit_code = 3
+
+
 def _fail(e: Exception) -> click.ClickException:
-    err = click.ClickException(str(e))
-    return err
+    return LabFailed(str(e))
+
+
+def lab_command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], click.Command]:
+    """``@lab.command``, with the lab's operational failures (a speaker that does not
+    answer, an ``ip`` command that fails, a probe that dies) turned into a message and
+    exit status 3 instead of a traceback."""
+
+    def wrap(f: Callable[..., None]) -> click.Command:
+        @functools.wraps(f)
+        def handled(*a: Any, **k: Any) -> None:
+            from ..adapters.bgp.base import SpeakerError
+            from ..adapters.netns import NetnsError
+            from ..lab.build import LabError
+
+            try:
+                f(*a, **k)
+            except (LabError, SpeakerError, NetnsError, OSError, subprocess.SubprocessError) as e:
+                raise _fail(e) from None
+
+        command: click.Command = lab.command(*args, **kwargs)(handled)
+        return command
+
+    return wrap
 
 
 def _attach(directory: Path | None, name: str | None) -> Any:
@@ -75,7 +105,7 @@ def lab() -> None:
     """The anycast lab: namespaces, real BGP daemons, real packets (needs root)."""
 
 
-@lab.command()
+@lab_command()
 @click.option(
     "-t", "--topology", type=click.Path(path_type=Path), required=True, help="Topology YAML."
 )
@@ -88,21 +118,27 @@ def up(topology: Path, directory: Path | None, name: str | None, as_json: bool) 
 
     from ..lab.build import LabError
     from ..lab.build import up as lab_up
-    from ..lab.plan import make_plan
+    from ..lab.plan import check_name, lab_world, make_plan
     from ..model.files import load_world
 
     name = name or "lab"
+    try:
+        check_name(name)
+    except ValueError as e:
+        raise InputError.one("command line", "--name", str(e)) from None
     world = load_world(topology)
     if not world.lab.nodes:
         raise InputError.one(topology, "lab", "the topology has no lab (lab: nodes: ...)")
     try:
         plan = make_plan(world, name)
-    except ValueError as e:
-        raise InputError.one(topology, "lab", str(e)) from None
+        lab_world(world)  # the model of the lab must hold too, before anything is made
+    except (ValueError, InputError) as e:
+        msg = e.render() if isinstance(e, InputError) else str(e)
+        raise InputError.one(topology, "lab", msg) from None
     d = _dir(directory, name)
     t0 = time.monotonic()
     try:
-        lab_up(plan, topology, d, progress=lambda m: click.echo(f"lab {name}: {m}", err=True))
+        lab_up(world, plan, d, progress=lambda m: click.echo(f"lab {name}: {m}", err=True))
     except LabError as e:
         raise _fail(e) from None
     took = time.monotonic() - t0
@@ -125,7 +161,7 @@ def up(topology: Path, directory: Path | None, name: str | None, as_json: bool) 
         )
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @json_option
@@ -147,7 +183,7 @@ def down(directory: Path | None, name: str | None, as_json: bool) -> None:
         )
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @json_option
@@ -163,7 +199,7 @@ def status(directory: Path | None, name: str | None, as_json: bool) -> None:
         _table(rows, f"lab {_state.name}")
 
 
-@lab.command(name="exec", context_settings={"ignore_unknown_options": True})
+@lab_command(name="exec", context_settings={"ignore_unknown_options": True})
 @dir_option
 @name_option
 @click.argument("node")
@@ -190,7 +226,7 @@ def _port(plan: Any, plan_name: str | None) -> int:
     return int(plan.ports[plan.plans.index(plan_name)])
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @click.option("--flows", default=20, show_default=True, type=click.IntRange(1, 5000))
@@ -230,7 +266,7 @@ def probe(
     _table(rows, f"{plan.service_address}:{_port(plan, plan_name)} from every client")
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @click.option("--flows", default=20, show_default=True, type=click.IntRange(1, 5000))
@@ -294,7 +330,7 @@ def _settle(ann: Any) -> float:
         raise _fail(e) from None
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @click.argument("site")
@@ -309,7 +345,7 @@ def withdraw(directory: Path | None, name: str | None, site: str) -> None:
     click.echo(f"{code}: withdrawn; routes settled in {_settle(ann):.1f} s")
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @click.argument("site")
@@ -326,7 +362,7 @@ def announce(directory: Path | None, name: str | None, site: str, prepend: int) 
     click.echo(f"{code}: announced{how}; routes settled in {_settle(ann):.1f} s")
 
 
-@lab.command()
+@lab_command()
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--routers", default=12, show_default=True, type=click.IntRange(3, 250))
 @click.option("--sites", default=4, show_default=True, type=click.IntRange(1, 8))
@@ -348,7 +384,7 @@ def generate(seed: int, routers: int, sites: int, clients: int, output: Path | N
         click.echo(f"wrote {output}", err=True)
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @click.argument("site")
@@ -394,7 +430,7 @@ def forward(
     click.echo(f"{code}: forwarding {100 * share:.0f} % of {which} to {to}")
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @click.argument("sites", nargs=-1)
@@ -410,15 +446,23 @@ def failover(
     _world, plan, _state = _attach(directory, name)
     codes = [_site(plan, s) for s in sites] or [str(n.site) for n in plan.sites]
     rows = []
+    failed = []
     for code in codes:
         click.echo(f"withdrawing {code} ...", err=True)
         try:
             rows += [r.to_dict() for r in measure(plan, _dir(directory, name), code, interval)]
         except LabError as e:
             click.echo(f"{code}: {e}", err=True)
+            failed.append(code)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
-        return
+    else:
+        _show_failover(rows)
+    if failed:
+        raise LabFailed(f"no measurement for {', '.join(failed)}")
+
+
+def _show_failover(rows: list[dict[str, Any]]) -> None:
     _table(
         [
             {
@@ -435,7 +479,7 @@ def failover(
     )
 
 
-@lab.command()
+@lab_command()
 @dir_option
 @name_option
 @click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
@@ -467,7 +511,7 @@ def control(
         raise _fail(e) from None
 
 
-@lab.command(name="predict")
+@lab_command(name="predict")
 @dir_option
 @name_option
 @click.argument("sites", nargs=-1)

@@ -23,12 +23,16 @@ Each node's files (configuration, sockets, logs) live in ``<lab dir>/nodes/<node
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pwd
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +48,15 @@ from ..adapters.bgp.base import (
 )
 from ..adapters.bgp.frr import Frr, RouterNeighbor
 from ..model.files.atomic import write_all
+from ..model.files.topology import save_world
 from ..model.lab import NodeKind, Speaker
 from ..model.world import World
 from .plan import LabPlan, NodePlan, make_plan, namespace_prefix
 
 STATE = "state.json"
+LOCK = "state.lock"
+TOPOLOGY = "topology"  # the copy of the topology the lab was built from
+JOURNAL = "control.sqlite"  # the Traffic Manager's journal (anyedge lab control)
 Progress = Callable[[str], None]
 
 
@@ -87,6 +95,20 @@ class LabState:
     def add_pids(self, directory: Path, node: str, pids: list[int]) -> None:
         self.pids.setdefault(node, []).extend(pids)
         self.save(directory)
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[LabState]:
+    """The lab's state, read and held under an exclusive lock until the block ends, so
+    that two commands changing the lab at once (``forward`` during ``compare``, say)
+    do not lose each other's changes.  Save it inside the block."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / LOCK).open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield LabState.load(directory)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def node_dir(directory: Path, node: str) -> Path:
@@ -154,13 +176,14 @@ def check_root() -> None:
 
 
 def up(
+    world: World,
     plan: LabPlan,
-    topology: Path,
     directory: Path,
     progress: Progress = lambda _: None,
     timeout: float = 60.0,
 ) -> LabState:
-    """Build the lab of ``plan``; on failure, take down what was made and raise."""
+    """Build the lab of ``plan``; on failure, take down what was made (keeping the
+    nodes' logs) and raise."""
     check_root()
     prefix = namespace_prefix(plan.name)
     if (directory / STATE).exists() or netns.listed(prefix):
@@ -168,9 +191,13 @@ def up(
             f"lab {plan.name!r} is already up (or left over) in {directory}: "
             f"run anyedge lab down --dir {directory} first"
         )
+    _check_directory(directory)
+    for leftover in directory.glob(JOURNAL + "*"):
+        leftover.unlink()  # a journal of another lab must not steer this one
+    save_world(world, directory / TOPOLOGY)  # later commands read this copy, not the file
     state = LabState(
         name=plan.name,
-        topology=str(topology.resolve()),
+        topology=str(directory / TOPOLOGY),
         namespaces=list(plan.namespaces),
         started=time.time(),
     )
@@ -181,10 +208,33 @@ def up(
         wait_converged(plan, directory, timeout)
         state.ready = True
         state.save(directory)
-    except BaseException:
-        down(directory)
+    except BaseException as e:
+        down(directory, keep_logs=True)
+        if isinstance(e, (netns.NetnsError, SpeakerError, OSError, subprocess.SubprocessError)):
+            raise LabError(
+                f"lab {plan.name!r} did not come up: {e} (logs in {directory / 'nodes'})"
+            ) from e
         raise
     return state
+
+
+def _check_directory(directory: Path) -> None:
+    """FRR's daemons run as the ``frr`` user: it must be able to enter the lab directory."""
+    try:
+        pwd.getpwnam("frr")
+    except KeyError:
+        raise LabError("no frr user: install FRR (apt-get install frr)") from None
+    for tool in ("ip", "nft", "vtysh"):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} is not installed (apt-get install iproute2 nftables frr)")
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(directory.stat().st_mode | 0o755)
+    for parent in directory.resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            raise LabError(
+                f"the frr user cannot enter {parent} (mode "
+                f"{oct(parent.stat().st_mode & 0o777)}): choose another --dir or chmod o+x it"
+            )
 
 
 def _build(plan: LabPlan, directory: Path, state: LabState, progress: Progress) -> None:
@@ -246,7 +296,7 @@ def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float
     pid = netns.spawn(node.namespace, argv, log)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if log.exists() and "ready" in log.read_text(errors="replace"):
+        if log.exists() and "ready" in log.read_text(errors="replace").splitlines():
             return pid
         if not netns.alive(pid):
             raise LabError(f"{node.name}: the service did not start: {log.read_text()[-500:]}")
@@ -255,19 +305,30 @@ def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float
 
 
 def wait_converged(
-    plan: LabPlan, directory: Path, timeout: float = 60.0, quiet: float = 1.5
+    plan: LabPlan,
+    directory: Path,
+    timeout: float = 60.0,
+    quiet: float = 1.5,
+    expect: dict[str, dict[str, int]] | None = None,
 ) -> float:
-    """Wait for every BGP session, then for the routes to stop changing for ``quiet``
-    seconds; return when they last changed (seconds from the call, to the 0.2 s it polls
-    at).  Raises :class:`LabError` with the sessions still down after ``timeout``."""
+    """Wait until BGP has converged; return when the routes last changed (seconds from
+    the call, to the 0.2 s it polls at).
+
+    First every session must be up and every expectation met — ``expect`` maps a router
+    to the number of prefixes it must have received from each neighbour address (after a
+    site announces or withdraws, its routers must have heard it, however slowly the
+    site's speaker sent it); then the routers' routes to the anycast prefixes must stay
+    the same for ``quiet`` seconds.  Raises :class:`LabError` past ``timeout``.
+    """
     t0 = time.monotonic()
     routers = [(n, router_of(plan, n, directory)) for n in plan.of_kind(NodeKind.ROUTER)]
+    expect = expect or {}
     while True:
-        down_ = [n.name for n, r in routers if _established(r) < len(n.bgp_ports)]
-        if not down_:
+        waiting = [n.name for n, r in routers if not _ready(r, n, expect.get(n.name, {}))]
+        if not waiting:
             break
         if time.monotonic() - t0 > timeout:
-            raise LabError(f"BGP sessions still down after {timeout:g} s at: {', '.join(down_)}")
+            raise LabError(f"BGP not converged after {timeout:g} s at: {', '.join(waiting)}")
         time.sleep(0.1)
     last, since = None, time.monotonic()
     while time.monotonic() - since < quiet:
@@ -280,32 +341,36 @@ def wait_converged(
     return since - t0
 
 
-def _established(r: Frr) -> int:
+def _ready(r: Frr, node: NodePlan, expect: dict[str, int]) -> bool:
     try:
-        return r.established()
+        got = r.received()
     except SpeakerError:  # vtysh can race a bgpd that has only just started
-        return 0
+        return False
+    if len(got) < len(node.bgp_ports):
+        return False
+    return all(got.get(a) == n for a, n in expect.items())
 
 
 def anycast_routes(plan: LabPlan) -> dict[str, str]:
-    """Each router's kernel route to each anycast prefix (``ip route`` text)."""
+    """Each router's kernel routes to the anycast prefixes (``ip route`` text)."""
     out = {}
     for n in plan.of_kind(NodeKind.ROUTER):
-        for p in plan.prefixes:
-            text = netns.run(n.namespace, ["ip", "-4", "route", "show", p], check=False)
-            out[f"{n.name} {p}"] = text.strip()
+        text = netns.run(n.namespace, ["ip", "-4", "route", "show", "proto", "bgp"], check=False)
+        out[n.name] = text.strip()
     return out
 
 
 # ---------------------------------------------------------------------------- down
 
 
-def down(directory: Path, name: str | None = None) -> dict[str, Any]:
+def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> dict[str, Any]:
     """End every process and delete every namespace of the lab in ``directory``.
 
-    Works on a lab whose ``up`` crashed: recorded pids are ended by id, then whatever
-    still runs in a recorded namespace or one with the lab's prefix, then the
-    namespaces go.  Returns what was removed.
+    Works on a lab whose ``up`` crashed: every process inside a recorded namespace, or
+    one with the lab's prefix, is ended by its id (``ip netns pids``: a recorded pid is
+    never signalled unless it still runs inside one of the lab's namespaces, so a pid
+    the system has since reused is safe), then the namespaces go, and the journal of
+    ``anyedge lab control`` with them.  Returns what was removed.
     """
     check_root()
     try:
@@ -315,21 +380,22 @@ def down(directory: Path, name: str | None = None) -> dict[str, Any]:
     if state is None and name is None:
         raise LabError(f"{directory}: no lab here (no {STATE}); give --name to clean up by name")
     lab_name = name or (state.name if state else "")
-    recorded = [p for ps in (state.pids.values() if state else []) for p in ps]
-    netns.stop(recorded)
     spaces = set(state.namespaces if state else []) | set(netns.listed(namespace_prefix(lab_name)))
     removed = [ns for ns in sorted(spaces) if netns.exists(ns)]
+    inside = [p for ns in removed for p in netns.pids(ns)]
+    netns.stop(inside)
     for ns in removed:
         netns.remove(ns)
     left = [ns for ns in removed if netns.exists(ns)]
     if left:
         raise LabError(f"could not delete namespaces: {', '.join(left)}")
-    if (directory / STATE).exists():
-        (directory / STATE).unlink()
-    nodes = directory / "nodes"
-    if nodes.is_dir():
-        shutil.rmtree(nodes, ignore_errors=True)
-    return {"name": lab_name, "namespaces": removed, "processes": len(recorded)}
+    for f in (STATE, LOCK, *(p.name for p in directory.glob(JOURNAL + "*"))):
+        (directory / f).unlink(missing_ok=True)
+    if not keep_logs:
+        for sub in ("nodes", TOPOLOGY):
+            if (directory / sub).is_dir():
+                shutil.rmtree(directory / sub, ignore_errors=True)
+    return {"name": lab_name, "namespaces": removed, "processes": len(inside)}
 
 
 # -------------------------------------------------------------------------- status

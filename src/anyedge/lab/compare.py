@@ -2,8 +2,10 @@
 
 For the lab's topology, :func:`predicted` computes with the routing engine
 (:class:`~anyedge.routing.Router` in ``Mode.AS``, the rule the lab's routers are set
-up to follow) which site each client reaches, for the announcement as it is and with
-one site withdrawn.  :func:`compare` measures the same in the running lab — probes from
+up to follow) which site each client reaches, for what the sites announce now (the
+lab's state: withdrawals and prepends made with ``anyedge lab`` count) and with one
+site withdrawn.  Forwarding (Plurimog) is not routing: a lab that forwards is refused.
+:func:`compare` measures the same in the running lab — probes from
 every client, then each site withdrawn in turn through its real BGP speaker, probed,
 and announced again — and lists client by client where model and lab agree.
 
@@ -12,12 +14,17 @@ The comparison is for the lab's service prefix (its first IPv4 anycast prefix).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
+from ..adapters.bgp.base import Route
 from ..model.world import World
 from ..routing import Announcement, Mode, Router
-from .build import LabError
+from .build import LabError, LabState
 from .measure import Announcer, dominant, probe_all
 from .plan import LabPlan, client_names, lab_world
 
@@ -30,10 +37,15 @@ class Row:
     lab: str | None  # the site that answered most flows, None if none
     answered: int  # flows answered
     flows: int
+    sites: int = 1  # how many sites answered
 
     @property
     def agree(self) -> bool:
-        return self.model == self.lab
+        """The same site, and every flow answered by it (or none at all, if the model
+        says the client has no route)."""
+        if self.model is None:
+            return self.answered == 0
+        return self.lab == self.model and self.answered == self.flows and self.sites == 1
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -44,18 +56,49 @@ class Row:
             "agree": self.agree,
             "answered": self.answered,
             "flows": self.flows,
+            "sites": self.sites,
         }
 
 
-def predicted(world: World, withdrawn: tuple[str, ...] = ()) -> dict[str, str | None]:
-    """client -> the site the routing engine says it reaches (None: no route)."""
+def announcement(
+    model: World, prefix: str, routes: Mapping[str, Iterable[Route]] | None
+) -> Announcement:
+    """What the sites announce of ``prefix``: as the lab's state records it (``routes``
+    by site code), or as the topology says."""
+    net = model.network
+    q = net.prefixes.cidr.index(prefix)
+    ann = Announcement.of_prefix(net, q)
+    if routes is None:
+        return ann
+    by_site = {code: {r.prefix: r for r in rs} for code, rs in routes.items()}
+    announced = np.zeros(len(net.sites), dtype=np.bool_)
+    prepend = np.zeros(len(net.sites), dtype=np.int64)
+    for i, code in enumerate(net.sites.code):
+        r = by_site.get(code, {}).get(prefix)
+        if r is not None:
+            announced[i], prepend[i] = True, r.prepend
+    return replace(ann, announced=announced, prepend=prepend)
+
+
+def predicted(
+    world: World,
+    withdrawn: tuple[str, ...] = (),
+    prefix: str | None = None,
+    routes: Mapping[str, Iterable[Route]] | None = None,
+) -> dict[str, str | None]:
+    """client -> the site the routing engine says it reaches (None: no route), for
+    ``prefix`` (default: the lab's service prefix) announced as ``routes`` say (default:
+    as the topology says) less the ``withdrawn`` sites."""
     model = lab_world(world)
     codes = model.network.sites.code
-    router = Router(model, Mode.AS)
-    ann = Announcement.of_prefix(model.network, 0)
+    if prefix is None:
+        prefix = next(
+            c for c in model.network.prefixes.cidr if ipaddress.ip_network(c).version == 4
+        )
+    ann = announcement(model, prefix, routes)
     if withdrawn:
         ann = ann.withdraw(*[codes.index(s) for s in withdrawn])
-    c = router.catchment(ann)
+    c = Router(model, Mode.AS).catchment(ann)
     clients = client_names(world)
     metro_id = model.internet.metros.id
     out: dict[str, str | None] = {}
@@ -65,6 +108,22 @@ def predicted(world: World, withdrawn: tuple[str, ...] = ()) -> dict[str, str | 
     return out
 
 
+def current_routes(plan: LabPlan, state: LabState) -> dict[str, list[Route]]:
+    """What each site announces now, by site code, from the lab's state."""
+    return {
+        str(n.site): [Route(p, int(k)) for p, k in state.routes.get(n.name, [])] for n in plan.sites
+    }
+
+
+def check_not_forwarding(state: LabState) -> None:
+    busy = sorted(node for node, shares in state.forward.items() if shares)
+    if busy:
+        raise LabError(
+            f"{', '.join(busy)} forward flows to other sites, which the routing model does "
+            "not know of: stop that first (anyedge lab forward SITE --to OTHER --share 0)"
+        )
+
+
 def compare(
     world: World,
     plan: LabPlan,
@@ -72,17 +131,22 @@ def compare(
     flows: int = 20,
     each_site: bool = True,
 ) -> list[Row]:
-    """Model against lab, with everything announced and then with each site withdrawn."""
+    """Model against lab, as the sites announce now and then with each site withdrawn."""
+    state = LabState.load(directory)
+    check_not_forwarding(state)
+    routes = current_routes(plan, state)
     ann = Announcer(plan, directory)
-    rows = _scenario(world, plan, "baseline", (), flows)
+    rows = _scenario(world, plan, "baseline", (), routes, flows)
     if each_site:
         for node in plan.sites:
             code = str(node.site)
-            before = ann.routes(code)
+            before = routes[code]
+            if not before:
+                continue  # withdrawn already: nothing to take away
             ann.withdraw(code)
             try:
                 ann.settle()
-                rows += _scenario(world, plan, f"without {code}", (code,), flows)
+                rows += _scenario(world, plan, f"without {code}", (code,), routes, flows)
             finally:
                 ann.set(code, before)
                 ann.settle()
@@ -90,15 +154,21 @@ def compare(
 
 
 def _scenario(
-    world: World, plan: LabPlan, name: str, withdrawn: tuple[str, ...], flows: int
+    world: World,
+    plan: LabPlan,
+    name: str,
+    withdrawn: tuple[str, ...],
+    routes: dict[str, list[Route]],
+    flows: int,
 ) -> list[Row]:
-    want = predicted(world, withdrawn)
+    want = predicted(world, withdrawn, plan.prefixes[0], routes)
     got = probe_all(plan, list(want), flows=flows)
     rows = []
     for client, model_site in want.items():
         r = got.get(client)
         if r is None:
             raise LabError(f"no probe result from {client}")
-        answered = sum(r.get("answers", {}).values())
-        rows.append(Row(name, client, model_site, dominant(r), answered, flows))
+        answers = r.get("answers", {})
+        answered = sum(answers.values())
+        rows.append(Row(name, client, model_site, dominant(r), answered, flows, len(answers)))
     return rows

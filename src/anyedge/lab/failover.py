@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .build import LabError
-from .measure import Announcer, dominant, probe_all
+from .measure import Announcer, dominant, probe_all, probe_argv
 from .plan import LabPlan
 
 
@@ -47,21 +46,21 @@ def measure(
 ) -> list[Failover]:
     """Withdraw ``site`` and time how its clients move (then announce it again)."""
     node = plan.site_node(site)
+    ann = Announcer(plan, directory)
+    restore = ann.routes(site)
     before = probe_all(plan, flows=8)
     clients = [c for c, r in before.items() if dominant(r) == site]
     if not clients:
         raise LabError(f"no client reaches {site} now: nothing to measure")
     procs: dict[str, subprocess.Popen[str]] = {}
-    for c in clients:
-        argv = ["ip", "netns", "exec", plan.node(c).namespace, sys.executable, "-m"]
-        argv += ["anyedge.lab.probe", "watch", "--address", plan.service_address]
-        argv += ["--port", str(plan.ports[0]), "--interval", str(interval)]
-        argv += ["--duration", str(watch)]
-        procs[c] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ann = Announcer(plan, directory)
-    restore = ann.routes(site)
     out = []
     try:
+        for c in clients:
+            argv = probe_argv(plan, c, "watch")
+            argv += ["--interval", str(interval), "--duration", str(watch)]
+            procs[c] = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         time.sleep(lead)
         t_withdraw = time.time()
         ann.withdraw(site)
@@ -74,20 +73,27 @@ def measure(
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                p.communicate()
         ann.set(site, restore)
         ann.settle()
     return out
 
 
 def _read(site: str, speaker: str, client: str, w: dict[str, Any], t0: float) -> Failover:
+    """Where the client ended up after the withdrawal at ``t0``, and when it got there
+    (the first answer from that site after the last change of site)."""
     start = float(w["start"])
-    timeline = w["timeline"]
-    sent = len(timeline)
+    timeline = [(start + float(t), who) for t, who in w["timeline"]]
+    if not any(who == site and t < t0 for t, who in timeline):
+        raise LabError(f"{client}: no answer from {site} before the withdrawal to time from")
+    after = [(t, who) for t, who in timeline if t >= t0 and who is not None]
     lost = sum(1 for _, who in timeline if who is None)
-    moved_to, seconds = None, None
-    for t, who in timeline:
-        if who is not None and who != site and start + float(t) >= t0:
-            moved_to, seconds = who, start + float(t) - t0
+    if not after or after[-1][1] == site:
+        return Failover(site, speaker, client, None, None, lost, len(timeline))
+    final = after[-1][1]
+    arrived = after[-1][0]
+    for t, who in reversed(after):
+        if who != final:
             break
-    return Failover(site, speaker, client, moved_to, seconds, lost, sent)
+        arrived = t
+    return Failover(site, speaker, client, final, arrived - t0, lost, len(timeline))

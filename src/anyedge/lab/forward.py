@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..adapters import nft
-from .build import LabError, LabState
+from .build import LabError, locked
 from .plan import LabPlan, NodePlan
 
 
@@ -21,7 +21,8 @@ def backbone_links(plan: LabPlan, node: NodePlan) -> list[nft.Backbone]:
     out = []
     for i, p in enumerate(node.backbone):
         other = plan.node(p.peer)
-        out.append(nft.Backbone(i, str(other.site), p.ifname, p.peer_address))
+        shared = tuple(a for a in node.anycast if a in other.anycast)
+        out.append(nft.Backbone(i, str(other.site), p.ifname, p.peer_address, shared))
     return out
 
 
@@ -47,7 +48,11 @@ class Forwarder:
             script = nft.render(node.anycast, ingress(node), links, shares)
         except ValueError as e:
             raise LabError(f"{site}: {e}") from None
-        nft.apply(node.namespace, script)
-        state = LabState.load(self.directory)
-        state.forward[node.name] = [[s.port, s.to_site, s.share] for s in shares if s.share > 0]
-        state.save(self.directory)
+        with locked(self.directory) as state:
+            try:
+                nft.apply(node.namespace, script)
+            except RuntimeError as e:
+                raise LabError(f"{site}: {e}") from None
+            kept = [[s.port, s.to_site, s.share] for s in shares if s.share > 0]
+            state.forward[node.name] = kept
+            state.save(self.directory)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..adapters.bgp.base import Route
+from ..adapters.bgp.base import Route, SpeakerError
 from ..model.lab import NodeKind
-from .build import LabError, LabState, speaker_of, wait_converged
+from .build import LabError, LabState, locked, speaker_of, wait_converged
 from .plan import LabPlan
 
 
@@ -32,27 +31,46 @@ def probe_all(
     tcp: bool = False,
     address: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Probe the service address from every client at once: client -> probe result
-    (``answers``: site code -> flows, ``lost``)."""
-    names = (
-        list(clients) if clients is not None else [n.name for n in plan.of_kind(NodeKind.CLIENT)]
-    )
-    port = port or plan.ports[0]
-    procs = {}
-    for c in names:
-        argv = ["ip", "netns", "exec", plan.node(c).namespace, sys.executable, "-m"]
-        argv += ["anyedge.lab.probe", "flows", "--address", address or plan.service_address]
-        argv += ["--port", str(port), "--flows", str(flows), "--timeout", str(timeout)]
-        if tcp:
-            argv.append("--tcp")
-        procs[c] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out: dict[str, dict[str, Any]] = {}
-    for c, p in procs.items():
-        stdout, stderr = p.communicate(timeout=timeout * 4 + 30)
-        if p.returncode != 0:
-            raise LabError(f"probe from {c} failed: {stderr.strip()[-300:]}")
-        out[c] = json.loads(stdout)
-    return out
+    """Probe an anycast address (the service address by default) from every client at
+    once: client -> probe result (``answers``: site code -> flows, ``lost``)."""
+    names = [n.name for n in plan.of_kind(NodeKind.CLIENT)] if clients is None else list(clients)
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for c in names:
+            argv = probe_argv(plan, c, "flows", address, port)
+            argv += ["--flows", str(flows), "--timeout", str(timeout)]
+            if tcp:
+                argv.append("--tcp")
+            procs[c] = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        out: dict[str, dict[str, Any]] = {}
+        for c, p in procs.items():
+            try:
+                stdout, stderr = p.communicate(timeout=timeout * 4 + 60)
+            except subprocess.TimeoutExpired:
+                raise LabError(f"probe from {c}: no result in {timeout * 4 + 60:g} s") from None
+            if p.returncode != 0:
+                raise LabError(f"probe from {c} failed: {stderr.strip()[-300:]}")
+            try:
+                out[c] = json.loads(stdout)
+            except json.JSONDecodeError:
+                raise LabError(f"probe from {c}: not JSON: {stdout[:200]!r}") from None
+        return out
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def probe_argv(
+    plan: LabPlan, client: str, mode: str, address: str | None = None, port: int | None = None
+) -> list[str]:
+    """The command that runs ``python -m anyedge.lab.probe MODE`` on ``client``."""
+    argv = ["ip", "netns", "exec", plan.node(client).namespace, sys.executable, "-m"]
+    argv += ["anyedge.lab.probe", mode, "--address", address or plan.service_address]
+    return [*argv, "--port", str(port or plan.ports[0])]
 
 
 def dominant(result: dict[str, Any]) -> str | None:
@@ -64,27 +82,40 @@ def dominant(result: dict[str, Any]) -> str | None:
 
 
 class Announcer:
-    """Announce, withdraw or prepend the anycast prefixes at a site, for real."""
+    """Announce, withdraw or prepend the anycast prefixes at a site, for real.
+
+    Each change goes through the site's own speaker under the lab's lock, and is
+    recorded in the lab's state; :meth:`settle` then waits until the site's routers
+    have heard it and the routes have stopped changing.
+    """
 
     def __init__(self, plan: LabPlan, directory: Path) -> None:
         self.plan = plan
         self.directory = directory
-        self.state = LabState.load(directory)
-        if not self.state.ready:
+        if not LabState.load(directory).ready:
             raise LabError(f"{directory}: the lab is not up (or its up did not finish)")
+        self._expect: dict[str, dict[str, int]] = {}
 
     def routes(self, site: str) -> list[Route]:
         node = self.plan.site_node(site)
-        return [Route(p, int(n)) for p, n in self.state.routes.get(node.name, [])]
+        state = LabState.load(self.directory)
+        return [Route(p, int(n)) for p, n in state.routes.get(node.name, [])]
 
     def set(self, site: str, routes: Iterable[Route]) -> None:
         node = self.plan.site_node(site)
         want = list(routes)
         drv = speaker_of(self.plan, node, self.directory)
-        drv.assume(self.routes(site))
-        drv.apply(want)
-        self.state.routes[node.name] = [[r.prefix, r.prepend] for r in want]
-        self.state.save(self.directory)
+        with locked(self.directory) as state:
+            drv.assume(Route(p, int(n)) for p, n in state.routes.get(node.name, []))
+            try:
+                drv.apply(want)
+            except (SpeakerError, OSError, subprocess.SubprocessError) as e:
+                raise LabError(f"{site}: its {node.speaker} speaker did not take it: {e}") from e
+            state.routes[node.name] = [[r.prefix, r.prepend] for r in want]
+            state.save(self.directory)
+        for p in node.bgp_ports:
+            # the router at the other end must now have exactly these prefixes from us
+            self._expect.setdefault(p.peer, {})[p.ip] = len(want)
 
     def withdraw(self, site: str) -> None:
         self.set(site, [])
@@ -94,14 +125,7 @@ class Announcer:
         self.set(site, [Route(p, prepend) for p in node.prefixes])
 
     def settle(self, timeout: float = 30.0) -> float:
-        """Wait for BGP to converge after a change; returns the seconds it took."""
-        return wait_converged(self.plan, self.directory, timeout, quiet=1.0)
-
-
-def wait_for(pred: Any, timeout: float, step: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return bool(pred())
+        """Wait until the changes made here have reached the routers and BGP has
+        converged; returns when the routes last changed."""
+        expect, self._expect = self._expect, {}
+        return wait_converged(self.plan, self.directory, timeout, quiet=1.0, expect=expect)

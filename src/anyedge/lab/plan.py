@@ -28,6 +28,7 @@ its clients.  ``anyedge lab compare`` computes catchments on it and probes the l
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from ..model.files.topology import dump_yaml, parse_world, world_to_dict
 from ..model.lab import Lab, NodeKind, Relation, Speaker
 from ..model.world import World
 
+LINKS = "100.64.0.0/10"
 LINK_BASE = ipaddress.IPv4Address("100.64.0.0")
 ROUTER_ID_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
 PORT_BASE = 7000
@@ -133,6 +135,13 @@ class LabPlan:
         raise KeyError(code)
 
 
+def check_name(name: str) -> None:
+    """A lab's name: 1 to 8 lower-case letters or digits (it prefixes every namespace,
+    so no name may be the beginning of another's namespaces)."""
+    if not re.fullmatch(r"[a-z0-9]{1,8}", name):
+        raise ValueError(f"a lab name is 1 to 8 lower-case letters or digits, got {name!r}")
+
+
 def first_host(cidr: str) -> str:
     net = ipaddress.ip_network(cidr)
     return str(net.network_address + 1) if net.num_addresses > 1 else str(net.network_address)
@@ -172,8 +181,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         raise ValueError("the topology has no lab: nodes")
     if len(lab.links) > MAX_LINKS:
         raise ValueError(f"at most {MAX_LINKS} links in a lab")
-    if not name.replace("-", "").isalnum() or len(name) > 8:
-        raise ValueError(f"a lab name is up to 8 letters, digits or '-', got {name!r}")
+    check_name(name)
     net = world.network
     codes = lab_sites(world)
     site_row = {c: i for i, c in enumerate(codes)}
@@ -185,10 +193,10 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
     ]
     if not v4:
         raise ValueError("the lab's sites announce no IPv4 prefix")
-    test = ipaddress.ip_network(TEST_PREFIX)
     for c in net.prefixes.cidr:
-        if ipaddress.ip_network(c).overlaps(test):
-            raise ValueError(f"{c} overlaps {TEST_PREFIX}, the lab's test prefix")
+        for taken, what in ((TEST_PREFIX, "the lab's test prefix"), (LINKS, "the lab's links")):
+            if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(taken)):
+                raise ValueError(f"prefix {c} overlaps {taken}, {what}")
     asns = sorted({n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | {net.asn})
     rank = {a: i for i, a in enumerate(asns)}
 

@@ -351,6 +351,8 @@ def _tcp_flows(
                         continue
                     active[i] = _TcpFlow(i, s, time.monotonic() + timeout)
                     sel.register(s, selectors.EVENT_WRITE, active[i])
+                if not active:
+                    continue  # every connect of this window failed at once: next window
                 wait = min(f.deadline for f in active.values()) - time.monotonic()
                 for key, _ in sel.select(max(0.0, wait)):
                     flow: _TcpFlow = key.data

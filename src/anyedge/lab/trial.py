@@ -23,14 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..adapters.bgp.base import Route
 from ..model.world import World
 from ..predict.predictor import Predictor
 from ..predict.scenarios import Scenario
 from ..routing import Mode
-from .build import LabError
+from .build import LabState
+from .compare import announcement, check_not_forwarding, current_routes
 from .measure import Announcer, dominant, probe_all
-from .plan import TEST_PREFIX, LabPlan, lab_world
+from .plan import TEST_PREFIX, LabPlan, client_names, lab_world
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,13 @@ class Trial:
     site: str
     clients: tuple[str, ...]  # the clients the site answered before
     measured: dict[str, float]  # receiving site (or "none") -> share of those clients
+    model_clients: tuple[str, ...]  # the clients the model says the site serves
     predicted: dict[str, float]  # the predictor's shares for the same failure
 
     @property
     def agree(self) -> bool:
+        if set(self.clients) != set(self.model_clients):
+            return False
         keys = set(self.measured) | set(self.predicted)
         return all(abs(self.measured.get(k, 0) - self.predicted.get(k, 0)) < 1e-9 for k in keys)
 
@@ -50,51 +56,64 @@ class Trial:
             "site": self.site,
             "clients": list(self.clients),
             "measured": self.measured,
+            "model_clients": list(self.model_clients),
             "predicted": self.predicted,
             "agree": self.agree,
         }
 
 
-def predicted_failover(world: World, sites: list[str]) -> dict[str, dict[str, float]]:
-    """The predictor's shares, per failed site, for the lab's test prefix."""
+def predicted_failover(
+    world: World, sites: list[str], routes: dict[str, list[Route]]
+) -> dict[str, tuple[tuple[str, ...], dict[str, float]]]:
+    """Per failed site: the clients the model says it serves, and the predictor's
+    shares of them per receiving site, for the test prefix as the sites announce it."""
     model = lab_world(world)
     codes = model.network.sites.code
-    pred = Predictor(model, prefix=model.network.prefixes.cidr.index(TEST_PREFIX), mode=Mode.AS)
+    q = model.network.prefixes.cidr.index(TEST_PREFIX)
+    pred = Predictor(model, q, Mode.AS, announcement(model, TEST_PREFIX, routes))
+    clients = client_names(world)
+    metro_id = model.internet.metros.id
+    owner = [
+        clients[int(metro_id[model.internet.eyeballs.metro[e]]) - 1]
+        for e in range(len(model.internet.eyeballs.rps))
+    ]
     out = {}
     for s in sites:
-        o = pred.outcome(Scenario("single", (codes.index(s),)))
+        i = codes.index(s)
+        served = tuple(sorted(owner[e] for e in np.flatnonzero(pred.base.eyeball_site == i)))
+        o = pred.outcome(Scenario("single", (i,)))
         shares = {codes[r]: v for r, v in o.shares().items()}
         if o.failed_rps > 0 and o.unreached_rps > 0:
             shares["none"] = o.unreached_rps / o.failed_rps
-        out[s] = shares
+        out[s] = (served, shares)
     return out
 
 
 def run(
     world: World, plan: LabPlan, directory: Path, sites: list[str] | None = None, flows: int = 10
 ) -> list[Trial]:
+    state = LabState.load(directory)
+    check_not_forwarding(state)
+    routes = current_routes(plan, state)
     codes = sites or [str(n.site) for n in plan.sites]
-    predicted = predicted_failover(world, codes)
+    predicted = predicted_failover(world, codes, routes)
     ann = Announcer(plan, directory)
     out = []
     for code in codes:
         before = probe_all(plan, flows=flows, address=plan.test_address)
-        mine = tuple(c for c, r in before.items() if dominant(r) == code)
+        mine = tuple(sorted(c for c, r in before.items() if dominant(r) == code))
         measured: dict[str, float] = {}
-        if mine:
-            keep = ann.routes(code)
+        keep = routes[code]
+        if mine and any(r.prefix == TEST_PREFIX for r in keep):
             ann.set(code, [r for r in keep if r.prefix != TEST_PREFIX])
             try:
                 ann.settle()
                 after = probe_all(plan, list(mine), flows=flows, address=plan.test_address)
             finally:
-                ann.set(code, keep or [Route(TEST_PREFIX)])
+                ann.set(code, keep)
                 ann.settle()
             landed = Counter(dominant(after[c]) or "none" for c in mine)
             measured = {k: v / len(mine) for k, v in sorted(landed.items())}
-        elif predicted[code]:
-            raise LabError(
-                f"no client reaches {code} on the test prefix, yet the model says some do"
-            )
-        out.append(Trial(code, mine, measured, predicted[code]))
+        served, shares = predicted[code]
+        out.append(Trial(code, mine, measured, served, shares))
     return out

@@ -58,11 +58,19 @@ class Outcome:
 class Predictor:
     """Predicts scenario outcomes for one world and one prefix."""
 
-    def __init__(self, world: World, prefix: int = 0, mode: Mode = Mode.METRO) -> None:
+    def __init__(
+        self,
+        world: World,
+        prefix: int = 0,
+        mode: Mode = Mode.METRO,
+        announcement: Announcement | None = None,
+    ) -> None:
+        """``announcement``: what the sites announce of the prefix now (default: what
+        the topology says)."""
         self.world = world
         self.prefix = prefix
         self.router = Router(world, mode)
-        self.announcement = Announcement.of_prefix(world.network, prefix)
+        self.announcement = announcement or Announcement.of_prefix(world.network, prefix)
         self.base: Catchment = self.router.catchment(self.announcement)
         self.eyeball_cpu = world.eyeball_cpu()
         self.capacity = world.network.site_capacity()

@@ -21,6 +21,7 @@ Changes go through ``vtysh``: announce, withdraw, or change the prepend of a pre
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -166,16 +167,20 @@ class Frr:
         (cfg.workdir / "bgpd.conf").write_text(text)
         _give_to_frr(cfg.workdir)
         pids = [self._daemon("zebra", [])]
-        _wait_for(cfg.workdir / "zserv.api", f"{cfg.node}: zebra")
+        d = cfg.workdir
+        _wait_for(d / "zserv.api", f"{cfg.node}: zebra", pids[0], d / "zebra.out")
         pids.append(self._daemon("bgpd", []))
-        _wait_for(cfg.workdir / "bgpd.vty", f"{cfg.node}: bgpd")
+        _wait_for(d / "bgpd.vty", f"{cfg.node}: bgpd", pids[1], d / "bgpd.out")
         return pids
 
     def vtysh(self, *commands: str, timeout: float = 10.0) -> str:
         argv = ["vtysh", "--vty_socket", str(self.vty_dir)]
         for c in commands:
             argv += ["-c", c]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise SpeakerError(f"{self.config.node}: vtysh: no answer in {timeout:g} s") from None
         if p.returncode != 0:
             raise SpeakerError(f"{self.config.node}: vtysh {commands}: {p.stdout}{p.stderr}")
         return p.stdout
@@ -200,12 +205,25 @@ class Frr:
             self.vtysh("configure terminal", *maps, *af, *changes)
         self._routes = dict(want)
 
-    def established(self) -> int:
-        import json
-
+    def summary(self) -> dict[str, dict[str, object]]:
+        """Per neighbour address: its session state and prefixes received (``pfxRcd``)."""
         out = self.vtysh("show bgp ipv4 unicast summary json")
-        peers = json.loads(out or "{}").get("peers", {})
-        return sum(1 for p in peers.values() if p.get("state") == "Established")
+        try:
+            peers: dict[str, dict[str, object]] = json.loads(out or "{}").get("peers", {})
+        except json.JSONDecodeError as e:
+            raise SpeakerError(f"{self.config.node}: unreadable BGP summary: {e}") from None
+        return peers
+
+    def established(self) -> int:
+        return sum(1 for p in self.summary().values() if p.get("state") == "Established")
+
+    def received(self) -> dict[str, int]:
+        """Prefixes received from each neighbour with an established session."""
+        return {
+            a: int(str(p.get("pfxRcd", 0)))
+            for a, p in self.summary().items()
+            if p.get("state") == "Established"
+        }
 
 
 def _give_to_frr(d: Path) -> None:
@@ -219,9 +237,12 @@ def _give_to_frr(d: Path) -> None:
         os.chown(p, uid, gid)
 
 
-def _wait_for(path: Path, what: str, timeout: float = 10.0) -> None:
+def _wait_for(path: Path, what: str, pid: int, log: Path, timeout: float = 10.0) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
+        if not netns.alive(pid):
+            tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+            raise SpeakerError(f"{what} exited at start: {tail.strip() or 'no output'}")
         if time.monotonic() > end:
             raise SpeakerError(f"{what} did not start in {timeout:g} s (no {path})")
         time.sleep(0.05)

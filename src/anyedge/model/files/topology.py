@@ -308,6 +308,7 @@ def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]
                     )
         yield from _check_lab_link(t, i)
     yield from _check_lab_nodes(t)
+    yield from _check_lab_graph(t)
 
 
 def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
@@ -358,6 +359,77 @@ def _check_lab_nodes(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
             seen_asn.setdefault(n.asn, name)
         if n.kind == "router" and n.speaker not in (None, "frr"):
             yield ("lab", "nodes", name, "speaker"), "routers run FRR"
+
+
+def _check_lab_graph(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
+    """One link per pair of nodes, no provider loop among routers, every site reachable
+    over BGP, and routers joined to each other (answers to clients go router to router)."""
+    nodes = t.lab.nodes
+    pairs: dict[frozenset[str], int] = {}
+    provider_of: dict[str, list[str]] = {}
+    bgp: set[str] = set()
+    router_links: dict[str, set[str]] = {n: set() for n, v in nodes.items() if v.kind == "router"}
+    for i, link in enumerate(t.lab.links):
+        a, b = (e.split(":")[0] for e in link.endpoints)
+        if a not in nodes or b not in nodes or a == b:
+            continue
+        pair = frozenset((a, b))
+        if pair in pairs:
+            yield ("lab", "links", i), f"{a} and {b} are already linked by links[{pairs[pair]}]"
+        pairs.setdefault(pair, i)
+        if link.relation != "none":
+            bgp.update((a, b))
+        if a in router_links and b in router_links:
+            router_links[a].add(b)
+            router_links[b].add(a)
+            if link.relation == "provider-customer":
+                provider_of.setdefault(b, []).append(a)
+    for name, n in nodes.items():
+        if n.kind == "site" and name not in bgp:
+            yield ("lab", "nodes", name), "a site needs a BGP link to a router"
+    loop = _find_cycle(provider_of)
+    if loop:
+        yield ("lab", "links"), "provider loop: " + " -> ".join(loop)
+    if router_links:
+        first = next(iter(router_links))
+        seen, todo = {first}, [first]
+        while todo:
+            for q in router_links[todo.pop()] - seen:
+                seen.add(q)
+                todo.append(q)
+        apart = sorted(set(router_links) - seen)
+        if apart:
+            yield (
+                ("lab", "nodes", apart[0]),
+                f"routers must be joined by router links; {', '.join(apart)} cannot reach {first}",
+            )
+
+
+def _find_cycle(up: dict[str, list[str]]) -> list[str]:
+    """One cycle in the customer -> provider graph ``up``, or nothing."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(n: str) -> list[str]:
+        state[n] = 1
+        path.append(n)
+        for m in up.get(n, []):
+            if state.get(m) == 1:
+                return [*path[path.index(m) :], m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        state[n] = 2
+        path.pop()
+        return []
+
+    for n in sorted(up):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return []
 
 
 # ---------------------------------------------------------------------------- building
