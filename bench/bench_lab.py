@@ -9,13 +9,15 @@
    GoBGP, ExaBGP), each site withdraws the prefix through its speaker while its client
    probes every 10 ms: the time from the withdrawal to the first answer from the next
    site, and the probes lost.  The baseline is the same site failing without a word
-   (its speaker killed): the routers notice only when the hold timer (3 s) expires.
+   (every packet in and out of it dropped): the routers notice only when the hold timer
+   (3 s) expires.
 
 Needs root.  Run: ``python bench/bench_lab.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -25,14 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from anyedge.adapters import netns
+from anyedge.adapters import netns, nft
 from anyedge.lab import build
 from anyedge.lab.failover import measure
 from anyedge.lab.generate import generate
-from anyedge.lab.measure import Announcer
+from anyedge.lab.measure import Announcer, probe_argv
 from anyedge.lab.plan import LabPlan, make_plan
 from anyedge.model.files import load_world
 from anyedge.model.files.topology import dump_yaml, parse_world
+from anyedge.model.lab import NodeKind
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,35 +129,41 @@ def up_and_down() -> None:
     print(f"  lab down: median {statistics.median(downs):.2f} s")
 
 
-def crash(plan: LabPlan, d: Path, site: str, interval: float) -> tuple[float | None, int]:
-    """Kill the site's speaker and time its client's move; then start it again."""
-    import json
+BLACKHOLE = """table inet silence {
+  chain input { type filter hook input priority -300; policy drop; }
+  chain output { type filter hook output priority -300; policy drop; }
+}
+"""
 
+
+def silent_failure(plan: LabPlan, d: Path, site: str, interval: float) -> tuple[float | None, int]:
+    """The site goes silent (every packet in and out dropped, as when a machine hangs):
+    its routers only notice when the hold timer expires.  Time its client's move, then
+    bring the site back and let BGP settle."""
     node = plan.site_node(site)
-    state = build.LabState.load(d)
-    service = state.pids[node.name][-1]
-    speaker = [p for p in state.pids[node.name] if p != service]
     client = next(
-        c.name for c in plan.nodes if c.kind == "client" and c.ports[0].peer == node.ports[0].peer
+        c.name for c in plan.of_kind(NodeKind.CLIENT) if c.ports[0].peer == node.bgp_ports[0].peer
     )
-    argv = ["ip", "netns", "exec", plan.node(client).namespace, sys.executable, "-m"]
-    argv += ["anyedge.lab.probe", "watch", "--address", plan.service_address, "--port"]
-    argv += [str(plan.ports[0]), "--interval", str(interval), "--duration", "8"]
-    watch = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        [*probe_argv(plan, client, "watch"), "--interval", str(interval), "--duration", "8"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)
-    t_kill = time.time()
-    netns.stop(speaker, grace=0.0)
-    out = json.loads(watch.communicate(timeout=60)[0])
+    t_fail = time.time()
+    nft.apply(node.namespace, BLACKHOLE)
+    try:
+        out = json.loads(watch.communicate(timeout=60)[0])
+    finally:
+        nft.apply(node.namespace, "table inet silence {}\ndelete table inet silence\n")
     seconds = None
     for t, who in out["timeline"]:
-        if who is not None and who != site and out["start"] + t >= t_kill:
-            seconds = out["start"] + t - t_kill
+        if who is not None and who != site and out["start"] + t >= t_fail:
+            seconds = out["start"] + t - t_fail
             break
-    # bring the speaker back, announcing what it did
-    drv = build.speaker_of(plan, node, d)
-    state.pids[node.name] = [service]
-    state.add_pids(d, node.name, drv.start(Announcer(plan, d).routes(site)))
-    Announcer(plan, d).settle()
+    ann = Announcer(plan, d)
+    ann.set(site, ann.routes(site))  # expect its routes back at its routers
+    ann.settle(timeout=60)
     return seconds, int(out["lost"])
 
 
@@ -170,14 +179,14 @@ def convergence(rounds: int = 3) -> None:
         for node in plan.sites:
             site = str(node.site)
             w = [measure(plan, d, site, interval=interval)[0] for _ in range(rounds)]
-            c = [crash(plan, d, site, interval) for _ in range(rounds)]
+            c = [silent_failure(plan, d, site, interval) for _ in range(rounds)]
             ws = statistics.median(m.seconds for m in w if m.seconds is not None)
-            cs = statistics.median(s for s, _ in c if s is not None)
+            cs = statistics.median(t for t, _ in c if t is not None)
             print(
                 f"  {site} ({node.speaker}): withdrawal {ws:.2f} s, "
                 f"lost {statistics.median(m.lost for m in w):.0f} probes; "
-                f"speaker killed {cs:.2f} s, lost {statistics.median(n for _, n in c):.0f} "
-                f"(x{cs / ws:.1f} slower without the withdrawal)"
+                f"silent failure {cs:.2f} s, lost {statistics.median(n for _, n in c):.0f} "
+                f"(x{cs / ws:.0f} slower without the withdrawal)"
             )
     finally:
         build.down(d, plan.name)

@@ -118,7 +118,8 @@ def node_dir(directory: Path, node: str) -> Path:
 def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerConfig:
     by_name = {n.name: n for n in plan.nodes}
     neighbors = tuple(
-        Neighbor(p.peer_address, _asn(by_name[p.peer]), p.ip, p.ifname) for p in node.bgp_ports
+        Neighbor(p.peer_address, _asn(by_name[p.peer]), p.ip, p.ifname, runs_bfd(by_name[p.peer]))
+        for p in node.bgp_ports
     )
     assert node.asn is not None
     assert node.router_id is not None
@@ -131,6 +132,11 @@ def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerCon
         neighbors=neighbors,
         timers=Timers(),
     )
+
+
+def runs_bfd(n: NodePlan) -> bool:
+    """Routers (FRR) and sites whose speaker is FRR or BIRD run BFD."""
+    return n.kind is NodeKind.ROUTER or n.speaker in (Speaker.FRR, Speaker.BIRD)
 
 
 def _asn(n: NodePlan) -> int:

@@ -38,6 +38,8 @@ class Timers:
     keepalive: int = 1
     hold: int = 3
     connect_retry: int = 1
+    bfd_interval_ms: int = 300  # BFD transmit and receive interval, where both ends run it
+    bfd_multiplier: int = 3  # packets missed before BFD declares the neighbour down
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Neighbor:
     asn: int
     local_address: str  # this node's address on that link
     interface: str  # this node's interface on that link
+    bfd: bool = False  # the neighbour runs BFD too (FRR and BIRD do; GoBGP, ExaBGP do not)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""FRR (``zebra`` + ``bgpd``) as an ISP router or as a site's BGP speaker.
+"""FRR (``zebra``, ``bfdd``, ``bgpd``) as an ISP router or as a site's BGP speaker.
 
-Each node runs its own pair of daemons inside its namespace, with every path — config,
+Each node runs its own daemons inside its namespace, with every path — config,
 pid files, the zebra API socket, the vty sockets, the log — under the node's ``workdir``,
 so that many instances live side by side on one machine.  ``vtysh --vty_socket`` reaches
 them through the file system from the root namespace.
@@ -12,7 +12,9 @@ customer.  The decision between equal routes is made deterministic and equal to 
 routing engine's ``Mode.AS`` rule: ``bgp bestpath compare-routerid`` (no "oldest route"
 tie-break) with router ids that sort like the model's tie-break key
 (:func:`anyedge.lab.plan.router_id`), one best path (``maximum-paths 1``), and no
-advertisement interval.
+advertisement interval.  Sessions with neighbours that run BFD too (FRR and BIRD) are
+watched by BFD (300 ms × 3), so a neighbour that goes silent is dropped in about a
+second rather than at the end of the hold timer.
 
 **Site speakers** originate their prefixes with ``network`` statements (a route map per
 prepend count adds the ASN again), accept nothing and so advertise nothing else.
@@ -33,6 +35,7 @@ from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix
 
 FRR_LIB = Path("/usr/lib/frr")
 LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
+BFD_PROFILE = "lab"
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,31 @@ def _timers(cfg: SpeakerConfig) -> list[str]:
 
 def _neighbor_lines(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
     a = n.address
-    return [
+    lines = [
         f" neighbor {a} remote-as {n.asn}",
         f" neighbor {a} timers connect {cfg.timers.connect_retry}",
         f" neighbor {a} advertisement-interval 0",
         f" neighbor {a} update-source {n.local_address}",
     ]
+    if n.bfd:
+        lines.append(f" neighbor {a} bfd profile {BFD_PROFILE}")
+    return lines
+
+
+def bfdd_config(cfg: SpeakerConfig) -> str:
+    """bfdd.conf: the lab's BFD profile (bgpd asks for sessions with it)."""
+    t = cfg.timers
+    lines = [
+        *_common(cfg.node, cfg.workdir),
+        "bfd",
+        f" profile {BFD_PROFILE}",
+        f"  detect-multiplier {t.bfd_multiplier}",
+        f"  receive-interval {t.bfd_interval_ms}",
+        f"  transmit-interval {t.bfd_interval_ms}",
+        " exit",
+        "exit",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def router_config(cfg: SpeakerConfig, neighbors: Iterable[RouterNeighbor]) -> str:
@@ -160,6 +182,7 @@ class Frr:
         cfg.workdir.mkdir(parents=True, exist_ok=True)
         self._routes = dict(by_prefix(routes))
         (cfg.workdir / "zebra.conf").write_text("\n".join(_common(cfg.node, cfg.workdir)) + "\n")
+        (cfg.workdir / "bfdd.conf").write_text(bfdd_config(cfg))
         if self.router_neighbors is not None:
             text = router_config(cfg, self.router_neighbors)
         else:
@@ -169,9 +192,20 @@ class Frr:
         pids = [self._daemon("zebra", [])]
         d = cfg.workdir
         _wait_for(d / "zserv.api", f"{cfg.node}: zebra", pids[0], d / "zebra.out")
+        pids.append(self._daemon("bfdd", ["--bfdctl", str(d / "bfdd.sock")]))
+        _wait_for(d / "bfdd.vty", f"{cfg.node}: bfdd", pids[1], d / "bfdd.out")
         pids.append(self._daemon("bgpd", []))
-        _wait_for(d / "bgpd.vty", f"{cfg.node}: bgpd", pids[1], d / "bgpd.out")
+        _wait_for(d / "bgpd.vty", f"{cfg.node}: bgpd", pids[2], d / "bgpd.out")
         return pids
+
+    def bfd_peers(self) -> dict[str, str]:
+        """BFD session status by peer address (``up``, ``down``, ...)."""
+        out = self.vtysh("show bfd peers json")
+        try:
+            peers: list[dict[str, object]] = json.loads(out or "[]")
+        except json.JSONDecodeError as e:
+            raise SpeakerError(f"{self.config.node}: unreadable BFD peers: {e}") from None
+        return {str(p.get("peer")): str(p.get("status")) for p in peers}
 
     def vtysh(self, *commands: str, timeout: float = 10.0) -> str:
         argv = ["vtysh", "--vty_socket", str(self.vty_dir)]
