@@ -59,18 +59,10 @@ def naive_network(plan: LabPlan) -> float:
         for key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter"):
             value = "1" if key.endswith("forward") else "0"
             ip("netns", "exec", n.namespace, "sysctl", "-q", "-w", f"{key}={value}")
-    done: set[int] = set()
-    by_name = {n.name: n for n in plan.nodes}
-    for n in plan.nodes:
-        for p in n.ports:
-            if p.link in done:
-                continue
-            done.add(p.link)
-            other = by_name[p.peer]
-            q = next(x for x in other.ports if x.link == p.link and x.peer == n.name)
-            peer = ["peer", "name", q.ifname, "netns", other.namespace]
-            ip("link", "add", p.ifname, "netns", n.namespace, "type", "veth", *peer)
-            ip("-n", other.namespace, "link", "set", q.ifname, "up")
+    for n, p, other, q in plan.links():
+        peer = ["peer", "name", q.ifname, "netns", other.namespace]
+        ip("link", "add", p.ifname, "netns", n.namespace, "type", "veth", *peer)
+        ip("-n", other.namespace, "link", "set", q.ifname, "up")
     for n in plan.nodes:
         for p in n.ports:
             ip("-n", n.namespace, "link", "set", p.ifname, "up")

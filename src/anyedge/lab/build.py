@@ -254,16 +254,8 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
     for n in plan.nodes:
         netns.add(n.namespace)
     progress("linking them")
-    done: set[int] = set()
-    by_name = {n.name: n for n in plan.nodes}
-    for n in plan.nodes:
-        for p in n.ports:
-            if p.link in done:
-                continue
-            done.add(p.link)
-            other = by_name[p.peer]
-            q = next(x for x in other.ports if x.link == p.link and x.peer == n.name)
-            netns.veth(n.namespace, p.ifname, other.namespace, q.ifname)
+    for n, p, other, q in plan.links():
+        netns.veth(n.namespace, p.ifname, other.namespace, q.ifname)
     for n in plan.nodes:
         cmds = [f"addr add {p.address} dev {p.ifname}" for p in n.ports]
         cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]

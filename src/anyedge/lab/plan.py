@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,18 @@ class LabPlan:
             if n.name == name:
                 return n
         raise KeyError(name)
+
+    def links(self) -> Iterator[tuple[NodePlan, Port, NodePlan, Port]]:
+        """Each link once: (node, its port, the node at the other end, that one's port)."""
+        by_name = {n.name: n for n in self.nodes}
+        done: set[int] = set()
+        for n in self.nodes:
+            for p in n.ports:
+                if p.link not in done:
+                    done.add(p.link)
+                    other = by_name[p.peer]
+                    q = next(x for x in other.ports if x.link == p.link and x.peer == n.name)
+                    yield n, p, other, q
 
     def of_kind(self, kind: NodeKind) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.kind is kind)

@@ -25,7 +25,8 @@ router id (see :mod:`anyedge.lab.plan`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -82,6 +83,19 @@ class SiteSpeaker(Protocol):
 
 class SpeakerError(RuntimeError):
     """A speaker did not start or did not take a change."""
+
+
+def run_tool(node: str, argv: Sequence[str], timeout: float = 10.0) -> str:
+    """Run a daemon's control tool (vtysh, birdc, gobgp); its output, or
+    :class:`SpeakerError` naming the node, the command and what it said."""
+    name = Path(argv[0]).name
+    try:
+        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise SpeakerError(f"{node}: {name} {argv[1:]}: no answer in {timeout:g} s") from None
+    if p.returncode != 0:
+        raise SpeakerError(f"{node}: {name} {argv[1:]}: {p.stdout}{p.stderr}")
+    return p.stdout
 
 
 def by_prefix(routes: Iterable[Route]) -> Mapping[str, Route]:

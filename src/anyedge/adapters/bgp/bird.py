@@ -30,14 +30,13 @@ parse error, for instance — BIRD then keeps the old configuration) raises
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import netns
-from .base import Route, SpeakerConfig, SpeakerError, by_prefix
+from .base import Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 BIRD = "bird"
 BIRDC = "birdc"
@@ -120,14 +119,7 @@ class Bird:
         self.conf.write_text(render_bird_conf(self.config, routes))
 
     def birdc(self, *command: str, timeout: float = 10.0) -> str:
-        argv = [BIRDC, "-s", str(self.socket), *command]
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            raise SpeakerError(f"{self.config.node}: birdc {command}: no answer") from e
-        if p.returncode != 0:
-            raise SpeakerError(f"{self.config.node}: birdc {command}: {p.stdout}{p.stderr}")
-        return p.stdout
+        return run_tool(self.config.node, [BIRDC, "-s", str(self.socket), *command], timeout)
 
     def start(self, routes: Iterable[Route] = ()) -> list[int]:
         cfg = self.config

@@ -24,14 +24,13 @@ Changes go through ``vtysh``: announce, withdraw, or change the prepend of a pre
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import netns
-from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix
+from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 FRR_LIB = Path("/usr/lib/frr")
 LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
@@ -211,13 +210,7 @@ class Frr:
         argv = ["vtysh", "--vty_socket", str(self.vty_dir)]
         for c in commands:
             argv += ["-c", c]
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise SpeakerError(f"{self.config.node}: vtysh: no answer in {timeout:g} s") from None
-        if p.returncode != 0:
-            raise SpeakerError(f"{self.config.node}: vtysh {commands}: {p.stdout}{p.stderr}")
-        return p.stdout
+        return run_tool(self.config.node, argv, timeout)
 
     def assume(self, routes: Iterable[Route]) -> None:
         """What the running daemon announces now (a driver made afresh does not know)."""

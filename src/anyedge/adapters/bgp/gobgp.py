@@ -36,7 +36,6 @@ answers.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import netns
-from .base import Route, SpeakerConfig, SpeakerError, by_prefix
+from .base import Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 GOBGPD = "gobgpd"
 GOBGP = "gobgp"
@@ -121,13 +120,7 @@ class GoBgp:
 
     def gobgp(self, *args: str, timeout: float = 10.0) -> str:
         argv = [GOBGP, "--target", f"unix://{self.socket}", *args]
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            raise SpeakerError(f"{self.config.node}: gobgp {args}: no answer") from e
-        if p.returncode != 0:
-            raise SpeakerError(f"{self.config.node}: gobgp {args}: {p.stdout}{p.stderr}")
-        return p.stdout
+        return run_tool(self.config.node, argv, timeout)
 
     def start(self, routes: Iterable[Route] = ()) -> list[int]:
         cfg = self.config
