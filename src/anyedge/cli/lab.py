@@ -555,3 +555,42 @@ def predict_(
         )
     if not all(t.agree for t in trials):
         raise click.exceptions.Exit(1)
+
+
+@lab_command(name="turn")
+@dir_option
+@name_option
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    required=True,
+    help="USER:PASSWORD allowed to allocate (repeatable).",
+)
+@json_option
+def turn_(directory: Path | None, name: str | None, users: tuple[str, ...], as_json: bool) -> None:
+    """Run the TURN relay at every site on the anycast address (docs/turn.md)."""
+    from ..lab import turn as lab_turn
+
+    accounts = {}
+    for u in users:
+        user, sep, password = u.partition(":")
+        if not sep or not user or not password:
+            raise InputError.one("command line", "--user", f"expected USER:PASSWORD, got {u!r}")
+        accounts[user] = password
+    _world, plan, _state = _attach(directory, name)
+    pids = lab_turn.start(plan, _dir(directory, name), accounts)
+    slices = lab_turn.relay_slices(plan)
+    rows = [
+        {
+            "site": code,
+            "listen": f"udp://{plan.service_address}:{lab_turn.TURN_PORT}",
+            "relay ports": f"{lo}-{hi}",
+            "pid": pids[code],
+        }
+        for code, (lo, hi) in slices.items()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        _table(rows, "TURN on anycast")

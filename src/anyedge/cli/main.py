@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import lab as _lab  # noqa: F401
     from . import predict as _predict  # noqa: F401
     from . import simulate as _simulate  # noqa: F401
+    from . import turn as _turn  # noqa: F401
     from . import world as _world  # noqa: F401
 
     try:

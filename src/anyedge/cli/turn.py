@@ -1,0 +1,91 @@
+"""``anyedge turn``: the TURN/STUN relay (RFC 8489, RFC 8656) that runs at every site.
+
+``serve --config turn.yaml`` runs it until SIGTERM or SIGINT (UDP, TCP and TLS
+listeners, one worker per ``workers``, Prometheus metrics, JSON log lines on stderr);
+``check --config turn.yaml`` only reads and checks the file; ``credential`` prints a TURN
+REST API username and password for a shared secret, as an application server would
+hand them to its clients.  See docs/turn.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .main import cli
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The relay's YAML configuration.",
+)
+
+
+@cli.group()
+def turn() -> None:
+    """The TURN/STUN relay on the anycast address."""
+
+
+@turn.command()
+@config_option
+def check(config_path: Path) -> None:
+    """Read and check a configuration; print what it would run."""
+    from ..services.turn.config import load_config
+
+    cfg = load_config(config_path)
+    d = cfg.doc
+    lo, hi = cfg.relay_ports()
+    click.echo(
+        json.dumps(
+            {
+                "realm": d.realm,
+                "listen": [f"{x.transport}://{x.address}:{x.port}" for x in d.listen],
+                "relay": {"ipv4": d.relay.ipv4, "ipv6": d.relay.ipv6, "ports": [lo, hi]},
+                "users": len(cfg.credentials.users),
+                "rest_secrets": len(cfg.credentials.rest_secrets),
+                "workers": cfg.workers,
+            },
+            indent=1,
+        )
+    )
+
+
+@turn.command()
+@config_option
+@click.option("-v", "--verbose", is_flag=True, help="Log every allocation (debug level).")
+def serve(config_path: Path, verbose: bool) -> None:
+    """Run the relay until SIGTERM or SIGINT."""
+    from ..services.turn.config import load_config
+    from ..services.turn.workers import serve as run
+
+    cfg = load_config(config_path)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s" if cfg.doc.log == "json" else "%(asctime)s %(message)s",
+    )
+    try:
+        code = run(cfg, on_ready=lambda: print("ready", flush=True))
+    except OSError as e:
+        raise click.ClickException(f"cannot serve: {e}") from None
+    raise click.exceptions.Exit(code)
+
+
+@turn.command()
+@click.option("--secret", required=True, help="The shared secret (one of rest_secrets).")
+@click.option("--user", default="", help="Who the credential is for (optional).")
+@click.option("--ttl", default=86400, show_default=True, type=click.IntRange(1, 30 * 86400))
+def credential(secret: str, user: str, ttl: int) -> None:
+    """A TURN REST API credential: username 'expiry:user', password HMAC-SHA1, base64."""
+    from ..proto.turn import rest_password, rest_username
+
+    name = rest_username(int(time.time()) + ttl, user)
+    click.echo(json.dumps({"username": name, "password": rest_password(secret.encode(), name)}))

@@ -1,0 +1,145 @@
+"""Who may allocate: long-term credentials, TURN REST credentials and fleet-wide nonces.
+
+Two kinds of user, both under the long-term credential mechanism (RFC 8489 §9.2):
+
+- **Static users**: a ``username -> password`` mapping (the IO layer loads it from a
+  file).  Keys are derived once and kept.
+- **Ephemeral users** (TURN REST API, draft-uberti-behave-turn-rest): an application
+  server that shares a secret with the relays hands its client ``username =
+  "<expiry>:<user>"`` (Unix seconds) and ``password = base64(HMAC-SHA1(secret,
+  username))``.  Several secrets are accepted at once so they can be rotated: add the
+  new one, let clients move over, remove the old.  An expired username gets 401.
+
+Nonces are stateless so that any site of the anycast fleet can verify a nonce that
+another site minted -- a client whose route flips mid-call lands at a site that has
+never seen it.  A nonce is ``hex(expiry) || hex(HMAC-SHA256(fleet key, expiry || client
+IP))[:24]``; it lives at most 600 s and only for the client IP it was minted for.  The
+first fleet key mints, all verify (rotation again).
+
+Because expiries are compared with ``now`` across sites, ``now`` must be Unix time
+(``time.time()``), not a monotonic clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..stun import long_term_key, userhash
+
+MAX_NONCE_LIFETIME = 600.0
+_CLOCK_SKEW = 60.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The realm and everything that proves a client may use it."""
+
+    realm: str
+    fleet_keys: tuple[bytes, ...]
+    users: Mapping[str, str] = field(default_factory=dict)
+    rest_secrets: tuple[bytes, ...] = ()
+    nonce_lifetime: float = MAX_NONCE_LIFETIME
+    rest_separator: str = ":"
+
+    def __post_init__(self) -> None:
+        if not self.fleet_keys:
+            raise ValueError("at least one fleet key is needed to mint nonces")
+        if not 0 < self.nonce_lifetime <= MAX_NONCE_LIFETIME:
+            raise ValueError(f"nonce lifetime must be in (0, {MAX_NONCE_LIFETIME:g}] s")
+
+
+def rest_password(secret: bytes, username: str) -> str:
+    """The TURN REST password of ``username``: base64(HMAC-SHA1(secret, username))."""
+    return base64.b64encode(hmac.digest(secret, username.encode(), "sha1")).decode()
+
+
+def rest_username(expiry: int, user: str = "", separator: str = ":") -> str:
+    """A TURN REST username valid until Unix time ``expiry``."""
+    return f"{expiry}{separator}{user}" if user else str(expiry)
+
+
+def _nonce_mac(key: bytes, expiry: int, client_ip: str) -> str:
+    return hmac.digest(key, f"{expiry:08x}|{client_ip}".encode(), "sha256")[:12].hex()
+
+
+def mint_nonce(key: bytes, now: float, client_ip: str, lifetime: float) -> str:
+    """A nonce for ``client_ip`` that any holder of ``key`` accepts until now + lifetime."""
+    expiry = int(now + lifetime)
+    return f"{expiry:08x}{_nonce_mac(key, expiry, client_ip)}"
+
+
+def nonce_valid(keys: tuple[bytes, ...], nonce: str, now: float, client_ip: str) -> bool:
+    """Whether one of ``keys`` minted ``nonce`` for ``client_ip`` and it has not expired."""
+    if len(nonce) != 32:
+        return False
+    try:
+        expiry = int(nonce[:8], 16)
+    except ValueError:
+        return False
+    if not now < expiry <= now + MAX_NONCE_LIFETIME + _CLOCK_SKEW:
+        return False
+    mac = nonce[8:]
+    return any(hmac.compare_digest(mac, _nonce_mac(k, expiry, client_ip)) for k in keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A username the server knows, and the user its quotas are counted against."""
+
+    username: str
+    user: str
+
+
+class Authenticator:
+    """Finds the candidate keys of a username; the server checks them against the HMAC."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self._static: dict[tuple[str, int], bytes] = {}
+        self._by_hash = {userhash(u, credentials.realm): u for u in credentials.users}
+
+    def nonce(self, now: float, client_ip: str) -> str:
+        c = self.credentials
+        return mint_nonce(c.fleet_keys[0], now, client_ip, c.nonce_lifetime)
+
+    def nonce_valid(self, nonce: str, now: float, client_ip: str) -> bool:
+        return nonce_valid(self.credentials.fleet_keys, nonce, now, client_ip)
+
+    def username_of_hash(self, digest: bytes) -> str | None:
+        """The static user whose USERHASH is ``digest`` (REST users have none)."""
+        return self._by_hash.get(digest)
+
+    def keys(self, username: str, now: float, algorithm: int) -> tuple[Identity, list[bytes]]:
+        """The identity behind ``username`` and the keys it may use; no keys: refuse (401)."""
+        c = self.credentials
+        password = c.users.get(username)
+        if password is not None:
+            key = self._static.get((username, algorithm))
+            if key is None:
+                key = long_term_key(username, c.realm, password, algorithm)
+                self._static[username, algorithm] = key
+            return Identity(username, username), [key]
+        stamp, sep, user = username.partition(c.rest_separator)
+        if not c.rest_secrets or not stamp.isdigit() or (sep and not user):
+            return Identity(username, username), []
+        if int(stamp) <= now:
+            return Identity(username, user or username), []
+        keys = [
+            long_term_key(username, c.realm, rest_password(s, username), algorithm)
+            for s in c.rest_secrets
+        ]
+        return Identity(username, user or username), keys
+
+
+__all__ = [
+    "Authenticator",
+    "Credentials",
+    "Identity",
+    "mint_nonce",
+    "nonce_valid",
+    "rest_password",
+    "rest_username",
+]

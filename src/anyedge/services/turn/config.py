@@ -1,0 +1,225 @@
+"""``turn.yaml``: what the TURN relay listens on, relays from, and lets in.
+
+Example (the defaults are RFC 8656's lifetimes and safe limits)::
+
+    realm: anyedge.example
+    listen:
+      - {transport: udp, address: 0.0.0.0, port: 3478}
+      - {transport: tcp, address: 0.0.0.0, port: 3478}
+      - {transport: tls, address: 0.0.0.0, port: 5349, cert: cert.pem, key: key.pem}
+    relay:
+      ipv4: 203.0.113.7          # the (anycast) relay address
+      ports: [49152, 65535]
+      site: {index: 0, count: 1} # anycast: this site's slice of the ports
+    auth:
+      users_file: users.txt      # "user:password" lines, # comments
+      rest_secrets: [s3cret-2026-11, s3cret-2026-10]   # TURN REST API, newest first
+      fleet_keys: [k3y]          # nonce keys, the same at every site
+    limits: {user_quota: 20, user_bandwidth: null, max_allocations: 100000}
+    workers: auto               # one process per core, all on the same ports
+    metrics: {address: 127.0.0.1, port: 9641}
+
+Every problem is reported with the file, line and place (exit status 2); relative
+paths (``users_file``, ``cert``, ``key``) are read beside the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ...errors import InputError, Problem
+from ...model.files.text import read_text
+from ...model.files.validate import parse_model
+from ...proto.turn import Credentials, TurnConfig
+from ...proto.turn.ports import port_slice
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _ip(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
+class ListenIn(_Strict):
+    transport: Literal["udp", "tcp", "tls"]
+    address: str = "0.0.0.0"
+    port: int = Field(3478, ge=1, le=65535)
+    cert: str | None = None
+    key: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _addr(cls, v: str) -> str:
+        return _ip(v)
+
+    @model_validator(mode="after")
+    def _tls_needs_cert(self) -> ListenIn:
+        if self.transport == "tls" and not (self.cert and self.key):
+            raise ValueError("a tls listener needs cert and key")
+        return self
+
+
+class SiteIn(_Strict):
+    index: int = Field(0, ge=0)
+    count: int = Field(1, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> SiteIn:
+        if self.index >= self.count:
+            raise ValueError(f"site index {self.index} must be below count {self.count}")
+        return self
+
+
+class RelayIn(_Strict):
+    ipv4: str | None = "127.0.0.1"
+    ipv6: str | None = None
+    ports: tuple[int, int] = (49152, 65535)
+    site: SiteIn = SiteIn()
+
+    @field_validator("ipv4", "ipv6")
+    @classmethod
+    def _addr(cls, v: str | None) -> str | None:
+        return None if v is None else _ip(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> RelayIn:
+        lo, hi = self.ports
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"ports must be [first, last] within 1-65535, got {lo}-{hi}")
+        if self.ipv4 is None and self.ipv6 is None:
+            raise ValueError("give a relay address: ipv4, ipv6 or both")
+        if hi - lo + 1 < self.site.count:
+            raise ValueError(f"{hi - lo + 1} ports cannot be shared by {self.site.count} sites")
+        return self
+
+
+class AuthIn(_Strict):
+    users: dict[str, str] = {}
+    users_file: str | None = None
+    rest_secrets: list[str] = []
+    fleet_keys: list[str] = Field(min_length=1)
+    nonce_lifetime: float = Field(600.0, gt=0, le=600)
+
+
+class LimitsIn(_Strict):
+    user_quota: int | None = Field(20, ge=1)
+    user_bandwidth: float | None = Field(None, gt=0)
+    max_allocations: int = Field(100_000, ge=1)
+    unauth_rate: float = Field(20.0, gt=0)
+    unauth_burst: float = Field(100.0, ge=1)
+    allow_peers: list[str] = []
+    deny_peers: list[str] = []
+    default_lifetime: int = Field(600, ge=1, le=3600)
+    max_lifetime: int = Field(3600, ge=1, le=86400)
+
+    @field_validator("allow_peers", "deny_peers")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(c, strict=False)) for c in v]
+
+
+class MetricsIn(_Strict):
+    address: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)  # None: no metrics endpoint
+
+
+class TurnFileIn(_Strict):
+    realm: str = Field(min_length=1)
+    listen: list[ListenIn] = Field(min_length=1)
+    relay: RelayIn = RelayIn()
+    auth: AuthIn
+    limits: LimitsIn = LimitsIn()
+    workers: int | Literal["auto"] = Field("auto", description="processes; auto: one per core")
+    metrics: MetricsIn = MetricsIn()
+    software: str | None = "anyedge"
+    log: Literal["json", "text"] = "json"
+
+
+class ServiceConfig:
+    """A checked ``turn.yaml``: the core's settings and credentials, and the IO's."""
+
+    def __init__(self, doc: TurnFileIn, base: Path, users: dict[str, str]) -> None:
+        self.doc = doc
+        self.base = base
+        lim = doc.limits
+        self.turn = TurnConfig(
+            software=doc.software,
+            default_lifetime=lim.default_lifetime,
+            max_lifetime=max(lim.max_lifetime, lim.default_lifetime),
+            max_allocations=lim.max_allocations,
+            user_quota=lim.user_quota,
+            user_bandwidth=lim.user_bandwidth,
+            unauth_rate=lim.unauth_rate,
+            unauth_burst=lim.unauth_burst,
+            allow_peers=tuple(lim.allow_peers),
+            deny_peers=tuple(lim.deny_peers),
+        )
+        self.credentials = Credentials(
+            realm=doc.realm,
+            fleet_keys=tuple(k.encode() for k in doc.auth.fleet_keys),
+            users=users,
+            rest_secrets=tuple(s.encode() for s in doc.auth.rest_secrets),
+            nonce_lifetime=doc.auth.nonce_lifetime,
+        )
+
+    @property
+    def workers(self) -> int:
+        w = self.doc.workers
+        return max(1, os.cpu_count() or 1) if w == "auto" else w
+
+    def path(self, name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else self.base / p
+
+    def relay_ports(self, worker: int = 0, workers: int = 1) -> tuple[int, int]:
+        """The relay ports of this site's slice that worker ``worker`` hands out."""
+        r = self.doc.relay
+        lo, hi = port_slice(r.ports[0], r.ports[1], r.site.index, r.site.count)
+        return port_slice(lo, hi, worker, workers)
+
+
+def read_users(path: Path) -> dict[str, str]:
+    """``user:password`` per line; blank lines and ``#`` comments skipped."""
+    users: dict[str, str] = {}
+    problems = []
+    for i, line in enumerate(read_text(path).splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        user, sep, password = text.partition(":")
+        if not sep or not user or not password:
+            problems.append(Problem("", "expected user:password", i))
+        elif user in users:
+            problems.append(Problem("", f"user {user!r} is given twice", i))
+        else:
+            users[user] = password
+    if problems:
+        raise InputError(path, problems)
+    return users
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    path = Path(path)
+    doc = parse_model(read_text(path), path, TurnFileIn, "a TURN config (realm:, listen:, ...)")
+    users = dict(doc.auth.users)
+    base = path.parent
+    if doc.auth.users_file:
+        f = Path(doc.auth.users_file)
+        users.update(read_users(f if f.is_absolute() else base / f))
+    if not users and not doc.auth.rest_secrets:
+        raise InputError.one(path, "auth", "no users and no rest_secrets: nobody could log in")
+    if doc.workers != "auto" and not 1 <= doc.workers <= 256:
+        raise InputError.one(path, "workers", f"between 1 and 256, or auto; got {doc.workers}")
+    for i, lis in enumerate(doc.listen):
+        for key in ("cert", "key"):
+            name = getattr(lis, key)
+            if name and not os.path.exists(name if os.path.isabs(name) else base / name):
+                raise InputError.one(path, f"listen[{i}].{key}", f"no such file: {name}")
+    return ServiceConfig(doc, base, users)

@@ -1,0 +1,94 @@
+"""Prometheus metrics of a TURN relay process, read from the core's counters at scrape
+time (nothing is counted twice and the packet paths pay nothing for metrics).
+
+Exported: ``anyedge_turn_allocations``, ``_permissions`` and ``_channels`` (gauges);
+``anyedge_turn_packets_total`` and ``_bytes_total`` by ``direction`` (to_peer,
+to_client); ``anyedge_turn_requests_total``; ``anyedge_turn_auth_failures_total`` by
+``kind`` (challenge, wrong, stale_nonce); ``anyedge_turn_refusals_total`` and
+``anyedge_turn_dropped_total`` by ``reason``.  Each series carries the ``worker`` label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ...proto.turn import Counters
+
+
+class TurnCollector(Collector):
+    def __init__(self, counters: Counters, worker: int) -> None:
+        self.c = counters
+        self.worker = str(worker)
+
+    def collect(self) -> Iterator[Metric]:
+        c, w = self.c, self.worker
+        for name in ("allocations", "permissions", "channels"):
+            g = GaugeMetricFamily(f"anyedge_turn_{name}", f"{name} now", labels=["worker"])
+            g.add_metric([w], getattr(c, name))
+            yield g
+        packets = CounterMetricFamily(
+            "anyedge_turn_packets", "packets relayed", labels=["worker", "direction"]
+        )
+        octets = CounterMetricFamily(
+            "anyedge_turn_bytes", "payload bytes relayed", labels=["worker", "direction"]
+        )
+        for d in ("to_peer", "to_client"):
+            packets.add_metric([w, d], getattr(c, f"packets_{d}"))
+            octets.add_metric([w, d], getattr(c, f"bytes_{d}"))
+        yield packets
+        yield octets
+        req = CounterMetricFamily("anyedge_turn_requests", "STUN requests", labels=["worker"])
+        req.add_metric([w], c.requests)
+        yield req
+        created = CounterMetricFamily(
+            "anyedge_turn_allocations_created", "allocations made", labels=["worker"]
+        )
+        created.add_metric([w], c.allocations_created)
+        yield created
+        auth = CounterMetricFamily(
+            "anyedge_turn_auth_failures",
+            "requests refused for credentials",
+            labels=["worker", "kind"],
+        )
+        for kind, v in (
+            ("challenge", c.challenges),
+            ("wrong", c.auth_failures),
+            ("stale_nonce", c.stale_nonces),
+        ):
+            auth.add_metric([w, kind], v)
+        yield auth
+        ref = CounterMetricFamily(
+            "anyedge_turn_refusals", "error responses", labels=["worker", "reason"]
+        )
+        for reason, v in (
+            ("forbidden_peer", c.refused_peer),
+            ("user_quota", c.refused_user_quota),
+            ("capacity", c.refused_capacity),
+            ("other", c.refused_other),
+        ):
+            ref.add_metric([w, reason], v)
+        yield ref
+        drop = CounterMetricFamily(
+            "anyedge_turn_dropped", "packets dropped", labels=["worker", "reason"]
+        )
+        for reason, v in (
+            ("malformed", c.dropped_malformed),
+            ("rate_limited", c.dropped_rate_limited),
+            ("no_permission", c.dropped_no_permission),
+            ("no_allocation", c.dropped_no_allocation),
+            ("bandwidth", c.dropped_bandwidth),
+        ):
+            drop.add_metric([w, reason], v)
+        yield drop
+
+
+def serve_metrics(counters: Counters, worker: int, address: str, port: int) -> CollectorRegistry:
+    """Expose ``counters`` on http://address:port/metrics (a thread of this process)."""
+    registry = CollectorRegistry()
+    registry.register(TurnCollector(counters, worker))
+    start_http_server(port, address, registry)
+    return registry

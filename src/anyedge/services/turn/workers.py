@@ -1,0 +1,99 @@
+"""Running the relay: one process per worker, all on the same listening ports.
+
+Each worker is a process with its own :class:`~.io.TurnService` (its own core, its own
+share of this site's relay ports, its metrics on ``metrics.port + worker``), its
+listeners opened with ``SO_REUSEPORT`` so the kernel spreads clients over the workers
+by their 5-tuple — which keeps each client's 5-tuple, and so its allocation, on one
+worker, as the allocation needs.  A peer's datagram goes straight to the worker that
+owns the relay port.  uvloop drives the event loop when it is installed.
+
+SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from .config import ServiceConfig
+from .io import TurnService
+from .metrics import serve_metrics
+
+log = logging.getLogger("anyedge.turn")
+
+
+def _event_loop_policy() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def _run(config: ServiceConfig, worker: int, workers: int, ready: Callable[[], None]) -> None:
+    service = TurnService(config, worker, workers)
+    await service.start()
+    m = config.doc.metrics
+    if m.port is not None:
+        serve_metrics(service.core.counters, worker, m.address, m.port + worker)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready()
+    try:
+        await stop.wait()
+    finally:
+        await service.close()
+
+
+def run_worker(config: ServiceConfig, worker: int, workers: int, ready: Callable[[], None]) -> None:
+    loop_kind = _event_loop_policy()
+    log.info(
+        '{"event": "worker", "worker": %d, "pid": %d, "loop": "%s"}', worker, os.getpid(), loop_kind
+    )
+    asyncio.run(_run(config, worker, workers, ready))
+
+
+def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) -> int:
+    """Run the relay until SIGTERM/SIGINT; the exit status."""
+    workers = config.workers
+    if workers == 1:
+        run_worker(config, 0, 1, on_ready)
+        return 0
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(workers + 1)
+    procs = [
+        ctx.Process(target=run_worker, args=(config, i, workers, barrier.wait), daemon=True)
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait(timeout=30)
+    on_ready()
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed and not stopping:
+        print(f"anyedge turn: a worker exited with {failed[0]}", file=sys.stderr)
+        return 1
+    return 0

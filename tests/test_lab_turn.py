@@ -1,0 +1,143 @@
+"""TURN on anycast, in the lab: a client and a peer whose packets land on different
+sites exchange data through the relay.
+
+In ``tests/data/lab3.yaml`` client c1 reaches CHC and c2 reaches AKL.  Every site runs
+``anyedge turn serve`` on the anycast address with its own slice of the relay ports.  c1
+allocates (at CHC: its relayed port is in CHC's slice) and binds a channel to a peer on
+c2; the peer answers the relayed address, its datagrams land at AKL — the site c2's
+packets reach — and AKL hands them over the backbone to CHC, which relays them to c1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anyedge.lab import turn
+from lab_support import DATA, RunningLab, running_lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+USERS = {"alice": "through-the-looking-glass"}
+
+PEER = """
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(0.5)
+sources, end = [], time.monotonic() + float(sys.argv[3])
+print("ready", flush=True)
+while time.monotonic() < end and len(sources) < int(sys.argv[4]):
+    try:
+        data, src = s.recvfrom(2048)
+    except TimeoutError:
+        continue
+    sources.append(list(src))
+    s.sendto(b"echo " + data, src)
+s.close()
+print(json.dumps(sources), flush=True)
+"""
+
+CLIENT = """
+import json, sys
+from turn_peers import TurnUdpClient
+server, user, password, peer_host, peer_port, n = sys.argv[1:7]
+peer = (peer_host, int(peer_port))
+got = []
+with TurnUdpClient((server, 3478), user, password, local=("0.0.0.0", 0)) as c:
+    relayed = c.allocate()
+    c.channel_bind(0x4001, peer)
+    for i in range(int(n)):
+        c.send_channel(0x4001, b"hello %d" % i)
+        src, data, kind = c.receive(timeout=3.0)
+        got.append([list(src), data.decode(), kind])
+    c.release()
+print(json.dumps({"relayed": list(relayed), "got": got}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab3_turn() -> Iterator[RunningLab]:
+    with running_lab(DATA / "lab3.yaml") as lab:
+        turn.start(lab.plan, lab.directory, USERS)
+        yield lab
+
+
+def in_namespace(lab: RunningLab, node: str, code: str, *args: str) -> list[str]:
+    ns = lab.plan.node(node).namespace
+    return ["ip", "netns", "exec", ns, sys.executable, "-c", code, *args]
+
+
+def test_client_and_peer_on_different_sites_talk_through_the_relay(
+    lab3_turn: RunningLab,
+) -> None:
+    lab = lab3_turn
+    plan = lab.plan
+    slices = turn.relay_slices(plan)
+    peer_host = plan.node("c2").ports[0].ip
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    before = turn.steered(plan, "AKL")
+    n = 20
+    peer = subprocess.Popen(
+        in_namespace(lab, "c2", PEER, peer_host, "40000", "20", str(n)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert peer.stdout is not None
+        assert peer.stdout.readline().strip() == "ready"
+        client = subprocess.run(
+            in_namespace(
+                lab,
+                "c1",
+                CLIENT,
+                plan.service_address,
+                "alice",
+                USERS["alice"],
+                peer_host,
+                "40000",
+                str(n),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert client.returncode == 0, client.stderr
+        out = json.loads(client.stdout)
+        sources = json.loads(peer.communicate(timeout=30)[0])
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.communicate()
+    relayed = tuple(out["relayed"])
+    # c1 reached CHC: its relayed address is the anycast address, a port of CHC's slice
+    assert relayed[0] == plan.service_address
+    lo, hi = slices["CHC"]
+    assert lo <= relayed[1] <= hi
+    # the peer on c2 was sent everything from the relayed address...
+    assert [tuple(s) for s in sources] == [relayed] * n
+    # ...its answers landed at AKL, went over the backbone to CHC, and reached c1
+    assert [g[1] for g in out["got"]] == [f"echo hello {i}" for i in range(n)]
+    assert all(g[0] == [peer_host, 40000] and g[2] == "ChannelData" for g in out["got"])
+    assert turn.steered(plan, "AKL") - before >= n
+
+
+def test_each_site_relays_from_its_own_slice(lab3_turn: RunningLab) -> None:
+    slices = turn.relay_slices(lab3_turn.plan)
+    spans = sorted(slices.values())
+    assert spans[0][0] == turn.RELAY_PORTS[0]
+    assert spans[-1][1] == turn.RELAY_PORTS[1]
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans))
+    for node in lab3_turn.plan.sites:
+        conf = (lab3_turn.directory / "nodes" / node.name / "turn.yaml").read_text()
+        assert f"address: {node.anycast[0]}, port: 3478" in conf
