@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import InputError, Problem
 from ..model.files.text import read_text
-from ..model.files.yamlpos import _Loader, line_of, place
+from ..model.files.validate import parse_model
+from ..model.files.yamlpos import line_of, place
 from ..model.world import World
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -129,28 +129,11 @@ class Scenario:
 
 
 def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> Scenario:
-    try:
-        data = yaml.load(text, Loader=_Loader) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError.one(
-            file,
-            "",
-            f"not valid YAML: {getattr(e, 'problem', e)}",
-            int(mark.line) + 1 if mark else None,
-        ) from None
-    if not isinstance(data, dict):
-        raise InputError.one(file, "", "a scenario is a YAML mapping (duration:, events:, ...)")
-    try:
-        doc = ScenarioIn.model_validate(data)
-    except ValidationError as e:
-        raise InputError(
-            file,
-            [
-                Problem(place(tuple(err["loc"])), _message(err), line_of(text, tuple(err["loc"])))
-                for err in e.errors()
-            ],
-        ) from None
+    if not text.strip():
+        text = "{}\n"  # an empty scenario takes every default
+    doc = parse_model(
+        text, file, ScenarioIn, "a scenario is a YAML mapping (duration:, events:, ...)", _message
+    )
     problems: list[Problem] = []
     events = []
     net, inet = world.network, world.internet

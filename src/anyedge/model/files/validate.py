@@ -7,6 +7,7 @@ problem becomes a :class:`~anyedge.errors.Problem` with the file, the line and t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,9 +20,17 @@ from .yamlpos import _Loader, line_of, place
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_model(text: str, file: str | Path, model: type[M], what: str) -> M:
-    """``text`` as ``model``; ``what`` says what the document should be, for a file
-    that is not even a mapping."""
+def parse_model(
+    text: str,
+    file: str | Path,
+    model: type[M],
+    what: str,
+    message: Callable[[Any], str] | None = None,
+) -> M:
+    """``text`` as ``model``.  ``what`` is the problem to report for a document that is
+    not even a mapping ("a scenario is a YAML mapping (...)"); ``message`` words a
+    pydantic error (default: pydantic's own words, with the value that was given)."""
+    word = message or _message
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
@@ -31,14 +40,14 @@ def parse_model(text: str, file: str | Path, model: type[M], what: str) -> M:
             file, "", f"not valid YAML: {getattr(e, 'problem', e)}", line
         ) from None
     if not isinstance(data, dict):
-        raise InputError.one(file, "", f"expected {what}")
+        raise InputError.one(file, "", what)
     try:
         return model.model_validate(data)
     except ValidationError as e:
         raise InputError(
             file,
             [
-                Problem(place(tuple(err["loc"])), _message(err), line_of(text, tuple(err["loc"])))
+                Problem(place(tuple(err["loc"])), word(err), line_of(text, tuple(err["loc"])))
                 for err in e.errors()
             ],
         ) from None

@@ -207,7 +207,8 @@ def read_users(path: Path) -> dict[str, str]:
 
 def load_config(path: str | Path) -> ServiceConfig:
     path = Path(path)
-    doc = parse_model(read_text(path), path, TurnFileIn, "a TURN config (realm:, listen:, ...)")
+    what = "a TURN configuration is a YAML mapping (realm:, listen:, auth:, ...)"
+    doc = parse_model(read_text(path), path, TurnFileIn, what)
     users = dict(doc.auth.users)
     base = path.parent
     if doc.auth.users_file:
