@@ -1088,3 +1088,40 @@ def test_fuzz_server_never_raises(seed: int) -> None:
         outs += server.tick(now)
         for o in outs:
             assert isinstance(o, ToClient | ToPeer | OpenRelay | CloseRelay)
+
+
+# ------------------------------------------------------------- hostile input (a review)
+
+
+def test_a_non_ascii_nonce_is_stale_not_a_crash() -> None:
+    server = make_server()
+    client = Client(server)
+    client.nonce = f"{int(T0) + 300:08x}" + "é" * 24  # 32 characters, not ASCII
+    resp, _ = client.request(
+        T0, Method.ALLOCATE, [(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0)))]
+    )
+    assert error_code(resp) == 438
+
+
+@pytest.mark.parametrize("stamp", ["²" * 10, "9" * 5000, "1" * 13])
+def test_odd_rest_usernames_are_refused_not_a_crash(stamp: str) -> None:
+    server = make_server()
+    client = Client(server, username=f"{stamp}:mallory", password="x")
+    resp, _ = client.allocate(T0)
+    assert error_code(resp) in (400, 401)
+
+
+def test_a_request_with_too_many_attributes_is_dropped() -> None:
+    server = make_server()
+    msg = Message(
+        Method.BINDING, Class.REQUEST, bytes(12), tuple((0x8022, b"x") for _ in range(65))
+    )
+    assert server.receive(T0, "udp", CLIENT, SERVER, encode(msg)) == []
+    assert server.counters.dropped_malformed == 1
+
+
+def test_permissions_are_capped_per_request() -> None:
+    client, _, _ = allocated()
+    peers = [(f"81.2.{i // 200}.{1 + i % 200}", 6000) for i in range(33)]
+    assert error_code(client.permit(T0, *peers)) == 400
+    assert client.permit(T0, *peers[:32]).cls == Class.SUCCESS

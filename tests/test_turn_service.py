@@ -110,7 +110,7 @@ def start_relay(d: Path, workers: int = 1, tls: bool = True) -> Relay:
         "listen:\n" + "\n".join(listen) + "\n"
         "relay: {ipv4: 127.0.0.1, ports: [40000, 40999]}\n"
         "auth: {users_file: users.txt, rest_secrets: [rotated-new, rotated-old], "
-        "fleet_keys: [fleet]}\n"
+        "fleet_keys: [fleet-key-for-tests]}\n"
         "limits: {allow_peers: [127.0.0.0/8]}\n"
         f"workers: {workers}\n"
         f"metrics: {{port: {metrics}}}\n"
@@ -280,25 +280,55 @@ def test_config_problems_name_their_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "turn.yaml"
+    udp = "listen: [{transport: udp, address: 127.0.0.1}]\n"
     bad.write_text(
         "realm: x\n"
         "listen:\n"
-        "  - {transport: udp, port: 3478}\n"
+        "  - {transport: udp, address: 127.0.0.1, port: 3478}\n"
         "  - {transport: tls, port: 70000}\n"
-        "auth: {fleet_keys: [k], users: {a: b}}\n"
+        "auth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
     )
     assert main(["turn", "check", "-c", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "turn.yaml:4: listen[1].port: Input should be less than or equal to 65535" in err
-    bad.write_text("realm: x\nlisten: [{transport: udp}]\nauth: {fleet_keys: [k]}\n")
+    bad.write_text("realm: x\n" + udp + "auth: {fleet_keys: [a-fleet-key]}\n")
     assert main(["turn", "check", "-c", str(bad)]) == 2
     assert "auth: no users and no rest_secrets" in capsys.readouterr().err
     (tmp_path / "users.txt").write_text("alice:ok\nnocolon\n")
     bad.write_text(
-        "realm: x\nlisten: [{transport: udp}]\nauth: {fleet_keys: [k], users_file: users.txt}\n"
+        "realm: x\n" + udp + "auth: {fleet_keys: [a-fleet-key], users_file: users.txt}\n"
     )
     assert main(["turn", "check", "-c", str(bad)]) == 2
     assert "users.txt:2: expected user:password" in capsys.readouterr().err
+    # an empty or short secret would let anyone compute passwords
+    bad.write_text("realm: x\n" + udp + "auth: {fleet_keys: [k], rest_secrets: ['']}\n")
+    assert main(["turn", "check", "-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "auth.rest_secrets[0]: String should have at least 8 characters" in err
+    assert "auth.fleet_keys[0]: String should have at least 8 characters" in err
+    # a wildcard UDP listener would answer from whatever address routing picks
+    bad.write_text(
+        "realm: x\nlisten: [{transport: udp}]\nauth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
+    )
+    assert main(["turn", "check", "-c", str(bad)]) == 2
+    assert "listen[0]: a UDP listener needs its own address" in capsys.readouterr().err
+
+
+def test_the_relays_own_addresses_are_not_peers(tmp_path: Path) -> None:
+    from anyedge.services.turn.config import load_config
+
+    conf = tmp_path / "turn.yaml"
+    base = (
+        "realm: x\nlisten: [{transport: udp, address: 203.0.113.7}]\n"
+        "relay: {ipv4: 203.0.113.8}\nauth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
+    )
+    conf.write_text(base)
+    deny = load_config(conf).turn.deny_peers
+    assert "203.0.113.7/32" in deny
+    assert "203.0.113.8/32" in deny
+    # an operator who allows them (a test on loopback) gets them as peers
+    conf.write_text(base + "limits: {allow_peers: [203.0.113.0/24]}\n")
+    assert load_config(conf).turn.deny_peers == ()
 
 
 def test_credential_command_makes_a_working_rest_password(

@@ -80,7 +80,12 @@ def serve(config_path: Path, verbose: bool) -> None:
 
 
 @turn.command()
-@click.option("--secret", required=True, help="The shared secret (one of rest_secrets).")
+@click.option(
+    "--secret",
+    required=True,
+    envvar="ANYEDGE_TURN_SECRET",
+    help="The shared secret (one of rest_secrets); or ANYEDGE_TURN_SECRET, kept out of ps.",
+)
 @click.option("--user", default="", help="Who the credential is for (optional).")
 @click.option("--ttl", default=86400, show_default=True, type=click.IntRange(1, 30 * 86400))
 def credential(secret: str, user: str, ttl: int) -> None:

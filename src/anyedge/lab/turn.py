@@ -110,7 +110,7 @@ def start(
     end = time.monotonic() + timeout
     for node in plan.sites:
         log = node_dir(directory, node.name) / "turn.log"
-        while "ready" not in (log.read_text(errors="replace") if log.exists() else ""):
+        while "ready" not in (log.read_text(errors="replace").splitlines() if log.exists() else []):
             if not netns.alive(pids[str(node.site)]) or time.monotonic() > end:
                 tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
                 raise LabError(f"{node.site}: the TURN relay did not start: {tail}")

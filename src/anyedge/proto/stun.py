@@ -237,8 +237,12 @@ def split_type(mtype: int) -> tuple[int, int]:
 # --- decode and encode ------------------------------------------------------------
 
 
+MAX_ATTRIBUTES = 64  # no real message has more; many more is work for an attacker only
+
+
 def decode(data: bytes) -> Message:
-    """Parse one STUN message; raise :class:`StunError` if it is not well formed."""
+    """Parse one STUN message; raise :class:`StunError` if it is not well formed or
+    carries more than :data:`MAX_ATTRIBUTES` attributes."""
     n = len(data)
     if n < HEADER_SIZE:
         raise StunError(f"{n} bytes is shorter than a STUN header")
@@ -262,6 +266,8 @@ def decode(data: bytes) -> Message:
         if end > n:
             raise StunError(f"attribute {atype:#06x} at byte {pos} runs past the end")
         if after == 0 or (after == 1 and atype in (_MI256, _FP)) or (after == 2 and atype == _FP):
+            if len(attrs) == MAX_ATTRIBUTES:
+                raise StunError(f"more than {MAX_ATTRIBUTES} attributes")
             attrs.append((atype, data[pos + 4 : end]))
             if atype == _MI:
                 after = 1

@@ -61,6 +61,9 @@ def rest_username(expiry: int, user: str = "", separator: str = ":") -> str:
     return f"{expiry}{separator}{user}" if user else str(expiry)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def _nonce_mac(key: bytes, expiry: int, client_ip: str) -> str:
     return hmac.digest(key, f"{expiry:08x}|{client_ip}".encode(), "sha256")[:12].hex()
 
@@ -73,12 +76,9 @@ def mint_nonce(key: bytes, now: float, client_ip: str, lifetime: float) -> str:
 
 def nonce_valid(keys: tuple[bytes, ...], nonce: str, now: float, client_ip: str) -> bool:
     """Whether one of ``keys`` minted ``nonce`` for ``client_ip`` and it has not expired."""
-    if len(nonce) != 32:
-        return False
-    try:
-        expiry = int(nonce[:8], 16)
-    except ValueError:
-        return False
+    if len(nonce) != 32 or not nonce.isascii() or not all(c in _HEX for c in nonce):
+        return False  # also keeps hmac.compare_digest away from non-ASCII text
+    expiry = int(nonce[:8], 16)
     if not now < expiry <= now + MAX_NONCE_LIFETIME + _CLOCK_SKEW:
         return False
     mac = nonce[8:]
@@ -123,7 +123,13 @@ class Authenticator:
                 self._static[username, algorithm] = key
             return Identity(username, username), [key]
         stamp, sep, user = username.partition(c.rest_separator)
-        if not c.rest_secrets or not stamp.isdigit() or (sep and not user):
+        # an expiry is at most 12 ASCII decimal digits ("²" is a digit to str.isdigit,
+        # and int() refuses more than 4,300 of them)
+        if (
+            not c.rest_secrets
+            or not (stamp.isascii() and stamp.isdecimal() and len(stamp) <= 12)
+            or (sep and not user)
+        ):
             return Identity(username, username), []
         if int(stamp) <= now:
             return Identity(username, user or username), []

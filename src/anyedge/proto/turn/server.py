@@ -131,6 +131,10 @@ def _xor_peer_parts(peer: Addr) -> tuple[bytes, int]:
     return struct.pack("!HHBBH", _XPA, 20, 0, 2, xport), int(ip)
 
 
+MAX_PEERS_PER_REQUEST = 32  # XOR-PEER-ADDRESS attributes in one CreatePermission
+MAX_PERMISSIONS = 1000  # peers one allocation may hold permissions for (IPv6 has plenty)
+
+
 @dataclass(slots=True)
 class _Auth:
     username: str
@@ -513,6 +517,8 @@ class TurnServer:
         fp = msg.has(Attr.FINGERPRINT)
         if (raw_user is None and raw_hash is None) or raw_realm is None or raw_nonce is None:
             return self._unauthenticated(now, five, msg, 400, (), fp)
+        if raw_user is not None and len(raw_user) >= 509:  # RFC 8489 §14.3
+            return self._unauthenticated(now, five, msg, 400, (), fp)
         try:
             nonce, realm = unpack_string(raw_nonce), unpack_string(raw_realm)
             if raw_user is not None:
@@ -713,7 +719,7 @@ class TurnServer:
         self, now: float, five: FiveTuple, msg: Message, auth: _Auth, fp: bool, alloc: Allocation
     ) -> ToClient:
         raws = msg.get_all(Attr.XOR_PEER_ADDRESS)
-        if not raws:
+        if not raws or len(raws) > MAX_PEERS_PER_REQUEST:
             return self._answer(five, msg, auth, fp, 400)
         hosts = []
         for raw in raws:
@@ -724,6 +730,8 @@ class TurnServer:
             if code:
                 return self._answer(five, msg, auth, fp, code)
             hosts.append(peer[0])
+        if len(alloc.perms.keys() | set(hosts)) > MAX_PERMISSIONS:
+            return self._answer(five, msg, auth, fp, 508)
         for host in hosts:
             self._permit(alloc, host, now)
         return self._answer(five, msg, auth, fp)

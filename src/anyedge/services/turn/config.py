@@ -4,9 +4,9 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
 
     realm: anyedge.example
     listen:
-      - {transport: udp, address: 0.0.0.0, port: 3478}
-      - {transport: tcp, address: 0.0.0.0, port: 3478}
-      - {transport: tls, address: 0.0.0.0, port: 5349, cert: cert.pem, key: key.pem}
+      - {transport: udp, address: 203.0.113.7, port: 3478}
+      - {transport: tcp, address: 203.0.113.7, port: 3478}
+      - {transport: tls, address: 203.0.113.7, port: 5349, cert: cert.pem, key: key.pem}
     relay:
       ipv4: 203.0.113.7          # the (anycast) relay address
       ports: [49152, 65535]
@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,6 +37,8 @@ from ...model.files.text import read_text
 from ...model.files.validate import parse_model
 from ...proto.turn import Credentials, TurnConfig
 from ...proto.turn.ports import port_slice
+
+MIN_SECRET = 8  # characters of a REST secret or fleet key: an empty one lets anyone in
 
 
 class _Strict(BaseModel):
@@ -63,6 +65,11 @@ class ListenIn(_Strict):
     def _tls_needs_cert(self) -> ListenIn:
         if self.transport == "tls" and not (self.cert and self.key):
             raise ValueError("a tls listener needs cert and key")
+        if self.transport == "udp" and ipaddress.ip_address(self.address).is_unspecified:
+            raise ValueError(
+                "a UDP listener needs its own address (the anycast one): on a wildcard "
+                "address its answers would leave from whatever address routing picks"
+            )
         return self
 
 
@@ -100,11 +107,14 @@ class RelayIn(_Strict):
         return self
 
 
+Secret = Annotated[str, Field(min_length=MIN_SECRET)]
+
+
 class AuthIn(_Strict):
     users: dict[str, str] = {}
     users_file: str | None = None
-    rest_secrets: list[str] = []
-    fleet_keys: list[str] = Field(min_length=1)
+    rest_secrets: list[Secret] = []
+    fleet_keys: list[Secret] = Field(min_length=1)
     nonce_lifetime: float = Field(600.0, gt=0, le=600)
 
 
@@ -142,6 +152,19 @@ class TurnFileIn(_Strict):
     log: Literal["json", "text"] = "json"
 
 
+def own_addresses(doc: TurnFileIn, allowed: list[str]) -> list[str]:
+    """The relay's listening and relayed addresses, as host routes, but for those the
+    allow list names."""
+    hosts = {x.address for x in doc.listen} | {a for a in (doc.relay.ipv4, doc.relay.ipv6) if a}
+    nets = [ipaddress.ip_network(c) for c in allowed]
+    out = []
+    for h in sorted(hosts):
+        ip = ipaddress.ip_address(h)
+        if not ip.is_unspecified and not any(ip in n for n in nets):
+            out.append(f"{ip}/{ip.max_prefixlen}")
+    return out
+
+
 class ServiceConfig:
     """A checked ``turn.yaml``: the core's settings and credentials, and the IO's."""
 
@@ -159,7 +182,10 @@ class ServiceConfig:
             unauth_rate=lim.unauth_rate,
             unauth_burst=lim.unauth_burst,
             allow_peers=tuple(lim.allow_peers),
-            deny_peers=tuple(lim.deny_peers),
+            # the relay's own addresses are not peers: no TURN inside TURN, no loops
+            # through other allocations, no reaching services on the anycast address
+            # (unless the allow list names them: a test on loopback, say)
+            deny_peers=(*lim.deny_peers, *own_addresses(doc, lim.allow_peers)),
         )
         self.credentials = Credentials(
             realm=doc.realm,

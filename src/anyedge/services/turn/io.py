@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 import socket
@@ -43,13 +44,21 @@ log = logging.getLogger("anyedge.turn")
 TICK = 0.5  # seconds between expiry sweeps
 RELAY_BUFFER = 1 << 20  # receive buffer of each relay socket
 BIND_ATTEMPTS = 32  # ports tried before an allocation gives up (508)
+STREAM_HIGH_WATER = 256 * 1024  # bytes queued to a TCP/TLS client before relayed data drops
+STREAM_HARD_LIMIT = 4 * 1024 * 1024  # ...and before the connection is closed
+STREAM_IDLE = 30.0  # seconds a TCP/TLS connection may stay without an allocation
+TLS_HANDSHAKE = 10.0  # seconds
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # Linux <linux/in.h>: set the DF bit, never fragment
 
 
-def _event(name: str, **fields: Any) -> None:
+def _event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """One structured log line: a JSON object with the event's name and fields."""
-    if log.isEnabledFor(logging.INFO):
-        log.info(json.dumps({"event": name, **fields}))
+    if log.isEnabledFor(level):
+        log.log(level, json.dumps({"event": name, **fields}))
+
+
+def _warn(name: str, **fields: Any) -> None:
+    _event(name, logging.WARNING, **fields)
 
 
 def _addr(a: Any) -> Addr:
@@ -76,7 +85,14 @@ class BindingPorts:
             addr = self.inner.take(family, even)
             if addr is None:
                 return None
-            s = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                s = socket.socket(
+                    socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM
+                )
+            except OSError as e:  # out of descriptors, say: no allocation now (508)
+                self.inner.give_back(addr)
+                log.warning(json.dumps({"event": "relay_socket_failed", "error": str(e)}))
+                return None
             try:
                 if family == 6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -84,9 +100,11 @@ class BindingPorts:
                 s.bind(addr)
             except OSError as e:
                 s.close()
-                if e.errno not in (errno.EADDRINUSE, errno.EACCES):
-                    raise
-                continue  # held by someone else: leave it out of the pool
+                if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue  # held by someone else: leave it out of the pool, try another
+                self.inner.give_back(addr)
+                log.warning(json.dumps({"event": "relay_bind_failed", "error": str(e)}))
+                return None
             s.setblocking(False)
             self.sockets[addr] = s
             return addr
@@ -99,6 +117,22 @@ class BindingPorts:
         self.inner.give_back(addr)
 
 
+def _guarded(service: TurnService, call: Callable[[], list[Output]]) -> None:
+    """Run one input through the core and carry out what it says.  A bug or a hostile
+    input the core did not expect must not kill a listener or a connection: it is
+    counted and logged (at most once a second), and the input is dropped."""
+    try:
+        outputs = call()
+    except Exception as e:
+        service.errors += 1
+        now = time.monotonic()
+        if now - service._last_error_log >= 1.0:
+            service._last_error_log = now
+            _warn("input_failed", error=repr(e)[:300], errors=service.errors)
+        return
+    service.carry_out(outputs)
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, service: TurnService, local: Addr) -> None:
         self.service = service
@@ -109,11 +143,11 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        svc = self.service
-        svc.carry_out(svc.core.receive(time.time(), "udp", _addr(addr), self.local, data))
+        svc, local = self.service, self.local
+        _guarded(svc, lambda: svc.core.receive(time.time(), "udp", _addr(addr), local, data))
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("udp listener error: %s", exc)
+        _event("udp_error", logging.DEBUG, error=repr(exc))
 
 
 class _Relay(asyncio.DatagramProtocol):
@@ -126,11 +160,11 @@ class _Relay(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        svc = self.service
-        svc.carry_out(svc.core.receive_from_peer(time.time(), self.relay, _addr(addr), data))
+        svc, relay = self.service, self.relay
+        _guarded(svc, lambda: svc.core.receive_from_peer(time.time(), relay, _addr(addr), data))
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("relay %s error: %s", self.relay, exc)
+        _event("relay_error", logging.DEBUG, relay=list(self.relay), error=repr(exc))
 
 
 class _Stream(asyncio.Protocol):
@@ -143,28 +177,42 @@ class _Stream(asyncio.Protocol):
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Addr = ("", 0)
+        self.opened = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.peer = _addr(transport.get_extra_info("peername"))
+        # the address this connection really came to (a wildcard listener has many)
+        self.local = _addr(transport.get_extra_info("sockname") or self.local)
+        with contextlib.suppress(OSError, AttributeError):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.service.streams[(self.name, self.peer, self.local)] = self.transport
+        self.service.opened[(self.name, self.peer, self.local)] = self.opened
 
     def data_received(self, data: bytes) -> None:
         svc = self.service
         try:
             frames = self.framer.feed(data)
         except StunError as e:
-            log.info("closing %s connection from %s: %s", self.name, self.peer, e)
+            _event("stream_closed", transport=self.name, peer=list(self.peer), why=str(e))
             assert self.transport is not None
             self.transport.close()
             return
+        name, peer, local = self.name, self.peer, self.local
         for frame in frames:
-            svc.carry_out(svc.core.receive(time.time(), self.name, self.peer, self.local, frame))
+            _guarded(
+                svc, functools.partial(svc.core.receive, time.time(), name, peer, local, frame)
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         svc = self.service
-        svc.streams.pop((self.name, self.peer, self.local), None)
-        svc.carry_out(svc.core.connection_lost(time.time(), self.name, self.peer, self.local))
+        key = (self.name, self.peer, self.local)
+        svc.streams.pop(key, None)
+        svc.opened.pop(key, None)
+        name, peer, local = key
+        _guarded(svc, lambda: svc.core.connection_lost(time.time(), name, peer, local))
 
 
 class TurnService:
@@ -181,6 +229,10 @@ class TurnService:
         self.streams: dict[tuple[str, Addr, Addr], asyncio.Transport] = {}
         self.relays: dict[Addr, asyncio.DatagramTransport] = {}
         self.pending: dict[Addr, list[tuple[bytes, Addr]]] = {}  # relays being opened
+        self.opened: dict[tuple[str, Addr, Addr], float] = {}  # when each stream connected
+        self.errors = 0  # inputs the core could not take (see _guarded)
+        self.dropped_backlog = 0  # relayed data dropped for a client that does not read
+        self._last_error_log = -1.0
         self._ticker: asyncio.Task[None] | None = None
         self._reuse_port = workers > 1
 
@@ -204,7 +256,19 @@ class TurnService:
                 else:
                     stream = self.streams.get((out.transport, out.client_addr, out.server_addr))
                     if stream is not None:
-                        stream.write(out.data)
+                        backlog = stream.get_write_buffer_size()
+                        if backlog > STREAM_HARD_LIMIT:
+                            stream.close()  # it has stopped reading: end it, and its allocation
+                        elif (
+                            backlog > STREAM_HIGH_WATER
+                            and len(out.data) > 0
+                            and (
+                                out.data[0] >= 0x40 or out.data[1] == 0x17  # relayed data only
+                            )
+                        ):
+                            self.dropped_backlog += 1
+                        else:
+                            stream.write(out.data)
             elif type(out) is OpenRelay:
                 self._open(out)
             elif type(out) is CloseRelay:
@@ -249,7 +313,7 @@ class TurnService:
     def _opened(self, relay: Addr, fut: asyncio.Future[Any]) -> None:
         waiting = self.pending.pop(relay, None)
         if fut.cancelled() or fut.exception() is not None:
-            log.warning("relay %s did not open: %s", relay, fut.exception())
+            _warn("relay_open_failed", relay=list(relay), error=repr(fut.exception()))
             return
         transport, _ = fut.result()
         if waiting is None:  # closed while it was being opened
@@ -289,6 +353,7 @@ class TurnService:
                     lis.address,
                     lis.port,
                     ssl=ctx,
+                    ssl_handshake_timeout=TLS_HANDSHAKE if ctx is not None else None,
                     reuse_address=True,
                     reuse_port=self._reuse_port or None,
                 )
@@ -314,7 +379,18 @@ class TurnService:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            self.carry_out(self.core.tick(time.time()))
+            _guarded(self, lambda: self.core.tick(time.time()))
+            self._close_idle()
+
+    def _close_idle(self) -> None:
+        """Close TCP/TLS connections that have held no allocation for STREAM_IDLE s."""
+        limit = time.monotonic() - STREAM_IDLE
+        for key, since in list(self.opened.items()):
+            if since < limit and self.core.allocation(*key) is None:
+                stream = self.streams.get(key)
+                if stream is not None:
+                    stream.close()
+                self.opened.pop(key, None)
 
     async def close(self) -> None:
         if self._ticker is not None:

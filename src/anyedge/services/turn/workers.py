@@ -7,7 +7,10 @@ by their 5-tuple — which keeps each client's 5-tuple, and so its allocation, o
 worker, as the allocation needs.  A peer's datagram goes straight to the worker that
 owns the relay port.  uvloop drives the event loop when it is installed.
 
-SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped).
+SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped); a
+worker that dies ends the others too, since the kernel would hand its clients to workers
+that do not hold their allocations.  Limits (quotas, the allocation cap, rate limits)
+are each worker's own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from .config import ServiceConfig
@@ -74,10 +78,6 @@ def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) ->
         ctx.Process(target=run_worker, args=(config, i, workers, barrier.wait), daemon=True)
         for i in range(workers)
     ]
-    for p in procs:
-        p.start()
-    barrier.wait(timeout=30)
-    on_ready()
     stopping = False
 
     def stop(*_: object) -> None:
@@ -88,12 +88,29 @@ def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) ->
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGTERM)
 
+    # before the first fork: a SIGTERM now must still reach every worker
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for p in procs:
-        p.join()
-    failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
-    if failed and not stopping:
-        print(f"anyedge turn: a worker exited with {failed[0]}", file=sys.stderr)
+        p.start()
+    try:
+        barrier.wait(timeout=30)
+    except threading.BrokenBarrierError:
+        stop()
+        for p in procs:
+            p.join(5)
+        print("anyedge turn: the workers did not all start", file=sys.stderr)
         return 1
+    on_ready()
+    # the workers share their listening ports: if one dies, the kernel hands its
+    # clients to the others, who do not hold their allocations; end them all instead
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(0.2)
+            if not stopping and p.exitcode is not None:
+                print(f"anyedge turn: worker {p.pid} exited with {p.exitcode}", file=sys.stderr)
+                stop()
+                for q in procs:
+                    q.join(5)
+                return 1
     return 0
