@@ -1125,3 +1125,25 @@ def test_permissions_are_capped_per_request() -> None:
     peers = [(f"81.2.{i // 200}.{1 + i % 200}", 6000) for i in range(33)]
     assert error_code(client.permit(T0, *peers)) == 400
     assert client.permit(T0, *peers[:32]).cls == Class.SUCCESS
+
+
+def test_the_unauthenticated_rate_limit_counts_an_ipv6_64_as_one_client() -> None:
+    server = make_server(config=TurnConfig(unauth_rate=1.0, unauth_burst=2.0))
+    answered = 0
+    for i in range(10):  # ten addresses of one /64: one client to the limiter
+        client = Client(server, addr=(f"2001:db8:1:2::{i + 1}", 50000))
+        _, data = client.build(Method.BINDING, [], signed=False)
+        answered += len(client.send(T0, data))
+    assert answered == 2
+    other = Client(server, addr=("2001:db8:1:3::1", 50000))  # another /64 is not held back
+    _, data = other.build(Method.BINDING, [], signed=False)
+    assert len(other.send(T0, data)) == 1
+
+
+@pytest.mark.parametrize(
+    "peer", ["203.0.114.5", "::ffff:203.0.114.5", "64:ff9b::cb00:7205", "2002:cb00:7205::1"]
+)
+def test_a_denied_ipv4_range_stays_denied_inside_ipv6(peer: str) -> None:
+    policy = PeerPolicy(extra_deny=["203.0.114.0/24"])
+    assert "denied by operator" in (policy.refusal(peer) or "")
+    assert PeerPolicy().refusal("2002:cb00:7205::1") is None  # a public 6to4 peer, not denied

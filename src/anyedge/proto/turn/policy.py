@@ -49,7 +49,8 @@ and the embedded address decides the reason), NAT64 64:ff9b::/96 (the embedded
 address decides), 6to4 2002::/16 (bits 16-47) and Teredo 2001::/32 (server in bits
 32-63, client in the inverted low 32 bits).  The allow list is matched against the
 address as given, before any of this; ``extra_deny`` adds ranges of the operator's own
-(its service prefixes, its backbone) that no allow list entry overrides.
+(its service prefixes, its backbone) that no allow list entry overrides, matched against
+the address and against every IPv4 address it carries.
 """
 
 from __future__ import annotations
@@ -136,6 +137,19 @@ def ipv6_reason(value: int) -> str | None:
     return _match(value, SPECIAL_IPV6)
 
 
+def embedded_ipv4(value: int) -> list[int]:
+    """The IPv4 addresses an IPv6 address (an int) carries: mapped, compatible, NAT64,
+    6to4, Teredo (server and client)."""
+    high, low = value >> 32, value & _MASK32
+    if high in (0xFFFF, 0, _NAT64):
+        return [low] if value > 1 else []
+    if value >> 112 == 0x2002:
+        return [(value >> 80) & _MASK32]
+    if value >> 96 == 0x2001_0000:
+        return [(value >> 64) & _MASK32, ~value & _MASK32]
+    return []
+
+
 class PeerPolicy:
     """Decides whether a relay may send to a peer IP address: :meth:`refusal`."""
 
@@ -157,6 +171,11 @@ class PeerPolicy:
             return "not an address"
         if any(ip in net for net in self._deny):
             return "denied by operator"
+        if ip.version == 6 and self._deny:  # an IPv4 range denied stays denied inside IPv6
+            for v4 in embedded_ipv4(int(ip)):
+                inner = ipaddress.IPv4Address(v4)
+                if any(inner in net for net in self._deny):
+                    return "denied by operator (embedded IPv4)"
         if any(ip in net for net in self._allow):
             return None
         if not self.refuse_special:

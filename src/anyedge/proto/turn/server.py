@@ -131,6 +131,14 @@ def _xor_peer_parts(peer: Addr) -> tuple[bytes, int]:
     return struct.pack("!HHBBH", _XPA, 20, 0, 2, xport), int(ip)
 
 
+def rate_key(host: str) -> str:
+    """Whom the unauthenticated rate limit counts: an IPv4 address, or an IPv6 /64 (one
+    host holds a whole /64, and would otherwise fill the limiter's table alone)."""
+    if ":" not in host:
+        return host
+    return str(ipaddress.ip_network(f"{host}/64", strict=False))
+
+
 MAX_PEERS_PER_REQUEST = 32  # XOR-PEER-ADDRESS attributes in one CreatePermission
 MAX_PERMISSIONS = 1000  # peers one allocation may hold permissions for (IPv6 has plenty)
 
@@ -493,7 +501,7 @@ class TurnServer:
         fp: bool,
     ) -> list[Output]:
         """An answer that proves nothing about the sender: rate limited per client IP."""
-        if not self._limiter.allow(now, five[1][0]):
+        if not self._limiter.allow(now, rate_key(five[1][0])):
             self.counters.dropped_rate_limited += 1
             return []
         return [ToClient(*five, self._reply(msg, code, attrs, None, fp))]
