@@ -5,10 +5,11 @@ inside the site's namespace with its settings in environment variables
 (:func:`exabgp_env`): run as root without dropping privileges (its helper process must
 open the FIFO below), log to stdout (the spawn log ``exabgp.out``), no CLI named pipes
 (they would be looked up in ``/run`` and shared by every instance), acknowledgements on,
-and ``tcp.bind`` on the site's own link addresses, port 179.  ExaBGP connects actively
-to each neighbour and also accepts the neighbour's connection, so a session comes back
-as soon as either side retries (ExaBGP's own retries back off: 1, 2, 3, … up to 60 s
-after consecutive failures, while the routers retry every ``connect_retry`` seconds).
+and ``tcp.bind`` on the site's own link addresses, port 179.  Each neighbour is
+``passive``: ExaBGP only accepts the router's connection, which the router retries every
+``connect_retry`` seconds.  (Connecting actively too, ExaBGP's own retries back off —
+1, 2, 3, … up to 60 s after consecutive failures — and once left a CI run's session
+down for a minute.)
 
 The configuration (:func:`render_exabgp_conf`) holds one ``neighbor`` block per
 neighbour (router id, local address, local and peer AS, ``hold-time``; ExaBGP sends
@@ -72,6 +73,9 @@ def render_exabgp_conf(
             f"  local-as {cfg.asn};",
             f"  peer-as {n.asn};",
             f"  hold-time {cfg.timers.hold};",
+            # the router connects (every second until it is up); ExaBGP only listens, so
+            # no connection collision and no back-off between its own attempts
+            "  passive true;",
             "  family {",
             "    ipv4 unicast;",
             "  }",
