@@ -31,7 +31,9 @@ def test_worked_example_from_the_docs(capsys: pytest.CaptureFixture[str]) -> Non
         ("free", "C"): 0.2,
         ("free", "D"): 0.8,
     }
-    assert "site B is 100 ms away" in data["actions"][0]["reason"]
+    assert "B is 100 ms away with room" in data["actions"][0]["reason"]
+    assert data["actions"][0]["code"] == "over_maximum"
+    assert data["actions"][0]["fields"]["receiver"] == "B"
     state = {(f["site"], f["plan"], f["to"]): f["share"] for f in data["state"]["forward"]}
     assert state[("A", "free", "D")] == pytest.approx(0.8)
     assert data["state"]["last_change"] == {"A": 1000.0}

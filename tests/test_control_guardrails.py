@@ -27,7 +27,7 @@ def test_no_withdrawal_where_the_atlas_knows_nothing() -> None:
     unknown = Failover(share=share, known=np.array([False, True, True, True]))
     plan = decide(obs, State.empty(4, 4, prefixes=1), cfg, 0.0, unknown)
     assert plan.of("withdraw") == []
-    assert "no atlas says" in plan.actions[-1].reason
+    assert plan.actions[-1].reason.code == "no_atlas"
 
 
 def test_no_withdrawal_that_strands_users() -> None:
@@ -37,7 +37,7 @@ def test_no_withdrawal_that_strands_users() -> None:
     share[0, 3] = 0.9  # a tenth of A's users would find no site
     plan = decide(obs, State.empty(4, 4, prefixes=1), cfg, 0.0, Failover(share=share))
     assert plan.of("withdraw") == []
-    assert "without any site" in plan.actions[-1].reason
+    assert plan.actions[-1].reason.code == "users_lost"
 
 
 def test_two_sites_never_withdraw_a_prefix_to_nowhere() -> None:
@@ -61,7 +61,7 @@ def test_two_sites_never_withdraw_a_prefix_to_nowhere() -> None:
     share = np.array([[0, 0, 1.0, 0], [0, 0, 0, 1.0], [0] * 4, [0] * 4])
     plan = decide(obs, State.empty(4, 4, prefixes=1), cfg, 0.0, Failover(share=share))
     assert len(plan.of("withdraw")) == 1
-    assert "announced nowhere else" in plan.actions[-1].reason
+    assert plan.actions[-1].reason.code == "last_announcement"
     after = apply(State.empty(4, 4, prefixes=1), plan, 0.0)
     assert (announced & ~after.withdrawn).any()
 
@@ -76,7 +76,7 @@ def test_a_withdrawal_counts_against_the_cap() -> None:
     quiet_d = Observation(utilisation=np.array([0.9, 0.4, 0.4, 0.05]), cpu=obs.cpu, age=obs.age)
     plan = decide(quiet_d, State.empty(4, 4, prefixes=1), cfg, 0.0, Failover(share=share))
     assert plan.of("withdraw") == []
-    assert "more than this decision may move" in plan.actions[-1].reason
+    assert plan.actions[-1].reason.code == "withdraw_over_cap"
 
 
 def test_preemption_ends_in_the_withdrawal() -> None:

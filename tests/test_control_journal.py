@@ -29,15 +29,22 @@ import pytest
 from anyedge.adapters import Controller, Journal, observation_digest
 from anyedge.adapters import journal as journal_module
 from anyedge.control.core import Action, Config, Observation, Plan, State
+from anyedge.control.reasons import Names, Reason
 from anyedge.errors import InputError
 from test_control_core import reference_network
 
 TESTS = Path(__file__).parent
+NAMES = Names(
+    ("A", "B", "C", "D"),
+    ("free", "pro", "business", "enterprise"),
+    ("A01", "A02", "B01"),
+    ("192.0.2.0/24", "198.51.100.0/24"),
+)
 STEP = 100.0  # seconds between two steps of the controller
 STALE = (700.0, 1_000.0)  # site 3's telemetry is 300 s old in [700, 1000)
 DROP = 1_500.0  # site 0's demand halves from here on
 END = 4_000.0  # the last step
-DECISIONS = 11  # 5 with forwards, 3 with holds, 3 with reverts
+DECISIONS = 12  # 5 with forwards (each with a hold: the cap), 3 with holds, 4 with reverts
 FORWARD_PHASE = [0.0, 100.0, 200.0, 300.0, 400.0]  # the times of the forwarding decisions
 
 
@@ -117,7 +124,7 @@ class World:
         self.state = state
         self.enforced.append((now, state, plan))
         if self.log is not None:
-            reason = plan.actions[0].reason if plan.actions else ""
+            reason = plan.actions[0].reason.code if plan.actions else ""
             line = {"pid": os.getpid(), "now": now, "reason": reason, **state_json(state)}
             fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -128,7 +135,7 @@ class World:
 
 def run(journal: Path, world: World, end: float = END, pace: float = 0.0) -> None:
     """One controller process: resume from the journal, then a step every STEP s."""
-    with Journal(journal) as j:
+    with Journal(journal, NAMES) as j:
         controller = Controller(world, world, config(), j)
         now = controller.last_time if controller.last_time is not None else 0.0
         while now <= end:
@@ -148,7 +155,7 @@ def uninterrupted(tmp_path: Path) -> Journal:
     """The journal of the same controller run from 0 to END without a crash."""
     path = tmp_path / "uninterrupted.db"
     run(path, World())
-    return Journal(path)
+    return Journal(path, NAMES)
 
 
 def forwarded(actions: list[tuple[int, Action]]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -167,10 +174,10 @@ def test_the_uninterrupted_run(tmp_path: Path) -> None:
         acts = j.actions()
         assert j.decisions() == DECISIONS
         kinds = [a.kind for _, a in acts]
-        assert (kinds.count("forward"), kinds.count("hold"), kinds.count("revert")) == (6, 3, 4)
+        assert (kinds.count("forward"), kinds.count("hold"), kinds.count("revert")) == (6, 8, 5)
         times = [j.state(k)[0] for k in range(1, DECISIONS + 1)]
         assert times[:8] == [*FORWARD_PHASE, 700.0, 800.0, 900.0]
-        assert times[8:] == [DROP + STEP * k for k in range(3)]
+        assert times[8:] == [DROP + STEP * k for k in range(4)]
         latest = j.latest()
         assert latest is not None
         np.testing.assert_allclose(latest[2].forward, forwarded(acts), rtol=0, atol=1e-12)
@@ -194,11 +201,42 @@ def a_state() -> State:
 
 
 ACTIONS = (
-    Action("forward", 0, "90.0 % is above the maximum 88 %", plan=0, to=1, share=0.2, cpu=97.6),
-    Action("revert", 0, "below acceptable: taking back", plan=1, to=2, share=1 / 3, cpu=10.5),
-    Action("shift", 1, "section above its maximum", section=1, share=0.25, cpu=30.0),
-    Action("withdraw", 0, "cannot forward: withdrawing prefix 0", prefix=0, cpu=9_000.0),
-    Action("hold", -1, "no fresh telemetry — failing static, moves in force are kept"),
+    Action(
+        "forward",
+        0,
+        Reason.of(
+            "over_maximum",
+            utilisation=0.9,
+            maximum=0.88,
+            need=1_000.0,
+            target=0.85,
+            receiver=1,
+            latency_ms=100.0,
+        ),
+        plan=0,
+        to=1,
+        share=0.2,
+        cpu=97.6,
+    ),
+    Action(
+        "revert",
+        0,
+        Reason.of("revert", utilisation=0.4, acceptable=0.5, cpu=10.5, receiver=2),
+        plan=1,
+        to=2,
+        share=1 / 3,
+        cpu=10.5,
+    ),
+    Action(
+        "shift",
+        1,
+        Reason.of("shift_out", utilisation=0.95, maximum=0.9, cpu=30.0, section=1),
+        section=1,
+        share=0.25,
+        cpu=30.0,
+    ),
+    Action("withdraw", 0, Reason.of("withdraw", prefix=0, cpu=9_000.0), prefix=0, cpu=9_000.0),
+    Action("hold", -1, Reason.of("no_fresh_telemetry")),
 )
 
 
@@ -207,12 +245,12 @@ def test_journal_round_trip(tmp_path: Path) -> None:
     obs, _ = reference_network()
     digest = observation_digest(obs)
     state = a_state()
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         assert j.latest() is None
         assert j.decisions() == 0
         assert j.record(0.0, digest, Plan(ACTIONS[:2]), State.empty(4, 4, 3, 2)) == 1
         assert j.record(250.5, digest, Plan(ACTIONS[2:]), state) == 2
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         assert j.decisions() == 2
         latest = j.latest()
         assert latest is not None
@@ -242,20 +280,21 @@ def test_journal_round_trip(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         meta = dict(raw.execute("SELECT key, value FROM meta").fetchall())
         assert meta["format"] == "anyedge-journal"
-        assert meta["schema_version"] == "1"
+        assert meta["schema_version"] == "2"
+        assert json.loads(meta["names"]) == NAMES.as_dict()
         (summary,) = raw.execute("SELECT summary FROM decisions WHERE seq = 2").fetchone()
         assert json.loads(summary) == {
             "actions": {"shift": 1, "withdraw": 1, "hold": 1},
             "changed": True,
             "shape": {"sites": 4, "plans": 4, "sections": 3, "prefixes": 2},
-            "forwarding": [0],
-            "receiving": [1, 2],
-            "shifted": [1],
-            "withdrawn": [[0, 0]],
+            "forwarding": ["A"],
+            "receiving": ["B", "C"],
+            "shifted": ["A02"],
+            "withdrawn": [["192.0.2.0/24", "A"]],
         }
         assert raw.execute("SELECT kind, to_site FROM actions WHERE seq = 1").fetchall() == [
-            ("forward", 1),
-            ("revert", 2),
+            ("forward", "B"),
+            ("revert", "C"),
         ]
     finally:
         raw.close()
@@ -275,7 +314,7 @@ def test_a_failed_record_leaves_no_partial_decision(
     path = tmp_path / "j.db"
     plan = Plan(ACTIONS)
     seen: list[int] = []
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         assert j.record(0.0, "sha256:a", plan, a_state()) == 1
 
         def broken(state: State) -> bytes:
@@ -291,7 +330,7 @@ def test_a_failed_record_leaves_no_partial_decision(
         assert seen == [5]
         assert j.decisions() == 1
         assert j.actions() == [(1, a) for a in ACTIONS]
-    with Journal(path) as j:  # nothing of decision 2 on disk either, and no gap after it
+    with Journal(path, NAMES) as j:  # nothing of decision 2 on disk either, and no gap after it
         assert j.decisions() == 1
         assert j.actions(since_seq=1) == []
         assert j.record(200.0, "sha256:c", plan, a_state()) == 2
@@ -316,7 +355,7 @@ def _other_meta(path: Path) -> None:
 
 
 def _future_version(path: Path) -> None:
-    Journal(path).close()
+    Journal(path, NAMES).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     db.close()
@@ -334,7 +373,7 @@ def _directory(path: Path) -> None:
         (_other_meta, "meta.format: not an anyedge journal ('someone-else')"),
         (
             _future_version,
-            "meta.schema_version: schema version 99 is not one this anyedge reads (1)",
+            "meta.schema_version: schema version 99 is not one this anyedge reads (2)",
         ),
         (_directory, "cannot open the journal: unable to open database file"),
     ],
@@ -345,7 +384,7 @@ def test_bad_files(tmp_path: Path, make: Any, message: str) -> None:
     make(path)
     before = path.read_bytes() if path.is_file() else b""
     with pytest.raises(InputError) as e:
-        Journal(path)
+        Journal(path, NAMES)
     assert str(e.value) == f"{path}: {message}"
     assert e.value.file == path
     if path.is_file() and make is not _future_version:
@@ -354,12 +393,12 @@ def test_bad_files(tmp_path: Path, make: Any, message: str) -> None:
 
 def test_a_damaged_state_names_the_decision(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         j.record(0.0, "sha256:a", Plan(()), a_state())
     with sqlite3.connect(path) as db:
         db.execute("UPDATE decisions SET state = ? WHERE seq = 1", (b"not zlib",))
     db.close()
-    with Journal(path) as j, pytest.raises(InputError) as e:
+    with Journal(path, NAMES) as j, pytest.raises(InputError) as e:
         j.latest()
     assert str(e.value).startswith(f"{path}: decisions[seq=1].state: not a packed state: ")
 
@@ -412,7 +451,7 @@ def test_restart_in_process_with_a_fake_clock(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     world, clock = World(), Clock()
     telemetry = Recorded(world)
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         controller = Controller(telemetry, Crashing(world, 4, Crash()), config(), j)
         assert not controller.resumed
 
@@ -428,7 +467,7 @@ def test_restart_in_process_with_a_fake_clock(tmp_path: Path) -> None:
         assert j.decisions() == 4
         assert [now for now, _, _ in world.enforced] == [0.0, 100.0, 200.0]
         assert same(world.state, j.state(3)[1])
-    with Journal(path) as j:  # the process starts again
+    with Journal(path, NAMES) as j:  # the process starts again
         latest = j.latest()
         assert latest is not None
         seq, t, state = latest
@@ -443,16 +482,11 @@ def test_restart_in_process_with_a_fake_clock(tmp_path: Path) -> None:
         assert len(world.enforced) == 4
         assert now == 300.0
         assert same(enforced, state)
-        assert plan.actions[0].reason == (
-            f"resumed from decision 4 of the journal {path}: "
-            "enforcing again the state it left in force"
-        )
+        assert plan.actions[0].reason == Reason.of("resumed", seq=4)
         # the step that crashed, re-run on the same observation: already decided
         plan = controller.step(clock.now)
         assert plan.empty
-        assert plan.actions[0].reason == (
-            "decision 4 was taken on this observation at this time: nothing new"
-        )
+        assert plan.actions[0].reason == Reason.of("already_decided", seq=4)
         assert j.decisions() == 4
         assert len(world.enforced) == 4
         while clock.now < END:
@@ -480,9 +514,9 @@ def test_rerun_after_the_network_moved(tmp_path: Path, min_interval: float, forw
     path = tmp_path / "j.db"
     world = World()
     cfg = replace(config(), min_interval=min_interval)
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         Controller(world, world, cfg, j).step(0.0)
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         controller = Controller(world, world, cfg, j)
         plan = controller.step(0.0)
         assert len(plan.of("forward")) == forwards
@@ -491,13 +525,13 @@ def test_rerun_after_the_network_moved(tmp_path: Path, min_interval: float, forw
 
 def test_a_plan_that_only_holds_is_journaled_and_changes_nothing(tmp_path: Path) -> None:
     world = World()
-    with Journal(tmp_path / "j.db") as j:
+    with Journal(tmp_path / "j.db", NAMES) as j:
         controller = Controller(world, world, config(), j)
         for now in [*FORWARD_PHASE, 500.0, 600.0]:
             controller.step(now)
         assert j.decisions() == 5
         plan = controller.step(700.0)
-        hold = Action("hold", 3, "telemetry is 300 s old: no new moves for this site")
+        hold = Action("hold", 3, Reason.of("stale", age_s=300.0))
         assert plan.actions == (hold,)
         assert j.actions(since_seq=5) == [(6, hold)]
         assert same(j.state(6)[1], j.state(5)[1])
@@ -507,14 +541,14 @@ def test_a_plan_that_only_holds_is_journaled_and_changes_nothing(tmp_path: Path)
 
 def test_a_failed_enforcement_is_retried(tmp_path: Path) -> None:
     world = World()
-    with Journal(tmp_path / "j.db") as j:
+    with Journal(tmp_path / "j.db", NAMES) as j:
         controller = Controller(world, Crashing(world, 1, OSError("actuator down")), config(), j)
         with pytest.raises(OSError, match="actuator down"):
             controller.step(0.0)
         assert j.decisions() == 1
         assert world.enforced == []
         plan = controller.step(10.0)  # within min_interval: nothing new to decide
-        assert plan.actions == ()
+        assert [a.reason.code for a in plan.actions] == ["waiting"]
         latest = j.latest()
         assert latest is not None
         assert [now for now, _, _ in world.enforced] == [10.0]
@@ -526,7 +560,7 @@ def test_a_failed_enforcement_is_retried(tmp_path: Path) -> None:
 def test_the_network_must_match_the_journal(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     world = World()
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         Controller(world, world, config(), j).step(0.0)
 
     class Smaller:
@@ -534,7 +568,7 @@ def test_the_network_must_match_the_journal(tmp_path: Path) -> None:
             obs, _ = reference_network()
             return Observation(obs.utilisation[:3], obs.cpu[:3], obs.age[:3])
 
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         controller = Controller(Smaller(), world, config(), j)
         with pytest.raises(InputError) as e:
             controller.step(100.0)
@@ -577,7 +611,7 @@ def output(tmp_path: Path, name: str) -> str:
 
 
 def decisions(path: Path) -> int:
-    with Journal(path) as j:
+    with Journal(path, NAMES) as j:
         return j.decisions()
 
 
@@ -592,7 +626,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 )
 def test_restart_after_sigkill(tmp_path: Path, die_at: int) -> None:
     db, log = tmp_path / "journal.db", tmp_path / "network.jsonl"
-    Journal(db).close()  # made before the controller starts, so that it can be polled
+    Journal(db, NAMES).close()  # made before the controller starts, so that it can be polled
     # paced at 0.2 s a step, the first run would take 8 s: it is killed long before
     first = start(tmp_path, "first", db, log, 0.0 if die_at else 0.2, die_at)
     try:
@@ -610,7 +644,7 @@ def test_restart_after_sigkill(tmp_path: Path, die_at: int) -> None:
         stop(first)
     assert first.returncode == -signal.SIGKILL, output(tmp_path, "first")
 
-    with Journal(db) as j:
+    with Journal(db, NAMES) as j:
         latest = j.latest()
         assert latest is not None
         seq1, t1, s1 = latest
@@ -636,12 +670,9 @@ def test_restart_after_sigkill(tmp_path: Path, die_at: int) -> None:
     mine = [line for line in read_log(log) if line["pid"] == second.pid]
     # the first thing the restarted controller does: enforce the journal's last state
     assert mine[0]["now"] == t1
-    assert mine[0]["reason"] == (
-        f"resumed from decision {seq1} of the journal {db}: "
-        "enforcing again the state it left in force"
-    )
+    assert mine[0]["reason"] == "resumed"
     assert same(state_of(mine[0]), s1)
-    with Journal(db) as j:
+    with Journal(db, NAMES) as j:
         final = j.latest()
         assert final is not None
         assert final[0] == j.decisions() == DECISIONS  # sequence numbers 1..11, no gap
@@ -666,10 +697,10 @@ def test_one_writer_per_journal(tmp_path: Path) -> None:
     """A second controller on a journal that one is writing is refused, naming the pid;
     once the first closes (or its process dies) the next may write."""
     path = tmp_path / "j.db"
-    with Journal(path) as first:
+    with Journal(path, NAMES) as first:
         first.claim()
-        with Journal(path) as second, pytest.raises(InputError) as err:
+        with Journal(path, NAMES) as second, pytest.raises(InputError) as err:
             second.claim()
         assert f"another controller (pid {os.getpid()}) is writing this journal" in str(err.value)
-    with Journal(path) as third:
+    with Journal(path, NAMES) as third:
         third.claim()  # the first let go when it closed

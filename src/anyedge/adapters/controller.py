@@ -39,7 +39,7 @@ enforced: that decision did not happen, and the next step decides again.
 
 from __future__ import annotations
 
-from ..control.core import Action, Config, Failover, Plan, State, apply, decide
+from ..control.core import Config, Failover, Plan, State, apply, decide, hold
 from ..control.interfaces import Actuator, Telemetry
 from ..errors import InputError
 from .journal import Journal, observation_digest
@@ -76,11 +76,8 @@ class Controller:
         if latest is not None:
             self.seq, self.last_time, self.state = latest
             self.last_digest = journal.digest(self.seq)
-            why = (
-                f"resumed from decision {self.seq} of the journal {journal.path}: "
-                "enforcing again the state it left in force"
-            )
-            self._enforce(self.state, Plan((Action("hold", -1, why),)), self.last_time)
+            resumed = Plan((hold(-1, "resumed", seq=self.seq),))
+            self._enforce(self.state, resumed, self.last_time)
 
     @property
     def resumed(self) -> bool:
@@ -114,9 +111,12 @@ class Controller:
         if now == self.last_time and digest == self.last_digest:
             if self._unenforced:
                 self._enforce(state, Plan(()), now)
-            why = f"decision {self.seq} was taken on this observation at this time: nothing new"
-            return Plan((Action("hold", -1, why),))
+            return Plan((hold(-1, "already_decided", seq=self.seq),))
         plan = decide(obs, state, self.config, now, self.failover)
+        if all(a.reason.code == "waiting" for a in plan.actions):  # nothing new to say
+            if self._unenforced:
+                self._enforce(state, plan, now)
+            return plan
         if not plan.actions:
             if self._unenforced:
                 self._enforce(state, plan, now)

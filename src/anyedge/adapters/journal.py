@@ -8,22 +8,31 @@ crash of the process or of the machine.  The journal is then both the audit trai
 ("why was Frankfurt's free plan sent to Amsterdam at 14:02?") and the controller's
 memory: a restarted controller resumes from the state of the last decision.
 
-The schema (``schema_version`` 1)::
+The schema (``schema_version`` 2)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)
-        format = 'anyedge-journal', schema_version = '1',
-        state_format = 'zlib(npy forward, npy shift, npy withdrawn, npy last_change)'
+        format = 'anyedge-journal', schema_version = '2',
+        state_format = 'zlib(npy forward, npy shift, npy withdrawn, npy last_change,
+                        npy withdrawn_cpu, npy forward_cpu, npy shift_cpu)',
+        names = '{"sites": [...], "plans": [...], "sections": [...], "prefixes": [...]}'
     decisions(seq INTEGER PRIMARY KEY,  -- 1, 2, 3, ... without gaps
               time REAL,                -- the decision's ``now``, seconds
               digest TEXT,              -- 'sha256:...' of the observation decided on
               state BLOB,               -- the State in force after the decision
               summary TEXT)             -- JSON, compact: see below
     actions(seq INTEGER REFERENCES decisions(seq), n INTEGER,  -- n: place in the plan
-            kind TEXT, site INTEGER, plan INTEGER, to_site INTEGER, share REAL,
-            cpu REAL, section INTEGER, prefix INTEGER, reason TEXT,
+            kind TEXT, site TEXT, plan TEXT, to_site TEXT, share REAL,
+            cpu REAL, section TEXT, prefix TEXT,
+            code TEXT,    -- the reason's code (anyedge.control.reasons.TEXT)
+            fields TEXT,  -- its fields, JSON, sites and prefixes by name
+            reason TEXT,  -- the reason in words
             PRIMARY KEY (seq, n))
 
-``state`` is the four arrays of :class:`~anyedge.control.core.State` written one after
+Everything is named as the network names it — sites by code, plans, sections and
+prefixes by name — never by row: ``names`` in ``meta`` is the table the state's arrays
+are indexed by, written when the journal is created and checked when it is opened again.
+
+``state`` is the arrays of :class:`~anyedge.control.core.State` written one after
 the other with ``np.save`` (each carries its dtype and shape) and compressed with zlib:
 the forwarding array is mostly zeros.  ``summary`` says, without numpy::
 
@@ -52,11 +61,15 @@ from typing import IO, get_args
 import numpy as np
 
 from ..control.core import Action, ActionKind, Observation, Plan, State
+from ..control.reasons import SITE_FIELDS, TEXT, Names, Reason, fields, render
 from ..errors import InputError
 
 FORMAT = "anyedge-journal"
-SCHEMA_VERSION = 1
-STATE_FORMAT = "zlib(npy forward, npy shift, npy withdrawn, npy last_change)"
+SCHEMA_VERSION = 2
+STATE_FORMAT = (
+    "zlib(npy forward, npy shift, npy withdrawn, npy last_change, npy withdrawn_cpu, "
+    "npy forward_cpu, npy shift_cpu)"
+)
 KINDS = frozenset(get_args(ActionKind))
 
 _SCHEMA = (
@@ -71,13 +84,15 @@ _SCHEMA = (
         seq INTEGER NOT NULL REFERENCES decisions(seq) DEFERRABLE INITIALLY DEFERRED,
         n INTEGER NOT NULL,
         kind TEXT NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in sorted(KINDS))})),
-        site INTEGER NOT NULL,
-        plan INTEGER NOT NULL,
-        to_site INTEGER NOT NULL,
+        site TEXT,
+        plan TEXT,
+        to_site TEXT,
         share REAL NOT NULL,
         cpu REAL NOT NULL,
-        section INTEGER NOT NULL,
-        prefix INTEGER NOT NULL,
+        section TEXT,
+        prefix TEXT,
+        code TEXT NOT NULL,
+        fields TEXT NOT NULL,
         reason TEXT NOT NULL,
         PRIMARY KEY (seq, n)) WITHOUT ROWID""",
 )
@@ -98,8 +113,7 @@ def observation_digest(obs: Observation) -> str:
 
 
 def pack_state(state: State) -> bytes:
-    """The state as bytes: its arrays as ``.npy``, one after the other, zlib'd (the CPU
-    time each withdrawal moved comes last; journals written before it have four)."""
+    """The state as bytes: its seven arrays as ``.npy``, one after the other, zlib'd."""
     buf = io.BytesIO()
     for a in (
         state.forward,
@@ -107,6 +121,8 @@ def pack_state(state: State) -> bytes:
         state.withdrawn,
         state.last_change,
         state.moved_by_withdrawal(),
+        state.carried(),
+        state.shifted(),
     ):
         np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
     return zlib.compress(buf.getvalue())
@@ -116,15 +132,17 @@ def unpack_state(blob: bytes) -> State:
     """The state packed by :func:`pack_state`; ``ValueError`` if the bytes are not one."""
     try:
         buf = io.BytesIO(zlib.decompress(blob))
-        forward, shift, withdrawn, last = (np.load(buf, allow_pickle=False) for _ in range(4))
-        more = buf.tell() < len(buf.getbuffer())
-        moved = np.load(buf, allow_pickle=False) if more else np.zeros(withdrawn.shape)
+        forward, shift, withdrawn, last, moved, carried, shifted = (
+            np.load(buf, allow_pickle=False) for _ in range(7)
+        )
     except (zlib.error, EOFError, OSError, ValueError) as e:
         raise ValueError(f"not a packed state: {e}") from None
     if buf.read(1):
         raise ValueError("not a packed state: bytes after the last array")
     if moved.shape != withdrawn.shape:
         raise ValueError(f"withdrawn_cpu has shape {moved.shape}, not {withdrawn.shape}")
+    if carried.shape != forward.shape or shifted.shape != shift.shape:
+        raise ValueError("forward_cpu or shift_cpu does not match forward or shift")
     if last.ndim != 1:
         raise ValueError(f"last_change has shape {last.shape}, not (sites,)")
     s = last.shape[0]
@@ -135,11 +153,17 @@ def unpack_state(blob: bytes) -> State:
     if withdrawn.ndim != 2 or withdrawn.shape[1] != s or withdrawn.dtype != np.bool_:
         raise ValueError(f"withdrawn is {withdrawn.dtype} {withdrawn.shape}, not bool (-, {s})")
     return State(
-        forward=forward, shift=shift, withdrawn=withdrawn, last_change=last, withdrawn_cpu=moved
+        forward=forward,
+        shift=shift,
+        withdrawn=withdrawn,
+        last_change=last,
+        withdrawn_cpu=moved,
+        forward_cpu=carried,
+        shift_cpu=shifted,
     )
 
 
-def _summary(plan: Plan, state: State) -> str:
+def _summary(plan: Plan, state: State, names: Names) -> str:
     counts: dict[str, int] = {}
     for a in plan.actions:
         counts[a.kind] = counts.get(a.kind, 0) + 1
@@ -153,26 +177,53 @@ def _summary(plan: Plan, state: State) -> str:
             "sections": int(state.shift.shape[0]),
             "prefixes": int(state.withdrawn.shape[0]),
         },
-        "forwarding": np.flatnonzero(state.forwarding()).tolist(),
-        "receiving": np.flatnonzero(fwd.sum(axis=(0, 1)) > 1e-12).tolist(),
-        "shifted": np.flatnonzero(state.shift > 0).tolist(),
-        "withdrawn": np.argwhere(state.withdrawn).tolist(),
+        "forwarding": [names.sites[i] for i in np.flatnonzero(state.forwarding())],
+        "receiving": [names.sites[i] for i in np.flatnonzero(state.receiving())],
+        "shifted": [names.sections[i] for i in np.flatnonzero(state.shift > 0)],
+        "withdrawn": [
+            [names.prefixes[q], names.sites[s]] for q, s in np.argwhere(state.withdrawn).tolist()
+        ],
     }
     return json.dumps(summary, separators=(",", ":"), sort_keys=True)
 
 
-def _row(a: Action) -> tuple[str, int, int, int, float, float, int, int, str]:
+def _name(table: tuple[str, ...], i: int) -> str | None:
+    return table[i] if 0 <= i < len(table) else None
+
+
+def _row(a: Action, names: Names) -> tuple[object, ...]:
     return (
         a.kind,
-        int(a.site),
-        int(a.plan),
-        int(a.to),
+        _name(names.sites, a.site),
+        _name(names.plans, a.plan),
+        _name(names.sites, a.to),
         float(a.share),
         float(a.cpu),
-        int(a.section),
-        int(a.prefix),
-        a.reason,
+        _name(names.sections, a.section),
+        _name(names.prefixes, a.prefix),
+        a.reason.code,
+        json.dumps(fields(a.reason, names), separators=(",", ":")),
+        render(a.reason, names),
     )
+
+
+def _reason(code: str, doc: str, names: Names) -> Reason:
+    """The reason journaled as ``code`` and its fields (names back to rows)."""
+    values: dict[str, float | str] = {}
+    for k, v in json.loads(doc).items():
+        table = _TABLES.get("sites" if k in SITE_FIELDS else k)
+        values[k] = names.row(table, v) if table and isinstance(v, str) else v
+    return Reason.of(code, **values)
+
+
+_NAME_KEYS = ("sites", "plans", "sections", "prefixes")
+_TABLES = {
+    "sites": "sites",
+    "to": "sites",
+    "plan": "plans",
+    "section": "sections",
+    "prefix": "prefixes",
+}
 
 
 class Journal:
@@ -182,9 +233,10 @@ class Journal:
     others may read it while it does (WAL).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, names: Names | None = None) -> None:
         self.path = Path(path)
         self._lock: IO[str] | None = None
+        self.names: Names | None = names
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         except sqlite3.Error as e:
@@ -235,7 +287,8 @@ class Journal:
                         ("format", FORMAT),
                         ("schema_version", str(SCHEMA_VERSION)),
                         ("state_format", STATE_FORMAT),
-                    ],
+                    ]
+                    + ([("names", json.dumps(self.names.as_dict()))] if self.names else []),
                 )
             db.execute("COMMIT")
         finally:
@@ -261,32 +314,68 @@ class Journal:
         missing = {"decisions", "actions"} - tables
         if missing:
             raise InputError.one(self.path, "", f"journal without table {', '.join(missing)}")
+        self._check_names(meta.get("names"))
+
+    def _check_names(self, stored: str | None) -> None:
+        if stored is None:
+            return  # a journal created without names takes them from its first writer
+        try:
+            doc = json.loads(stored)
+            names = Names(*(tuple(str(v) for v in doc[k]) for k in _NAME_KEYS))
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError.one(self.path, "meta.names", f"not a table of names: {e}") from None
+        if self.names is not None and self.names != names:
+            raise InputError.one(
+                self.path,
+                "meta.names",
+                "this journal is for another network (its sites, plans, sections or "
+                "prefixes differ): start a new journal",
+            )
+        self.names = names
 
     # ------------------------------------------------------------------ writing
 
     def record(self, now: float, observation_digest: str, plan: Plan, state: State) -> int:
         """Journal one decision — its plan and the state after it — in one transaction;
         its sequence number (1 for the first decision, then one more each time)."""
+        names = self._names()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
             seq = int(last) + 1
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('names', ?)",
+                (json.dumps(names.as_dict()),),
+            )
             db.executemany(
                 "INSERT INTO actions (seq, n, kind, site, plan, to_site, share, cpu, section,"
-                " prefix, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(seq, n, *_row(a)) for n, a in enumerate(plan.actions)],
+                " prefix, code, fields, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(seq, n, *_row(a, names)) for n, a in enumerate(plan.actions)],
             )
             # the decision row closes the transaction: its actions reference it
             db.execute(
                 "INSERT INTO decisions (seq, time, digest, state, summary) VALUES (?, ?, ?, ?, ?)",
-                (seq, float(now), observation_digest, pack_state(state), _summary(plan, state)),
+                (
+                    seq,
+                    float(now),
+                    observation_digest,
+                    pack_state(state),
+                    _summary(plan, state, names),
+                ),
             )
             db.execute("COMMIT")
         finally:
             if db.in_transaction:
                 db.execute("ROLLBACK")
         return seq
+
+    def _names(self) -> Names:
+        if self.names is None:
+            raise InputError.one(
+                self.path, "meta.names", "no names of sites and plans: cannot journal by name"
+            )
+        return self.names
 
     # ------------------------------------------------------------------ reading
 
@@ -323,24 +412,36 @@ class Journal:
     def actions(self, since_seq: int = 0) -> list[tuple[int, Action]]:
         """Every action of the decisions after ``since_seq``, in order, with its decision."""
         rows = self._db.execute(
-            "SELECT seq, kind, site, plan, to_site, share, cpu, section, prefix, reason"
+            "SELECT seq, kind, site, plan, to_site, share, cpu, section, prefix, code, fields"
             " FROM actions WHERE seq > ? ORDER BY seq, n",
             (since_seq,),
         )
         out: list[tuple[int, Action]] = []
-        for seq, kind, site, plan, to, share, cpu, section, prefix, reason in rows:
+        names = self._names() if self.names is not None else Names((), ())
+        for seq, kind, site, plan, to, share, cpu, section, prefix, code, doc in rows:
+            where = f"actions[seq={seq}]"
             if kind not in KINDS:
-                raise InputError.one(self.path, f"actions[seq={seq}]", f"unknown kind {kind!r}")
+                raise InputError.one(self.path, where, f"unknown kind {kind!r}")
+            if code not in TEXT:
+                raise InputError.one(self.path, where, f"unknown reason code {code!r}")
+            try:
+                reason = _reason(code, doc, names)
+            except (ValueError, TypeError, AttributeError) as e:
+                raise InputError.one(self.path, where + ".fields", str(e)) from None
+
+            def row(table: str, name: str | None) -> int:
+                return -1 if name is None else names.row(table, name)
+
             action = Action(
                 kind,
-                int(site),
-                str(reason),
-                plan=int(plan),
-                to=int(to),
+                row("sites", site),
+                reason,
+                plan=row("plans", plan),
+                to=row("sites", to),
                 share=float(share),
                 cpu=float(cpu),
-                section=int(section),
-                prefix=int(prefix),
+                section=row("sections", section),
+                prefix=row("prefixes", prefix),
             )
             out.append((int(seq), action))
         return out

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ..control.codec import (
-    Names,
     ObservationIn,
     StateIn,
     observation_from,
@@ -27,6 +26,7 @@ from ..control.codec import (
     state_to,
 )
 from ..control.core import Failover, State, apply, decide
+from ..control.reasons import Names
 from ..errors import InputError
 from ..model.files.text import read_json
 from ..predict import Atlas

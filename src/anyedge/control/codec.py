@@ -11,14 +11,13 @@ Manager do now?" for an observation written by hand or exported from a live syst
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .core import Action, Config, Observation, Plan, State
+from .core import VISIBLE, Action, Config, Observation, Plan, State
+from .reasons import Names, fields, render
 
 
 class _Strict(BaseModel):
@@ -60,7 +59,9 @@ class Settings(_Strict):
     revert_floor: float = Field(0.01, ge=0, le=1)
     hysteresis: float = Field(0.05, ge=0, le=1)
     min_interval: float = Field(60.0, ge=0)
-    move_enterprise: bool = False
+    protected_plans: list[str] | None = Field(
+        None, description="plans that never move; default: enterprise, if it is a plan"
+    )
 
 
 class ObservationIn(_Strict):
@@ -82,11 +83,13 @@ class ForwardIn(_Strict):
     plan: str
     to: str
     share: float = Field(gt=0, le=1)
+    cpu: float | None = Field(None, ge=0, description="CPU ms/s the forward carries")
 
 
 class ShiftIn(_Strict):
     section: str
     share: float = Field(ge=0, le=1)
+    cpu: float | None = Field(None, ge=0, description="CPU ms/s the shift carries")
 
 
 class WithdrawnIn(_Strict):
@@ -99,22 +102,6 @@ class StateIn(_Strict):
     shift: list[ShiftIn] = []
     withdrawn: list[WithdrawnIn] = []
     last_change: dict[str, float] = {}
-
-
-@dataclass(frozen=True)
-class Names:
-    """Rows ↔ names for one observation."""
-
-    sites: tuple[str, ...]
-    plans: tuple[str, ...]
-    sections: tuple[str, ...]
-    prefixes: tuple[str, ...]
-
-    def site(self, name: str, where: str) -> int:
-        try:
-            return self.sites.index(name)
-        except ValueError:
-            raise KeyError(f"{where}: unknown site {name!r}") from None
 
 
 def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
@@ -140,16 +127,17 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
     n = len(sites)
     lat = np.full((n, n), math.inf)
     np.fill_diagonal(lat, 0.0)
+    row_of = {name: i for i, name in enumerate(sites)}
     for a, row in doc.latency_ms.items():
-        i = sites.index(a) if a in sites else -1
+        i = row_of.get(a, -1)
         if i < 0:
             raise KeyError(f"latency_ms: unknown site {a!r}")
         for b, ms in row.items():
-            if b not in sites:
+            j = row_of.get(b, -1)
+            if j < 0:
                 raise KeyError(f"latency_ms.{a}: unknown site {b!r}")
             if b == a:
                 raise KeyError(f"latency_ms.{a}.{b}: a site's latency to itself is 0")
-            j = sites.index(b)
             lat[i, j] = ms
             if not math.isfinite(lat[j, i]):
                 lat[j, i] = ms
@@ -165,9 +153,14 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
         ),
     )
     st = doc.settings
-    movable = np.ones(len(plans), dtype=np.bool_)
-    if not st.move_enterprise:
-        movable[-1] = False
+    protected: tuple[str, ...]
+    if st.protected_plans is None:
+        protected = ("enterprise",) if "enterprise" in plans else ()
+    else:
+        unknown_plans = [p for p in st.protected_plans if p not in plans]
+        if unknown_plans:
+            raise KeyError(f"settings.protected_plans: unknown plan {unknown_plans[0]!r}")
+        protected = tuple(st.protected_plans)
     announced = np.array(
         [[p in s.prefixes for s in doc.sites] for p in prefixes], dtype=np.bool_
     ).reshape(len(prefixes), n)
@@ -177,7 +170,7 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
         acceptable=np.array([s.acceptable for s in doc.sites]),
         latency_ms=lat,
         plans=plans,
-        movable=movable,
+        protected=protected,
         can_forward=np.array([s.can_forward for s in doc.sites]),
         announced=announced,
         stale_after=st.stale_after,
@@ -205,18 +198,22 @@ def state_from(doc: StateIn, names: Names) -> State:
         state.withdrawn.copy(),
         state.last_change.copy(),
     )
+    carried, shifted = state.carried().copy(), state.shifted().copy()
     for k, f in enumerate(doc.forward):
         if f.plan not in names.plans:
             raise KeyError(f"forward[{k}].plan: unknown plan {f.plan!r}")
-        fwd[
+        at = (
             names.site(f.site, f"forward[{k}].site"),
             names.plans.index(f.plan),
             names.site(f.to, f"forward[{k}].to"),
-        ] = f.share
+        )
+        fwd[at] = f.share
+        carried[at] = f.cpu if f.cpu is not None else 0.0
     for k, x in enumerate(doc.shift):
         if x.section not in names.sections:
             raise KeyError(f"shift[{k}].section: unknown section {x.section!r}")
         shift[names.sections.index(x.section)] = x.share
+        shifted[names.sections.index(x.section)] = x.cpu if x.cpu is not None else 0.0
     for k, w in enumerate(doc.withdrawn):
         if w.prefix not in names.prefixes:
             raise KeyError(f"withdrawn[{k}].prefix: {w.prefix!r} is announced by no site")
@@ -225,11 +222,20 @@ def state_from(doc: StateIn, names: Names) -> State:
         last[names.site(site, "last_change")] = t
     if np.any(fwd.sum(axis=2) > 1 + 1e-9):
         raise KeyError("forward: a site forwards more than all of a plan's traffic")
-    return State(fwd, shift, wd, last)
+    blind = (fwd.sum(axis=2) > 1 - VISIBLE)[:, :, None] & (fwd > 0) & (carried <= 0)
+    if blind.any():
+        s, p, d = (int(v[0]) for v in np.nonzero(blind))
+        raise KeyError(
+            f"forward: {names.sites[s]} forwards all its {names.plans[p]} traffic, so the "
+            f"site cannot see it: give the CPU time it carries (cpu) on the entry to "
+            f"{names.sites[d]}"
+        )
+    return State(fwd, shift, wd, last, forward_cpu=carried, shift_cpu=shifted)
 
 
 def state_to(state: State, names: Names) -> dict[str, Any]:
     s, p, d = np.nonzero(state.forward > 1e-12)
+    carried, shifted = state.carried(), state.shifted()
     return {
         "forward": [
             {
@@ -237,11 +243,16 @@ def state_to(state: State, names: Names) -> dict[str, Any]:
                 "plan": names.plans[b],
                 "to": names.sites[c],
                 "share": float(state.forward[a, b, c]),
+                "cpu": float(carried[a, b, c]),
             }
             for a, b, c in zip(s.tolist(), p.tolist(), d.tolist(), strict=True)
         ],
         "shift": [
-            {"section": names.sections[x], "share": float(state.shift[x])}
+            {
+                "section": names.sections[x],
+                "share": float(state.shift[x]),
+                "cpu": float(shifted[x]),
+            }
             for x in np.flatnonzero(state.shift > 1e-12).tolist()
         ],
         "withdrawn": [
@@ -255,6 +266,7 @@ def state_to(state: State, names: Names) -> dict[str, Any]:
 
 
 def action_to(a: Action, names: Names) -> dict[str, Any]:
+    """One action as JSON: names, full-precision shares, the reason as words and data."""
     out: dict[str, Any] = {"kind": a.kind, "site": names.sites[a.site] if a.site >= 0 else None}
     if a.plan >= 0:
         out["plan"] = names.plans[a.plan]
@@ -264,25 +276,14 @@ def action_to(a: Action, names: Names) -> dict[str, Any]:
         out["section"] = names.sections[a.section]
     if a.prefix >= 0:
         out["prefix"] = names.prefixes[a.prefix]
-    if a.kind in ("forward", "revert", "shift"):
-        out["share"] = round(a.share, 9)
-    if a.cpu:
-        out["cpu"] = round(a.cpu, 3)
-    out["reason"] = _named(a.reason, names)
+    if a.kind in ("forward", "revert", "handback", "shift"):
+        out["share"] = float(a.share)
+    if a.cpu or a.kind in ("forward", "revert", "handback", "shift"):
+        out["cpu"] = float(a.cpu)
+    out["code"] = a.reason.code
+    out["fields"] = fields(a.reason, names)
+    out["reason"] = render(a.reason, names)
     return out
-
-
-def _named(reason: str, names: Names) -> str:
-    """Reasons name sites and prefixes by row inside the core; by name here."""
-
-    def sub(word: str, table: tuple[str, ...], text: str) -> str:
-        def one(m: re.Match[str]) -> str:
-            i = int(m.group(1))
-            return f"{word} {table[i]}" if i < len(table) else m.group(0)
-
-        return re.sub(word + r" (\d+)", one, text)
-
-    return sub("prefix", names.prefixes, sub("site", names.sites, reason))
 
 
 def plan_to(plan: Plan, names: Names) -> list[dict[str, Any]]:

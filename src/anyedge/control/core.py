@@ -3,33 +3,49 @@
 ``decide(observation, state, config, now) -> Plan`` is a pure function: it reads no
 clock, does no I/O and does not know whether it runs in the twin, the lab or production.
 Each world hands it an :class:`Observation` (per site: CPU utilisation, CPU time per plan,
-telemetry age; per section: utilisation and CPU time) and the :class:`State` of the moves
-in force, and carries out the :class:`Plan` it returns, whose every action says why.
+telemetry age, and where it can measure it the CPU time of the site's own users before
+forwarding; per section: utilisation and CPU time) and the :class:`State` of the moves
+in force, and carries out the :class:`Plan` it returns.  Every action carries a
+:class:`~.reasons.Reason` — a code and its fields, turned into words at the edges.
 
-One decision, in order:
+**What each site forwards is known, not guessed.**  The state holds, for every forward
+in force, its share *and* the CPU time it carried when last decided.  From the
+observation the core works out each site's own traffic per plan (``arriving``): measured
+where the world reports it; otherwise solved from what each site serves less what it is
+sent, divided by the share it keeps — and where a site keeps none of a plan (a share of
+1), from the CPU time the state recorded.  Forwarding chains (A→B→C) are solved to any
+depth.  Every amount below is CPU time in ms/s of this one estimate, kept up to date
+(``load``) as the decision adds actions.
+
+One decision, in order, with one budget (``max_move_share`` of all CPU time) shared by
+every kind of action:
 
 1. **Fail static.**  Sites whose telemetry is older than ``stale_after`` take part in
    nothing new (their moves stay in force); if every site is stale, nothing is decided.
-2. **Duomog.**  In a multi-colo site that has room as a whole, a section above its
+2. **Hand back.**  A site above its maximum that receives others' traffic hands all of
+   it back to its senders before it forwards any of its own: a site never receives
+   while above its maximum.  A sender that is then above its own maximum places the
+   traffic elsewhere in the same decision (step 4).
+3. **Duomog.**  In a multi-colo site that has room as a whole, a section above its
    maximum shifts the excess to its sister sections, which stay under acceptable.
-3. **Reverts first.**  A site that forwards traffic and has fallen below acceptable
-   (minus a hysteresis margin) takes part of it back — ``revert_step`` of what it
-   forwards per decision (at least ``revert_floor`` of its own CPU time, so the moves
-   end), highest-priority plan and farthest receiver first — before any capacity is
-   offered to others.  A withdrawn prefix is announced again, one per decision, where
-   the site has room for its traffic.
 4. **Plurimog.**  A site above its maximum forwards the CPU time over its target, plans
-   lowest priority first, to receivers nearest first (:mod:`.split`); receivers are
-   sites below acceptable that forward nothing, their room shared among all sites that
-   need it, the most loaded site served first.
+   lowest priority first (protected plans never), to receivers nearest first
+   (:mod:`.split`); receivers are fresh sites below acceptable that forward nothing and
+   have nothing withdrawn, filled up to acceptable, the most loaded sender served first.
+   What cannot be placed is said in a ``hold``: no room, the cap, or protected plans.
 5. **Withdrawal**, the sledgehammer, for a site that cannot forward: one prefix at a
    time, only if the predictor's atlas shows every site that would receive its traffic
    can take it, and never the last announcement of a prefix.  Where the atlas shows a
    receiver that could not, that receiver first forwards some of its own traffic away
    (preemption: room is made before the thundering herd, not after).
+6. **Reverts.**  A forwarding site below acceptable (minus a hysteresis margin) takes
+   back one step of what it forwards — ``revert_step`` of it, at least ``revert_floor`` of
+   its own traffic — highest-priority plan and farthest receiver first, never past its
+   acceptable threshold; a cooled section takes back its shift; a withdrawn prefix is
+   announced again, one per decision, where the site has room for its traffic.
 
-Guardrails throughout: a cap on the share of all CPU time one decision may move, and a
-minimum time between changes at the same site.
+A site changes at most once per ``min_interval`` (a sender placing traffic handed back
+to it is the one exception: the hand-back was not its choice).
 """
 
 from __future__ import annotations
@@ -40,11 +56,15 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from .reasons import Reason
 from .split import assign, can_accept, take_from_plans, to_move
 
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.integer]
 BoolArray = npt.NDArray[np.bool_]
+
+VISIBLE = 0.02  # a site that keeps less than this share of a plan cannot see its own traffic
+EPS = 1e-9
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,9 @@ class Observation:
     section_utilisation: FloatArray = field(default_factory=lambda: np.zeros(0))  # (X,)
     section_cpu: FloatArray = field(default_factory=lambda: np.zeros(0))  # (X,) ms/s
     capacity: FloatArray | None = None  # (S,) CPU ms/s at 100 %, if known
+    # (S, P) CPU ms/s of each site's own users (its catchment) before any forwarding,
+    # where the world measures it (by the site requests enter at); else estimated
+    arriving: FloatArray | None = None
 
     def site_capacity(self) -> FloatArray:
         """Capacity as reported, else inferred from CPU time and utilisation (0: unknown)."""
@@ -85,22 +108,18 @@ class Config:
     acceptable: FloatArray
     latency_ms: FloatArray  # (S, S) round trip between sites
     plans: tuple[str, ...] = ("free", "pro", "business", "enterprise")
-    movable: BoolArray | None = None  # (P,) default: all but the highest-priority plan
+    protected: tuple[str, ...] = ("enterprise",)  # plans that never move
     can_forward: BoolArray | None = None  # (S,) Plurimog available; default all
     announced: BoolArray | None = None  # (Q, S) who announces each prefix
     stale_after: float = 120.0  # seconds
-    max_move_share: float = 0.10  # of all CPU time, per decision
+    max_move_share: float = 0.10  # of all CPU time, per decision, every kind of action
     revert_step: float = 0.25  # of a site's forwarded traffic, per decision
     revert_floor: float = 0.01  # ...but at least this share of the site's CPU time
     hysteresis: float = 0.05  # below acceptable by this much before reverting
     min_interval: float = 60.0  # seconds between changes at one site
 
     def movable_plans(self) -> BoolArray:
-        if self.movable is not None:
-            return self.movable
-        m = np.ones(len(self.plans), dtype=np.bool_)
-        m[-1] = False
-        return m
+        return np.array([p not in self.protected for p in self.plans], dtype=np.bool_)
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,8 @@ class State:
     withdrawn: BoolArray  # (Q, S): prefix q withdrawn at site s by the Traffic Manager
     last_change: FloatArray  # (S,) time of the last change at each site
     withdrawn_cpu: FloatArray | None = None  # (Q, S): CPU ms/s the withdrawal moved away
+    forward_cpu: FloatArray | None = None  # (S, P, S): CPU ms/s each forward carried
+    shift_cpu: FloatArray | None = None  # (X,): CPU ms/s each shift carried
 
     @classmethod
     def empty(cls, sites: int, plans: int, sections: int = 0, prefixes: int = 0) -> State:
@@ -121,6 +142,8 @@ class State:
             np.zeros((prefixes, sites), dtype=np.bool_),
             np.full(sites, -np.inf),
             np.zeros((prefixes, sites)),
+            np.zeros((sites, plans, sites)),
+            np.zeros(sections),
         )
 
     def moved_by_withdrawal(self) -> FloatArray:
@@ -128,25 +151,40 @@ class State:
             return np.zeros(self.withdrawn.shape)
         return self.withdrawn_cpu
 
+    def carried(self) -> FloatArray:
+        """(S, P, S) CPU ms/s each forward carried when last decided (0 where unknown)."""
+        if self.forward_cpu is None or self.forward_cpu.shape != self.forward.shape:
+            return np.zeros(self.forward.shape)
+        return self.forward_cpu
+
+    def shifted(self) -> FloatArray:
+        if self.shift_cpu is None or self.shift_cpu.shape != self.shift.shape:
+            return np.zeros(self.shift.shape)
+        return self.shift_cpu
+
     def forwarding(self) -> BoolArray:
         return np.asarray(self.forward.sum(axis=(1, 2)) > 1e-12)
 
+    def receiving(self) -> BoolArray:
+        return np.asarray(self.forward.sum(axis=(0, 1)) > 1e-12)
 
-ActionKind = Literal["forward", "revert", "shift", "withdraw", "announce", "hold"]
+
+ActionKind = Literal["forward", "revert", "handback", "shift", "withdraw", "announce", "hold"]
 
 
 @dataclass(frozen=True)
 class Action:
-    """One change, with its reason.  ``share`` is of the source's own traffic:
-    of plan ``plan`` (forward, revert) or of section ``section`` (shift)."""
+    """One change, with its reason.  ``share`` is of the source's own traffic: of plan
+    ``plan`` (forward, revert, handback) or of section ``section`` (shift).  ``cpu`` is
+    the CPU ms/s it moves (for a hold: what is left unmoved, if any)."""
 
     kind: ActionKind
     site: int  # the site acting (-1: the whole network, for a hold)
-    reason: str
+    reason: Reason
     plan: int = -1
-    to: int = -1  # receiving site (forward, revert)
+    to: int = -1  # receiving site (forward, revert, handback)
     share: float = 0.0
-    cpu: float = 0.0  # CPU ms/s this action moves
+    cpu: float = 0.0
     section: int = -1
     prefix: int = -1
 
@@ -154,6 +192,8 @@ class Action:
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
+    # the CPU ms/s each forward in force carried on the observation decided on
+    carried: FloatArray | None = field(default=None, compare=False, repr=False)
 
     def of(self, kind: ActionKind) -> list[Action]:
         return [a for a in self.actions if a.kind == kind]
@@ -161,6 +201,11 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not any(a.kind != "hold" for a in self.actions)
+
+    @property
+    def moved(self) -> float:
+        """CPU ms/s moved by the plan's actions, every kind together."""
+        return float(sum(a.cpu for a in self.actions if a.kind != "hold"))
 
 
 @dataclass(frozen=True)
@@ -172,199 +217,530 @@ class Failover:
     known: BoolArray | None = None  # (S,) sites the atlas has a scenario for; default all
 
 
+def hold(site: int, code: str, unmoved: float = 0.0, **values: float | str) -> Action:
+    return Action("hold", site, Reason.of(code, **values), cpu=unmoved)
+
+
+# ----------------------------------------------------------------- what flows where
+
+
+@dataclass(frozen=True)
+class Flows:
+    """The forwards in force, as K entries, with the CPU time each carries now."""
+
+    src: IntArray
+    plan: IntArray
+    dst: IntArray
+    share: FloatArray
+    cpu: FloatArray
+    arriving: FloatArray  # (S, P) each site's own users' CPU ms/s before forwarding
+
+
+def flows(obs: Observation, state: State) -> Flows:
+    """What each forward carries on this observation (see the module doc)."""
+    f = state.forward
+    s, p, d = np.nonzero(f > 1e-12)
+    share = f[s, p, d]
+    if obs.arriving is not None:
+        arriving = np.asarray(obs.arriving, dtype=np.float64)
+        return Flows(s, p, d, share, arriving[s, p] * share, arriving)
+    served = np.asarray(obs.cpu, dtype=np.float64)
+    kept = np.clip(1.0 - f.sum(axis=2), 0.0, 1.0)  # (S, P)
+    recorded = state.carried()[s, p, d]
+    visible = kept[s, p] >= VISIBLE
+    cpu = recorded.copy()
+    for _ in range(max(1, min(s.size, 64))):  # one pass per link of the longest chain
+        own = _own_served(served, p, d, cpu)
+        new = np.where(visible, own[s, p] / np.maximum(kept[s, p], VISIBLE) * share, recorded)
+        done = np.allclose(new, cpu, rtol=1e-12, atol=1e-9)
+        cpu = new
+        if done:
+            break
+    own = _own_served(served, p, d, cpu)
+    out = np.zeros_like(served)
+    np.add.at(out, (s, p), cpu)
+    return Flows(s, p, d, share, cpu, own + out)
+
+
+def _own_served(served: FloatArray, p: IntArray, d: IntArray, cpu: FloatArray) -> FloatArray:
+    received = np.zeros_like(served)
+    np.add.at(received, (d, p), cpu)
+    return np.asarray(np.maximum(served - received, 0.0))
+
+
+# ------------------------------------------------------------------------ decide
+
+
 def decide(
     obs: Observation, state: State, cfg: Config, now: float, failover: Failover | None = None
 ) -> Plan:
     """The plan for this observation (see the module doc)."""
-    n = obs.sites
-    actions: list[Action] = []
     fresh = obs.age <= cfg.stale_after
     if not fresh.any():
-        return Plan(
-            (
-                Action(
-                    "hold",
-                    -1,
-                    "no fresh telemetry from any site: failing static, moves in force are kept",
-                ),
-            )
+        return Plan((hold(-1, "no_fresh_telemetry"),))
+    d = _Decision(obs, state, cfg, now, failover)
+    for s in np.flatnonzero(~fresh).tolist():
+        d.out.append(hold(s, "stale", age_s=float(obs.age[s])))
+    d.handbacks()
+    d.duomog_out()
+    d.relieve()
+    d.reverts()
+    d.duomog_back()
+    d.announce_back()
+    return Plan(tuple(d.out), carried=d.carried_now)
+
+
+class _Decision:
+    """The working arrays of one decision; every step reads and updates them."""
+
+    def __init__(
+        self, obs: Observation, state: State, cfg: Config, now: float, fo: Failover | None
+    ) -> None:
+        n = obs.sites
+        self.obs, self.state, self.cfg, self.now, self.failover = obs, state, cfg, now, fo
+        self.fresh = obs.age <= cfg.stale_after
+        self.quiet = self.fresh & (now - state.last_change >= cfg.min_interval)
+        self.cap = np.asarray(obs.site_capacity(), dtype=np.float64)
+        total = obs.cpu.sum(axis=1)
+        self.load = np.asarray(total, dtype=np.float64).copy()  # after the actions so far
+        self.budget = cfg.max_move_share * float(total.sum())
+        self.fl = flows(obs, state)
+        self.carried_now = np.zeros(state.forward.shape)
+        self.carried_now[self.fl.src, self.fl.plan, self.fl.dst] = self.fl.cpu
+        self.share = state.forward.copy()  # the shares after the actions so far
+        self.sent = self.carried_now.copy()  # ... and the CPU time they carry
+        fwd = np.zeros_like(self.fl.arriving)
+        np.add.at(fwd, (self.fl.src, self.fl.plan), self.fl.cpu)
+        self.own_left = np.maximum(self.fl.arriving - fwd, 0.0)  # own traffic still served
+        self.changed = np.zeros(n, dtype=np.bool_)
+        self.returned = np.zeros(n)  # CPU ms/s handed back to each sender
+        self.returned_by = np.full(n, -1)  # ... by which site (the last one)
+        self.movable = cfg.movable_plans()
+        self.forward_ok = (
+            cfg.can_forward if cfg.can_forward is not None else np.ones(n, dtype=np.bool_)
         )
-    for s in np.flatnonzero(~fresh):
-        actions.append(
-            Action(
-                "hold", int(s), f"telemetry is {obs.age[s]:.0f} s old: no new moves for this site"
-            )
+        self.live = _live(cfg, state, n)
+        self.out: list[Action] = []
+        self.guarded = np.zeros(n, dtype=np.bool_)
+        self.out_share = self.share.sum(axis=(1, 2))  # (S,) kept up to date with share
+        self.handed = np.zeros(n, dtype=np.bool_)  # sites that handed traffic back
+
+    # -- helpers
+
+    def u(self) -> FloatArray:
+        """Utilisation after the actions so far (unknown capacity: as observed)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta = np.where(self.cap > 0, (self.load - self.obs.cpu.sum(axis=1)) / self.cap, 0)
+        return np.asarray(self.obs.utilisation + delta)
+
+    def receivers(self) -> BoolArray:
+        """Fresh sites below acceptable, forwarding nothing, with nothing withdrawn."""
+        withdrawn = self.state.withdrawn.any(axis=0) if self.state.withdrawn.size else False
+        return np.asarray(
+            self.fresh
+            & (self.out_share <= 1e-12)
+            & ~self.handed
+            & (self.returned <= 0)
+            & ~withdrawn
+            & (self.cap > 0)
+            & (self.u() < self.cfg.acceptable)
         )
-    quiet = now - state.last_change >= cfg.min_interval  # may change now
-    total = obs.cpu.sum(axis=1)
-    own = _own_cpu(obs, state)  # what each site serves of its own users, per plan
-    budget = cfg.max_move_share * float(total.sum())
-    cap = obs.site_capacity()
-    forward_ok = cfg.can_forward if cfg.can_forward is not None else np.ones(n, np.bool_)
-    need = np.where(fresh & quiet, to_move(total, obs.utilisation, cfg.target), 0.0)
-    over = np.flatnonzero((obs.utilisation > cfg.maximum) & (need > 0))
-    # sites about to withdraw (they cannot forward) and the sites their users would reach:
-    # those keep the room they have made (no revert) until the withdrawal is done
-    pending = np.zeros(n, dtype=np.bool_)
-    pending[[s for s in over.tolist() if not forward_ok[s]]] = True
-    guarded = np.zeros(n, dtype=np.bool_)
-    if failover is not None and pending.any():
-        guarded = failover.share[pending].sum(axis=0) > 0
 
-    actions += _duomog(obs, state, cfg, fresh & quiet)
+    def room(self) -> FloatArray:
+        return np.asarray(np.maximum(self.cap * self.cfg.acceptable - self.load, 0.0))
 
-    # 3. reverts: forwarding sites with room take traffic back first
-    forwarding = state.forwarding()
-    room = np.where(cap > 0, np.maximum(cap * cfg.acceptable - total, 0.0), 0.0)
-    calm = obs.utilisation < cfg.acceptable - cfg.hysteresis
-    for s in np.flatnonzero(forwarding & calm & fresh & quiet & ~guarded):
-        acts, used = _revert(int(s), obs, own, state, cfg, float(room[s]))
-        actions += acts
-        room[s] -= used
+    def move(self, s: int, p: int, r: int, cpu: float) -> None:
+        """Book ``cpu`` ms/s of s's plan p moving to r (negative: coming back from r)."""
+        self.load[s] -= cpu
+        self.load[r] += cpu
+        self.budget -= abs(cpu)
+        self.changed[s] = True
 
-    actions += _announce_back(obs, state, cfg, fresh & quiet)
+    # -- 2. hand back
 
-    # 4. Plurimog: overloaded sites forward to receivers with room; 5. withdrawal
-    receivers = fresh & ~forwarding & (obs.utilisation < cfg.acceptable)
-    room_all = np.where(fresh, room, 0.0)  # for the atlas check: everyone's room
-    room = np.where(receivers, room, 0.0)
-    live = _live(cfg, state, n)
-    for s in over[np.argsort(-obs.utilisation[over], kind="stable")].tolist():
-        if budget <= 0:
-            actions.append(
-                Action(
-                    "hold",
+    def handbacks(self) -> None:
+        fl, u = self.fl, self.obs.utilisation
+        received = np.bincount(fl.dst, weights=fl.cpu, minlength=self.obs.sites)
+        hot = self.fresh & (u > self.cfg.maximum) & (received > EPS)
+        for h in np.flatnonzero(hot)[np.argsort(-u[hot], kind="stable")].tolist():
+            for k in np.flatnonzero(fl.dst == h)[::-1].tolist():  # highest priority first
+                s, p, c = int(fl.src[k]), int(fl.plan[k]), float(fl.cpu[k])
+                if not self.fresh[s]:
+                    continue  # a stale sender's moves stay in force
+                if c > self.budget + EPS:
+                    self.out.append(
+                        hold(
+                            h,
+                            "short_cap",
+                            c,
+                            need=c,
+                            moved=0.0,
+                            left=c,
+                            cap_share=self.cfg.max_move_share,
+                        )
+                    )
+                    break
+                why = Reason.of(
+                    "handback",
+                    receiver=h,
+                    utilisation=float(u[h]),
+                    maximum=float(self.cfg.maximum[h]),
+                    cpu=c,
+                )
+                share = float(self.share[s, p, h])
+                self.out.append(Action("handback", s, why, plan=p, to=h, share=share, cpu=c))
+                self.move(s, p, h, -c)
+                self.share[s, p, h] = 0.0
+                self.out_share[s] -= share
+                self.sent[s, p, h] = 0.0
+                self.own_left[s, p] += c
+                self.returned[s] += c
+                self.returned_by[s] = h
+                self.changed[h] = True
+                self.handed[h] = True
+
+    # -- 3./6. Duomog
+
+    def _sections(self) -> tuple[IntArray, BoolArray, FloatArray]:
+        sec = self.obs.section_site
+        multi = np.bincount(sec, minlength=self.obs.sites)[sec] >= 2
+        sh = self.state.shift
+        c = np.asarray(self.obs.section_cpu, dtype=np.float64)
+        kept = 1.0 - sh
+        rec = self.state.shifted()
+        arriving = np.where(
+            kept >= VISIBLE,
+            c / np.maximum(kept, VISIBLE),
+            np.where(sh > 0, rec / np.maximum(sh, EPS), c),
+        )
+        return sec, multi, arriving
+
+    def duomog_out(self) -> None:
+        sec = self.obs.section_site
+        if not sec.size:
+            return
+        sec, multi, _ = self._sections()
+        ok = multi & self.quiet[sec]
+        u, c = self.obs.section_utilisation, self.obs.section_cpu
+        mx, tg, ac = self.cfg.maximum[sec], self.cfg.target[sec], self.cfg.acceptable[sec]
+        has_room = self.obs.utilisation[sec] <= tg
+        need = np.where(ok & has_room & (u > mx), to_move(c, u, tg), 0.0)
+        room = np.where(multi & (u < ac) & (self.state.shift <= 0), can_accept(c, u, ac), 0.0)
+        site_room = np.bincount(sec, weights=room, minlength=self.obs.sites)
+        for x in np.flatnonzero(need > 0).tolist():
+            site = int(sec[x])
+            give = min(float(need[x]), float(site_room[site]), max(self.budget, 0.0))
+            if give <= EPS:
+                continue
+            site_room[site] -= give
+            self.budget -= give
+            self.changed[site] = True
+            arriving = c[x] / max(1.0 - float(self.state.shift[x]), VISIBLE)
+            why = Reason.of(
+                "shift_out", utilisation=float(u[x]), maximum=float(mx[x]), cpu=give, section=x
+            )
+            self.out.append(
+                Action("shift", site, why, section=x, share=give / float(arriving), cpu=give)
+            )
+
+    def duomog_back(self) -> None:
+        sec = self.obs.section_site
+        if not sec.size:
+            return
+        sec, multi, arriving = self._sections()
+        u, ac = self.obs.section_utilisation, self.cfg.acceptable[sec]
+        ok = multi & self.quiet[sec] & ~self.changed[sec]
+        for x in np.flatnonzero(
+            ok & (self.state.shift > 0) & (u < ac - self.cfg.hysteresis)
+        ).tolist():
+            back = min(float(self.state.shift[x]), self.cfg.revert_step)
+            cpu = back * float(arriving[x])
+            # the section takes back no more than brings it to acceptable
+            cap_x = float(self.obs.section_cpu[x]) / max(float(u[x]), EPS) if u[x] > 0 else 0.0
+            if cap_x > 0:
+                fit = max(cap_x * float(ac[x]) - float(self.obs.section_cpu[x]), 0.0)
+                if cpu > fit and arriving[x] > 0:
+                    back, cpu = fit / float(arriving[x]), fit
+            cpu = min(cpu, max(self.budget, 0.0))
+            if arriving[x] > 0:
+                back = min(back, cpu / float(arriving[x]))
+            if back <= EPS:
+                continue
+            self.budget -= cpu
+            why = Reason.of(
+                "shift_back",
+                utilisation=float(u[x]),
+                acceptable=float(ac[x]),
+                share=back,
+                section=x,
+            )
+            self.out.append(Action("shift", int(sec[x]), why, section=x, share=-back, cpu=cpu))
+
+    # -- 4./5. relieve overloaded sites
+
+    def relieve(self) -> None:
+        cfg = self.cfg
+        u = self.u()
+        acting = self.quiet | (self.returned > 0)
+        over = np.flatnonzero(acting & self.fresh & (u > cfg.maximum))
+        # sites about to withdraw (they cannot forward) and the sites their users would
+        # reach keep the room they have made (no revert) until the withdrawal is done
+        pending = [s for s in over.tolist() if not self.forward_ok[s]]
+        if self.failover is not None and pending:
+            self.guarded = self.failover.share[pending].sum(axis=0) > 0
+        for s in np.flatnonzero(self.fresh & ~acting & (u > cfg.maximum)).tolist():
+            since = float(self.now - self.state.last_change[s])
+            self.out.append(
+                hold(
                     s,
-                    "this decision already moves its cap of "
-                    f"{100 * cfg.max_move_share:.0f} % of all CPU time",
+                    "waiting",
+                    utilisation=float(u[s]),
+                    since_s=since,
+                    min_interval_s=cfg.min_interval,
                 )
             )
-            continue
-        if not forward_ok[s]:
-            acts, used = _withdraw(
-                s,
-                obs,
-                own,
-                state,
-                cfg,
-                failover,
-                room,
-                room_all,
-                live,
-                forward_ok & fresh & quiet,
-                budget,
+        for s in over[np.argsort(-u[over], kind="stable")].tolist():
+            us = float(self.u()[s])
+            need = float(to_move(self.load[s], us, cfg.target[s]))
+            if us <= cfg.maximum[s] or need <= EPS:
+                continue
+            if not self.forward_ok[s]:
+                self.withdraw(s)
+                continue
+            fields = {
+                "utilisation": us,
+                "maximum": float(cfg.maximum[s]),
+                "need": need,
+                "target": float(cfg.target[s]),
+            }
+            code = "over_maximum"
+            if self.returned[s] > 0:  # placing what a hot receiver handed back
+                code = "replace"
+                fields["returned"] = float(self.returned[s])
+                fields["sender"] = float(self.returned_by[s])
+            self.plurimog(s, need, code, fields, avoid=np.zeros(self.obs.sites, np.bool_))
+
+    def plurimog(
+        self, s: int, need: float, code: str, fields: dict[str, float], avoid: BoolArray
+    ) -> float:
+        """Forward ``need`` ms/s of site s's own users' traffic (never what it was sent),
+        nearest receivers first; a hold says what could not be placed, and why."""
+        cfg = self.cfg
+        lat = cfg.latency_ms[s]
+        ok = self.receivers() & ~avoid & np.isfinite(lat)
+        ok[s] = False
+        order = np.flatnonzero(ok)
+        order = order[np.argsort(lat[order], kind="stable")]
+        room = self.room()[order]
+        movable = float(self.own_left[s][self.movable].sum())
+        budget = max(self.budget, 0.0)
+        amount = min(need, budget, movable, float(room.sum()))
+        moved = 0.0
+        if amount > EPS:
+            taken = take_from_plans(amount, self.own_left[s], self.movable)
+            split = assign(taken, order, room)
+            plans, cols = np.nonzero(split.cpu > EPS)
+            for k in np.lexsort((cols, -plans)).tolist():  # highest priority, nearest first
+                p, r = int(plans[k]), int(split.receivers[cols[k]])
+                c = float(split.cpu[plans[k], cols[k]])
+                arriving = float(self.fl.arriving[s, p])
+                why = Reason.of(code, **fields, receiver=r, latency_ms=float(lat[r]))
+                self.out.append(Action("forward", s, why, plan=p, to=r, share=c / arriving, cpu=c))
+                self.move(s, p, r, c)
+                self.share[s, p, r] += c / arriving
+                self.out_share[s] += c / arriving
+                self.sent[s, p, r] += c
+                self.own_left[s, p] -= c
+                moved += c
+        left = need - moved
+        if left > max(EPS, 1e-6 * need):
+            if movable < need - EPS and movable <= min(budget, float(room.sum())) + EPS:
+                protected = ", ".join(
+                    p for p, m in zip(cfg.plans, self.movable, strict=True) if not m
+                )
+                self.out.append(
+                    hold(
+                        s,
+                        "short_protected",
+                        left,
+                        need=need,
+                        movable=movable,
+                        left=left,
+                        protected=protected or "no plan",
+                    )
+                )
+            elif budget < need - EPS and budget <= float(room.sum()) + EPS:
+                self.out.append(
+                    hold(
+                        s,
+                        "short_cap",
+                        left,
+                        need=need,
+                        moved=moved,
+                        left=left,
+                        cap_share=cfg.max_move_share,
+                    )
+                )
+            else:
+                self.out.append(hold(s, "short_no_room", left, need=need, moved=moved, left=left))
+        return moved
+
+    def withdraw(self, s: int) -> None:
+        """The sledgehammer: withdraw one prefix at s if its receivers can take the load.
+
+        Only with the predictor's word for where the users go — none of them left without
+        a site — and never the last announcement of a prefix (``live`` is updated as this
+        decision withdraws).  If the atlas shows receivers that could not take their
+        share, they are asked first to forward some of their own traffic elsewhere, and
+        the prefix goes in a later decision.
+        """
+        fo, cfg, live = self.failover, self.cfg, self.live
+        if not live.size or not live[:, s].any():
+            self.out.append(hold(s, "no_prefix"))
+            return
+        if fo is None or (fo.known is not None and not fo.known[s]):
+            self.out.append(hold(s, "no_atlas"))
+            return
+        share = fo.share[s]
+        lost = 1.0 - float(share.sum())
+        if lost > 1e-6:
+            self.out.append(hold(s, "users_lost", lost=lost))
+            return
+        if np.any((share > 0) & ~np.isfinite(cfg.latency_ms[s])):
+            self.out.append(hold(s, "unknown_receivers"))
+            return
+        mine = [q for q in np.flatnonzero(live[:, s]).tolist() if live[q].sum() > 1]
+        if not mine:
+            self.out.append(hold(s, "last_announcement"))
+            return
+        per_prefix = float(self.load[s]) / int(live[:, s].sum())  # spread evenly over prefixes
+        if per_prefix > self.budget + EPS:
+            self.out.append(
+                hold(s, "withdraw_over_cap", per_prefix, cpu=per_prefix, left=max(self.budget, 0.0))
             )
-            actions += acts
-            budget -= used
-            continue
-        why = (
-            f"{100 * obs.utilisation[s]:.1f} % is above the maximum "
-            f"{100 * cfg.maximum[s]:.0f} %: moving {need[s]:,.0f} ms/s to reach "
-            f"{100 * cfg.target[s]:.0f} %"
-        )
-        acts, used = _plurimog(s, float(need[s]), budget, why, own, state, cfg, room, set())
-        if not acts:
-            actions.append(
-                Action(
-                    "hold",
+            return
+        lands = share * per_prefix
+        room_all = np.where(self.fresh, np.maximum(self.cap * cfg.acceptable - self.load, 0.0), 0.0)
+        short = np.flatnonzero(lands > room_all + EPS)
+        if short.size:
+            crowded = np.zeros(self.obs.sites, dtype=np.bool_)
+            crowded[short] = True
+            crowded[s] = True
+            for r in short.tolist():
+                if not (self.forward_ok[r] and self.quiet[r]):
+                    continue
+                fields = {"sender": s, "lands": float(lands[r]), "room": float(room_all[r])}
+                self.plurimog(r, float(lands[r] - room_all[r]), "make_room", fields, crowded)
+            worst = int(short[np.argmax((lands - room_all)[short])])
+            self.out.append(
+                hold(
                     s,
-                    f"needs to move {need[s]:,.0f} ms/s but no "
-                    "site below its acceptable threshold has room",
+                    "withdraw_risky",
+                    lands=float(lands[worst]),
+                    worst=worst,
+                    room=float(room_all[worst]),
                 )
             )
-        actions += acts
-        budget -= used
-    return Plan(tuple(actions))
+            return
+        q = mine[0]
+        live[q, s] = False
+        self.load += lands
+        self.load[s] -= per_prefix
+        self.budget -= per_prefix
+        self.changed[s] = True
+        why = Reason.of("withdraw", prefix=q, cpu=per_prefix)
+        self.out.append(Action("withdraw", s, why, prefix=q, cpu=per_prefix))
 
+    # -- 6. reverts
 
-def _plurimog(
-    s: int,
-    need: float,
-    budget: float,
-    why: str,
-    own: FloatArray,
-    state: State,
-    cfg: Config,
-    room: FloatArray,
-    avoid: set[int],
-) -> tuple[list[Action], float]:
-    """Forward ``need`` ms/s of site s's own users' traffic (never what it was sent by
-    others) to receivers nearest first; ``room`` shrinks."""
-    lat = cfg.latency_ms[s]
-    order = np.argsort(lat, kind="stable")
-    order = order[(order != s) & (room[order] > 0) & np.isfinite(lat[order])]
-    order = order[~np.isin(order, list(avoid))]
-    # never take more than can be placed: what moves is still lowest priority first
-    amount = min(need, budget, float(room[order].sum()))
-    taken = take_from_plans(amount, own[s], cfg.movable_plans())
-    split = assign(taken, order, room[order])
-    arriving = own[s] / np.maximum(1.0 - state.forward[s].sum(axis=1), 1e-9)
-    out: list[Action] = []
-    plans, cols = np.nonzero(split.cpu > 1e-9)
-    for k in np.lexsort((cols, -plans)).tolist():  # highest-priority plan first, nearest first
-        p, r, c = int(plans[k]), int(split.receivers[cols[k]]), float(split.cpu[plans[k], cols[k]])
-        out.append(
-            Action(
-                "forward",
-                s,
-                f"{why}; site {r} is {cfg.latency_ms[s, r]:.0f} ms away with room",
-                plan=p,
-                to=r,
-                share=c / float(arriving[p]),
-                cpu=c,
-            )
+    def reverts(self) -> None:
+        cfg = self.cfg
+        u = self.obs.utilisation
+        forwarding = self.out_share > 1e-12
+        calm = u < cfg.acceptable - cfg.hysteresis
+        sites = np.flatnonzero(forwarding & calm & self.quiet & ~self.guarded & ~self.changed)
+        for s in sites.tolist():
+            self.revert(s)
+
+    def revert(self, s: int) -> None:
+        cfg = self.cfg
+        fwd = self.sent[s]  # (P, S) CPU ms/s forwarded now
+        arriving = self.fl.arriving[s]
+        # a step of what is forwarded, but never less than a floor, so that the last
+        # crumbs come back too instead of shrinking geometrically for ever; never past
+        # acceptable; within what this decision may still move
+        floor = cfg.revert_floor * float(arriving.sum())
+        room = (
+            max(float(self.cap[s] * cfg.acceptable[s] - self.load[s]), 0.0)
+            if self.cap[s] > 0
+            else 0.0
         )
-        room[r] -= c
-    return out, split.moved
+        budget = min(room, max(cfg.revert_step * float(fwd.sum()), floor), max(self.budget, 0.0))
+        used = 0.0
+        far_first = np.argsort(-cfg.latency_ms[s], kind="stable")
+        u = float(self.obs.utilisation[s])
+        for p in range(self.obs.plans - 1, -1, -1):
+            for d in far_first.tolist():
+                share = float(self.share[s, p, d])
+                if share <= 1e-12:
+                    continue
+                if fwd[p, d] <= EPS:  # no traffic of the plan left: nothing moves by coming back
+                    why = Reason.of("revert_idle", plan=p, receiver=d)
+                    self.out.append(Action("revert", s, why, plan=p, to=d, share=share, cpu=0.0))
+                    self.share[s, p, d] = 0.0
+                    self.out_share[s] -= share
+                    self.changed[s] = True
+                    continue
+                c = min(float(fwd[p, d]), budget - used)
+                if c <= EPS:
+                    continue
+                back = share if c >= fwd[p, d] - EPS else min(c / float(arriving[p]), share)
+                why = Reason.of(
+                    "revert", utilisation=u, acceptable=float(cfg.acceptable[s]), cpu=c, receiver=d
+                )
+                self.out.append(Action("revert", s, why, plan=p, to=d, share=back, cpu=c))
+                self.move(s, p, d, -c)
+                self.share[s, p, d] -= back
+                self.out_share[s] -= back
+                self.sent[s, p, d] -= c
+                used += c
 
+    def announce_back(self) -> None:
+        """Announce again, one prefix per decision, where the site has room for it.
 
-def _duomog(obs: Observation, state: State, cfg: Config, ok: BoolArray) -> list[Action]:
-    """Shift load from hot sections to sister sections of sites that have room, and take
-    it back when a section has cooled (all sections at once, arrays over sections)."""
-    out: list[Action] = []
-    sec = obs.section_site
-    if not sec.size:
-        return out
-    multi = (np.bincount(sec, minlength=obs.sites)[sec] >= 2) & ok[sec]
-    u, c = obs.section_utilisation, obs.section_cpu
-    mx, tg, ac = cfg.maximum[sec], cfg.target[sec], cfg.acceptable[sec]
-    for x in np.flatnonzero(multi & (state.shift > 0) & (u < ac - cfg.hysteresis)).tolist():
-        back = min(float(state.shift[x]), cfg.revert_step)
-        out.append(
-            Action(
-                "shift",
-                int(sec[x]),
-                f"section at {100 * u[x]:.1f} % is below the "
-                f"acceptable {100 * ac[x]:.0f} %: taking back {100 * back:.0f} % of "
-                "its traffic",
-                section=x,
-                share=-back,
+        A prefix brings back about the CPU time it took away when it was withdrawn (or,
+        if that is not known, as much as each prefix still announced there); it goes
+        back only if the site stays below acceptable, less the hysteresis margin, with
+        it.  A site of unknown capacity waits.
+        """
+        state, cfg = self.state, self.cfg
+        if not state.withdrawn.size:
+            return
+        moved = state.moved_by_withdrawal()
+        announced = cfg.announced if cfg.announced is not None else np.ones_like(state.withdrawn)
+        ok = state.withdrawn.any(axis=0) & self.quiet & ~self.changed
+        for s in np.flatnonzero(ok).tolist():
+            if self.cap[s] <= 0:
+                continue
+            q = int(np.flatnonzero(state.withdrawn[:, s])[0])
+            live = int((announced[:, s] & ~state.withdrawn[:, s]).sum())
+            back = float(moved[q, s]) if moved[q, s] > 0 else (self.load[s] / live if live else 0.0)
+            if back <= 0 or back > self.budget + EPS:
+                continue  # nothing known of what it would bring back, or over the cap
+            after = (self.load[s] + back) / self.cap[s]
+            if after > cfg.acceptable[s] - cfg.hysteresis:
+                continue
+            self.load[s] += back
+            self.budget -= back
+            self.changed[s] = True
+            why = Reason.of(
+                "announce",
+                utilisation=float(self.load[s] - back) / float(self.cap[s]),
+                cpu=back,
+                after=float(after),
+                prefix=q,
             )
-        )
-    has_room = obs.utilisation[sec] <= tg
-    need = np.where(multi & has_room & (u > mx), to_move(c, u, tg), 0.0)
-    room = np.where(multi & (u < ac), can_accept(c, u, ac), 0.0)
-    site_room = np.bincount(sec, weights=room, minlength=obs.sites)
-    for x in np.flatnonzero(need > 0).tolist():
-        site = int(sec[x])
-        give = min(float(need[x]), float(site_room[site]))
-        if give <= 0:
-            continue
-        site_room[site] -= give
-        arriving = c[x] / max(1.0 - float(state.shift[x]), 1e-9)
-        out.append(
-            Action(
-                "shift",
-                site,
-                f"section at {100 * u[x]:.1f} % is above the maximum "
-                f"{100 * mx[x]:.0f} % while the site has room: shifting {give:,.0f} "
-                "ms/s to its sister sections",
-                section=x,
-                share=give / float(arriving),
-                cpu=give,
-            )
-        )
-    return out
+            self.out.append(Action("announce", s, why, prefix=q, cpu=back))
 
 
 def _live(cfg: Config, state: State, n: int) -> BoolArray:
@@ -378,244 +754,6 @@ def _live(cfg: Config, state: State, n: int) -> BoolArray:
     return np.asarray(announced & ~state.withdrawn, dtype=np.bool_)
 
 
-def _own_cpu(obs: Observation, state: State) -> FloatArray:
-    """CPU ms/s per site and plan of the site's own users (what others forward to it
-    taken out), estimated from the shares in force: sites only forward their own."""
-    f = state.forward  # (S, P, S)
-    if f.shape[0] != obs.sites or not f.any():
-        return obs.cpu
-    kept = np.maximum(1.0 - f.sum(axis=2), 1e-9)  # (S, P)
-    own = obs.cpu.copy()
-    for _ in range(2):  # received depends on the senders' own traffic: two passes suffice
-        received = np.einsum("sp,spd->dp", own / kept, f)
-        own = np.maximum(obs.cpu - received, 0.0)
-    return np.asarray(own)
-
-
-def _revert(
-    s: int, obs: Observation, own: FloatArray, state: State, cfg: Config, room: float
-) -> tuple[list[Action], float]:
-    """Take back up to ``revert_step`` of what site s forwards, within its room."""
-    arriving = own[s] / np.maximum(1.0 - state.forward[s].sum(axis=1), 1e-9)
-    fwd_cpu = state.forward[s] * arriving[:, None]  # (P, S) CPU ms/s forwarded
-    # a step of what is forwarded, but never less than a floor, so that the last crumbs
-    # come back too instead of shrinking geometrically for ever
-    floor = cfg.revert_floor * float(own[s].sum() + fwd_cpu.sum())
-    budget = min(room, max(cfg.revert_step * float(fwd_cpu.sum()), floor))
-    out: list[Action] = []
-    used = 0.0
-    far_first = np.argsort(-cfg.latency_ms[s], kind="stable")
-    for p in range(obs.plans - 1, -1, -1):
-        for d in far_first.tolist():
-            c = min(float(fwd_cpu[p, d]), budget - used)
-            if c <= 1e-9:
-                continue
-            out.append(
-                Action(
-                    "revert",
-                    s,
-                    f"{100 * obs.utilisation[s]:.1f} % is below the "
-                    f"acceptable {100 * cfg.acceptable[s]:.0f} %: taking back "
-                    f"{c:,.0f} ms/s forwarded to site {d}",
-                    plan=p,
-                    to=d,
-                    share=c / float(arriving[p]),
-                    cpu=c,
-                )
-            )
-            used += c
-    # a plan with no traffic left moves nothing by coming back: take its whole share back
-    # at once, or a site that fell idle would forward for ever
-    for p, d in zip(*np.nonzero((state.forward[s] > 0) & (arriving[:, None] <= 1e-9)), strict=True):
-        out.append(
-            Action(
-                "revert",
-                s,
-                f"no {cfg.plans[p] if p < len(cfg.plans) else p} traffic arrives any more: "
-                f"taking back what was forwarded to site {d}",
-                plan=int(p),
-                to=int(d),
-                share=float(state.forward[s, p, d]),
-                cpu=0.0,
-            )
-        )
-    return out, used
-
-
-def _announce_back(obs: Observation, state: State, cfg: Config, ok: BoolArray) -> list[Action]:
-    """Announce again, one prefix per decision, where the site has room for it.
-
-    A prefix brings back about the CPU time it took away when it was withdrawn (or, if
-    that is not known, as much as each prefix still announced there); it goes back only
-    if the site stays below acceptable, less the hysteresis margin, with it.  A site of
-    unknown capacity waits.
-    """
-    out: list[Action] = []
-    if not state.withdrawn.size:
-        return out
-    cap = obs.site_capacity()
-    total = obs.cpu.sum(axis=1)
-    moved = state.moved_by_withdrawal()
-    announced = cfg.announced if cfg.announced is not None else np.ones_like(state.withdrawn)
-    for s in np.flatnonzero(state.withdrawn.any(axis=0) & ok).tolist():
-        if cap[s] <= 0:
-            continue
-        q = int(np.flatnonzero(state.withdrawn[:, s])[0])
-        live = int((announced[:, s] & ~state.withdrawn[:, s]).sum())
-        back = float(moved[q, s]) if moved[q, s] > 0 else (total[s] / live if live else 0.0)
-        if back <= 0:
-            continue  # nothing known of what it would bring back: keep it withdrawn
-        after = (total[s] + back) / cap[s]
-        if after > cfg.acceptable[s] - cfg.hysteresis:
-            continue
-        out.append(
-            Action(
-                "announce",
-                s,
-                f"{100 * total[s] / cap[s]:.1f} % with room for "
-                f"the {back:,.0f} ms/s its withdrawn prefix carried (about "
-                f"{100 * after:.0f} % after): announcing prefix {q} again",
-                prefix=q,
-                cpu=back,
-            )
-        )
-    return out
-
-
-def _withdraw(
-    s: int,
-    obs: Observation,
-    own: FloatArray,
-    state: State,
-    cfg: Config,
-    failover: Failover | None,
-    room: FloatArray,
-    room_all: FloatArray,
-    live: BoolArray,
-    may_forward: BoolArray,
-    budget: float,
-) -> tuple[list[Action], float]:
-    """The sledgehammer: withdraw one prefix at s if its receivers can take the load.
-
-    Only with the predictor's word for where the users go — none of them left without a
-    site — and never the last announcement of a prefix (``live`` is updated as this
-    decision withdraws).  If the atlas shows receivers that could not take their share,
-    they are asked first to forward some of their own traffic elsewhere — making room in
-    advance, so that the withdrawal does not set off a thundering herd — and the prefix
-    goes in a later decision.
-    """
-    if not live.size or not live[:, s].any():
-        return [
-            Action(
-                "hold",
-                s,
-                "above the maximum, cannot forward, and no prefix announced here to withdraw",
-            )
-        ], 0.0
-    if failover is None or (failover.known is not None and not failover.known[s]):
-        return [
-            Action(
-                "hold",
-                s,
-                "above the maximum and cannot forward; no atlas says "
-                "where a withdrawal would send its users, so nothing is withdrawn",
-            )
-        ], 0.0
-    share = failover.share[s]
-    lost = 1.0 - float(share.sum())
-    if lost > 1e-6:
-        return [
-            Action(
-                "hold",
-                s,
-                f"withdrawing would leave {100 * lost:.1f} % of its users "
-                "without any site: not withdrawing",
-            )
-        ], 0.0
-    if np.any((share > 0) & ~np.isfinite(cfg.latency_ms[s])):
-        return [
-            Action(
-                "hold",
-                s,
-                "the atlas sends its users to sites this observation "
-                "does not cover: not withdrawing",
-            )
-        ], 0.0
-    mine = [q for q in np.flatnonzero(live[:, s]).tolist() if live[q].sum() > 1]
-    if not mine:
-        return [
-            Action(
-                "hold",
-                s,
-                "its prefixes are announced nowhere else: never "
-                "withdrawing the last announcement of a prefix",
-            )
-        ], 0.0
-    total = float(obs.cpu[s].sum())
-    per_prefix = total / int(live[:, s].sum())  # traffic spreads evenly over prefixes
-    if per_prefix > budget:
-        return [
-            Action(
-                "hold",
-                s,
-                f"withdrawing a prefix would move {per_prefix:,.0f} ms/s, "
-                f"more than this decision may move ({budget:,.0f})",
-            )
-        ], 0.0
-    lands = share * per_prefix
-    short = np.flatnonzero(lands > room_all + 1e-9)
-    if short.size:
-        out: list[Action] = []
-        used = 0.0
-        crowded = set(short.tolist()) | {s}
-        for r in short.tolist():
-            if not may_forward[r]:
-                continue
-            why = (
-                f"making room for the withdrawal of a prefix at site {s}, which would send "
-                f"{lands[r]:,.0f} ms/s here (room {max(room_all[r], 0):,.0f}): preventing "
-                "a thundering herd"
-            )
-            acts, moved = _plurimog(
-                r,
-                float(lands[r] - max(room_all[r], 0.0)),
-                budget - used,
-                why,
-                own,
-                state,
-                cfg,
-                room,
-                crowded,
-            )
-            out += acts
-            used += moved
-        worst = int(short[np.argmax((lands - room_all)[short])])
-        out.append(
-            Action(
-                "hold",
-                s,
-                f"withdrawing a prefix would send {lands[worst]:,.0f} "
-                f"ms/s to site {worst}, which has room for "
-                f"{max(room_all[worst], 0):,.0f}: too risky for now",
-            )
-        )
-        return out, used
-    q = mine[0]
-    live[q, s] = False
-    room -= lands
-    room_all -= lands
-    return [
-        Action(
-            "withdraw",
-            s,
-            f"above the maximum and cannot forward: withdrawing prefix "
-            f"{q} moves about {per_prefix:,.0f} ms/s, which its receivers can take",
-            prefix=q,
-            cpu=per_prefix,
-        )
-    ], per_prefix
-
-
 def apply(state: State, plan: Plan, now: float) -> State:
     """The state after the plan's actions are carried out."""
     fwd, shift, wd, last = (
@@ -624,14 +762,26 @@ def apply(state: State, plan: Plan, now: float) -> State:
         state.withdrawn.copy(),
         state.last_change.copy(),
     )
+    carried = (plan.carried if plan.carried is not None else state.carried()).copy()
+    shifted = state.shifted().copy()
     moved = state.moved_by_withdrawal().copy()
     for a in plan.actions:
         if a.kind == "forward":
             fwd[a.site, a.plan, a.to] += a.share
-        elif a.kind == "revert":
-            fwd[a.site, a.plan, a.to] = max(fwd[a.site, a.plan, a.to] - a.share, 0.0)
+            carried[a.site, a.plan, a.to] += a.cpu
+        elif a.kind in ("revert", "handback"):
+            left = fwd[a.site, a.plan, a.to] - a.share
+            gone = left <= 1e-12
+            fwd[a.site, a.plan, a.to] = 0.0 if gone else left
+            c = carried[a.site, a.plan, a.to] - a.cpu
+            carried[a.site, a.plan, a.to] = 0.0 if gone else max(c, 0.0)
         elif a.kind == "shift":
             shift[a.section] = min(max(shift[a.section] + a.share, 0.0), 1.0)
+            shifted[a.section] = (
+                0.0
+                if shift[a.section] <= 1e-12
+                else max(shifted[a.section] + np.sign(a.share) * a.cpu, 0.0)
+            )
         elif a.kind == "withdraw":
             wd[a.prefix, a.site] = True
             moved[a.prefix, a.site] = a.cpu
@@ -641,6 +791,16 @@ def apply(state: State, plan: Plan, now: float) -> State:
         else:
             continue
         last[a.site] = now
+        if a.kind == "handback":
+            last[a.to] = now
+    carried[fwd <= 1e-12] = 0.0
     return replace(
-        state, forward=fwd, shift=shift, withdrawn=wd, last_change=last, withdrawn_cpu=moved
+        state,
+        forward=fwd,
+        shift=shift,
+        withdrawn=wd,
+        last_change=last,
+        withdrawn_cpu=moved,
+        forward_cpu=carried,
+        shift_cpu=shifted,
     )

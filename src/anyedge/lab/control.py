@@ -32,7 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..adapters import nft
-from ..control.core import Action, Config, Observation, Plan, State
+from ..control.core import Action, Config, Observation, Plan, State, flows
+from ..control.reasons import Names, render
 from ..model.geo import LatencyModel
 from ..model.world import World
 from .build import LabError, node_dir
@@ -158,7 +159,8 @@ def run(
     telemetry = LabTelemetry(world, plan, directory)
     actuator = LabActuator(plan, directory)
     steps: list[Step] = []
-    with Journal(directory / "control.sqlite") as journal:
+    names = Names(tuple(codes), tuple(plan.plans))
+    with Journal(directory / "control.sqlite", names) as journal:
         ctl = Controller(telemetry, actuator, lab_config(world, plan), journal)
         telemetry.observe(time.time())  # the first reading only sets the counters
         end = time.monotonic() + duration
@@ -170,10 +172,11 @@ def run(
             decided = ctl.step(now)
             obs = telemetry.last
             state = ctl.state
-            fw = state.forward.sum(axis=2) if state is not None else np.zeros((len(codes), 1))
-            cpu = obs.cpu if obs is not None else np.zeros_like(fw)
-            own = np.where(fw < 1, cpu / np.maximum(1 - fw, 1e-9), 0.0)
-            share = (fw * own).sum(axis=1) / np.maximum(own.sum(axis=1), 1e-9)
+            share = np.zeros(len(codes))
+            if state is not None and obs is not None:
+                fl = flows(obs, state)  # what each site forwards, of its own users' traffic
+                out = np.bincount(fl.src, weights=fl.cpu, minlength=len(codes))
+                share = out / np.maximum(fl.arriving.sum(axis=1), 1e-9)
             step = Step(
                 time=now,
                 utilisation={
@@ -181,17 +184,17 @@ def run(
                     for i, c in enumerate(codes)
                 },
                 forwarding={c: float(share[i]) for i, c in enumerate(codes)},
-                actions=[_describe(a, codes, plan.plans) for a in decided.actions],
+                actions=[_describe(a, names) for a in decided.actions],
             )
             steps.append(step)
             on_step(step)
     return steps
 
 
-def _describe(a: Action, codes: list[str], plans: tuple[str, ...]) -> str:
-    where = codes[a.site] if a.site >= 0 else "network"
-    if a.kind in ("forward", "revert"):
-        return (
-            f"{a.kind} {where} {plans[a.plan]} {100 * a.share:+.1f} % -> {codes[a.to]}: {a.reason}"
-        )
-    return f"{a.kind} {where}: {a.reason}"
+def _describe(a: Action, names: Names) -> str:
+    where = names.sites[a.site] if a.site >= 0 else "network"
+    why = render(a.reason, names)
+    if a.kind in ("forward", "revert", "handback"):
+        plan, to = names.plans[a.plan], names.sites[a.to]
+        return f"{a.kind} {where} {plan} {100 * a.share:+.1f} % -> {to}: {why}"
+    return f"{a.kind} {where}: {why}"

@@ -509,6 +509,7 @@ class _Run:
             section_utilisation=sec_u,
             section_cpu=load,
             capacity=cap_s,
+            arriving=cpu_plan * jitter[:, None],  # measured where requests enter
         )
         return _TickOut(
             obs=obs,
@@ -617,7 +618,9 @@ class _TwinTelemetry:
         seen = self.run.history[0]
         age = np.full(self.run.t.S, (len(self.run.history) - 1) * self.run.t.sc.tick)
         if self.run.mode == "withdraw":  # the sledgehammer has no Duomog either
-            return Observation(seen.utilisation, seen.cpu, age, capacity=seen.capacity)
+            return Observation(
+                seen.utilisation, seen.cpu, age, capacity=seen.capacity, arriving=seen.arriving
+            )
         return Observation(
             seen.utilisation,
             seen.cpu,
@@ -626,6 +629,7 @@ class _TwinTelemetry:
             seen.section_utilisation,
             seen.section_cpu,
             seen.capacity,
+            seen.arriving,
         )
 
 
