@@ -68,7 +68,7 @@ class Truth:
 
     def served(self, state: State) -> np.ndarray:
         c = self.carried(state)
-        return self.own * (1 - state.forward.sum(axis=2)) + c.sum(axis=0).T
+        return np.asarray(self.own * (1 - state.forward.sum(axis=2)) + c.sum(axis=0).T)
 
     def observe(self, state: State, measured: bool) -> Observation:
         served = self.served(state)
@@ -109,7 +109,7 @@ def check(
     before: State,
     after: State,
     obs: Observation,
-    plan,
+    plan: Plan,
     now: float,
     moves: dict[tuple[int, int], list[tuple[float, str]]],
 ) -> None:
