@@ -57,20 +57,20 @@ def _fail(e: Exception) -> click.ClickException:
     return LabFailed(str(e))
 
 
-def lab_command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], click.Command]:
+def lab_command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
     """``@lab.command``, with the lab's operational failures (a speaker that does not
     answer, an ``ip`` command that fails, a probe that dies) turned into a message and
-    exit status 3 instead of a traceback."""
+    exit status 3 instead of a traceback.  What the command returns is passed on."""
 
-    def wrap(f: Callable[..., None]) -> click.Command:
+    def wrap(f: Callable[..., Any]) -> click.Command:
         @functools.wraps(f)
-        def handled(*a: Any, **k: Any) -> None:
+        def handled(*a: Any, **k: Any) -> Any:
             from ..adapters.bgp.base import SpeakerError
             from ..adapters.netns import NetnsError
             from ..lab.build import LabError
 
             try:
-                f(*a, **k)
+                return f(*a, **k)
             except (LabError, SpeakerError, NetnsError, OSError, subprocess.SubprocessError) as e:
                 raise _fail(e) from None
 
@@ -205,7 +205,9 @@ def status(directory: Path | None, name: str | None, as_json: bool) -> None:
 @click.argument("node")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(directory: Path | None, name: str | None, node: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND on NODE (inside its namespace): anyedge lab exec c1 -- ip route."""
+    """Run COMMAND on NODE (inside its namespace): anyedge lab exec c1 -- ip route.
+
+    Exits with COMMAND's own status (128+N if signal N ended it)."""
     _world, plan, _state = _attach(directory, name)
     try:
         ns = plan.node(node).namespace
@@ -213,7 +215,8 @@ def exec_(directory: Path | None, name: str | None, node: str, command: tuple[st
         names = ", ".join(n.name for n in plan.nodes)
         raise InputError.one("command line", "NODE", f"no node {node!r}; nodes: {names}") from None
     code = subprocess.call(["ip", "netns", "exec", ns, *command])
-    raise click.exceptions.Exit(code)
+    # a command that a signal ended: -N from subprocess, 128+N as a shell reports it
+    raise click.exceptions.Exit(128 - code if code < 0 else code)
 
 
 def _port(plan: Any, plan_name: str | None) -> int:
@@ -380,7 +383,10 @@ def generate(seed: int, routers: int, sites: int, clients: int, output: Path | N
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_all({output: text})
+        try:
+            write_all({output: text})
+        except OSError as e:  # a bad --output is bad input (2), as world --out: not the lab's
+            raise InputError.one(output, "--output", f"cannot write: {e.strerror or e}") from None
         click.echo(f"wrote {output}", err=True)
 
 

@@ -3,6 +3,9 @@
 Each subcommand lives in its own module and registers on :data:`cli`.  Bad input
 (:class:`~anyedge.errors.InputError`) becomes ``anyedge: error: FILE:LINE: PLACE: what``
 on stderr and exit status 2, with no traceback; click's own usage errors also exit 2.
+Any other status a command gives — an ``int`` it returns, or ``ctx.exit(n)``,
+:class:`click.exceptions.Exit`, :class:`click.ClickException` or :exc:`SystemExit` it
+raises — is the process's exit status.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import world as _world  # noqa: F401
 
     try:
-        cli.main(args=argv, prog_name="anyedge", standalone_mode=False)
+        # without standalone mode click hands back what it would otherwise exit with:
+        # the command's return value, or the code of an Exit (ctx.exit) it raised
+        rv = cli.main(args=argv, prog_name="anyedge", standalone_mode=False)
     except InputError as e:
         for line in e.render().splitlines():
             click.echo(f"anyedge: error: {line}", err=True)
@@ -47,8 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         return e.exit_code
     except click.exceptions.Exit as e:
-        return e.exit_code
-    return 0
+        return _status(e.exit_code)
+    except SystemExit as e:  # sys.exit() in a command, or click's own on a broken pipe
+        if e.code is not None and not isinstance(e.code, int):
+            click.echo(f"anyedge: {e.code}", err=True)
+            return 1
+        return _status(e.code)
+    return _status(rv if isinstance(rv, int) and not isinstance(rv, bool) else None)
+
+
+def _status(code: int | None) -> int:
+    """The exit status for ``code``: None is success; a status the system cannot carry
+    (below 0 or above 255, which it would take modulo 256, 256 becoming 0) is 1."""
+    if code is None:
+        return 0
+    return code if 0 <= code <= 255 else 1
 
 
 def run() -> None:

@@ -62,7 +62,10 @@ def check(config_path: Path) -> None:
 @config_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every allocation (debug level).")
 def serve(config_path: Path, verbose: bool) -> None:
-    """Run the relay until SIGTERM or SIGINT."""
+    """Run the relay until SIGTERM or SIGINT.
+
+    Exits with status 0 when stopped so; 1 when it cannot serve (a port taken, a
+    certificate that does not load) or a worker fails; 2 for a bad configuration."""
     from ..services.turn.config import load_config
     from ..services.turn.workers import serve as run
 

@@ -66,6 +66,31 @@ def run_worker(config: ServiceConfig, worker: int, workers: int, ready: Callable
     asyncio.run(_run(config, worker, workers, ready))
 
 
+def _one_of_many(
+    config: ServiceConfig, worker: int, workers: int, barrier: threading.Barrier
+) -> None:
+    """A worker process: :func:`run_worker`, meeting the others and the parent at
+    ``barrier`` once its listeners are open.  A worker that cannot open them (a port
+    taken, a certificate that does not load) says why on stderr and breaks the barrier,
+    so that nobody waits for it; every worker then exits with status 1, no traceback."""
+
+    def ready() -> None:
+        barrier.wait()
+
+    try:
+        run_worker(config, worker, workers, ready)
+    except threading.BrokenBarrierError:  # another worker could not start
+        sys.exit(1)
+    except OSError as e:  # ssl.SSLError is one too
+        # say why before the parent, woken by the broken barrier, ends this process
+        print(f"anyedge turn: worker {worker} cannot serve: {e}", file=sys.stderr, flush=True)
+        barrier.abort()
+        sys.exit(1)
+    except BaseException:
+        barrier.abort()
+        raise
+
+
 def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) -> int:
     """Run the relay until SIGTERM/SIGINT; the exit status."""
     workers = config.workers
@@ -75,12 +100,20 @@ def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) ->
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(workers + 1)
     procs = [
-        ctx.Process(target=run_worker, args=(config, i, workers, barrier.wait), daemon=True)
+        ctx.Process(target=_one_of_many, args=(config, i, workers, barrier), daemon=True)
         for i in range(workers)
     ]
     stopping = False
+    parent = os.getpid()
 
-    def stop(*_: object) -> None:
+    def stop(sig: int | None = None, *_: object) -> None:
+        if os.getpid() != parent:
+            # a worker inherits this handler until its event loop sets its own: the
+            # signal ends it as if it had none (and no traceback from is_alive below)
+            assert sig is not None
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            return
         nonlocal stopping
         stopping = True
         for p in procs:
