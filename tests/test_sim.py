@@ -14,6 +14,7 @@ from anyedge.errors import InputError
 from anyedge.model import World
 from anyedge.model.files import parse_world
 from anyedge.sim import Twin, default_scenario, parse_scenario
+from anyedge.sim.demand import PROFILE, diurnal
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
 
@@ -25,6 +26,14 @@ def tiny() -> World:
 
 def short(world: World, events: str = "[]", hours: float = 3) -> object:
     return parse_scenario(f"duration: {hours}h\ntick: 10s\nevents: {events}\n", world)
+
+
+def test_the_day_curve_wraps_at_midnight() -> None:
+    # -1e-17 % 24.0 is 24.0 in floating point: the hour just before midnight
+    assert diurnal(np.array([-1e-17, 0.0, 24.0, 47.5])) == pytest.approx(
+        [PROFILE[0], PROFILE[0], PROFILE[0], (PROFILE[23] + PROFILE[0]) / 2]
+    )
+    assert float(diurnal(21.0)) == 1.0
 
 
 def test_every_request_is_served_or_failed(small_world: World) -> None:

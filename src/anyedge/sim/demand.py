@@ -52,6 +52,7 @@ def local_hours(lon: npt.ArrayLike, utc_hour: float) -> FloatArray:
 def diurnal(hours: npt.ArrayLike) -> FloatArray:
     """Demand factor at each local hour (continuous, periodic)."""
     h = np.asarray(hours, dtype=np.float64) % 24.0
-    lo = np.floor(h).astype(np.int64)
-    frac = h - lo
+    floor = np.floor(h)
+    frac = h - floor
+    lo = floor.astype(np.int64) % 24  # a tiny negative hour is 24.0 modulo 24
     return np.asarray(PROFILE[lo] * (1 - frac) + PROFILE[(lo + 1) % 24] * frac)
