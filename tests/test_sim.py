@@ -4,6 +4,7 @@ same day twice, and the Traffic Manager doing better than both baselines."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from anyedge.cli.main import main
 from anyedge.errors import InputError
 from anyedge.model import World
 from anyedge.model.files import parse_world
+from anyedge.model.network import Sections
+from anyedge.routing import Router
 from anyedge.sim import Twin, default_scenario, parse_scenario
 from anyedge.sim.demand import PROFILE, diurnal
 
@@ -66,6 +69,42 @@ def test_a_dark_site_moves_its_users(tiny: World) -> None:
     assert t.routing_changes == 2  # CHC's one prefix withdrawn at 1 h, announced at 2 h
     assert t.unrouted == 0.0  # AKL takes Christchurch's users
     assert t.failed == 0.0
+
+
+def test_a_site_without_servers_fails_every_request_it_takes(tiny: World) -> None:
+    text = TINY.read_text().replace("{name: CHC01, servers: 8,", "{name: CHC01, servers: 0,")
+    world = parse_world(text, TINY)
+    chc = world.network.sites.index("CHC")
+    assert world.network.site_capacity()[chc] == 0.0
+    # the first prefix is announced everywhere, the second not from CHC: half of the
+    # users in CHC's catchment reach it, and every one of their requests fails there
+    at_chc = Router(world).catchment().site_demand()[chc] / 2
+    share = at_chc / float(world.internet.eyeballs.rps.sum())
+    twin = Twin(world, short(world, hours=1))  # type: ignore[arg-type]
+    none = twin.run("none")
+    t = none.totals
+    assert t.served + t.failed == pytest.approx(t.requests, rel=1e-9)
+    assert t.failed == pytest.approx(share * t.requests, rel=0.01)
+    assert np.all(none.series.failed_rps[:, chc] > 0)
+    assert np.all(np.isinf(none.series.utilisation[:, chc]))
+    assert t.slo_breach_minutes.get("CHC", 0.0) == pytest.approx(60.0)
+    # a controller moves the traffic away, so fewer fail
+    assert twin.run("manager").totals.failed < 0.5 * t.failed
+
+
+def test_a_site_without_sections_fails_every_request_it_takes(tiny: World) -> None:
+    net = tiny.network
+    keep = np.asarray(net.sections.site) != net.sites.index("CHC")
+    sections = Sections(
+        name=tuple(n for n, k in zip(net.sections.name, keep, strict=True) if k),
+        site=net.sections.site[keep],
+        servers=net.sections.servers[keep],
+        cpu_per_server=net.sections.cpu_per_server[keep],
+    )
+    world = replace(tiny, network=replace(net, sections=sections))
+    t = Twin(world, short(world, hours=1)).run("none").totals  # type: ignore[arg-type]
+    assert t.failed > 0.1 * t.requests
+    assert t.served + t.failed == pytest.approx(t.requests, rel=1e-9)
 
 
 def test_the_same_seed_gives_the_same_day(small_world: World) -> None:

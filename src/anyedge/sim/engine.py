@@ -98,12 +98,16 @@ class Twin:
         self.sec_site = sec.site.astype(np.int64)
         self.sec_cap0 = sec.capacity.astype(np.float64)
         cap_site = np.bincount(self.sec_site, weights=self.sec_cap0, minlength=self.S)
+        n_sec = np.bincount(self.sec_site, minlength=self.S)
+        # a site's load splits over its sections by capacity; a site with no servers
+        # splits it evenly over its empty sections, where all of it fails
         self.sec_share = np.where(
             cap_site[self.sec_site] > 0,
             self.sec_cap0 / np.maximum(cap_site[self.sec_site], 1e-9),
-            0,
+            1.0 / np.maximum(n_sec[self.sec_site], 1),
         )
-        self.multi = np.bincount(self.sec_site, minlength=self.S)[self.sec_site] >= 2
+        self.no_sections = n_sec == 0  # (a world built in code may have such sites)
+        self.multi = n_sec[self.sec_site] >= 2
         rng = np.random.default_rng(scenario.seed)
         self.base_ms = rng.uniform(3.0, 7.0, self.S)
         self.scale_ms = rng.uniform(1.2, 3.0, self.S)
@@ -462,8 +466,9 @@ class _Run:
         )
         sec_fail = np.maximum(load - cap, 0.0)
         cap_s = _bins(ss, cap, t.S)
-        load_s = _bins(ss, load, t.S)
-        fail_cpu = _bins(ss, sec_fail, t.S)
+        orphan = served_cpu * t.no_sections  # no section to serve it: all of it fails
+        load_s = _bins(ss, load, t.S) + orphan
+        fail_cpu = _bins(ss, sec_fail, t.S) + orphan
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(
                 cap_s > 0, load_s / np.maximum(cap_s, 1e-12), np.where(load_s > 0, np.inf, 0.0)
