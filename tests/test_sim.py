@@ -107,6 +107,51 @@ def test_a_site_without_sections_fails_every_request_it_takes(tiny: World) -> No
     assert t.served + t.failed == pytest.approx(t.requests, rel=1e-9)
 
 
+def test_each_event_is_charged_what_it_cost_beyond_the_quiet_day(tiny: World) -> None:
+    events = (
+        "[{at: 20m, for: 20m, kind: servers_down, site: AKL, fraction: 1.0},"
+        " {at: 80m, for: 20m, kind: site_dark, site: CHC}]"
+    )
+    c = Twin(tiny, short(tiny, events, hours=2)).compare()  # type: ignore[arg-type]
+    assert [(e["sites"], e["receivers"]) for e in c.events] == [(["AKL"], []), (["CHC"], ["AKL"])]
+    for m in ("none", "withdraw", "manager"):
+        run, ref = c.runs[m], c.reference[m]
+        assert ref.totals.failed == 0.0
+        for r in (run, ref):  # the per-minute sums add up to the totals
+            s = r.series
+            assert s.failed_requests.sum() + s.unrouted_requests.sum() == pytest.approx(
+                r.totals.failed
+            )
+            assert s.slo_minutes.sum() == pytest.approx(r.totals.slo_breach_total)
+    a = c.attribution["none"]
+    # AKL without servers fails its users until the event ends; CHC going dark costs
+    # nothing (AKL, back by then, takes its users)
+    assert a["excess_failed"] > 0
+    first, second = a["events"]
+    assert first["failed"] == pytest.approx(a["excess_failed"])
+    assert first["failed_share"] == pytest.approx(1.0)
+    assert (first["from_s"], first["to_s"]) == (1200.0, 2400.0 + 1800.0)
+    assert second["failed"] == 0.0
+    assert second["to_s"] == 7200.0  # the tail is cut at the end of the day
+    assert a["elsewhere_failed"] == pytest.approx(0.0, abs=1.0)
+    # the Traffic Manager moves AKL's users away: it costs less, and the sites that took
+    # them count towards the event
+    tm = c.attribution["manager"]["events"][0]
+    assert tm["failed"] < 0.5 * first["failed"]
+    assert c.runs["manager"].moved_to[0]
+    assert set(c.runs["manager"].moved_to[0]) <= set(tm["sites"])
+    summary = json.loads(json.dumps(c.summary()))
+    assert set(summary["attribution"]) == {"none", "withdraw", "manager"}
+    assert summary["reference"]["none"]["failed"] == 0.0
+
+
+def test_a_day_without_events_runs_no_reference(tiny: World) -> None:
+    c = Twin(tiny, short(tiny, hours=1)).compare()  # type: ignore[arg-type]
+    assert c.reference == {}
+    assert c.attribution == {}
+    assert "attribution" not in c.summary()
+
+
 def test_the_same_seed_gives_the_same_day(small_world: World) -> None:
     sc = short(small_world, hours=2)
     a = Twin(small_world, sc).run("manager")  # type: ignore[arg-type]
@@ -149,6 +194,15 @@ def test_cli_simulate_json_on_a_small_scenario(
     data = json.loads(out)
     assert set(data["runs"]) == {"none", "withdraw", "manager"}
     assert data["duration_s"] == 3600.0
+    assert data["events"][0]["sites"] == ["CHC"]
+    assert data["events"][0]["receivers"] == ["AKL"]
+    for m in ("none", "withdraw", "manager"):
+        att = data["attribution"][m]
+        assert len(att["events"]) == 1
+        assert {"failed", "slo_minutes", "failed_share", "slo_share", "sites"} <= set(
+            att["events"][0]
+        )
+        assert att["reference_failed"] == data["reference"][m]["failed"]
     rc = main(["simulate", str(tmp_path / "missing.yaml"), "-t", str(TINY), "--no-report"])
     assert rc == 2
 
