@@ -4,6 +4,7 @@ same day twice, and the Traffic Manager doing better than both baselines."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from anyedge.errors import InputError
 from anyedge.model import World
 from anyedge.model.files import parse_world
 from anyedge.model.network import Sections
+from anyedge.report import render
 from anyedge.routing import Router
-from anyedge.sim import Twin, default_scenario, parse_scenario
+from anyedge.sim import Comparison, Twin, default_scenario, parse_scenario
 from anyedge.sim.demand import PROFILE, diurnal
+from test_docs import default_day_in_docs
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
 
@@ -207,9 +210,30 @@ def test_cli_simulate_json_on_a_small_scenario(
     assert rc == 2
 
 
+@pytest.fixture(scope="module")
+def default_day(default_world: World) -> Comparison:
+    """The default scenario on the default world, simulated once for this module: its
+    reference runs are the same day with an empty event list."""
+    return Twin(default_world, default_scenario(default_world)).compare()
+
+
 @pytest.mark.slow
-def test_default_day_manager_beats_both_baselines(default_world: World) -> None:
-    c = Twin(default_world, default_scenario(default_world)).compare()
+def test_the_default_world_without_events_fails_almost_nothing(
+    default_world: World, default_day: Comparison
+) -> None:
+    quiet = default_day.reference["none"]  # no management, no events
+    t = quiet.totals
+    assert t.requests > 0
+    assert t.failed / t.requests < 1e-4
+    assert t.slo_breach_total == 0.0
+    maximum = default_world.network.sites.thresholds[:, 0]
+    worst = np.array([quiet.health[code] for code in default_world.network.sites.code])
+    assert np.all(worst <= maximum)  # sized for its own peak, no site goes over its maximum
+
+
+@pytest.mark.slow
+def test_default_day_manager_beats_both_baselines(default_day: Comparison) -> None:
+    c = default_day
     none, wd, tm = (c.runs[m].totals for m in ("none", "withdraw", "manager"))
     assert tm.failed < wd.failed
     assert tm.failed < none.failed
@@ -219,3 +243,54 @@ def test_default_day_manager_beats_both_baselines(default_world: World) -> None:
         assert t.served + t.failed == pytest.approx(t.requests, rel=1e-9)
     assert c.learned  # thresholds learned from the day's samples
     assert all(0.5 <= float(x["value"]) <= 0.95 for x in c.learned)
+
+
+@pytest.mark.slow
+def test_the_docs_state_the_default_day_as_measured(default_day: Comparison) -> None:
+    for mode, (failed_pct, slo) in default_day_in_docs().items():
+        t = default_day.runs[mode].totals
+        digits = 2 if failed_pct >= 0.01 else 1  # 0.177 %, 0.0014 %: two or three figures
+        said = f"{failed_pct:.{digits + 1}g}"
+        assert f"{100 * t.failed / t.requests:.{digits + 1}g}" == said, mode
+        assert abs(t.slo_breach_total - slo) <= 0.51, mode  # whole minutes in the docs
+
+
+@pytest.mark.slow
+def test_every_default_event_matters(default_world: World, default_day: Comparison) -> None:
+    c = default_day
+    kinds = [e["kind"] for e in c.events]
+    for e in c.events:
+        assert e["sites"], e["what"]
+        if e["kind"] in ("session_down", "cable_cut", "site_dark", "maintenance"):
+            assert e["receivers"], f"{e['what']}: BGP moves no one"
+    # the surge is at Brazil's evening peak: 21:00 local, about 00:00 UTC, closes it
+    surge = c.events[kinds.index("surge")]
+    inet = default_world.internet
+    br = np.array(inet.metros.country)[inet.eyeballs.metro] == "BR"
+    lon = inet.metros.lon[inet.eyeballs.metro[br]]
+    local = (surge["until_s"] / 3600 + np.average(lon, weights=inet.eyeballs.rps[br]) / 15) % 24
+    assert 20.5 <= local <= 21.5
+    # without management the events make the failures and SLO breaches, not the world;
+    # every event that hits capacity costs something
+    a = c.attribution["none"]
+    assert a["reference_failed"] / a["excess_failed"] < 1e-3
+    assert a["elsewhere_failed"] == pytest.approx(0.0, abs=1e-6 * a["excess_failed"])
+    cost = {e["kind"]: r for e, r in zip(c.events, a["events"], strict=True)}
+    for kind in ("section_down", "servers_down", "surge"):
+        assert cost[kind]["failed"] > 0, kind
+    assert cost["session_down"]["slo_minutes"] > 0
+
+
+@pytest.mark.slow
+def test_the_default_report_shows_each_events_share(default_day: Comparison) -> None:
+    page = render(default_day)
+    table = re.search(r'<table id="attribution-table">.*?</table>', page, re.S)
+    assert table is not None
+    rows = re.findall(r'<tr data-event="\d+">(.*?)</tr>', table.group(0), re.S)
+    assert len(rows) == len(default_day.events)
+    shares = [re.findall(r"<td[^>]*>[^<]*\((\d+) %\)</td>", r) for r in rows]
+    assert all(s for s in shares)  # every event, a share under every controller
+    # the sites of the events are charted
+    charted = re.findall(r'<article class="card site" data-site="(\w+)">', page)
+    for e in default_day.events:
+        assert set(e["sites"]) & set(charted), e["what"]
