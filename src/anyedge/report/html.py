@@ -374,6 +374,9 @@ def _share(x: object) -> str:
 
 def _cost_cells(failed: object, slo: object, failed_share: object, slo_share: object) -> str:
     f, m = _float(failed), _float(slo)
+    # a difference of two runs: round-off around zero is zero, not -4e-06 or -0
+    f = 0.0 if f is not None and abs(f) < 0.5 else f
+    m = 0.0 if m is not None and abs(m) < 0.5 else m
     exact = f' title="{f:,.0f}"' if f is not None and _count(f) != f"{f:,.0f}" else ""
     return (
         f"<td{exact}>{_e(_count(f) if f is not None else '—')}{_e(_share(failed_share))}</td>"
