@@ -55,6 +55,15 @@ def test_world_table(capsys: pytest.CaptureFixture[str]) -> None:
         json.loads(out)
 
 
+def test_world_headroom_sizes_the_sites(capsys: pytest.CaptureFixture[str]) -> None:
+    servers = []
+    for room in ("1", "2"):
+        assert main(["world", *SMALL, *FAST, "--headroom", room, room, "--json"]) == 0
+        servers.append(_json(capsys.readouterr().out)["servers"])
+    low, high = (int(str(n)) for n in servers)
+    assert 1.7 * low < high < 2.3 * low
+
+
 def test_world_out_and_load_back(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_dir = tmp_path / "w"
     assert main(["world", *SMALL, "--out", str(out_dir), "--json"]) == 0
@@ -104,6 +113,8 @@ def test_world_out_must_be_a_directory(capsys: pytest.CaptureFixture[str], tmp_p
         (["--mcp", "5", "--sites", "3"], "--mcp"),
         (["--peak-rps", "-1"], "--peak-rps"),
         (["--tier1", "0"], "--tier1"),
+        (["--headroom", "0.8", "1.2"], "--headroom"),
+        (["--headroom", "1.5", "1.2"], "--headroom"),
     ],
 )
 def test_world_bad_options(

@@ -43,3 +43,33 @@ def test_control_doc_observation_and_state_run(tmp_path: Path) -> None:
     obs.write_text(blocks[0], encoding="utf-8")
     state.write_text(blocks[1], encoding="utf-8")
     assert main(["control", "plan", "--input", str(obs), "--state", str(state), "--json"]) == 0
+
+
+def default_day_in_docs() -> dict[str, tuple[float, float]]:
+    """Failed share (%) and SLO site-minutes of each run of the default day, as
+    docs/simulate.md's table states them; the README must say the same."""
+    doc = (ROOT / "docs" / "simulate.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| (no traffic management|prefix withdrawal only|Traffic Manager) \| "
+        r"([\d.]+) % \| ([\d,]+) \|",
+        doc,
+        flags=re.M,
+    )
+    titles = {"no traffic management": "none", "prefix withdrawal only": "withdraw"}
+    return {titles.get(t, "manager"): (float(f), float(m.replace(",", ""))) for t, f, m in rows}
+
+
+def test_readme_and_simulate_doc_state_the_same_default_day() -> None:
+    doc = default_day_in_docs()
+    assert set(doc) == {"none", "withdraw", "manager"}
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    m = re.search(
+        r"requests fail at ([\d.]+) % with no traffic management, ([\d.]+) % with prefix "
+        r"withdrawal only and ([\d.]+) % with the Traffic Manager; SLO breach is ([\d,]+), "
+        r"([\d,]+) and ([\d,]+) site-minutes",
+        readme,
+    )
+    assert m is not None, "the README states the default day's numbers"
+    said = [float(x.replace(",", "")) for x in m.groups()]
+    for i, mode in enumerate(("none", "withdraw", "manager")):
+        assert (said[i], said[i + 3]) == doc[mode], mode

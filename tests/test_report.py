@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from anyedge.report import render, write
-from anyedge.report.html import HEALTH_COLOURS, MAX_POINTS
+from anyedge.report.html import CHART_SITES, HEALTH_COLOURS, MAX_POINTS
 from anyedge.sim.result import MODE_TITLES, MODES, Comparison, RunResult, Series, Totals
 
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -325,6 +325,85 @@ def test_site_charts_overlay_the_three_runs_with_slo_and_events(page: str) -> No
     assert xs[-1] == pytest.approx(plot_left + plot_width * 7140 / (HOURS * 3600), abs=0.06)
 
 
+def _attributed() -> Comparison:
+    """The comparison with what the engine adds: event sites and each event's cost."""
+    c = _comparison()
+    c.events[0].update(sites=["FRA"], receivers=[])
+    c.events[1].update(sites=["CHC"], receivers=["AKL"])
+    for m, (f0, f1, m0, m1) in {
+        "none": (2.0e6, 4.0e5, 95.0, 30.0),
+        "withdraw": (2.0e5, 1.0e5, 40.0, 0.0),
+        "manager": (1.0e4, 0.0, 6.0, 0.0),
+    }.items():
+        t = c.runs[m].totals
+        excess_f, excess_m = t.failed - 1e3, t.slo_breach_total
+        c.attribution[m] = {
+            "tail_s": 1800.0,
+            "reference_failed": 1e3,
+            "reference_slo_minutes": 0.0,
+            "excess_failed": excess_f,
+            "excess_slo_minutes": excess_m,
+            "events": [
+                {
+                    "event": i,
+                    "sites": sites,
+                    "failed": f,
+                    "slo_minutes": mm,
+                    "failed_share": f / excess_f,
+                    "slo_share": mm / excess_m if excess_m else None,
+                }
+                for i, (f, mm, sites) in enumerate(
+                    [(f0, m0, ["FRA", "AMS"]), (f1, m1, ["CHC", "AKL"])]
+                )
+            ],
+            "elsewhere_failed": excess_f - f0 - f1,
+            "elsewhere_slo_minutes": excess_m - m0 - m1,
+        }
+    return c
+
+
+def test_the_page_says_what_each_event_cost_and_how() -> None:
+    c = _attributed()
+    c.attribution["manager"].update(elsewhere_failed=-4e-6, elsewhere_slo_minutes=-1e-9)
+    page = render(c)
+    assert _parse(page).errors == []
+    table = re.search(r'<table id="attribution-table">.*?</table>', page, re.S)
+    assert table is not None
+    rows = re.findall(r'<tr data-event="(\d)">(.*?)</tr>', table.group(0), re.S)
+    assert [n for n, _ in rows] == ["1", "2"]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[0][1])
+    assert len(cells) == 2 * len(MODES)  # failed requests and SLO minutes per run
+    assert cells[:2] == ["2,000,000 (80 %)", "95 (76 %)"]  # none: of 2,499,000 and 125 min
+    assert "at FRA, AMS" in rows[0][1]
+    assert "CHC &lt;script&gt;" in rows[1][1]  # escaped like everywhere else
+    rest = re.search(r'<tr class="rest">(.*?)</tr>', table.group(0), re.S)
+    assert rest is not None
+    # none: 2,499,000 beyond the reference, 2,400,000 in the events' windows and sites
+    # (the fixture's withdraw run overcounts by 1,000); the manager's round-off around
+    # zero shows as zero
+    assert re.findall(r"<td[^>]*>(.*?)</td>", rest.group(1)) == [
+        "99,000", "0", "-1,000", "0", "0", "0"
+    ]  # fmt: skip
+    assert "the same day without events" in table.group(0)
+    method = re.search(r'<p [^>]*id="attribution-method">(.*?)</p>', page, re.S)
+    assert method is not None
+    for words in ("without events", "30 minutes", "BGP moved", "controller moved"):
+        assert words in method.group(1)
+
+
+def test_a_page_without_attribution_has_no_cost_table(page: str) -> None:
+    assert 'id="attribution"' not in page
+
+
+def test_the_sites_of_the_events_are_charted_first() -> None:
+    page = render(_attributed())
+    cards = re.findall(r'<article class="card site" data-site="(\w+)">(.*?)</article>', page, re.S)
+    # each event's site, then where its users went, then the busiest of the rest
+    assert [code for code, _ in cards][:4] == ["FRA", "CHC", "AKL", "AMS"]
+    assert "event 2 hits it" in dict(cards)["CHC"]
+    assert "event 2 sends it users" in dict(cards)["AKL"]
+
+
 def test_learned_table_and_curves_tolerate_missing_keys(page: str) -> None:
     table = re.search(r'<table id="learned-table">.*?</table>', page, re.S)
     assert table is not None
@@ -397,7 +476,7 @@ def test_a_world_sized_report_stays_small() -> None:
     assert len(page.encode("utf-8")) < 3_000_000
     assert _parse(page).errors == []
     assert page.count('<circle class="site"') == 300
-    assert len(re.findall(r'<article class="card site"', page)) == 8
+    assert len(re.findall(r'<article class="card site"', page)) == CHART_SITES
     for points in re.findall(r'<polyline class="series"[^>]* points="([^"]*)"', page):
         assert len(points.split()) <= MAX_POINTS
     assert len(re.findall(r'<figure class="scatter"', page)) == 4

@@ -11,8 +11,10 @@ import pytest
 
 from anyedge.model import ASKind, LatencyModel, SessionKind, SiteKind, World, great_circle_km
 from anyedge.model.countries import COUNTRIES
+from anyedge.model.daycurve import diurnal
 from anyedge.model.summary import RTT_BANDS_MS, continent_of, summarize
 from anyedge.model.worldgen import WorldOptions, build_world
+from anyedge.model.worldgen.capacity import peak_of_day, plan_servers, site_peak_load
 from anyedge.model.worldgen.geography import Cities, load_airports, load_cities
 from anyedge.model.worldgen.sites import (
     AirportFinder,
@@ -20,6 +22,7 @@ from anyedge.model.worldgen.sites import (
     choose_sites,
     choose_sites_naive,
 )
+from anyedge.routing import Announcement, Router
 
 OPTIONS = WorldOptions()
 INHABITED = {"AF", "AS", "EU", "NA", "SA", "OC"}
@@ -237,6 +240,83 @@ def test_population_within_ms_is_monotone(summary: dict) -> None:
     assert summary["mean_nearest_rtt_ms"] > 0
 
 
+def _load_by_minute(world: World) -> np.ndarray:
+    """(minutes of the UTC day, sites) CPU ms/s from the BGP catchment of each prefix and
+    the day curve, computed plainly (no planner code)."""
+    net, inet = world.network, world.internet
+    router = Router(world)
+    q = len(net.prefixes)
+    sites = [router.catchment(Announcement.of_prefix(net, p)).eyeball_site for p in range(q)]
+    cpu = world.eyeball_cpu()
+    offset = inet.metros.lon[inet.eyeballs.metro] / 15.0
+    out = np.zeros((24 * 60, len(net.sites)))
+    for i in range(out.shape[0]):
+        now = cpu * diurnal(i / 60 + offset)
+        for site in sites:
+            ok = site >= 0
+            out[i] += np.bincount(site[ok], weights=now[ok], minlength=len(net.sites)) / q
+    return out
+
+
+@pytest.mark.parametrize("which", ["fifty_sites", "default_world"])
+def test_no_site_goes_over_its_maximum_on_a_quiet_day(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    world: World = request.getfixturevalue(which)
+    net = world.network
+    assert np.all(net.prefixes.announced)  # every prefix everywhere, as the planner assumes
+    load = _load_by_minute(world)
+    cap = net.site_capacity()
+    top = load.max(axis=0) / cap
+    assert np.all(top <= net.sites.thresholds[:, 0])
+    # sized on its own peak: the busiest site is at its maximum / highest headroom
+    assert top.max() > net.sites.thresholds[0, 0] / OPTIONS.headroom[1]
+    # the planner's exact peak is the true one (the minute grid can only miss a little)
+    peak = site_peak_load(world)
+    assert np.all(peak >= load.max(axis=0) - 1e-6)
+    assert np.all(peak <= 1.001 * load.max(axis=0))
+
+
+def test_headroom_one_puts_every_site_near_its_maximum_at_its_peak() -> None:
+    world = build_world(
+        WorldOptions(sites=40, mcp=4, min_city_population=500_000, headroom=(1.0, 1.0))
+    )
+    net = world.network
+    u = site_peak_load(world) / net.site_capacity()
+    maximum = net.sites.thresholds[:, 0]
+    assert np.all(u <= maximum + 1e-12)
+    # whole servers round up; the smallest sites get the minimum of servers
+    assert np.median(u) > 0.8 * maximum[0]
+
+
+def test_peak_of_day_is_the_maximum_over_every_corner() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(100):
+        n, sites = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+        site = rng.integers(0, sites, n)
+        lon = rng.uniform(-180, 180, n) if trial % 2 else 15.0 * rng.integers(-12, 13, n)
+        load = rng.uniform(0, 10, n)
+        want = np.zeros(sites)
+        for s in range(sites):
+            mine = site == s
+            if mine.any():
+                off = lon[mine] / 15.0
+                corners = (np.arange(24.0)[:, None] - off[None, :]).ravel()
+                want[s] = (diurnal(corners[:, None] + off[None, :]) @ load[mine]).max()
+        np.testing.assert_allclose(peak_of_day(site, lon, load, sites), want, rtol=1e-9, atol=1e-9)
+
+
+def test_plan_servers_rounds_up_to_whole_servers() -> None:
+    servers = plan_servers(
+        need=np.array([100.0, 0.0]),
+        section_site=np.array([0, 0, 1]),
+        section_share=np.array([0.25, 0.75, 1.0]),
+        cpu_per_server=np.array([10.0, 10.0, 10.0]),
+        min_servers=np.array([4, 4, 2]),
+    )
+    assert servers.tolist() == [4, 8, 2]
+
+
 # ---------------------------------------------------------------------------- determinism
 
 
@@ -266,6 +346,9 @@ def test_options_check_names_the_option() -> None:
     assert [o for o, _ in WorldOptions(peak_rps=0).check()] == ["--peak-rps"]
     assert [o for o, _ in WorldOptions(tier1=0).check()] == ["--tier1"]
     assert [o for o, _ in WorldOptions(min_city_population=10).check()] == ["--min-city-population"]
+    assert [o for o, _ in WorldOptions(headroom=(0.9, 1.5)).check()] == ["--headroom"]
+    assert [o for o, _ in WorldOptions(headroom=(1.5, 1.2)).check()] == ["--headroom"]
+    assert WorldOptions(headroom=(1.0, 1.0)).check() == []
 
 
 # ---------------------------------------------------------------------------- site choice

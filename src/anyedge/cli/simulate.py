@@ -5,7 +5,9 @@ simulated hours at 10 s ticks, with a section, servers, a whole site, a BGP sess
 a cable failing and a demand surge, under (a) no traffic management, (b) prefix
 withdrawal only and (c) the full Traffic Manager.  It prints the comparison, writes a
 self-contained HTML report (``--report``, default ``anyedge-report.html``) and, with
-``--json``, prints the metrics instead of the table.
+``--json``, prints the metrics instead of the table.  With events, each controller also
+runs the same day without them, and the output says what each event cost beyond that
+reference (failed requests and SLO site-minutes in its window and at its sites).
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def simulate(
         twin = Twin(world, sc)
         bar.remove_task(prep)
         tasks = {m: bar.add_task(MODE_TITLES[m], total=1.0) for m in MODES}
+        if sc.events:  # the same day without events, the reference for each event's cost
+            for m in MODES:
+                tasks[f"{m} reference"] = bar.add_task(f"{MODE_TITLES[m]}, no events", total=1.0)
         comparison = twin.compare(lambda m, x: bar.update(tasks[m], completed=x))
     if not no_report:
         from ..report.html import write
@@ -110,4 +115,48 @@ def show(c: Comparison) -> None:
     data = {m: r.totals.as_dict() for m, r in c.runs.items()}
     for name, fmt in rows:
         t.add_row(name, *[fmt(data[m]) for m in c.runs])
+    con.print(t)
+    if c.attribution:
+        show_attribution(con, c)
+
+
+def show_attribution(con: Console, c: Comparison) -> None:
+    modes = [m for m in c.runs if m in c.attribution]
+    t = Table(title="what each event cost beyond the same day without events")
+    t.add_column("event")
+    for m in modes:
+        t.add_column(f"{MODE_TITLES[m]}\nfailed / SLO min", justify="right")
+
+    def cell(failed: float, slo: float, share: float | None) -> str:
+        pct = f" ({100 * share:.0f} %)" if share is not None else ""
+        return f"{failed:,.0f}{pct} / {slo:,.0f}"
+
+    for i, e in enumerate(c.events):
+        cells = []
+        for m in modes:
+            r = c.attribution[m]["events"][i]
+            cells.append(cell(r["failed"], r["slo_minutes"], r["failed_share"]))
+        t.add_row(f"{i + 1}. {e['what']}", *cells)
+    t.add_row(
+        "elsewhere",
+        *[
+            cell(
+                c.attribution[m]["elsewhere_failed"],
+                c.attribution[m]["elsewhere_slo_minutes"],
+                None,
+            )
+            for m in modes
+        ],
+    )
+    t.add_row(
+        "reference day (no events)",
+        *[
+            cell(
+                c.attribution[m]["reference_failed"],
+                c.attribution[m]["reference_slo_minutes"],
+                None,
+            )
+            for m in modes
+        ],
+    )
     con.print(t)

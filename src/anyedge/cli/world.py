@@ -57,6 +57,16 @@ from .progress import steps
 )
 @click.option("--tier1", type=int, default=12, show_default=True, help="Size of the tier-1 clique.")
 @click.option(
+    "--headroom",
+    type=float,
+    nargs=2,
+    default=WorldOptions.headroom,
+    show_default=True,
+    metavar="MIN MAX",
+    help="Capacity at each site's maximum threshold over the peak of its BGP catchment, "
+    "drawn per site between MIN and MAX (1 = exactly the maximum at the peak).",
+)
+@click.option(
     "--out", type=click.Path(path_type=Path), help="Save topology.yaml and internet.as-rel here."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -68,6 +78,7 @@ def world(
     min_city_population: int,
     peak_rps: float,
     tier1: int,
+    headroom: tuple[float, float],
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -82,13 +93,14 @@ def world(
             min_city_population=min_city_population,
             peak_rps=peak_rps,
             tier1=tier1,
+            headroom=headroom,
         )
         bad = opts.check()
         if bad:
             raise InputError("command line", [Problem(o, m) for o, m in bad])
         with steps(
             "building the world",
-            ["cities", "internet", "sites", "capacity", "sessions"],
+            ["cities", "internet", "sites", "layout", "sessions", "capacity"],
             quiet=as_json,
         ) as step:
             w = build_world(opts, step)

@@ -15,8 +15,11 @@ What it shows, top to bottom:
   site coloured by health (green, yellow, red by the worst utilisation of the run), sized
   by the requests moved from or to it, and lines from where requests arrived to where
   they were served, wider for more;
-- for the most eventful sites, utilisation and p95 latency over time for the three runs,
-  with the SLO and the event windows;
+- what each event cost each controller beyond the same day without events (failed
+  requests and SLO site-minutes, with each event's share), and how that is counted;
+- for the sites of the events (the site each hits, then the site its users went to) and
+  then the most eventful others, utilisation and p95 latency over time for the three
+  runs, with the SLO and the event windows;
 - the learned maximum thresholds and, where the fit's points came along, their curves.
 
 The land on the map is a coarse outline drawn for this page (a few hundred vertices, not
@@ -40,7 +43,7 @@ from anyedge.sim.result import MODE_TITLES, MODES, Comparison, RunResult
 Array = npt.NDArray[np.float64]
 
 SLO_MS = 20.0  # the latency SLO drawn on the charts (ms, p95)
-CHART_SITES = 8  # sites with time-series charts
+CHART_SITES = 12  # sites with time-series charts
 SCATTER_SITES = 4  # sites with a learned-threshold curve
 MAX_POINTS = 300  # per line of a time-series chart
 MAX_SCATTER = 400  # points per learned-threshold scatter
@@ -70,6 +73,7 @@ def render(comparison: Comparison) -> str:
             _comparison_table(c, modes),
             _map_card(c, modes),
             "</section>",
+            _attribution_card(c, modes),
             _site_charts(c, modes),
             _learned_section(c, modes),
             _footer(c),
@@ -356,6 +360,101 @@ def _comparison_table(c: Comparison, modes: Sequence[str]) -> str:
         '<p class="muted small">Lower is better in every row; the best value of each row is '
         "marked. Moving traffic is a cost too: the less moved for the same failures, the "
         "better.</p></div>"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# what each event cost
+
+
+def _share(x: object) -> str:
+    v = _float(x)
+    return f" ({100 * v:.0f} %)" if v is not None and math.isfinite(v) else ""
+
+
+def _cost_cells(failed: object, slo: object, failed_share: object, slo_share: object) -> str:
+    f, m = _float(failed), _float(slo)
+    # a difference of two runs: round-off around zero is zero, not -4e-06 or -0
+    f = 0.0 if f is not None and abs(f) < 0.5 else f
+    m = 0.0 if m is not None and abs(m) < 0.5 else m
+    exact = f' title="{f:,.0f}"' if f is not None and _count(f) != f"{f:,.0f}" else ""
+    return (
+        f"<td{exact}>{_e(_count(f) if f is not None else '—')}{_e(_share(failed_share))}</td>"
+        f"<td>{_e(f'{m:,.0f}' if m is not None else '—')}{_e(_share(slo_share))}</td>"
+    )
+
+
+def _attribution_card(c: Comparison, modes: Sequence[str]) -> str:
+    shown = [m for m in modes if isinstance(c.attribution.get(m), Mapping)]
+    if not shown:
+        return ""
+    att = {m: c.attribution[m] for m in shown}
+    tail = _float(att[shown[0]].get("tail_s")) or 0.0
+    head = "".join(
+        f'<th scope="colgroup" colspan="2" data-mode="{_e(m)}">{_e(_mode_title(m))}</th>'
+        for m in shown
+    )
+    sub = "".join("<th>failed requests</th><th>SLO minutes</th>" for _ in shown)
+    rows = []
+    events = [e for e in c.events if isinstance(e, Mapping)]
+    for i, ev in enumerate(events):
+        at = _float(ev.get("at_s")) or 0.0
+        until = _float(ev.get("until_s"))
+        when = f"{_hhmm(at)}–{_hhmm(until)}" if until is not None else f"from {_hhmm(at)}"
+        cells = []
+        sites: list[str] = []
+        for m in shown:
+            rows_m = att[m].get("events") or []
+            r = rows_m[i] if i < len(rows_m) and isinstance(rows_m[i], Mapping) else {}
+            cells.append(
+                _cost_cells(
+                    r.get("failed"), r.get("slo_minutes"), r.get("failed_share"), r.get("slo_share")
+                )
+            )
+            sites += [str(x) for x in r.get("sites", []) if str(x) not in sites]
+        where = ", ".join(sites[:8]) + (f" and {len(sites) - 8} more" if len(sites) > 8 else "")
+        rows.append(
+            f'<tr data-event="{i + 1}"><th scope="row"><span class="evno">{i + 1}</span> '
+            f"<time>{_e(when)}</time> {_e(str(ev.get('what', '') or ''))}"
+            f'<span class="hint">at {_e(where or "no site")}</span></th>{"".join(cells)}</tr>'
+        )
+    rows.append(
+        '<tr class="rest"><th scope="row">elsewhere<span class="hint">outside every event\'s '
+        "window and sites</span></th>"
+        + "".join(
+            _cost_cells(
+                att[m].get("elsewhere_failed"), att[m].get("elsewhere_slo_minutes"), None, None
+            )
+            for m in shown
+        )
+        + "</tr>"
+    )
+    rows.append(
+        '<tr class="reference"><th scope="row">the same day without events'
+        '<span class="hint">the reference, not counted above</span></th>'
+        + "".join(
+            _cost_cells(
+                att[m].get("reference_failed"), att[m].get("reference_slo_minutes"), None, None
+            )
+            for m in shown
+        )
+        + "</tr>"
+    )
+    return (
+        '<section class="card" id="attribution"><h2>What each event cost</h2>'
+        '<div class="scroll-x"><table id="attribution-table"><thead><tr><th scope="col" '
+        f'rowspan="2">event</th>{head}</tr><tr>{sub}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        '<p class="muted small" id="attribution-method">How this is counted: each controller '
+        "also runs the same day without events (same seed, same demand), the reference. An "
+        "event's cost is what its run lost beyond that reference, minute by minute and site "
+        f"by site, summed over the event's window plus {tail / 60:g} minutes after it (time "
+        "to recover and to take traffic back) and over the event's sites: the site(s) it "
+        "hits, the sites BGP moved their users to, and the sites the controller moved their "
+        "traffic to during the window. Requests with no route at all count in every window "
+        "open at the time. The share is of everything the run lost beyond the reference; "
+        "events that overlap in time and sites each count the minutes they share, and "
+        "what no event covers is <q>elsewhere</q>.</p></section>"
     )
 
 
@@ -732,7 +831,28 @@ def _top_moves(c: Comparison, mode: str | None, n: int = 6) -> str:
 
 
 def _interesting_sites(c: Comparison, modes: Sequence[str], n: int) -> list[int]:
-    """Indices of the ``n`` sites with the most SLO-breach minutes or traffic moved."""
+    """Indices of ``n`` sites to chart: the sites of the events first (for each event,
+    the busiest site it hits; then for each, the busiest site its users went to), then
+    the sites with the most SLO-breach minutes or traffic moved."""
+    order = _busiest_sites(c, modes)
+    rank = {j: r for r, j in enumerate(order)}
+    index = {str(s): i for i, s in enumerate(c.sites)}
+    picked: list[int] = []
+    events = [e for e in c.events if isinstance(e, Mapping)]
+    for key in ("sites", "receivers"):
+        for ev in events:
+            names = ev.get(key)
+            mine = [index[str(x)] for x in names if str(x) in index] if names else []
+            best = min(mine, key=lambda j: rank[j], default=None)
+            if best is not None and best not in picked:
+                picked.append(best)
+    picked = picked[:n]
+    picked += [j for j in order if j not in picked][: n - len(picked)]
+    return picked
+
+
+def _busiest_sites(c: Comparison, modes: Sequence[str]) -> list[int]:
+    """Site indices, the most SLO-breach minutes or traffic moved first."""
     breach = np.zeros(len(c.sites))
     moved = np.zeros(len(c.sites))
     worst = np.zeros(len(c.sites))
@@ -753,8 +873,7 @@ def _interesting_sites(c: Comparison, modes: Sequence[str], n: int) -> list[int]
         score += breach / breach.max()
     if moved.max(initial=0.0) > 0:
         score += moved / moved.max()
-    order = sorted(range(len(c.sites)), key=lambda i: (-score[i], -worst[i], i))
-    return order[:n]
+    return sorted(range(len(c.sites)), key=lambda i: (-score[i], -worst[i], i))
 
 
 def _bucket_max(t: Array, y: Array, max_points: int) -> tuple[Array, Array]:
@@ -886,25 +1005,42 @@ def _site_charts(c: Comparison, modes: Sequence[str]) -> str:
     events = _events(c)
     learned = _learned_by_site(c, modes)
     picked = _interesting_sites(c, modes, CHART_SITES)
+    roles = _event_roles(c)
     cards = []
     for j in picked:
         code = str(c.sites[j])
         city = str(c.cities[j]) if j < len(c.cities) else ""
         util = {m: s for m in modes if (s := _site_series(c.runs[m], j, "utilisation"))}
         p95 = {m: s for m in modes if (s := _site_series(c.runs[m], j, "p95_ms"))}
-        cards.append(_site_card(c, modes, code, city, util, p95, duration, events, learned))
+        card = _site_card(c, modes, code, city, util, p95, duration, events, learned)
+        if roles.get(code):
+            note = f'<p class="small roles">{_e("; ".join(roles[code]))}</p>'
+            card = card.replace('<ul class="facts small">', note + '<ul class="facts small">', 1)
+        cards.append(card)
     legend = "".join(
         f'<span class="swatch" style="border-color:{_mode_colour(m, modes)}"></span>'
         f"{_e(_mode_title(m))} "
         for m in modes
     )
     return (
-        '<section id="sites"><h2>The most eventful sites</h2>'
+        '<section id="sites"><h2>The sites of the events, and the most eventful</h2>'
         f'<p class="legend small">{legend}<span class="evbox"></span>event windows. '
-        f"Sites with the most SLO-breach minutes or traffic moved, across the runs. Each "
+        f"First the site each event hits and the site its users went to, then the sites "
+        f"with the most SLO-breach minutes or traffic moved, across the runs. Each "
         f"point is the highest of up to {MAX_POINTS} buckets, so peaks survive.</p>"
         f'<div class="site-grid">{"".join(cards)}</div></section>'
     )
+
+
+def _event_roles(c: Comparison) -> dict[str, list[str]]:
+    """Per site code, what the events did to it ("event 2 hits it", ...)."""
+    out: dict[str, list[str]] = {}
+    events = [e for e in c.events if isinstance(e, Mapping)]
+    for i, ev in enumerate(events, 1):
+        for key, what in (("sites", "hits it"), ("receivers", "sends it users")):
+            for code in ev.get(key) or []:
+                out.setdefault(str(code), []).append(f"event {i} {what}")
+    return out
 
 
 def _site_card(
@@ -1139,6 +1275,13 @@ thead th { font-size: 12px; vertical-align: bottom; }
 td.best { background: #dff3e4; font-weight: 700; }
 td.na { color: var(--muted); }
 #comparison-card { overflow-x: auto; }
+#attribution { margin-top: 14px; }
+p.roles { margin: 0 0 2px; color: #a8671f; }
+.scroll-x { overflow-x: auto; }
+#attribution-table th[scope=row] { white-space: normal; min-width: 260px; }
+#attribution-table th[scope=colgroup] { text-align: center; }
+#attribution-table tr.rest th, #attribution-table tr.reference th { font-weight: normal; }
+#attribution-table tr.reference td { color: var(--muted); }
 #map { width: 100%; height: auto; display: block; border-radius: 4px; }
 #map .ocean { fill: #eaf1f8; }
 #map .land { fill: #d9dcd3; stroke: #c5c9bd; stroke-width: 0.6; }

@@ -28,6 +28,8 @@ scenario starts from the same seed, so the three differ only by their controller
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import time
 from collections import deque
@@ -48,10 +50,11 @@ from ..predict import Predictor
 from ..predict import Scenario as PredScenario
 from ..routing import Announcement, Catchment, Router
 from .demand import diurnal, local_hours
-from .result import MODES, Comparison, RunResult, Series, Totals
+from .result import MODES, TAIL_S, Comparison, RunResult, Series, Totals, attribute
 from .scenario import Event, Scenario
 
 FloatArray = npt.NDArray[np.floating]
+BoolArray = npt.NDArray[np.bool_]
 SLO_MS = 20.0
 SAMPLE_S = 60.0
 LAT_BIN_MS, LAT_MAX_MS = 0.05, 1000.0  # added-latency histogram: bins, and the last one
@@ -98,12 +101,16 @@ class Twin:
         self.sec_site = sec.site.astype(np.int64)
         self.sec_cap0 = sec.capacity.astype(np.float64)
         cap_site = np.bincount(self.sec_site, weights=self.sec_cap0, minlength=self.S)
+        n_sec = np.bincount(self.sec_site, minlength=self.S)
+        # a site's load splits over its sections by capacity; a site with no servers
+        # splits it evenly over its empty sections, where all of it fails
         self.sec_share = np.where(
             cap_site[self.sec_site] > 0,
             self.sec_cap0 / np.maximum(cap_site[self.sec_site], 1e-9),
-            0,
+            1.0 / np.maximum(n_sec[self.sec_site], 1),
         )
-        self.multi = np.bincount(self.sec_site, minlength=self.S)[self.sec_site] >= 2
+        self.no_sections = n_sec == 0  # (a world built in code may have such sites)
+        self.multi = n_sec[self.sec_site] >= 2
         rng = np.random.default_rng(scenario.seed)
         self.base_ms = rng.uniform(3.0, 7.0, self.S)
         self.scale_ms = rng.uniform(1.2, 3.0, self.S)
@@ -122,6 +129,11 @@ class Twin:
         )
         self.rtt0 = self.c0.eyeball_rtt_ms
         self.failover = self._failover()
+        self.event_hit, self.event_gain = self._event_sites()
+        # an event's window: from its start to its end plus a tail, for the metrics
+        self.windows = np.array(
+            [(e.start, e.end + TAIL_S) for e in scenario.events], dtype=np.float64
+        ).reshape(-1, 2)
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -183,6 +195,60 @@ class Twin:
                 share[s, r] = v
         return share
 
+    def _event_sites(self) -> tuple[BoolArray, BoolArray]:
+        """Per event, the sites it hits and the sites BGP moves their users to (each
+        event alone against the world's own routing, over every prefix)."""
+        n = len(self.sc.events)
+        hit = np.zeros((n, self.S), dtype=np.bool_)
+        gain = np.zeros((n, self.S), dtype=np.bool_)
+        rows = np.unique(self.announced0, axis=0)
+        base = self._router(frozenset(), frozenset())
+        before = [base.catchment(self._announcement(r)) for r in rows]
+        for i, e in enumerate(self.sc.events):
+            if e.kind == "section_down":
+                hit[i, self.sec_site[e.section]] = True
+                continue
+            if e.kind == "surge":
+                where = self._surging(e, before[0].eyeball_site)
+                for c in before:
+                    s = c.eyeball_site[where]
+                    hit[i, s[s >= 0]] = True
+                continue
+            if e.site >= 0:
+                hit[i, e.site] = True
+            if e.kind == "servers_down":
+                continue
+            for r, c in zip(rows, before, strict=True):
+                if e.kind in ("site_dark", "maintenance"):
+                    if not r[e.site]:
+                        continue
+                    ann = r.copy()
+                    ann[e.site] = False
+                    after = base.change(c, self._announcement(ann))
+                else:
+                    down = frozenset({(e.site, e.asn)}) if e.kind == "session_down" else frozenset()
+                    cut = frozenset({e.between}) if e.kind == "cable_cut" else frozenset()
+                    after = self._router(down, cut).catchment(self._announcement(r))
+                a, b = c.eyeball_site, after.eyeball_site
+                moved = a != b
+                hit[i, a[moved & (a >= 0)]] = True
+                gain[i, b[moved & (b >= 0)]] = True
+            gain[i] &= ~hit[i]
+        return hit, gain
+
+    def _announcement(self, announced: BoolArray) -> Announcement:
+        return Announcement(announced.copy(), np.zeros(self.S, np.int64), np.zeros(self.S, np.int8))
+
+    def _surging(self, e: Event, site_e: npt.NDArray[np.int64]) -> BoolArray:
+        """The users a surge event multiplies."""
+        inet = self.world.internet
+        ey = inet.eyeballs
+        if e.country:
+            return np.asarray(np.array(inet.metros.country)[ey.metro] == e.country)
+        if e.metro >= 0:
+            return np.asarray(ey.metro == e.metro)
+        return np.asarray(site_e == e.site)
+
     # ------------------------------------------------------------------------- a run
 
     def run(self, mode: str, progress: Callable[[float], None] | None = None) -> RunResult:
@@ -190,24 +256,43 @@ class Twin:
             raise ValueError(f"unknown controller {mode!r}")
         return _Run(self, mode, progress).play()
 
-    def compare(self, progress: Callable[[str, float], None] | None = None) -> Comparison:
+    def compare(
+        self, progress: Callable[[str, float], None] | None = None, reference: bool = True
+    ) -> Comparison:
+        """The scenario under each controller; with events and ``reference``, also the
+        same day without them under each, and what each event cost (the reference runs
+        report their progress as ``"<mode> reference"``)."""
         t0 = time.perf_counter()
-        runs = {}
-        for m in MODES:
+
+        def play(twin: Twin, m: str, label: str) -> RunResult:
             report: Callable[[float], None] | None = None
             if progress is not None:
-                report = functools.partial(progress, m)
-            runs[m] = self.run(m, report)
+                report = functools.partial(progress, label)
+            return twin.run(m, report)
+
+        runs = {m: play(self, m, m) for m in MODES}
+        refs: dict[str, RunResult] = {}
+        if reference and self.sc.events:
+            quiet = self.without_events()
+            refs = {m: play(quiet, m, f"{m} reference") for m in MODES}
         net = self.world.network
+        codes = list(net.sites.code)
         events = [
-            {"at_s": e.start, "until_s": e.end, "kind": e.kind, "what": e.text}
-            for e in self.sc.events
+            {
+                "at_s": e.start,
+                "until_s": e.end,
+                "kind": e.kind,
+                "what": e.text,
+                "sites": [codes[s] for s in np.flatnonzero(self.event_hit[i])],
+                "receivers": [codes[s] for s in np.flatnonzero(self.event_gain[i])],
+            }
+            for i, e in enumerate(self.sc.events)
         ]
         return Comparison(
             scenario=self.sc.name,
             duration_s=self.sc.duration,
             tick_s=self.sc.tick,
-            sites=list(net.sites.code),
+            sites=codes,
             cities=list(net.sites.city),
             lat=[float(x) for x in net.sites.lat],
             lon=[float(x) for x in net.sites.lon],
@@ -215,7 +300,19 @@ class Twin:
             events=events,
             learned=runs["manager"].learned,
             wall_seconds=time.perf_counter() - t0,
+            reference=refs,
+            attribution={
+                m: attribute(runs[m], refs[m], events, codes, self.sc.duration) for m in refs
+            },
         )
+
+    def without_events(self) -> Twin:
+        """The same twin (routing, failover shares, seed) on the same day without events."""
+        quiet = copy.copy(self)
+        quiet.sc = dataclasses.replace(self.sc, events=())
+        quiet.event_hit = quiet.event_gain = np.zeros((0, self.S), dtype=np.bool_)
+        quiet.windows = np.zeros((0, 2))
+        return quiet
 
 
 class _Run:
@@ -242,6 +339,15 @@ class _Run:
         self.samples_u: list[FloatArray] = []
         self.samples_p: list[FloatArray] = []
         self.flows = np.zeros((S, S))
+        # metrics per sample interval (every tick added up), for what each event cost
+        sc = twin.sc
+        self.per_sample = max(1, round(SAMPLE_S / sc.tick))
+        n_samples = (round(sc.duration / sc.tick) + self.per_sample - 1) // self.per_sample
+        self.failed_s = np.zeros((n_samples, S))
+        self.slo_s = np.zeros((n_samples, S))
+        self.unrouted_s = np.zeros(n_samples)
+        self.moved_to = np.zeros((len(sc.events), S), dtype=np.bool_)
+        self.now = 0.0
         self._arr_key: object = None
         self._arr: tuple[FloatArray, FloatArray, float] = (np.zeros(0), np.zeros(0), 0.0)
         self._fwd_key: object = None
@@ -313,6 +419,7 @@ class _Run:
     # ---------------------------------------------------------------------- events
 
     def _events(self, now: float) -> None:
+        self.now = now
         sc, changed = self.t.sc, False
         for e in sc.events:
             if e.start <= now < e.end and e not in self.active:
@@ -328,7 +435,6 @@ class _Run:
         self.dark[:] = False
         self.surge[:] = 1.0
         down, cut = set(), set()
-        inet = t.world.internet
         for e in self.active:
             if e.kind == "servers_down":
                 self.sec_up[t.sec_site == e.site] *= 1 - e.fraction
@@ -341,14 +447,7 @@ class _Run:
             elif e.kind == "cable_cut":
                 cut.add(e.between)
             elif e.kind == "surge":
-                ey = inet.eyeballs
-                if e.country:
-                    where = np.array(inet.metros.country)[ey.metro] == e.country
-                elif e.metro >= 0:
-                    where = ey.metro == e.metro
-                else:
-                    where = self.site_e == e.site
-                self.surge[where] *= e.factor
+                self.surge[t._surging(e, self.site_e)] *= e.factor
         self.sessions_down, self.cut = frozenset(down), frozenset(cut)
         self._reroute()
 
@@ -398,9 +497,20 @@ class _Run:
         result = RunResult(
             self.mode,
             self.totals,
-            Series(SAMPLE_S, ser["u"], ser["p95"], ser["fail"], ser["out"], ser["in"]),
+            Series(
+                SAMPLE_S,
+                ser["u"],
+                ser["p95"],
+                ser["fail"],
+                ser["out"],
+                ser["in"],
+                self.failed_s,
+                self.slo_s,
+                self.unrouted_s,
+            ),
             flows,
             {codes[i]: float(worst[i]) for i in range(t.S)},
+            moved_to=[[codes[s] for s in np.flatnonzero(row)] for row in self.moved_to],
         )
         result.learned = self._learn() if self.mode == "manager" else []
         return result
@@ -462,8 +572,9 @@ class _Run:
         )
         sec_fail = np.maximum(load - cap, 0.0)
         cap_s = _bins(ss, cap, t.S)
-        load_s = _bins(ss, load, t.S)
-        fail_cpu = _bins(ss, sec_fail, t.S)
+        orphan = served_cpu * t.no_sections  # no section to serve it: all of it fails
+        load_s = _bins(ss, load, t.S) + orphan
+        fail_cpu = _bins(ss, sec_fail, t.S) + orphan
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(
                 cap_s > 0, load_s / np.maximum(cap_s, 1e-12), np.where(load_s > 0, np.inf, 0.0)
@@ -483,6 +594,10 @@ class _Run:
         for s in np.flatnonzero(breach).tolist():
             code = t.world.network.sites.code[s]
             tot.slo_breach_minutes[code] = tot.slo_breach_minutes.get(code, 0.0) + dt / 60.0
+        i = round(self.now / t.sc.tick) // self.per_sample
+        self.failed_s[i] += fail_rps * dt
+        self.slo_s[i] += breach * (dt / 60.0)
+        self.unrouted_s[i] += unrouted * dt
         fwd_rps = float(o_rps.sum())
         wd_rps = self._withdrawn_demand(demand)
         moved_wd = float(wd_rps.sum())
@@ -491,6 +606,8 @@ class _Run:
         if moved_wd > 0:  # where withdrawn users went, by the predictor's failover shares
             self.flows += wd_rps[:, None] * t.failover * dt
         np.add.at(self.flows, (fs, fd), o_rps * dt)
+        if fwd_rps > 0 or moved_wd > 0:
+            self._moved_in_windows(fs, fd, o_rps, wd_rps)
         mx = t.thresholds[:, 0]
         up = cap_s > 0
         spare = float(np.maximum(cap_s * mx - load_s, 0.0)[up].sum())
@@ -522,6 +639,23 @@ class _Run:
             fwd_ms=np.bincount(fs, weights=o_rps * t.lat_ss[fs, fd], minlength=t.S)
             / np.maximum(rps_plan.sum(1), 1e-12),
         )
+
+    def _moved_in_windows(
+        self,
+        fs: npt.NDArray[np.int64],
+        fd: npt.NDArray[np.int64],
+        o_rps: FloatArray,
+        wd_rps: FloatArray,
+    ) -> None:
+        """Note where the controller moves traffic from each event's sites (the sites it
+        hits and their BGP receivers) while the event's window is open."""
+        w = self.t.windows
+        for e in np.flatnonzero((w[:, 0] <= self.now) & (self.now < w[:, 1])).tolist():
+            src = self.t.event_hit[e] | self.t.event_gain[e]
+            self.moved_to[e, fd[src[fs] & (o_rps > 0)]] = True
+            gone = src & (wd_rps > 0)
+            if gone.any():
+                self.moved_to[e] |= (self.t.failover[gone] > 0).any(axis=0)
 
     def _withdrawn_demand(self, demand: FloatArray) -> FloatArray:
         """Requests/s per site that the controller's withdrawals send elsewhere."""

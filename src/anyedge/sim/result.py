@@ -5,6 +5,16 @@ the runs of the same scenario under the three controllers side by side — (a) n
 management, (b) prefix withdrawal only, (c) the full Traffic Manager — with what the
 report needs to draw the world map and the per-site charts.  Everything is plain arrays
 and names, so a report can be written without the world or the engine.
+
+What each event cost (:func:`attribute`): each controller also runs the same day
+without events, the *reference*.  An event's cost is what its run lost beyond the
+reference — failed requests and SLO site-minutes, minute by minute and site by site —
+summed over the event's window plus a tail of :data:`TAIL_S` (recovery and reverts
+take a while) and over the event's sites: the site(s) it hits, the sites BGP moved its
+users to, and the sites the controller moved their traffic to during the window.
+Requests with no route count in every window they fall in.  Events whose windows and
+sites overlap share those minutes, and each counts them; what no event's window and
+sites cover is reported as *elsewhere*.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.floating[Any]]
 
 MODES = ("none", "withdraw", "manager")
+TAIL_S = 1800.0  # an event's window runs this long past its end
 MODE_TITLES = {
     "none": "no traffic management",
     "withdraw": "prefix withdrawal only",
@@ -80,6 +91,10 @@ class Series:
     failed_rps: FloatArray  # (T, S)
     forwarded_out_rps: FloatArray  # (T, S)
     forwarded_in_rps: FloatArray  # (T, S)
+    # every tick of each sample's interval added up, not sampled
+    failed_requests: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, S)
+    slo_minutes: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, S)
+    unrouted_requests: FloatArray = field(default_factory=lambda: np.zeros(0))  # (T,)
 
 
 @dataclass
@@ -90,6 +105,9 @@ class RunResult:
     flows: dict[tuple[str, str], float]  # (from site, to site) -> requests moved
     health: dict[str, float]  # site -> worst utilisation seen (for the map's colours)
     learned: list[dict[str, Any]] = field(default_factory=list)  # see Comparison.learned
+    # per event of the scenario: the sites the controller moved traffic to from the
+    # event's sites during its window (and tail)
+    moved_to: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -102,15 +120,91 @@ class Comparison:
     lat: list[float]
     lon: list[float]
     runs: dict[str, RunResult]
-    events: list[dict[str, Any]]  # each: at_s, until_s, kind, what (a sentence)
+    # each: at_s, until_s, kind, what (a sentence); from the engine also sites (what it
+    # hits) and receivers (where BGP moves its users)
+    events: list[dict[str, Any]]
     learned: list[dict[str, Any]]  # per site: learned maximum threshold and its fit
     wall_seconds: float = 0.0
+    reference: dict[str, RunResult] = field(default_factory=dict)  # same day, no events
+    attribution: dict[str, dict[str, Any]] = field(default_factory=dict)  # see attribute()
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "scenario": self.scenario,
             "duration_s": self.duration_s,
             "tick_s": self.tick_s,
             "wall_seconds": self.wall_seconds,
             "runs": {m: r.totals.as_dict() for m, r in self.runs.items()},
         }
+        if self.events:
+            out["events"] = self.events
+        if self.reference:
+            out["reference"] = {m: r.totals.as_dict() for m, r in self.reference.items()}
+        if self.attribution:
+            out["attribution"] = self.attribution
+        return out
+
+
+def attribute(
+    run: RunResult,
+    reference: RunResult,
+    events: list[dict[str, Any]],
+    sites: list[str],
+    duration_s: float,
+    tail_s: float = TAIL_S,
+) -> dict[str, Any]:
+    """What each event cost ``run`` beyond ``reference`` (the module doc has the method)."""
+    index = {code: i for i, code in enumerate(sites)}
+    a, b = run.series, reference.series
+    step = a.step_s
+    shape = (a.utilisation.shape[0], len(sites))
+
+    def per_sample(x: FloatArray, shape: tuple[int, ...]) -> FloatArray:
+        return x if x.shape == shape else np.zeros(shape)  # a series made without them
+
+    failed = per_sample(a.failed_requests, shape) - per_sample(b.failed_requests, shape)
+    slo = per_sample(a.slo_minutes, shape) - per_sample(b.slo_minutes, shape)
+    unrouted = per_sample(a.unrouted_requests, shape[:1]) - per_sample(
+        b.unrouted_requests, shape[:1]
+    )
+    excess_failed = run.totals.failed - reference.totals.failed
+    excess_slo = run.totals.slo_breach_total - reference.totals.slo_breach_total
+    rows = []
+    for i, ev in enumerate(events):
+        start = float(ev.get("at_s", 0.0))
+        stop = min(float(ev.get("until_s", start)) + tail_s, duration_s)
+        lo, hi = int(start // step), min(int(np.ceil(stop / step - 1e-9)), failed.shape[0])
+        names = [*ev.get("sites", []), *ev.get("receivers", [])]
+        if i < len(run.moved_to):
+            names += run.moved_to[i]
+        cols = sorted({index[n] for n in names if n in index})
+        f = float(failed[lo:hi][:, cols].sum() + unrouted[lo:hi].sum()) if hi > lo else 0.0
+        m = float(slo[lo:hi][:, cols].sum()) if hi > lo else 0.0
+        rows.append(
+            {
+                "event": i,
+                "what": ev.get("what", ""),
+                "from_s": start,
+                "to_s": stop,
+                "sites": [sites[j] for j in cols],
+                "failed": f,
+                "slo_minutes": m,
+                "failed_share": f / excess_failed if excess_failed > 0 else None,
+                "slo_share": m / excess_slo if excess_slo > 0 else None,
+            }
+        )
+
+    def rest(total: float, parts: float) -> float:
+        left = total - parts
+        return 0.0 if abs(left) <= 1e-9 * max(1.0, abs(total)) else left  # round-off
+
+    return {
+        "tail_s": tail_s,
+        "reference_failed": reference.totals.failed,
+        "reference_slo_minutes": reference.totals.slo_breach_total,
+        "excess_failed": excess_failed,
+        "excess_slo_minutes": excess_slo,
+        "events": rows,
+        "elsewhere_failed": rest(excess_failed, sum(r["failed"] for r in rows)),
+        "elsewhere_slo_minutes": rest(excess_slo, sum(r["slo_minutes"] for r in rows)),
+    }

@@ -11,11 +11,11 @@ A scenario is YAML::
     telemetry_noise: 0.02  # relative noise on what it observes
     events:
       - {at: 2h, for: 3h, kind: section_down, section: IAD02, fraction: 0.6}
+      - {at: 6h, for: 1h, kind: maintenance, site: AMS}
       - {at: 8h, for: 2h, kind: site_dark, site: CHC}
-      - {at: 11h, for: 2h, kind: session_down, site: LHR, asn: 1003}
-      - {at: 14h, for: 2h, kind: cable_cut, between: [2016, 10175]}
-      - {at: 17h, for: 2h, kind: surge, country: BR, factor: 3}
-      - {at: 20h, for: 1h, kind: maintenance, site: AMS}
+      - {at: 14h, for: 2h, kind: cable_cut, between: [10438, 2015]}
+      - {at: 20h, for: 2h, kind: session_down, site: LHR, asn: 10173}
+      - {at: 22h, for: 2h, kind: surge, country: BR, factor: 3}
 
 Event kinds: ``servers_down`` (a share of a site's servers), ``section_down`` (a share of
 one section's servers, all by default), ``site_dark`` (the site is gone: no servers, its
@@ -257,6 +257,12 @@ def load_scenario(path: str | Path, world: World) -> Scenario:
     return parse_scenario(read_text(path), world, path)
 
 
+# Every event matters in the default world: the section (all of it: Ashburn has room,
+# so only Duomog saves its share), the servers, the dark site and the session at their
+# region's evening; the session and the cable carry users, whom BGP moves when they go
+# (AS10173, the UK's largest access network, peers at LHR; the Swedish ISP AS10438
+# reaches ARN and CPH through EU-Transit-1); the Brazilian surge at Brazil's evening
+# peak (21:00 local is about 00:00 UTC); maintenance in Amsterdam's early-morning trough.
 DEFAULT_SCENARIO = """\
 name: a day at the edge
 duration: 24h
@@ -266,13 +272,13 @@ decision_interval: 60s
 telemetry_delay: 30s
 telemetry_noise: 0.02
 events:
-  - {at: 2h, for: 3h, kind: section_down, section: IAD02, fraction: 0.7}
-  - {at: 6h, for: 90m, kind: servers_down, site: FRA, fraction: 0.5}
+  - {at: 2h, for: 3h, kind: section_down, section: IAD02}
+  - {at: 6h, for: 1h, kind: maintenance, site: AMS}
   - {at: 8h, for: 2h, kind: site_dark, site: CHC}
-  - {at: 11h, for: 2h, kind: session_down, site: LHR, asn: 1003}
-  - {at: 14h, for: 2h, kind: cable_cut, between: [2016, 10175]}
-  - {at: 17h, for: 2h, kind: surge, country: BR, factor: 2.5}
-  - {at: 20h, for: 1h, kind: maintenance, site: AMS}
+  - {at: 14h, for: 2h, kind: cable_cut, between: [10438, 2015]}
+  - {at: 18h, for: 90m, kind: servers_down, site: FRA, fraction: 0.7}
+  - {at: 20h, for: 2h, kind: session_down, site: LHR, asn: 10173}
+  - {at: 22h, for: 2h, kind: surge, country: BR, factor: 2.5}
 """
 
 

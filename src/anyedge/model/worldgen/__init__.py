@@ -8,18 +8,21 @@
    ISPs; eyeballs split each metro's demand among the ISPs there.
 3. **Sites** (:mod:`.sites`): the Internet's hub cities first, then the cities that bring
    the most online people closest, by lazy greedy, each named by its airport's IATA code.
-4. **Capacity**: each site gets servers for the peak of the metros nearest to it, times
-   a headroom drawn per site; the great interconnection hubs and then the biggest
-   markets become multi-colo sites with three to nine sections.
+4. **Layout**: the great interconnection hubs and then the biggest markets (the metros
+   nearest to each site) become multi-colo sites with three to nine sections; every
+   site draws its server generation and a headroom in ``headroom``.
 5. **Sessions**: each site buys transit from two or three providers present in its city
    and peers with the access ISPs there.
 6. **Prefixes**: documentation prefixes (IPv4 and IPv6) announced from every site.
+7. **Capacity** (:mod:`.capacity`): each site gets servers for the busiest moment of its
+   BGP catchment over the day, at its maximum threshold, times its headroom — so that
+   on a day without events no site goes over its maximum threshold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,7 +39,9 @@ from ..network import (
     Sites,
 )
 from ..plans import DEFAULT_PLANS
+from ..table import FloatArray, IntArray
 from ..world import World
+from .capacity import plan_servers, site_peak_load
 from .geography import HUB_AIRPORT, Cities, load_airports, load_cities
 from .internet import build_internet
 from .sites import candidate_rows, choose_sites
@@ -67,6 +72,7 @@ class WorldOptions:
     peak_rps: float = 40e6
     tier1: int = 12
     asn: int = 64500
+    # capacity at the maximum threshold over each site's own peak, drawn per site
     headroom: tuple[float, float] = (1.3, 2.0)
     cap_ms: float = 50.0
 
@@ -83,6 +89,9 @@ class WorldOptions:
             bad.append(("--peak-rps", "must be positive"))
         if not 1 <= self.tier1 <= 50:
             bad.append(("--tier1", "must be between 1 and 50"))
+        lo, hi = self.headroom
+        if not 1.0 <= lo <= hi <= 100.0:
+            bad.append(("--headroom", "must be MIN MAX with 1 <= MIN <= MAX <= 100"))
         return bad
 
 
@@ -112,7 +121,7 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
     site_city = cand[chosen]
     site_code = [codes[k] for k in chosen]
 
-    say("capacity")
+    say("layout")
     metro_cpu = np.bincount(
         internet.eyeballs.metro,
         weights=internet.eyeballs.rps * DEFAULT_PLANS.cost_per_request(internet.eyeballs.mix),
@@ -135,7 +144,7 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
         kind=np.where(mcp, SiteKind.MCP, SiteKind.SINGLE),
         thresholds=np.tile(DEFAULT_THRESHOLDS, (site_city.size, 1)),
     )
-    sections = _sections(rng, site_code, local_cpu, mcp, opts.headroom)
+    layout = _layout(rng, site_code, local_cpu, mcp, opts.headroom)
 
     say("sessions")
     sessions = _sessions(rng, internet, site_city, mcp)
@@ -146,46 +155,79 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
     network = Network(
         asn=opts.asn,
         sites=sites,
-        sections=sections,
+        sections=layout.sections(layout.min_servers),
         prefixes=prefixes,
         sessions=sessions,
         plans=DEFAULT_PLANS,
     )
+
+    say("capacity")
+    # routing does not depend on capacity: the catchment of the laid-out network sizes it
+    world = World(network=network, internet=internet, latency=latency)
+    need = site_peak_load(world) * layout.headroom / sites.thresholds[:, 0]
+    servers = plan_servers(need, layout.site, layout.share, layout.cpu, layout.min_servers)
+    network = replace(network, sections=layout.sections(servers))
     return World(network=network, internet=internet, latency=latency)
 
 
-def _sections(
+@dataclass(frozen=True)
+class _Layout:
+    """Sections of every site before they have servers: names, shares of their site's
+    capacity, server generation, and each site's headroom."""
+
+    name: tuple[str, ...]
+    site: IntArray
+    share: FloatArray
+    cpu: FloatArray
+    min_servers: IntArray
+    headroom: FloatArray  # per site
+
+    def sections(self, servers: IntArray) -> Sections:
+        return Sections(name=self.name, site=self.site, servers=servers, cpu_per_server=self.cpu)
+
+
+def _layout(
     rng: np.random.Generator,
     codes: list[str],
     local_cpu: np.ndarray,
     mcp: np.ndarray,
     headroom: tuple[float, float],
-) -> Sections:
+) -> _Layout:
+    """A multi-colo site has three to nine sections (more for a bigger market nearby),
+    sharing its capacity by a Dirichlet split, each of a server generation of its own; a
+    single site has one section."""
     names: list[str] = []
     site: list[int] = []
-    servers: list[int] = []
+    share: list[float] = []
     cpu: list[float] = []
+    least: list[int] = []
+    room = np.zeros(len(codes))
     for s, code in enumerate(codes):
         gen = float(rng.choice(SERVER_GENERATIONS, p=GENERATION_ODDS))
-        need = local_cpu[s] * rng.uniform(*headroom) / gen
+        room[s] = rng.uniform(*headroom)
         if mcp[s]:
-            count = int(np.clip(round(need / 24), 3, 9))
-            split = rng.dirichlet(np.full(count, 20.0)) * need
+            market = local_cpu[s] * room[s] / gen  # servers the nearest metros would need
+            count = int(np.clip(round(market / 24), 3, 9))
+            split = rng.dirichlet(np.full(count, 20.0))
             for k in range(count):
                 names.append(f"{code}{k + 1:02d}")
                 site.append(s)
-                servers.append(max(4, int(np.ceil(split[k]))))
+                share.append(float(split[k]))
                 cpu.append(float(rng.choice(SERVER_GENERATIONS, p=GENERATION_ODDS)))
+                least.append(4)
         else:
             names.append(f"{code}01")
             site.append(s)
-            servers.append(max(2, int(np.ceil(need))))
+            share.append(1.0)
             cpu.append(gen)
-    return Sections(
+            least.append(2)
+    return _Layout(
         name=tuple(names),
-        site=np.array(site),
-        servers=np.array(servers),
-        cpu_per_server=np.array(cpu),
+        site=np.array(site, dtype=np.int64),
+        share=np.array(share),
+        cpu=np.array(cpu),
+        min_servers=np.array(least, dtype=np.int64),
+        headroom=room,
     )
 
 
