@@ -300,11 +300,17 @@ def inliers(utilisation: FloatArray, p95_ms: FloatArray) -> BoolArray:
     if len(utilisation) == 0:
         return keep
     order = np.argsort(utilisation, kind="stable")
-    for idx in np.array_split(order, max(1, len(order) // GROUP)):
+    n, k = len(order), max(1, len(order) // GROUP)
+    size, big = divmod(n, k)  # as np.array_split: ``big`` groups of size + 1 first
+    cut = big * (size + 1)
+    for block, width in ((order[:cut], size + 1), (order[cut:], size)):
+        if not block.size:
+            continue
+        idx = block.reshape(-1, width)  # one group a row: all groups of a size at once
         g = p95_ms[idx]
-        med = float(np.median(g))
-        mad = float(np.median(np.abs(g - med)))
-        tol = max(OUTLIER_K * MAD_TO_SIGMA * mad, OUTLIER_FLOOR * med)
+        med = np.median(g, axis=1, keepdims=True)
+        mad = np.median(np.abs(g - med), axis=1, keepdims=True)
+        tol = np.maximum(OUTLIER_K * MAD_TO_SIGMA * mad, OUTLIER_FLOOR * med)
         keep[idx] = np.abs(g - med) <= tol
     return keep
 
