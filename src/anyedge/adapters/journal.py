@@ -179,11 +179,17 @@ class Journal:
     """The decisions of one controller, in the SQLite file at ``path`` (created if new).
 
     Use as a context manager, or call :meth:`close`.  One controller writes a journal;
-    others may read it while it does (WAL).
+    others may read it while it does (WAL).  The path ``:memory:``
+    (:meth:`in_memory`) makes a journal that lives in this process only, as fast as
+    SQLite goes, for runs that need no record after they end (the twin's): the same
+    tables and rows, without WAL, without syncing, and nothing to lock.
     """
+
+    MEMORY = ":memory:"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.memory = str(path) == self.MEMORY
         self._lock: IO[str] | None = None
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
@@ -197,6 +203,11 @@ class Journal:
         except BaseException:
             self._db.close()
             raise
+
+    @classmethod
+    def in_memory(cls) -> Journal:
+        """A journal in this process's memory, gone when it is closed."""
+        return cls(cls.MEMORY)
 
     # ------------------------------------------------------------------ opening
 
@@ -216,6 +227,9 @@ class Journal:
             self._create()
 
     def _pragmas(self) -> None:
+        if self.memory:  # nothing to survive a crash, and no other process to read it
+            self._db.execute("PRAGMA foreign_keys = ON")
+            return
         (mode,) = self._db.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(mode).lower() != "wal":
             raise InputError.one(self.path, "", f"cannot use WAL mode here (got {mode})")
@@ -359,7 +373,7 @@ class Journal:
         when the process ends, however it ends, so a controller killed mid-decision never
         leaves a stale lock for its successor.
         """
-        if self._lock is not None:
+        if self._lock is not None or self.memory:  # no other process sees the memory
             return
         f = open(self.path.with_name(self.path.name + ".lock"), "a+", encoding="utf-8")  # noqa: SIM115
         try:

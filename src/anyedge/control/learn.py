@@ -57,7 +57,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -67,6 +67,7 @@ from numpy.polynomial import polynomial as P
 
 from ..errors import InputError, Problem
 from ..model.files.text import read_text
+from .core import Config
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -275,6 +276,22 @@ def learn_maximum(
         slo_ms=float(slo_ms),
         crossing=crossing,
         clamped=crossing is None or value != crossing,
+    )
+
+
+def learned_config(static: Config, maximum: npt.ArrayLike) -> Config:
+    """``static`` with each site's maximum threshold set to ``maximum`` (the learned
+    one where it is trusted, else the static one again), and its target and acceptable
+    thresholds moved with it: below it by the same gaps as in ``static``, never above
+    their static values (a higher maximum leaves them where they were)."""
+    mx = np.asarray(maximum, dtype=np.float64)
+    if mx.shape != static.maximum.shape:
+        raise ValueError(f"need a maximum per site {static.maximum.shape}, got {mx.shape}")
+    return replace(
+        static,
+        maximum=mx,
+        target=np.minimum(static.target, mx - (static.maximum - static.target)),
+        acceptable=np.minimum(static.acceptable, mx - (static.maximum - static.acceptable)),
     )
 
 
