@@ -69,17 +69,22 @@ def test_a_stopped_wall_clock_ends_the_loop_at_once() -> None:
     net = FakeNetwork()
     clock = WallClock()
     cycles: list[Cycle] = []
-    with Journal.in_memory() as j:
-        ctl = Controller(net, net, config(), j)
-        loop = threading.Thread(
-            target=ctl.run, args=(clock, 3600.0), kwargs={"on_cycle": cycles.append}
-        )
-        loop.start()  # steps at once, then would wait an hour
-        while not cycles:
-            threading.Event().wait(0.01)
-        clock.stop()
-        loop.join(60)
-        assert not loop.is_alive()
+    stepped = threading.Event()
+
+    def stepping(cycle: Cycle) -> None:
+        cycles.append(cycle)
+        stepped.set()
+
+    def loop() -> None:  # SQLite wants its connection in the thread that uses it
+        with Journal.in_memory() as j:
+            Controller(net, net, config(), j).run(clock, 3600.0, on_cycle=stepping)
+
+    thread = threading.Thread(target=loop)
+    thread.start()  # steps at once, then would wait an hour
+    assert stepped.wait(60)
+    clock.stop()
+    thread.join(60)
+    assert not thread.is_alive()
     assert len(cycles) == 1
     assert not clock.wait_until(clock.now() + 3600.0)
 
