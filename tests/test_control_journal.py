@@ -317,13 +317,13 @@ def test_a_failed_record_leaves_no_partial_decision(
     with Journal(path, NAMES) as j:
         assert j.record(0.0, "sha256:a", plan, a_state()) == 1
 
-        def broken(state: State) -> bytes:
+        def broken(plan: Plan, of_state: object) -> str:
             # inside the transaction: the actions of decision 2 are written already
             (n,) = j._db.execute("SELECT COUNT(*) FROM actions WHERE seq = 2").fetchone()
             seen.append(int(n))
             raise RuntimeError("the disk is on fire")
 
-        monkeypatch.setattr(journal_module, "pack_state", broken)
+        monkeypatch.setattr(journal_module, "_summary", broken)
         with pytest.raises(RuntimeError, match="the disk is on fire"):
             j.record(100.0, "sha256:b", plan, a_state())
         monkeypatch.undo()

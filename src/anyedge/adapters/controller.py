@@ -35,19 +35,42 @@ The guarantee, for a controller killed at any instant and started again on its j
 
 A journal that cannot hold the decision (disk full, ...) raises before anything is
 enforced: that decision did not happen, and the next step decides again.
+
+:meth:`Controller.run` is the one loop, in the twin, the lab and production alike: a
+step every ``interval`` of its :class:`~.clock.Clock`, which is simulated in the twin
+(waiting runs the world's ticks) and real elsewhere (waiting sleeps).  A failed
+enforcement does not end the loop: the step reports the actuator's error and the next
+step enforces again.  Its :attr:`Controller.config` may be replaced between steps (the
+twin does, with the maximum thresholds it learns).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from ..control.core import Config, Failover, Plan, State, apply, decide, hold
 from ..control.interfaces import Actuator, Telemetry
 from ..errors import InputError
+from .clock import Clock
 from .journal import Journal, observation_digest
 
 
 def _shape(state: State) -> tuple[int, int, int, int]:
     s, p, _ = state.forward.shape
     return int(s), int(p), int(state.shift.shape[0]), int(state.withdrawn.shape[0])
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One step of :meth:`Controller.run`: when, what was decided, and the actuator's
+    error if carrying it out failed (the decision stands, journaled; the next step
+    enforces it again)."""
+
+    time: float
+    plan: Plan
+    error: Exception | None = None
 
 
 class Controller:
@@ -72,6 +95,8 @@ class Controller:
         self.last_time: float | None = None  # its time
         self.last_digest: str | None = None  # of the observation it was taken on
         self._unenforced = False  # the actuator failed: enforce again next step
+        self.enforce_error: BaseException | None = None  # ... and what it raised
+        self.plan = Plan(())  # the plan of the last step
         latest = journal.latest()
         if latest is not None:
             self.seq, self.last_time, self.state = latest
@@ -86,8 +111,13 @@ class Controller:
 
     def _enforce(self, state: State, plan: Plan, now: float) -> None:
         self._unenforced = True
-        self.actuator.enforce(state, plan, now)
+        try:
+            self.actuator.enforce(state, plan, now)
+        except BaseException as e:
+            self.enforce_error = e
+            raise
         self._unenforced = False
+        self.enforce_error = None
 
     def step(self, now: float) -> Plan:
         """Observe, decide, journal, enforce (see the module doc); the plan decided."""
@@ -111,8 +141,9 @@ class Controller:
         if now == self.last_time and digest == self.last_digest:
             if self._unenforced:
                 self._enforce(state, Plan(()), now)
-            return Plan((hold(-1, "already_decided", seq=self.seq),))
-        plan = decide(obs, state, self.config, now, self.failover)
+            self.plan = Plan((hold(-1, "already_decided", seq=self.seq),))
+            return self.plan
+        plan = self.plan = decide(obs, state, self.config, now, self.failover)
         if all(a.reason.code == "waiting" for a in plan.actions):  # nothing new to say
             if self._unenforced:
                 self._enforce(state, plan, now)
@@ -127,3 +158,50 @@ class Controller:
         if not plan.empty or self._unenforced:
             self._enforce(new, plan, now)
         return plan
+
+    def cycle(self, now: float) -> Cycle:
+        """One step as the loop takes it: an actuator's failure is reported, not raised.
+
+        Anything else that fails (telemetry, the journal) raises, as from :meth:`step`.
+        """
+        try:
+            plan = self.step(now)
+        except Exception as e:
+            if e is not self.enforce_error:
+                raise
+            return Cycle(now, self.plan, e)
+        return Cycle(now, plan)
+
+    def run(
+        self,
+        clock: Clock,
+        interval: float,
+        *,
+        start: float | None = None,
+        until: float | None = None,
+        stop: Callable[[], bool] | None = None,
+        on_cycle: Callable[[Cycle], None] | None = None,
+    ) -> int:
+        """The loop: observe, decide, journal, enforce — at ``start`` (default: the
+        clock's now), then every ``interval`` before ``until`` (default: forever), until
+        ``stop()`` says so or the clock is stopped.  Each step is a :meth:`cycle`, handed
+        to ``on_cycle``; a step that comes due when the previous one has overrun the next
+        is skipped, never run late in a burst.  Returns the number of steps taken."""
+        if not interval > 0:
+            raise ValueError(f"interval must be above 0 s, got {interval:g}")
+        first = clock.now() if start is None else float(start)
+        n = steps = 0
+        while True:
+            t = first + n * interval  # not a running sum: no drift
+            if until is not None and t >= until:
+                break
+            if stop is not None and stop():
+                break
+            if not clock.wait_until(t):
+                break
+            cycle = self.cycle(clock.now())
+            steps += 1
+            if on_cycle is not None:
+                on_cycle(cycle)
+            n = max(n + 1, math.ceil((clock.now() - first) / interval))
+        return steps

@@ -163,14 +163,17 @@ def unpack_state(blob: bytes) -> State:
     )
 
 
-def _summary(plan: Plan, state: State, names: Names) -> str:
+def _summary(plan: Plan, of_state: dict[str, object]) -> str:
     counts: dict[str, int] = {}
     for a in plan.actions:
         counts[a.kind] = counts.get(a.kind, 0) + 1
+    summary = {"actions": counts, "changed": not plan.empty, **of_state}
+    return json.dumps(summary, separators=(",", ":"), sort_keys=True)
+
+
+def _state_summary(state: State, names: Names) -> dict[str, object]:
     fwd = state.forward
-    summary = {
-        "actions": counts,
-        "changed": not plan.empty,
+    return {
         "shape": {
             "sites": int(fwd.shape[0]),
             "plans": int(fwd.shape[1]),
@@ -184,7 +187,6 @@ def _summary(plan: Plan, state: State, names: Names) -> str:
             [names.prefixes[q], names.sites[s]] for q, s in np.argwhere(state.withdrawn).tolist()
         ],
     }
-    return json.dumps(summary, separators=(",", ":"), sort_keys=True)
 
 
 def _name(table: tuple[str, ...], i: int) -> str | None:
@@ -230,13 +232,20 @@ class Journal:
     """The decisions of one controller, in the SQLite file at ``path`` (created if new).
 
     Use as a context manager, or call :meth:`close`.  One controller writes a journal;
-    others may read it while it does (WAL).
+    others may read it while it does (WAL).  The path ``:memory:``
+    (:meth:`in_memory`) makes a journal that lives in this process only, as fast as
+    SQLite goes, for runs that need no record after they end (the twin's): the same
+    tables and rows, without WAL, without syncing, and nothing to lock.
     """
+
+    MEMORY = ":memory:"
 
     def __init__(self, path: str | Path, names: Names | None = None) -> None:
         self.path = Path(path)
+        self.memory = str(path) == self.MEMORY
         self._lock: IO[str] | None = None
         self.names: Names | None = names
+        self._packed: tuple[State, bytes, dict[str, object]] | None = None
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         except sqlite3.Error as e:
@@ -249,6 +258,11 @@ class Journal:
         except BaseException:
             self._db.close()
             raise
+
+    @classmethod
+    def in_memory(cls, names: Names | None = None) -> Journal:
+        """A journal in this process's memory, gone when it is closed."""
+        return cls(cls.MEMORY, names)
 
     # ------------------------------------------------------------------ opening
 
@@ -268,6 +282,9 @@ class Journal:
             self._create()
 
     def _pragmas(self) -> None:
+        if self.memory:  # nothing to survive a crash, and no other process to read it
+            self._db.execute("PRAGMA foreign_keys = ON")
+            return
         (mode,) = self._db.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(mode).lower() != "wal":
             raise InputError.one(self.path, "", f"cannot use WAL mode here (got {mode})")
@@ -339,6 +356,10 @@ class Journal:
         """Journal one decision — its plan and the state after it — in one transaction;
         its sequence number (1 for the first decision, then one more each time)."""
         names = self._names()
+        if self._packed is None or self._packed[0] is not state:
+            # a plan that only holds leaves the state as it was: pack it once
+            self._packed = (state, pack_state(state), _state_summary(state, names))
+        _, blob, of_state = self._packed
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -360,8 +381,8 @@ class Journal:
                     seq,
                     float(now),
                     observation_digest,
-                    pack_state(state),
-                    _summary(plan, state, names),
+                    blob,
+                    _summary(plan, of_state),
                 ),
             )
             db.execute("COMMIT")
@@ -460,7 +481,7 @@ class Journal:
         when the process ends, however it ends, so a controller killed mid-decision never
         leaves a stale lock for its successor.
         """
-        if self._lock is not None:
+        if self._lock is not None or self.memory:  # no other process sees the memory
             return
         f = open(self.path.with_name(self.path.name + ".lock"), "a+", encoding="utf-8")  # noqa: SIM115
         try:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -67,6 +67,7 @@ from numpy.polynomial import polynomial as P
 
 from ..errors import InputError, Problem
 from ..model.files.text import read_text
+from .core import Config
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -278,6 +279,22 @@ def learn_maximum(
     )
 
 
+def learned_config(static: Config, maximum: npt.ArrayLike) -> Config:
+    """``static`` with each site's maximum threshold set to ``maximum`` (the learned
+    one where it is trusted, else the static one again), and its target and acceptable
+    thresholds moved with it: below it by the same gaps as in ``static``, never above
+    their static values (a higher maximum leaves them where they were)."""
+    mx = np.asarray(maximum, dtype=np.float64)
+    if mx.shape != static.maximum.shape:
+        raise ValueError(f"need a maximum per site {static.maximum.shape}, got {mx.shape}")
+    return replace(
+        static,
+        maximum=mx,
+        target=np.minimum(static.target, mx - (static.maximum - static.target)),
+        acceptable=np.minimum(static.acceptable, mx - (static.maximum - static.acceptable)),
+    )
+
+
 def fit_curve(
     result: LearnedThreshold, grid: npt.ArrayLike, method: Method | None = None
 ) -> FloatArray:
@@ -300,11 +317,17 @@ def inliers(utilisation: FloatArray, p95_ms: FloatArray) -> BoolArray:
     if len(utilisation) == 0:
         return keep
     order = np.argsort(utilisation, kind="stable")
-    for idx in np.array_split(order, max(1, len(order) // GROUP)):
+    n, k = len(order), max(1, len(order) // GROUP)
+    size, big = divmod(n, k)  # as np.array_split: ``big`` groups of size + 1 first
+    cut = big * (size + 1)
+    for block, width in ((order[:cut], size + 1), (order[cut:], size)):
+        if not block.size:
+            continue
+        idx = block.reshape(-1, width)  # one group a row: all groups of a size at once
         g = p95_ms[idx]
-        med = float(np.median(g))
-        mad = float(np.median(np.abs(g - med)))
-        tol = max(OUTLIER_K * MAD_TO_SIGMA * mad, OUTLIER_FLOOR * med)
+        med = np.median(g, axis=1, keepdims=True)
+        mad = np.median(np.abs(g - med), axis=1, keepdims=True)
+        tol = np.maximum(OUTLIER_K * MAD_TO_SIGMA * mad, OUTLIER_FLOOR * med)
         keep[idx] = np.abs(g - med) <= tol
     return keep
 

@@ -32,6 +32,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..adapters import nft
+from ..adapters.clock import WallClock
+from ..adapters.controller import Controller, Cycle
+from ..adapters.journal import Journal
 from ..control.core import Action, Config, Observation, Plan, State, flows
 from ..control.reasons import Names, render
 from ..model.geo import LatencyModel
@@ -148,28 +151,26 @@ def run(
     interval: float = 1.0,
     on_step: Callable[[Step], None] = lambda _: None,
     stop: Callable[[], bool] = lambda: False,
+    clock: WallClock | None = None,
 ) -> list[Step]:
     """Run the Traffic Manager against the lab for ``duration`` seconds, one decision
-    every ``interval``; journal in ``<lab dir>/control.sqlite``.  Ends with the state
-    it reached in force (stopping the loop does not undo the moves)."""
-    from ..adapters.controller import Controller
-    from ..adapters.journal import Journal
-
+    every ``interval`` — the loop of :meth:`Controller.run` on the wall clock (``clock``:
+    stop it from another thread to end the run at once); journal in
+    ``<lab dir>/control.sqlite``.  Ends with the state it reached in force (stopping the
+    loop does not undo the moves).  An enforcement that fails is retried at the next
+    step; its step's actions say so."""
     codes = [str(n.site) for n in plan.sites]
     telemetry = LabTelemetry(world, plan, directory)
     actuator = LabActuator(plan, directory)
+    clock = WallClock() if clock is None else clock
     steps: list[Step] = []
     names = Names(tuple(codes), tuple(plan.plans))
     with Journal(directory / "control.sqlite", names) as journal:
         ctl = Controller(telemetry, actuator, lab_config(world, plan), journal)
-        telemetry.observe(time.time())  # the first reading only sets the counters
-        end = time.monotonic() + duration
-        next_at = time.monotonic() + interval
-        while time.monotonic() < end and not stop():
-            time.sleep(max(0.0, next_at - time.monotonic()))
-            next_at += interval
-            now = time.time()
-            decided = ctl.step(now)
+        t0 = clock.now()
+        telemetry.observe(t0)  # the first reading only sets the counters
+
+        def record(cycle: Cycle) -> None:
             obs = telemetry.last
             state = ctl.state
             share = np.zeros(len(codes))
@@ -177,17 +178,24 @@ def run(
                 fl = flows(obs, state)  # what each site forwards, of its own users' traffic
                 out = np.bincount(fl.src, weights=fl.cpu, minlength=len(codes))
                 share = out / np.maximum(fl.arriving.sum(axis=1), 1e-9)
+            actions = [_describe(a, names) for a in cycle.plan.actions]
+            if cycle.error is not None:
+                actions.append(f"enforcing failed, retried at the next step: {cycle.error}")
             step = Step(
-                time=now,
+                time=cycle.time,
                 utilisation={
                     c: float(obs.utilisation[i]) if obs is not None else 0.0
                     for i, c in enumerate(codes)
                 },
                 forwarding={c: float(share[i]) for i, c in enumerate(codes)},
-                actions=[_describe(a, names) for a in decided.actions],
+                actions=actions,
             )
             steps.append(step)
             on_step(step)
+
+        ctl.run(
+            clock, interval, start=t0 + interval, until=t0 + duration, stop=stop, on_cycle=record
+        )
     return steps
 
 

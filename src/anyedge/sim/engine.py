@@ -20,10 +20,19 @@ Each tick (10 s by default) of a :class:`Twin` run:
    changes.
 
 The controller decides every ``decision_interval`` on telemetry ``telemetry_delay`` old
-with ``telemetry_noise``, through the same Telemetry/Actuator interfaces as the lab:
-``none`` never acts, ``withdraw`` may only withdraw prefixes (the sledgehammer, checked
-against the predictor's atlas), ``manager`` is the full Traffic Manager.  Every run of a
-scenario starts from the same seed, so the three differ only by their controller.
+with ``telemetry_noise``: ``none`` never acts, ``withdraw`` may only withdraw prefixes
+(the sledgehammer, checked against the predictor's atlas), ``manager`` is the full
+Traffic Manager.  Every run of a scenario starts from the same seed, so the three differ
+only by their controller.
+
+The controller is the lab's and production's: :class:`~anyedge.adapters.Controller`,
+its loop :meth:`~anyedge.adapters.Controller.run` and a journal (in memory unless the
+caller gives one), through the Telemetry/Actuator interfaces.  Only its clock differs:
+a :class:`~anyedge.adapters.clock.SimClock` on which the ticks above are scheduled, so
+that the loop's wait for its next decision is what plays the world up to it.  Every
+simulated hour the Traffic Manager (``manager``) learns each site's maximum threshold
+from the samples so far and decides with the learned maximum where it is trusted and
+lower than the static one (:meth:`_Run._relearn`).
 """
 
 from __future__ import annotations
@@ -40,9 +49,13 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from ..control.core import Config, Failover, Observation, Plan, State, apply, decide
+from ..adapters.clock import LATE, SimClock
+from ..adapters.controller import Controller, Cycle
+from ..adapters.journal import Journal
+from ..control.core import Config, Failover, Observation, Plan, State
 from ..control.interfaces import Actuator, Telemetry
-from ..control.learn import fit_curve, learn_maximum
+from ..control.learn import fit_curve, learn_maximum, learned_config
+from ..control.reasons import Names
 from ..model.internet import Internet
 from ..model.network import Network, Sessions
 from ..model.world import World
@@ -57,6 +70,8 @@ FloatArray = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
 SLO_MS = 20.0
 SAMPLE_S = 60.0
+LEARN_S = 3600.0  # the Traffic Manager learns each site's maximum this often
+LEARN_FROM = 0.50  # ... of sites whose utilisation has reached this (the lowest maximum)
 LAT_BIN_MS, LAT_MAX_MS = 0.05, 1000.0  # added-latency histogram: bins, and the last one
 
 
@@ -115,6 +130,12 @@ class Twin:
         self.base_ms = rng.uniform(3.0, 7.0, self.S)
         self.scale_ms = rng.uniform(1.2, 3.0, self.S)
         self.thresholds = net.sites.thresholds
+        self.names = Names(  # what the journal calls things
+            tuple(net.sites.code),
+            tuple(net.plans.names),
+            tuple(sec.name),
+            tuple(net.prefixes.cidr) if len(net.prefixes) else ("anycast",),
+        )
         self.announced0 = (
             net.prefixes.announced.copy()
             if len(net.prefixes)
@@ -251,10 +272,17 @@ class Twin:
 
     # ------------------------------------------------------------------------- a run
 
-    def run(self, mode: str, progress: Callable[[float], None] | None = None) -> RunResult:
+    def run(
+        self,
+        mode: str,
+        progress: Callable[[float], None] | None = None,
+        journal: Journal | None = None,
+    ) -> RunResult:
+        """Play the scenario under the controller ``mode``; its decisions are journaled in
+        ``journal`` (default: a journal in memory, dropped with the run)."""
         if mode not in MODES:
             raise ValueError(f"unknown controller {mode!r}")
-        return _Run(self, mode, progress).play()
+        return _Run(self, mode, progress).play(journal)
 
     def compare(
         self, progress: Callable[[str, float], None] | None = None, reference: bool = True
@@ -336,7 +364,7 @@ class _Run:
         self.routing_changes = 0
         self.totals = Totals()
         self.history: deque[Observation] = deque()
-        self.samples_u: list[FloatArray] = []
+        self.samples_u: list[FloatArray] = []  # a sample a minute: utilisation, p95
         self.samples_p: list[FloatArray] = []
         self.flows = np.zeros((S, S))
         # metrics per sample interval (every tick added up), for what each event cost
@@ -348,6 +376,12 @@ class _Run:
         self.unrouted_s = np.zeros(n_samples)
         self.moved_to = np.zeros((len(sc.events), S), dtype=np.bool_)
         self.now = 0.0
+        self.ser: dict[str, npt.NDArray[np.float32]] = {}  # the series (play() sizes them)
+        self.hist = np.zeros(0)
+        self.worst = np.zeros(S)
+        self.delay = 0  # telemetry's age, in ticks (play() sets it)
+        self.demand: FloatArray = np.zeros(twin.E)  # requests/s of each (AS, metro), this minute
+        self.m: _TickOut | None = None  # the last tick
         self._arr_key: object = None
         self._arr: tuple[FloatArray, FloatArray, float] = (np.zeros(0), np.zeros(0), 0.0)
         self._fwd_key: object = None
@@ -370,6 +404,7 @@ class _Run:
         self.failover = Failover(twin.failover)
         self.telemetry: Telemetry = _TwinTelemetry(self)
         self.actuator: Actuator = _TwinActuator(self)
+        self.controller: Controller | None = None  # made by play(), on its journal
 
     # --------------------------------------------------------------------- routing
 
@@ -453,47 +488,57 @@ class _Run:
 
     # ------------------------------------------------------------------------ play
 
-    def play(self) -> RunResult:
+    def play(self, journal: Journal | None = None) -> RunResult:
+        """The run on a simulated clock: the world ticks, samples and learns as
+        callbacks of the clock, and the controller's loop — the lab's, the same
+        :meth:`Controller.run` — waits on it, which is what moves the world on."""
         t, sc = self.t, self.t.sc
         ticks = round(sc.duration / sc.tick)
+        end = ticks * sc.tick
         per_sample = max(1, round(SAMPLE_S / sc.tick))
         per_decision = max(1, round(sc.decision_interval / sc.tick))
         delay = round(sc.telemetry_delay / sc.tick)
         n_samples = (ticks + per_sample - 1) // per_sample
-        ser = {
+        self.ser = {
             k: np.zeros((n_samples, t.S), dtype=np.float32)
             for k in ("u", "p95", "fail", "out", "in")
         }
-        hist = np.zeros(int(LAT_MAX_MS / LAT_BIN_MS) + 1)  # added latency per user
-        worst = np.zeros(t.S)
-        for k in range(ticks):
-            now = k * sc.tick
-            self._events(now)
-            if k % per_sample == 0:
-                demand = self._demand(now)
-            m = self._tick(demand, sc.tick)
-            self.history.append(m.obs)
-            while len(self.history) > delay + 1:
-                self.history.popleft()
-            if self.mode != "none" and k % per_decision == 0 and k >= delay:
-                self._decide(now)
-            if k % per_sample == 0:
-                i = k // per_sample
-                ser["u"][i], ser["p95"][i] = m.u, m.p95
-                ser["fail"][i], ser["out"][i], ser["in"][i] = m.fail, m.out, m.inn
-                worst = np.maximum(worst, np.where(np.isfinite(m.u), m.u, 10.0))
-                self._latency_sample(demand, m, hist, per_sample * sc.tick)
-                live = m.load > 0
-                self.samples_u.append(np.where(live, m.u, np.nan))
-                self.samples_p.append(np.where(live, m.p95, np.nan))
-                if self.progress:
-                    self.progress(now / sc.duration)
-        self._finish(hist)
+        self.hist = np.zeros(int(LAT_MAX_MS / LAT_BIN_MS) + 1)  # added latency per user
+        self.worst = np.zeros(t.S)
+        self.per_sample, self.delay = per_sample, delay
+        clock = SimClock(resolution=sc.tick)
+        clock.every(sc.tick, self._advance, until=end)  # before a decision at that tick
+        clock.every(per_sample * sc.tick, self._sample, until=end, priority=LATE)  # after
+        if self.mode == "none":
+            clock.wait_until(end)
+        else:
+            own = journal is None
+            journal = Journal.in_memory(self.t.names) if journal is None else journal
+            try:
+                self.controller = Controller(
+                    self.telemetry, self.actuator, self.cfg, journal, self.failover
+                )
+                if self.mode == "manager":
+                    clock.every(LEARN_S, self._relearn, start=LEARN_S, until=end, priority=LATE)
+                first = -(-delay // per_decision) * per_decision  # the first tick with telemetry
+                self.controller.run(
+                    clock,
+                    per_decision * sc.tick,
+                    start=first * sc.tick,
+                    until=end,
+                    on_cycle=self._decided,
+                )
+                clock.wait_until(end)  # the ticks after the last decision
+            finally:
+                if own:
+                    journal.close()
+        self._finish(self.hist)
         codes = t.world.network.sites.code
         flows = {
             (codes[a], codes[b]): float(self.flows[a, b])
             for a, b in zip(*np.nonzero(self.flows > 0), strict=True)
         }
+        ser = self.ser
         result = RunResult(
             self.mode,
             self.totals,
@@ -509,11 +554,38 @@ class _Run:
                 self.unrouted_s,
             ),
             flows,
-            {codes[i]: float(worst[i]) for i in range(t.S)},
+            {codes[i]: float(self.worst[i]) for i in range(t.S)},
             moved_to=[[codes[s] for s in np.flatnonzero(row)] for row in self.moved_to],
         )
         result.learned = self._learn() if self.mode == "manager" else []
         return result
+
+    def _advance(self, now: float) -> None:
+        """One tick of the world (the module doc's steps 1-5), at ``now``."""
+        sc = self.t.sc
+        self._events(now)
+        if round(now / sc.tick) % self.per_sample == 0:
+            self.demand = self._demand(now)
+        self.m = self._tick(self.demand, sc.tick)
+        self.history.append(self.m.obs)
+        while len(self.history) > self.delay + 1:
+            self.history.popleft()
+
+    def _sample(self, now: float) -> None:
+        """Record the tick at ``now``, after the controller has decided at it."""
+        sc, m = self.t.sc, self.m
+        assert m is not None  # the tick at ``now`` came first
+        i = round(now / sc.tick) // self.per_sample
+        ser = self.ser
+        ser["u"][i], ser["p95"][i] = m.u, m.p95
+        ser["fail"][i], ser["out"][i], ser["in"][i] = m.fail, m.out, m.inn
+        self.worst = np.maximum(self.worst, np.where(np.isfinite(m.u), m.u, 10.0))
+        self._latency_sample(self.demand, m, self.hist, self.per_sample * sc.tick)
+        live = m.load > 0
+        self.samples_u.append(np.where(live, m.u, np.nan))
+        self.samples_p.append(np.where(live, m.p95, np.nan))
+        if self.progress:
+            self.progress(now / sc.duration)
 
     def _demand(self, now: float) -> FloatArray:
         hours = local_hours(0.0, self.t.sc.start_utc_hour + now / 3600.0) + self.t.offset
@@ -560,9 +632,11 @@ class _Run:
         ss = t.sec_site
         cap = t.sec_cap0 * self.sec_up * ~self.dark[ss]
         load = served_cpu[ss] * t.sec_share
-        shifted = load * st.shift
+        # a controller without Duomog (withdrawal only) keeps no sections in its state
+        shift = st.shift if st.shift.shape == ss.shape else 0.0
+        shifted = load * shift
         pool = _bins(ss, shifted, t.S)
-        takers = np.where(st.shift <= 0, cap, 0.0)
+        takers = np.where(shift <= 0, cap, 0.0)
         takers_site = _bins(ss, takers, t.S)
         has = takers_site[ss] > 0
         load = (
@@ -687,15 +761,32 @@ class _Run:
         bins = np.minimum((added[ok] / LAT_BIN_MS).astype(np.int64), hist.size - 1)
         hist += np.bincount(bins, weights=demand[ok] * weight_s, minlength=hist.size)
 
-    def _decide(self, now: float) -> None:
-        """One decision of the controller, through the Telemetry and Actuator interfaces."""
-        obs = self.telemetry.observe(now)
-        plan = decide(obs, self.state, self.cfg, now, self.failover)
+    def _decided(self, cycle: Cycle) -> None:
+        """The controller's loop took a step: count it."""
+        if cycle.error is not None:  # the twin's actuator cannot fail: a bug, say so
+            raise cycle.error
         self.totals.decisions += 1
-        acts = Plan(tuple(a for a in plan.actions if a.kind != "hold"))
-        if acts.actions:
-            self.totals.actions += len(acts.actions)
-            self.actuator.enforce(apply(self.state, acts, now), acts, now)
+        self.totals.actions += sum(a.kind != "hold" for a in cycle.plan.actions)
+
+    def _relearn(self, now: float) -> None:
+        """Learn each site's maximum from the samples so far, as the reference's Traffic
+        Manager does on a schedule, and give the controller those it can trust: from a
+        fit, not the static fallback, of samples that reached the lowest maximum it may
+        give (below, the knee of the curve is out of sight), and only where lower than
+        the static maximum (above it, the fit is the only evidence, beyond the data)."""
+        assert self.controller is not None
+        if not self.samples_u:
+            return
+        u, p = np.array(self.samples_u), np.array(self.samples_p)
+        static = self.cfg.maximum
+        maximum = static.astype(np.float64)
+        busy = np.nan_to_num(u, nan=0.0).max(axis=0) >= LEARN_FROM
+        for s in np.flatnonzero(busy).tolist():
+            ok = np.isfinite(u[:, s]) & np.isfinite(p[:, s])
+            r = learn_maximum(u[ok, s], p[ok, s], static=float(static[s]))
+            if r.method != "static":
+                maximum[s] = min(r.value, float(static[s]))
+        self.controller.config = learned_config(self.cfg, maximum)
 
     def _enforce(self, state: State) -> None:
         """The network now carries out ``state`` (the twin's actuator calls this)."""
