@@ -149,3 +149,52 @@ def test_a_whole_plan_forwarded_needs_its_cpu_in_the_state(tmp_path: Path) -> No
     s = tmp_path / "state.json"
     s.write_text(json.dumps(state), encoding="utf-8")
     assert main(["control", "plan", "--input", str(f), "--state", str(s)]) == 2
+
+
+def test_a_section_with_no_servers_shifts_out_whole_and_does_not_flap() -> None:
+    """IAD02 loses every server: Duomog shifts all its traffic to its sisters in one
+    decision, keeps it there while the section has no capacity (it reports 0 % then,
+    which is no room), and takes it back in steps once the servers return."""
+    import numpy as np
+
+    from anyedge.control.core import Config, Observation, State, apply, decide
+
+    cfg = Config(
+        maximum=np.array([0.9]),
+        target=np.array([0.85]),
+        acceptable=np.array([0.75]),
+        latency_ms=np.zeros((1, 1)),
+        min_interval=60.0,
+        max_move_share=1.0,  # one site: the cap would be a tenth of its own traffic
+    )
+    own = np.array([3_000.0, 3_000.0, 3_000.0])  # each section's own traffic, ms/s
+    state = State.empty(1, 4, 3)
+    kinds: list[tuple[float, float]] = []
+    for k in range(14):
+        now = 60.0 * k
+        cap = np.array([0.0 if k < 8 else 10_000.0, 10_000.0, 10_000.0])
+        kept = own * (1 - state.shift)
+        takers = (state.shift <= 0) & (cap > 0)
+        load = kept + takers * (own * state.shift).sum() / max(takers.sum(), 1)
+        u = np.where(cap > 0, load / np.where(cap > 0, cap, 1), np.where(load > 0, 9.0, 0.0))
+        obs = Observation(
+            utilisation=np.array([load.sum() / cap.sum()]),
+            cpu=np.array([[load.sum(), 0, 0, 0]]),
+            age=np.zeros(1),
+            section_site=np.zeros(3, dtype=np.int64),
+            section_utilisation=u,
+            section_cpu=load,
+            section_capacity=cap,
+        )
+        plan = decide(obs, state, cfg, now)
+        for a in plan.of("shift"):
+            kinds.append((now, a.share))
+        state = apply(state, plan, now)
+        if k == 0:
+            assert state.shift[0] == 1.0  # all of it, at once
+    out = [t for t, share in kinds if share > 0]
+    back = [t for t, share in kinds if share < 0]
+    assert out == [0.0]  # never again: no flapping while the section is empty
+    assert back
+    assert min(back) >= 8 * 60.0  # only once the servers are back
+    assert len(back) >= 2  # in steps

@@ -81,6 +81,15 @@ class Observation:
     # (S, P) CPU ms/s of each site's own users (its catchment) before any forwarding,
     # where the world measures it (by the site requests enter at); else estimated
     arriving: FloatArray | None = None
+    section_capacity: FloatArray | None = None  # (X,) CPU ms/s at 100 %, if known
+
+    def sections_capacity(self) -> FloatArray:
+        """Each section's capacity as reported, else from CPU time and utilisation (0:
+        unknown — an idle section, or one whose traffic is all shifted away)."""
+        if self.section_capacity is not None:
+            return self.section_capacity
+        c, u = self.section_cpu, self.section_utilisation
+        return np.asarray(np.where(u > 0, c / np.where(u > 0, u, 1.0), 0.0))
 
     def site_capacity(self) -> FloatArray:
         """Capacity as reported, else inferred from CPU time and utilisation (0: unknown)."""
@@ -424,7 +433,10 @@ class _Decision:
         u, c = self.obs.section_utilisation, self.obs.section_cpu
         mx, tg, ac = self.cfg.maximum[sec], self.cfg.target[sec], self.cfg.acceptable[sec]
         has_room = self.obs.utilisation[sec] <= tg
-        need = np.where(ok & has_room & (u > mx), to_move(c, u, tg), 0.0)
+        over = to_move(c, u, tg)
+        if self.obs.section_capacity is not None:  # known: exactly what is over the target
+            over = np.maximum(c - self.obs.section_capacity * tg, 0.0)
+        need = np.where(ok & has_room & (u > mx), over, 0.0)
         room = np.where(multi & (u < ac) & (self.state.shift <= 0), can_accept(c, u, ac), 0.0)
         site_room = np.bincount(sec, weights=room, minlength=self.obs.sites)
         for x in np.flatnonzero(need > 0).tolist():
@@ -448,6 +460,7 @@ class _Decision:
         if not sec.size:
             return
         sec, multi, arriving = self._sections()
+        caps = self.obs.sections_capacity()
         u, ac = self.obs.section_utilisation, self.cfg.acceptable[sec]
         ok = multi & self.quiet[sec] & ~self.changed[sec]
         for x in np.flatnonzero(
@@ -455,12 +468,14 @@ class _Decision:
         ).tolist():
             back = min(float(self.state.shift[x]), self.cfg.revert_step)
             cpu = back * float(arriving[x])
-            # the section takes back no more than brings it to acceptable
-            cap_x = float(self.obs.section_cpu[x]) / max(float(u[x]), EPS) if u[x] > 0 else 0.0
-            if cap_x > 0:
-                fit = max(cap_x * float(ac[x]) - float(self.obs.section_cpu[x]), 0.0)
-                if cpu > fit and arriving[x] > 0:
-                    back, cpu = fit / float(arriving[x]), fit
+            # the section takes back no more than brings it to acceptable, and nothing
+            # while its capacity is unknown (a section with no servers reports none)
+            cap_x = float(caps[x])
+            if cap_x <= 0:
+                continue
+            fit = max(cap_x * float(ac[x]) - float(self.obs.section_cpu[x]), 0.0)
+            if cpu > fit and arriving[x] > 0:
+                back, cpu = fit / float(arriving[x]), fit
             cpu = min(cpu, max(self.budget, 0.0))
             if arriving[x] > 0:
                 back = min(back, cpu / float(arriving[x]))

@@ -701,6 +701,7 @@ class _Run:
             section_cpu=load,
             capacity=cap_s,
             arriving=cpu_plan * jitter[:, None],  # measured where requests enter
+            section_capacity=cap,
         )
         return _TickOut(
             obs=obs,
@@ -855,6 +856,7 @@ class _TwinTelemetry:
             seen.section_cpu,
             seen.capacity,
             seen.arriving,
+            seen.section_capacity,
         )
 
 
