@@ -48,14 +48,22 @@ def running_lab(topology: Path) -> Iterator[RunningLab]:
         build.up(world, plan, d)
         yield RunningLab(world, plan, d, topology)
     finally:
-        state = build.LabState.load(d) if (d / build.STATE).exists() else None
-        pids = [p for ps in state.pids.values() for p in ps] if state else []
-        try:
+        tear_down(d, name)
+
+
+def tear_down(d: Path, name: str, pids: list[int] | None = None) -> None:
+    """Take the lab in ``d`` down if it is still there, remove whatever namespaces of
+    ``name`` are left and the directory, and check that nothing was left behind (no
+    namespace, none of ``pids`` nor of the lab's recorded processes alive)."""
+    pids = list(pids or [])
+    try:
+        if (d / build.STATE).exists():
+            pids += [p for ps in build.LabState.load(d).pids.values() for p in ps]
             build.down(d, name)
-        finally:
-            left = netns.listed(namespace_prefix(name))
-            for ns in left:
-                netns.remove(ns)
-            shutil.rmtree(d, ignore_errors=True)
-        assert not left, f"lab down left namespaces: {left}"
-        assert not [p for p in pids if netns.alive(p)], "lab down left processes"
+    finally:
+        left = netns.listed(namespace_prefix(name))
+        for ns in left:
+            netns.remove(ns)
+        shutil.rmtree(d, ignore_errors=True)
+    assert not left, f"lab down left namespaces: {left}"
+    assert not [p for p in pids if netns.alive(p)], "lab down left processes"

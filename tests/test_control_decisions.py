@@ -172,22 +172,27 @@ def check(
             ), f"site {s} stays above its maximum with no word"
 
 
-@settings(max_examples=20, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from([20, 60, 300]))
-def test_many_decisions_on_random_networks(seed: int, n: int) -> None:
-    rng = np.random.default_rng(seed)
-    truth = Truth(rng, n)
+def play(truth: Truth, measured: bool, steps: list[float]) -> None:
+    """``DECISIONS`` decisions, each checked; the load drifts between them when the
+    decision times vary (``steps``), and stays put when they are all equal."""
     state = truth.initial_state()
     moves: dict[tuple[int, int], list[tuple[float, str]]] = {}
     now = 0.0
     for _ in range(DECISIONS):
-        obs = truth.observe(state, measured=True)
+        obs = truth.observe(state, measured=measured)
         plan = decide(obs, state, truth.cfg, now)
         after = apply(state, plan, now)
         check(truth, state, after, obs, plan, now, moves)
         state = after
-        now += float(rng.choice([30.0, 60.0, 120.0]))
-        truth.drift()
+        now += float(truth.rng.choice(steps))
+        if len(steps) > 1:
+            truth.drift()
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([20, 60, 300]))
+def test_many_decisions_on_random_networks(seed: int, n: int) -> None:
+    play(Truth(np.random.default_rng(seed), n), measured=True, steps=[30.0, 60.0, 120.0])
 
 
 @settings(max_examples=20, deadline=None)
@@ -195,18 +200,7 @@ def test_many_decisions_on_random_networks(seed: int, n: int) -> None:
 def test_many_decisions_estimating_own_traffic(seed: int) -> None:
     """Without the measurement of own traffic: the core solves it from what sites serve
     and the CPU time the state recorded (steady load, so the truth is knowable)."""
-    rng = np.random.default_rng(seed)
-    truth = Truth(rng, 40)
-    state = truth.initial_state()
-    moves: dict[tuple[int, int], list[tuple[float, str]]] = {}
-    now = 0.0
-    for _ in range(DECISIONS):
-        obs = truth.observe(state, measured=False)
-        plan = decide(obs, state, truth.cfg, now)
-        after = apply(state, plan, now)
-        check(truth, state, after, obs, plan, now, moves)
-        state = after
-        now += 60.0
+    play(Truth(np.random.default_rng(seed), 40), measured=False, steps=[60.0])
 
 
 def test_own_traffic_of_a_chain_of_forwards() -> None:

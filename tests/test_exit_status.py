@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,13 +22,12 @@ from pathlib import Path
 import click
 import pytest
 
-from anyedge.adapters import netns
 from anyedge.cli.main import cli, main
 from anyedge.lab import build
 from anyedge.lab.measure import Announcer, dominant, probe_all
-from anyedge.lab.plan import TEST_PREFIX, LabPlan, make_plan, namespace_prefix
+from anyedge.lab.plan import TEST_PREFIX, LabPlan, make_plan
 from anyedge.model.files import load_world
-from lab_support import DATA, lab_directory
+from lab_support import DATA, lab_directory, tear_down
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -294,17 +292,7 @@ def lab() -> Iterator[tuple[LabPlan, Path]]:
         r = anyedge("lab", "down", "--dir", str(d), timeout=60)
         assert r.returncode == 0, r.stderr
     finally:
-        try:
-            if (d / build.STATE).exists():  # up or a test failed: clean up all the same
-                pids += [p for ps in build.LabState.load(d).pids.values() for p in ps]
-                build.down(d, name)
-        finally:
-            left = netns.listed(namespace_prefix(name))
-            for ns in left:
-                netns.remove(ns)
-            shutil.rmtree(d, ignore_errors=True)
-        assert not left, f"lab down left namespaces: {left}"
-        assert not [p for p in pids if netns.alive(p)], "lab down left processes"
+        tear_down(d, name, pids)  # up or a test failed: clean up all the same
 
 
 def lab_status(d: Path, command: str, *args: str) -> int:
