@@ -139,7 +139,7 @@ def test_reverts_come_before_accepting() -> None:
 def test_a_site_that_falls_idle_takes_back_everything_it_forwarded() -> None:
     obs, cfg = reference_network()
     s = apply(State.empty(4, 4), decide(obs, State.empty(4, 4), cfg, 0.0), now=0.0)
-    assert s.forward[0].sum() > 0
+    assert s.shares()[0].sum() > 0
     # A's users stop sending anything (measured where requests enter): there is no
     # traffic to take back step by step, so every forwarded share goes back at once
     # (found in the lab, where load stops)
@@ -153,7 +153,7 @@ def test_a_site_that_falls_idle_takes_back_everything_it_forwarded() -> None:
     back = apply(s, plan, now=1_000.0)
     assert plan.of("revert")
     assert all(a.cpu == 0.0 for a in plan.of("revert"))
-    assert back.forward[0].sum() == 0.0
+    assert back.shares()[0].sum() == 0.0
 
 
 def test_min_interval_between_changes() -> None:
@@ -326,7 +326,7 @@ def test_forwarders_never_accept_and_stale_sites_do_nothing(
     forwarders = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     stale = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     state = State.empty(n, 4)
-    fwd = state.forward.copy()
+    fwd = state.shares().copy()
     for s in np.flatnonzero(forwarders):
         fwd[s, 0, (s + 1) % n] = 0.1
     state = State(fwd, state.shift, state.withdrawn, state.last_change)
@@ -363,13 +363,13 @@ def test_closed_loop_moves_then_reverts_without_oscillating() -> None:
         now = 100.0 * step
         demand = np.array([12_000.0 if 5 <= step < 25 else 6_000.0, 6_000.0, 6_000.0])
         arriving = demand[:, None] * mix[None, :]
-        sent = arriving[:, :, None] * state.forward  # (S, P, S)
+        sent = arriving[:, :, None] * state.shares()  # (S, P, S)
         served = arriving - sent.sum(axis=2) + sent.sum(axis=0).T
         obs = Observation(utilisation=served.sum(axis=1) / cap, cpu=served, age=np.zeros(3))
         plan = decide(obs, state, cfg, now)
         kinds.append({a.kind for a in plan.actions if a.kind != "hold"})
         state = apply(state, plan, now)
-        history.append(float(state.forward[0].sum()))
+        history.append(float(state.shares()[0].sum()))
         if 5 <= step < 25:
             assert "revert" not in kinds[-1]
         else:
@@ -387,7 +387,7 @@ def test_withdrawn_prefix_is_announced_again_when_there_is_room() -> None:
     state = State.empty(4, 4, prefixes=2)
     wd = state.withdrawn.copy()
     wd[0, 0] = True
-    state = State(state.forward, state.shift, wd, state.last_change)
+    state = State(state.shares(), state.shift, wd, state.last_change)
     cap = np.array([20_000.0, 3_000, 3_000, 10_000])
     busy = Observation(
         utilisation=np.array([0.60, 0.4, 0.4, 0.4]),

@@ -64,11 +64,11 @@ class Truth:
 
     def carried(self, state: State) -> np.ndarray:
         """(S, P, S) true CPU ms/s each forward carries."""
-        return np.asarray(self.own[:, :, None] * state.forward)
+        return np.asarray(self.own[:, :, None] * state.shares())
 
     def served(self, state: State) -> np.ndarray:
         c = self.carried(state)
-        return np.asarray(self.own * (1 - state.forward.sum(axis=2)) + c.sum(axis=0).T)
+        return np.asarray(self.own * (1 - state.shares().sum(axis=2)) + c.sum(axis=0).T)
 
     def observe(self, state: State, measured: bool) -> Observation:
         served = self.served(state)
@@ -119,12 +119,12 @@ def check(
     # the cap holds for every kind of action together
     assert sum(a.cpu for a in moving) <= cfg.max_move_share * total * (1 + 1e-9) + 1e-6
     # no plan forwarded more than whole; forwards are shares of the sender's own users
-    assert np.all(after.forward.sum(axis=2) <= 1 + 1e-9)
-    assert np.all(after.forward >= 0)
+    assert np.all(after.shares().sum(axis=2) <= 1 + 1e-9)
+    assert np.all(after.shares() >= 0)
     for a in plan.of("forward"):
         assert a.cpu == pytest.approx(a.share * own[a.site, a.plan], rel=1e-6, abs=1e-6)
         assert obs.utilisation[a.to] < cfg.acceptable[a.to], "sent to a site with no room"
-        assert not before.forward[a.to].any() or not after.forward[a.to].any(), (
+        assert not before.shares()[a.to].any() or not after.shares()[a.to].any(), (
             "a site that forwards received"
         )
     # reverts: one step at most, their CPU said, never past acceptable
@@ -150,7 +150,7 @@ def check(
     # no site receives while above its maximum (unless the cap stopped the hand-back)
     hot = obs.utilisation > cfg.maximum
     capped = {a.site for a in plan.of("hold") if a.reason.code == "short_cap"}
-    receives = after.forward.sum(axis=(0, 1)) > 1e-12
+    receives = after.shares().sum(axis=(0, 1)) > 1e-12
     for s in np.flatnonzero(hot & receives).tolist():
         assert s in capped, f"site {s} above its maximum still receives"
     # no flapping: a plan's forward is not undone and redone within min_interval

@@ -106,7 +106,7 @@ def test_preemption_ends_in_the_withdrawal() -> None:
         own = demand.copy()
         own[0] *= 1 - state.withdrawn[:, 0].mean()  # half of A's users per prefix withdrawn
         own[3] += demand[0] * state.withdrawn[:, 0].mean()
-        sent = own[:, None] * state.forward.sum(axis=1)  # plans collapsed: shares per site
+        sent = own[:, None] * state.shares().sum(axis=1)  # plans collapsed: shares per site
         served = own - sent.sum(axis=1) + sent.sum(axis=0)
         cpu = np.zeros((4, 4))
         cpu[:, 0] = served
@@ -177,7 +177,7 @@ def test_traffic_received_is_never_sent_on() -> None:
     own users' traffic, measured without what A sends it."""
     obs, cfg = reference_network()
     state = State.empty(4, 4)
-    fwd = state.forward.copy()
+    fwd = state.shares().copy()
     fwd[0, 0, 1] = 1.0  # all of A's free (500 ms/s) goes to B
     state = replace(state, forward=fwd)
     cpu = obs.cpu.copy()

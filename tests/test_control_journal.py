@@ -58,7 +58,7 @@ def config() -> Config:
 
 def state_json(state: State) -> dict[str, Any]:
     return {
-        "forward": state.forward.tolist(),
+        "forward": state.shares().tolist(),
         "shift": state.shift.tolist(),
         "withdrawn": state.withdrawn.tolist(),
         "last_change": state.last_change.tolist(),
@@ -79,7 +79,7 @@ def same(a: State, b: State) -> bool:
     return all(
         x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
         for x, y in [
-            (a.forward, b.forward),
+            (a.shares(), b.shares()),
             (a.shift, b.shift),
             (a.withdrawn, b.withdrawn),
             (a.last_change, b.last_change),
@@ -110,7 +110,7 @@ class World:
         demand = self.demand.copy()
         if now >= DROP:
             demand[0] *= 0.5
-        f = self.state.forward
+        f = self.state.shares()
         cpu = demand * (1.0 - f.sum(axis=2)) + np.einsum("sp,spd->dp", demand, f)
         age = np.zeros(4)
         if STALE[0] <= now < STALE[1]:
@@ -180,9 +180,9 @@ def test_the_uninterrupted_run(tmp_path: Path) -> None:
         assert times[8:] == [DROP + STEP * k for k in range(4)]
         latest = j.latest()
         assert latest is not None
-        np.testing.assert_allclose(latest[2].forward, forwarded(acts), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(latest[2].shares(), forwarded(acts), rtol=0, atol=1e-12)
         # site 0 took everything back (a step of a quarter, but never less than the floor)
-        assert latest[2].forward.sum() == 0.0
+        assert latest[2].shares().sum() == 0.0
 
 
 # ------------------------------------------------------------------ the journal
@@ -257,7 +257,7 @@ def test_journal_round_trip(tmp_path: Path) -> None:
         seq, t, got = latest
         assert (seq, t) == (2, 250.5)
         assert same(got, state)
-        assert got.forward[0, 1, 2] == 1 / 3
+        assert got.shares()[0, 1, 2] == 1 / 3
         t1, first = j.state(1)
         assert t1 == 0.0
         assert same(first, State.empty(4, 4, 3, 2))
@@ -498,7 +498,7 @@ def test_restart_in_process_with_a_fake_clock(tmp_path: Path) -> None:
         assert final[0] == j.decisions() == DECISIONS  # 1..11, no gap
     keys = [(s, a.kind, a.site, a.plan, a.to) for s, a in acts]
     assert len(keys) == len(set(keys))
-    np.testing.assert_allclose(final[2].forward, forwarded(acts), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(final[2].shares(), forwarded(acts), rtol=0, atol=1e-12)
     assert same(world.state, final[2])
     with uninterrupted(tmp_path) as ref:  # as if nothing had happened
         assert ref.actions() == acts
@@ -684,7 +684,7 @@ def test_restart_after_sigkill(tmp_path: Path, die_at: int) -> None:
     assert all(s > seq1 for s, _ in acts[len(before) :])
     keys = [(s, a.kind, a.site, a.plan, a.to) for s, a in acts]
     assert len(keys) == len(set(keys))
-    np.testing.assert_allclose(final[2].forward, forwarded(acts), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(final[2].shares(), forwarded(acts), rtol=0, atol=1e-12)
     assert same(state_of(mine[-1]), final[2])  # the network is in the journal's last state
     with uninterrupted(tmp_path) as ref:  # and where it would be had nothing happened
         assert ref.actions() == acts

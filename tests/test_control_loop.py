@@ -151,7 +151,7 @@ def test_the_loop_retries_a_failed_enforcement() -> None:
     assert latest is not None
     assert latest[0] == 1
     assert [now for now, _, _ in net.enforced] == [10.0]  # retried once, at the next step
-    np.testing.assert_array_equal(net.enforced[0][1].forward, latest[2].forward)
+    np.testing.assert_array_equal(net.enforced[0][1].shares(), latest[2].shares())
 
 
 def test_the_loop_does_not_swallow_other_failures() -> None:

@@ -58,8 +58,7 @@ from .journal import Journal, observation_digest
 
 
 def _shape(state: State) -> tuple[int, int, int, int]:
-    s, p, _ = state.forward.shape
-    return int(s), int(p), int(state.shift.shape[0]), int(state.withdrawn.shape[0])
+    return state.sites, state.plans, int(state.shift.shape[0]), int(state.withdrawn.shape[0])
 
 
 @dataclass(frozen=True)

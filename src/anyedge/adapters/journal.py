@@ -12,8 +12,9 @@ The schema (``schema_version`` 2)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)
         format = 'anyedge-journal', schema_version = '2',
-        state_format = 'zlib(npy forward, npy shift, npy withdrawn, npy last_change,
-                        npy withdrawn_cpu, npy forward_cpu, npy shift_cpu)',
+        state_format = 'zlib(npy forward (K,3), npy share (K,), npy cpu (K,),
+                        npy plans (1,), npy shift, npy withdrawn, npy last_change,
+                        npy withdrawn_cpu, npy shift_cpu)',
         names = '{"sites": [...], "plans": [...], "sections": [...], "prefixes": [...]}'
     decisions(seq INTEGER PRIMARY KEY,  -- 1, 2, 3, ... without gaps
               time REAL,                -- the decision's ``now``, seconds
@@ -61,14 +62,15 @@ from typing import IO, get_args
 import numpy as np
 
 from ..control.core import Action, ActionKind, Observation, Plan, State
+from ..control.forwards import Forwards
 from ..control.reasons import SITE_FIELDS, TEXT, Names, Reason, fields, render
 from ..errors import InputError
 
 FORMAT = "anyedge-journal"
 SCHEMA_VERSION = 2
 STATE_FORMAT = (
-    "zlib(npy forward, npy shift, npy withdrawn, npy last_change, npy withdrawn_cpu, "
-    "npy forward_cpu, npy shift_cpu)"
+    "zlib(npy forward (K,3), npy share (K,), npy cpu (K,), npy plans (1,), npy shift, "
+    "npy withdrawn, npy last_change, npy withdrawn_cpu, npy shift_cpu)"
 )
 KINDS = frozenset(get_args(ActionKind))
 
@@ -113,15 +115,20 @@ def observation_digest(obs: Observation) -> str:
 
 
 def pack_state(state: State) -> bytes:
-    """The state as bytes: its seven arrays as ``.npy``, one after the other, zlib'd."""
+    """The state as bytes: its arrays as ``.npy``, one after the other, zlib'd.  The
+    forwards are sparse — (K, 3) sites and plans, K shares, K CPU times — so a row is
+    as small as the moves in force, whatever the size of the network."""
+    f = state.forward
     buf = io.BytesIO()
     for a in (
-        state.forward,
+        np.stack([f.src, f.plan, f.dst], axis=1).astype(np.int64).reshape(-1, 3),
+        f.share,
+        f.cpu,
+        np.array([state.plans], dtype=np.int64),
         state.shift,
         state.withdrawn,
         state.last_change,
         state.moved_by_withdrawal(),
-        state.carried(),
         state.shifted(),
     ):
         np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
@@ -132,34 +139,38 @@ def unpack_state(blob: bytes) -> State:
     """The state packed by :func:`pack_state`; ``ValueError`` if the bytes are not one."""
     try:
         buf = io.BytesIO(zlib.decompress(blob))
-        forward, shift, withdrawn, last, moved, carried, shifted = (
-            np.load(buf, allow_pickle=False) for _ in range(7)
+        spd, share, cpu, plans, shift, withdrawn, last, moved, shifted = (
+            np.load(buf, allow_pickle=False) for _ in range(9)
         )
     except (zlib.error, EOFError, OSError, ValueError) as e:
         raise ValueError(f"not a packed state: {e}") from None
     if buf.read(1):
         raise ValueError("not a packed state: bytes after the last array")
-    if moved.shape != withdrawn.shape:
-        raise ValueError(f"withdrawn_cpu has shape {moved.shape}, not {withdrawn.shape}")
-    if carried.shape != forward.shape or shifted.shape != shift.shape:
-        raise ValueError("forward_cpu or shift_cpu does not match forward or shift")
     if last.ndim != 1:
         raise ValueError(f"last_change has shape {last.shape}, not (sites,)")
     s = last.shape[0]
-    if forward.ndim != 3 or forward.shape[0] != s or forward.shape[2] != s:
-        raise ValueError(f"forward has shape {forward.shape}, not ({s}, plans, {s})")
-    if shift.ndim != 1:
+    k = spd.shape[0] if spd.ndim == 2 else -1
+    if spd.ndim != 2 or spd.shape[1] != 3 or share.shape != (k,) or cpu.shape != (k,):
+        raise ValueError("the forwards are not (K, 3) sites and plans with K shares and CPUs")
+    if plans.shape != (1,):
+        raise ValueError("the number of plans is missing")
+    p = int(plans[0])
+    if k and (spd.min() < 0 or spd[:, [0, 2]].max() >= s or spd[:, 1].max() >= p):
+        raise ValueError(f"a forward names a site or plan beyond {s} sites and {p} plans")
+    if moved.shape != withdrawn.shape:
+        raise ValueError(f"withdrawn_cpu has shape {moved.shape}, not {withdrawn.shape}")
+    if shift.ndim != 1 or shifted.shape != shift.shape:
         raise ValueError(f"shift has shape {shift.shape}, not (sections,)")
     if withdrawn.ndim != 2 or withdrawn.shape[1] != s or withdrawn.dtype != np.bool_:
         raise ValueError(f"withdrawn is {withdrawn.dtype} {withdrawn.shape}, not bool (-, {s})")
     return State(
-        forward=forward,
+        forward=Forwards.of(spd[:, 0], spd[:, 1], spd[:, 2], share, cpu),
         shift=shift,
         withdrawn=withdrawn,
         last_change=last,
         withdrawn_cpu=moved,
-        forward_cpu=carried,
         shift_cpu=shifted,
+        plans=p,
     )
 
 
@@ -172,11 +183,10 @@ def _summary(plan: Plan, of_state: dict[str, object]) -> str:
 
 
 def _state_summary(state: State, names: Names) -> dict[str, object]:
-    fwd = state.forward
     return {
         "shape": {
-            "sites": int(fwd.shape[0]),
-            "plans": int(fwd.shape[1]),
+            "sites": state.sites,
+            "plans": state.plans,
             "sections": int(state.shift.shape[0]),
             "prefixes": int(state.withdrawn.shape[0]),
         },

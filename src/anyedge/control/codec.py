@@ -11,12 +11,14 @@ Manager do now?" for an observation written by hand or exported from a live syst
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .core import VISIBLE, Action, Config, Observation, Plan, State
+from .forwards import Forwards
 from .reasons import Names, fields, render
 
 
@@ -192,60 +194,68 @@ def _inferred(s: SiteObs) -> float:
 def state_from(doc: StateIn, names: Names) -> State:
     n, p = len(names.sites), len(names.plans)
     state = State.empty(n, p, len(names.sections), len(names.prefixes))
-    fwd, shift, wd, last = (
-        state.forward.copy(),
-        state.shift.copy(),
-        state.withdrawn.copy(),
-        state.last_change.copy(),
-    )
-    carried, shifted = state.carried().copy(), state.shifted().copy()
+    shift, wd, last = state.shift.copy(), state.withdrawn.copy(), state.last_change.copy()
+    shifted = state.shifted().copy()
+    entries: dict[tuple[int, int, int], tuple[float, float]] = {}
     for k, f in enumerate(doc.forward):
-        if f.plan not in names.plans:
+        plan = names.row("plans", f.plan)
+        if plan < 0:
             raise KeyError(f"forward[{k}].plan: unknown plan {f.plan!r}")
-        at = (
-            names.site(f.site, f"forward[{k}].site"),
-            names.plans.index(f.plan),
-            names.site(f.to, f"forward[{k}].to"),
-        )
-        fwd[at] = f.share
-        carried[at] = f.cpu if f.cpu is not None else 0.0
+        at = (names.site(f.site, f"forward[{k}].site"), plan, names.site(f.to, f"forward[{k}].to"))
+        entries[at] = (f.share, f.cpu if f.cpu is not None else 0.0)
     for k, x in enumerate(doc.shift):
-        if x.section not in names.sections:
+        row = names.row("sections", x.section)
+        if row < 0:
             raise KeyError(f"shift[{k}].section: unknown section {x.section!r}")
-        shift[names.sections.index(x.section)] = x.share
-        shifted[names.sections.index(x.section)] = x.cpu if x.cpu is not None else 0.0
+        shift[row] = x.share
+        shifted[row] = x.cpu if x.cpu is not None else 0.0
     for k, w in enumerate(doc.withdrawn):
-        if w.prefix not in names.prefixes:
+        q = names.row("prefixes", w.prefix)
+        if q < 0:
             raise KeyError(f"withdrawn[{k}].prefix: {w.prefix!r} is announced by no site")
-        wd[names.prefixes.index(w.prefix), names.site(w.site, f"withdrawn[{k}].site")] = True
+        wd[q, names.site(w.site, f"withdrawn[{k}].site")] = True
     for site, t in doc.last_change.items():
         last[names.site(site, "last_change")] = t
-    if np.any(fwd.sum(axis=2) > 1 + 1e-9):
+    keys = list(entries)
+    forward = Forwards.of(
+        [a for a, _, _ in keys],
+        [b for _, b, _ in keys],
+        [c for _, _, c in keys],
+        [entries[k][0] for k in keys],
+        [entries[k][1] for k in keys],
+    )
+    out = np.zeros((n, p))  # the share of each site's plan it forwards
+    np.add.at(out, (forward.src, forward.plan), forward.share)
+    if np.any(out > 1 + 1e-9):
         raise KeyError("forward: a site forwards more than all of a plan's traffic")
-    blind = (fwd.sum(axis=2) > 1 - VISIBLE)[:, :, None] & (fwd > 0) & (carried <= 0)
+    blind = (out[forward.src, forward.plan] > 1 - VISIBLE) & (forward.cpu <= 0)
     if blind.any():
-        s, p, d = (int(v[0]) for v in np.nonzero(blind))
+        k = int(np.flatnonzero(blind)[0])
+        s, pl, d = int(forward.src[k]), int(forward.plan[k]), int(forward.dst[k])
         raise KeyError(
-            f"forward: {names.sites[s]} forwards all its {names.plans[p]} traffic, so the "
+            f"forward: {names.sites[s]} forwards all its {names.plans[pl]} traffic, so the "
             f"site cannot see it: give the CPU time it carries (cpu) on the entry to "
             f"{names.sites[d]}"
         )
-    return State(fwd, shift, wd, last, forward_cpu=carried, shift_cpu=shifted)
+    return replace(
+        state, forward=forward, shift=shift, withdrawn=wd, last_change=last, shift_cpu=shifted
+    )
 
 
 def state_to(state: State, names: Names) -> dict[str, Any]:
-    s, p, d = np.nonzero(state.forward > 1e-12)
-    carried, shifted = state.carried(), state.shifted()
+    f, shifted = state.forward, state.shifted()
     return {
         "forward": [
             {
                 "site": names.sites[a],
                 "plan": names.plans[b],
                 "to": names.sites[c],
-                "share": float(state.forward[a, b, c]),
-                "cpu": float(carried[a, b, c]),
+                "share": float(sh),
+                "cpu": float(cp),
             }
-            for a, b, c in zip(s.tolist(), p.tolist(), d.tolist(), strict=True)
+            for a, b, c, sh, cp in zip(
+                f.src.tolist(), f.plan.tolist(), f.dst.tolist(), f.share, f.cpu, strict=True
+            )
         ],
         "shift": [
             {

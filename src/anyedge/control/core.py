@@ -50,12 +50,14 @@ to it is the one exception: the hand-back was not its choice).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from .forwards import TINY, Forwards
 from .reasons import Reason
 from .split import assign, can_accept, take_from_plans, to_move
 
@@ -63,6 +65,7 @@ FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.integer]
 BoolArray = npt.NDArray[np.bool_]
 
+CHUNK = 64  # receivers looked at a time, nearest first
 VISIBLE = 0.02  # a site that keeps less than this share of a plan cannot see its own traffic
 EPS = 1e-9
 
@@ -130,41 +133,69 @@ class Config:
     def movable_plans(self) -> BoolArray:
         return np.array([p not in self.protected for p in self.plans], dtype=np.bool_)
 
+    def nearest(self) -> IntArray:
+        """(S, S): each site's others by latency, nearest first; sorted once per latency
+        table (kept while the table lives: a configuration's arrays are not changed)."""
+        lat = self.latency_ms
+        got = _NEAREST.get(id(lat))
+        if got is None or got.shape != lat.shape:
+            got = np.argsort(lat, axis=1, kind="stable")
+            _NEAREST[id(lat)] = got
+            weakref.finalize(lat, _NEAREST.pop, id(lat), None)
+        return got
+
+
+_NEAREST: dict[int, IntArray] = {}
+
 
 @dataclass(frozen=True)
 class State:
-    """The moves in force."""
+    """The moves in force.  ``forward`` is a sparse :class:`~.forwards.Forwards` table;
+    a dense (S, P, S) array of shares (with ``forward_cpu`` beside it) is accepted and
+    turned into one, for small networks written by hand."""
 
-    forward: FloatArray  # (S, P, S): share of site s's plan p traffic sent to site d
+    forward: Forwards
     shift: FloatArray  # (X,): share of each section's traffic moved to its sister sections
     withdrawn: BoolArray  # (Q, S): prefix q withdrawn at site s by the Traffic Manager
     last_change: FloatArray  # (S,) time of the last change at each site
     withdrawn_cpu: FloatArray | None = None  # (Q, S): CPU ms/s the withdrawal moved away
-    forward_cpu: FloatArray | None = None  # (S, P, S): CPU ms/s each forward carried
+    forward_cpu: FloatArray | None = None  # with a dense ``forward`` only: its CPU time
     shift_cpu: FloatArray | None = None  # (X,): CPU ms/s each shift carried
+    plans: int = 0  # how many plans (a dense ``forward`` says it itself)
+
+    def __post_init__(self) -> None:
+        f = self.forward
+        if not isinstance(f, Forwards):
+            a = np.asarray(f, dtype=np.float64)
+            object.__setattr__(self, "forward", Forwards.from_dense(a, self.forward_cpu))
+            object.__setattr__(self, "forward_cpu", None)
+            object.__setattr__(self, "plans", int(a.shape[1]))
 
     @classmethod
     def empty(cls, sites: int, plans: int, sections: int = 0, prefixes: int = 0) -> State:
         return cls(
-            np.zeros((sites, plans, sites)),
+            Forwards.empty(),
             np.zeros(sections),
             np.zeros((prefixes, sites), dtype=np.bool_),
             np.full(sites, -np.inf),
             np.zeros((prefixes, sites)),
-            np.zeros((sites, plans, sites)),
+            None,
             np.zeros(sections),
+            plans,
         )
+
+    @property
+    def sites(self) -> int:
+        return int(self.last_change.shape[0])
+
+    def shares(self) -> FloatArray:
+        """The forwards as a dense (S, P, S) array of shares (small networks, tests)."""
+        return self.forward.dense(self.sites, self.plans)
 
     def moved_by_withdrawal(self) -> FloatArray:
         if self.withdrawn_cpu is None or self.withdrawn_cpu.shape != self.withdrawn.shape:
             return np.zeros(self.withdrawn.shape)
         return self.withdrawn_cpu
-
-    def carried(self) -> FloatArray:
-        """(S, P, S) CPU ms/s each forward carried when last decided (0 where unknown)."""
-        if self.forward_cpu is None or self.forward_cpu.shape != self.forward.shape:
-            return np.zeros(self.forward.shape)
-        return self.forward_cpu
 
     def shifted(self) -> FloatArray:
         if self.shift_cpu is None or self.shift_cpu.shape != self.shift.shape:
@@ -172,10 +203,10 @@ class State:
         return self.shift_cpu
 
     def forwarding(self) -> BoolArray:
-        return np.asarray(self.forward.sum(axis=(1, 2)) > 1e-12)
+        return self.forward.forwarding(self.sites)
 
     def receiving(self) -> BoolArray:
-        return np.asarray(self.forward.sum(axis=(0, 1)) > 1e-12)
+        return self.forward.receiving(self.sites)
 
 
 ActionKind = Literal["forward", "revert", "handback", "shift", "withdraw", "announce", "hold"]
@@ -201,8 +232,8 @@ class Action:
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
-    # the CPU ms/s each forward in force carried on the observation decided on
-    carried: FloatArray | None = field(default=None, compare=False, repr=False)
+    # the forwards in force, with the CPU ms/s each carried on the observation decided on
+    carried: Forwards | None = field(default=None, compare=False, repr=False)
 
     def of(self, kind: ActionKind) -> list[Action]:
         return [a for a in self.actions if a.kind == kind]
@@ -248,14 +279,13 @@ class Flows:
 def flows(obs: Observation, state: State) -> Flows:
     """What each forward carries on this observation (see the module doc)."""
     f = state.forward
-    s, p, d = np.nonzero(f > 1e-12)
-    share = f[s, p, d]
+    s, p, d, share = f.src, f.plan, f.dst, f.share
     if obs.arriving is not None:
         arriving = np.asarray(obs.arriving, dtype=np.float64)
         return Flows(s, p, d, share, arriving[s, p] * share, arriving)
     served = np.asarray(obs.cpu, dtype=np.float64)
-    kept = np.clip(1.0 - f.sum(axis=2), 0.0, 1.0)  # (S, P)
-    recorded = state.carried()[s, p, d]
+    kept = f.kept(obs.sites, obs.plans)  # (S, P)
+    recorded = f.cpu
     visible = kept[s, p] >= VISIBLE
     cpu = recorded.copy()
     for _ in range(max(1, min(s.size, 64))):  # one pass per link of the longest chain
@@ -314,10 +344,14 @@ class _Decision:
         self.load = np.asarray(total, dtype=np.float64).copy()  # after the actions so far
         self.budget = cfg.max_move_share * float(total.sum())
         self.fl = flows(obs, state)
-        self.carried_now = np.zeros(state.forward.shape)
-        self.carried_now[self.fl.src, self.fl.plan, self.fl.dst] = self.fl.cpu
-        self.share = state.forward.copy()  # the shares after the actions so far
-        self.sent = self.carried_now.copy()  # ... and the CPU time they carry
+        self.carried_now = state.forward.with_cpu(self.fl.cpu)
+        # the forwards after the actions so far: (src, plan, dst) -> [share, CPU ms/s]
+        self.fw: dict[tuple[int, int, int], list[float]] = {
+            (int(a), int(b), int(c)): [float(sh), float(cp)]
+            for a, b, c, sh, cp in zip(
+                self.fl.src, self.fl.plan, self.fl.dst, self.fl.share, self.fl.cpu, strict=True
+            )
+        }
         fwd = np.zeros_like(self.fl.arriving)
         np.add.at(fwd, (self.fl.src, self.fl.plan), self.fl.cpu)
         self.own_left = np.maximum(self.fl.arriving - fwd, 0.0)  # own traffic still served
@@ -331,7 +365,9 @@ class _Decision:
         self.live = _live(cfg, state, n)
         self.out: list[Action] = []
         self.guarded = np.zeros(n, dtype=np.bool_)
-        self.out_share = self.share.sum(axis=(1, 2))  # (S,) kept up to date with share
+        self.out_share = np.bincount(self.fl.src, weights=self.fl.share, minlength=n)
+        self.total = np.asarray(total, dtype=np.float64)
+        self.rec = np.zeros(n, dtype=np.bool_)  # receivers, set when relieving starts
         self.handed = np.zeros(n, dtype=np.bool_)  # sites that handed traffic back
 
     # -- helpers
@@ -339,12 +375,20 @@ class _Decision:
     def u(self) -> FloatArray:
         """Utilisation after the actions so far (unknown capacity: as observed)."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            delta = np.where(self.cap > 0, (self.load - self.obs.cpu.sum(axis=1)) / self.cap, 0)
+            delta = np.where(self.cap > 0, (self.load - self.total) / self.cap, 0)
         return np.asarray(self.obs.utilisation + delta)
+
+    def u_at(self, s: int) -> float:
+        delta = (self.load[s] - self.total[s]) / self.cap[s] if self.cap[s] > 0 else 0.0
+        return float(self.obs.utilisation[s] + delta)
 
     def receivers(self) -> BoolArray:
         """Fresh sites below acceptable, forwarding nothing, with nothing withdrawn."""
-        withdrawn = self.state.withdrawn.any(axis=0) if self.state.withdrawn.size else False
+        withdrawn = (
+            self.state.withdrawn.any(axis=0)
+            if self.state.withdrawn.size
+            else np.zeros(self.obs.sites, dtype=np.bool_)
+        )
         return np.asarray(
             self.fresh
             & (self.out_share <= 1e-12)
@@ -355,8 +399,8 @@ class _Decision:
             & (self.u() < self.cfg.acceptable)
         )
 
-    def room(self) -> FloatArray:
-        return np.asarray(np.maximum(self.cap * self.cfg.acceptable - self.load, 0.0))
+    def room(self, at: IntArray) -> FloatArray:
+        return np.asarray(np.maximum(self.cap[at] * self.cfg.acceptable[at] - self.load[at], 0.0))
 
     def move(self, s: int, p: int, r: int, cpu: float) -> None:
         """Book ``cpu`` ms/s of s's plan p moving to r (negative: coming back from r)."""
@@ -396,12 +440,10 @@ class _Decision:
                     maximum=float(self.cfg.maximum[h]),
                     cpu=c,
                 )
-                share = float(self.share[s, p, h])
+                share = self.fw.pop((s, p, h))[0]
                 self.out.append(Action("handback", s, why, plan=p, to=h, share=share, cpu=c))
                 self.move(s, p, h, -c)
-                self.share[s, p, h] = 0.0
                 self.out_share[s] -= share
-                self.sent[s, p, h] = 0.0
                 self.own_left[s, p] += c
                 self.returned[s] += c
                 self.returned_by[s] = h
@@ -514,8 +556,9 @@ class _Decision:
                     min_interval_s=cfg.min_interval,
                 )
             )
+        self.rec = self.receivers()
         for s in over[np.argsort(-u[over], kind="stable")].tolist():
-            us = float(self.u()[s])
+            us = self.u_at(s)
             need = float(to_move(self.load[s], us, cfg.target[s]))
             if us <= cfg.maximum[s] or need <= EPS:
                 continue
@@ -542,14 +585,29 @@ class _Decision:
         nearest receivers first; a hold says what could not be placed, and why."""
         cfg = self.cfg
         lat = cfg.latency_ms[s]
-        ok = self.receivers() & ~avoid & np.isfinite(lat)
-        ok[s] = False
-        order = np.flatnonzero(ok)
-        order = order[np.argsort(lat[order], kind="stable")]
-        room = self.room()[order]
         movable = float(self.own_left[s][self.movable].sum())
         budget = max(self.budget, 0.0)
-        amount = min(need, budget, movable, float(room.sum()))
+        goal = min(need, budget, movable)
+        # receivers nearest first, walked in chunks until their room covers the goal:
+        # the order of each site's neighbours is sorted once per configuration
+        nearest = cfg.nearest()[s]
+        picked: list[IntArray] = []
+        found, start, exhausted = 0.0, 0, True
+        while start < nearest.size:
+            chunk = nearest[start : start + CHUNK]
+            start += CHUNK
+            chunk = chunk[self.rec[chunk] & ~avoid[chunk] & (chunk != s)]
+            chunk = chunk[np.isfinite(lat[chunk])]
+            chunk = chunk[self.room(chunk) > EPS]
+            picked.append(chunk)
+            found += float(self.room(chunk).sum())
+            if found >= goal:
+                exhausted = start >= nearest.size and found <= goal
+                break
+        order = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+        room = self.room(order)
+        room_known = float(room.sum()) if exhausted else np.inf
+        amount = min(goal, float(room.sum()))
         moved = 0.0
         if amount > EPS:
             taken = take_from_plans(amount, self.own_left[s], self.movable)
@@ -562,14 +620,16 @@ class _Decision:
                 why = Reason.of(code, **fields, receiver=r, latency_ms=float(lat[r]))
                 self.out.append(Action("forward", s, why, plan=p, to=r, share=c / arriving, cpu=c))
                 self.move(s, p, r, c)
-                self.share[s, p, r] += c / arriving
+                entry = self.fw.setdefault((s, p, r), [0.0, 0.0])
+                entry[0] += c / arriving
+                entry[1] += c
                 self.out_share[s] += c / arriving
-                self.sent[s, p, r] += c
                 self.own_left[s, p] -= c
                 moved += c
+            self.rec[s] = False  # a site that forwards receives nothing
         left = need - moved
         if left > max(EPS, 1e-6 * need):
-            if movable < need - EPS and movable <= min(budget, float(room.sum())) + EPS:
+            if movable < need - EPS and movable <= min(budget, room_known) + EPS:
                 protected = ", ".join(
                     p for p, m in zip(cfg.plans, self.movable, strict=True) if not m
                 )
@@ -584,7 +644,7 @@ class _Decision:
                         protected=protected or "no plan",
                     )
                 )
-            elif budget < need - EPS and budget <= float(room.sum()) + EPS:
+            elif budget < need - EPS and budget <= room_known + EPS:
                 self.out.append(
                     hold(
                         s,
@@ -679,8 +739,9 @@ class _Decision:
 
     def revert(self, s: int) -> None:
         cfg = self.cfg
-        fwd = self.sent[s]  # (P, S) CPU ms/s forwarded now
         arriving = self.fl.arriving[s]
+        mine = [k for k in self.fw if k[0] == s]
+        sent = float(sum(self.fw[k][1] for k in mine))
         # a step of what is forwarded, but never less than a floor, so that the last
         # crumbs come back too instead of shrinking geometrically for ever; never past
         # acceptable; within what this decision may still move
@@ -690,35 +751,36 @@ class _Decision:
             if self.cap[s] > 0
             else 0.0
         )
-        budget = min(room, max(cfg.revert_step * float(fwd.sum()), floor), max(self.budget, 0.0))
+        budget = min(room, max(cfg.revert_step * sent, floor), max(self.budget, 0.0))
         used = 0.0
-        far_first = np.argsort(-cfg.latency_ms[s], kind="stable")
         u = float(self.obs.utilisation[s])
-        for p in range(self.obs.plans - 1, -1, -1):
-            for d in far_first.tolist():
-                share = float(self.share[s, p, d])
-                if share <= 1e-12:
-                    continue
-                if fwd[p, d] <= EPS:  # no traffic of the plan left: nothing moves by coming back
-                    why = Reason.of("revert_idle", plan=p, receiver=d)
-                    self.out.append(Action("revert", s, why, plan=p, to=d, share=share, cpu=0.0))
-                    self.share[s, p, d] = 0.0
-                    self.out_share[s] -= share
-                    self.changed[s] = True
-                    continue
-                c = min(float(fwd[p, d]), budget - used)
-                if c <= EPS:
-                    continue
-                back = share if c >= fwd[p, d] - EPS else min(c / float(arriving[p]), share)
-                why = Reason.of(
-                    "revert", utilisation=u, acceptable=float(cfg.acceptable[s]), cpu=c, receiver=d
-                )
-                self.out.append(Action("revert", s, why, plan=p, to=d, share=back, cpu=c))
-                self.move(s, p, d, -c)
-                self.share[s, p, d] -= back
-                self.out_share[s] -= back
-                self.sent[s, p, d] -= c
-                used += c
+        lat = cfg.latency_ms[s]
+        # highest-priority plan first, farthest receiver first
+        for key in sorted(mine, key=lambda k: (-k[1], -lat[k[2]], k[2])):
+            _, p, d = key
+            share, fwd = self.fw[key]
+            if fwd <= EPS:  # no traffic of the plan left: nothing moves by coming back
+                why = Reason.of("revert_idle", plan=p, receiver=d)
+                self.out.append(Action("revert", s, why, plan=p, to=d, share=share, cpu=0.0))
+                del self.fw[key]
+                self.out_share[s] -= share
+                self.changed[s] = True
+                continue
+            c = min(fwd, budget - used)
+            if c <= EPS:
+                continue
+            back = share if c >= fwd - EPS else min(c / float(arriving[p]), share)
+            why = Reason.of(
+                "revert", utilisation=u, acceptable=float(cfg.acceptable[s]), cpu=c, receiver=d
+            )
+            self.out.append(Action("revert", s, why, plan=p, to=d, share=back, cpu=c))
+            self.move(s, p, d, -c)
+            if back >= share - TINY:
+                del self.fw[key]
+            else:
+                self.fw[key] = [share - back, fwd - c]
+            self.out_share[s] -= back
+            used += c
 
     def announce_back(self) -> None:
         """Announce again, one prefix per decision, where the site has room for it.
@@ -771,25 +833,25 @@ def _live(cfg: Config, state: State, n: int) -> BoolArray:
 
 def apply(state: State, plan: Plan, now: float) -> State:
     """The state after the plan's actions are carried out."""
-    fwd, shift, wd, last = (
-        state.forward.copy(),
-        state.shift.copy(),
-        state.withdrawn.copy(),
-        state.last_change.copy(),
-    )
-    carried = (plan.carried if plan.carried is not None else state.carried()).copy()
+    shift, wd, last = state.shift.copy(), state.withdrawn.copy(), state.last_change.copy()
+    base = plan.carried if plan.carried is not None else state.forward
+    fw: dict[tuple[int, int, int], list[float]] = {
+        (int(a), int(b), int(c)): [float(sh), float(cp)]
+        for a, b, c, sh, cp in zip(base.src, base.plan, base.dst, base.share, base.cpu, strict=True)
+    }
     shifted = state.shifted().copy()
     moved = state.moved_by_withdrawal().copy()
     for a in plan.actions:
         if a.kind == "forward":
-            fwd[a.site, a.plan, a.to] += a.share
-            carried[a.site, a.plan, a.to] += a.cpu
+            entry = fw.setdefault((a.site, a.plan, a.to), [0.0, 0.0])
+            entry[0] += a.share
+            entry[1] += a.cpu
         elif a.kind in ("revert", "handback"):
-            left = fwd[a.site, a.plan, a.to] - a.share
-            gone = left <= 1e-12
-            fwd[a.site, a.plan, a.to] = 0.0 if gone else left
-            c = carried[a.site, a.plan, a.to] - a.cpu
-            carried[a.site, a.plan, a.to] = 0.0 if gone else max(c, 0.0)
+            entry = fw.get((a.site, a.plan, a.to), [0.0, 0.0])
+            entry[0] -= a.share
+            entry[1] = max(entry[1] - a.cpu, 0.0)
+            if entry[0] <= TINY:
+                fw.pop((a.site, a.plan, a.to), None)
         elif a.kind == "shift":
             shift[a.section] = min(max(shift[a.section] + a.share, 0.0), 1.0)
             shifted[a.section] = (
@@ -808,14 +870,20 @@ def apply(state: State, plan: Plan, now: float) -> State:
         last[a.site] = now
         if a.kind == "handback":
             last[a.to] = now
-    carried[fwd <= 1e-12] = 0.0
+    keys = list(fw)
+    forward = Forwards.of(
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [fw[k][0] for k in keys],
+        [fw[k][1] for k in keys],
+    )
     return replace(
         state,
-        forward=fwd,
+        forward=forward,
         shift=shift,
         withdrawn=wd,
         last_change=last,
         withdrawn_cpu=moved,
-        forward_cpu=carried,
         shift_cpu=shifted,
     )

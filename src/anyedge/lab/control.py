@@ -123,11 +123,13 @@ class LabActuator:
         sites = self.plan.sites
         ports = self.plan.ports
         for i, n in enumerate(sites):
+            f = state.forward
             shares = [
-                nft.Share(ports[p], str(sites[d].site), float(state.forward[i, p, d]))
-                for p in range(state.forward.shape[1])
-                for d in range(state.forward.shape[2])
-                if state.forward[i, p, d] > 1e-9
+                nft.Share(ports[int(p)], str(sites[int(d)].site), float(sh))
+                for p, d, sh in zip(
+                    f.plan[f.src == i], f.dst[f.src == i], f.share[f.src == i], strict=True
+                )
+                if sh > 1e-9
             ]
             fwd.set(str(n.site), shares)
         self.enforced.append(now)

@@ -384,8 +384,6 @@ class _Run:
         self.m: _TickOut | None = None  # the last tick
         self._arr_key: object = None
         self._arr: tuple[FloatArray, FloatArray, float] = (np.zeros(0), np.zeros(0), 0.0)
-        self._fwd_key: object = None
-        self._fwd: tuple[npt.NDArray[np.int64], ...] = ()
         self._wd_key: object = None
         self._wd_cache: list[npt.NDArray[np.bool_]] = []
         self._wd_sites: list[int] = []
@@ -605,19 +603,16 @@ class _Run:
         return self._arr
 
     def _forwarding(self) -> tuple[npt.NDArray[np.int64], ...]:
-        """The (site, plan, receiver) triples the state forwards, and their shares."""
-        if self._fwd_key is not self.state.forward:
-            s, p, d = np.nonzero(self.state.forward > 0)
-            self._fwd = (s, p, d)
-            self._fwd_key = self.state.forward
-        return self._fwd
+        """The (site, plan, receiver) triples the state forwards."""
+        f = self.state.forward
+        return (f.src, f.plan, f.dst)
 
     def _tick(self, demand: FloatArray, dt: float) -> _TickOut:
         t, st = self.t, self.state
         rps_plan, cpu_plan, unrouted = self._arriving(demand)  # (S, P) arriving
         # Plurimog: shares of each plan forwarded to other sites
         fs, fp, fd = self._forwarding()
-        share = st.forward[fs, fp, fd]
+        share = st.forward.share
         o_cpu, o_rps = cpu_plan[fs, fp] * share, rps_plan[fs, fp] * share
         out_cpu_s = _bins(fs, o_cpu, t.S)
         in_cpu_s = _bins(fd, o_cpu, t.S)
