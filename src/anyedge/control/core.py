@@ -50,6 +50,7 @@ to it is the one exception: the hand-back was not its choice).
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -59,13 +60,13 @@ import numpy.typing as npt
 
 from .forwards import TINY, Forwards
 from .reasons import Reason
-from .split import assign, can_accept, take_from_plans, to_move
+from .split import can_accept, to_move
 
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.integer]
 BoolArray = npt.NDArray[np.bool_]
 
-CHUNK = 64  # receivers looked at a time, nearest first
+CHUNK = 128  # receivers looked at a time, nearest first
 VISIBLE = 0.02  # a site that keeps less than this share of a plan cannot see its own traffic
 EPS = 1e-9
 
@@ -368,6 +369,8 @@ class _Decision:
         self.out_share = np.bincount(self.fl.src, weights=self.fl.share, minlength=n)
         self.total = np.asarray(total, dtype=np.float64)
         self.rec = np.zeros(n, dtype=np.bool_)  # receivers, set when relieving starts
+        self.capacc = self.cap * cfg.acceptable  # CPU ms/s at each site's acceptable
+        self.movable_list = self.movable.tolist()
         self.handed = np.zeros(n, dtype=np.bool_)  # sites that handed traffic back
 
     # -- helpers
@@ -400,7 +403,7 @@ class _Decision:
         )
 
     def room(self, at: IntArray) -> FloatArray:
-        return np.asarray(np.maximum(self.cap[at] * self.cfg.acceptable[at] - self.load[at], 0.0))
+        return np.asarray(np.maximum(self.capacc[at] - self.load[at], 0.0))
 
     def move(self, s: int, p: int, r: int, cpu: float) -> None:
         """Book ``cpu`` ms/s of s's plan p moving to r (negative: coming back from r)."""
@@ -559,7 +562,8 @@ class _Decision:
         self.rec = self.receivers()
         for s in over[np.argsort(-u[over], kind="stable")].tolist():
             us = self.u_at(s)
-            need = float(to_move(self.load[s], us, cfg.target[s]))
+            load = float(self.load[s])
+            need = load - load * float(cfg.target[s]) / us if us > 0 else 0.0
             if us <= cfg.maximum[s] or need <= EPS:
                 continue
             if not self.forward_ok[s]:
@@ -585,48 +589,73 @@ class _Decision:
         nearest receivers first; a hold says what could not be placed, and why."""
         cfg = self.cfg
         lat = cfg.latency_ms[s]
-        movable = float(self.own_left[s][self.movable].sum())
+        own = self.own_left[s].tolist()  # plain floats: a handful of plans
+        movable = sum(c for c, m in zip(own, self.movable_list, strict=True) if m)
         budget = max(self.budget, 0.0)
         goal = min(need, budget, movable)
         # receivers nearest first, walked in chunks until their room covers the goal:
         # the order of each site's neighbours is sorted once per configuration
         nearest = cfg.nearest()[s]
+        eligible = self.rec if not avoid.any() else self.rec & ~avoid
         picked: list[IntArray] = []
+        rooms: list[FloatArray] = []
         found, start, exhausted = 0.0, 0, True
         while start < nearest.size:
             chunk = nearest[start : start + CHUNK]
             start += CHUNK
-            chunk = chunk[self.rec[chunk] & ~avoid[chunk] & (chunk != s)]
-            chunk = chunk[np.isfinite(lat[chunk])]
-            chunk = chunk[self.room(chunk) > EPS]
-            picked.append(chunk)
-            found += float(self.room(chunk).sum())
+            chunk = chunk[eligible[chunk]]
+            room = self.capacc[chunk] - self.load[chunk]
+            ok = (room > EPS) & np.isfinite(lat[chunk])
+            picked.append(chunk[ok])
+            rooms.append(room[ok])
+            found += float(room[ok].sum())
             if found >= goal:
                 exhausted = start >= nearest.size and found <= goal
                 break
-        order = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
-        room = self.room(order)
-        room_known = float(room.sum()) if exhausted else np.inf
-        amount = min(goal, float(room.sum()))
+        order = np.concatenate(picked).tolist() if picked else []
+        room_l = np.concatenate(rooms).tolist() if rooms else []
+        room_known = found if exhausted else math.inf
+        amount = min(goal, found)
         moved = 0.0
         if amount > EPS:
-            taken = take_from_plans(amount, self.own_left[s], self.movable)
-            split = assign(taken, order, room)
-            plans, cols = np.nonzero(split.cpu > EPS)
-            for k in np.lexsort((cols, -plans)).tolist():  # highest priority, nearest first
-                p, r = int(plans[k]), int(split.receivers[cols[k]])
-                c = float(split.cpu[plans[k], cols[k]])
+            # what moves: plans lowest priority first; where: nearest first, the
+            # highest-priority plan to the nearest (split.take_from_plans and assign,
+            # on plain floats)
+            taken = [0.0] * len(own)
+            left_to_take = amount
+            for p, c in enumerate(own):
+                if self.movable_list[p] and left_to_take > 0:
+                    taken[p] = min(c, left_to_take)
+                    left_to_take -= taken[p]
+            base = tuple((k, float(v)) for k, v in fields.items())
+            r_i = 0
+            for p in range(len(own) - 1, -1, -1):
                 arriving = float(self.fl.arriving[s, p])
-                why = Reason.of(code, **fields, receiver=r, latency_ms=float(lat[r]))
-                self.out.append(Action("forward", s, why, plan=p, to=r, share=c / arriving, cpu=c))
-                self.move(s, p, r, c)
-                entry = self.fw.setdefault((s, p, r), [0.0, 0.0])
-                entry[0] += c / arriving
-                entry[1] += c
-                self.out_share[s] += c / arriving
-                self.own_left[s, p] -= c
-                moved += c
+                while taken[p] > EPS and r_i < len(order):
+                    c = min(taken[p], room_l[r_i])
+                    r = int(order[r_i])
+                    taken[p] -= c
+                    room_l[r_i] -= c
+                    if room_l[r_i] <= 1e-12:
+                        r_i += 1
+                    if c <= EPS:
+                        continue
+                    why = Reason(
+                        code, (*base, ("receiver", float(r)), ("latency_ms", float(lat[r])))
+                    )
+                    self.out.append(
+                        Action("forward", s, why, plan=p, to=r, share=c / arriving, cpu=c)
+                    )
+                    self.move(s, p, r, c)
+                    entry = self.fw.setdefault((s, p, r), [0.0, 0.0])
+                    entry[0] += c / arriving
+                    entry[1] += c
+                    self.out_share[s] += c / arriving
+                    self.own_left[s, p] -= c
+                    moved += c
             self.rec[s] = False  # a site that forwards receives nothing
+            full = [order[i] for i in range(min(r_i, len(order)))]
+            self.rec[full] = False  # filled to acceptable: no room left this decision
         left = need - moved
         if left > max(EPS, 1e-6 * need):
             if movable < need - EPS and movable <= min(budget, room_known) + EPS:

@@ -1,0 +1,202 @@
+"""Benchmark: how one Traffic Manager decision, and the whole ``control plan`` command,
+grow with the number of sites.
+
+Synthetic networks of 300, 3,000 and 10,000 sites: sites scattered over a plane,
+latency proportional to distance, four plans, a tenth of the sites above their maximum
+and a few hundred forwards already in force (so reverts and hand-backs have work too).
+For each size it prints the median time of one decision (the first decision also sorts
+each site's neighbours once per latency table; it is shown apart), and, where the
+machine can hold it, the same decision by the dense core that kept a (sites, plans,
+sites) array of shares and copied it per decision (the code before the sparse state,
+taken from git), with the ratio.  Then ``anyedge control plan`` as a whole process on a
+3,000-site observation file that gives every latency pair.
+
+Targets (issue 13): a decision at 3,000 sites under 20 ms; cost growing no faster
+than sites × log(sites) for a fixed share of overloaded sites; ``control plan`` for
+3,000 sites with every latency pair under 5 s whole.
+
+Run: ``python bench/bench_control_scale.py [--quick]`` (``--quick``: 300 and 3,000
+sites, no command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from anyedge.control.core import Config, Observation, State, apply, decide
+
+ROOT = Path(__file__).resolve().parent.parent
+DENSE_COMMIT = "a379304"  # main before the sparse state: the dense core
+
+
+def network(n: int, seed: int = 1) -> tuple[Observation, State, Config]:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 10_000, (n, 2))  # km
+    lat = 2.0 + np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1)) / 100.0
+    cap = rng.uniform(5_000, 50_000, n)
+    u = rng.uniform(0.2, 0.7, n)
+    hot = rng.choice(n, n // 10, replace=False)
+    u[hot] = rng.uniform(0.92, 1.3, hot.size)
+    mix = rng.dirichlet(np.ones(4), n)
+    cpu = (cap * u)[:, None] * mix
+    cfg = Config(
+        maximum=np.full(n, 0.9),
+        target=np.full(n, 0.85),
+        acceptable=np.full(n, 0.75),
+        latency_ms=lat,
+        max_move_share=1.0,
+    )
+    obs = Observation(utilisation=u, cpu=cpu, age=np.zeros(n), capacity=cap)
+    # a few hundred forwards in force, from calm sites to their neighbours
+    state = State.empty(n, 4)
+    first = decide(obs, state, cfg, 0.0)
+    state = apply(state, first, 0.0)
+    return obs, state, cfg
+
+
+def timed(fn: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def dense_core() -> ModuleType | None:
+    """The dense core, from git, as a module of its own (None if git cannot give it)."""
+    tmp = Path(tempfile.mkdtemp(prefix="anyedge-dense-"))
+    pkg = tmp / "anyedge_dense"
+    pkg.mkdir()
+    for name in ("core", "split", "reasons"):
+        r = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{DENSE_COMMIT}:src/anyedge/control/{name}.py"],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            return None
+        (pkg / f"{name}.py").write_text(r.stdout)
+    (pkg / "__init__.py").write_text("")
+    spec = importlib.util.spec_from_file_location(
+        "anyedge_dense", pkg / "__init__.py", submodule_search_locations=[str(pkg)]
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["anyedge_dense"] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module("anyedge_dense.core")
+
+
+def one_size(n: int, dense: ModuleType | None) -> None:
+    obs, state, cfg = network(n)
+    cfg = Config(**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__})  # a fresh table
+    t0 = time.perf_counter()
+    decide(obs, state, cfg, 1_000.0)
+    first = time.perf_counter() - t0
+    t = timed(lambda: decide(obs, state, cfg, 1_000.0), 7 if n <= 3_000 else 3)
+    line = (
+        f"{n:>6,} sites, {len(state.forward):>4} forwards in force: decision {1e3 * t:8.1f} ms "
+        f"(first {1e3 * first:8.1f} ms, sorting neighbours)"
+    )
+    if dense is not None and n <= 3_000:
+        dstate = dense.State(
+            state.shares(),
+            state.shift,
+            state.withdrawn,
+            state.last_change,
+        )
+        dcfg = dense.Config(
+            maximum=cfg.maximum,
+            target=cfg.target,
+            acceptable=cfg.acceptable,
+            latency_ms=cfg.latency_ms,
+            max_move_share=1.0,
+        )
+        td = timed(lambda: dense.decide(obs, dstate, dcfg, 1_000.0), 3)
+        line += f"; dense core {1e3 * td:8.1f} ms, x{td / t:.1f}"
+    print(line, flush=True)
+    return None
+
+
+def plan_file(n: int, path: Path) -> None:
+    obs, _, cfg = network(n)
+    names = [f"S{i:05d}" for i in range(n)]
+    plans = ["free", "pro", "business", "enterprise"]
+    lat = cfg.latency_ms
+    doc = {
+        "now": 1_000.0,
+        "plans": plans,
+        "sites": [
+            {
+                "site": names[i],
+                "utilisation": float(obs.utilisation[i]),
+                "cpu": {p: float(obs.cpu[i, k]) for k, p in enumerate(plans)},
+                "capacity": float(obs.site_capacity()[i]),
+            }
+            for i in range(n)
+        ],
+        "latency_ms": {
+            names[i]: {names[j]: round(float(lat[i, j]), 2) for j in range(i + 1, n)}
+            for i in range(n - 1)
+        },
+        "settings": {"max_move_share": 1.0},
+    }
+    path.write_text(json.dumps(doc, separators=(",", ":")))
+
+
+def command(n: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "obs.json"
+        plan_file(n, f)
+        pairs = n * (n - 1) // 2
+        size = f.stat().st_size / 1e6
+        argv = [sys.executable, "-m", "anyedge", "control", "plan", "--input", str(f), "--json"]
+        t0 = time.perf_counter()
+        r = subprocess.run(argv, capture_output=True, text=True)
+        took = time.perf_counter() - t0
+        if r.returncode != 0:
+            print(r.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(f"control plan failed with status {r.returncode}")
+        moves = sum(a["kind"] == "forward" for a in json.loads(r.stdout)["actions"])
+        print(
+            f"anyedge control plan, {n:,} sites, {pairs:,} latency pairs ({size:.0f} MB): "
+            f"{took:.2f} s whole, {moves} forwards",
+            flush=True,
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="300 and 3,000 sites, no command")
+    args = ap.parse_args()
+    dense = dense_core()
+    if dense is None:
+        print("(no git history here: the dense core's column is left out)")
+    sizes = [300, 3_000] if args.quick else [300, 3_000, 10_000]
+    for n in sizes:
+        one_size(n, dense)
+    print(
+        "n log n from 300 to 3,000 sites is x"
+        f"{3_000 * math.log(3_000) / (300 * math.log(300)):.1f}; "
+        f"from 3,000 to 10,000 x{10_000 * math.log(10_000) / (3_000 * math.log(3_000)):.1f}"
+    )
+    if not args.quick:
+        command(3_000)
+
+
+if __name__ == "__main__":
+    main()
