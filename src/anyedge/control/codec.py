@@ -130,19 +130,19 @@ def observation_from(doc: ObservationIn) -> tuple[Observation, Config, Names]:
     lat = np.full((n, n), math.inf)
     np.fill_diagonal(lat, 0.0)
     row_of = {name: i for i, name in enumerate(sites)}
-    for a, row in doc.latency_ms.items():
+    for a, row in doc.latency_ms.items():  # one row at a time, its entries as arrays
         i = row_of.get(a, -1)
         if i < 0:
             raise KeyError(f"latency_ms: unknown site {a!r}")
-        for b, ms in row.items():
-            j = row_of.get(b, -1)
-            if j < 0:
-                raise KeyError(f"latency_ms.{a}: unknown site {b!r}")
-            if b == a:
-                raise KeyError(f"latency_ms.{a}.{b}: a site's latency to itself is 0")
-            lat[i, j] = ms
-            if not math.isfinite(lat[j, i]):
-                lat[j, i] = ms
+        js = np.fromiter((row_of.get(b, -1) for b in row), dtype=np.int64, count=len(row))
+        if js.size and js.min() < 0:
+            bad = next(b for b in row if b not in row_of)
+            raise KeyError(f"latency_ms.{a}: unknown site {bad!r}")
+        if np.any(js == i):
+            raise KeyError(f"latency_ms.{a}.{a}: a site's latency to itself is 0")
+        lat[i, js] = np.fromiter(row.values(), dtype=np.float64, count=len(row))
+    # one direction is enough: a pair given one way only is the same the other way
+    lat = np.where(np.isfinite(lat), lat, lat.T)
     obs = Observation(
         utilisation=np.array([s.utilisation for s in doc.sites]),
         cpu=np.array([[s.cpu.get(p, 0.0) for p in plans] for s in doc.sites]).reshape(n, -1),
