@@ -1834,6 +1834,12 @@ _JS = """
     });
   });
   if (hours) { hours.addEventListener("change", redraw); }
+  // the address may choose the hours (#hours=3,4) and the run (#mode=none)
+  var window_ = /(?:^#|&)hours=([0-9]+,[0-9]+)/.exec(window.location.hash);
+  if (window_ && hours && hours.querySelector('option[value="' + window_[1] + '"]')) {
+    hours.value = window_[1];
+    redraw();
+  }
   var wanted = /(?:^#|&)mode=([a-z0-9_-]+)/.exec(window.location.hash);
   if (wanted && map.querySelector('g.flows[data-mode="' + wanted[1] + '"]')) {
     show(wanted[1]);
