@@ -794,7 +794,7 @@ def test_the_page_shows_the_network_over_the_day_in_utc(twin_page: str) -> None:
     assert [k for k, _ in figures] == ["failed_rps", "sites_forwarding", "withdrawn"]
     for _, fig in figures:
         ticks = re.findall(r'<text class="xtick"[^>]*>([^<]+)</text>', fig)
-        assert ticks[0] == "13:00" and ticks[-1] == "16:00", ticks
+        assert (ticks[0], ticks[-1]) == ("13:00", "16:00"), ticks
         assert sorted(set(re.findall(r'data-mode="(\w+)"', fig))) == sorted(MODES)
     assert "13:00–16:00 UTC; every time on this page is UTC" in twin_page
     assert "13:20–14:20 UTC" in twin_page  # the first event, in the list
