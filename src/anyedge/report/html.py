@@ -441,7 +441,8 @@ def _attribution_card(c: Comparison, modes: Sequence[str]) -> str:
     att = {m: c.attribution[m] for m in shown}
     tail = _float(att[shown[0]].get("tail_s")) or 0.0
     head = "".join(
-        f'<th scope="colgroup" colspan="2" data-mode="{_e(m)}">{_e(_mode_title(m))}</th>'
+        f'<th scope="colgroup" colspan="2" data-mode="{_e(m)}">{_swatch(m, modes)}'
+        f"{_e(_mode_title(m))}</th>"
         for m in shown
     )
     sub = "".join("<th>failed requests</th><th>SLO minutes</th>" for _ in shown)
@@ -468,9 +469,12 @@ def _attribution_card(c: Comparison, modes: Sequence[str]) -> str:
             f"<time>{_e(when)}</time> {_e(str(ev.get('what', '') or ''))}"
             f'<span class="hint">at {_e(where or "no site")}</span></th>{"".join(cells)}</tr>'
         )
+    overlap = any((_float(att[m].get("elsewhere_failed")) or 0.0) <= -0.5 for m in shown)
     rows.append(
         '<tr class="rest"><th scope="row">elsewhere<span class="hint">outside every event\'s '
-        "window and sites</span></th>"
+        "window and sites"
+        + ("; below zero where events overlap and each counted the same minutes" if overlap else "")
+        + "</span></th>"
         + "".join(
             _cost_cells(
                 att[m].get("elsewhere_failed"), att[m].get("elsewhere_slo_minutes"), None, None
