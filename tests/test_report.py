@@ -695,7 +695,7 @@ def test_chromium_narrows_the_map_to_an_hour(
     flows = re.findall(r'<g class="flow" [^>]*data-v="([^"]+)"( style="([^"]*)")?', r.stdout)
     assert flows
     for per_hour, _, style in flows:
-        moved = float(per_hour.split(",")[1]) > 0
+        moved = per_hour.split(",")[1] not in ("", "0")
         assert moved == ("none" not in style.replace(" ", "")), (per_hour, style)
     caption = re.search(r'<table class="moves small" id="moves"[^>]*><caption>([^<]*)', r.stdout)
     assert caption is not None
@@ -778,8 +778,10 @@ def test_the_network_series_add_up_to_the_totals(twin_run: tuple[Twin, Compariso
     for mode, run in c.runs.items():
         data = network_series(run)
         assert list(data) == list(NETWORK_FIELDS)
+        # to a tenth of a request/s per minute
+        tol = 0.05 * run.series.step_s * len(data["failed_rps"])
         assert sum(data["failed_rps"]) * run.series.step_s == pytest.approx(
-            run.totals.failed, rel=1e-6
+            run.totals.failed, rel=1e-6, abs=tol
         )
         forwarding, withdrawn = max(data["sites_forwarding"]), max(data["withdrawn"])
         assert (forwarding > 0) == (mode == "manager"), mode
@@ -876,11 +878,14 @@ def test_the_map_narrows_to_hours_with_distances(
     )
     assert flows
     for a, b, km, total, per_hour in flows:
-        bins = [float(x) for x in per_hour.split(",")]
-        assert len(bins) == 3
-        assert sum(bins) == pytest.approx(float(total), rel=2e-3)
+        per_mille = [int(x) if x else 0 for x in per_hour.split(",")]  # of the total, by hour
+        assert len(per_mille) == 3
         mode_bins = [r.flow_bins[(a, b)] for r in c.runs.values() if (a, b) in r.flow_bins]
-        assert any(sum(x) == pytest.approx(float(total), rel=1e-3) for x in mode_bins)
+        assert any(
+            sum(x) == pytest.approx(float(total), rel=1e-3)
+            and [round(1000 * v / sum(x)) for v in x] == per_mille
+            for x in mode_bins
+        )
         assert int(km) > 0
     for run in c.runs.values():
         for (a, b), bins_ in run.flow_bins.items():

@@ -783,8 +783,9 @@ def _map_card(c: Comparison, modes: Sequence[str]) -> str:
             pts = _great_circle(*where[a], *where[b])
             km = _distance_km(where[a], where[b])
             per_bin = bins.get((a, b))
+            # each hour's share of the line's requests, per mille (none: left empty)
             hourly = (
-                f' data-v="{",".join(f"{_float(x) or 0.0:.4g}" for x in per_bin)}"'
+                f' data-v="{",".join(_per_mille(_float(x) or 0.0, v) for x in per_bin)}"'
                 if per_bin
                 else ""
             )
@@ -867,6 +868,11 @@ def _map_card(c: Comparison, modes: Sequence[str]) -> str:
         f'<div id="map-modes" role="group" aria-label="run shown on the map">{buttons}</div>'
         f"{''.join(svg)}{legend}{_top_moves(c, shown, where)}</div>"
     )
+
+
+def _per_mille(x: float, total: float) -> str:
+    n = round(1000.0 * x / total) if total > 0 else 0
+    return str(n) if n else ""
 
 
 def _window_select(c: Comparison, modes: Sequence[str]) -> str:
@@ -1756,9 +1762,9 @@ _JS = """
     if (lo < 0) { return Number(flow.getAttribute("data-total")) || 0; }
     var v = flow.getAttribute("data-v");
     if (!v) { return 0; }
-    var parts = v.split(","), sum = 0;
+    var parts = v.split(","), sum = 0;  // per mille of the line's total, by hour
     for (var i = lo; i < hi && i < parts.length; i++) { sum += Number(parts[i]) || 0; }
-    return sum;
+    return sum * (Number(flow.getAttribute("data-total")) || 0) / 1000;
   }
   function redraw() {
     var lo = -1, hi = -1;

@@ -129,7 +129,7 @@ class RunResult:
     flow_bins: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
 
-def network_series(run: RunResult) -> dict[str, list[float]]:
+def network_series(run: RunResult) -> dict[str, list[Any]]:
     """The whole network over the run, a value per sample (keys: NETWORK_FIELDS):
     failed requests/s (over capacity or unrouted, averaged over the sample's interval),
     forwarded requests/s, sites forwarding and prefix announcements withdrawn (at the
@@ -143,12 +143,12 @@ def network_series(run: RunResult) -> dict[str, list[float]]:
         failed += s.unrouted_requests
     out_rps = np.nan_to_num(np.asarray(s.forwarded_out_rps, dtype=np.float64).reshape(n, -1))
     withdrawn = s.withdrawn if s.withdrawn.shape == (n,) else np.zeros(n)
-    return {
+    return {  # requests/s to a tenth: enough to read, and the CSV stays small
         "time_s": (np.arange(n) * s.step_s).tolist(),
-        "failed_rps": (failed / s.step_s).tolist(),
-        "forwarded_rps": out_rps.sum(axis=1).tolist(),
-        "sites_forwarding": (out_rps > 0).sum(axis=1).astype(np.float64).tolist(),
-        "withdrawn": np.asarray(withdrawn, dtype=np.float64).tolist(),
+        "failed_rps": np.round(failed / s.step_s, 1).tolist(),
+        "forwarded_rps": np.round(out_rps.sum(axis=1), 1).tolist(),
+        "sites_forwarding": (out_rps > 0).sum(axis=1).astype(np.int64).tolist(),
+        "withdrawn": np.rint(withdrawn).astype(np.int64).tolist(),
     }
 
 
