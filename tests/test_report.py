@@ -798,7 +798,8 @@ def test_the_page_shows_the_network_over_the_day_in_utc(twin_page: str) -> None:
         ticks = re.findall(r'<text class="xtick"[^>]*>([^<]+)</text>', fig)
         assert (ticks[0], ticks[-1]) == ("13:00", "16:00"), ticks
         assert sorted(set(re.findall(r'data-mode="(\w+)"', fig))) == sorted(MODES)
-    assert "13:00–16:00 UTC; every time on this page is UTC" in twin_page
+    assert "3 h simulated from 13:00 UTC" in twin_page
+    assert "every time on this page is UTC" in twin_page
     assert "13:20–14:20 UTC" in twin_page  # the first event, in the list
 
 
@@ -929,3 +930,23 @@ def test_threshold_fits_stay_within_their_data(
     dot_x = [float(x) for x in re.findall(r"M([\d.]+),", dots.group(1))]
     assert min(curve_x) >= min(dot_x) - 0.05
     assert max(curve_x) <= max(dot_x) + 0.05
+
+
+def test_site_charts_mark_the_actions_at_the_site(
+    twin_run: tuple[Twin, Comparison], twin_page: str
+) -> None:
+    twin, c = twin_run
+    code = twin.names.sites[0]  # the site of the first event: it forwards, then takes back
+    cards = dict(re.findall(r'<article class="card site" data-site="(\w+)">(.*?)</article>',
+                            twin_page, re.S))  # fmt: skip
+    card = cards[code]
+    for mode in ("withdraw", "manager"):
+        mine = [a for a in c.runs[mode].actions if code in (a["site"], a["to"])]
+        group = re.search(rf'<g class="marks" data-mode="{mode}">(.*?)</g>', card, re.S)
+        assert group is not None, mode
+        titles = re.findall(r"<title>([^<]*)</title>", group.group(1))
+        assert len(titles) == min(len(mine), 200)
+        minutes = round(START_H * 60 + mine[0]["time_s"] / 60)
+        assert titles[0].startswith(f"{minutes // 60:02d}:{minutes % 60:02d} UTC")
+        changes = sum(a["kind"] != "hold" for a in mine)
+        assert f"{changes} action" in card

@@ -62,6 +62,7 @@ MAX_FLOWS = 300  # lines per run on the map
 MAX_LABELS = 25  # site codes written on the map
 MAX_ACTIONS = 400  # rows per run in the action timeline (the CSV has them all)
 MAX_MOVES = 8  # rows of the largest-moves table
+MAX_MARKS = 200  # actions marked per run on a site's utilisation chart
 GREEN_BELOW = 0.75  # worst utilisation below which a site is healthy
 YELLOW_UP_TO = 0.9  # ... and up to which it is under load; above, overloaded
 
@@ -147,11 +148,14 @@ def _array(value: object) -> Array | None:
     return out if out.size else None
 
 
-def _utc(seconds: float, start_h: float = 0.0) -> str:
+def _utc(seconds: float, start_h: float = 0.0, end: bool = False) -> str:
     """The UTC time of ``seconds`` into a run that starts at ``start_h`` UTC, as hh:mm
-    (a later day marked: 01:30+1d)."""
+    (a later day marked: 01:30+1d); with ``end``, the midnight that ends a day is 24:00
+    of that day, not 00:00 of the next."""
     total = max(0, round(start_h * 60.0 + seconds / 60.0))
     day, minute = divmod(total, 1440)
+    if end and minute == 0 and day > 0:
+        day, minute = day - 1, 1440
     return f"{minute // 60:02d}:{minute % 60:02d}" + (f"+{day}d" if day else "")
 
 
@@ -159,7 +163,7 @@ def _span(at: float, until: float | None, start_h: float) -> str:
     """An event's or a window's times: 13:30–14:45 UTC, or from 13:30 UTC."""
     if until is None:
         return f"from {_utc(at, start_h)} UTC"
-    return f"{_utc(at, start_h)}–{_utc(until, start_h)} UTC"
+    return f"{_utc(at, start_h)}–{_utc(until, start_h, end=until > at)} UTC"
 
 
 def _count(x: float) -> str:
@@ -280,11 +284,11 @@ def _time_ticks(duration: float, start_h: float = 0.0) -> list[float]:
 def _header(c: Comparison) -> str:
     n_sites = len(c.sites)
     facts = [
-        f"{_duration(c) / 3600:.3g} h simulated",
+        f"{_duration(c) / 3600:.3g} h simulated from {_utc(0.0, c.start_utc_hour)} UTC",
         f"tick {c.tick_s:g} s",
         f"{n_sites} site{'s' if n_sites != 1 else ''}",
         f"{len(c.runs)} run{'s' if len(c.runs) != 1 else ''}",
-        f"{_span(0.0, _duration(c), c.start_utc_hour)}; every time on this page is UTC",
+        "every time on this page is UTC",
     ]
     if c.wall_seconds:
         facts.append(f"{c.wall_seconds:.3g} s of wall time")
@@ -1026,7 +1030,8 @@ class _Chart:
             out.append(
                 f'<line class="tick" x1="{x:.1f}" y1="{self.TOP + self.ph}" x2="{x:.1f}" '
                 f'y2="{self.TOP + self.ph + 4}"/>'
-                f'<text class="xtick" x="{x:.1f}" y="{self.H - 6}">{_utc(t, self.start_h)}</text>'
+                f'<text class="xtick" x="{x:.1f}" y="{self.H - 6}">'
+                f"{_utc(t, self.start_h, end=t > 0)}</text>"
             )
         out.append(
             f'<rect class="plot" x="{self.LEFT}" y="{self.TOP}" width="{self.pw}" '
@@ -1075,6 +1080,33 @@ class _Chart:
             for pts in out
             if pts
         )
+
+    def marks(
+        self,
+        actions: Sequence[Mapping[str, Any]],
+        colour: str,
+        mode: str,
+        row: int,
+    ) -> str:
+        """A short tick at the foot of the plot for each action, one row per run, with
+        what it did on hover."""
+        out = []
+        y = self.TOP + self.ph - 5.0 * (row + 1)
+        for a in actions:
+            t = _float(a.get("time_s"))
+            if t is None:
+                continue
+            x = self.x(t)
+            what = (
+                f"{_utc(t, self.start_h)} UTC, {_mode_title(mode)}: {a.get('site')} "
+                f"{KIND_WORDS.get(str(a.get('kind')), a.get('kind'))}"
+                f"{' to ' + str(a.get('to')) if a.get('to') else ''}: {a.get('reason', '')}"
+            )
+            out.append(
+                f'<path class="mark" d="M{x:.1f},{y:.1f}v4" stroke="{colour}">'
+                f"<title>{_e(what)}</title></path>"
+            )
+        return f'<g class="marks" data-mode="{_e(mode)}">{"".join(out)}</g>' if out else ""
 
     def svg(self, label: str, content: str) -> str:
         return (
@@ -1131,7 +1163,9 @@ def _site_charts(c: Comparison, modes: Sequence[str]) -> str:
         f'<p class="legend small">{legend}<span class="evbox"></span>event windows. '
         f"First the site each event hits and the site its users went to, then the sites "
         f"with the most SLO-breach minutes or traffic moved, across the runs. Each "
-        f"point is the highest of up to {MAX_POINTS} buckets, so peaks survive.</p>"
+        f"point is the highest of up to {MAX_POINTS} buckets, so peaks survive. The ticks "
+        f"at the foot of the utilisation chart are the controllers' actions at or to the "
+        f"site (hover for what and why).</p>"
         f'<div class="site-grid">{"".join(cards)}</div></section>'
     )
 
@@ -1159,14 +1193,18 @@ def _site_card(
     learned: Mapping[str, Mapping[str, Any]],
 ) -> str:
     facts = []
+    acted: dict[str, list[Mapping[str, Any]]] = {}
     for m in modes:
         run = c.runs[m]
         minutes = _float(run.totals.slo_breach_minutes.get(code)) or 0.0
         out, into = _site_traffic(run).get(code, (0.0, 0.0))
+        acted[m] = [a for a in run.actions if code in (a.get("site"), a.get("to"))]
+        n = sum(a.get("kind") != "hold" for a in acted[m])
+        did = f", {n} action{'s' if n != 1 else ''}" if n else ""
         facts.append(
             f'<li><span class="swatch" style="border-color:{_mode_colour(m, modes)}"></span>'
             f"{_e(_mode_title(m))}: {minutes:,.0f} SLO-breach min, moved out "
-            f"{_e(_si(out))}, in {_e(_si(into))}</li>"
+            f"{_e(_si(out))}, in {_e(_si(into))}{_e(did)}</li>"
         )
 
     # utilisation
@@ -1182,6 +1220,8 @@ def _site_card(
     for m in modes:
         if m in down:
             parts.append(chart.lines(*down[m], _mode_colour(m, modes), m))
+    for k, m in enumerate(modes):
+        parts.append(chart.marks(acted[m][:MAX_MARKS], _mode_colour(m, modes), m, k))
     clipped = " (clipped at the top)" if peak > ymax else ""
     util_svg = chart.svg(f"utilisation of {code}", "".join(parts))
 
@@ -1666,6 +1706,7 @@ svg.chart { width: 100%; height: auto; display: block; }
 .chart .event { fill: #f6d5a8; fill-opacity: 0.5; }
 .chart .evlabel { fill: #a8671f; font-size: 9px; }
 .chart .series { fill: none; stroke-width: 1.4; stroke-linejoin: round; }
+.chart .mark { stroke-width: 2.2; fill: none; }
 .chart line.slo { stroke: #c0392b; stroke-dasharray: 5 3; stroke-width: 1; }
 .chart line.learned { stroke: #6b7785; stroke-dasharray: 2 3; stroke-width: 1; }
 .chart .hlabel { text-anchor: end; font-size: 9px; }
