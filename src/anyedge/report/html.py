@@ -2,25 +2,38 @@
 
 A :class:`~anyedge.sim.result.Comparison` holds the same scenario run under the three
 controllers.  :func:`render` turns it into a page an operator can open anywhere, offline:
-every style is inline CSS, every chart inline SVG, and the only script is a few lines of
-plain JavaScript that recolour the map for another run.  The page fetches nothing (a
-Content-Security-Policy of ``default-src 'none'`` says so to the browser too).
+every style is inline CSS, every chart inline SVG, and the only script is plain
+JavaScript that switches the map's run and hours, filters the timeline and saves the CSV
+files.  The page fetches nothing (a Content-Security-Policy of ``default-src 'none'``
+says so to the browser too).
 
-What it shows, top to bottom:
+What it shows, top to bottom (every time in UTC, from the scenario's start hour):
 
-- the scenario and its events, with their times (hh:mm from the start);
-- the three runs side by side: failed requests, SLO-breach minutes, added latency, traffic
-  moved and forwarded, stranded CPU, routing changes; the best value in each row marked;
+- the scenario and its events, with their times;
+- Plurimog, Duomog, withdrawal and stranded capacity, a sentence each;
+- the three runs side by side: failed requests, SLO-breach minutes, stranded CPU (the
+  best value of these outcome rows marked), then what acting cost (added latency,
+  traffic moved and forwarded, routing changes; never marked: doing nothing "wins");
 - the map of moves, drawn the way the reference draws Traffic Manager's: a circle per
   site coloured by health (green, yellow, red by the worst utilisation of the run), sized
   by the requests moved from or to it, and lines from where requests arrived to where
-  they were served, wider for more;
+  they were served, wider for more, for the run and the hours chosen (a small script
+  redraws them and the table of the largest moves, with their distances);
+- the whole network over the day: failed requests/s, sites forwarding, prefixes
+  withdrawn, per run;
 - what each event cost each controller beyond the same day without events (failed
   requests and SLO site-minutes, with each event's share), and how that is counted;
+- what the controllers did: every action from their journals, with time, site, receiver
+  and reason, filterable by run and site;
 - for the sites of the events (the site each hits, then the site its users went to) and
   then the most eventful others, utilisation and p95 latency over time for the three
-  runs, with the SLO and the event windows;
-- the learned maximum thresholds and, where the fit's points came along, their curves.
+  runs, with the SLO, the event windows and a tick for each action at the site;
+- the learned maximum thresholds and, where the fit's points came along, their curves
+  (only over the utilisations sampled).
+
+Each run has one colour everywhere, and none is green.  The network series, every action
+and the comparison table ride along as CSV text that the script saves as a file on a
+click.
 
 The land on the map is a coarse outline drawn for this page (a few hundred vertices, not
 third-party map data); the sites are the map.
