@@ -549,10 +549,19 @@ def _chromium() -> str:
     return exe
 
 
-def _run_chromium(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run Chromium in its own process group; on timeout kill that group and fail."""
+def _run_chromium(
+    args: list[str], timeout: float = 60.0, home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run Chromium in its own process group; on timeout kill that group and fail.  With
+    ``home``, Chromium's home (and so its Downloads folder) is there."""
+    env = None if home is None else {**os.environ, "HOME": str(home)}
     proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
     )
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -950,3 +959,27 @@ def test_site_charts_mark_the_actions_at_the_site(
         assert titles[0].startswith(f"{minutes // 60:02d}:{minutes % 60:02d} UTC")
         changes = sum(a["kind"] != "hold" for a in mine)
         assert f"{changes} action" in card
+
+
+@pytest.mark.slow
+def test_chromium_saves_the_actions_csv(tmp_path: Path, twin_page: str) -> None:
+    """A click on the actions' download button saves the page's CSV text as a file, under
+    the page's Content-Security-Policy."""
+    exe = _chromium()
+    click = "<script>document.querySelector('button[data-csv=\"csv-actions\"]').click();</script>"
+    page = tmp_path / "twin.html"
+    page.write_text(twin_page.replace("</body>", click + "</body>"), encoding="utf-8")
+    r = _run_chromium(
+        [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=5000", "--dump-dom", f"file://{page}"],
+        home=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Uncaught" not in r.stderr
+    saved = list((tmp_path / "Downloads").glob("*.csv"))
+    assert [p.name for p in saved] == ["anyedge-scenario-actions.csv"]
+    text = saved[0].read_text(encoding="utf-8")
+    m = re.search(r'<script type="text/csv" id="csv-actions">(.*?)</script>', twin_page, re.S)
+    assert m is not None
+    assert text == m.group(1).replace("<\\/", "</")
+    assert text.startswith("controller,time_s,time_utc,kind,site,")
