@@ -7,6 +7,9 @@ map's run switcher working.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import shutil
@@ -21,9 +24,31 @@ from typing import Any
 import numpy as np
 import pytest
 
+from anyedge.adapters.journal import Journal
+from anyedge.model import World
 from anyedge.report import render, write
-from anyedge.report.html import CHART_SITES, HEALTH_COLOURS, MAX_POINTS
-from anyedge.sim.result import MODE_TITLES, MODES, Comparison, RunResult, Series, Totals
+from anyedge.report.html import (
+    BEST_COLOUR,
+    CHART_SITES,
+    HEALTH_COLOURS,
+    MAX_POINTS,
+    MODE_COLOURS,
+    actions_csv,
+    series_csv,
+    totals_csv,
+)
+from anyedge.sim import Twin, parse_scenario
+from anyedge.sim.result import (
+    ACTION_FIELDS,
+    MODE_TITLES,
+    MODES,
+    NETWORK_FIELDS,
+    Comparison,
+    RunResult,
+    Series,
+    Totals,
+    network_series,
+)
 
 SVG_NS = "http://www.w3.org/2000/svg"
 STEP_S = 60.0
@@ -222,13 +247,25 @@ def test_comparison_table_has_the_three_controllers_and_marks_the_best(page: str
     assert failed == [("", "2,500,000"), ("", "300,000"), (' class="best"', "10,000")]
     share = re.findall(r"<td( class=\"best\")?>([^<]+)</td>", rows["failed share"])
     assert share[2] == (' class="best"', "0.01 %")
-    # a cost with ties: none and withdraw forward nothing, both marked
-    fwd = re.findall(r"<td( class=\"best\")?>", rows["of which forwarded"])
-    assert fwd == [' class="best"', ' class="best"', ""]
-    # context rows are never marked
-    assert "best" not in rows["requests"]
+    # what acting cost is never marked: the run that did nothing would always "win"
+    for label in ("requests", "traffic moved", "of which forwarded", "added latency, mean"):
+        assert "best" not in rows[label], label
     for label in ("SLO-breach minutes", "added latency, p95", "stranded CPU", "routing changes"):
         assert label in rows
+    assert '<tr class="group"><th scope="rowgroup" colspan="4">what acting cost</th>' in page
+
+
+def test_colours_are_one_per_controller_and_none_is_green(page: str) -> None:
+    colours = [MODE_COLOURS[m] for m in MODES]
+    assert len(set(colours)) == len(MODES)
+    for colour in colours:
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert not (g > r and g > b), colour  # no green-dominant colour for any run
+    # the same colour for a run wherever it is drawn: table, map buttons, charts
+    for m in MODES:
+        assert page.count(f'stroke="{MODE_COLOURS[m]}"') >= 1
+        assert f'border-color:{MODE_COLOURS[m]}"></span>{MODE_TITLES[m]}' in page
+    assert HEALTH_COLOURS["green"] not in colours
 
 
 def test_big_counts_are_short_with_the_exact_number_on_hover() -> None:
@@ -278,8 +315,8 @@ def test_map_has_one_circle_per_site_coloured_by_the_managers_health(page: str) 
 def test_events_are_listed_with_their_times_and_escaped(page: str) -> None:
     events = re.search(r'<ol class="events" id="events">(.*?)</ol>', page, re.S)
     assert events is not None
-    assert "01:30–02:45" in events.group(1)
-    assert "from 02:00" in events.group(1)
+    assert "01:30–02:45 UTC" in events.group(1)  # the fixture's day starts at 00:00 UTC
+    assert "from 02:00 UTC" in events.group(1)
     assert "FRA loses a third of its servers" in events.group(1)
     assert "<script>alert(1)</script>" not in page
     assert "CHC &lt;script&gt;alert(1)&lt;/script&gt; dark" in page
@@ -290,7 +327,14 @@ def test_page_fetches_nothing(page: str) -> None:
     urls = re.findall(r"https?://[^\s\"'<>)]*", page)
     assert urls
     assert set(urls) == {SVG_NS}
-    assert not re.search(r"\b(src|href)\s*=", page)
+    # no element loads anything; the script's one link is a download of the page's own
+    # CSV text (a blob: URL made on a click), never an address
+    markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    assert not re.search(r"\b(src|href)\s*=", markup)
+    script = re.search(r"<script>(.*?)</script>", page, re.S)
+    assert script is not None
+    assert re.findall(r"\b(?:src|href)\s*=\s*([^;]+);", script.group(1)) == ["url"]
+    assert "var url = URL.createObjectURL(new Blob([text]" in script.group(1)
     assert "url(" not in page
     assert "@import" not in page
     assert "default-src 'none'" in page
@@ -505,10 +549,19 @@ def _chromium() -> str:
     return exe
 
 
-def _run_chromium(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run Chromium in its own process group; on timeout kill that group and fail."""
+def _run_chromium(
+    args: list[str], timeout: float = 60.0, home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run Chromium in its own process group; on timeout kill that group and fail.  With
+    ``home``, Chromium's home (and so its Downloads folder) is there."""
+    env = None if home is None else {**os.environ, "HOME": str(home)}
     proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
     )
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -601,7 +654,7 @@ def test_chromium_draws_the_page(tmp_path: Path) -> None:
     assert _pixels_near(img, HEALTH_COLOURS["yellow"]) > 150
     assert _pixels_near(img, HEALTH_COLOURS["green"]) > 150
     # the table's highlight of the best values shows too
-    assert _pixels_near(img, "#dff3e4", tol=2) > 500
+    assert _pixels_near(img, BEST_COLOUR, tol=2) > 500
 
 
 @pytest.mark.slow
@@ -628,6 +681,34 @@ def test_chromium_runs_the_script_without_errors(tmp_path: Path) -> None:
         if t == "g" and a.get("class") == "flows"
     }
     assert hidden == {"none": False, "withdraw": True, "manager": True}
+    caption = re.search(r'<table class="moves small" id="moves"[^>]*><caption>([^<]*)', r.stdout)
+    assert caption is not None
+    assert caption.group(1) == "no traffic management moved no traffic in the whole run."
+
+
+@pytest.mark.slow
+def test_chromium_narrows_the_map_to_an_hour(
+    tmp_path: Path, twin_run: tuple[Twin, Comparison]
+) -> None:
+    """The twin's own page: no script errors; #hours=1,2 shows only the moves of
+    14:00-15:00 UTC, and the largest moves follow."""
+    exe = _chromium()
+    report = write(twin_run[1], tmp_path / "twin.html")
+    r = _run_chromium(
+        [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--dump-dom", f"file://{report}#hours=1,2"]
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Uncaught" not in r.stderr
+    assert "Content Security Policy" not in r.stderr
+    flows = re.findall(r'<g class="flow" [^>]*data-v="([^"]+)"( style="([^"]*)")?', r.stdout)
+    assert flows
+    for per_hour, _, style in flows:
+        moved = per_hour.split(",")[1] not in ("", "0")
+        assert moved == ("none" not in style.replace(" ", "")), (per_hour, style)
+    caption = re.search(r'<table class="moves small" id="moves"[^>]*><caption>([^<]*)', r.stdout)
+    assert caption is not None
+    assert "14:00–15:00 UTC" in caption.group(1)
 
 
 @pytest.mark.slow
@@ -642,3 +723,263 @@ def test_chromium_reports_script_errors_where_the_check_looks(tmp_path: Path) ->
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Uncaught" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# the twin's own runs, on the small world: what the controllers did, the network over the
+# day, the map by hours, the CSV files
+
+START_H = 13.0  # the small scenario's day starts at 13:00 UTC
+
+
+@pytest.fixture(scope="module")
+def twin_run(small_world: World) -> tuple[Twin, Comparison]:
+    codes = small_world.network.sites.code
+    sc = parse_scenario(
+        f"duration: 3h\ntick: 10s\nstart_utc_hour: {START_H:g}\nevents: ["
+        f"{{at: 20m, for: 1h, kind: servers_down, site: {codes[0]}, fraction: 0.8}}, "
+        f"{{at: 1h, for: 1h, kind: site_dark, site: {codes[1]}}}]\n",
+        small_world,
+    )
+    twin = Twin(small_world, sc)
+    return twin, twin.compare(reference=False)
+
+
+@pytest.fixture(scope="module")
+def twin_page(twin_run: tuple[Twin, Comparison]) -> str:
+    return render(twin_run[1])
+
+
+def _csv_block(page: str, block: str) -> list[dict[str, str]]:
+    m = re.search(rf'<script type="text/csv" id="{block}">(.*?)</script>', page, re.S)
+    assert m is not None, block
+    return list(csv.DictReader(io.StringIO(m.group(1).replace("<\\/", "</"))))
+
+
+def test_the_twin_records_what_its_journal_says_with_times(
+    twin_run: tuple[Twin, Comparison],
+) -> None:
+    twin, c = twin_run
+    for mode in ("withdraw", "manager"):
+        recorded = c.runs[mode].actions
+        assert recorded, mode
+        assert all(set(a) == set(ACTION_FIELDS) for a in recorded)
+        times = [a["time_s"] for a in recorded]
+        assert times == sorted(times)
+        assert all(0 < t < c.duration_s and t % 60 == 0 for t in times)  # decision times
+        assert all("site #" not in a["reason"] for a in recorded)  # named, not by row
+        with Journal.in_memory(twin.names) as j:
+            twin.run(mode, journal=j)
+            journaled = j.actions()
+        changes = [(a.kind, a.share, a.cpu) for _, a in journaled if a.kind != "hold"]
+        assert [(a["kind"], a["share"], a["cpu"]) for a in recorded if a["kind"] != "hold"] == (
+            changes
+        )
+        holds = sum(a.kind == "hold" for _, a in journaled)
+        assert sum(a["kind"] == "hold" for a in recorded) <= holds  # where they start
+    assert c.runs["none"].actions == []
+    assert {a["kind"] for a in c.runs["manager"].actions} >= {"forward", "revert"}
+    assert {a["kind"] for a in c.runs["withdraw"].actions} >= {"withdraw", "announce"}
+
+
+def test_the_network_series_add_up_to_the_totals(twin_run: tuple[Twin, Comparison]) -> None:
+    _, c = twin_run
+    for mode, run in c.runs.items():
+        data = network_series(run)
+        assert list(data) == list(NETWORK_FIELDS)
+        # to a tenth of a request/s per minute
+        tol = 0.05 * run.series.step_s * len(data["failed_rps"])
+        assert sum(data["failed_rps"]) * run.series.step_s == pytest.approx(
+            run.totals.failed, rel=1e-6, abs=tol
+        )
+        forwarding, withdrawn = max(data["sites_forwarding"]), max(data["withdrawn"])
+        assert (forwarding > 0) == (mode == "manager"), mode
+        assert (withdrawn > 0) == (mode == "withdraw"), mode
+
+
+def test_the_page_shows_the_network_over_the_day_in_utc(twin_page: str) -> None:
+    assert _parse(twin_page).errors == []
+    section = re.search(r'<section class="card" id="network">(.*?)</section>', twin_page, re.S)
+    assert section is not None
+    figures = re.findall(r'<figure data-series="(\w+)">(.*?)</figure>', section.group(1), re.S)
+    assert [k for k, _ in figures] == ["failed_rps", "sites_forwarding", "withdrawn"]
+    for _, fig in figures:
+        ticks = re.findall(r'<text class="xtick"[^>]*>([^<]+)</text>', fig)
+        assert (ticks[0], ticks[-1]) == ("13:00", "16:00"), ticks
+        assert sorted(set(re.findall(r'data-mode="(\w+)"', fig))) == sorted(MODES)
+    assert "3 h simulated from 13:00 UTC" in twin_page
+    assert "every time on this page is UTC" in twin_page
+    assert "13:20–14:20 UTC" in twin_page  # the first event, in the list
+
+
+def test_the_timeline_lists_every_action_in_utc(
+    twin_run: tuple[Twin, Comparison], twin_page: str
+) -> None:
+    _, c = twin_run
+    table = re.search(r'<table id="timeline-table".*?<tbody>(.*?)</tbody>', twin_page, re.S)
+    assert table is not None
+    rows = re.findall(
+        r'<tr data-mode="(\w+)" data-sites="([^"]*)" data-kind="(\w+)"><td class="t">([^<]+)',
+        table.group(1),
+    )
+    every = [(m, a) for m in MODES for a in c.runs[m].actions]
+    assert len(rows) == len(every)
+    expected = sorted(
+        ((a["time_s"], MODES.index(m), m, a) for m, a in every), key=lambda r: (r[0], r[1])
+    )
+    for (mode, sites, kind, when), (t, _, m, a) in zip(rows, expected, strict=True):
+        assert (mode, kind) == (m, a["kind"])
+        assert a["site"] in sites.split()
+        minutes = round(START_H * 60 + t / 60)
+        assert when == f"{minutes // 60:02d}:{minutes % 60:02d}"
+    assert 'id="timeline-mode"' in twin_page
+    assert 'id="timeline-site"' in twin_page
+    assert "forward (Plurimog)" in table.group(1)
+
+
+def test_the_csv_files_match_the_json(twin_run: tuple[Twin, Comparison], twin_page: str) -> None:
+    _, c = twin_run
+    summary = json.loads(json.dumps(c.summary()))  # what `anyedge simulate --json` prints
+    series = _csv_block(twin_page, "csv-series")
+    for mode in MODES:
+        rows = [r for r in series if r["controller"] == mode]
+        data = summary["series"][mode]
+        assert len(rows) == len(data["time_s"])
+        for key in NETWORK_FIELDS:
+            assert [float(r[key]) for r in rows] == data[key], (mode, key)
+        assert rows[0]["time_utc"] == "13:00"
+    actions = _csv_block(twin_page, "csv-actions")
+    expected = [(m, a) for m in MODES for a in summary["actions"][m]]
+    assert len(actions) == len(expected)
+    for row, (mode, a) in zip(actions, expected, strict=True):
+        assert row["controller"] == mode
+        for key in ACTION_FIELDS:
+            want = a[key]
+            got: Any = row[key]
+            if isinstance(want, float):
+                got = float(got)
+            elif want is None:
+                want = ""
+            assert got == want, (key, got, want)
+    totals = {r["controller"]: r for r in _csv_block(twin_page, "csv-totals")}
+    for mode in MODES:
+        assert float(totals[mode]["failed"]) == summary["runs"][mode]["failed"]
+        assert int(totals[mode]["actions"]) == summary["runs"][mode]["actions"]
+    assert series_csv(c).startswith("controller,time_s,time_utc,failed_rps,")
+    assert actions_csv(c).count("\n") == len(expected) + 1
+    assert totals_csv(c).count("\n") == len(MODES) + 1
+    assert twin_page.count('<button type="button" class="csv"') == 3
+
+
+def test_the_map_narrows_to_hours_with_distances(
+    twin_run: tuple[Twin, Comparison], twin_page: str
+) -> None:
+    _, c = twin_run
+    options = re.findall(r'<option value="(\d+),(\d+)"[^>]*>([^<]+)</option>', twin_page)
+    hours = [(a, b, label) for a, b, label in options if not label.startswith("event")]
+    assert hours == [("0", "1", "13:00–14:00 UTC"), ("1", "2", "14:00–15:00 UTC"),
+                     ("2", "3", "15:00–16:00 UTC")]  # fmt: skip
+    events = [label for _, _, label in options if label.startswith("event")]
+    assert events == ["event 1: 13:00–15:00 UTC", "event 2: 14:00–15:00 UTC"]
+    flows = re.findall(
+        r'<g class="flow" data-from="(\w+)" data-to="(\w+)" data-km="(\d+)" '
+        r'data-total="([^"]+)" data-v="([^"]+)"',
+        twin_page,
+    )
+    assert flows
+    for a, b, km, total, per_hour in flows:
+        per_mille = [int(x) if x else 0 for x in per_hour.split(",")]  # of the total, by hour
+        assert len(per_mille) == 3
+        mode_bins = [r.flow_bins[(a, b)] for r in c.runs.values() if (a, b) in r.flow_bins]
+        assert any(
+            sum(x) == pytest.approx(float(total), rel=1e-3)
+            and [round(1000 * v / sum(x)) for v in x] == per_mille
+            for x in mode_bins
+        )
+        assert int(km) > 0
+    for run in c.runs.values():
+        for (a, b), bins_ in run.flow_bins.items():
+            assert sum(bins_) == pytest.approx(run.flows[(a, b)], rel=1e-9)
+    moves = re.search(r'<table class="moves small" id="moves".*?</table>', twin_page, re.S)
+    assert moves is not None
+    assert "Largest moves, Traffic Manager, the whole run" in moves.group(0)
+    assert "<th>km</th>" in moves.group(0)
+
+
+def test_distances_are_great_circle_km(page: str) -> None:
+    fra_ams = re.search(r'data-from="FRA" data-to="AMS" data-km="(\d+)"', page)
+    assert fra_ams is not None
+    assert 350 < int(fra_ams.group(1)) < 380  # Frankfurt to Amsterdam airports: 365 km
+
+
+def test_the_page_says_what_plurimog_duomog_and_stranded_capacity_are(page: str) -> None:
+    glossary = re.search(r'<section class="card" id="glossary">(.*?)</section>', page, re.S)
+    assert glossary is not None
+    terms = re.findall(r"<dt>([^<]+)</dt>", glossary.group(1))
+    assert terms == ["Plurimog", "Duomog", "withdrawal", "stranded capacity"]
+
+
+def test_threshold_fits_stay_within_their_data(
+    twin_run: tuple[Twin, Comparison], page: str
+) -> None:
+    _, c = twin_run
+    fitted = [e for e in c.learned if "curve_u" in e]
+    assert fitted
+    for e in fitted:
+        assert min(e["curve_u"]) >= min(e["points_u"]) - 1e-12
+        assert max(e["curve_u"]) <= max(e["points_u"]) + 1e-12
+    # the fixture's FRA curve runs over 0..1, its points over 0.2..1: drawn from 0.2 only
+    fig = re.search(r'<figure class="scatter" data-site="FRA">(.*?)</figure>', page, re.S)
+    assert fig is not None
+    curve = re.search(r'<polyline class="curve" points="([^"]+)"', fig.group(1))
+    dots = re.search(r'<path class="points" d="([^"]+)"', fig.group(1))
+    assert curve is not None
+    assert dots is not None
+    curve_x = [float(p.split(",")[0]) for p in curve.group(1).split()]
+    dot_x = [float(x) for x in re.findall(r"M([\d.]+),", dots.group(1))]
+    assert min(curve_x) >= min(dot_x) - 0.05
+    assert max(curve_x) <= max(dot_x) + 0.05
+
+
+def test_site_charts_mark_the_actions_at_the_site(
+    twin_run: tuple[Twin, Comparison], twin_page: str
+) -> None:
+    twin, c = twin_run
+    code = twin.names.sites[0]  # the site of the first event: it forwards, then takes back
+    cards = dict(re.findall(r'<article class="card site" data-site="(\w+)">(.*?)</article>',
+                            twin_page, re.S))  # fmt: skip
+    card = cards[code]
+    for mode in ("withdraw", "manager"):
+        mine = [a for a in c.runs[mode].actions if code in (a["site"], a["to"])]
+        group = re.search(rf'<g class="marks" data-mode="{mode}">(.*?)</g>', card, re.S)
+        assert group is not None, mode
+        titles = re.findall(r"<title>([^<]*)</title>", group.group(1))
+        assert len(titles) == min(len(mine), 200)
+        minutes = round(START_H * 60 + mine[0]["time_s"] / 60)
+        assert titles[0].startswith(f"{minutes // 60:02d}:{minutes % 60:02d} UTC")
+        changes = sum(a["kind"] != "hold" for a in mine)
+        assert f"{changes} action" in card
+
+
+@pytest.mark.slow
+def test_chromium_saves_the_actions_csv(tmp_path: Path, twin_page: str) -> None:
+    """A click on the actions' download button saves the page's CSV text as a file, under
+    the page's Content-Security-Policy."""
+    exe = _chromium()
+    click = "<script>document.querySelector('button[data-csv=\"csv-actions\"]').click();</script>"
+    page = tmp_path / "twin.html"
+    page.write_text(twin_page.replace("</body>", click + "</body>"), encoding="utf-8")
+    r = _run_chromium(
+        [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", "--virtual-time-budget=5000", "--dump-dom", f"file://{page}"],
+        home=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Uncaught" not in r.stderr
+    saved = list((tmp_path / "Downloads").glob("*.csv"))
+    assert [p.name for p in saved] == ["anyedge-scenario-actions.csv"]
+    text = saved[0].read_text(encoding="utf-8")
+    m = re.search(r'<script type="text/csv" id="csv-actions">(.*?)</script>', twin_page, re.S)
+    assert m is not None
+    assert text == m.group(1).replace("<\\/", "</")
+    assert text.startswith("controller,time_s,time_utc,kind,site,")

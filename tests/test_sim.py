@@ -20,6 +20,7 @@ from anyedge.report import render
 from anyedge.routing import Router
 from anyedge.sim import Comparison, Twin, default_scenario, parse_scenario
 from anyedge.sim.demand import PROFILE, diurnal
+from anyedge.sim.result import ACTION_FIELDS, NETWORK_FIELDS
 from test_docs import default_day_in_docs
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
@@ -206,6 +207,12 @@ def test_cli_simulate_json_on_a_small_scenario(
             att["events"][0]
         )
         assert att["reference_failed"] == data["reference"][m]["failed"]
+        # what the controller did and the network over the hour, not only totals
+        assert list(data["series"][m]) == list(NETWORK_FIELDS)
+        assert len(data["series"][m]["time_s"]) == 60
+        assert all(set(a) == set(ACTION_FIELDS) for a in data["actions"][m])
+    assert data["actions"]["none"] == []
+    assert data["start_utc_hour"] == 0.0
     rc = main(["simulate", str(tmp_path / "missing.yaml"), "-t", str(TINY), "--no-report"])
     assert rc == 2
 

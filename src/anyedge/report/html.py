@@ -2,25 +2,38 @@
 
 A :class:`~anyedge.sim.result.Comparison` holds the same scenario run under the three
 controllers.  :func:`render` turns it into a page an operator can open anywhere, offline:
-every style is inline CSS, every chart inline SVG, and the only script is a few lines of
-plain JavaScript that recolour the map for another run.  The page fetches nothing (a
-Content-Security-Policy of ``default-src 'none'`` says so to the browser too).
+every style is inline CSS, every chart inline SVG, and the only script is plain
+JavaScript that switches the map's run and hours, filters the timeline and saves the CSV
+files.  The page fetches nothing (a Content-Security-Policy of ``default-src 'none'``
+says so to the browser too).
 
-What it shows, top to bottom:
+What it shows, top to bottom (every time in UTC, from the scenario's start hour):
 
-- the scenario and its events, with their times (hh:mm from the start);
-- the three runs side by side: failed requests, SLO-breach minutes, added latency, traffic
-  moved and forwarded, stranded CPU, routing changes; the best value in each row marked;
+- the scenario and its events, with their times;
+- Plurimog, Duomog, withdrawal and stranded capacity, a sentence each;
+- the three runs side by side: failed requests, SLO-breach minutes, stranded CPU (the
+  best value of these outcome rows marked), then what acting cost (added latency,
+  traffic moved and forwarded, routing changes; never marked: doing nothing "wins");
 - the map of moves, drawn the way the reference draws Traffic Manager's: a circle per
   site coloured by health (green, yellow, red by the worst utilisation of the run), sized
   by the requests moved from or to it, and lines from where requests arrived to where
-  they were served, wider for more;
+  they were served, wider for more, for the run and the hours chosen (a small script
+  redraws them and the table of the largest moves, with their distances);
+- the whole network over the day: failed requests/s, sites forwarding, prefixes
+  withdrawn, per run;
 - what each event cost each controller beyond the same day without events (failed
   requests and SLO site-minutes, with each event's share), and how that is counted;
+- what the controllers did: every action from their journals, with time, site, receiver
+  and reason, filterable by run and site;
 - for the sites of the events (the site each hits, then the site its users went to) and
   then the most eventful others, utilisation and p95 latency over time for the three
-  runs, with the SLO and the event windows;
-- the learned maximum thresholds and, where the fit's points came along, their curves.
+  runs, with the SLO, the event windows and a tick for each action at the site;
+- the learned maximum thresholds and, where the fit's points came along, their curves
+  (only over the utilisations sampled).
+
+Each run has one colour everywhere, and none is green.  The network series, every action
+and the comparison table ride along as CSV text that the script saves as a file on a
+click.
 
 The land on the map is a coarse outline drawn for this page (a few hundred vertices, not
 third-party map data); the sites are the map.
@@ -28,7 +41,9 @@ third-party map data); the sites are the map.
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +53,16 @@ import numpy as np
 import numpy.typing as npt
 
 from anyedge.model.files.atomic import write_all
-from anyedge.sim.result import MODE_TITLES, MODES, Comparison, RunResult
+from anyedge.sim.result import (
+    ACTION_FIELDS,
+    FLOW_BIN_S,
+    MODE_TITLES,
+    MODES,
+    NETWORK_FIELDS,
+    Comparison,
+    RunResult,
+    network_series,
+)
 
 Array = npt.NDArray[np.float64]
 
@@ -49,12 +73,18 @@ MAX_POINTS = 300  # per line of a time-series chart
 MAX_SCATTER = 400  # points per learned-threshold scatter
 MAX_FLOWS = 300  # lines per run on the map
 MAX_LABELS = 25  # site codes written on the map
+MAX_ACTIONS = 400  # rows per run in the action timeline (the CSV has them all)
+MAX_MOVES = 8  # rows of the largest-moves table
+MAX_MARKS = 200  # actions marked per run on a site's utilisation chart
 GREEN_BELOW = 0.75  # worst utilisation below which a site is healthy
 YELLOW_UP_TO = 0.9  # ... and up to which it is under load; above, overloaded
 
 HEALTH_COLOURS = {"green": "#2ca02c", "yellow": "#f0c419", "red": "#d62728", "unknown": "#9aa0a6"}
-MODE_COLOURS = {"none": "#d95f02", "withdraw": "#7570b3", "manager": "#1b9e77"}
-OTHER_COLOURS = ("#e7298a", "#66a61e", "#a6761d", "#666666")
+# one colour per controller everywhere on the page; none of them green, so that no run
+# looks healthy by its colour (green is for healthy sites on the map, nothing else)
+MODE_COLOURS = {"none": "#b35806", "withdraw": "#8073ac", "manager": "#2166ac"}
+OTHER_COLOURS = ("#e7298a", "#666666", "#a6761d", "#01665e")
+BEST_COLOUR = "#e1e9f5"  # the background of the best value of an outcome row
 
 MAP_W = 1000.0  # map width in SVG units: 360 degrees of longitude
 SITE_R = 4.0  # radius of a site that moved nothing
@@ -69,14 +99,18 @@ def render(comparison: Comparison) -> str:
     body = "\n".join(
         [
             _header(c),
+            _glossary(),
             '<section class="overview">',
             _comparison_table(c, modes),
             _map_card(c, modes),
             "</section>",
+            _network_card(c, modes),
             _attribution_card(c, modes),
+            _timeline_card(c, modes),
             _site_charts(c, modes),
             _learned_section(c, modes),
             _footer(c),
+            _csv_blocks(c),
         ]
     )
     return (
@@ -127,10 +161,22 @@ def _array(value: object) -> Array | None:
     return out if out.size else None
 
 
-def _hhmm(seconds: float) -> str:
-    """Time from the start as hh:mm (hours go on past 24)."""
-    total = max(0, round(seconds / 60.0))
-    return f"{total // 60:02d}:{total % 60:02d}"
+def _utc(seconds: float, start_h: float = 0.0, end: bool = False) -> str:
+    """The UTC time of ``seconds`` into a run that starts at ``start_h`` UTC, as hh:mm
+    (a later day marked: 01:30+1d); with ``end``, the midnight that ends a day is 24:00
+    of that day, not 00:00 of the next."""
+    total = max(0, round(start_h * 60.0 + seconds / 60.0))
+    day, minute = divmod(total, 1440)
+    if end and minute == 0 and day > 0:
+        day, minute = day - 1, 1440
+    return f"{minute // 60:02d}:{minute % 60:02d}" + (f"+{day}d" if day else "")
+
+
+def _span(at: float, until: float | None, start_h: float) -> str:
+    """An event's or a window's times: 13:30–14:45 UTC, or from 13:30 UTC."""
+    if until is None:
+        return f"from {_utc(at, start_h)} UTC"
+    return f"{_utc(at, start_h)}–{_utc(until, start_h, end=until > at)} UTC"
 
 
 def _count(x: float) -> str:
@@ -157,6 +203,10 @@ def _modes(c: Comparison) -> list[str]:
 
 def _mode_title(mode: str) -> str:
     return MODE_TITLES.get(mode, mode)
+
+
+def _swatch(mode: str, modes: Sequence[str]) -> str:
+    return f'<span class="swatch" style="border-color:{_mode_colour(mode, modes)}"></span>'
 
 
 def _mode_colour(mode: str, modes: Sequence[str]) -> str:
@@ -230,11 +280,13 @@ def _nice_ceiling(x: float) -> float:
     return math.ceil(x / step - 1e-9) * step
 
 
-def _time_ticks(duration: float) -> list[float]:
+def _time_ticks(duration: float, start_h: float = 0.0) -> list[float]:
+    """Times into the run of round UTC clock times (every 5 minutes to a week)."""
     for minutes in (5, 10, 15, 30, 60, 120, 180, 240, 360, 720, 1440, 2880, 10080):
         if duration / (minutes * 60) <= 8:
             step = minutes * 60.0
-            return [i * step for i in range(int(duration // step) + 1)]
+            first = (-start_h * 3600.0) % step
+            return [first + i * step for i in range(int((duration - first) // step) + 1)]
     return [0.0, duration]
 
 
@@ -245,20 +297,22 @@ def _time_ticks(duration: float) -> list[float]:
 def _header(c: Comparison) -> str:
     n_sites = len(c.sites)
     facts = [
-        f"{_duration(c) / 3600:.3g} h simulated",
+        f"{_duration(c) / 3600:.3g} h simulated from {_utc(0.0, c.start_utc_hour)} UTC",
         f"tick {c.tick_s:g} s",
         f"{n_sites} site{'s' if n_sites != 1 else ''}",
         f"{len(c.runs)} run{'s' if len(c.runs) != 1 else ''}",
+        "every time on this page is UTC",
     ]
     if c.wall_seconds:
         facts.append(f"{c.wall_seconds:.3g} s of wall time")
     events = _events(c)
     items = []
+    start_h = c.start_utc_hour
     for i, (at, until, kind, what) in enumerate(events, 1):
-        when = f"{_hhmm(at)}–{_hhmm(until)}" if until is not None else f"from {_hhmm(at)}"
+        when = _span(at, until, start_h)
         kind_html = f'<span class="kind">{_e(kind)}</span> ' if kind else ""
         items.append(
-            f'<li data-at="{_hhmm(at)}"><span class="evno">{i}</span>'
+            f'<li data-at="{_utc(at, start_h)}"><span class="evno">{i}</span>'
             f"<time>{_e(when)}</time> {kind_html}{_e(what)}</li>"
         )
     listing = (
@@ -284,7 +338,10 @@ def _footer(c: Comparison) -> str:
 # ---------------------------------------------------------------------------------------
 # the comparison table
 
-# (label, unit hint, getter, formatter, compare): compare=False rows are context only
+# (label, unit hint, getter, formatter, compare): the best of a compare=True row (an
+# outcome: lower is better) is marked; the others are context or the cost of acting, where
+# the run that did nothing always "wins" and so nothing is marked.  A row with no getter
+# and no formatter is a heading.
 _Row = tuple[str, str, Any, Any, bool]
 
 _ROWS: list[_Row] = [
@@ -300,23 +357,24 @@ _ROWS: list[_Row] = [
     ("of which unrouted", "no route at all", lambda t: t.unrouted, _count, True),
     ("SLO-breach minutes", "summed over sites", lambda t: t.slo_breach_total, _count, True),
     (
-        "added latency, mean",
-        "demand-weighted",
-        lambda t: t.added_latency_mean_ms,
-        lambda x: f"{x:.3g} ms",
-        True,
-    ),
-    ("added latency, p95", "", lambda t: t.added_latency_p95_ms, lambda x: f"{x:.3g} ms", True),
-    ("traffic moved", "requests served away", lambda t: t.moved, _count, True),
-    ("of which forwarded", "by Plurimog", lambda t: t.forwarded, _count, True),
-    (
         "stranded CPU",
         "core-hours left idle",
         lambda t: t.stranded_cpu_hours,
         lambda x: f"{x:,.1f}",
         True,
     ),
-    ("routing changes", "withdrawn or restored", lambda t: t.routing_changes, _count, True),
+    ("what acting cost", "", None, "heading", False),
+    (
+        "added latency, mean",
+        "demand-weighted",
+        lambda t: t.added_latency_mean_ms,
+        lambda x: f"{x:.3g} ms",
+        False,
+    ),
+    ("added latency, p95", "", lambda t: t.added_latency_p95_ms, lambda x: f"{x:.3g} ms", False),
+    ("traffic moved", "requests served away", lambda t: t.moved, _count, False),
+    ("of which forwarded", "by Plurimog", lambda t: t.forwarded, _count, False),
+    ("routing changes", "withdrawn or restored", lambda t: t.routing_changes, _count, False),
     ("decisions / actions", "", None, None, False),
 ]
 
@@ -324,12 +382,18 @@ _ROWS: list[_Row] = [
 def _comparison_table(c: Comparison, modes: Sequence[str]) -> str:
     head = "".join(
         f'<th scope="col" data-mode="{_e(m)}">{_e(_mode_title(m))}'
-        f'<span class="code">{_e(m)}</span></th>'
+        f'<span class="code">{_swatch(m, modes)}{_e(m)}</span></th>'
         for m in modes
     )
     rows = []
     for label, hint, get, fmt, compare in _ROWS:
         cells: list[str] = []
+        if fmt == "heading":
+            rows.append(
+                f'<tr class="group"><th scope="rowgroup" colspan="{len(modes) + 1}">'
+                f"{_e(label)}</th></tr>"
+            )
+            continue
         if get is None:
             for m in modes:
                 t = c.runs[m].totals
@@ -357,9 +421,12 @@ def _comparison_table(c: Comparison, modes: Sequence[str]) -> str:
         '<div class="card" id="comparison-card"><h2>The three controllers</h2>'
         '<table id="comparison"><thead><tr><th scope="col">metric</th>'
         f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        '<p class="muted small">Lower is better in every row; the best value of each row is '
-        "marked. Moving traffic is a cost too: the less moved for the same failures, the "
-        "better.</p></div>"
+        '<p class="muted small">Lower is better in every row. The best of each outcome row '
+        "(failures, SLO breach, stranded CPU) is marked; what acting cost is not, since the "
+        "run that does nothing never pays it: judge it against the failures it saved. "
+        "Stranded CPU is healthy capacity below a site's maximum left idle while requests "
+        "failed elsewhere, plus capacity lost to sites' withdrawn prefixes: room the "
+        "network had but did not use.</p></div>"
     )
 
 
@@ -391,7 +458,8 @@ def _attribution_card(c: Comparison, modes: Sequence[str]) -> str:
     att = {m: c.attribution[m] for m in shown}
     tail = _float(att[shown[0]].get("tail_s")) or 0.0
     head = "".join(
-        f'<th scope="colgroup" colspan="2" data-mode="{_e(m)}">{_e(_mode_title(m))}</th>'
+        f'<th scope="colgroup" colspan="2" data-mode="{_e(m)}">{_swatch(m, modes)}'
+        f"{_e(_mode_title(m))}</th>"
         for m in shown
     )
     sub = "".join("<th>failed requests</th><th>SLO minutes</th>" for _ in shown)
@@ -400,7 +468,7 @@ def _attribution_card(c: Comparison, modes: Sequence[str]) -> str:
     for i, ev in enumerate(events):
         at = _float(ev.get("at_s")) or 0.0
         until = _float(ev.get("until_s"))
-        when = f"{_hhmm(at)}–{_hhmm(until)}" if until is not None else f"from {_hhmm(at)}"
+        when = _span(at, until, c.start_utc_hour)
         cells = []
         sites: list[str] = []
         for m in shown:
@@ -418,9 +486,12 @@ def _attribution_card(c: Comparison, modes: Sequence[str]) -> str:
             f"<time>{_e(when)}</time> {_e(str(ev.get('what', '') or ''))}"
             f'<span class="hint">at {_e(where or "no site")}</span></th>{"".join(cells)}</tr>'
         )
+    overlap = any((_float(att[m].get("elsewhere_failed")) or 0.0) <= -0.5 for m in shown)
     rows.append(
         '<tr class="rest"><th scope="row">elsewhere<span class="hint">outside every event\'s '
-        "window and sites</span></th>"
+        "window and sites"
+        + ("; below zero where events overlap and each counted the same minutes" if overlap else "")
+        + "</span></th>"
         + "".join(
             _cost_cells(
                 att[m].get("elsewhere_failed"), att[m].get("elsewhere_slo_minutes"), None, None
@@ -723,12 +794,22 @@ def _map_card(c: Comparison, modes: Sequence[str]) -> str:
         flows = [f for f in flows if f[2] > 0][:MAX_FLOWS]
         hidden = "" if m == shown else ' style="display:none"'
         lines = []
+        bins = c.runs[m].flow_bins
         for a, b, v in reversed(flows):  # the largest drawn last, on top
             width = 0.8 + 5.0 * math.sqrt(v / vmax) if vmax > 0 else 0.8
             pts = _great_circle(*where[a], *where[b])
+            km = _distance_km(where[a], where[b])
+            per_bin = bins.get((a, b))
+            # each hour's share of the line's requests, per mille (none: left empty)
+            hourly = (
+                f' data-v="{",".join(_per_mille(_float(x) or 0.0, v) for x in per_bin)}"'
+                if per_bin
+                else ""
+            )
             lines.append(
-                f'<g class="flow" data-from="{_e(a)}" data-to="{_e(b)}">'
-                f"<title>{_e(a)} → {_e(b)}: {_e(_si(v))} requests</title>"
+                f'<g class="flow" data-from="{_e(a)}" data-to="{_e(b)}" data-km="{km:.0f}" '
+                f'data-total="{v:.4g}"{hourly}>'
+                f"<title>{_e(a)} → {_e(b)}, {km:,.0f} km: {_e(_si(v))} requests</title>"
                 f'<path d="{_flow_path(proj, pts)}" stroke-width="{width:.2f}"/>'
                 f"{_arrow(proj, pts, 2.5 + width)}</g>"
             )
@@ -782,9 +863,11 @@ def _map_card(c: Comparison, modes: Sequence[str]) -> str:
 
     buttons = "".join(
         f'<button type="button" data-mode="{_e(m)}" '
-        f'aria-pressed="{"true" if m == shown else "false"}">{_e(_mode_title(m))}</button>'
+        f'aria-pressed="{"true" if m == shown else "false"}">{_swatch(m, modes)}'
+        f"{_e(_mode_title(m))}</button>"
         for m in modes
     )
+    buttons += _window_select(c, modes)
     legend = (
         '<p class="legend small">'
         f'<span class="dot" style="background:{HEALTH_COLOURS["green"]}"></span>'
@@ -793,36 +876,73 @@ def _map_card(c: Comparison, modes: Sequence[str]) -> str:
         f"up to {YELLOW_UP_TO:g} "
         f'<span class="dot" style="background:{HEALTH_COLOURS["red"]}"></span>above '
         f'<span class="dot" style="background:{HEALTH_COLOURS["unknown"]}"></span>no data. '
-        "Circle area: requests moved from or to the site. Lines: from the site requests "
-        "reached to the site that served them, wider for more.</p>"
+        "Circle area: requests moved from or to the site over the whole run. Lines: from "
+        "the site requests reached to the site that served them, wider for more, in the "
+        "hours chosen.</p>"
     )
     return (
         '<div class="card" id="map-card"><h2>Where traffic went</h2>'
         f'<div id="map-modes" role="group" aria-label="run shown on the map">{buttons}</div>'
-        f"{''.join(svg)}{legend}{_top_moves(c, shown)}</div>"
+        f"{''.join(svg)}{legend}{_top_moves(c, shown, where)}</div>"
     )
 
 
-def _top_moves(c: Comparison, mode: str | None, n: int = 6) -> str:
-    if mode is None:
+def _per_mille(x: float, total: float) -> str:
+    n = round(1000.0 * x / total) if total > 0 else 0
+    return str(n) if n else ""
+
+
+def _window_select(c: Comparison, modes: Sequence[str]) -> str:
+    """A select of the hours the map's lines and the largest moves cover: the whole
+    run, each event's hours, or one hour (when the runs recorded their moves by hour)."""
+    n = max([len(v) for m in modes for v in c.runs[m].flow_bins.values()] + [0])
+    if n <= 1:
         return ""
-    flows = sorted(
-        ((_float(v) or 0.0, str(a), str(b)) for (a, b), v in c.runs[mode].flows.items()),
-        reverse=True,
-    )
-    flows = [f for f in flows if f[0] > 0]
-    if not flows:
-        return f'<p class="muted small">{_e(_mode_title(mode))} moved no traffic.</p>'
-    total = sum(f[0] for f in flows)
-    rows = "".join(
-        f"<tr><td>{_e(a)} → {_e(b)}</td><td>{_e(_si(v))}</td><td>{100 * v / total:.0f} %</td></tr>"
-        for v, a, b in flows[:n]
-    )
-    more = f" ({len(flows) - n} more)" if len(flows) > n else ""
+    start_h = c.start_utc_hour
+    options = ['<option value="">the whole run</option>']
+    for i, (at, until, _, what) in enumerate(_events(c), 1):
+        lo = int(at // FLOW_BIN_S)
+        end = _duration(c) if until is None else until
+        hi = min(n, max(lo + 1, math.ceil(end / FLOW_BIN_S - 1e-9)))
+        if lo < n:
+            label = f"event {i}: {_span(lo * FLOW_BIN_S, hi * FLOW_BIN_S, start_h)}"
+            options.append(f'<option value="{lo},{hi}" title="{_e(what)}">{_e(label)}</option>')
+    for b in range(n):
+        label = _span(b * FLOW_BIN_S, (b + 1) * FLOW_BIN_S, start_h)
+        options.append(f'<option value="{b},{b + 1}">{_e(label)}</option>')
     return (
-        f'<table class="moves small"><caption>Largest moves, {_e(_mode_title(mode))}'
-        f"{_e(more)}</caption><thead><tr><th>from → to</th><th>requests</th>"
-        f"<th>share</th></tr></thead><tbody>{rows}</tbody></table>"
+        '<label class="small" id="map-window-label">hours '
+        f'<select id="map-window">{"".join(options)}</select></label>'
+    )
+
+
+def _top_moves(c: Comparison, mode: str | None, where: Mapping[str, tuple[float, float]]) -> str:
+    """The largest moves of the map's run over the whole run (the script redraws the
+    table for another run or other hours, from the map's lines)."""
+    rows = ""
+    caption = ""
+    if mode is not None:
+        flows = sorted(
+            ((_float(v) or 0.0, str(a), str(b)) for (a, b), v in c.runs[mode].flows.items()),
+            reverse=True,
+        )
+        flows = [f for f in flows if f[0] > 0]
+        total = sum(f[0] for f in flows)
+        for v, a, b in flows[:MAX_MOVES]:
+            km = f"{_distance_km(where[a], where[b]):,.0f}" if a in where and b in where else ""
+            rows += (
+                f"<tr><td>{_e(a)} → {_e(b)}</td><td>{km}</td><td>{_e(_si(v))}</td>"
+                f"<td>{100 * v / total:.0f} %</td></tr>"
+            )
+        more = f" ({len(flows) - MAX_MOVES} more)" if len(flows) > MAX_MOVES else ""
+        caption = f"Largest moves, {_mode_title(mode)}, the whole run{more}"
+        if not flows:
+            caption = f"{_mode_title(mode)} moved no traffic."
+    return (
+        f'<table class="moves small" id="moves" data-rows="{MAX_MOVES}">'
+        f"<caption>{_e(caption)}</caption><thead><tr>"
+        "<th>from → to</th><th>km</th><th>requests</th><th>share</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
     )
 
 
@@ -896,9 +1016,10 @@ class _Chart:
     W, H = 600.0, 190.0
     LEFT, RIGHT, TOP, BOTTOM = 44.0, 18.0, 10.0, 22.0
 
-    def __init__(self, duration: float, ymax: float) -> None:
+    def __init__(self, duration: float, ymax: float, start_h: float = 0.0) -> None:
         self.duration = duration
         self.ymax = ymax
+        self.start_h = start_h  # the UTC hour of the run's time 0
         self.pw = self.W - self.LEFT - self.RIGHT
         self.ph = self.H - self.TOP - self.BOTTOM
 
@@ -917,12 +1038,13 @@ class _Chart:
                 f'x2="{self.W - self.RIGHT}" y2="{y:.1f}"/>'
                 f'<text class="ytick" x="{self.LEFT - 4}" y="{y + 3:.1f}">{_e(fmt(v))}</text>'
             )
-        for t in _time_ticks(self.duration):
+        for t in _time_ticks(self.duration, self.start_h):
             x = self.x(t)
             out.append(
                 f'<line class="tick" x1="{x:.1f}" y1="{self.TOP + self.ph}" x2="{x:.1f}" '
                 f'y2="{self.TOP + self.ph + 4}"/>'
-                f'<text class="xtick" x="{x:.1f}" y="{self.H - 6}">{_hhmm(t)}</text>'
+                f'<text class="xtick" x="{x:.1f}" y="{self.H - 6}">'
+                f"{_utc(t, self.start_h, end=t > 0)}</text>"
             )
         out.append(
             f'<rect class="plot" x="{self.LEFT}" y="{self.TOP}" width="{self.pw}" '
@@ -971,6 +1093,33 @@ class _Chart:
             for pts in out
             if pts
         )
+
+    def marks(
+        self,
+        actions: Sequence[Mapping[str, Any]],
+        colour: str,
+        mode: str,
+        row: int,
+    ) -> str:
+        """A short tick at the foot of the plot for each action, one row per run, with
+        what it did on hover."""
+        out = []
+        y = self.TOP + self.ph - 5.0 * (row + 1)
+        for a in actions:
+            t = _float(a.get("time_s"))
+            if t is None:
+                continue
+            x = self.x(t)
+            what = (
+                f"{_utc(t, self.start_h)} UTC, {_mode_title(mode)}: {a.get('site')} "
+                f"{KIND_WORDS.get(str(a.get('kind')), a.get('kind'))}"
+                f"{' to ' + str(a.get('to')) if a.get('to') else ''}: {a.get('reason', '')}"
+            )
+            out.append(
+                f'<path class="mark" d="M{x:.1f},{y:.1f}v4" stroke="{colour}">'
+                f"<title>{_e(what)}</title></path>"
+            )
+        return f'<g class="marks" data-mode="{_e(mode)}">{"".join(out)}</g>' if out else ""
 
     def svg(self, label: str, content: str) -> str:
         return (
@@ -1027,7 +1176,9 @@ def _site_charts(c: Comparison, modes: Sequence[str]) -> str:
         f'<p class="legend small">{legend}<span class="evbox"></span>event windows. '
         f"First the site each event hits and the site its users went to, then the sites "
         f"with the most SLO-breach minutes or traffic moved, across the runs. Each "
-        f"point is the highest of up to {MAX_POINTS} buckets, so peaks survive.</p>"
+        f"point is the highest of up to {MAX_POINTS} buckets, so peaks survive. The ticks "
+        f"at the foot of the utilisation chart are the controllers' actions at or to the "
+        f"site (hover for what and why).</p>"
         f'<div class="site-grid">{"".join(cards)}</div></section>'
     )
 
@@ -1055,21 +1206,25 @@ def _site_card(
     learned: Mapping[str, Mapping[str, Any]],
 ) -> str:
     facts = []
+    acted: dict[str, list[Mapping[str, Any]]] = {}
     for m in modes:
         run = c.runs[m]
         minutes = _float(run.totals.slo_breach_minutes.get(code)) or 0.0
         out, into = _site_traffic(run).get(code, (0.0, 0.0))
+        acted[m] = [a for a in run.actions if code in (a.get("site"), a.get("to"))]
+        n = sum(a.get("kind") != "hold" for a in acted[m])
+        did = f", {n} action{'s' if n != 1 else ''}" if n else ""
         facts.append(
             f'<li><span class="swatch" style="border-color:{_mode_colour(m, modes)}"></span>'
             f"{_e(_mode_title(m))}: {minutes:,.0f} SLO-breach min, moved out "
-            f"{_e(_si(out))}, in {_e(_si(into))}</li>"
+            f"{_e(_si(out))}, in {_e(_si(into))}{_e(did)}</li>"
         )
 
     # utilisation
     down = {m: _bucket_max(*s, MAX_POINTS) for m, s in util.items()}
     peak = max([float(np.nanmax(y)) for _, y in down.values() if np.isfinite(y).any()] + [1.0])
     ymax = min(2.0, _nice_ceiling(peak))
-    chart = _Chart(duration, ymax)
+    chart = _Chart(duration, ymax, c.start_utc_hour)
     parts = [chart.events(events), chart.frame(_ticks(ymax), lambda v: f"{v:g}")]
     entry = learned.get(code)
     maximum = _float(entry.get("value")) if entry else None
@@ -1078,6 +1233,8 @@ def _site_card(
     for m in modes:
         if m in down:
             parts.append(chart.lines(*down[m], _mode_colour(m, modes), m))
+    for k, m in enumerate(modes):
+        parts.append(chart.marks(acted[m][:MAX_MARKS], _mode_colour(m, modes), m, k))
     clipped = " (clipped at the top)" if peak > ymax else ""
     util_svg = chart.svg(f"utilisation of {code}", "".join(parts))
 
@@ -1086,7 +1243,7 @@ def _site_card(
     finite = [y[np.isfinite(y)] for _, y in down.values()]
     peak_ms = max([float(v.max()) for v in finite if v.size] + [2 * SLO_MS])
     ymax_ms = min(10 * SLO_MS, _nice_ceiling(peak_ms))
-    chart = _Chart(duration, ymax_ms)
+    chart = _Chart(duration, ymax_ms, c.start_utc_hour)
     parts = [chart.events(events), chart.frame(_ticks(ymax_ms), lambda v: f"{v:g}")]
     parts.append(chart.hline(SLO_MS, "slo", f"SLO {SLO_MS:g} ms"))
     for m in modes:
@@ -1183,6 +1340,7 @@ def _scatter(e: Mapping[str, Any]) -> str:
     if data is None:
         return ""
     u, y = data
+    lo_u, hi_u = float(u.min()), float(u.max())
     if u.size > MAX_SCATTER:  # an even sample, the same every time
         idx = np.linspace(0, u.size - 1, MAX_SCATTER).round().astype(np.int64)
         u, y = u[idx], y[idx]
@@ -1214,7 +1372,8 @@ def _scatter(e: Mapping[str, Any]) -> str:
     parts.append(f'<path class="points" d="{dots}"/>')
     cu, cy = _array(e.get("curve_u")), _array(e.get("curve_p95"))
     if cu is not None and cy is not None and cu.size == cy.size:
-        keep = np.isfinite(cu) & np.isfinite(cy)
+        # the fit only where it has data: not beyond the lowest and highest utilisation
+        keep = np.isfinite(cu) & np.isfinite(cy) & (cu >= lo_u) & (cu <= hi_u)
         pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(cu[keep], cy[keep], strict=True))
         if pts:
             parts.append(f'<polyline class="curve" points="{pts}"/>')
@@ -1236,6 +1395,240 @@ def _scatter(e: Mapping[str, Any]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {w:.0f} {h:.0f}" '
         f'role="img" aria-label="learned threshold of {_e(site)}">{"".join(parts)}</svg></figure>'
     )
+
+
+# ---------------------------------------------------------------------------------------
+# the words, the network over the day, what the controllers did, and the CSV files
+
+KIND_WORDS = {
+    "forward": "forward (Plurimog)",
+    "revert": "take back",
+    "handback": "hand back",
+    "shift": "shift (Duomog)",
+    "withdraw": "withdraw prefix",
+    "announce": "announce prefix",
+    "hold": "could not",
+}
+
+
+def _glossary() -> str:
+    return (
+        '<section class="card" id="glossary"><h2>How the controllers move traffic</h2><dl>'
+        "<dt>Plurimog</dt><dd>forwarding between sites: a site above its maximum "
+        "utilisation sends a share of one plan's requests to a nearby site with room, "
+        "which serves them. Users keep their route; their requests pay the round trip "
+        "between the two sites. Only the Traffic Manager forwards.</dd>"
+        "<dt>Duomog</dt><dd>shifting inside a site: a section (a group of servers) above "
+        "its maximum hands a share of its traffic to its sister sections, when the site as "
+        "a whole has room. Nothing leaves the site.</dd>"
+        "<dt>withdrawal</dt><dd>the sledgehammer: a site stops announcing a prefix, and BGP "
+        "takes that prefix's users to wherever their routes lead next, with or without "
+        "room there.</dd>"
+        "<dt>stranded capacity</dt><dd>healthy CPU below a site's maximum left idle while "
+        "requests failed elsewhere, plus the capacity below target of sites whose prefixes "
+        "were withdrawn: room the network had and did not use (core-hours).</dd>"
+        "</dl></section>"
+    )
+
+
+_NETWORK_CHARTS = (
+    ("failed_rps", "failed requests/s", "over capacity or no route, per minute"),
+    ("sites_forwarding", "sites forwarding", "sites sending requests to other sites"),
+    ("withdrawn", "prefixes withdrawn", "announcements withdrawn by the controller"),
+)
+
+
+def _network_card(c: Comparison, modes: Sequence[str]) -> str:
+    if not modes:
+        return ""
+    duration = _duration(c)
+    events = _events(c)
+    data = {m: network_series(c.runs[m]) for m in modes}
+    figures = []
+    for key, title, hint in _NETWORK_CHARTS:
+        down: dict[str, tuple[Array, Array]] = {}
+        for m in modes:
+            t = np.asarray(data[m]["time_s"], dtype=np.float64)
+            y = np.asarray(data[m][key], dtype=np.float64)
+            if t.size and t.size == y.size:
+                down[m] = _bucket_max(t, y, MAX_POINTS)
+        peak = max([float(np.nanmax(y)) for _, y in down.values() if y.size] + [0.0])
+        ymax = max(1.0, _nice_ceiling(peak)) if peak > 0 else 1.0
+        ticks = _ticks(ymax)
+        if key != "failed_rps":  # counts: whole ticks
+            ymax = max(ymax, 2.0)
+            ticks = [v for v in _ticks(ymax) if v == int(v)]
+        chart = _Chart(duration, ymax, c.start_utc_hour)
+        parts = [chart.events(events), chart.frame(ticks, _si)]
+        for m in modes:
+            if m in down:
+                parts.append(chart.lines(*down[m], _mode_colour(m, modes), m))
+        figures.append(
+            f'<figure data-series="{key}"><figcaption><b>{_e(title)}</b> · {_e(hint)}'
+            f"</figcaption>{chart.svg(title, ''.join(parts))}</figure>"
+        )
+    legend = "".join(f"{_swatch(m, modes)}{_e(_mode_title(m))} " for m in modes)
+    return (
+        '<section class="card" id="network"><h2>The whole network over the day</h2>'
+        f'<p class="legend small">{legend}<span class="evbox"></span>event windows. '
+        "Each point is the highest of its bucket.</p>"
+        f'<div class="triple">{"".join(figures)}</div>'
+        '<p class="small downloads">Download: '
+        f"{_download('csv-series', c, 'series', 'these series (CSV)')} "
+        f"{_download('csv-totals', c, 'totals', 'the comparison table (CSV)')}</p></section>"
+    )
+
+
+def _download(block: str, c: Comparison, what: str, label: str) -> str:
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in str(c.scenario))
+    return (
+        f'<button type="button" class="csv" data-csv="{block}" '
+        f'data-file="anyedge-{_e(slug)}-{what}.csv">{_e(label)}</button>'
+    )
+
+
+def _distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance between two (lon, lat) places, km."""
+    lon1, lat1, lon2, lat2 = (math.radians(v) for v in (*a, *b))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * 6371.0 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _places(c: Comparison) -> dict[str, tuple[float, float]]:
+    return {p[0]: (p[2], p[3]) for p in _site_positions(c) if p is not None}
+
+
+def _timeline_card(c: Comparison, modes: Sequence[str]) -> str:
+    acting = [m for m in modes if c.runs[m].actions]
+    if not acting:
+        return (
+            '<section class="card" id="timeline"><h2>What the controllers did</h2>'
+            '<p class="muted">No controller acted in this scenario.</p></section>'
+        )
+    where = _places(c)
+    start_h = c.start_utc_hour
+    rows: list[tuple[float, int, str]] = []
+    sites: set[str] = set()
+    notes = []
+    for k, m in enumerate(acting):
+        actions = c.runs[m].actions
+        if len(actions) > MAX_ACTIONS:
+            notes.append(f"the first {MAX_ACTIONS:,} of {len(actions):,} for {_mode_title(m)}")
+        for a in actions[:MAX_ACTIONS]:
+            at = _float(a.get("time_s"))
+            site, to = a.get("site"), a.get("to")
+            involved = [str(x) for x in (site, to) if x]
+            sites.update(involved)
+            km = ""
+            if site in where and to in where:
+                km = f" ({_distance_km(where[str(site)], where[str(to)]):,.0f} km)"
+            share = _float(a.get("share")) or 0.0
+            cpu = _float(a.get("cpu")) or 0.0
+            what = a.get("plan") or a.get("section") or a.get("prefix") or ""
+            kind = str(a.get("kind", ""))
+            rows.append(
+                (
+                    at if at is not None else math.inf,
+                    k,
+                    f'<tr data-mode="{_e(m)}" data-sites="{_e(" ".join(involved))}" '
+                    f'data-kind="{_e(kind)}"><td class="t">'
+                    f"{'—' if at is None else _utc(at, start_h)}</td><td>{_swatch(m, modes)}</td>"
+                    f"<td>{_e(site or 'network')}</td>"
+                    f"<td>{_e(KIND_WORDS.get(kind, kind))}</td><td>{_e(what)}</td>"
+                    f"<td>{_e(str(to or '') + km)}</td>"
+                    f'<td class="num">{_percent(share)}</td>'
+                    f'<td class="num">{_si(cpu / 1000.0) if cpu > 0 else ""}</td>'
+                    f'<td class="reason">{_e(a.get("reason", ""))}</td></tr>',
+                )
+            )
+    rows.sort(key=lambda r: (r[0], r[1]))  # in time, the runs side by side (stable)
+    mode_options = "".join(f'<option value="{_e(m)}">{_e(_mode_title(m))}</option>' for m in acting)
+    site_options = "".join(f'<option value="{_e(x)}">{_e(x)}</option>' for x in sorted(sites))
+    counts = ", ".join(
+        f"{_mode_title(m)} {sum(a.get('kind') != 'hold' for a in c.runs[m].actions):,}"
+        for m in acting
+    )
+    capped = f" The table shows {'; '.join(notes)}; the CSV has all." if notes else ""
+    return (
+        '<section class="card" id="timeline"><h2>What the controllers did</h2>'
+        f'<p class="small muted">Every change each controller made ({_e(counts)}), in '
+        "order, with the reason it journaled; a <q>could not</q> row is something it "
+        "wanted to do and did not, shown where it starts (not again each minute while it "
+        f"lasts). CPU is in cores moved; share is of the plan or section.{_e(capped)}</p>"
+        '<div class="filters small"><label>controller <select id="timeline-mode">'
+        f'<option value="">all</option>{mode_options}</select></label> '
+        '<label>site <select id="timeline-site"><option value="">all</option>'
+        f"{site_options}</select></label> "
+        '<label><input type="checkbox" id="timeline-holds" checked> show <q>could not</q>'
+        "</label> "
+        f"{_download('csv-actions', c, 'actions', 'every action (CSV)')}</div>"
+        '<div class="scroll"><table id="timeline-table" class="small"><thead><tr>'
+        "<th>time</th><th></th><th>site</th><th>action</th><th>plan / section / prefix</th>"
+        '<th>to</th><th class="num">share</th><th class="num">CPU, cores</th><th>reason</th>'
+        f"</tr></thead><tbody>{''.join(r[2] for r in rows)}</tbody></table></div></section>"
+    )
+
+
+def _percent(share: float) -> str:
+    if share <= 0:
+        return ""
+    return f"{100 * share:.0f} %" if share >= 0.01 else f"{100 * share:.1g} %"
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if v is None else v for v in row])
+    return buf.getvalue()
+
+
+def series_csv(c: Comparison) -> str:
+    """The network-wide series of every run, one row per run and sample."""
+    rows = []
+    for m in _modes(c):
+        data = network_series(c.runs[m])
+        for i, t in enumerate(data["time_s"]):
+            rows.append(
+                [m, t, _utc(t, c.start_utc_hour)] + [data[k][i] for k in NETWORK_FIELDS[1:]]
+            )
+    return _csv(["controller", "time_s", "time_utc", *NETWORK_FIELDS[1:]], rows)
+
+
+def actions_csv(c: Comparison) -> str:
+    """Every action of every run (ACTION_FIELDS), one row each, in order."""
+    rows = []
+    for m in _modes(c):
+        for a in c.runs[m].actions:
+            t = _float(a.get("time_s"))
+            when = "" if t is None else _utc(t, c.start_utc_hour)
+            rows.append([m, a.get("time_s"), when] + [a.get(k) for k in ACTION_FIELDS[1:]])
+    return _csv(["controller", "time_s", "time_utc", *ACTION_FIELDS[1:]], rows)
+
+
+def totals_csv(c: Comparison) -> str:
+    """The comparison table: one row per run, the totals of ``anyedge simulate --json``."""
+    modes = _modes(c)
+    data = {m: c.runs[m].totals.as_dict() for m in modes}
+    keys = [k for k in (data[modes[0]] if modes else {}) if not isinstance(data[modes[0]][k], dict)]
+    return _csv(["controller", *keys], ([m, *(data[m][k] for k in keys)] for m in modes))
+
+
+def _csv_blocks(c: Comparison) -> str:
+    """The CSV files, as inert text in the page; the script turns one into a download."""
+    out = []
+    for block, text in (
+        ("csv-series", series_csv(c)),
+        ("csv-actions", actions_csv(c)),
+        ("csv-totals", totals_csv(c)),
+    ):
+        safe = text.replace("</", "<\\/")  # nothing in it may close the element
+        out.append(f'<script type="text/csv" id="{block}">{safe}</script>')
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1272,7 +1665,8 @@ th[scope=row] { white-space: nowrap; }
 thead th { font-size: 12px; vertical-align: bottom; }
 .code { display: block; color: var(--muted); font-weight: normal; font-family: monospace; }
 .hint { display: block; color: var(--muted); font-weight: normal; font-size: 11px; }
-td.best { background: #dff3e4; font-weight: 700; }
+td.best { background: #e1e9f5; font-weight: 700; }
+tr.group th { text-align: left; font-size: 12px; color: var(--muted); padding-top: 10px; }
 td.na { color: var(--muted); }
 #comparison-card { overflow-x: auto; }
 #attribution { margin-top: 14px; }
@@ -1325,6 +1719,7 @@ svg.chart { width: 100%; height: auto; display: block; }
 .chart .event { fill: #f6d5a8; fill-opacity: 0.5; }
 .chart .evlabel { fill: #a8671f; font-size: 9px; }
 .chart .series { fill: none; stroke-width: 1.4; stroke-linejoin: round; }
+.chart .mark { stroke-width: 2.2; fill: none; }
 .chart line.slo { stroke: #c0392b; stroke-dasharray: 5 3; stroke-width: 1; }
 .chart line.learned { stroke: #6b7785; stroke-dasharray: 2 3; stroke-width: 1; }
 .chart .hlabel { text-anchor: end; font-size: 9px; }
@@ -1341,14 +1736,143 @@ svg.chart { width: 100%; height: auto; display: block; }
 #learned-table td, #learned-table th { text-align: left; }
 #learned-table .num { text-align: right; }
 footer { margin-top: 20px; font-size: 12px; }
+#glossary { margin-top: 12px; }
+#glossary dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 0; }
+#glossary dt { font-weight: 700; }
+#glossary dd { margin: 0; }
+#network, #timeline { margin-top: 14px; }
+.triple { display: grid; grid-template-columns: repeat(3, 1fr); gap: 10px; }
+@media (max-width: 1000px) { .triple { grid-template-columns: 1fr; } }
+.filters { display: flex; gap: 6px 14px; flex-wrap: wrap; align-items: center; margin: 4px 0 6px; }
+select, button.csv { font: inherit; font-size: 12px; }
+button.csv { border: 1px solid var(--line); background: #fff; border-radius: 12px;
+  padding: 1px 10px; cursor: pointer; }
+#timeline-table td, #timeline-table th { text-align: left; white-space: nowrap; }
+#timeline-table .num { text-align: right; }
+#timeline-table td.reason { white-space: normal; min-width: 320px; color: #33404f; }
+#timeline-table thead th { position: sticky; top: 0; background: #fff; }
+#timeline-table .swatch { margin: 0 2px; }
+#map-window-label { margin-left: auto; }
 """
 
 _JS = """
 (function () {
   "use strict";
+  function all(selector, root) {
+    return Array.prototype.slice.call((root || document).querySelectorAll(selector));
+  }
+  function si(x) {
+    var r = Number(x.toPrecision(3)), units = [[1e9, "G"], [1e6, "M"], [1e3, "k"]];
+    for (var i = 0; i < units.length; i++) {
+      if (Math.abs(r) >= units[i][0]) {
+        return Number((r / units[i][0]).toPrecision(3)) + units[i][1];
+      }
+    }
+    return String(r);
+  }
+
+  // downloads: a CSV block of the page, as a file
+  all("button.csv").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var block = document.getElementById(button.getAttribute("data-csv"));
+      if (!block) { return; }
+      var text = block.textContent.replace(/<\\\\\\//g, "</");
+      var url = URL.createObjectURL(new Blob([text], {type: "text/csv"}));
+      var link = document.createElement("a");
+      link.href = url;
+      link.download = button.getAttribute("data-file") || "anyedge.csv";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(function () { URL.revokeObjectURL(url); }, 2000);
+    });
+  });
+
+  // the action timeline: by controller, by site, with or without what could not be done
+  var tMode = document.getElementById("timeline-mode");
+  var tSite = document.getElementById("timeline-site");
+  var tHolds = document.getElementById("timeline-holds");
+  function filter() {
+    var mode = tMode.value, site = tSite.value, holds = tHolds.checked;
+    all("#timeline-table tbody tr").forEach(function (row) {
+      var sites = " " + row.getAttribute("data-sites") + " ";
+      var on = (!mode || row.getAttribute("data-mode") === mode) &&
+        (!site || sites.indexOf(" " + site + " ") >= 0) &&
+        (holds || row.getAttribute("data-kind") !== "hold");
+      row.style.display = on ? "" : "none";
+    });
+  }
+  if (tMode && tSite && tHolds) {
+    [tMode, tSite, tHolds].forEach(function (el) { el.addEventListener("change", filter); });
+  }
+
+  // the map: which run, which hours; the largest moves follow both
   var map = document.getElementById("map");
   if (!map) { return; }
-  var buttons = document.querySelectorAll("#map-modes button");
+  var buttons = all("#map-modes button");
+  var hours = document.getElementById("map-window");
+  var moves = document.getElementById("moves");
+  function volume(flow, lo, hi) {
+    if (lo < 0) { return Number(flow.getAttribute("data-total")) || 0; }
+    var v = flow.getAttribute("data-v");
+    if (!v) { return 0; }
+    var parts = v.split(","), sum = 0;  // per mille of the line's total, by hour
+    for (var i = lo; i < hi && i < parts.length; i++) { sum += Number(parts[i]) || 0; }
+    return sum * (Number(flow.getAttribute("data-total")) || 0) / 1000;
+  }
+  function redraw() {
+    var lo = -1, hi = -1;
+    if (hours && hours.value) {
+      var range = hours.value.split(",");
+      lo = Number(range[0]);
+      hi = Number(range[1]);
+    }
+    var mode = map.getAttribute("data-showing");
+    var flows = all("g.flow", map), values = [], vmax = 0;
+    flows.forEach(function (flow) {
+      var v = volume(flow, lo, hi);
+      values.push(v);
+      vmax = Math.max(vmax, v);
+    });
+    var mine = [], total = 0;
+    flows.forEach(function (flow, i) {
+      var v = values[i];
+      flow.style.display = v > 0 ? "" : "none";
+      if (v > 0) {
+        var width = 0.8 + 5 * Math.sqrt(v / vmax);
+        flow.querySelector("path").setAttribute("stroke-width", width.toFixed(2));
+        if (flow.parentNode.getAttribute("data-mode") === mode) {
+          mine.push([v, flow]);
+          total += v;
+        }
+      }
+    });
+    if (!moves) { return; }
+    mine.sort(function (a, b) { return b[0] - a[0]; });
+    var body = moves.querySelector("tbody");
+    while (body.firstChild) { body.removeChild(body.firstChild); }
+    var limit = Number(moves.getAttribute("data-rows")) || 8;
+    mine.slice(0, limit).forEach(function (item) {
+      var row = document.createElement("tr"), flow = item[1];
+      [flow.getAttribute("data-from") + " \\u2192 " + flow.getAttribute("data-to"),
+       Number(flow.getAttribute("data-km")).toLocaleString("en-GB"), si(item[0]),
+       Math.round(100 * item[0] / total) + " %"].forEach(function (text) {
+        var cell = document.createElement("td");
+        cell.textContent = text;
+        row.appendChild(cell);
+      });
+      body.appendChild(row);
+    });
+    var title = "";
+    buttons.forEach(function (b) {
+      if (b.getAttribute("data-mode") === mode) { title = b.textContent; }
+    });
+    var when = "the whole run";
+    if (hours && hours.value) { when = hours.options[hours.selectedIndex].textContent; }
+    var more = mine.length > limit ? " (" + (mine.length - limit) + " more)" : "";
+    moves.querySelector("caption").textContent = mine.length ?
+      "Largest moves, " + title + ", " + when + more : title + " moved no traffic in " + when + ".";
+  }
   function show(mode) {
     var sites = map.querySelectorAll("circle.site");
     for (var i = 0; i < sites.length; i++) {
@@ -1366,11 +1890,19 @@ _JS = """
       buttons[k].setAttribute("aria-pressed", on ? "true" : "false");
     }
     map.setAttribute("data-showing", mode);
+    redraw();
   }
-  for (var b = 0; b < buttons.length; b++) {
-    buttons[b].addEventListener("click", function (event) {
+  buttons.forEach(function (button) {
+    button.addEventListener("click", function (event) {
       show(event.currentTarget.getAttribute("data-mode"));
     });
+  });
+  if (hours) { hours.addEventListener("change", redraw); }
+  // the address may choose the hours (#hours=3,4) and the run (#mode=none)
+  var window_ = /(?:^#|&)hours=([0-9]+,[0-9]+)/.exec(window.location.hash);
+  if (window_ && hours && hours.querySelector('option[value="' + window_[1] + '"]')) {
+    hours.value = window_[1];
+    redraw();
   }
   var wanted = /(?:^#|&)mode=([a-z0-9_-]+)/.exec(window.location.hash);
   if (wanted && map.querySelector('g.flows[data-mode="' + wanted[1] + '"]')) {

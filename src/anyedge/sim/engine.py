@@ -55,7 +55,7 @@ from ..adapters.journal import Journal
 from ..control.core import Config, Failover, Observation, Plan, State
 from ..control.interfaces import Actuator, Telemetry
 from ..control.learn import fit_curve, learn_maximum, learned_config
-from ..control.reasons import Names
+from ..control.reasons import Names, render
 from ..model.internet import Internet
 from ..model.network import Network, Sessions
 from ..model.world import World
@@ -63,7 +63,16 @@ from ..predict import Predictor
 from ..predict import Scenario as PredScenario
 from ..routing import Announcement, Catchment, Router
 from .demand import diurnal, local_hours
-from .result import MODES, TAIL_S, Comparison, RunResult, Series, Totals, attribute
+from .result import (
+    FLOW_BIN_S,
+    MODES,
+    TAIL_S,
+    Comparison,
+    RunResult,
+    Series,
+    Totals,
+    attribute,
+)
 from .scenario import Event, Scenario
 
 FloatArray = npt.NDArray[np.floating]
@@ -332,6 +341,7 @@ class Twin:
             attribution={
                 m: attribute(runs[m], refs[m], events, codes, self.sc.duration) for m in refs
             },
+            start_utc_hour=self.sc.start_utc_hour,
         )
 
     def without_events(self) -> Twin:
@@ -374,6 +384,9 @@ class _Run:
         self.failed_s = np.zeros((n_samples, S))
         self.slo_s = np.zeros((n_samples, S))
         self.unrouted_s = np.zeros(n_samples)
+        self.withdrawn_s = np.zeros(n_samples)  # (prefix, site) pairs withdrawn, sampled
+        self.flow_marks: list[FloatArray] = []  # self.flows at each FLOW_BIN_S
+        self.seq_time: dict[int, float] = {}  # journaled decision -> its time
         self.moved_to = np.zeros((len(sc.events), S), dtype=np.bool_)
         self.now = 0.0
         self.ser: dict[str, npt.NDArray[np.float32]] = {}  # the series (play() sizes them)
@@ -507,6 +520,7 @@ class _Run:
         clock = SimClock(resolution=sc.tick)
         clock.every(sc.tick, self._advance, until=end)  # before a decision at that tick
         clock.every(per_sample * sc.tick, self._sample, until=end, priority=LATE)  # after
+        actions: list[dict[str, object]] = []
         if self.mode == "none":
             clock.wait_until(end)
         else:
@@ -516,6 +530,7 @@ class _Run:
                 self.controller = Controller(
                     self.telemetry, self.actuator, self.cfg, journal, self.failover
                 )
+                since = self.controller.seq  # a journal given may hold earlier decisions
                 if self.mode == "manager":
                     clock.every(LEARN_S, self._relearn, start=LEARN_S, until=end, priority=LATE)
                 first = -(-delay // per_decision) * per_decision  # the first tick with telemetry
@@ -527,6 +542,7 @@ class _Run:
                     on_cycle=self._decided,
                 )
                 clock.wait_until(end)  # the ticks after the last decision
+                actions = self._journaled(journal, since)
             finally:
                 if own:
                     journal.close()
@@ -550,10 +566,13 @@ class _Run:
                 self.failed_s,
                 self.slo_s,
                 self.unrouted_s,
+                self.withdrawn_s,
             ),
             flows,
             {codes[i]: float(self.worst[i]) for i in range(t.S)},
             moved_to=[[codes[s] for s in np.flatnonzero(row)] for row in self.moved_to],
+            actions=actions,
+            flow_bins=self._flow_bins(),
         )
         result.learned = self._learn() if self.mode == "manager" else []
         return result
@@ -561,6 +580,8 @@ class _Run:
     def _advance(self, now: float) -> None:
         """One tick of the world (the module doc's steps 1-5), at ``now``."""
         sc = self.t.sc
+        if now > 0 and now % FLOW_BIN_S == 0:  # the moves of the hour before
+            self.flow_marks.append(self.flows.copy())
         self._events(now)
         if round(now / sc.tick) % self.per_sample == 0:
             self.demand = self._demand(now)
@@ -577,6 +598,7 @@ class _Run:
         ser = self.ser
         ser["u"][i], ser["p95"][i] = m.u, m.p95
         ser["fail"][i], ser["out"][i], ser["in"][i] = m.fail, m.out, m.inn
+        self.withdrawn_s[i] = float(self.state.withdrawn.sum())
         self.worst = np.maximum(self.worst, np.where(np.isfinite(m.u), m.u, 10.0))
         self._latency_sample(self.demand, m, self.hist, self.per_sample * sc.tick)
         live = m.load > 0
@@ -763,6 +785,55 @@ class _Run:
             raise cycle.error
         self.totals.decisions += 1
         self.totals.actions += sum(a.kind != "hold" for a in cycle.plan.actions)
+        if self.controller is not None:  # when its last journaled decision was taken
+            self.seq_time.setdefault(self.controller.seq, cycle.time)
+
+    def _journaled(self, journal: Journal, since: int) -> list[dict[str, object]]:
+        """The actions journaled in this run, with their times, for the report (a hold
+        only where it starts: not while the same site holds for the same reason)."""
+        names = self.t.names
+        out: list[dict[str, object]] = []
+        held: set[tuple[int, str]] = set()  # (site, code) held at the last decision
+        holding: set[tuple[int, str]] = set()
+        last = since
+        for seq, a in journal.actions(since):
+            if seq != last:
+                held, holding, last = holding, set(), seq
+            if a.kind == "hold":
+                key = (a.site, a.reason.code)
+                holding.add(key)
+                if key in held:
+                    continue
+
+            def name(table: tuple[str, ...], i: int) -> str | None:
+                return table[i] if 0 <= i < len(table) else None
+
+            out.append(
+                {
+                    "time_s": self.seq_time.get(seq, float("nan")),
+                    "kind": a.kind,
+                    "site": name(names.sites, a.site),
+                    "plan": name(names.plans, a.plan),
+                    "to": name(names.sites, a.to),
+                    "section": name(names.sections, a.section),
+                    "prefix": name(names.prefixes, a.prefix),
+                    "share": float(a.share),
+                    "cpu": float(a.cpu),
+                    "code": a.reason.code,
+                    "reason": render(a.reason, names),
+                }
+            )
+        return out
+
+    def _flow_bins(self) -> dict[tuple[str, str], list[float]]:
+        """Requests moved from each site to each other in each FLOW_BIN_S of the run."""
+        marks = [np.zeros_like(self.flows), *self.flow_marks, self.flows]
+        per_bin = np.diff(np.stack(marks), axis=0)
+        codes = self.t.world.network.sites.code
+        return {
+            (codes[a], codes[b]): [float(v) for v in per_bin[:, a, b]]
+            for a, b in zip(*np.nonzero(self.flows > 0), strict=True)
+        }
 
     def _relearn(self, now: float) -> None:
         """Learn each site's maximum from the samples so far, as the reference's Traffic
@@ -807,7 +878,6 @@ class _Run:
         peak = np.nan_to_num(u, nan=-1.0).max(axis=0) if u.size else np.zeros(len(codes))
         busiest = np.argsort(-peak, kind="stable")[: min(12, int((peak > 0).sum()))]
         out: list[dict[str, object]] = []
-        grid = np.linspace(0.2, 1.0, 33)
         for s in busiest.tolist():
             ok = np.isfinite(u[:, s]) & np.isfinite(p[:, s])
             r = learn_maximum(u[ok, s], p[ok, s], static=float(self.t.thresholds[s, 0]))
@@ -821,7 +891,8 @@ class _Run:
             pick = np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 300)]
             row["points_u"] = u[pick, s].tolist()
             row["points_p95"] = p[pick, s].tolist()
-            if r.method != "static":
+            if r.method != "static":  # the fit where it has data, not beyond
+                grid = np.linspace(float(u[ok, s].min()), float(u[ok, s].max()), 33)
                 row["curve_u"] = grid.tolist()
                 row["curve_p95"] = fit_curve(r, grid).tolist()
             out.append(row)

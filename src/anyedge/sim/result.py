@@ -95,6 +95,16 @@ class Series:
     failed_requests: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, S)
     slo_minutes: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, S)
     unrouted_requests: FloatArray = field(default_factory=lambda: np.zeros(0))  # (T,)
+    withdrawn: FloatArray = field(default_factory=lambda: np.zeros(0))  # (T,) (prefix, site)s
+
+
+# the columns of an action in RunResult.actions (and of the report's CSV), in order
+ACTION_FIELDS = (
+    "time_s", "kind", "site", "plan", "to", "section", "prefix", "share", "cpu", "code", "reason"
+)  # fmt: skip
+# the network-wide series of network_series() (and of the report's CSV), in order
+NETWORK_FIELDS = ("time_s", "failed_rps", "forwarded_rps", "sites_forwarding", "withdrawn")
+FLOW_BIN_S = 3600.0  # RunResult.flow_bins: requests moved per hour
 
 
 @dataclass
@@ -108,6 +118,38 @@ class RunResult:
     # per event of the scenario: the sites the controller moved traffic to from the
     # event's sites during its window (and tail)
     moved_to: list[list[str]] = field(default_factory=list)
+    # what the controller did, from its journal, in order: one dict per action with the
+    # keys of ACTION_FIELDS (time_s from the start; site, plan, to, section and prefix
+    # by name or None; share of the plan or section moved; cpu in ms/s; the reason's
+    # code and words).
+    # A hold (something the controller could not do) is kept when it starts: not again
+    # while the same site holds for the same reason decision after decision.
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    # (from site, to site) -> requests moved in each FLOW_BIN_S of the run
+    flow_bins: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+
+def network_series(run: RunResult) -> dict[str, list[Any]]:
+    """The whole network over the run, a value per sample (keys: NETWORK_FIELDS):
+    failed requests/s (over capacity or unrouted, averaged over the sample's interval),
+    forwarded requests/s, sites forwarding and prefix announcements withdrawn (at the
+    sample)."""
+    s = run.series
+    n = int(s.utilisation.shape[0])
+    failed = np.zeros(n)
+    if s.failed_requests.shape[:1] == (n,):
+        failed += s.failed_requests.reshape(n, -1).sum(axis=1)
+    if s.unrouted_requests.shape == (n,):
+        failed += s.unrouted_requests
+    out_rps = np.nan_to_num(np.asarray(s.forwarded_out_rps, dtype=np.float64).reshape(n, -1))
+    withdrawn = s.withdrawn if s.withdrawn.shape == (n,) else np.zeros(n)
+    return {  # requests/s to a tenth: enough to read, and the CSV stays small
+        "time_s": (np.arange(n) * s.step_s).tolist(),
+        "failed_rps": np.round(failed / s.step_s, 1).tolist(),
+        "forwarded_rps": np.round(out_rps.sum(axis=1), 1).tolist(),
+        "sites_forwarding": (out_rps > 0).sum(axis=1).astype(np.int64).tolist(),
+        "withdrawn": np.rint(withdrawn).astype(np.int64).tolist(),
+    }
 
 
 @dataclass
@@ -127,14 +169,20 @@ class Comparison:
     wall_seconds: float = 0.0
     reference: dict[str, RunResult] = field(default_factory=dict)  # same day, no events
     attribution: dict[str, dict[str, Any]] = field(default_factory=dict)  # see attribute()
+    start_utc_hour: float = 0.0  # the UTC hour of the run's time 0
 
     def summary(self) -> dict[str, Any]:
+        """Everything ``anyedge simulate --json`` prints: per run its totals, what the
+        controller did (``actions``) and the network over the day (``series``)."""
         out: dict[str, Any] = {
             "scenario": self.scenario,
             "duration_s": self.duration_s,
             "tick_s": self.tick_s,
+            "start_utc_hour": self.start_utc_hour,
             "wall_seconds": self.wall_seconds,
             "runs": {m: r.totals.as_dict() for m, r in self.runs.items()},
+            "actions": {m: r.actions for m, r in self.runs.items()},
+            "series": {m: network_series(r) for m, r in self.runs.items()},
         }
         if self.events:
             out["events"] = self.events
