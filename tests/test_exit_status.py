@@ -77,7 +77,7 @@ def test_help_and_version_exit_0() -> None:
 def test_usage_errors_exit_2(args: list[str]) -> None:
     r = anyedge(*args)
     assert r.returncode == 2, r.stderr
-    assert "Error:" in r.stderr
+    assert "anyedge: error: " in r.stderr, r.stderr
 
 
 def _ctx_exit() -> None:

@@ -11,34 +11,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import InputError, Problem
-from ..model.files.asrel import bare_internet, read_as_rel
-from ..model.world import World
-from ..routing import (
-    Announcement,
-    Mode,
-    Rank,
-    Router,
-    RoutingGraph,
-    Scope,
-    Seeds,
-    longest_match,
-    prefix_for,
-    propagate,
-)
-from ..routing.catchment import RANK_NAMES
-from ..routing.propagate import as_path
 from .common import prefix_row, topology_option, world_from
 from .main import cli
 
+if TYPE_CHECKING:  # the rest loads per code path: --as-rel needs no world builder
+    import numpy as np
+
+    from ..model.world import World
+
 MAX_PREPEND = 32  # as Announcement.with_prepend: longer paths add nothing but risk
+MODES = ("metro", "as")  # the values of anyedge.routing.Mode, without loading it
 
 
 def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -63,7 +50,7 @@ def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
 @click.option("--address", help="Destination address: longest-prefix match over all prefixes.")
 @click.option(
     "--mode",
-    type=click.Choice([m.value for m in Mode]),
+    type=click.Choice(MODES),
     default=None,
     help="Tie-break: metro (hot potato, default on worlds) or as (lowest neighbour ASN).",
 )
@@ -78,7 +65,9 @@ def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
     help="A CAIDA as-rel file instead of a world (AS-level mode).",
 )
 @click.option("--origin", multiple=True, type=int, help="Origin ASN for --as-rel; repeatable.")
-@click.option("--top", type=int, default=25, show_default=True, help="Rows in the table.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=25, show_default=True, help="Rows in the table."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--full", is_flag=True, help="With --json: every AS and every eyeball, with paths.")
 def catchment(
@@ -97,6 +86,8 @@ def catchment(
     full: bool,
 ) -> None:
     """Compute anycast catchments from BGP and print each site's share."""
+    from ..routing import Mode, Router, longest_match
+
     if as_rel is not None:
         if topology is not None or prefix or address or peers_only or transit_only:
             raise InputError.one(
@@ -139,6 +130,8 @@ def _knobs(
     peers_only: tuple[str, ...],
     transit_only: tuple[str, ...],
 ) -> Any:
+    from ..routing import Announcement, Scope
+
     sites = world.network.sites
     problems: list[Problem] = []
 
@@ -172,6 +165,8 @@ def _knobs(
 
 
 def _prefix_rows(world: World, prefix: str | None, address: str | None) -> list[int]:
+    from ..routing import prefix_for
+
     if prefix and address:
         raise InputError.one("command line", "--prefix", "give --prefix or --address, not both")
     if address:
@@ -188,6 +183,8 @@ def _prefix_rows(world: World, prefix: str | None, address: str | None) -> list[
 
 
 def _lpm_dict(world: World, results: list[Any], site: np.ndarray) -> dict[str, Any]:
+    import numpy as np
+
     e = world.internet.eyeballs
     total = float(e.rps.sum())
     ok = site >= 0
@@ -204,6 +201,9 @@ def _lpm_dict(world: World, results: list[Any], site: np.ndarray) -> dict[str, A
 
 
 def _show_sites(world: World, data: dict[str, Any], top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     sites = sorted(data["sites"], key=lambda r: -r["share"])
     where = data.get("address") or data["prefix"]
     t = Table(title=f"catchment of {where} ({data['mode']}-level tie-break)")
@@ -239,6 +239,13 @@ def _as_rel(
     as_json: bool,
     full: bool,
 ) -> None:
+    import numpy as np
+
+    from ..model.files.asrel import bare_internet, read_as_rel
+    from ..routing import Rank, RoutingGraph, Seeds, propagate
+    from ..routing.catchment import RANK_NAMES
+    from ..routing.propagate import as_path
+
     if not origins:
         raise InputError.one("command line", "--origin", "give at least one origin ASN")
     rel = read_as_rel(path)
@@ -291,6 +298,9 @@ def _as_rel(
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(title=f"catchment on {path} ({len(inet):,} ASes, AS-level tie-break)")
     for col in ("origin", "ASes", "share"):
         t.add_column(col, justify="right")

@@ -4,7 +4,8 @@
 ``status`` shows nodes, processes and BGP sessions, ``exec`` runs a command on a node,
 ``probe`` asks every client which site answers, ``compare`` sets the routing model
 against the lab, ``withdraw``/``announce`` drive a site's real BGP speaker,
-``forward`` hands a share of a site's flows to another site, ``failover`` measures how
+``forward`` hands a share of a site's flows to another site, ``load`` sends a steady
+load from a client, ``failover`` measures how
 long clients take to move when a site withdraws, ``control`` runs the Traffic Manager
 against the lab, and ``generate`` writes a random lab topology.
 
@@ -188,7 +189,9 @@ def down(directory: Path | None, name: str | None, as_json: bool) -> None:
 @name_option
 @json_option
 def status(directory: Path | None, name: str | None, as_json: bool) -> None:
-    """Nodes, their processes and BGP sessions."""
+    """Nodes, their processes and BGP sessions.
+
+    Exits with status 3, naming them, when a node's BGP daemon does not answer."""
     from ..lab.build import status as lab_status
 
     _world, plan, _state = _attach(directory, name)
@@ -196,7 +199,10 @@ def status(directory: Path | None, name: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:
-        _table(rows, f"lab {_state.name}")
+        _table([{k: v for k, v in r.items() if k != "error"} for r in rows], f"lab {_state.name}")
+    down = [f"{r['node']}: {r['error']}" for r in rows if r["error"]]
+    if down:
+        raise LabFailed("; ".join(down))
 
 
 @lab_command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -363,6 +369,73 @@ def announce(directory: Path | None, name: str | None, site: str, prepend: int) 
     ann.announce(code, prepend)
     how = f", prepended {prepend}x" if prepend else ""
     click.echo(f"{code}: announced{how}; routes settled in {_settle(ann):.1f} s")
+
+
+@lab_command()
+@dir_option
+@name_option
+@click.argument("client")
+@click.option(
+    "--rate",
+    required=True,
+    type=click.FloatRange(0, 20000, min_open=True),
+    help="Datagrams per second (at most 20000).",
+)
+@click.option(
+    "--duration",
+    required=True,
+    type=click.FloatRange(0, 600, min_open=True),
+    help="Seconds (at most 600).",
+)
+@click.option(
+    "--flows",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Flows (source ports) the datagrams are spread over.",
+)
+@click.option("--plan", "plan_name", help="Load the port of this plan (default: the first).")
+@json_option
+def load(
+    directory: Path | None,
+    name: str | None,
+    client: str,
+    rate: float,
+    duration: float,
+    flows: int,
+    plan_name: str | None,
+    as_json: bool,
+) -> None:
+    """A steady load from CLIENT on the anycast address: RATE datagrams per second for
+    DURATION seconds over FLOWS flows; prints which sites answered how many."""
+    from ..lab.build import LabError
+    from ..lab.measure import probe_argv
+
+    _world, plan, _state = _attach(directory, name)
+    clients = [n.name for n in plan.nodes if str(n.kind) == "client"]
+    if client not in clients:
+        raise InputError.one(
+            "command line", "CLIENT", f"no client {client!r}; clients: {', '.join(clients)}"
+        )
+    port = _port(plan, plan_name)
+    argv = probe_argv(plan, client, "load", port=port)
+    argv += ["--rate", f"{rate:g}", "--duration", f"{duration:g}", "--flows", str(flows)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if r.returncode != 0:
+        raise LabError(f"load from {client} failed: {r.stderr.strip()[-300:]}")
+    try:
+        got = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise LabError(f"load from {client}: not JSON: {r.stdout[:200]!r}") from None
+    if as_json:
+        click.echo(json.dumps(got, indent=1))
+        return
+    answers = ", ".join(f"{s} {n}" for s, n in sorted(got["answers"].items())) or "none"
+    click.echo(
+        f"{client} sent {got['sent']} datagrams to {plan.service_address}:{port} in "
+        f"{got['elapsed']:.1f} s over {got['flows']} flows: answered by {answers}; "
+        f"lost {got['lost']}"
+    )
 
 
 @lab_command()

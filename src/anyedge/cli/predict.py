@@ -8,6 +8,7 @@ reads predictions from an atlas file instead of computing them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ from .main import cli
     show_default=True,
     help="Routing tie-break mode.",
 )
-@click.option("--top", type=int, default=15, show_default=True, help="Rows in tables.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows in tables."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def predict(
     topology: Path | None,
@@ -80,6 +83,12 @@ def predict(
         )
     if k < 0:
         raise InputError.one("command line", "--k", "must be 0 or more")
+    if ray_address is not None and importlib.util.find_spec("ray") is None:
+        raise InputError.one(
+            "command line",
+            "--ray",
+            "Ray is not installed here: pip install 'anyedge[ray]' (or run without --ray)",
+        )
     if jobs is not None and jobs < 1:
         raise InputError.one("command line", "--jobs", "must be at least 1")
     if out is not None and (not build_all or out.is_dir() or not out.parent.is_dir()):

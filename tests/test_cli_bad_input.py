@@ -1,0 +1,123 @@
+"""Bad input to every command gives one line of ``anyedge: error: ...`` and a documented
+exit status from a real ``python -m anyedge`` process: no traceback, no silent clamping
+(issue 13).  The lab's cases bring up no lab (they are refused before anything is made)
+except the dead speaker's, which is marked ``lab``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anyedge.lab import build
+from lab_support import DATA, running_lab
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+TINY = str(DATA / "tiny.yaml")
+
+
+def anyedge(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "anyedge", *args],
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def refused(*args: str, says: str, status: int = 2, env: dict[str, str] | None = None) -> str:
+    r = anyedge(*args, env=env)
+    assert r.returncode == status, r.stdout + r.stderr
+    assert r.stderr.startswith(("anyedge: error: ", "Usage: ")), r.stderr
+    assert "anyedge: error: " in r.stderr
+    assert says in r.stderr, r.stderr
+    return r.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0"])
+def test_world_refuses_a_peak_that_is_not_a_positive_number(value: str) -> None:
+    refused("world", "--peak-rps", value, "--json", says="--peak-rps: must be a positive number")
+
+
+@pytest.mark.slow
+def test_world_refuses_more_sites_than_it_can_place() -> None:
+    err = refused("world", "--sites", "100000", "--json", says="--sites: at most ")
+    assert "got 100,000" in err
+
+
+def test_predict_ray_without_ray_names_the_install(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['ray'] = None\n")
+    env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'src'}"}
+    refused(
+        "predict", "-t", TINY, "--all", "--ray", "local",
+        says="pip install 'anyedge[ray]'", env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "duration: 1h\nevents:\n  - {at: 2h, for: 10m, kind: site_dark, site: CHC}\n",
+            ":3: events[0].at: starts at 7200 s, after the scenario ends (3600 s)",
+        ),
+        ("duration: 3650d\ntick: 10s\n", ":1: duration: at most 31 days"),
+        ("duration: 20d\ntick: 1s\n", ":1: duration: 1,728,000 s at 1 s ticks is 1,728,000"),
+        ("tick: 1s\nduration: .inf\n", ":2: duration: "),
+    ],
+    ids=["event-after-end", "years", "too-many-ticks", "infinite"],
+)
+def test_simulate_refuses_events_after_the_end_and_absurd_durations(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    f = tmp_path / "day.yaml"
+    f.write_text(text)
+    refused("simulate", str(f), "-t", TINY, "--no-report", says=f"{f}{says}")
+
+
+@pytest.mark.parametrize("command", ["catchment", "predict"])
+@pytest.mark.parametrize("top", ["0", "-1"])
+def test_top_must_be_positive(command: str, top: str) -> None:
+    extra = ["--site", "CHC"] if command == "predict" else []
+    refused(command, "-t", TINY, *extra, "--top", top, says="--top")
+
+
+def test_turn_credential_refuses_a_secret_turn_serve_refuses() -> None:
+    refused("turn", "credential", "--secret", "short", says="--secret: ")
+    r = anyedge("turn", "credential", "--secret", "long-enough-secret")
+    assert r.returncode == 0, r.stderr
+
+
+def test_lab_up_without_exabgp_is_refused_before_building(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['exabgp'] = None\n")
+    env = {**ENV, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'src'}"}
+    d = tmp_path / "lab"
+    err = refused(
+        "lab", "up", "-t", str(DATA / "lab4.yaml"), "--dir", str(d), "--name", "tx",
+        says="pip install 'anyedge[lab]'", status=3, env=env,
+    )  # fmt: skip
+    assert "sin" in err
+    assert not (d / build.STATE).exists()  # nothing was made
+
+
+@pytest.mark.lab
+def test_lab_status_names_a_dead_speaker_and_exits_3() -> None:
+    with running_lab(DATA / "lab3.yaml") as lab:
+        state = build.LabState.load(lab.directory)
+        for pid in state.pids["akl"]:
+            os.kill(pid, signal.SIGKILL)
+        err = refused("lab", "status", "--dir", str(lab.directory), says="akl: ", status=3)
+        assert "bird speaker does not answer" in err
