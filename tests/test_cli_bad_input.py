@@ -5,6 +5,8 @@ except the dead speaker's, which is marked ``lab``."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import signal
 import subprocess
@@ -121,3 +123,74 @@ def test_lab_status_names_a_dead_speaker_and_exits_3() -> None:
             os.kill(pid, signal.SIGKILL)
         err = refused("lab", "status", "--dir", str(lab.directory), says="akl: ", status=3)
         assert "bird speaker does not answer" in err
+
+
+# ------------------------------------------- what happened, said (issue 13, item 3)
+
+
+def test_catchment_withdraw_says_where_the_traffic_went() -> None:
+    r = anyedge("catchment", "-t", TINY, "--withdraw", "CHC")
+    assert r.returncode == 0, r.stderr
+    assert "with CHC withdrawn" in r.stdout
+    assert "where the traffic went" in r.stdout
+    r = anyedge("catchment", "-t", TINY, "--withdraw", "CHC", "--json")
+    data = json.loads(r.stdout)
+    assert data["knobs"] == {"withdraw": ["CHC"]}
+    change = {c["site"]: c["change_rps"] for c in data["change"]}
+    assert change["CHC"] < 0
+    assert sum(change.values()) == pytest.approx(0, abs=1e-6 * -change["CHC"])
+
+
+def test_simulate_prints_plain_progress_when_not_on_a_terminal(tmp_path: Path) -> None:
+    f = tmp_path / "day.yaml"
+    f.write_text("duration: 30m\n")
+    r = anyedge("simulate", str(f), "-t", TINY, "--no-report")
+    assert r.returncode == 0, r.stderr
+    assert "Traffic Manager: started" in r.stderr
+    assert "\x1b" not in r.stderr  # no terminal control sequences in a log
+
+
+@pytest.mark.parametrize(
+    ("args", "header"),
+    [
+        (["world", "-t", TINY], "continent,name,sites"),
+        (["catchment", "-t", TINY, "--withdraw", "CHC"], "site,share,rps,mean_rtt_ms,rps_before"),
+        (["predict", "-t", TINY, "--site", "CHC"], "to,share,rps"),
+        (["control", "plan", "--input", str(ROOT / "docs/examples/observation.json")], "kind,"),
+    ],
+    ids=["world", "catchment", "predict", "control-plan"],
+)
+def test_table_commands_print_csv(args: list[str], header: str) -> None:
+    r = anyedge(*args, "--csv")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(header), lines[0]
+    assert len(lines) > 1
+    assert len({len(next(csv.reader([ln]))) for ln in lines}) == 1
+    refused(*args, "--csv", "--json", says="give --json or --csv, not both")
+
+
+def test_piped_tables_do_not_wrap_numbers() -> None:
+    r = anyedge("catchment", "--top", "300")  # the default world: long city names
+    assert r.returncode == 0, r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("│")]
+    assert len(rows) == 300  # one line per site: nothing wrapped onto a second line
+
+
+def test_lab_errors_share_the_prefix(tmp_path: Path) -> None:
+    refused("lab", "status", "--dir", str(tmp_path / "none"), says="", status=3)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["world", "--seed", "-1"], "--seed"),  # a traceback from numpy before
+        (["lab", "generate", "--seed", "-1"], "--seed"),
+        (["lab", "forward", "CHC", "--to", "AKL", "--share", "nan"], "not a finite number"),
+        (["lab", "load", "c1", "--rate", "nan", "--duration", "1"], "not a finite number"),
+        (["lab", "load", "c1", "--rate", "10", "--duration", "inf"], "--duration"),
+    ],
+    ids=["world-seed", "generate-seed", "share-nan", "rate-nan", "duration-inf"],
+)
+def test_numbers_out_of_range_are_usage_errors(args: list[str], says: str) -> None:
+    refused(*args, says=says)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
 from collections.abc import Callable
@@ -46,6 +47,16 @@ dir_option = click.option(
 )
 name_option = click.option("--name", help="The lab's name (up to 8 characters; default lab).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan (which no comparison excludes) and inf."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
 
 
 class LabFailed(click.ClickException):
@@ -378,13 +389,13 @@ def announce(directory: Path | None, name: str | None, site: str, prepend: int) 
 @click.option(
     "--rate",
     required=True,
-    type=click.FloatRange(0, 20000, min_open=True),
+    type=Finite(0, 20000, min_open=True),
     help="Datagrams per second (at most 20000).",
 )
 @click.option(
     "--duration",
     required=True,
-    type=click.FloatRange(0, 600, min_open=True),
+    type=Finite(0, 600, min_open=True),
     help="Seconds (at most 600).",
 )
 @click.option(
@@ -439,7 +450,7 @@ def load(
 
 
 @lab_command()
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(min=0))
 @click.option("--routers", default=12, show_default=True, type=click.IntRange(3, 250))
 @click.option("--sites", default=4, show_default=True, type=click.IntRange(1, 8))
 @click.option("--clients", default=6, show_default=True, type=click.IntRange(1, 200))
@@ -471,7 +482,7 @@ def generate(seed: int, routers: int, sites: int, clients: int, output: Path | N
 @click.option(
     "--share",
     required=True,
-    type=click.FloatRange(0.0, 1.0),
+    type=Finite(0.0, 1.0),
     help="Share of the plan's flows to hand over (0 stops forwarding).",
 )
 @click.option("--plan", "plan_name", help="The plan (default: every plan).")
@@ -513,7 +524,7 @@ def forward(
 @dir_option
 @name_option
 @click.argument("sites", nargs=-1)
-@click.option("--interval", default=0.01, show_default=True, type=click.FloatRange(0.002, 1.0))
+@click.option("--interval", default=0.01, show_default=True, type=Finite(0.002, 1.0))
 @json_option
 def failover(
     directory: Path | None, name: str | None, sites: tuple[str, ...], interval: float, as_json: bool
@@ -561,8 +572,8 @@ def _show_failover(rows: list[dict[str, Any]]) -> None:
 @lab_command()
 @dir_option
 @name_option
-@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.2, 60))
+@click.option("--duration", default=60.0, show_default=True, type=Finite(1, 86400))
+@click.option("--interval", default=1.0, show_default=True, type=Finite(0.2, 60))
 @json_option
 def control(
     directory: Path | None, name: str | None, duration: float, interval: float, as_json: bool
