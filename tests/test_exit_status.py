@@ -120,7 +120,7 @@ def test_the_entry_point_passes_on_what_a_command_gives(
     finally:
         cli.commands.pop("exit-probe")
     if callback is _sys_exit_message:
-        assert "anyedge: gave up" in capsys.readouterr().err
+        assert "anyedge: error: gave up" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return _status(e.exit_code)
     except SystemExit as e:  # sys.exit() in a command, or click's own on a broken pipe
         if e.code is not None and not isinstance(e.code, int):
-            click.echo(f"anyedge: {e.code}", err=True)
+            error(str(e.code))
             return 1
         return _status(e.code)
     return _status(rv if isinstance(rv, int) and not isinstance(rv, bool) else None)
