@@ -173,7 +173,6 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
     for i, x in enumerate(doc.events):
         if x.at >= doc.duration:
             bad(i, "at", f"starts at {x.at:g} s, after the scenario ends ({doc.duration:g} s)")
-            continue
         ev: dict[str, Any] = {
             "start": x.at,
             "end": x.at + x.for_,
