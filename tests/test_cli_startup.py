@@ -61,3 +61,12 @@ def test_the_listing_matches_the_commands() -> None:
     assert set(COMMANDS) == set(cli.commands)
     with click.Context(cli) as ctx:
         assert cli.list_commands(ctx) == sorted(COMMANDS)
+
+
+def test_the_commands_copies_of_defaults_match_the_library() -> None:
+    from anyedge.cli import catchment, predict, world
+    from anyedge.model.worldgen import WorldOptions
+    from anyedge.routing import Mode
+
+    assert WorldOptions.headroom == world.HEADROOM
+    assert set(catchment.MODES) == set(predict.MODES) == {m.value for m in Mode}
