@@ -78,6 +78,9 @@ def test_world_out_and_load_back(capsys: pytest.CaptureFixture[str], tmp_path: P
         "topology.yaml",
     ]
     assert built["sites"] == 40
+    assert built.pop("files") == [
+        str(out_dir / n) for n in ("topology.yaml", "internet.as-rel", "metros.csv", "eyeballs.csv")
+    ]
 
     assert main(["world", "-t", str(out_dir), "--json"]) == 0
     loaded = _json(capsys.readouterr().out)
@@ -92,7 +95,8 @@ def test_world_out_table_says_where(capsys: pytest.CaptureFixture[str], tmp_path
     out_dir = tmp_path / "saved"
     assert main(["world", "--sites", "5", "--mcp", "1", *FAST, "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
-    assert f"saved to {out_dir}/topology.yaml" in out
+    for name in ("topology.yaml", "internet.as-rel", "metros.csv", "eyeballs.csv"):
+        assert f"{out_dir}/{name}" in out  # every file it wrote, named
     assert (out_dir / "topology.yaml").is_file()
 
 

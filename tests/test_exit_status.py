@@ -77,7 +77,7 @@ def test_help_and_version_exit_0() -> None:
 def test_usage_errors_exit_2(args: list[str]) -> None:
     r = anyedge(*args)
     assert r.returncode == 2, r.stderr
-    assert "Error:" in r.stderr
+    assert "anyedge: error: " in r.stderr, r.stderr
 
 
 def _ctx_exit() -> None:
@@ -120,7 +120,7 @@ def test_the_entry_point_passes_on_what_a_command_gives(
     finally:
         cli.commands.pop("exit-probe")
     if callback is _sys_exit_message:
-        assert "anyedge: gave up" in capsys.readouterr().err
+        assert "anyedge: error: gave up" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -334,9 +334,12 @@ def test_the_relays_own_addresses_are_not_peers(tmp_path: Path) -> None:
 def test_credential_command_makes_a_working_rest_password(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["turn", "credential", "--secret", "s3", "--user", "dave", "--ttl", "60"]) == 0
+    assert (
+        main(["turn", "credential", "--secret", "s3cret-2026", "--user", "dave", "--ttl", "60"])
+        == 0
+    )
     got = json.loads(capsys.readouterr().out)
     expiry, user = got["username"].split(":")
     assert user == "dave"
     assert 0 < int(expiry) - time.time() <= 61
-    assert got["password"] == rest_password(b"s3", got["username"])
+    assert got["password"] == rest_password(b"s3cret-2026", got["username"])

@@ -11,34 +11,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import InputError, Problem
-from ..model.files.asrel import bare_internet, read_as_rel
-from ..model.world import World
-from ..routing import (
-    Announcement,
-    Mode,
-    Rank,
-    Router,
-    RoutingGraph,
-    Scope,
-    Seeds,
-    longest_match,
-    prefix_for,
-    propagate,
-)
-from ..routing.catchment import RANK_NAMES
-from ..routing.propagate import as_path
 from .common import prefix_row, topology_option, world_from
 from .main import cli
+from .output import console, csv_option, one_format, write_csv
+
+if TYPE_CHECKING:  # the rest loads per code path: --as-rel needs no world builder
+    import numpy as np
+
+    from ..model.world import World
 
 MAX_PREPEND = 32  # as Announcement.with_prepend: longer paths add nothing but risk
+MODES = ("metro", "as")  # the values of anyedge.routing.Mode, without loading it
 
 
 def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -63,7 +51,7 @@ def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
 @click.option("--address", help="Destination address: longest-prefix match over all prefixes.")
 @click.option(
     "--mode",
-    type=click.Choice([m.value for m in Mode]),
+    type=click.Choice(MODES),
     default=None,
     help="Tie-break: metro (hot potato, default on worlds) or as (lowest neighbour ASN).",
 )
@@ -78,8 +66,11 @@ def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
     help="A CAIDA as-rel file instead of a world (AS-level mode).",
 )
 @click.option("--origin", multiple=True, type=int, help="Origin ASN for --as-rel; repeatable.")
-@click.option("--top", type=int, default=25, show_default=True, help="Rows in the table.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=25, show_default=True, help="Rows in the table."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@csv_option
 @click.option("--full", is_flag=True, help="With --json: every AS and every eyeball, with paths.")
 def catchment(
     topology: Path | None,
@@ -94,9 +85,14 @@ def catchment(
     origin: tuple[int, ...],
     top: int,
     as_json: bool,
+    as_csv: bool,
     full: bool,
 ) -> None:
     """Compute anycast catchments from BGP and print each site's share."""
+    from ..routing import Announcement, Mode, Router
+
+    one_format(as_json, as_csv)
+
     if as_rel is not None:
         if topology is not None or prefix or address or peers_only or transit_only:
             raise InputError.one(
@@ -108,7 +104,7 @@ def catchment(
             raise InputError.one(
                 "command line", "--mode", "a bare as-rel graph has no metros: only --mode as"
             )
-        _as_rel(as_rel, origin, withdraw, prepend, top, as_json, full)
+        _as_rel(as_rel, origin, withdraw, prepend, top, as_json, as_csv, full)
         return
     if origin:
         raise InputError.one("command line", "--origin", "--origin goes with --as-rel")
@@ -116,20 +112,114 @@ def catchment(
     router = Router(world, Mode(mode) if mode else Mode.METRO)
     ann_for = _knobs(world, withdraw, prepend, peers_only, transit_only)
     rows = _prefix_rows(world, prefix, address)
-    results = [router.catchment(ann_for(r)) for r in rows]
-    c = results[0]
-    site = longest_match(results) if len(results) > 1 else c.eyeball_site
-    data = c.to_dict(full=full)
-    if len(results) > 1:
-        data = _lpm_dict(world, results, site)
+    data = _catch(world, router, rows, ann_for, full)
+    knobs = {
+        k: v
+        for k, v in {
+            "withdraw": [s.upper() for s in withdraw],
+            "prepend": {n.upper(): k for n, k in _parse_prepend(prepend)},
+            "peers_only": [s.upper() for s in peers_only],
+            "transit_only": [s.upper() for s in transit_only],
+        }.items()
+        if v
+    }
+    if knobs:  # say what the knobs did: where the traffic was, and where it went
+        before = _catch(world, router, rows, lambda r: Announcement.of_prefix(world.network, r))
+        data["knobs"] = knobs
+        data["change"] = _change(before, data)
     data["prefix"] = world.network.prefixes.cidr[rows[0]]
     if address:
         data["address"] = address
         data["prefixes"] = [world.network.prefixes.cidr[r] for r in rows]
     if as_json:
         click.echo(json.dumps(data, indent=2))
+    elif as_csv:
+        _csv_sites(data)
     else:
         _show_sites(world, data, top)
+
+
+def _catch(world: World, router: Any, rows: list[int], ann_for: Any, full: bool = False) -> Any:
+    """The catchment of the prefixes in ``rows`` (longest match over them), as a dict."""
+    from ..routing import longest_match
+
+    results = [router.catchment(ann_for(r)) for r in rows]
+    if len(results) > 1:
+        return _lpm_dict(world, results, longest_match(results))
+    return results[0].to_dict(full=full)
+
+
+def _change(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per site whose demand changed: its share and requests/s before and after, biggest
+    change first; ``(unreached)`` for demand that no site reaches."""
+    b = {r["site"]: r for r in before["sites"]}
+    a = {r["site"]: r for r in after["sites"]}
+    out = []
+    for code in dict.fromkeys([*b, *a]):
+        rb, ra = b.get(code, {}), a.get(code, {})
+        rps_b, rps_a = rb.get("rps", 0.0), ra.get("rps", 0.0)
+        if abs(rps_a - rps_b) > 1e-6 * max(rps_a, rps_b, 1.0):
+            out.append(
+                {
+                    "site": code,
+                    "share_before": rb.get("share", 0.0),
+                    "share_after": ra.get("share", 0.0),
+                    "rps_before": rps_b,
+                    "rps_after": rps_a,
+                    "change_rps": rps_a - rps_b,
+                }
+            )
+    ub, ua = before["unreached_rps"], after["unreached_rps"]
+    if ua != ub:
+        out.append(
+            {
+                "site": "(unreached)",
+                "share_before": None,
+                "share_after": None,
+                "rps_before": ub,
+                "rps_after": ua,
+                "change_rps": ua - ub,
+            }
+        )
+    return sorted(out, key=lambda r: -abs(r["change_rps"]))
+
+
+def _knob_text(knobs: dict[str, Any]) -> str:
+    parts = []
+    if knobs.get("withdraw"):
+        parts.append(f"{', '.join(knobs['withdraw'])} withdrawn")
+    if knobs.get("prepend"):
+        parts.append(", ".join(f"{s} prepended {n}x" for s, n in knobs["prepend"].items()))
+    if knobs.get("peers_only"):
+        parts.append(f"{', '.join(knobs['peers_only'])} to peers only")
+    if knobs.get("transit_only"):
+        parts.append(f"{', '.join(knobs['transit_only'])} to transit only")
+    return "; ".join(parts)
+
+
+def _csv_sites(data: dict[str, Any]) -> None:
+    change = {r["site"]: r for r in data.get("change", [])}
+    rows = [
+        {
+            "site": r["site"],
+            "share": r["share"],
+            "rps": r["rps"],
+            "mean_rtt_ms": r.get("mean_rtt_ms"),
+            **(
+                {
+                    "rps_before": change[r["site"]]["rps_before"]
+                    if r["site"] in change
+                    else r["rps"],
+                    "change_rps": change[r["site"]]["change_rps"] if r["site"] in change else 0.0,
+                }
+                if "knobs" in data
+                else {}
+            ),
+        }
+        for r in sorted(data["sites"], key=lambda r: -r["share"])
+    ]
+    cols = ["site", "share", "rps", "mean_rtt_ms"]
+    write_csv(rows, cols + (["rps_before", "change_rps"] if "knobs" in data else []))
 
 
 def _knobs(
@@ -139,6 +229,8 @@ def _knobs(
     peers_only: tuple[str, ...],
     transit_only: tuple[str, ...],
 ) -> Any:
+    from ..routing import Announcement, Scope
+
     sites = world.network.sites
     problems: list[Problem] = []
 
@@ -172,6 +264,8 @@ def _knobs(
 
 
 def _prefix_rows(world: World, prefix: str | None, address: str | None) -> list[int]:
+    from ..routing import prefix_for
+
     if prefix and address:
         raise InputError.one("command line", "--prefix", "give --prefix or --address, not both")
     if address:
@@ -188,6 +282,8 @@ def _prefix_rows(world: World, prefix: str | None, address: str | None) -> list[
 
 
 def _lpm_dict(world: World, results: list[Any], site: np.ndarray) -> dict[str, Any]:
+    import numpy as np
+
     e = world.internet.eyeballs
     total = float(e.rps.sum())
     ok = site >= 0
@@ -204,11 +300,15 @@ def _lpm_dict(world: World, results: list[Any], site: np.ndarray) -> dict[str, A
 
 
 def _show_sites(world: World, data: dict[str, Any], top: int) -> None:
+    from rich.table import Table
+
     sites = sorted(data["sites"], key=lambda r: -r["share"])
     where = data.get("address") or data["prefix"]
-    t = Table(title=f"catchment of {where} ({data['mode']}-level tie-break)")
+    knobs = f" with {_knob_text(data['knobs'])}" if data.get("knobs") else ""
+    title = f"catchment of {where}{knobs} ({data['mode']}-level tie-break)"
+    t = Table(title=title, min_width=len(title))
     for col in ("site", "city", "share", "requests/s", "mean RTT"):
-        t.add_column(col, justify="left" if col in ("site", "city") else "right")
+        t.add_column(col, justify="left" if col in ("site", "city") else "right", no_wrap=True)
     for r in sites[:top]:
         i = world.network.sites.index(r["site"])
         rtt = r.get("mean_rtt_ms")
@@ -219,7 +319,20 @@ def _show_sites(world: World, data: dict[str, Any], top: int) -> None:
             f"{r['rps']:,.0f}",
             f"{rtt:.1f} ms" if rtt is not None else "-",
         )
-    con = Console()
+    con = console()
+    if data.get("change"):
+        what = f"where the traffic went{knobs}: requests/s by site"
+        c = Table(title=what, min_width=len(what))
+        for col in ("site", "before", "after", "change"):
+            c.add_column(col, justify="left" if col == "site" else "right", no_wrap=True)
+        for r in data["change"][:top]:
+            c.add_row(
+                r["site"],
+                f"{r['rps_before']:,.0f}",
+                f"{r['rps_after']:,.0f}",
+                f"{r['change_rps']:+,.0f}",
+            )
+        con.print(c)
     con.print(t)
     rest = len(sites) - top
     if rest > 0:
@@ -237,8 +350,16 @@ def _as_rel(
     prepend: tuple[str, ...],
     top: int,
     as_json: bool,
+    as_csv: bool,
     full: bool,
 ) -> None:
+    import numpy as np
+
+    from ..model.files.asrel import bare_internet, read_as_rel
+    from ..routing import Rank, RoutingGraph, Seeds, propagate
+    from ..routing.catchment import RANK_NAMES
+    from ..routing.propagate import as_path
+
     if not origins:
         raise InputError.one("command line", "--origin", "give at least one origin ASN")
     rel = read_as_rel(path)
@@ -291,11 +412,16 @@ def _as_rel(
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    if as_csv:
+        write_csv(sorted(data["origins"], key=lambda r: -r["ases"]), ["asn", "ases", "share"])
+        return
+    from rich.table import Table
+
     t = Table(title=f"catchment on {path} ({len(inet):,} ASes, AS-level tie-break)")
     for col in ("origin", "ASes", "share"):
         t.add_column(col, justify="right")
     for r in sorted(data["origins"], key=lambda r: -r["ases"])[:top]:
         t.add_row(f"AS{r['asn']}", f"{r['ases']:,}", f"{100 * r['share']:.2f} %")
-    Console().print(t)
+    console().print(t)
     if data["unreached_ases"]:
-        Console().print(f"ASes without a route: {data['unreached_ases']:,}")
+        console().print(f"ASes without a route: {data['unreached_ases']:,}")

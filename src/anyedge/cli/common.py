@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InputError
-from ..model.files import load_world
-from ..model.world import World
-from ..model.worldgen import WorldOptions, build_world
+
+if TYPE_CHECKING:
+    from ..model.world import World
 
 topology_option = click.option(
     "-t",
@@ -22,6 +23,9 @@ topology_option = click.option(
 
 def world_from(topology: Path | None) -> World:
     """The topology given with ``-t``, or the default world."""
+    from ..model.files import load_world
+    from ..model.worldgen import WorldOptions, build_world
+
     return load_world(topology) if topology is not None else build_world(WorldOptions())
 
 

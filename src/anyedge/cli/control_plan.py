@@ -3,7 +3,8 @@
 Reads one observation (``--input OBS.json``), the moves in force (``--state STATE.json``,
 default none) and, optionally, a predictor atlas (``--atlas``) for withdrawals; prints the
 plan — every action with its reason — as a table or, with ``--json``, as JSON together
-with the state after it (which can be fed back as ``--state`` next time).  The formats
+with the state after it (which can be fed back as ``--state`` next time), or with
+``--csv`` the actions as CSV.  The formats
 are in ``docs/control.md``.
 """
 
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from ..control.codec import (
@@ -31,6 +31,7 @@ from ..errors import InputError
 from ..model.files.text import read_json
 from ..predict import Atlas
 from .control import control
+from .output import console, csv_option, one_format, write_csv
 
 
 def _failover(atlas: Atlas, names: Names, path: Path) -> Failover:
@@ -77,10 +78,12 @@ def _failover(atlas: Atlas, names: Names, path: Path) -> Failover:
     help="Predictor atlas, so that withdrawals can be checked.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the next state as JSON.")
+@csv_option
 def plan_cmd(
-    obs_file: Path, state_file: Path | None, atlas_file: Path | None, as_json: bool
+    obs_file: Path, state_file: Path | None, atlas_file: Path | None, as_json: bool, as_csv: bool
 ) -> None:
     """Print the plan the Traffic Manager would make for one observation."""
+    one_format(as_json, as_csv)
     doc = read_json(obs_file, ObservationIn)
     try:
         obs, cfg, names = observation_from(doc)
@@ -107,7 +110,11 @@ def plan_cmd(
             json.dumps({"actions": plan_to(plan, names), "state": state_to(after, names)}, indent=2)
         )
         return
-    con = Console()
+    if as_csv:
+        cols = ["kind", "site", "plan", "section", "to", "prefix", "share", "cpu", "reason"]
+        write_csv(plan_to(plan, names), cols)
+        return
+    con = console()
     if plan.empty:
         con.print("nothing to do" + ("" if not plan.actions else ":"))
     t = Table(title=f"plan at t={doc.now:g}", show_lines=False)

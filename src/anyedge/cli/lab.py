@@ -4,7 +4,8 @@
 ``status`` shows nodes, processes and BGP sessions, ``exec`` runs a command on a node,
 ``probe`` asks every client which site answers, ``compare`` sets the routing model
 against the lab, ``withdraw``/``announce`` drive a site's real BGP speaker,
-``forward`` hands a share of a site's flows to another site, ``failover`` measures how
+``forward`` hands a share of a site's flows to another site, ``load`` sends a steady
+load from a client, ``failover`` measures how
 long clients take to move when a site withdraws, ``control`` runs the Traffic Manager
 against the lab, and ``generate`` writes a random lab topology.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
 from collections.abc import Callable
@@ -45,6 +47,16 @@ dir_option = click.option(
 )
 name_option = click.option("--name", help="The lab's name (up to 8 characters; default lab).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan (which no comparison excludes) and inf."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
 
 
 class LabFailed(click.ClickException):
@@ -188,7 +200,9 @@ def down(directory: Path | None, name: str | None, as_json: bool) -> None:
 @name_option
 @json_option
 def status(directory: Path | None, name: str | None, as_json: bool) -> None:
-    """Nodes, their processes and BGP sessions."""
+    """Nodes, their processes and BGP sessions.
+
+    Exits with status 3, naming them, when a node's BGP daemon does not answer."""
     from ..lab.build import status as lab_status
 
     _world, plan, _state = _attach(directory, name)
@@ -196,7 +210,10 @@ def status(directory: Path | None, name: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:
-        _table(rows, f"lab {_state.name}")
+        _table([{k: v for k, v in r.items() if k != "error"} for r in rows], f"lab {_state.name}")
+    down = [f"{r['node']}: {r['error']}" for r in rows if r["error"]]
+    if down:
+        raise LabFailed("; ".join(down))
 
 
 @lab_command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -366,7 +383,74 @@ def announce(directory: Path | None, name: str | None, site: str, prepend: int) 
 
 
 @lab_command()
-@click.option("--seed", default=1, show_default=True, type=int)
+@dir_option
+@name_option
+@click.argument("client")
+@click.option(
+    "--rate",
+    required=True,
+    type=Finite(0, 20000, min_open=True),
+    help="Datagrams per second (at most 20000).",
+)
+@click.option(
+    "--duration",
+    required=True,
+    type=Finite(0, 600, min_open=True),
+    help="Seconds (at most 600).",
+)
+@click.option(
+    "--flows",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Flows (source ports) the datagrams are spread over.",
+)
+@click.option("--plan", "plan_name", help="Load the port of this plan (default: the first).")
+@json_option
+def load(
+    directory: Path | None,
+    name: str | None,
+    client: str,
+    rate: float,
+    duration: float,
+    flows: int,
+    plan_name: str | None,
+    as_json: bool,
+) -> None:
+    """A steady load from CLIENT on the anycast address: RATE datagrams per second for
+    DURATION seconds over FLOWS flows; prints which sites answered how many."""
+    from ..lab.build import LabError
+    from ..lab.measure import probe_argv
+
+    _world, plan, _state = _attach(directory, name)
+    clients = [n.name for n in plan.nodes if str(n.kind) == "client"]
+    if client not in clients:
+        raise InputError.one(
+            "command line", "CLIENT", f"no client {client!r}; clients: {', '.join(clients)}"
+        )
+    port = _port(plan, plan_name)
+    argv = probe_argv(plan, client, "load", port=port)
+    argv += ["--rate", f"{rate:g}", "--duration", f"{duration:g}", "--flows", str(flows)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if r.returncode != 0:
+        raise LabError(f"load from {client} failed: {r.stderr.strip()[-300:]}")
+    try:
+        got = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise LabError(f"load from {client}: not JSON: {r.stdout[:200]!r}") from None
+    if as_json:
+        click.echo(json.dumps(got, indent=1))
+        return
+    answers = ", ".join(f"{s} {n}" for s, n in sorted(got["answers"].items())) or "none"
+    click.echo(
+        f"{client} sent {got['sent']} datagrams to {plan.service_address}:{port} in "
+        f"{got['elapsed']:.1f} s over {got['flows']} flows: answered by {answers}; "
+        f"lost {got['lost']}"
+    )
+
+
+@lab_command()
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(min=0))
 @click.option("--routers", default=12, show_default=True, type=click.IntRange(3, 250))
 @click.option("--sites", default=4, show_default=True, type=click.IntRange(1, 8))
 @click.option("--clients", default=6, show_default=True, type=click.IntRange(1, 200))
@@ -398,7 +482,7 @@ def generate(seed: int, routers: int, sites: int, clients: int, output: Path | N
 @click.option(
     "--share",
     required=True,
-    type=click.FloatRange(0.0, 1.0),
+    type=Finite(0.0, 1.0),
     help="Share of the plan's flows to hand over (0 stops forwarding).",
 )
 @click.option("--plan", "plan_name", help="The plan (default: every plan).")
@@ -440,7 +524,7 @@ def forward(
 @dir_option
 @name_option
 @click.argument("sites", nargs=-1)
-@click.option("--interval", default=0.01, show_default=True, type=click.FloatRange(0.002, 1.0))
+@click.option("--interval", default=0.01, show_default=True, type=Finite(0.002, 1.0))
 @json_option
 def failover(
     directory: Path | None, name: str | None, sites: tuple[str, ...], interval: float, as_json: bool
@@ -488,8 +572,8 @@ def _show_failover(rows: list[dict[str, Any]]) -> None:
 @lab_command()
 @dir_option
 @name_option
-@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.2, 60))
+@click.option("--duration", default=60.0, show_default=True, type=Finite(1, 86400))
+@click.option("--interval", default=1.0, show_default=True, type=Finite(0.2, 60))
 @json_option
 def control(
     directory: Path | None, name: str | None, duration: float, interval: float, as_json: bool

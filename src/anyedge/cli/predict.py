@@ -8,22 +8,25 @@ reads predictions from an atlas file instead of computing them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import InputError, Problem
-from ..model.world import World
-from ..predict import Atlas, Predictor, atlas_scenarios, build_atlas
-from ..predict.atlas import ScenarioIn
-from ..predict.scenarios import Scenario
-from ..routing import Mode
 from .common import canonical_prefix, prefix_row, topology_option, world_from
 from .main import cli
+from .output import console, csv_option, one_format, write_csv
+
+if TYPE_CHECKING:
+    from ..model.world import World
+    from ..predict import Atlas
+    from ..predict.atlas import ScenarioIn
+    from ..predict.scenarios import Scenario
+
+MODES = ("metro", "as")  # the values of anyedge.routing.Mode, without loading it
 
 
 @cli.command()
@@ -51,13 +54,16 @@ from .main import cli
 )
 @click.option(
     "--mode",
-    type=click.Choice([m.value for m in Mode]),
-    default=Mode.METRO.value,
+    type=click.Choice(MODES),
+    default="metro",
     show_default=True,
     help="Routing tie-break mode.",
 )
-@click.option("--top", type=int, default=15, show_default=True, help="Rows in tables.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=15, show_default=True, help="Rows in tables."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@csv_option
 def predict(
     topology: Path | None,
     prefix: str | None,
@@ -72,14 +78,25 @@ def predict(
     mode: str,
     top: int,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """Predict where traffic goes when sites fail (Traffic Predictor)."""
+    from ..predict import Atlas, Predictor, atlas_scenarios, build_atlas
+    from ..routing import Mode
+
+    one_format(as_json, as_csv)
     if build_all == bool(sites or section):
         raise InputError.one(
             "command line", "--all", "give either --all, or --site/--section for one scenario"
         )
     if k < 0:
         raise InputError.one("command line", "--k", "must be 0 or more")
+    if ray_address is not None and importlib.util.find_spec("ray") is None:
+        raise InputError.one(
+            "command line",
+            "--ray",
+            "Ray is not installed here: pip install 'anyedge[ray]' (or run without --ray)",
+        )
     if jobs is not None and jobs < 1:
         raise InputError.one("command line", "--jobs", "must be at least 1")
     if out is not None and (not build_all or out.is_dir() or not out.parent.is_dir()):
@@ -114,14 +131,14 @@ def predict(
             raise InputError.one(
                 atlas_file, "scenarios", f"the atlas has no scenario {name}"
             ) from None
-        _emit_scenario(sc, as_json, top)
+        _emit_scenario(sc, as_json, as_csv, top)
         return
     world = world_from(topology)
     row = prefix_row(world, prefix)
     p = Predictor(world, row, Mode(mode))
     if build_all:
         scenarios = atlas_scenarios(world, k)
-        con = Console(stderr=True)
+        con = console(stderr=True)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         with Progress(
@@ -131,7 +148,7 @@ def predict(
             TimeElapsedColumn(),
             console=con,
             transient=True,
-            disable=as_json,
+            disable=as_json or as_csv,
         ) as bar:
             task = bar.add_task("failover atlas", total=len(scenarios))
             atlas = build_atlas(
@@ -154,6 +171,8 @@ def predict(
                 ) from None
         if as_json:
             click.echo(json.dumps(atlas.summary(), indent=2))
+        elif as_csv:
+            write_csv(_riskiest(atlas))
         else:
             _show_atlas(atlas, top)
             if out is not None:
@@ -161,7 +180,7 @@ def predict(
         return
     one = _scenario(world, sites, section)
     atlas = Atlas.build(p, [p.outcome(one)], k)
-    _emit_scenario(atlas.scenarios[0], as_json, top)
+    _emit_scenario(atlas.scenarios[0], as_json, as_csv, top)
 
 
 def _find(atlas: Atlas, codes: list[str]) -> ScenarioIn:
@@ -172,7 +191,24 @@ def _find(atlas: Atlas, codes: list[str]) -> ScenarioIn:
     raise KeyError("+".join(codes))
 
 
+def _riskiest(atlas: Atlas) -> list[dict[str, Any]]:
+    rows = []
+    for name in atlas.data.riskiest:
+        sc = atlas.scenario(name)
+        rows.append(
+            {
+                "scenario": name,
+                "excess_cpu_ms_per_s": sc.excess_cpu,
+                "worst_utilisation": sc.worst_utilisation,
+                "overloaded": [x.site for x in sc.receivers if x.overloaded],
+            }
+        )
+    return rows
+
+
 def _scenario(world: World, sites: tuple[str, ...], section: str | None) -> Scenario:
+    from ..predict.scenarios import Scenario
+
     if section is not None:
         if sites:
             raise InputError.one("command line", "--section", "give --site or --section, not both")
@@ -201,11 +237,21 @@ def _scenario(world: World, sites: tuple[str, ...], section: str | None) -> Scen
     return Scenario({1: "single", 2: "pair"}.get(len(failed), "region"), failed)
 
 
-def _emit_scenario(sc: ScenarioIn, as_json: bool, top: int) -> None:
+def _emit_scenario(sc: ScenarioIn, as_json: bool, as_csv: bool, top: int) -> None:
+    from rich.table import Table
+
     if as_json:
         click.echo(json.dumps(sc.model_dump(mode="json"), indent=2))
         return
-    con = Console()
+    if as_csv:  # where the failed sites' users go
+        rows = [{"to": f.site, "share": f.share, "rps": f.rps} for f in sc.to]
+        if sc.unreached_rps > 0:
+            rows.append(
+                {"to": "", "share": sc.unreached_rps / sc.failed_rps, "rps": sc.unreached_rps}
+            )
+        write_csv(rows, ["to", "share", "rps"])
+        return
+    con = console()
     if sc.kind == "section":
         con.print(
             f"section {sc.section} fails: no route changes; the site keeps its users "
@@ -246,8 +292,10 @@ def _emit_scenario(sc: ScenarioIn, as_json: bool, top: int) -> None:
 
 
 def _show_atlas(atlas: Atlas, top: int) -> None:
+    from rich.table import Table
+
     s: dict[str, Any] = atlas.summary()
-    con = Console()
+    con = console()
     kinds = ", ".join(f"{n} {k}" for k, n in s["by_kind"].items())
     con.print(
         f"failover atlas of {s['prefix']}: {s['scenarios']} scenarios ({kinds}); "

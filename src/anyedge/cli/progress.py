@@ -1,12 +1,23 @@
-"""Progress for long work, on stderr so that stdout stays clean for ``--json``."""
+"""Progress for long work, on stderr so that stdout stays clean for ``--json``.
+
+On a terminal it is a rich progress bar; when stderr is not a terminal (a log file, a
+pipe, CI) it is plain lines, one per step and one per tenth of a long task, that read
+well in a log and carry no control characters.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+import click
+
+
+def plain() -> bool:
+    """Whether progress goes out as plain lines (stderr is not a terminal)."""
+    return not sys.stderr.isatty()
 
 
 @contextmanager
@@ -15,6 +26,21 @@ def steps(title: str, names: list[str], quiet: bool = False) -> Iterator[Callabl
     if quiet:
         yield lambda _: None
         return
+    if plain():
+        t0 = time.monotonic()
+        done = 0
+
+        def line(name: str) -> None:
+            nonlocal done
+            done += 1
+            click.echo(f"{title}: {name} ({done}/{len(names)})", err=True)
+
+        yield line
+        click.echo(f"{title}: done in {time.monotonic() - t0:.1f} s", err=True)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
@@ -36,3 +62,24 @@ def steps(title: str, names: list[str], quiet: bool = False) -> Iterator[Callabl
 
         yield step
         bar.update(task, completed=len(names), step="done")
+
+
+class Lines:
+    """Plain progress lines for tasks that report a fraction done: a line when a task
+    starts, at each further quarter, and when it is done."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.quarter: dict[str, int] = {}
+
+    def say(self, text: str) -> None:
+        click.echo(f"{text} ({time.monotonic() - self.t0:.0f} s)", err=True)
+
+    def update(self, task: str, fraction: float) -> None:
+        q = min(4, int(fraction * 4 + 1e-9))
+        if task not in self.quarter:
+            self.quarter[task] = q
+            self.say(f"{task}: started")
+        elif q > self.quarter[task]:
+            self.quarter[task] = q
+            self.say(f"{task}: {'done' if q == 4 else f'{25 * q} %'}")

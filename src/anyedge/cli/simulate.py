@@ -5,8 +5,9 @@ simulated hours at 10 s ticks, with a section, servers, a whole site, a BGP sess
 a cable failing and a demand surge, under (a) no traffic management, (b) prefix
 withdrawal only and (c) the full Traffic Manager.  It prints the comparison, writes a
 self-contained HTML report (``--report``, default ``anyedge-report.html``) and, with
-``--json``, prints the metrics instead of the table.  With events, each controller also
-runs the same day without them, and the output says what each event cost beyond that
+``--json``, prints the metrics instead of the table (``--csv``: one row per controller).
+Progress goes to stderr: a bar on a terminal, plain lines otherwise.  With events, each
+controller also runs the same day without them, and the output says what each event cost beyond that
 reference (failed requests and SLO site-minutes in its window and at its sites).
 """
 
@@ -15,17 +16,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..errors import InputError
-from ..sim import MODE_TITLES, MODES, Comparison, Twin, default_scenario, load_scenario
 from .common import topology_option, world_from
 from .main import cli
+from .output import console, csv_option, one_format, write_csv
+from .progress import Lines, plain
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..sim import Comparison
 
 
 @cli.command()
@@ -41,10 +45,19 @@ from .main import cli
 )
 @click.option("--no-report", is_flag=True, help="Write no report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@csv_option
 def simulate(
-    scenario: Path | None, topology: Path | None, report: Path, no_report: bool, as_json: bool
+    scenario: Path | None,
+    topology: Path | None,
+    report: Path,
+    no_report: bool,
+    as_json: bool,
+    as_csv: bool,
 ) -> None:
     """Run a scenario through the digital twin under three controllers."""
+    from ..sim import MODE_TITLES, MODES, Twin, default_scenario, load_scenario
+
+    one_format(as_json, as_csv)
     if not no_report and (report.is_dir() or not report.parent.is_dir()):
         raise InputError.one(
             report,
@@ -53,24 +66,35 @@ def simulate(
         )
     world = world_from(topology)
     sc = load_scenario(scenario, world) if scenario is not None else default_scenario(world)
-    con = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f} %"),
-        TimeElapsedColumn(),
-        console=con,
-        transient=True,
-        disable=as_json,
-    ) as bar:
-        prep = bar.add_task("predicting failovers", total=None)
+    quiet = as_json or as_csv
+    if quiet or plain():
+        lines = Lines()
+        say = (lambda _t: None) if quiet else lines.say
+        update = (lambda _m, _x: None) if quiet else lines.update
+        say("predicting failovers")
         twin = Twin(world, sc)
-        bar.remove_task(prep)
-        tasks = {m: bar.add_task(MODE_TITLES[m], total=1.0) for m in MODES}
-        if sc.events:  # the same day without events, the reference for each event's cost
-            for m in MODES:
-                tasks[f"{m} reference"] = bar.add_task(f"{MODE_TITLES[m]}, no events", total=1.0)
-        comparison = twin.compare(lambda m, x: bar.update(tasks[m], completed=x))
+        comparison = twin.compare(lambda m, x: update(MODE_TITLES.get(m) or _ref(m), x))
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f} %"),
+            TimeElapsedColumn(),
+            console=console(stderr=True),
+            transient=True,
+        ) as bar:
+            prep = bar.add_task("predicting failovers", total=None)
+            twin = Twin(world, sc)
+            bar.remove_task(prep)
+            tasks = {m: bar.add_task(MODE_TITLES[m], total=1.0) for m in MODES}
+            if sc.events:  # the same day without events, the reference for each event's cost
+                for m in MODES:
+                    tasks[f"{m} reference"] = bar.add_task(
+                        f"{MODE_TITLES[m]}, no events", total=1.0
+                    )
+            comparison = twin.compare(lambda m, x: bar.update(tasks[m], completed=x))
     if not no_report:
         from ..report.html import write
 
@@ -78,13 +102,34 @@ def simulate(
     if as_json:
         click.echo(json.dumps(comparison.summary(), indent=2))
         return
+    if as_csv:
+        rows = [
+            {"mode": m, **{k: v for k, v in r.totals.as_dict().items() if not isinstance(v, dict)}}
+            for m, r in comparison.runs.items()
+        ]
+        write_csv(rows)
+        if not no_report:
+            click.echo(f"report: {report}", err=True)
+        return
     show(comparison)
     if not no_report:
         click.echo(f"report: {report}")
 
 
+def _ref(task: str) -> str:
+    """``"tm reference"`` -> ``"Traffic Manager, no events"``."""
+    from ..sim import MODE_TITLES
+
+    mode = task.removesuffix(" reference")
+    return f"{MODE_TITLES.get(mode, mode)}, no events"
+
+
 def show(c: Comparison) -> None:
-    con = Console()
+    from rich.table import Table
+
+    from ..sim import MODE_TITLES
+
+    con = console()
     hours = c.duration_s / 3600
     con.print(
         f"[bold]{c.scenario}[/]: {hours:g} simulated hours at {c.tick_s:g} s ticks, "
@@ -121,6 +166,10 @@ def show(c: Comparison) -> None:
 
 
 def show_attribution(con: Console, c: Comparison) -> None:
+    from rich.table import Table
+
+    from ..sim import MODE_TITLES
+
     modes = [m for m in c.runs if m in c.attribution]
     t = Table(title="what each event cost beyond the same day without events")
     t.add_column("event")

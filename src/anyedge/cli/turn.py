@@ -93,7 +93,20 @@ def serve(config_path: Path, verbose: bool) -> None:
 @click.option("--ttl", default=86400, show_default=True, type=click.IntRange(1, 30 * 86400))
 def credential(secret: str, user: str, ttl: int) -> None:
     """A TURN REST API credential: username 'expiry:user', password HMAC-SHA1, base64."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from ..errors import InputError
     from ..proto.turn import rest_password, rest_username
+    from ..services.turn.config import Secret
+
+    try:  # the check ``turn serve`` makes of its rest_secrets: a credential it would honour
+        TypeAdapter(Secret).validate_python(secret)
+    except ValidationError as e:
+        raise InputError.one(
+            "command line",
+            "--secret",
+            f"{e.errors()[0]['msg']}, as turn serve requires of rest_secrets",
+        ) from None
 
     name = rest_username(int(time.time()) + ttl, user)
     click.echo(json.dumps({"username": name, "password": rest_password(secret.encode(), name)}))

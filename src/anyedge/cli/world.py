@@ -2,27 +2,28 @@
 
 Without ``-t`` it builds the default world from real cities and airports (deterministic
 for ``--seed``); with ``-t FILE`` it loads and checks a topology instead.  ``--out DIR``
-saves the world as ``topology.yaml`` plus ``internet.as-rel``; ``--json`` prints the
-summary for scripts.
+saves the world as ``topology.yaml``, ``internet.as-rel``, ``metros.csv`` and
+``eyeballs.csv`` and names each; ``--json`` prints the summary for scripts, ``--csv`` the
+table by continent.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import InputError, Problem
-from ..model.files import load_world, save_world
-from ..model.summary import RTT_BANDS_MS, summarize
-from ..model.world import World
-from ..model.worldgen import WorldOptions, build_world
 from .main import cli
+from .output import console, csv_option, one_format, write_csv
 from .progress import steps
+
+if TYPE_CHECKING:
+    from ..model.world import World
+
+HEADROOM = (1.3, 2.0)  # WorldOptions.headroom, without loading the world builder
 
 
 @cli.command()
@@ -32,7 +33,9 @@ from .progress import steps
     type=click.Path(path_type=Path),
     help="Load this topology YAML (or directory) instead of building one.",
 )
-@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=1, show_default=True, help="Random seed."
+)
 @click.option("--sites", type=int, default=300, show_default=True, help="Number of sites.")
 @click.option(
     "--mcp",
@@ -60,16 +63,19 @@ from .progress import steps
     "--headroom",
     type=float,
     nargs=2,
-    default=WorldOptions.headroom,
+    default=HEADROOM,
     show_default=True,
     metavar="MIN MAX",
     help="Capacity at each site's maximum threshold over the peak of its BGP catchment, "
     "drawn per site between MIN and MAX (1 = exactly the maximum at the peak).",
 )
 @click.option(
-    "--out", type=click.Path(path_type=Path), help="Save topology.yaml and internet.as-rel here."
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Save topology.yaml, internet.as-rel, metros.csv and eyeballs.csv here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@csv_option
 def world(
     topology: Path | None,
     seed: int,
@@ -81,8 +87,15 @@ def world(
     headroom: tuple[float, float],
     out: Path | None,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """Build the default world (or load one) and summarise it."""
+    from ..model.files import load_world, save_world
+    from ..model.files.topology import SAVED_FILES
+    from ..model.summary import summarize
+    from ..model.worldgen import WorldOptions, build_world
+
+    one_format(as_json, as_csv)
     if topology is not None:
         w = load_world(topology)
     else:
@@ -101,7 +114,7 @@ def world(
         with steps(
             "building the world",
             ["cities", "internet", "sites", "layout", "sessions", "capacity"],
-            quiet=as_json,
+            quiet=as_json or as_csv,
         ) as step:
             w = build_world(opts, step)
     if out is not None:
@@ -113,16 +126,35 @@ def world(
             where = e.filename or out
             raise InputError.one(where, "--out", f"cannot write: {e.strerror or e}") from None
     summary = summarize(w)
+    saved = [str(out / name) for name in SAVED_FILES] if out is not None else []
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps({**summary, "files": saved} if saved else summary, indent=2))
+    elif as_csv:
+        write_csv(
+            summary["by_continent"],
+            [
+                "continent",
+                "name",
+                "sites",
+                "mcp_sites",
+                "servers",
+                "capacity_ms_per_s",
+                "peak_demand_ms_per_s",
+                "peak_demand_rps",
+            ],
+        )
     else:
         show(w, summary)
-        if out is not None:
-            click.echo(f"saved to {out}/topology.yaml and {out}/internet.as-rel")
+    if saved and not as_json:
+        click.echo(f"wrote {', '.join(saved)}", err=as_csv)
 
 
 def show(w: World, s: dict[str, Any]) -> None:
-    con = Console()
+    from rich.table import Table
+
+    from ..model.summary import RTT_BANDS_MS
+
+    con = console()
     head = Table(title="anyedge world", show_header=False)
     head.add_column(style="bold")
     head.add_column(justify="right")

@@ -24,6 +24,7 @@ Each node's files (configuration, sockets, logs) live in ``<lab dir>/nodes/<node
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import pwd
@@ -181,6 +182,39 @@ def check_root() -> None:
         raise LabError("the lab needs root (network namespaces): run it as root")
 
 
+# what each speaker needs installed, and how to install it
+SPEAKER_NEEDS: dict[Speaker, tuple[str, str, str]] = {
+    # speaker: (kind, what, how)
+    Speaker.EXABGP: ("module", "exabgp", "pip install 'anyedge[lab]'"),
+    Speaker.BIRD: ("program", "bird", "apt-get install bird2"),
+    Speaker.GOBGP: ("program", "gobgpd", "apt-get install gobgpd"),
+}
+
+
+def check_speakers(plan: LabPlan) -> None:
+    """Refuse, before anything is made, a lab whose sites use a BGP speaker this install
+    lacks (it would otherwise fail halfway through, when that speaker starts)."""
+    missing: dict[str, list[str]] = {}
+    for n in plan.nodes:
+        need = SPEAKER_NEEDS.get(n.speaker) if n.speaker is not None else None
+        if need is None:
+            continue
+        kind, what, how = need
+        absent = (
+            importlib.util.find_spec(what) is None
+            if kind == "module"
+            else shutil.which(what) is None
+        )
+        if absent:
+            missing.setdefault(f"{n.speaker} is not installed ({how})", []).append(n.name)
+    if missing:
+        raise LabError(
+            "; ".join(
+                f"{why}, and the lab's {', '.join(nodes)} use it" for why, nodes in missing.items()
+            )
+        )
+
+
 def up(
     world: World,
     plan: LabPlan,
@@ -191,6 +225,7 @@ def up(
     """Build the lab of ``plan``; on failure, take down what was made (keeping the
     nodes' logs) and raise."""
     check_root()
+    check_speakers(plan)
     prefix = namespace_prefix(plan.name)
     if (directory / STATE).exists() or netns.listed(prefix):
         raise LabError(
@@ -400,7 +435,8 @@ def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> d
 
 
 def status(plan: LabPlan, directory: Path) -> list[dict[str, Any]]:
-    """One row per node: namespace, processes alive, BGP sessions up / configured."""
+    """One row per node: namespace, processes alive, BGP sessions up / configured, and
+    ``error``: why its BGP daemon did not answer (None when it did, or has none)."""
     state = LabState.load(directory)
     rows = []
     for n in plan.nodes:
@@ -414,6 +450,7 @@ def status(plan: LabPlan, directory: Path) -> list[dict[str, Any]]:
             "speaker": str(n.speaker) if n.speaker else "",
             "site": n.site or "",
             "sessions": "",
+            "error": None,
         }
         if n.bgp_ports and row["up"]:
             drv: SiteSpeaker | Frr = (
@@ -424,7 +461,9 @@ def status(plan: LabPlan, directory: Path) -> list[dict[str, Any]]:
             try:
                 row["sessions"] = f"{drv.established()}/{len(n.bgp_ports)}"
             except Exception as e:  # a daemon that died is a status, not a crash
-                row["sessions"] = f"? ({type(e).__name__})"
+                row["sessions"] = "?"
+                daemon = f"{n.speaker} speaker" if n.speaker else "FRR"
+                row["error"] = f"its {daemon} does not answer: {e}"
         rows.append(row)
     return rows
 

@@ -28,6 +28,7 @@ and the problem.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ from ..model.files.yamlpos import line_of, place
 from ..model.world import World
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION_S = 31 * 86_400.0  # a month: the twin is for days, not years
+MAX_TICKS = 1_000_000  # a day at 0.1 s ticks; more would run for hours
 
 
 def seconds(value: Any) -> float:
@@ -49,6 +52,8 @@ def seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration, like 10s, 5m or 2h")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"a finite duration, like 10s, 5m or 2h, not {value!r}")
         return float(value)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", str(value))
     if not m:
@@ -148,7 +153,26 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
         problems.append(
             Problem("duration", "must be at least one tick", line_of(text, ("duration",)))
         )
+    elif doc.duration > MAX_DURATION_S:
+        problems.append(
+            Problem(
+                "duration",
+                f"at most {MAX_DURATION_S / 86_400:g} days, got {doc.duration / 86_400:,.1f} days",
+                line_of(text, ("duration",)),
+            )
+        )
+    elif doc.tick > 0 and doc.duration / doc.tick > MAX_TICKS:
+        problems.append(
+            Problem(
+                "duration",
+                f"{doc.duration:,.0f} s at {doc.tick:g} s ticks is {doc.duration / doc.tick:,.0f} "
+                f"ticks; at most {MAX_TICKS:,} (a longer tick, or a shorter duration)",
+                line_of(text, ("duration",)),
+            )
+        )
     for i, x in enumerate(doc.events):
+        if x.at >= doc.duration:
+            bad(i, "at", f"starts at {x.at:g} s, after the scenario ends ({doc.duration:g} s)")
         ev: dict[str, Any] = {
             "start": x.at,
             "end": x.at + x.for_,

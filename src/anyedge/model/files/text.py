@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, TypeVar
 
 from ...errors import InputError, Problem
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic loads with the first JSON read, not with every reader
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 
 def read_text(path: str | Path, *, encoding: str = "utf-8", newline: str | None = None) -> str:
@@ -34,6 +35,8 @@ def read_text(path: str | Path, *, encoding: str = "utf-8", newline: str | None 
 def read_json(path: str | Path, model: type[M]) -> M:
     """``path`` parsed as JSON and validated as ``model`` (in one pass, by pydantic's
     own parser: a 70 MB observation parses in a third of the time of ``json.loads``)."""
+    from pydantic import ValidationError
+
     text = read_text(path)
     try:
         return model.model_validate_json(text)

@@ -45,6 +45,7 @@ TOPOLOGY_FILE = "topology.yaml"
 AS_REL_FILE = "internet.as-rel"
 METROS_FILE = "metros.csv"
 EYEBALLS_FILE = "eyeballs.csv"
+SAVED_FILES = (TOPOLOGY_FILE, AS_REL_FILE, METROS_FILE, EYEBALLS_FILE)  # what save_world writes
 
 _KIND_BY_NAME = {v: k for k, v in AS_KIND_NAMES.items()}
 
@@ -802,12 +803,12 @@ def save_world(world: World, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     metros, eyeballs = _tables(world)
-    files = {
-        directory / TOPOLOGY_FILE: "# anyedge topology: see docs/topology.md\n"
-        + dump_yaml(world_to_dict(world)),
-        directory / AS_REL_FILE: format_as_rel(world.internet),
-        directory / METROS_FILE: format_table("metros", metros),
-        directory / EYEBALLS_FILE: format_table("eyeballs", eyeballs),
-    }
+    texts = (
+        "# anyedge topology: see docs/topology.md\n" + dump_yaml(world_to_dict(world)),
+        format_as_rel(world.internet),
+        format_table("metros", metros),
+        format_table("eyeballs", eyeballs),
+    )
+    files = {directory / name: text for name, text in zip(SAVED_FILES, texts, strict=True)}
     write_all(files)
     return directory / TOPOLOGY_FILE

@@ -21,11 +21,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ...errors import InputError
 from ..geo import LatencyModel, great_circle_km
 from ..internet import ASKind, Internet
 from ..network import (
@@ -85,8 +87,8 @@ class WorldOptions:
             bad.append(("--mcp", f"must be between 0 and the number of sites ({self.sites})"))
         if self.min_city_population < 15_000:
             bad.append(("--min-city-population", "must be at least 15000 (the data's floor)"))
-        if self.peak_rps <= 0:
-            bad.append(("--peak-rps", "must be positive"))
+        if not (math.isfinite(self.peak_rps) and self.peak_rps > 0):
+            bad.append(("--peak-rps", f"must be a positive number, got {self.peak_rps}"))
         if not 1 <= self.tier1 <= 50:
             bad.append(("--tier1", "must be between 1 and 50"))
         lo, hi = self.headroom
@@ -117,7 +119,14 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
         dtype=np.int64,
     )
     hubs = hubs[np.argsort(-cities.traffic()[cand[hubs]], kind="stable")]
-    chosen = choose_sites(cities, cand, min(opts.sites, len(cand)), latency, opts.cap_ms, hubs)
+    if opts.sites > len(cand):  # refuse rather than build fewer sites than asked for
+        raise InputError.one(
+            "command line",
+            "--sites",
+            f"at most {len(cand):,} sites with these options (cities of at least "
+            f"{opts.min_site_population:,} people with an airport), got {opts.sites:,}",
+        )
+    chosen = choose_sites(cities, cand, opts.sites, latency, opts.cap_ms, hubs)
     site_city = cand[chosen]
     site_code = [codes[k] for k in chosen]
 
