@@ -94,7 +94,8 @@ def dense_core() -> ModuleType | None:
     spec = importlib.util.spec_from_file_location(
         "anyedge_dense", pkg / "__init__.py", submodule_search_locations=[str(pkg)]
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules["anyedge_dense"] = mod
     spec.loader.exec_module(mod)
