@@ -16,10 +16,10 @@ from anyedge.errors import InputError
 from anyedge.model import World
 from anyedge.model.files import parse_world
 from anyedge.model.network import Sections
-from anyedge.report import render
 from anyedge.routing import Router
-from anyedge.sim import Comparison, Twin, default_scenario, parse_scenario
+from anyedge.sim import Comparison, Twin, parse_scenario
 from anyedge.sim.demand import PROFILE, diurnal
+from conftest import DefaultDay
 from test_docs import default_day_in_docs
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
@@ -210,13 +210,6 @@ def test_cli_simulate_json_on_a_small_scenario(
     assert rc == 2
 
 
-@pytest.fixture(scope="module")
-def default_day(default_world: World) -> Comparison:
-    """The default scenario on the default world, simulated once for this module: its
-    reference runs are the same day with an empty event list."""
-    return Twin(default_world, default_scenario(default_world)).compare()
-
-
 @pytest.mark.slow
 def test_the_default_world_without_events_fails_almost_nothing(
     default_world: World, default_day: Comparison
@@ -282,8 +275,10 @@ def test_every_default_event_matters(default_world: World, default_day: Comparis
 
 
 @pytest.mark.slow
-def test_the_default_report_shows_each_events_share(default_day: Comparison) -> None:
-    page = render(default_day)
+def test_the_default_report_shows_each_events_share(
+    default_day: Comparison, default_day_run: DefaultDay
+) -> None:
+    page = default_day_run.report.read_text(encoding="utf-8")  # as `anyedge simulate` wrote it
     table = re.search(r'<table id="attribution-table">.*?</table>', page, re.S)
     assert table is not None
     rows = re.findall(r'<tr data-event="\d+">(.*?)</tr>', table.group(0), re.S)
