@@ -289,3 +289,43 @@ def test_the_default_report_shows_each_events_share(
     charted = re.findall(r'<article class="card site" data-site="(\w+)">', page)
     for e in default_day.events:
         assert set(e["sites"]) & set(charted), e["what"]
+
+
+def stated_cost(cell: str) -> tuple[float, float | None, float]:
+    """``183 M (4 %), 0`` or ``0, 40``: failed requests, their share (%) and SLO minutes."""
+    m = re.fullmatch(r"(?:([\d,.]+) M \((\d+) %\)|0), ([\d,]+)", cell.strip())
+    assert m is not None, cell
+    failed = float(m.group(1).replace(",", "")) * 1e6 if m.group(1) else 0.0
+    share = float(m.group(2)) if m.group(2) else None
+    return failed, share, float(m.group(3).replace(",", ""))
+
+
+@pytest.mark.slow
+def test_the_docs_state_each_events_cost_as_measured(default_day: Comparison) -> None:
+    """docs/simulate.md's table of what each event cost, and the README's share of
+    Brazil's surge, against the session's one run of the default day."""
+    doc = (Path(__file__).parent.parent / "docs" / "simulate.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d\d:\d\d [^|]+?) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", doc, re.M)
+    assert len(rows) == len(default_day.events)
+    for row, event in zip(rows, default_day.events, strict=True):
+        for i, mode in enumerate(("none", "withdraw", "manager")):
+            failed, share, slo = stated_cost(row[i + 1])
+            got = default_day.attribution[mode]["events"][default_day.events.index(event)]
+            where = f"{row[0]}, {mode}"
+            if failed == 0.0:
+                assert got["failed"] < 0.5e6, where
+            else:
+                said = row[i + 1].split(" M")[0].replace(",", "")
+                digits = len(said.split(".")[1]) if "." in said else 0
+                assert round(got["failed"] / 1e6, digits) == float(said), where
+                assert share == round(100 * got["failed_share"]), where
+            assert abs(got["slo_minutes"] - slo) <= 0.51, where
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    m = re.search(
+        r"Brazil's evening surge makes (\d+) % of the failures without management", readme
+    )
+    assert m is not None
+    surge = [e["kind"] for e in default_day.events].index("surge")
+    assert int(m.group(1)) == round(
+        100 * default_day.attribution["none"]["events"][surge]["failed_share"]
+    )
