@@ -1,21 +1,40 @@
-"""Shared fixtures and the rules for the ``lab`` and ``slow`` markers.
+"""Shared fixtures, the hypothesis profile and the rules for the ``lab`` and ``slow``
+markers.
 
 ``lab`` tests need root and network namespaces; where they cannot run they are skipped
 with the reason, never silently passed.
+
+The default day (``anyedge simulate`` with no argument: the default world, six runs of
+24 hours) is the most expensive thing the suite does, so it is done once per test run,
+by :func:`default_day_run`, through the real command; every test that needs the
+default day's numbers, report or comparison takes them from that one run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from anyedge.model import World
 from anyedge.model.worldgen import WorldOptions, build_world
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"
+
+# No deadlines: on a shared, busy machine one slow example is not a failure.  Example
+# counts stay each test's own (modest) choice; the default here is hypothesis's 100.
+settings.register_profile(
+    "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,3 +56,55 @@ def default_world() -> World:
 def small_world() -> World:
     """A 40-site world, quick to build and save."""
     return build_world(WorldOptions(sites=40, mcp=5, min_city_population=500_000))
+
+
+@dataclass(frozen=True)
+class DefaultDay:
+    """One run of ``anyedge simulate --json --report REPORT`` on the default day."""
+
+    comparison: Any  # anyedge.sim.Comparison, as the command computed it
+    summary: dict[str, Any]  # what the command printed
+    report: Path  # the HTML report it wrote
+
+    def failed_pct(self, mode: str) -> float:
+        t = self.summary["runs"][mode]
+        return 100.0 * float(t["failed"]) / float(t["requests"])
+
+    def slo_minutes(self, mode: str) -> float:
+        return float(self.summary["runs"][mode]["slo_breach_minutes"])
+
+
+@pytest.fixture(scope="session")
+def default_day_run(default_world: World, tmp_path_factory: pytest.TempPathFactory) -> DefaultDay:
+    """``anyedge simulate --json --report …`` on the default day, run once per test
+    run through the command itself (in this process, so its comparison is kept too).
+    The command builds the default world as ``default_world`` does; it is given that
+    one rather than building it again."""
+    from anyedge.cli import simulate as cli_simulate
+    from anyedge.cli.main import main
+    from anyedge.sim import Twin
+
+    report = tmp_path_factory.mktemp("default-day") / "anyedge-report.html"
+    kept: list[Any] = []
+    compare = Twin.compare
+
+    def keep(self: Twin, *args: Any, **kwargs: Any) -> Any:
+        kept.append(compare(self, *args, **kwargs))
+        return kept[-1]
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Twin, "compare", keep)
+        mp.setattr(cli_simulate, "world_from", lambda _topology: default_world)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(["simulate", "--json", "--report", str(report)])
+    assert rc == 0, err.getvalue()
+    assert len(kept) == 1
+    return DefaultDay(comparison=kept[0], summary=json.loads(out.getvalue()), report=report)
+
+
+@pytest.fixture(scope="session")
+def default_day(default_day_run: DefaultDay) -> Any:
+    """The default day's :class:`anyedge.sim.Comparison` (its reference runs are the
+    same day with an empty event list), from the session's one simulation."""
+    return default_day_run.comparison

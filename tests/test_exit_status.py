@@ -1,10 +1,15 @@
-"""Every exit status the commands document, from a real ``python -m anyedge`` process.
+"""Every exit status the commands document.
 
 0 when all went well; 1 when ``lab compare`` or ``lab predict`` finds model and lab
 disagreeing, or ``turn serve`` cannot serve; 2 for bad input (usage errors included);
 3 when the lab could not do it; ``lab exec`` exits with its command's own status.  Each
 run must also keep tracebacks off stderr.  The statuses came back as 0 once (issue 12):
 the entry point dropped what click handed back.
+
+A real ``python -m anyedge`` process (about 2 s each) carries each status once — 0, 1,
+2, 3, a usage error and ``lab exec``'s own — so what the process exits with is what
+:func:`anyedge.cli.main.main` returns; the many commands behind each status are then
+checked in this process, through ``main`` itself.
 """
 
 from __future__ import annotations
@@ -55,13 +60,36 @@ def status(*args: str) -> int:
     return anyedge(*args).returncode
 
 
+def in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``anyedge ARGS`` through :func:`main`, as ``python -m anyedge`` runs it: the
+    status and stderr (an exception would escape ``main`` and fail the test)."""
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return rc, err
+
+
+def test_a_real_process_exits_with_what_main_returns(tmp_path: Path) -> None:
+    """0, 2 (bad input and a usage error) and 3 from a real process, as ``main`` gives them."""
+    assert status("world", "-t", TINY, "--json") == 0
+    r = anyedge("predict", "-t", TINY, "--site", "XXX")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("anyedge: error: "), r.stderr
+    r = anyedge("nosuch")
+    assert r.returncode == 2, r.stderr
+    assert "anyedge: error: " in r.stderr, r.stderr
+    r = anyedge("lab", "status", "--dir", str(tmp_path))
+    assert r.returncode == 3, r.stderr
+
+
 # ---------------------------------------------------------------- everywhere: 0 and 2
 
 
-def test_help_and_version_exit_0() -> None:
+def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert status("--help") == 0
-    assert status("--version") == 0
-    assert status("lab", "exec", "--help") == 0
+    assert in_process(["--version"], capsys)[0] == 0
+    assert in_process(["lab", "exec", "--help"], capsys)[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -74,10 +102,10 @@ def test_help_and_version_exit_0() -> None:
     ],
     ids=["command", "option", "range", "missing"],
 )
-def test_usage_errors_exit_2(args: list[str]) -> None:
-    r = anyedge(*args)
-    assert r.returncode == 2, r.stderr
-    assert "anyedge: error: " in r.stderr, r.stderr
+def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = in_process(args, capsys)
+    assert rc == 2, err
+    assert "anyedge: error: " in err, err
 
 
 def _ctx_exit() -> None:
@@ -173,13 +201,13 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ids=lambda a: " ".join(a[:2]) if a[0] in ("control", "turn", "lab") else a[0],
 )
 def test_commands_exit_0_on_success_and_2_on_bad_input(
-    good: list[str], bad: list[str], inputs: Path
+    good: list[str], bad: list[str], inputs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    r = anyedge(*[a.format(d=inputs) for a in good])
-    assert r.returncode == 0, r.stderr
-    r = anyedge(*[a.format(d=inputs) for a in bad])
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith(("anyedge: error: ", "Usage: ")), r.stderr
+    rc, err = in_process([a.format(d=inputs) for a in good], capsys)
+    assert rc == 0, err
+    rc, err = in_process([a.format(d=inputs) for a in bad], capsys)
+    assert rc == 2, err
+    assert err.startswith(("anyedge: error: ", "Usage: ")), err
 
 
 # ---------------------------------------------------------------------- turn serve
@@ -267,10 +295,12 @@ LAB_COMMANDS = [
 
 
 @pytest.mark.parametrize("args", LAB_COMMANDS, ids=lambda a: a[0])
-def test_lab_commands_exit_3_without_a_lab(args: list[str], tmp_path: Path) -> None:
-    r = anyedge("lab", args[0], "--dir", str(tmp_path), *args[1:])
-    assert r.returncode == 3, r.stderr
-    assert "no lab here" in r.stderr or "needs root" in r.stderr, r.stderr
+def test_lab_commands_exit_3_without_a_lab(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, err = in_process(["lab", args[0], "--dir", str(tmp_path), *args[1:]], capsys)
+    assert rc == 3, err
+    assert "no lab here" in err or "needs root" in err, err
 
 
 # -------------------------------------------------------- the lab for real: 0, 1, 2, exec

@@ -1,9 +1,11 @@
 """The model meets reality on generated Internets of 10 to 20 routers.
 
-For five random lab topologies (:func:`anyedge.lab.generate.generate`: a tier-1
-clique, transit and access routers, sites with mixed speakers, clients behind access
-routers), the routing engine's catchments must agree with real BGP client for client,
-with every site announcing and with each site withdrawn in turn.
+For three random lab topologies of 10, 15 and 20 routers
+(:func:`anyedge.lab.generate.generate`: a tier-1 clique, transit and access routers,
+sites with mixed speakers, clients behind access routers), the routing engine's
+catchments must agree with real BGP client for client, with every site announcing and
+with each site withdrawn in turn.  (Five, of 10, 12, 15, 18 and 20 routers, showed
+nothing three do not; each costs about 30 s.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lab_support import running_lab
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
-@pytest.mark.parametrize(("seed", "routers"), [(1, 10), (2, 12), (3, 15), (4, 18), (5, 20)])
+@pytest.mark.parametrize(("seed", "routers"), [(1, 10), (3, 15), (5, 20)])
 def test_model_and_lab_agree_on_a_generated_internet(
     tmp_path: Path, seed: int, routers: int
 ) -> None:

@@ -494,9 +494,11 @@ def test_default_outcomes_equal_a_fresh_catchment(
     router = Router(default_world)
     ann = Announcement.of_prefix(default_world.network, 0)
     before = router.catchment(ann).eyeball_site
-    for sc, o in sample:
-        if sc.kind == "section":
-            continue
+    # a fresh propagation costs what the incremental one saves: every third of the
+    # sample (single, pair and region scenarios all among them) and the named singles
+    checked = [(sc, o) for sc, o in sample[:-3:3] + sample[-3:] if sc.kind != "section"]
+    assert {sc.kind for sc, _ in checked} == {"single", "pair", "region"}
+    for sc, o in checked:
         fresh = router.catchment(ann.withdraw(*sc.failed)).eyeball_site
         np.testing.assert_array_equal(dp.catchment(sc).eyeball_site, fresh, err_msg=str(sc))
         want = expected_outcome(default_world, before, fresh, sc)

@@ -2,13 +2,18 @@
 
 Ray 2.x removed ``local_mode``; the "local" Ray run is a real one-machine Ray cluster
 that ``run_ray`` starts on loopback and stops again.  Each test checks that no Ray
-process it started outlives it.
+process it started outlives it — only its own: other Ray clusters may run on the same
+machine, and their processes come and go as they will.  The test's processes are known
+by a variable set in the environment for the test, which every process the cluster
+starts inherits (and keeps if it is orphaned).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -22,27 +27,60 @@ pytest.importorskip("ray")
 TINY = str(Path(__file__).parent / "data" / "tiny.yaml")
 
 
-def ray_processes() -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
-    return [
-        line
-        for line in ps.stdout.splitlines()
-        if "ray::" in line or "raylet" in line or "gcs_server" in line
-    ]
+MARK = "ANYEDGE_RAY_TEST"
+
+
+@pytest.fixture
+def mark(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A value no other process carries, in this process's environment for the test."""
+    value = f"{os.getpid()}-{secrets.token_hex(8)}"
+    monkeypatch.setenv(MARK, value)
+    return value
+
+
+def own_processes(mark: str) -> list[str]:
+    """Processes other than this one whose environment carries ``mark``: those the
+    test started, wherever they were reparented."""
+    want = f"{MARK}={mark}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if want in (d / "environ").read_bytes().split(b"\0"):
+                args = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{d.name} {args}")
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def none_left(mark: str, wait_s: float = 30.0) -> list[str]:
+    """The test's processes still there once they have had ``wait_s`` to exit."""
+    deadline = time.monotonic() + wait_s
+    while (left := own_processes(mark)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 @pytest.mark.slow
-def test_ray_atlas_equals_local_atlas(small_world: World) -> None:
-    before = ray_processes()
+def test_ray_atlas_equals_local_atlas(small_world: World, mark: str) -> None:
+    assert own_processes(mark) == []
     local = build_atlas(small_world, k=3, jobs=1)
-    on_ray = build_atlas(small_world, k=3, use_ray=True)
+    seen: list[str] = []
+    on_ray = build_atlas(
+        small_world, k=3, use_ray=True, progress=lambda _n: seen.extend(own_processes(mark))
+    )
     assert on_ray.to_json() == local.to_json()
     assert len(local.scenarios) > 40
-    assert ray_processes() == before
+    assert any("raylet" in p for p in seen)  # the mark finds the cluster while it runs
+    assert none_left(mark) == []
 
 
 @pytest.mark.slow
-def test_cli_predict_all_on_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_predict_all_on_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mark: str
+) -> None:
     local, ray_file = tmp_path / "local.json", tmp_path / "ray.json"
     assert main(["predict", "-t", TINY, "--all", "--out", str(local), "--json"]) == 0
     summary_local = json.loads(capsys.readouterr().out)
@@ -52,3 +90,4 @@ def test_cli_predict_all_on_ray(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert summary_ray == summary_local
     assert summary_ray["scenarios"] == len(Atlas.load(local).scenarios)
     assert ray_file.read_text() == local.read_text()
+    assert none_left(mark) == []

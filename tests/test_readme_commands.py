@@ -1,8 +1,23 @@
-"""Every ``anyedge`` command the README shows runs, in a scratch directory holding what
-the README assumes (a saved world, a scenario, a history file)."""
+"""Every ``anyedge`` command the README and docs/*.md show runs, in a scratch directory
+holding what they assume (a saved world, a scenario, a history file, an observation, a
+TURN configuration, an as-rel graph).  A command shown in several places runs once.
+
+Not run here, each for its reason (``NOT_HERE``): the lab's commands need root and a lab
+(tests/test_lab_docs.py runs them, in order); ``turn serve`` runs until it is stopped
+(tests/test_exit_status.py starts and stops it); Ray on the default world (tests/
+test_predict_ray.py runs ``--ray local`` on smaller worlds) and on a cluster nobody has.
+
+The default day (``anyedge simulate`` with no scenario) is simulated once per test run
+by the session fixture ``default_day_run`` (tests/conftest.py), through the command
+itself.  The README's commands on the default day run here through the same command,
+with the simulation replayed from that run rather than done again (six 24-hour runs
+of the 300-site world each time); the numbers the README states are checked against
+what the command prints.  Commands on the default world get the session's
+``default_world`` instead of building it again."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -10,29 +25,67 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anyedge.cli import common as cli_common
+from anyedge.cli import simulate as cli_simulate
 from anyedge.cli.main import main
+from anyedge.model import World
+from anyedge.model.worldgen import WorldOptions
+from conftest import DefaultDay
+from test_turn_service import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+NOT_HERE = {
+    "anyedge lab ": "needs root and a lab: tests/test_lab_docs.py runs the lab's commands",
+    "anyedge turn serve ": "runs until stopped: tests/test_exit_status.py starts and stops it",
+    "anyedge predict --all --ray local": "Ray on the default world: tests/test_predict_ray.py "
+    "runs --ray local on smaller worlds",
+    "anyedge predict --all --ray ray://": "needs a Ray cluster",
+}
+
+
+def commands_in(path: Path, skip_blocks: int = 0) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)[skip_blocks:]
+    lines = [re.split(r"\s#\s", ln)[0].strip() for b in blocks for ln in b.splitlines()]
+    return [ln for ln in lines if ln.startswith("anyedge ")]
 
 
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)[2:]  # past the two at the top
-    lines = [ln.split("  #")[0].strip() for b in blocks for ln in b.splitlines()]
-    # the lab's commands need root and a lab: tests/test_lab_docs.py runs them, in order
-    return [ln for ln in lines if ln.startswith("anyedge ") and not ln.startswith("anyedge lab ")]
+    return commands_in(ROOT / "README.md", skip_blocks=2)  # past the two at the top
 
 
-COMMANDS = readme_commands()
+def documented_commands() -> list[str]:
+    """The README's commands, then the docs', each once, in order."""
+    every = readme_commands() + [c for doc in DOCS for c in commands_in(doc)]
+    return list(dict.fromkeys(every))
+
+
+def why_not_here(command: str) -> str | None:
+    if command.startswith("anyedge lab generate "):  # no root, no lab: it writes a file
+        return None
+    return next((why for start, why in NOT_HERE.items() if command.startswith(start)), None)
+
+
+COMMANDS = documented_commands()
+RUN = [c for c in COMMANDS if why_not_here(c) is None]
+
+HISTORY = "time,site,utilisation,p95_ms\n"
 
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("readme")
+    d = tmp_path_factory.mktemp("documented")
     (d / "docs" / "examples").mkdir(parents=True)
-    (d / "docs" / "examples" / "observation.json").write_text(
-        (ROOT / "docs" / "examples" / "observation.json").read_text(), encoding="utf-8"
+    observation = (ROOT / "docs" / "examples" / "observation.json").read_text()
+    (d / "docs" / "examples" / "observation.json").write_text(observation, encoding="utf-8")
+    # docs/control.md: its observation and state, as the page shows them
+    blocks = re.findall(
+        r"```json\n(.*?)```", (ROOT / "docs" / "control.md").read_text(), flags=re.S
     )
+    (d / "obs.json").write_text(blocks[0], encoding="utf-8")
+    (d / "state.json").write_text(blocks[1], encoding="utf-8")
     (d / "my-day.yaml").write_text(
         "duration: 30m\nevents:\n  - {at: 5m, for: 10m, kind: site_dark, site: CHC}\n",
         encoding="utf-8",
@@ -42,28 +95,136 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = [
         f"{60 * i},LIS,{x:.4f},{5 + 30 * x * x + rng.normal(0, 0.5):.3f}" for i, x in enumerate(u)
     ]
-    (d / "history.csv").write_text(
-        "time,site,utilisation,p95_ms\n" + "\n".join(rows) + "\n", encoding="utf-8"
+    (d / "history.csv").write_text(HISTORY + "\n".join(rows) + "\n", encoding="utf-8")
+    # docs/routing.md's bare CAIDA graph: 13335 and 15169 below a tier-1 pair
+    (d / "graph.as-rel").write_text(
+        "174|3356|0\n174|13335|-1\n3356|15169|-1\n174|64500|-1\n3356|64501|-1\n",
+        encoding="utf-8",
     )
+    # docs/turn.md's configuration, with the files it names
+    turn = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "turn.md").read_text(), flags=re.S)
+    (d / "turn.yaml").write_text(turn[0], encoding="utf-8")
+    (d / "users.txt").write_text("alice:wonderland\n", encoding="utf-8")
+    self_signed(d)  # cert.pem, key.pem
     return d
 
 
-def test_the_readme_shows_commands() -> None:
-    assert len(COMMANDS) >= 12
-    assert any(c.startswith("anyedge simulate") for c in COMMANDS)
+def test_the_docs_show_commands() -> None:
+    assert len(readme_commands()) >= 12
+    assert any(c.startswith("anyedge simulate") for c in readme_commands())
+    assert len(RUN) >= 25
+    assert all(why_not_here(c) for c in COMMANDS if c not in RUN)
+    for doc in ("control", "predict", "routing", "turn"):
+        assert commands_in(ROOT / "docs" / f"{doc}.md"), doc
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs(
-    command: str, scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.chdir(scratch)
-    needs_world = "-t world/" in command or "world/internet.as-rel" in command
-    if needs_world and not (scratch / "world" / "topology.yaml").exists():
-        assert main(["world", "--out", "world/"]) == 0
-        capsys.readouterr()
-    rc = main(shlex.split(command)[1:])
+def is_the_default_day(command: str) -> bool:
+    """``anyedge simulate`` with options only: the default scenario on the default world."""
+    args = shlex.split(command)[1:]
+    return args[0] == "simulate" and all(a.startswith("-") for a in args[1:])
+
+
+def readme_default_day() -> dict[str, tuple[float, float]]:
+    """Failed share (%) and SLO site-minutes of each controller as the README states them."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    m = re.search(
+        r"requests fail at ([\d.]+) % with no traffic management, ([\d.]+) % with prefix "
+        r"withdrawal only and ([\d.]+) % with the Traffic Manager; SLO breach is ([\d,]+), "
+        r"([\d,]+) and ([\d,]+) site-minutes",
+        readme,
+    )
+    assert m is not None, "the README states the default day's numbers"
+    said = [float(x.replace(",", "")) for x in m.groups()]
+    return {mode: (said[i], said[i + 3]) for i, mode in enumerate(("none", "withdraw", "manager"))}
+
+
+def same_figures(measured: float, stated: float) -> bool:
+    """``stated`` is ``measured`` rounded as the docs round: three significant figures
+    from 0.01 up (0.177), two below (0.0012)."""
+    digits = 3 if stated >= 0.01 else 2
+    return f"{measured:.{digits}g}" == f"{stated:.{digits}g}"
+
+
+class Replay:
+    """Stands in for :class:`anyedge.sim.Twin` in ``anyedge simulate``: the default
+    day's comparison, as the session's one run of the command computed it."""
+
+    day: DefaultDay
+
+    def __init__(self, world: World, scenario: object) -> None:
+        assert getattr(scenario, "name", None) == self.day.comparison.scenario
+
+    def compare(self, progress: object = None) -> object:
+        return self.day.comparison
+
+
+def run(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """``command`` through :func:`main` in the current directory; its output (written to
+    the file after ``>`` where it has one)."""
+    line, _, into = command.partition(" > ")
+    args = shlex.split(line)[1:]
+    rc = main(args)
     out, err = capsys.readouterr()
     assert rc == 0, f"{command}: {err}"
-    assert out.strip(), command
+    writes = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-o", "--out")]
+    assert out.strip() or (writes and Path(writes[0]).exists()), command
+    if into:
+        Path(into.strip()).write_text(out, encoding="utf-8")
+    return out
+
+
+def ready_for(command: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``command`` reads that another documented command makes, made first (so
+    that any one command also runs alone)."""
+    needs_world = "-t world/" in command or "world/internet.as-rel" in command
+    if needs_world and not (scratch / "world" / "topology.yaml").exists():
+        run("anyedge world --out world/", capsys)
+    if "--atlas atlas.json" in command and not (scratch / "atlas.json").exists():
+        run("anyedge predict --all --out atlas.json", capsys)
+    if "obs2.json" in command and not (scratch / "obs2.json").exists():
+        # a second observation: docs/control.md's, announcing the atlas's prefix
+        atlas = json.loads((scratch / "atlas.json").read_text(encoding="utf-8"))
+        obs = json.loads((scratch / "obs.json").read_text(encoding="utf-8"))
+        obs["sites"][0]["prefixes"] = [atlas["prefix"]]
+        (scratch / "obs2.json").write_text(json.dumps(obs), encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", RUN)
+def test_documented_command_runs(
+    command: str,
+    scratch: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(scratch)
+    default_world: World = request.getfixturevalue("default_world")
+    build_world = cli_common.build_world
+    monkeypatch.setattr(
+        cli_common,
+        "build_world",
+        lambda options: default_world if options == WorldOptions() else build_world(options),
+    )
+    ready_for(command, scratch, capsys)
+    day: DefaultDay | None = None
+    if is_the_default_day(command):
+        day = request.getfixturevalue("default_day_run")
+        monkeypatch.setattr(Replay, "day", day, raising=False)
+        monkeypatch.setattr(cli_simulate, "Twin", Replay)
+    out = run(command, capsys)
+    if day is None:
+        return
+    stated = readme_default_day()
+    if "--json" in command:
+        printed = json.loads(out)
+        assert printed == day.summary  # what the session's run printed
+        for mode, (failed_pct, slo) in stated.items():
+            t = printed["runs"][mode]
+            assert same_figures(100 * t["failed"] / t["requests"], failed_pct), mode
+            assert abs(t["slo_breach_minutes"] - slo) <= 0.51, mode  # whole minutes
+    else:
+        assert "failed requests" in out
+        assert "SLO breach" in out
+        assert "report: anyedge-report.html" in out
+        page = (scratch / "anyedge-report.html").read_text(encoding="utf-8")
+        assert page == day.report.read_text(encoding="utf-8")  # the same day, the same page

@@ -16,11 +16,11 @@ from anyedge.errors import InputError
 from anyedge.model import World
 from anyedge.model.files import parse_world
 from anyedge.model.network import Sections
-from anyedge.report import render
 from anyedge.routing import Router
-from anyedge.sim import Comparison, Twin, default_scenario, parse_scenario
+from anyedge.sim import Comparison, Twin, parse_scenario
 from anyedge.sim.demand import PROFILE, diurnal
 from anyedge.sim.result import ACTION_FIELDS, NETWORK_FIELDS
+from conftest import DefaultDay
 from test_docs import default_day_in_docs
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
@@ -217,13 +217,6 @@ def test_cli_simulate_json_on_a_small_scenario(
     assert rc == 2
 
 
-@pytest.fixture(scope="module")
-def default_day(default_world: World) -> Comparison:
-    """The default scenario on the default world, simulated once for this module: its
-    reference runs are the same day with an empty event list."""
-    return Twin(default_world, default_scenario(default_world)).compare()
-
-
 @pytest.mark.slow
 def test_the_default_world_without_events_fails_almost_nothing(
     default_world: World, default_day: Comparison
@@ -289,8 +282,10 @@ def test_every_default_event_matters(default_world: World, default_day: Comparis
 
 
 @pytest.mark.slow
-def test_the_default_report_shows_each_events_share(default_day: Comparison) -> None:
-    page = render(default_day)
+def test_the_default_report_shows_each_events_share(
+    default_day: Comparison, default_day_run: DefaultDay
+) -> None:
+    page = default_day_run.report.read_text(encoding="utf-8")  # as `anyedge simulate` wrote it
     table = re.search(r'<table id="attribution-table">.*?</table>', page, re.S)
     assert table is not None
     rows = re.findall(r'<tr data-event="\d+">(.*?)</tr>', table.group(0), re.S)
@@ -301,3 +296,43 @@ def test_the_default_report_shows_each_events_share(default_day: Comparison) -> 
     charted = re.findall(r'<article class="card site" data-site="(\w+)">', page)
     for e in default_day.events:
         assert set(e["sites"]) & set(charted), e["what"]
+
+
+def stated_cost(cell: str) -> tuple[float, float | None, float]:
+    """``183 M (4 %), 0`` or ``0, 40``: failed requests, their share (%) and SLO minutes."""
+    m = re.fullmatch(r"(?:([\d,.]+) M \((\d+) %\)|0), ([\d,]+)", cell.strip())
+    assert m is not None, cell
+    failed = float(m.group(1).replace(",", "")) * 1e6 if m.group(1) else 0.0
+    share = float(m.group(2)) if m.group(2) else None
+    return failed, share, float(m.group(3).replace(",", ""))
+
+
+@pytest.mark.slow
+def test_the_docs_state_each_events_cost_as_measured(default_day: Comparison) -> None:
+    """docs/simulate.md's table of what each event cost, and the README's share of
+    Brazil's surge, against the session's one run of the default day."""
+    doc = (Path(__file__).parent.parent / "docs" / "simulate.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d\d:\d\d [^|]+?) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", doc, re.M)
+    assert len(rows) == len(default_day.events)
+    for row, event in zip(rows, default_day.events, strict=True):
+        for i, mode in enumerate(("none", "withdraw", "manager")):
+            failed, share, slo = stated_cost(row[i + 1])
+            got = default_day.attribution[mode]["events"][default_day.events.index(event)]
+            where = f"{row[0]}, {mode}"
+            if failed == 0.0:
+                assert got["failed"] < 0.5e6, where
+            else:
+                said = row[i + 1].split(" M")[0].replace(",", "")
+                digits = len(said.split(".")[1]) if "." in said else 0
+                assert round(got["failed"] / 1e6, digits) == float(said), where
+                assert share == round(100 * got["failed_share"]), where
+            assert abs(got["slo_minutes"] - slo) <= 0.51, where
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    m = re.search(
+        r"Brazil's evening surge makes (\d+) % of the failures without management", readme
+    )
+    assert m is not None
+    surge = [e["kind"] for e in default_day.events].index("surge")
+    assert int(m.group(1)) == round(
+        100 * default_day.attribution["none"]["events"][surge]["failed_share"]
+    )
