@@ -9,33 +9,17 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from anyedge.lab import build
 from lab_support import DATA, running_lab
+from test_exit_status import anyedge
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 TINY = str(DATA / "tiny.yaml")
-
-
-def anyedge(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "anyedge", *args],
-        env=env or ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert "Traceback" not in r.stderr, r.stderr
-    return r
 
 
 def refused(*args: str, says: str, status: int = 2, env: dict[str, str] | None = None) -> str:

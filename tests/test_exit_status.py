@@ -41,12 +41,14 @@ LAB3 = str(DATA / "lab3.yaml")
 OBSERVATION = str(ROOT / "docs" / "examples" / "observation.json")
 
 
-def anyedge(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``anyedge ARGS`` in its own process; stderr must hold no traceback whatever the
-    status."""
+def anyedge(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``anyedge ARGS`` in its own process (``env``: this tree's package by default);
+    stderr must hold no traceback whatever the status."""
     r = subprocess.run(
         [sys.executable, "-m", "anyedge", *args],
-        env=ENV,
+        env=env or ENV,
         capture_output=True,
         text=True,
         timeout=timeout,

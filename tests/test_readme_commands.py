@@ -17,6 +17,8 @@ what the command prints.  Commands on the default world get the session's
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shlex
@@ -25,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anyedge.cli import common as cli_common
-from anyedge.cli import simulate as cli_simulate
+from anyedge import sim
 from anyedge.cli.main import main
-from anyedge.model import World
+from anyedge.model import World, worldgen
 from anyedge.model.worldgen import WorldOptions
 from conftest import DefaultDay
+from test_docs import readme_default_day
 from test_turn_service import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,20 +126,6 @@ def is_the_default_day(command: str) -> bool:
     return args[0] == "simulate" and all(a.startswith("-") for a in args[1:])
 
 
-def readme_default_day() -> dict[str, tuple[float, float]]:
-    """Failed share (%) and SLO site-minutes of each controller as the README states them."""
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    m = re.search(
-        r"requests fail at ([\d.]+) % with no traffic management, ([\d.]+) % with prefix "
-        r"withdrawal only and ([\d.]+) % with the Traffic Manager; SLO breach is ([\d,]+), "
-        r"([\d,]+) and ([\d,]+) site-minutes",
-        readme,
-    )
-    assert m is not None, "the README states the default day's numbers"
-    said = [float(x.replace(",", "")) for x in m.groups()]
-    return {mode: (said[i], said[i + 3]) for i, mode in enumerate(("none", "withdraw", "manager"))}
-
-
 def same_figures(measured: float, stated: float) -> bool:
     """``stated`` is ``measured`` rounded as the docs round: three significant figures
     from 0.01 up (0.177), two below (0.0012)."""
@@ -199,18 +187,20 @@ def test_documented_command_runs(
 ) -> None:
     monkeypatch.chdir(scratch)
     default_world: World = request.getfixturevalue("default_world")
-    build_world = cli_common.build_world
+    build_world = worldgen.build_world  # the commands import it when they run
     monkeypatch.setattr(
-        cli_common,
+        worldgen,
         "build_world",
-        lambda options: default_world if options == WorldOptions() else build_world(options),
+        lambda options, progress=None: (
+            default_world if options == WorldOptions() else build_world(options, progress)
+        ),
     )
     ready_for(command, scratch, capsys)
     day: DefaultDay | None = None
     if is_the_default_day(command):
         day = request.getfixturevalue("default_day_run")
         monkeypatch.setattr(Replay, "day", day, raising=False)
-        monkeypatch.setattr(cli_simulate, "Twin", Replay)
+        monkeypatch.setattr(sim, "Twin", Replay)  # the command imports it when it runs
     out = run(command, capsys)
     if day is None:
         return
@@ -222,6 +212,14 @@ def test_documented_command_runs(
             t = printed["runs"][mode]
             assert same_figures(100 * t["failed"] / t["requests"], failed_pct), mode
             assert abs(t["slo_breach_minutes"] - slo) <= 0.51, mode  # whole minutes
+    elif "--csv" in command:
+        rows = list(csv.DictReader(io.StringIO(out)))
+        by_mode = {r["mode"]: r for r in rows}
+        for mode, (failed_pct, slo) in stated.items():
+            t = by_mode[mode]
+            share = 100 * float(t["failed"]) / float(t["requests"])
+            assert same_figures(share, failed_pct), mode
+            assert abs(float(t["slo_breach_minutes"]) - slo) <= 0.51, mode
     else:
         assert "failed requests" in out
         assert "SLO breach" in out
