@@ -60,7 +60,7 @@ import numpy.typing as npt
 
 from .forwards import TINY, Forwards
 from .reasons import Reason
-from .split import can_accept, to_move
+from .split import can_accept, fill, take, to_move
 
 FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.integer]
@@ -243,11 +243,6 @@ class Plan:
     def empty(self) -> bool:
         return not any(a.kind != "hold" for a in self.actions)
 
-    @property
-    def moved(self) -> float:
-        """CPU ms/s moved by the plan's actions, every kind together."""
-        return float(sum(a.cpu for a in self.actions if a.kind != "hold"))
-
 
 @dataclass(frozen=True)
 class Failover:
@@ -401,9 +396,6 @@ class _Decision:
             & (self.cap > 0)
             & (self.u() < self.cfg.acceptable)
         )
-
-    def room(self, at: IntArray) -> FloatArray:
-        return np.asarray(np.maximum(self.capacc[at] - self.load[at], 0.0))
 
     def move(self, s: int, p: int, r: int, cpu: float) -> None:
         """Book ``cpu`` ms/s of s's plan p moving to r (negative: coming back from r)."""
@@ -619,43 +611,26 @@ class _Decision:
         moved = 0.0
         if amount > EPS:
             # what moves: plans lowest priority first; where: nearest first, the
-            # highest-priority plan to the nearest (split.take_from_plans and assign,
-            # on plain floats)
-            taken = [0.0] * len(own)
-            left_to_take = amount
-            for p, c in enumerate(own):
-                if self.movable_list[p] and left_to_take > 0:
-                    taken[p] = min(c, left_to_take)
-                    left_to_take -= taken[p]
+            # highest-priority plan to the nearest (the reference's rule, in .split)
+            taken = take(amount, own, self.movable_list)
+            moves, filled = fill(taken, room_l)
             base = tuple((k, float(v)) for k, v in fields.items())
-            r_i = 0
-            for p in range(len(own) - 1, -1, -1):
+            for p, i, c in moves:
+                if c <= EPS:
+                    continue
+                r = int(order[i])
                 arriving = float(self.fl.arriving[s, p])
-                while taken[p] > EPS and r_i < len(order):
-                    c = min(taken[p], room_l[r_i])
-                    r = int(order[r_i])
-                    taken[p] -= c
-                    room_l[r_i] -= c
-                    if room_l[r_i] <= 1e-12:
-                        r_i += 1
-                    if c <= EPS:
-                        continue
-                    why = Reason(
-                        code, (*base, ("receiver", float(r)), ("latency_ms", float(lat[r])))
-                    )
-                    self.out.append(
-                        Action("forward", s, why, plan=p, to=r, share=c / arriving, cpu=c)
-                    )
-                    self.move(s, p, r, c)
-                    entry = self.fw.setdefault((s, p, r), [0.0, 0.0])
-                    entry[0] += c / arriving
-                    entry[1] += c
-                    self.out_share[s] += c / arriving
-                    self.own_left[s, p] -= c
-                    moved += c
+                why = Reason(code, (*base, ("receiver", float(r)), ("latency_ms", float(lat[r]))))
+                self.out.append(Action("forward", s, why, plan=p, to=r, share=c / arriving, cpu=c))
+                self.move(s, p, r, c)
+                entry = self.fw.setdefault((s, p, r), [0.0, 0.0])
+                entry[0] += c / arriving
+                entry[1] += c
+                self.out_share[s] += c / arriving
+                self.own_left[s, p] -= c
+                moved += c
             self.rec[s] = False  # a site that forwards receives nothing
-            full = [order[i] for i in range(min(r_i, len(order)))]
-            self.rec[full] = False  # filled to acceptable: no room left this decision
+            self.rec[order[:filled]] = False  # filled to acceptable: no room left this decision
         left = need - moved
         if left > max(EPS, 1e-6 * need):
             if movable < need - EPS and movable <= min(budget, room_known) + EPS:

@@ -76,11 +76,6 @@ class Forwards:
         out[self.src, self.plan, self.dst] = self.share
         return out
 
-    def dense_cpu(self, sites: int, plans: int) -> FloatArray:
-        out = np.zeros((sites, plans, sites))
-        out[self.src, self.plan, self.dst] = self.cpu
-        return out
-
     def __len__(self) -> int:
         return int(self.src.size)
 
@@ -100,15 +95,5 @@ class Forwards:
         out[self.dst] = True
         return out
 
-    def share_of(self, src: int, plan: int, dst: int) -> float:
-        k = np.flatnonzero((self.src == src) & (self.plan == plan) & (self.dst == dst))
-        return float(self.share[k[0]]) if k.size else 0.0
-
     def with_cpu(self, cpu: npt.ArrayLike) -> Forwards:
         return Forwards(self.src, self.plan, self.dst, self.share, np.asarray(cpu, np.float64))
-
-    def same(self, other: Forwards) -> bool:
-        return all(
-            np.array_equal(getattr(self, f), getattr(other, f))
-            for f in ("src", "plan", "dst", "share", "cpu")
-        )

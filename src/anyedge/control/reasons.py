@@ -92,12 +92,6 @@ class Reason:
             code, tuple((k, v if isinstance(v, str) else float(v)) for k, v in values.items())
         )
 
-    def get(self, key: str, default: float | str | None = None) -> float | str | None:
-        for k, v in self.fields:
-            if k == key:
-                return v
-        return default
-
     def __str__(self) -> str:  # for debugging: rows, not names
         return render(self, None)
 

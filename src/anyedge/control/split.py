@@ -48,11 +48,42 @@ def can_accept(
     return np.asarray(np.maximum(room, 0.0))
 
 
+def take(amount: float, plan_cpu: list[float], movable: list[bool]) -> list[float]:
+    """CPU time taken from each plan (index = priority, lowest first) to make ``amount``,
+    on plain floats (the decision core calls this once per overloaded site)."""
+    taken = [0.0] * len(plan_cpu)
+    left = amount
+    for p, (c, m) in enumerate(zip(plan_cpu, movable, strict=True)):
+        if m and left > 0:
+            taken[p] = min(c, left)
+            left -= taken[p]
+    return taken
+
+
+def fill(taken: list[float], room: list[float]) -> tuple[list[tuple[int, int, float]], int]:
+    """Send what is taken to receivers with ``room`` (nearest first), highest-priority
+    plan first, each receiver filled before the next: ``(plan, receiver position, CPU)``
+    per move, and how many receivers were filled up."""
+    need, left = list(taken), list(room)
+    moves: list[tuple[int, int, float]] = []
+    r = 0
+    for p in range(len(need) - 1, -1, -1):  # highest priority first
+        while need[p] > 1e-12 and r < len(left):
+            give = min(need[p], left[r])
+            need[p] -= give
+            left[r] -= give
+            if give > 0:
+                moves.append((p, r, give))
+            if left[r] <= 1e-12:
+                r += 1
+    return moves, r
+
+
 def take_from_plans(amount: float, plan_cpu: npt.ArrayLike, movable: npt.ArrayLike) -> FloatArray:
     """CPU time taken from each plan (index = priority, lowest first) to make ``amount``."""
-    cpu = np.where(np.asarray(movable, dtype=np.bool_), np.asarray(plan_cpu, np.float64), 0.0)
-    before = np.concatenate([[0.0], np.cumsum(cpu)[:-1]])
-    return np.asarray(np.clip(amount - before, 0.0, cpu))
+    cpu = np.asarray(plan_cpu, np.float64).tolist()
+    mov = np.asarray(movable, dtype=np.bool_).tolist()
+    return np.asarray(take(float(amount), cpu, mov))
 
 
 @dataclass(frozen=True)
@@ -75,16 +106,10 @@ def assign(taken: npt.ArrayLike, receivers: npt.ArrayLike, room: npt.ArrayLike) 
     fit spills to the next receiver.  What no receiver can take stays (the sum of the
     split is then less than what was taken).
     """
-    need = np.asarray(taken, dtype=np.float64).copy()
-    left = np.asarray(room, dtype=np.float64).copy()
+    need = np.asarray(taken, dtype=np.float64)
+    left = np.asarray(room, dtype=np.float64)
     out = np.zeros((need.size, left.size))
-    r = 0
-    for p in range(need.size - 1, -1, -1):  # highest priority first
-        while need[p] > 1e-12 and r < left.size:
-            give = min(need[p], left[r])
-            out[p, r] += give
-            need[p] -= give
-            left[r] -= give
-            if left[r] <= 1e-12:
-                r += 1
+    moves, _ = fill(need.tolist(), left.tolist())
+    for p, r, c in moves:
+        out[p, r] += c
     return Split(cpu=out, receivers=np.asarray(receivers))
