@@ -256,6 +256,7 @@ class Journal:
         self._lock: IO[str] | None = None
         self.names: Names | None = names
         self._packed: tuple[State, bytes, dict[str, object]] | None = None
+        self._names_stored = False  # the table of names is in meta (checked on opening)
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         except sqlite3.Error as e:
@@ -346,6 +347,7 @@ class Journal:
     def _check_names(self, stored: str | None) -> None:
         if stored is None:
             return  # a journal created without names takes them from its first writer
+        self._names_stored = True
         try:
             doc = json.loads(stored)
             names = Names(*(tuple(str(v) for v in doc[k]) for k in _NAME_KEYS))
@@ -375,10 +377,11 @@ class Journal:
         try:
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
             seq = int(last) + 1
-            db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('names', ?)",
-                (json.dumps(names.as_dict()),),
-            )
+            if not self._names_stored:  # a journal made without names takes its writer's
+                db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('names', ?)",
+                    (json.dumps(names.as_dict()),),
+                )
             db.executemany(
                 "INSERT INTO actions (seq, n, kind, site, plan, to_site, share, cpu, section,"
                 " prefix, code, fields, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -396,6 +399,7 @@ class Journal:
                 ),
             )
             db.execute("COMMIT")
+            self._names_stored = True
         finally:
             if db.in_transaction:
                 db.execute("ROLLBACK")

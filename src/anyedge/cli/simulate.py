@@ -186,26 +186,9 @@ def show_attribution(con: Console, c: Comparison) -> None:
             r = c.attribution[m]["events"][i]
             cells.append(cell(r["failed"], r["slo_minutes"], r["failed_share"]))
         t.add_row(f"{i + 1}. {e['what']}", *cells)
-    t.add_row(
-        "elsewhere",
-        *[
-            cell(
-                c.attribution[m]["elsewhere_failed"],
-                c.attribution[m]["elsewhere_slo_minutes"],
-                None,
-            )
-            for m in modes
-        ],
-    )
-    t.add_row(
-        "reference day (no events)",
-        *[
-            cell(
-                c.attribution[m]["reference_failed"],
-                c.attribution[m]["reference_slo_minutes"],
-                None,
-            )
-            for m in modes
-        ],
-    )
+    for label, key in (("elsewhere", "elsewhere"), ("reference day (no events)", "reference")):
+        a = c.attribution
+        t.add_row(
+            label, *[cell(a[m][f"{key}_failed"], a[m][f"{key}_slo_minutes"], None) for m in modes]
+        )
     con.print(t)
