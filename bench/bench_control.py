@@ -3,8 +3,9 @@
 The observation is the world at its evening peak with demand half as much again (the
 default world is sized so that its own peak overloads nothing): each site's CPU time
 per plan from the BGP catchment (4 plans), its utilisation against its capacity, and
-the sections of the multi-colo sites.  At that peak a few dozen sites are above their maximum, so the
-decision has real work: every one of them forwards to receivers nearest first.
+the sections of the multi-colo sites.  At that peak a few dozen sites are above their
+maximum, so the decision has real work: every one of them forwards to receivers
+nearest first.
 
 Prints the time of one decision (median of many) and the ratio against a
 straightforward pure-Python version of the same rules (dicts and loops, no arrays),
