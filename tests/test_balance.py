@@ -13,7 +13,11 @@ without the second hop exactly the flows of moved buckets would.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +36,7 @@ from anyedge.balance import (
     weights_from_cpu,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 REMOVED = ServerState.REMOVED
 
 # ---- what every change must do ----------------------------------------------------------
@@ -459,3 +464,16 @@ def test_maglev_balances_by_turns_and_moves_more_than_it_must() -> None:
     assert maglev.lookup(entry, h).tolist() == entry[[0, 1, 0, 1]].tolist()
     with pytest.raises(ValueError, match="prime"):
         maglev.build(names, 2000)
+
+
+# ---- the documentation ----------------------------------------------------------------
+
+
+def test_balance_doc_example_runs_and_prints_what_it_says() -> None:
+    text = (ROOT / "docs" / "balance.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    (shown,) = re.findall(r"It prints:\n\n```\n(.*?)```", text, flags=re.S)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "docs/balance.md", "exec"), {})
+    assert out.getvalue() == shown
