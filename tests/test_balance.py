@@ -231,6 +231,9 @@ def test_drain_then_remove() -> None:
     r = d.remove(1)
     assert np.array_equal(r.first, d.first), "removing a drained server moves nothing"
     assert not np.any(r.second == 1)
+    assert repr(d) == (
+        "Table(buckets=65536, servers=4: 3 active, 1 draining, 0 removed; 16384 second hops)"
+    )
     back = d.activate(1)
     assert back.counts()[1] == 16_384
     assert np.array_equal(d.settled().first, d.first)
@@ -246,6 +249,8 @@ def test_bad_inputs_are_refused() -> None:
         Table.build([1.0, float("nan")])
     with pytest.raises(ValueError, match="no active server"):
         Table.build([0.0, 0.0])
+    with pytest.raises(ValueError, match="overflows"):
+        Table.build([1e308, 1e308])
     t = Table.build([1.0, 1.0])
     with pytest.raises(ValueError, match="no active server"):
         t.drain(0).drain(1)

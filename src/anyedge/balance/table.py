@@ -119,7 +119,7 @@ def _frozen(a: A) -> A:
     return a
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Table:
     """A bucket table and the server weights and states it was built for.
 
@@ -251,6 +251,14 @@ class Table:
 
     # ---- reading ---------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        states = np.bincount(self.state, minlength=3)
+        return (
+            f"Table(buckets={self.buckets}, servers={self.servers}: {states[0]} active, "
+            f"{states[1]} draining, {states[2]} removed; "
+            f"{int((self.second >= 0).sum())} second hops)"
+        )
+
     @property
     def buckets(self) -> int:
         return int(self.first.size)
@@ -288,6 +296,8 @@ def _weights(weight: npt.ArrayLike) -> FloatArray:
         raise ValueError("weights are one number per server")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("weights must be finite and non-negative")
+    if not np.isfinite(w.sum()):
+        raise ValueError("weights too large: their sum overflows")
     if w.size >= 1 << 31:
         raise ValueError("too many servers")
     return w
