@@ -296,7 +296,9 @@ def _weights(weight: npt.ArrayLike) -> FloatArray:
         raise ValueError("weights are one number per server")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("weights must be finite and non-negative")
-    if not np.isfinite(w.sum()):
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    if not np.isfinite(total):
         raise ValueError("weights too large: their sum overflows")
     if w.size >= 1 << 31:
         raise ValueError("too many servers")
