@@ -409,6 +409,37 @@ def test_weights_from_cpu_even_out_utilisation() -> None:
     assert np.argsort(w).tolist() == np.argsort(-cost).tolist()  # slower, less weight
 
 
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.1, 10.0), st.floats(0.2, 5.0), st.floats(100.0, 10_000.0)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.floats(0.05, 1.0),
+)
+def test_weights_from_cpu_move_each_server_toward_the_even_share(
+    servers: list[tuple[float, float, float]], damping: float
+) -> None:
+    """Under the linear model (CPU time = load × share × cost), one undamped step makes
+    every utilisation equal; a damped step goes ``damping`` of the way; hotter servers
+    always lose weight relative to cooler ones; the total stays."""
+    w, cost, capacity = (np.array(col) for col in zip(*servers, strict=True))
+    load = 0.5 * capacity.sum()
+    cpu = load * w / w.sum() * cost
+    full = weights_from_cpu(w, cpu, capacity, damping=1.0, floor=1e-9)
+    u = load * full / full.sum() * cost / capacity
+    assert np.ptp(u) <= 1e-9 * u.max()
+    assert full.sum() == pytest.approx(w.sum())
+    step = weights_from_cpu(w, cpu, capacity, damping=damping, floor=1e-9)
+    assert step == pytest.approx((1 - damping) * w + damping * full)
+    util = cpu / capacity
+    ratio = step / w
+    hotter = util[:, None] > util[None, :] * (1 + 1e-9)
+    mine, theirs = np.broadcast_arrays(ratio[:, None], ratio[None, :])
+    assert np.all(mine[hotter] < theirs[hotter] * (1 + 1e-9))
+
+
 def test_weights_from_cpu_step_by_step() -> None:
     w = np.array([1.0, 1.0, 2.0, 0.0])
     cpu = np.array([800.0, 400.0, 800.0, 0.0])  # 80 %, 40 %, 80 %, draining
