@@ -151,6 +151,24 @@ def test_duplicate_names_and_too_many_rules_are_refused() -> None:
         parse_rules("- {name: a}\n", "rules.yaml")
 
 
+def test_docs_rules_examples() -> None:
+    """docs/edge.md: the example file loads; the one with mistakes gives the errors shown."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "edge.md").read_text()
+    good, bad = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)
+    rules = parse_rules(good, "docs/edge.md")
+    assert rules.names == (
+        "monitoring",
+        "syn-flood",
+        "memcached-reflection",
+        "ntp-monlist",
+        "big-udp-to-dns",
+    )
+    with pytest.raises(InputError) as e:
+        parse_rules(bad, "rules.yaml")
+    shown = doc.split(bad)[1].split("```\n")[2]  # the block after the file
+    assert str(e.value) + "\n" == shown
+
+
 # -- the program in the kernel ----------------------------------------------------------
 
 

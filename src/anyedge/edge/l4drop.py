@@ -123,7 +123,7 @@ class L4Drop:
     def test_run(self, packet: bytes) -> str:
         """The program's verdict on ``packet`` (an Ethernet frame), run in the kernel
         with ``BPF_PROG_TEST_RUN``: ``"drop"`` or ``"pass"``.  Counters count it."""
-        verdict, _ = self.program.test_run(packet)
+        verdict = self.program.test_run(packet).retval
         return VERDICTS.get(verdict, str(verdict))
 
     def attach(self, ifname: str, netns: str | None = None, mode: str = "generic") -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1  # generic XDP: any interface, after the skb is built
@@ -37,6 +37,14 @@ class BpfError(RuntimeError):
     def __init__(self, what: str, err: int) -> None:
         self.errno = err
         super().__init__(f"{what}: {os.strerror(err)} (errno {err})")
+
+
+class TestRun(NamedTuple):
+    """What one ``BPF_PROG_TEST_RUN`` gave back."""
+
+    retval: int  # the program's return value (an XDP verdict for XDP)
+    data: bytes  # the packet as the program left it
+    duration_ns: int  # mean time of one run, as the kernel measured it
 
 
 class _TestRunOpts(ctypes.Structure):
@@ -134,9 +142,9 @@ class Program:
         self.name = name
         self.fd = _check(f"bpf_program__fd({name})", lib().bpf_program__fd(handle))
 
-    def test_run(self, packet: bytes, repeat: int = 1) -> tuple[int, bytes]:
+    def test_run(self, packet: bytes, repeat: int = 1) -> TestRun:
         """Run the program once (or ``repeat`` times) on ``packet`` inside the kernel,
-        with ``BPF_PROG_TEST_RUN``: its return value and the packet as it left."""
+        with ``BPF_PROG_TEST_RUN``."""
         data_in = ctypes.create_string_buffer(packet, len(packet))
         data_out = ctypes.create_string_buffer(len(packet) + 256)
         opts = _TestRunOpts(
@@ -149,7 +157,7 @@ class Program:
         )
         rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         _check(f"test run of {self.name}", rc)
-        return int(opts.retval), data_out.raw[: opts.data_size_out]
+        return TestRun(int(opts.retval), data_out.raw[: opts.data_size_out], int(opts.duration))
 
     def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
         """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
