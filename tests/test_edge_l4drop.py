@@ -172,13 +172,16 @@ def test_docs_rules_examples() -> None:
 # -- the program in the kernel ----------------------------------------------------------
 
 
+def _cannot_build() -> str | None:
+    lacking = build.missing_tools()
+    return "cannot build BPF programs, missing: " + ", ".join(lacking) if lacking else None
+
+
 def _why_not() -> str | None:
+    """Why the program cannot be loaded here, or None."""
     if os.geteuid() != 0:
         return "BPF programs need root (CAP_BPF and CAP_NET_ADMIN)"
-    lacking = build.missing_tools()
-    if lacking:
-        return "cannot build BPF programs, missing: " + ", ".join(lacking)
-    return None
+    return _cannot_build()
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +206,7 @@ def counts(l4: L4Drop) -> dict[str, int]:
 
 def test_object_matches_the_python_records() -> None:
     """Field by field, ``struct l4drop_rule`` in the object's BTF is :class:`Rule`."""
-    reason = _why_not()
+    reason = _cannot_build()
     if reason:
         pytest.skip(reason)
     dump = subprocess.run(
@@ -484,7 +487,7 @@ def test_real_packets_through_a_veth(veth_pair: tuple[str, str], mode: str) -> N
 
 
 def test_build_is_cached_by_source(tmp_path: Path) -> None:
-    reason = _why_not()
+    reason = _cannot_build()
     if reason:
         pytest.skip(reason)
     first = build.build("l4drop", tmp_path)

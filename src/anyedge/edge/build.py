@@ -1,8 +1,9 @@
 """Compile the edge's BPF programs: ``python -m anyedge.edge.build``.
 
 Each ``bpf/NAME.bpf.c`` becomes ``NAME-HASH.bpf.o`` in a build directory, where HASH
-covers the C sources, the compiler's version and its flags: a changed source builds a
-new object, an unchanged one is reused.  The programs are written once against
+covers the C sources and the compiler's flags: a changed source builds a new object,
+an unchanged one is reused, on this machine or on one without the toolchain that
+was given the build directory.  The programs are written once against
 ``vmlinux.h``, the kernel's own types dumped from its BTF
 (``bpftool btf dump file /sys/kernel/btf/vmlinux format c``), and relocated by libbpf
 at load time to the running kernel's layout (CO-RE): nothing needs kernel headers.
@@ -24,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from functools import cache
 from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parent / "bpf"
@@ -68,11 +68,6 @@ def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
     return p  # type: ignore[no-any-return]
 
 
-@cache
-def _clang_version() -> str:
-    return _run(["clang", "--version"]).stdout.decode().splitlines()[0]
-
-
 def _flags() -> list[str]:
     arch = _ARCH.get(platform.machine(), platform.machine())
     return [*CFLAGS, f"-D__TARGET_ARCH_{arch}"]
@@ -82,7 +77,6 @@ def _digest(name: str) -> str:
     h = hashlib.sha256()
     for src in [SOURCES / f"{name}.bpf.c", *sorted(SOURCES.glob("*.h"))]:
         h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
-    h.update(_clang_version().encode())
     h.update(" ".join(_flags()).encode())
     return h.hexdigest()[:16]
 
@@ -110,18 +104,19 @@ def vmlinux_h(out: Path) -> Path:
 
 
 def build(name: str, out: Path | None = None) -> Path:
-    """The object of program ``name``, compiled into ``out`` unless it is there already."""
-    lacking = missing_tools()
-    if lacking:
-        raise BuildError("cannot build BPF programs, missing: " + ", ".join(lacking))
+    """The object of program ``name``, compiled into ``out`` unless it is there already
+    (an object built elsewhere, by CI say, loads on a machine without the toolchain)."""
     out = out or build_dir()
     src = SOURCES / f"{name}.bpf.c"
     if not src.exists():
         raise BuildError(f"no BPF program {name} (no {src})")
-    out.mkdir(parents=True, exist_ok=True)
     obj = out / f"{name}-{_digest(name)}.bpf.o"
     if obj.exists():
         return obj
+    lacking = missing_tools()
+    if lacking:
+        raise BuildError("cannot build BPF programs, missing: " + ", ".join(lacking))
+    out.mkdir(parents=True, exist_ok=True)
     inc = vmlinux_h(out).parent
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         tmp_obj = Path(tmp) / obj.name
