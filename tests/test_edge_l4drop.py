@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anyedge.adapters import netns
-from anyedge.edge import build
+from anyedge.edge import build, libbpf
 from anyedge.edge.l4drop import L4Drop
 from anyedge.edge.libbpf import BpfError, in_netns
 from anyedge.edge.rules import MAX_RULES, Rule, RuleSet, parse_rules
@@ -220,6 +220,19 @@ def test_object_matches_the_python_records() -> None:
     assert {n: int(b) // 8 for n, b in members.items()} == {
         name: getattr(Rule, name).offset for name, _ in Rule._fields_
     }
+
+
+def test_a_file_that_is_not_a_bpf_object_is_refused(tmp_path: Path) -> None:
+    try:
+        libbpf.lib()
+    except BpfError as e:
+        pytest.skip(str(e))
+    bad = tmp_path / "not.bpf.o"
+    bad.write_text("not ELF")
+    with pytest.raises(BpfError, match=r"not\.bpf\.o: BPF object format invalid"):
+        libbpf.BpfObject(bad)
+    with pytest.raises(BpfError, match="No such file or directory"):
+        libbpf.BpfObject(tmp_path / "missing.bpf.o")
 
 
 def test_syn_from_a_matched_prefix_is_dropped(rules_in: L4Drop) -> None:

@@ -36,7 +36,17 @@ class BpfError(RuntimeError):
 
     def __init__(self, what: str, err: int) -> None:
         self.errno = err
-        super().__init__(f"{what}: {os.strerror(err)} (errno {err})")
+        super().__init__(f"{what}: {_strerror(err)} (errno {err})")
+
+
+def _strerror(err: int) -> str:
+    """libbpf's words for its own error numbers (4000 and up), the C library's for the
+    rest."""
+    if err < 4000:  # LIBBPF_ERRNO__START
+        return os.strerror(err)
+    buf = ctypes.create_string_buffer(128)
+    lib().libbpf_strerror(err, buf, len(buf))
+    return buf.value.decode(errors="replace") or os.strerror(err)
 
 
 class TestRun(NamedTuple):
@@ -99,6 +109,7 @@ def lib() -> ctypes.CDLL:
     _sig(so, "bpf_xdp_attach", i, i, i, u32, vp)
     _sig(so, "bpf_xdp_detach", i, i, u32, vp)
     _sig(so, "libbpf_num_possible_cpus", i)
+    _sig(so, "libbpf_strerror", i, i, ctypes.c_char_p, ctypes.c_size_t)
     return so
 
 
@@ -177,11 +188,12 @@ class BpfObject:
     losing the last reference) unloads programs and maps that nothing else holds."""
 
     def __init__(self, path: str | Path) -> None:
+        self._handle: int | None = None
+        self.path = Path(path)
         handle = lib().bpf_object__open_file(os.fsencode(path), None)
         if not handle:
             raise BpfError(f"cannot open BPF object {path}", ctypes.get_errno() or errno.EINVAL)
-        self._handle: int | None = handle
-        self.path = Path(path)
+        self._handle = handle
         rc = lib().bpf_object__load(handle)
         if rc < 0:
             self.close()
