@@ -128,6 +128,10 @@ def test_rules_compile_to_masked_records() -> None:
         ("{name: a, protocol: udp, payload: {text: 0123456789abcdefg}}", "payload", "16 bytes"),
         ("{name: a, protocol: udp, payload: {hex: 'ab', mask: 'ffff'}}", "payload", "mask"),
         ("{name: a, action: reject}", "rules[0].action", "'drop' or 'pass'"),
+        ("{name: a, protocol: sctp}", "rules[0].protocol", "or a protocol number 1 to 255"),
+        ("{name: a, protocol: 256}", "rules[0].protocol", "(got 256)"),
+        ("{name: a, protocol: udp, source_ports: [1, 2]}", "source_ports", "low-high"),
+        ("{name: a, length: 99999}", "rules[0].length", "high <= 65535"),
         ("{name: a, colour: red}", "rules[0].colour", "Extra inputs"),
     ],
 )

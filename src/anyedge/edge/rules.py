@@ -60,7 +60,7 @@ SIG_MAX = 16  # L4DROP_SIG_MAX
 NEED_L4 = 0x01
 ACTIONS = {"drop": 1, "pass": 2}
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
-FAMILY_OF_PROTOCOL = {"icmp": 4, "icmpv6": 6}
+FAMILY_OF_PROTOCOL = {PROTOCOLS["icmp"]: 4, PROTOCOLS["icmpv6"]: 6}
 TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20}
 TCP_FLAGS |= {"ECE": 0x40, "CWR": 0x80}
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
@@ -105,19 +105,27 @@ class RuleSet(ctypes.Structure):
     )
 
 
-def parse_range(value: int | str, top: int) -> tuple[int, int]:
+def parse_range(value: object, top: int = 65535) -> tuple[int, int]:
     """``80`` → (80, 80); ``"1024-65535"`` → (1024, 65535); checked against 0..top."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         lo = hi = value
-    else:
-        m = _RANGE.match(value)
-        if not m:
-            raise ValueError(f"expected a number or low-high, got {value!r}")
+    elif isinstance(value, str) and (m := _RANGE.match(value)):
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
+    else:
+        raise ValueError("expected a number or a range low-high")
     if not 0 <= lo <= hi <= top:
-        raise ValueError(f"expected 0 <= low <= high <= {top}, got {value!r}")
+        raise ValueError(f"expected a range with 0 <= low <= high <= {top}")
     return lo, hi
+
+
+def parse_protocol(value: object) -> int:
+    """``"udp"`` → 17; a number 1 to 255 as it is."""
+    if isinstance(value, str) and value in PROTOCOLS:
+        return PROTOCOLS[value]
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 255:
+        return value
+    raise ValueError(f"expected {', '.join(PROTOCOLS)} or a protocol number 1 to 255")
 
 
 def parse_tcp_flags(text: str) -> tuple[int, int]:
@@ -146,7 +154,7 @@ def _hex(text: str) -> bytes:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class PayloadIn(_Strict):
@@ -177,21 +185,19 @@ class RuleIn(_Strict):
     name: str = Field(pattern=_NAME)
     action: Literal["drop", "pass"] = "drop"
     family: Literal["ipv4", "ipv6"] | None = None
-    protocol: Literal["tcp", "udp", "icmp", "icmpv6"] | int | None = None
+    protocol: int | None = None  # a name in the file, its number here
     source: str | None = None
     destination: str | None = None
-    source_ports: int | str | None = None
-    destination_ports: int | str | None = None
+    source_ports: tuple[int, int] | None = None  # a port or low-high in the file
+    destination_ports: tuple[int, int] | None = None
     tcp_flags: str | None = None
-    length: int | str | None = None
+    length: tuple[int, int] | None = None
     payload: PayloadIn | None = None
 
-    @field_validator("protocol")
+    @field_validator("protocol", mode="before")
     @classmethod
-    def _proto(cls, v: str | int | None) -> str | int | None:
-        if isinstance(v, int) and not 1 <= v <= 255:
-            raise ValueError(f"a protocol number is 1 to 255, got {v}")
-        return v
+    def _proto(cls, v: object) -> int | None:
+        return None if v is None else parse_protocol(v)
 
     @field_validator("source", "destination")
     @classmethod
@@ -203,12 +209,10 @@ class RuleIn(_Strict):
         except ValueError as e:
             raise ValueError(f"not a prefix: {e}") from None
 
-    @field_validator("source_ports", "destination_ports", "length")
+    @field_validator("source_ports", "destination_ports", "length", mode="before")
     @classmethod
-    def _range(cls, v: int | str | None) -> int | str | None:
-        if v is not None:
-            parse_range(v, 65535)
-        return v
+    def _range(cls, v: object) -> tuple[int, int] | None:
+        return None if v is None else parse_range(v)
 
     @field_validator("tcp_flags")
     @classmethod
@@ -220,11 +224,11 @@ class RuleIn(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> RuleIn:
         self.ip_family()  # raises on a conflict
-        l4 = self.protocol in ("tcp", "udp", 6, 17)
+        l4 = self.protocol in (PROTOCOLS["tcp"], PROTOCOLS["udp"])
         for field in ("source_ports", "destination_ports", "payload"):
             if getattr(self, field) is not None and not l4:
                 raise ValueError(f"{field} needs protocol: tcp or udp")
-        if self.tcp_flags is not None and self.protocol not in ("tcp", 6):
+        if self.tcp_flags is not None and self.protocol != PROTOCOLS["tcp"]:
             raise ValueError("tcp_flags needs protocol: tcp")
         return self
 
@@ -237,7 +241,7 @@ class RuleIn(_Strict):
             value = getattr(self, field)
             if value is not None:
                 said[field] = ipaddress.ip_network(value).version
-        if isinstance(self.protocol, str) and self.protocol in FAMILY_OF_PROTOCOL:
+        if self.protocol in FAMILY_OF_PROTOCOL:
             said["protocol"] = FAMILY_OF_PROTOCOL[self.protocol]
         if len(set(said.values())) > 1:
             raise ValueError(
@@ -274,15 +278,17 @@ def _prefix_bytes(cidr: str | None) -> tuple[bytes, bytes]:
 def compile_rule(rule: RuleIn) -> Rule:
     r = Rule()
     r.family = rule.ip_family()
-    if rule.protocol is not None:
-        r.proto = rule.protocol if isinstance(rule.protocol, int) else PROTOCOLS[rule.protocol]
+    r.proto = rule.protocol or 0
     for field, addr, mask in (("source", r.src, r.src_mask), ("dest", r.dst, r.dst_mask)):
         net, netmask = _prefix_bytes(rule.source if field == "source" else rule.destination)
         addr[:] = list(net)
         mask[:] = list(netmask)
-    r.sport_min, r.sport_max = parse_range(rule.source_ports or "0-65535", 65535)
-    r.dport_min, r.dport_max = parse_range(rule.destination_ports or "0-65535", 65535)
-    r.len_min, r.len_max = parse_range(rule.length if rule.length is not None else "0-65535", 65535)
+    every = (0, 65535)
+    r.sport_min, r.sport_max = rule.source_ports if rule.source_ports is not None else every
+    r.dport_min, r.dport_max = (
+        rule.destination_ports if rule.destination_ports is not None else every
+    )
+    r.len_min, r.len_max = rule.length if rule.length is not None else every
     if rule.tcp_flags is not None:
         r.tcp_flags_mask, r.tcp_flags_value = parse_tcp_flags(rule.tcp_flags)
     if rule.payload is not None:
