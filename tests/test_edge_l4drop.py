@@ -239,6 +239,34 @@ def test_a_file_that_is_not_a_bpf_object_is_refused(tmp_path: Path) -> None:
         libbpf.BpfObject(tmp_path / "missing.bpf.o")
 
 
+BAD_PROGRAM = """\
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+SEC("xdp")
+int bad(struct xdp_md *ctx)
+{
+\tunsigned char *data = (void *)(long)ctx->data;
+\treturn data[20] == 1 ? XDP_DROP : XDP_PASS; /* no bounds check */
+}
+"""
+
+
+def test_a_program_the_verifier_refuses_fails_with_its_log(tmp_path: Path) -> None:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    src, obj = tmp_path / "bad.bpf.c", tmp_path / "bad.bpf.o"
+    src.write_text(BAD_PROGRAM)
+    include = build.vmlinux_h(build.build_dir()).parent
+    cmd = ["clang", "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", str(src), "-o", str(obj)]
+    subprocess.run(cmd, check=True)
+    with pytest.raises(BpfError) as e:
+        libbpf.BpfObject(obj)
+    assert e.value.errno == 13  # EACCES: the verifier said no
+    assert "invalid access to packet" in str(e.value)  # the verifier's words
+
+
 def test_syn_from_a_matched_prefix_is_dropped(rules_in: L4Drop) -> None:
     l4 = rules_in
     assert l4.test_run(tcp4("198.51.100.7", VIP, 40000, 443, SYN)) == "drop"

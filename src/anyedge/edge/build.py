@@ -98,6 +98,7 @@ def vmlinux_h(out: Path) -> Path:
     """``out/vmlinux.h`` from the running kernel's BTF (made once per build dir)."""
     path = out / "vmlinux.h"
     if not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
         dump = _run(["bpftool", "btf", "dump", "file", str(VMLINUX_BTF), "format", "c"])
         _atomic_write(path, dump.stdout)
     return path

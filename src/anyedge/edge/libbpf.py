@@ -32,11 +32,14 @@ _CLONE_NEWNET = 0x40000000
 
 
 class BpfError(RuntimeError):
-    """A libbpf or bpf(2) call failed; ``errno`` holds the error number."""
+    """A libbpf or bpf(2) call failed; ``errno`` holds the error number, ``detail`` what
+    the kernel said (the end of the verifier's log for a program it refused)."""
 
-    def __init__(self, what: str, err: int) -> None:
+    def __init__(self, what: str, err: int, detail: str = "") -> None:
         self.errno = err
-        super().__init__(f"{what}: {_strerror(err)} (errno {err})")
+        self.detail = detail
+        text = f"{what}: {_strerror(err)} (errno {err})"
+        super().__init__(text + (f"; the kernel's log ends:\n{detail}" if detail else ""))
 
 
 def _strerror(err: int) -> str:
@@ -55,6 +58,27 @@ class TestRun(NamedTuple):
     retval: int  # the program's return value (an XDP verdict for XDP)
     data: bytes  # the packet as the program left it
     duration_ns: int  # mean time of one run, as the kernel measured it
+
+
+class _OpenOpts(ctypes.Structure):
+    """``struct bpf_object_open_opts`` of libbpf 1.x, up to the kernel log fields."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_removed_attach_prog_fd", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_void_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    )
+
+
+VERIFIER_LOG_SIZE = 1 << 22  # the verifier's log of a refused program, kept for the error
+VERIFIER_LOG_TAIL = 40  # lines of it the error shows
 
 
 class _TestRunOpts(ctypes.Structure):
@@ -94,7 +118,7 @@ def lib() -> ctypes.CDLL:
     except OSError:
         raise BpfError(f"cannot load libbpf ({name}); install libbpf1", errno.ENOENT) from None
     vp, i, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
-    _sig(so, "bpf_object__open_file", vp, ctypes.c_char_p, vp)
+    _sig(so, "bpf_object__open_file", vp, ctypes.c_char_p, ctypes.POINTER(_OpenOpts))
     _sig(so, "bpf_object__load", i, vp)
     _sig(so, "bpf_object__close", None, vp)
     _sig(so, "bpf_object__find_program_by_name", vp, vp, ctypes.c_char_p)
@@ -190,14 +214,24 @@ class BpfObject:
     def __init__(self, path: str | Path) -> None:
         self._handle: int | None = None
         self.path = Path(path)
-        handle = lib().bpf_object__open_file(os.fsencode(path), None)
+        # libbpf loads quietly and, if the kernel refuses, loads again with the verifier's
+        # log into this buffer (log level 0: no log asked for a program that passes)
+        log = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+        opts = _OpenOpts(
+            sz=ctypes.sizeof(_OpenOpts),
+            kernel_log_buf=ctypes.cast(log, ctypes.c_void_p),
+            kernel_log_size=len(log),
+        )
+        handle = lib().bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
         if not handle:
             raise BpfError(f"cannot open BPF object {path}", ctypes.get_errno() or errno.EINVAL)
         self._handle = handle
         rc = lib().bpf_object__load(handle)
         if rc < 0:
             self.close()
-            _check(f"cannot load BPF object {path} (the verifier's log is above)", rc)
+            lines = log.value.decode(errors="replace").rstrip("\n").splitlines()
+            tail = "\n".join(lines[-VERIFIER_LOG_TAIL:])
+            raise BpfError(f"cannot load BPF object {path}", -rc, tail)
 
     def _live(self) -> int:
         if self._handle is None:
