@@ -58,6 +58,11 @@ def hop_by_hop(nexthdr: int, payload: bytes) -> bytes:
     return struct.pack("!BB", nexthdr, 0) + bytes([1, 4, 0, 0, 0, 0]) + payload
 
 
+def fragment(nexthdr: int, payload: bytes, offset: int = 0, more: bool = False) -> bytes:
+    """An IPv6 fragment header (offset in 8-byte units) in front of ``payload``."""
+    return struct.pack("!BBHI", nexthdr, 0, offset << 3 | int(more), 0x4145) + payload
+
+
 def eth(l3: bytes, ethertype: int = ETH_IP, vlan: int | None = None) -> bytes:
     tag = struct.pack("!HH", ETH_VLAN, vlan) if vlan is not None else b""
     return MAC_B + MAC_A + tag + struct.pack("!H", ethertype) + l3

@@ -41,6 +41,7 @@ from edge_packets import (
     UDP,
     checksum,
     eth,
+    fragment,
     hop_by_hop,
     ipv4,
     ipv6,
@@ -308,7 +309,12 @@ def test_ipv6(rules_in: L4Drop) -> None:
     assert (
         l4.test_run(eth(ipv6("2001:db8:bad::1", VIP6, 0, hop_by_hop(6, seg)), ETH_IPV6)) == "drop"
     )
-    assert counts(l4) == {"syn-flood-v6": 2, "big-udp-to-dns": 1, "memcached-reflection": 1}
+    # behind a fragment header: the first fragment carries TCP, a later one does not
+    first = ipv6("2001:db8:bad::1", VIP6, 44, fragment(6, seg, offset=0, more=True))
+    later = ipv6("2001:db8:bad::1", VIP6, 44, fragment(6, seg, offset=1))
+    assert l4.test_run(eth(first, ETH_IPV6)) == "drop"
+    assert l4.test_run(eth(later, ETH_IPV6)) == "pass"
+    assert counts(l4) == {"syn-flood-v6": 3, "big-udp-to-dns": 1, "memcached-reflection": 1}
 
 
 def test_first_match_decides_and_pass_rules_exempt(rules_in: L4Drop) -> None:
