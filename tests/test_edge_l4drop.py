@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from anyedge.adapters import netns
@@ -548,3 +548,139 @@ def test_build_is_cached_by_source(tmp_path: Path) -> None:
     assert build.build("l4drop", tmp_path) == first
     assert first.stat().st_mtime_ns == mtime
     assert build.main(["--out", str(tmp_path)]) == 0
+
+
+# -- the kernel against a model in Python -------------------------------------------------
+
+SOURCES = ["198.51.100.7", "198.51.100.200", "203.0.113.9", "2001:db8:bad::1", "2001:db8:1::7"]
+DESTS = {4: ["192.0.2.10", "192.0.2.200"], 6: ["2001:db8::10", "2001:db8:ffff::1"]}
+PREFIXES = ["198.51.100.0/24", "198.51.100.0/25", "203.0.113.0/24", "0.0.0.0/0"]
+PREFIXES += ["192.0.2.128/25", "2001:db8:bad::/48", "2001:db8::/32", "::/0", "2001:db8::/64"]
+PORTS = [0, 53, 80, 123, 443, 11211, 65535]
+PAYLOADS = [b"", b"VALUE x", b"\x00" * 8 + b"VALUE k 0 1\r\n", bytes.fromhex("d7000a2a") + bytes(8)]
+
+
+def _ranges() -> st.SearchStrategy[object]:
+    port = st.sampled_from(PORTS)
+    pair = st.tuples(port, port).map(lambda p: f"{min(p)}-{max(p)}")
+    return st.one_of(port, pair)
+
+
+@st.composite
+def rule_dicts(draw: st.DrawFn, i: int) -> dict[str, object]:
+    rule: dict[str, object] = {"name": f"r{i}", "action": draw(st.sampled_from(["drop", "pass"]))}
+    family = draw(st.sampled_from(["ipv4", "ipv6"]))
+    prefixes = [c for c in PREFIXES if (":" in c) == (family == "ipv6")]
+    optional = {
+        "family": st.just(family),
+        "protocol": st.sampled_from(["tcp", "udp"]),
+        "source": st.sampled_from(prefixes),
+        "destination": st.sampled_from(prefixes),
+        "source_ports": _ranges(),
+        "destination_ports": _ranges(),
+        "tcp_flags": st.sampled_from(["SYN !ACK", "ACK", "SYN ACK", "!SYN", "RST"]),
+        "length": st.tuples(st.integers(0, 200), st.integers(0, 200)).map(
+            lambda p: f"{min(p)}-{max(p)}"
+        ),
+        "payload": st.fixed_dictionaries(
+            {"offset": st.sampled_from([0, 1, 8]), "text": st.sampled_from(["VALUE", "V", "\0"])}
+        ),
+    }
+    for key, strategy in optional.items():
+        if draw(st.integers(0, 2)) == 0:  # a third of the fields: rules that match often
+            rule[key] = draw(strategy)
+    if "tcp_flags" in rule:
+        rule["protocol"] = "tcp"
+    if {"source_ports", "destination_ports", "payload"} & rule.keys():
+        rule.setdefault("protocol", draw(st.sampled_from(["tcp", "udp"])))
+    return rule
+
+
+@st.composite
+def packets(draw: st.DrawFn) -> dict[str, object]:
+    src = draw(st.sampled_from(SOURCES))
+    family = 6 if ":" in src else 4
+    return {
+        "family": family,
+        "src": src,
+        "dst": draw(st.sampled_from(DESTS[family])),
+        "proto": draw(st.sampled_from([6, 17])),
+        "sport": draw(st.sampled_from(PORTS)),
+        "dport": draw(st.sampled_from(PORTS)),
+        "flags": draw(st.sampled_from([SYN, SYN | ACK, ACK, RST, FIN | ACK])),
+        "payload": draw(st.sampled_from(PAYLOADS)),
+    }
+
+
+def _frame(p: dict[str, object]) -> tuple[bytes, int]:
+    """The packet as an Ethernet frame, and its IP length."""
+    src, dst, payload = str(p["src"]), str(p["dst"]), bytes(p["payload"])  # type: ignore[call-overload]
+    sport, dport, flags = int(p["sport"]), int(p["dport"]), int(p["flags"])  # type: ignore[call-overload]
+    if p["proto"] == 6:
+        seg = tcp(src, dst, sport, dport, flags, payload)
+    else:
+        seg = udp(src, dst, sport, dport, payload)
+    if p["family"] == 4:
+        l3 = ipv4(src, dst, int(p["proto"]), seg)  # type: ignore[call-overload]
+        return eth(l3), len(l3)
+    l3 = ipv6(src, dst, int(p["proto"]), seg)  # type: ignore[call-overload]
+    return eth(l3, ETH_IPV6), len(l3)
+
+
+def _model(rules: list[dict[str, object]], p: dict[str, object], ip_len: int) -> tuple[str, int]:
+    """What L4Drop should do with ``p``, read off the rules as a person would: the first
+    matching rule's action and index, or ("pass", -1)."""
+    import ipaddress
+
+    from anyedge.edge.rules import RulesFileIn, parse_tcp_flags
+
+    for i, rule in enumerate(RulesFileIn.model_validate({"rules": rules}).rules):
+        if rule.ip_family() not in (0, p["family"]):
+            continue
+        if rule.protocol is not None and rule.protocol != p["proto"]:
+            continue
+        addr = {"source": p["src"], "destination": p["dst"]}
+        if any(
+            getattr(rule, f) is not None
+            and ipaddress.ip_address(addr[f]) not in ipaddress.ip_network(getattr(rule, f))
+            for f in addr
+        ):
+            continue
+        ranges = [(rule.source_ports, p["sport"]), (rule.destination_ports, p["dport"])]
+        ranges.append((rule.length, ip_len))
+        if any(r is not None and not r[0] <= v <= r[1] for r, v in ranges):  # type: ignore[operator]
+            continue
+        if rule.tcp_flags is not None:
+            mask, value = parse_tcp_flags(rule.tcp_flags)
+            if int(p["flags"]) & mask != value:  # type: ignore[call-overload]
+                continue
+        if rule.payload is not None:
+            want, off = rule.payload.pattern(), rule.payload.offset
+            if bytes(p["payload"])[off : off + len(want)] != want:  # type: ignore[call-overload]
+                continue
+        return rule.action, i
+    return "pass", -1
+
+
+@given(
+    st.integers(0, 6).flatmap(lambda n: st.tuples(*(rule_dicts(i) for i in range(n)))),
+    st.lists(packets(), min_size=1, max_size=8),
+)
+def test_the_kernel_decides_as_the_rules_read(
+    l4: L4Drop, rules: tuple[dict[str, object], ...], pkts: list[dict[str, object]]
+) -> None:
+    """Random rule sets and packets: the program's verdict and the rule it counts are
+    those a plain reading of the rules gives."""
+    import yaml
+
+    compiled = parse_rules(yaml.safe_dump({"rules": list(rules)}), "random.yaml")
+    l4.replace(compiled)
+    want = [0] * len(rules)
+    for p in pkts:
+        frame, ip_len = _frame(p)
+        action, index = _model(list(rules), p, ip_len)
+        event(f"verdict {action} by {'a rule' if index >= 0 else 'no rule'}")
+        assert l4.test_run(frame) == action, (p, rules)
+        if index >= 0:
+            want[index] += 1
+    assert [c.packets for c in l4.counters()] == want
