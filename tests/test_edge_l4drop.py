@@ -18,7 +18,8 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -449,9 +450,9 @@ def veth_pair() -> Iterator[tuple[str, str]]:
         assert not netns.listed(base)
 
 
-def _wait_for(check: object, timeout: float = 3.0) -> None:
+def _wait_for(check: Callable[[], bool], timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:  # type: ignore[operator]
+    while not check() and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -596,67 +597,76 @@ def rule_dicts(draw: st.DrawFn, i: int) -> dict[str, object]:
     return rule
 
 
+@dataclass(frozen=True)
+class Pkt:
+    family: int
+    src: str
+    dst: str
+    proto: int
+    sport: int
+    dport: int
+    flags: int
+    payload: bytes
+
+    def frame(self) -> tuple[bytes, int]:
+        """The packet as an Ethernet frame, and its IP length."""
+        if self.proto == 6:
+            seg = tcp(self.src, self.dst, self.sport, self.dport, self.flags, self.payload)
+        else:
+            seg = udp(self.src, self.dst, self.sport, self.dport, self.payload)
+        if self.family == 4:
+            l3 = ipv4(self.src, self.dst, self.proto, seg)
+            return eth(l3), len(l3)
+        l3 = ipv6(self.src, self.dst, self.proto, seg)
+        return eth(l3, ETH_IPV6), len(l3)
+
+
 @st.composite
-def packets(draw: st.DrawFn) -> dict[str, object]:
+def packets(draw: st.DrawFn) -> Pkt:
     src = draw(st.sampled_from(SOURCES))
     family = 6 if ":" in src else 4
-    return {
-        "family": family,
-        "src": src,
-        "dst": draw(st.sampled_from(DESTS[family])),
-        "proto": draw(st.sampled_from([6, 17])),
-        "sport": draw(st.sampled_from(PORTS)),
-        "dport": draw(st.sampled_from(PORTS)),
-        "flags": draw(st.sampled_from([SYN, SYN | ACK, ACK, RST, FIN | ACK])),
-        "payload": draw(st.sampled_from(PAYLOADS)),
-    }
+    return Pkt(
+        family,
+        src,
+        draw(st.sampled_from(DESTS[family])),
+        draw(st.sampled_from([6, 17])),
+        draw(st.sampled_from(PORTS)),
+        draw(st.sampled_from(PORTS)),
+        draw(st.sampled_from([SYN, SYN | ACK, ACK, RST, FIN | ACK])),
+        draw(st.sampled_from(PAYLOADS)),
+    )
 
 
-def _frame(p: dict[str, object]) -> tuple[bytes, int]:
-    """The packet as an Ethernet frame, and its IP length."""
-    src, dst, payload = str(p["src"]), str(p["dst"]), bytes(p["payload"])  # type: ignore[call-overload]
-    sport, dport, flags = int(p["sport"]), int(p["dport"]), int(p["flags"])  # type: ignore[call-overload]
-    if p["proto"] == 6:
-        seg = tcp(src, dst, sport, dport, flags, payload)
-    else:
-        seg = udp(src, dst, sport, dport, payload)
-    if p["family"] == 4:
-        l3 = ipv4(src, dst, int(p["proto"]), seg)  # type: ignore[call-overload]
-        return eth(l3), len(l3)
-    l3 = ipv6(src, dst, int(p["proto"]), seg)  # type: ignore[call-overload]
-    return eth(l3, ETH_IPV6), len(l3)
-
-
-def _model(rules: list[dict[str, object]], p: dict[str, object], ip_len: int) -> tuple[str, int]:
+def _model(rules: list[dict[str, object]], p: Pkt, ip_len: int) -> tuple[str, int]:
     """What L4Drop should do with ``p``, read off the rules as a person would: the first
     matching rule's action and index, or ("pass", -1)."""
     import ipaddress
 
     from anyedge.edge.rules import RulesFileIn, parse_tcp_flags
 
+    every = (0, 65535)
     for i, rule in enumerate(RulesFileIn.model_validate({"rules": rules}).rules):
-        if rule.ip_family() not in (0, p["family"]):
+        if rule.ip_family() not in (0, p.family):
             continue
-        if rule.protocol is not None and rule.protocol != p["proto"]:
+        if rule.protocol is not None and rule.protocol != p.proto:
             continue
-        addr = {"source": p["src"], "destination": p["dst"]}
+        nets = [(rule.source, p.src), (rule.destination, p.dst)]
         if any(
-            getattr(rule, f) is not None
-            and ipaddress.ip_address(addr[f]) not in ipaddress.ip_network(getattr(rule, f))
-            for f in addr
+            n is not None and ipaddress.ip_address(a) not in ipaddress.ip_network(n)
+            for n, a in nets
         ):
             continue
-        ranges = [(rule.source_ports, p["sport"]), (rule.destination_ports, p["dport"])]
+        ranges = [(rule.source_ports, p.sport), (rule.destination_ports, p.dport)]
         ranges.append((rule.length, ip_len))
-        if any(r is not None and not r[0] <= v <= r[1] for r, v in ranges):  # type: ignore[operator]
+        if any(not (r or every)[0] <= v <= (r or every)[1] for r, v in ranges):
             continue
         if rule.tcp_flags is not None:
             mask, value = parse_tcp_flags(rule.tcp_flags)
-            if int(p["flags"]) & mask != value:  # type: ignore[call-overload]
+            if p.flags & mask != value:
                 continue
         if rule.payload is not None:
             want, off = rule.payload.pattern(), rule.payload.offset
-            if bytes(p["payload"])[off : off + len(want)] != want:  # type: ignore[call-overload]
+            if p.payload[off : off + len(want)] != want:
                 continue
         return rule.action, i
     return "pass", -1
@@ -667,7 +677,7 @@ def _model(rules: list[dict[str, object]], p: dict[str, object], ip_len: int) ->
     st.lists(packets(), min_size=1, max_size=8),
 )
 def test_the_kernel_decides_as_the_rules_read(
-    l4: L4Drop, rules: tuple[dict[str, object], ...], pkts: list[dict[str, object]]
+    l4: L4Drop, rules: tuple[dict[str, object], ...], pkts: list[Pkt]
 ) -> None:
     """Random rule sets and packets: the program's verdict and the rule it counts are
     those a plain reading of the rules gives."""
@@ -677,7 +687,7 @@ def test_the_kernel_decides_as_the_rules_read(
     l4.replace(compiled)
     want = [0] * len(rules)
     for p in pkts:
-        frame, ip_len = _frame(p)
+        frame, ip_len = p.frame()
         action, index = _model(list(rules), p, ip_len)
         event(f"verdict {action} by {'a rule' if index >= 0 else 'no rule'}")
         assert l4.test_run(frame) == action, (p, rules)
