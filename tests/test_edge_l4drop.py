@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from anyedge.adapters import netns
 from anyedge.edge import build, libbpf
 from anyedge.edge.l4drop import L4Drop
-from anyedge.edge.libbpf import BpfError, in_netns
+from anyedge.edge.libbpf import BpfError
 from anyedge.edge.rules import MAX_RULES, Rule, RuleSet, parse_rules
 from anyedge.errors import InputError
 from edge_packets import (
@@ -458,7 +458,7 @@ def _wait_for(check: Callable[[], bool], timeout: float = 3.0) -> None:
 
 def _ping(ns: str, dst: str) -> bool:
     """One ICMP echo from ``ns`` to ``dst`` over a raw socket: did the reply come?"""
-    with in_netns(ns):
+    with netns.entered(ns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     with sock:
         body = struct.pack("!BBHHH", 8, 0, 0, 0x4145, 1) + b"anyedge"
@@ -485,12 +485,12 @@ def test_real_packets_through_a_veth(veth_pair: tuple[str, str], mode: str) -> N
             l4.attach("eth0", netns=b, mode=mode)
         except BpfError as e:
             pytest.skip(f"{mode} XDP on veth is not available here: {e}")
-        with in_netns(b):
+        with netns.entered(b):
             rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             rx.bind((ADDR_B, 7007))
             victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             victim.bind((ADDR_B, 5000))
-        with in_netns(a):
+        with netns.entered(a):
             raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
             legit = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with rx, victim, raw, legit:
@@ -523,10 +523,10 @@ def test_real_packets_through_a_veth(veth_pair: tuple[str, str], mode: str) -> N
             assert not select.select([victim], [], [], 0)[0], "a reflection got through"
         l4.detach()
         # detached: the same reflection now reaches the socket
-        with in_netns(b):
+        with netns.entered(b):
             victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             victim.bind((ADDR_B, 5000))
-        with in_netns(a):
+        with netns.entered(a):
             raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         with victim, raw:
             raw.sendto(

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ..adapters.netns import entered
 from . import build
-from .libbpf import VERDICTS, BpfError, BpfObject, Map, detach_xdp, in_netns, possible_cpus
+from .libbpf import VERDICTS, BpfError, BpfObject, Map, detach_xdp, possible_cpus
 from .rules import MAX_RULES, CompiledRules, RuleSet
 
 PROGRAM = "l4drop"
@@ -129,7 +130,7 @@ class L4Drop:
     def attach(self, ifname: str, netns: str | None = None, mode: str = "generic") -> None:
         """Attach to interface ``ifname`` (in network namespace ``netns``, by name);
         ``mode`` is ``generic`` (any interface) or ``native`` (in the driver)."""
-        with in_netns(netns):
+        with entered(netns):
             ifindex = socket.if_nametoindex(ifname)
             self.program.attach_xdp(ifindex, mode)
         self._attached.append((netns, ifindex, mode))
@@ -140,7 +141,7 @@ class L4Drop:
         while self._attached:
             netns, ifindex, mode = self._attached.pop()
             try:
-                with in_netns(netns):
+                with entered(netns):
                     detach_xdp(ifindex, mode)
             except (OSError, BpfError):
                 pass

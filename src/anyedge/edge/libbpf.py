@@ -13,8 +13,6 @@ import ctypes
 import ctypes.util
 import errno
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,8 +25,6 @@ XDP_MODES = {"generic": XDP_FLAGS_SKB_MODE, "native": XDP_FLAGS_DRV_MODE}
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = {XDP_ABORTED: "aborted", XDP_DROP: "drop", XDP_PASS: "pass", XDP_TX: "tx"}
 VERDICTS[XDP_REDIRECT] = "redirect"
-
-_CLONE_NEWNET = 0x40000000
 
 
 class BpfError(RuntimeError):
@@ -257,35 +253,3 @@ class BpfObject:
 
     def __del__(self) -> None:
         self.close()
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        raise BpfError("setns", ctypes.get_errno())
-
-
-@contextmanager
-def in_netns(name: str | None) -> Iterator[None]:
-    """Run the block in network namespace ``name`` (``/run/netns/NAME``), then come back.
-
-    Only the calling thread moves.  Sockets and interface indexes taken inside stay
-    bound to that namespace after the block; BPF file descriptors are not tied to one.
-    ``None`` stays where it is.
-    """
-    if name is None:
-        yield
-        return
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        there = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            _setns(there)
-        finally:
-            os.close(there)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
