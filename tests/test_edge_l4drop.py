@@ -269,6 +269,19 @@ def test_a_program_the_verifier_refuses_fails_with_its_log(tmp_path: Path) -> No
     assert "invalid access to packet" in str(e.value)  # the verifier's words
 
 
+def test_a_closed_l4drop_refuses_to_touch_its_old_fds() -> None:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    l4 = L4Drop()
+    l4.replace(parse_rules(RULES, "rules.yaml"))
+    l4.close()
+    with pytest.raises(BpfError, match="is closed"):
+        l4.counters()
+    with pytest.raises(BpfError, match="is closed"):
+        l4.test_run(udp4("192.0.2.1", VIP, 1, 2))
+
+
 def test_syn_from_a_matched_prefix_is_dropped(rules_in: L4Drop) -> None:
     l4 = rules_in
     assert l4.test_run(tcp4("198.51.100.7", VIP, 40000, 443, SYN)) == "drop"

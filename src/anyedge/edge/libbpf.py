@@ -155,12 +155,14 @@ class Map:
         self.max_entries = int(lib().bpf_map__max_entries(handle))
 
     def update(self, key: Any, value: Any) -> None:
+        self._obj._live()  # a closed object's fds may already belong to other files
         rc = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), 0)
         _check(f"update of map {self.name}", rc)
 
     def lookup(self, key: Any, value: Any) -> None:
         """Fill ``value`` (a ctypes object of the map's value size; for a per-CPU map,
         of that size rounded up to 8 bytes times :func:`possible_cpus`)."""
+        self._obj._live()
         rc = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
         _check(f"lookup in map {self.name}", rc)
 
@@ -176,6 +178,7 @@ class Program:
     def test_run(self, packet: bytes, repeat: int = 1) -> TestRun:
         """Run the program once (or ``repeat`` times) on ``packet`` inside the kernel,
         with ``BPF_PROG_TEST_RUN``."""
+        self._obj._live()
         data_in = ctypes.create_string_buffer(packet, len(packet))
         data_out = ctypes.create_string_buffer(len(packet) + 256)
         opts = _TestRunOpts(
@@ -193,6 +196,7 @@ class Program:
     def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
         """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
         EBUSY if a program is already there."""
+        self._obj._live()
         flags = XDP_MODES[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
         rc = lib().bpf_xdp_attach(ifindex, self.fd, flags, None)
         _check(f"XDP attach of {self.name} to interface {ifindex} ({mode})", rc)
