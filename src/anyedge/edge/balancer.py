@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -129,8 +130,7 @@ class Decision:
     came_from: int  # the server that sent the packet here, -1 for anything else
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """A test run's outcome: ``pass``, ``tx``, ``redirect``... and the frame as left."""
 
     verdict: str
