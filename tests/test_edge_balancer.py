@@ -11,9 +11,12 @@ kernel with BTF; where something is missing they are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
+import secrets
+import selectors
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,9 +24,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from anyedge.adapters import netns
 from anyedge.balance import Table, flow_hash, fold6
 from anyedge.edge import build
-from anyedge.edge.balancer import BUCKETS, Balancer, parse_mac
+from anyedge.edge.balancer import BUCKETS, Balancer, marked_mac, parse_mac
 from edge_packets import (
     ACK,
     ETH_IPV6,
@@ -243,7 +247,7 @@ def test_non_syn_without_a_socket_goes_to_the_second_hop(lb: Balancer, drained: 
         for flags in (ACK, ACK | PSH, FIN | ACK, RST):
             v = lb.test_run(_tcp(sport, flags))
             assert v.verdict == "tx", flags
-            assert v.frame[:12] == parse_mac(MACS[1]) + parse_mac(MACS[0])
+            assert v.frame[:12] == parse_mac(MACS[1]) + marked_mac(parse_mac(MACS[0]))
             assert lb.last().action == "second_hop"
         assert lb.test_run(_tcp(sport, SYN)).verdict == "pass"  # a new connection: ours
         assert lb.last().action == "local"
@@ -258,13 +262,18 @@ def test_non_syn_without_a_socket_goes_to_the_second_hop(lb: Balancer, drained: 
 
 def test_a_packet_from_another_server_is_not_forwarded_again(lb: Balancer, drained: Table) -> None:
     moved = _flows_where(drained, (0, 1))[0]
-    # from server 1, the bucket's second hop: it would bounce straight back; kept
-    v = lb.test_run(_tcp(moved, ACK, parse_mac(MACS[1])))
-    assert v.verdict == "pass"
-    assert lb.last().came_from == 1
-    # from server 2, a balancer that sent it to us, the first hop: on to the second
-    v = lb.test_run(_tcp(moved, ACK, parse_mac(MACS[2])))
-    assert (v.verdict, v.frame[:6]) == ("tx", parse_mac(MACS[1]))
+    # from server 2 or 1, balancers that sent it to us, its first hop: on to the second
+    # (server 1 too: ECMP may land a packet on the second hop, which balances it to us)
+    for peer in (2, 1):
+        v = lb.test_run(_tcp(moved, ACK, parse_mac(MACS[peer])))
+        assert (v.verdict, v.frame[:6]) == ("tx", parse_mac(MACS[1]))
+        assert (lb.last().came_from, lb.last().marked) == (peer, False)
+    # sent to us by a first hop, for us as second hop (marked): never sent on, even if
+    # our table says we are the first hop (tables disagree for a moment)
+    for peer in (1, 2):
+        v = lb.test_run(_tcp(moved, ACK, marked_mac(parse_mac(MACS[peer]))))
+        assert v.verdict == "pass"
+        assert (lb.last().came_from, lb.last().marked, lb.last().action) == (peer, True, "local")
     # a bucket whose first hop is another server, from another server: we are its
     # second hop (or tables disagree): kept, never sent on
     table = Table.build([1, 1, 1], seed=5)
@@ -373,3 +382,246 @@ def test_bad_inputs_are_refused(lb: Balancer) -> None:
         lb.stage(Table.build([1], buckets=1 << 17))
     with pytest.raises(ValueError, match="server indices"):
         Balancer(300)
+    with pytest.raises(ValueError, match="locally administered"):
+        lb.set_servers(["02:00:00:00:00:01", "00:00:00:00:00:01"])
+
+
+# -- real packets: a router, ECMP, four servers that balance for each other ---------------
+
+N_SERVERS = 4
+UDP_PORT, TCP_PORT = 7000, 7001
+CLIENT = "198.51.100.2"
+
+
+@dataclasses.dataclass
+class Segment:
+    """The lab: namespaces by role, the table in force and a balancer per server."""
+
+    base: str
+    client: str
+    router: str
+    servers: list[str]
+    balancers: list[Balancer]
+    table: Table
+
+    def replace(self, table: Table) -> None:
+        for b in self.balancers:
+            b.replace(table)
+        self.table = table
+
+    def expected(self, sport: int, dport: int, proto: int) -> int:
+        return _first(self.table, _h4(CLIENT, VIP, sport, dport, proto))
+
+
+class Echo:
+    """Every server's UDP and TCP service on VIP, answering with the server's name,
+    in one thread of the test process (sockets made inside each namespace)."""
+
+    def __init__(self, servers: list[str]) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.stop = threading.Event()
+        self.socks: list[socket.socket] = []
+        for i, ns in enumerate(servers):
+            with netns.entered(ns):
+                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                u.bind((VIP, UDP_PORT))
+                t = socket.create_server((VIP, TCP_PORT), backlog=512)
+            for s, kind in ((u, "udp"), (t, "listen")):
+                s.setblocking(False)
+                self.socks.append(s)
+                self.sel.register(s, selectors.EVENT_READ, (kind, f"s{i}".encode()))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for key, _ in self.sel.select(0.05):
+                kind, name = key.data
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                try:
+                    if kind == "udp":
+                        _, addr = s.recvfrom(2048)
+                        s.sendto(name, addr)
+                    elif kind == "listen":
+                        conn, _ = s.accept()
+                        conn.setblocking(False)
+                        self.socks.append(conn)
+                        self.sel.register(conn, selectors.EVENT_READ, ("conn", name))
+                    elif s.recv(2048):
+                        s.send(name)
+                    else:
+                        self.sel.unregister(s)
+                        s.close()
+                except OSError:
+                    with contextlib.suppress(KeyError, ValueError):
+                        self.sel.unregister(s)
+                    s.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for s in self.socks:
+            s.close()
+        self.sel.close()
+
+
+@pytest.fixture
+def segment() -> Iterator[Segment]:
+    """client — router — bridge — four servers.  The router sends VIP by ECMP (L4 hash)
+    to the servers; each holds VIP on lo and runs the balancer (generic XDP) on eth0.
+    Everything is removed at the end, whatever the test did."""
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    base = "ae-xlb-" + secrets.token_hex(3)
+    sw, client, router = f"{base}-sw", f"{base}-c", f"{base}-r"
+    servers = [f"{base}-s{i}" for i in range(N_SERVERS)]
+    balancers: list[Balancer] = []
+    echo: Echo | None = None
+    try:
+        for ns in (sw, client, router, *servers):
+            netns.add(ns)
+        netns.batch(sw, ["link add br0 type bridge", "link set br0 up"])
+        netns.veth(client, "eth0", router, "c0")
+        netns.batch(
+            client, [f"addr add {CLIENT}/24 dev eth0", "route add default via 198.51.100.1"]
+        )
+        netns.veth(router, "eth0", sw, "r")
+        hops = " ".join(f"nexthop via 192.0.2.{11 + i}" for i in range(N_SERVERS))
+        netns.batch(
+            router,
+            [
+                "addr add 198.51.100.1/24 dev c0",
+                "addr add 192.0.2.1/24 dev eth0",
+                f"route add {VIP}/32 {hops}",
+            ],
+        )
+        netns.sysctl(router, {"net.ipv4.fib_multipath_hash_policy": "1"})
+        ports = ["link set r master br0"]
+        for i, ns in enumerate(servers):
+            netns.veth(ns, "eth0", sw, f"s{i}")
+            ports.append(f"link set s{i} master br0")
+            netns.batch(
+                ns,
+                [
+                    f"link set eth0 address {MACS[i]}",
+                    f"addr add 192.0.2.{11 + i}/24 dev eth0",
+                    f"addr add {VIP}/32 dev lo",
+                    "route add 198.51.100.0/24 via 192.0.2.1",
+                ],
+            )
+        netns.batch(sw, ports)
+        table = Table.build([1] * N_SERVERS, seed=14)
+        for i, ns in enumerate(servers):
+            b = Balancer(i)
+            balancers.append(b)
+            b.set_servers(MACS[:N_SERVERS])
+            b.set_services([VIP])
+            b.replace(table)
+            b.attach("eth0", netns=ns, mode="generic")
+        echo = Echo(servers)
+        yield Segment(base, client, router, servers, balancers, table)
+    finally:
+        if echo is not None:
+            echo.close()
+        for b in balancers:
+            b.close()
+        for ns in (sw, client, router, *servers):
+            if netns.exists(ns):
+                netns.remove(ns)
+        assert not netns.listed(base)
+
+
+def _udp_flows(seg: Segment, n: int) -> dict[int, tuple[int, bytes]]:
+    """n UDP flows from the client, one datagram each: source port -> (server the
+    table names, the answer)."""
+    out: dict[int, tuple[int, bytes]] = {}
+    with netns.entered(seg.client):
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.settimeout(3.0)
+            s.connect((VIP, UDP_PORT))
+            s.send(b"who")
+        for s in socks:
+            sport = s.getsockname()[1]
+            try:
+                answer = s.recv(100)
+            except TimeoutError:
+                answer = b""
+            out[sport] = (seg.expected(sport, UDP_PORT, UDP), answer)
+    finally:
+        for s in socks:
+            s.close()
+    return out
+
+
+def _ask(conns: list[socket.socket]) -> list[bytes]:
+    """Send on every connection, then read each one's answer (b"" when broken)."""
+    for c in conns:
+        with contextlib.suppress(OSError):
+            c.send(b"who")
+    answers = []
+    for c in conns:
+        try:
+            answers.append(c.recv(100))
+        except OSError:
+            answers.append(b"")
+    return answers
+
+
+@pytest.mark.lab
+def test_every_flow_is_answered_by_the_server_the_table_names(segment: Segment) -> None:
+    """200 UDP flows and 200 TCP connections: each answered by its bucket's first hop,
+    wherever ECMP delivered it; then server 3 drains: with the second hop every
+    connection survives; with it switched off, exactly those whose bucket moved break."""
+    seg = segment
+    n = 200
+    udp_flows = _udp_flows(seg, n)
+    wrong = {p: r for p, r in udp_flows.items() if r[1] != f"s{r[0]}".encode()}
+    assert not wrong, f"{len(wrong)} of {n} UDP flows answered by the wrong server: {wrong}"
+
+    conns: list[socket.socket] = []
+    try:
+        with netns.entered(seg.client):
+            for _ in range(n):
+                c = socket.create_connection((VIP, TCP_PORT), timeout=3.0)
+                conns.append(c)
+        owner = [seg.expected(c.getsockname()[1], TCP_PORT, 6) for c in conns]
+        answers = _ask(conns)
+        assert answers == [f"s{o}".encode() for o in owner]
+        assert len(set(owner)) == N_SERVERS
+
+        # ECMP spread the packets; the balancers, not the router, chose the servers
+        forwarders = {
+            i for i, b in enumerate(seg.balancers) if any(k == "first_hop" for k, _ in b.packets())
+        }
+        assert len(forwarders) >= 2, forwarders
+        local = sum(b.packets().get(("local", i), 0) for i, b in enumerate(seg.balancers))
+        assert local >= n * 2  # every UDP datagram and TCP segment ended at its server
+
+        # server 3 drains while the connections stay open
+        old = seg.table
+        seg.replace(old.drain(3))
+        moved = [
+            i
+            for i, c in enumerate(conns)
+            if seg.expected(c.getsockname()[1], TCP_PORT, 6) != owner[i]
+        ]
+        assert moved
+        assert all(owner[i] == 3 for i in moved)
+        answers = _ask(conns)
+        broken = [i for i, a in enumerate(answers) if a != f"s{owner[i]}".encode()]
+        assert broken == [], f"{len(broken)} of {n} connections broken with the second hop"
+        passes = sum(b.packets().get(("second_hop", 3), 0) for b in seg.balancers)
+        assert passes >= len(moved)
+
+        for b in seg.balancers:
+            b.second_hop = False
+        answers = _ask(conns)
+        broken = [i for i, a in enumerate(answers) if a != f"s{owner[i]}".encode()]
+        assert broken == moved, f"{len(broken)} broken, {len(moved)} moved of {n}"
+    finally:
+        for c in conns:
+            c.close()

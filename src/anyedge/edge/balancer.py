@@ -64,6 +64,8 @@ MAX_SERVERS = 256
 NO_SERVER = 0xFFFF_FFFF
 FLAG_SECOND_HOP = 0x1
 FLAG_DEBUG = 0x2
+PEER_SECOND = 0x8000_0000  # lb_peers: flags a server's marked MAC
+MAC_MARK = 0x02  # flipped in a MAC's first byte: the source of packets to a second hop
 KINDS = ("first_hop", "second_hop", "local", "no_mac")  # lb_stats kinds, in order
 ACTIONS = ("local", "first_hop", "second_hop", "no_mac")  # lb_debug.action values
 
@@ -102,6 +104,7 @@ class _Debug(ctypes.Structure):
         ("second", ctypes.c_uint32),
         ("action", ctypes.c_uint32),
         ("came_from", ctypes.c_uint32),
+        ("marked", ctypes.c_uint32),
     )
 
 
@@ -128,6 +131,7 @@ class Decision:
     second: int  # -1 when none
     action: str  # one of ACTIONS
     came_from: int  # the server that sent the packet here, -1 for anything else
+    marked: bool  # sent here by its first hop, for this server as second hop
 
 
 class Verdict(NamedTuple):
@@ -142,6 +146,13 @@ def parse_mac(mac: str | bytes) -> bytes:
     if len(raw) != 6:
         raise ValueError(f"a MAC address is six bytes, not {mac!r}")
     return raw
+
+
+def marked_mac(mac: bytes) -> bytes:
+    """The source MAC a first hop gives the packets it sends to a second hop: its own
+    with the locally administered bit flipped.  No server's MAC may be another's
+    marked one."""
+    return bytes([mac[0] ^ MAC_MARK]) + mac[1:]
 
 
 class Balancer:
@@ -213,6 +224,9 @@ class Balancer:
         if len(macs) > MAX_SERVERS:
             raise ValueError(f"at most {MAX_SERVERS} servers")
         new = {i: parse_mac(m) for i, m in enumerate(macs) if m is not None}
+        seen = list(new.values()) + [marked_mac(m) for m in new.values()]
+        if len(set(seen)) != len(seen):
+            raise ValueError("servers' MACs must differ, also in the locally administered bit")
         for i in range(max(len(macs), max(self._macs, default=-1) + 1)):
             rec = _Server()
             if i in new:
@@ -222,13 +236,15 @@ class Balancer:
             self._servers.update(ctypes.c_uint32(i), rec)
         for i, mac in self._macs.items():
             if new.get(i) != mac:
-                try:
-                    self._peers.delete(_mac_key(mac))
-                except BpfError as e:
-                    if e.errno != errno.ENOENT:
-                        raise
+                for key in (_mac_key(mac), _mac_key(marked_mac(mac))):
+                    try:
+                        self._peers.delete(key)
+                    except BpfError as e:
+                        if e.errno != errno.ENOENT:
+                            raise
         for i, mac in new.items():
             self._peers.update(_mac_key(mac), ctypes.c_uint32(i))
+            self._peers.update(_mac_key(marked_mac(mac)), ctypes.c_uint32(i | PEER_SECOND))
         self._macs = new
 
     def set_services(self, addresses: Iterable[str]) -> None:
@@ -325,6 +341,7 @@ class Balancer:
             -1 if d.second == NO_SERVER else d.second,
             ACTIONS[d.action] if d.action < len(ACTIONS) else str(d.action),
             -1 if d.came_from == NO_SERVER else d.came_from,
+            bool(d.marked),
         )
 
     # -- packets -----------------------------------------------------------------------

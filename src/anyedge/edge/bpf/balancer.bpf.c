@@ -29,11 +29,14 @@
  *     listener does not count), S is another server and second hops are on: then the
  *     packet belongs to a connection that S accepted before b moved, and goes to S.
  *
- * A packet that came from another server (its source MAC is in lb_peers) is never
- * sent on except by F to S, and never back to the server it came from: so a packet
- * makes at most two hops (any server -> F -> S) and, while all servers hold the same
- * table, S passes it up.  No tunnel: the packet keeps its IP header; every server
- * holds the service addresses, and the hops share one L2 segment.
+ * A packet that came from another server (its source MAC is in lb_peers) is sent on
+ * only by its bucket's first hop, and only to the second hop.  The first hop marks
+ * what it sends to the second: the source MAC is its own with the locally
+ * administered bit (0x02 of the first byte) flipped, an address lb_peers also knows,
+ * flagged LB_PEER_SECOND; a marked packet is never sent on.  So a packet makes at most
+ * two hops (any server -> first hop -> second hop), even while servers hold different
+ * tables.  No tunnel: the packet keeps its IP header; every server holds the service
+ * addresses, and the servers share one L2 segment.
  */
 #include "parse.h"
 
@@ -45,6 +48,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define LB_F_SECOND_HOP 0x1 /* forward unknown non-SYN TCP to the second hop */
 #define LB_F_DEBUG 0x2      /* record the last service packet in lb_debug */
+
+#define LB_PEER_SECOND 0x80000000 /* lb_peers: the MAC a first hop sends to seconds from */
+#define LB_MAC_MARK 0x02          /* flipped in byte 0 of that MAC */
 
 #define TCP_SYN 0x02
 #define BPF_TCP_LISTEN_STATE 10
@@ -98,6 +104,7 @@ struct lb_debug {
 	__u32 second;
 	__u32 action; /* LB_ACT_* */
 	__u32 from;   /* the server the packet came from, LB_NONE for the router */
+	__u32 marked; /* 1 when it came from a first hop, for us as second hop */
 };
 
 struct lb_bucket_map {
@@ -130,7 +137,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LB_MAX_SERVERS);
 	__type(key, __u64); /* the MAC in the first six bytes, then zeros */
-	__type(value, __u32);
+	__type(value, __u32); /* server index, | LB_PEER_SECOND for its marked MAC */
 } lb_peers SEC(".maps");
 
 struct {
@@ -239,9 +246,10 @@ static __always_inline int has_socket(struct xdp_md *ctx, const struct pkt *p)
 	return owned;
 }
 
-/* Send the frame to server `to`: its MAC as destination, ours as source. */
+/* Send the frame to server `to`: its MAC as destination, ours as source (marked when
+ * the packet goes to a second hop). */
 static __always_inline int forward(struct xdp_md *ctx, const struct lb_server *to,
-				   const struct lb_server *me)
+				   const struct lb_server *me, int mark)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -251,6 +259,8 @@ static __always_inline int forward(struct xdp_md *ctx, const struct lb_server *t
 		return XDP_PASS;
 	__builtin_memcpy(eth->h_dest, to->mac, 6);
 	__builtin_memcpy(eth->h_source, me->mac, 6);
+	if (mark)
+		eth->h_source[0] ^= LB_MAC_MARK;
 	if (to->ifindex && to->ifindex != ctx->ingress_ifindex)
 		return bpf_redirect(to->ifindex, 0);
 	return XDP_TX;
@@ -267,7 +277,7 @@ int balancer(struct xdp_md *ctx)
 	struct lb_bucket *b;
 	struct lb_server *to, *me;
 	struct pkt p = {};
-	__u32 zero = 0, hash, bucket, first, second, from = LB_NONE, action;
+	__u32 zero = 0, hash, bucket, first, second, from = LB_NONE, marked = 0, action;
 	__u64 src_mac = 0;
 	__u32 *peer;
 	void *inner;
@@ -298,8 +308,10 @@ int balancer(struct xdp_md *ctx)
 		return XDP_PASS;
 	__builtin_memcpy(&src_mac, ((struct ethhdr *)data)->h_source, 6);
 	peer = bpf_map_lookup_elem(&lb_peers, &src_mac);
-	if (peer && *peer != cfg->self)
-		from = *peer;
+	if (peer && (*peer & ~LB_PEER_SECOND) != cfg->self) {
+		from = *peer & ~LB_PEER_SECOND;
+		marked = !!(*peer & LB_PEER_SECOND);
+	}
 
 	me = bpf_map_lookup_elem(&lb_servers, &cfg->self);
 	action = LB_ACT_LOCAL;
@@ -311,8 +323,8 @@ int balancer(struct xdp_md *ctx)
 			action = LB_ACT_FIRST;
 			to = bpf_map_lookup_elem(&lb_servers, &first);
 		}
-	} else if ((cfg->flags & LB_F_SECOND_HOP) && second != LB_NONE &&
-		   second != cfg->self && second != from && p.proto == PROTO_TCP &&
+	} else if (!marked && (cfg->flags & LB_F_SECOND_HOP) && second != LB_NONE &&
+		   second != cfg->self && p.proto == PROTO_TCP &&
 		   !(p.tcp_flags & TCP_SYN) && !has_socket(ctx, &p)) {
 		action = LB_ACT_SECOND;
 		to = bpf_map_lookup_elem(&lb_servers, &second);
@@ -323,7 +335,7 @@ int balancer(struct xdp_md *ctx)
 	if (action == LB_ACT_FIRST || action == LB_ACT_SECOND) {
 		count(action == LB_ACT_FIRST ? LB_STAT_FIRST : LB_STAT_SECOND,
 		      action == LB_ACT_FIRST ? first : second, bytes);
-		verdict = forward(ctx, to, me);
+		verdict = forward(ctx, to, me, action == LB_ACT_SECOND);
 	} else {
 		if (action == LB_ACT_NO_MAC)
 			count(LB_STAT_NO_MAC, first == cfg->self ? second : first, bytes);
@@ -341,6 +353,7 @@ int balancer(struct xdp_md *ctx)
 			d->second = second;
 			d->action = action;
 			d->from = from;
+			d->marked = marked;
 		}
 	}
 	return verdict;
