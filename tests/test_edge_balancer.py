@@ -375,6 +375,21 @@ def test_table_swap_under_load_meets_one_table_or_the_other(lb: Balancer) -> Non
     assert set(seen) <= {b"tx" + parse_mac(MACS[1]), b"tx" + parse_mac(MACS[3])}
 
 
+def test_before_the_first_table_everything_passes() -> None:
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    with Balancer(1) as fresh:
+        fresh.set_servers(MACS[:2])
+        fresh.set_services([VIP])
+        frame = udp4("198.51.100.7", VIP, 4000, 53)
+        assert fresh.table is None
+        assert fresh.test_run(frame) == ("pass", frame)
+        assert fresh.packets() == {}
+        fresh.replace(Table.build([1]))  # everything to server 0
+        assert fresh.test_run(frame).verdict == "tx"
+
+
 def test_bad_inputs_are_refused(lb: Balancer) -> None:
     with pytest.raises(ValueError, match="six bytes"):
         parse_mac("02:00:00")

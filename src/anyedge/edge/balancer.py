@@ -64,6 +64,7 @@ MAX_SERVERS = 256
 NO_SERVER = 0xFFFF_FFFF
 FLAG_SECOND_HOP = 0x1
 FLAG_DEBUG = 0x2
+FLAG_TABLE = 0x4  # set at the first commit
 PEER_SECOND = 0x8000_0000  # lb_peers: flags a server's marked MAC
 MAC_MARK = 0x02  # flipped in a MAC's first byte: the source of packets to a second hop
 KINDS = ("first_hop", "second_hop", "local", "no_mac")  # lb_stats kinds, in order
@@ -194,7 +195,7 @@ class Balancer:
         self._write_config()
         self._macs: dict[int, bytes] = {}
         self._service_keys: list[_Service] = []
-        self._active = 0  # lb_buckets0, all zeros (every bucket: server 0), in force
+        self._active = 1  # no table in force (no FLAG_TABLE: every packet passes)
         self._tables: list[Table | None] = [None, None]
         self._staged = False
         self._attached: list[tuple[str | None, int, str]] = []
@@ -299,6 +300,9 @@ class Balancer:
         self._table_map.update(ctypes.c_uint32(0), ctypes.c_uint32(self._arrays[spare].fd))
         self._active = spare
         self._staged = False
+        if not self._flags & FLAG_TABLE:
+            self._flags |= FLAG_TABLE
+            self._write_config()
 
     def replace(self, table: Table) -> None:
         """Put ``table`` in force."""

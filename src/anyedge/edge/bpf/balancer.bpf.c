@@ -48,6 +48,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define LB_F_SECOND_HOP 0x1 /* forward unknown non-SYN TCP to the second hop */
 #define LB_F_DEBUG 0x2      /* record the last service packet in lb_debug */
+#define LB_F_TABLE 0x4      /* a table is in force (until then every packet passes) */
 
 #define LB_PEER_SECOND 0x80000000 /* lb_peers: the MAC a first hop sends to seconds from */
 #define LB_MAC_MARK 0x02          /* flipped in byte 0 of that MAC */
@@ -293,7 +294,7 @@ int balancer(struct xdp_md *ctx)
 		return XDP_PASS;
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
 	inner = bpf_map_lookup_elem(&lb_table, &zero);
-	if (!cfg || !inner)
+	if (!cfg || !inner || !(cfg->flags & LB_F_TABLE))
 		return XDP_PASS;
 
 	hash = flow_hash(&p, cfg->seed);
