@@ -12,6 +12,7 @@ kernel with BTF; where something is missing they are skipped with the reason.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import ipaddress
 import os
@@ -640,3 +641,50 @@ def test_every_flow_is_answered_by_the_server_the_table_names(segment: Segment) 
     finally:
         for c in conns:
             c.close()
+
+
+def test_a_server_on_another_interface_is_reached_by_redirect(lb: Balancer, four: Table) -> None:
+    """A server whose entry names an interface other than the one the packet came in
+    on (here: the test run's loopback, ifindex 1) is sent to with bpf_redirect."""
+    ifindexes = [0, 0, 7, 0]  # server 2 behind interface 7
+    lb.set_servers(MACS[:4], ifindexes)
+    try:
+        verdicts = {}
+        for sport in range(5000, 5100):
+            first = _first(four, _h4("198.51.100.7", VIP, sport, 443, UDP))
+            verdicts[first] = lb.test_run(udp4("198.51.100.7", VIP, sport, 443)).verdict
+        assert verdicts == {0: "pass", 1: "tx", 2: "redirect", 3: "tx"}
+    finally:
+        lb.set_servers(MACS)
+
+
+def test_object_matches_the_python_structs() -> None:
+    """Field by field, the object's BTF structs are balancer.py's ctypes structs."""
+    import re
+    import subprocess
+
+    from anyedge.edge import balancer
+
+    if build.missing_tools():
+        pytest.skip("cannot build BPF programs: " + ", ".join(build.missing_tools()))
+    dump = subprocess.run(
+        ["bpftool", "btf", "dump", "file", str(build.object_path("balancer")), "format", "raw"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for c_name, py in (
+        ("lb_server", balancer._Server),
+        ("lb_config", balancer._Config),
+        ("lb_service", balancer._Service),
+        ("lb_debug", balancer._Debug),
+    ):
+        head = re.search(rf"STRUCT '{c_name}' size=(\d+)", dump)
+        assert head, c_name
+        assert int(head.group(1)) == ctypes.sizeof(py), c_name
+        block = dump[head.end() :].split("\n[")[0]
+        members = dict(re.findall(r"'(\w+)' type_id=\d+ bits_offset=(\d+)", block))
+        want = {n: getattr(py, n).offset for n, _ in py._fields_}
+        assert {
+            ("came_from" if n == "from" else n): int(b) // 8 for n, b in members.items()
+        } == want
