@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from anyedge.adapters import netns
 from anyedge.balance import Table, flow_hash, fold6
@@ -688,3 +690,84 @@ def test_object_matches_the_python_structs() -> None:
         assert {
             ("came_from" if n == "from" else n): int(b) // 8 for n, b in members.items()
         } == want
+
+
+# -- the kernel against a model in Python -------------------------------------------------
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> Table:
+    """A table of 2-5 servers after 0-4 random changes (so second hops of all kinds)."""
+    table = Table.build(
+        draw(st.lists(st.integers(1, 3), min_size=2, max_size=5)), seed=draw(st.integers(0, 99))
+    )
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(st.sampled_from(["drain", "activate", "add", "reweight", "remove"]))
+        server = draw(st.integers(0, table.servers - 1))
+        with contextlib.suppress(ValueError):  # e.g. no active server would be left
+            if op == "add" and table.servers < len(MACS):
+                table = table.add(draw(st.integers(1, 3)))
+            elif op == "reweight":
+                table = table.reweight(server, draw(st.integers(0, 3)))
+            elif op in ("drain", "activate", "remove"):
+                table = getattr(table, op)(server)
+    return table
+
+
+def _model(
+    table: Table, h: int, proto: int, flags: int, peer: int, marked: bool, on: bool
+) -> tuple[str, int]:
+    """What server 0 should do with a packet (no socket here), read off the table."""
+    first, second = (int(x) for x in table.lookup(np.uint32(h)))
+    came_from = peer if peer > 0 else -1  # its own MAC, or the router's: not a peer
+    if first != 0:
+        return ("first_hop", first) if came_from < 0 else ("local", 0)
+    if on and not marked and second > 0 and proto == 6 and not flags & SYN:
+        return ("second_hop", second)
+    return ("local", 0)
+
+
+@settings(max_examples=40)
+@given(
+    tables(),
+    st.lists(
+        st.tuples(
+            st.integers(1024, 65535),  # source port
+            st.sampled_from([6, 17]),
+            st.sampled_from([SYN, ACK, ACK | PSH, FIN | ACK, RST, SYN | ACK]),
+            st.integers(-1, 4),  # the server it came from (-1: the router)
+            st.booleans(),  # marked
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    st.booleans(),
+)
+def test_the_kernel_decides_as_the_table_reads(
+    lb: Balancer, table: Table, pkts: list[tuple[int, int, int, int, bool]], on: bool
+) -> None:
+    lb.replace(table)
+    lb.second_hop = on
+    try:
+        for sport, proto, flags, peer, marked in pkts:
+            marked = marked and peer > 0
+            if proto == 6:
+                frame = tcp4("198.51.100.7", VIP, sport, 80, flags)
+            else:
+                frame = udp4("198.51.100.7", VIP, sport, 80)
+            src = CLIENT_MAC if peer < 0 else parse_mac(MACS[peer])
+            frame = frame[:6] + (marked_mac(src) if marked else src) + frame[12:]
+            h = _h4("198.51.100.7", VIP, sport, 80, proto)
+            kind, server = _model(table, h, proto, flags, peer, marked, on)
+            v = lb.test_run(frame)
+            assert lb.last().action == ("local" if kind == "local" else kind)
+            if kind == "local":
+                assert v == ("pass", frame)
+            else:
+                me = parse_mac(MACS[0])
+                assert v.verdict == "tx"
+                assert v.frame[:6] == parse_mac(MACS[server])
+                assert v.frame[6:12] == (marked_mac(me) if kind == "second_hop" else me)
+                assert v.frame[12:] == frame[12:]
+    finally:
+        lb.second_hop = True
