@@ -590,12 +590,18 @@ def _ask(conns: list[socket.socket]) -> list[bytes]:
 
 
 @pytest.mark.lab
-def test_every_flow_is_answered_by_the_server_the_table_names(segment: Segment) -> None:
+@pytest.mark.parametrize("change", ["drain", "add"])
+def test_every_flow_is_answered_by_the_server_the_table_names(
+    segment: Segment, change: str
+) -> None:
     """200 UDP flows and 200 TCP connections: each answered by its bucket's first hop,
-    wherever ECMP delivered it; then server 3 drains: with the second hop every
-    connection survives; with it switched off, exactly those whose bucket moved break."""
+    wherever ECMP delivered it; then, with the connections open, server 3 drains (or,
+    from a table of three, is added): with the second hop every connection survives;
+    with it switched off, exactly those whose bucket moved break."""
     seg = segment
     n = 200
+    servers = N_SERVERS if change == "drain" else N_SERVERS - 1
+    seg.replace(Table.build([1] * servers, seed=14))
     udp_flows = _udp_flows(seg, n)
     wrong = {p: r for p, r in udp_flows.items() if r[1] != f"s{r[0]}".encode()}
     assert not wrong, f"{len(wrong)} of {n} UDP flows answered by the wrong server: {wrong}"
@@ -609,7 +615,7 @@ def test_every_flow_is_answered_by_the_server_the_table_names(segment: Segment) 
         owner = [seg.expected(c.getsockname()[1], TCP_PORT, 6) for c in conns]
         answers = _ask(conns)
         assert answers == [f"s{o}".encode() for o in owner]
-        assert len(set(owner)) == N_SERVERS
+        assert len(set(owner)) == servers
 
         # ECMP spread the packets; the balancers, not the router, chose the servers
         forwarders = {
@@ -619,21 +625,23 @@ def test_every_flow_is_answered_by_the_server_the_table_names(segment: Segment) 
         local = sum(b.packets().get(("local", i), 0) for i, b in enumerate(seg.balancers))
         assert local >= n * 2  # every UDP datagram and TCP segment ended at its server
 
-        # server 3 drains while the connections stay open
-        old = seg.table
-        seg.replace(old.drain(3))
-        moved = [
-            i
-            for i, c in enumerate(conns)
-            if seg.expected(c.getsockname()[1], TCP_PORT, 6) != owner[i]
-        ]
-        assert moved
-        assert all(owner[i] == 3 for i in moved)
+        # server 3 drains, or joins, while the connections stay open
+        seg.replace(seg.table.drain(3) if change == "drain" else seg.table.add(1))
+        now = [seg.expected(c.getsockname()[1], TCP_PORT, 6) for c in conns]
+        moved = [i for i in range(n) if now[i] != owner[i]]
+        assert 0.1 * n < len(moved) < 0.4 * n  # about a quarter
+        if change == "drain":
+            assert all(owner[i] == 3 for i in moved)
+        else:
+            assert all(now[i] == 3 for i in moved)
         answers = _ask(conns)
         broken = [i for i, a in enumerate(answers) if a != f"s{owner[i]}".encode()]
         assert broken == [], f"{len(broken)} of {n} connections broken with the second hop"
-        passes = sum(b.packets().get(("second_hop", 3), 0) for b in seg.balancers)
+        passes = sum(
+            v for b in seg.balancers for (k, _), v in b.packets().items() if k == "second_hop"
+        )
         assert passes >= len(moved)
+        print(f"{change}: {len(moved)} of {n} connections moved, {passes} second-hop passes")
 
         for b in seg.balancers:
             b.second_hop = False
