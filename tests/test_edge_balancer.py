@@ -17,8 +17,10 @@ import dataclasses
 import ipaddress
 import os
 import secrets
+import select
 import selectors
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -45,6 +47,7 @@ from edge_packets import (
     fragment,
     ipv4,
     ipv6,
+    tcp,
     tcp4,
     tcp6,
     udp,
@@ -323,6 +326,56 @@ def test_a_socket_here_keeps_the_packet(lb: Balancer) -> None:
             assert lb.last().action == "second_hop"
 
 
+def test_the_last_ack_of_a_syn_cookie_handshake_stays(lb: Balancer) -> None:
+    """A listener that answers with SYN cookies keeps no request socket, so the
+    handshake's last ACK finds only the listener: bpf_tcp_check_syncookie tells it
+    apart from a moved connection's ACK.  In a namespace that always sends cookies
+    (tcp_syncookies = 2): a SYN from a raw socket, the listener's SYN-ACK read back,
+    then the ACK with the right cookie stays and one with a wrong cookie goes to the
+    second hop."""
+    ns = "ae-xlb-" + secrets.token_hex(3) + "-ck"
+    table = dataclasses.replace(
+        Table.build([1, 1]),
+        first=np.zeros(BUCKETS, dtype=np.int32),
+        second=np.ones(BUCKETS, dtype=np.int32),
+    )
+    lb.replace(table)
+    lb.second_hop = True
+    try:
+        netns.add(ns)
+        netns.sysctl(ns, {"net.ipv4.tcp_syncookies": "2"})
+        with netns.entered(ns):
+            listener = socket.create_server(("127.0.0.1", 0))
+            rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+            tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        with listener, rx, tx:
+            port = listener.getsockname()[1]
+            syn = tcp("127.0.0.2", "127.0.0.1", 40001, port, SYN)
+            tx.sendto(ipv4("127.0.0.2", "127.0.0.1", 6, syn), ("127.0.0.1", 0))
+            while True:
+                assert select.select([rx], [], [], 3.0)[0], "no SYN-ACK"
+                pkt = rx.recv(200)
+                ihl = (pkt[0] & 0x0F) * 4
+                sport, dport, cookie, _, _, flags = struct.unpack("!HHIIBB", pkt[ihl : ihl + 14])
+                if (sport, dport, flags & 0x12) == (port, 40001, 0x12):
+                    break
+
+            def last_ack(ack: int) -> bytes:
+                seg = struct.pack(
+                    "!HHIIBBHHH", 40001, port, 2, ack & 0xFFFF_FFFF, 5 << 4, ACK, 1, 0, 0
+                )
+                return eth(ipv4("127.0.0.2", "127.0.0.1", 6, seg))
+
+            with netns.entered(ns):  # the test run looks sockets up in this namespace
+                assert lb.test_run(last_ack(cookie + 1)).verdict == "pass"
+                assert lb.last().action == "local"
+                assert lb.test_run(last_ack(cookie + 1 + 0xABCDEF)).verdict == "tx"
+                assert lb.last().action == "second_hop"
+    finally:
+        if netns.exists(ns):
+            netns.remove(ns)
+
+
 # -- changing tables ---------------------------------------------------------------------
 
 
@@ -487,7 +540,8 @@ class Echo:
 @pytest.fixture
 def segment() -> Iterator[Segment]:
     """client — router — bridge — four servers.  The router sends VIP by ECMP (L4 hash)
-    to the servers; each holds VIP on lo and runs the balancer (generic XDP) on eth0.
+    to the servers; each holds VIP on lo and runs the balancer (generic XDP) on eth0;
+    servers 0 and 1 answer every SYN with a SYN cookie.
     Everything is removed at the end, whatever the test did."""
     reason = _why_not()
     if reason:
@@ -530,6 +584,8 @@ def segment() -> Iterator[Segment]:
                 ],
             )
         netns.batch(sw, ports)
+        for ns in servers[:2]:  # these answer every SYN with a cookie, keep no request
+            netns.sysctl(ns, {"net.ipv4.tcp_syncookies": "2"})
         table = Table.build([1] * N_SERVERS, seed=14)
         for i, ns in enumerate(servers):
             b = Balancer(i)
@@ -642,6 +698,20 @@ def test_every_flow_is_answered_by_the_server_the_table_names(
         )
         assert passes >= len(moved)
         print(f"{change}: {len(moved)} of {n} connections moved, {passes} second-hop passes")
+
+        # new connections go to the new table's first hops, the last ACK of their
+        # handshake too (servers 0 and 1 answer with SYN cookies: only the listener
+        # is there to find, and bpf_tcp_check_syncookie keeps the ACK)
+        fresh: list[socket.socket] = []
+        try:
+            with netns.entered(seg.client):
+                for _ in range(100):
+                    fresh.append(socket.create_connection((VIP, TCP_PORT), timeout=3.0))
+            want = [f"s{seg.expected(c.getsockname()[1], TCP_PORT, 6)}".encode() for c in fresh]
+            assert _ask(fresh) == want
+        finally:
+            for c in fresh:
+                c.close()
 
         for b in seg.balancers:
             b.second_hop = False

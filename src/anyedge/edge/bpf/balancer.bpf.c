@@ -217,8 +217,34 @@ static __always_inline void count(__u32 kind, __u32 server, __u64 bytes)
 	}
 }
 
+/* 1 when the packet is the last ACK of a handshake that a listener here answered with
+ * a SYN cookie (it has no request socket to find): only while the listener sends
+ * cookies (SYN queue overflowed recently, or net.ipv4.tcp_syncookies = 2). */
+static __always_inline int syncookie_ok(struct xdp_md *ctx, const struct pkt *p,
+					struct bpf_sock *sk)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *th = data + (p->l4_off & 0x1ff);
+
+	if ((void *)(th + 1) > data_end)
+		return 0;
+	if (p->family == 4) {
+		struct iphdr *ip = data + (p->l3_off & 0x3f);
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+		return bpf_tcp_check_syncookie(sk, ip, sizeof(*ip), th, sizeof(*th)) == 0;
+	} else {
+		struct ipv6hdr *ip6 = data + (p->l3_off & 0x3f);
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		return bpf_tcp_check_syncookie(sk, ip6, sizeof(*ip6), th, sizeof(*th)) == 0;
+	}
+}
+
 /* 1 when a TCP socket here (established, being accepted or in time-wait) owns the
- * packet's flow; a listener alone does not. */
+ * packet's flow, or the packet completes a handshake a listener here answered with a
+ * SYN cookie; a listener alone does not. */
 static __always_inline int has_socket(struct xdp_md *ctx, const struct pkt *p)
 {
 	struct bpf_sock_tuple t = {};
@@ -243,6 +269,8 @@ static __always_inline int has_socket(struct xdp_md *ctx, const struct pkt *p)
 	if (!sk)
 		return 0;
 	owned = sk->state != BPF_TCP_LISTEN_STATE;
+	if (!owned && (p->tcp_flags & 0x16) == 0x10) /* ACK without SYN or RST */
+		owned = syncookie_ok(ctx, p, sk);
 	bpf_sk_release(sk);
 	return owned;
 }
