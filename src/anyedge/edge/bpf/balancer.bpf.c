@@ -13,7 +13,7 @@
  *   lb_peers     MAC address -> server index: recognises packets from other servers
  *   lb_config    this server's index, the hash seed, flags
  *   lb_stats     per-CPU packets and bytes per (kind, server)
- *   lb_debug     the last service packet's hash and bucket (only when asked for)
+ *   lb_debug     the last service packet's hash, bucket and fate (debug mode only)
  *
  * The flow hash is anyedge.balance.flowhash.flow_hash: the kernel's jhash_3words on
  * (source address, destination address, source port << 16 | destination port), all in
@@ -26,8 +26,9 @@
  *     send it back out (XDP_TX; bpf_redirect when F's entry names another interface);
  *   - it is F: keep it (XDP_PASS) unless it is TCP without SYN, has no socket here
  *     (bpf_skc_lookup_tcp finds no established, request or time-wait socket; a
- *     listener does not count), S is another server and second hops are on: then the
- *     packet belongs to a connection that S accepted before b moved, and goes to S.
+ *     listener does not count, except for the last ACK of a handshake it answered
+ *     with a SYN cookie), S is another server and second hops are on: then the packet
+ *     belongs to a connection that S accepted before b moved, and goes to S.
  *
  * A packet that came from another server (its source MAC is in lb_peers) is sent on
  * only by its bucket's first hop, and only to the second hop.  The first hop marks
