@@ -326,6 +326,7 @@ def test_a_socket_here_keeps_the_packet(lb: Balancer) -> None:
             assert lb.last().action == "second_hop"
 
 
+@pytest.mark.lab
 def test_the_last_ack_of_a_syn_cookie_handshake_stays(lb: Balancer) -> None:
     """A listener that answers with SYN cookies keeps no request socket, so the
     handshake's last ACK finds only the listener: bpf_tcp_check_syncookie tells it
