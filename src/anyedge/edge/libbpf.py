@@ -125,6 +125,8 @@ def lib() -> ctypes.CDLL:
     _sig(so, "bpf_map__max_entries", u32, vp)
     _sig(so, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
     _sig(so, "bpf_map_lookup_elem", i, i, vp, vp)
+    _sig(so, "bpf_map_delete_elem", i, i, vp)
+    _sig(so, "bpf_map_update_batch", i, i, vp, vp, ctypes.POINTER(u32), vp)
     _sig(so, "bpf_prog_test_run_opts", i, i, ctypes.POINTER(_TestRunOpts))
     _sig(so, "bpf_xdp_attach", i, i, i, u32, vp)
     _sig(so, "bpf_xdp_detach", i, i, u32, vp)
@@ -159,12 +161,37 @@ class Map:
         rc = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), 0)
         _check(f"update of map {self.name}", rc)
 
+    def delete(self, key: Any) -> None:
+        self._obj._live()
+        _check(
+            f"delete from map {self.name}", lib().bpf_map_delete_elem(self.fd, ctypes.byref(key))
+        )
+
+    def update_batch(self, keys: Any, values: Any, count: int) -> None:
+        """Write ``count`` entries in one ``BPF_MAP_UPDATE_BATCH`` call: ``keys`` and
+        ``values`` are contiguous buffers (ctypes arrays, or anything with a
+        ``ctypes.data`` address such as a numpy array) of ``count`` keys and values.
+        Each entry is written atomically, the batch as a whole is not."""
+        self._obj._live()
+        n = ctypes.c_uint32(count)
+        rc = lib().bpf_map_update_batch(
+            self.fd, _address(keys), _address(values), ctypes.byref(n), None
+        )
+        _check(f"batch update of map {self.name} ({n.value} of {count} written)", rc)
+
     def lookup(self, key: Any, value: Any) -> None:
         """Fill ``value`` (a ctypes object of the map's value size; for a per-CPU map,
         of that size rounded up to 8 bytes times :func:`possible_cpus`)."""
         self._obj._live()
         rc = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
         _check(f"lookup in map {self.name}", rc)
+
+
+def _address(buf: Any) -> int:
+    data = getattr(buf, "ctypes", None)
+    if data is not None:  # a numpy array
+        return int(data.data)
+    return ctypes.addressof(buf)
 
 
 class Program:

@@ -42,6 +42,7 @@ struct ae_frag_hdr {
 struct pkt {
 	__u64 src[2];      /* source address; IPv4 in the first four bytes, rest zero */
 	__u64 dst[2];      /* destination address, likewise */
+	__u32 l3_off;      /* offset of the IP header from the start of the frame */
 	__u32 l4_off;      /* offset of the TCP/UDP header from the start of the frame */
 	__u32 payload_off; /* offset of the transport payload from the start of the frame */
 	__u16 sport;       /* host byte order; 0 without a transport header */
@@ -78,6 +79,7 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 		off += sizeof(*vh);
 	}
 
+	p->l3_off = off;
 	if (h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = data + off;
 		__u32 ihl;
