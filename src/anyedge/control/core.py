@@ -639,21 +639,29 @@ class _Decision:
             moves, filled = fill(taken, room_l)
             base = tuple(fields.items())
             arriving_s = self.fl.arriving[s].tolist()
-            for p, i, c in moves:
+            load, out, fw = self.load, self.out, self.fw
+            shares = 0.0
+            for p, i, c in moves:  # booked as move() would, the sender's side once
                 if c <= EPS:
                     continue
                 r = order[i]
                 share = c / arriving_s[p]
                 why = Reason(code, (*base, ("receiver", float(r)), ("latency_ms", float(lat[r]))))
-                self.out.append(Action("forward", s, why, plan=p, to=r, share=share, cpu=c))
-                self.move(s, p, r, c)
+                out.append(Action("forward", s, why, plan=p, to=r, share=share, cpu=c))
+                load[r] += c
                 room[r] -= c
-                entry = self.fw.setdefault((s, p, r), [0.0, 0.0])
+                entry = fw.setdefault((s, p, r), [0.0, 0.0])
                 entry[0] += share
                 entry[1] += c
-                self.out_share[s] += share
-                self.own_left[s, p] -= c
+                own[p] -= c
+                shares += share
                 moved += c
+            if moved > 0.0:
+                load[s] -= moved
+                self.budget -= moved
+                self.changed[s] = True
+                self.out_share[s] += shares
+                self.own_left[s] = own
             room[s] = 0.0  # a site that forwards receives nothing
             for r in order[:filled]:
                 room[r] = 0.0  # filled to acceptable: no room left this decision
