@@ -11,6 +11,7 @@ and only a hang fails them.
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import threading
@@ -508,3 +509,88 @@ def test_copy_refuses_a_gap_and_ignores_a_resend() -> None:
     etcd_like = Copy(contiguous=False)
     assert etcd_like.receive(Batch(7, ())) is not None
     assert etcd_like.seq == 7
+
+
+# --- the command line -----------------------------------------------------------------
+
+
+def test_cli_put_get_delete_watch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from anyedge.cli.main import main
+
+    with EmbeddedWriter(tmp_path / "w.db") as w:
+        addr = f"{w.address[0]}:{w.address[1]}"
+        assert main(["store", "put", "--connect", addr, "sites/CHC", '{"servers":12}']) == 0
+        assert capsys.readouterr().out == "1\n"
+        assert main(["store", "get", "--connect", addr, "sites/CHC"]) == 0
+        assert capsys.readouterr().out == '{"servers":12}\n'
+        assert main(["store", "get", "--connect", addr, "--json", "sites/"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc == {"seq": 1, "items": {"sites/CHC": '{"servers":12}'}}
+        assert main(["store", "delete", "--connect", addr, "sites/CHC"]) == 0
+        assert capsys.readouterr().out == "2\n"
+        assert main(["store", "get", "--connect", addr, "sites/CHC"]) == 1
+        t = threading.Timer(0.5, lambda: w.txn({"sites/AKL": b"\xff"}, ["x"]))
+        t.start()
+        assert main(["store", "watch", "--connect", addr, "--count", "1", "sites/"]) == 0
+        t.join()
+        line = json.loads(capsys.readouterr().out)
+        assert line == {"seq": 3, "changes": {"sites/AKL": "base64:/w=="}}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["store", "put", "--connect", "nonsense", "k", "v"],
+        ["store", "put", "--connect", "127.0.0.1:99999", "k", "v"],
+        ["store", "put", "k"],
+        ["store", "put", "--etcd", "127.0.0.1:2379", "k", "v"],
+        ["store", "serve", "--db", "x.db", "--compact-every", "0"],
+    ],
+)
+def test_cli_bad_input_exits_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from anyedge.cli.main import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "anyedge: error: " in err
+    assert "Traceback" not in err
+
+
+def test_cli_unreachable_store_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    from anyedge.cli.main import main
+    from store_support import free_ports
+
+    (port,) = free_ports(1)
+    assert main(["store", "put", "--connect", f"127.0.0.1:{port}", "k", "v"]) == 3
+    assert capsys.readouterr().err.startswith("anyedge: error: ")
+
+
+def test_cli_serve_runs_until_sigterm(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from anyedge.cli.main import main
+    from store_support import SRC
+
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    db = tmp_path / "w.db"
+    cmd = ["store", "serve", "--db", str(db), "--listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anyedge", *cmd], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert ready["seq"] == 0
+        assert main(["store", "put", "--connect", ready["listen"], "a", "1"]) == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+    log = SqliteLog(db)
+    try:
+        assert log.state() == {"a": b"1"}
+    finally:
+        log.close()

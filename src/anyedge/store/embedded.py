@@ -27,7 +27,7 @@ import socket
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +145,17 @@ class _Session:
 class _FanOut:
     """The asyncio side: accepts replicas, catches them up, streams batches to each."""
 
-    def __init__(self, path: str, store_id: str, host: str, port: int, queue_limit: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        store_id: str,
+        host: str,
+        port: int,
+        queue_limit: int,
+        commit: Callable[[tuple[Change, ...]], int],
+    ) -> None:
         self.path, self.store_id, self.queue_limit = path, store_id, queue_limit
+        self.commit = commit
         self.sessions: set[_Session] = set()
         self.dropped = 0
         self.loop = asyncio.new_event_loop()
@@ -181,7 +190,11 @@ class _FanOut:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = _Session(asyncio.Queue(), writer)
         try:
-            hello = await self._hello(reader)
+            dec = wire.Decoder()
+            hello = await self._hello(reader, dec)
+            if isinstance(hello, wire.Write):
+                await self._writes(hello, reader, writer, dec)
+                return
             self.sessions.add(s)
             db = await asyncio.to_thread(_connect, self.path)
             try:
@@ -215,17 +228,44 @@ class _FanOut:
             writer.transport.abort()
 
     @staticmethod
-    async def _hello(reader: asyncio.StreamReader) -> wire.Hello:
-        dec = wire.Decoder()
+    async def _hello(reader: asyncio.StreamReader, dec: wire.Decoder) -> wire.Hello | wire.Write:
         while True:
             data = await reader.read(65536)
             if not data:
                 raise asyncio.IncompleteReadError(b"", None)
             msgs = dec.feed(data)
             if msgs:
-                if not isinstance(msgs[0], wire.Hello) or len(msgs) > 1:
+                first = msgs[0]
+                if isinstance(first, wire.Write):
+                    dec.pending = msgs[1:]
+                    return first
+                if not isinstance(first, wire.Hello) or len(msgs) > 1:
                     raise ProtocolError("a replica speaks first, with HELLO only")
-                return msgs[0]
+                return first
+
+    async def _writes(
+        self,
+        first: wire.Write,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dec: wire.Decoder,
+    ) -> None:
+        """A writing client: commit each WRITE in order, answer each with its ACK."""
+        todo: list[wire.Message] = [first, *dec.pending]
+        while True:
+            for msg in todo:
+                if not isinstance(msg, wire.Write):
+                    raise ProtocolError("a writing client sends WRITE frames only")
+                for c in msg.changes:
+                    if not c.key:
+                        raise ProtocolError("an empty key")
+                seq = await asyncio.to_thread(self.commit, msg.changes)
+                writer.write(wire.encode(wire.Ack(seq)))
+            await writer.drain()
+            data = await reader.read(65536)
+            if not data:
+                return
+            todo = list(dec.feed(data))
 
     def close(self) -> None:
         async def stop() -> None:
@@ -263,7 +303,9 @@ class EmbeddedWriter:
         self._lock = threading.Lock()
         self._log = SqliteLog(path, durable)
         self.compact_every = compact_every
-        self._fanout = _FanOut(self._log.path, self._log.store_id, host, port, queue_limit)
+        self._fanout = _FanOut(
+            self._log.path, self._log.store_id, host, port, queue_limit, self._commit
+        )
         self.address = self._fanout.address
         self.store_id = self._log.store_id
 
@@ -338,6 +380,7 @@ class EmbeddedReplica(ReplicaBase):
         self.address = address
         self.retry, self.max_retry = retry, max_retry
         self.connects = 0
+        self.writer_seq = -1  # the writer's head when this replica last connected
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="store-replica", daemon=True)
@@ -370,8 +413,9 @@ class EmbeddedReplica(ReplicaBase):
                 for msg in dec.feed(data):
                     if isinstance(msg, wire.Hello):
                         their_id = msg.store_id
-                    elif their_id is None:
-                        raise ProtocolError("the writer did not say HELLO first")
+                        self.writer_seq = msg.seq
+                    elif their_id is None or not isinstance(msg, Batch | Snapshot):
+                        raise ProtocolError(f"unexpected {type(msg).__name__} from the writer")
                     else:
                         self.receive(msg, their_id)
         finally:
@@ -388,6 +432,46 @@ class EmbeddedReplica(ReplicaBase):
         self._close_local()
 
     def __enter__(self) -> EmbeddedReplica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteWriter:
+    """Writes sent to an :class:`EmbeddedWriter`'s port (the one writer stays the one
+    that commits); each call waits for the sequence number it got."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 10.0) -> None:
+        self._sock = socket.create_connection(address, timeout=timeout)
+        self._dec = wire.Decoder()
+        self._acks: list[wire.Message] = []
+
+    def put(self, key: str, value: bytes) -> int:
+        return self._send(changes_of({key: value}, ()))
+
+    def delete(self, key: str) -> int:
+        return self._send(changes_of(None, (key,)))
+
+    def txn(self, puts: Mapping[str, bytes] | None = None, deletes: Iterable[str] = ()) -> int:
+        return self._send(changes_of(puts, deletes))
+
+    def _send(self, changes: tuple[Change, ...]) -> int:
+        self._sock.sendall(wire.encode(wire.Write(changes)))
+        while not self._acks:
+            data = self._sock.recv(65536)
+            if not data:
+                raise ProtocolError("the writer closed the connection")
+            self._acks += self._dec.feed(data)
+        ack = self._acks.pop(0)
+        if not isinstance(ack, wire.Ack):
+            raise ProtocolError(f"expected ACK, got {type(ack).__name__}")
+        return ack.seq
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> RemoteWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,7 +4,9 @@ Every frame is a 4-byte big-endian length, then a 1-byte type, then the body.  A
 replica opens with ``HELLO(store_id, seq)`` (the store it copies and the last sequence
 number it applied; an empty id when it has none); the writer answers with its own
 ``HELLO(store_id, head)``, then maybe one ``SNAPSHOT``, then ``BATCH`` frames in
-sequence order for as long as the connection lives.
+sequence order for as long as the connection lives.  A client that writes (the
+command line's ``anyedge store put``) opens with ``WRITE(changes)`` instead, and gets
+``ACK(seq)`` for each write, in order.
 
 Strings are UTF-8 with a 4-byte length; a change is a flag (0 put, 1 delete), the key,
 and for a put the value.
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 from .api import Batch, Change, ProtocolError, Snapshot
 
-HELLO, SNAPSHOT, BATCH = 1, 2, 3
+HELLO, SNAPSHOT, BATCH, WRITE, ACK = 1, 2, 3, 4, 5
 MAX_FRAME = 1 << 30
 
 _HEAD = struct.Struct(">IB")
@@ -32,7 +34,17 @@ class Hello:
     seq: int
 
 
-Message = Hello | Snapshot | Batch
+@dataclass(frozen=True, slots=True)
+class Write:
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+Message = Hello | Snapshot | Batch | Write | Ack
 
 
 def _str(b: bytes) -> bytes:
@@ -66,6 +78,10 @@ def encode(msg: Message) -> bytes:
         return _frame(BATCH, _U64.pack(msg.seq) + encode_changes(msg.changes))
     if isinstance(msg, Snapshot):
         return _frame(SNAPSHOT, _U64.pack(msg.seq) + encode_items(msg.items))
+    if isinstance(msg, Write):
+        return _frame(WRITE, encode_changes(msg.changes))
+    if isinstance(msg, Ack):
+        return _frame(ACK, _U64.pack(msg.seq))
     return _frame(HELLO, _U64.pack(msg.seq) + _str(msg.store_id.encode()))
 
 
@@ -140,6 +156,10 @@ def decode(kind: int, body: bytes) -> Message:
     elif kind == HELLO:
         seq = r.u64()
         msg = Hello(r.text(), seq)
+    elif kind == WRITE:
+        msg = Write(tuple(_changes(r)))
+    elif kind == ACK:
+        msg = Ack(r.u64())
     else:
         raise ProtocolError(f"unknown frame type {kind}")
     r.end()
@@ -151,6 +171,7 @@ class Decoder:
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self.pending: list[Message] = []  # decoded, not yet handled (the reader's to use)
 
     def feed(self, data: bytes) -> list[Message]:
         self._buf += data
