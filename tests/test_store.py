@@ -594,3 +594,68 @@ def test_cli_serve_runs_until_sigterm(tmp_path: Path) -> None:
         assert log.state() == {"a": b"1"}
     finally:
         log.close()
+
+
+def _doc_commands() -> list[str]:
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "store.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    lines = [re.split(r"\s#\s", ln)[0].strip() for b in blocks for ln in b.splitlines()]
+    return [ln for ln in lines if ln.startswith("anyedge store ")]
+
+
+def test_the_documented_store_commands_run(
+    tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/store.md's commands, against a writer (and etcd) of this test's own:
+    ``serve`` and ``replica`` as processes ended by SIGTERM, ``watch`` for one write."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from anyedge.cli.main import main
+    from store_support import SRC
+
+    commands = _doc_commands()
+    assert {shlex.split(c)[2] for c in commands} >= {"serve", "replica", "put", "get", "watch"}
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    with EmbeddedWriter(tmp_path / "w.db") as w:
+        addr = f"{w.address[0]}:{w.address[1]}"
+        for command in commands:
+            args = shlex.split(command)[1:]
+            for i, a in enumerate(args):
+                if a == "--db":
+                    args[i + 1] = str(tmp_path / args[i + 1])
+                elif a == "--listen":
+                    args[i + 1] = "127.0.0.1:0"
+                elif a == "--etcd":
+                    cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+                    args[i + 1] = cluster.client_urls[0]
+            if "--etcd" not in args and args[1] != "serve":
+                args[2:2] = ["--connect", addr]
+            if args[1] in ("serve", "replica"):
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "anyedge", *args], stdout=subprocess.PIPE, env=env
+                )
+                try:
+                    assert proc.stdout is not None
+                    assert json.loads(proc.stdout.readline())["seq"] == (
+                        0 if args[1] == "serve" else w.seq
+                    )
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    assert proc.wait(WAIT) == 0, command
+                    if proc.stdout is not None:
+                        proc.stdout.close()
+                continue
+            timer = None
+            if args[1] == "watch":
+                args[2:2] = ["--count", "1"]
+                timer = threading.Timer(0.5, lambda: w.put("acme/late", b"1"))
+                timer.start()
+            assert main(args) == 0, command
+            if timer is not None:
+                timer.join()
+            assert capsys.readouterr().out.strip(), command

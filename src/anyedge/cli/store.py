@@ -175,12 +175,25 @@ def serve(db: Path, listen: tuple[str, int], compact_every: int) -> None:
 @_options
 @_handled
 def replica(db: Path, connect: tuple[str, int], etcd: str | None, prefix: str) -> None:
-    """Keep a replica's copy in a local file until SIGTERM or SIGINT."""
+    """Keep a replica's copy in a local file until SIGTERM or SIGINT.
+
+    Prints one JSON line (its file and sequence number) once it holds what the store
+    held when it connected."""
+    from ..store import StoreError
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     r = _replica(connect, etcd, prefix, db)
     try:
+        while not stop.is_set():  # a store not up yet is waited for, not an error
+            try:
+                _synced(r, 1.0)
+                break
+            except StoreError:
+                continue
+        if not stop.is_set():
+            click.echo(json.dumps({"db": str(db), "seq": r.seq}))  # click.echo flushes
         stop.wait()
     finally:
         r.close()
