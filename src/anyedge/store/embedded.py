@@ -157,6 +157,7 @@ class _FanOut:
         self.path, self.store_id, self.queue_limit = path, store_id, queue_limit
         self.commit = commit
         self.sessions: set[_Session] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.dropped = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="store-fanout")
@@ -189,6 +190,9 @@ class _FanOut:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = _Session(asyncio.Queue(), writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
         try:
             dec = wire.Decoder()
             hello = await self._hello(reader, dec)
@@ -226,6 +230,8 @@ class _FanOut:
         finally:
             self.sessions.discard(s)
             writer.transport.abort()
+            if task is not None:
+                self.tasks.discard(task)
 
     @staticmethod
     async def _hello(reader: asyncio.StreamReader, dec: wire.Decoder) -> wire.Hello | wire.Write:
@@ -270,8 +276,9 @@ class _FanOut:
     def close(self) -> None:
         async def stop() -> None:
             self.server.close()
-            for s in list(self.sessions):
-                self._drop(s)
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.server.wait_closed()
 
         with contextlib.suppress(Exception):
