@@ -364,7 +364,9 @@ def test_watch_sees_a_snapshot_as_changes(tmp_path: Path) -> None:
             assert r.wait(2, WAIT)
             s = w.delete("a")
             assert r.wait(s, WAIT)
-    assert [b.seq for b in got][-1] == 3
+    seq, changes = got[-1]
+    assert seq == 3
+    assert changes == (Change("a", None),)
     assert {c.key for b in got for c in b.changes} == {"a", "b"}
 
 

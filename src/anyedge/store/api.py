@@ -42,6 +42,10 @@ class Batch:
     seq: int
     changes: tuple[Change, ...]
 
+    def __iter__(self) -> Iterator[Any]:
+        """``seq, changes = batch``."""
+        return iter((self.seq, self.changes))
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
