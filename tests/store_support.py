@@ -51,10 +51,9 @@ class EtcdCluster:
         names = [f"m{i}" for i in range(members)]
         cluster = ",".join(f"{n}={u}" for n, u in zip(names, peer_urls, strict=True))
         token = f"anyedge-test-{os.getpid()}-{ports[0]}"
+        self.commands: list[list[str]] = []
         for name, client, peer in zip(names, self.client_urls, peer_urls, strict=True):
-            log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
-            self.procs.append(
-                subprocess.Popen(
+            self.commands.append(
                     [
                         "etcd",
                         "--name", name,
@@ -68,12 +67,22 @@ class EtcdCluster:
                         "--initial-cluster-state", "new",
                         "--logger", "zap",
                         "--log-level", "error",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+                    ]
             )  # fmt: skip
-            log.close()
+            self.procs.append(self._start(len(self.procs)))
+
+    def _start(self, i: int) -> subprocess.Popen[bytes]:
+        with open(self.root / f"m{i}.log", "ab") as log:
+            return subprocess.Popen(self.commands[i], stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self, i: int) -> None:
+        """Kill member ``i`` (by its pid)."""
+        self.procs[i].kill()
+        self.procs[i].wait(timeout=30)
+
+    def restart(self, i: int) -> None:
+        """Start member ``i`` again on its data directory (it rejoins the cluster)."""
+        self.procs[i] = self._start(i)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         from anyedge.store.etcd import EtcdClient

@@ -387,6 +387,30 @@ def test_replica_of_another_store_starts_again(tmp_path: Path) -> None:
             assert r.items() == {"two": b"2", "two/b": b"2"}
 
 
+def test_etcd_writer_and_replica_outlive_a_member(etcd_cluster: EtcdCluster) -> None:
+    """Member 0 (the first endpoint of both) is killed by pid mid-stream: the writer and
+    the replica's watch move to the other members, and nothing is lost."""
+    prefix = f"/t-{uuid.uuid4().hex[:8]}/"
+    urls = etcd_cluster.client_urls
+    w = EtcdWriter(urls, prefix)
+    r = EtcdReplica(urls, prefix)
+    got: list[int] = []
+    r.watch("", callback=lambda b: got.append(b.seq))
+    try:
+        written = [w.put(f"k/{i}", b"%d" % i) for i in range(100)]
+        assert r.wait(written[-1], WAIT)
+        etcd_cluster.kill(0)
+        written += [w.put(f"k/{i}", b"%d" % i) for i in range(100, 300)]
+        assert r.wait(written[-1], WAIT)
+        assert r.items() == {f"k/{i}": b"%d" % i for i in range(300)}
+        assert got == written
+    finally:
+        r.close()
+        w.close()
+        etcd_cluster.restart(0)
+        etcd_cluster.wait_ready()
+
+
 # --- the pure log and the codec -----------------------------------------------------
 
 keys = st.sampled_from([f"k{i}" for i in range(8)])
