@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import wire
 from .api import Batch, Change, ProtocolError, Snapshot, changes_of
@@ -157,7 +158,8 @@ class _FanOut:
         self.path, self.store_id, self.queue_limit = path, store_id, queue_limit
         self.commit = commit
         self.sessions: set[_Session] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.conns: set[asyncio.StreamWriter] = set()
         self.dropped = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="store-fanout")
@@ -193,6 +195,7 @@ class _FanOut:
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
+        self.conns.add(writer)
         try:
             dec = wire.Decoder()
             hello = await self._hello(reader, dec)
@@ -230,6 +233,7 @@ class _FanOut:
         finally:
             self.sessions.discard(s)
             writer.transport.abort()
+            self.conns.discard(writer)
             if task is not None:
                 self.tasks.discard(task)
 
@@ -276,9 +280,14 @@ class _FanOut:
     def close(self) -> None:
         async def stop() -> None:
             self.server.close()
-            for t in list(self.tasks):
-                t.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            # end every connection (not by cancelling: asyncio 3.11's stream callback
+            # reports a cancelled handler as an error); each handler then returns
+            for w in list(self.conns):
+                w.transport.abort()
+            for sess in list(self.sessions):
+                sess.queue.put_nowait(None)
+            if self.tasks:
+                await asyncio.wait(list(self.tasks), timeout=5)
             await self.server.wait_closed()
 
         with contextlib.suppress(Exception):
