@@ -8,6 +8,13 @@ The default day (``anyedge simulate`` with no argument: the default world, six r
 24 hours) is the most expensive thing the suite does, so it is done once per test run,
 by :func:`default_day_run`, through the real command; every test that needs the
 default day's numbers, report or comparison takes them from that one run.
+
+The suite runs on several workers (pytest-xdist, ``-n 3 --dist loadgroup`` in
+pyproject.toml).  Each test module is one group, so a module's fixtures are built once;
+every ``lab`` test is in one group (one lab at a time: the labs' daemons and timers
+share the machine), and so are the modules that read the default day (so it is
+simulated once).  The lab group goes first, being the longest; its workers mostly wait
+on BGP timers while the other workers compute.
 """
 
 from __future__ import annotations
@@ -37,7 +44,23 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+# modules that read the default day: one group, so the day is simulated once
+DEFAULT_DAY_MODULES = {"test_sim", "test_readme_commands", "test_docs"}
+
+
+def _group(item: pytest.Item) -> str:
+    if "lab" in item.keywords:
+        return "lab"
+    module = item.path.stem
+    return "default_day" if module in DEFAULT_DAY_MODULES else module
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    order = {"lab": 0, "default_day": 1}
+    items.sort(key=lambda item: order.get(_group(item), 2))  # stable: files keep their order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="lab tests need root (network namespaces)")

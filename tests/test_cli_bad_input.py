@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -132,6 +133,16 @@ def test_simulate_prints_plain_progress_when_not_on_a_terminal(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     assert "Traffic Manager: started" in r.stderr
     assert "\x1b" not in r.stderr  # no terminal control sequences in a log
+
+
+def test_predict_all_prints_plain_progress_when_not_on_a_terminal() -> None:
+    r = anyedge("predict", "-t", TINY, "--all")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert re.fullmatch(r"failover atlas, \d+ scenarios: started \(\d+ s\)", lines[0]), lines
+    assert re.fullmatch(r"failover atlas, \d+ scenarios: done \(\d+ s\)", lines[-1]), lines
+    assert "\x1b" not in r.stderr
+    assert "\r" not in r.stderr
 
 
 @pytest.mark.parametrize(

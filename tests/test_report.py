@@ -33,6 +33,7 @@ from anyedge.report.html import (
     HEALTH_COLOURS,
     MAX_POINTS,
     MODE_COLOURS,
+    SITE_R,
     actions_csv,
     series_csv,
     totals_csv,
@@ -709,6 +710,35 @@ def test_chromium_narrows_the_map_to_an_hour(
     caption = re.search(r'<table class="moves small" id="moves"[^>]*><caption>([^<]*)', r.stdout)
     assert caption is not None
     assert "14:00–15:00 UTC" in caption.group(1)
+    # the sites too: coloured by their worst sample in that hour, sized by what they
+    # moved in it (a site that moved nothing then is drawn at the smallest size)
+    shown = re.search(r'<svg id="map"[^>]*data-showing="(\w+)"', r.stdout)
+    assert shown is not None
+    mode = shown.group(1)
+    colour = {"g": HEALTH_COLOURS["green"], "y": HEALTH_COLOURS["yellow"],
+              "r": HEALTH_COLOURS["red"], "u": HEALTH_COLOURS["unknown"]}  # fmt: skip
+    groups = r.stdout.split('<g class="flows" data-mode="')[1:]
+    mine = next(g for g in groups if g.startswith(mode + '"')).split('<g class="sites"')[0]
+    moved = {
+        (a, b)
+        for a, b, per_hour in re.findall(
+            r'<g class="flow" data-from="(\w+)" data-to="(\w+)"[^>]*data-v="([^"]*)"', mine
+        )
+        if per_hour.split(",")[1] not in ("", "0")
+    }
+    circles = re.findall(r"<circle ([^>]*)>", r.stdout)
+    assert circles
+    small, worst_seen = 0, set()
+    for attrs in circles:
+        a = dict(re.findall(r'([\w-]+)="([^"]*)"', attrs))
+        hour = a[f"data-h-{mode}"][1]
+        worst_seen.add(hour)
+        assert a["fill"] == colour[hour], a
+        if not any(a["data-site"] in pair for pair in moved):
+            assert float(a["r"]) == SITE_R, a
+            small += 1
+    assert small < len(circles)  # some sites moved traffic in that hour
+    assert worst_seen - {"g"}  # ... and some were not healthy then
 
 
 @pytest.mark.slow
@@ -904,6 +934,19 @@ def test_the_map_narrows_to_hours_with_distances(
     assert moves is not None
     assert "Largest moves, Traffic Manager, the whole run" in moves.group(0)
     assert "<th>km</th>" in moves.group(0)
+    # each site's health by hour, for the map's hours: the worst hour is the whole run's
+    rank = {"u": 0, "g": 1, "y": 2, "r": 3}
+    letter = {v: k[0] for k, v in HEALTH_COLOURS.items()}
+    circles = [
+        dict(re.findall(r'([\w-]+)="([^"]*)"', a))
+        for a in re.findall(r"<circle ([^>]*)>", twin_page)
+    ]
+    assert len(circles) == len(c.sites)
+    for a in circles:
+        for m in c.runs:
+            hourly = a[f"data-h-{m}"]
+            assert len(hourly) == 3
+            assert max(hourly, key=rank.__getitem__) == letter[a[f"data-fill-{m}"]], (m, a)
 
 
 def test_distances_are_great_circle_km(page: str) -> None:

@@ -8,16 +8,22 @@ Nothing here keeps state: what was made is recorded by the caller (the lab direc
 so that a lab can be torn down after a crash by :func:`remove` on each recorded name —
 which ends every process still inside the namespace (``ip netns pids``) before deleting
 it.
+
+:func:`entered` moves the calling thread into a namespace for a block (``setns``), for
+what must be done from inside without a process of its own: opening a socket there,
+attaching an XDP program to an interface there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
@@ -189,3 +195,39 @@ def remove(ns: str) -> None:
         return
     stop(pids(ns))
     _run(["ip", "netns", "del", ns], check=False)
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def entered(name: str | None) -> Iterator[None]:
+    """Run the block in network namespace ``name`` (``NETNS_DIR/NAME``), then come back.
+
+    Only the calling thread moves.  Sockets and interface indexes taken inside stay
+    bound to that namespace after the block; BPF file descriptors are not tied to one.
+    ``None`` stays where it is.
+    """
+    if name is None:
+        yield
+        return
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        there = os.open(NETNS_DIR / name, os.O_RDONLY)
+        try:
+            _setns(there)
+        finally:
+            os.close(there)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)

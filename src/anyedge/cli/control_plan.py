@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
-from rich.table import Table
 
 from ..control.codec import (
     ObservationIn,
@@ -29,9 +29,11 @@ from ..control.core import Failover, State, apply, decide
 from ..control.reasons import Names
 from ..errors import InputError
 from ..model.files.text import read_json
-from ..predict import Atlas
 from .control import control
 from .output import console, csv_option, one_format, write_csv
+
+if TYPE_CHECKING:  # loaded only with --atlas: the predictor is not needed to plan
+    from ..predict import Atlas
 
 
 def _failover(atlas: Atlas, names: Names, path: Path) -> Failover:
@@ -55,6 +57,12 @@ def _failover(atlas: Atlas, names: Names, path: Path) -> Failover:
                 if f.site in names.sites:
                     share[s, names.sites.index(f.site)] = f.share
     return Failover(share=share, known=known)
+
+
+def _load_atlas(path: Path) -> Atlas:
+    from ..predict import Atlas
+
+    return Atlas.load(path)
 
 
 @control.command("plan")
@@ -101,7 +109,7 @@ def plan_cmd(
             len(names.sites), len(names.plans), len(names.sections), len(names.prefixes)
         )
     failover = (
-        _failover(Atlas.load(atlas_file), names, atlas_file) if atlas_file is not None else None
+        _failover(_load_atlas(atlas_file), names, atlas_file) if atlas_file is not None else None
     )
     plan = decide(obs, state, cfg, doc.now, failover)
     after = apply(state, plan, doc.now)
@@ -117,6 +125,8 @@ def plan_cmd(
     con = console()
     if plan.empty:
         con.print("nothing to do" + ("" if not plan.actions else ":"))
+    from rich.table import Table
+
     t = Table(title=f"plan at t={doc.now:g}", show_lines=False)
     for col in ("action", "site", "plan", "to", "share", "ms/s", "reason"):
         t.add_column(col, justify="right" if col in ("share", "ms/s") else "left")

@@ -19,6 +19,7 @@ from ..errors import InputError, Problem
 from .common import canonical_prefix, prefix_row, topology_option, world_from
 from .main import cli
 from .output import console, csv_option, one_format, write_csv
+from .progress import counted
 
 if TYPE_CHECKING:
     from ..model.world import World
@@ -138,19 +139,9 @@ def predict(
     p = Predictor(world, row, Mode(mode))
     if build_all:
         scenarios = atlas_scenarios(world, k)
-        con = console(stderr=True)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        with Progress(
-            "{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=con,
-            transient=True,
-            disable=as_json or as_csv,
-        ) as bar:
-            task = bar.add_task("failover atlas", total=len(scenarios))
+        with counted(
+            "failover atlas", len(scenarios), "scenarios", quiet=as_json or as_csv
+        ) as advance:
             atlas = build_atlas(
                 world,
                 row,
@@ -159,7 +150,7 @@ def predict(
                 ray_address=None if ray_address in (None, "local") else ray_address,
                 use_ray=ray_address is not None,
                 mode=Mode(mode),
-                progress=lambda n: bar.advance(task, n),
+                progress=advance,
                 predictor=p,
             )
         if out is not None:

@@ -64,6 +64,42 @@ def steps(title: str, names: list[str], quiet: bool = False) -> Iterator[Callabl
         bar.update(task, completed=len(names), step="done")
 
 
+@contextmanager
+def counted(
+    title: str, total: int, unit: str, quiet: bool = False
+) -> Iterator[Callable[[int], None]]:
+    """Progress over ``total`` units of work; call the yielded function with how many
+    more are done.  Off a terminal: a line at the start, at each quarter and at the end
+    ("failover atlas, 1,234 scenarios: 25 % (3 s)")."""
+    if quiet:
+        yield lambda _: None
+        return
+    if plain():
+        lines, done, what = Lines(), 0, f"{title}, {total:,} {unit}"
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            lines.update(what, done / total if total else 1.0)
+
+        lines.update(what, 0.0)
+        yield advance
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(title, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
 class Lines:
     """Plain progress lines for tasks that report a fraction done: a line when a task
     starts, at each further quarter, and when it is done."""

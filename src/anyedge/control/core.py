@@ -53,6 +53,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field, replace
+from itertools import compress
 from typing import Literal
 
 import numpy as np
@@ -134,19 +135,23 @@ class Config:
     def movable_plans(self) -> BoolArray:
         return np.array([p not in self.protected for p in self.plans], dtype=np.bool_)
 
-    def nearest(self) -> IntArray:
-        """(S, S): each site's others by latency, nearest first; sorted once per latency
-        table (kept while the table lives: a configuration's arrays are not changed)."""
+    def nearest(self, s: int) -> IntArray:
+        """Site s's others by latency, nearest first: each row sorted when first asked
+        for and kept while the latency table lives (a configuration's arrays are not
+        changed), so a decision sorts only the rows of the sites it relieves."""
         lat = self.latency_ms
-        got = _NEAREST.get(id(lat))
-        if got is None or got.shape != lat.shape:
-            got = np.argsort(lat, axis=1, kind="stable")
-            _NEAREST[id(lat)] = got
+        rows = _NEAREST.get(id(lat))
+        if rows is None:
+            rows = _NEAREST[id(lat)] = {}
             weakref.finalize(lat, _NEAREST.pop, id(lat), None)
+        got = rows.get(s)
+        if got is None:
+            got = rows[s] = np.argsort(lat[s], kind="stable")
         return got
 
 
-_NEAREST: dict[int, IntArray] = {}
+# latency table (by id) -> site -> its others, nearest first
+_NEAREST: dict[int, dict[int, IntArray]] = {}
 
 
 @dataclass(frozen=True)
@@ -342,10 +347,16 @@ class _Decision:
         self.fl = flows(obs, state)
         self.carried_now = state.forward.with_cpu(self.fl.cpu)
         # the forwards after the actions so far: (src, plan, dst) -> [share, CPU ms/s]
+        fl = self.fl
         self.fw: dict[tuple[int, int, int], list[float]] = {
-            (int(a), int(b), int(c)): [float(sh), float(cp)]
+            (a, b, c): [sh, cp]
             for a, b, c, sh, cp in zip(
-                self.fl.src, self.fl.plan, self.fl.dst, self.fl.share, self.fl.cpu, strict=True
+                fl.src.tolist(),
+                fl.plan.tolist(),
+                fl.dst.tolist(),
+                fl.share.tolist(),
+                fl.cpu.tolist(),
+                strict=True,
             )
         }
         fwd = np.zeros_like(self.fl.arriving)
@@ -363,7 +374,9 @@ class _Decision:
         self.guarded = np.zeros(n, dtype=np.bool_)
         self.out_share = np.bincount(self.fl.src, weights=self.fl.share, minlength=n)
         self.total = np.asarray(total, dtype=np.float64)
-        self.rec = np.zeros(n, dtype=np.bool_)  # receivers, set when relieving starts
+        # room each receiver has left (CPU ms/s to its acceptable; 0: not a receiver),
+        # as plain floats: set when relieving starts, kept as forwards land
+        self.room: list[float] = []
         self.capacc = self.cap * cfg.acceptable  # CPU ms/s at each site's acceptable
         self.movable_list = self.movable.tolist()
         self.handed = np.zeros(n, dtype=np.bool_)  # sites that handed traffic back
@@ -551,7 +564,7 @@ class _Decision:
                     min_interval_s=cfg.min_interval,
                 )
             )
-        self.rec = self.receivers()
+        self.room = self.receiver_room()
         for s in over[np.argsort(-u[over], kind="stable")].tolist():
             us = self.u_at(s)
             load = float(self.load[s])
@@ -572,40 +585,50 @@ class _Decision:
                 code = "replace"
                 fields["returned"] = float(self.returned[s])
                 fields["sender"] = float(self.returned_by[s])
-            self.plurimog(s, need, code, fields, avoid=np.zeros(self.obs.sites, np.bool_))
+            self.plurimog(s, need, code, fields)
+
+    def receiver_room(self) -> list[float]:
+        """Room left at each receiver (0 elsewhere), from the loads so far."""
+        # after a withdrawal (loads changed) the receivers stay those found first
+        rec = np.asarray(self.room) > EPS if self.room else self.receivers()
+        return np.where(rec, self.capacc - self.load, 0.0).tolist()  # type: ignore[no-any-return]
 
     def plurimog(
-        self, s: int, need: float, code: str, fields: dict[str, float], avoid: BoolArray
+        self,
+        s: int,
+        need: float,
+        code: str,
+        fields: dict[str, float],
+        avoid: set[int] | None = None,
     ) -> float:
         """Forward ``need`` ms/s of site s's own users' traffic (never what it was sent),
         nearest receivers first; a hold says what could not be placed, and why."""
         cfg = self.cfg
         lat = cfg.latency_ms[s]
         own = self.own_left[s].tolist()  # plain floats: a handful of plans
-        movable = sum(c for c, m in zip(own, self.movable_list, strict=True) if m)
+        movable = sum(compress(own, self.movable_list))
         budget = max(self.budget, 0.0)
         goal = min(need, budget, movable)
-        # receivers nearest first, walked in chunks until their room covers the goal:
-        # the order of each site's neighbours is sorted once per configuration
-        nearest = cfg.nearest()[s]
-        eligible = self.rec if not avoid.any() else self.rec & ~avoid
-        picked: list[IntArray] = []
-        rooms: list[FloatArray] = []
-        found, start, exhausted = 0.0, 0, True
-        while start < nearest.size:
-            chunk = nearest[start : start + CHUNK]
-            start += CHUNK
-            chunk = chunk[eligible[chunk]]
-            room = self.capacc[chunk] - self.load[chunk]
-            ok = (room > EPS) & np.isfinite(lat[chunk])
-            picked.append(chunk[ok])
-            rooms.append(room[ok])
-            found += float(room[ok].sum())
-            if found >= goal:
-                exhausted = start >= nearest.size and found <= goal
-                break
-        order = np.concatenate(picked).tolist() if picked else []
-        room_l = np.concatenate(rooms).tolist() if rooms else []
+        # receivers nearest first until their room covers the goal: each site's
+        # neighbours are sorted once per latency table, and walked a few at a time in
+        # plain Python (a site rarely needs more than a handful)
+        nearest = cfg.nearest(s)
+        room = self.room
+        order: list[int] = []
+        room_l: list[float] = []
+        found, start, step, exhausted = 0.0, 0, 16, True
+        while exhausted and start < nearest.size:
+            for r in nearest[start : start + step].tolist():
+                x = room[r]
+                if x > EPS and (avoid is None or r not in avoid) and math.isfinite(lat[r]):
+                    order.append(r)
+                    room_l.append(x)
+                    found += x
+                    if found >= goal:
+                        exhausted = False
+                        break
+            start += step
+            step = min(4 * step, 1024)
         room_known = found if exhausted else math.inf
         amount = min(goal, found)
         moved = 0.0
@@ -614,23 +637,26 @@ class _Decision:
             # highest-priority plan to the nearest (the reference's rule, in .split)
             taken = take(amount, own, self.movable_list)
             moves, filled = fill(taken, room_l)
-            base = tuple((k, float(v)) for k, v in fields.items())
+            base = tuple(fields.items())
+            arriving_s = self.fl.arriving[s].tolist()
             for p, i, c in moves:
                 if c <= EPS:
                     continue
-                r = int(order[i])
-                arriving = float(self.fl.arriving[s, p])
+                r = order[i]
+                share = c / arriving_s[p]
                 why = Reason(code, (*base, ("receiver", float(r)), ("latency_ms", float(lat[r]))))
-                self.out.append(Action("forward", s, why, plan=p, to=r, share=c / arriving, cpu=c))
+                self.out.append(Action("forward", s, why, plan=p, to=r, share=share, cpu=c))
                 self.move(s, p, r, c)
+                room[r] -= c
                 entry = self.fw.setdefault((s, p, r), [0.0, 0.0])
-                entry[0] += c / arriving
+                entry[0] += share
                 entry[1] += c
-                self.out_share[s] += c / arriving
+                self.out_share[s] += share
                 self.own_left[s, p] -= c
                 moved += c
-            self.rec[s] = False  # a site that forwards receives nothing
-            self.rec[order[:filled]] = False  # filled to acceptable: no room left this decision
+            room[s] = 0.0  # a site that forwards receives nothing
+            for r in order[:filled]:
+                room[r] = 0.0  # filled to acceptable: no room left this decision
         left = need - moved
         if left > max(EPS, 1e-6 * need):
             if movable < need - EPS and movable <= min(budget, room_known) + EPS:
@@ -702,13 +728,11 @@ class _Decision:
         room_all = np.where(self.fresh, np.maximum(self.cap * cfg.acceptable - self.load, 0.0), 0.0)
         short = np.flatnonzero(lands > room_all + EPS)
         if short.size:
-            crowded = np.zeros(self.obs.sites, dtype=np.bool_)
-            crowded[short] = True
-            crowded[s] = True
+            crowded = {*short.tolist(), s}
             for r in short.tolist():
                 if not (self.forward_ok[r] and self.quiet[r]):
                     continue
-                fields = {"sender": s, "lands": float(lands[r]), "room": float(room_all[r])}
+                fields = {"sender": float(s), "lands": float(lands[r]), "room": float(room_all[r])}
                 self.plurimog(r, float(lands[r] - room_all[r]), "make_room", fields, crowded)
             worst = int(short[np.argmax((lands - room_all)[short])])
             self.out.append(
@@ -727,6 +751,7 @@ class _Decision:
         self.load[s] -= per_prefix
         self.budget -= per_prefix
         self.changed[s] = True
+        self.room = self.receiver_room()  # the receivers' room, after what lands
         why = Reason.of("withdraw", prefix=q, cpu=per_prefix)
         self.out.append(Action("withdraw", s, why, prefix=q, cpu=per_prefix))
 

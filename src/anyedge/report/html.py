@@ -231,6 +231,31 @@ def _health(u: float | None) -> str:
     return "yellow" if u <= YELLOW_UP_TO else "red"
 
 
+HEALTH_LETTERS = {"green": "g", "yellow": "y", "red": "r", "unknown": "u"}
+
+
+def _hourly_health(run: RunResult, sites: Sequence[str], hours: int) -> dict[str, str]:
+    """Each site's health in each FLOW_BIN_S of ``run``, one letter an hour (g, y, r; u:
+    no sample): the worst utilisation sampled in the hour, a site that could not serve
+    (no finite utilisation) counting as overloaded, as the run's own worst does."""
+    u = np.asarray(run.series.utilisation, dtype=np.float64)
+    if u.ndim != 2 or u.shape[1] != len(sites) or hours <= 0:
+        return {}
+    u = np.where(np.isfinite(u), u, 10.0)
+    hour = (np.arange(u.shape[0]) * run.series.step_s // FLOW_BIN_S).astype(np.int64)
+    worst = np.full((hours, len(sites)), np.nan)
+    for h in range(hours):
+        rows = u[hour == h]
+        if rows.size:
+            worst[h] = rows.max(axis=0)
+    return {
+        code: "".join(
+            HEALTH_LETTERS[_health(None if np.isnan(x) else float(x))] for x in worst[:, i]
+        )
+        for i, code in enumerate(sites)
+    }
+
+
 def _site_traffic(run: RunResult) -> dict[str, tuple[float, float]]:
     """Requests moved out of and into each site in ``run``."""
     out: dict[str, list[float]] = {}
@@ -752,10 +777,15 @@ def _map_card(c: Comparison, modes: Sequence[str]) -> str:
             return SITE_R
         return SITE_R + growth * math.sqrt(moved / biggest)
 
+    # for the script, which sizes and colours the sites for the hours chosen
+    hours = _hours(c, modes)
+    by_hour = {m: _hourly_health(c.runs[m], c.sites, hours) for m in modes} if hours > 1 else {}
+    colours = ",".join(f"{HEALTH_LETTERS[k]}{v}" for k, v in HEALTH_COLOURS.items())
     svg = [
         f'<svg id="map" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {MAP_W:.0f} '
         f'{proj.height:.0f}" role="img" aria-labelledby="map-title" '
-        f'data-showing="{_e(shown or "")}">',
+        f'data-showing="{_e(shown or "")}" data-r0="{SITE_R:g}" data-growth="{growth:.3f}" '
+        f'data-colours="{colours}">',
         f'<title id="map-title">Sites by health and the traffic moved between them '
         f"({_e(_mode_title(shown or ''))})</title>",
         f'<rect class="ocean" x="0" y="0" width="{MAP_W:.0f}" height="{proj.height:.1f}"/>',
@@ -830,6 +860,8 @@ def _map_card(c: Comparison, modes: Sequence[str]) -> str:
             u = _float(c.runs[m].health.get(code))
             colour = HEALTH_COLOURS[_health(u)]
             attrs.append(f'data-fill-{_e(m)}="{colour}" data-r-{_e(m)}="{radius(code, m):.1f}"')
+            if code in by_hour.get(m, {}):
+                attrs.append(f'data-h-{_e(m)}="{by_hour[m][code]}"')
             out, into = traffic[m].get(code, (0.0, 0.0))
             worst = "no data" if u is None else f"{u:.2f}"
             lines.append(
@@ -892,10 +924,16 @@ def _per_mille(x: float, total: float) -> str:
     return str(n) if n else ""
 
 
+def _hours(c: Comparison, modes: Sequence[str]) -> int:
+    """How many FLOW_BIN_S the runs recorded their moves in (0 or 1: not by hour)."""
+    return max([len(v) for m in modes for v in c.runs[m].flow_bins.values()] + [0])
+
+
 def _window_select(c: Comparison, modes: Sequence[str]) -> str:
-    """A select of the hours the map's lines and the largest moves cover: the whole
-    run, each event's hours, or one hour (when the runs recorded their moves by hour)."""
-    n = max([len(v) for m in modes for v in c.runs[m].flow_bins.values()] + [0])
+    """A select of the hours the map covers — its lines, the sites' sizes and colours
+    and the largest moves: the whole run, each event's hours, or one hour (when the runs
+    recorded their moves by hour)."""
+    n = _hours(c, modes)
     if n <= 1:
         return ""
     start_h = c.start_utc_hour
@@ -1820,6 +1858,41 @@ _JS = """
     for (var i = lo; i < hi && i < parts.length; i++) { sum += Number(parts[i]) || 0; }
     return sum * (Number(flow.getAttribute("data-total")) || 0) / 1000;
   }
+  // the sites for the hours chosen: sized by the traffic they moved out and in (of
+  // the lines drawn) and coloured by their worst hour; the whole run: as drawn
+  var colours = {};
+  (map.getAttribute("data-colours") || "").split(",").forEach(function (kv) {
+    colours[kv.charAt(0)] = kv.slice(1);
+  });
+  function sites(lo, hi, mode, flows, values) {
+    var circles = all("circle.site", map);
+    if (lo < 0) {
+      circles.forEach(function (s) {
+        s.setAttribute("fill", s.getAttribute("data-fill-" + mode) || s.getAttribute("fill"));
+        s.setAttribute("r", s.getAttribute("data-r-" + mode) || s.getAttribute("r"));
+      });
+      return;
+    }
+    var moved = {}, biggest = 0;
+    flows.forEach(function (flow, i) {
+      var m = flow.parentNode.getAttribute("data-mode");
+      var a = m + " " + flow.getAttribute("data-from");
+      var b = m + " " + flow.getAttribute("data-to");
+      moved[a] = (moved[a] || 0) + values[i];
+      moved[b] = (moved[b] || 0) + values[i];
+      biggest = Math.max(biggest, moved[a], moved[b]);
+    });
+    var r0 = Number(map.getAttribute("data-r0")), growth = Number(map.getAttribute("data-growth"));
+    circles.forEach(function (s) {
+      var v = moved[mode + " " + s.getAttribute("data-site")] || 0;
+      var r = biggest > 0 && v > 0 ? r0 + growth * Math.sqrt(v / biggest) : r0;
+      s.setAttribute("r", r.toFixed(1));
+      var h = (s.getAttribute("data-h-" + mode) || "").slice(lo, hi);
+      var worst = h.indexOf("r") >= 0 ? "r" : h.indexOf("y") >= 0 ? "y" :
+        h.indexOf("g") >= 0 ? "g" : "u";
+      if (h) { s.setAttribute("fill", colours[worst]); }
+    });
+  }
   function redraw() {
     var lo = -1, hi = -1;
     if (hours && hours.value) {
@@ -1834,6 +1907,7 @@ _JS = """
       values.push(v);
       vmax = Math.max(vmax, v);
     });
+    sites(lo, hi, mode, flows, values);
     var mine = [], total = 0;
     flows.forEach(function (flow, i) {
       var v = values[i];
@@ -1874,13 +1948,6 @@ _JS = """
       "Largest moves, " + title + ", " + when + more : title + " moved no traffic in " + when + ".";
   }
   function show(mode) {
-    var sites = map.querySelectorAll("circle.site");
-    for (var i = 0; i < sites.length; i++) {
-      var fill = sites[i].getAttribute("data-fill-" + mode);
-      var r = sites[i].getAttribute("data-r-" + mode);
-      if (fill) { sites[i].setAttribute("fill", fill); }
-      if (r) { sites[i].setAttribute("r", r); }
-    }
     var groups = map.querySelectorAll("g.flows");
     for (var j = 0; j < groups.length; j++) {
       groups[j].style.display = groups[j].getAttribute("data-mode") === mode ? "" : "none";

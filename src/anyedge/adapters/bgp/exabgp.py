@@ -48,6 +48,9 @@ from .base import Route, SpeakerConfig, SpeakerError, by_prefix
 PIPE_MODULE = "anyedge.adapters.bgp.exabgp_pipe"
 PROCESS = "ctl"
 TIMEOUT = 5.0  # seconds to wait for the helper to take commands and ExaBGP to ack them
+# seconds for ExaBGP (a Python program) to start its API process: about a second on an
+# idle machine, ten and more on a busy one (seen with the test suite on every core)
+START_TIMEOUT = 30.0
 
 
 def render_exabgp_conf(
@@ -163,13 +166,13 @@ class ExaBgp:
         os.mkfifo(self.fifo, 0o600)
         argv = [sys.executable, "-m", "exabgp", str(conf)]
         self._pid = netns.spawn(cfg.namespace, argv, cfg.workdir / "exabgp.out", exabgp_env(cfg))
-        end = time.monotonic() + 10.0
+        end = time.monotonic() + START_TIMEOUT
         while not self._state().get("running"):
             if not self._alive():
                 raise self._dead("exabgp exited")
             if time.monotonic() > end:
                 netns.stop([self._pid])
-                raise self._dead("exabgp did not start its API process in 10 s")
+                raise self._dead(f"exabgp did not start its API process in {START_TIMEOUT:g} s")
             time.sleep(0.05)
         self._routes = {}
         try:

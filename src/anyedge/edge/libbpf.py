@@ -1,0 +1,259 @@
+"""The few calls of libbpf the edge needs, through ctypes: open and load a BPF object,
+find its programs and maps, read and write map entries, run a program on a packet
+(``BPF_PROG_TEST_RUN``) and attach an XDP program to an interface.
+
+libbpf (``libbpf.so.1``, Debian's ``libbpf1``) does the work: relocations against the
+kernel's BTF (CO-RE), map creation, the verifier.  This module only turns its error
+numbers into :class:`BpfError` and keeps the object alive while Python holds it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1  # generic XDP: any interface, after the skb is built
+XDP_FLAGS_DRV_MODE = 1 << 2  # native XDP: in the driver (veth has it)
+XDP_MODES = {"generic": XDP_FLAGS_SKB_MODE, "native": XDP_FLAGS_DRV_MODE}
+
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+VERDICTS = {XDP_ABORTED: "aborted", XDP_DROP: "drop", XDP_PASS: "pass", XDP_TX: "tx"}
+VERDICTS[XDP_REDIRECT] = "redirect"
+
+
+class BpfError(RuntimeError):
+    """A libbpf or bpf(2) call failed; ``errno`` holds the error number, ``detail`` what
+    the kernel said (the end of the verifier's log for a program it refused)."""
+
+    def __init__(self, what: str, err: int, detail: str = "") -> None:
+        self.errno = err
+        self.detail = detail
+        text = f"{what}: {_strerror(err)} (errno {err})"
+        super().__init__(text + (f"; the kernel's log ends:\n{detail}" if detail else ""))
+
+
+def _strerror(err: int) -> str:
+    """libbpf's words for its own error numbers (4000 and up), the C library's for the
+    rest."""
+    if err < 4000:  # LIBBPF_ERRNO__START
+        return os.strerror(err)
+    buf = ctypes.create_string_buffer(128)
+    lib().libbpf_strerror(err, buf, len(buf))
+    return buf.value.decode(errors="replace") or os.strerror(err)
+
+
+class TestRun(NamedTuple):
+    """What one ``BPF_PROG_TEST_RUN`` gave back."""
+
+    retval: int  # the program's return value (an XDP verdict for XDP)
+    data: bytes  # the packet as the program left it
+    duration_ns: int  # mean time of one run, as the kernel measured it
+
+
+class _OpenOpts(ctypes.Structure):
+    """``struct bpf_object_open_opts`` of libbpf 1.x, up to the kernel log fields."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_removed_attach_prog_fd", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_void_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    )
+
+
+VERIFIER_LOG_SIZE = 1 << 22  # the verifier's log of a refused program, kept for the error
+VERIFIER_LOG_TAIL = 40  # lines of it the error shows
+
+
+class _TestRunOpts(ctypes.Structure):
+    """``struct bpf_test_run_opts`` of libbpf 1.x."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    )
+
+
+def _sig(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> None:
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+
+
+@cache
+def lib() -> ctypes.CDLL:
+    """libbpf, loaded once; :class:`BpfError` (ENOENT) when it is not installed."""
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        so = ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        raise BpfError(f"cannot load libbpf ({name}); install libbpf1", errno.ENOENT) from None
+    vp, i, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
+    _sig(so, "bpf_object__open_file", vp, ctypes.c_char_p, ctypes.POINTER(_OpenOpts))
+    _sig(so, "bpf_object__load", i, vp)
+    _sig(so, "bpf_object__close", None, vp)
+    _sig(so, "bpf_object__find_program_by_name", vp, vp, ctypes.c_char_p)
+    _sig(so, "bpf_object__find_map_by_name", vp, vp, ctypes.c_char_p)
+    _sig(so, "bpf_program__fd", i, vp)
+    _sig(so, "bpf_map__fd", i, vp)
+    _sig(so, "bpf_map__value_size", u32, vp)
+    _sig(so, "bpf_map__max_entries", u32, vp)
+    _sig(so, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
+    _sig(so, "bpf_map_lookup_elem", i, i, vp, vp)
+    _sig(so, "bpf_prog_test_run_opts", i, i, ctypes.POINTER(_TestRunOpts))
+    _sig(so, "bpf_xdp_attach", i, i, i, u32, vp)
+    _sig(so, "bpf_xdp_detach", i, i, u32, vp)
+    _sig(so, "libbpf_num_possible_cpus", i)
+    _sig(so, "libbpf_strerror", i, i, ctypes.c_char_p, ctypes.c_size_t)
+    return so
+
+
+def _check(what: str, rc: int) -> int:
+    """libbpf returns a negative error number (and sets errno) on failure."""
+    if rc < 0:
+        raise BpfError(what, -rc if rc != -1 else (ctypes.get_errno() or errno.EINVAL))
+    return rc
+
+
+def possible_cpus() -> int:
+    return _check("libbpf_num_possible_cpus", lib().libbpf_num_possible_cpus())
+
+
+class Map:
+    """One map of a loaded object: fixed-size keys and values as bytes-like ctypes."""
+
+    def __init__(self, obj: BpfObject, name: str, handle: int) -> None:
+        self._obj = obj  # keeps the object (and so the map's fd) alive
+        self.name = name
+        self.fd = _check(f"bpf_map__fd({name})", lib().bpf_map__fd(handle))
+        self.value_size = int(lib().bpf_map__value_size(handle))
+        self.max_entries = int(lib().bpf_map__max_entries(handle))
+
+    def update(self, key: Any, value: Any) -> None:
+        self._obj._live()  # a closed object's fds may already belong to other files
+        rc = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), 0)
+        _check(f"update of map {self.name}", rc)
+
+    def lookup(self, key: Any, value: Any) -> None:
+        """Fill ``value`` (a ctypes object of the map's value size; for a per-CPU map,
+        of that size rounded up to 8 bytes times :func:`possible_cpus`)."""
+        self._obj._live()
+        rc = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
+        _check(f"lookup in map {self.name}", rc)
+
+
+class Program:
+    """One program of a loaded object."""
+
+    def __init__(self, obj: BpfObject, name: str, handle: int) -> None:
+        self._obj = obj
+        self.name = name
+        self.fd = _check(f"bpf_program__fd({name})", lib().bpf_program__fd(handle))
+
+    def test_run(self, packet: bytes, repeat: int = 1) -> TestRun:
+        """Run the program once (or ``repeat`` times) on ``packet`` inside the kernel,
+        with ``BPF_PROG_TEST_RUN``."""
+        self._obj._live()
+        data_in = ctypes.create_string_buffer(packet, len(packet))
+        data_out = ctypes.create_string_buffer(len(packet) + 256)
+        opts = _TestRunOpts(
+            sz=ctypes.sizeof(_TestRunOpts),
+            data_in=ctypes.cast(data_in, ctypes.c_void_p),
+            data_out=ctypes.cast(data_out, ctypes.c_void_p),
+            data_size_in=len(packet),
+            data_size_out=len(data_out),
+            repeat=repeat,
+        )
+        rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        _check(f"test run of {self.name}", rc)
+        return TestRun(int(opts.retval), data_out.raw[: opts.data_size_out], int(opts.duration))
+
+    def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
+        """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
+        EBUSY if a program is already there."""
+        self._obj._live()
+        flags = XDP_MODES[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
+        rc = lib().bpf_xdp_attach(ifindex, self.fd, flags, None)
+        _check(f"XDP attach of {self.name} to interface {ifindex} ({mode})", rc)
+
+
+def detach_xdp(ifindex: int, mode: str = "generic") -> None:
+    rc = lib().bpf_xdp_detach(ifindex, XDP_MODES[mode], None)
+    _check(f"XDP detach from interface {ifindex} ({mode})", rc)
+
+
+class BpfObject:
+    """A compiled BPF object file, opened and loaded into the kernel.  Closing it (or
+    losing the last reference) unloads programs and maps that nothing else holds."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._handle: int | None = None
+        self.path = Path(path)
+        # libbpf loads quietly and, if the kernel refuses, loads again with the verifier's
+        # log into this buffer (log level 0: no log asked for a program that passes)
+        log = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+        opts = _OpenOpts(
+            sz=ctypes.sizeof(_OpenOpts),
+            kernel_log_buf=ctypes.cast(log, ctypes.c_void_p),
+            kernel_log_size=len(log),
+        )
+        handle = lib().bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
+        if not handle:
+            raise BpfError(f"cannot open BPF object {path}", ctypes.get_errno() or errno.EINVAL)
+        self._handle = handle
+        rc = lib().bpf_object__load(handle)
+        if rc < 0:
+            self.close()
+            lines = log.value.decode(errors="replace").rstrip("\n").splitlines()
+            tail = "\n".join(lines[-VERIFIER_LOG_TAIL:])
+            raise BpfError(f"cannot load BPF object {path}", -rc, tail)
+
+    def _live(self) -> int:
+        if self._handle is None:
+            raise BpfError(f"BPF object {self.path} is closed", errno.EBADF)
+        return self._handle
+
+    def program(self, name: str) -> Program:
+        h = lib().bpf_object__find_program_by_name(self._live(), name.encode())
+        if not h:
+            raise BpfError(f"no program {name} in {self.path}", errno.ENOENT)
+        return Program(self, name, h)
+
+    def map(self, name: str) -> Map:
+        h = lib().bpf_object__find_map_by_name(self._live(), name.encode())
+        if not h:
+            raise BpfError(f"no map {name} in {self.path}", errno.ENOENT)
+        return Map(self, name, h)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            lib().bpf_object__close(self._handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        self.close()
