@@ -293,6 +293,10 @@ def test_killed_replica_catches_up_with_nothing_lost_or_reordered(backend: Backe
     kv, journal = db_contents(db)
     check_journal(journal, written)
     assert journal[-1][0] == written[-1]
+    # the restart resumed from the persisted sequence number: the only snapshot is the
+    # replica's very first copy (a replica that has none yet always starts with one)
+    assert [snap for _, snap in journal].count(1) == 1
+    assert journal[0][1] == 1
     want = {f"k/{k}": v for k, v in _model(w_ops=[(f"k/{i % 400}", i) for i in range(1500)])}
     assert kv == want
 
