@@ -21,6 +21,8 @@ See docs/store.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .api import (
     Batch,
     Change,
@@ -54,3 +56,11 @@ __all__ = [
     "dumps",
     "loads",
 ]
+
+if TYPE_CHECKING:  # mypy checks that every back end fills its role
+    from .embedded import RemoteWriter
+
+    def _roles(
+        a: EmbeddedWriter, b: EtcdWriter, c: RemoteWriter, d: EmbeddedReplica, e: EtcdReplica
+    ) -> tuple[Writer, Writer, Writer, Replica, Replica]:
+        return a, b, c, d, e
