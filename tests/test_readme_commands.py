@@ -4,8 +4,10 @@ TURN configuration, an as-rel graph).  A command shown in several places runs on
 
 Not run here, each for its reason (``NOT_HERE``): the lab's commands need root and a lab
 (tests/test_lab_docs.py runs them, in order); ``turn serve`` runs until it is stopped
-(tests/test_exit_status.py starts and stops it); Ray on the default world (tests/
-test_predict_ray.py runs ``--ray local`` on smaller worlds) and on a cluster nobody has.
+(tests/test_exit_status.py starts and stops it); ``store`` needs a writer (and etcd) of
+its own (tests/test_store.py runs docs/store.md's commands against them); Ray on the
+default world (tests/test_predict_ray.py runs ``--ray local`` on smaller worlds) and on
+a cluster nobody has.
 
 The default day (``anyedge simulate`` with no scenario) is simulated once per test run
 by the session fixture ``default_day_run`` (tests/conftest.py), through the command
@@ -44,6 +46,8 @@ NOT_HERE = {
     "anyedge predict --all --ray local": "Ray on the default world: tests/test_predict_ray.py "
     "runs --ray local on smaller worlds",
     "anyedge predict --all --ray ray://": "needs a Ray cluster",
+    "anyedge store ": "needs a store of its own (and serve, replica and watch run until "
+    "stopped): tests/test_store.py runs docs/store.md's commands against one",
 }
 
 

@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "anyedge.cli.simulate",
         "Run a scenario through the digital twin under three controllers.",
     ),
+    "store": (
+        "anyedge.cli.store",
+        "The replicated configuration store: serve, replica, put, get, watch.",
+    ),
     "turn": ("anyedge.cli.turn", "The TURN/STUN relay on the anycast address."),
     "world": ("anyedge.cli.world", "Build the default world (or load one) and summarise it."),
 }
