@@ -50,7 +50,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..control.core import Config, Failover, Plan, State, apply, decide, hold
+from ..control.core import Config, Failover, Observation, Plan, State, apply, decide, hold
 from ..control.interfaces import Actuator, Telemetry
 from ..errors import InputError
 from .clock import Clock
@@ -96,6 +96,7 @@ class Controller:
         self._unenforced = False  # the actuator failed: enforce again next step
         self.enforce_error: BaseException | None = None  # ... and what it raised
         self.plan = Plan(())  # the plan of the last step
+        self.observation: Observation | None = None  # ... and what it observed
         latest = journal.latest()
         if latest is not None:
             self.seq, self.last_time, self.state = latest
@@ -120,7 +121,7 @@ class Controller:
 
     def step(self, now: float) -> Plan:
         """Observe, decide, journal, enforce (see the module doc); the plan decided."""
-        obs = self.telemetry.observe(now)
+        obs = self.observation = self.telemetry.observe(now)
         sections = int(obs.section_site.shape[0])
         announced = self.config.announced
         prefixes = int(announced.shape[0]) if announced is not None else 0
