@@ -253,7 +253,6 @@ class Program:
         rc = lib().bpf_xdp_attach(ifindex, self.fd, flags, None)
         _check(f"XDP attach of {self.name} to interface {ifindex} ({mode})", rc)
 
-
     def attach_netns(self, netns_fd: int, attach_type: int = BPF_SK_LOOKUP) -> int:
         """Attach to the network namespace open as ``netns_fd`` with a BPF link
         (``bpf_link_create``); returns the link's fd.  Closing that fd detaches the
