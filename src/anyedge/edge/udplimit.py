@@ -20,6 +20,7 @@ end; the buckets and counters live as long as the program.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import socket
@@ -153,10 +154,8 @@ class UdpLimit:
     def reset(self) -> None:
         """Forget every bucket: each source starts again with a full one."""
         for key in self._buckets.keys(SourceKey):
-            try:
+            with contextlib.suppress(OSError):  # gone already
                 self._buckets.delete(key)
-            except OSError:
-                pass
 
     def close(self) -> None:
         self.detach()
