@@ -143,8 +143,7 @@ class UdpLimit:
                 continue
             raw = bytes(key.addr)
             addr = ipaddress.ip_address(raw[:4] if key.family == 4 else raw)
-            tokens = min(b.tokens, self.burst * 10**9) / 1e9
-            out.append(Source(str(addr), int(b.kept), int(b.dropped), tokens))
+            out.append(Source(str(addr), int(b.kept), int(b.dropped), b.tokens / 1e9))
         return out
 
     def top(self, n: int = 10) -> list[Source]:
