@@ -10,6 +10,7 @@ server holding 203.0.113.0/24 and 192.0.2.0/24 as local routes on ``lo`` (the
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import re
 import secrets
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from anyedge.adapters import netns
 from anyedge.edge import build
@@ -32,6 +35,7 @@ from anyedge.edge.dispatch import (
     ServiceCounter,
 )
 
+SO_COOKIE = 57  # asm-generic/socket.h
 IP_RECVORIGDSTADDR = 20  # linux/in.h; IP_ORIGDSTADDR, the cmsg type, is the same number
 TCP_RANGE = Range("tcp", "203.0.113.0/24", (7000, 7999), service=1)
 TCP_LOW_PORTS = Range("tcp", "192.0.2.10/32", (1, 1024), service=1)
@@ -294,3 +298,141 @@ def test_ranges_and_sockets_change_and_the_link_detaches(pair: Pair, dispatch: D
     # detached: the namespace's lookups are its own again
     dispatch.detach()
     assert refused(pair, "203.0.113.9", 7005)
+
+
+# -- the program against a model (BPF_PROG_TEST_RUN, no traffic) -----------------------
+
+PREFIXES = [
+    "203.0.113.0/24",
+    "203.0.113.64/26",
+    "203.0.113.77/32",
+    "192.0.2.0/24",
+    "0.0.0.0/0",
+    "2001:db8::/32",
+    "2001:db8::/64",
+    "2001:db8::77/128",
+]
+DESTINATIONS = ["203.0.113.77", "203.0.113.5", "203.0.113.70", "192.0.2.10", "198.51.100.1"]
+DESTINATIONS += ["2001:db8::77", "2001:db8::5", "2001:db8:1::77"]
+PORTS = [1, 22, 53, 1024, 1025, 7000, 7321, 7999, 8000, 65535]
+SERVICES = {1: ("tcp", 4), 2: ("udp", 4), 3: ("tcp", 6), 4: ("udp", 6)}  # 5: no socket
+
+
+@dataclass(frozen=True)
+class Service:
+    protocol: str
+    family: int
+    cookie: int  # SO_COOKIE: what a test run hands back
+    sock: socket.socket
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[dict[int, Service]]:
+    """Per service, a socket on loopback (nothing is sent to it)."""
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    made: dict[int, Service] = {}
+    try:
+        for service, (proto, family) in SERVICES.items():
+            af = socket.AF_INET if family == 4 else socket.AF_INET6
+            kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+            s = socket.socket(af, kind)
+            made[service] = Service(proto, family, 0, s)
+            s.bind(("127.0.0.1" if family == 4 else "::1", 0))  # ::1: IPv6 only
+            if proto == "tcp":
+                s.listen(1)
+            cookie = int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8), "little")
+            made[service] = Service(proto, family, cookie, s)
+        yield made
+    finally:
+        for svc in made.values():
+            svc.sock.close()
+
+
+@pytest.fixture(scope="module")
+def loaded(services: dict[int, Service]) -> Iterator[Dispatch]:
+    with Dispatch() as d:
+        for service, svc in services.items():
+            d.register(service, svc.sock)
+        yield d
+
+
+def _expected(
+    ranges: list[Range], services: dict[int, Service], proto: str, dest: str, port: int
+) -> int:
+    """What a plain first-match reading of the ranges gives: the cookie of the socket
+    the lookup is handed to, or 0 (no range; no socket; a socket the kernel refuses:
+    another protocol, or another family)."""
+    addr = ipaddress.ip_address(dest)
+    for r in ranges:
+        net = ipaddress.ip_network(r.prefix)
+        low, high = r.port_range
+        same = r.protocol == proto and addr.version == net.version
+        if same and addr in net and low <= port <= high:
+            svc = services.get(r.service)
+            if svc is None or svc.protocol != proto or svc.family != addr.version:
+                return 0
+            return svc.cookie
+    return 0
+
+
+@st.composite
+def _ranges(draw: st.DrawFn) -> Range:
+    """A range whose service is mostly the socket of its protocol and family (so that
+    lookups are handed out), sometimes another or none (5)."""
+    proto = draw(st.sampled_from(["tcp", "udp"]))
+    prefix = draw(st.sampled_from(PREFIXES))
+    family = ipaddress.ip_network(prefix).version
+    own = next(s for s, pf in SERVICES.items() if pf == (proto, family))
+    service = draw(st.sampled_from([own, own, own, 1, 2, 3, 4, 5]))
+    ports = sorted(draw(st.tuples(st.sampled_from(PORTS), st.sampled_from(PORTS))))
+    return Range(proto, prefix, (ports[0], ports[1]), service)
+
+
+def _lookups(ranges: list[Range]) -> st.SearchStrategy[tuple[str, str, int]]:
+    """Lookups anywhere, and lookups aimed at a range: its protocol, an address in or
+    near its prefix, a port at or next to its ends."""
+    anywhere = st.tuples(
+        st.sampled_from(["tcp", "udp"]), st.sampled_from(DESTINATIONS), st.sampled_from(PORTS)
+    )
+
+    @st.composite
+    def aimed(draw: st.DrawFn) -> tuple[str, str, int]:
+        r = draw(st.sampled_from(ranges))
+        net = ipaddress.ip_network(r.prefix)
+        inside = [d for d in DESTINATIONS if ipaddress.ip_address(d) in net]
+        dest = draw(st.sampled_from(inside or DESTINATIONS))
+        low, high = r.port_range
+        port = draw(st.sampled_from([low, high, max(1, low - 1), min(65535, high + 1)]))
+        return r.protocol, dest, port
+
+    return st.one_of(anywhere, aimed())
+
+
+@settings(max_examples=100)
+@given(
+    ranges=st.lists(
+        _ranges(),
+        min_size=1,
+        max_size=8,
+    ),
+    data=st.data(),
+)
+def test_the_kernel_hands_lookups_out_as_a_model_says(
+    loaded: Dispatch,
+    services: dict[int, Service],
+    ranges: list[Range],
+    data: st.DataObject,
+) -> None:
+    """Random ranges over IPv4 and IPv6, TCP and UDP, and random lookups: the socket
+    the program hands each lookup to (by its cookie) is the one a first-match reading
+    of the ranges in Python names; the assigned counters add up."""
+    lookups = data.draw(st.lists(_lookups(ranges), min_size=1, max_size=12))
+    loaded.replace(ranges)
+    before = sum(c.assigned for c in loaded.counters().values())
+    got = [loaded.test_run(*lookup) for lookup in lookups]
+    assert got == [_expected(ranges, services, *lookup) for lookup in lookups]
+    after = sum(c.assigned for c in loaded.counters().values())
+    assert after - before == sum(1 for cookie in got if cookie)
+    event("some lookups assigned" if any(got) else "no lookup assigned")

@@ -74,6 +74,24 @@ class _Stat(ctypes.Structure):
     )
 
 
+class LookupContext(ctypes.Structure):
+    """``struct bpf_sk_lookup``, the program's context (uapi/linux/bpf.h)."""
+
+    _fields_ = (
+        ("cookie", ctypes.c_uint64),  # out: the cookie of the socket assigned, or 0
+        ("family", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint32),
+        ("remote_ip4", ctypes.c_uint8 * 4),
+        ("remote_ip6", ctypes.c_uint8 * 16),
+        ("remote_port", ctypes.c_uint16),  # network byte order
+        ("_pad", ctypes.c_uint16),
+        ("local_ip4", ctypes.c_uint8 * 4),
+        ("local_ip6", ctypes.c_uint8 * 16),
+        ("local_port", ctypes.c_uint32),  # host byte order
+        ("ingress_ifindex", ctypes.c_uint32),
+    )
+
+
 @dataclass(frozen=True)
 class Range:
     """Destinations one service's socket takes: ``protocol`` (``tcp`` or ``udp``),
@@ -220,6 +238,25 @@ class Dispatch:
                 sum(s.refused for s in per_cpu),
             )
         return out
+
+    def test_run(self, protocol: str, destination: str, port: int) -> int:
+        """Run the program on one lookup inside the kernel (``BPF_PROG_TEST_RUN``), for
+        a TCP SYN or UDP datagram from 100.64.0.1 (or 64:ff9b::100:1) port 40000 to
+        ``destination``:``port``.  Returns the cookie of the socket it was given
+        (``SO_COOKIE``), or 0 for the ordinary lookup.  Counters count it."""
+        dest = ipaddress.ip_address(destination)
+        ctx = LookupContext(protocol=PROTOCOLS[protocol], local_port=port)
+        ctx.remote_port = socket.htons(40000)
+        if dest.version == 4:
+            ctx.family = socket.AF_INET
+            ctypes.memmove(ctx.local_ip4, dest.packed, 4)
+            ctypes.memmove(ctx.remote_ip4, bytes([100, 64, 0, 1]), 4)
+        else:
+            ctx.family = socket.AF_INET6
+            ctypes.memmove(ctx.local_ip6, dest.packed, 16)
+            ctypes.memmove(ctx.remote_ip6, ipaddress.ip_address("64:ff9b::100:1").packed, 16)
+        _rc, out = self.program.test_run_context(ctx)
+        return int(LookupContext.from_buffer_copy(out).cookie)
 
     # -- namespaces ------------------------------------------------------------------
 

@@ -245,6 +245,26 @@ class Program:
         _check(f"test run of {self.name}", rc)
         return TestRun(int(opts.retval), data_out.raw[: opts.data_size_out], int(opts.duration))
 
+    def test_run_context(self, ctx: Any) -> tuple[int, bytes]:
+        """Run the program once on a context alone (no packet), as program types such
+        as sk_lookup are run: ``ctx`` is a ctypes structure of the program's context
+        (``struct bpf_sk_lookup``); returns the program's return value and the context
+        as the kernel gave it back."""
+        self._obj._live()
+        size = ctypes.sizeof(ctx)
+        ctx_out = ctypes.create_string_buffer(size)
+        opts = _TestRunOpts(
+            sz=ctypes.sizeof(_TestRunOpts),
+            ctx_in=ctypes.addressof(ctx),
+            ctx_size_in=size,
+            ctx_out=ctypes.cast(ctx_out, ctypes.c_void_p),
+            ctx_size_out=size,
+            repeat=1,
+        )
+        rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        _check(f"test run of {self.name}", rc)
+        return int(opts.retval), ctx_out.raw[: opts.ctx_size_out]
+
     def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
         """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
         EBUSY if a program is already there."""
