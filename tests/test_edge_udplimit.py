@@ -17,6 +17,7 @@ import secrets
 import select
 import socket
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Iterator
 
@@ -116,6 +117,33 @@ def test_refill_burst_change_and_reset(limit: UdpLimit) -> None:
     limit.set_limit(rate=10**9, burst=2)
     assert kept(limit, a)
     assert [s.tokens for s in limit.sources()] == [1.0]
+
+
+def test_two_cpus_at_once_never_spend_a_token_twice(limit: UdpLimit) -> None:
+    """Two threads, pinned to two CPUs, run the program 200,000 times each at once on
+    datagrams from one source with a burst of 100,000 and no refill: exactly 100,000
+    are kept.  A bucket read and written without atomic instructions would keep more
+    (two CPUs taking the same token) or fewer (a store undoing another's)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    limit.set_limit(rate=0, burst=100_000)
+    frame = udp4("198.51.100.7", SERVICE, 40000, 53, b"q")
+    start = threading.Barrier(2)
+
+    def hammer(cpu: int) -> None:
+        os.sched_setaffinity(threading.get_native_id(), {cpu})
+        start.wait()
+        limit.program.test_run(frame, repeat=200_000)  # ctypes lets go of the GIL
+
+    threads = [threading.Thread(target=hammer, args=(cpu,)) for cpu in cpus[:2]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert limit.counters() == {"kept": 100_000, "dropped": 300_000, "other": 0}
+    [source] = limit.sources()
+    assert (source.kept, source.dropped, source.tokens) == (100_000, 300_000, 0.0)
 
 
 def test_bad_limits_are_refused(limit: UdpLimit) -> None:
