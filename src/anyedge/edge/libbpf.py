@@ -1,6 +1,8 @@
 """The few calls of libbpf the edge needs, through ctypes: open and load a BPF object,
 find its programs and maps, read and write map entries, run a program on a packet
-(``BPF_PROG_TEST_RUN``) and attach an XDP program to an interface.
+(``BPF_PROG_TEST_RUN``), attach an XDP program to an interface and an sk_lookup
+program to a network namespace (a BPF link); a socket filter is attached by the
+socket's owner with ``setsockopt(SO_ATTACH_BPF)`` and a :attr:`Program.fd`.
 
 libbpf (``libbpf.so.1``, Debian's ``libbpf1``) does the work: relocations against the
 kernel's BTF (CO-RE), map creation, the verifier.  This module only turns its error
@@ -25,6 +27,8 @@ XDP_MODES = {"generic": XDP_FLAGS_SKB_MODE, "native": XDP_FLAGS_DRV_MODE}
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = {XDP_ABORTED: "aborted", XDP_DROP: "drop", XDP_PASS: "pass", XDP_TX: "tx"}
 VERDICTS[XDP_REDIRECT] = "redirect"
+
+BPF_SK_LOOKUP = 36  # enum bpf_attach_type: an sk_lookup program on a network namespace
 
 
 class BpfError(RuntimeError):
@@ -127,6 +131,8 @@ def lib() -> ctypes.CDLL:
     _sig(so, "bpf_map_lookup_elem", i, i, vp, vp)
     _sig(so, "bpf_map_delete_elem", i, i, vp)
     _sig(so, "bpf_map_update_batch", i, i, vp, vp, ctypes.POINTER(u32), vp)
+    _sig(so, "bpf_map_get_next_key", i, i, vp, vp)
+    _sig(so, "bpf_link_create", i, i, i, i, vp)
     _sig(so, "bpf_prog_test_run_opts", i, i, ctypes.POINTER(_TestRunOpts))
     _sig(so, "bpf_xdp_attach", i, i, i, u32, vp)
     _sig(so, "bpf_xdp_detach", i, i, u32, vp)
@@ -186,6 +192,25 @@ class Map:
         rc = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
         _check(f"lookup in map {self.name}", rc)
 
+    def keys(self, key_type: Any) -> list[Any]:
+        """Every key of the map now, as ``key_type`` (a ctypes type of the key's size),
+        walked with ``bpf_map_get_next_key``.  A hash map changed during the walk may
+        yield a key twice or miss one; that is the kernel's contract, not ours."""
+        self._obj._live()
+        out: list[Any] = []
+        prev: Any = None
+        while True:
+            nxt = key_type()
+            prev_p = None if prev is None else ctypes.byref(prev)
+            rc = lib().bpf_map_get_next_key(self.fd, prev_p, ctypes.byref(nxt))
+            if rc < 0:
+                err = -rc if rc != -1 else ctypes.get_errno()
+                if err == errno.ENOENT:
+                    return out
+                raise BpfError(f"walk of map {self.name}", err)
+            out.append(nxt)
+            prev = nxt
+
 
 def _address(buf: Any) -> int:
     data = getattr(buf, "ctypes", None)
@@ -220,6 +245,26 @@ class Program:
         _check(f"test run of {self.name}", rc)
         return TestRun(int(opts.retval), data_out.raw[: opts.data_size_out], int(opts.duration))
 
+    def test_run_context(self, ctx: Any) -> tuple[int, bytes]:
+        """Run the program once on a context alone (no packet), as program types such
+        as sk_lookup are run: ``ctx`` is a ctypes structure of the program's context
+        (``struct bpf_sk_lookup``); returns the program's return value and the context
+        as the kernel gave it back."""
+        self._obj._live()
+        size = ctypes.sizeof(ctx)
+        ctx_out = ctypes.create_string_buffer(size)
+        opts = _TestRunOpts(
+            sz=ctypes.sizeof(_TestRunOpts),
+            ctx_in=ctypes.addressof(ctx),
+            ctx_size_in=size,
+            ctx_out=ctypes.cast(ctx_out, ctypes.c_void_p),
+            ctx_size_out=size,
+            repeat=1,
+        )
+        rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        _check(f"test run of {self.name}", rc)
+        return int(opts.retval), ctx_out.raw[: opts.ctx_size_out]
+
     def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
         """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
         EBUSY if a program is already there."""
@@ -227,6 +272,14 @@ class Program:
         flags = XDP_MODES[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
         rc = lib().bpf_xdp_attach(ifindex, self.fd, flags, None)
         _check(f"XDP attach of {self.name} to interface {ifindex} ({mode})", rc)
+
+    def attach_netns(self, netns_fd: int, attach_type: int = BPF_SK_LOOKUP) -> int:
+        """Attach to the network namespace open as ``netns_fd`` with a BPF link
+        (``bpf_link_create``); returns the link's fd.  Closing that fd detaches the
+        program; several links may share one namespace (sk_lookup runs them in turn)."""
+        self._obj._live()
+        rc = lib().bpf_link_create(self.fd, netns_fd, attach_type, None)
+        return _check(f"link of {self.name} to a network namespace", rc)
 
 
 def detach_xdp(ifindex: int, mode: str = "generic") -> None:
