@@ -1,6 +1,7 @@
 """The few calls of libbpf the edge needs, through ctypes: open and load a BPF object,
 find its programs and maps, read and write map entries, run a program on a packet
-(``BPF_PROG_TEST_RUN``) and attach an XDP program to an interface.
+(``BPF_PROG_TEST_RUN``), attach an XDP program to an interface and attach a tracing
+program (a raw tracepoint) to its hook.
 
 libbpf (``libbpf.so.1``, Debian's ``libbpf1``) does the work: relocations against the
 kernel's BTF (CO-RE), map creation, the verifier.  This module only turns its error
@@ -128,6 +129,8 @@ def lib() -> ctypes.CDLL:
     _sig(so, "bpf_map_delete_elem", i, i, vp)
     _sig(so, "bpf_map_update_batch", i, i, vp, vp, ctypes.POINTER(u32), vp)
     _sig(so, "bpf_prog_test_run_opts", i, i, ctypes.POINTER(_TestRunOpts))
+    _sig(so, "bpf_program__attach", vp, vp)
+    _sig(so, "bpf_link__destroy", i, vp)
     _sig(so, "bpf_xdp_attach", i, i, i, u32, vp)
     _sig(so, "bpf_xdp_detach", i, i, u32, vp)
     _sig(so, "libbpf_num_possible_cpus", i)
@@ -200,6 +203,7 @@ class Program:
     def __init__(self, obj: BpfObject, name: str, handle: int) -> None:
         self._obj = obj
         self.name = name
+        self._handle = handle
         self.fd = _check(f"bpf_program__fd({name})", lib().bpf_program__fd(handle))
 
     def test_run(self, packet: bytes, repeat: int = 1) -> TestRun:
@@ -220,6 +224,15 @@ class Program:
         _check(f"test run of {self.name}", rc)
         return TestRun(int(opts.retval), data_out.raw[: opts.data_size_out], int(opts.duration))
 
+    def attach(self) -> Link:
+        """Attach a tracing program to the hook its section names (``raw_tp/NAME``...);
+        it stays attached until the returned link is closed (or the object is)."""
+        self._obj._live()
+        handle = lib().bpf_program__attach(self._handle)
+        if not handle:
+            raise BpfError(f"attach of {self.name}", ctypes.get_errno() or errno.EINVAL)
+        return Link(self._obj, self.name, handle)
+
     def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
         """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
         EBUSY if a program is already there."""
@@ -227,6 +240,21 @@ class Program:
         flags = XDP_MODES[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
         rc = lib().bpf_xdp_attach(ifindex, self.fd, flags, None)
         _check(f"XDP attach of {self.name} to interface {ifindex} ({mode})", rc)
+
+
+class Link:
+    """A program attached to a hook (``struct bpf_link``); :meth:`close` detaches it."""
+
+    def __init__(self, obj: BpfObject, name: str, handle: int) -> None:
+        self._obj = obj
+        self.name = name
+        self._handle: int | None = handle
+        obj._links.append(self)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            lib().bpf_link__destroy(self._handle)
+            self._handle = None
 
 
 def detach_xdp(ifindex: int, mode: str = "generic") -> None:
@@ -240,6 +268,7 @@ class BpfObject:
 
     def __init__(self, path: str | Path) -> None:
         self._handle: int | None = None
+        self._links: list[Link] = []
         self.path = Path(path)
         # libbpf loads quietly and, if the kernel refuses, loads again with the verifier's
         # log into this buffer (log level 0: no log asked for a program that passes)
@@ -278,6 +307,8 @@ class BpfObject:
         return Map(self, name, h)
 
     def close(self) -> None:
+        while self._links:  # detach before the programs go
+            self._links.pop().close()
         if self._handle is not None:
             lib().bpf_object__close(self._handle)
             self._handle = None
