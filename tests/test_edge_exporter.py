@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -408,7 +409,7 @@ def test_exporter_command_serves_drop_reasons(tmp_path: Path) -> None:
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     p = subprocess.Popen(
-        ["python", "-m", "anyedge.edge.exporter", "--port", str(port)],
+        [sys.executable, "-m", "anyedge.edge.exporter", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
