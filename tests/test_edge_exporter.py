@@ -436,3 +436,23 @@ def test_exporter_command_serves_drop_reasons(tmp_path: Path) -> None:
         for pipe in (p.stdout, p.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_counters_read_in_one_batch_or_key_by_key_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape reads a per-CPU array in one BPF_MAP_LOOKUP_BATCH call; on a kernel
+    without batch operations, key by key: the same numbers."""
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    from anyedge.edge import libbpf
+
+    with Balancer(0) as lb:
+        lb.set_servers(MACS)
+        lb.set_services([VIP])
+        lb.replace(Table.build([1, 1, 1, 1], seed=7))
+        for sport in range(3000, 3025):
+            lb.test_run(udp4("198.51.100.7", VIP, sport, 80, b"x"))
+        batched = lb.counters()
+        assert sum(c.packets for c in batched) == 25
+        monkeypatch.setattr(libbpf.lib(), "bpf_map_lookup_batch", lambda *_: -22)  # EINVAL
+        assert lb.counters() == batched

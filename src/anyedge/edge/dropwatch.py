@@ -116,14 +116,9 @@ class Dropwatch:
 
     def counts(self) -> dict[int, int]:
         """Drops since loading, per reason number (non-zero ones), summed over CPUs."""
-        out = {}
-        per_cpu = (ctypes.c_uint64 * self._ncpu)()
-        for reason in range(MAX_REASONS):
-            self._drops.lookup(ctypes.c_uint32(reason), per_cpu)
-            n = sum(per_cpu)
-            if n:
-                out[reason] = n
-        return out
+        values = ((ctypes.c_uint64 * self._ncpu) * MAX_REASONS)()
+        self._drops.lookup_all(values)
+        return {r: n for r, per_cpu in enumerate(values) if (n := sum(per_cpu))}
 
     def drops(self) -> dict[str, int]:
         """Drops since loading, per reason name (non-zero ones)."""

@@ -128,6 +128,7 @@ def lib() -> ctypes.CDLL:
     _sig(so, "bpf_map_lookup_elem", i, i, vp, vp)
     _sig(so, "bpf_map_delete_elem", i, i, vp)
     _sig(so, "bpf_map_update_batch", i, i, vp, vp, ctypes.POINTER(u32), vp)
+    _sig(so, "bpf_map_lookup_batch", i, i, vp, vp, vp, vp, ctypes.POINTER(u32), vp)
     _sig(so, "bpf_prog_test_run_opts", i, i, ctypes.POINTER(_TestRunOpts))
     _sig(so, "bpf_program__attach", vp, vp)
     _sig(so, "bpf_link__destroy", i, vp)
@@ -188,6 +189,32 @@ class Map:
         self._obj._live()
         rc = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
         _check(f"lookup in map {self.name}", rc)
+
+    def lookup_all(self, values: Any) -> None:
+        """Fill ``values`` — a ctypes array of ``max_entries`` values (each as in
+        :meth:`lookup`, per-CPU values included) — with every entry of an array map, in
+        one ``BPF_MAP_LOOKUP_BATCH`` call (5.6), or a lookup per key where the kernel
+        lacks it."""
+        self._obj._live()
+        count = self.max_entries
+        keys = (ctypes.c_uint32 * count)()
+        out_batch = ctypes.c_uint32()
+        n = ctypes.c_uint32(count)
+        rc = lib().bpf_map_lookup_batch(
+            self.fd,
+            None,
+            ctypes.byref(out_batch),
+            keys,
+            ctypes.byref(values),
+            ctypes.byref(n),
+            None,
+        )
+        if rc == 0 or (rc == -errno.ENOENT and n.value == count):  # ENOENT: the end
+            return
+        if -rc not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524):
+            _check(f"batch lookup in map {self.name}", rc)
+        for k in range(count):  # no batch operations here: one lookup per key
+            self.lookup(ctypes.c_uint32(k), values[k])
 
 
 def _address(buf: Any) -> int:
