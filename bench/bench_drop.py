@@ -1,42 +1,50 @@
 """Benchmark: one attack dropped three ways — L4Drop in XDP, an nftables rule, a
 user-space reader — with real packets across a veth pair.
 
-The attack is a memcached reflection: UDP from port 11211 of 256 spoofed addresses in
-203.0.113.0/24 to 192.0.2.2:5000, the payload starting (after memcached's 8-byte frame
-header) ``VALUE ``.  Namespace ``ae-bdrop-XXXXXX-a`` sends it for a fixed time from a
-packet socket (``AF_PACKET``, ``sendmmsg`` of 64 prebuilt frames per call, from
-Python through ctypes); ``-b`` drops it, in one of these ways:
+The attack is a memcached reflection: UDP from port 11211 to 192.0.2.2:5000, the
+payload starting (after memcached's 8-byte frame header) ``VALUE ``.  Namespace
+``ae-bdrop-XXXXXX-a`` sends it; ``-b`` drops it, in one of these ways:
 
 - ``xdp``: L4Drop in native XDP on b's veth, one rule (port and signature); counted
   by the rule's counter.
-- ``xdp-generic``: the same in generic XDP (run on the socket buffer, in
-  ``netif_receive_skb``).
+- ``xdp-generic``: the same in generic XDP (on the socket buffer, in
+  ``netif_receive_skb``; Python sender only).
 - ``nft-ingress``: an nftables rule in the netdev ``ingress`` hook of b's veth, same
   match (``udp sport 11211 @ih,64,48 "VALUE "``), ``counter drop``.
 - ``nft-prerouting``: the same rule in the ``ip`` family's ``prerouting`` hook at
-  priority ``raw`` (after the IP stack's first checks).
+  priority ``raw``.
 - ``user``: a Python process reads the datagrams from a UDP socket bound to port
   5000, checks the signature and discards them; what it read is what it dropped
   (what it could not read the kernel drops at its socket buffer, shown apart).
-- ``baseline``: b's veth down, so the sender's ``veth_xmit`` frees every frame at
-  once — the cost of sending alone.
+- ``baseline``: nothing receives — the cost of sending alone.
 
-On a veth pair the receiving side runs on the sending CPU, inside the sender's
-``sendmmsg`` (the veth hands the frame over and the softirq that follows runs before
-the call returns), so a Python sender and the drop path share one CPU.  Two numbers
-per way, each the best of ``--rounds`` runs of ``--seconds``:
+Two senders, each for a fixed count or time:
 
-- **dropped/s** — the drop counter over the run time: the whole pipeline's rate,
-  capped by the sender;
+- ``kernel`` (first): an XDP program run with ``BPF_PROG_TEST_RUN`` in live-frames
+  mode (``bpf/trafficgen.bpf.c``, Linux 5.18) redirects 1,000,000 frames per second
+  asked for into a's veth.  The frames cross as XDP frames: native XDP on b sees them
+  before any socket buffer exists, as in a NIC driver, and the other ways get a socket
+  buffer built by veth (b runs an XDP program that passes everything, which turns on
+  the veth's receive path for redirected frames).  Baseline: no program on b, so the
+  veth refuses the frames at once.
+- ``python``: a packet socket (``AF_PACKET``, ``sendmmsg`` of 64 prebuilt frames per
+  call, from 256 spoofed sources, through ctypes) for ``--seconds``.  The sender builds
+  a socket buffer per frame, so XDP on b has nothing to save; the sender is the
+  bottleneck.  Baseline: b's veth down.
+
+On a veth the receiving side runs on the sending CPU (inside the send), so the two
+share a CPU.  Per way, the best of ``--rounds`` runs:
+
+- **dropped/s** — the drop counter over the send's wall time;
 - **receive CPU per packet** — the CPU time of the run (the sender's and the reader's
-  own, over their loops, from ``time.process_time``; plus ``ksoftirqd``'s, in 10 ms
-  ticks) per packet sent, minus the baseline's: what the drop path costs the
-  receiving side.
+  own, from ``time.process_time``; plus ``ksoftirqd``'s, in 10 ms ticks) per packet
+  sent, minus the baseline's: what the drop path costs the receiving side.
 
 And the XDP program's own time on the same frame, with ``BPF_PROG_TEST_RUN``.
 
-Needs root, clang, bpftool, nft.  Run: ``python bench/bench_drop.py`` (about a
-minute).  Leaves nothing behind: the namespaces are removed at the end.
+Needs root, clang, bpftool, nft.  Run: ``python bench/bench_drop.py`` (two to three
+minutes; ``--senders kernel`` for the first half).  Every run is bounded in count or
+time; the namespaces are removed at the end.
 """
 
 from __future__ import annotations
