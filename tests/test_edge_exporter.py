@@ -12,6 +12,7 @@ are skipped with the reason.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
 import secrets
@@ -456,3 +457,36 @@ def test_counters_read_in_one_batch_or_key_by_key_agree(monkeypatch: pytest.Monk
         assert sum(c.packets for c in batched) == 25
         monkeypatch.setattr(libbpf.lib(), "bpf_map_lookup_batch", lambda *_: -22)  # EINVAL
         assert lb.counters() == batched
+
+
+@pytest.mark.lab
+def test_the_benchmarks_generator_sends_real_frames(
+    pair: tuple[str, str], served: Callable[[EdgeCollector], Server]
+) -> None:
+    """``bpf/trafficgen.bpf.c`` in live-frames mode sends 5,000 reflections into a's
+    veth; L4Drop in native XDP on b counts every one, and the scrape says so."""
+    from anyedge.edge.libbpf import BpfObject
+
+    a, b = pair
+    mac = {ns: netns.run(ns, ["cat", "/sys/class/net/eth0/address"]).strip() for ns in pair}
+    l3 = ipv4("203.0.113.7", ADDR_B, 17, udp("203.0.113.7", ADDR_B, 11211, 5000, MEMCACHED))
+    frame = bytes.fromhex(mac[b].replace(":", "")) + bytes.fromhex(mac[a].replace(":", ""))
+    frame += b"\x08\x00" + l3
+    gen = BpfObject(build.object_path("trafficgen"))
+    try:
+        with netns.entered(a):
+            ifindex = socket.if_nametoindex("eth0")
+        gen.map("tg_config").update(ctypes.c_uint32(0), ctypes.c_uint32(ifindex))
+        with L4Drop() as l4:
+            l4.replace(parse_rules(RULES, "rules.yaml"))
+            l4.attach("eth0", netns=b, mode="native")
+            with netns.entered(a):
+                try:
+                    gen.program("trafficgen").send_live(frame, 5000)
+                except BpfError as e:
+                    pytest.skip(f"no live-frames test runs here (Linux 5.18): {e}")
+            key = (("action", "drop"), ("rule", "memcached-reflection"))
+            got = _of(scrape(served(EdgeCollector(l4drop=l4))), "anyedge_l4drop_packets_total")
+            assert got[key] == 5000
+    finally:
+        gen.close()
