@@ -314,10 +314,11 @@ class Balancer:
     def counters(self) -> list[Counter]:
         """Every non-zero counter, by kind then server."""
         out = []
-        per_cpu = (_Stat * self._ncpu)()
+        values = ((_Stat * self._ncpu) * (len(KINDS) * MAX_SERVERS))()
+        self._stats.lookup_all(values)  # one call, not 1,024: a scrape reads them all
         for k, kind in enumerate(KINDS):
             for server in range(MAX_SERVERS):
-                self._stats.lookup(ctypes.c_uint32(k * MAX_SERVERS + server), per_cpu)
+                per_cpu = values[k * MAX_SERVERS + server]
                 packets = sum(s.packets for s in per_cpu)
                 if packets:
                     out.append(Counter(kind, server, packets, sum(s.bytes for s in per_cpu)))

@@ -1,8 +1,9 @@
 """The few calls of libbpf the edge needs, through ctypes: open and load a BPF object,
 find its programs and maps, read and write map entries, run a program on a packet
-(``BPF_PROG_TEST_RUN``), attach an XDP program to an interface and an sk_lookup
-program to a network namespace (a BPF link); a socket filter is attached by the
-socket's owner with ``setsockopt(SO_ATTACH_BPF)`` and a :attr:`Program.fd`.
+(``BPF_PROG_TEST_RUN``), attach an XDP program to an interface, an sk_lookup
+program to a network namespace (a BPF link) and a tracing program (a raw
+tracepoint) to its hook; a socket filter is attached by the socket's owner with
+``setsockopt(SO_ATTACH_BPF)`` and a :attr:`Program.fd`.
 
 libbpf (``libbpf.so.1``, Debian's ``libbpf1``) does the work: relocations against the
 kernel's BTF (CO-RE), map creation, the verifier.  This module only turns its error
@@ -25,6 +26,7 @@ XDP_FLAGS_DRV_MODE = 1 << 2  # native XDP: in the driver (veth has it)
 XDP_MODES = {"generic": XDP_FLAGS_SKB_MODE, "native": XDP_FLAGS_DRV_MODE}
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 VERDICTS = {XDP_ABORTED: "aborted", XDP_DROP: "drop", XDP_PASS: "pass", XDP_TX: "tx"}
 VERDICTS[XDP_REDIRECT] = "redirect"
 
@@ -133,7 +135,10 @@ def lib() -> ctypes.CDLL:
     _sig(so, "bpf_map_update_batch", i, i, vp, vp, ctypes.POINTER(u32), vp)
     _sig(so, "bpf_map_get_next_key", i, i, vp, vp)
     _sig(so, "bpf_link_create", i, i, i, i, vp)
+    _sig(so, "bpf_map_lookup_batch", i, i, vp, vp, vp, vp, ctypes.POINTER(u32), vp)
     _sig(so, "bpf_prog_test_run_opts", i, i, ctypes.POINTER(_TestRunOpts))
+    _sig(so, "bpf_program__attach", vp, vp)
+    _sig(so, "bpf_link__destroy", i, vp)
     _sig(so, "bpf_xdp_attach", i, i, i, u32, vp)
     _sig(so, "bpf_xdp_detach", i, i, u32, vp)
     _sig(so, "libbpf_num_possible_cpus", i)
@@ -211,6 +216,32 @@ class Map:
             out.append(nxt)
             prev = nxt
 
+    def lookup_all(self, values: Any) -> None:
+        """Fill ``values`` — a ctypes array of ``max_entries`` values (each as in
+        :meth:`lookup`, per-CPU values included) — with every entry of an array map, in
+        one ``BPF_MAP_LOOKUP_BATCH`` call (5.6), or a lookup per key where the kernel
+        lacks it."""
+        self._obj._live()
+        count = self.max_entries
+        keys = (ctypes.c_uint32 * count)()
+        out_batch = ctypes.c_uint32()
+        n = ctypes.c_uint32(count)
+        rc = lib().bpf_map_lookup_batch(
+            self.fd,
+            None,
+            ctypes.byref(out_batch),
+            keys,
+            ctypes.byref(values),
+            ctypes.byref(n),
+            None,
+        )
+        if rc == 0 or (rc == -errno.ENOENT and n.value == count):  # ENOENT: the end
+            return
+        if -rc not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524):
+            _check(f"batch lookup in map {self.name}", rc)
+        for k in range(count):  # no batch operations here: one lookup per key
+            self.lookup(ctypes.c_uint32(k), values[k])
+
 
 def _address(buf: Any) -> int:
     data = getattr(buf, "ctypes", None)
@@ -225,6 +256,7 @@ class Program:
     def __init__(self, obj: BpfObject, name: str, handle: int) -> None:
         self._obj = obj
         self.name = name
+        self._handle = handle
         self.fd = _check(f"bpf_program__fd({name})", lib().bpf_program__fd(handle))
 
     def test_run(self, packet: bytes, repeat: int = 1) -> TestRun:
@@ -265,6 +297,34 @@ class Program:
         _check(f"test run of {self.name}", rc)
         return int(opts.retval), ctx_out.raw[: opts.ctx_size_out]
 
+    def send_live(self, frame: bytes, repeat: int, batch_size: int = 64) -> int:
+        """Run an XDP program ``repeat`` times on ``frame`` in live-frames mode
+        (``BPF_F_TEST_XDP_LIVE_FRAMES``, 5.18): what it redirects or sends back goes out
+        for real, from the loopback device of the caller's network namespace.  Returns
+        the kernel's mean time per run (ns)."""
+        self._obj._live()
+        data_in = ctypes.create_string_buffer(frame, len(frame))
+        opts = _TestRunOpts(
+            sz=ctypes.sizeof(_TestRunOpts),
+            data_in=ctypes.cast(data_in, ctypes.c_void_p),
+            data_size_in=len(frame),
+            repeat=repeat,
+            flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+            batch_size=batch_size,
+        )
+        rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
+        _check(f"live test run of {self.name}", rc)
+        return int(opts.duration)
+
+    def attach(self) -> Link:
+        """Attach a tracing program to the hook its section names (``raw_tp/NAME``...);
+        it stays attached until the returned link is closed (or the object is)."""
+        self._obj._live()
+        handle = lib().bpf_program__attach(self._handle)
+        if not handle:
+            raise BpfError(f"attach of {self.name}", ctypes.get_errno() or errno.EINVAL)
+        return Link(self._obj, self.name, handle)
+
     def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
         """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
         EBUSY if a program is already there."""
@@ -282,6 +342,21 @@ class Program:
         return _check(f"link of {self.name} to a network namespace", rc)
 
 
+class Link:
+    """A program attached to a hook (``struct bpf_link``); :meth:`close` detaches it."""
+
+    def __init__(self, obj: BpfObject, name: str, handle: int) -> None:
+        self._obj = obj
+        self.name = name
+        self._handle: int | None = handle
+        obj._links.append(self)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            lib().bpf_link__destroy(self._handle)
+            self._handle = None
+
+
 def detach_xdp(ifindex: int, mode: str = "generic") -> None:
     rc = lib().bpf_xdp_detach(ifindex, XDP_MODES[mode], None)
     _check(f"XDP detach from interface {ifindex} ({mode})", rc)
@@ -293,6 +368,7 @@ class BpfObject:
 
     def __init__(self, path: str | Path) -> None:
         self._handle: int | None = None
+        self._links: list[Link] = []
         self.path = Path(path)
         # libbpf loads quietly and, if the kernel refuses, loads again with the verifier's
         # log into this buffer (log level 0: no log asked for a program that passes)
@@ -331,6 +407,8 @@ class BpfObject:
         return Map(self, name, h)
 
     def close(self) -> None:
+        while self._links:  # detach before the programs go
+            self._links.pop().close()
         if self._handle is not None:
             lib().bpf_object__close(self._handle)
             self._handle = None
