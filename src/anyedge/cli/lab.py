@@ -684,3 +684,107 @@ def turn_(directory: Path | None, name: str | None, users: tuple[str, ...], as_j
         click.echo(json.dumps(rows, indent=1))
     else:
         _table(rows, "TURN on anycast")
+
+
+@lab.group()
+def edge() -> None:
+    """The edge at a site with servers: its XDP load balancer's table and counters."""
+
+
+def _edge_call(f: Callable[[], Any]) -> Any:
+    from ..lab.edge import BadRequest
+
+    try:
+        return f()
+    except BadRequest as e:
+        raise InputError.one("command line", "SITE", str(e)) from None
+
+
+@edge.command("servers")
+@dir_option
+@name_option
+@click.argument("site")
+@click.option(
+    "--add", "add", metavar="NAME", help="Add a server NAME (made, then put in the table)."
+)
+@click.option("--drain", metavar="NAME", help="Drain server NAME: it takes no new flows.")
+@click.option("--remove", metavar="NAME", help="Remove server NAME from the table and the site.")
+@json_option
+def edge_servers(
+    directory: Path | None,
+    name: str | None,
+    site: str,
+    add: str | None,
+    drain: str | None,
+    remove: str | None,
+    as_json: bool,
+) -> None:
+    """SITE's servers: weight, state and buckets in the balancer's table; with --add,
+    --drain or --remove, change the table on every server of the site first."""
+    from ..adapters.bgp.base import SpeakerError
+    from ..adapters.netns import NetnsError
+    from ..lab import edge as lab_edge
+    from ..lab.build import LabError
+
+    changes = [(op, v) for op, v in (("add", add), ("drain", drain), ("remove", remove)) if v]
+    if len(changes) > 1:
+        raise InputError.one("command line", "--add/--drain/--remove", "one change at a time")
+    d = _dir(directory, name)
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    try:
+        if changes:
+            op, server = changes[0]
+            out = _edge_call(lambda: lab_edge.change(d, plan, code, op, server))
+        else:
+            out = _edge_call(lambda: lab_edge.servers(d, plan, code))
+    except (LabError, SpeakerError, NetnsError, OSError, subprocess.SubprocessError) as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    rows = [
+        {k: r[k] for k in ("name", "mac", "weight", "state", "buckets", "second_hop_buckets")}
+        for r in out["servers"]
+    ]
+    moved = f"; {out['moved']} of {out['buckets']} buckets moved" if "moved" in out else ""
+    hop = "on" if out["second_hop"] else "off"
+    _table(rows, title=f"{code}: {out['buckets']} buckets, second hop {hop}{moved}")
+
+
+@edge.command("stats")
+@dir_option
+@name_option
+@click.argument("site")
+@json_option
+def edge_stats(directory: Path | None, name: str | None, site: str, as_json: bool) -> None:
+    """SITE's balancer counters, per server: packets sent on as first hop, as second
+    hop, passed up locally, passed up for want of a MAC."""
+    from ..adapters.netns import NetnsError
+    from ..lab import edge as lab_edge
+    from ..lab.build import LabError
+
+    d = _dir(directory, name)
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    try:
+        out = _edge_call(lambda: lab_edge.stats(d, plan, code))
+    except (LabError, NetnsError, OSError) as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    rows = [
+        {
+            "server": s,
+            "kind": c["kind"],
+            "to": c["to"],
+            "packets": c["packets"],
+            "bytes": c["bytes"],
+        }
+        for s, cs in out.items()
+        for c in cs
+    ]
+    if not rows:
+        click.echo(f"{code}: no packets counted yet")
+    _table(rows, title=f"{code}: balancer counters")
