@@ -290,7 +290,8 @@ class Agent:
         self.names.append(name)
         macs = [server_mac(i) for i in range(len(self.names))]
         for x in self.balancers:
-            x.set_servers(macs)
+            if x is not None:  # a removed server's program is gone
+                x.set_servers(macs)
         b.set_services(self.services)
         if self.table is not None:
             b.replace(self.table)
