@@ -159,10 +159,23 @@ def test_held_connections_survive_add_drain_remove_with_the_second_hop(
     ]
     assert not netns.exists(edge.server_namespace(plan.site_node("CHC"), "s1"))
     counted = edge.stats(d, plan, "CHC")
-    kinds = {c["kind"] for cs in counted.values() for c in cs}
+    kinds = {c["kind"] for cs in counted["servers"].values() for c in cs}
     assert {"first_hop", "second_hop", "local"} <= kinds
     print(f"{time.monotonic() - t0:.1f} s")
     assert time.monotonic() - t0 < 120
+
+
+def _udp(lab: RunningLab, vip: str, port: int) -> bytes:
+    """One UDP request from the client: the answer, or b"" after a second."""
+    with netns.entered(lab.plan.node("c1").namespace):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.settimeout(1.0)
+        s.sendto(b"who", (vip, port))
+        try:
+            return s.recv(100)
+        except TimeoutError:
+            return b""
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -201,11 +214,45 @@ def test_edge_commands_show_and_change_the_table(edge_lab: RunningLab) -> None:
     p = _cli("stats", "--dir", d, "CHC", "--json")
     assert p.returncode == 0, p.stderr
     counted = json.loads(p.stdout)
-    assert set(counted) == {"s0", "s1", "s2", "s3", "s4"}
-    assert sum(c["packets"] for cs in counted.values() for c in cs if c["kind"] == "local") >= 20
+    assert set(counted["servers"]) == {"s0", "s1", "s2", "s3", "s4"}
+    local = [c["packets"] for cs in counted["servers"].values() for c in cs if c["kind"] == "local"]
+    assert sum(local) >= 20
     p = _cli("stats", "--dir", d, "CHC")
     assert p.returncode == 0
     assert "local" in p.stdout
+
+    # L4Drop at the site: UDP to the plan's port is dropped, TCP still answered
+    vip, udp_port = edge_lab.plan.service_address, edge_lab.plan.ports[0]
+    rules = edge_lab.directory.parent / (edge_lab.directory.name + "-rules.yaml")
+    bad = edge_lab.directory.parent / (edge_lab.directory.name + "-bad.yaml")
+    try:
+        rules.write_text(
+            f"rules:\n  - name: no-udp\n    protocol: udp\n    destination_ports: {udp_port}\n"
+        )
+        bad.write_text("rules:\n  - name: x\n    source: 198.51.100.1/24\n")
+        p = _cli("rules", "--dir", d, "CHC", "-f", str(rules))
+        assert p.returncode == 0, p.stderr
+        assert "1 rules in force" in p.stdout
+        assert [_udp(edge_lab, vip, udp_port) for _ in range(3)] == [b""] * 3
+        with (
+            netns.entered(edge_lab.plan.node("c1").namespace),
+            socket.create_connection((vip, PORT), 5.0) as c,
+        ):
+            c.sendall(b"who\n")
+            assert c.recv(100).startswith(b"CHC/s")
+        p = _cli("stats", "--dir", d, "CHC", "--json")
+        assert json.loads(p.stdout)["rules"][0]["name"] == "no-udp"
+        assert json.loads(p.stdout)["rules"][0]["packets"] >= 3
+        p = _cli("rules", "--dir", d, "CHC", "-f", str(bad))
+        assert p.returncode == 2, p.stderr
+        assert "rules[0].source: not a prefix" in p.stderr
+        rules.write_text("rules: []\n")
+        p = _cli("rules", "--dir", d, "CHC", "-f", str(rules))
+        assert p.returncode == 0, p.stderr
+        assert _udp(edge_lab, vip, udp_port).startswith(b"CHC/s")
+    finally:
+        rules.unlink(missing_ok=True)
+        bad.unlink(missing_ok=True)
 
     for args, code, words in (
         (("servers", "--dir", d, "XYZ"), 2, "no site 'XYZ'"),
@@ -214,6 +261,7 @@ def test_edge_commands_show_and_change_the_table(edge_lab: RunningLab) -> None:
         (("servers", "--dir", d, "CHC", "--add", "s9", "--drain", "s0"), 2, "one change"),
         (("servers", "--dir", d + "-none", "CHC"), 3, "no lab here"),
         (("stats", "--dir", d + "-none", "CHC"), 3, "no lab here"),
+        (("rules", "--dir", d, "CHC", "-f", d + "-none.yaml"), 2, "none.yaml"),
     ):
         p = _cli(*args)
         assert p.returncode == code, (args, p.stdout, p.stderr)

@@ -782,9 +782,39 @@ def edge_stats(directory: Path | None, name: str | None, site: str, as_json: boo
             "packets": c["packets"],
             "bytes": c["bytes"],
         }
-        for s, cs in out.items()
+        for s, cs in out["servers"].items()
         for c in cs
     ]
     if not rows:
         click.echo(f"{code}: no packets counted yet")
     _table(rows, title=f"{code}: balancer counters")
+    _table(out["rules"], title=f"{code}: L4Drop rules at the site router")
+
+
+@edge.command("rules")
+@dir_option
+@name_option
+@click.argument("site")
+@click.option(
+    "-f",
+    "--file",
+    "rules_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The L4Drop rules file (docs/edge.md).",
+)
+def edge_rules(directory: Path | None, name: str | None, site: str, rules_file: Path) -> None:
+    """Put the L4Drop rules of FILE in force at SITE (at its router's interfaces, in
+    front of every server; an empty list removes them)."""
+    from ..adapters.netns import NetnsError
+    from ..lab import edge as lab_edge
+    from ..lab.build import LabError
+
+    d = _dir(directory, name)
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    try:
+        out = _edge_call(lambda: lab_edge.rules(d, plan, code, rules_file))
+    except (LabError, NetnsError, OSError) as e:
+        raise _fail(e) from None
+    click.echo(f"{code}: {out['rules']} rules in force on {', '.join(out['interfaces'])}")

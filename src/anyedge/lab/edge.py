@@ -16,6 +16,12 @@ A site node with ``servers: N`` in the topology becomes, in the lab:
 * an **edge agent** (``python -m anyedge.lab.edge``), one process per site, running in
   the router's namespace.
 
+**L4Drop rules** (:func:`rules`) are applied on the site router's own interfaces (its
+links to ISPs and other sites), in generic XDP, where every packet for the site's
+servers passes before ECMP: one XDP program per interface, and the servers' ``eth0``
+carry the balancer (L4Drop in front of it there would need a dispatcher or a tail call
+in the balancer's C, which is shared with the edge's other work).
+
 **Why an agent, not pinned maps.**  The balancer's maps and program belong to the
 process that loaded them; they must outlive ``anyedge lab up``.  Pinning them in bpffs
 would need ``bpf_obj_pin``/``bpf_obj_get`` in the libbpf binding, a loader that can
@@ -145,6 +151,8 @@ def start_agent(node: NodePlan, directory: Path, timeout: float = 60.0) -> int:
     argv += ["--seed", str(node.site_row or 0)]
     for a in node.anycast:
         argv += ["--service", a]
+    for port in node.ports:
+        argv += ["--uplink", port.ifname]
     for i in range(node.servers):
         argv += ["--server", f"s{i}={server_namespace(node, f's{i}')}"]
     pid = netns.spawn(node.namespace, argv, log)
@@ -252,8 +260,19 @@ def second_hop(directory: Path, plan: LabPlan, site: str, on: bool) -> None:
     request(directory, site_node(plan, site), {"op": "second_hop", "on": on})
 
 
+def rules(directory: Path, plan: LabPlan, site: str, path: Path) -> dict[str, Any]:
+    """Put the L4Drop rules of the file ``path`` in force at ``site`` (checked here
+    first: a bad file raises :class:`~anyedge.errors.InputError`)."""
+    from ..edge.rules import load_rules
+
+    node = site_node(plan, site)
+    load_rules(path)
+    return dict(request(directory, node, {"op": "rules", "path": str(path.resolve())}))
+
+
 def stats(directory: Path, plan: LabPlan, site: str) -> dict[str, Any]:
-    """Every server's balancer counters: ``{server: [{kind, to, packets, bytes}]}``."""
+    """Every server's balancer counters, ``servers: {server: [{kind, to, packets,
+    bytes}]}``, and the L4Drop rules' ``rules: [{name, action, packets, bytes}]``."""
     return dict(request(directory, site_node(plan, site), {"op": "stats"}))
 
 
@@ -273,8 +292,10 @@ def table(directory: Path, plan: LabPlan, site: str) -> tuple[Table, list[str]]:
 class Agent:
     """The balancers of one site's servers and the table they share."""
 
-    def __init__(self, services: list[str], seed: int) -> None:
+    def __init__(self, services: list[str], seed: int, uplinks: Sequence[str] = ()) -> None:
         self.services = services
+        self.uplinks = list(uplinks)
+        self.l4drop: Any = None
         self.names: list[str] = []
         self.balancers: list[Any] = []
         self.table: Table | None = None
@@ -354,19 +375,37 @@ class Agent:
                 if b is not None:
                     b.second_hop = self.on
             return self.show()
+        if op == "rules":
+            from ..edge.l4drop import L4Drop
+            from ..edge.rules import load_rules
+
+            compiled = load_rules(str(req["path"]))
+            if self.l4drop is None:
+                self.l4drop = L4Drop()
+                for ifname in self.uplinks:
+                    self.l4drop.attach(ifname, mode="generic")
+            self.l4drop.replace(compiled)
+            return {"rules": len(compiled), "interfaces": self.uplinks}
         if op == "stats":
+            drops = [] if self.l4drop is None else self.l4drop.counters()
             return {
-                n: [
-                    {
-                        "kind": c.kind,
-                        "to": self.names[c.server],
-                        "packets": c.packets,
-                        "bytes": c.bytes,
-                    }
-                    for c in b.counters()
-                ]
-                for n, b in zip(self.names, self.balancers, strict=True)
-                if b is not None
+                "rules": [
+                    {"name": c.name, "action": c.action, "packets": c.packets, "bytes": c.bytes}
+                    for c in drops
+                ],
+                "servers": {
+                    n: [
+                        {
+                            "kind": c.kind,
+                            "to": self.names[c.server],
+                            "packets": c.packets,
+                            "bytes": c.bytes,
+                        }
+                        for c in b.counters()
+                    ]
+                    for n, b in zip(self.names, self.balancers, strict=True)
+                    if b is not None
+                },
             }
         if op == "table":
             t = self.table
@@ -386,6 +425,8 @@ class Agent:
         return self.names.index(name)
 
     def close(self) -> None:
+        if self.l4drop is not None:
+            self.l4drop.close()
         for b in self.balancers:
             if b is not None:
                 b.close()
@@ -430,9 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--socket", required=True, type=Path)
     p.add_argument("--service", action="append", required=True)
     p.add_argument("--server", action="append", required=True, help="NAME=NAMESPACE")
+    p.add_argument("--uplink", action="append", default=[], help="router interface for L4Drop")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    agent = Agent(args.service, args.seed)
+    agent = Agent(args.service, args.seed, args.uplink)
     try:
         for spec in args.server:
             name, ns = spec.split("=", 1)
