@@ -7,7 +7,8 @@ against the lab, ``withdraw``/``announce`` drive a site's real BGP speaker,
 ``forward`` hands a share of a site's flows to another site, ``load`` sends a steady
 load from a client, ``failover`` measures how
 long clients take to move when a site withdraws, ``control`` runs the Traffic Manager
-against the lab, and ``generate`` writes a random lab topology.
+against the lab, ``edge servers|stats|rules`` reads and changes the load balancer and
+L4Drop at a site with servers, and ``generate`` writes a random lab topology.
 
 Every command but ``up`` and ``generate`` finds the lab through its directory
 (``--dir``, default ``/run/anyedge/<name>``); the directory records what the lab made,

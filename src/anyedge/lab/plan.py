@@ -17,6 +17,8 @@ plan decides:
   path over router-to-router links (sites never carry transit);
 * **service ports**: each plan is served on its own port (``7001`` for the first plan),
   so the lab can count and steer traffic per plan;
+* **sites with servers** (``servers: N``): the site's namespace is their router, the
+  servers are namespaces of their own on :data:`SEGMENT` (built by :mod:`.edge`);
 * **a test prefix** (:data:`TEST_PREFIX`), announced by every site beside the
   topology's prefixes, for the Traffic Predictor's measurements (:mod:`.trial`).
 
