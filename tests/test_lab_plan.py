@@ -24,7 +24,7 @@ from anyedge.cli.main import main
 from anyedge.lab.compare import predicted
 from anyedge.lab.generate import generate
 from anyedge.lab.plan import client_names, lab_world, make_plan, router_id
-from anyedge.model.files.topology import dump_yaml, load_world, parse_world
+from anyedge.model.files.topology import dump_yaml, load_world, parse_world, world_to_dict
 from anyedge.model.lab import NodeKind
 
 DATA = Path(__file__).parent / "data"
@@ -220,4 +220,37 @@ def test_prefixes_the_lab_uses_itself_are_refused(
     code = main(["lab", "up", "-t", str(topo), "--dir", str(tmp_path / "d")])
     assert code == 2
     assert f"lab.yaml: lab: prefix {cidr} {words}" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_site_with_servers_plans_their_namespaces() -> None:
+    world = load_world(DATA / "lab_edge.yaml")
+    plan = make_plan(world, "x")
+    chc = plan.site_node("CHC")
+    assert chc.servers == 4
+    assert chc.server_namespaces == tuple(f"ae-x-chc-s{i}" for i in range(4))
+    assert set(chc.server_namespaces) <= set(plan.namespaces)  # lab down removes them
+    assert plan.node("isp1").servers == 0
+    # the topology keeps the field through the lab's copy of it
+    again = parse_world(dump_yaml(world_to_dict(world, inline=True)), "copy")
+    assert make_plan(again, "x").site_node("CHC").servers == 4
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        ("servers: 4}", "servers: 0}", "lab.nodes.chc.servers: Input should be greater than"),
+        ("servers: 4}", "servers: 17}", "lab.nodes.chc.servers: Input should be less than"),
+        ("asn: 65001}", "asn: 65001, servers: 2}", "lab.nodes.isp1.servers: only site nodes"),
+        ("198.51.100.0/24", "192.0.2.0/25", "the servers' segment in a site"),
+    ],
+)
+def test_bad_servers_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, words: str
+) -> None:
+    topo = tmp_path / "lab.yaml"
+    topo.write_text((DATA / "lab_edge.yaml").read_text().replace(old, new))
+    code = main(["lab", "up", "-t", str(topo), "--dir", str(tmp_path / "d")])
+    assert code == 2
+    assert words in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

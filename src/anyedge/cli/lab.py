@@ -7,7 +7,8 @@ against the lab, ``withdraw``/``announce`` drive a site's real BGP speaker,
 ``forward`` hands a share of a site's flows to another site, ``load`` sends a steady
 load from a client, ``failover`` measures how
 long clients take to move when a site withdraws, ``control`` runs the Traffic Manager
-against the lab, and ``generate`` writes a random lab topology.
+against the lab, ``edge servers|stats|rules`` reads and changes the load balancer and
+L4Drop at a site with servers, and ``generate`` writes a random lab topology.
 
 Every command but ``up`` and ``generate`` finds the lab through its directory
 (``--dir``, default ``/run/anyedge/<name>``); the directory records what the lab made,
@@ -684,3 +685,137 @@ def turn_(directory: Path | None, name: str | None, users: tuple[str, ...], as_j
         click.echo(json.dumps(rows, indent=1))
     else:
         _table(rows, "TURN on anycast")
+
+
+@lab.group()
+def edge() -> None:
+    """The edge at a site with servers: its XDP load balancer's table and counters."""
+
+
+def _edge_call(f: Callable[[], Any]) -> Any:
+    from ..lab.edge import BadRequest
+
+    try:
+        return f()
+    except BadRequest as e:
+        raise InputError.one("command line", "SITE", str(e)) from None
+
+
+@edge.command("servers")
+@dir_option
+@name_option
+@click.argument("site")
+@click.option(
+    "--add", "add", metavar="NAME", help="Add a server NAME (made, then put in the table)."
+)
+@click.option("--drain", metavar="NAME", help="Drain server NAME: it takes no new flows.")
+@click.option("--remove", metavar="NAME", help="Remove server NAME from the table and the site.")
+@json_option
+def edge_servers(
+    directory: Path | None,
+    name: str | None,
+    site: str,
+    add: str | None,
+    drain: str | None,
+    remove: str | None,
+    as_json: bool,
+) -> None:
+    """SITE's servers: weight, state and buckets in the balancer's table; with --add,
+    --drain or --remove, change the table on every server of the site first."""
+    from ..adapters.bgp.base import SpeakerError
+    from ..adapters.netns import NetnsError
+    from ..lab import edge as lab_edge
+    from ..lab.build import LabError
+
+    changes = [(op, v) for op, v in (("add", add), ("drain", drain), ("remove", remove)) if v]
+    if len(changes) > 1:
+        raise InputError.one("command line", "--add/--drain/--remove", "one change at a time")
+    d = _dir(directory, name)
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    try:
+        if changes:
+            op, server = changes[0]
+            out = _edge_call(lambda: lab_edge.change(d, plan, code, op, server))
+        else:
+            out = _edge_call(lambda: lab_edge.servers(d, plan, code))
+    except (LabError, SpeakerError, NetnsError, OSError, subprocess.SubprocessError) as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    rows = [
+        {k: r[k] for k in ("name", "mac", "weight", "state", "buckets", "second_hop_buckets")}
+        for r in out["servers"]
+    ]
+    moved = f"; {out['moved']} of {out['buckets']} buckets moved" if "moved" in out else ""
+    hop = "on" if out["second_hop"] else "off"
+    _table(rows, title=f"{code}: {out['buckets']} buckets, second hop {hop}{moved}")
+
+
+@edge.command("stats")
+@dir_option
+@name_option
+@click.argument("site")
+@json_option
+def edge_stats(directory: Path | None, name: str | None, site: str, as_json: bool) -> None:
+    """SITE's balancer counters, per server: packets sent on as first hop, as second
+    hop, passed up locally, passed up for want of a MAC."""
+    from ..adapters.netns import NetnsError
+    from ..lab import edge as lab_edge
+    from ..lab.build import LabError
+
+    d = _dir(directory, name)
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    try:
+        out = _edge_call(lambda: lab_edge.stats(d, plan, code))
+    except (LabError, NetnsError, OSError) as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    rows = [
+        {
+            "server": s,
+            "kind": c["kind"],
+            "to": c["to"],
+            "packets": c["packets"],
+            "bytes": c["bytes"],
+        }
+        for s, cs in out["servers"].items()
+        for c in cs
+    ]
+    if not rows:
+        click.echo(f"{code}: no packets counted yet")
+    _table(rows, title=f"{code}: balancer counters")
+    _table(out["rules"], title=f"{code}: L4Drop rules at the site router")
+
+
+@edge.command("rules")
+@dir_option
+@name_option
+@click.argument("site")
+@click.option(
+    "-f",
+    "--file",
+    "rules_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The L4Drop rules file (docs/edge.md).",
+)
+def edge_rules(directory: Path | None, name: str | None, site: str, rules_file: Path) -> None:
+    """Put the L4Drop rules of FILE in force at SITE (at its router's interfaces, in
+    front of every server; an empty list removes them)."""
+    from ..adapters.netns import NetnsError
+    from ..lab import edge as lab_edge
+    from ..lab.build import LabError
+
+    d = _dir(directory, name)
+    _world, plan, _state = _attach(directory, name)
+    code = _site(plan, site)
+    try:
+        out = _edge_call(lambda: lab_edge.rules(d, plan, code, rules_file))
+    except (LabError, NetnsError, OSError) as e:
+        raise _fail(e) from None
+    click.echo(f"{code}: {out['rules']} rules in force on {', '.join(out['interfaces'])}")

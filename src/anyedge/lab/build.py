@@ -14,7 +14,8 @@ The way up (:func:`up`):
 2. veth links with the plan's addresses; anycast addresses on the sites' ``lo``;
    default routes for sites and clients, static routes to clients on routers;
 3. FRR on every router, then each site's BGP speaker (FRR, BIRD, GoBGP or ExaBGP),
-   then each site's service (:mod:`.service`);
+   then each site's service (:mod:`.service`) — or, at a site with ``servers: N``, its
+   servers, their services and its edge agent (:mod:`.edge`);
 4. wait until every BGP session is up and the routers' routes to the anycast
    prefixes have stopped changing.
 
@@ -293,7 +294,12 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
         netns.veth(n.namespace, p.ifname, other.namespace, q.ifname)
     for n in plan.nodes:
         cmds = [f"addr add {p.address} dev {p.ifname}" for p in n.ports]
-        cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]
+        if n.servers:  # the servers hold the anycast addresses; the site routes to them
+            from .edge import router_commands
+
+            cmds += router_commands(n)
+        else:
+            cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]
         if n.default_via:
             cmds.append(f"route add default via {n.default_via}")
         cmds += [f"route add {dst} via {via}" for dst, via in n.routes]
@@ -314,7 +320,12 @@ def _start(plan: LabPlan, directory: Path, state: LabState, progress: Progress) 
         speaker = speaker_of(plan, n, directory)
         state.add_pids(directory, n.name, speaker.start(initial_routes(n)))
         state.routes[n.name] = [[r.prefix, r.prepend] for r in initial_routes(n)]
-        state.add_pids(directory, n.name, [start_service(plan, n, directory)])
+        if n.servers:
+            from .edge import build_site
+
+            build_site(plan, n, directory, state)
+        else:
+            state.add_pids(directory, n.name, [start_service(plan, n, directory)])
 
 
 def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float = 10.0) -> int:

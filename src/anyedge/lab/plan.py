@@ -17,6 +17,8 @@ plan decides:
   path over router-to-router links (sites never carry transit);
 * **service ports**: each plan is served on its own port (``7001`` for the first plan),
   so the lab can count and steer traffic per plan;
+* **sites with servers** (``servers: N``): the site's namespace is their router, the
+  servers are namespaces of their own on :data:`SEGMENT` (built by :mod:`.edge`);
 * **a test prefix** (:data:`TEST_PREFIX`), announced by every site beside the
   topology's prefixes, for the Traffic Predictor's measurements (:mod:`.trial`).
 
@@ -46,6 +48,9 @@ PORT_BASE = 7000
 # site at a time to see where that site's users go, while real traffic stays put.
 TEST_PREFIX = "203.0.113.0/24"
 MAX_LINKS = 2**20  # /30s in 100.64.0.0/10
+# The L2 segment behind a site with servers (the same in every site: each is its own
+# namespace): its router is .1, server i is .(11 + i).
+SEGMENT = "192.0.2.0/24"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,12 @@ class NodePlan:
     prefixes: tuple[str, ...] = ()  # IPv4 prefixes the site announces
     default_via: str | None = None  # sites and clients
     routes: tuple[tuple[str, str], ...] = ()  # static (destination, via), routers
+    servers: int = 0  # sites with servers: the site is their router (see .edge)
+
+    @property
+    def server_namespaces(self) -> tuple[str, ...]:
+        """The namespaces of a site's servers ``s0``, ``s1``... as planned."""
+        return tuple(f"{self.namespace}-s{i}" for i in range(self.servers))
 
     @property
     def bgp_ports(self) -> tuple[Port, ...]:
@@ -139,7 +150,7 @@ class LabPlan:
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        return tuple(n.namespace for n in self.nodes)
+        return tuple(ns for n in self.nodes for ns in (n.namespace, *n.server_namespaces))
 
     def site_node(self, code: str) -> NodePlan:
         for n in self.nodes:
@@ -210,6 +221,10 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         for taken, what in ((TEST_PREFIX, "the lab's test prefix"), (LINKS, "the lab's links")):
             if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(taken)):
                 raise ValueError(f"prefix {c} overlaps {taken}, {what}")
+    if any(n.servers for n in lab.nodes):
+        for c in net.prefixes.cidr:
+            if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(SEGMENT)):
+                raise ValueError(f"prefix {c} overlaps {SEGMENT}, the servers' segment in a site")
     asns = sorted({n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | {net.asn})
     rank = {a: i for i, a in enumerate(asns)}
 
@@ -278,6 +293,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     anycast=tuple(first_host(c) for c in mine),
                     prefixes=mine,
                     default_via=up[0].peer_address if up else None,
+                    servers=n.servers,
                 )
             )
         else:

@@ -17,6 +17,10 @@ Data flow:
 * The reply is the site code (ASCII, e.g. ``b"CHC"``); when the request starts with
   ``b"seq "`` the request is echoed after a space (``b"CHC seq 17"``), so that a client
   sending tagged probes can match each answer to its probe (see :func:`reply_for`).
+* With ``--hold PORT`` (the servers of a site with servers, :mod:`.edge`) there is
+  also a TCP listener on that port that answers *every* line with the reply and keeps
+  the connection open until the client closes it: long-lived connections, for tests
+  that change the load balancer's table under them.  Not counted.
 * Per port the service counts requests (UDP datagrams plus TCP connections) and bytes
   received and sent, cumulatively from start.
 * A Unix stream socket (``--stats``) serves the counters: each connection receives one
@@ -142,6 +146,7 @@ class Service:
     addresses: Sequence[str]
     ports: Sequence[int]
     stats_path: Path
+    hold: int | None = None  # a port whose TCP connections stay open, a reply per line
     counters: Counters = field(init=False)
     _servers: list[asyncio.Server] = field(default_factory=list, init=False)
     _udp: list[asyncio.DatagramTransport] = field(default_factory=list, init=False)
@@ -181,6 +186,22 @@ class Service:
                     raise ServiceError(f"cannot bind UDP {address} port {port}: {e}") from e
                 self._udp.append(transport)
                 _grow_receive_buffer(transport.get_extra_info("socket"))
+        if self.hold is not None:
+            for address in self.addresses:
+                try:
+                    server = await asyncio.start_server(
+                        self._held,
+                        host=address,
+                        port=self.hold,
+                        reuse_address=True,
+                        backlog=TCP_BACKLOG,
+                        limit=TCP_LINE_LIMIT,
+                    )
+                except OSError as e:
+                    raise ServiceError(
+                        f"cannot listen on TCP {address} port {self.hold}: {e}"
+                    ) from e
+                self._servers.append(server)
         _remove_stale_socket(self.stats_path)
         try:
             stats = await asyncio.start_unix_server(self._serve_stats, path=str(self.stats_path))
@@ -215,6 +236,21 @@ class Service:
                     await writer.wait_closed()
 
         return handle
+
+    async def _held(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A held connection: a reply to every line, until the client closes."""
+        self._conns.add(writer)
+        try:
+            while line := await reader.readline():
+                writer.write(reply_for(self.code, line.rstrip(b"\r\n")) + b"\n")
+                await writer.drain()
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._conns.discard(writer)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def _serve_stats(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -363,13 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--ports", required=True, type=_port_list, help="comma-separated ports, one per plan"
     )
     p.add_argument("--stats", required=True, type=Path, help="Unix socket serving the counters")
+    p.add_argument(
+        "--hold",
+        type=int,
+        default=None,
+        help="TCP port whose connections stay open (a reply per line)",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     addresses: list[str] = list(dict.fromkeys(args.address))
-    service = Service(args.site, addresses, args.ports, args.stats)
+    service = Service(args.site, addresses, args.ports, args.stats, args.hold)
     try:
         asyncio.run(serve(service))
     except ServiceError as e:

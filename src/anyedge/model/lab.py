@@ -39,6 +39,7 @@ class LabNode:
     asn: int | None = None
     site: str | None = None  # the IATA code of the site a SITE node stands for
     speaker: Speaker | None = None
+    servers: int = 0  # a SITE node with servers: a router and this many server namespaces
 
 
 @dataclass(frozen=True, slots=True)

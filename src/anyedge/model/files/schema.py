@@ -139,6 +139,7 @@ class LabNodeIn(Strict):
     asn: ASN | None = None
     site: SiteCode | None = None
     speaker: Literal["frr", "bird", "gobgp", "exabgp"] | None = None
+    servers: int | None = Field(None, ge=1, le=16)
 
 
 class LabLinkIn(Strict):

@@ -282,6 +282,11 @@ def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]
             yield ("lab", "nodes", name), "a router needs an asn"
         if n.kind == "client" and n.speaker is not None:
             yield ("lab", "nodes", name, "speaker"), "a client runs no BGP speaker"
+        if n.servers is not None and n.kind != "site":
+            yield (
+                ("lab", "nodes", name, "servers"),
+                f"only site nodes have servers, this is a {n.kind}",
+            )
     used: dict[str, int] = {}
     for i, link in enumerate(t.lab.links):
         ends = [e.split(":") for e in link.endpoints]
@@ -625,6 +630,7 @@ def _build_lab(t: TopologyIn) -> Lab:
             asn=n.asn,
             site=n.site,
             speaker=Speaker(n.speaker) if n.speaker else None,
+            servers=n.servers or 0,
         )
         for name, n in t.lab.nodes.items()
     )
@@ -738,6 +744,8 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
                 d["site"] = n.site
             if n.speaker is not None:
                 d["speaker"] = str(n.speaker)
+            if n.servers:
+                d["servers"] = n.servers
             nodes[n.name] = d
         out["lab"] = {
             "nodes": nodes,
