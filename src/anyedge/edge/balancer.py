@@ -48,7 +48,6 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 import numpy as np
@@ -56,7 +55,7 @@ import numpy as np
 from ..adapters.netns import entered
 from ..balance.table import NONE, Table
 from . import build
-from .libbpf import VERDICTS, BpfError, BpfObject, detach_xdp, possible_cpus
+from .libbpf import VERDICTS, BpfError, BpfObject, Loaded, detach_xdp, possible_cpus
 
 PROGRAM = "balancer"
 BUCKETS = 1 << 16  # the data plane's bucket array; smaller tables are repeated to fill it
@@ -156,7 +155,7 @@ def marked_mac(mac: bytes) -> bytes:
     return bytes([mac[0] ^ MAC_MARK]) + mac[1:]
 
 
-class Balancer:
+class Balancer(Loaded):
     """One loaded copy of the balancer program for the server ``self_index``."""
 
     def __init__(
@@ -374,21 +373,6 @@ class Balancer:
                     detach_xdp(ifindex, mode)
             except (OSError, BpfError):
                 pass
-
-    def close(self) -> None:
-        self.detach()
-        self.obj.close()
-
-    def __enter__(self) -> Balancer:
-        return self
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _mac_key(mac: bytes) -> ctypes.c_uint64:

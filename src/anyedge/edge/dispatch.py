@@ -29,11 +29,10 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from ..adapters.netns import NETNS_DIR
 from . import build
-from .libbpf import BpfObject, Map, possible_cpus
+from .libbpf import BpfObject, Loaded, check_size, possible_cpus
 
 PROGRAM = "sk_dispatch"
 MAX_RANGES = 64
@@ -142,7 +141,7 @@ class ServiceCounter:
     refused: int
 
 
-class Dispatch:
+class Dispatch(Loaded):
     """One loaded copy of the sk_lookup program, its ranges, sockets and links."""
 
     def __init__(self, obj_path: str | Path | None = None) -> None:
@@ -153,8 +152,8 @@ class Dispatch:
         self._sockets = self.obj.map("skd_sockets")
         self._stats = self.obj.map("skd_stats")
         for m in self._sets:
-            _same_size(m, ctypes.sizeof(RangeSet), "struct skd_set")
-        _same_size(self._stats, ctypes.sizeof(_Stat), "struct skd_stat")
+            check_size(m, ctypes.sizeof(RangeSet), "struct skd_set", "dispatch.py")
+        check_size(self._stats, ctypes.sizeof(_Stat), "struct skd_stat", "dispatch.py")
         self._ncpu = possible_cpus()
         self._active = 0  # skd_set0, empty, in force from the start
         self._ranges: list[tuple[Range, ...]] = [(), ()]
@@ -274,26 +273,3 @@ class Dispatch:
         """Close every link this loader made (the program leaves those namespaces)."""
         while self._links:
             os.close(self._links.pop())
-
-    def close(self) -> None:
-        self.detach()
-        self.obj.close()
-
-    def __enter__(self) -> Dispatch:
-        return self
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _same_size(m: Map, size: int, what: str) -> None:
-    if m.value_size != size:
-        raise RuntimeError(
-            f"map {m.name}: the object's {what} is {m.value_size} bytes, anyedge's is "
-            f"{size}: the C source and dispatch.py disagree"
-        )

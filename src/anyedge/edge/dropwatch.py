@@ -26,10 +26,9 @@ import errno
 import struct
 from functools import cache
 from pathlib import Path
-from types import TracebackType
 
 from . import build
-from .libbpf import BpfError, BpfObject, Link, possible_cpus
+from .libbpf import BpfError, BpfObject, Link, Loaded, possible_cpus
 
 PROGRAM = "dropwatch"
 MAX_REASONS = 512  # DW_MAX_REASONS: the last slot holds every reason at or above it
@@ -94,7 +93,7 @@ def reason_names() -> dict[int, str]:
     return names
 
 
-class Dropwatch:
+class Dropwatch(Loaded):
     """The dropwatch program, loaded and attached to ``kfree_skb`` until closed."""
 
     def __init__(self, obj_path: str | Path | None = None) -> None:
@@ -124,17 +123,3 @@ class Dropwatch:
         """Drops since loading, per reason name (non-zero ones)."""
         names = reason_names()
         return {names.get(r, f"REASON_{r}"): n for r, n in self.counts().items()}
-
-    def close(self) -> None:
-        self.obj.close()
-
-    def __enter__(self) -> Dropwatch:
-        return self
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -25,11 +25,18 @@ import ctypes
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from ..adapters.netns import entered
 from . import build
-from .libbpf import VERDICTS, BpfError, BpfObject, Map, detach_xdp, possible_cpus
+from .libbpf import (
+    VERDICTS,
+    BpfError,
+    BpfObject,
+    Loaded,
+    check_size,
+    detach_xdp,
+    possible_cpus,
+)
 from .rules import MAX_RULES, CompiledRules, RuleSet
 
 PROGRAM = "l4drop"
@@ -49,7 +56,7 @@ class Counter:
     bytes: int
 
 
-class L4Drop:
+class L4Drop(Loaded):
     """One loaded copy of the L4Drop program, its maps, and where it is attached."""
 
     def __init__(self, obj_path: str | Path | None = None) -> None:
@@ -59,8 +66,8 @@ class L4Drop:
         self._active_map = self.obj.map("l4drop_active")
         self._stats = self.obj.map("l4drop_stats")
         for m in self._sets:
-            _same_size(m, ctypes.sizeof(RuleSet), "struct l4drop_set")
-        _same_size(self._stats, ctypes.sizeof(_Stat), "struct l4drop_stat")
+            check_size(m, ctypes.sizeof(RuleSet), "struct l4drop_set", "rules.py")
+        check_size(self._stats, ctypes.sizeof(_Stat), "struct l4drop_stat", "rules.py")
         self._ncpu = possible_cpus()
         self._active = 0  # the object starts with l4drop_set0, empty, in force
         self._rules: list[CompiledRules] = [CompiledRules((), (), ()), CompiledRules((), (), ())]
@@ -145,26 +152,3 @@ class L4Drop:
                     detach_xdp(ifindex, mode)
             except (OSError, BpfError):
                 pass
-
-    def close(self) -> None:
-        self.detach()
-        self.obj.close()
-
-    def __enter__(self) -> L4Drop:
-        return self
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _same_size(m: Map, size: int, what: str) -> None:
-    if m.value_size != size:
-        raise RuntimeError(
-            f"map {m.name}: the object's {what} is {m.value_size} bytes, anyedge's is "
-            f"{size}: the C source and rules.py disagree"
-        )

@@ -18,7 +18,8 @@ import errno
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from types import TracebackType
+from typing import Any, NamedTuple, Self
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1  # generic XDP: any interface, after the skb is built
@@ -414,4 +415,39 @@ class BpfObject:
             self._handle = None
 
     def __del__(self) -> None:
+        self.close()
+
+
+def check_size(m: Map, size: int, what: str, source: str) -> None:
+    """Refuse an object whose map ``m`` holds values of another size than anyedge's
+    record of ``what`` (the C source and ``source`` have drifted apart)."""
+    if m.value_size != size:
+        raise RuntimeError(
+            f"map {m.name}: the object's {what} is {m.value_size} bytes, anyedge's is "
+            f"{size}: the C source and {source} disagree"
+        )
+
+
+class Loaded:
+    """What every loader shares: it owns ``obj``; :meth:`close` undoes what it attached
+    (:meth:`detach`) and closes the object, also at the end of a ``with`` block."""
+
+    obj: BpfObject
+
+    def detach(self) -> None:
+        """Undo what this loader attached (nothing, unless a loader says otherwise)."""
+
+    def close(self) -> None:
+        self.detach()
+        self.obj.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -26,10 +26,9 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from . import build
-from .libbpf import BpfObject, Map, possible_cpus
+from .libbpf import BpfObject, Loaded, check_size, possible_cpus
 
 PROGRAM = "udp_limit"
 SO_ATTACH_BPF = 50  # asm-generic/socket.h
@@ -73,7 +72,7 @@ class Source:
     tokens: float
 
 
-class UdpLimit:
+class UdpLimit(Loaded):
     """One loaded copy of the rate-limit program: its config, buckets and counters.
     Every socket it is attached to shares them (a source's bucket is one, whichever
     socket the datagram reaches)."""
@@ -84,8 +83,8 @@ class UdpLimit:
         self._config = self.obj.map("udl_config")
         self._buckets = self.obj.map("udl_buckets")
         self._stats = self.obj.map("udl_stats")
-        _same_size(self._config, ctypes.sizeof(Config), "struct udl_config")
-        _same_size(self._buckets, ctypes.sizeof(Bucket), "struct udl_bucket")
+        check_size(self._config, ctypes.sizeof(Config), "struct udl_config", "udplimit.py")
+        check_size(self._buckets, ctypes.sizeof(Bucket), "struct udl_bucket", "udplimit.py")
         self._ncpu = possible_cpus()
         self._sockets: list[socket.socket] = []
         self.set_limit(rate, burst)
@@ -155,26 +154,3 @@ class UdpLimit:
         for key in self._buckets.keys(SourceKey):
             with contextlib.suppress(OSError):  # gone already
                 self._buckets.delete(key)
-
-    def close(self) -> None:
-        self.detach()
-        self.obj.close()
-
-    def __enter__(self) -> UdpLimit:
-        return self
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _same_size(m: Map, size: int, what: str) -> None:
-    if m.value_size != size:
-        raise RuntimeError(
-            f"map {m.name}: the object's {what} is {m.value_size} bytes, anyedge's is "
-            f"{size}: the C source and udplimit.py disagree"
-        )
