@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from anyedge.edge.exporter import EdgeCollector, Server, serve
 from anyedge.edge.l4drop import L4Drop
 from anyedge.edge.libbpf import BpfError
 from anyedge.edge.rules import parse_rules
+from edge_netns import ADDR_A, ADDR_B, veth_pair
 from edge_packets import ACK, SYN, ipv4, tcp, tcp4, udp, udp4
 
 RULES = """\
@@ -264,29 +264,14 @@ def dropwatch() -> Iterator[Dropwatch]:
         yield dw
 
 
-ADDR_A, ADDR_B = "192.0.2.1", "192.0.2.2"
-
-
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
     """``ae-met-XXXXXX-a`` and ``-b`` joined by a veth pair; removed whatever happens."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    base = "ae-met-" + secrets.token_hex(3)
-    a, b = f"{base}-a", f"{base}-b"
-    try:
-        netns.add(a)
-        netns.add(b)
-        netns.veth(a, "eth0", b, "eth0")
-        netns.batch(a, [f"addr add {ADDR_A}/24 dev eth0"])
-        netns.batch(b, [f"addr add {ADDR_B}/24 dev eth0"])
-        yield a, b
-    finally:
-        for ns in (a, b):
-            if netns.exists(ns):
-                netns.remove(ns)
-        assert not netns.listed(base)
+    with veth_pair("ae-met") as pair:
+        yield pair
 
 
 def _drops(server: Server) -> dict[str, float]:

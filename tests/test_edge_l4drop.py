@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import secrets
 import select
 import socket
 import struct
@@ -32,6 +31,8 @@ from anyedge.edge.l4drop import L4Drop
 from anyedge.edge.libbpf import BpfError
 from anyedge.edge.rules import MAX_RULES, Rule, RuleSet, parse_rules
 from anyedge.errors import InputError
+from edge_netns import ADDR_A, ADDR_B
+from edge_netns import veth_pair as namespace_pair
 from edge_packets import (
     ACK,
     ETH_IPV6,
@@ -437,8 +438,6 @@ def test_an_empty_rule_set_passes_everything(l4: L4Drop) -> None:
 
 # -- real packets through two namespaces --------------------------------------------------
 
-ADDR_A, ADDR_B = "192.0.2.1", "192.0.2.2"
-
 
 @pytest.fixture
 def veth_pair() -> Iterator[tuple[str, str]]:
@@ -447,20 +446,8 @@ def veth_pair() -> Iterator[tuple[str, str]]:
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    base = "ae-l4d-" + secrets.token_hex(3)
-    a, b = f"{base}-a", f"{base}-b"
-    try:
-        netns.add(a)
-        netns.add(b)
-        netns.veth(a, "eth0", b, "eth0")
-        netns.batch(a, [f"addr add {ADDR_A}/24 dev eth0"])
-        netns.batch(b, [f"addr add {ADDR_B}/24 dev eth0"])
-        yield a, b
-    finally:
-        for ns in (a, b):
-            if netns.exists(ns):
-                netns.remove(ns)
-        assert not netns.listed(base)
+    with namespace_pair("ae-l4d") as pair:
+        yield pair
 
 
 def _wait_for(check: Callable[[], bool], timeout: float = 3.0) -> None:
