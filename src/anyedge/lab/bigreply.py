@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -31,14 +32,16 @@ def _family(address: str) -> int:
 
 def _serve_tcp(sock: socket.socket, size: int) -> None:
     def answer(conn: socket.socket) -> None:
+        # close with a reset once the client has closed (or after 10 s): a black-holed
+        # answer is then not retransmitted for minutes, sending PTBs into later runs
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         with conn:
             conn.settimeout(10)
-            try:
+            with contextlib.suppress(OSError):
                 conn.recv(256)
                 conn.sendall(b"x" * size)
-                time.sleep(5)  # keep the socket while retransmissions may still come
-            except OSError:
-                pass
+                while conn.recv(256):
+                    pass
 
     while True:
         conn, _ = sock.accept()

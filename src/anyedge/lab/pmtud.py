@@ -3,7 +3,7 @@
 ::
 
     client ──(MTU 1280)── r ──(1500)── g ══ br0 ══ s0, s1, ... (anycast on lo)
-    100.64.1.0/24          198.51.100.0/30  192.0.2.0/24
+    100.64.0.0/16          198.51.100.0/30  192.0.2.0/24
     2001:db8:c::/64        2001:db8:1::/64  2001:db8:2::/64
 
 * ``c``, the clients: one link of MTU 1,280 to their router and routes that advertise
@@ -69,7 +69,8 @@ class PmtudLab:
         self.table = Table.build([1.0] * servers)
         self._balancers: list[Balancer] = []
         self._pmtud: list[int] = []
-        self._next_client = 0
+        self._runs = 0
+        self._next_client = {4: 0, 6: 0}
         self.use_balancer = balancer
 
     # -- building ------------------------------------------------------------------------
@@ -96,9 +97,9 @@ class PmtudLab:
             c,
             [
                 f"link set eth0 mtu {CLIENT_MTU}",
-                "addr add 100.64.1.2/24 dev eth0",
+                "addr add 100.64.0.2/16 dev eth0",
                 "addr add 2001:db8:c::2/64 dev eth0 nodad",
-                "route add default via 100.64.1.1 advmss 1460",
+                "route add default via 100.64.0.1 advmss 1460",
                 "route add default via 2001:db8:c::1 advmss 1440",
             ],
         )
@@ -106,7 +107,7 @@ class PmtudLab:
             r,
             [
                 f"link set eth1 mtu {CLIENT_MTU}",
-                "addr add 100.64.1.1/24 dev eth1",
+                "addr add 100.64.0.1/16 dev eth1",
                 "addr add 2001:db8:c::1/64 dev eth1 nodad",
                 "addr add 198.51.100.2/30 dev eth0",
                 "addr add 2001:db8:1::2/64 dev eth0 nodad",
@@ -134,7 +135,7 @@ class PmtudLab:
             "addr add 2001:db8:2::1/64 dev br0 nodad",
             "addr add 198.51.100.1/30 dev eth1",
             "addr add 2001:db8:1::1/64 dev eth1 nodad",
-            "route add 100.64.1.0/24 via 198.51.100.2",
+            "route add 100.64.0.0/16 via 198.51.100.2",
             "route add 2001:db8:c::/64 via 2001:db8:1::2",
         ]
         for i, s in enumerate(self.servers):
@@ -229,10 +230,12 @@ class PmtudLab:
             ]
             if mode == "flow":
                 args += ["--site", str(site)]
-            self._pmtud.append(self._spawn_wait(s, args, f"{s}-pmtud-{mode}-{i}.log"))
+            self._runs += 1  # a log of its own: "ready" in an old one would not be this one's
+            self._pmtud.append(self._spawn_wait(s, args, f"{s}-pmtud-{self._runs}.log"))
 
     def pmtud_counts(self) -> list[dict[str, Any]]:
-        """Each server's daemon counters (its metrics endpoint) and PTB arrivals."""
+        """Each server's daemon counters (its metrics endpoint) and PTB arrivals, once
+        they have stopped changing (read again until two reads agree)."""
         code = (
             "import json,urllib.request\n"
             "from anyedge.edge.pmtud_daemon import arrived\n"
@@ -243,10 +246,19 @@ class PmtudLab:
             "    c[ln.split('reason=\"')[1].split('\"')[0]]=int(float(ln.rsplit(' ',1)[1]))\n"
             "  elif ln.startswith('anyedge_pmtud_copies_total{'):\n"
             "    c['copies']=int(float(ln.rsplit(' ',1)[1]))\n"
+            "  elif ln.startswith('anyedge_pmtud_overruns_total{'):\n"
+            "    c['overruns']=int(float(ln.rsplit(' ',1)[1]))\n"
             "c['arrived']=arrived()\n"
             "print(json.dumps(c))\n"
         )
-        return [json.loads(netns.run(s, [sys.executable, "-c", code])) for s in self.servers]
+        last: list[dict[str, Any]] = []
+        for _ in range(20):
+            now = [json.loads(netns.run(s, [sys.executable, "-c", code])) for s in self.servers]
+            if now == last:
+                break
+            last = now
+            time.sleep(0.2)
+        return last
 
     def stop_pmtud(self) -> None:
         netns.stop(self._pmtud)
@@ -256,13 +268,13 @@ class PmtudLab:
 
     def clients(self, count: int, family: int) -> list[str]:
         """``count`` fresh client addresses (never used by an earlier flow)."""
-        start = self._next_client
-        self._next_client += count
+        start = self._next_client[family]
+        self._next_client[family] += count
         if family == 4:
-            if self._next_client > 240:
+            if self._next_client[family] > 50000:
                 raise RuntimeError("out of IPv4 client addresses")
-            addrs = [f"100.64.1.{10 + i}" for i in range(start, start + count)]
-            netns.batch(self.client, [f"addr add {a}/24 dev eth0" for a in addrs])
+            addrs = [f"100.64.{1 + (i >> 8)}.{i & 0xFF}" for i in range(start, start + count)]
+            netns.batch(self.client, [f"addr add {a}/16 dev eth0" for a in addrs])
         else:
             addrs = [f"2001:db8:c::1:{i:x}" for i in range(start, start + count)]
             netns.batch(self.client, [f"addr add {a}/64 dev eth0 nodad" for a in addrs])
@@ -316,7 +328,7 @@ class PmtudLab:
                 "--anycast",
                 ANYCAST4 if family == 4 else ANYCAST6,
                 "--client",
-                "100.64.1.250" if family == 4 else "2001:db8:c::ffff",
+                "100.64.250.1" if family == 4 else "2001:db8:c::ffff",
                 "--count",
                 str(count),
                 "--sources",
