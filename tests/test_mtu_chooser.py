@@ -136,11 +136,14 @@ def test_route_mtu_set_in_a_namespace() -> None:
             ns, ["addr add 2001:db8:9::1/64 dev eth0 nodad", "route add default via 2001:db8:9::2"]
         )
         shown = set_route_mtu("default", 1400, 6, ns)
-        assert "mtu 1400" in shown and "via 2001:db8:9::2" in shown
+        assert "mtu 1400" in shown
+        assert "via 2001:db8:9::2" in shown
         r = _cli("mtu", "set", "--mtu", "1420", "--netns", ns)
-        assert r.returncode == 0 and "mtu 1420" in r.stdout
+        assert r.returncode == 0
+        assert "mtu 1420" in r.stdout
         r = _cli("mtu", "set", "--mtu", "1420", "--netns", ns, "--dest", "2001:db8:77::/48")
-        assert r.returncode == 2 and "--dest" in r.stderr
+        assert r.returncode == 2
+        assert "--dest" in r.stderr
     finally:
         netns.remove(ns)
     assert not netns.exists(ns)

@@ -64,7 +64,7 @@ def test_broadcast_sends_to_every_server() -> None:
 
 
 def test_flow_mode_sends_one_copy_to_the_table_owner_only() -> None:
-    seen = {i: 0 for i in range(4)}
+    seen = dict.fromkeys(range(4), 0)
     for port in range(30000, 30400):
         pkt = ptb4("198.51.100.2", ANY4, "100.64.1.7", 80, port)
         ptb = parse_ptb(pkt)
@@ -141,7 +141,8 @@ def test_nflog_messages_decode() -> None:
     hw = MACS[1] + MACS[2] + b"\x08\x00"
     data = _nflog_packet(pkt, 7, hw) + _nflog_packet(pkt[:-1], 8, b"")
     a, b = list(nflog.parse(data))
-    assert isinstance(a, nflog.Packet) and isinstance(b, nflog.Packet)
+    assert isinstance(a, nflog.Packet)
+    assert isinstance(b, nflog.Packet)
     assert (a.family, a.ifindex, a.payload, a.source_mac) == (socket.AF_INET, 7, pkt, MACS[2])
     assert (b.ifindex, b.payload, b.source_mac) == (8, pkt[:-1], b"")
 

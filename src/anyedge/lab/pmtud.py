@@ -209,7 +209,7 @@ class PmtudLab:
         """``anyedge pmtud run`` on every server (ended by :meth:`stop_pmtud`)."""
         self.stop_pmtud()
         site = self.site_file()
-        for i, s in enumerate(self.servers):
+        for s in self.servers:
             args = [
                 "-m",
                 "anyedge",
