@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from anyedge.balance import Table
+from anyedge.balance import Table, flow_hash, fold6
 from anyedge.edge import nflog
 from anyedge.edge.pmtud import BROADCAST, UDP, Pmtud, Site, flow_of, parse_ptb
 from anyedge.lab.ptbgen import ptb4, ptb6
@@ -23,6 +23,11 @@ TABLE = Table.build([1.0] * 4)
 
 def _int(a: str) -> int:
     return int(ipaddress.ip_address(a))
+
+
+def _words(a: str) -> np.ndarray:
+    n = _int(a)
+    return np.array([[(n >> s) & 0xFFFF_FFFF for s in (96, 64, 32, 0)]], dtype=np.uint32)
 
 
 def test_parses_ipv4_frag_needed() -> None:
@@ -82,12 +87,20 @@ def test_flow_mode_sends_one_copy_to_the_table_owner_only() -> None:
 
 
 def test_flow_hash_is_the_balancers_for_the_client_to_server_flow() -> None:
-    from anyedge.balance import flow_hash
-
-    ptb = parse_ptb(ptb4("198.51.100.2", ANY4, "100.64.1.7", 80, 4000))
-    assert ptb is not None
-    expected = flow_hash(_int("100.64.1.7"), _int(ANY4), 4000, 80, 6)
-    assert flow_of(ptb) == int(expected[0])
+    rng = np.random.default_rng(7)
+    for i in range(300):
+        port, seed = int(rng.integers(1024, 65536)), int(rng.integers(0, 1 << 32))
+        if i % 2:
+            client = f"100.64.{rng.integers(256)}.{rng.integers(256)}"
+            ptb = parse_ptb(ptb4("198.51.100.2", ANY4, client, 80, port, proto=UDP))
+            a, b = np.array([_int(client)]), np.array([_int(ANY4)])
+        else:
+            client = f"2001:db8:c::{rng.integers(1 << 16):x}:{rng.integers(1 << 16):x}"
+            ptb = parse_ptb(ptb6("2001:db8:1::2", ANY6, client, 80, port))
+            a, b = fold6(_words(client)), fold6(_words(ANY6))
+        assert ptb is not None
+        expected = flow_hash(a, b, port, 80, ptb.proto, seed)  # the balancer's own
+        assert flow_of(ptb, seed) == int(expected[0])
 
 
 def test_a_copy_from_another_server_is_never_sent_on() -> None:
