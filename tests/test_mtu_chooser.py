@@ -147,3 +147,15 @@ def test_route_mtu_set_in_a_namespace() -> None:
     finally:
         netns.remove(ns)
     assert not netns.exists(ns)
+
+
+def test_the_docs_example_prints_what_the_docs_show() -> None:
+    import re
+
+    doc = (ROOT / "docs" / "pmtud.md").read_text()
+    block = re.search(r"```sh\n(anyedge mtu choose .*?)\n```", doc, flags=re.S)
+    assert block is not None
+    command, *shown = block.group(1).splitlines()
+    r = _cli(*command.split()[1:])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [line.removeprefix("# ") for line in shown]

@@ -5,8 +5,12 @@ mode, the rate limits, loop prevention, and NFLOG messages decoded from their by
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from anyedge.edge import nflog
 from anyedge.edge.pmtud import BROADCAST, UDP, Pmtud, Site, flow_of, parse_ptb
 from anyedge.lab.ptbgen import ptb4, ptb6
 
+ROOT = Path(__file__).resolve().parent.parent
 ANY4, ANY6 = "203.0.113.10", "2001:db8:a::10"
 MACS = [bytes([2, 0, 0, 0, 0, i]) for i in range(4)]
 TABLE = Table.build([1.0] * 4)
@@ -165,3 +170,44 @@ def test_nflog_acks_and_errors_decode() -> None:
     ack += b"\0" * 16
     assert list(nflog.parse(ack)) == [-16]
     assert list(nflog.parse(b"\x05\x00")) == []  # truncated: nothing
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "anyedge", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("site", "where"),
+    [
+        ("{", "not JSON"),
+        ('{"servers": []}', "servers: a non-empty list"),
+        ('{"servers": [{"mac": "02:00"}]}', "servers[0].mac: not a MAC address"),
+        ('{"servers": [{"mac": "02:00:00:00:00:01", "weight": -1}]}', "servers[0].weight"),
+        ('{"servers": [{"mac": "02:00:00:00:00:01"}]}', "lo's MAC is not one of them"),
+    ],
+)
+def test_pmtud_run_refuses_a_bad_site_file(tmp_path: Path, site: str, where: str) -> None:
+    f = tmp_path / "site.json"
+    f.write_text(site)
+    r = _cli("pmtud", "run", "--iface", "lo", "--mode", "flow", "--site", str(f))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"anyedge: error: {f}")
+    assert where in r.stderr
+
+
+def test_pmtud_run_refuses_a_missing_interface_or_site() -> None:
+    r = _cli("pmtud", "run", "--iface", "nosuch0")
+    assert r.returncode == 2
+    assert "--iface: no interface 'nosuch0'" in r.stderr
+    r = _cli("pmtud", "run", "--iface", "lo", "--mode", "flow")
+    assert r.returncode == 2
+    assert "flow mode needs the site file" in r.stderr
+
+
+def test_pmtud_rules_print_the_nft_table() -> None:
+    r = _cli("pmtud", "rules", "--iface", "eth7", "--group", "5")
+    assert r.returncode == 0
+    assert 'iifname "eth7" meta pkttype host icmpv6 type packet-too-big log group 5' in r.stdout
