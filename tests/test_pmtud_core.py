@@ -211,3 +211,29 @@ def test_pmtud_rules_print_the_nft_table() -> None:
     r = _cli("pmtud", "rules", "--iface", "eth7", "--group", "5")
     assert r.returncode == 0
     assert 'iifname "eth7" meta pkttype host icmpv6 type packet-too-big log group 5' in r.stdout
+
+
+def test_while_a_bucket_moves_its_second_hop_gets_a_copy_too() -> None:
+    moving = TABLE.change(weight=[1.0, 1.0, 1.0, 3.0])  # buckets move to server 3
+    pairs = 0
+    for port in range(20000, 21000):
+        pkt = ptb4("198.51.100.2", ANY4, "100.64.1.7", 80, port)
+        ptb = parse_ptb(pkt)
+        assert ptb is not None
+        b = flow_of(ptb) & (moving.buckets - 1)
+        first, second = int(moving.first[b]), int(moving.second[b])
+        me = next(i for i in range(4) if i not in (first, second))
+        core = Pmtud("flow", Site(MACS[me], MACS, moving), src_rate=1e9, iface_rate=1e9)
+        d = core.decide(pkt, 0.0)
+        expected = (MACS[first],) + ((MACS[second],) if second >= 0 else ())
+        assert d.macs == expected
+        pairs += second >= 0
+    assert pairs > 0
+
+
+def test_a_table_naming_a_server_without_a_mac_is_no_flow() -> None:
+    core = Pmtud("flow", Site(MACS[0], MACS[:2], TABLE))  # the table has four servers
+    reasons = {
+        core.decide(ptb4("198.51.100.2", ANY4, "100.64.1.7", 80, p), 0.0).reason for p in range(100)
+    }
+    assert "no_flow" in reasons

@@ -31,7 +31,7 @@ def pmtud() -> None:
     "--site",
     "site_path",
     type=click.Path(path_type=Path),
-    help="Flow mode: JSON {seed, servers: [{mac, weight}]} in the balancer's table order.",
+    help="JSON {seed, servers: [{mac, weight}]} in the balancer's table order (flow mode).",
 )
 @click.option("--src-rate", type=float, default=1.1, show_default=True, help="Per ICMP source, /s.")
 @click.option("--iface-rate", type=float, default=10.0, show_default=True, help="Sends /s.")
@@ -56,12 +56,12 @@ def run(
         own = interface_mac(iface)
     except OSError:
         raise InputError.one("command line", "--iface", f"no interface {iface!r}") from None
-    if mode == "flow":
-        if site_path is None:
-            raise InputError.one("command line", "--site", "flow mode needs the site file")
+    if site_path is not None:  # broadcast mode uses it only to know copies by their MAC
         site = load_site(site_path, own)
         if own not in site.macs:
             raise InputError.one(site_path, "servers", f"{iface}'s MAC is not one of them")
+    elif mode == "flow":
+        raise InputError.one("command line", "--site", "flow mode needs the site file")
     else:
         site = Site(own)
     counts = serve(

@@ -210,9 +210,10 @@ class Pmtud:
             raise ValueError("rates must be positive")
         self._servers = {m for m in self.site.macs if m != self.site.own_mac}
 
-    def targets(self, ptb: Ptb) -> tuple[bytes, ...]:
+    def targets(self, ptb: Ptb) -> tuple[bytes, ...] | None:
         """Where the PTB must go: the broadcast address, or the flow's owner(s) other
-        than this server."""
+        than this server (empty: this server is the only one); ``None`` when the table
+        names a server the site file has no MAC for."""
         if self.mode == "broadcast":
             return (BROADCAST,)
         assert self.site.table is not None
@@ -220,12 +221,13 @@ class Pmtud:
         b = flow_of(ptb, self.site.seed) & (table.buckets - 1)
         first, second = int(table.first[b]), int(table.second[b])
         hops = [first] + ([second] if second != NONE else [])
-        macs = []
+        macs: list[bytes] = []
         for hop in hops:
-            if 0 <= hop < len(self.site.macs):
-                mac = self.site.macs[hop]
-                if mac != self.site.own_mac and mac not in macs:
-                    macs.append(mac)
+            if not 0 <= hop < len(self.site.macs):
+                return None
+            mac = self.site.macs[hop]
+            if mac != self.site.own_mac and mac not in macs:
+                macs.append(mac)
         return tuple(macs)
 
     def decide(self, packet: bytes, now: float, source_mac: bytes = b"") -> Decision:
@@ -237,8 +239,10 @@ class Pmtud:
         if source_mac and source_mac in self._servers:
             return Decision("relayed", ptb=ptb)
         macs = self.targets(ptb)
+        if macs is None:
+            return Decision("no_flow", ptb=ptb)
         if not macs:
-            return Decision("local" if self.mode == "flow" else "no_flow", ptb=ptb)
+            return Decision("local", ptb=ptb)
         key = (ptb.family, ptb.source)
         bucket = self._sources.get(key)
         if bucket is None:
