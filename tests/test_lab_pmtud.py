@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from anyedge.adapters import netns
 from anyedge.edge import build as bpf_build
 from anyedge.edge.mtu import read_csv, recommend, set_route_mtu
 from anyedge.lab.pmtud import PmtudLab
@@ -71,6 +72,8 @@ def test_broadcast_delivers_every_ptb(lab: PmtudLab) -> None:
     finally:
         lab.stop_pmtud()
     print(f"\nbroadcast: {m['blackholed']}/{m['flows']} black-holed; counters {counts}")
+    for s in lab.servers:  # the daemons took their nft tables with them
+        assert "anyedge_pmtud" not in netns.run(s, ["nft", "list", "tables"])
     assert m["blackholed"] == 0
     sent = [c["sent"] for c in counts]
     assert sum(sent) > 0
