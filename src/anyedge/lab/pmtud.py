@@ -24,13 +24,15 @@
   first hop whatever ECMP chose.  ``anyedge pmtud`` runs on each server when
   :meth:`PmtudLab.start_pmtud` is called.
 
-Namespaces are ``<prefix>-c``, ``-r``, ``-g``, ``-s<i>``; :meth:`PmtudLab.close` ends
-every process started in them and removes them.
+Namespaces are ``<prefix>-c``, ``-r``, ``-g``, ``-s<i>``; the processes' logs go to a
+temporary directory (:attr:`PmtudLab.dir`).  :meth:`PmtudLab.close` ends every process
+started in the namespaces, removes them and the directory.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -355,3 +357,4 @@ class PmtudLab:
         self._balancers = []
         for ns in (*self.servers, self.gateway, self.router, self.client):
             netns.remove(ns)
+        shutil.rmtree(self.dir, ignore_errors=True)
