@@ -13,6 +13,8 @@ the value the chooser gives for full coverage, the clients' router sends no PTB 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -146,3 +148,33 @@ def test_route_mtu_from_the_chooser_stops_ptbs(lab: PmtudLab) -> None:
     m = _measure(lab)  # no pmtud running
     assert m["blackholed"] == 0
     assert lab.ptbs_sent() == before
+
+
+def test_a_second_daemon_on_the_same_group_exits_1(lab: PmtudLab) -> None:
+    lab.start_pmtud("broadcast")
+    try:
+        r = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                lab.servers[0],
+                sys.executable,
+                "-m",
+                "anyedge",
+                "pmtud",
+                "run",
+                "--iface",
+                "eth0",
+                "--group",
+                "33",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        lab.stop_pmtud()
+    assert r.returncode == 1
+    assert r.stderr.startswith("anyedge: error: NFLOG group 33:")
+    assert "ready" not in r.stdout

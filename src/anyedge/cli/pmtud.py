@@ -45,7 +45,10 @@ def run(
     iface_rate: float,
     metrics_port: int | None,
 ) -> None:
-    """Run until SIGTERM or SIGINT; print the counts as JSON on exit."""
+    """Run until SIGTERM or SIGINT; print the counts as JSON on exit.
+
+    Exits with status 0 when stopped so; 1 when it cannot run (the NFLOG group taken by
+    another process, no permission, nft missing); 2 for bad options or a bad site file."""
     from ..edge.pmtud import Site
     from ..edge.pmtud_daemon import interface_mac, load_site
     from ..edge.pmtud_daemon import run as serve
@@ -64,16 +67,19 @@ def run(
         raise InputError.one("command line", "--site", "flow mode needs the site file")
     else:
         site = Site(own)
-    counts = serve(
-        iface,
-        group,
-        mode,
-        site,
-        src_rate=src_rate,
-        iface_rate=iface_rate,
-        metrics_port=metrics_port,
-        on_ready=lambda: click.echo("ready"),
-    )
+    try:
+        counts = serve(
+            iface,
+            group,
+            mode,
+            site,
+            src_rate=src_rate,
+            iface_rate=iface_rate,
+            metrics_port=metrics_port,
+            on_ready=lambda: click.echo("ready", nl=True),
+        )
+    except (OSError, RuntimeError) as e:  # group taken, no permission, nft refused
+        raise click.ClickException(str(e)) from None
     click.echo(json.dumps(counts))
 
 

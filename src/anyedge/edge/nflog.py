@@ -23,6 +23,7 @@ messages); :class:`NflogSocket` is the socket.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -63,6 +64,9 @@ _NLA_TYPE_MASK = 0x3FFF
 
 class NflogError(OSError):
     """The kernel refused a configuration request (errno and the request's meaning)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +144,7 @@ class NflogSocket:
     """A ``NETLINK_NETFILTER`` socket bound to one NFLOG group, batching off.
 
     Open it in the namespace whose nft rules log to the group (the socket stays there).
-    Only one process may bind a group at a time; a second gets ``EBUSY``."""
+    Only one process may bind a group at a time; a second gets ``EPERM``."""
 
     def __init__(self, group: int, copy_range: int = 0xFFFF, rcvbuf: int = 1 << 22) -> None:
         if not 0 <= group <= 0xFFFF:
@@ -168,7 +172,10 @@ class NflogSocket:
             for item in parse(self.sock.recv(65536)):
                 if isinstance(item, int):
                     if item:
-                        raise NflogError(-item, f"NFLOG group {self.group}: {os.strerror(-item)}")
+                        why = os.strerror(-item)
+                        if -item in (errno.EPERM, errno.EBUSY):
+                            why += " (another process has bound it?)"
+                        raise NflogError(-item, f"NFLOG group {self.group}: {why}")
                     return
 
     def fileno(self) -> int:
