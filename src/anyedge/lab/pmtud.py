@@ -24,6 +24,11 @@
   first hop whatever ECMP chose.  ``anyedge pmtud`` runs on each server when
   :meth:`PmtudLab.start_pmtud` is called.
 
+Why not the BGP lab's sites with servers (:mod:`.edge`): they have no link narrower
+than 1,500 bytes and no router to send PTBs, and need speakers and an agent; this
+fixture builds only the path the problem needs, from the same namespace helpers
+(:mod:`anyedge.adapters.netns`) and the same balancer.
+
 Namespaces are ``<prefix>-c``, ``-r``, ``-g``, ``-s<i>``; the processes' logs go to a
 temporary directory (:attr:`PmtudLab.dir`).  :meth:`PmtudLab.close` ends every process
 started in the namespaces, removes them and the directory.
