@@ -35,7 +35,6 @@ Counters (Prometheus, ``anyedge_pmtud_*``) are kept by the caller from the
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -258,7 +257,3 @@ class Pmtud:
         if not self._iface.take(now):
             return Decision("rate_iface", ptb=ptb)
         return Decision("sent", macs, ptb)
-
-
-def address(value: int, family: int) -> str:
-    return str(ipaddress.IPv4Address(value) if family == 4 else ipaddress.IPv6Address(value))
