@@ -197,8 +197,10 @@ class Pmtud:
     site: Site
     src_rate: float = SRC_RATE
     iface_rate: float = IFACE_RATE
-    _sources: OrderedDict[tuple[int, int], TokenBucket] = field(default_factory=OrderedDict)
-    _iface: TokenBucket | None = None
+    _sources: OrderedDict[tuple[int, int], TokenBucket] = field(
+        init=False, default_factory=OrderedDict
+    )
+    _iface: TokenBucket | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
