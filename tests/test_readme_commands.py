@@ -5,7 +5,7 @@ TURN configuration, an as-rel graph).  A command shown in several places runs on
 Not run here, each for its reason (``NOT_HERE``): the lab's commands need root and a lab
 (tests/test_lab_docs.py runs them, in order); ``turn serve`` runs until it is stopped
 (tests/test_exit_status.py starts and stops it), and so does ``pmtud run``
-(tests/test_lab_pmtud.py runs it); ``store`` needs a writer (and etcd) of
+(tests/test_edge_pmtud.py runs it); ``store`` needs a writer (and etcd) of
 its own (tests/test_store.py runs docs/store.md's commands against them); Ray on the
 default world (tests/test_predict_ray.py runs ``--ray local`` on smaller worlds) and on
 a cluster nobody has.
@@ -45,7 +45,7 @@ NOT_HERE = {
     "anyedge lab ": "needs root and a lab: tests/test_lab_docs.py runs the lab's commands",
     "anyedge turn serve ": "runs until stopped: tests/test_exit_status.py starts and stops it",
     "anyedge pmtud run ": "runs until stopped, as root on a server's interface: "
-    "tests/test_lab_pmtud.py runs it in the Path MTU lab",
+    "tests/test_edge_pmtud.py runs it in the Path MTU lab",
     "anyedge predict --all --ray local": "Ray on the default world: tests/test_predict_ray.py "
     "runs --ray local on smaller worlds",
     "anyedge predict --all --ray ray://": "needs a Ray cluster",
