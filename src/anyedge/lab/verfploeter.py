@@ -36,7 +36,7 @@ def checksum(data: bytes) -> int:
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
 def echo_request(ident: int, seq: int, payload: bytes = b"anyedge verfploeter") -> bytes:
