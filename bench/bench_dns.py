@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,8 +38,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from lab_support import DATA, running_lab  # noqa: E402
-
 from anyedge.adapters import netns  # noqa: E402
 from anyedge.health import Settings  # noqa: E402
 from anyedge.lab import dns as ldns  # noqa: E402
@@ -49,6 +46,7 @@ from anyedge.lab.measure import probe_all  # noqa: E402
 from anyedge.model.worldgen import build_world  # noqa: E402
 from anyedge.routing import Mode, Router  # noqa: E402
 from anyedge.sim import probes as P  # noqa: E402
+from lab_support import DATA, running_lab  # noqa: E402
 
 QUERIES = ["lab.anyedge.test. A", "lab.anyedge.test. NS", "lab.anyedge.test. SOA"]
 QUERIES += ["www.lab.anyedge.test. A", "lab.anyedge.test. TXT", "ns.lab.anyedge.test. A"]
