@@ -819,3 +819,7 @@ def edge_rules(directory: Path | None, name: str | None, site: str, rules_file: 
     except (LabError, NetnsError, OSError) as e:
         raise _fail(e) from None
     click.echo(f"{code}: {out['rules']} rules in force on {', '.join(out['interfaces'])}")
+
+
+# the anycast DNS commands (dns, dig, health, drain, undrain, health-log, verfploeter)
+from . import lab_dns  # noqa: E402, F401  they register themselves on ``lab``
