@@ -123,15 +123,29 @@ def health(
 
 
 def _message(directory: Path | None, name: str | None, site: str, message: str) -> None:
+    """Tell SITE's agent; wait until it has acted and the routes have settled."""
     from ..lab import healthd
+    from ..lab.build import LabError, wait_converged
 
     _world, plan, _state = _attach(directory, name)
+    d = _dir(directory, name)
     code = _site(plan, site)
     node = plan.site_node(code)
-    if not healthd.socket_path(_dir(directory, name), node).exists():
+    if not healthd.socket_path(d, node).exists():
         raise InputError.one("command line", "SITE", f"{code} has no health agent: run lab health")
-    healthd.send(_dir(directory, name), node, message)
-    click.echo(f"{code}: {message} sent to its health agent")
+    seen = len(healthd.events(d, node))
+    healthd.send(d, node, message)
+    want = message == "undrain"
+    end = time.monotonic() + 30.0
+    while True:
+        done = [e for e in healthd.events(d, node)[seen:] if e["announce"] == want or e["held"]]
+        if done:
+            break
+        if time.monotonic() > end:
+            raise LabError(f"{code}: its health agent did not act on {message} in 30 s")
+        time.sleep(0.05)
+    settled = wait_converged(plan, d, timeout=30.0, quiet=1.0)
+    click.echo(f"{code}: {done[0]['text']}; routes settled in {settled:.1f} s")
 
 
 @lab_command()
