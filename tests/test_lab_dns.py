@@ -7,13 +7,15 @@ timer 2 s) announcing and withdrawing the service prefix through the site's spea
 Every test puts back what it broke, and waits until the site announces again.
 
 Clients query with dnspython from their namespaces; the site that answers (its NSID) is
-checked against the routing engine's catchment for what the sites announce now.
+checked against the routing engine's catchment for what the sites announce now.  The
+zone, published through the configuration store, reaches every site's server.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +23,10 @@ import pytest
 from anyedge.adapters import netns, nft
 from anyedge.health import Settings
 from anyedge.lab import dns as ldns
-from anyedge.lab import healthd
+from anyedge.lab import healthd, zonesync
 from anyedge.lab.build import LabState, wait_converged
 from anyedge.lab.compare import current_routes, predicted
+from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from lab_support import DATA, RunningLab, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -183,3 +186,33 @@ def test_the_last_site_is_never_withdrawn(dnslab: DnsLab) -> None:
         dnslab.restart_server(s)
     assert all(dnslab.announcing().values())
     assert ldns.answering_sites(dnslab.plan) == {"c1": "CHC", "c2": "AKL"}
+
+
+def test_the_zone_comes_from_the_configuration_store(dnslab: DnsLab, tmp_path: Path) -> None:
+    """One writer, a replica per site: each published version of the zone is loaded by
+    every site's knotd, and served on the anycast address at every site."""
+    writer = EmbeddedWriter(tmp_path / "config.db")
+    replicas = {str(n.site): EmbeddedReplica(writer.address) for n in dnslab.plan.sites}
+    syncs: dict[str, zonesync.ZoneSync] = {}
+    try:
+        syncs = zonesync.follow(replicas, list(dnslab.plan.sites), dnslab.dir)
+        for serial in (2, 3):
+            text = ldns.zone_text(dnslab.plan, serial=serial, extra=[f'v TXT "version {serial}"'])
+            seq = zonesync.publish(writer, text)
+            zonesync.wait_applied(syncs, seq)
+            for n in dnslab.plan.sites:  # every site, asked from inside it
+                address = dnslab.plan.service_address
+                soa = ldns.records(n.namespace, address, ldns.ZONE, "SOA")
+                assert soa[0].split()[2] == str(serial)
+                txt = ldns.records(n.namespace, address, "v." + ldns.ZONE, "TXT")
+                assert txt == [f'"version {serial}"']
+            for c in ("c1", "c2"):  # and the clients, at the sites of their catchments
+                ns = dnslab.plan.node(c).namespace
+                txt = ldns.records(ns, dnslab.plan.service_address, "v." + ldns.ZONE, "TXT")
+                assert txt == [f'"version {serial}"']
+    finally:
+        for s in syncs.values():
+            s.close()
+        for r in replicas.values():
+            r.close()
+        writer.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,9 @@ ZONE = "lab.anyedge.test."
 DNS_PORT = 53
 
 
-def zone_text(plan: LabPlan, zone: str = ZONE, serial: int = 1) -> str:
-    """The zone every site serves: the same bytes everywhere (anycast needs that)."""
+def zone_text(plan: LabPlan, zone: str = ZONE, serial: int = 1, extra: Sequence[str] = ()) -> str:
+    """The zone every site serves: the same bytes everywhere (anycast needs that);
+    ``extra`` records (zone-file lines) after the standard ones."""
     a = plan.service_address
     return "\n".join(
         [
@@ -52,6 +54,7 @@ def zone_text(plan: LabPlan, zone: str = ZONE, serial: int = 1) -> str:
             f"@ A {a}",
             f"www A {a}",
             f'@ TXT "anyedge lab {plan.name}"',
+            *extra,
             "",
         ]
     )
@@ -166,6 +169,21 @@ def _nsid_bytes(option: dns.edns.Option) -> bytes:
     if data is None:
         data = getattr(option, "data", b"")
     return bytes(data or b"")
+
+
+def records(
+    namespace: str | None, address: str, name: str, rdtype: str, timeout: float = 1.0
+) -> list[str]:
+    """The answer's records of ``rdtype`` for ``name`` (their text), asked from
+    ``namespace``."""
+    q = dns.message.make_query(name, rdtype)
+    with netns.entered(namespace):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.setblocking(False)
+        r = dns.query.udp(q, address, timeout=timeout, sock=sock)
+    want = dns.rdatatype.from_text(rdtype)
+    return [rd.to_text() for rrset in r.answer if rrset.rdtype == want for rd in rrset]
 
 
 def chaos_identity(
