@@ -3,6 +3,9 @@ and after a second operator's sites join, and the Verfploeter catchment map."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,3 +90,21 @@ def test_share_with_refuses_a_site_in_both(default_world: World) -> None:
     with pytest.raises(ValueError, match="one probe"):
         P.atlas_probes(default_world, 0)
     assert Announcement.everywhere(2).announced.all()
+
+
+def test_docs_state_the_measured_table(pair: P.Pair) -> None:
+    """docs/dns.md's table of percentiles is this measurement (2,000 probes, seed 1)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "dns.md").read_text()
+    rows = re.findall(
+        r"^\| (10th|25th|median|75th|90th|95th) \| ([\d.]+) ms \| ([\d.]+) ms \| \**([\d.]+) ms",
+        doc,
+        flags=re.M,
+    )
+    assert len(rows) == 6
+    ba = P.compare(pair.world, P.atlas_probes(pair.world, 2000, seed=1), pair.before, pair.after)
+    pct = {"10th": 10, "25th": 25, "median": 50, "75th": 75, "90th": 90, "95th": 95}
+    for name, before, after, drop in rows:
+        p = pct[name]
+        assert float(before) == round(ba.before.quantiles_ms[p], 2), name
+        assert float(after) == round(ba.after.quantiles_ms[p], 2), name
+        assert float(drop) == round(ba.drop_ms()[p], 2), name
