@@ -7,18 +7,24 @@ so do they on a generated Internet with two operators and 20 clients."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from anyedge.adapters import netns
+from anyedge.adapters.bgp.base import Route
+from anyedge.health import Settings
 from anyedge.lab import dns as ldns
-from anyedge.lab import verfploeter
-from anyedge.lab.build import router_of
-from anyedge.lab.compare import compare, predicted
+from anyedge.lab import healthd, verfploeter
+from anyedge.lab.build import LabState, router_of, wait_converged
+from anyedge.lab.compare import compare, current_routes, predicted
 from anyedge.lab.generate import generate
 from anyedge.lab.measure import Announcer
+from anyedge.lab.plan import TEST_PREFIX
 from anyedge.model.files.topology import dump_yaml
+from anyedge.model.lab import Speaker
 from lab_support import DATA, RunningLab, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -75,9 +81,12 @@ def test_icmp_codec() -> None:
 
 
 def test_a_generated_internet_with_two_operators_and_twenty_clients(tmp_path: Path) -> None:
-    """A random tiered Internet of 12 routers, four sites (two of each operator) and 20
-    clients: model and lab agree on every client, as announced and with each site
-    withdrawn, and the Verfploeter map is the catchment the clients measured."""
+    """A random tiered Internet of 12 routers, four sites (two of each operator, one per
+    kind of speaker) and 20 clients: model and lab agree on every client, as announced
+    and with each site withdrawn, and the Verfploeter map is the catchment the clients
+    measured.  Then DNS and its health checks at every site: the ExaBGP site's server
+    dies, its agent withdraws through ExaBGP, and every client is answered by the site
+    the model names."""
     topo = tmp_path / "gen.yaml"
     topo.write_text(dump_yaml(generate(3, routers=12, sites=4, clients=20, operators=2)))
     with running_lab(topo) as lab:
@@ -90,3 +99,21 @@ def test_a_generated_internet_with_two_operators_and_twenty_clients(tmp_path: Pa
         origin = dict(zip(net.sites.code, net.origin_asn().tolist(), strict=True))
         assert {origin[s] for s in baseline.values() if s} == {64500, 64400}
         assert verfploeter.catchment_map(lab.plan) == baseline
+        knot = ldns.start(lab.plan, lab.directory)
+        assert ldns.answering_sites(lab.plan) == baseline
+        settings = healthd.CheckSettings(Settings(2, 3, 2.0), interval=0.2, timeout=0.2)
+        healthd.start(lab.plan, lab.directory, settings)
+        exa = next(n for n in lab.plan.sites if n.speaker is Speaker.EXABGP)
+        netns.stop([knot[str(exa.site)]])
+        end = time.monotonic() + 20
+        while not any(not e["announce"] for e in healthd.events(lab.directory, exa)):
+            assert time.monotonic() < end, healthd.events(lab.directory, exa)
+            time.sleep(0.05)
+        # the ExaBGP site's routers now hear one prefix from it (the test prefix), not two
+        heard = {p.peer: {p.ip: 1} for p in exa.bgp_ports}
+        wait_converged(lab.plan, lab.directory, timeout=30, quiet=1.0, expect=heard)
+        routes = current_routes(lab.plan, LabState.load(lab.directory))
+        assert routes[str(exa.site)] == [Route(TEST_PREFIX)]  # only the service prefix went
+        want = predicted(lab.world, (), lab.plan.prefixes[0], routes)
+        assert str(exa.site) not in want.values()
+        assert ldns.answering_sites(lab.plan) == want
