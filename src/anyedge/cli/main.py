@@ -50,6 +50,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "anyedge.cli.predict",
         "Predict where traffic goes when sites fail (Traffic Predictor).",
     ),
+    "probes": (
+        "anyedge.cli.probes",
+        "Round trips from Atlas-style probes before and after a second operator joins.",
+    ),
     "simulate": (
         "anyedge.cli.simulate",
         "Run a scenario through the digital twin under three controllers.",
