@@ -24,15 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..edge.pmtud import TCP
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+from ..proto.inet import checksum
 
 
 def _quoted(family: int, server: str, client: str, sport: int, dport: int, proto: int) -> bytes:

@@ -24,19 +24,11 @@ import time
 
 from ..adapters import netns
 from ..model.lab import NodeKind
+from ..proto.inet import checksum
 from .build import LabError
 from .plan import LabPlan
 
 ECHO_REQUEST, ECHO_REPLY = 8, 0
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return int(~s & 0xFFFF)
 
 
 def echo_request(ident: int, seq: int, payload: bytes = b"anyedge verfploeter") -> bytes:
