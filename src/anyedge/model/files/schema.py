@@ -145,6 +145,9 @@ class LabNodeIn(Strict):
 class LabLinkIn(Strict):
     endpoints: list[Endpoint] = Field(min_length=2, max_length=2)
     relation: Literal["provider-customer", "peer", "none"] = "none"
+    delay_ms: float = Field(0.0, ge=0, le=10_000, description="one way, each way")
+    jitter_ms: float = Field(0.0, ge=0, le=10_000, description="standard deviation")
+    loss: float = Field(0.0, ge=0, le=1, description="share of frames lost, each way")
 
 
 class LabIn(Strict):

@@ -679,11 +679,28 @@ def _build_lab(t: TopologyIn) -> Lab:
     links = []
     for link in t.lab.links:
         a, b = (tuple(e.split(":")) for e in link.endpoints)
-        links.append(LabLink(a=(a[0], a[1]), b=(b[0], b[1]), relation=Relation(link.relation)))
+        links.append(
+            LabLink(
+                a=(a[0], a[1]),
+                b=(b[0], b[1]),
+                relation=Relation(link.relation),
+                delay_ms=link.delay_ms,
+                jitter_ms=link.jitter_ms,
+                loss=link.loss,
+            )
+        )
     return Lab(nodes=nodes, links=tuple(links))
 
 
 # ---------------------------------------------------------------------------- saving
+
+
+def _link_dict(k: LabLink) -> dict[str, Any]:
+    d: dict[str, Any] = {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
+    for name in ("delay_ms", "jitter_ms", "loss"):
+        if getattr(k, name):
+            d[name] = getattr(k, name)
+    return d
 
 
 def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
@@ -796,10 +813,7 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
             nodes[n.name] = d
         out["lab"] = {
             "nodes": nodes,
-            "links": [
-                {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
-                for k in lab.links
-            ],
+            "links": [_link_dict(k) for k in lab.links],
         }
     return out
 
