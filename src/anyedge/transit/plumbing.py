@@ -1,0 +1,88 @@
+"""A customer's namespace on a server, and the routes that lead into it.
+
+As in the post: per customer, a network namespace joined to the server's own namespace
+(the *host*) by a veth pair.  In the host, the customer's prefixes are routed into its
+veth from a routing table of their own (:data:`TABLE`, reached by one ``ip rule`` per
+prefix), so transit routes never mix with the host's main table.  In the customer's
+namespace the prefixes are routed into a TUN device, :data:`TUN` — the anycast GRE
+forwarder (:mod:`.tunnel`) reads it and encapsulates towards the customer's router —
+and everything else (the customer's replies) goes back to the host.
+
+Every customer's veth has the same two link addresses (169.254.0.1 on the host side,
+.2 inside): routes name the interface, so they never collide.  These changes happen
+when a customer arrives, leaves or changes prefixes, through ``ip -batch`` (one process
+per change of plumbing); firewall changes, the frequent ones, never come here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Sequence
+
+from anyedge.adapters import netns
+
+from .ruleset import UPLINK
+
+TABLE = 4242  # the host's routing table for transit prefixes
+RULE_PREF = 4242
+TUN = "gre0"
+HOST_ADDR, NS_ADDR = "169.254.0.1", "169.254.0.2"
+
+
+def host_ifname(customer_id: str) -> str:
+    """The host end of a customer's veth (at most 15 characters, stable)."""
+    return "mt" + hashlib.sha1(customer_id.encode()).hexdigest()[:12]
+
+
+def _ip(host: str | None, commands: Sequence[str], check: bool = True) -> None:
+    if not commands:
+        return
+    argv = ["ip", *(["-n", host] if host else []), "-force", "-batch", "-"]
+    p = subprocess.run(argv, input="\n".join(commands) + "\n", capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise netns.NetnsError(f"{' '.join(argv)}: {p.stderr.strip()}\n" + "\n".join(commands))
+
+
+def _fam(prefix: str) -> str:
+    return "-6 " if ":" in prefix else ""
+
+
+def create(host: str | None, ns: str, customer_id: str) -> None:
+    """The customer's namespace, its veth to ``host`` and its TUN (no prefixes yet)."""
+    hif = host_ifname(customer_id)
+    netns.add(ns)
+    _ip(host, [f"link add {hif} type veth peer name {UPLINK} netns {ns}",
+               f"link set {hif} up", f"addr add {HOST_ADDR}/30 dev {hif}"])
+    netns.batch(ns, [
+        f"link set {UPLINK} up",
+        f"addr add {NS_ADDR}/30 dev {UPLINK}",
+        f"route add default via {HOST_ADDR} dev {UPLINK}",
+        f"tuntap add dev {TUN} mode tun",
+        f"link set {TUN} up",
+    ])
+
+
+def set_prefixes(host: str | None, ns: str, customer_id: str,
+                 old: Sequence[str], new: Sequence[str]) -> None:
+    """Route the prefixes that came into the customer's namespace; unroute those that went."""
+    hif = host_ifname(customer_id)
+    gone = [p for p in old if p not in new]
+    came = [p for p in new if p not in old]
+    _ip(host, [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in gone]
+        + [f"{_fam(p)}route del {p} table {TABLE}" for p in gone], check=False)
+    netns.batch(ns, [f"{_fam(p)}route del {p} dev {TUN}" for p in gone])
+    host_cmds = []
+    for p in came:
+        via = f"via {NS_ADDR}" if ":" not in p else f"via inet {NS_ADDR}"
+        host_cmds += [f"{_fam(p)}route replace {p} {via} dev {hif} table {TABLE}",
+                      f"{_fam(p)}rule add pref {RULE_PREF} to {p} lookup {TABLE}"]
+    _ip(host, host_cmds)
+    netns.batch(ns, [f"{_fam(p)}route replace {p} dev {TUN}" for p in came])
+
+
+def destroy(host: str | None, ns: str, customer_id: str, prefixes: Sequence[str]) -> None:
+    """Remove the customer's routes from ``host`` and its namespace (with its veth)."""
+    _ip(host, [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in prefixes]
+        + [f"{_fam(p)}route del {p} table {TABLE}" for p in prefixes], check=False)
+    netns.remove(ns)
