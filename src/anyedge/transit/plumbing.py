@@ -30,9 +30,9 @@ TUN = "gre0"
 HOST_ADDR, NS_ADDR = "169.254.0.1", "169.254.0.2"
 
 
-def host_ifname(customer_id: str) -> str:
-    """The host end of a customer's veth (at most 15 characters, stable)."""
-    return "mt" + hashlib.sha1(customer_id.encode()).hexdigest()[:12]
+def host_ifname(ns: str) -> str:
+    """The host end of a customer namespace's veth (at most 15 characters, stable)."""
+    return "mt" + hashlib.sha1(ns.encode()).hexdigest()[:12]
 
 
 def _ip(host: str | None, commands: Sequence[str], check: bool = True) -> None:
@@ -50,7 +50,7 @@ def _fam(prefix: str) -> str:
 
 def create(host: str | None, ns: str, customer_id: str) -> None:
     """The customer's namespace, its veth to ``host`` and its TUN (no prefixes yet)."""
-    hif = host_ifname(customer_id)
+    hif = host_ifname(ns)
     netns.add(ns)
     _ip(host, [f"link add {hif} type veth peer name {UPLINK} netns {ns}",
                f"link set {hif} up", f"addr add {HOST_ADDR}/30 dev {hif}"])
@@ -66,12 +66,15 @@ def create(host: str | None, ns: str, customer_id: str) -> None:
 def set_prefixes(host: str | None, ns: str, customer_id: str,
                  old: Sequence[str], new: Sequence[str]) -> None:
     """Route the prefixes that came into the customer's namespace; unroute those that went."""
-    hif = host_ifname(customer_id)
+    hif = host_ifname(ns)
     gone = [p for p in old if p not in new]
     came = [p for p in new if p not in old]
     _ip(host, [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in gone]
         + [f"{_fam(p)}route del {p} table {TABLE}" for p in gone], check=False)
     netns.batch(ns, [f"{_fam(p)}route del {p} dev {TUN}" for p in gone])
+    # a rule left by an applier that died would make "rule add" fail
+    _ip(host, [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in came],
+        check=False)
     host_cmds = []
     for p in came:
         via = f"via {NS_ADDR}" if ":" not in p else f"via inet {NS_ADDR}"
