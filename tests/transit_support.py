@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from anyedge.adapters import netns
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit.applier import Applier
-from anyedge.transit.tun import open_tun
+from anyedge.transit.tunnel import GreForwarder
+from anyedge.transit.tun import open_tun, wait_ready
 
 ANYCAST = "192.0.2.100"
 CLIENT = "100.64.0.2"
+ROUTER = "198.51.100.2"  # the customer router's public address
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Server:
     writer: EmbeddedWriter
     replica: EmbeddedReplica
     applier: Applier
+    router: str = ""  # the customer router's namespace (with gre=True)
+    gre: GreForwarder | None = None
 
     def udp(self) -> socket.socket:
         """A UDP socket on the Internet side."""
@@ -43,8 +47,11 @@ class Server:
 
     def tun(self, customer_id: str) -> int:
         """Attach to the customer's ``gre0``: what passed its firewall, as the test reads it."""
-        with netns.entered(self.applier.namespace(customer_id)):
-            return open_tun("gre0")
+        ns = self.applier.namespace(customer_id)
+        with netns.entered(ns):
+            fd = open_tun("gre0")
+        assert wait_ready(ns, "gre0")
+        return fd
 
 
 def why_not() -> str | None:
@@ -56,11 +63,12 @@ def why_not() -> str | None:
 
 
 @contextmanager
-def server(tag: str) -> Iterator[Server]:
+def server(tag: str, gre: bool = False) -> Iterator[Server]:
     base = f"aetr{tag}{os.getpid() % 10000}{secrets.token_hex(2)}"
     host, client = f"{base}-h", f"{base}-c"
     tmp = tempfile.TemporaryDirectory()
-    writer = replica = applier = None
+    writer = replica = applier = forwarder = None
+    router = f"{base}-r" if gre else ""
     try:
         netns.add(host)
         netns.add(client)
@@ -69,11 +77,22 @@ def server(tag: str) -> Iterator[Server]:
         netns.batch(client, [f"addr add {CLIENT}/24 dev eth0", "route add default via 100.64.0.1"])
         writer = EmbeddedWriter(os.path.join(tmp.name, "config.db"))
         replica = EmbeddedReplica(writer.address)
-        applier = Applier(replica, host=host, ns_prefix=f"{base}-").start()
-        yield Server(base, host, client, writer, replica, applier)
+        applier = Applier(replica, host=host, ns_prefix=f"{base}-")
+        if gre:
+            netns.add(router)
+            netns.veth(host, "inet1", router, "eth0")
+            netns.batch(host, ["addr add 198.51.100.1/24 dev inet1"])
+            netns.batch(router, [f"addr add {ROUTER}/24 dev eth0",
+                                 "route add default via 198.51.100.1"])
+            forwarder = GreForwarder(ANYCAST, host).start()
+            applier.listeners.append(forwarder.on_customer)
+        applier.start()
+        yield Server(base, host, client, writer, replica, applier, router, forwarder)
     finally:
         if applier is not None:
             applier.close()
+        if forwarder is not None:
+            forwarder.close()
         if replica is not None:
             replica.close()
         if writer is not None:

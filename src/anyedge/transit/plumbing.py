@@ -27,6 +27,7 @@ from .ruleset import UPLINK
 TABLE = 4242  # the host's routing table for transit prefixes
 RULE_PREF = 4242
 TUN = "gre0"
+TUN_MTU = 1472  # 1500 less the outer IPv4 header (20) and GRE with a key (8)
 HOST_ADDR, NS_ADDR = "169.254.0.1", "169.254.0.2"
 
 
@@ -59,6 +60,7 @@ def create(host: str | None, ns: str, customer_id: str) -> None:
         f"addr add {NS_ADDR}/30 dev {UPLINK}",
         f"route add default via {HOST_ADDR} dev {UPLINK}",
         f"tuntap add dev {TUN} mode tun",
+        f"link set {TUN} mtu {TUN_MTU} multicast off addrgenmode none",  # no chatter
         f"link set {TUN} up",
     ])
 

@@ -9,8 +9,11 @@ attached the device has no carrier and the kernel drops what is routed into it.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import struct
+import subprocess
+import time
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -26,3 +29,22 @@ def open_tun(name: str, nonblocking: bool = True) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def wait_ready(ns: str | None, name: str, timeout: float = 5.0) -> bool:
+    """Wait until the kernel passes packets to TUN ``name`` in ``ns`` (after attaching).
+
+    The kernel turns a device's carrier on at once but gives it a real queueing
+    discipline only later, in its link-watch work (up to a second); until then packets
+    routed into it are dropped.  This polls ``ip -j link`` until the ``noop`` qdisc is gone.
+    """
+    argv = ["ip", *(["-n", ns] if ns else []), "-j", "link", "show", "dev", name]
+    end = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+        info = json.loads(out or "[{}]")[0]
+        if info.get("qdisc", "noop") != "noop" and "NO-CARRIER" not in info.get("flags", []):
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
