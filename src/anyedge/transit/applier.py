@@ -10,7 +10,7 @@ server's local replica (:mod:`anyedge.store`) and keeps, per customer, a namespa
 
 The worker thread moves into a customer's namespace (``setns`` on the thread only), runs
 the customer's whole table as one libnftables batch through a context opened in that
-namespace and kept (:class:`~.libnft.Nft`), and comes back: one kernel transaction per
+namespace and kept (:class:`~.nsnft.NamespaceNft`), and comes back: one kernel transaction per
 change, no process started.  Applying is absolute and idempotent (the table is replaced
 whole), so the applier can start from the replica's current state and then follow the
 watch without caring whether a batch is seen twice; changes that queue up while it is
@@ -36,7 +36,8 @@ from anyedge.store import Batch, Replica
 
 from . import plumbing, ruleset
 from .config import PREFIX, Customer, customer_of
-from .libnft import Nft, NftError
+from .libnft import NftError
+from .nsnft import NamespaceNft
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ Listener = Callable[[str, "Customer | None", str], None]  # (customer id, config
 class _State:
     ns: str
     customer: Customer
-    nft: Nft
+    nft: NamespaceNft
     seq: int = 0
 
 
@@ -182,15 +183,12 @@ class Applier:
             if netns.exists(ns):  # left by an applier that died: start clean
                 netns.remove(ns)
             plumbing.create(self.host, ns, cid)
-            with netns.entered(ns):
-                nft = Nft()
-            st = _State(ns, customer, nft)
+            st = _State(ns, customer, NamespaceNft(ns))
             old: tuple[str, ...] = ()
             self._state[cid] = st
         else:
             old = st.customer.prefixes
-        with netns.entered(ns):
-            st.nft.run(ruleset.batch(customer))
+        st.nft.run(ruleset.batch(customer))
         if old != customer.prefixes:
             plumbing.set_prefixes(self.host, ns, cid, old, customer.prefixes)
         st.customer = customer

@@ -22,6 +22,7 @@ decisions and back, with no sockets:
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 _C, _R, _K, _S = 0x8000, 0x4000, 0x2000, 0x1000
 _RESERVED = 0x0FF8  # reserved0 bits (strict source route, recursion, flags) must be 0
 _VERSION = 0x0007
+_KEYED = struct.Struct("!HHI")
 
 DROP_REASONS = ("short", "not_gre", "version", "flags", "checksum", "protocol", "no_key",
                 "wrong_key", "foreign", "misrouted", "unknown_customer", "tun_write", "send")
@@ -87,8 +89,8 @@ def parse(packet: bytes) -> Gre | Drop:
     ihl = (packet[0] & 0x0F) * 4
     if packet[9] != PROTO_GRE:
         return Drop("not_gre")
-    src = str(ipaddress.IPv4Address(packet[12:16]))
-    dst = str(ipaddress.IPv4Address(packet[16:20]))
+    src = socket.inet_ntoa(packet[12:16])
+    dst = socket.inet_ntoa(packet[16:20])
     g = packet[ihl:]
     if len(g) < 4:
         return Drop("short")
@@ -117,13 +119,27 @@ def parse(packet: bytes) -> Gre | Drop:
     return Gre(src, dst, key, proto, g[off:])
 
 
-def inner_addresses(packet: bytes) -> tuple[str, str] | None:
-    """(source, destination) of an IPv4 or IPv6 packet, or ``None`` if it is neither."""
-    if len(packet) >= 20 and packet[0] >> 4 == 4:
-        return str(ipaddress.IPv4Address(packet[12:16])), str(ipaddress.IPv4Address(packet[16:20]))
-    if len(packet) >= 40 and packet[0] >> 4 == 6:
-        return str(ipaddress.IPv6Address(packet[8:24])), str(ipaddress.IPv6Address(packet[24:40]))
+def inner_addresses(packet: bytes) -> tuple[int, int, int] | None:
+    """(IP version, source, destination as integers) of an IP packet, or ``None``."""
+    v = packet[0] >> 4 if packet else 0
+    if v == 4 and len(packet) >= 20:
+        return 4, int.from_bytes(packet[12:16], "big"), int.from_bytes(packet[16:20], "big")
+    if v == 6 and len(packet) >= 40:
+        return 6, int.from_bytes(packet[8:24], "big"), int.from_bytes(packet[24:40], "big")
     return None
+
+
+def _nets(c: Customer) -> tuple[tuple[int, int, int], ...]:
+    """(version, network, mask) of each of the customer's prefixes, as integers."""
+    out = []
+    for p in c.prefixes:
+        n = ipaddress.ip_network(p)
+        out.append((n.version, int(n.network_address), int(n.netmask)))
+    return tuple(out)
+
+
+def _owns(nets: tuple[tuple[int, int, int], ...], version: int, addr: int) -> bool:
+    return any(v == version and addr & m == n for v, n, m in nets)
 
 
 class Tunnels:
@@ -132,19 +148,40 @@ class Tunnels:
     def __init__(self) -> None:
         self._by_key: dict[int, Customer] = {}
         self._by_id: dict[str, Customer] = {}
+        self._nets: dict[str, tuple[tuple[int, int, int], ...]] = {}
+        # the common case (IPv4 in IPv4, key only) by key: id, router, IPv4 (net, mask)s
+        self._fast: dict[int, tuple[str, bytes, tuple[tuple[int, int], ...]]] = {}
 
     def set(self, customer: Customer) -> None:
         self.remove(customer.id)
         self._by_key[customer.tunnel.key] = customer
         self._by_id[customer.id] = customer
+        self._nets[customer.id] = nets = _nets(customer)
+        router = ipaddress.ip_address(customer.tunnel.router)
+        if router.version == 4:
+            v4 = tuple((n, m) for v, n, m in nets if v == 4)
+            self._fast[customer.tunnel.key] = (customer.id, router.packed, v4)
 
     def remove(self, customer_id: str) -> None:
         old = self._by_id.pop(customer_id, None)
         if old is not None and self._by_key.get(old.tunnel.key) is old:
             del self._by_key[old.tunnel.key]
+        self._nets.pop(customer_id, None)
+        if old is not None and self._fast.get(old.tunnel.key, ("",))[0] == customer_id:
+            del self._fast[old.tunnel.key]
 
     def decapsulate(self, packet: bytes) -> tuple[str, bytes] | Drop:
         """(customer id, inner packet) of a GRE packet from a customer's router."""
+        # fast path: 20-byte outer header, GRE with only a key, IPv4 inside, all good
+        if len(packet) >= 48 and packet[0] == 0x45 and packet[9] == PROTO_GRE:
+            flags, proto, key = _KEYED.unpack_from(packet, 20)
+            if flags == _K and proto == ETH_IPV4 and packet[28] >> 4 == 4:
+                f = self._fast.get(key)
+                if f is not None and packet[12:16] == f[1]:
+                    src = int.from_bytes(packet[40:44], "big")
+                    for n, m in f[2]:
+                        if src & m == n:
+                            return f[0], packet[28:]
         g = parse(packet)
         if isinstance(g, Drop):
             return g
@@ -156,7 +193,7 @@ class Tunnels:
         addrs = inner_addresses(g.payload)
         if addrs is None:
             return Drop("protocol", c.id)
-        if not c.owns(addrs[0]):
+        if not _owns(self._nets[c.id], addrs[0], addrs[1]):
             return Drop("foreign", c.id)
         return c.id, g.payload
 
@@ -168,7 +205,7 @@ class Tunnels:
         addrs = inner_addresses(inner)
         if addrs is None:
             return Drop("protocol", customer_id)
-        if not c.owns(addrs[1]):
+        if not _owns(self._nets[customer_id], addrs[0], addrs[2]):
             return Drop("misrouted", customer_id)
         proto = ETH_IPV4 if inner[0] >> 4 == 4 else ETH_IPV6
         return c.tunnel.router, header(c.tunnel.key, proto) + inner

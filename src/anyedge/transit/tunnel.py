@@ -151,42 +151,63 @@ class GreForwarder:
                 elif key.data in self._tuns:
                     self._to_customer(key.data, key.fd)
 
+    def _count(self, passed: dict[tuple[str, str], int], drops: dict[Drop, int]) -> None:
+        # counted per burst, not per packet: a labelled counter's inc() takes a lock
+        for (cid, direction), n in passed.items():
+            self.packets.labels(cid, direction).inc(n)
+        for d, n in drops.items():
+            self.dropped.labels(d.customer, d.reason).inc(n)
+
     def _from_routers(self) -> None:
-        for _ in range(_BURST):
-            try:
-                packet = self.sock.recv(65535)
-            except BlockingIOError:
-                return
-            out = self.tunnels.decapsulate(packet)
-            if isinstance(out, Drop):
-                self.dropped.labels(out.customer, out.reason).inc()
-                continue
-            cid, inner = out
-            fd = self._tuns.get(cid)
-            if fd is None:
-                self.dropped.labels(cid, "unknown_customer").inc()
-                continue
-            try:
-                os.write(fd, inner)
-            except OSError:
-                self.dropped.labels(cid, "tun_write").inc()
-                continue
-            self.packets.labels(cid, "from_customer").inc()
+        passed: dict[tuple[str, str], int] = {}
+        drops: dict[Drop, int] = {}
+        recv, decap, tuns = self.sock.recv, self.tunnels.decapsulate, self._tuns
+        try:
+            for _ in range(_BURST):
+                try:
+                    packet = recv(65535)
+                except BlockingIOError:
+                    return
+                out = decap(packet)
+                if isinstance(out, Drop):
+                    drops[out] = drops.get(out, 0) + 1
+                    continue
+                cid, inner = out
+                fd = tuns.get(cid)
+                try:
+                    if fd is None:
+                        raise OSError
+                    os.write(fd, inner)
+                except OSError:
+                    d = Drop("tun_write" if fd is not None else "unknown_customer", cid)
+                    drops[d] = drops.get(d, 0) + 1
+                    continue
+                k = (cid, "from_customer")
+                passed[k] = passed.get(k, 0) + 1
+        finally:
+            self._count(passed, drops)
 
     def _to_customer(self, cid: str, fd: int) -> None:
-        for _ in range(_BURST):
-            try:
-                inner = os.read(fd, 65535)
-            except BlockingIOError:
-                return
-            out = self.tunnels.encapsulate(cid, inner)
-            if isinstance(out, Drop):
-                self.dropped.labels(out.customer, out.reason).inc()
-                continue
-            router, gre = out
-            try:
-                self.sock.sendto(gre, (router, 0))
-            except OSError:
-                self.dropped.labels(cid, "send").inc()
-                continue
-            self.packets.labels(cid, "to_customer").inc()
+        passed = 0
+        drops: dict[Drop, int] = {}
+        sendto, encap = self.sock.sendto, self.tunnels.encapsulate
+        try:
+            for _ in range(_BURST):
+                try:
+                    inner = os.read(fd, 65535)
+                except BlockingIOError:
+                    return
+                out = encap(cid, inner)
+                if isinstance(out, Drop):
+                    drops[out] = drops.get(out, 0) + 1
+                    continue
+                router, gre = out
+                try:
+                    sendto(gre, (router, 0))
+                except OSError:
+                    d = Drop("send", cid)
+                    drops[d] = drops.get(d, 0) + 1
+                    continue
+                passed += 1
+        finally:
+            self._count({(cid, "to_customer"): passed} if passed else {}, drops)
