@@ -1,8 +1,9 @@
 """Benchmark: Magic Transit's firewall changes and its anycast GRE forwarding.
 
 1. **A rule into 100 customer namespaces**, in process (``setns`` and one libnftables
-   JSON batch per namespace, through :class:`NamespaceNft`, kept open as the applier keeps them) against the baseline of the
-   post's way, one ``ip netns exec NS nft add rule ...`` process per namespace.
+   JSON batch per namespace, through :class:`NamespaceNft`, kept open as the applier
+   keeps them) against the baseline of the post's way, one
+   ``ip netns exec NS nft add rule ...`` process per namespace.
 2. **From a store write to the rule applied**, for 100 customers on one server: the
    applier's moment of applying (``Applier.stats``) minus the moment before the write.
    Rows: one transaction that changes all 100 customers (the time until each is
@@ -32,16 +33,20 @@ sys.path.insert(0, str(ROOT / "tests"))
 from anyedge.adapters import netns  # noqa: E402
 from anyedge.transit.config import Customer, key_of, put_customer  # noqa: E402
 from anyedge.transit.nsnft import NamespaceNft  # noqa: E402
-from transit_support import ANYCAST, CLIENT, ROUTER, server  # noqa: E402
+from transit_support import ANYCAST, CLIENT, ROUTER, Server, server  # noqa: E402
 
 N = 100
 
 
 def customer(i: int, port: int, router: str = "198.51.100.2") -> Customer:
-    return Customer.model_validate({
-        "id": f"c{i}", "prefixes": [f"10.{i // 256}.{i % 256}.0/24"],
-        "tunnel": {"router": router, "key": i + 1},
-        "rules": [{"action": "accept", "protocol": "tcp", "ports": [port]}]})
+    return Customer.model_validate(
+        {
+            "id": f"c{i}",
+            "prefixes": [f"10.{i // 256}.{i % 256}.0/24"],
+            "tunnel": {"router": router, "key": i + 1},
+            "rules": [{"action": "accept", "protocol": "tcp", "ports": [port]}],
+        }
+    )
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -60,10 +65,28 @@ def rules_part() -> None:
         ctxs = {ns: NamespaceNft(ns) for ns in names}
 
         def rule(port: int) -> list[dict[str, object]]:
-            expr = [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
-                               "right": port}}, {"drop": None}]
-            return [{"add": {"rule": {"family": "inet", "table": "transit", "chain": "inbound",
-                                       "expr": expr}}}]
+            expr = [
+                {
+                    "match": {
+                        "op": "==",
+                        "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                        "right": port,
+                    }
+                },
+                {"drop": None},
+            ]
+            return [
+                {
+                    "add": {
+                        "rule": {
+                            "family": "inet",
+                            "table": "transit",
+                            "chain": "inbound",
+                            "expr": expr,
+                        }
+                    }
+                }
+            ]
 
         t0 = time.perf_counter()
         for ns in names:
@@ -71,20 +94,40 @@ def rules_part() -> None:
         inproc = time.perf_counter() - t0
         t0 = time.perf_counter()
         for ns in names:
-            subprocess.run(["ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "transit",
-                            "inbound", "tcp", "dport", "1002", "drop"], check=True)
+            subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "transit",
+                    "inbound",
+                    "tcp",
+                    "dport",
+                    "1002",
+                    "drop",
+                ],
+                check=True,
+            )
         cli = time.perf_counter() - t0
         for c in ctxs.values():
             c.close()
-        print(f"a rule into {N} namespaces: in process {inproc * 1e3:.0f} ms, "
-              f"nft CLI {cli * 1e3:.0f} ms: CLI/in process = ×{cli / inproc:.1f}")
+        print(
+            f"a rule into {N} namespaces: in process {inproc * 1e3:.0f} ms, "
+            f"nft CLI {cli * 1e3:.0f} ms: CLI/in process = ×{cli / inproc:.1f}"
+        )
 
         # store write -> applied, one transaction touching every customer
         lat: list[float] = []
         whole: list[float] = []
         for r in range(10):
-            puts = {key_of(f"c{i}"): customer(i, 2000 + r).model_dump_json().encode()
-                    for i in range(N)}
+            puts = {
+                key_of(f"c{i}"): customer(i, 2000 + r).model_dump_json().encode() for i in range(N)
+            }
             t0 = time.monotonic()
             seq = s.writer.txn(puts)
             for i in range(N):
@@ -92,10 +135,12 @@ def rules_part() -> None:
             at = [s.applier.stats.by_customer[f"c{i}"].at - t0 for i in range(N)]
             lat += at
             whole.append(max(at))
-        print(f"one txn changing all {N} customers, write -> applied per customer: "
-              f"p50 {pct(lat, 50) * 1e3:.1f} ms, p99 {pct(lat, 99) * 1e3:.1f} ms; "
-              f"all {N} applied: median {statistics.median(whole) * 1e3:.1f} ms, "
-              f"worst {max(whole) * 1e3:.1f} ms (of 10)")
+        print(
+            f"one txn changing all {N} customers, write -> applied per customer: "
+            f"p50 {pct(lat, 50) * 1e3:.1f} ms, p99 {pct(lat, 99) * 1e3:.1f} ms; "
+            f"all {N} applied: median {statistics.median(whole) * 1e3:.1f} ms, "
+            f"worst {max(whole) * 1e3:.1f} ms (of 10)"
+        )
         single: list[float] = []
         for k in range(200):
             i = k % N
@@ -104,15 +149,17 @@ def rules_part() -> None:
             assert s.applier.wait(f"c{i}", seq, timeout=30)
             single.append(s.applier.stats.by_customer[f"c{i}"].at - t0)
             time.sleep(max(0.0, 0.02 - (time.monotonic() - t0)))
-        print(f"single-customer writes (200 at 50/s, {N} customers): write -> applied "
-              f"p50 {pct(single, 50) * 1e3:.2f} ms, p99 {pct(single, 99) * 1e3:.2f} ms")
+        print(
+            f"single-customer writes (200 at 50/s, {N} customers): write -> applied "
+            f"p50 {pct(single, 50) * 1e3:.2f} ms, p99 {pct(single, 99) * 1e3:.2f} ms"
+        )
 
 
 SENDER = r"""
 import socket, struct, sys, time
 from scapy.layers.inet import GRE, IP, UDP
 mode, dst, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
-inner = bytes(IP(src="10.0.0.10", dst="%s") / UDP(sport=53, dport=9) / (b"p" * 36))
+inner = bytes(IP(src="10.0.0.10", dst=sys.argv[4]) / UDP(sport=53, dport=9) / (b"p" * 36))
 if mode == "gre":
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
     pkt = bytes(GRE(key_present=1, key=1, proto=0x0800) / inner)
@@ -129,7 +176,7 @@ while time.monotonic() < end:
         except OSError:
             pass
 print(n)
-""" % CLIENT
+"""
 
 
 def rx(ns: str) -> int:
@@ -137,12 +184,28 @@ def rx(ns: str) -> int:
     return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
 
 
-def blast(s: object, mode: str, dst: str, secs: float = 2.0) -> tuple[int, float]:
-    before = rx(s.client)  # type: ignore[attr-defined]
-    p = subprocess.run(["ip", "netns", "exec", s.router, sys.executable, "-c", SENDER,  # type: ignore[attr-defined]
-                        mode, dst, str(secs)], capture_output=True, text=True, check=True)
+def blast(s: Server, mode: str, dst: str, secs: float = 2.0) -> tuple[int, float]:
+    before = rx(s.client)
+    p = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            s.router,
+            sys.executable,
+            "-c",
+            SENDER,
+            mode,
+            dst,
+            str(secs),
+            CLIENT,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     time.sleep(0.5)
-    got = rx(s.client) - before  # type: ignore[attr-defined]
+    got = rx(s.client) - before
     return int(p.stdout), got / secs
 
 
@@ -152,9 +215,11 @@ def gre_part() -> None:
         # the customer's replies leave through the customer's namespace, to the client
         sent_k, kernel = blast(s, "plain", CLIENT)
         sent_g, gre = blast(s, "gre", ANYCAST)
-        print(f"GRE decapsulation: sender {sent_g / 2:,.0f} pkt/s, delivered {gre:,.0f} pkt/s; "
-              f"kernel forwarding of the same packets without GRE: sender {sent_k / 2:,.0f} "
-              f"pkt/s, delivered {kernel:,.0f} pkt/s; user-space GRE/kernel = {gre / kernel:.2f}")
+        print(
+            f"GRE decapsulation: sender {sent_g / 2:,.0f} pkt/s, delivered {gre:,.0f} pkt/s; "
+            f"kernel forwarding of the same packets without GRE: sender {sent_k / 2:,.0f} "
+            f"pkt/s, delivered {kernel:,.0f} pkt/s; user-space GRE/kernel = {gre / kernel:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,16 +33,21 @@ def test_bad_customers_are_refused_and_nothing_is_written(
     writer: EmbeddedWriter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(EXAMPLE.read_text().replace("ports: [20, 21]", "ports: [20, 70000]")
-                   .replace("key: 7}", "key: -1}"))
+    bad.write_text(
+        EXAMPLE.read_text()
+        .replace("ports: [20, 21]", "ports: [20, 70000]")
+        .replace("key: 7}", "key: -1}")
+    )
     assert main(["transit", "put", str(bad), *connect(writer)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: customers[0].rules[1].ports" in err
     assert f"{bad}: customers[1].tunnel.key" in err
     assert writer.seq == 0
     dup = tmp_path / "dup.yaml"
-    dup.write_text("- {id: a, prefixes: [192.0.2.0/24], tunnel: {router: 198.51.100.2, key: 1}}\n"
-                   "- {id: a, prefixes: [192.0.2.0/24], tunnel: {router: 198.51.100.2, key: 1}}\n")
+    dup.write_text(
+        "- {id: a, prefixes: [192.0.2.0/24], tunnel: {router: 198.51.100.2, key: 1}}\n"
+        "- {id: a, prefixes: [192.0.2.0/24], tunnel: {router: 198.51.100.2, key: 1}}\n"
+    )
     assert main(["transit", "put", str(dup), *connect(writer)]) == 2
     assert "[1].id: customer 'a' twice" in capsys.readouterr().err
     assert main(["transit", "put", str(tmp_path / "missing.yaml"), *connect(writer)]) == 2

@@ -44,11 +44,19 @@ def test_bad_configurations_are_refused() -> None:
 
 
 def test_a_rule_over_both_families_becomes_two() -> None:
-    c = customer("a", "203.0.113.0/24", [
-        {"action": "accept", "protocol": "udp", "sources": ["198.51.100.0/24", "2001:db8::/32"],
-         "rate_limit": {"pps": 10}},
-        {"action": "drop", "sources": ["2001:db8::/32"], "destinations": ["203.0.113.0/25"]},
-    ])
+    c = customer(
+        "a",
+        "203.0.113.0/24",
+        [
+            {
+                "action": "accept",
+                "protocol": "udp",
+                "sources": ["198.51.100.0/24", "2001:db8::/32"],
+                "rate_limit": {"pps": 10},
+            },
+            {"action": "drop", "sources": ["2001:db8::/32"], "destinations": ["203.0.113.0/25"]},
+        ],
+    )
     rules = [cmd["add"]["rule"] for cmd in ruleset.batch(c) if "rule" in cmd.get("add", {})]
     comments = [r["comment"] for r in rules]
     # replies; rule 0: (limit, accept) x (ip, ip6); rule 1 matches nothing (v6 from, v4 to)
@@ -78,8 +86,11 @@ def table(s: Server, cid: str) -> list[dict[str, Any]]:
 @lab
 def test_the_applier_follows_the_store(srv: Server) -> None:
     s = srv
-    a = customer("acme", "203.0.113.0/25", [
-        {"action": "accept", "protocol": "tcp", "ports": [20, 21], "comment": "ftp"}])
+    a = customer(
+        "acme",
+        "203.0.113.0/25",
+        [{"action": "accept", "protocol": "tcp", "ports": [20, 21], "comment": "ftp"}],
+    )
     seq = put_customer(s.writer, a)
     assert s.applier.wait("acme", seq)
     assert [r["comment"] for r in table(s, "acme")] == ["replies", "ftp", "default"]
@@ -132,16 +143,28 @@ def send(s: Server, targets: list[tuple[str, int]], n: int) -> None:
 @lab
 def test_one_customers_rules_never_touch_anothers_traffic(srv: Server) -> None:
     s = srv
-    a = customer("a", "203.0.113.0/25", [
-        {"action": "drop", "protocol": "udp", "ports": [5000]}], default="accept")
-    b = customer("b", "203.0.113.128/25", [
-        {"action": "accept", "protocol": "udp", "ports": [5000]}], default="drop")
+    a = customer(
+        "a",
+        "203.0.113.0/25",
+        [{"action": "drop", "protocol": "udp", "ports": [5000]}],
+        default="accept",
+    )
+    b = customer(
+        "b",
+        "203.0.113.128/25",
+        [{"action": "accept", "protocol": "udp", "ports": [5000]}],
+        default="drop",
+    )
     for c in (a, b):
         assert s.applier.wait(c.id, put_customer(s.writer, c))
     b_rules = table(s, "b")
     tun_a, tun_b = s.tun("a"), s.tun("b")
-    targets = [("203.0.113.10", 5000), ("203.0.113.10", 6000),
-               ("203.0.113.200", 5000), ("203.0.113.200", 6000)]
+    targets = [
+        ("203.0.113.10", 5000),
+        ("203.0.113.10", 6000),
+        ("203.0.113.200", 5000),
+        ("203.0.113.200", 6000),
+    ]
     send(s, targets, 20)
     got_a = Counter(udp_dports(drain(tun_a)))
     got_b = Counter(udp_dports(drain(tun_b)))
@@ -174,12 +197,17 @@ def test_traffic_during_rule_changes_never_meets_a_half_applied_set(srv: Server)
 
     def version(n: int) -> Customer:
         fillers = [{"action": "accept", "protocol": "tcp", "ports": [10000 + i]} for i in range(n)]
-        return customer("flip", "203.0.113.0/24", [
-            *fillers,
-            {"action": "drop", "protocol": "udp", "ports": [6000]},
-            *fillers,
-            {"action": "accept", "protocol": "udp", "ports": [7000]},
-        ], default="drop")
+        return customer(
+            "flip",
+            "203.0.113.0/24",
+            [
+                *fillers,
+                {"action": "drop", "protocol": "udp", "ports": [6000]},
+                *fillers,
+                {"action": "accept", "protocol": "udp", "ports": [7000]},
+            ],
+            default="drop",
+        )
 
     assert s.applier.wait("flip", put_customer(s.writer, version(40)))
     tun = s.tun("flip")

@@ -18,18 +18,25 @@ from typing import Any
 import pytest
 
 pytest.importorskip("scapy")
-from scapy.layers.inet import GRE, IP, UDP  # noqa: E402
+from scapy.layers.inet import GRE, IP, UDP
 
-from anyedge.adapters import netns  # noqa: E402
-from anyedge.transit import gre  # noqa: E402
-from anyedge.transit.config import Customer, put_customer  # noqa: E402
-from transit_support import ANYCAST, CLIENT, ROUTER, Server, server, why_not  # noqa: E402
+from anyedge.adapters import netns
+from anyedge.transit import gre
+from anyedge.transit.config import Customer, put_customer
+from transit_support import ANYCAST, CLIENT, ROUTER, Server, server, why_not
 
-ACME = Customer.model_validate({
-    "id": "acme", "prefixes": ["203.0.113.0/25"], "tunnel": {"router": ROUTER, "key": 0xACE},
-    "rules": [{"action": "drop", "protocol": "udp", "ports": [666]}], "default": "accept"})
-BETA = Customer.model_validate({
-    "id": "beta", "prefixes": ["203.0.113.128/25"], "tunnel": {"router": "198.51.100.3", "key": 7}})
+ACME = Customer.model_validate(
+    {
+        "id": "acme",
+        "prefixes": ["203.0.113.0/25"],
+        "tunnel": {"router": ROUTER, "key": 0xACE},
+        "rules": [{"action": "drop", "protocol": "udp", "ports": [666]}],
+        "default": "accept",
+    }
+)
+BETA = Customer.model_validate(
+    {"id": "beta", "prefixes": ["203.0.113.128/25"], "tunnel": {"router": "198.51.100.3", "key": 7}}
+)
 
 
 def outer(g: Any) -> bytes:
@@ -46,10 +53,14 @@ def test_scapy_reads_our_gre_and_we_read_scapys() -> None:
         g = gre.parse(outer(GRE(key_present=1, key=0xACE, **kw) / IP(inner)))
         assert isinstance(g, gre.Gre), kw
         assert (g.src, g.key, g.proto, g.payload) == (ROUTER, 0xACE, 0x0800, inner)
-    assert gre.parse(outer(GRE(chksum_present=1, key_present=1, key=1, chksum=1) / IP(inner))) \
-        == gre.Drop("checksum")
+    assert gre.parse(
+        outer(GRE(chksum_present=1, key_present=1, key=1, chksum=1) / IP(inner))
+    ) == gre.Drop("checksum")
     ours_c = gre.header(5, with_checksum=True, payload=inner) + inner
-    assert GRE(ours_c).chksum == GRE(bytes(GRE(chksum_present=1, key_present=1, key=5) / IP(inner))).chksum
+    assert (
+        GRE(ours_c).chksum
+        == GRE(bytes(GRE(chksum_present=1, key_present=1, key=5) / IP(inner))).chksum
+    )
 
 
 def test_decisions() -> None:
@@ -68,11 +79,13 @@ def test_decisions() -> None:
     }
     for reason, g in bad.items():
         out = t.decapsulate(outer(g))
-        assert isinstance(out, gre.Drop) and out.reason == reason, (reason, out)
+        assert isinstance(out, gre.Drop), reason
+        assert out.reason == reason, (reason, out)
     assert t.decapsulate(outer(GRE(key_present=1, key=0xACE))[:22]) == gre.Drop("short")
     assert t.encapsulate("acme", bytes(IP(dst="203.0.113.200"))) == gre.Drop("misrouted", "acme")
     router, payload = t.encapsulate("acme", bytes(IP(dst="203.0.113.9") / UDP()))  # type: ignore[misc]
-    assert router == ROUTER and GRE(payload).key == 0xACE
+    assert router == ROUTER
+    assert GRE(payload).key == 0xACE
 
 
 @pytest.fixture
@@ -87,14 +100,16 @@ def srv() -> Any:
 def dropped(s: Server, reason: str, customer: str = "acme") -> float:
     assert s.gre is not None
     v = s.gre.registry.get_sample_value(
-        "anyedge_transit_gre_dropped_total", {"customer": customer, "reason": reason})
+        "anyedge_transit_gre_dropped_total", {"customer": customer, "reason": reason}
+    )
     return v or 0.0
 
 
 def forwarded(s: Server, direction: str) -> float:
     assert s.gre is not None
     v = s.gre.registry.get_sample_value(
-        "anyedge_transit_gre_packets_total", {"customer": "acme", "direction": direction})
+        "anyedge_transit_gre_packets_total", {"customer": "acme", "direction": direction}
+    )
     return v or 0.0
 
 
@@ -120,10 +135,12 @@ def test_gre_both_ways_with_scapy_on_the_customer_side(srv: Server) -> None:
             client.sendto(f"to {port}".encode(), ("203.0.113.10", port))
         got = [IP(p) for p in recv_all(rtr)]
         assert [(p.src, p.dst, p[GRE].key, p[GRE].proto) for p in got] == [
-            (ANYCAST, ROUTER, 0xACE, 0x0800)] * 2  # port 666 met acme's drop rule
+            (ANYCAST, ROUTER, 0xACE, 0x0800)
+        ] * 2  # port 666 met acme's drop rule
         inner = [p[GRE].payload for p in got]
         assert [(i.src, i.dst, i[UDP].dport, bytes(i[UDP].payload)) for i in inner] == [
-            (CLIENT, "203.0.113.10", 53, b"to 53")] * 2
+            (CLIENT, "203.0.113.10", 53, b"to 53")
+        ] * 2
         assert forwarded(s, "to_customer") == 2
 
         # from the customer: scapy's GRE to the anycast endpoint, inner packet to the client
@@ -135,10 +152,12 @@ def test_gre_both_ways_with_scapy_on_the_customer_side(srv: Server) -> None:
 
         # a bad header, a wrong key, a packet for another customer: dropped and counted
         spoof = IP(src="203.0.113.200", dst=CLIENT) / UDP(sport=53, dport=4000) / b"beta's"
-        for g in (GRE(version=1, key_present=1, key=0xACE) / reply,
-                  GRE(key_present=1, key=0xBAD) / reply,
-                  GRE(key_present=1, key=7) / reply,  # beta's key from acme's router
-                  GRE(key_present=1, key=0xACE) / spoof):
+        for g in (
+            GRE(version=1, key_present=1, key=0xACE) / reply,
+            GRE(key_present=1, key=0xBAD) / reply,
+            GRE(key_present=1, key=7) / reply,  # beta's key from acme's router
+            GRE(key_present=1, key=0xACE) / spoof,
+        ):
             rtr.sendto(bytes(g), (ANYCAST, 0))
         assert recv_all(client) == []
         assert dropped(s, "version", "") == 1

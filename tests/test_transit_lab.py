@@ -26,29 +26,34 @@ from dataclasses import dataclass, field
 import pytest
 
 pytest.importorskip("scapy")
-from scapy.layers.inet import GRE, IP  # noqa: E402
+from scapy.layers.inet import GRE, IP
 
-from anyedge.adapters import netns  # noqa: E402
-from anyedge.store import EmbeddedReplica, EmbeddedWriter  # noqa: E402
-from anyedge.transit import ruleset  # noqa: E402
-from anyedge.transit.applier import Applier  # noqa: E402
-from anyedge.transit.config import Customer, put_customer  # noqa: E402
-from anyedge.transit.nsnft import NamespaceNft  # noqa: E402
-from anyedge.transit.tun import open_tun, wait_ready  # noqa: E402
-from anyedge.transit.tunnel import GreForwarder  # noqa: E402
-from transit_support import why_not  # noqa: E402
+from anyedge.adapters import netns
+from anyedge.store import EmbeddedReplica, EmbeddedWriter
+from anyedge.transit import ruleset
+from anyedge.transit.applier import Applier
+from anyedge.transit.config import Customer, put_customer
+from anyedge.transit.nsnft import NamespaceNft
+from anyedge.transit.tun import open_tun, wait_ready
+from anyedge.transit.tunnel import GreForwarder
+from transit_support import why_not
 
 pytestmark = pytest.mark.lab
 
 ANYCAST, ROUTER, HOST, KEY = "192.0.2.100", "198.51.100.2", "203.0.113.10", 0x5EED
 GOOD, BAD = "100.64.1.2", "100.64.66.2"
-ACME = Customer.model_validate({
-    "id": "acme", "prefixes": ["203.0.113.0/24"], "tunnel": {"router": ROUTER, "key": KEY},
-    "rules": [
-        {"action": "drop", "sources": ["100.64.66.0/24"], "comment": "attackers"},
-        {"action": "accept", "protocol": "udp", "ports": [7000], "comment": "service"},
-    ],
-    "default": "drop"})
+ACME = Customer.model_validate(
+    {
+        "id": "acme",
+        "prefixes": ["203.0.113.0/24"],
+        "tunnel": {"router": ROUTER, "key": KEY},
+        "rules": [
+            {"action": "drop", "sources": ["100.64.66.0/24"], "comment": "attackers"},
+            {"action": "accept", "protocol": "udp", "ports": [7000], "comment": "service"},
+        ],
+        "default": "drop",
+    }
+)
 
 
 @dataclass
@@ -64,12 +69,18 @@ class Lab:
     def announce(self, site: str) -> None:
         """Route the anycast endpoint and the customer's prefix to ``site`` only."""
         i = list(self.sites).index(site) + 1
-        netns.batch(self.ns("inet"), [f"route replace {ANYCAST}/32 via 10.255.{i}.2",
-                                      f"route replace 203.0.113.0/24 via 10.255.{i}.2"])
+        netns.batch(
+            self.ns("inet"),
+            [
+                f"route replace {ANYCAST}/32 via 10.255.{i}.2",
+                f"route replace 203.0.113.0/24 via 10.255.{i}.2",
+            ],
+        )
 
     def delivered(self, site: str, direction: str) -> float:
         v = self.forwarders[site].registry.get_sample_value(
-            "anyedge_transit_gre_packets_total", {"customer": "acme", "direction": direction})
+            "anyedge_transit_gre_packets_total", {"customer": "acme", "direction": direction}
+        )
         return v or 0.0
 
 
@@ -136,10 +147,19 @@ def lab() -> Iterator[Lab]:
             netns.batch(n(name), [f"addr add {addr}/24 dev eth0", f"route add default via {gw}"])
         # behind the router: the customer's host; replies from it go into the tunnel
         netns.veth(n("rtr"), "lan0", n("host"), "eth0")
-        netns.batch(n("host"), [f"addr add {HOST}/24 dev eth0", "route add default via 203.0.113.1"])
-        netns.batch(n("rtr"), ["addr add 203.0.113.1/24 dev lan0", "tuntap add dev tun0 mode tun",
-                               "link set tun0 up", "route add default dev tun0 table 100",
-                               "rule add iif lan0 lookup 100"])
+        netns.batch(
+            n("host"), [f"addr add {HOST}/24 dev eth0", "route add default via 203.0.113.1"]
+        )
+        netns.batch(
+            n("rtr"),
+            [
+                "addr add 203.0.113.1/24 dev lan0",
+                "tuntap add dev tun0 mode tun",
+                "link set tun0 up",
+                "route add default dev tun0 table 100",
+                "rule add iif lan0 lookup 100",
+            ],
+        )
         writer = EmbeddedWriter(os.path.join(tmp, "config.db"))
         stack.callback(writer.close)
         for i, site in enumerate(("ams", "fra"), start=1):
@@ -147,8 +167,14 @@ def lab() -> Iterator[Lab]:
             netns.add(h)
             netns.veth(n("inet"), f"s{i}", h, "inet0")
             netns.batch(n("inet"), [f"addr add 10.255.{i}.1/24 dev s{i}"])
-            netns.batch(h, [f"addr add 10.255.{i}.2/24 dev inet0", f"addr add {ANYCAST}/32 dev lo",
-                            f"route add default via 10.255.{i}.1"])
+            netns.batch(
+                h,
+                [
+                    f"addr add 10.255.{i}.2/24 dev inet0",
+                    f"addr add {ANYCAST}/32 dev lo",
+                    f"route add default via 10.255.{i}.1",
+                ],
+            )
             replica = EmbeddedReplica(writer.address)
             stack.callback(replica.close)
             fwd = L.forwarders[site] = GreForwarder(ANYCAST, h).start()

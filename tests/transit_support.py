@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from anyedge.adapters import netns
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit.applier import Applier
-from anyedge.transit.tunnel import GreForwarder
 from anyedge.transit.tun import open_tun, wait_ready
+from anyedge.transit.tunnel import GreForwarder
 
 ANYCAST = "192.0.2.100"
 CLIENT = "100.64.0.2"
@@ -82,8 +82,9 @@ def server(tag: str, gre: bool = False) -> Iterator[Server]:
             netns.add(router)
             netns.veth(host, "inet1", router, "eth0")
             netns.batch(host, ["addr add 198.51.100.1/24 dev inet1"])
-            netns.batch(router, [f"addr add {ROUTER}/24 dev eth0",
-                                 "route add default via 198.51.100.1"])
+            netns.batch(
+                router, [f"addr add {ROUTER}/24 dev eth0", "route add default via 198.51.100.1"]
+            )
             forwarder = GreForwarder(ANYCAST, host).start()
             applier.listeners.append(forwarder.on_customer)
         applier.start()

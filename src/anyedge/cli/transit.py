@@ -128,7 +128,7 @@ def list_(as_json: bool, connect: tuple[str, int], etcd: str | None, prefix: str
     r = _replica(connect, etcd, prefix)
     try:
         _synced(r, 10.0)
-        items = {k[len(PREFIX):]: loads(v) for k, v in sorted(r.items(PREFIX).items())}
+        items = {k[len(PREFIX) :]: loads(v) for k, v in sorted(r.items(PREFIX).items())}
         seq = r.seq
     finally:
         r.close()
@@ -137,20 +137,32 @@ def list_(as_json: bool, connect: tuple[str, int], etcd: str | None, prefix: str
         return
     for cid, c in items.items():
         t = c.get("tunnel", {})
-        click.echo(f"{cid}: {', '.join(c.get('prefixes', []))}; GRE to {t.get('router')} "
-                   f"key {t.get('key')}; {len(c.get('rules', []))} rules, default {c.get('default')}")
+        click.echo(
+            f"{cid}: {', '.join(c.get('prefixes', []))}; GRE to {t.get('router')} "
+            f"key {t.get('key')}; {len(c.get('rules', []))} rules, default {c.get('default')}"
+        )
 
 
 @transit.command()
 @click.option("--endpoint", required=True, help="The anycast GRE endpoint (an address here).")
 @click.option("--host-ns", help="The server's namespace (default: this process's).")
 @click.option("--ns-prefix", default="mt-", show_default=True, help="Customers' namespaces.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535),
-              help="Serve the GRE counters for Prometheus on 127.0.0.1:PORT.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the GRE counters for Prometheus on 127.0.0.1:PORT.",
+)
 @_options
 @_handled
-def serve(endpoint: str, host_ns: str | None, ns_prefix: str, metrics_port: int | None,
-          connect: tuple[str, int], etcd: str | None, prefix: str) -> None:
+def serve(
+    endpoint: str,
+    host_ns: str | None,
+    ns_prefix: str,
+    metrics_port: int | None,
+    connect: tuple[str, int],
+    etcd: str | None,
+    prefix: str,
+) -> None:
     """Apply every customer on this server and forward its GRE, until SIGTERM or SIGINT."""
     import ipaddress
 
@@ -160,8 +172,9 @@ def serve(endpoint: str, host_ns: str | None, ns_prefix: str, metrics_port: int 
     try:
         ipaddress.IPv4Address(endpoint)
     except ValueError:
-        raise click.BadParameter(f"{endpoint!r} is not an IPv4 address",
-                                 param_hint="--endpoint") from None
+        raise click.BadParameter(
+            f"{endpoint!r} is not an IPv4 address", param_hint="--endpoint"
+        ) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from anyedge.adapters import netns
-from anyedge.store import Batch, Replica
+from anyedge.store import Batch, Change, Replica, Watch
 
 from . import plumbing, ruleset
 from .config import PREFIX, Customer, customer_of
@@ -77,7 +77,9 @@ class Applier:
     or changed, and before it is removed (config ``None``) — the GRE forwarder uses it.
     """
 
-    def __init__(self, replica: Replica, *, host: str | None = None, ns_prefix: str = "mt-") -> None:
+    def __init__(
+        self, replica: Replica, *, host: str | None = None, ns_prefix: str = "mt-"
+    ) -> None:
         self.replica = replica
         self.host = host
         self.ns_prefix = ns_prefix
@@ -87,7 +89,7 @@ class Applier:
         self._q: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._watch = None
+        self._watch: Watch | None = None
 
     # -- running -----------------------------------------------------------------
 
@@ -95,8 +97,6 @@ class Applier:
         self._watch = self.replica.watch(PREFIX, callback=self._q.put)
         seq = self.replica.seq
         current = self.replica.items(PREFIX)
-        from anyedge.store import Change
-
         changes = tuple(Change(k, v) for k, v in sorted(current.items()))
         # whatever the store held before we watched; a batch seen again is harmless
         self._q.put(Batch(seq, changes))
@@ -147,7 +147,7 @@ class Applier:
             stop = False
             while b is not None:
                 for c in b.changes:
-                    latest[c.key[len(PREFIX):]] = (b.seq, c.value)
+                    latest[c.key[len(PREFIX) :]] = (b.seq, c.value)
                 try:
                     b = self._q.get_nowait()
                 except queue.Empty:

@@ -100,7 +100,9 @@ class Customer(_Frozen):
             for d in r.destinations:
                 dn = ipaddress.ip_network(d)
                 if not any(dn.version == n.version and dn.subnet_of(n) for n in nets):  # type: ignore[arg-type]
-                    raise ValueError(f"rule {i}: destination {d} is outside the customer's prefixes")
+                    raise ValueError(
+                        f"rule {i}: destination {d} is outside the customer's prefixes"
+                    )
         return self
 
     def owns(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -15,8 +15,8 @@ decisions and back, with no sockets:
   inner source must lie in the customer's prefixes (else ``foreign``: a packet for, or
   from, another customer).
 - :meth:`Tunnels.encapsulate`: a packet towards a customer — its inner destination
-  must lie in the customer's prefixes (else ``misrouted``) — gets a GRE header with the customer's key,
-  addressed to the customer's router.
+  must lie in the customer's prefixes (else ``misrouted``) — gets a GRE header with
+  the customer's key, addressed to the customer's router.
 """
 
 from __future__ import annotations
@@ -35,8 +35,21 @@ _RESERVED = 0x0FF8  # reserved0 bits (strict source route, recursion, flags) mus
 _VERSION = 0x0007
 _KEYED = struct.Struct("!HHI")
 
-DROP_REASONS = ("short", "not_gre", "version", "flags", "checksum", "protocol", "no_key",
-                "wrong_key", "foreign", "misrouted", "unknown_customer", "tun_write", "send")
+DROP_REASONS = (
+    "short",
+    "not_gre",
+    "version",
+    "flags",
+    "checksum",
+    "protocol",
+    "no_key",
+    "wrong_key",
+    "foreign",
+    "misrouted",
+    "unknown_customer",
+    "tun_write",
+    "send",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +73,25 @@ def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
         data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
 
 
-def header(key: int | None, proto: int = ETH_IPV4, seq: int | None = None,
-           with_checksum: bool = False, payload: bytes = b"") -> bytes:
+def header(
+    key: int | None,
+    proto: int = ETH_IPV4,
+    seq: int | None = None,
+    with_checksum: bool = False,
+    payload: bytes = b"",
+) -> bytes:
     """A GRE header (C, K and S as asked); with ``with_checksum`` it covers ``payload``."""
-    flags = (_C if with_checksum else 0) | (_K if key is not None else 0) | (_S if seq is not None else 0)
+    flags = (
+        (_C if with_checksum else 0)
+        | (_K if key is not None else 0)
+        | (_S if seq is not None else 0)
+    )
     out = struct.pack("!HH", flags, proto)
     opt = b""
     if key is not None:

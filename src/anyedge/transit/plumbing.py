@@ -53,41 +53,64 @@ def create(host: str | None, ns: str, customer_id: str) -> None:
     """The customer's namespace, its veth to ``host`` and its TUN (no prefixes yet)."""
     hif = host_ifname(ns)
     netns.add(ns)
-    _ip(host, [f"link add {hif} type veth peer name {UPLINK} netns {ns}",
-               f"link set {hif} up", f"addr add {HOST_ADDR}/30 dev {hif}"])
-    netns.batch(ns, [
-        f"link set {UPLINK} up",
-        f"addr add {NS_ADDR}/30 dev {UPLINK}",
-        f"route add default via {HOST_ADDR} dev {UPLINK}",
-        f"tuntap add dev {TUN} mode tun",
-        f"link set {TUN} mtu {TUN_MTU} multicast off addrgenmode none",  # no chatter
-        f"link set {TUN} up",
-    ])
+    _ip(
+        host,
+        [
+            f"link add {hif} type veth peer name {UPLINK} netns {ns}",
+            f"link set {hif} up",
+            f"addr add {HOST_ADDR}/30 dev {hif}",
+        ],
+    )
+    netns.batch(
+        ns,
+        [
+            f"link set {UPLINK} up",
+            f"addr add {NS_ADDR}/30 dev {UPLINK}",
+            f"route add default via {HOST_ADDR} dev {UPLINK}",
+            f"tuntap add dev {TUN} mode tun",
+            f"link set {TUN} mtu {TUN_MTU} multicast off addrgenmode none",  # no chatter
+            f"link set {TUN} up",
+        ],
+    )
 
 
-def set_prefixes(host: str | None, ns: str, customer_id: str,
-                 old: Sequence[str], new: Sequence[str]) -> None:
+def set_prefixes(
+    host: str | None, ns: str, customer_id: str, old: Sequence[str], new: Sequence[str]
+) -> None:
     """Route the prefixes that came into the customer's namespace; unroute those that went."""
     hif = host_ifname(ns)
     gone = [p for p in old if p not in new]
     came = [p for p in new if p not in old]
-    _ip(host, [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in gone]
-        + [f"{_fam(p)}route del {p} table {TABLE}" for p in gone], check=False)
+    _ip(
+        host,
+        [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in gone]
+        + [f"{_fam(p)}route del {p} table {TABLE}" for p in gone],
+        check=False,
+    )
     netns.batch(ns, [f"{_fam(p)}route del {p} dev {TUN}" for p in gone])
     # a rule left by an applier that died would make "rule add" fail
-    _ip(host, [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in came],
-        check=False)
+    _ip(
+        host,
+        [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in came],
+        check=False,
+    )
     host_cmds = []
     for p in came:
         via = f"via {NS_ADDR}" if ":" not in p else f"via inet {NS_ADDR}"
-        host_cmds += [f"{_fam(p)}route replace {p} {via} dev {hif} table {TABLE}",
-                      f"{_fam(p)}rule add pref {RULE_PREF} to {p} lookup {TABLE}"]
+        host_cmds += [
+            f"{_fam(p)}route replace {p} {via} dev {hif} table {TABLE}",
+            f"{_fam(p)}rule add pref {RULE_PREF} to {p} lookup {TABLE}",
+        ]
     _ip(host, host_cmds)
     netns.batch(ns, [f"{_fam(p)}route replace {p} dev {TUN}" for p in came])
 
 
 def destroy(host: str | None, ns: str, customer_id: str, prefixes: Sequence[str]) -> None:
     """Remove the customer's routes from ``host`` and its namespace (with its veth)."""
-    _ip(host, [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in prefixes]
-        + [f"{_fam(p)}route del {p} table {TABLE}" for p in prefixes], check=False)
+    _ip(
+        host,
+        [f"{_fam(p)}rule del pref {RULE_PREF} to {p} lookup {TABLE}" for p in prefixes]
+        + [f"{_fam(p)}route del {p} table {TABLE}" for p in prefixes],
+        check=False,
+    )
     netns.remove(ns)

@@ -63,9 +63,13 @@ def rule_exprs(rule: Rule) -> list[list[Json]]:
                 continue  # nothing of this family can match
             proto = "ip" if fam == 4 else "ip6"
             if s:
-                exprs.append(_match({"payload": {"protocol": proto, "field": "saddr"}}, _prefixes(s)))
+                exprs.append(
+                    _match({"payload": {"protocol": proto, "field": "saddr"}}, _prefixes(s))
+                )
             if d:
-                exprs.append(_match({"payload": {"protocol": proto, "field": "daddr"}}, _prefixes(d)))
+                exprs.append(
+                    _match({"payload": {"protocol": proto, "field": "daddr"}}, _prefixes(d))
+                )
         if rule.rate_limit is not None and rule.action == "accept":
             lim = rule.rate_limit
             over = {"limit": {"rate": lim.pps, "per": "second", "burst": lim.burst, "inv": True}}

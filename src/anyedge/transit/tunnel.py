@@ -42,14 +42,23 @@ _BURST = 64  # packets read from one descriptor before looking at the others
 class GreForwarder:
     """Encapsulate towards customers and decapsulate from them, on ``endpoint``."""
 
-    def __init__(self, endpoint: str, host: str | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, endpoint: str, host: str | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.packets = Counter("anyedge_transit_gre_packets", "GRE packets forwarded",
-                               ["customer", "direction"], registry=self.registry)
-        self.dropped = Counter("anyedge_transit_gre_dropped", "GRE packets dropped",
-                               ["customer", "reason"], registry=self.registry)
+        self.packets = Counter(
+            "anyedge_transit_gre_packets",
+            "GRE packets forwarded",
+            ["customer", "direction"],
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "anyedge_transit_gre_dropped",
+            "GRE packets dropped",
+            ["customer", "reason"],
+            registry=self.registry,
+        )
         self.tunnels = Tunnels()
         with netns.entered(host):
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, PROTO_GRE)
