@@ -9,6 +9,9 @@
    Rows: one transaction that changes all 100 customers (the time until each is
    applied: the last one is the whole fan-in), and 200 single-customer writes paced at
    50 per second.
+   And **10 sites × 4 servers**: 40 server namespaces, each with its own replica and
+   applier, one customer; 40 writes paced at 5 per second, each timed until it is
+   applied on every server.
 3. **GRE forwarding**: a sender process in the customer router's namespace blasts GRE
    packets (64-byte inner UDP) at the anycast endpoint for 2 s; the forwarder
    decapsulates them into the customer's namespace and they reach the client.  Counted
@@ -155,6 +158,55 @@ def rules_part() -> None:
         )
 
 
+def fleet_part(sites: int = 10, servers: int = 4, writes: int = 40) -> None:
+    import os
+    import secrets
+    import tempfile
+
+    from anyedge.store import EmbeddedReplica, EmbeddedWriter
+    from anyedge.transit.applier import Applier
+
+    base = f"aetrfl{os.getpid() % 10000}{secrets.token_hex(2)}"
+    appliers: list[Applier] = []
+    replicas: list[EmbeddedReplica] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = EmbeddedWriter(os.path.join(tmp, "config.db"))
+        try:
+            for k in range(sites * servers):
+                host = f"{base}-s{k}"
+                netns.add(host)
+                replicas.append(EmbeddedReplica(writer.address))
+                appliers.append(Applier(replicas[-1], host=host, ns_prefix=f"{host}-").start())
+            seq = put_customer(writer, customer(0, 80))
+            for a in appliers:
+                assert a.wait("c0", seq, timeout=120)
+            each: list[float] = []
+            every: list[float] = []
+            for w in range(writes):
+                t0 = time.monotonic()
+                seq = put_customer(writer, customer(0, 4000 + w))
+                for a in appliers:
+                    assert a.wait("c0", seq, timeout=30)
+                at = [a.stats.by_customer["c0"].at - t0 for a in appliers]
+                each += at
+                every.append(max(at))
+                time.sleep(max(0.0, 0.2 - (time.monotonic() - t0)))
+            print(
+                f"{sites} sites x {servers} servers, one customer, {writes} writes: "
+                f"write -> applied on a server p50 {pct(each, 50) * 1e3:.1f} ms, "
+                f"p99 {pct(each, 99) * 1e3:.1f} ms; on every server p50 "
+                f"{pct(every, 50) * 1e3:.1f} ms, p99 {pct(every, 99) * 1e3:.1f} ms"
+            )
+        finally:
+            for a in appliers:
+                a.close()
+            for r in replicas:
+                r.close()
+            writer.close()
+            for ns in netns.listed(base):
+                netns.remove(ns)
+
+
 SENDER = r"""
 import socket, struct, sys, time
 from scapy.layers.inet import GRE, IP, UDP
@@ -224,4 +276,5 @@ def gre_part() -> None:
 
 if __name__ == "__main__":
     rules_part()
+    fleet_part()
     gre_part()
