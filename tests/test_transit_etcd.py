@@ -56,10 +56,11 @@ def test_the_applier_follows_an_etcd_cluster(cluster: EtcdCluster) -> None:
     replica = EtcdReplica(cluster.client_urls, prefix)
     applier = Applier(replica, host=host, ns_prefix=f"{base}-").start()
     try:
-        acme = Customer.model_validate({
-            "id": "acme", "prefixes": ["203.0.113.0/24"],
-            "tunnel": {"router": "198.51.100.2", "key": 1},
-            "rules": [{"action": "accept", "protocol": "tcp", "ports": [21], "comment": "ftp"}]})  # fmt: skip
+        ftp = {"action": "accept", "protocol": "tcp", "ports": [21], "comment": "ftp"}
+        tunnel = {"router": "198.51.100.2", "key": 1}
+        acme = Customer.model_validate(
+            {"id": "acme", "prefixes": ["203.0.113.0/24"], "tunnel": tunnel, "rules": [ftp]}
+        )
         seq = put_customer(writer, acme)
         assert applier.wait("acme", seq, timeout=30)
         assert comments(applier.namespace("acme")) == ["replies", "ftp", "default"]
