@@ -9,7 +9,9 @@ customer's TUN device (what got through its firewall).
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -238,3 +240,23 @@ def test_traffic_during_rule_changes_never_meets_a_half_applied_set(srv: Server)
     assert sent > 0
     assert s.applier.stats.applied >= 61
     assert got == {7000: sent}
+
+
+@lab
+def test_a_rate_limited_rule_passes_its_burst_and_drops_the_rest(srv: Server) -> None:
+    """1 packet/s with a burst of 5: of 50 sent back to back, 5 pass, plus one per
+    second the sending took; the rest meet the limit's drop, counted."""
+    s = srv
+    c = customer("rl", "203.0.113.0/24", [
+        {"action": "accept", "protocol": "udp", "ports": [9000],
+         "rate_limit": {"pps": 1, "burst": 5}, "comment": "limited"}])  # fmt: skip
+    assert s.applier.wait("rl", put_customer(s.writer, c))
+    tun = s.tun("rl")
+    t0 = time.monotonic()
+    send(s, [("203.0.113.9", 9000)], 50)
+    took = time.monotonic() - t0
+    got = len(udp_dports(drain(tun)))
+    assert 5 <= got <= 5 + math.ceil(took)
+    with netns.entered(s.applier.namespace("rl")), Nft() as nft:
+        counted = ruleset.counters(nft.ruleset())
+    assert counted == {"limited": 50, "default": 0}  # over the limit (dropped) + accepted
