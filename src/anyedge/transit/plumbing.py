@@ -8,8 +8,8 @@ namespace the prefixes are routed into a TUN device, :data:`TUN` — the anycast
 forwarder (:mod:`.tunnel`) reads it and encapsulates towards the customer's router —
 and everything else (the customer's replies) goes back to the host.
 
-Every customer's veth has the same two link addresses (169.254.0.1 on the host side,
-.2 inside): routes name the interface, so they never collide.  These changes happen
+Every customer's veth has the same link addresses (169.254.0.1 and fe80::1 on the host
+side, .2 and ::2 inside): routes name the interface, so they never collide.  These changes happen
 when a customer arrives, leaves or changes prefixes, through ``ip -batch`` (one process
 per change of plumbing); firewall changes, the frequent ones, never come here.
 """
@@ -29,6 +29,7 @@ RULE_PREF = 4242
 TUN = "gre0"
 TUN_MTU = 1472  # 1500 less the outer IPv4 header (20) and GRE with a key (8)
 HOST_ADDR, NS_ADDR = "169.254.0.1", "169.254.0.2"
+HOST_ADDR6, NS_ADDR6 = "fe80::1", "fe80::2"
 
 
 def host_ifname(ns: str) -> str:
@@ -37,12 +38,17 @@ def host_ifname(ns: str) -> str:
 
 
 def _ip(host: str | None, commands: Sequence[str], check: bool = True) -> None:
-    if not commands:
-        return
-    argv = ["ip", *(["-n", host] if host else []), "-force", "-batch", "-"]
-    p = subprocess.run(argv, input="\n".join(commands) + "\n", capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise netns.NetnsError(f"{' '.join(argv)}: {p.stderr.strip()}\n" + "\n".join(commands))
+    """Run ``ip`` commands in ``host``: IPv4 ones in one batch, IPv6 ones (a leading
+    ``-6 ``, which a batch line cannot carry) in an ``ip -6`` batch."""
+    for six in (False, True):
+        cmds = [c[3:] if six else c for c in commands if c.startswith("-6 ") == six]
+        if not cmds:
+            continue
+        argv = ["ip", *(["-n", host] if host else []), *(["-6"] if six else [])]
+        argv += ["-force", "-batch", "-"]
+        p = subprocess.run(argv, input="\n".join(cmds) + "\n", capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise netns.NetnsError(f"{' '.join(argv)}: {p.stderr.strip()}\n" + "\n".join(cmds))
 
 
 def _fam(prefix: str) -> str:
@@ -59,14 +65,17 @@ def create(host: str | None, ns: str, customer_id: str) -> None:
             f"link add {hif} type veth peer name {UPLINK} netns {ns}",
             f"link set {hif} up",
             f"addr add {HOST_ADDR}/30 dev {hif}",
+            f"-6 addr add {HOST_ADDR6}/64 dev {hif} nodad",
         ],
     )
-    netns.batch(
+    _ip(
         ns,
         [
             f"link set {UPLINK} up",
             f"addr add {NS_ADDR}/30 dev {UPLINK}",
             f"route add default via {HOST_ADDR} dev {UPLINK}",
+            f"-6 addr add {NS_ADDR6}/64 dev {UPLINK} nodad",
+            f"-6 route add default via {HOST_ADDR6} dev {UPLINK}",
             f"tuntap add dev {TUN} mode tun",
             f"link set {TUN} mtu {TUN_MTU} multicast off addrgenmode none",  # no chatter
             f"link set {TUN} up",
@@ -87,7 +96,7 @@ def set_prefixes(
         + [f"{_fam(p)}route del {p} table {TABLE}" for p in gone],
         check=False,
     )
-    netns.batch(ns, [f"{_fam(p)}route del {p} dev {TUN}" for p in gone])
+    _ip(ns, [f"{_fam(p)}route del {p} dev {TUN}" for p in gone], check=False)
     # a rule left by an applier that died would make "rule add" fail
     _ip(
         host,
@@ -96,13 +105,13 @@ def set_prefixes(
     )
     host_cmds = []
     for p in came:
-        via = f"via {NS_ADDR}" if ":" not in p else f"via inet {NS_ADDR}"
+        via = NS_ADDR6 if ":" in p else NS_ADDR
         host_cmds += [
-            f"{_fam(p)}route replace {p} {via} dev {hif} table {TABLE}",
+            f"{_fam(p)}route replace {p} via {via} dev {hif} table {TABLE}",
             f"{_fam(p)}rule add pref {RULE_PREF} to {p} lookup {TABLE}",
         ]
     _ip(host, host_cmds)
-    netns.batch(ns, [f"{_fam(p)}route replace {p} dev {TUN}" for p in came])
+    _ip(ns, [f"{_fam(p)}route replace {p} dev {TUN}" for p in came])
 
 
 def destroy(host: str | None, ns: str, customer_id: str, prefixes: Sequence[str]) -> None:
