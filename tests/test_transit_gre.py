@@ -23,7 +23,7 @@ from scapy.layers.inet import GRE, IP, UDP
 from anyedge.adapters import netns
 from anyedge.transit import gre
 from anyedge.transit.config import Customer, put_customer
-from transit_support import ANYCAST, CLIENT, ROUTER, Server, server, why_not
+from transit_support import ANYCAST, CLIENT, CLIENT6, ROUTER, Server, server, why_not
 
 ACME = Customer.model_validate(
     {
@@ -165,3 +165,32 @@ def test_gre_both_ways_with_scapy_on_the_customer_side(srv: Server) -> None:
         assert dropped(s, "wrong_key", "beta") == 1
         assert dropped(s, "foreign") == 1
         assert forwarded(s, "from_customer") == 2
+
+
+@pytest.mark.lab
+def test_ipv6_inside_the_tunnel_both_ways(srv: Server) -> None:
+    """A customer with an IPv6 prefix: its firewall filters IPv6, GRE carries it
+    (protocol 0x86DD) to the router, and the router's IPv6 reply reaches the client."""
+    from scapy.layers.inet6 import IPv6
+
+    s = srv
+    rule = {"action": "accept", "protocol": "udp", "ports": [5000]}
+    tunnel = {"router": ROUTER, "key": 6}
+    six = Customer.model_validate(
+        {"id": "six", "prefixes": ["2001:db8:1::/48"], "tunnel": tunnel, "rules": [rule]}
+    )
+    assert s.applier.wait("six", put_customer(s.writer, six))
+    with netns.entered(s.router):
+        rtr = socket.socket(socket.AF_INET, socket.SOCK_RAW, gre.PROTO_GRE)
+    client = s.udp(socket.AF_INET6)
+    client.bind((CLIENT6, 4000))
+    with rtr, client:
+        for port in (5000, 6000, 5000):
+            client.sendto(f"to {port}".encode(), ("2001:db8:1::10", port))
+        got = [IP(p) for p in recv_all(rtr)]
+        assert [(p[GRE].key, p[GRE].proto) for p in got] == [(6, 0x86DD)] * 2
+        inner = [IPv6(bytes(p[GRE].payload)) for p in got]
+        assert {(i.src, i.dst, i[UDP].dport) for i in inner} == {(CLIENT6, "2001:db8:1::10", 5000)}
+        reply = IPv6(src="2001:db8:1::10", dst=CLIENT6) / UDP(sport=5000, dport=4000) / b"six"
+        rtr.sendto(bytes(GRE(key_present=1, key=6) / reply), (ANYCAST, 0))
+        assert recv_all(client) == [b"six"]

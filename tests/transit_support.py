@@ -2,9 +2,9 @@
 a store and an applier, customers' TUN devices read by the test, UDP packets built by hand.
 
 ``server()`` makes, under a unique prefix: the server's namespace ``H`` (100.64.0.1/24
-on ``inet0``, 192.0.2.100 on ``lo`` as the anycast GRE endpoint) and the Internet side
-``C`` (100.64.0.2/24, default route to ``H``), an embedded store writer and replica, and
-an :class:`Applier` in ``H``.  Everything is removed afterwards, and checked gone.
+and 2001:db8:ffff::1/64 on ``inet0``, 192.0.2.100 on ``lo`` as the anycast GRE endpoint)
+and the Internet side ``C`` (100.64.0.2/24 and 2001:db8:ffff::2/64, routes to ``H``),
+an embedded store writer and replica, and an :class:`Applier` in ``H``.  Everything is removed afterwards, and checked gone.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from anyedge.transit.tunnel import GreForwarder
 
 ANYCAST = "192.0.2.100"
 CLIENT = "100.64.0.2"
+CLIENT6 = "2001:db8:ffff::2"
 ROUTER = "198.51.100.2"  # the customer router's public address
 
 
@@ -40,10 +41,10 @@ class Server:
     router: str = ""  # the customer router's namespace (with gre=True)
     gre: GreForwarder | None = None
 
-    def udp(self) -> socket.socket:
+    def udp(self, family: int = socket.AF_INET) -> socket.socket:
         """A UDP socket on the Internet side."""
         with netns.entered(self.client):
-            return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            return socket.socket(family, socket.SOCK_DGRAM)
 
     def tun(self, customer_id: str) -> int:
         """Attach to the customer's ``gre0``: what passed its firewall, as the test reads it."""
@@ -73,8 +74,23 @@ def server(tag: str, gre: bool = False) -> Iterator[Server]:
         netns.add(host)
         netns.add(client)
         netns.veth(host, "inet0", client, "eth0")
-        netns.batch(host, ["addr add 100.64.0.1/24 dev inet0", f"addr add {ANYCAST}/32 dev lo"])
-        netns.batch(client, [f"addr add {CLIENT}/24 dev eth0", "route add default via 100.64.0.1"])
+        netns.batch(
+            host,
+            [
+                "addr add 100.64.0.1/24 dev inet0",
+                f"addr add {ANYCAST}/32 dev lo",
+                "addr add 2001:db8:ffff::1/64 dev inet0 nodad",
+            ],
+        )
+        netns.batch(
+            client,
+            [
+                f"addr add {CLIENT}/24 dev eth0",
+                "route add default via 100.64.0.1",
+                f"addr add {CLIENT6}/64 dev eth0 nodad",
+                "route add default via 2001:db8:ffff::1",
+            ],
+        )
         writer = EmbeddedWriter(os.path.join(tmp.name, "config.db"))
         replica = EmbeddedReplica(writer.address)
         applier = Applier(replica, host=host, ns_prefix=f"{base}-")
