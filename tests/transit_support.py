@@ -4,7 +4,8 @@ a store and an applier, customers' TUN devices read by the test, UDP packets bui
 ``server()`` makes, under a unique prefix: the server's namespace ``H`` (100.64.0.1/24
 and 2001:db8:ffff::1/64 on ``inet0``, 192.0.2.100 on ``lo`` as the anycast GRE endpoint)
 and the Internet side ``C`` (100.64.0.2/24 and 2001:db8:ffff::2/64, routes to ``H``),
-an embedded store writer and replica, and an :class:`Applier` in ``H``.  Everything is removed afterwards, and checked gone.
+an embedded store writer and replica, and an :class:`Applier` in ``H``.  Everything is
+removed afterwards, and checked gone.
 """
 
 from __future__ import annotations
