@@ -1,10 +1,11 @@
 """Magic Transit end to end: two sites, a customer network behind a GRE router, attack
 and clean traffic, and a site withdrawn under the customer's feet (marker ``lab``).
 
-The Internet is one namespace, ``inet``, routing the anycast GRE endpoint
-(192.0.2.100) and the customer's prefix (203.0.113.0/24) to whichever site announces
-them (a route stands for the announcement; ``announce(site)`` moves both).  Each site is
-a server namespace with its own store replica, applier and GRE forwarder.  The
+The Internet is one namespace, ``inet``, with a real FRR router (AS 65001, one best
+path).  Each site is a server namespace with its own store replica, applier, GRE
+forwarder and BGP speaker (BIRD, AS 64500); an :class:`Announcer` makes the speaker
+announce the anycast GRE endpoint (192.0.2.100/32) and every customer's prefix, here
+203.0.113.0/24, read from the store.  Withdrawing a site is ``Announcer.withdraw()``.  The
 customer's router, ``rtr`` (198.51.100.2), keeps one GRE tunnel to the anycast address,
 spoken by scapy in a thread of the test (an implementation that is not ours); behind it
 the customer's host 203.0.113.10 answers UDP on port 7000.  Two clients send: a good
@@ -13,15 +14,18 @@ one to port 7000, attackers from 100.64.66.0/24 to port 7000 and port 53.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import select
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -29,8 +33,12 @@ pytest.importorskip("scapy")
 from scapy.layers.inet import GRE, IP
 
 from anyedge.adapters import netns
+from anyedge.adapters.bgp.base import Neighbor, Route, SpeakerConfig
+from anyedge.adapters.bgp.bird import Bird
+from anyedge.adapters.bgp.frr import Frr, RouterNeighbor
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit import ruleset
+from anyedge.transit.announce import Announcer
 from anyedge.transit.applier import Applier
 from anyedge.transit.config import Customer, put_customer
 from anyedge.transit.nsnft import NamespaceNft
@@ -62,20 +70,28 @@ class Lab:
     sites: dict[str, str] = field(default_factory=dict)  # site -> server namespace
     appliers: dict[str, Applier] = field(default_factory=dict)
     forwarders: dict[str, GreForwarder] = field(default_factory=dict)
+    announcers: dict[str, Announcer] = field(default_factory=dict)
+    router: Frr | None = None
+
+    def paths(self, prefix: str) -> int:
+        """How many sites' announcements of ``prefix`` the Internet's router holds."""
+        assert self.router is not None
+        out = json.loads(self.router.vtysh(f"show bgp ipv4 unicast {prefix} json") or "{}")
+        return len(out.get("paths", []))
 
     def ns(self, name: str) -> str:
         return f"{self.base}-{name}"
 
-    def announce(self, site: str) -> None:
-        """Route the anycast endpoint and the customer's prefix to ``site`` only."""
-        i = list(self.sites).index(site) + 1
-        netns.batch(
-            self.ns("inet"),
-            [
-                f"route replace {ANYCAST}/32 via 10.255.{i}.2",
-                f"route replace 203.0.113.0/24 via 10.255.{i}.2",
-            ],
-        )
+    def serving(self) -> set[str]:
+        """The sites the Internet's router sends the customer's prefix and the GRE
+        endpoint to (its kernel routes, installed by BGP)."""
+        found = set()
+        for prefix in ("203.0.113.0/24", ANYCAST):
+            out = netns.run(self.ns("inet"), ["ip", "route", "show", prefix, "proto", "bgp"])
+            for i, site in enumerate(self.sites, start=1):
+                if f"via 10.255.{i}.2 " in out:
+                    found.add(site)
+        return found
 
     def delivered(self, site: str, direction: str) -> float:
         v = self.forwarders[site].registry.get_sample_value(
@@ -160,8 +176,18 @@ def lab() -> Iterator[Lab]:
                 "rule add iif lan0 lookup 100",
             ],
         )
+        os.chmod(tmp, 0o755)  # FRR's daemons run as frr
         writer = EmbeddedWriter(os.path.join(tmp, "config.db"))
         stack.callback(writer.close)
+        pids: list[int] = []
+        stack.callback(lambda: netns.stop(pids))
+        neighbors = tuple(
+            RouterNeighbor(Neighbor(f"10.255.{i}.2", 64500, f"10.255.{i}.1", f"s{i}"), "customer")
+            for i in (1, 2)
+        )
+        router = Frr(
+            SpeakerConfig("r", n("inet"), Path(tmp) / "r", 65001, "10.0.1.0", ()), neighbors
+        )
         for i, site in enumerate(("ams", "fra"), start=1):
             h = L.sites[site] = n(site)
             netns.add(h)
@@ -183,12 +209,29 @@ def lab() -> Iterator[Lab]:
             app.listeners.append(fwd.on_customer)
             app.start()
             stack.callback(app.close)
+        pids += router.start()
+        for i, site in enumerate(("ams", "fra"), start=1):
+            h = L.sites[site]
+            speaker = Bird(SpeakerConfig(
+                site, h, Path(tmp) / site, 64500, f"10.0.0.{i}",
+                (Neighbor(f"10.255.{i}.1", 65001, f"10.255.{i}.2", "inet0"),)))  # fmt: skip
+            pids += speaker.start([])
+            replica = L.appliers[site].replica
+            # fra is the backup: its paths are one AS longer
+            own = [Route(f"{ANYCAST}/32", i - 1)]
+            ann = L.announcers[site] = Announcer(replica, speaker, own, prepend=i - 1)
+            ann.start()
+            stack.callback(ann.close)
         stack.callback(stop.set)
         customer_router(n("rtr"), stop)
         echo(n("host"), stop)
         seq = put_customer(writer, ACME)
         for app in L.appliers.values():
             assert app.wait("acme", seq)
+        L.router = router
+        for prefix in ("203.0.113.0/24", f"{ANYCAST}/32"):
+            wait_for(lambda p=prefix: L.paths(p) == 2, 60, f"BGP: both sites announce {prefix}")
+        wait_for(lambda: L.serving() == {"ams"}, 30, "BGP: the router sends to ams")
         yield L
     assert not netns.listed(L.base)
 
@@ -223,21 +266,30 @@ def site_counters(L: Lab, site: str) -> dict[str, int]:
         ns.close()
 
 
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, f"timed out: {what}"
+        time.sleep(0.2)
+
+
 def test_attack_dropped_clean_delivered_and_a_withdrawn_site_changes_nothing() -> None:
     with lab() as L:
-        L.announce("ams")
+        first, other = "ams", "fra"
         echoes, leaked = exchange(L, 20)
         assert (echoes, leaked) == (20, [])
-        assert site_counters(L, "ams") == {"attackers": 40, "service": 20, "default": 0}
-        assert L.delivered("ams", "to_customer") == 20
-        assert L.delivered("ams", "from_customer") == 20
-        assert site_counters(L, "fra") == {"attackers": 0, "service": 0, "default": 0}
+        assert site_counters(L, first) == {"attackers": 40, "service": 20, "default": 0}
+        assert L.delivered(first, "to_customer") == 20
+        assert L.delivered(first, "from_customer") == 20
+        assert site_counters(L, other) == {"attackers": 0, "service": 0, "default": 0}
 
-        # ams withdraws: the same tunnel, the same customer config, now served by fra
-        L.announce("fra")
+        # the serving site withdraws: the same tunnel, the same customer config, and BGP
+        # now brings everything to the other site
+        L.announcers[first].withdraw()
+        wait_for(lambda: L.serving() == {other}, 30, f"BGP: the router sends to {other}")
         echoes, leaked = exchange(L, 20)
         assert (echoes, leaked) == (20, [])
-        assert site_counters(L, "fra") == {"attackers": 40, "service": 20, "default": 0}
-        assert L.delivered("fra", "to_customer") == 20
-        assert L.delivered("fra", "from_customer") == 20
-        assert L.delivered("ams", "to_customer") == 20  # nothing more went through ams
+        assert site_counters(L, other) == {"attackers": 40, "service": 20, "default": 0}
+        assert L.delivered(other, "to_customer") == 20
+        assert L.delivered(other, "from_customer") == 20
+        assert L.delivered(first, "to_customer") == 20  # nothing more went through it

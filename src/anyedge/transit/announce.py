@@ -24,8 +24,9 @@ from .config import PREFIX, customer_of
 log = logging.getLogger(__name__)
 
 
-def routes(own: Iterable[Route], customers: dict[str, bytes]) -> list[Route]:
-    """The site's own routes, then every customer's prefixes (sorted, each once)."""
+def routes(own: Iterable[Route], customers: dict[str, bytes], prepend: int = 0) -> list[Route]:
+    """The site's own routes, then every customer's prefixes (sorted, each once, with
+    ``prepend`` extra copies of the AS number: a backup site announces longer paths)."""
     out = list(own)
     have = {r.prefix for r in out}
     extra: set[str] = set()
@@ -34,14 +35,17 @@ def routes(own: Iterable[Route], customers: dict[str, bytes]) -> list[Route]:
             extra.update(customer_of(value).prefixes)
         except ValueError as e:  # not JSON, not a customer: the applier counts it
             log.error("transit: %s is not a customer, not announced: %s", key, e)
-    return out + [Route(p) for p in sorted(extra - have)]
+    return out + [Route(p, prepend) for p in sorted(extra - have)]
 
 
 class Announcer:
     """Keep ``speaker`` announcing ``own`` routes and every customer's prefixes."""
 
-    def __init__(self, replica: Replica, speaker: SiteSpeaker, own: Iterable[Route] = ()) -> None:
+    def __init__(
+        self, replica: Replica, speaker: SiteSpeaker, own: Iterable[Route] = (), prepend: int = 0
+    ) -> None:
         self.replica = replica
+        self.prepend = prepend
         self.speaker = speaker
         self.own = list(own)
         self.announced: list[Route] = []
@@ -74,7 +78,11 @@ class Announcer:
     def sync(self) -> None:
         """Hand the speaker what it should announce now (from the local replica)."""
         with self._lock:
-            want = [] if self._withdrawn else routes(self.own, self.replica.items(PREFIX))
+            want = (
+                []
+                if self._withdrawn
+                else routes(self.own, self.replica.items(PREFIX), self.prepend)
+            )
             if want == self.announced:
                 return
             try:
