@@ -50,6 +50,15 @@ def test_bad_customers_are_refused_and_nothing_is_written(
     )
     assert main(["transit", "put", str(dup), *connect(writer)]) == 2
     assert "[1].id: customer 'a' twice" in capsys.readouterr().err
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(
+        "- {id: a, prefixes: [192.0.2.0/24], tunnel: {router: 198.51.100.2, key: 1}}\n"
+        "- {id: b, prefixes: [192.0.2.128/25], tunnel: {router: 198.51.100.3, key: 2}}\n"
+    )
+    assert main(["transit", "put", str(clash), *connect(writer)]) == 2
+    assert (
+        "[1]: prefix 192.0.2.128/25 overlaps customer a's 192.0.2.0/24" in capsys.readouterr().err
+    )
     assert main(["transit", "put", str(tmp_path / "missing.yaml"), *connect(writer)]) == 2
     assert writer.seq == 0
 

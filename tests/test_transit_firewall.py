@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -25,12 +26,11 @@ from anyedge.transit.config import Customer, key_of, put_customer, remove_custom
 from anyedge.transit.libnft import Nft
 from transit_support import Server, drain, server, udp_dports, why_not
 
-TUNNEL = {"router": "198.51.100.2", "key": 1}
-
 
 def customer(cid: str, prefix: str, rules: list[dict[str, Any]], **kw: Any) -> Customer:
+    tunnel = {"router": "198.51.100.2", "key": zlib.crc32(cid.encode())}  # one key each
     return Customer.model_validate(
-        {"id": cid, "prefixes": [prefix], "tunnel": TUNNEL, "rules": rules, **kw}
+        {"id": cid, "prefixes": [prefix], "tunnel": tunnel, "rules": rules, **kw}
     )
 
 
@@ -106,6 +106,27 @@ def test_the_applier_follows_the_store(srv: Server) -> None:
     seq = put_customer(s.writer, customer("beta", "203.0.113.128/25", []))
     assert s.applier.wait("beta", seq)
     assert s.applier.stats.errors == errors + 1
+    assert [r["comment"] for r in table(s, "acme")] == ["replies", "default"]
+
+    # a customer claiming another's prefix or GRE key is refused; the other is untouched
+    acme_key = zlib.crc32(b"acme")
+    thief = {
+        "id": "thief",
+        "prefixes": ["192.0.2.0/24"],
+        "tunnel": {"router": "192.0.2.1", "key": 9},
+    }
+    steal_prefix = {"prefixes": ["203.0.113.64/26"]}
+    steal_key = {"tunnel": {"router": "192.0.2.1", "key": acme_key}}
+    steals = [(steal_prefix, "overlaps customer acme's"), (steal_key, "is customer acme's")]
+    for bad, why in steals:
+        put_customer(s.writer, Customer.model_validate({**thief, **bad}))
+        # the worker applies in order: once a later write is applied, the thief's was seen
+        seq = put_customer(s.writer, customer("beta", "203.0.113.128/25", []))
+        assert s.applier.wait("beta", seq)
+        assert why in s.applier.stats.last_error
+    assert s.applier.stats.errors == errors + 3
+    assert "thief" not in s.applier.stats.by_customer
+    assert not netns.exists(s.applier.namespace("thief"))
     assert [r["comment"] for r in table(s, "acme")] == ["replies", "default"]
 
     # removing a customer removes its namespace; the other stays

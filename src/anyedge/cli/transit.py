@@ -36,7 +36,7 @@ def read_customers(path: Path) -> list[Any]:
     """Every customer in ``path``, checked; an :class:`InputError` names each problem."""
     from pydantic import ValidationError
 
-    from ..transit.config import Customer
+    from ..transit.config import Customer, conflict
 
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -54,7 +54,9 @@ def read_customers(path: Path) -> list[Any]:
         items, where = doc, ""
     if not isinstance(items, list) or not items:
         raise InputError.one(path, where, "expected a customer, a list of them or customers: [...]")
-    problems, out, seen = [], [], set()
+    problems: list[Problem] = []
+    out: list[Customer] = []
+    seen: set[str] = set()
     for i, item in enumerate(items):
         base = f"{where}[{i}]" if (where or len(items) > 1 or isinstance(doc, list)) else ""
         try:
@@ -66,6 +68,10 @@ def read_customers(path: Path) -> list[Any]:
             continue
         if c.id in seen:
             problems.append(Problem(f"{base}.id" if base else "id", f"customer {c.id!r} twice"))
+            continue
+        why = conflict(c, out)
+        if why is not None:
+            problems.append(Problem(base or c.id, why))
         seen.add(c.id)
         out.append(c)
     if problems:

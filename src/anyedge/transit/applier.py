@@ -16,8 +16,9 @@ whole), so the applier can start from the replica's current state and then follo
 watch without caring whether a batch is seen twice; changes that queue up while it is
 busy are folded to the last one per customer.
 
-A configuration that does not parse, or that the kernel refuses, leaves that customer's
-previous rules in place and is counted (``errors``); nothing else stops.
+A configuration that does not parse, that clashes with another customer's (the same GRE
+key, overlapping prefixes: :func:`~.config.conflict`), or that the kernel refuses, leaves
+that customer's previous rules in place and is counted (``errors``); nothing else stops.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from anyedge.adapters import netns
 from anyedge.store import Batch, Change, Replica, Watch
 
 from . import plumbing, ruleset
-from .config import PREFIX, Customer, customer_of
+from .config import PREFIX, Customer, conflict, customer_of
 from .libnft import NftError
 from .nsnft import NamespaceNft
 
@@ -177,6 +178,9 @@ class Applier:
             self._cond.notify_all()
 
     def _put(self, cid: str, customer: Customer) -> None:
+        why = conflict(customer, [st.customer for st in self._state.values()])
+        if why is not None:
+            raise ValueError(why)
         st = self._state.get(cid)
         ns = self.namespace(cid)
         if st is None:

@@ -111,6 +111,25 @@ class Customer(_Frozen):
         return any(a in ipaddress.ip_network(p) for p in self.prefixes)
 
 
+def conflict(customer: Customer, others: list[Customer]) -> str | None:
+    """Why ``customer`` cannot sit beside ``others`` on one server, or ``None``.
+
+    Two customers may not share a GRE key (it says whose a packet is) nor overlapping
+    prefixes (the server routes each prefix into one customer's namespace)."""
+    mine = [ipaddress.ip_network(p) for p in customer.prefixes]
+    for o in others:
+        if o.id == customer.id:
+            continue
+        if o.tunnel.key == customer.tunnel.key:
+            return f"GRE key {customer.tunnel.key} is customer {o.id}'s"
+        for p in o.prefixes:
+            n = ipaddress.ip_network(p)
+            for m in mine:
+                if m.version == n.version and m.overlaps(n):
+                    return f"prefix {m} overlaps customer {o.id}'s {n}"
+    return None
+
+
 def key_of(customer_id: str) -> str:
     return PREFIX + customer_id
 
