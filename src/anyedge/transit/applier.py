@@ -174,6 +174,9 @@ class Applier:
             return
         with self._cond:
             self.stats.applied += 1
+            old = self.stats.by_customer.get(cid)
+            # the starting snapshot may carry a lower number than a batch seen before it
+            seq = max(seq, old.seq) if old is not None else seq
             self.stats.by_customer[cid] = Applied(seq, time.monotonic())
             self._cond.notify_all()
 
