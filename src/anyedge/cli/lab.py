@@ -456,15 +456,24 @@ def load(
 @click.option("--sites", default=4, show_default=True, type=click.IntRange(1, 8))
 @click.option("--clients", default=6, show_default=True, type=click.IntRange(1, 200))
 @click.option(
+    "--operators",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 2),
+    help="2: every second site is a second operator's (AS64400), on the same prefix.",
+)
+@click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Write here (default: stdout)."
 )
-def generate(seed: int, routers: int, sites: int, clients: int, output: Path | None) -> None:
+def generate(
+    seed: int, routers: int, sites: int, clients: int, operators: int, output: Path | None
+) -> None:
     """Write a random lab topology (a tiered Internet, sites with mixed speakers)."""
     from ..lab.generate import generate as gen
     from ..model.files.atomic import write_all
     from ..model.files.topology import dump_yaml
 
-    text = dump_yaml(gen(seed, routers=routers, sites=sites, clients=clients))
+    text = dump_yaml(gen(seed, routers=routers, sites=sites, clients=clients, operators=operators))
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -819,3 +828,7 @@ def edge_rules(directory: Path | None, name: str | None, site: str, rules_file: 
     except (LabError, NetnsError, OSError) as e:
         raise _fail(e) from None
     click.echo(f"{code}: {out['rules']} rules in force on {', '.join(out['interfaces'])}")
+
+
+# the anycast DNS commands (dns, dig, health, drain, undrain, health-log, verfploeter)
+from . import lab_dns  # noqa: E402, F401  they register themselves on ``lab``

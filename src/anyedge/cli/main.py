@@ -38,9 +38,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "anyedge.cli.lab",
         "The anycast lab: namespaces, real BGP daemons, real packets (needs root).",
     ),
+    "mtu": (
+        "anyedge.cli.pmtud",
+        "Choose the IPv6 MTU from the MSS clients advertise, and set it on a route.",
+    ),
+    "pmtud": (
+        "anyedge.cli.pmtud",
+        "Deliver each ICMP Packet Too Big to the server that holds its flow.",
+    ),
     "predict": (
         "anyedge.cli.predict",
         "Predict where traffic goes when sites fail (Traffic Predictor).",
+    ),
+    "probes": (
+        "anyedge.cli.probes",
+        "Round trips from Atlas-style probes before and after a second operator joins.",
     ),
     "simulate": (
         "anyedge.cli.simulate",

@@ -225,7 +225,10 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         for c in net.prefixes.cidr:
             if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(SEGMENT)):
                 raise ValueError(f"prefix {c} overlaps {SEGMENT}, the servers' segment in a site")
-    asns = sorted({n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | {net.asn})
+    origin = net.origin_asn()  # a site of another operator speaks BGP from its ASN
+    asns = sorted(
+        {n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | set(origin.tolist())
+    )
     rank = {a: i for i, a in enumerate(asns)}
 
     ports: dict[str, list[Port]] = {n.name: [] for n in lab.nodes}
@@ -284,8 +287,8 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     n.name,
                     n.kind,
                     ns,
-                    net.asn,
-                    router_id(rank[net.asn], site_row[n.site]),
+                    int(origin[s]),
+                    router_id(rank[int(origin[s])], site_row[n.site]),
                     n.site,
                     site_row[n.site],
                     n.speaker or Speaker.FRR,
@@ -383,6 +386,10 @@ def lab_world(world: World) -> World:
     ]
     d["prefixes"] = [p for p in d["prefixes"] if p["sites"]]
     d["prefixes"].append({"cidr": TEST_PREFIX, "sites": "all"})
+    d["operators"] = [
+        dict(o, sites=[c for c in o["sites"] if c in transit]) for o in d.get("operators", [])
+    ]
+    d["operators"] = [o for o in d["operators"] if o["sites"]]
     lat = sum(s["lat"] for s in sites) / len(sites)
     lon = sum(s["lon"] for s in sites) / len(sites)
     clients = client_names(world)

@@ -152,6 +152,12 @@ class LabIn(Strict):
     links: list[LabLinkIn] = []
 
 
+class OperatorIn(Strict):
+    name: str = Field(min_length=1)
+    asn: ASN
+    sites: list[SiteCode] = Field(min_length=1)
+
+
 class TopologyIn(Strict):
     anyedge: Literal[1] = Field(1, description="file format version")
     asn: ASN = 64500
@@ -159,5 +165,6 @@ class TopologyIn(Strict):
     plans: list[PlanIn] = Field(DEFAULT_PLAN_ROWS, min_length=1)
     sites: list[SiteIn] = Field(min_length=1)
     prefixes: list[PrefixIn] = []
+    operators: list[OperatorIn] = Field([], description="others' sites on the same prefixes")
     internet: InternetIn = InternetIn()
     lab: LabIn = LabIn()
