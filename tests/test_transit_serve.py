@@ -1,4 +1,5 @@
-"""``anyedge transit serve`` as a process (marker ``lab``): the daemon of one server.
+"""``anyedge transit serve`` as a process (marker ``lab``): the daemon of one server; and
+docs/transit.md's Python example, run.
 
 A store writer in the test, a server namespace, and ``anyedge transit serve --host-ns``
 started as a real process.  ``anyedge transit put`` makes a customer; the daemon makes
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +91,45 @@ def test_serve_applies_the_store_and_cleans_up(tmp_path: Path) -> None:
             p.stdout.close()
         log.close()
         writer.close()
+        for ns in netns.listed(base):
+            netns.remove(ns)
+    assert not netns.listed(base)
+
+
+@pytest.mark.lab
+def test_the_docs_python_example_runs(tmp_path: Path) -> None:
+    """docs/transit.md's Python example, run in a server namespace of the test's own (its
+    threads start there) with a unique namespace prefix and the store file in tmp_path."""
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    doc = (SRC.parent / "docs" / "transit.md").read_text(encoding="utf-8")
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    base = f"aetrdx{os.getpid() % 10000}{secrets.token_hex(2)}"
+    code = code.replace('"mt-"', f'"{base}-"').replace('"config.db"', repr(str(tmp_path / "c.db")))
+    host = f"{base}-host"
+    netns.add(host)
+    netns.batch(host, ["addr add 192.0.2.100/32 dev lo"])
+    names: dict[str, Any] = {}
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with netns.entered(host):
+                exec(code, names)
+        except BaseException as e:
+            failed.append(e)
+
+    try:
+        t = threading.Thread(target=run)
+        t.start()
+        t.join(60)
+        assert not failed, failed
+        assert netns.exists(f"{base}-acme")
+    finally:
+        for name in ("applier", "gre", "replica", "writer"):
+            if name in names:
+                names[name].close()
         for ns in netns.listed(base):
             netns.remove(ns)
     assert not netns.listed(base)
