@@ -10,6 +10,7 @@ customer's TUN device (what got through its firewall).
 from __future__ import annotations
 
 import math
+import socket
 import threading
 import time
 import zlib
@@ -281,3 +282,30 @@ def test_a_rate_limited_rule_passes_its_burst_and_drops_the_rest(srv: Server) ->
     with netns.entered(s.applier.namespace("rl")), Nft() as nft:
         counted = ruleset.counters(nft.ruleset())
     assert counted == {"limited": 50, "default": 0}  # over the limit (dropped) + accepted
+
+
+@lab
+def test_a_per_source_limit_holds_for_each_source_on_its_own(srv: Server) -> None:
+    """1 packet/s with a burst of 5 per source: two sources sending 50 each back to back
+    get 5 through each (plus one per second the sending took), not 5 between them."""
+    s = srv
+    netns.batch(s.client, ["addr add 100.64.0.3/24 dev eth0"])
+    limit = {"pps": 1, "burst": 5, "per_source": True}
+    c = customer("ps", "203.0.113.0/24", [
+        {"action": "accept", "protocol": "udp", "ports": [9000], "rate_limit": limit}])  # fmt: skip
+    assert s.applier.wait("ps", put_customer(s.writer, c))
+    tun = s.tun("ps")
+    socks = [s.udp(), s.udp()]
+    for sock, addr in zip(socks, ("100.64.0.2", "100.64.0.3"), strict=True):
+        sock.bind((addr, 0))
+    t0 = time.monotonic()
+    for _ in range(50):
+        for sock in socks:
+            sock.sendto(b"z", ("203.0.113.9", 9000))
+    took = time.monotonic() - t0
+    for sock in socks:
+        sock.close()
+    got = Counter(socket.inet_ntoa(p[12:16]) for p in drain(tun) if p[0] >> 4 == 4)
+    assert set(got) == {"100.64.0.2", "100.64.0.3"}
+    for n in got.values():
+        assert 5 <= n <= 5 + math.ceil(took)

@@ -29,10 +29,15 @@ class _Frozen(BaseModel):
 
 
 class RateLimit(_Frozen):
-    """At most ``pps`` packets per second (and ``burst`` at once) match; the rest drop."""
+    """At most ``pps`` packets per second (and ``burst`` at once) match; the rest drop.
+
+    ``per_source``: the limit holds for each source address on its own (a dynamic set
+    of sources, each with its own limit, forgotten after a minute idle), not for all of
+    the rule's packets together."""
 
     pps: int = Field(gt=0)
     burst: int = Field(default=5, gt=0)
+    per_source: bool = False
 
 
 class Rule(_Frozen):

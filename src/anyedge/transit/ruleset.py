@@ -43,8 +43,14 @@ def _ports(ports: tuple[int | tuple[int, int], ...]) -> Any:
     return elems[0] if len(elems) == 1 else {"set": elems}
 
 
-def rule_exprs(rule: Rule) -> list[list[Json]]:
-    """The nft expressions of ``rule``: one list per rule (two when it spans IPv4 and IPv6)."""
+def limit_set(index: int, fam: int) -> str:
+    """The dynamic set of sources behind rule ``index``'s per-source limit."""
+    return f"rl{index}v{fam}"
+
+
+def rule_exprs(rule: Rule, index: int = 0) -> list[list[Json]]:
+    """The nft expressions of ``rule``: one list per rule (two when it spans IPv4 and IPv6
+    or limits per source)."""
     src = [ipaddress.ip_network(s) for s in rule.sources]
     dst = [ipaddress.ip_network(d) for d in rule.destinations]
     head = [_match({"meta": {"key": "iifname"}}, UPLINK)]
@@ -53,7 +59,9 @@ def rule_exprs(rule: Rule) -> list[list[Json]]:
     if rule.ports:
         head.append(_match({"payload": {"protocol": "th", "field": "dport"}}, _ports(rule.ports)))
     out = []
-    fams = [None] if not (src or dst) else [4, 6]
+    lim = rule.rate_limit if rule.action == "accept" else None
+    per_source = lim is not None and lim.per_source
+    fams: list[int | None] = [None] if not (src or dst or per_source) else [4, 6]
     for fam in fams:
         exprs = list(head)
         if fam is not None:
@@ -70,9 +78,20 @@ def rule_exprs(rule: Rule) -> list[list[Json]]:
                 exprs.append(
                     _match({"payload": {"protocol": proto, "field": "daddr"}}, _prefixes(d))
                 )
-        if rule.rate_limit is not None and rule.action == "accept":
-            lim = rule.rate_limit
-            over = {"limit": {"rate": lim.pps, "per": "second", "burst": lim.burst, "inv": True}}
+        if lim is not None:
+            over: Json = {
+                "limit": {"rate": lim.pps, "per": "second", "burst": lim.burst, "inv": True}
+            }
+            if per_source and fam is not None:
+                saddr = {"payload": {"protocol": "ip" if fam == 4 else "ip6", "field": "saddr"}}
+                over = {
+                    "set": {
+                        "op": "update",
+                        "elem": saddr,
+                        "set": "@" + limit_set(index, fam),
+                        "stmt": [over],
+                    }
+                }
             out.append([*exprs, over, {"counter": None}, {"drop": None}])
         out.append([*exprs, {"counter": None}, {rule.action: None}])
     return out
@@ -100,7 +119,20 @@ def batch(customer: Customer) -> list[Json]:
         _rule([_match({"meta": {"key": "iifname"}}, UPLINK, "!="), {"accept": None}], "replies"),
     ]
     for i, r in enumerate(customer.rules):
-        for exprs in rule_exprs(r):
+        if r.rate_limit is not None and r.rate_limit.per_source:
+            for fam, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+                elem_set = {
+                    "family": "inet",
+                    "table": TABLE,
+                    "name": limit_set(i, fam),
+                    "type": kind,
+                    "flags": ["timeout"],
+                    "timeout": 60,
+                    "size": 65536,
+                }
+                cmds.append({"add": {"set": elem_set}})
+    for i, r in enumerate(customer.rules):
+        for exprs in rule_exprs(r, i):
             cmds.append(_rule(exprs, r.comment or f"rule {i}"))
     cmds.append(_rule([{"counter": None}, {customer.default: None}], "default"))
     return cmds
