@@ -149,7 +149,7 @@ def test_a_restarted_applier_starts_from_what_the_store_holds(srv: Server) -> No
     s.applier.close(remove=False)  # the daemon dies; its namespace stays behind
     second = Applier(s.replica, host=s.host, ns_prefix=s.applier.ns_prefix).start()
     try:
-        assert second.wait("late", seq)
+        assert second.wait("late", seq), second.stats.last_error
         assert netns.exists(second.namespace("late"))
     finally:
         second.close()

@@ -188,7 +188,7 @@ class Applier:
         ns = self.namespace(cid)
         if st is None:
             if netns.exists(ns):  # left by an applier that died: start clean
-                netns.remove(ns)
+                plumbing.remove(self.host, ns)
             plumbing.create(self.host, ns, cid)
             st = _State(ns, customer, NamespaceNft(ns))
             old: tuple[str, ...] = ()

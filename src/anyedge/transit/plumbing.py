@@ -122,4 +122,12 @@ def destroy(host: str | None, ns: str, customer_id: str, prefixes: Sequence[str]
         + [f"{_fam(p)}route del {p} table {TABLE}" for p in prefixes],
         check=False,
     )
+    remove(host, ns)
+
+
+def remove(host: str | None, ns: str) -> None:
+    """Delete the customer's namespace and, first, its veth: the kernel tears a deleted
+    namespace down later, in the background, and until then the host's end of the veth
+    would still hold its name (a namespace made again at once could not reuse it)."""
+    _ip(host, [f"link del {host_ifname(ns)}"], check=False)
     netns.remove(ns)
