@@ -6,7 +6,8 @@ Not run here, each for its reason (``NOT_HERE``): the lab's commands need root a
 (tests/test_lab_docs.py runs them, in order); ``turn serve`` runs until it is stopped
 (tests/test_exit_status.py starts and stops it), and so does ``pmtud run``
 (tests/test_edge_pmtud.py runs it); ``store`` needs a writer (and etcd) of
-its own (tests/test_store.py runs docs/store.md's commands against them); Ray on the
+its own (tests/test_store.py runs docs/store.md's commands against them), and so does
+``transit`` (tests/test_cli_transit.py and tests/test_transit_serve.py); Ray on the
 default world (tests/test_predict_ray.py runs ``--ray local`` on smaller worlds) and on
 a cluster nobody has.
 
@@ -51,6 +52,9 @@ NOT_HERE = {
     "anyedge predict --all --ray ray://": "needs a Ray cluster",
     "anyedge store ": "needs a store of its own (and serve, replica and watch run until "
     "stopped): tests/test_store.py runs docs/store.md's commands against one",
+    "anyedge transit ": "needs a store of its own (and serve runs until stopped, as root): "
+    "tests/test_cli_transit.py and tests/test_transit_serve.py run docs/transit.md's "
+    "commands against one",
 }
 
 

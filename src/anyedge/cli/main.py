@@ -62,6 +62,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "anyedge.cli.store",
         "The replicated configuration store: serve, replica, put, get, watch.",
     ),
+    "transit": (
+        "anyedge.cli.transit",
+        "Magic Transit: customers' prefixes, firewalls and GRE tunnels on anycast.",
+    ),
     "turn": ("anyedge.cli.turn", "The TURN/STUN relay on the anycast address."),
     "world": ("anyedge.cli.world", "Build the default world (or load one) and summarise it."),
 }
