@@ -36,13 +36,13 @@ from anyedge.adapters import netns
 from anyedge.adapters.bgp.base import Neighbor, Route, SpeakerConfig
 from anyedge.adapters.bgp.bird import Bird
 from anyedge.adapters.bgp.frr import Frr, RouterNeighbor
+from anyedge.adapters.tuntap import open_tun, wait_ready
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit import ruleset
 from anyedge.transit.announce import Announcer
 from anyedge.transit.applier import Applier
 from anyedge.transit.config import Customer, put_customer
 from anyedge.transit.nsnft import NamespaceNft
-from anyedge.transit.tun import open_tun, wait_ready
 from anyedge.transit.tunnel import GreForwarder
 from transit_support import why_not
 

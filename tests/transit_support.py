@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from anyedge.adapters import netns
+from anyedge.adapters.tuntap import open_tun, wait_ready
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit.applier import Applier
-from anyedge.transit.tun import open_tun, wait_ready
 from anyedge.transit.tunnel import GreForwarder
 
 ANYCAST = "192.0.2.100"

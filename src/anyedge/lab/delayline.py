@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters import netns
-from ..adapters.tuntap import open_device
+from ..adapters.tuntap import open_device, wait_ready
 
 MAX_FRAME = 65_536
 
@@ -148,6 +148,9 @@ def open_link(spec: LinkSpec) -> tuple[int, int]:
             with netns.entered(end.namespace):
                 fds.append(open_device(end.ifname))
             netns.batch(end.namespace, [f"link set {end.ifname} up"])
+        for end in (spec.a, spec.b):
+            if not wait_ready(end.namespace, end.ifname):
+                raise OSError(f"{end.namespace}:{end.ifname} did not come up in 5 s")
     except BaseException:
         for fd in fds:
             os.close(fd)

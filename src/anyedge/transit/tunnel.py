@@ -31,10 +31,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from anyedge.adapters import netns
 
+from ..adapters.tuntap import open_tun, wait_ready
 from .config import Customer
 from .gre import PROTO_GRE, Drop, Tunnels
 from .plumbing import TUN
-from .tun import open_tun, wait_ready
 
 _BURST = 64  # packets read from one descriptor before looking at the others
 
