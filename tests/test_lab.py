@@ -230,3 +230,34 @@ def test_compare_follows_what_the_sites_announce_now(lab3: RunningLab) -> None:
             compare(lab3.world, plan, d, flows=5, each_site=False)
     finally:
         Forwarder(plan, d).set("CHC", [])
+
+
+def test_answers_come_back_after_a_link_on_their_way_flaps(lab3: RunningLab) -> None:
+    """c1's answers from SYD come back through isp3 and isp1.  Take that link down and up:
+    the clients' networks are BGP routes, so when the link returns the way back is
+    learned again (static return routes were deleted with the link and never restored,
+    leaving c1 cut off until the lab was rebuilt — issue 22)."""
+    plan, d = lab3.plan, lab3.directory
+    ann = Announcer(plan, d)
+    isp3_to_isp1 = next(p.ifname for p in plan.node("isp3").ports if p.peer == "isp1")
+    try:
+        for site in ("CHC", "AKL"):
+            ann.withdraw(site)
+        ann.settle()
+        assert predicted(lab3.world, ("CHC", "AKL"))["c1"] == "SYD"
+        assert dominant(probe_all(plan, ["c1"], flows=10)["c1"]) == "SYD"
+        isp3 = plan.node("isp3").namespace
+        netns.batch(isp3, [f"link set {isp3_to_isp1} down"])
+        # isp1's only way to SYD is gone (its peer isp2 gives it no provider routes)
+        deadline = time.monotonic() + 15
+        while probe_all(plan, ["c1"], flows=5, timeout=0.5)["c1"]["answers"]:
+            assert time.monotonic() < deadline, "c1 kept reaching a site with the link down"
+        netns.batch(isp3, [f"link set {isp3_to_isp1} up"])
+        build.wait_converged(plan, d, timeout=60)
+        got = probe_all(plan, ["c1"], flows=20, timeout=2.0)["c1"]
+        assert got["answers"] == {"SYD": 20}, got
+    finally:
+        netns.batch(plan.node("isp3").namespace, [f"link set {isp3_to_isp1} up"])
+        for site in ("CHC", "AKL"):
+            ann.announce(site)
+        ann.settle()

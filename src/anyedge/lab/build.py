@@ -12,7 +12,7 @@ The way up (:func:`up`):
 
 1. namespaces, one per node (``ae-<lab>-<node>``), with forwarding on;
 2. veth links with the plan's addresses; anycast addresses on the sites' ``lo``;
-   default routes for sites and clients, static routes to clients on routers;
+   default routes for sites and clients (routers learn the clients' networks in BGP);
 3. FRR on every router, then each site's BGP speaker (FRR, BIRD, GoBGP or ExaBGP),
    then each site's service (:mod:`.service`) — or, at a site with ``servers: N``, its
    servers, their services and its edge agent (:mod:`.edge`);
@@ -150,7 +150,8 @@ def _asn(n: NodePlan) -> int:
 def router_of(plan: LabPlan, node: NodePlan, directory: Path) -> Frr:
     cfg = speaker_config(plan, node, directory)
     rel = {p.peer_address: p.relation for p in node.bgp_ports}
-    return Frr(cfg, tuple(RouterNeighbor(n, rel[n.address]) for n in cfg.neighbors))
+    neighbors = tuple(RouterNeighbor(n, rel[n.address]) for n in cfg.neighbors)
+    return Frr(cfg, neighbors, networks=node.networks)
 
 
 def speaker_of(plan: LabPlan, node: NodePlan, directory: Path) -> SiteSpeaker:
@@ -312,7 +313,6 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
             cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]
         if n.default_via:
             cmds.append(f"route add default via {n.default_via}")
-        cmds += [f"route add {dst} via {via}" for dst, via in n.routes]
         if n.kind is NodeKind.SITE:
             from .forward import backbone_links
 

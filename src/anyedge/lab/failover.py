@@ -11,6 +11,7 @@ next measurement.
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from .build import LabError
 from .measure import Announcer, dominant, probe_all, probe_argv
 from .plan import LabPlan
+from .probe import WATCHING
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ def measure(
             procs[c] = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
+        for c, p in procs.items():  # each watch is sending before the lead is counted
+            _wait_started(c, p)
         time.sleep(lead)
         t_withdraw = time.time()
         ann.withdraw(site)
@@ -77,6 +81,17 @@ def measure(
         ann.set(site, restore)
         ann.settle()
     return out
+
+
+def _wait_started(client: str, p: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Until the watch from ``client`` says its datagrams are going out: on a busy machine
+    starting it can take longer than the lead, and it would see no answer before the
+    withdrawal to time from."""
+    assert p.stderr is not None
+    ready, _, _ = select.select([p.stderr], [], [], timeout)
+    line = p.stderr.readline() if ready else ""
+    if line.strip() != WATCHING:
+        raise LabError(f"watch from {client} did not start: {line.strip()[-300:] or 'no output'}")
 
 
 def _read(site: str, speaker: str, client: str, w: dict[str, Any], t0: float) -> Failover:

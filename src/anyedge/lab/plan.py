@@ -12,9 +12,10 @@ plan decides:
 * **router ids** that sort like the routing engine's tie-break key (:func:`router_id`):
   the ASN first, then the site, so that an FRR router choosing between equal routes
   with ``bgp bestpath compare-routerid`` picks the route the model's ``Mode.AS`` picks;
-* **return paths**: answers to clients do not need BGP.  A site sends them to its first
-  router; routers reach every client's network by static routes along the shortest
-  path over router-to-router links (sites never carry transit);
+* **return paths** follow BGP too: a client's router originates the client's network
+  as its own customer route (exported to everyone, like any prefix it originates), so
+  when a link on the way back fails, answers reroute with the anycast routes.  A site
+  sends them to its first router (sites never carry transit);
 * **service ports**: each plan is served on its own port (``7001`` for the first plan),
   so the lab can count and steer traffic per plan;
 * **sites with servers** (``servers: N``): the site's namespace is their router, the
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +86,7 @@ class NodePlan:
     anycast: tuple[str, ...] = ()  # addresses held on lo (sites)
     prefixes: tuple[str, ...] = ()  # IPv4 prefixes the site announces
     default_via: str | None = None  # sites and clients
-    routes: tuple[tuple[str, str], ...] = ()  # static (destination, via), routers
+    networks: tuple[str, ...] = ()  # routers: the clients' networks they originate
     servers: int = 0  # sites with servers: the site is their router (see .edge)
 
     @property
@@ -261,7 +261,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 shape,
             )
         )
-    routes = _client_routes(lab, ports)
+    networks = _client_networks(lab, ports)
     nodes = []
     for n in lab.nodes:
         ns = namespace_prefix(name) + n.name
@@ -279,7 +279,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     None,
                     Speaker.FRR,
                     p,
-                    routes=routes.get(n.name, ()),
+                    networks=networks.get(n.name, ()),
                 )
             )
         elif n.kind is NodeKind.SITE:
@@ -329,31 +329,19 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
     )
 
 
-def _client_routes(
-    lab: Lab, ports: dict[str, list[Port]]
-) -> dict[str, tuple[tuple[str, str], ...]]:
-    """Static routes on routers towards every client's network, by shortest path over
-    router-to-router links (breadth first from the client's router)."""
+def _client_networks(lab: Lab, ports: dict[str, list[Port]]) -> dict[str, tuple[str, ...]]:
+    """The network of each client, by the router it hangs off: that router originates it
+    in BGP, so that answers find their way back by the routing protocol too."""
     kind = {n.name: n.kind for n in lab.nodes}
-    out: dict[str, list[tuple[str, str]]] = {}
+    out: dict[str, list[str]] = {}
     for n in lab.nodes:
         if n.kind is not NodeKind.CLIENT or not ports[n.name]:
             continue
         cport = ports[n.name][0]
-        subnet = str(ipaddress.ip_interface(cport.address).network)
-        home = cport.peer
-        seen = {home}
-        todo = deque([home])
-        while todo:
-            r = todo.popleft()
-            for p in ports[r]:
-                q = p.peer
-                if kind[q] is NodeKind.ROUTER and q not in seen:
-                    seen.add(q)
-                    # q reaches the client through r: r's address on their link
-                    back = next(x for x in ports[q] if x.link == p.link)
-                    out.setdefault(q, []).append((subnet, back.peer_address))
-                    todo.append(q)
+        if kind[cport.peer] is NodeKind.ROUTER:
+            out.setdefault(cport.peer, []).append(
+                str(ipaddress.ip_interface(cport.address).network)
+            )
     return {k: tuple(v) for k, v in out.items()}
 
 

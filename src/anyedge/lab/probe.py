@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import ipaddress
 import json
 import math
@@ -76,6 +77,7 @@ MAX_RATE = 20000
 
 MAX_DURATION = 600.0
 """Longest ``load`` or ``watch`` run, in seconds."""
+WATCHING = "watching"  # what ``watch`` writes to stderr as its first datagram goes
 
 MIN_INTERVAL = 0.001
 """Shortest ``watch`` interval, in seconds."""
@@ -542,8 +544,10 @@ def probe_watch(
     duration: float,
     interval: float = 0.01,
     timeout: float = 1.0,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """One flow, one tagged datagram every ``interval``: who answered each, and when."""
+    """One flow, one tagged datagram every ``interval``: who answered each, and when.
+    ``on_start`` is called just before the first datagram goes."""
     _family(address)
     if not 0 < duration <= MAX_DURATION:
         raise ValueError(f"duration must be within (0, {MAX_DURATION:g}] seconds: {duration:g}")
@@ -568,6 +572,8 @@ def probe_watch(
 
     wall = time.time()
     s, _ = _udp_socket(address, port, set())
+    if on_start is not None:
+        on_start()
     with s:
         sent_at = _paced(
             [s],
@@ -700,7 +706,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return probe_load(
             args.address, args.port, args.rate, args.duration, args.flows, args.timeout
         )
-    return probe_watch(args.address, args.port, args.duration, args.interval, args.timeout)
+    # the line on stderr tells whoever started this that datagrams are going out now
+    started = functools.partial(print, WATCHING, file=sys.stderr, flush=True)
+    return probe_watch(args.address, args.port, args.duration, args.interval, args.timeout, started)
 
 
 def main(argv: Iterable[str] | None = None) -> int:

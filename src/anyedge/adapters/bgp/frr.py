@@ -81,12 +81,16 @@ def bfdd_config(cfg: SpeakerConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def router_config(cfg: SpeakerConfig, neighbors: Iterable[RouterNeighbor]) -> str:
-    """bgpd.conf for an ISP router with the policy of its relations."""
+def router_config(
+    cfg: SpeakerConfig, neighbors: Iterable[RouterNeighbor], networks: Iterable[str] = ()
+) -> str:
+    """bgpd.conf for an ISP router with the policy of its relations; ``networks`` (its
+    clients' networks) it originates as its customers' routes, exported to everyone."""
     nbs = list(neighbors)
     lines = _common(cfg.node, cfg.workdir)
     for rel, pref in LOCAL_PREF.items():
         lines += [f"route-map FROM-{rel.upper()} permit 10", f" set local-preference {pref}"]
+    lines += ["route-map CLIENTS permit 10", f" set local-preference {LOCAL_PREF['customer']}"]
     lines += ["route-map TO-CUSTOMER permit 10"]
     for rel in ("PEER", "PROVIDER"):
         lines += [f"route-map TO-{rel} permit 10", " match local-preference 300"]
@@ -101,6 +105,7 @@ def router_config(cfg: SpeakerConfig, neighbors: Iterable[RouterNeighbor]) -> st
     for rn in nbs:
         lines += _neighbor_lines(cfg, rn.neighbor)
     lines += [" address-family ipv4 unicast", "  maximum-paths 1"]
+    lines += [f"  network {n} route-map CLIENTS" for n in networks]
     for rn in nbs:
         a, rel = rn.neighbor.address, rn.relation.upper()
         lines += [
@@ -152,6 +157,7 @@ class Frr:
 
     config: SpeakerConfig
     router_neighbors: tuple[RouterNeighbor, ...] | None = None  # set for ISP routers
+    networks: tuple[str, ...] = ()  # an ISP router's clients' networks, originated
     _routes: dict[str, Route] = field(default_factory=dict)
 
     @property
@@ -183,7 +189,7 @@ class Frr:
         (cfg.workdir / "zebra.conf").write_text("\n".join(_common(cfg.node, cfg.workdir)) + "\n")
         (cfg.workdir / "bfdd.conf").write_text(bfdd_config(cfg))
         if self.router_neighbors is not None:
-            text = router_config(cfg, self.router_neighbors)
+            text = router_config(cfg, self.router_neighbors, self.networks)
         else:
             text = site_config(cfg, self._routes)
         (cfg.workdir / "bgpd.conf").write_text(text)
