@@ -13,8 +13,11 @@ Two kinds of user, both under the long-term credential mechanism (RFC 8489 §9.2
 Nonces are stateless so that any site of the anycast fleet can verify a nonce that
 another site minted -- a client whose route flips mid-call lands at a site that has
 never seen it.  A nonce is ``hex(expiry) || hex(HMAC-SHA256(fleet key, expiry || client
-IP))[:24]``; it lives at most 600 s and only for the client IP it was minted for.  The
-first fleet key mints, all verify (rotation again).
+IP || client port))[:24]``; it lives at most 600 s and only for the transport address
+(IP and port) it was minted for, so a signed request captured and replayed from another
+port -- another client behind the same NAT -- is stale (438), not granted.  A client
+whose NAT mapping changes gets one 438 and a fresh nonce.  The first fleet key mints,
+all verify (rotation again).
 
 Because expiries are compared with ``now`` across sites, ``now`` must be Unix time
 (``time.time()``), not a monotonic clock.
@@ -64,25 +67,30 @@ def rest_username(expiry: int, user: str = "", separator: str = ":") -> str:
 _HEX = frozenset("0123456789abcdef")
 
 
-def _nonce_mac(key: bytes, expiry: int, client_ip: str) -> str:
-    return hmac.digest(key, f"{expiry:08x}|{client_ip}".encode(), "sha256")[:12].hex()
+Addr = tuple[str, int]
 
 
-def mint_nonce(key: bytes, now: float, client_ip: str, lifetime: float) -> str:
-    """A nonce for ``client_ip`` that any holder of ``key`` accepts until now + lifetime."""
+def _nonce_mac(key: bytes, expiry: int, client: Addr) -> str:
+    text = f"{expiry:08x}|{client[0]}|{client[1]}"
+    return hmac.digest(key, text.encode(), "sha256")[:12].hex()
+
+
+def mint_nonce(key: bytes, now: float, client: Addr, lifetime: float) -> str:
+    """A nonce for the transport address ``client`` that any holder of ``key`` accepts
+    until now + lifetime."""
     expiry = int(now + lifetime)
-    return f"{expiry:08x}{_nonce_mac(key, expiry, client_ip)}"
+    return f"{expiry:08x}{_nonce_mac(key, expiry, client)}"
 
 
-def nonce_valid(keys: tuple[bytes, ...], nonce: str, now: float, client_ip: str) -> bool:
-    """Whether one of ``keys`` minted ``nonce`` for ``client_ip`` and it has not expired."""
+def nonce_valid(keys: tuple[bytes, ...], nonce: str, now: float, client: Addr) -> bool:
+    """Whether one of ``keys`` minted ``nonce`` for ``client`` and it has not expired."""
     if len(nonce) != 32 or not nonce.isascii() or not all(c in _HEX for c in nonce):
         return False  # also keeps hmac.compare_digest away from non-ASCII text
     expiry = int(nonce[:8], 16)
     if not now < expiry <= now + MAX_NONCE_LIFETIME + _CLOCK_SKEW:
         return False
     mac = nonce[8:]
-    return any(hmac.compare_digest(mac, _nonce_mac(k, expiry, client_ip)) for k in keys)
+    return any(hmac.compare_digest(mac, _nonce_mac(k, expiry, client)) for k in keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +109,12 @@ class Authenticator:
         self._static: dict[tuple[str, int], bytes] = {}
         self._by_hash = {userhash(u, credentials.realm): u for u in credentials.users}
 
-    def nonce(self, now: float, client_ip: str) -> str:
+    def nonce(self, now: float, client: Addr) -> str:
         c = self.credentials
-        return mint_nonce(c.fleet_keys[0], now, client_ip, c.nonce_lifetime)
+        return mint_nonce(c.fleet_keys[0], now, client, c.nonce_lifetime)
 
-    def nonce_valid(self, nonce: str, now: float, client_ip: str) -> bool:
-        return nonce_valid(self.credentials.fleet_keys, nonce, now, client_ip)
+    def nonce_valid(self, nonce: str, now: float, client: Addr) -> bool:
+        return nonce_valid(self.credentials.fleet_keys, nonce, now, client)
 
     def username_of_hash(self, digest: bytes) -> str | None:
         """The static user whose USERHASH is ``digest`` (REST users have none)."""

@@ -28,7 +28,7 @@ class TurnConfig:
     user_burst: float | None = None  # bytes; default max(user_bandwidth, 65536)
     unauth_rate: float = 20.0  # unauthenticated answers per client IP per second
     unauth_burst: float = 100.0
-    max_rate_keys: int = 100_000  # client IPs tracked by the rate limiter
+    max_rate_keys: int = 100_000  # client IPs tracked by the rate limiter (oldest out)
     allow_peers: tuple[str, ...] = ()  # CIDRs allowed even if special-purpose (labs)
     deny_peers: tuple[str, ...] = ()  # CIDRs always refused (the operator's own)
     refuse_special_peers: bool = True
@@ -76,3 +76,4 @@ class Counters:
     dropped_bandwidth: int = 0
     dropped_bandwidth_bytes: int = 0
     retransmissions: int = 0  # answered from the transaction cache
+    rate_limiter_evictions: int = 0  # buckets pushed out of the full limiter table

@@ -56,6 +56,7 @@ the address and against every IPv4 address it carries.
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Iterable
 
 _V4 = (
@@ -211,21 +212,32 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """A token bucket per key (a client IP), at most ``max_keys`` of them.
+    """A token bucket per key (a client IP), at most ``max_keys`` of them, least recently
+    made first out.
 
-    When the table is full a new key is refused outright (fail closed: a flood from
-    spoofed sources meets silence); :meth:`prune` forgets buckets that have refilled.
+    When the table is full a new key evicts the oldest bucket (fail open for the
+    newcomer: a flood of spoofed sources can make the table churn but cannot silence a
+    new client, nor an existing one whose bucket it pushed out -- that one starts over
+    with a full bucket).  Memory stays at ``max_keys`` buckets.  Resetting a chosen
+    address's bucket this way takes ``max_keys`` other new sources, each answered at
+    most ``burst`` times, so a reflection through it stays bounded.  Only answers to
+    unauthenticated requests spend tokens; :meth:`prune` forgets buckets that have
+    refilled.
     """
 
     def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        if max_keys < 1:
+            raise ValueError("the rate limiter needs room for at least one key")
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.evicted = 0  # buckets pushed out by newcomers: a sign of a spoofed flood
 
     def allow(self, now: float, key: str) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
-                return False
+                self._buckets.popitem(last=False)
+                self.evicted += 1
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now)
 

@@ -23,7 +23,9 @@ How a request flows: decode; a retransmission (same 5-tuple and transaction id w
 Allocate, Refresh, CreatePermission and ChannelBind go through the long-term credential
 check (:mod:`.auth`) and then their handler.  Every answer to an unauthenticated
 request (challenge, 400, 438, Binding) spends a token of the client IP's bucket; past
-the bucket the server is silent, so it cannot be used to reflect traffic.
+the bucket the server is silent, so it cannot be used to reflect traffic.  The table of
+buckets is bounded and evicts its oldest when full, so spoofed sources cannot lock real
+clients out; authenticated answers spend nothing.
 
 Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than
 17 gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port) but
@@ -501,13 +503,16 @@ class TurnServer:
         fp: bool,
     ) -> list[Output]:
         """An answer that proves nothing about the sender: rate limited per client IP."""
-        if not self._limiter.allow(now, rate_key(five[1][0])):
+        limiter = self._limiter
+        allowed = limiter.allow(now, rate_key(five[1][0]))
+        self.counters.rate_limiter_evictions = limiter.evicted
+        if not allowed:
             self.counters.dropped_rate_limited += 1
             return []
         return [ToClient(*five, self._reply(msg, code, attrs, None, fp))]
 
     def _challenge(self, now: float, five: FiveTuple, msg: Message, code: int) -> list[Output]:
-        nonce = pack_string(self._auth.nonce(now, five[1][0]))
+        nonce = pack_string(self._auth.nonce(now, five[1]))
         attrs = ((Attr.REALM, self._realm), (Attr.NONCE, nonce))
         return self._unauthenticated(now, five, msg, code, attrs, msg.has(Attr.FINGERPRINT))
 
@@ -539,7 +544,7 @@ class TurnServer:
                 algorithm = PasswordAlgorithm(unpack_algorithm(raw_algorithm)[0])
         except (StunError, ValueError):
             return self._unauthenticated(now, five, msg, 400, (), fp)
-        if not self._auth.nonce_valid(nonce, now, five[1][0]):
+        if not self._auth.nonce_valid(nonce, now, five[1]):
             c.stale_nonces += 1
             return self._challenge(now, five, msg, 438)
         if username is not None and realm == self.credentials.realm:
