@@ -1194,3 +1194,45 @@ def test_a_denied_ipv4_range_stays_denied_inside_ipv6(peer: str) -> None:
     policy = PeerPolicy(extra_deny=["203.0.114.0/24"])
     assert "denied by operator" in (policy.refusal(peer) or "")
     assert PeerPolicy().refusal("2002:cb00:7205::1") is None  # a public 6to4 peer, not denied
+
+
+def _own_relay_server() -> TurnServer:
+    """A relay that denies its own address (as ``turn serve`` does) but knows which of
+    its ports are relayed addresses: 50000-50999 here, 49000-49999 another site's."""
+    return make_server(
+        TurnConfig(
+            deny_peers=(f"{RELAY4}/32", f"{SERVER[0]}/32"),
+            relayed_peers=((RELAY4, 49000, 50999),),
+        )
+    )
+
+
+def test_two_clients_of_one_relay_reach_each_other() -> None:
+    server = _own_relay_server()
+    a, resp_a, _ = allocated(server, addr=("85.10.0.80", 1000))
+    b, resp_b, _ = allocated(server, addr=("85.10.0.81", 1000))
+    (relay_a,), (relay_b,) = relays_of(resp_a), relays_of(resp_b)
+    assert a.permit(T0, relay_b).cls == Class.SUCCESS
+    assert b.bind(T0, CHANNEL_MIN, relay_a).cls == Class.SUCCESS
+    (out,) = a.send_indication(T0, relay_b, b"hello b")
+    assert out == ToPeer(relay_a, relay_b, b"hello b")
+    # the datagram arrives on B's relay socket, from A's relayed address
+    (to_b,) = server.receive_from_peer(T0, relay_b, relay_a, b"hello b")
+    assert isinstance(to_b, ToClient) and to_b.client_addr == b.addr
+    assert decode_channel_data(to_b.data) == (CHANNEL_MIN, b"hello b")
+    # and another site's slice of the anycast relay ports is a peer too
+    assert a.bind(T0, CHANNEL_MIN, (RELAY4, 49500)).cls == Class.SUCCESS
+
+
+@pytest.mark.parametrize("peer", [(RELAY4, 3478), (RELAY4, 51000), (RELAY4, 48999), SERVER])
+def test_the_relays_own_listeners_stay_unreachable(peer: Addr) -> None:
+    server = _own_relay_server()
+    client, _, _ = allocated(server)
+    assert error_code(client.bind(T0, CHANNEL_MIN, peer)) == 403
+    if peer[0] == RELAY4:  # a permission names the IP only: the port is checked per Send
+        assert client.permit(T0, peer).cls == Class.SUCCESS
+    else:
+        assert error_code(client.permit(T0, peer)) == 403
+    refused = server.counters.refused_peer
+    assert client.send_indication(T0, peer, b"binding") == []
+    assert server.counters.refused_peer == refused + 1

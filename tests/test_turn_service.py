@@ -26,6 +26,7 @@ from aioice.turn import create_turn_endpoint
 
 from anyedge.cli.main import main
 from anyedge.proto.turn import rest_password, rest_username
+from turn_peers import TurnError, TurnUdpClient
 
 pytestmark = pytest.mark.slow
 
@@ -82,9 +83,14 @@ def self_signed(d: Path) -> tuple[Path, Path]:
     return c, k
 
 
-def start_relay(d: Path, workers: int = 1, tls: bool = True) -> Relay:
+def start_relay(
+    d: Path, workers: int = 1, tls: bool = True, limits: str = "{allow_peers: [127.0.0.0/8]}"
+) -> Relay:
     port = free_port()
-    while True:  # the same number must be free for UDP and TCP
+    while True:  # the same number must be free for UDP and TCP, outside the relay ports
+        if 40000 <= port <= 40999:
+            port = free_port()
+            continue
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind(("127.0.0.1", port))
@@ -111,7 +117,7 @@ def start_relay(d: Path, workers: int = 1, tls: bool = True) -> Relay:
         "relay: {ipv4: 127.0.0.1, ports: [40000, 40999]}\n"
         "auth: {users_file: users.txt, rest_secrets: [rotated-new, rotated-old], "
         "fleet_keys: [fleet-key-for-tests]}\n"
-        "limits: {allow_peers: [127.0.0.0/8]}\n"
+        f"limits: {limits}\n"
         f"workers: {workers}\n"
         f"metrics: {{port: {metrics}}}\n"
     )
@@ -329,6 +335,47 @@ def test_the_relays_own_addresses_are_not_peers(tmp_path: Path) -> None:
     # an operator who allows them (a test on loopback) gets them as peers
     conf.write_text(base + "limits: {allow_peers: [203.0.113.0/24]}\n")
     assert load_config(conf).turn.deny_peers == ()
+
+
+def test_two_relay_only_clients_of_one_relay_reach_each_other(tmp_path: Path) -> None:
+    # no allow list: the relay's own address (loopback here) is no peer, but its
+    # relayed addresses are; two clients allocate and talk through their relays
+    r = start_relay(tmp_path, workers=2, tls=False, limits="{}")
+    try:
+        server = ("127.0.0.1", r.port)
+        with (
+            TurnUdpClient(server, "alice", "wonderland") as a,
+            TurnUdpClient(server, "bob", "builder") as b,
+        ):
+            relay_a, relay_b = a.allocate(), b.allocate()
+            a.create_permission(relay_b)
+            b.create_permission(relay_a)
+            a.send_indication(relay_b, b"hello from a")
+            assert b.receive() == (relay_a, b"hello from a", "Data indication")
+            b.channel_bind(0x4001, relay_a)
+            b.send_channel(0x4001, b"hello from b")
+            assert a.receive() == (relay_b, b"hello from b", "Data indication")
+            # the listener is not a peer: no TURN inside TURN
+            with pytest.raises(TurnError, match="403"):
+                a.channel_bind(0x4002, server)
+            a.send_indication(server, b"\x00\x01\x00\x00" + bytes(16))
+            a.release()
+            b.release()
+    finally:
+        stop(r)
+    assert r.proc.returncode == 0
+
+
+def test_a_listener_inside_the_relay_ports_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "turn.yaml"
+    bad.write_text(
+        "realm: x\nlisten: [{transport: udp, address: 127.0.0.1, port: 50000}]\n"
+        "auth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
+    )
+    assert main(["turn", "check", "-c", str(bad)]) == 2
+    assert "port 50000 is inside the relay ports 49152-65535" in capsys.readouterr().err
 
 
 def test_credential_command_makes_a_working_rest_password(

@@ -32,6 +32,10 @@ class TurnConfig:
     allow_peers: tuple[str, ...] = ()  # CIDRs allowed even if special-purpose (labs)
     deny_peers: tuple[str, ...] = ()  # CIDRs always refused (the operator's own)
     refuse_special_peers: bool = True
+    # (relay IP, first, last): relayed addresses, the fleet's whole relay port range, that
+    # are peers whatever the lists say (clients of one relay reach each other), while the
+    # other ports of those IPs (the listeners) stay refused
+    relayed_peers: tuple[tuple[str, int, int], ...] = ()
     dont_fragment: bool = True  # DONT-FRAGMENT supported (else 420)
     max_channel: int = 0x7FFF  # RFC 5766's range, for its clients; 0x4FFF: RFC 8656's only
 

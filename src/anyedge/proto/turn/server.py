@@ -173,7 +173,9 @@ class TurnServer:
         self.credentials = credentials
         self.ports = ports
         self.counters = Counters()
-        self.policy = PeerPolicy(config.allow_peers, config.deny_peers, config.refuse_special_peers)
+        self.policy = PeerPolicy(
+            config.allow_peers, config.deny_peers, config.refuse_special_peers, config.relayed_peers
+        )
         self._auth = Authenticator(credentials)
         self._realm = pack_string(credentials.realm)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.max_rate_keys)
@@ -715,7 +717,8 @@ class TurnServer:
     def _peer(self, msg: Message, raw: bytes, alloc: Allocation) -> tuple[int, Addr, Addr]:
         """(0, peer, relay) for an allowed peer, else (error code, ...); StunError."""
         peer = unpack_xor_address(raw, msg.transaction_id)
-        if self.policy.refusal(peer[0]) is not None:
+        port = None if msg.method == Method.CREATE_PERMISSION else peer[1]
+        if self.policy.refusal(peer[0], port) is not None:
             return 403, peer, peer
         relay = alloc.relay_for(peer[0])
         if relay is None:
@@ -803,6 +806,10 @@ class TurnServer:
                 c.refused_peer += 1
             else:
                 c.dropped_no_permission += 1
+            return []
+        relayed = self.policy.relayed
+        if relayed and peer[0] in relayed and self.policy.relayed_refusal(*peer) is not None:
+            c.refused_peer += 1  # the relay's own IP, but not a relayed port
             return []
         bucket = alloc.quota.bucket
         if bucket is not None and not bucket.take(now, len(data)):

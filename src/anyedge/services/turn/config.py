@@ -151,6 +151,20 @@ class TurnFileIn(_Strict):
     software: str | None = "anyedge"
     log: Literal["json", "text"] = "json"
 
+    @model_validator(mode="after")
+    def _listeners_outside_relay_ports(self) -> TurnFileIn:
+        # the relay's own relayed ports are peers; a listener among them would be too
+        lo, hi = self.relay.ports
+        relay_ips = {self.relay.ipv4, self.relay.ipv6} - {None}
+        for lis in self.listen:
+            on_relay = lis.address in relay_ips or ipaddress.ip_address(lis.address).is_unspecified
+            if on_relay and lo <= lis.port <= hi:
+                raise ValueError(
+                    f"listener {lis.transport} {lis.address} port {lis.port} is inside the "
+                    f"relay ports {lo}-{hi}: relayed clients could reach it"
+                )
+        return self
+
 
 def own_addresses(doc: TurnFileIn, allowed: list[str]) -> list[str]:
     """The relay's listening and relayed addresses, as host routes, but for those the
@@ -186,6 +200,13 @@ class ServiceConfig:
             # through other allocations, no reaching services on the anycast address
             # (unless the allow list names them: a test on loopback, say)
             deny_peers=(*lim.deny_peers, *own_addresses(doc, lim.allow_peers)),
+            # ...but its relayed addresses are: two clients of this relay (or of two sites
+            # of the fleet, each site owning a slice of these ports) reach each other
+            relayed_peers=tuple(
+                (ip, doc.relay.ports[0], doc.relay.ports[1])
+                for ip in (doc.relay.ipv4, doc.relay.ipv6)
+                if ip is not None
+            ),
         )
         self.credentials = Credentials(
             realm=doc.realm,
