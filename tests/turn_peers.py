@@ -1254,11 +1254,14 @@ def anyedge_server(
     secret: str | None = None,
     relay_ports: tuple[int, int],
     workers: int = 1,
+    allow_loopback: bool = True,
 ) -> ServerProcess:
     """:data:`TURN_SERVERS` factory for anyedge's relay (``python -m anyedge turn serve``):
     UDP and TCP on 127.0.0.1:``port``, ``workers`` processes, peers on loopback allowed
     (and nothing else special-purpose), no per-user quota so benchmarks can allocate
-    thousands, and no per-IP limit on challenges (every client here shares one IP)."""
+    thousands, and no per-IP limit on challenges (every client here shares one IP).
+    Without ``allow_loopback`` the default peer policy holds: loopback is no peer, only
+    the relay's own relayed addresses (its clients reach each other) are."""
     users = dict(users or ({} if secret else {"user": "pass"}))
     auth = [f"  users: {json.dumps(users)}", "  fleet_keys: [interop-fleet-key]"]
     if secret:
@@ -1274,7 +1277,8 @@ def anyedge_server(
         # every client here comes from 127.0.0.1: the per-IP limit on unauthenticated
         # answers (the 401 every client starts with) is set out of the way, as coturn has
         # none; the limit itself is tested in tests/test_turn_server.py
-        "limits: {allow_peers: [127.0.0.0/8], user_quota: null, max_allocations: 1000000,\n"
+        f"limits: {{allow_peers: {'[127.0.0.0/8]' if allow_loopback else '[]'}, "
+        "user_quota: null, max_allocations: 1000000,\n"
         "         unauth_rate: 1000000, unauth_burst: 1000000}\n"
         f"workers: {workers}\n"
         "log: text\n"
