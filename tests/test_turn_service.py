@@ -247,6 +247,14 @@ def test_metrics_count_what_was_relayed(relay: Relay) -> None:
     assert after[created] - before[created] == 1
     challenge = 'anyedge_turn_auth_failures_total{kind="challenge",worker="0"}'
     assert after[challenge] > before[challenge]  # the 401 every client starts with
+    # what the IO layer counts is exported too, beside the core's counters
+    for series in (
+        'anyedge_turn_input_errors_total{worker="0"}',
+        'anyedge_turn_dropped_total{reason="backlog",worker="0"}',
+        'anyedge_turn_dropped_total{reason="relay_opening",worker="0"}',
+        'anyedge_turn_rate_limiter_evictions_total{worker="0"}',
+    ):
+        assert after[series] == 0, series
 
 
 def test_rest_credentials_with_a_rotated_secret(relay: Relay) -> None:

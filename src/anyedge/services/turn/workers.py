@@ -46,7 +46,7 @@ async def _run(config: ServiceConfig, worker: int, workers: int, ready: Callable
     await service.start()
     m = config.doc.metrics
     if m.port is not None:
-        serve_metrics(service.core.counters, worker, m.address, m.port + worker)
+        serve_metrics(service.core.counters, worker, m.address, m.port + worker, service)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
