@@ -374,6 +374,22 @@ def test_two_relay_only_clients_of_one_relay_reach_each_other(tmp_path: Path) ->
     assert r.proc.returncode == 0
 
 
+def test_check_prints_ipv6_listeners_in_brackets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "turn.yaml"
+    conf.write_text(
+        "realm: x\nlisten:\n"
+        "  - {transport: udp, address: '2001:db8::7', port: 3478}\n"
+        "  - {transport: tcp, address: 203.0.113.7, port: 3478}\n"
+        "relay: {ipv6: '2001:db8::7'}\n"
+        "auth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
+    )
+    assert main(["turn", "check", "-c", str(conf)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["listen"] == ["udp://[2001:db8::7]:3478", "tcp://203.0.113.7:3478"]
+
+
 def test_a_listener_inside_the_relay_ports_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
