@@ -353,6 +353,17 @@ def test_rest_credentials(secret: bytes) -> None:
     assert alloc.user == "carol"  # quotas count the REST user, not the timestamped name
 
 
+def test_rest_credential_expiring_far_in_the_future_gets_401() -> None:
+    # a leaked credential must not last for years: at most 30 days (rest_max_ttl) ahead
+    server = make_server()
+    for ahead, ok in ((30 * 86400, True), (30 * 86400 + 61, False), (10 * 365 * 86400, False)):
+        username = rest_username(int(T0) + ahead, "carol")
+        client = Client(server, username=username, password=rest_password(SECRETS[0], username))
+        resp, _ = client.allocate(T0)
+        assert (resp.cls == Class.SUCCESS) is ok, (ahead, error_code(resp))
+    assert server.counters.auth_failures == 2
+
+
 def test_expired_rest_credential_gets_401() -> None:
     server = make_server()
     username = rest_username(int(T0) - 1, "carol")

@@ -8,7 +8,10 @@ Two kinds of user, both under the long-term credential mechanism (RFC 8489 §9.2
   server that shares a secret with the relays hands its client ``username =
   "<expiry>:<user>"`` (Unix seconds) and ``password = base64(HMAC-SHA1(secret,
   username))``.  Several secrets are accepted at once so they can be rotated: add the
-  new one, let clients move over, remove the old.  An expired username gets 401.
+  new one, let clients move over, remove the old.  An expired username gets 401, and
+  so does one whose expiry is more than ``rest_max_ttl`` (30 days by default, the
+  longest ``anyedge turn credential`` makes) ahead: a leaked credential must not last
+  for years.
 
 Nonces are stateless so that any site of the anycast fleet can verify a nonce that
 another site minted -- a client whose route flips mid-call lands at a site that has
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from ..stun import long_term_key, userhash
 
 MAX_NONCE_LIFETIME = 600.0
+MAX_REST_TTL = 30 * 86400.0
 _CLOCK_SKEW = 60.0
 
 
@@ -46,6 +50,7 @@ class Credentials:
     rest_secrets: tuple[bytes, ...] = ()
     nonce_lifetime: float = MAX_NONCE_LIFETIME
     rest_separator: str = ":"
+    rest_max_ttl: float = MAX_REST_TTL  # seconds a REST username may expire ahead of now
 
     def __post_init__(self) -> None:
         if not self.fleet_keys:
@@ -139,7 +144,7 @@ class Authenticator:
             or (sep and not user)
         ):
             return Identity(username, username), []
-        if int(stamp) <= now:
+        if not now < int(stamp) <= now + c.rest_max_ttl + _CLOCK_SKEW:
             return Identity(username, user or username), []
         keys = [
             long_term_key(username, c.realm, rest_password(s, username), algorithm)

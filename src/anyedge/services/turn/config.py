@@ -116,6 +116,7 @@ class AuthIn(_Strict):
     rest_secrets: list[Secret] = []
     fleet_keys: list[Secret] = Field(min_length=1)
     nonce_lifetime: float = Field(600.0, gt=0, le=600)
+    rest_max_ttl: float = Field(30 * 86400.0, gt=0)  # REST usernames expiring later: 401
 
 
 class LimitsIn(_Strict):
@@ -214,6 +215,7 @@ class ServiceConfig:
             users=users,
             rest_secrets=tuple(s.encode() for s in doc.auth.rest_secrets),
             nonce_lifetime=doc.auth.nonce_lifetime,
+            rest_max_ttl=doc.auth.rest_max_ttl,
         )
 
     @property
