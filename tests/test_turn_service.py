@@ -290,6 +290,41 @@ def test_two_workers_share_the_port(tmp_path: Path) -> None:
     assert not [p for p in pids if os.path.exists(f"/proc/{p}")]
 
 
+def test_tcp_listener_has_a_deep_accept_backlog(relay: Relay) -> None:
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{relay.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert out[0] == "LISTEN"
+    assert int(out[2]) == min(4096, somaxconn) > 100
+
+
+def test_a_second_instance_on_the_same_address_refuses_to_start(tmp_path: Path) -> None:
+    first = start_relay(tmp_path, workers=2, tls=False)
+    try:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "anyedge", "turn", "serve", "-c", str(tmp_path / "turn.yaml")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.send_signal(signal.SIGTERM)
+            second.communicate()
+            pytest.fail("a second instance started on the same address")
+        assert second.returncode == 1
+        assert "ready" not in out
+        assert f"another anyedge turn instance serves udp 127.0.0.1 port {first.port}" in err
+        # the first one still serves
+        _, got, _ = asyncio.run(exchange(first.port, "alice", "wonderland", n=2))
+        assert len(got) == 2
+    finally:
+        stop(first)
+    assert first.proc.returncode == 0
+
+
 def test_config_problems_name_their_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

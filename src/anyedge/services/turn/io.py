@@ -48,6 +48,7 @@ STREAM_HIGH_WATER = 256 * 1024  # bytes queued to a TCP/TLS client before relaye
 STREAM_HARD_LIMIT = 4 * 1024 * 1024  # ...and before the connection is closed
 STREAM_IDLE = 30.0  # seconds a TCP/TLS connection may stay without an allocation
 TLS_HANDSHAKE = 10.0  # seconds
+LISTEN_BACKLOG = 4096  # TCP/TLS connections waiting to be accepted (the kernel caps it)
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # Linux <linux/in.h>: set the DF bit, never fragment
 
 
@@ -358,6 +359,7 @@ class TurnService:
                     lis.port,
                     ssl=ctx,
                     ssl_handshake_timeout=TLS_HANDSHAKE if ctx is not None else None,
+                    backlog=LISTEN_BACKLOG,
                     reuse_address=True,
                     reuse_port=self._reuse_port or None,
                 )

@@ -11,16 +11,26 @@ SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped
 worker that dies ends the others too, since the kernel would hand its clients to workers
 that do not hold their allocations.  Limits (quotas, the allocation cap, rate limits)
 are each worker's own.
+
+Only one instance may serve an address: a second ``turn serve`` (or ``lab turn``) on the
+same listener would share it through ``SO_REUSEPORT`` and the kernel would hash clients
+between processes that do not share allocations.  Before any worker starts, the
+supervisor claims every listener by binding an abstract Unix socket named after it
+(``anyedge-turn udp 203.0.113.7 3478``; abstract names live per network namespace, as
+the addresses do, and vanish with the process); a name already bound means another
+instance serves there, and this one refuses to start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -91,8 +101,42 @@ def _one_of_many(
         raise
 
 
+def claim_listeners(config: ServiceConfig) -> list[socket.socket]:
+    """One abstract Unix socket per listener, held while this instance serves (module
+    docstring); OSError(EADDRINUSE) naming the listener if another instance holds it."""
+    claims: list[socket.socket] = []
+    try:
+        for lis in config.doc.listen:
+            name = f"anyedge-turn {lis.transport} {lis.address} {lis.port}"
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            claims.append(s)
+            try:
+                s.bind("\0" + name)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                where = f"{lis.transport} {lis.address} port {lis.port}"
+                raise OSError(
+                    errno.EADDRINUSE, f"another anyedge turn instance serves {where}"
+                ) from None
+    except BaseException:
+        for s in claims:
+            s.close()
+        raise
+    return claims
+
+
 def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) -> int:
     """Run the relay until SIGTERM/SIGINT; the exit status."""
+    claims = claim_listeners(config)
+    try:
+        return _serve(config, on_ready)
+    finally:
+        for s in claims:
+            s.close()
+
+
+def _serve(config: ServiceConfig, on_ready: Callable[[], None]) -> int:
     workers = config.workers
     if workers == 1:
         run_worker(config, 0, 1, on_ready)
