@@ -12,6 +12,7 @@ actually puts on the wire.
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import socket
 import subprocess
@@ -388,3 +389,17 @@ def test_rest_credentials_expired_or_forged_are_refused(
         with pytest.raises(tp.TurnError) as err:
             c.allocate()
         assert err.value.code == 401
+
+
+def test_a_multi_worker_server_is_measured_with_its_workers(tmp_path: Path) -> None:
+    """``bench_turn.py --workers 2`` reads CPU, memory and descriptors of the whole process
+    tree: anyedge's supervisor relays nothing, its two workers do."""
+    server = tp.anyedge_server(
+        tmp_path, tp.free_port(), users=USERS, relay_ports=tp.free_port_range(200), workers=2
+    )
+    with server:
+        tree = tp.process_tree(server.pid)
+        assert len(tree) == 3  # the supervisor and two workers
+        own = sum(len(os.listdir(f"/proc/{p}/fd")) for p in tree)
+        assert tp.open_fds(server.pid) == own
+        assert tp.rss_kib(server.pid) > tp.rss_kib(tree[1])

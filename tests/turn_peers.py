@@ -1004,16 +1004,35 @@ class TurnServer(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (a supervisor and its worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
 def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (VmRSS of /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size of ``pid`` and its descendants in KiB (VmRSS of
+    /proc/PID/status, summed: pages the workers share are counted once per worker)."""
+    total = 0
+    for p in process_tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+                break
+        else:
+            raise RuntimeError(f"no VmRSS for pid {p}")
+    return total
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Open descriptors of ``pid`` and its descendants."""
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in process_tree(pid))
 
 
 class ServerProcess:
