@@ -12,8 +12,8 @@ actually puts on the wire.
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 import socket
 import subprocess
 import time

@@ -1229,7 +1229,8 @@ def test_two_clients_of_one_relay_reach_each_other() -> None:
     assert out == ToPeer(relay_a, relay_b, b"hello b")
     # the datagram arrives on B's relay socket, from A's relayed address
     (to_b,) = server.receive_from_peer(T0, relay_b, relay_a, b"hello b")
-    assert isinstance(to_b, ToClient) and to_b.client_addr == b.addr
+    assert isinstance(to_b, ToClient)
+    assert to_b.client_addr == b.addr
     assert decode_channel_data(to_b.data) == (CHANNEL_MIN, b"hello b")
     # and another site's slice of the anycast relay ports is a peer too
     assert a.bind(T0, CHANNEL_MIN, (RELAY4, 49500)).cls == Class.SUCCESS
