@@ -87,6 +87,59 @@ with TurnUdpClient((server, 3478), user, password, local=("0.0.0.0", 0)) as c:
 print(json.dumps(got), flush=True)
 """
 
+RTC = """
+import asyncio, json, sys
+from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy,
+                    RTCPeerConnection, RTCSessionDescription)
+role, server, user, password, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+
+async def main():
+    loop = asyncio.get_running_loop()
+    ice = RTCIceServer(urls=[f"turn:{server}:3478?transport=udp"], username=user, credential=password)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[ice],
+                                            iceTransportPolicy=RTCIceTransportPolicy.RELAY))
+    got, done = [], loop.create_future()
+
+    def on_message(m):
+        got.append(m)
+        if len(got) >= n and not done.done():
+            done.set_result(None)
+
+    def talk(ch):
+        ch.on("message", on_message)
+        for i in range(n):
+            ch.send(f"{user} {i}")
+
+    async def exchange():
+        print(json.dumps({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}),
+              flush=True)
+
+    async def remote():
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        await pc.setRemoteDescription(RTCSessionDescription(**json.loads(line)))
+
+    if role == "offer":
+        ch = pc.createDataChannel("lab")
+        ch.on("open", lambda: talk(ch))
+        await pc.setLocalDescription(await pc.createOffer())
+        await exchange()
+        await remote()
+    else:
+        pc.on("datachannel", talk)
+        await remote()
+        await pc.setLocalDescription(await pc.createAnswer())
+        await exchange()
+    try:
+        await asyncio.wait_for(done, 40)
+    except asyncio.TimeoutError:
+        pass
+    await asyncio.sleep(1)  # let the other side's last messages arrive before closing
+    await pc.close()
+    print(json.dumps(got), flush=True)
+
+asyncio.run(main())
+"""
+
 
 @pytest.fixture(scope="module")
 def lab3_turn() -> Iterator[RunningLab]:
@@ -223,3 +276,46 @@ def test_two_relay_only_clients_with_allocations_at_two_sites_reach_each_other(
     assert lo <= relayed["c2"][1] <= hi
     assert got["c1"] == [[list(relayed["c2"]), f"bob {i}", "Data indication"] for i in range(n)]
     assert got["c2"] == [[list(relayed["c1"]), f"alice {i}", "Data indication"] for i in range(n)]
+
+
+def test_relay_only_webrtc_between_two_sites(lab3_turn: RunningLab) -> None:
+    """Two aiortc peers with relay candidates only: the offerer on c1 allocates at CHC,
+    the answerer on c2 at AKL; ICE, DTLS and SCTP run between the two sites' relayed
+    addresses and the data channel carries messages both ways."""
+    lab = lab3_turn
+    n = 5
+    roles = {"c1": ("offer", "alice"), "c2": ("answer", "bob")}
+    procs = {
+        node: subprocess.Popen(
+            in_namespace(lab, node, RTC, role, lab.plan.service_address, user, USERS[user], str(n)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for node, (role, user) in roles.items()
+    }
+    try:
+        offerer, answerer = procs["c1"], procs["c2"]
+        assert offerer.stdout is not None
+        assert answerer.stdout is not None
+        assert answerer.stdin is not None
+        assert offerer.stdin is not None
+        offer = offerer.stdout.readline()
+        answerer.stdin.write(offer)
+        answerer.stdin.flush()
+        offerer.stdin.write(answerer.stdout.readline())
+        offerer.stdin.flush()
+        got = {}
+        for node, p in procs.items():
+            out, _ = p.communicate(timeout=90)
+            assert p.returncode == 0
+            got[node] = json.loads(out.splitlines()[-1])
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert "typ relay" in offer
+    assert "typ host" not in offer
+    assert got["c2"] == [f"alice {i}" for i in range(n)]
+    assert got["c1"] == [f"bob {i}" for i in range(n)]
