@@ -6,6 +6,10 @@ In ``tests/data/lab3.yaml`` client c1 reaches CHC and c2 reaches AKL.  Every sit
 allocates (at CHC: its relayed port is in CHC's slice) and binds a channel to a peer on
 c2; the peer answers the relayed address, its datagrams land at AKL — the site c2's
 packets reach — and AKL hands them over the backbone to CHC, which relays them to c1.
+
+Two clients with allocations at two sites (c1 at CHC, c2 at AKL) reach each other's
+relayed addresses: with TURN's own client (Send and Data indications) and as two aiortc
+peers with relay candidates only, whose data channel runs between the sites' relays.
 """
 
 from __future__ import annotations
@@ -91,11 +95,13 @@ RTC = """
 import asyncio, json, sys
 from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy,
                     RTCPeerConnection, RTCSessionDescription)
-role, server, user, password, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+role, server, user, password = sys.argv[1:5]
+n = int(sys.argv[5])
 
 async def main():
     loop = asyncio.get_running_loop()
-    ice = RTCIceServer(urls=[f"turn:{server}:3478?transport=udp"], username=user, credential=password)
+    url = f"turn:{server}:3478?transport=udp"
+    ice = RTCIceServer(urls=[url], username=user, credential=password)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[ice],
                                             iceTransportPolicy=RTCIceTransportPolicy.RELAY))
     got, done = [], loop.create_future()
