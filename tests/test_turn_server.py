@@ -1248,3 +1248,36 @@ def test_the_relays_own_listeners_stay_unreachable(peer: Addr) -> None:
     refused = server.counters.refused_peer
     assert client.send_indication(T0, peer, b"binding") == []
     assert server.counters.refused_peer == refused + 1
+
+
+def test_a_shared_ledger_holds_the_user_quota_across_servers() -> None:
+    from anyedge.services.turn.ledger import SharedLedger
+
+    ledger = SharedLedger(slots=64)
+    config = TurnConfig(user_quota=2)
+    creds = Credentials(REALM, FLEET, USERS, SECRETS)
+    servers = [
+        TurnServer(
+            config,
+            creds,
+            PortRange(RELAY4, None, 50000 + 100 * i, 50099 + 100 * i),
+            T0,
+            ledger=ledger,
+        )
+        for i in range(2)
+    ]
+    ok = [
+        allocated(servers[0], addr=("85.10.0.90", 1))[0],
+        allocated(servers[1], addr=("85.10.0.91", 1))[0],
+    ]
+    assert ledger.count("alice") == 2
+    for server in servers:  # alice holds two, one at each server: no third anywhere
+        resp, _ = Client(server, addr=("85.10.0.92", 1)).allocate(T0)
+        assert error_code(resp) == 486
+    assert (
+        allocated(servers[1], addr=("85.10.0.93", 1), username="bob", password=USERS["bob"])[1].cls
+        == Class.SUCCESS
+    )
+    ok[0].ok(T0 + 1, Method.REFRESH, [(Attr.LIFETIME, pack(Attr.LIFETIME, 0))])
+    assert ledger.count("alice") == 1
+    assert Client(servers[1], addr=("85.10.0.92", 1)).allocate(T0 + 2)[0].cls == Class.SUCCESS

@@ -299,6 +299,30 @@ def test_tcp_listener_has_a_deep_accept_backlog(relay: Relay) -> None:
     assert int(out[2]) == min(4096, somaxconn) > 100
 
 
+def test_the_user_quota_holds_across_workers(tmp_path: Path) -> None:
+    # two workers, each with its own core: the quota of 3 is still 3 for the relay
+    r = start_relay(tmp_path, workers=2, tls=False, limits="{user_quota: 3}")
+    clients = [TurnUdpClient(("127.0.0.1", r.port), "alice", "wonderland") for _ in range(10)]
+    try:
+        codes = []
+        for c in clients:  # ten 5-tuples, spread over both workers by the kernel
+            try:
+                c.allocate()
+                codes.append(0)
+            except TurnError as e:
+                codes.append(e.code or -1)
+        assert sorted(codes) == [0] * 3 + [486] * 7
+        # an allocation that ends makes room at whichever worker
+        next(c for c, code in zip(clients, codes, strict=True) if code == 0).release()
+        last = next(c for c, code in zip(clients, codes, strict=True) if code == 486)
+        last.allocate()
+    finally:
+        for c in clients:
+            c.close()
+        stop(r)
+    assert r.proc.returncode == 0
+
+
 def test_a_second_instance_on_the_same_address_refuses_to_start(tmp_path: Path) -> None:
     first = start_relay(tmp_path, workers=2, tls=False)
     try:

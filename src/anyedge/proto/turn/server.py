@@ -53,7 +53,7 @@ import itertools
 import random
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from ..stun import (
     ATTRIBUTES,
@@ -90,6 +90,20 @@ from .config import Counters, TurnConfig
 from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
 from .policy import PeerPolicy, RateLimiter, TokenBucket
 from .ports import RelayPorts
+
+
+class QuotaLedger(Protocol):
+    """Allocations per user counted beyond this server (the other workers' too); the
+    IO layer gives one to every worker of a site."""
+
+    def take(self, user: str, quota: int) -> bool:
+        """Count one more allocation of ``user`` unless it holds ``quota`` already."""
+        ...
+
+    def give_back(self, user: str) -> None:
+        """One allocation of ``user`` ended."""
+        ...
+
 
 REASONS = {
     400: "Bad Request",
@@ -168,8 +182,10 @@ class TurnServer:
         ports: RelayPorts,
         now: float,
         rng: random.Random | None = None,
+        ledger: QuotaLedger | None = None,
     ) -> None:
         self.config = config
+        self.ledger = ledger
         self.credentials = credentials
         self.ports = ports
         self.counters = Counters()
@@ -386,6 +402,8 @@ class TurnServer:
         c.permissions -= len(alloc.perms)
         c.channels -= sum(ch.live for ch in alloc.channels.values())
         alloc.quota.allocations -= 1
+        if self.ledger is not None and self.config.user_quota is not None:
+            self.ledger.give_back(alloc.user)
         return out
 
     # --- STUN messages ------------------------------------------------------------
@@ -634,8 +652,13 @@ class TurnServer:
             return fail(486)
         if len(self._allocs) >= self.config.max_allocations:
             return fail(508)
+        ledger = self.ledger if quota is not None else None
+        if ledger is not None and quota is not None and not ledger.take(auth.user, quota):
+            return fail(486)  # held at other workers
         relay = self.ports.take(families[0], even)
         if relay is None:
+            if ledger is not None:
+                ledger.give_back(auth.user)
             return fail(508)
         relays = {families[0]: relay}
         extra: tuple[tuple[int, bytes], ...] = ()
@@ -821,4 +844,4 @@ class TurnServer:
         return [ToPeer(relay, peer, data)]
 
 
-__all__ = ["REASONS", "TurnServer"]
+__all__ = ["REASONS", "QuotaLedger", "TurnServer"]

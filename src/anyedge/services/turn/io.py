@@ -37,6 +37,7 @@ from typing import Any, cast
 from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
 from ...proto.turn.outputs import Addr, Output
+from ...proto.turn.server import QuotaLedger
 from .config import ServiceConfig
 
 log = logging.getLogger("anyedge.turn")
@@ -219,12 +220,20 @@ class _Stream(asyncio.Protocol):
 class TurnService:
     """The relay of one process: the core, its listeners and its relay sockets."""
 
-    def __init__(self, config: ServiceConfig, worker: int = 0, workers: int = 1) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        worker: int = 0,
+        workers: int = 1,
+        ledger: QuotaLedger | None = None,
+    ) -> None:
         self.config = config
         relay = config.doc.relay
         first, last = config.relay_ports(worker, workers)
         self.ports = BindingPorts(PortRange(relay.ipv4, relay.ipv6, first, last))
-        self.core = TurnServer(config.turn, config.credentials, self.ports, time.time())
+        self.core = TurnServer(
+            config.turn, config.credentials, self.ports, time.time(), ledger=ledger
+        )
         self.listeners: dict[Addr, asyncio.DatagramTransport] = {}
         self.servers: list[asyncio.Server] = []
         self.streams: dict[tuple[str, Addr, Addr], asyncio.Transport] = {}

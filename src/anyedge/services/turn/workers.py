@@ -9,8 +9,9 @@ owns the relay port.  uvloop drives the event loop when it is installed.
 
 SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped); a
 worker that dies ends the others too, since the kernel would hand its clients to workers
-that do not hold their allocations.  Limits (quotas, the allocation cap, rate limits)
-are each worker's own.
+that do not hold their allocations.  The per-user allocation quota is counted across
+the workers (:class:`~.ledger.SharedLedger`, shared memory made before the fork); the
+other limits (bandwidth, the allocation cap, rate limits) are each worker's own.
 
 Only one instance may serve an address: a second ``turn serve`` (or ``lab turn``) on the
 same listener would share it through ``SO_REUSEPORT`` and the kernel would hash clients
@@ -37,6 +38,7 @@ from collections.abc import Callable
 
 from .config import ServiceConfig
 from .io import TurnService
+from .ledger import SharedLedger
 from .metrics import serve_metrics
 
 log = logging.getLogger("anyedge.turn")
@@ -51,8 +53,14 @@ def _event_loop_policy() -> str:
     return "uvloop"
 
 
-async def _run(config: ServiceConfig, worker: int, workers: int, ready: Callable[[], None]) -> None:
-    service = TurnService(config, worker, workers)
+async def _run(
+    config: ServiceConfig,
+    worker: int,
+    workers: int,
+    ready: Callable[[], None],
+    ledger: SharedLedger | None = None,
+) -> None:
+    service = TurnService(config, worker, workers, ledger)
     await service.start()
     m = config.doc.metrics
     if m.port is not None:
@@ -68,16 +76,26 @@ async def _run(config: ServiceConfig, worker: int, workers: int, ready: Callable
         await service.close()
 
 
-def run_worker(config: ServiceConfig, worker: int, workers: int, ready: Callable[[], None]) -> None:
+def run_worker(
+    config: ServiceConfig,
+    worker: int,
+    workers: int,
+    ready: Callable[[], None],
+    ledger: SharedLedger | None = None,
+) -> None:
     loop_kind = _event_loop_policy()
     log.info(
         '{"event": "worker", "worker": %d, "pid": %d, "loop": "%s"}', worker, os.getpid(), loop_kind
     )
-    asyncio.run(_run(config, worker, workers, ready))
+    asyncio.run(_run(config, worker, workers, ready, ledger))
 
 
 def _one_of_many(
-    config: ServiceConfig, worker: int, workers: int, barrier: threading.Barrier
+    config: ServiceConfig,
+    worker: int,
+    workers: int,
+    barrier: threading.Barrier,
+    ledger: SharedLedger,
 ) -> None:
     """A worker process: :func:`run_worker`, meeting the others and the parent at
     ``barrier`` once its listeners are open.  A worker that cannot open them (a port
@@ -88,7 +106,7 @@ def _one_of_many(
         barrier.wait()
 
     try:
-        run_worker(config, worker, workers, ready)
+        run_worker(config, worker, workers, ready, ledger)
     except threading.BrokenBarrierError:  # another worker could not start
         sys.exit(1)
     except OSError as e:  # ssl.SSLError is one too
@@ -143,8 +161,9 @@ def _serve(config: ServiceConfig, on_ready: Callable[[], None]) -> int:
         return 0
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(workers + 1)
+    ledger = SharedLedger()
     procs = [
-        ctx.Process(target=_one_of_many, args=(config, i, workers, barrier), daemon=True)
+        ctx.Process(target=_one_of_many, args=(config, i, workers, barrier, ledger), daemon=True)
         for i in range(workers)
     ]
     stopping = False
