@@ -35,7 +35,7 @@ class SharedLedger:
         """How many allocations ``user`` holds at all workers (or more, on a collision)."""
         a, b = self._cells(user)
         with self._counts.get_lock():
-            return min(self._counts[a], self._counts[b])
+            return int(min(self._counts[a], self._counts[b]))
 
     def take(self, user: str, quota: int) -> bool:
         a, b = self._cells(user)
