@@ -61,9 +61,14 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """User + system CPU seconds of ``pid`` (all its threads) and of its live descendants:
+    ``--workers 2`` of anyedge are two worker processes under a supervisor that relays
+    nothing itself."""
+    total = 0
+    for p in tp.process_tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
 
 
 def percentile(values: list[float], q: float) -> float:

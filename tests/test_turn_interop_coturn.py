@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import time
@@ -166,6 +167,46 @@ def test_aioice_gets_every_echo_through_a_bound_channel(
 def test_aioice_plain_function_returns_the_echoes(turn: tp.TurnServer) -> None:
     got = tp.aioice_exchange(tp.LOOPBACK, turn.port, "alice", "wonderland", payloads=[b"x", b"y"])
     assert sorted(got) == [b"x", b"y"]
+
+
+# -- clients of one relay, reaching each other's relayed addresses
+
+
+@pytest.fixture(scope="module", params=sorted(tp.TURN_SERVERS))
+def turn_own_policy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tp.TurnServer]:
+    """A TURN server whose peer policy is its default: for anyedge no allow list, so its
+    loopback relay address is no peer but its relayed addresses are."""
+    name = request.param
+    workdir = tmp_path_factory.mktemp(f"{name}-own")
+    if name != "anyedge":
+        yield from _stopped(_start(name, workdir, users=USERS))
+        return
+    server = tp.anyedge_server(
+        workdir,
+        tp.free_port(),
+        users=USERS,
+        relay_ports=tp.free_port_range(200),
+        allow_loopback=False,
+    )
+    yield from _stopped(server)
+
+
+def test_uclient_client_to_client_through_one_relay(turn_own_policy: tp.TurnServer) -> None:
+    _need_uclient()
+    server = turn_own_policy
+    r = tp.run_uclient(
+        tp.LOOPBACK, server.port, "user", "pass", messages=10, clients=2, extra=["-y"]
+    )
+    assert r["returncode"] == 0, r["output"][-2000:]
+    assert r["errors"] == []
+    assert r["sent"] == r["received"] == 20
+
+
+def test_aiortc_relay_only_peers_on_one_relay_connect(turn_own_policy: tp.TurnServer) -> None:
+    url = f"turn:{tp.LOOPBACK}:{turn_own_policy.port}?transport=udp"
+    assert tp.aiortc_datachannel(url, "alice", "wonderland", 30, ["a", "b"]) == ["a", "b"]
 
 
 # -- aiortc
@@ -348,3 +389,17 @@ def test_rest_credentials_expired_or_forged_are_refused(
         with pytest.raises(tp.TurnError) as err:
             c.allocate()
         assert err.value.code == 401
+
+
+def test_a_multi_worker_server_is_measured_with_its_workers(tmp_path: Path) -> None:
+    """``bench_turn.py --workers 2`` reads CPU, memory and descriptors of the whole process
+    tree: anyedge's supervisor relays nothing, its two workers do."""
+    server = tp.anyedge_server(
+        tmp_path, tp.free_port(), users=USERS, relay_ports=tp.free_port_range(200), workers=2
+    )
+    with server:
+        tree = tp.process_tree(server.pid)
+        assert len(tree) == 3  # the supervisor and two workers
+        own = sum(len(os.listdir(f"/proc/{p}/fd")) for p in tree)
+        assert tp.open_fds(server.pid) == own
+        assert tp.rss_kib(server.pid) > tp.rss_kib(tree[1])

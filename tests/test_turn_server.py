@@ -255,7 +255,7 @@ def test_allocate_without_credentials_gets_401_with_realm_and_nonce() -> None:
     assert error_code(resp) == 401
     assert attr(resp, Attr.REALM) == REALM
     nonce = str(attr(resp, Attr.NONCE))
-    assert nonce_valid(FLEET, nonce, T0, CLIENT[0])
+    assert nonce_valid(FLEET, nonce, T0, CLIENT)
     assert not resp.has(Attr.MESSAGE_INTEGRITY)
     assert server.counters.challenges == 1
     assert server.allocation("udp", CLIENT, SERVER) is None
@@ -275,7 +275,7 @@ def test_wrong_password_gets_401() -> None:
 def test_stale_nonce_gets_438_with_a_fresh_one() -> None:
     server = make_server()
     client = Client(server)
-    client.nonce = mint_nonce(FLEET[0], T0 - 700, CLIENT[0], 600)  # expired at T0 - 100
+    client.nonce = mint_nonce(FLEET[0], T0 - 700, CLIENT, 600)  # expired at T0 - 100
     resp, _ = client.allocate(T0)
     assert error_code(resp) == 438
     assert attr(resp, Attr.REALM) == REALM
@@ -285,15 +285,28 @@ def test_stale_nonce_gets_438_with_a_fresh_one() -> None:
     assert server.counters.stale_nonces == 1
 
 
-def test_nonce_is_bound_to_the_client_ip_and_the_fleet_key() -> None:
+def test_nonce_is_bound_to_the_client_address_and_the_fleet_key() -> None:
     server = make_server()
     client = Client(server)
-    client.nonce = mint_nonce(FLEET[0], T0, "85.10.0.99", 600)
+    client.nonce = mint_nonce(FLEET[0], T0, ("85.10.0.99", CLIENT[1]), 600)
     assert error_code(client.allocate(T0)[0]) == 438
-    client.nonce = mint_nonce(b"another fleet", T0, CLIENT[0], 600)
+    client.nonce = mint_nonce(FLEET[0], T0, (CLIENT[0], CLIENT[1] + 1), 600)  # another port
+    assert error_code(client.allocate(T0)[0]) == 438
+    client.nonce = mint_nonce(b"another fleet", T0, CLIENT, 600)
     assert error_code(client.allocate(T0)[0]) == 438
     for bad in ("", "zz" * 16, "f" * 32, "x"):
-        assert not nonce_valid(FLEET, bad, T0, CLIENT[0])
+        assert not nonce_valid(FLEET, bad, T0, CLIENT)
+
+
+def test_a_captured_allocate_replayed_from_another_port_is_refused() -> None:
+    server = make_server()
+    victim, _, _ = allocated(server)
+    captured = victim.last  # the signed Allocate, as an on-path attacker saw it
+    other = (CLIENT[0], CLIENT[1] + 7)  # the same IP (a shared NAT), another port
+    (resp,) = responses(server.receive(T0 + 1, "udp", other, SERVER, captured))
+    assert error_code(resp) == 438  # stale: its nonce names the victim's port
+    assert server.allocation("udp", other, SERVER) is None
+    assert server.counters.allocations == 1
 
 
 def test_nonce_minted_at_one_site_is_verified_at_another() -> None:
@@ -320,12 +333,12 @@ def test_nonce_lifetime_is_at_most_600_s() -> None:
         Credentials(REALM, FLEET, nonce_lifetime=601)
     with pytest.raises(ValueError, match="fleet key"):
         Credentials(REALM, ())
-    nonce = mint_nonce(FLEET[0], T0, CLIENT[0], 600)
-    assert nonce_valid(FLEET, nonce, T0 + 599, CLIENT[0])
-    assert not nonce_valid(FLEET, nonce, T0 + 600, CLIENT[0])
+    nonce = mint_nonce(FLEET[0], T0, CLIENT, 600)
+    assert nonce_valid(FLEET, nonce, T0 + 599, CLIENT)
+    assert not nonce_valid(FLEET, nonce, T0 + 600, CLIENT)
     # a nonce claiming a far expiry is refused even with a good MAC
-    far = mint_nonce(FLEET[0], T0, CLIENT[0], 5000)
-    assert not nonce_valid(FLEET, far, T0, CLIENT[0])
+    far = mint_nonce(FLEET[0], T0, CLIENT, 5000)
+    assert not nonce_valid(FLEET, far, T0, CLIENT)
 
 
 @pytest.mark.parametrize("secret", SECRETS, ids=["current secret", "rotated secret"])
@@ -338,6 +351,17 @@ def test_rest_credentials(secret: bytes) -> None:
     alloc = server.allocation("udp", CLIENT, SERVER)
     assert alloc is not None
     assert alloc.user == "carol"  # quotas count the REST user, not the timestamped name
+
+
+def test_rest_credential_expiring_far_in_the_future_gets_401() -> None:
+    # a leaked credential must not last for years: at most 30 days (rest_max_ttl) ahead
+    server = make_server()
+    for ahead, ok in ((30 * 86400, True), (30 * 86400 + 61, False), (10 * 365 * 86400, False)):
+        username = rest_username(int(T0) + ahead, "carol")
+        client = Client(server, username=username, password=rest_password(SECRETS[0], username))
+        resp, _ = client.allocate(T0)
+        assert (resp.cls == Class.SUCCESS) is ok, (ahead, error_code(resp))
+    assert server.counters.auth_failures == 2
 
 
 def test_expired_rest_credential_gets_401() -> None:
@@ -387,7 +411,7 @@ def test_userhash_identifies_a_static_user() -> None:
 
 def test_signed_request_missing_realm_gets_400() -> None:
     server = make_server()
-    nonce = mint_nonce(FLEET[0], T0, CLIENT[0], 600)
+    nonce = mint_nonce(FLEET[0], T0, CLIENT, 600)
     attrs = ((Attr.USERNAME, b"alice"), (Attr.NONCE, nonce.encode()))
     data = encode(Message(Method.ALLOCATE, Class.REQUEST, bytes(12), attrs), b"k")
     (resp,) = responses(server.receive(T0, "udp", CLIENT, SERVER, data))
@@ -989,9 +1013,43 @@ def test_rate_limiter_forgets_idle_ips_and_caps_its_table() -> None:
     for i in range(3):
         Client(server, addr=(f"85.10.1.{i}", 1)).request(T0, Method.BINDING, signed=False)
     _, data = Client(server).build(Method.BINDING, [], signed=False)
-    assert server.receive(T0, "udp", ("85.10.1.9", 1), SERVER, data) == []  # table full
+    # the table is full: the oldest bucket makes room, the newcomer is answered
+    assert server.receive(T0, "udp", ("85.10.1.9", 1), SERVER, data) != []
+    assert len(server._limiter) == 3
+    assert server.counters.rate_limiter_evictions == 1
     server.tick(T0 + 60)
-    assert server.receive(T0 + 60, "udp", ("85.10.1.9", 1), SERVER, data) != []
+    assert len(server._limiter) == 0
+
+
+def test_a_spoofed_flood_of_100000_sources_locks_nobody_out() -> None:
+    server = make_server()  # the default table: 100,000 client IPs
+    known, _, _ = allocated(server, addr=("85.10.0.70", 4000))
+    flood = Client(server)
+    _, data = flood.build(Method.BINDING, [], signed=False)
+    for i in range(100_000):  # one window, every source new
+        src = (f"{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.1", 9)
+        server.receive(T0 + 1, "udp", src, SERVER, data)
+    assert len(server._limiter) <= TurnConfig().max_rate_keys
+    # a new client is challenged and allocates
+    resp, _ = Client(server, addr=("85.10.0.71", 1)).allocate(T0 + 1)
+    assert resp.cls == Class.SUCCESS
+    # a known client whose nonce went stale gets its 438 re-challenge and refreshes
+    known.nonce = mint_nonce(FLEET[0], T0 - 700, known.addr, 600)
+    resp, _ = known.request(T0 + 1, Method.REFRESH, [(Attr.LIFETIME, pack(Attr.LIFETIME, 600))])
+    assert error_code(resp) == 438
+    known.ok(T0 + 1, Method.REFRESH, [(Attr.LIFETIME, pack(Attr.LIFETIME, 600))])
+    assert server.counters.dropped_rate_limited == 0
+
+
+def test_authenticated_requests_never_spend_unauthenticated_tokens() -> None:
+    server = make_server(TurnConfig(unauth_rate=1, unauth_burst=3))
+    client, _, _ = allocated(server, addr=("85.10.0.72", 1))  # challenge: one token
+    for i in range(50):
+        assert client.permit(T0 + i * 0.001, PEER).cls == Class.SUCCESS
+    # two tokens are left for the unauthenticated answers of this IP
+    _, data = client.build(Method.BINDING, [], signed=False)
+    answered = [server.receive(T0 + 0.1, "udp", client.addr, SERVER, data) for _ in range(3)]
+    assert [bool(a) for a in answered] == [True, True, False]
 
 
 # --- relay ports ------------------------------------------------------------------------
@@ -1147,3 +1205,79 @@ def test_a_denied_ipv4_range_stays_denied_inside_ipv6(peer: str) -> None:
     policy = PeerPolicy(extra_deny=["203.0.114.0/24"])
     assert "denied by operator" in (policy.refusal(peer) or "")
     assert PeerPolicy().refusal("2002:cb00:7205::1") is None  # a public 6to4 peer, not denied
+
+
+def _own_relay_server() -> TurnServer:
+    """A relay that denies its own address (as ``turn serve`` does) but knows which of
+    its ports are relayed addresses: 50000-50999 here, 49000-49999 another site's."""
+    return make_server(
+        TurnConfig(
+            deny_peers=(f"{RELAY4}/32", f"{SERVER[0]}/32"),
+            relayed_peers=((RELAY4, 49000, 50999),),
+        )
+    )
+
+
+def test_two_clients_of_one_relay_reach_each_other() -> None:
+    server = _own_relay_server()
+    a, resp_a, _ = allocated(server, addr=("85.10.0.80", 1000))
+    b, resp_b, _ = allocated(server, addr=("85.10.0.81", 1000))
+    (relay_a,), (relay_b,) = relays_of(resp_a), relays_of(resp_b)
+    assert a.permit(T0, relay_b).cls == Class.SUCCESS
+    assert b.bind(T0, CHANNEL_MIN, relay_a).cls == Class.SUCCESS
+    (out,) = a.send_indication(T0, relay_b, b"hello b")
+    assert out == ToPeer(relay_a, relay_b, b"hello b")
+    # the datagram arrives on B's relay socket, from A's relayed address
+    (to_b,) = server.receive_from_peer(T0, relay_b, relay_a, b"hello b")
+    assert isinstance(to_b, ToClient)
+    assert to_b.client_addr == b.addr
+    assert decode_channel_data(to_b.data) == (CHANNEL_MIN, b"hello b")
+    # and another site's slice of the anycast relay ports is a peer too
+    assert a.bind(T0, CHANNEL_MIN, (RELAY4, 49500)).cls == Class.SUCCESS
+
+
+@pytest.mark.parametrize("peer", [(RELAY4, 3478), (RELAY4, 51000), (RELAY4, 48999), SERVER])
+def test_the_relays_own_listeners_stay_unreachable(peer: Addr) -> None:
+    server = _own_relay_server()
+    client, _, _ = allocated(server)
+    assert error_code(client.bind(T0, CHANNEL_MIN, peer)) == 403
+    if peer[0] == RELAY4:  # a permission names the IP only: the port is checked per Send
+        assert client.permit(T0, peer).cls == Class.SUCCESS
+    else:
+        assert error_code(client.permit(T0, peer)) == 403
+    refused = server.counters.refused_peer
+    assert client.send_indication(T0, peer, b"binding") == []
+    assert server.counters.refused_peer == refused + 1
+
+
+def test_a_shared_ledger_holds_the_user_quota_across_servers() -> None:
+    from anyedge.services.turn.ledger import SharedLedger
+
+    ledger = SharedLedger(slots=64)
+    config = TurnConfig(user_quota=2)
+    creds = Credentials(REALM, FLEET, USERS, SECRETS)
+    servers = [
+        TurnServer(
+            config,
+            creds,
+            PortRange(RELAY4, None, 50000 + 100 * i, 50099 + 100 * i),
+            T0,
+            ledger=ledger,
+        )
+        for i in range(2)
+    ]
+    ok = [
+        allocated(servers[0], addr=("85.10.0.90", 1))[0],
+        allocated(servers[1], addr=("85.10.0.91", 1))[0],
+    ]
+    assert ledger.count("alice") == 2
+    for server in servers:  # alice holds two, one at each server: no third anywhere
+        resp, _ = Client(server, addr=("85.10.0.92", 1)).allocate(T0)
+        assert error_code(resp) == 486
+    assert (
+        allocated(servers[1], addr=("85.10.0.93", 1), username="bob", password=USERS["bob"])[1].cls
+        == Class.SUCCESS
+    )
+    ok[0].ok(T0 + 1, Method.REFRESH, [(Attr.LIFETIME, pack(Attr.LIFETIME, 0))])
+    assert ledger.count("alice") == 1
+    assert Client(servers[1], addr=("85.10.0.92", 1)).allocate(T0 + 2)[0].cls == Class.SUCCESS

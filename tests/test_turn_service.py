@@ -26,6 +26,7 @@ from aioice.turn import create_turn_endpoint
 
 from anyedge.cli.main import main
 from anyedge.proto.turn import rest_password, rest_username
+from turn_peers import TurnError, TurnUdpClient
 
 pytestmark = pytest.mark.slow
 
@@ -82,9 +83,14 @@ def self_signed(d: Path) -> tuple[Path, Path]:
     return c, k
 
 
-def start_relay(d: Path, workers: int = 1, tls: bool = True) -> Relay:
+def start_relay(
+    d: Path, workers: int = 1, tls: bool = True, limits: str = "{allow_peers: [127.0.0.0/8]}"
+) -> Relay:
     port = free_port()
-    while True:  # the same number must be free for UDP and TCP
+    while True:  # the same number must be free for UDP and TCP, outside the relay ports
+        if 40000 <= port <= 40999:
+            port = free_port()
+            continue
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind(("127.0.0.1", port))
@@ -111,7 +117,7 @@ def start_relay(d: Path, workers: int = 1, tls: bool = True) -> Relay:
         "relay: {ipv4: 127.0.0.1, ports: [40000, 40999]}\n"
         "auth: {users_file: users.txt, rest_secrets: [rotated-new, rotated-old], "
         "fleet_keys: [fleet-key-for-tests]}\n"
-        "limits: {allow_peers: [127.0.0.0/8]}\n"
+        f"limits: {limits}\n"
         f"workers: {workers}\n"
         f"metrics: {{port: {metrics}}}\n"
     )
@@ -241,6 +247,14 @@ def test_metrics_count_what_was_relayed(relay: Relay) -> None:
     assert after[created] - before[created] == 1
     challenge = 'anyedge_turn_auth_failures_total{kind="challenge",worker="0"}'
     assert after[challenge] > before[challenge]  # the 401 every client starts with
+    # what the IO layer counts is exported too, beside the core's counters
+    for series in (
+        'anyedge_turn_input_errors_total{worker="0"}',
+        'anyedge_turn_dropped_total{reason="backlog",worker="0"}',
+        'anyedge_turn_dropped_total{reason="relay_opening",worker="0"}',
+        'anyedge_turn_rate_limiter_evictions_total{worker="0"}',
+    ):
+        assert after[series] == 0, series
 
 
 def test_rest_credentials_with_a_rotated_secret(relay: Relay) -> None:
@@ -274,6 +288,65 @@ def test_two_workers_share_the_port(tmp_path: Path) -> None:
         stop(r)
     assert r.proc.returncode == 0
     assert not [p for p in pids if os.path.exists(f"/proc/{p}")]
+
+
+def test_tcp_listener_has_a_deep_accept_backlog(relay: Relay) -> None:
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{relay.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert out[0] == "LISTEN"
+    assert int(out[2]) == min(4096, somaxconn) > 100
+
+
+def test_the_user_quota_holds_across_workers(tmp_path: Path) -> None:
+    # two workers, each with its own core: the quota of 3 is still 3 for the relay
+    r = start_relay(tmp_path, workers=2, tls=False, limits="{user_quota: 3}")
+    clients = [TurnUdpClient(("127.0.0.1", r.port), "alice", "wonderland") for _ in range(10)]
+    try:
+        codes = []
+        for c in clients:  # ten 5-tuples, spread over both workers by the kernel
+            try:
+                c.allocate()
+                codes.append(0)
+            except TurnError as e:
+                codes.append(e.code or -1)
+        assert sorted(codes) == [0] * 3 + [486] * 7
+        # an allocation that ends makes room at whichever worker
+        next(c for c, code in zip(clients, codes, strict=True) if code == 0).release()
+        last = next(c for c, code in zip(clients, codes, strict=True) if code == 486)
+        last.allocate()
+    finally:
+        for c in clients:
+            c.close()
+        stop(r)
+    assert r.proc.returncode == 0
+
+
+def test_a_second_instance_on_the_same_address_refuses_to_start(tmp_path: Path) -> None:
+    first = start_relay(tmp_path, workers=2, tls=False)
+    try:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "anyedge", "turn", "serve", "-c", str(tmp_path / "turn.yaml")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.send_signal(signal.SIGTERM)
+            second.communicate()
+            pytest.fail("a second instance started on the same address")
+        assert second.returncode == 1
+        assert "ready" not in out
+        assert f"another anyedge turn instance serves udp 127.0.0.1 port {first.port}" in err
+        # the first one still serves
+        _, got, _ = asyncio.run(exchange(first.port, "alice", "wonderland", n=2))
+        assert len(got) == 2
+    finally:
+        stop(first)
+    assert first.proc.returncode == 0
 
 
 def test_config_problems_name_their_place(
@@ -329,6 +402,63 @@ def test_the_relays_own_addresses_are_not_peers(tmp_path: Path) -> None:
     # an operator who allows them (a test on loopback) gets them as peers
     conf.write_text(base + "limits: {allow_peers: [203.0.113.0/24]}\n")
     assert load_config(conf).turn.deny_peers == ()
+
+
+def test_two_relay_only_clients_of_one_relay_reach_each_other(tmp_path: Path) -> None:
+    # no allow list: the relay's own address (loopback here) is no peer, but its
+    # relayed addresses are; two clients allocate and talk through their relays
+    r = start_relay(tmp_path, workers=2, tls=False, limits="{}")
+    try:
+        server = ("127.0.0.1", r.port)
+        with (
+            TurnUdpClient(server, "alice", "wonderland") as a,
+            TurnUdpClient(server, "bob", "builder") as b,
+        ):
+            relay_a, relay_b = a.allocate(), b.allocate()
+            a.create_permission(relay_b)
+            b.create_permission(relay_a)
+            a.send_indication(relay_b, b"hello from a")
+            assert b.receive() == (relay_a, b"hello from a", "Data indication")
+            b.channel_bind(0x4001, relay_a)
+            b.send_channel(0x4001, b"hello from b")
+            assert a.receive() == (relay_b, b"hello from b", "Data indication")
+            # the listener is not a peer: no TURN inside TURN
+            with pytest.raises(TurnError, match="403"):
+                a.channel_bind(0x4002, server)
+            a.send_indication(server, b"\x00\x01\x00\x00" + bytes(16))
+            a.release()
+            b.release()
+    finally:
+        stop(r)
+    assert r.proc.returncode == 0
+
+
+def test_check_prints_ipv6_listeners_in_brackets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "turn.yaml"
+    conf.write_text(
+        "realm: x\nlisten:\n"
+        "  - {transport: udp, address: '2001:db8::7', port: 3478}\n"
+        "  - {transport: tcp, address: 203.0.113.7, port: 3478}\n"
+        "relay: {ipv6: '2001:db8::7'}\n"
+        "auth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
+    )
+    assert main(["turn", "check", "-c", str(conf)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["listen"] == ["udp://[2001:db8::7]:3478", "tcp://203.0.113.7:3478"]
+
+
+def test_a_listener_inside_the_relay_ports_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "turn.yaml"
+    bad.write_text(
+        "realm: x\nlisten: [{transport: udp, address: 127.0.0.1, port: 50000}]\n"
+        "auth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
+    )
+    assert main(["turn", "check", "-c", str(bad)]) == 2
+    assert "port 50000 is inside the relay ports 49152-65535" in capsys.readouterr().err
 
 
 def test_credential_command_makes_a_working_rest_password(

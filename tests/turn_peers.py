@@ -1004,16 +1004,35 @@ class TurnServer(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (a supervisor and its worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
 def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (VmRSS of /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size of ``pid`` and its descendants in KiB (VmRSS of
+    /proc/PID/status, summed: pages the workers share are counted once per worker)."""
+    total = 0
+    for p in process_tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+                break
+        else:
+            raise RuntimeError(f"no VmRSS for pid {p}")
+    return total
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Open descriptors of ``pid`` and its descendants."""
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in process_tree(pid))
 
 
 class ServerProcess:
@@ -1254,11 +1273,14 @@ def anyedge_server(
     secret: str | None = None,
     relay_ports: tuple[int, int],
     workers: int = 1,
+    allow_loopback: bool = True,
 ) -> ServerProcess:
     """:data:`TURN_SERVERS` factory for anyedge's relay (``python -m anyedge turn serve``):
     UDP and TCP on 127.0.0.1:``port``, ``workers`` processes, peers on loopback allowed
     (and nothing else special-purpose), no per-user quota so benchmarks can allocate
-    thousands, and no per-IP limit on challenges (every client here shares one IP)."""
+    thousands, and no per-IP limit on challenges (every client here shares one IP).
+    Without ``allow_loopback`` the default peer policy holds: loopback is no peer, only
+    the relay's own relayed addresses (its clients reach each other) are."""
     users = dict(users or ({} if secret else {"user": "pass"}))
     auth = [f"  users: {json.dumps(users)}", "  fleet_keys: [interop-fleet-key]"]
     if secret:
@@ -1274,7 +1296,8 @@ def anyedge_server(
         # every client here comes from 127.0.0.1: the per-IP limit on unauthenticated
         # answers (the 401 every client starts with) is set out of the way, as coturn has
         # none; the limit itself is tested in tests/test_turn_server.py
-        "limits: {allow_peers: [127.0.0.0/8], user_quota: null, max_allocations: 1000000,\n"
+        f"limits: {{allow_peers: {'[127.0.0.0/8]' if allow_loopback else '[]'}, "
+        "user_quota: null, max_allocations: 1000000,\n"
         "         unauth_rate: 1000000, unauth_burst: 1000000}\n"
         f"workers: {workers}\n"
         "log: text\n"

@@ -47,7 +47,12 @@ def check(config_path: Path) -> None:
         json.dumps(
             {
                 "realm": d.realm,
-                "listen": [f"{x.transport}://{x.address}:{x.port}" for x in d.listen],
+                "listen": [
+                    f"{x.transport}://[{x.address}]:{x.port}"
+                    if ":" in x.address
+                    else f"{x.transport}://{x.address}:{x.port}"
+                    for x in d.listen
+                ],
                 "relay": {"ipv4": d.relay.ipv4, "ipv6": d.relay.ipv6, "ports": [lo, hi]},
                 "users": len(cfg.credentials.users),
                 "rest_secrets": len(cfg.credentials.rest_secrets),

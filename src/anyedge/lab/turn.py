@@ -10,6 +10,13 @@ site's slice hands it over the backbone to that site — nftables marks it by de
 port (table ``ip anyedge_turn``, beside Plurimog's ``ip anyedge``) and the marks the lab
 set up for Plurimog route it over the backbone link, ahead of the local table.
 
+The same holds for datagrams a site's relay sends itself: two relay-only clients whose
+allocations are at two sites send to each other's relayed addresses, which are the
+anycast address with a port of the other site's slice.  The kernel would deliver such a
+datagram locally (the address is its own) to a port nobody holds, so the ``output``
+chain marks it for the owning site's backbone link too, and that site accepts a
+datagram from its own (anycast) address on the backbone (``accept_local``).
+
 :func:`start` writes each site's ``turn.yaml`` (one fleet key for all, so any site
 checks any site's nonces), starts ``anyedge turn serve`` in each site's namespace and
 installs the steering; the relay processes are recorded in the lab's state, so
@@ -56,10 +63,22 @@ def steering(plan: LabPlan, node: NodePlan) -> str:
         "    type filter hook prerouting priority mangle; policy accept;",
     ]
     address = node.anycast[0]
-    for b in backbone_links(plan, node):
+    links = backbone_links(plan, node)
+    for b in links:
         lo, hi = slices[b.to_site]
         lines.append(
             f"    iifname {{ {iif} }} ip daddr {address} udp dport {lo}-{hi} "
+            f"counter meta mark set {b.mark:#x}"
+        )
+    lines += [
+        "  }",
+        "  chain output {",  # a route chain: a new mark routes the datagram again
+        "    type route hook output priority mangle; policy accept;",
+    ]
+    for b in links:
+        lo, hi = slices[b.to_site]
+        lines.append(
+            f"    ip saddr {address} ip daddr {address} udp dport {lo}-{hi} "
             f"counter meta mark set {b.mark:#x}"
         )
     lines += ["  }", "}"]
@@ -107,6 +126,8 @@ def start(
             state.save(directory)
         pids[str(node.site)] = pid
         nft.apply(node.namespace, steering(plan, node))
+        for b in backbone_links(plan, node):  # relayed datagrams from another site
+            netns.run(node.namespace, ["sysctl", "-qw", f"net.ipv4.conf.{b.ifname}.accept_local=1"])
     end = time.monotonic() + timeout
     for node in plan.sites:
         log = node_dir(directory, node.name) / "turn.log"

@@ -8,13 +8,19 @@ Two kinds of user, both under the long-term credential mechanism (RFC 8489 §9.2
   server that shares a secret with the relays hands its client ``username =
   "<expiry>:<user>"`` (Unix seconds) and ``password = base64(HMAC-SHA1(secret,
   username))``.  Several secrets are accepted at once so they can be rotated: add the
-  new one, let clients move over, remove the old.  An expired username gets 401.
+  new one, let clients move over, remove the old.  An expired username gets 401, and
+  so does one whose expiry is more than ``rest_max_ttl`` (30 days by default, the
+  longest ``anyedge turn credential`` makes) ahead: a leaked credential must not last
+  for years.
 
 Nonces are stateless so that any site of the anycast fleet can verify a nonce that
 another site minted -- a client whose route flips mid-call lands at a site that has
 never seen it.  A nonce is ``hex(expiry) || hex(HMAC-SHA256(fleet key, expiry || client
-IP))[:24]``; it lives at most 600 s and only for the client IP it was minted for.  The
-first fleet key mints, all verify (rotation again).
+IP || client port))[:24]``; it lives at most 600 s and only for the transport address
+(IP and port) it was minted for, so a signed request captured and replayed from another
+port -- another client behind the same NAT -- is stale (438), not granted.  A client
+whose NAT mapping changes gets one 438 and a fresh nonce.  The first fleet key mints,
+all verify (rotation again).
 
 Because expiries are compared with ``now`` across sites, ``now`` must be Unix time
 (``time.time()``), not a monotonic clock.
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from ..stun import long_term_key, userhash
 
 MAX_NONCE_LIFETIME = 600.0
+MAX_REST_TTL = 30 * 86400.0
 _CLOCK_SKEW = 60.0
 
 
@@ -43,6 +50,7 @@ class Credentials:
     rest_secrets: tuple[bytes, ...] = ()
     nonce_lifetime: float = MAX_NONCE_LIFETIME
     rest_separator: str = ":"
+    rest_max_ttl: float = MAX_REST_TTL  # seconds a REST username may expire ahead of now
 
     def __post_init__(self) -> None:
         if not self.fleet_keys:
@@ -64,25 +72,30 @@ def rest_username(expiry: int, user: str = "", separator: str = ":") -> str:
 _HEX = frozenset("0123456789abcdef")
 
 
-def _nonce_mac(key: bytes, expiry: int, client_ip: str) -> str:
-    return hmac.digest(key, f"{expiry:08x}|{client_ip}".encode(), "sha256")[:12].hex()
+Addr = tuple[str, int]
 
 
-def mint_nonce(key: bytes, now: float, client_ip: str, lifetime: float) -> str:
-    """A nonce for ``client_ip`` that any holder of ``key`` accepts until now + lifetime."""
+def _nonce_mac(key: bytes, expiry: int, client: Addr) -> str:
+    text = f"{expiry:08x}|{client[0]}|{client[1]}"
+    return hmac.digest(key, text.encode(), "sha256")[:12].hex()
+
+
+def mint_nonce(key: bytes, now: float, client: Addr, lifetime: float) -> str:
+    """A nonce for the transport address ``client`` that any holder of ``key`` accepts
+    until now + lifetime."""
     expiry = int(now + lifetime)
-    return f"{expiry:08x}{_nonce_mac(key, expiry, client_ip)}"
+    return f"{expiry:08x}{_nonce_mac(key, expiry, client)}"
 
 
-def nonce_valid(keys: tuple[bytes, ...], nonce: str, now: float, client_ip: str) -> bool:
-    """Whether one of ``keys`` minted ``nonce`` for ``client_ip`` and it has not expired."""
+def nonce_valid(keys: tuple[bytes, ...], nonce: str, now: float, client: Addr) -> bool:
+    """Whether one of ``keys`` minted ``nonce`` for ``client`` and it has not expired."""
     if len(nonce) != 32 or not nonce.isascii() or not all(c in _HEX for c in nonce):
         return False  # also keeps hmac.compare_digest away from non-ASCII text
     expiry = int(nonce[:8], 16)
     if not now < expiry <= now + MAX_NONCE_LIFETIME + _CLOCK_SKEW:
         return False
     mac = nonce[8:]
-    return any(hmac.compare_digest(mac, _nonce_mac(k, expiry, client_ip)) for k in keys)
+    return any(hmac.compare_digest(mac, _nonce_mac(k, expiry, client)) for k in keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +114,12 @@ class Authenticator:
         self._static: dict[tuple[str, int], bytes] = {}
         self._by_hash = {userhash(u, credentials.realm): u for u in credentials.users}
 
-    def nonce(self, now: float, client_ip: str) -> str:
+    def nonce(self, now: float, client: Addr) -> str:
         c = self.credentials
-        return mint_nonce(c.fleet_keys[0], now, client_ip, c.nonce_lifetime)
+        return mint_nonce(c.fleet_keys[0], now, client, c.nonce_lifetime)
 
-    def nonce_valid(self, nonce: str, now: float, client_ip: str) -> bool:
-        return nonce_valid(self.credentials.fleet_keys, nonce, now, client_ip)
+    def nonce_valid(self, nonce: str, now: float, client: Addr) -> bool:
+        return nonce_valid(self.credentials.fleet_keys, nonce, now, client)
 
     def username_of_hash(self, digest: bytes) -> str | None:
         """The static user whose USERHASH is ``digest`` (REST users have none)."""
@@ -131,7 +144,7 @@ class Authenticator:
             or (sep and not user)
         ):
             return Identity(username, username), []
-        if int(stamp) <= now:
+        if not now < int(stamp) <= now + c.rest_max_ttl + _CLOCK_SKEW:
             return Identity(username, user or username), []
         keys = [
             long_term_key(username, c.realm, rest_password(s, username), algorithm)

@@ -28,10 +28,14 @@ class TurnConfig:
     user_burst: float | None = None  # bytes; default max(user_bandwidth, 65536)
     unauth_rate: float = 20.0  # unauthenticated answers per client IP per second
     unauth_burst: float = 100.0
-    max_rate_keys: int = 100_000  # client IPs tracked by the rate limiter
+    max_rate_keys: int = 100_000  # client IPs tracked by the rate limiter (oldest out)
     allow_peers: tuple[str, ...] = ()  # CIDRs allowed even if special-purpose (labs)
     deny_peers: tuple[str, ...] = ()  # CIDRs always refused (the operator's own)
     refuse_special_peers: bool = True
+    # (relay IP, first, last): relayed addresses, the fleet's whole relay port range, that
+    # are peers whatever the lists say (clients of one relay reach each other), while the
+    # other ports of those IPs (the listeners) stay refused
+    relayed_peers: tuple[tuple[str, int, int], ...] = ()
     dont_fragment: bool = True  # DONT-FRAGMENT supported (else 420)
     max_channel: int = 0x7FFF  # RFC 5766's range, for its clients; 0x4FFF: RFC 8656's only
 
@@ -76,3 +80,4 @@ class Counters:
     dropped_bandwidth: int = 0
     dropped_bandwidth_bytes: int = 0
     retransmissions: int = 0  # answered from the transaction cache
+    rate_limiter_evictions: int = 0  # buckets pushed out of the full limiter table

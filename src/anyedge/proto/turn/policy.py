@@ -51,11 +51,22 @@ address decides), 6to4 2002::/16 (bits 16-47) and Teredo 2001::/32 (server in bi
 address as given, before any of this; ``extra_deny`` adds ranges of the operator's own
 (its service prefixes, its backbone) that no allow list entry overrides, matched against
 the address and against every IPv4 address it carries.
+
+One exception goes before all of these: the relay's own relayed addresses.  Two clients
+of one relay -- relay-only WebRTC peers -- must reach each other's relayed address, and
+on an anycast fleet every relayed address has the relay's (special or denied) IP.  The
+``relayed`` ranges name (relay IP, first port, last port): the relay port range of the
+whole fleet, every site's slice.  A peer on such an IP is allowed within the range and
+refused outside it ("relay listener"), so a Binding cannot reach the relay's own
+listener through the relay (TURN inside TURN).  CreatePermission carries no port, so it
+allows the IP; ChannelBind and every Send check the port.  An allow list entry that
+names a relay IP wins over this: every port of it is a peer (a test on loopback).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Iterable
 
 _V4 = (
@@ -158,17 +169,32 @@ class PeerPolicy:
         allow: Iterable[str] = (),
         extra_deny: Iterable[str] = (),
         refuse_special: bool = True,
+        relayed: Iterable[tuple[str, int, int]] = (),
     ) -> None:
         self.refuse_special = refuse_special
         self._allow = [ipaddress.ip_network(c) for c in allow]
         self._deny = [ipaddress.ip_network(c) for c in extra_deny]
+        self.relayed: dict[str, list[tuple[int, int]]] = {}
+        for ip, first, last in relayed:
+            addr = ipaddress.ip_address(ip)
+            if not any(addr in net for net in self._allow):  # allowed outright: every port
+                self.relayed.setdefault(str(addr), []).append((first, last))
 
-    def refusal(self, host: str) -> str | None:
-        """Why ``host`` may not be a peer ("loopback", "ipv4-mapped private", ...) or None."""
+    def relayed_refusal(self, host: str, port: int) -> str | None:
+        """For ``host`` one of the relay's own IPs: None if ``port`` is a relayed port."""
+        if any(first <= port <= last for first, last in self.relayed[host]):
+            return None
+        return "relay listener"
+
+    def refusal(self, host: str, port: int | None = None) -> str | None:
+        """Why ``host`` (at ``port``, if known) may not be a peer ("loopback",
+        "ipv4-mapped private", "relay listener", ...) or None."""
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             return "not an address"
+        if self.relayed and str(ip) in self.relayed:
+            return None if port is None else self.relayed_refusal(str(ip), port)
         if any(ip in net for net in self._deny):
             return "denied by operator"
         if ip.version == 6 and self._deny:  # an IPv4 range denied stays denied inside IPv6
@@ -211,21 +237,32 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """A token bucket per key (a client IP), at most ``max_keys`` of them.
+    """A token bucket per key (a client IP), at most ``max_keys`` of them, least recently
+    made first out.
 
-    When the table is full a new key is refused outright (fail closed: a flood from
-    spoofed sources meets silence); :meth:`prune` forgets buckets that have refilled.
+    When the table is full a new key evicts the oldest bucket (fail open for the
+    newcomer: a flood of spoofed sources can make the table churn but cannot silence a
+    new client, nor an existing one whose bucket it pushed out -- that one starts over
+    with a full bucket).  Memory stays at ``max_keys`` buckets.  Resetting a chosen
+    address's bucket this way takes ``max_keys`` other new sources, each answered at
+    most ``burst`` times, so a reflection through it stays bounded.  Only answers to
+    unauthenticated requests spend tokens; :meth:`prune` forgets buckets that have
+    refilled.
     """
 
     def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        if max_keys < 1:
+            raise ValueError("the rate limiter needs room for at least one key")
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.evicted = 0  # buckets pushed out by newcomers: a sign of a spoofed flood
 
     def allow(self, now: float, key: str) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
-                return False
+                self._buckets.popitem(last=False)
+                self.evicted += 1
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now)
 

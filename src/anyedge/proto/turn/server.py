@@ -23,7 +23,9 @@ How a request flows: decode; a retransmission (same 5-tuple and transaction id w
 Allocate, Refresh, CreatePermission and ChannelBind go through the long-term credential
 check (:mod:`.auth`) and then their handler.  Every answer to an unauthenticated
 request (challenge, 400, 438, Binding) spends a token of the client IP's bucket; past
-the bucket the server is silent, so it cannot be used to reflect traffic.
+the bucket the server is silent, so it cannot be used to reflect traffic.  The table of
+buckets is bounded and evicts its oldest when full, so spoofed sources cannot lock real
+clients out; authenticated answers spend nothing.
 
 Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than
 17 gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port) but
@@ -51,7 +53,7 @@ import itertools
 import random
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from ..stun import (
     ATTRIBUTES,
@@ -88,6 +90,20 @@ from .config import Counters, TurnConfig
 from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
 from .policy import PeerPolicy, RateLimiter, TokenBucket
 from .ports import RelayPorts
+
+
+class QuotaLedger(Protocol):
+    """Allocations per user counted beyond this server (the other workers' too); the
+    IO layer gives one to every worker of a site."""
+
+    def take(self, user: str, quota: int) -> bool:
+        """Count one more allocation of ``user`` unless it holds ``quota`` already."""
+        ...
+
+    def give_back(self, user: str) -> None:
+        """One allocation of ``user`` ended."""
+        ...
+
 
 REASONS = {
     400: "Bad Request",
@@ -166,12 +182,16 @@ class TurnServer:
         ports: RelayPorts,
         now: float,
         rng: random.Random | None = None,
+        ledger: QuotaLedger | None = None,
     ) -> None:
         self.config = config
+        self.ledger = ledger
         self.credentials = credentials
         self.ports = ports
         self.counters = Counters()
-        self.policy = PeerPolicy(config.allow_peers, config.deny_peers, config.refuse_special_peers)
+        self.policy = PeerPolicy(
+            config.allow_peers, config.deny_peers, config.refuse_special_peers, config.relayed_peers
+        )
         self._auth = Authenticator(credentials)
         self._realm = pack_string(credentials.realm)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.max_rate_keys)
@@ -382,6 +402,8 @@ class TurnServer:
         c.permissions -= len(alloc.perms)
         c.channels -= sum(ch.live for ch in alloc.channels.values())
         alloc.quota.allocations -= 1
+        if self.ledger is not None and self.config.user_quota is not None:
+            self.ledger.give_back(alloc.user)
         return out
 
     # --- STUN messages ------------------------------------------------------------
@@ -501,13 +523,16 @@ class TurnServer:
         fp: bool,
     ) -> list[Output]:
         """An answer that proves nothing about the sender: rate limited per client IP."""
-        if not self._limiter.allow(now, rate_key(five[1][0])):
+        limiter = self._limiter
+        allowed = limiter.allow(now, rate_key(five[1][0]))
+        self.counters.rate_limiter_evictions = limiter.evicted
+        if not allowed:
             self.counters.dropped_rate_limited += 1
             return []
         return [ToClient(*five, self._reply(msg, code, attrs, None, fp))]
 
     def _challenge(self, now: float, five: FiveTuple, msg: Message, code: int) -> list[Output]:
-        nonce = pack_string(self._auth.nonce(now, five[1][0]))
+        nonce = pack_string(self._auth.nonce(now, five[1]))
         attrs = ((Attr.REALM, self._realm), (Attr.NONCE, nonce))
         return self._unauthenticated(now, five, msg, code, attrs, msg.has(Attr.FINGERPRINT))
 
@@ -539,7 +564,7 @@ class TurnServer:
                 algorithm = PasswordAlgorithm(unpack_algorithm(raw_algorithm)[0])
         except (StunError, ValueError):
             return self._unauthenticated(now, five, msg, 400, (), fp)
-        if not self._auth.nonce_valid(nonce, now, five[1][0]):
+        if not self._auth.nonce_valid(nonce, now, five[1]):
             c.stale_nonces += 1
             return self._challenge(now, five, msg, 438)
         if username is not None and realm == self.credentials.realm:
@@ -627,8 +652,13 @@ class TurnServer:
             return fail(486)
         if len(self._allocs) >= self.config.max_allocations:
             return fail(508)
+        ledger = self.ledger if quota is not None else None
+        if ledger is not None and quota is not None and not ledger.take(auth.user, quota):
+            return fail(486)  # held at other workers
         relay = self.ports.take(families[0], even)
         if relay is None:
+            if ledger is not None:
+                ledger.give_back(auth.user)
             return fail(508)
         relays = {families[0]: relay}
         extra: tuple[tuple[int, bytes], ...] = ()
@@ -710,7 +740,8 @@ class TurnServer:
     def _peer(self, msg: Message, raw: bytes, alloc: Allocation) -> tuple[int, Addr, Addr]:
         """(0, peer, relay) for an allowed peer, else (error code, ...); StunError."""
         peer = unpack_xor_address(raw, msg.transaction_id)
-        if self.policy.refusal(peer[0]) is not None:
+        port = None if msg.method == Method.CREATE_PERMISSION else peer[1]
+        if self.policy.refusal(peer[0], port) is not None:
             return 403, peer, peer
         relay = alloc.relay_for(peer[0])
         if relay is None:
@@ -799,6 +830,10 @@ class TurnServer:
             else:
                 c.dropped_no_permission += 1
             return []
+        relayed = self.policy.relayed
+        if relayed and peer[0] in relayed and self.policy.relayed_refusal(*peer) is not None:
+            c.refused_peer += 1  # the relay's own IP, but not a relayed port
+            return []
         bucket = alloc.quota.bucket
         if bucket is not None and not bucket.take(now, len(data)):
             c.dropped_bandwidth += 1
@@ -809,4 +844,4 @@ class TurnServer:
         return [ToPeer(relay, peer, data)]
 
 
-__all__ = ["REASONS", "TurnServer"]
+__all__ = ["REASONS", "QuotaLedger", "TurnServer"]

@@ -116,6 +116,7 @@ class AuthIn(_Strict):
     rest_secrets: list[Secret] = []
     fleet_keys: list[Secret] = Field(min_length=1)
     nonce_lifetime: float = Field(600.0, gt=0, le=600)
+    rest_max_ttl: float = Field(30 * 86400.0, gt=0)  # REST usernames expiring later: 401
 
 
 class LimitsIn(_Strict):
@@ -150,6 +151,20 @@ class TurnFileIn(_Strict):
     metrics: MetricsIn = MetricsIn()
     software: str | None = "anyedge"
     log: Literal["json", "text"] = "json"
+
+    @model_validator(mode="after")
+    def _listeners_outside_relay_ports(self) -> TurnFileIn:
+        # the relay's own relayed ports are peers; a listener among them would be too
+        lo, hi = self.relay.ports
+        relay_ips = {self.relay.ipv4, self.relay.ipv6} - {None}
+        for lis in self.listen:
+            on_relay = lis.address in relay_ips or ipaddress.ip_address(lis.address).is_unspecified
+            if on_relay and lo <= lis.port <= hi:
+                raise ValueError(
+                    f"listener {lis.transport} {lis.address} port {lis.port} is inside the "
+                    f"relay ports {lo}-{hi}: relayed clients could reach it"
+                )
+        return self
 
 
 def own_addresses(doc: TurnFileIn, allowed: list[str]) -> list[str]:
@@ -186,6 +201,13 @@ class ServiceConfig:
             # through other allocations, no reaching services on the anycast address
             # (unless the allow list names them: a test on loopback, say)
             deny_peers=(*lim.deny_peers, *own_addresses(doc, lim.allow_peers)),
+            # ...but its relayed addresses are: two clients of this relay (or of two sites
+            # of the fleet, each site owning a slice of these ports) reach each other
+            relayed_peers=tuple(
+                (ip, doc.relay.ports[0], doc.relay.ports[1])
+                for ip in (doc.relay.ipv4, doc.relay.ipv6)
+                if ip is not None
+            ),
         )
         self.credentials = Credentials(
             realm=doc.realm,
@@ -193,6 +215,7 @@ class ServiceConfig:
             users=users,
             rest_secrets=tuple(s.encode() for s in doc.auth.rest_secrets),
             nonce_lifetime=doc.auth.nonce_lifetime,
+            rest_max_ttl=doc.auth.rest_max_ttl,
         )
 
     @property

@@ -37,6 +37,7 @@ from typing import Any, cast
 from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
 from ...proto.turn.outputs import Addr, Output
+from ...proto.turn.server import QuotaLedger
 from .config import ServiceConfig
 
 log = logging.getLogger("anyedge.turn")
@@ -48,6 +49,7 @@ STREAM_HIGH_WATER = 256 * 1024  # bytes queued to a TCP/TLS client before relaye
 STREAM_HARD_LIMIT = 4 * 1024 * 1024  # ...and before the connection is closed
 STREAM_IDLE = 30.0  # seconds a TCP/TLS connection may stay without an allocation
 TLS_HANDSHAKE = 10.0  # seconds
+LISTEN_BACKLOG = 4096  # TCP/TLS connections waiting to be accepted (the kernel caps it)
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # Linux <linux/in.h>: set the DF bit, never fragment
 
 
@@ -218,20 +220,30 @@ class _Stream(asyncio.Protocol):
 class TurnService:
     """The relay of one process: the core, its listeners and its relay sockets."""
 
-    def __init__(self, config: ServiceConfig, worker: int = 0, workers: int = 1) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        worker: int = 0,
+        workers: int = 1,
+        ledger: QuotaLedger | None = None,
+    ) -> None:
         self.config = config
         relay = config.doc.relay
         first, last = config.relay_ports(worker, workers)
         self.ports = BindingPorts(PortRange(relay.ipv4, relay.ipv6, first, last))
-        self.core = TurnServer(config.turn, config.credentials, self.ports, time.time())
+        self.core = TurnServer(
+            config.turn, config.credentials, self.ports, time.time(), ledger=ledger
+        )
         self.listeners: dict[Addr, asyncio.DatagramTransport] = {}
         self.servers: list[asyncio.Server] = []
         self.streams: dict[tuple[str, Addr, Addr], asyncio.Transport] = {}
         self.relays: dict[Addr, asyncio.DatagramTransport] = {}
-        self.pending: dict[Addr, list[tuple[bytes, Addr]]] = {}  # relays being opened
+        # relays whose endpoint is being made: their bound sockets, sent from directly
+        self.opening: dict[Addr, socket.socket] = {}
         self.opened: dict[tuple[str, Addr, Addr], float] = {}  # when each stream connected
         self.errors = 0  # inputs the core could not take (see _guarded)
         self.dropped_backlog = 0  # relayed data dropped for a client that does not read
+        self.dropped_opening = 0  # data to peers a just-bound relay socket could not take
         self._last_error_log = -1.0
         self._ticker: asyncio.Task[None] | None = None
         self._reuse_port = workers > 1
@@ -245,9 +257,12 @@ class TurnService:
                 if relay is not None:
                     relay.sendto(out.data, out.peer_addr)
                 else:
-                    waiting = self.pending.get(out.relay_addr)
-                    if waiting is not None:  # its endpoint is being made: send it then
-                        waiting.append((out.data, out.peer_addr))
+                    sock = self.opening.get(out.relay_addr)
+                    if sock is not None:  # its endpoint is being made: send on the socket
+                        try:
+                            sock.sendto(out.data, out.peer_addr)
+                        except OSError:  # a full buffer: dropped, as UDP may be
+                            self.dropped_opening += 1
             elif type(out) is ToClient:
                 if out.transport == "udp":
                     listener = self.listeners.get(out.server_addr)
@@ -273,7 +288,7 @@ class TurnService:
                 self._open(out)
             elif type(out) is CloseRelay:
                 relay = self.relays.pop(out.relay_addr, None)
-                self.pending.pop(out.relay_addr, None)
+                self.opening.pop(out.relay_addr, None)  # _opened closes its endpoint
                 if relay is not None:
                     relay.close()
                 log.info(
@@ -299,9 +314,10 @@ class TurnService:
         loop = asyncio.get_running_loop()
         relay = out.relay_addr
         protocol = _Relay(self, relay)
-        self.pending[relay] = []
+        self.opening[relay] = sock
         # the socket is bound already; datagrams that come before the endpoint is made
-        # wait in its buffer
+        # wait in its buffer, and data to peers goes out on the socket itself (nothing
+        # is queued here, so nothing is lost if the allocation ends before it is made)
         fut = asyncio.ensure_future(loop.create_datagram_endpoint(lambda: protocol, sock=sock))
         fut.add_done_callback(lambda f: self._opened(relay, f))
         log.info(
@@ -311,17 +327,15 @@ class TurnService:
         )
 
     def _opened(self, relay: Addr, fut: asyncio.Future[Any]) -> None:
-        waiting = self.pending.pop(relay, None)
+        still_open = self.opening.pop(relay, None) is not None
         if fut.cancelled() or fut.exception() is not None:
             _warn("relay_open_failed", relay=list(relay), error=repr(fut.exception()))
             return
         transport, _ = fut.result()
-        if waiting is None:  # closed while it was being opened
+        if not still_open:  # closed while it was being opened
             transport.close()
             return
         self.relays[relay] = transport
-        for data, peer in waiting:
-            transport.sendto(data, peer)
 
     # ------------------------------------------------------------------ running
 
@@ -354,6 +368,7 @@ class TurnService:
                     lis.port,
                     ssl=ctx,
                     ssl_handshake_timeout=TLS_HANDSHAKE if ctx is not None else None,
+                    backlog=LISTEN_BACKLOG,
                     reuse_address=True,
                     reuse_port=self._reuse_port or None,
                 )

@@ -5,12 +5,18 @@ Exported: ``anyedge_turn_allocations``, ``_permissions`` and ``_channels`` (gaug
 ``anyedge_turn_packets_total`` and ``_bytes_total`` by ``direction`` (to_peer,
 to_client); ``anyedge_turn_requests_total``; ``anyedge_turn_auth_failures_total`` by
 ``kind`` (challenge, wrong, stale_nonce); ``anyedge_turn_refusals_total`` and
-``anyedge_turn_dropped_total`` by ``reason``.  Each series carries the ``worker`` label.
+``anyedge_turn_dropped_total`` by ``reason`` (the IO layer's too: ``backlog``, relayed data
+dropped for a TCP/TLS client that does not read, and ``relay_opening``);
+``anyedge_turn_input_errors_total`` (inputs the core raised on, see ``io._guarded``) and
+``anyedge_turn_rate_limiter_evictions_total`` (buckets pushed out of the full
+unauthenticated-answer limiter: a sign of a spoofed flood).  Each series carries the
+``worker`` label.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,10 +25,19 @@ from prometheus_client.registry import Collector
 from ...proto.turn import Counters
 
 
+class IoCounts(Protocol):
+    """What the IO layer counts itself (:class:`~.io.TurnService` has these)."""
+
+    errors: int
+    dropped_backlog: int
+    dropped_opening: int
+
+
 class TurnCollector(Collector):
-    def __init__(self, counters: Counters, worker: int) -> None:
+    def __init__(self, counters: Counters, worker: int, io: IoCounts | None = None) -> None:
         self.c = counters
         self.worker = str(worker)
+        self.io = io
 
     def collect(self) -> Iterator[Metric]:
         c, w = self.c, self.worker
@@ -81,14 +96,31 @@ class TurnCollector(Collector):
             ("no_permission", c.dropped_no_permission),
             ("no_allocation", c.dropped_no_allocation),
             ("bandwidth", c.dropped_bandwidth),
+            ("backlog", self.io.dropped_backlog if self.io else 0),
+            ("relay_opening", self.io.dropped_opening if self.io else 0),
         ):
             drop.add_metric([w, reason], v)
         yield drop
+        errors = CounterMetricFamily(
+            "anyedge_turn_input_errors", "inputs the core failed on, dropped", labels=["worker"]
+        )
+        errors.add_metric([w], self.io.errors if self.io else 0)
+        yield errors
+        evicted = CounterMetricFamily(
+            "anyedge_turn_rate_limiter_evictions",
+            "client buckets evicted from the full unauthenticated-answer limiter",
+            labels=["worker"],
+        )
+        evicted.add_metric([w], c.rate_limiter_evictions)
+        yield evicted
 
 
-def serve_metrics(counters: Counters, worker: int, address: str, port: int) -> CollectorRegistry:
-    """Expose ``counters`` on http://address:port/metrics (a thread of this process)."""
+def serve_metrics(
+    counters: Counters, worker: int, address: str, port: int, io: IoCounts | None = None
+) -> CollectorRegistry:
+    """Expose ``counters`` (and ``io``'s) on http://address:port/metrics (a thread of
+    this process)."""
     registry = CollectorRegistry()
-    registry.register(TurnCollector(counters, worker))
+    registry.register(TurnCollector(counters, worker, io))
     start_http_server(port, address, registry)
     return registry

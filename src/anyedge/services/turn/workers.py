@@ -9,24 +9,36 @@ owns the relay port.  uvloop drives the event loop when it is installed.
 
 SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped); a
 worker that dies ends the others too, since the kernel would hand its clients to workers
-that do not hold their allocations.  Limits (quotas, the allocation cap, rate limits)
-are each worker's own.
+that do not hold their allocations.  The per-user allocation quota is counted across
+the workers (:class:`~.ledger.SharedLedger`, shared memory made before the fork); the
+other limits (bandwidth, the allocation cap, rate limits) are each worker's own.
+
+Only one instance may serve an address: a second ``turn serve`` (or ``lab turn``) on the
+same listener would share it through ``SO_REUSEPORT`` and the kernel would hash clients
+between processes that do not share allocations.  Before any worker starts, the
+supervisor claims every listener by binding an abstract Unix socket named after it
+(``anyedge-turn udp 203.0.113.7 3478``; abstract names live per network namespace, as
+the addresses do, and vanish with the process); a name already bound means another
+instance serves there, and this one refuses to start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
 
 from .config import ServiceConfig
 from .io import TurnService
+from .ledger import SharedLedger
 from .metrics import serve_metrics
 
 log = logging.getLogger("anyedge.turn")
@@ -41,12 +53,18 @@ def _event_loop_policy() -> str:
     return "uvloop"
 
 
-async def _run(config: ServiceConfig, worker: int, workers: int, ready: Callable[[], None]) -> None:
-    service = TurnService(config, worker, workers)
+async def _run(
+    config: ServiceConfig,
+    worker: int,
+    workers: int,
+    ready: Callable[[], None],
+    ledger: SharedLedger | None = None,
+) -> None:
+    service = TurnService(config, worker, workers, ledger)
     await service.start()
     m = config.doc.metrics
     if m.port is not None:
-        serve_metrics(service.core.counters, worker, m.address, m.port + worker)
+        serve_metrics(service.core.counters, worker, m.address, m.port + worker, service)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,16 +76,26 @@ async def _run(config: ServiceConfig, worker: int, workers: int, ready: Callable
         await service.close()
 
 
-def run_worker(config: ServiceConfig, worker: int, workers: int, ready: Callable[[], None]) -> None:
+def run_worker(
+    config: ServiceConfig,
+    worker: int,
+    workers: int,
+    ready: Callable[[], None],
+    ledger: SharedLedger | None = None,
+) -> None:
     loop_kind = _event_loop_policy()
     log.info(
         '{"event": "worker", "worker": %d, "pid": %d, "loop": "%s"}', worker, os.getpid(), loop_kind
     )
-    asyncio.run(_run(config, worker, workers, ready))
+    asyncio.run(_run(config, worker, workers, ready, ledger))
 
 
 def _one_of_many(
-    config: ServiceConfig, worker: int, workers: int, barrier: threading.Barrier
+    config: ServiceConfig,
+    worker: int,
+    workers: int,
+    barrier: threading.Barrier,
+    ledger: SharedLedger,
 ) -> None:
     """A worker process: :func:`run_worker`, meeting the others and the parent at
     ``barrier`` once its listeners are open.  A worker that cannot open them (a port
@@ -78,7 +106,7 @@ def _one_of_many(
         barrier.wait()
 
     try:
-        run_worker(config, worker, workers, ready)
+        run_worker(config, worker, workers, ready, ledger)
     except threading.BrokenBarrierError:  # another worker could not start
         sys.exit(1)
     except OSError as e:  # ssl.SSLError is one too
@@ -91,16 +119,51 @@ def _one_of_many(
         raise
 
 
+def claim_listeners(config: ServiceConfig) -> list[socket.socket]:
+    """One abstract Unix socket per listener, held while this instance serves (module
+    docstring); OSError(EADDRINUSE) naming the listener if another instance holds it."""
+    claims: list[socket.socket] = []
+    try:
+        for lis in config.doc.listen:
+            name = f"anyedge-turn {lis.transport} {lis.address} {lis.port}"
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            claims.append(s)
+            try:
+                s.bind("\0" + name)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                where = f"{lis.transport} {lis.address} port {lis.port}"
+                raise OSError(
+                    errno.EADDRINUSE, f"another anyedge turn instance serves {where}"
+                ) from None
+    except BaseException:
+        for s in claims:
+            s.close()
+        raise
+    return claims
+
+
 def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) -> int:
     """Run the relay until SIGTERM/SIGINT; the exit status."""
+    claims = claim_listeners(config)
+    try:
+        return _serve(config, on_ready)
+    finally:
+        for s in claims:
+            s.close()
+
+
+def _serve(config: ServiceConfig, on_ready: Callable[[], None]) -> int:
     workers = config.workers
     if workers == 1:
         run_worker(config, 0, 1, on_ready)
         return 0
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(workers + 1)
+    ledger = SharedLedger()
     procs = [
-        ctx.Process(target=_one_of_many, args=(config, i, workers, barrier), daemon=True)
+        ctx.Process(target=_one_of_many, args=(config, i, workers, barrier, ledger), daemon=True)
         for i in range(workers)
     ]
     stopping = False
