@@ -5,6 +5,7 @@ subprocess whose log is read line by line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,32 @@ def wait_for(what: str, ok: Callable[[], object], timeout: float = 60.0) -> Any:
     raise AssertionError(f"{what}: not within {timeout:g} s (last error: {last})")
 
 
+@contextlib.contextmanager
+def world(directory: Path, capacity: dict[str, float]) -> Iterator[tuple[Sites, Prometheus]]:
+    """The sites' exporter and a Prometheus that has scraped every site."""
+    from anyedge.adapters.prometheus import query
+
+    sites = Sites(capacity)
+    try:
+        prom = Prometheus(directory, [f"127.0.0.1:{sites.port}"])
+        try:
+            q = "sum by (site) (anyedge_site_capacity_ms)"
+            wait_for("every site scraped", lambda: len(query(prom.url, q)) == len(capacity))
+            yield sites, prom
+        finally:
+            prom.stop()
+    finally:
+        sites.close()
+
+
 class Sites:
     """The sites' exporter: CPU ms/s per plan and capacity per site, set by the test."""
 
     def __init__(self, capacity: dict[str, float]) -> None:
         self.registry = CollectorRegistry()
-        self.cpu = Gauge("anyedge_site_cpu_ms", "CPU ms/s", ["site", "plan"], registry=self.registry)
+        self.cpu = Gauge(
+            "anyedge_site_cpu_ms", "CPU ms/s", ["site", "plan"], registry=self.registry
+        )
         self.cap = Gauge("anyedge_site_capacity_ms", "CPU ms/s", ["site"], registry=self.registry)
         self.capacity = capacity
         for s, c in capacity.items():
@@ -150,6 +171,8 @@ def controller_yaml(
     min_interval: float = 0.0,
     token_file: str | None = "token",
     extra_sites: tuple[str, ...] = (),
+    prefix: str | None = None,
+    atlas: str | None = None,
 ) -> Path:
     """A controller.yaml for these sites, all 10 ms apart, deciding every second."""
     names = [*sites, *extra_sites]
@@ -159,20 +182,27 @@ def controller_yaml(
         "journal: journal.sqlite",
         f"guardrails: {{stale_after: 5, max_move_share: 1.0, min_interval: {min_interval}}}",
         "sites:",
-        *(f"  - {{name: {s}, maximum: 0.9, target: 0.8, acceptable: 0.6}}" for s in names),
-        "latency_ms:",
         *(
-            f"  {a}: {{{', '.join(f'{b}: {10 * (i + j + 1)}' for j, b in enumerate(names) if j > i)}}}"
-            for i, a in enumerate(names[:-1])
+            f"  - {{name: {s}, maximum: 0.9, target: 0.8, acceptable: 0.6"
+            + (f", prefixes: ['{prefix}']}}" if prefix else "}")
+            for s in names
         ),
+        "latency_ms:",
+        *(f"  {a}: {{{_row(names, i)}}}" for i, a in enumerate(names[:-1])),
         f"actuator: {{kind: dry-run, log: enforced.jsonl, delay: {delay}}}",
         f"http: {{address: 127.0.0.1, port: {http_port}"
         + (f", token_file: {token_file}}}" if token_file else "}"),
     ]
+    if atlas is not None:
+        lines.append(f"atlas: {atlas}")
     (directory / "token").write_text("s3cret-token-for-the-test\n")
     path = directory / "controller.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _row(names: list[str], i: int) -> str:
+    return ", ".join(f"{b}: {10 * (i + j + 1)}" for j, b in enumerate(names) if j > i)
 
 
 TOKEN = "s3cret-token-for-the-test"

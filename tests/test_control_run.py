@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from service_support import (
     SRC,
     TOKEN,
@@ -29,30 +30,15 @@ from service_support import (
     post_json,
     wait_for,
 )
+from service_support import world as sites_and_prometheus
 
 CAPACITY = {"CHC": 1_000.0, "AKL": 2_000.0, "SYD": 4_000.0}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sites, Prometheus]]:
-    sites = Sites(CAPACITY)
-    try:
-        prom = Prometheus(tmp_path_factory.mktemp("prom"), [f"127.0.0.1:{sites.port}"])
-    except BaseException:
-        sites.close()
-        raise
-    try:
-        wait_for("every site scraped", lambda: _scraped(prom.url) == 3)
-        yield sites, prom
-    finally:
-        prom.stop()
-        sites.close()
-
-
-def _scraped(url: str) -> int:
-    from anyedge.adapters.prometheus import query
-
-    return len(query(url, "sum by (site) (anyedge_site_capacity_ms)"))
+    with sites_and_prometheus(tmp_path_factory.mktemp("prom"), CAPACITY) as w:
+        yield w
 
 
 def _calm(sites: Sites) -> None:
@@ -126,7 +112,9 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
     try:
         wait_for("a first step", lambda: run.state()["steps"] >= 2)
         assert _forwards(tmp_path) == []
-        wait_for("MEL's reason logged", lambda: "left out of the decision: MEL: no series" in run.log())
+        wait_for(
+            "MEL's reason logged", lambda: "left out of the decision: MEL: no series" in run.log()
+        )
         st = run.state()
         assert {s["site"]: s["fresh"] for s in st["sites"]} == {
             "CHC": True, "AKL": True, "SYD": True, "MEL": False,
@@ -169,7 +157,9 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
 
         # Prometheus back: moves resume
         prom.start()
-        wait_for("AKL's overload moved", lambda: any(f[1] == "AKL" for f in _forwards(tmp_path)), 90)
+        wait_for(
+            "AKL's overload moved", lambda: any(f[1] == "AKL" for f in _forwards(tmp_path)), 90
+        )
         assert "Prometheus answers again" in run.log()
         assert run.metric("anyedge_controller_telemetry_up") == 1.0
         done = len(enforced(tmp_path))

@@ -71,7 +71,9 @@ class NftForwarder:
             i = self.names.sites.index(site)
             shares = [
                 nft.Share(self.ports[self.names.plans[int(p)]], self.names.sites[int(d)], float(s))
-                for p, d, s in zip(f.plan[f.src == i], f.dst[f.src == i], f.share[f.src == i], strict=True)
+                for p, d, s in zip(
+                    f.plan[f.src == i], f.dst[f.src == i], f.share[f.src == i], strict=True
+                )
                 if s > 1e-9
             ]
             self.apply(namespace, nft.render(anycast, ingress, links, shares))

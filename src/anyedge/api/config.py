@@ -166,7 +166,9 @@ class ControllerIn(_Strict):
             if s not in known:
                 raise ValueError(f"actuator.{act.kind} names site {s!r}, which is not in sites")
         if act.kind == "nft":
-            missing = [p for p in self.plans if p not in self.protected_plans and p not in act.ports]
+            missing = [
+                p for p in self.plans if p not in self.protected_plans and p not in act.ports
+            ]
             if missing:
                 raise ValueError(f"actuator.ports has no port for plan {', '.join(missing)}")
             for s, site in act.nft.items():
@@ -190,9 +192,7 @@ def beside(config_file: str | Path, path: str) -> Path:
 
 def names_of(doc: ControllerIn) -> Names:
     prefixes = tuple(dict.fromkeys(p for s in doc.sites for p in s.prefixes))
-    return Names(
-        sites=tuple(s.name for s in doc.sites), plans=tuple(doc.plans), prefixes=prefixes
-    )
+    return Names(sites=tuple(s.name for s in doc.sites), plans=tuple(doc.plans), prefixes=prefixes)
 
 
 def core_config(doc: ControllerIn) -> Config:
@@ -231,6 +231,9 @@ def core_config(doc: ControllerIn) -> Config:
 
 def check_files(doc: ControllerIn, path: str | Path) -> None:
     """Files the configuration names that must exist before anything starts."""
-    for place, name in (("atlas", doc.atlas), ("http.token_file", doc.http and doc.http.token_file)):
+    for place, name in (
+        ("atlas", doc.atlas),
+        ("http.token_file", doc.http and doc.http.token_file),
+    ):
         if name and not beside(path, name).is_file():
             raise InputError.one(path, place, f"no such file: {beside(path, name)}")

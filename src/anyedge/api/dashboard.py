@@ -28,8 +28,10 @@ from ..adapters.overrides import KINDS
 
 CSS = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
-.alert{background:#c0392b;color:#fff;padding:.5em 1em}.frozen{background:#2c3e50;color:#fff;padding:.5em 1em}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
+.alert{background:#c0392b;color:#fff;padding:.5em 1em}
+.frozen{background:#2c3e50;color:#fff;padding:.5em 1em}
 .ok{color:#1e7d32}.bad{color:#c0392b}small{color:#666}
 """
 
@@ -55,10 +57,13 @@ SCRIPT = r"""
     const j = await r.json();
     const out = $('override-answer');
     out.dataset.status = String(r.status);
-    out.textContent = r.ok ? ('recorded: override ' + j.id + ', ' + j.kind + ' ' +
-      (j.site || '') + ' ' + (j.active ? 'on' : 'off')) : ('refused (' + r.status + '): ' + j.error);
+    out.textContent = r.ok
+      ? ('recorded: override ' + j.id + ', ' + j.kind + ' ' + (j.site || '') + ' ' +
+         (j.active ? 'on' : 'off'))
+      : ('refused (' + r.status + '): ' + j.error);
   }
-  $('atlas-form').addEventListener('submit', e => { e.preventDefault(); atlas($('atlas-site').value); });
+  $('atlas-form').addEventListener('submit', e => {
+    e.preventDefault(); atlas($('atlas-site').value); });
   $('override-form').addEventListener('submit', e => { e.preventDefault();
     override($('ov-kind').value, $('ov-site').value, $('ov-active').checked,
              $('ov-token').value, $('ov-note').value); });
@@ -122,11 +127,11 @@ def page(service: Any, refresh: int = 10) -> str:
     ]
     if not st["telemetry_up"]:
         h.append(
-            '<p class=alert id=alert>Prometheus does not answer: failing static, no new moves '
+            "<p class=alert id=alert>Prometheus does not answer: failing static, no new moves "
             f"({escape('; '.join(st['problems']))})</p>"
         )
     if st["frozen"]:
-        h.append('<p class=frozen id=frozen>Frozen by an operator: nothing new is decided</p>')
+        h.append("<p class=frozen id=frozen>Frozen by an operator: nothing new is decided</p>")
     h.append(
         f"<p id=health data-up={int(st['telemetry_up'])}>decisions journaled: "
         f"<b id=decisions>{st['decisions']}</b>, steps: {st['steps']}, actuator: "
@@ -148,7 +153,7 @@ def page(service: Any, refresh: int = 10) -> str:
             f"<td>{_bar(s['utilisation'], f['acceptable'], f['target'], f['maximum'])}"
             f"<td>{_pct(f['acceptable'])} / {_pct(f['target'])} / {_pct(f['maximum'])}"
             f"<td class={'ok' if s['fresh'] else 'bad'}>{'fresh' if s['fresh'] else 'left out'}"
-            f'<td class=flags>{" ".join(flags)}</tr>'
+            f"<td class=flags>{' '.join(flags)}</tr>"
         )
     h.append("</table>")
     if st["problems"]:
@@ -172,7 +177,7 @@ def page(service: Any, refresh: int = 10) -> str:
         r = why.get(("withdraw", wd["site"], wd["prefix"]))
         reason = "" if r is None else f"decision {r['seq']}: {r['reason']}"
         h.append(
-            f'<tr class=withdrawn><td>{escape(wd["site"])}<td colspan=2>withdrew '
+            f"<tr class=withdrawn><td>{escape(wd['site'])}<td colspan=2>withdrew "
             f"{escape(wd['prefix'])}<td><td><td>{escape(reason)}</tr>"
         )
     h.append("</table><h2>Last step</h2><ul id=plan>")

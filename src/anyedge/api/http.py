@@ -46,9 +46,7 @@ SCHEMAS = SchemaGenerator(
     {
         "openapi": "3.0.0",
         "info": {"title": "anyedge Traffic Manager", "version": "1"},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
 )
 
@@ -180,8 +178,8 @@ def app(service: Service, token: str | None) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def openapi(request: Request) -> Response:
-        return SCHEMAS.OpenAPIResponse(request)
+    async def openapi(request: Request) -> JSONResponse:
+        return _json(SCHEMAS.get_schema(routes=request.app.routes))
 
     routes = [
         Route("/", dashboard, include_in_schema=False),

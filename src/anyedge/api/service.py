@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,7 +198,11 @@ class Service:
         c = self.controller
         obs = c.observation
         cfg = c.config
-        st = state_to(c.state, self.names) if c.state is not None else None
+        st = (
+            state_to(c.state, self.names)
+            if c.state is not None
+            else {"forward": [], "shift": [], "withdrawn": [], "last_change": {}}
+        )
         sites = []
         for i, s in enumerate(self.names.sites):
             row: dict[str, Any] = {
@@ -265,9 +268,7 @@ class Service:
             return None
         i = self.names.sites.index(site)
         known = True if fo.known is None else bool(fo.known[i])
-        lands = {
-            self.names.sites[j]: float(x) for j, x in enumerate(fo.share[i].tolist()) if x > 0
-        }
+        lands = {self.names.sites[j]: float(x) for j, x in enumerate(fo.share[i].tolist()) if x > 0}
         lost = max(0.0, 1.0 - sum(lands.values())) if known else None
         return {"site": site, "known": known, "lands": lands, "lost": lost}
 
@@ -275,6 +276,7 @@ class Service:
         self, kind: str, site: str | None, active: bool, who: str, note: str = ""
     ) -> dict[str, object]:
         o = self.overrides.set(kind, site, active, who, time.time(), note)
+        self.in_force = self.overrides.in_force()  # shown at once; decided on next step
         self.say(
             f"override {o.id} by {who}: {kind} {o.site or ''} {'on' if active else 'off'}".replace(
                 "  ", " "
@@ -312,15 +314,21 @@ class _OverrideMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         now: InForce = self.service.in_force
         yield GaugeMetricFamily(
-            "anyedge_controller_frozen", "1 while an operator has frozen the controller",
+            "anyedge_controller_frozen",
+            "1 while an operator has frozen the controller",
             value=1.0 if now.frozen else 0.0,
         )
         fam = GaugeMetricFamily(
-            "anyedge_controller_overrides", "Sites with an override in force, by kind",
+            "anyedge_controller_overrides",
+            "Sites with an override in force, by kind",
             labels=["kind"],
         )
-        sizes = {"freeze": int(now.frozen), "pin": len(now.pinned), "forbid": len(now.forbidden),
-                 "drain": len(now.drained)}
+        sizes = {
+            "freeze": int(now.frozen),
+            "pin": len(now.pinned),
+            "forbid": len(now.forbidden),
+            "drain": len(now.drained),
+        }
         for k in KINDS:
             fam.add_metric([k], sizes[k])
         yield fam

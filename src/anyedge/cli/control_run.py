@@ -16,12 +16,18 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InputError
 from .control import control
 from .control_plan import _failover, _load_atlas
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from ..api.service import Service
 
 CONFIG = click.option(
     "-c",
@@ -56,10 +62,11 @@ def run(config_file: Path, check: bool) -> None:
     try:
         service.install_signals()
         server = _serve(service, token) if doc.http is not None else None
+        c = service.controller
+        since = f"resumed at decision {c.seq}" if c.resumed else "new"
         service.say(
             f"{len(doc.sites)} sites, every {doc.interval:g} s, telemetry {doc.prometheus.url}, "
-            f"actuator {doc.actuator.kind}, journal {service.journal.path} "
-            f"({'resumed at decision ' + str(service.controller.seq) if service.controller.resumed else 'new'})"
+            f"actuator {doc.actuator.kind}, journal {service.journal.path} ({since})"
         )
         service.run()
         service.say(
@@ -87,13 +94,11 @@ def _token(doc: object, config_file: Path) -> str | None:
     return env or None
 
 
-def _serve(service: object, token: str | None) -> object:
+def _serve(service: Service, token: str | None) -> uvicorn.Server:
     import uvicorn
 
     from ..api.http import app
-    from ..api.service import Service
 
-    assert isinstance(service, Service)
     http = service.doc.http
     assert http is not None
     config = uvicorn.Config(

@@ -1,0 +1,211 @@
+"""The controller's HTTP API and dashboard, from a running ``anyedge control run`` on a
+real Prometheus, in headless Chromium (Debian's): the page shows each site's
+utilisation against its thresholds, the forwards in force with the journal's reasons,
+the journal and the predictor's answer; an override sent from the page with the token
+takes effect, and without it is refused.  The API documents itself (OpenAPI) and
+serves ``/metrics`` to Prometheus."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from service_support import (
+    TOKEN,
+    Prometheus,
+    Run,
+    Sites,
+    controller_yaml,
+    free_port,
+    get,
+    get_json,
+    wait_for,
+)
+from service_support import world as sites_and_prometheus
+
+CAPACITY = {"CHC": 1_000.0, "AKL": 2_000.0, "SYD": 4_000.0}
+PREFIX = "192.0.2.0/24"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _atlas(path: Path) -> None:
+    """A hand-made atlas: if CHC withdrew, 70 % of its users would land at AKL, 30 % at SYD."""
+
+    def single(site: str, to: dict[str, float]) -> dict[str, object]:
+        return {
+            "name": site, "kind": "single", "failed": [site], "section": None,
+            "failed_rps": 100.0, "unreached_rps": 0.0, "collateral_rps": 0.0,
+            "to": [{"site": s, "rps": 100.0 * x, "share": x} for s, x in to.items()],
+            "receivers": [], "excess_cpu": 0.0, "worst_utilisation": None,
+        }  # fmt: skip
+
+    doc = {
+        "anyedge_atlas": 1, "prefix": PREFIX, "mode": "as", "k": 1,
+        "sites": list(CAPACITY), "scenarios": [single("CHC", {"AKL": 0.7, "SYD": 0.3})],
+        "riskiest": ["CHC"],
+    }  # fmt: skip
+    path.write_text(json.dumps(doc))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run, Sites, Path]]:
+    with sites_and_prometheus(tmp_path_factory.mktemp("prom"), CAPACITY) as (sites, prom):
+        d = tmp_path_factory.mktemp("controller")
+        _atlas(d / "atlas.json")
+        port = free_port()
+        cfg = controller_yaml(d, prom.url, CAPACITY, http_port=port, prefix=PREFIX,
+                              atlas="atlas.json")  # fmt: skip
+        run = Run(cfg, port)
+        try:
+            sites.load("CHC", 1.2)
+            wait_for("CHC forwards", lambda: run.state()["moves"]["forward"])
+            yield run, sites, d
+        finally:
+            assert run.stop() == 0, run.log()
+            _ = prom
+
+
+def _chromium(tmp_path: Path, url: str) -> tuple[str, str]:
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(exe):
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    args = [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+            "--v=0", "--virtual-time-budget=5000", "--dump-dom", url]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"chromium did not finish: {url}")
+    assert proc.returncode == 0, err[-2000:]
+    assert "Uncaught" not in err, err[-2000:]
+    return out, err
+
+
+class _Page(HTMLParser):
+    """Tags with their attributes, and the text inside each element with an id."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: dict[str, str] = {}
+        self._open: list[str | None] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, a))
+        if tag not in ("br", "input", "meta", "line", "rect", "option"):
+            self._open.append(a.get("id"))
+            if a.get("id"):
+                self.text[a["id"]] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and tag not in ("br", "input", "meta", "line", "rect", "option"):
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for i in self._open:
+            if i:
+                self.text[i] += data
+
+
+def test_the_dashboard_shows_sites_moves_reasons_journal(
+    service: tuple[Run, Sites, Path], tmp_path: Path
+) -> None:
+    run, _, _ = service
+    out, _ = _chromium(tmp_path, f"{run.url}/#atlas=CHC")
+    page = _Page(out)
+    rows = {a["data-site"]: a for t, a in page.tags if t == "tr" and "data-utilisation" in a}
+    assert set(rows) == {"CHC", "AKL", "SYD"}
+    assert float(rows["CHC"]["data-utilisation"]) == pytest.approx(1.2, abs=0.01)
+    assert "90.0 %" in page.text["sites"]  # the maximum, with target and acceptable
+    assert "80.0 %" in page.text["sites"]
+    assert "60.0 %" in page.text["sites"]
+    forwards = [a for t, a in page.tags if t == "tr" and a.get("class") == "forward"]
+    assert forwards
+    assert {a["data-site"] for a in forwards} == {"CHC"}
+    assert re.search(r"decision \d+: 120.0 % is above the maximum 90.0 %", page.text["forwards"])
+    assert "forward" in page.text["journal"]
+    # the script asked the predictor (#atlas=CHC) and wrote its answer
+    assert page.text["atlas-answer"] == "CHC withdrawn: its users land at AKL 70.0 %, SYD 30.0 %"
+
+
+def test_an_override_from_the_page_needs_the_token(
+    service: tuple[Run, Sites, Path], tmp_path: Path
+) -> None:
+    run, _, _ = service
+    out, _ = _chromium(tmp_path, f"{run.url}/#override=pin:SYD:on&token=not-the-token-at-all")
+    page = _Page(out)
+    assert page.text["override-answer"] == "refused (401): an override needs the bearer token"
+    assert not run.state()["overrides"]["pinned"]
+
+    out, _ = _chromium(tmp_path, f"{run.url}/#override=pin:SYD:on&token={TOKEN}")
+    page = _Page(out)
+    assert re.fullmatch(r"recorded: override \d+, pin SYD on", page.text["override-answer"])
+    assert run.state()["overrides"]["pinned"] == ["SYD"]
+    # it takes effect: the next step's plan holds SYD, and the page shows it pinned
+    wait_for("SYD pinned in the plan", lambda: _pinned(run, "SYD"))
+    out, _ = _chromium(tmp_path, f"{run.url}/#atlas=SYD")
+    page = _Page(out)
+    assert re.search(r"SYD.*pinned", page.text["sites"], re.S)
+    assert "pinned by the operator" in page.text["plan"]
+    out, _ = _chromium(tmp_path, f"{run.url}/#override=pin:SYD:off&token={TOKEN}")
+    assert run.state()["overrides"]["pinned"] == []
+
+
+def _pinned(run: Run, site: str) -> bool:
+    plan = get_json(f"{run.url}/api/plan")
+    return any(a["code"] == "pinned" and a["site"] == site for a in plan)
+
+
+def test_the_api_documents_itself_and_serves_metrics(service: tuple[Run, Sites, Path]) -> None:
+    run, _, _ = service
+    spec = get_json(f"{run.url}/openapi.json")
+    assert spec["openapi"].startswith("3.")
+    assert set(spec["paths"]) >= {
+        "/api/state", "/api/plan", "/api/journal", "/api/overrides", "/api/atlas/{site}",
+    }  # fmt: skip
+    post = spec["paths"]["/api/overrides"]["post"]
+    assert post["security"] == [{"bearer": []}]
+    assert "401" in post["responses"]
+    journal = get_json(f"{run.url}/api/journal?since=0")
+    assert any(r["kind"] == "forward" and r["site"] == "CHC" for r in journal)
+    assert all(r["reason"] for r in journal)
+    assert get_json(f"{run.url}/api/atlas/AKL") == {
+        "site": "AKL", "known": False, "lands": {}, "lost": None,
+    }  # fmt: skip
+    assert "error" in json.loads(_get_status(f"{run.url}/api/atlas/NOPE", 404))
+    metrics = get(f"{run.url}/metrics").decode()
+    assert "anyedge_controller_telemetry_up 1.0" in metrics
+    assert 'anyedge_site_threshold{site="CHC",threshold="maximum"} 0.9' in metrics
+    assert re.search(r'anyedge_controller_actions_total\{kind="forward"\} [1-9]', metrics)
+    assert "anyedge_controller_frozen 0.0" in metrics
+
+
+def _get_status(url: str, status: int) -> bytes:
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(url)
+    with e.value as err:
+        assert err.code == status
+        return bytes(err.read())
+
+
+_ = Prometheus  # re-exported for type checkers
