@@ -46,6 +46,10 @@ NOT_HERE = {
     "anyedge predict --all --ray local": "Ray on the default world: tests/test_predict_ray.py "
     "runs --ray local on smaller worlds",
     "anyedge predict --all --ray ray://": "needs a Ray cluster",
+    "anyedge control run -c controller.yaml": "runs until stopped: tests/test_control_run.py "
+    "starts and stops it",
+    "anyedge control override ": "needs a controller's configuration and journal: "
+    "tests/test_control_run.py sets overrides with it",
     "anyedge store ": "needs a store of its own (and serve, replica and watch run until "
     "stopped): tests/test_store.py runs docs/store.md's commands against one",
 }
@@ -86,6 +90,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "docs" / "examples").mkdir(parents=True)
     observation = (ROOT / "docs" / "examples" / "observation.json").read_text()
     (d / "docs" / "examples" / "observation.json").write_text(observation, encoding="utf-8")
+    controller = (ROOT / "docs" / "examples" / "controller.yaml").read_text()
+    (d / "docs" / "examples" / "controller.yaml").write_text(controller, encoding="utf-8")
     # docs/control.md: its observation and state, as the page shows them
     blocks = re.findall(
         r"```json\n(.*?)```", (ROOT / "docs" / "control.md").read_text(), flags=re.S
