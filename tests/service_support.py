@@ -173,6 +173,8 @@ def controller_yaml(
     extra_sites: tuple[str, ...] = (),
     prefix: str | None = None,
     atlas: str | None = None,
+    actuator: str | None = None,
+    cannot_forward: tuple[str, ...] = (),
 ) -> Path:
     """A controller.yaml for these sites, all 10 ms apart, deciding every second."""
     names = [*sites, *extra_sites]
@@ -184,12 +186,13 @@ def controller_yaml(
         "sites:",
         *(
             f"  - {{name: {s}, maximum: 0.9, target: 0.8, acceptable: 0.6"
+            + (", can_forward: false" if s in cannot_forward else "")
             + (f", prefixes: ['{prefix}']}}" if prefix else "}")
             for s in names
         ),
         "latency_ms:",
         *(f"  {a}: {{{_row(names, i)}}}" for i, a in enumerate(names[:-1])),
-        f"actuator: {{kind: dry-run, log: enforced.jsonl, delay: {delay}}}",
+        actuator or f"actuator: {{kind: dry-run, log: enforced.jsonl, delay: {delay}}}",
         f"http: {{address: 127.0.0.1, port: {http_port}"
         + (f", token_file: {token_file}}}" if token_file else "}"),
     ]

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..adapters import nft
 from ..adapters.bgp.base import Route, SiteSpeaker, SpeakerConfig
 from ..control.codec import state_to
@@ -101,7 +103,8 @@ class Speakers:
 
     def enforce(self, state: State, plan: Plan, now: float) -> None:
         withdrawn = {
-            (self.names.prefixes[int(q)], self.names.sites[int(s)]) for q, s in state.withdrawn
+            (self.names.prefixes[int(q)], self.names.sites[int(s)])
+            for q, s in zip(*np.nonzero(state.withdrawn), strict=True)
         }
         for site, speaker in self.speakers.items():
             mine = self.prefixes.get(site, ())

@@ -253,6 +253,9 @@ class Service:
 
     def journal_rows(self, since: int = 0, limit: int = 200) -> list[dict[str, Any]]:
         """Journaled actions after decision ``since``, the newest ``limit`` of them."""
+        # only the last ``limit`` decisions are read: the journal grows for as long
+        # as the service runs
+        since = max(since, self.controller.seq - limit)
         with Journal(self.journal.path) as j:  # a reader's own connection
             rows = j.actions(since)
             times = {seq: j.state(seq)[0] for seq in {s for s, _ in rows[-limit:]}}
