@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,57 @@ def enforced(directory: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def chromium(tmp_path: Path, url: str) -> tuple[str, str]:
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(exe):
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    args = [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+            "--v=0", "--virtual-time-budget=5000", "--dump-dom", url]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"chromium did not finish: {url}")
+    assert proc.returncode == 0, err[-2000:]
+    assert "Uncaught" not in err, err[-2000:]
+    return out, err
+
+
+class Page(HTMLParser):
+    """Tags with their attributes, and the text inside each element with an id."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: dict[str, str] = {}
+        self._open: list[str | None] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, a))
+        if tag not in ("br", "input", "meta", "line", "rect", "option"):
+            self._open.append(a.get("id"))
+            if a.get("id"):
+                self.text[a["id"]] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and tag not in ("br", "input", "meta", "line", "rect", "option"):
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for i in self._open:
+            if i:
+                self.text[i] += data

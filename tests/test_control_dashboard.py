@@ -8,22 +8,19 @@ serves ``/metrics`` to Prometheus."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from service_support import (
     TOKEN,
+    Page,
     Prometheus,
     Run,
     Sites,
+    chromium,
     controller_yaml,
     free_port,
     get,
@@ -34,10 +31,6 @@ from service_support import world as sites_and_prometheus
 
 CAPACITY = {"CHC": 1_000.0, "AKL": 2_000.0, "SYD": 4_000.0}
 PREFIX = "192.0.2.0/24"
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 def _atlas(path: Path) -> None:
@@ -77,60 +70,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run, Sit
             _ = prom
 
 
-def _chromium(tmp_path: Path, url: str) -> tuple[str, str]:
-    exe = shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.path.exists(exe):
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    args = [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-            "--v=0", "--virtual-time-budget=5000", "--dump-dom", url]  # fmt: skip
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"chromium did not finish: {url}")
-    assert proc.returncode == 0, err[-2000:]
-    assert "Uncaught" not in err, err[-2000:]
-    return out, err
-
-
-class _Page(HTMLParser):
-    """Tags with their attributes, and the text inside each element with an id."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str]]] = []
-        self.text: dict[str, str] = {}
-        self._open: list[str | None] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        self.tags.append((tag, a))
-        if tag not in ("br", "input", "meta", "line", "rect", "option"):
-            self._open.append(a.get("id"))
-            if a.get("id"):
-                self.text[a["id"]] = ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._open and tag not in ("br", "input", "meta", "line", "rect", "option"):
-            self._open.pop()
-
-    def handle_data(self, data: str) -> None:
-        for i in self._open:
-            if i:
-                self.text[i] += data
-
-
 def test_the_dashboard_shows_sites_moves_reasons_journal(
     service: tuple[Run, Sites, Path], tmp_path: Path
 ) -> None:
     run, _, _ = service
-    out, _ = _chromium(tmp_path, f"{run.url}/#atlas=CHC")
-    page = _Page(out)
+    out, _ = chromium(tmp_path, f"{run.url}/#atlas=CHC")
+    page = Page(out)
     rows = {a["data-site"]: a for t, a in page.tags if t == "tr" and "data-utilisation" in a}
     assert set(rows) == {"CHC", "AKL", "SYD"}
     assert float(rows["CHC"]["data-utilisation"]) == pytest.approx(1.2, abs=0.01)
@@ -150,22 +95,22 @@ def test_an_override_from_the_page_needs_the_token(
     service: tuple[Run, Sites, Path], tmp_path: Path
 ) -> None:
     run, _, _ = service
-    out, _ = _chromium(tmp_path, f"{run.url}/#override=pin:SYD:on&token=not-the-token-at-all")
-    page = _Page(out)
+    out, _ = chromium(tmp_path, f"{run.url}/#override=pin:SYD:on&token=not-the-token-at-all")
+    page = Page(out)
     assert page.text["override-answer"] == "refused (401): an override needs the bearer token"
     assert not run.state()["overrides"]["pinned"]
 
-    out, _ = _chromium(tmp_path, f"{run.url}/#override=pin:SYD:on&token={TOKEN}")
-    page = _Page(out)
+    out, _ = chromium(tmp_path, f"{run.url}/#override=pin:SYD:on&token={TOKEN}")
+    page = Page(out)
     assert re.fullmatch(r"recorded: override \d+, pin SYD on", page.text["override-answer"])
     assert run.state()["overrides"]["pinned"] == ["SYD"]
     # it takes effect: the next step's plan holds SYD, and the page shows it pinned
     wait_for("SYD pinned in the plan", lambda: _pinned(run, "SYD"))
-    out, _ = _chromium(tmp_path, f"{run.url}/#atlas=SYD")
-    page = _Page(out)
+    out, _ = chromium(tmp_path, f"{run.url}/#atlas=SYD")
+    page = Page(out)
     assert re.search(r"SYD.*pinned", page.text["sites"], re.S)
     assert "pinned by the operator" in page.text["plan"]
-    out, _ = _chromium(tmp_path, f"{run.url}/#override=pin:SYD:off&token={TOKEN}")
+    out, _ = chromium(tmp_path, f"{run.url}/#override=pin:SYD:off&token={TOKEN}")
     assert run.state()["overrides"]["pinned"] == []
 
 

@@ -123,7 +123,7 @@ def build(doc: ControllerIn, path: str | Path, names: Names, seq: Callable[[], i
                 c.namespace,
                 c.anycast,
                 c.ingress,
-                tuple(nft.Backbone(x.index, x.to, x.ifname, x.via) for x in c.links),
+                tuple(nft.Backbone(x.index, x.to, x.ifname, x.via, x.shared) for x in c.links),
             )
             for s, c in act.nft.items()
         }

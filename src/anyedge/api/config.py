@@ -99,6 +99,7 @@ class LinkIn(_Strict):
     ifname: str
     via: str
     index: int = Field(ge=0, le=255)
+    shared: tuple[str, ...] | None = None  # anycast addresses both sites hold (None: all)
 
 
 class NftSiteIn(_Strict):
