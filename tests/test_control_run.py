@@ -8,6 +8,7 @@ of an enforcement, then a restart, neither repeats nor loses the action."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -98,6 +99,12 @@ def test_the_sample_configuration_checks() -> None:
     r = _anyedge("control", "run", "-c", str(sample), "--check")
     assert r.returncode == 0, r.stderr
     assert "ok (3 sites, actuator dry-run)" in r.stdout
+    r = _anyedge("control", "run", "-c", str(sample), "--check", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {
+        "config": str(sample), "ok": True, "sites": ["AMS", "FRA", "LHR"],
+        "actuator": "dry-run", "atlas": False,
+    }  # fmt: skip
 
 
 def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
@@ -245,8 +252,11 @@ def test_overrides_need_the_token_and_take_effect(
             for a in _get_plan(run)))  # fmt: skip
         assert _forwards(tmp_path) == []
         # freeze from the command line, then unpin: still nothing, frozen
-        r = _anyedge("control", "override", "-c", str(cfg), "freeze", "--note", "change window")
+        r = _anyedge(
+            "control", "override", "-c", str(cfg), "freeze", "--note", "change window", "--json"
+        )
         assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["note"] == "change window"
         assert post_json(url, {"kind": "pin", "site": "CHC", "active": False}, TOKEN)[0] == 200
         wait_for("frozen", lambda: run.state()["frozen"])
         assert run.metric("anyedge_controller_frozen") == 1.0

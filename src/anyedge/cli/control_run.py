@@ -12,8 +12,8 @@ the journal's file, as the API does, for a controller running or not.
 
 from __future__ import annotations
 
+import json
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +42,8 @@ CONFIG = click.option(
 @control.command("run")
 @CONFIG
 @click.option("--check", is_flag=True, help="Check the configuration and exit.")
-def run(config_file: Path, check: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="With --check: print the result as JSON.")
+def run(config_file: Path, check: bool, as_json: bool) -> None:
     """Run the Traffic Manager on Prometheus telemetry, with its API and dashboard."""
     from ..api.config import beside, check_files, load, names_of
 
@@ -54,6 +55,11 @@ def run(config_file: Path, check: bool) -> None:
         path = beside(config_file, doc.atlas)
         failover = _failover(_load_atlas(path), names_of(doc), path)
     if check:
+        if as_json:
+            summary = {"config": str(config_file), "ok": True, "sites": [s.name for s in doc.sites],
+                       "actuator": doc.actuator.kind, "atlas": doc.atlas is not None}  # fmt: skip
+            click.echo(json.dumps(summary))
+            return
         click.echo(f"{config_file}: ok ({len(doc.sites)} sites, actuator {doc.actuator.kind})")
         return
     from ..api.service import Service
@@ -128,7 +134,10 @@ def _serve(service: Service, token: str | None) -> uvicorn.Server:
 @click.argument("site", required=False)
 @click.option("--off", is_flag=True, help="Lift the override.")
 @click.option("--note", default="", help="Why, for the journal.")
-def override(config_file: Path, kind: str, site: str | None, off: bool, note: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded override as JSON.")
+def override(
+    config_file: Path, kind: str, site: str | None, off: bool, note: str, as_json: bool
+) -> None:
     """Record an operator's override in the controller's journal."""
     import time
 
@@ -147,5 +156,7 @@ def override(config_file: Path, kind: str, site: str | None, off: bool, note: st
         pass
     who = os.environ.get("USER") or f"uid {os.getuid()}"
     o = Overrides(path, names.sites).set(kind, site, not off, who, time.time(), note)
+    if as_json:
+        click.echo(json.dumps(o.as_dict()))
+        return
     click.echo(f"override {o.id}: {kind} {o.site} {'off' if off else 'on'}".replace("  ", " "))
-    sys.stdout.flush()
