@@ -87,6 +87,8 @@ def test_the_dashboard_shows_sites_moves_reasons_journal(
     assert {a["data-site"] for a in forwards} == {"CHC"}
     assert re.search(r"decision \d+: 120.0 % is above the maximum 90.0 %", page.text["forwards"])
     assert "forward" in page.text["journal"]
+    # no site has a location in this configuration: no map
+    assert not [a for t, a in page.tags if t == "svg" and a.get("id") == "map"]
     # the script asked the predictor (#atlas=CHC) and wrote its answer
     assert page.text["atlas-answer"] == "CHC withdrawn: its users land at AKL 70.0 %, SYD 30.0 %"
 

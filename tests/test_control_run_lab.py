@@ -79,6 +79,12 @@ def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) ->
             rows = [a for t, a in page.tags if t == "tr" and a.get("class") == "forward"]
             assert ("CHC", "AKL") in {(a["data-site"], a["data-to"]) for a in rows}
             assert "is above the maximum" in page.text["forwards"]
+            # the map: a circle per site where the world puts it, an arrow CHC -> AKL
+            circles = {a["data-site"]: a for t, a in page.tags if t == "circle"}
+            assert set(circles) == {"CHC", "AKL", "SYD"}
+            flows = {(a["data-site"], a["data-to"]) for t, a in page.tags if t == "line"
+                     and a.get("class") == "flow"}  # fmt: skip
+            assert ("CHC", "AKL") in flows
             stdout, stderr = load.communicate(timeout=90)
         finally:
             if load.poll() is None:

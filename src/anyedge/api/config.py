@@ -79,6 +79,11 @@ class SiteIn(_Strict):
     acceptable: Fraction = 0.75
     can_forward: bool = True
     prefixes: tuple[str, ...] = ()
+    # [latitude, longitude], degrees: where the dashboard's map draws the site
+    location: (
+        tuple[Annotated[float, Field(ge=-90, le=90)], Annotated[float, Field(ge=-180, le=180)]]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _order(self) -> SiteIn:

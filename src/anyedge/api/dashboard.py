@@ -103,6 +103,52 @@ def _bar(u: float | None, acc: float, tgt: float, mx: float) -> str:
     )
 
 
+def _colour(u: float | None, acc: float, mx: float) -> str:
+    if u is None:
+        return "#999999"  # left out
+    return "#c0392b" if u > mx else "#f39c12" if u > acc else "#27ae60"
+
+
+def _map(st: dict[str, Any]) -> str:
+    """The sites on an equirectangular world map (only sites with a location), each a
+    circle coloured by utilisation against its thresholds, and each forward an arrow."""
+    where = {s["site"]: s["location"] for s in st["sites"] if s.get("location")}
+    if not where:
+        return ""
+    w, h = 720, 360
+
+    def xy(site: str) -> tuple[float, float]:
+        lat, lon = where[site]
+        return (lon + 180) / 360 * w, (90 - lat) / 180 * h
+
+    out = [
+        f'<svg id=map width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">'
+        f'<rect width="{w}" height="{h}" fill="#eef3f8"/>'
+        '<defs><marker id=arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" '
+        'markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#555"/></marker></defs>'
+    ]
+    for fw in st["moves"]["forward"]:
+        if fw["site"] in where and fw["to"] in where:
+            (x1, y1), (x2, y2) = xy(fw["site"]), xy(fw["to"])
+            out.append(
+                f'<line class=flow data-site="{escape(fw["site"])}" data-to="{escape(fw["to"])}" '
+                f'x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#555" '
+                f'stroke-width="1.5" marker-end="url(#arrow)"/>'
+            )
+    for s in st["sites"]:
+        if s["site"] not in where:
+            continue
+        x, y = xy(s["site"])
+        f = s["in_force"]
+        fill = _colour(s["utilisation"], f["acceptable"], f["maximum"])
+        out.append(
+            f'<circle data-site="{escape(s["site"])}" cx="{x:.1f}" cy="{y:.1f}" r="6" '
+            f'fill="{fill}"><title>{escape(s["site"])} {_pct(s["utilisation"])}</title></circle>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
 def _reasons(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]:
     """The last journaled action behind each forward (site, plan, to) and withdrawal."""
     out: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -140,6 +186,7 @@ def page(service: Any, refresh: int = 10) -> str:
            if st["enforce_error"] else "")
         + "</p>"
     )  # fmt: skip
+    h.append(_map(st))
     h.append(
         "<h2>Sites</h2><table id=sites><tr><th>site<th>utilisation<th><th>acceptable / "
         "target / maximum<th>telemetry<th>overrides</tr>"

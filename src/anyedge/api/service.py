@@ -204,6 +204,7 @@ class Service:
             else {"forward": [], "shift": [], "withdrawn": [], "last_change": {}}
         )
         sites = []
+        loc = [x.location for x in self.doc.sites]
         for i, s in enumerate(self.names.sites):
             row: dict[str, Any] = {
                 "site": s,
@@ -222,6 +223,7 @@ class Service:
                 "pinned": s in self.in_force.pinned,
                 "forbidden": s in self.in_force.forbidden,
                 "drained": s in self.in_force.drained,
+                "location": _listed(loc[i]),
             }
             if obs is not None:
                 age = float(obs.age[i])
@@ -286,6 +288,10 @@ class Service:
             )
         )
         return o.as_dict()
+
+
+def _listed(location: tuple[float, float] | None) -> list[float] | None:
+    return None if location is None else [location[0], location[1]]
 
 
 class _Resuming:

@@ -46,6 +46,12 @@ CAPACITY_QUERY = "sum by (site) (anyedge_site_capacity_ms)"
 SCRAPED_QUERY = "max by (site) (timestamp(anyedge_lab_requests_total))"
 
 
+def _location(world: World, code: str) -> tuple[float, float]:
+    s = world.network.sites
+    i = s.index(code)
+    return float(s.lat[i]), float(s.lon[i])
+
+
 class LabExporter(Collector):
     """The lab's sites' counters, read at each scrape."""
 
@@ -136,6 +142,7 @@ def controller_config(
                 "target": float(cfg.target[i]),
                 "acceptable": float(cfg.acceptable[i]),
                 "can_forward": bool(cfg.can_forward[i]) if cfg.can_forward is not None else True,
+                "location": [round(float(x), 4) for x in _location(world, c)],
             }
             for i, c in enumerate(codes)
         ],
