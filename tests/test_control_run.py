@@ -143,7 +143,7 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
         first = wait_for("a forward journaled", lambda: _forwards(tmp_path))
         assert {f[1] for f in first} == {"CHC"}
         seq = first[0][0]
-        assert f"decision {seq}: forward CHC free -> " in run.log()
+        wait_for("logged", lambda: f"decision {seq}: forward CHC free -> " in run.log())
         wait_for("enforced", lambda: any(
             e["event"] == "done" and e["seq"] == seq for e in enforced(tmp_path)))  # fmt: skip
         assert run.metric("anyedge_controller_forwards") == len(first)
@@ -151,7 +151,7 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
         # Prometheus down: no new moves, the alert metric set
         prom.stop()
         wait_for("failing static", lambda: run.metric("anyedge_controller_telemetry_up") == 0.0)
-        assert "Prometheus is down, failing static" in run.log()
+        wait_for("logged", lambda: "Prometheus is down, failing static" in run.log())
         assert run.state()["telemetry_up"] is False
         decisions = run.state()["decisions"]
         sites.load("AKL", 1.3)  # an overload nobody can see
@@ -167,7 +167,7 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
         wait_for(
             "AKL's overload moved", lambda: any(f[1] == "AKL" for f in _forwards(tmp_path)), 90
         )
-        assert "Prometheus answers again" in run.log()
+        wait_for("logged", lambda: "Prometheus answers again" in run.log())
         assert run.metric("anyedge_controller_telemetry_up") == 1.0
         done = len(enforced(tmp_path))
     finally:
@@ -211,7 +211,7 @@ def test_kill_9_mid_action_then_restart_neither_repeats_nor_loses_it(
     try:
         wait_for("resumed and enforced", lambda: any(
             e["event"] == "done" and e["seq"] == 1 for e in enforced(tmp_path)))  # fmt: skip
-        assert "resumed at decision 1" in run.log()
+        wait_for("the log says so", lambda: "resumed at decision 1" in run.log())
         steps = run.state()["steps"]
         wait_for("three more steps", lambda: run.state()["steps"] >= steps + 3, 60)
         assert _forwards(tmp_path) == journaled  # not repeated
@@ -277,7 +277,7 @@ def test_overrides_need_the_token_and_take_effect(
         hist = run_history(run)
         assert [h["kind"] for h in hist][:3] == ["drain", "freeze", "forbid"]
         assert hist[1]["active"] is False
-        assert "override 1 by 127.0.0.1: pin CHC on" in run.log()
+        wait_for("logged", lambda: "override 1 by 127.0.0.1: pin CHC on" in run.log())
         # a wrong site from the command line: exit 2, nothing recorded
         r = _anyedge("control", "override", "-c", str(cfg), "pin", "XXX")
         assert r.returncode == 2

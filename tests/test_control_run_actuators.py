@@ -136,7 +136,7 @@ def test_the_speakers_actuator_withdraws_and_announces_through_gobgp(
             wait_for("withdrawn in the state", lambda: run.state()["moves"]["withdrawn"])
             assert run.state()["moves"]["withdrawn"] == [{"site": "CHC", "prefix": PREFIX}]
             wait_for("GoBGP withdrew it", lambda: PREFIX not in rib())
-            assert "withdraw CHC" in run.log()
+            wait_for("logged", lambda: "withdraw CHC" in run.log())
             # CHC gets servers enough for the 1,200 ms/s its prefix carried, and more
             sites.cap.labels("CHC").set(4 * CAPACITY["CHC"])
             sites.load("CHC", 0.1)

@@ -100,7 +100,7 @@ def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) ->
         # the load is over: CHC takes it all back
         wait_for("CHC took it back", lambda: not run.state()["moves"]["forward"], 120)
         assert any(a[1] == "CHC" for a in _actions(journal, "revert"))
-        assert "forward CHC free -> AKL" in run.log()
+        wait_for("logged", lambda: "forward CHC free -> AKL" in run.log())
         assert run.metric("anyedge_controller_telemetry_up") == 1.0
         print("\n".join(ln for ln in run.lines if "decision" in ln))  # pytest -s shows it
         print(f"load: {sent['answers']} of {sent['sent']}")

@@ -108,6 +108,7 @@ class Service:
         self.last_error: str | None = None
         self.problems: list[str] = []
         self._up = True
+        self._holds: set[tuple[int, str]] = set()  # of the last journaled decision
         self.stop_reason: str | None = None
 
     # ------------------------------------------------------------------ logging
@@ -129,8 +130,13 @@ class Service:
             seq = c.seq
             cycle = c.cycle(now)
             if c.seq != seq:
+                # moves are logged each time; a hold only when it is new (a site that
+                # stays stale or short of room would otherwise say so every step)
+                holds = {(a.site, a.reason.code) for a in cycle.plan.actions if a.kind == "hold"}
                 for a in cycle.plan.actions:
-                    self.say(f"decision {c.seq}: {_line(a, self.names)}")
+                    if a.kind != "hold" or (a.site, a.reason.code) not in self._holds:
+                        self.say(f"decision {c.seq}: {_line(a, self.names)}")
+                self._holds = holds
         self.steps += 1
         self._health(cycle)
         return cycle
