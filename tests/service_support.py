@@ -36,9 +36,22 @@ def free_port() -> int:
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> bytes:
+    """The body at ``url``; an HTTP error status raises ``HTTPStatus`` (an OSError) with
+    the response closed (a starting Prometheus answers 503, and an unclosed error
+    response leaves its socket to the garbage collector)."""
     req = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return bytes(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return bytes(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            raise HTTPStatus(url, e.code, e.read()) from None
+
+
+class HTTPStatus(OSError):
+    def __init__(self, url: str, code: int, body: bytes) -> None:
+        super().__init__(f"{url}: HTTP {code}")
+        self.code, self.body = code, body
 
 
 def get_json(url: str) -> Any:

@@ -16,6 +16,7 @@ import pytest
 
 from service_support import (
     TOKEN,
+    HTTPStatus,
     Page,
     Prometheus,
     Run,
@@ -146,13 +147,10 @@ def test_the_api_documents_itself_and_serves_metrics(service: tuple[Run, Sites, 
 
 
 def _get_status(url: str, status: int) -> bytes:
-    import urllib.error
-
-    with pytest.raises(urllib.error.HTTPError) as e:
+    with pytest.raises(HTTPStatus) as e:
         get(url)
-    with e.value as err:
-        assert err.code == status
-        return bytes(err.read())
+    assert e.value.code == status
+    return e.value.body
 
 
 _ = Prometheus  # re-exported for type checkers
