@@ -9,15 +9,15 @@ The default day (``anyedge simulate`` with no argument: the default world, six r
 by :func:`default_day_run`, through the real command; every test that needs the
 default day's numbers, report or comparison takes them from that one run.
 
-The suite runs on several workers (pytest-xdist, ``-n 3 --dist loadgroup`` in
+The suite runs on several workers (pytest-xdist, ``-n 4 --dist loadgroup`` in
 pyproject.toml).  Each test module is one group, so a module's fixtures are built once.
-The tests that run labs of BGP daemons are one group, one lab at a time (the labs'
-daemons and timers share the machine; their worker mostly waits on BGP timers while
-the others compute); the edge's tests, which make namespaces of their own without BGP,
-stay in their modules' groups.  The modules that read the default day share a group,
-so it is simulated once.  The lab group goes first, being the longest.  (Measured: two
-lab groups on four workers gained 17 s of a 10-minute run — the suite is bound by CPU,
-about 17 minutes of it on two cores.)
+The tests that run labs of BGP daemons are three groups, each one lab at a time, on
+three of the four workers (they mostly wait on BGP timers while the fourth computes);
+the other tests that need root make namespaces of their own without BGP and stay in
+their modules' groups.  The modules that read the default day share a group, so it is
+simulated once.  The lab groups go first, being the longest.  (Measured: with one lab
+group its ~9 minutes, one module after another, were the suite's whole time once numpy
+ran on one BLAS thread and the rest of the suite needed about 7 CPU-minutes.)
 """
 
 from __future__ import annotations
@@ -51,17 +51,45 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 DEFAULT_DAY_MODULES = {"test_sim", "test_readme_commands", "test_docs"}
 
 
+# The modules whose tests run BGP daemons, in three groups of about the same time, each
+# one lab at a time.  (Measured alone, in seconds: lab: speakers 71, failover 69, lab 57,
+# edge 50, delay 22, turn and bad_input 18; lab-b: generated 136, docs 71, dns_docs 17,
+# transit_lab ~20; lab-c: exit_status 94, operators 87, dns 40, transit_announce ~10.)
+# Other tests marked ``lab`` make namespaces of their own without BGP (the edge's, the
+# delay lines', Magic Transit's firewalls and tunnels): their module's group.
+LAB_GROUPS = {
+    "test_lab": "lab",
+    "test_lab_speakers": "lab",
+    "test_lab_failover": "lab",
+    "test_lab_edge": "lab",
+    "test_lab_delay": "lab",
+    "test_lab_turn": "lab",
+    "test_cli_bad_input": "lab",
+    "test_lab_generated": "lab-b",
+    "test_lab_docs": "lab-b",
+    "test_lab_dns_docs": "lab-b",
+    "test_transit_lab": "lab-b",
+    "test_exit_status": "lab-c",
+    "test_lab_operators": "lab-c",
+    "test_lab_dns": "lab-c",
+    "test_transit_announce": "lab-c",
+}
+
+
 def _group(item: pytest.Item) -> str:
     module = item.path.stem
-    # the edge's tests make namespaces of their own, with no BGP: their module's group
-    if "lab" in item.keywords and not module.startswith("test_edge_"):
-        return "lab"
+    if "lab" in item.keywords and module in LAB_GROUPS:
+        return LAB_GROUPS[module]
     return "default_day" if module in DEFAULT_DAY_MODULES else module
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    order = {"lab": 0, "default_day": 1}
+    labs = {i.path.stem for i in items if "lab" in i.keywords}
+    stray = {m for m in labs if m.startswith("test_lab")} - LAB_GROUPS.keys()
+    if stray:  # a lab of BGP daemons running beside the others would be a surprise
+        raise pytest.UsageError(f"tests/conftest.py: give {', '.join(sorted(stray))} a LAB_GROUPS")
+    order = {"lab": 0, "lab-b": 0, "lab-c": 0, "default_day": 1}
     items.sort(key=lambda item: order.get(_group(item), 2))  # stable: files keep their order
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))

@@ -1,25 +1,19 @@
 """Hand-built packets for the edge's BPF tests: Ethernet, IPv4, IPv6, TCP and UDP with
-correct lengths and checksums, from :mod:`struct` alone (bytes in, verdict out)."""
+correct lengths and checksums, from :mod:`struct` and the RFC 1071 checksum alone
+(bytes in, verdict out)."""
 
 from __future__ import annotations
 
 import ipaddress
 import struct
 
+from anyedge.proto.inet import checksum
+
 ETH_IP, ETH_IPV6, ETH_VLAN = 0x0800, 0x86DD, 0x8100
 TCP, UDP, ICMP = 6, 17, 1
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def _pseudo(src: str, dst: str, proto: int, length: int) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from anyedge.adapters.bgp.exabgp import ExaBgp, announce_line, exabgp_env, rende
 from anyedge.adapters.bgp.exabgp_pipe import State
 from anyedge.adapters.bgp.frr import Frr, RouterNeighbor
 from anyedge.adapters.bgp.gobgp import GoBgp, render_gobgp_toml, rib_add_args
+from lab_support import lab_directory
 
 PREFIX = "198.51.100.0/24"  # originated by the site
 OTHER = "203.0.113.0/24"  # originated by the router: the site must not learn it
@@ -67,14 +69,6 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
         if time.monotonic() - start > timeout:
             pytest.fail(f"not within {timeout:g} s: {what}")
         time.sleep(0.05)
-
-
-def _traversable(path: Path) -> None:
-    """FRR's daemons run as ``frr``: let them reach ``path`` (pytest makes its dirs 0700)."""
-    for p in (path, *path.parents):
-        if p == Path("/tmp") or p == p.parent:
-            break
-        p.chmod(p.stat().st_mode | 0o011)
 
 
 @dataclass
@@ -123,13 +117,15 @@ class Lab:
 
 
 @pytest.fixture(params=list(KINDS))
-def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     kind: str = request.param
+    # FRR's daemons run as ``frr``: a directory of their own under /tmp, not pytest's
+    # (0700, and set back to 0700 whenever another pytest session starts)
+    tmp_path = lab_directory()
     tag = secrets.token_hex(3)
     r_ns, s_ns = f"aet-{tag}-r", f"aet-{tag}-s"
     made: list[str] = []
     pids: list[int] = []
-    _traversable(tmp_path)
     try:
         for ns in (r_ns, s_ns):
             netns.add(ns)
@@ -161,6 +157,7 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
         netns.stop(pids)
         for ns in made:
             netns.remove(ns)
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 class TestSpeakerAgainstRouter:

@@ -4,8 +4,10 @@ TURN configuration, an as-rel graph).  A command shown in several places runs on
 
 Not run here, each for its reason (``NOT_HERE``): the lab's commands need root and a lab
 (tests/test_lab_docs.py runs them, in order); ``turn serve`` runs until it is stopped
-(tests/test_exit_status.py starts and stops it); ``store`` needs a writer (and etcd) of
-its own (tests/test_store.py runs docs/store.md's commands against them); Ray on the
+(tests/test_exit_status.py starts and stops it), and so does ``pmtud run``
+(tests/test_edge_pmtud.py runs it); ``store`` needs a writer (and etcd) of
+its own (tests/test_store.py runs docs/store.md's commands against them), and so does
+``transit`` (tests/test_cli_transit.py and tests/test_transit_serve.py); Ray on the
 default world (tests/test_predict_ray.py runs ``--ray local`` on smaller worlds) and on
 a cluster nobody has.
 
@@ -43,6 +45,8 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 NOT_HERE = {
     "anyedge lab ": "needs root and a lab: tests/test_lab_docs.py runs the lab's commands",
     "anyedge turn serve ": "runs until stopped: tests/test_exit_status.py starts and stops it",
+    "anyedge pmtud run ": "runs until stopped, as root on a server's interface: "
+    "tests/test_edge_pmtud.py runs it in the Path MTU lab",
     "anyedge predict --all --ray local": "Ray on the default world: tests/test_predict_ray.py "
     "runs --ray local on smaller worlds",
     "anyedge predict --all --ray ray://": "needs a Ray cluster",
@@ -52,6 +56,9 @@ NOT_HERE = {
     "tests/test_control_run.py sets overrides with it",
     "anyedge store ": "needs a store of its own (and serve, replica and watch run until "
     "stopped): tests/test_store.py runs docs/store.md's commands against one",
+    "anyedge transit ": "needs a store of its own (and serve runs until stopped, as root): "
+    "tests/test_cli_transit.py and tests/test_transit_serve.py run docs/transit.md's "
+    "commands against one",
 }
 
 
@@ -90,6 +97,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "docs" / "examples").mkdir(parents=True)
     observation = (ROOT / "docs" / "examples" / "observation.json").read_text()
     (d / "docs" / "examples" / "observation.json").write_text(observation, encoding="utf-8")
+    mss = (ROOT / "docs" / "examples" / "ipv6-mss-2019.csv").read_text()  # docs/pmtud.md
+    (d / "docs" / "examples" / "ipv6-mss-2019.csv").write_text(mss, encoding="utf-8")
     controller = (ROOT / "docs" / "examples" / "controller.yaml").read_text()
     (d / "docs" / "examples" / "controller.yaml").write_text(controller, encoding="utf-8")
     # docs/control.md: its observation and state, as the page shows them

@@ -647,7 +647,33 @@ async def async_allocate(
     lifetime: int | None = None,
     timeout: float = 5.0,
 ) -> AsyncAllocation:
-    """Allocate from a fresh UDP socket (401 challenge, then the authenticated request)."""
+    """Allocate from a fresh UDP socket (401 challenge, then the authenticated request).
+
+    On 437 (Allocation Mismatch) the kernel handed this socket a port whose 5-tuple
+    still holds an allocation from an earlier test's closed socket; as RFC 8656 lets a
+    client, it tries once more from another socket (the first stays open meanwhile, so
+    the same port cannot come back)."""
+    held: list[asyncio.DatagramTransport] = []
+    try:
+        return await _async_allocate_once(server, user, password, lifetime, timeout, held)
+    except TurnError:
+        if not held:
+            raise
+        return await _async_allocate_once(server, user, password, lifetime, timeout)
+    finally:
+        for transport in held:
+            transport.close()
+
+
+async def _async_allocate_once(
+    server: Address,
+    user: str | None,
+    password: str | None,
+    lifetime: int | None,
+    timeout: float,
+    hold: list[asyncio.DatagramTransport] | None = None,
+) -> AsyncAllocation:
+    """One attempt; on 437 its socket goes into ``hold`` (when given), still open."""
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_datagram_endpoint(
         _AsyncTurnProtocol, local_addr=(LOOPBACK, 0), remote_addr=server
@@ -658,8 +684,11 @@ async def async_allocate(
         msg = await _async_request(
             proto, creds, Method.ALLOCATE, _allocate_attrs(lifetime), timeout
         )
-    except BaseException:
-        transport.close()
+    except BaseException as exc:
+        if hold is not None and isinstance(exc, TurnError) and exc.code == 437:
+            hold.append(transport)
+        else:
+            transport.close()
         raise
     relayed = msg.address(Attr.XOR_RELAYED_ADDRESS)
     if relayed is None:

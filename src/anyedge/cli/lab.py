@@ -456,15 +456,24 @@ def load(
 @click.option("--sites", default=4, show_default=True, type=click.IntRange(1, 8))
 @click.option("--clients", default=6, show_default=True, type=click.IntRange(1, 200))
 @click.option(
+    "--operators",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 2),
+    help="2: every second site is a second operator's (AS64400), on the same prefix.",
+)
+@click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Write here (default: stdout)."
 )
-def generate(seed: int, routers: int, sites: int, clients: int, output: Path | None) -> None:
+def generate(
+    seed: int, routers: int, sites: int, clients: int, operators: int, output: Path | None
+) -> None:
     """Write a random lab topology (a tiered Internet, sites with mixed speakers)."""
     from ..lab.generate import generate as gen
     from ..model.files.atomic import write_all
     from ..model.files.topology import dump_yaml
 
-    text = dump_yaml(gen(seed, routers=routers, sites=sites, clients=clients))
+    text = dump_yaml(gen(seed, routers=routers, sites=sites, clients=clients, operators=operators))
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -868,3 +877,7 @@ def controller_config_(
     doc = controller_config(world, plan, prometheus, http_port=http_port)
     write_all({out: yaml.safe_dump(doc, sort_keys=False)})
     click.echo(f"wrote {out} ({len(doc['sites'])} sites, actuator nft)")
+
+
+# the anycast DNS commands (dns, dig, health, drain, undrain, health-log, verfploeter)
+from . import lab_dns  # noqa: E402, F401  they register themselves on ``lab``

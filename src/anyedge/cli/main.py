@@ -38,9 +38,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "anyedge.cli.lab",
         "The anycast lab: namespaces, real BGP daemons, real packets (needs root).",
     ),
+    "mtu": (
+        "anyedge.cli.pmtud",
+        "Choose the IPv6 MTU from the MSS clients advertise, and set it on a route.",
+    ),
+    "pmtud": (
+        "anyedge.cli.pmtud",
+        "Deliver each ICMP Packet Too Big to the server that holds its flow.",
+    ),
     "predict": (
         "anyedge.cli.predict",
         "Predict where traffic goes when sites fail (Traffic Predictor).",
+    ),
+    "probes": (
+        "anyedge.cli.probes",
+        "Round trips from Atlas-style probes before and after a second operator joins.",
     ),
     "simulate": (
         "anyedge.cli.simulate",
@@ -49,6 +61,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "store": (
         "anyedge.cli.store",
         "The replicated configuration store: serve, replica, put, get, watch.",
+    ),
+    "transit": (
+        "anyedge.cli.transit",
+        "Magic Transit: customers' prefixes, firewalls and GRE tunnels on anycast.",
     ),
     "turn": ("anyedge.cli.turn", "The TURN/STUN relay on the anycast address."),
     "world": ("anyedge.cli.world", "Build the default world (or load one) and summarise it."),

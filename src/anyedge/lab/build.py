@@ -53,6 +53,7 @@ from ..model.files.atomic import write_all
 from ..model.files.topology import save_world
 from ..model.lab import NodeKind, Speaker
 from ..model.world import World
+from .delayline import End, LinkSpec
 from .plan import LabPlan, NodePlan, make_plan, namespace_prefix
 
 STATE = "state.json"
@@ -290,8 +291,17 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
     for n in plan.nodes:
         netns.add(n.namespace)
     progress("linking them")
+    shaped = []
     for n, p, other, q in plan.links():
-        netns.veth(n.namespace, p.ifname, other.namespace, q.ifname)
+        if p.shape.shaped:
+            shaped.append(
+                LinkSpec(End(n.namespace, p.ifname), End(other.namespace, q.ifname), p.shape)
+            )
+        else:
+            netns.veth(n.namespace, p.ifname, other.namespace, q.ifname)
+    if shaped:
+        progress(f"starting the delay lines of {len(shaped)} links")
+        state.add_pids(directory, DELAY_LINES, [start_delay_lines(shaped, directory)])
     for n in plan.nodes:
         cmds = [f"addr add {p.address} dev {p.ifname}" for p in n.ports]
         if n.servers:  # the servers hold the anycast addresses; the site routes to them
@@ -308,6 +318,31 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
 
             cmds += nft.routing_commands(backbone_links(plan, n))
         netns.batch(n.namespace, cmds)
+
+
+DELAY_LINES = "delay-lines"  # the key of the delay lines' process in the lab's state
+
+
+def start_delay_lines(links: list[LinkSpec], directory: Path, timeout: float = 30.0) -> int:
+    """One process for every link with a delay, jitter or loss
+    (:mod:`anyedge.lab.delayline`), in the first link's first namespace (so that deleting
+    it ends the process too); returns its pid once every device is up."""
+    d = directory / DELAY_LINES
+    d.mkdir(parents=True, exist_ok=True)
+    spec, ready = d / "links.json", d / "ready.json"
+    spec.write_text(json.dumps([x.to_dict() for x in links], indent=1))
+    ready.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "anyedge.lab.delayline", str(spec), "--ready", str(ready)]
+    pid = netns.spawn(links[0].a.namespace, argv, d / "delaylines.log")
+    end = time.monotonic() + timeout
+    while not ready.exists():
+        if not netns.alive(pid):
+            log = (d / "delaylines.log").read_text(errors="replace").strip()
+            raise LabError(f"the delay lines did not start: {log[-300:] or 'no output'}")
+        if time.monotonic() > end:
+            raise LabError(f"the delay lines were not up within {timeout:g} s")
+        time.sleep(0.05)
+    return pid
 
 
 def _start(plan: LabPlan, directory: Path, state: LabState, progress: Progress) -> None:
@@ -436,7 +471,7 @@ def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> d
     for f in (STATE, LOCK, *(p.name for p in directory.glob(JOURNAL + "*"))):
         (directory / f).unlink(missing_ok=True)
     if not keep_logs:
-        for sub in ("nodes", TOPOLOGY):
+        for sub in ("nodes", TOPOLOGY, DELAY_LINES):
             if (directory / sub).is_dir():
                 shutil.rmtree(directory / sub, ignore_errors=True)
     return {"name": lab_name, "namespaces": removed, "processes": len(inside)}

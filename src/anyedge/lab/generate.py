@@ -6,7 +6,8 @@ that peer with each other; below them transit and access routers, each buying tr
 from one or two routers of a higher tier (so provider relations never loop), with some
 peering between routers of the same tier; sites buying transit from (or peering with)
 one or two routers; clients behind access routers.  Site speakers cycle through the
-kinds asked for, so one lab mixes them.
+kinds asked for, so one lab mixes them.  With ``operators=2`` every second site belongs
+to a second operator (``cdn``, AS64400) that originates the same prefix from its ASN.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def generate(
     clients: int = 6,
     speakers: tuple[str, ...] = SPEAKERS,
     prefix: str = "198.51.100.0/24",
+    operators: int = 1,
 ) -> dict[str, Any]:
     """A topology (as a dict ready for YAML) with a random lab."""
     if not 3 <= routers <= 250:
@@ -43,6 +45,8 @@ def generate(
         raise ValueError(f"sites must be between 1 and {len(SITES)}, got {sites}")
     if clients < 1:
         raise ValueError("a lab needs at least one client")
+    if operators not in (1, 2):
+        raise ValueError(f"operators must be 1 or 2, got {operators}")
     rng = np.random.default_rng(seed)
     n_t1 = max(2, routers // 6)
     n_transit = max(1, (routers - n_t1) // 3)
@@ -91,7 +95,7 @@ def generate(
         node = f"c{c + 1}"
         nodes[node] = {"kind": "client"}
         link(names[int(rng.choice(access))], node, "none")
-    return {
+    out: dict[str, Any] = {
         "asn": 64500,
         "sites": [
             {
@@ -107,3 +111,6 @@ def generate(
         "prefixes": [{"cidr": prefix, "sites": "all"}],
         "lab": {"nodes": nodes, "links": links},
     }
+    if operators == 2 and sites > 1:
+        out["operators"] = [{"name": "cdn", "asn": 64400, "sites": [c[0] for c in chosen[1::2]]}]
+    return out

@@ -39,6 +39,7 @@ from typing import Any
 from ..model.files.topology import dump_yaml, parse_world, world_to_dict
 from ..model.lab import Lab, NodeKind, Relation, Speaker
 from ..model.world import World
+from .delayline import Shape
 
 LINKS = "100.64.0.0/10"
 LINK_BASE = ipaddress.IPv4Address("100.64.0.0")
@@ -51,6 +52,7 @@ MAX_LINKS = 2**20  # /30s in 100.64.0.0/10
 # The L2 segment behind a site with servers (the same in every site: each is its own
 # namespace): its router is .1, server i is .(11 + i).
 SEGMENT = "192.0.2.0/24"
+WIRE = Shape()  # a link that takes no time and loses nothing: a veth pair
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Port:
     peer: str  # the node at the other end
     peer_address: str  # without prefix length
     relation: str  # what the peer is to this node: customer, peer, provider or none
+    shape: Shape = WIRE  # the link's delay, jitter and loss (a delay line if any)
 
     @property
     def ip(self) -> str:
@@ -225,13 +228,17 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         for c in net.prefixes.cidr:
             if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(SEGMENT)):
                 raise ValueError(f"prefix {c} overlaps {SEGMENT}, the servers' segment in a site")
-    asns = sorted({n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | {net.asn})
+    origin = net.origin_asn()  # a site of another operator speaks BGP from its ASN
+    asns = sorted(
+        {n.asn for n in lab.nodes if n.kind is NodeKind.ROUTER and n.asn} | set(origin.tolist())
+    )
     rank = {a: i for i, a in enumerate(asns)}
 
     ports: dict[str, list[Port]] = {n.name: [] for n in lab.nodes}
     for i, link in enumerate(lab.links):
         base = LINK_BASE + 4 * i
         a_ip, b_ip = base + 1, base + 2
+        shape = Shape(link.delay_ms, link.jitter_ms, link.loss)
         ports[link.a[0]].append(
             Port(
                 i,
@@ -240,6 +247,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 link.b[0],
                 str(b_ip),
                 _relation_seen_from(link.relation, True),
+                shape,
             )
         )
         ports[link.b[0]].append(
@@ -250,6 +258,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 link.a[0],
                 str(a_ip),
                 _relation_seen_from(link.relation, False),
+                shape,
             )
         )
     routes = _client_routes(lab, ports)
@@ -284,8 +293,8 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     n.name,
                     n.kind,
                     ns,
-                    net.asn,
-                    router_id(rank[net.asn], site_row[n.site]),
+                    int(origin[s]),
+                    router_id(rank[int(origin[s])], site_row[n.site]),
                     n.site,
                     site_row[n.site],
                     n.speaker or Speaker.FRR,
@@ -383,6 +392,10 @@ def lab_world(world: World) -> World:
     ]
     d["prefixes"] = [p for p in d["prefixes"] if p["sites"]]
     d["prefixes"].append({"cidr": TEST_PREFIX, "sites": "all"})
+    d["operators"] = [
+        dict(o, sites=[c for c in o["sites"] if c in transit]) for o in d.get("operators", [])
+    ]
+    d["operators"] = [o for o in d["operators"] if o["sites"]]
     lat = sum(s["lat"] for s in sites) / len(sites)
     lon = sum(s["lon"] for s in sites) / len(sites)
     clients = client_names(world)

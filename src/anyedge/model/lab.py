@@ -47,6 +47,11 @@ class LabLink:
     a: tuple[str, str]  # (node, interface); the provider on a provider-customer link
     b: tuple[str, str]
     relation: Relation = Relation.NONE
+    # what the link does to each frame, each way (the lab carries it through a delay
+    # line, anyedge.lab.delayline, where any of these is set)
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

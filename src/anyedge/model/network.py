@@ -12,6 +12,11 @@ transit (the neighbour is the site's provider) and peering (settlement-free, wit
 access networks in the site's city).  Which site announces which prefix is a boolean
 matrix, prefixes x sites.
 
+A prefix may be shared with other *operators* (F-root's prefix is announced both by
+ISC's own sites and by a CDN's): an :class:`Operator` names the sites it runs, each of
+which originates the prefix from the operator's own ASN; sites no operator claims are
+anyedge's and originate from ``Network.asn`` (:meth:`Network.origin_asn`).
+
 Tables hold rows in a canonical order (sites as given, sections grouped by site in
 order, sessions sorted by site, relation and ASN) so that two equal networks compare
 equal field by field.
@@ -166,6 +171,15 @@ class Sessions(Table):
         return cls(site=arr[:, 0], asn=arr[:, 1], kind=arr[:, 2])
 
 
+@dataclass(frozen=True)
+class Operator:
+    """Another operator's sites on anyedge's prefixes, originating from its own ASN."""
+
+    name: str
+    asn: int
+    sites: tuple[int, ...]  # site rows
+
+
 @dataclass(frozen=True, eq=False)
 class Network(Table):
     """Everything anyedge owns: one ASN, its sites, sections, prefixes and sessions."""
@@ -176,15 +190,43 @@ class Network(Table):
     prefixes: Prefixes
     sessions: Sessions
     plans: Plans = field(default_factory=lambda: DEFAULT_PLANS)
+    operators: tuple[Operator, ...] = ()  # sites run by others on the same prefixes
 
     def __post_init__(self) -> None:
         n = len(self.sites)
+        claimed: set[int] = set()
+        asns = {self.asn}
+        for o in self.operators:
+            if o.asn in asns:
+                raise ValueError(f"operator {o.name}'s ASN {o.asn} is already used")
+            asns.add(o.asn)
+            for s in o.sites:
+                if not 0 <= s < n:
+                    raise ValueError(f"operator {o.name} refers to a site that does not exist")
+                if s in claimed:
+                    raise ValueError(f"site {self.sites.code[s]} belongs to two operators")
+                claimed.add(s)
         if len(self.sections) and (self.sections.site.min() < 0 or self.sections.site.max() >= n):
             raise ValueError("a section refers to a site that does not exist")
         if self.prefixes.announced.shape[1] != n:
             raise ValueError("announced must have one column per site")
         if len(self.sessions) and (self.sessions.site.min() < 0 or self.sessions.site.max() >= n):
             raise ValueError("a session refers to a site that does not exist")
+
+    def origin_asn(self) -> IntArray:
+        """The ASN each site originates the prefixes from (its operator's)."""
+        out = np.full(len(self.sites), self.asn, dtype=np.int64)
+        for o in self.operators:
+            out[list(o.sites)] = o.asn
+        return out
+
+    def operator_names(self) -> tuple[str, ...]:
+        """Each site's operator: its name, or ``""`` for anyedge's own sites."""
+        names = [""] * len(self.sites)
+        for o in self.operators:
+            for s in o.sites:
+                names[s] = o.name
+        return tuple(names)
 
     def site_capacity(self) -> FloatArray:
         """CPU capacity of each site in ms/s (sum over its sections)."""

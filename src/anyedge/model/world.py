@@ -34,6 +34,9 @@ class World(Table):
             self.internet.indices(self.network.sessions.asn)  # KeyError if unknown
         if self.network.asn in set(self.internet.asn.tolist()):
             raise ValueError(f"anyedge's ASN {self.network.asn} is also an Internet AS")
+        for o in self.network.operators:
+            if o.asn in set(self.internet.asn.tolist()):
+                raise ValueError(f"operator {o.name}'s ASN {o.asn} is also an Internet AS")
 
     @property
     def session_as(self) -> Int32Array:

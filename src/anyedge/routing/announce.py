@@ -5,7 +5,8 @@ announces the prefix, how many times it prepends its ASN, and to whom it announc
 (every session, only peers, or only transit).  Turned into :class:`Seeds`, each session
 of an announcing site injects one route into its neighbour: a *customer* route into a
 transit provider (anyedge is its customer), a *peer* route into a peer, with the AS path
-``neighbour, anyedge, anyedge × prepend``.
+``neighbour, origin, origin × prepend`` — the origin being anyedge's ASN, or, at a site
+of another operator sharing the prefix, that operator's (``Network.operators``).
 
 For a plain CAIDA graph, :meth:`Seeds.origins` makes ASes of the graph the origins
 instead (their own route, AS path of length one), the set-up BGPy simulates.
@@ -139,7 +140,7 @@ class Seeds:
             at=at,
             rank=rank,
             length=2 + ann.prepend[site],
-            nbr_asn=np.full(at.size, net.asn),
+            nbr_asn=net.origin_asn()[site],  # each site's operator's ASN
             tie=site,
             origin=site,
             n_origins=len(net.sites),

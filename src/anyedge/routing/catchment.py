@@ -78,6 +78,14 @@ class Catchment:
         return self.walk.origin
 
     @property
+    def eyeball_origin_asn(self) -> IntArray:
+        """The origin ASN of each eyeball row's route (its site's operator's; 0: no
+        route) — with a prefix shared between operators, several ASNs originate it."""
+        site = self.eyeball_site
+        asn = self.world.network.origin_asn()
+        return np.asarray(np.where(site >= 0, asn[np.maximum(site, 0)], 0), dtype=np.int64)
+
+    @property
     def eyeball_rtt_ms(self) -> FloatArray:
         return self.world.latency.rtt_from_km(self.walk.km)
 
@@ -125,7 +133,8 @@ class Catchment:
             return []
         rows = [int(r) for r in self.walk.path[i] if r >= 0]
         asn = self.router.graph.asn
-        tail = [self.world.network.asn] * (1 + int(self.announcement.prepend[site]))
+        origin = int(self.world.network.origin_asn()[site])
+        tail = [origin] * (1 + int(self.announcement.prepend[site]))
         return [int(asn[r]) for r in rows] + tail
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
@@ -197,6 +206,7 @@ class Catchment:
         e, m = w.internet.eyeballs, w.internet.metros
         rtt = self.eyeball_rtt_ms
         rank = self.state.rank
+        origin = self.eyeball_origin_asn
         return [
             {
                 "asn": int(w.internet.asn[e.as_[i]]),
@@ -204,6 +214,7 @@ class Catchment:
                 "metro_name": m.name[e.metro[i]],
                 "rps": float(e.rps[i]),
                 "site": w.network.sites.code[int(s)] if (s := self.eyeball_site[i]) >= 0 else None,
+                "origin_asn": int(origin[i]) or None,
                 "relation": RANK_NAMES[Rank(int(rank[e.as_[i]]))],
                 "rtt_ms": None if np.isnan(rtt[i]) else round(float(rtt[i]), 3),
                 "path": self.eyeball_path(i),
@@ -237,8 +248,11 @@ class Router:
         return Seeds.of_world(self.world, ann)
 
     def seed_tail(self, seeds: Seeds, ann: Announcement) -> dict[int, list[int]]:
-        asn = self.world.network.asn
-        return {i: [asn] * (1 + int(ann.prepend[int(seeds.origin[i])])) for i in range(len(seeds))}
+        asn = self.world.network.origin_asn()
+        return {
+            i: [int(asn[int(seeds.origin[i])])] * (1 + int(ann.prepend[int(seeds.origin[i])]))
+            for i in range(len(seeds))
+        }
 
     def catchment(self, ann: Announcement | None = None) -> Catchment:
         """Catchment of an announcement (default: every site announces)."""

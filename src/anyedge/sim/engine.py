@@ -213,6 +213,7 @@ class Twin:
             prefixes=net.prefixes,
             sessions=sessions,
             plans=net.plans,
+            operators=net.operators,
         )
         return World(network=network, internet=internet, latency=w.latency, lab=w.lab)
 

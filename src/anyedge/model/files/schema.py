@@ -145,11 +145,20 @@ class LabNodeIn(Strict):
 class LabLinkIn(Strict):
     endpoints: list[Endpoint] = Field(min_length=2, max_length=2)
     relation: Literal["provider-customer", "peer", "none"] = "none"
+    delay_ms: float = Field(0.0, ge=0, le=10_000, description="one way, each way")
+    jitter_ms: float = Field(0.0, ge=0, le=10_000, description="standard deviation")
+    loss: float = Field(0.0, ge=0, le=1, description="share of frames lost, each way")
 
 
 class LabIn(Strict):
     nodes: dict[NodeName, LabNodeIn] = {}
     links: list[LabLinkIn] = []
+
+
+class OperatorIn(Strict):
+    name: str = Field(min_length=1)
+    asn: ASN
+    sites: list[SiteCode] = Field(min_length=1)
 
 
 class TopologyIn(Strict):
@@ -159,5 +168,6 @@ class TopologyIn(Strict):
     plans: list[PlanIn] = Field(DEFAULT_PLAN_ROWS, min_length=1)
     sites: list[SiteIn] = Field(min_length=1)
     prefixes: list[PrefixIn] = []
+    operators: list[OperatorIn] = Field([], description="others' sites on the same prefixes")
     internet: InternetIn = InternetIn()
     lab: LabIn = LabIn()

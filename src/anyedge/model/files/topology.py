@@ -31,7 +31,16 @@ from ..countries import COUNTRIES
 from ..geo import LatencyModel
 from ..internet import AS_KIND_NAMES, ASKind, Eyeballs, Internet, Metros, ProviderLoopError
 from ..lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
-from ..network import Network, Prefixes, Sections, SessionKind, Sessions, SiteKind, Sites
+from ..network import (
+    Network,
+    Operator,
+    Prefixes,
+    Sections,
+    SessionKind,
+    Sessions,
+    SiteKind,
+    Sites,
+)
 from ..plans import Plans
 from ..world import World
 from .asrel import format_as_rel, parse_as_rel, read_as_rel
@@ -206,8 +215,24 @@ def _check(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
                 if c not in codes:
                     yield ("prefixes", i, "sites", j), f"unknown site {c}"
 
+    yield from _check_operators(t, codes)
     yield from _check_internet(t, len(names))
     yield from _check_lab(t, codes)
+
+
+def _check_operators(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]]:
+    owner: dict[str, str] = {}
+    asns: dict[int, str] = {t.asn: "anyedge's own ASN"}
+    for i, o in enumerate(t.operators):
+        if o.asn in asns:
+            yield ("operators", i, "asn"), f"AS{o.asn} is already {asns[o.asn]}"
+        asns.setdefault(o.asn, f"operator {o.name}'s")
+        for j, c in enumerate(o.sites):
+            if c not in codes:
+                yield ("operators", i, "sites", j), f"unknown site {c}"
+            elif c in owner:
+                yield ("operators", i, "sites", j), f"site {c} already belongs to {owner[c]}"
+            owner.setdefault(c, o.name)
 
 
 def _check_internet(t: TopologyIn, n_plans: int) -> Iterator[tuple[Loc, str]]:
@@ -479,8 +504,17 @@ def _build(t: TopologyIn, src: _Source) -> World:
         [(i, a, SessionKind.TRANSIT) for i, s in enumerate(t.sites) for a in s.transit]
         + [(i, a, SessionKind.PEER) for i, s in enumerate(t.sites) for a in s.peers]
     )
+    operators = tuple(
+        Operator(o.name, o.asn, tuple(code_index[c] for c in o.sites)) for o in t.operators
+    )
     network = Network(
-        asn=t.asn, sites=sites, sections=sections, prefixes=prefixes, sessions=sessions, plans=plans
+        asn=t.asn,
+        sites=sites,
+        sections=sections,
+        prefixes=prefixes,
+        sessions=sessions,
+        plans=plans,
+        operators=operators,
     )
     internet = _build_internet(t, src, plans)
     world = World(
@@ -537,6 +571,14 @@ def _build_internet(t: TopologyIn, src: _Source, plans: Plans) -> Internet:
             )
         )
     known = set(asn.tolist())
+    for i, o in enumerate(t.operators):
+        if o.asn in known:
+            problems.append(
+                src.problem(
+                    ("operators", i, "asn"),
+                    f"operator {o.name}'s ASN {o.asn} is also an Internet AS",
+                )
+            )
     for i, s in enumerate(t.sites):
         for key in ("transit", "peers"):
             for j, a in enumerate(getattr(s, key)):
@@ -637,11 +679,28 @@ def _build_lab(t: TopologyIn) -> Lab:
     links = []
     for link in t.lab.links:
         a, b = (tuple(e.split(":")) for e in link.endpoints)
-        links.append(LabLink(a=(a[0], a[1]), b=(b[0], b[1]), relation=Relation(link.relation)))
+        links.append(
+            LabLink(
+                a=(a[0], a[1]),
+                b=(b[0], b[1]),
+                relation=Relation(link.relation),
+                delay_ms=link.delay_ms,
+                jitter_ms=link.jitter_ms,
+                loss=link.loss,
+            )
+        )
     return Lab(nodes=nodes, links=tuple(links))
 
 
 # ---------------------------------------------------------------------------- saving
+
+
+def _link_dict(k: LabLink) -> dict[str, Any]:
+    d: dict[str, Any] = {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
+    for name in ("delay_ms", "jitter_ms", "loss"):
+        if getattr(k, name):
+            d[name] = getattr(k, name)
+    return d
 
 
 def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
@@ -702,6 +761,11 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
         }
         for c, row in zip(net.prefixes.cidr, net.prefixes.announced, strict=True)
     ]
+    if net.operators:
+        out["operators"] = [
+            {"name": o.name, "asn": o.asn, "sites": [net.sites.code[s] for s in o.sites]}
+            for o in net.operators
+        ]
     metros, eyeballs = _tables(world)
     m = inet.metros
     present: dict[int, list[int]] = {}
@@ -749,10 +813,7 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
             nodes[n.name] = d
         out["lab"] = {
             "nodes": nodes,
-            "links": [
-                {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
-                for k in lab.links
-            ],
+            "links": [_link_dict(k) for k in lab.links],
         }
     return out
 

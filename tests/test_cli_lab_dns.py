@@ -1,0 +1,29 @@
+"""``anyedge lab dns|dig|health|drain|verfploeter`` refuse bad input (exit 2) and a missing
+lab (exit 3) with one line naming the place, before anything is made; no root needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_cli_bad_input import refused
+
+
+def test_health_refuses_a_dead_man_timer_shorter_than_the_interval() -> None:
+    refused(
+        "lab",
+        "health",
+        "--interval",
+        "1",
+        "--deadman",
+        "0.5",
+        says="--deadman: 0.5 s must be longer than --interval",
+    )
+
+
+def test_health_refuses_a_rise_of_zero() -> None:
+    refused("lab", "health", "--rise", "0", says="--rise")
+
+
+def test_the_dns_commands_need_a_lab(tmp_path: Path) -> None:
+    for cmd in (["dns"], ["dig"], ["drain", "CHC"], ["verfploeter"], ["health-log"]):
+        refused("lab", *cmd, "--dir", str(tmp_path / "none"), says="no lab here", status=3)
