@@ -50,6 +50,10 @@ NOT_HERE = {
     "anyedge predict --all --ray local": "Ray on the default world: tests/test_predict_ray.py "
     "runs --ray local on smaller worlds",
     "anyedge predict --all --ray ray://": "needs a Ray cluster",
+    "anyedge control run -c controller.yaml": "runs until stopped: tests/test_control_run.py "
+    "starts and stops it",
+    "anyedge control override ": "needs a controller's configuration and journal: "
+    "tests/test_control_run.py sets overrides with it",
     "anyedge store ": "needs a store of its own (and serve, replica and watch run until "
     "stopped): tests/test_store.py runs docs/store.md's commands against one",
     "anyedge transit ": "needs a store of its own (and serve runs until stopped, as root): "
@@ -95,6 +99,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "docs" / "examples" / "observation.json").write_text(observation, encoding="utf-8")
     mss = (ROOT / "docs" / "examples" / "ipv6-mss-2019.csv").read_text()  # docs/pmtud.md
     (d / "docs" / "examples" / "ipv6-mss-2019.csv").write_text(mss, encoding="utf-8")
+    controller = (ROOT / "docs" / "examples" / "controller.yaml").read_text()
+    (d / "docs" / "examples" / "controller.yaml").write_text(controller, encoding="utf-8")
     # docs/control.md: its observation and state, as the page shows them
     blocks = re.findall(
         r"```json\n(.*?)```", (ROOT / "docs" / "control.md").read_text(), flags=re.S

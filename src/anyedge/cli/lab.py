@@ -830,5 +830,54 @@ def edge_rules(directory: Path | None, name: str | None, site: str, rules_file: 
     click.echo(f"{code}: {out['rules']} rules in force on {', '.join(out['interfaces'])}")
 
 
+@lab_command()
+@dir_option
+@name_option
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
+def exporter(directory: Path | None, name: str | None, address: str, port: int) -> None:
+    """Serve the lab's sites' counters to Prometheus (until SIGTERM or Ctrl-C)."""
+    import signal
+    import threading
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from ..lab.rehearsal import LabExporter
+
+    world, plan, _state = _attach(directory, name)
+    registry = CollectorRegistry()
+    registry.register(LabExporter(world, plan, _dir(directory, name)))
+    server, thread = start_http_server(port, addr=address, registry=registry)
+    click.echo(f"serving the lab's metrics on http://{address}:{server.server_port}/metrics")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@lab_command(name="controller-config")
+@dir_option
+@name_option
+@click.option("--prometheus", required=True, help="Prometheus's URL (it scrapes the exporter).")
+@click.option("--http-port", default=9180, show_default=True, type=click.IntRange(0, 65535))
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+def controller_config_(
+    directory: Path | None, name: str | None, prometheus: str, http_port: int, out: Path
+) -> None:
+    """Write the controller.yaml that runs `anyedge control run` against the lab."""
+    import yaml
+
+    from ..lab.rehearsal import controller_config
+    from ..model.files.atomic import write_all
+
+    world, plan, _state = _attach(directory, name)
+    doc = controller_config(world, plan, prometheus, http_port=http_port)
+    write_all({out: yaml.safe_dump(doc, sort_keys=False)})
+    click.echo(f"wrote {out} ({len(doc['sites'])} sites, actuator nft)")
+
+
 # the anycast DNS commands (dns, dig, health, drain, undrain, health-log, verfploeter)
 from . import lab_dns  # noqa: E402, F401  they register themselves on ``lab``

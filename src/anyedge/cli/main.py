@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "anyedge.cli.catchment",
         "Compute anycast catchments from BGP and print each site's share.",
     ),
-    "control": ("anyedge.cli.control_plan", "The Traffic Manager."),
+    "control": ("anyedge.cli.control_run", "The Traffic Manager."),
     "lab": (
         "anyedge.cli.lab",
         "The anycast lab: namespaces, real BGP daemons, real packets (needs root).",

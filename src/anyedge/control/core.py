@@ -131,6 +131,14 @@ class Config:
     revert_floor: float = 0.01  # ...but at least this share of the site's CPU time
     hysteresis: float = 0.05  # below acceptable by this much before reverting
     min_interval: float = 60.0  # seconds between changes at one site
+    # (S,) sites an operator pinned: like stale ones, they take part in nothing new and
+    # their moves in force stay; default none
+    pinned: BoolArray | None = None
+
+    def live(self, obs: Observation) -> BoolArray:
+        """Sites that may take part in new moves: fresh telemetry and not pinned."""
+        fresh = obs.age <= self.stale_after
+        return fresh if self.pinned is None else fresh & ~self.pinned
 
     def movable_plans(self) -> BoolArray:
         return np.array([p not in self.protected for p in self.plans], dtype=np.bool_)
@@ -321,6 +329,8 @@ def decide(
     d = _Decision(obs, state, cfg, now, failover)
     for s in np.flatnonzero(~fresh).tolist():
         d.out.append(hold(s, "stale", age_s=float(obs.age[s])))
+    for s in np.flatnonzero(fresh & ~d.fresh).tolist():
+        d.out.append(hold(s, "pinned"))
     d.handbacks()
     d.duomog_out()
     d.relieve()
@@ -338,7 +348,7 @@ class _Decision:
     ) -> None:
         n = obs.sites
         self.obs, self.state, self.cfg, self.now, self.failover = obs, state, cfg, now, fo
-        self.fresh = obs.age <= cfg.stale_after
+        self.fresh = cfg.live(obs)
         self.quiet = self.fresh & (now - state.last_change >= cfg.min_interval)
         self.cap = np.asarray(obs.site_capacity(), dtype=np.float64)
         total = obs.cpu.sum(axis=1)

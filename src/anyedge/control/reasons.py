@@ -27,6 +27,8 @@ TEXT: dict[str, str] = {
     "no_fresh_telemetry": "no fresh telemetry from any site: failing static, moves in force "
     "are kept",
     "stale": "telemetry is {age_s} old: no new moves for this site",
+    "pinned": "pinned by the operator: no new moves for this site, its moves in force stay",
+    "frozen": "frozen by the operator: nothing new is decided, moves in force are kept",
     # moves
     "over_maximum": "{utilisation} is above the maximum {maximum}: {need} to move to reach "
     "{target}; {receiver} is {latency_ms} away with room",

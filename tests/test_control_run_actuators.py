@@ -1,0 +1,150 @@
+"""``anyedge control run`` acting on a real network (marker ``lab``: root, namespaces,
+real daemons): with ``actuator.kind: nft`` an overloaded site's namespace gets the
+nftables forwarding table the state says, and loses it as the traffic comes back; with
+``actuator.kind: speakers`` a site that cannot forward withdraws its prefix through its
+real BGP speaker (GoBGP) when the atlas says its users have somewhere to go, and
+announces it again when the load is gone.  Telemetry comes from Debian's Prometheus."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anyedge.adapters import netns
+from anyedge.adapters.bgp.base import Route, SpeakerConfig
+from anyedge.adapters.bgp.gobgp import GoBgp
+from service_support import Prometheus, Run, Sites, controller_yaml, free_port, wait_for
+from service_support import world as sites_and_prometheus
+
+pytestmark = pytest.mark.lab
+
+CAPACITY = {"CHC": 1_000.0, "AKL": 2_000.0, "SYD": 4_000.0}
+PREFIX = "198.51.100.0/24"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sites, Prometheus]]:
+    with sites_and_prometheus(tmp_path_factory.mktemp("prom"), CAPACITY) as w:
+        yield w
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed")
+    name = f"aesvc-{secrets.token_hex(3)}"
+    netns.add(name)
+    try:
+        yield name
+    finally:
+        netns.remove(name)
+
+
+def _calm(sites: Sites) -> None:
+    for s in CAPACITY:
+        sites.load(s, 0.3)
+
+
+def _nft_table(ns: str) -> str:
+    p = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "anyedge"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return p.stdout if p.returncode == 0 else ""
+
+
+def test_the_nft_actuator_forwards_in_the_sites_namespace(
+    world: tuple[Sites, Prometheus], namespace: str, tmp_path: Path
+) -> None:
+    sites, prom = world
+    _calm(sites)
+    port = free_port()
+    actuator = (
+        "actuator:\n  kind: nft\n  ports: {free: 8001, pro: 8002, business: 8003}\n  nft:\n"
+        f"    CHC: {{namespace: {namespace}, anycast: [192.0.2.1], ingress: [eth0], links: ["
+        "{to: AKL, ifname: bb0, via: 100.64.0.2, index: 0}, "
+        "{to: SYD, ifname: bb1, via: 100.64.0.6, index: 1}]}"
+    )
+    cfg = controller_yaml(tmp_path, prom.url, CAPACITY, http_port=port, actuator=actuator)
+    run = Run(cfg, port)
+    try:
+        wait_for("two steps", lambda: run.state()["steps"] >= 2)
+        assert _nft_table(namespace) == ""  # nothing decided, nothing written
+        sites.load("CHC", 1.2)
+        table = wait_for("CHC forwards", lambda: "jhash" in (t := _nft_table(namespace)) and t)
+        assert "th dport 8001" in table  # free moves first
+        assert "0x00000100" in table or "0x100" in table  # marked for the link to AKL
+        assert "ip daddr 192.0.2.1" in table
+        assert 'iifname "eth0"' in table
+        forwards = run.state()["moves"]["forward"]
+        assert {f["site"] for f in forwards} == {"CHC"}
+        # the load ends: CHC takes its traffic back, step by step, until nothing is forwarded
+        sites.load("CHC", 0.2)
+        wait_for("CHC forwards nothing", lambda: not run.state()["moves"]["forward"], 90)
+        wait_for("the rules are gone", lambda: "jhash" not in _nft_table(namespace))
+    finally:
+        assert run.stop() == 0, run.log()
+        _calm(sites)
+
+
+def _atlas(path: Path) -> None:
+    scenario = {
+        "name": "CHC", "kind": "single", "failed": ["CHC"], "section": None,
+        "failed_rps": 100.0, "unreached_rps": 0.0, "collateral_rps": 0.0,
+        "to": [{"site": "SYD", "rps": 100.0, "share": 1.0}],
+        "receivers": [], "excess_cpu": 0.0, "worst_utilisation": None,
+    }  # fmt: skip
+    path.write_text(json.dumps({
+        "anyedge_atlas": 1, "prefix": PREFIX, "mode": "as", "k": 1, "sites": list(CAPACITY),
+        "scenarios": [scenario], "riskiest": ["CHC"],
+    }))  # fmt: skip
+
+
+def test_the_speakers_actuator_withdraws_and_announces_through_gobgp(
+    world: tuple[Sites, Prometheus], namespace: str, tmp_path: Path
+) -> None:
+    if shutil.which("gobgpd") is None:
+        pytest.skip("gobgpd is not installed")
+    sites, prom = world
+    _calm(sites)
+    work = tmp_path / "chc"
+    speaker = GoBgp(SpeakerConfig("CHC", namespace, work, 64500, "10.0.0.7", ()))
+    pids = speaker.start([Route(PREFIX)])
+    try:
+        rib = lambda: set(json.loads(speaker.gobgp("global", "rib", "-a", "ipv4", "-j") or "{}"))  # noqa: E731
+        wait_for("GoBGP announces the prefix", lambda: PREFIX in rib())
+        _atlas(tmp_path / "atlas.json")
+        port = free_port()
+        actuator = (
+            "actuator:\n  kind: speakers\n  speakers:\n"
+            f"    CHC: {{driver: gobgp, namespace: {namespace}, workdir: {work}, asn: 64500, "
+            "router_id: 10.0.0.7}"
+        )
+        cfg = controller_yaml(
+            tmp_path, prom.url, CAPACITY, http_port=port, actuator=actuator,
+            prefix=PREFIX, atlas="atlas.json", cannot_forward=("CHC",),
+        )  # fmt: skip
+        run = Run(cfg, port)
+        try:
+            sites.load("CHC", 1.2)
+            wait_for("withdrawn in the state", lambda: run.state()["moves"]["withdrawn"])
+            assert run.state()["moves"]["withdrawn"] == [{"site": "CHC", "prefix": PREFIX}]
+            wait_for("GoBGP withdrew it", lambda: PREFIX not in rib())
+            wait_for("logged", lambda: "withdraw CHC" in run.log())
+            # CHC gets servers enough for the 1,200 ms/s its prefix carried, and more
+            sites.cap.labels("CHC").set(4 * CAPACITY["CHC"])
+            sites.load("CHC", 0.1)
+            wait_for("announced again", lambda: not run.state()["moves"]["withdrawn"], 90)
+            wait_for("GoBGP announces it again", lambda: PREFIX in rib())
+        finally:
+            assert run.stop() == 0, run.log()
+    finally:
+        netns.stop(pids)
+        sites.cap.labels("CHC").set(CAPACITY["CHC"])
+        _calm(sites)

@@ -1,0 +1,114 @@
+"""The lab as a production rehearsal (marker ``lab``): the lab of tests/data/lab3.yaml,
+``anyedge lab exporter`` serving its sites' counters, Debian's Prometheus scraping it,
+and ``anyedge control run`` on the configuration ``anyedge lab controller-config``
+writes — telemetry by PromQL, forwarding by nftables in the sites' namespaces.  The
+closed loop: c1 overloads CHC (300 free requests/s at 1 ms each where CHC can serve
+200 ms/s), the controller forwards CHC's free plan to AKL, and takes it back when the
+load ends; while it forwards, the dashboard (in headless Chromium) shows it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab_support import DATA, RunningLab, running_lab
+from service_support import SRC, Page, Prometheus, Run, chromium, free_port, get, wait_for
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab3() -> Iterator[RunningLab]:
+    with running_lab(DATA / "lab3.yaml") as lab:
+        yield lab
+
+
+def _actions(journal: Path, kind: str) -> list[tuple[int, str, str, str]]:
+    db = sqlite3.connect(journal)
+    try:
+        rows = db.execute(
+            "SELECT seq, site, plan, to_site FROM actions WHERE kind = ? ORDER BY seq, n", (kind,)
+        ).fetchall()
+    finally:
+        db.close()
+    return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    d = str(lab3.directory)
+    port = free_port()
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "anyedge", "lab", "exporter", "--dir", d, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    prom: Prometheus | None = None
+    run: Run | None = None
+    try:
+        wait_for("the exporter", lambda: b"anyedge_lab_requests_total" in get(
+            f"http://127.0.0.1:{port}/metrics"))  # fmt: skip
+        prom = Prometheus(tmp_path / "prom", [f"127.0.0.1:{port}"])
+        http = free_port()
+        cfg = tmp_path / "controller.yaml"
+        r = subprocess.run(
+            [sys.executable, "-m", "anyedge", "lab", "controller-config", "--dir", d,
+             "--prometheus", prom.url, "--http-port", str(http), "-o", str(cfg)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        run = Run(cfg, http)
+        wait_for("every site fresh", lambda: all(s["fresh"] for s in run.state()["sites"]))
+        plan = lab3.plan
+        c1 = plan.node("c1").namespace
+        argv = ["ip", "netns", "exec", c1, sys.executable, "-m", "anyedge.lab.probe", "load"]
+        argv += ["--address", plan.service_address, "--port", str(plan.ports[0])]
+        argv += ["--rate", "300", "--duration", "15", "--flows", "512"]
+        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # while CHC is hot: the dashboard, in Chromium, shows the forward and why
+            wait_for("CHC forwards", lambda: run.state()["moves"]["forward"])
+            out, _ = chromium(tmp_path, f"{run.url}/")
+            page = Page(out)
+            rows = [a for t, a in page.tags if t == "tr" and a.get("class") == "forward"]
+            assert ("CHC", "AKL") in {(a["data-site"], a["data-to"]) for a in rows}
+            assert "is above the maximum" in page.text["forwards"]
+            # the map: a circle per site where the world puts it, an arrow CHC -> AKL
+            circles = {a["data-site"]: a for t, a in page.tags if t == "circle"}
+            assert set(circles) == {"CHC", "AKL", "SYD"}
+            flows = {(a["data-site"], a["data-to"]) for t, a in page.tags if t == "line"
+                     and a.get("class") == "flow"}  # fmt: skip
+            assert ("CHC", "AKL") in flows
+            stdout, stderr = load.communicate(timeout=90)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.communicate()
+        assert load.returncode == 0, stderr
+        sent = json.loads(stdout)
+        journal = tmp_path / "journal.sqlite"
+        moved = _actions(journal, "forward")
+        assert moved, run.log()
+        assert {(m[1], m[2], m[3]) for m in moved} >= {("CHC", "free", "AKL")}
+        assert sent["answers"].get("AKL", 0) > 0.1 * sent["sent"]  # AKL served some of it
+        # the load is over: CHC takes it all back
+        wait_for("CHC took it back", lambda: not run.state()["moves"]["forward"], 120)
+        assert any(a[1] == "CHC" for a in _actions(journal, "revert"))
+        wait_for("logged", lambda: "forward CHC free -> AKL" in run.log())
+        assert run.metric("anyedge_controller_telemetry_up") == 1.0
+        print("\n".join(ln for ln in run.lines if "decision" in ln))  # pytest -s shows it
+        print(f"load: {sent['answers']} of {sent['sent']}")
+    finally:
+        if run is not None:
+            assert run.stop() == 0, run.log()
+        if prom is not None:
+            prom.stop()
+        exporter.terminate()
+        out, err = exporter.communicate(timeout=30)
+        assert exporter.returncode == 0, err
