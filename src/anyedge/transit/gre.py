@@ -26,6 +26,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from ..proto.inet import checksum
 from .config import Customer
 
 PROTO_GRE = 47
@@ -67,16 +68,6 @@ class Gre:
     key: int | None
     proto: int
     payload: bytes
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def header(
