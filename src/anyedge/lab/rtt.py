@@ -23,6 +23,7 @@ NSID; :func:`summarize` gives the median and the 90th percentile.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 import statistics
 import threading
@@ -65,7 +66,7 @@ def _port(plan: LabPlan, a: str, b: str) -> Port:
 
 def _delay(plan: LabPlan, path: Sequence[str]) -> tuple[float, int]:
     ms, shaped = 0.0, 0
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         shape = _port(plan, a, b).shape
         ms += shape.delay_ms
         shaped += int(shape.shaped)
@@ -95,9 +96,7 @@ def return_path(plan: LabPlan, client: str, site: NodePlan) -> tuple[str, ...]:
     return (*path, client)
 
 
-def predict(
-    world: World, plan: LabPlan, withdrawn: Sequence[str] = ()
-) -> dict[str, Prediction]:
+def predict(world: World, plan: LabPlan, withdrawn: Sequence[str] = ()) -> dict[str, Prediction]:
     """client -> its predicted site and round trip, with the sites ``withdrawn`` not
     announcing the service prefix (the others as the topology says)."""
     model = lab_world(world)
@@ -135,8 +134,13 @@ class Timed:
     def median_ms(self) -> float:
         return statistics.median(self.rtt_ms) if self.rtt_ms else float("nan")
 
+    @property
+    def min_ms(self) -> float:
+        """The fastest query: the path's time with the least of the machine's noise."""
+        return min(self.rtt_ms) if self.rtt_ms else float("nan")
 
-def _time_queries(namespace: str, address: str, count: int, timeout: float) -> Timed:
+
+def time_queries(namespace: str, address: str, count: int, timeout: float) -> Timed:
     q = dns.message.make_query(
         ZONE, "A", use_edns=0, options=[dns.edns.GenericOption(dns.edns.OptionType.NSID, b"")]
     )
@@ -172,7 +176,7 @@ def measure(
     out: dict[str, Timed] = {}
 
     def one(name: str) -> None:
-        t = _time_queries(plan.node(name).namespace, plan.service_address, count, timeout)
+        t = time_queries(plan.node(name).namespace, plan.service_address, count, timeout)
         out[name] = Timed(name, t.site, t.rtt_ms)
 
     threads = [threading.Thread(target=one, args=(c,)) for c in names]
