@@ -21,10 +21,12 @@ from anyedge.adapters import nft
 from anyedge.adapters.bgp.base import Neighbor, Route, SpeakerConfig
 from anyedge.adapters.bgp.frr import RouterNeighbor, router_config, site_config
 from anyedge.cli.main import main
+from anyedge.lab import rtt
 from anyedge.lab.compare import predicted
 from anyedge.lab.generate import generate
 from anyedge.lab.plan import client_names, lab_world, make_plan, router_id
 from anyedge.model.files.topology import dump_yaml, load_world, parse_world, world_to_dict
+from anyedge.model.geo import LatencyModel
 from anyedge.model.lab import NodeKind
 
 DATA = Path(__file__).parent / "data"
@@ -124,6 +126,39 @@ def test_generated_labs_are_valid_topologies(seed: int) -> None:
     got = predicted(world)
     assert set(got) == set(client_names(world))
     assert any(v is not None for v in got.values())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generated_delays_price_the_routing_engines_paths(seed: int) -> None:
+    """``generate(delays=True)``: every link takes the latency model's delay (an access
+    link its access term); the twin's round trip for a client is the delays of the
+    routing engine's path there and of the lab's static routes back, and names the site
+    the routing engine predicts."""
+    t = generate(seed, routers=12, sites=4, clients=20, operators=2, delays=True)
+    model = LatencyModel()
+    for link in t["lab"]["links"]:
+        kinds = {t["lab"]["nodes"][e.split(":")[0]]["kind"] for e in link["endpoints"]}
+        if "client" in kinds:
+            assert link["delay_ms"] == model.access_ms / 2
+        else:
+            assert link["delay_ms"] >= 0
+    world = parse_world(dump_yaml(t))
+    plan = make_plan(world)
+    cdn = tuple(t["operators"][0]["sites"])
+    for withdrawn in (cdn, ()):
+        want = rtt.predict(world, plan, withdrawn)
+        assert {c: p.site for c, p in want.items()} == predicted(world, withdrawn)
+        for c, p in want.items():
+            assert p.there[0] == p.back[-1] == c
+            assert p.there[-1] == p.back[0] == plan.site_node(str(p.site)).name
+            hops = list(zip(p.there, p.there[1:], strict=False))
+            hops += list(zip(p.back, p.back[1:], strict=False))
+            delays = [
+                next(x for x in plan.node(a).ports if x.peer == b).shape.delay_ms for a, b in hops
+            ]
+            assert p.rtt_ms == pytest.approx(sum(delays))
+            assert p.crossings == len(hops)  # every link of a --delays lab is shaped
+            assert p.rtt_ms >= model.access_ms  # the access link, there and back
 
 
 def test_plurimog_script_divides_the_buckets() -> None:

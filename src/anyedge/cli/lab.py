@@ -463,17 +463,32 @@ def load(
     help="2: every second site is a second operator's (AS64400), on the same prefix.",
 )
 @click.option(
+    "--delays",
+    is_flag=True,
+    help="Every link takes a delay_ms from the latency model (routers placed near the "
+    "sites' cities); see docs/dns.md.",
+)
+@click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Write here (default: stdout)."
 )
 def generate(
-    seed: int, routers: int, sites: int, clients: int, operators: int, output: Path | None
+    seed: int,
+    routers: int,
+    sites: int,
+    clients: int,
+    operators: int,
+    delays: bool,
+    output: Path | None,
 ) -> None:
     """Write a random lab topology (a tiered Internet, sites with mixed speakers)."""
     from ..lab.generate import generate as gen
     from ..model.files.atomic import write_all
     from ..model.files.topology import dump_yaml
 
-    text = dump_yaml(gen(seed, routers=routers, sites=sites, clients=clients, operators=operators))
+    topo = gen(
+        seed, routers=routers, sites=sites, clients=clients, operators=operators, delays=delays
+    )
+    text = dump_yaml(topo)
     if output is None:
         click.echo(text, nl=False)
     else:

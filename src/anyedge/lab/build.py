@@ -463,6 +463,11 @@ def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> d
     removed = [ns for ns in sorted(spaces) if netns.exists(ns)]
     inside = [p for ns in removed for p in netns.pids(ns)]
     netns.stop(inside)
+    if state is not None:
+        # the delay lines' process closes two TAP devices per link as it ends; with tens
+        # of links the kernel takes seconds over it (the process sits in D state, deaf to
+        # SIGKILL), so wait for it rather than leave it behind
+        netns.stop(state.pids.get(DELAY_LINES, []), grace=20.0)
     for ns in removed:
         netns.remove(ns)
     left = [ns for ns in removed if netns.exists(ns)]

@@ -8,6 +8,16 @@ peering between routers of the same tier; sites buying transit from (or peering 
 one or two routers; clients behind access routers.  Site speakers cycle through the
 kinds asked for, so one lab mixes them.  With ``operators=2`` every second site belongs
 to a second operator (``cdn``, AS64400) that originates the same prefix from its ASN.
+
+With ``delays=True`` every link takes a ``delay_ms`` from the world's latency model
+(:class:`~anyedge.model.geo.LatencyModel`, the one that prices the twin's paths): each
+router stands at one of the chosen sites' cities, a little off it (up to
+:data:`SPREAD_DEG` degrees each way), a site at its city and a client at its router;
+a link's one-way delay is half the model's round trip for the great-circle distance
+between its ends, without the access term, and a client's access link carries the
+access term (half of ``access_ms`` each way).  A path's delays, there and back, then add
+up to what the model gives for the path's length: ``access_ms + inflation * km /
+km_per_ms`` (:mod:`anyedge.lab.rtt` predicts round trips from them).
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from ..model.geo import LatencyModel, great_circle_km
 
 SITES = (
     ("CHC", "Christchurch", "NZ", -43.53, 172.63),
@@ -27,6 +39,7 @@ SITES = (
     ("LHR", "London", "GB", 51.47, -0.45),
 )
 SPEAKERS = ("frr", "bird", "gobgp", "exabgp")
+SPREAD_DEG = 2.0  # how far (degrees of latitude and longitude) a router stands off its city
 
 
 def generate(
@@ -37,6 +50,7 @@ def generate(
     speakers: tuple[str, ...] = SPEAKERS,
     prefix: str = "198.51.100.0/24",
     operators: int = 1,
+    delays: bool = False,
 ) -> dict[str, Any]:
     """A topology (as a dict ready for YAML) with a random lab."""
     if not 3 <= routers <= 250:
@@ -113,4 +127,31 @@ def generate(
     }
     if operators == 2 and sites > 1:
         out["operators"] = [{"name": "cdn", "asn": 64400, "sites": [c[0] for c in chosen[1::2]]}]
+    if delays:
+        add_delays(out, np.random.default_rng([seed, 1]))
     return out
+
+
+def add_delays(topology: dict[str, Any], rng: np.random.Generator) -> None:
+    """Give every link of ``topology`` its ``delay_ms`` from the latency model (module
+    docstring); routers placed with ``rng``."""
+    model = LatencyModel()
+    cities = [(s["lat"], s["lon"]) for s in topology["sites"]]
+    nodes = topology["lab"]["nodes"]
+    where: dict[str, tuple[float, float]] = {}
+    for name, n in nodes.items():
+        if n["kind"] == "router":
+            lat, lon = cities[int(rng.integers(len(cities)))]
+            off = rng.uniform(-SPREAD_DEG, SPREAD_DEG, size=2)
+            where[name] = (float(np.clip(lat + off[0], -89.0, 89.0)), float(lon + off[1]))
+    for s in topology["sites"]:
+        where[s["code"].lower()] = (s["lat"], s["lon"])
+    for link in topology["lab"]["links"]:
+        a, b = (e.split(":")[0] for e in link["endpoints"])
+        client = nodes[a]["kind"] == "client" or nodes[b]["kind"] == "client"
+        if client:
+            one_way = model.access_ms / 2
+        else:
+            km = float(great_circle_km(*where[a], *where[b]))
+            one_way = float(model.rtt_from_km(km)) / 2 - model.access_ms / 2
+        link["delay_ms"] = round(max(one_way, 0.0), 2)
