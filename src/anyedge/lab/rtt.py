@@ -9,9 +9,10 @@ those delays:
   what :func:`~anyedge.lab.compare.predicted` uses) gives the client's AS path to the
   site it reaches: the client's router, the routers of the path's ASNs, the site; each
   hop is the lab's link between those two nodes;
-* **back** — the site's reply follows the lab's forwarding, which is not BGP: the site's
-  default route to its first upstream, then the routers' static routes towards the
-  client's network (:attr:`~anyedge.lab.plan.NodePlan.routes`);
+* **back** — the site's reply goes to its first upstream (its default route), and from
+  there follows BGP to the client's network, which the client's router originates
+  (:attr:`~anyedge.lab.plan.NodePlan.networks`): the routing engine propagates that
+  router's AS as an origin over the same graph and reads the upstream's AS path;
 * the round trip is the sum of the one-way delays of the links there and back, and
   ``crossings`` counts the shaped links crossed (each adds the delay line's overhead).
 
@@ -22,7 +23,6 @@ NSID; :func:`summarize` gives the median and the 90th percentile.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import socket
 import statistics
@@ -39,7 +39,9 @@ import numpy as np
 from ..adapters import netns
 from ..model.lab import NodeKind
 from ..model.world import World
-from ..routing import Mode, Router
+from ..routing import Mode, Router, Seeds
+from ..routing.graph import RoutingGraph
+from ..routing.propagate import as_path, propagate
 from .build import LabError
 from .compare import announcement
 from .dns import ZONE, _nsid_bytes
@@ -80,20 +82,22 @@ def _owner(plan: LabPlan, address: str) -> str:
     raise LabError(f"no node holds {address}")
 
 
-def return_path(plan: LabPlan, client: str, site: NodePlan) -> tuple[str, ...]:
-    """The nodes a reply from ``site`` crosses to ``client``, as the lab forwards it."""
-    cport = plan.node(client).ports[0]
-    net = ipaddress.ip_interface(cport.address).network
+def return_path(plan: LabPlan, client: str, site: NodePlan, graph: RoutingGraph) -> tuple[str, ...]:
+    """The nodes a reply from ``site`` crosses to ``client``: the site's first upstream,
+    then the BGP path from there to the client's router (``graph``: the lab world's
+    routing graph)."""
     if site.default_via is None:
         raise LabError(f"{site.name} has no default route")
-    path = [site.name, _owner(plan, site.default_via)]
-    while path[-1] != cport.peer:
-        here = plan.node(path[-1])
-        via = next((v for d, v in here.routes if ipaddress.ip_network(d) == net), None)
-        if via is None or len(path) > len(plan.nodes):
-            raise LabError(f"{here.name} has no route towards {client} ({net})")
-        path.append(_owner(plan, via))
-    return (*path, client)
+    home = plan.node(client).ports[0].peer
+    first = _owner(plan, site.default_via)
+    routers = {n.asn: n.name for n in plan.of_kind(NodeKind.ROUTER) if n.asn is not None}
+    asn_of = {name: asn for asn, name in routers.items()}
+    row = {int(a): i for i, a in enumerate(graph.asn.tolist())}
+    state = propagate(graph, Seeds.origins([row[asn_of[home]]]))
+    ases = as_path(state, graph.asn, row[asn_of[first]], {})
+    if not ases:
+        raise LabError(f"{first} has no route towards {client}'s network")
+    return (site.name, *(routers[a] for a in ases), client)
 
 
 def predict(world: World, plan: LabPlan, withdrawn: Sequence[str] = ()) -> dict[str, Prediction]:
@@ -104,7 +108,8 @@ def predict(world: World, plan: LabPlan, withdrawn: Sequence[str] = ()) -> dict[
     ann = announcement(model, plan.prefixes[0], None)
     if withdrawn:
         ann = ann.withdraw(*[codes.index(s) for s in withdrawn])
-    c = Router(model, Mode.AS).catchment(ann)
+    router = Router(model, Mode.AS)
+    c = router.catchment(ann)
     clients = client_names(world)
     metro_id = model.internet.metros.id
     router_by_asn = {n.asn: n.name for n in plan.of_kind(NodeKind.ROUTER)}
@@ -117,7 +122,7 @@ def predict(world: World, plan: LabPlan, withdrawn: Sequence[str] = ()) -> dict[
         site = plan.site_node(codes[row])
         ases = [a for a in c.eyeball_path(e) if a in router_by_asn]
         there = (client, *(router_by_asn[a] for a in ases), site.name)
-        back = return_path(plan, client, site)
+        back = return_path(plan, client, site, router.graph)
         ms1, k1 = _delay(plan, there)
         ms2, k2 = _delay(plan, back)
         out[client] = Prediction(client, codes[row], there, back, ms1 + ms2, k1 + k2)
