@@ -245,7 +245,10 @@ def _check_backbone(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc,
         if o.country not in COUNTRIES:
             yield ("origins", i, "country"), f"unknown ISO country code {o.country!r}"
         if o.name in names:
-            yield ("origins", i, "name"), f"origin {o.name} is already defined at origins[{names[o.name]}]"
+            yield (
+                ("origins", i, "name"),
+                f"origin {o.name} is already defined at origins[{names[o.name]}]",
+            )
         names.setdefault(o.name, i)
 
 
