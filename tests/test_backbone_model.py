@@ -57,14 +57,16 @@ def test_topology_backbone_and_origins(tmp_path: Path, capsys: pytest.CaptureFix
     bb, code = world.backbone, world.network.sites.code
     chc, akl = code.index("CHC"), code.index("AKL")
     links = bb.links
-    assert len(links) == 2 and bb.origins.name == ("nz-web", "us-api")
+    assert len(links) == 2
+    assert bb.origins.name == ("nz-web", "us-api")
     row = int(np.flatnonzero((links.a == min(chc, akl)) & (links.b == max(chc, akl)))[0])
     s = world.network.sites
     gc = float(great_circle_km(s.lat[chc], s.lon[chc], s.lat[akl], s.lon[akl]))
     assert links.km[row] == pytest.approx(1.5 * gc)
     assert links.latency_ms[row] == pytest.approx(1.5 * gc / FIBRE_KM_PER_MS)
     assert 14000.0 in links.km.tolist()
-    assert bb.detour(3)[chc] == 1.2 and bb.detour(3)[akl] == 1.0
+    assert bb.detour(3)[chc] == 1.2
+    assert bb.detour(3)[akl] == 1.0
     # through `anyedge world --out` and back
     src = tmp_path / "in.yaml"
     src.write_text(TINY + BACKBONE, encoding="utf-8")
@@ -107,7 +109,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("old,new,place,words", BAD, ids=[b[2] + ":" + b[3] for b in BAD])
+@pytest.mark.parametrize(
+    ("old", "new", "place", "words"), BAD, ids=[b[2] + ":" + b[3] for b in BAD]
+)
 def test_bad_backbone_exits_2_naming_file_line_place(
     old: str,
     new: str,
@@ -122,7 +126,8 @@ def test_bad_backbone_exits_2_naming_file_line_place(
     out_dir = tmp_path / "out"
     rc = main(["world", "-t", str(path), "--out", str(out_dir)])
     out, err = capsys.readouterr()
-    assert rc == 2 and out == ""
+    assert rc == 2
+    assert out == ""
     first = TINY.count("\n") + 1  # the line `backbone:` is on
     lnum = first + BACKBONE[: BACKBONE.index(old)].count("\n")
     head = f"anyedge: error: {path}:{lnum}: {place}: "

@@ -21,8 +21,8 @@ Pure computation: no sockets, no clocks.  The lab and the twin drive it.
 
 from .argo import Argo
 from .graph import Graph, Path, spell
-from .orpheus import Orpheus
 from .origin import OriginPaths, best_via, origin_paths, paths_from, transit_rtt
+from .orpheus import Orpheus
 from .srte import Demand, Placement, k_shortest, place
 from .tiers import Tiers, tiers
 

@@ -70,12 +70,14 @@ class Argo:
             return self.current
         best = min(live, key=lambda p: (live[p], self.candidates.index(p)))
         cur = self.current
-        if cur is None or cur not in live:
-            self._switch(best, now)
-        elif (
-            best != cur
-            and live[best] < live[cur] - self.margin(live[cur])
-            and now - self.since >= self.hold_s
+        if (
+            cur is None
+            or cur not in live
+            or (
+                best != cur
+                and live[best] < live[cur] - self.margin(live[cur])
+                and now - self.since >= self.hold_s
+            )
         ):
             self._switch(best, now)
         return self.current

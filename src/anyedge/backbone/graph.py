@@ -8,6 +8,7 @@ sites a path crosses.  A path is a tuple of site rows, first the site it starts 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,7 +37,14 @@ class Graph:
     @classmethod
     def from_links(cls, links: BackboneLinks, n: int) -> Graph:
         return cls.from_edges(
-            n, zip(links.a.tolist(), links.b.tolist(), links.latency_ms, links.capacity_gbps)
+            n,
+            zip(
+                links.a.tolist(),
+                links.b.tolist(),
+                links.latency_ms,
+                links.capacity_gbps,
+                strict=True,
+            ),
         )
 
     @classmethod
@@ -97,4 +105,4 @@ def spell(pred_row: IntArray, source: int, target: int) -> Path | None:
 
 def path_latency(graph: Graph, path: Path, edges: dict[tuple[int, int], int]) -> float:
     """One-way latency along ``path`` (KeyError if two of its sites are not linked)."""
-    return float(sum(graph.latency_ms[edges[(a, b)]] for a, b in zip(path, path[1:])))
+    return float(sum(graph.latency_ms[edges[(a, b)]] for a, b in itertools.pairwise(path)))

@@ -56,7 +56,7 @@ def transit_rtt(world: World, origins: Origins | None = None) -> FloatArray:
 
 def best_via(backbone_rtt: FloatArray, transit: FloatArray) -> tuple[FloatArray, IntArray]:
     """Min-plus product of (n, n) and (n, m): best round trip and its argmin egress."""
-    n, m = transit.shape
+    _n, m = transit.shape
     best = np.empty((backbone_rtt.shape[0], m))
     egress = np.empty((backbone_rtt.shape[0], m), dtype=np.int32)
     for lo in range(0, backbone_rtt.shape[0], BLOCK):

@@ -17,6 +17,7 @@ latency rather than by IGP cost.  Two computations:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ def k_shortest(graph: Graph, source: int, target: int, k: int) -> list[tuple[flo
                     usable[(graph.src == p[i]) & (graph.dst == p[i + 1])] = False
             for node in root[:-1]:
                 usable[(graph.src == node) | (graph.dst == node)] = False
-            d, pr = graph.shortest([spur], usable)
+            _d, pr = graph.shortest([spur], usable)
             tail = spell(pr[0], spur, target)
             if tail is None:
                 continue
@@ -90,7 +91,7 @@ def place(graph: Graph, demands: Sequence[Demand]) -> Placement:
         p = spell(pred[0], d.source, d.target)
         if p is None:
             continue
-        for a, b in zip(p, p[1:]):
+        for a, b in itertools.pairwise(p):
             load[_room(graph, usable, a, b, edges)] += d.gbps
         paths[i], lat[i] = p, float(dist[0, d.target])
     return Placement(tuple(paths), tuple(lat), load)

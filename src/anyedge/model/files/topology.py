@@ -27,8 +27,8 @@ import yaml
 from pydantic import ValidationError
 
 from ...errors import InputError, Problem
-from ..countries import COUNTRIES
 from ..backbone import Backbone, BackboneLinks, Origins
+from ..countries import COUNTRIES
 from ..geo import LatencyModel, great_circle_km
 from ..internet import AS_KIND_NAMES, ASKind, Eyeballs, Internet, Metros, ProviderLoopError
 from ..lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
