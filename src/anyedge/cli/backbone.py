@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -51,7 +52,7 @@ def paths(
     k = o.index(origin)
     only = Origins((origin,), (o.city[k],), (o.country[k],), o.lat[k : k + 1], o.lon[k : k + 1])
     p = origin_paths(world, only)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "site": code[i],
             "direct_ms": round(float(p.direct_rtt[i, 0]), 2),
