@@ -103,7 +103,7 @@ def main() -> None:
         f"(ratio {t_k_nx / t_k:.2f})"
     )
     demands = [
-        Demand(int(a), int(b), float(rng.choice([1.0, 10.0, 40.0])))
+        Demand(int(a), int(b), float(rng.choice([0.5, 2.0, 10.0])))
         for a, b in (rng.choice(n, size=2, replace=False) for _ in range(2000))
     ]
     placed, t_place = median_time(lambda: place(g, demands), 1)
