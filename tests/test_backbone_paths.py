@@ -92,6 +92,14 @@ def test_origin_paths_match_networkx(g: Graph, data: st.DataObject) -> None:
             assert p[-1] == e
             if e != s:  # the backbone only when strictly faster
                 assert paths.best_rtt[s, o] < transit[s, o]
+            cands = paths.candidates(s, o, k=3)
+            assert s in [c[0] for c in cands]
+            assert len({c[0] for c in cands}) == len(cands) <= 3
+            assert cands[0][1] == paths.best_rtt[s, o]
+            via = {e: w + transit[e, o] for e, w in length.items() if isinstance(e, int)}
+            assert all(ms == via[e] for e, ms in cands)
+            others = sorted(ms for e, ms in via.items() if e != s)[:2]
+            assert sorted(ms for e, ms in cands if e != s) == others
 
 
 @settings(max_examples=100, deadline=None)

@@ -40,6 +40,15 @@ class OriginPaths:
         assert p is not None  # the egress was reachable, or it would not be chosen
         return p
 
+    def candidates(self, site: int, origin: int, k: int = 3) -> list[tuple[int, float]]:
+        """What Argo measures for (``site``, ``origin``): the ``k`` fastest egresses by the
+        model, as (egress, round trip), fastest first, with direct transit always among
+        them (egress = ``site``)."""
+        total = self.backbone_rtt[site] + self.direct_rtt[:, origin]
+        order = [int(e) for e in np.argsort(total, kind="stable") if np.isfinite(total[e])]
+        picked = [*[e for e in order if e != site][: max(k - 1, 0)], site]
+        return sorted(((e, float(total[e])) for e in picked), key=lambda c: (c[1], c[0] != site))
+
     @property
     def gain(self) -> FloatArray:
         """How much faster the best is than direct transit: 1 - best / direct."""
