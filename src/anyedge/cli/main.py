@@ -29,6 +29,10 @@ EXIT_BAD_INPUT = 2
 # name -> (module that registers it on ``cli``, one-line help as ``anyedge --help`` shows
 # it); tests/test_cli_startup.py checks these against the commands themselves
 COMMANDS: dict[str, tuple[str, str]] = {
+    "backbone": (
+        "anyedge.cli.backbone",
+        "Paths to customers' origins over the backbone and transit.",
+    ),
     "catchment": (
         "anyedge.cli.catchment",
         "Compute anycast catchments from BGP and print each site's share.",

@@ -5,6 +5,7 @@ arrays indexed by row (:mod:`.table`); IATA codes, ASNs and CIDR strings are loo
 once, at the edges, by ``index`` methods.
 """
 
+from .backbone import FIBRE_KM_PER_MS, Backbone, BackboneLinks, Origins
 from .geo import LatencyModel, great_circle_km
 from .internet import AS_KIND_NAMES, ASKind, Eyeballs, Internet, Metros, ProviderLoopError
 from .lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
@@ -26,9 +27,12 @@ __all__ = [
     "AS_KIND_NAMES",
     "DEFAULT_PLANS",
     "DEFAULT_THRESHOLDS",
+    "FIBRE_KM_PER_MS",
     "PLAN_NAMES",
     "THRESHOLD_NAMES",
     "ASKind",
+    "Backbone",
+    "BackboneLinks",
     "Eyeballs",
     "Internet",
     "Lab",
@@ -38,6 +42,7 @@ __all__ = [
     "Metros",
     "Network",
     "NodeKind",
+    "Origins",
     "Plans",
     "Prefixes",
     "ProviderLoopError",

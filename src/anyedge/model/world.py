@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backbone import Backbone
 from .geo import LatencyModel
 from .internet import Internet
 from .lab import Lab
@@ -25,6 +26,7 @@ class World(Table):
     internet: Internet
     latency: LatencyModel = field(default_factory=LatencyModel)
     lab: Lab = field(default_factory=Lab)
+    backbone: Backbone = field(default_factory=Backbone)
 
     def __post_init__(self) -> None:
         plans = len(self.network.plans)
@@ -37,6 +39,10 @@ class World(Table):
         for o in self.network.operators:
             if o.asn in set(self.internet.asn.tolist()):
                 raise ValueError(f"operator {o.name}'s ASN {o.asn} is also an Internet AS")
+        links, n = self.backbone.links, len(self.network.sites)
+        if len(links) and int(links.b.max()) >= n:
+            raise ValueError("a backbone link refers to a site that does not exist")
+        self.backbone.detour(n)  # ValueError unless one per site (or none)
 
     @property
     def session_as(self) -> Int32Array:

@@ -215,7 +215,9 @@ class Twin:
             plans=net.plans,
             operators=net.operators,
         )
-        return World(network=network, internet=internet, latency=w.latency, lab=w.lab)
+        return World(
+            network=network, internet=internet, latency=w.latency, lab=w.lab, backbone=w.backbone
+        )
 
     def _failover(self) -> FloatArray:
         """Share of each site's users that land on each other site if it withdraws."""

@@ -161,6 +161,28 @@ class OperatorIn(Strict):
     sites: list[SiteCode] = Field(min_length=1)
 
 
+class BackboneLinkIn(Strict):
+    sites: list[SiteCode] = Field(min_length=2, max_length=2)
+    km: float | None = Field(None, gt=0.0, le=100_000.0, description="fibre route length")
+    capacity_gbps: float = Field(gt=0.0, le=1e6)
+
+
+class BackboneIn(Strict):
+    route_factor: float = Field(
+        1.25, ge=1.0, le=10.0, description="fibre route over great circle, where km is not given"
+    )
+    links: list[BackboneLinkIn] = []
+    transit_detour: dict[SiteCode, Annotated[float, Field(ge=1.0, le=10.0)]] = {}
+
+
+class OriginIn(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$")
+    city: str = Field(min_length=1)
+    country: Country
+    lat: Latitude
+    lon: Longitude
+
+
 class TopologyIn(Strict):
     anyedge: Literal[1] = Field(1, description="file format version")
     asn: ASN = 64500
@@ -171,3 +193,5 @@ class TopologyIn(Strict):
     operators: list[OperatorIn] = Field([], description="others' sites on the same prefixes")
     internet: InternetIn = InternetIn()
     lab: LabIn = LabIn()
+    backbone: BackboneIn = BackboneIn()
+    origins: list[OriginIn] = Field([], description="customers' servers, behind transit")

@@ -27,8 +27,9 @@ import yaml
 from pydantic import ValidationError
 
 from ...errors import InputError, Problem
+from ..backbone import Backbone, BackboneLinks, Origins
 from ..countries import COUNTRIES
-from ..geo import LatencyModel
+from ..geo import LatencyModel, great_circle_km
 from ..internet import AS_KIND_NAMES, ASKind, Eyeballs, Internet, Metros, ProviderLoopError
 from ..lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
 from ..network import (
@@ -218,6 +219,37 @@ def _check(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
     yield from _check_operators(t, codes)
     yield from _check_internet(t, len(names))
     yield from _check_lab(t, codes)
+    yield from _check_backbone(t, codes)
+
+
+def _check_backbone(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]]:
+    seen: dict[tuple[str, ...], int] = {}
+    for i, link in enumerate(t.backbone.links):
+        for j, c in enumerate(link.sites):
+            if c not in codes:
+                yield ("backbone", "links", i, "sites", j), f"unknown site {c}"
+        if link.sites[0] == link.sites[1]:
+            yield ("backbone", "links", i, "sites"), "a backbone link joins two different sites"
+        key = tuple(sorted(link.sites))
+        if key in seen:
+            yield (
+                ("backbone", "links", i, "sites"),
+                f"{key[0]} and {key[1]} are already linked by backbone.links[{seen[key]}]",
+            )
+        seen.setdefault(key, i)
+    for c in t.backbone.transit_detour:
+        if c not in codes:
+            yield ("backbone", "transit_detour", c), f"unknown site {c}"
+    names: dict[str, int] = {}
+    for i, o in enumerate(t.origins):
+        if o.country not in COUNTRIES:
+            yield ("origins", i, "country"), f"unknown ISO country code {o.country!r}"
+        if o.name in names:
+            yield (
+                ("origins", i, "name"),
+                f"origin {o.name} is already defined at origins[{names[o.name]}]",
+            )
+        names.setdefault(o.name, i)
 
 
 def _check_operators(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]]:
@@ -522,8 +554,32 @@ def _build(t: TopologyIn, src: _Source) -> World:
         internet=internet,
         latency=LatencyModel(inflation=t.latency.inflation, access_ms=t.latency.access_ms),
         lab=_build_lab(t),
+        backbone=_build_backbone(t, sites),
     )
     return world
+
+
+def _build_backbone(t: TopologyIn, sites: Sites) -> Backbone:
+    b, code_index = t.backbone, {c: i for i, c in enumerate(sites.code)}
+    rows = []
+    for link in b.links:
+        x, y = code_index[link.sites[0]], code_index[link.sites[1]]
+        km = link.km
+        if km is None:
+            gc = great_circle_km(sites.lat[x], sites.lon[x], sites.lat[y], sites.lon[y])
+            km = max(float(gc) * b.route_factor, 1.0)
+        rows.append((x, y, km, link.capacity_gbps))
+    detour = np.ones(len(sites))
+    for c, f in b.transit_detour.items():
+        detour[code_index[c]] = f
+    origins = Origins(
+        name=tuple(o.name for o in t.origins),
+        city=tuple(o.city for o in t.origins),
+        country=tuple(o.country for o in t.origins),
+        lat=np.array([o.lat for o in t.origins], dtype=np.float64),
+        lon=np.array([o.lon for o in t.origins], dtype=np.float64),
+    )
+    return Backbone(links=BackboneLinks.from_rows(rows), transit_detour=detour, origins=origins)
 
 
 def _build_internet(t: TopologyIn, src: _Source, plans: Plans) -> Internet:
@@ -703,6 +759,36 @@ def _link_dict(k: LabLink) -> dict[str, Any]:
     return d
 
 
+def _backbone_dict(world: World) -> dict[str, Any]:
+    bb, code = world.backbone, world.network.sites.code
+    out: dict[str, Any] = {}
+    links = bb.links
+    detour = bb.transit_detour
+    if len(links) or len(detour):
+        out["backbone"] = {
+            "links": [
+                {"sites": [code[a], code[b]], "km": float(k), "capacity_gbps": float(g)}
+                for a, b, k, g in zip(
+                    links.a.tolist(), links.b, links.km, links.capacity_gbps, strict=True
+                )
+            ],
+            "transit_detour": {code[i]: float(f) for i, f in enumerate(detour) if f != 1.0},
+        }
+    o = bb.origins
+    if len(o):
+        out["origins"] = [
+            {
+                "name": o.name[i],
+                "city": o.city[i],
+                "country": o.country[i],
+                "lat": float(o.lat[i]),
+                "lon": float(o.lon[i]),
+            }
+            for i in range(len(o))
+        ]
+    return out
+
+
 def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
     """The topology YAML's content for ``world``.
 
@@ -797,6 +883,7 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
             "eyeballs": EYEBALLS_FILE,
             "ases": ases,
         }
+    out.update(_backbone_dict(world))
     lab = world.lab
     if lab.nodes or lab.links:
         nodes: dict[str, Any] = {}

@@ -17,6 +17,8 @@
 7. **Capacity** (:mod:`.capacity`): each site gets servers for the busiest moment of its
    BGP catchment over the day, at its maximum threshold, times its headroom — so that
    on a day without events no site goes over its maximum threshold.
+8. **Backbone** (:mod:`.backbone`): regional meshes and long-haul routes between the
+   sites, each region's transit detour, and the customers' origins.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ..network import (
 from ..plans import DEFAULT_PLANS
 from ..table import FloatArray, IntArray
 from ..world import World
+from .backbone import build_backbone
 from .capacity import plan_servers, site_peak_load
 from .geography import HUB_AIRPORT, Cities, load_airports, load_cities
 from .internet import build_internet
@@ -176,7 +179,9 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
     need = site_peak_load(world) * layout.headroom / sites.thresholds[:, 0]
     servers = plan_servers(need, layout.site, layout.share, layout.cpu, layout.min_servers)
     network = replace(network, sections=layout.sections(servers))
-    return World(network=network, internet=internet, latency=latency)
+    say("backbone")
+    backbone = build_backbone(sites)
+    return World(network=network, internet=internet, latency=latency, backbone=backbone)
 
 
 @dataclass(frozen=True)
