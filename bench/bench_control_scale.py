@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,7 +100,9 @@ def dense_core() -> ModuleType | None:
     mod = importlib.util.module_from_spec(spec)
     sys.modules["anyedge_dense"] = mod
     spec.loader.exec_module(mod)
-    return importlib.import_module("anyedge_dense.core")
+    core = importlib.import_module("anyedge_dense.core")
+    shutil.rmtree(tmp)  # the modules are loaded: nothing is left behind in /tmp
+    return core
 
 
 def one_size(n: int, dense: ModuleType | None) -> None:

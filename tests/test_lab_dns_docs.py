@@ -50,3 +50,4 @@ def test_the_dns_session_runs(
         assert digs == [{"c1": "CHC", "c2": "AKL"}, {"c1": "AKL", "c2": "AKL"}]
     finally:
         tear_down(root / "lab", "lab")
+        shutil.rmtree(root, ignore_errors=True)
