@@ -9,15 +9,15 @@ The default day (``anyedge simulate`` with no argument: the default world, six r
 by :func:`default_day_run`, through the real command; every test that needs the
 default day's numbers, report or comparison takes them from that one run.
 
-The suite runs on several workers (pytest-xdist, ``-n 4 --dist loadgroup`` in
-pyproject.toml).  Each test module is one group, so a module's fixtures are built once.
-The tests that run labs of BGP daemons are three groups, each one lab at a time, on
-three of the four workers (they mostly wait on BGP timers while the fourth computes);
-the other tests that need root make namespaces of their own without BGP and stay in
-their modules' groups.  The modules that read the default day share a group, so it is
-simulated once.  The lab groups go first, being the longest.  (Measured: with one lab
-group its ~9 minutes, one module after another, were the suite's whole time once numpy
-ran on one BLAS thread and the rest of the suite needed about 7 CPU-minutes.)
+The suite runs on four workers (pytest-xdist, ``-n 4 --dist loadgroup
+--no-loadscope-reorder`` in pyproject.toml).  Each test module is one group, so a
+module's fixtures are built once.  The tests that run labs of BGP daemons are three
+groups, each one lab at a time (their workers mostly wait on BGP timers); the other
+tests that need root make namespaces of their own without BGP and stay in their
+modules' groups.  The modules that read the default day share a group, so it is
+simulated once.  The three lab groups and the default day go first, one to each worker
+(see ``_ORDER``).  (Measured: with one lab group its ~9 minutes, one module after
+another, were the suite's whole time once numpy ran on one BLAS thread.)
 """
 
 from __future__ import annotations
@@ -78,6 +78,32 @@ LAB_GROUPS = {
 }
 
 
+# The order groups are handed out in (``--no-loadscope-reorder``: xdist keeps it rather
+# than sorting groups by their number of tests): the four longest first, one to each
+# worker, then the next longest, so that no two long ones share a worker.  (Measured: on
+# xdist's order by test count the default day and lab-b shared one, which took 450 s
+# while the others took 360-390 s.)
+_ORDER = {
+    g: i
+    for i, g in enumerate(
+        [
+            "lab",
+            "lab-b",
+            "lab-c",
+            "default_day",
+            "test_cli_bad_input",
+            "test_store",
+            "test_turn_interop_coturn",
+            "test_control_run",
+            "test_routing_properties",
+            "test_edge_pmtud",
+            "test_predict",
+            "test_routing_bgpy",
+        ]
+    )
+}
+
+
 def _group(item: pytest.Item) -> str:
     module = item.path.stem
     if "lab" in item.keywords and module in LAB_GROUPS:
@@ -91,8 +117,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     stray = {m for m in labs if m.startswith("test_lab")} - LAB_GROUPS.keys()
     if stray:  # a lab of BGP daemons running beside the others would be a surprise
         raise pytest.UsageError(f"tests/conftest.py: give {', '.join(sorted(stray))} a LAB_GROUPS")
-    order = {"lab": 0, "lab-b": 0, "lab-c": 0, "default_day": 1}
-    items.sort(key=lambda item: order.get(_group(item), 2))  # stable: files keep their order
+    items.sort(key=lambda item: _ORDER.get(_group(item), len(_ORDER)))  # stable sort
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))
     if os.geteuid() == 0:
