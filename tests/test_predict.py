@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -692,3 +695,34 @@ def test_atlas_load_wrong_version(tmp_path: Path) -> None:
     assert e.value.file == f
     places = {p.place for p in e.value.problems}
     assert {"anyedge_atlas", "prefix", "scenarios"} <= places
+
+
+def test_local_workers_end_even_after_a_command_set_a_sigterm_handler() -> None:
+    """Commands that shut down gracefully (``store serve``, ``transit serve``, ``control
+    run``...) set a SIGTERM handler and may run in-process before ``build_atlas``.  Once
+    a test run hung in the pool's end: a forked worker, blocked on the task queue, did
+    not die of the pool's SIGTERM.  The pool now ends its workers by closing the queue
+    (each exits on its own) and gives them the default handlers; this checks the atlas
+    is built and the workers end with such a handler set, in a process of its own with a
+    time limit, so that a hang fails the test instead of stopping the suite.  (The hang's
+    exact interleaving did not come back here: this passed on the old code too.)"""
+    code = (
+        "import signal\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)  # as a graceful command leaves it\n"
+        "from anyedge.model.worldgen import WorldOptions, build_world\n"
+        "from anyedge.predict import build_atlas\n"
+        "w = build_world(WorldOptions(sites=40, mcp=5, min_city_population=500_000))\n"
+        "atlas = build_atlas(w, jobs=2)\n"
+        "print(len(atlas.scenarios))\n"
+    )
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) > 16  # more than one chunk: the workers were used

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -65,15 +66,28 @@ def run_local(
     global _SHARED
     _SHARED = p
     results: list[Outcome | None] = [None] * len(scenarios)
+    pool = mp.get_context("fork").Pool(jobs, initializer=_default_signals)
     try:
-        with mp.get_context("fork").Pool(jobs) as pool:
-            for start, outs in pool.imap_unordered(_run_chunk, _chunks(scenarios, chunk)):
-                results[start : start + len(outs)] = outs
-                if progress:
-                    progress(len(outs))
+        for start, outs in pool.imap_unordered(_run_chunk, _chunks(scenarios, chunk)):
+            results[start : start + len(outs)] = outs
+            if progress:
+                progress(len(outs))
+        pool.close()  # the workers finish and exit on their own
+        pool.join()
     finally:
+        pool.terminate()  # on an error; after join(), nothing is left to end
         _SHARED = None
     return [r for r in results if r is not None]
+
+
+def _default_signals() -> None:
+    """In a forked worker: SIGTERM and SIGINT end it again.  A handler the parent set (a
+    command's graceful shutdown, run in the same process before) would be inherited, and
+    ``Pool.terminate`` could then never end a worker waiting on the task queue — it hung
+    a test run once."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class _RayWorker:
