@@ -231,7 +231,7 @@ def _turn_config(d: Path, port: int, workers: int, tls: bool = False) -> Path:
     conf = d / f"turn-{workers}-{tls}.yaml"
     conf.write_text(
         f"realm: x\nlisten: [{listen}]\n"
-        "relay: {ipv4: 127.0.0.1, ports: [41000, 41999]}\n"
+        "relay: {ipv4: 127.0.0.1, ports: [20000, 20999]}\n"  # below the ephemeral ports
         "auth: {fleet_keys: [a-fleet-key], users: {alice: wonderland}}\n"
         f"workers: {workers}\n"
     )

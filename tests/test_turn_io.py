@@ -20,7 +20,7 @@ def _config(tmp_path: Path) -> Path:
     conf.write_text(
         "realm: io.test\n"
         f"listen: [{{transport: udp, address: 127.0.0.1, port: {port}}}]\n"
-        "relay: {ipv4: 127.0.0.1, ports: [41000, 41999]}\n"
+        "relay: {ipv4: 127.0.0.1, ports: [20000, 20999]}\n"  # below the ephemeral ports
         "auth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
         "workers: 1\n"
     )
