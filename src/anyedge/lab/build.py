@@ -373,14 +373,20 @@ def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float
         argv += ["--address", a]
     argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / "stats.sock")]
     pid = netns.spawn(node.namespace, argv, log)
+    return wait_ready(pid, log, f"{node.name}: the service", timeout)
+
+
+def wait_ready(pid: int, log: Path, what: str, timeout: float) -> int:
+    """``pid`` once its ``log`` has a line ``ready``; :class:`LabError` naming ``what`` if
+    it ends first or takes longer than ``timeout``."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if log.exists() and "ready" in log.read_text(errors="replace").splitlines():
             return pid
         if not netns.alive(pid):
-            raise LabError(f"{node.name}: the service did not start: {log.read_text()[-500:]}")
+            raise LabError(f"{what} did not start: {log.read_text(errors='replace')[-500:]}")
         time.sleep(0.05)
-    raise LabError(f"{node.name}: the service did not start in {timeout:g} s (see {log})")
+    raise LabError(f"{what} did not start in {timeout:g} s (see {log})")
 
 
 def wait_converged(

@@ -47,7 +47,6 @@ import json
 import signal
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ import numpy as np
 
 from ..adapters import netns
 from ..balance.table import ServerState, Table
-from .build import LabError, LabState, locked, node_dir
+from .build import LabError, LabState, locked, node_dir, wait_ready
 from .plan import PORT_BASE, LabPlan, NodePlan
 
 HOLD_PORT = PORT_BASE  # the servers' port for held TCP connections (plans start above)
@@ -112,17 +111,6 @@ def add_server_network(node: NodePlan, index: int, name: str) -> str:
     return ns
 
 
-def _wait_ready(pid: int, log: Path, what: str, timeout: float) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if log.exists() and "ready" in log.read_text(errors="replace").splitlines():
-            return pid
-        if not netns.alive(pid):
-            raise LabError(f"{what} did not start: {log.read_text(errors='replace')[-500:]}")
-        time.sleep(0.05)
-    raise LabError(f"{what} did not start in {timeout:g} s (see {log})")
-
-
 def start_server_service(
     plan: LabPlan, node: NodePlan, directory: Path, name: str, timeout: float = 10.0
 ) -> int:
@@ -137,7 +125,7 @@ def start_server_service(
     argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / f"stats-{name}.sock")]
     argv += ["--hold", str(HOLD_PORT)]
     pid = netns.spawn(server_namespace(node, name), argv, log)
-    return _wait_ready(pid, log, f"{node.name}/{name}: the service", timeout)
+    return wait_ready(pid, log, f"{node.name}/{name}: the service", timeout)
 
 
 def start_agent(node: NodePlan, directory: Path, timeout: float = 60.0) -> int:
@@ -156,7 +144,7 @@ def start_agent(node: NodePlan, directory: Path, timeout: float = 60.0) -> int:
     for i in range(node.servers):
         argv += ["--server", f"s{i}={server_namespace(node, f's{i}')}"]
     pid = netns.spawn(node.namespace, argv, log)
-    return _wait_ready(pid, log, f"{node.name}: the edge agent", timeout)
+    return wait_ready(pid, log, f"{node.name}: the edge agent", timeout)
 
 
 def build_site(plan: LabPlan, node: NodePlan, directory: Path, state: LabState) -> None:
