@@ -127,6 +127,23 @@ class Sites:
         for p, share in zip(PLANS, (0.4, 0.3, 0.2, 0.1), strict=True):
             self.cpu.labels(site, p).set(share * total)
 
+    def calm(self, prometheus_url: str, utilisation: float = 0.3) -> None:
+        """Every site at ``utilisation``, and wait until Prometheus has scraped it: a
+        controller started next must not read an earlier test's overload from a scrape
+        that predates the change."""
+        from anyedge.adapters.prometheus import query
+
+        for s in self.capacity:
+            self.load(s, utilisation)
+        want = {s: utilisation * c for s, c in self.capacity.items()}
+
+        def scraped() -> bool:
+            samples = query(prometheus_url, "sum by (site) (anyedge_site_cpu_ms)")
+            got = {x.labels.get("site"): x.value for x in samples}
+            return all(abs(got.get(s, -1.0) - w) < 1e-6 * max(w, 1.0) for s, w in want.items())
+
+        wait_for("Prometheus scraped the calm sites", scraped)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -42,10 +42,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sites, Pro
         yield w
 
 
-def _calm(sites: Sites) -> None:
-    for s in CAPACITY:
-        sites.load(s, 0.3)
-
 
 def _anyedge(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": SRC}
@@ -111,7 +107,7 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
     world: tuple[Sites, Prometheus], tmp_path: Path
 ) -> None:
     sites, prom = world
-    _calm(sites)
+    sites.calm(prom.url)
     port = free_port()
     # MEL is in the configuration but exports nothing: left out, with its reason
     cfg = controller_yaml(tmp_path, prom.url, CAPACITY, http_port=port, extra_sites=("MEL",))
@@ -172,7 +168,6 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
         done = len(enforced(tmp_path))
     finally:
         rc = run.stop(signal.SIGTERM)
-        _calm(sites)
     # SIGTERM: exit 0, nothing undone — no enforcement after the signal
     assert rc == 0, run.log()
     assert "stopped (SIGTERM); the network keeps decision" in run.log()
@@ -186,7 +181,7 @@ def test_kill_9_mid_action_then_restart_neither_repeats_nor_loses_it(
     world: tuple[Sites, Prometheus], tmp_path: Path
 ) -> None:
     sites, prom = world
-    _calm(sites)
+    sites.calm(prom.url)
     port = free_port()
     # each enforcement takes 3 s; no site changes twice within an hour
     cfg = controller_yaml(tmp_path, prom.url, CAPACITY, http_port=port, delay=3.0,
@@ -222,7 +217,6 @@ def test_kill_9_mid_action_then_restart_neither_repeats_nor_loses_it(
         assert begun[1]["state"] == begun[0]["state"]
     finally:
         rc = run.stop()
-        _calm(sites)
     assert rc == 0
 
 
@@ -230,7 +224,7 @@ def test_overrides_need_the_token_and_take_effect(
     world: tuple[Sites, Prometheus], tmp_path: Path
 ) -> None:
     sites, prom = world
-    _calm(sites)
+    sites.calm(prom.url)
     port = free_port()
     cfg = controller_yaml(tmp_path, prom.url, CAPACITY, http_port=port)
     run = Run(cfg, port)
@@ -285,7 +279,6 @@ def test_overrides_need_the_token_and_take_effect(
         assert len(run_history(run)) == len(hist)
     finally:
         assert run.stop() == 0
-        _calm(sites)
 
 
 def _get_plan(run: Run) -> list[dict[str, object]]:

@@ -46,10 +46,6 @@ def namespace() -> Iterator[str]:
         netns.remove(name)
 
 
-def _calm(sites: Sites) -> None:
-    for s in CAPACITY:
-        sites.load(s, 0.3)
-
 
 def _nft_table(ns: str) -> str:
     p = subprocess.run(
@@ -63,7 +59,7 @@ def test_the_nft_actuator_forwards_in_the_sites_namespace(
     world: tuple[Sites, Prometheus], namespace: str, tmp_path: Path
 ) -> None:
     sites, prom = world
-    _calm(sites)
+    sites.calm(prom.url)
     port = free_port()
     actuator = (
         "actuator:\n  kind: nft\n  ports: {free: 8001, pro: 8002, business: 8003}\n  nft:\n"
@@ -90,7 +86,6 @@ def test_the_nft_actuator_forwards_in_the_sites_namespace(
         wait_for("the rules are gone", lambda: "jhash" not in _nft_table(namespace))
     finally:
         assert run.stop() == 0, run.log()
-        _calm(sites)
 
 
 def _atlas(path: Path) -> None:
@@ -112,7 +107,7 @@ def test_the_speakers_actuator_withdraws_and_announces_through_gobgp(
     if shutil.which("gobgpd") is None:
         pytest.skip("gobgpd is not installed")
     sites, prom = world
-    _calm(sites)
+    sites.calm(prom.url)
     work = tmp_path / "chc"
     speaker = GoBgp(SpeakerConfig("CHC", namespace, work, 64500, "10.0.0.7", ()))
     pids = speaker.start([Route(PREFIX)])
@@ -147,4 +142,3 @@ def test_the_speakers_actuator_withdraws_and_announces_through_gobgp(
     finally:
         netns.stop(pids)
         sites.cap.labels("CHC").set(CAPACITY["CHC"])
-        _calm(sites)
