@@ -309,3 +309,34 @@ def test_a_per_source_limit_holds_for_each_source_on_its_own(srv: Server) -> Non
     assert set(got) == {"100.64.0.2", "100.64.0.3"}
     for n in got.values():
         assert 5 <= n <= 5 + math.ceil(took)
+
+
+def _sets(s: Server, cid: str) -> list[str]:
+    with netns.entered(s.applier.namespace(cid)), Nft() as nft:
+        rs = nft.ruleset()
+    return sorted(i["set"]["name"] for i in rs["nftables"] if "set" in i)
+
+
+@lab
+def test_a_customer_with_per_source_limits_can_be_changed(srv: Server) -> None:
+    """The kernel marks a set a rule updates as dynamic; declaring it again in the next
+    batch failed with "File exists", so such a customer's first configuration stuck."""
+    s = srv
+    limit = {"pps": 100, "burst": 10, "per_source": True}
+    games = {"action": "accept", "protocol": "udp", "ports": [9000], "rate_limit": limit}
+    c = customer("ps", "203.0.113.0/24", [games], default="accept")
+    assert s.applier.wait("ps", put_customer(s.writer, c))
+    assert _sets(s, "ps") == ["rl0v4", "rl0v6"]
+    drop = {"action": "drop", "sources": ["100.64.66.0/24"], "comment": "attackers"}
+    changes = [
+        ([drop, games], ["rl1v4", "rl1v6"]),  # the limit moves to rule 1: new sets
+        ([drop, {**games, "ports": [9001]}], ["rl1v4", "rl1v6"]),  # same sets kept
+        ([drop], []),  # no per-source limit left: its sets go too
+    ]
+    for rules, sets in changes:
+        errors = s.applier.stats.errors
+        seq = put_customer(s.writer, customer("ps", "203.0.113.0/24", rules, default="accept"))
+        assert s.applier.wait("ps", seq)
+        assert s.applier.stats.errors == errors, s.applier.stats.last_error
+        assert _sets(s, "ps") == sets
+    assert [r["comment"] for r in table(s, "ps")] == ["replies", "attackers", "default"]

@@ -193,9 +193,11 @@ class Applier:
             st = _State(ns, customer, NamespaceNft(ns))
             old: tuple[str, ...] = ()
             self._state[cid] = st
+            present: list[str] = []
         else:
             old = st.customer.prefixes
-        st.nft.run(ruleset.batch(customer))
+            present = ruleset.limit_sets(st.customer)
+        st.nft.run(ruleset.batch(customer, present))
         if old != customer.prefixes:
             plumbing.set_prefixes(self.host, ns, cid, old, customer.prefixes)
         st.customer = customer

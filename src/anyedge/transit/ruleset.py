@@ -17,6 +17,7 @@ hook stays registered.)
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Any
 
 from .config import Customer, Rule
@@ -97,8 +98,25 @@ def rule_exprs(rule: Rule, index: int = 0) -> list[list[Json]]:
     return out
 
 
-def batch(customer: Customer) -> list[Json]:
-    """The commands that make ``customer``'s table exactly its configuration."""
+def limit_sets(customer: Customer) -> list[str]:
+    """The names of the dynamic sets ``customer``'s per-source limits keep their sources in."""
+    return [
+        limit_set(i, fam)
+        for i, r in enumerate(customer.rules)
+        if r.rate_limit is not None and r.rate_limit.per_source
+        for fam in (4, 6)
+    ]
+
+
+def batch(customer: Customer, present: Iterable[str] = ()) -> list[Json]:
+    """The commands that make ``customer``'s table exactly its configuration.
+
+    ``present``: the limit sets the table already has (:func:`limit_sets` of the
+    configuration applied before).  They are kept, with the sources they hold, and not
+    declared again: the kernel marks a set that a rule updates as dynamic, and nft 1.0.6's
+    JSON cannot say ``dynamic``, so re-declaring one fails with "File exists".  Sets the
+    new configuration no longer uses are deleted once the flush has dropped their rules.
+    """
     cmds: list[Json] = [
         {"add": {"table": _T}},
         {
@@ -118,19 +136,22 @@ def batch(customer: Customer) -> list[Json]:
         # replies from the customer's side are not the customer's firewall's business
         _rule([_match({"meta": {"key": "iifname"}}, UPLINK, "!="), {"accept": None}], "replies"),
     ]
-    for i, r in enumerate(customer.rules):
-        if r.rate_limit is not None and r.rate_limit.per_source:
-            for fam, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-                elem_set = {
-                    "family": "inet",
-                    "table": TABLE,
-                    "name": limit_set(i, fam),
-                    "type": kind,
-                    "flags": ["timeout"],
-                    "timeout": 60,
-                    "size": 65536,
-                }
-                cmds.append({"add": {"set": elem_set}})
+    have, want = set(present), limit_sets(customer)
+    for name in sorted(have - set(want)):
+        cmds.append({"delete": {"set": {"family": "inet", "table": TABLE, "name": name}}})
+    for name in want:
+        if name not in have:
+            kind = "ipv4_addr" if name.endswith("v4") else "ipv6_addr"
+            elem_set = {
+                "family": "inet",
+                "table": TABLE,
+                "name": name,
+                "type": kind,
+                "flags": ["timeout"],
+                "timeout": 60,
+                "size": 65536,
+            }
+            cmds.append({"add": {"set": elem_set}})
     for i, r in enumerate(customer.rules):
         for exprs in rule_exprs(r, i):
             cmds.append(_rule(exprs, r.comment or f"rule {i}"))
