@@ -63,6 +63,32 @@ def test_bad_customers_are_refused_and_nothing_is_written(
     assert writer.seq == 0
 
 
+def test_a_customer_clashing_with_one_in_the_store_is_refused(
+    writer: EmbeddedWriter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The appliers would refuse it on every server; ``put`` says so before writing."""
+    assert main(["transit", "put", str(EXAMPLE), *connect(writer)]) == 0  # acme and beta
+    capsys.readouterr()
+    seq = writer.seq
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        "- {id: gamma, prefixes: [100.64.10.0/24], tunnel: {router: 198.51.100.9, key: 7}}\n"
+        "- {id: delta, prefixes: [198.51.100.128/26], tunnel: {router: 198.51.100.9, key: 99}}\n"
+    )
+    assert main(["transit", "put", str(new), *connect(writer)]) == 2
+    err = capsys.readouterr().err
+    assert f"{new}: gamma: GRE key 7 is customer beta's in the store" in err
+    assert f"{new}: delta: prefix 198.51.100.128/26 overlaps customer beta's" in err
+    assert writer.seq == seq  # nothing written
+    # a file that replaces beta itself may keep beta's key and prefixes
+    beta = tmp_path / "beta.yaml"
+    beta.write_text(
+        "{id: beta, prefixes: [198.51.100.128/25], tunnel: {router: 192.0.2.77, key: 7}}\n"
+    )
+    assert main(["transit", "put", str(beta), *connect(writer)]) == 0
+    assert writer.seq == seq + 1
+
+
 def test_put_list_remove(writer: EmbeddedWriter, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["transit", "put", "--json", str(EXAMPLE), *connect(writer)]) == 0
     assert json.loads(capsys.readouterr().out) == {"acme": 1, "beta": 1}

@@ -1,9 +1,10 @@
 """``anyedge transit``: Magic Transit customers in the store, and the daemon that applies them.
 
 ``put FILE`` reads customers from YAML or JSON (one customer, a list, or ``customers:``
-with a list), checks every one of them and writes them all in one store transaction
-(bad input: ``FILE: customers[1].rules[0].ports: ...``, exit status 2, nothing
-written).  ``remove ID`` deletes one; ``list`` prints what a fresh replica holds.
+with a list), checks every one of them, against each other and against the customers
+the store already holds (a GRE key or prefix another customer has), and writes them all
+in one store transaction (bad input: ``FILE: customers[1].rules[0].ports: ...``, exit
+status 2, nothing written).  ``remove ID`` deletes one; ``list`` prints what a fresh replica holds.
 ``serve`` is the daemon of one server: a replica, the applier (a namespace and an
 nftables table per customer) and the anycast GRE forwarder, until SIGTERM or SIGINT.
 The store options are ``anyedge store``'s.  See docs/transit.md.
@@ -95,6 +96,7 @@ def put(file: Path, as_json: bool, connect: tuple[str, int], etcd: str | None, p
     from ..transit.config import key_of
 
     customers = read_customers(file)
+    _check_against_store(file, customers, connect, etcd, prefix)
     w = _writer(connect, etcd, prefix)
     try:
         seq = w.txn({key_of(c.id): dumps(c.model_dump(mode="json")) for c in customers})
@@ -105,6 +107,41 @@ def put(file: Path, as_json: bool, connect: tuple[str, int], etcd: str | None, p
     else:
         for c in customers:
             click.echo(f"{c.id}: {', '.join(c.prefixes)} (seq {seq})")
+
+
+def _check_against_store(
+    path: Path, customers: list[Any], connect: tuple[str, int], etcd: str | None, prefix: str
+) -> None:
+    """Refuse (exit 2, nothing written) customers that clash with ones the store holds
+    and the file does not replace: a shared GRE key or overlapping prefixes would be
+    refused by every server's applier anyway, long after this command said it was done."""
+    from pydantic import ValidationError
+
+    from ..store import loads
+    from ..transit.config import PREFIX, Customer, conflict
+
+    r = _replica(connect, etcd, prefix)
+    try:
+        _synced(r, 10.0)
+        held = r.items(PREFIX)
+    finally:
+        r.close()
+    replaced = {c.id for c in customers}
+    others: list[Customer] = []
+    for key, value in held.items():
+        if key[len(PREFIX) :] in replaced:
+            continue
+        try:
+            others.append(Customer.model_validate(loads(value)))
+        except (ValidationError, ValueError):
+            continue  # a bad entry clashes with nothing; the appliers count it
+    problems = []
+    for c in customers:
+        why = conflict(c, others)
+        if why is not None:
+            problems.append(Problem(c.id, f"{why} in the store"))
+    if problems:
+        raise InputError(path, problems)
 
 
 @transit.command()
