@@ -23,7 +23,17 @@ from scapy.layers.inet import GRE, IP, UDP
 from anyedge.adapters import netns
 from anyedge.transit import gre
 from anyedge.transit.config import Customer, put_customer
-from transit_support import ANYCAST, CLIENT, CLIENT6, ROUTER, Server, server, why_not
+from transit_support import (
+    ANYCAST,
+    ANYCAST6,
+    CLIENT,
+    CLIENT6,
+    ROUTER,
+    ROUTER6,
+    Server,
+    server,
+    why_not,
+)
 
 ACME = Customer.model_validate(
     {
@@ -105,10 +115,10 @@ def dropped(s: Server, reason: str, customer: str = "acme") -> float:
     return v or 0.0
 
 
-def forwarded(s: Server, direction: str) -> float:
+def forwarded(s: Server, direction: str, customer: str = "acme") -> float:
     assert s.gre is not None
     v = s.gre.registry.get_sample_value(
-        "anyedge_transit_gre_packets_total", {"customer": "acme", "direction": direction}
+        "anyedge_transit_gre_packets_total", {"customer": customer, "direction": direction}
     )
     return v or 0.0
 
@@ -194,3 +204,54 @@ def test_ipv6_inside_the_tunnel_both_ways(srv: Server) -> None:
         reply = IPv6(src="2001:db8:1::10", dst=CLIENT6) / UDP(sport=5000, dport=4000) / b"six"
         rtr.sendto(bytes(GRE(key_present=1, key=6) / reply), (ANYCAST, 0))
         assert recv_all(client) == [b"six"]
+
+
+@pytest.mark.lab
+def test_gre_over_ipv6_for_a_router_with_only_an_ipv6_address(srv: Server) -> None:
+    """The outer header IPv6 (RFC 7676): the router, scapy on an IPv6 raw socket, gets its
+    customer's IPv4 traffic from the IPv6 endpoint and sends replies there; another
+    router's address with the right key is dropped as ``wrong_key``."""
+    s = srv
+    tunnel = {"router": ROUTER6, "key": 0x66}
+    v6 = Customer.model_validate({"id": "gamma", "prefixes": ["203.0.113.0/25"],
+                                  "tunnel": tunnel, "default": "accept"})  # fmt: skip
+    assert s.applier.wait("gamma", put_customer(s.writer, v6))
+    with netns.entered(s.router):
+        rtr = socket.socket(socket.AF_INET6, socket.SOCK_RAW, gre.PROTO_GRE)
+        rtr.bind((ROUTER6, 0))
+        liar = socket.socket(socket.AF_INET6, socket.SOCK_RAW, gre.PROTO_GRE)
+    netns.batch(s.router, ["addr add 2001:db8:fffe::3/64 dev eth0 nodad"])
+    liar.bind(("2001:db8:fffe::3", 0))
+    client = s.udp()
+    client.bind((CLIENT, 4000))
+    with rtr, liar, client:
+        client.sendto(b"to gamma", ("203.0.113.10", 53))
+        ready = select.select([rtr], [], [], 2)[0]
+        assert ready
+        data, (src, *_) = rtr.recvfrom(65535)  # the kernel strips the outer IPv6 header
+        assert src == ANYCAST6
+        g = GRE(data)
+        assert (g.key, g.proto) == (0x66, 0x0800)
+        assert (g.payload.src, g.payload.dst, bytes(g.payload[UDP].payload)) == (
+            CLIENT, "203.0.113.10", b"to gamma",
+        )  # fmt: skip
+        reply = IP(src="203.0.113.10", dst=CLIENT) / UDP(sport=53, dport=4000) / b"v6 answer"
+        rtr.sendto(bytes(GRE(key_present=1, key=0x66) / reply), (ANYCAST6, 0))
+        assert recv_all(client) == [b"v6 answer"]
+        liar.sendto(bytes(GRE(key_present=1, key=0x66) / reply), (ANYCAST6, 0))
+        assert recv_all(client) == []
+    assert forwarded(s, "to_customer", "gamma") == 1
+    assert forwarded(s, "from_customer", "gamma") == 1
+    assert dropped(s, "wrong_key", "gamma") == 1
+
+
+def test_endpoints_one_per_family() -> None:
+    from anyedge.transit.tunnel import by_family
+
+    assert by_family(("192.0.2.100", "2001:db8::1")) == {
+        socket.AF_INET: "192.0.2.100", socket.AF_INET6: "2001:db8::1",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="two IPv4 endpoints"):
+        by_family(("192.0.2.100", "192.0.2.101"))
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        by_family("nowhere")

@@ -56,7 +56,7 @@ def test_serve_applies_the_store_and_cleans_up(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert p.stdout is not None
-        assert json.loads(p.stdout.readline())["endpoint"] == "192.0.2.100"
+        assert json.loads(p.stdout.readline())["endpoint"] == ["192.0.2.100"]
         put = subprocess.run(
             [*argv, "put", "--json", str(EXAMPLE), "--connect", connect],
             capture_output=True, text=True, env=env, check=True,

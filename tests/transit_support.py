@@ -2,7 +2,8 @@
 a store and an applier, customers' TUN devices read by the test, UDP packets built by hand.
 
 ``server()`` makes, under a unique prefix: the server's namespace ``H`` (100.64.0.1/24
-and 2001:db8:ffff::1/64 on ``inet0``, 192.0.2.100 on ``lo`` as the anycast GRE endpoint)
+and 2001:db8:ffff::1/64 on ``inet0``, 192.0.2.100 and 2001:db8:a1::100 on ``lo`` as the
+anycast GRE endpoints)
 and the Internet side ``C`` (100.64.0.2/24 and 2001:db8:ffff::2/64, routes to ``H``),
 an embedded store writer and replica, and an :class:`Applier` in ``H``.  Everything is
 removed afterwards, and checked gone.
@@ -29,6 +30,8 @@ ANYCAST = "192.0.2.100"
 CLIENT = "100.64.0.2"
 CLIENT6 = "2001:db8:ffff::2"
 ROUTER = "198.51.100.2"  # the customer router's public address
+ANYCAST6 = "2001:db8:a1::100"  # the anycast GRE endpoint for IPv6-only routers
+ROUTER6 = "2001:db8:fffe::2"
 
 
 @dataclass
@@ -98,11 +101,24 @@ def server(tag: str, gre: bool = False) -> Iterator[Server]:
         if gre:
             netns.add(router)
             netns.veth(host, "inet1", router, "eth0")
-            netns.batch(host, ["addr add 198.51.100.1/24 dev inet1"])
             netns.batch(
-                router, [f"addr add {ROUTER}/24 dev eth0", "route add default via 198.51.100.1"]
+                host,
+                [
+                    "addr add 198.51.100.1/24 dev inet1",
+                    "addr add 2001:db8:fffe::1/64 dev inet1 nodad",
+                    f"addr add {ANYCAST6}/128 dev lo",
+                ],
             )
-            forwarder = GreForwarder(ANYCAST, host).start()
+            netns.batch(
+                router,
+                [
+                    f"addr add {ROUTER}/24 dev eth0",
+                    "route add default via 198.51.100.1",
+                    f"addr add {ROUTER6}/64 dev eth0 nodad",
+                    "route add default via 2001:db8:fffe::1",
+                ],
+            )
+            forwarder = GreForwarder((ANYCAST, ANYCAST6), host).start()
             applier.listeners.append(forwarder.on_customer)
         applier.start()
         yield Server(base, host, client, writer, replica, applier, router, forwarder)

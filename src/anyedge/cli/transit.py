@@ -187,7 +187,13 @@ def list_(as_json: bool, connect: tuple[str, int], etcd: str | None, prefix: str
 
 
 @transit.command()
-@click.option("--endpoint", required=True, help="The anycast GRE endpoint (an address here).")
+@click.option(
+    "--endpoint",
+    "endpoints",
+    required=True,
+    multiple=True,
+    help="The anycast GRE endpoint (an address here); an IPv4 one and an IPv6 one at most.",
+)
 @click.option("--host-ns", help="The server's namespace (default: this process's).")
 @click.option("--ns-prefix", default="mt-", show_default=True, help="Customers' namespaces.")
 @click.option(
@@ -198,7 +204,7 @@ def list_(as_json: bool, connect: tuple[str, int], etcd: str | None, prefix: str
 @_options
 @_handled
 def serve(
-    endpoint: str,
+    endpoints: tuple[str, ...],
     host_ns: str | None,
     ns_prefix: str,
     metrics_port: int | None,
@@ -207,22 +213,18 @@ def serve(
     prefix: str,
 ) -> None:
     """Apply every customer on this server and forward its GRE, until SIGTERM or SIGINT."""
-    import ipaddress
-
     from ..transit.applier import Applier
-    from ..transit.tunnel import GreForwarder
+    from ..transit.tunnel import GreForwarder, by_family
 
     try:
-        ipaddress.IPv4Address(endpoint)
-    except ValueError:
-        raise click.BadParameter(
-            f"{endpoint!r} is not an IPv4 address", param_hint="--endpoint"
-        ) from None
+        by_family(endpoints)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--endpoint") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     r = _replica(connect, etcd, prefix)
-    fwd = GreForwarder(endpoint, host_ns).start()
+    fwd = GreForwarder(endpoints, host_ns).start()
     app = Applier(r, host=host_ns, ns_prefix=ns_prefix)
     app.listeners.append(fwd.on_customer)
     try:
@@ -232,7 +234,7 @@ def serve(
             from prometheus_client import start_http_server
 
             start_http_server(metrics_port, "127.0.0.1", registry=fwd.registry)
-        click.echo(json.dumps({"endpoint": endpoint, "seq": r.seq}))
+        click.echo(json.dumps({"endpoint": list(endpoints), "seq": r.seq}))
         stop.wait()
     finally:
         app.close()

@@ -5,15 +5,17 @@ which customer a GRE packet belongs to is its key.  This module turns bytes into
 decisions and back, with no sockets:
 
 - :func:`parse` reads an outer IPv4 packet (as a raw socket for protocol 47 gives it)
-  and its GRE header: version 0, no routing bit, no reserved bits, a checksum that adds
+  and its GRE header; :func:`parse_gre` the GRE header alone, as an IPv6 raw socket
+  gives it (GRE over IPv6, RFC 7676, for customers whose router has only an IPv6
+  address).  Accepted: version 0, no routing bit, no reserved bits, a checksum that adds
   up when the C bit says there is one, a key (K), maybe a sequence number (S, read and
   ignored: with anycast every site sees only part of a tunnel's packets, so ordering
   cannot be enforced by any one of them), an IPv4 or IPv6 payload.  Anything else is a
   :class:`Drop` with a reason.
-- :meth:`Tunnels.decapsulate`: a packet from a customer's router — the key must be a
-  customer's and the outer source that customer's router (else ``wrong_key``), and the
-  inner source must lie in the customer's prefixes (else ``foreign``: a packet for, or
-  from, another customer).
+- :meth:`Tunnels.decapsulate` (:meth:`~Tunnels.decapsulate6`): a packet from a
+  customer's router — the key must be a customer's and the outer source that
+  customer's router (else ``wrong_key``), and the inner source must lie in the
+  customer's prefixes (else ``foreign``: a packet for, or from, another customer).
 - :meth:`Tunnels.encapsulate`: a packet towards a customer — its inner destination
   must lie in the customer's prefixes (else ``misrouted``) — gets a GRE header with
   the customer's key, addressed to the customer's router.
@@ -102,9 +104,14 @@ def parse(packet: bytes) -> Gre | Drop:
     ihl = (packet[0] & 0x0F) * 4
     if packet[9] != PROTO_GRE:
         return Drop("not_gre")
-    src = socket.inet_ntoa(packet[12:16])
-    dst = socket.inet_ntoa(packet[16:20])
-    g = packet[ihl:]
+    src, dst = socket.inet_ntoa(packet[12:16]), socket.inet_ntoa(packet[16:20])
+    return parse_gre(src, dst, packet[ihl:])
+
+
+def parse_gre(src: str, dst: str, g: bytes) -> Gre | Drop:
+    """The GRE header and payload ``g`` that came from ``src`` to ``dst``: what an IPv6
+    raw socket gives (the kernel strips the outer IPv6 header), or the rest of an IPv4
+    packet."""
     if len(g) < 4:
         return Drop("short")
     flags, proto = struct.unpack("!HH", g[:4])
@@ -195,7 +202,14 @@ class Tunnels:
                     for n, m in f[2]:
                         if src & m == n:
                             return f[0], packet[28:]
-        g = parse(packet)
+        return self._decide(parse(packet))
+
+    def decapsulate6(self, src: str, packet: bytes) -> tuple[str, bytes] | Drop:
+        """The same for GRE over IPv6 (RFC 7676): ``packet`` starts at the GRE header, as
+        an IPv6 raw socket gives it, and ``src`` is the outer source it names."""
+        return self._decide(parse_gre(src, "", packet))
+
+    def _decide(self, g: Gre | Drop) -> tuple[str, bytes] | Drop:
         if isinstance(g, Drop):
             return g
         if g.key is None:

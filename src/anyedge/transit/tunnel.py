@@ -1,15 +1,17 @@
 """Anycast GRE in user space: one raw socket for protocol 47, one TUN per customer.
 
 The kernel here has no GRE module, so the server does GRE itself.  A
-:class:`GreForwarder` holds, in the server's namespace, a raw IPv4 socket for IP protocol
-47 bound to the anycast tunnel endpoint, and for each customer the TUN device ``gre0``
+:class:`GreForwarder` holds, in the server's namespace, a raw socket for IP protocol 47
+bound to each anycast tunnel endpoint (one IPv4 address, and one IPv6 address for
+customers whose router has only IPv6: GRE over IPv6, RFC 7676), and for each customer
+the TUN device ``gre0``
 of the customer's namespace (:mod:`.plumbing` routes the customer's prefixes into it,
 after its firewall).  One thread waits on all of them:
 
 - TUN readable: a packet that passed the customer's firewall; it gets a GRE header
-  with the customer's key and goes out of the raw socket to the customer's router (the
-  kernel adds the outer IPv4 header, source the anycast endpoint).
-- raw socket readable: a GRE packet from some customer's router; the key says whose,
+  with the customer's key and goes out of the raw socket of the router's family to the
+  customer's router (the kernel adds the outer header, source the anycast endpoint).
+- a raw socket readable: a GRE packet from some customer's router; the key says whose,
   and the inner packet is written into that customer's TUN, from where the customer's
   namespace routes it back out to the Internet.
 
@@ -22,6 +24,7 @@ applier (:meth:`GreForwarder.on_customer` is an :class:`~.applier.Applier` liste
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import selectors
 import socket
@@ -36,16 +39,36 @@ from .config import Customer
 from .gre import PROTO_GRE, Drop, Tunnels
 from .plumbing import TUN
 
+
+def by_family(endpoints: str | tuple[str, ...]) -> dict[int, str]:
+    """{address family: endpoint}: at most one IPv4 and one IPv6 address."""
+    out: dict[int, str] = {}
+    for e in (endpoints,) if isinstance(endpoints, str) else endpoints:
+        a = ipaddress.ip_address(e)
+        family = socket.AF_INET if a.version == 4 else socket.AF_INET6
+        if family in out:
+            raise ValueError(f"two IPv{a.version} endpoints: {out[family]} and {a}")
+        out[family] = str(a)
+    if not out:
+        raise ValueError("no endpoint")
+    return out
+
+
 _BURST = 64  # packets read from one descriptor before looking at the others
 
 
 class GreForwarder:
-    """Encapsulate towards customers and decapsulate from them, on ``endpoint``."""
+    """Encapsulate towards customers and decapsulate from them, on ``endpoint``: one
+    address, or one IPv4 and one IPv6 address."""
 
     def __init__(
-        self, endpoint: str, host: str | None = None, registry: CollectorRegistry | None = None
+        self,
+        endpoint: str | tuple[str, ...],
+        host: str | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoints = by_family(endpoint)
+        self.endpoint = next(iter(self.endpoints.values()))
         self.registry = registry if registry is not None else CollectorRegistry()
         self.packets = Counter(
             "anyedge_transit_gre_packets",
@@ -60,12 +83,21 @@ class GreForwarder:
             registry=self.registry,
         )
         self.tunnels = Tunnels()
-        with netns.entered(host):
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, PROTO_GRE)
-        self.sock.bind((endpoint, 0))
-        self.sock.setblocking(False)
         self._sel = selectors.DefaultSelector()
-        self._sel.register(self.sock, selectors.EVENT_READ, None)
+        self._socks: dict[int, socket.socket] = {}
+        try:
+            for family, addr in self.endpoints.items():
+                with netns.entered(host):
+                    sock = socket.socket(family, socket.SOCK_RAW, PROTO_GRE)
+                self._socks[family] = sock
+                sock.bind((addr, 0))
+                sock.setblocking(False)
+                self._sel.register(sock, selectors.EVENT_READ, family)
+        except OSError:
+            for sock in self._socks.values():
+                sock.close()
+            self._sel.close()
+            raise
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
@@ -138,7 +170,8 @@ class GreForwarder:
             os.close(fd)
         self._tuns.clear()
         self._sel.close()
-        self.sock.close()
+        for sock in self._socks.values():
+            sock.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -155,8 +188,10 @@ class GreForwarder:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     self._apply_pending()
-                elif key.data is None:
+                elif key.data == socket.AF_INET:
                     self._from_routers()
+                elif key.data == socket.AF_INET6:
+                    self._from_routers6()
                 elif key.data in self._tuns:
                     self._to_customer(key.data, key.fd)
 
@@ -170,36 +205,62 @@ class GreForwarder:
     def _from_routers(self) -> None:
         passed: dict[tuple[str, str], int] = {}
         drops: dict[Drop, int] = {}
-        recv, decap, tuns = self.sock.recv, self.tunnels.decapsulate, self._tuns
+        recv, decap, deliver = (
+            self._socks[socket.AF_INET].recv,
+            self.tunnels.decapsulate,
+            self._deliver,
+        )
         try:
             for _ in range(_BURST):
                 try:
                     packet = recv(65535)
                 except BlockingIOError:
                     return
-                out = decap(packet)
-                if isinstance(out, Drop):
-                    drops[out] = drops.get(out, 0) + 1
-                    continue
-                cid, inner = out
-                fd = tuns.get(cid)
-                try:
-                    if fd is None:
-                        raise OSError
-                    os.write(fd, inner)
-                except OSError:
-                    d = Drop("tun_write" if fd is not None else "unknown_customer", cid)
-                    drops[d] = drops.get(d, 0) + 1
-                    continue
-                k = (cid, "from_customer")
-                passed[k] = passed.get(k, 0) + 1
+                deliver(decap(packet), passed, drops)
         finally:
             self._count(passed, drops)
+
+    def _from_routers6(self) -> None:
+        passed: dict[tuple[str, str], int] = {}
+        drops: dict[Drop, int] = {}
+        recvfrom, decap = self._socks[socket.AF_INET6].recvfrom, self.tunnels.decapsulate6
+        try:
+            for _ in range(_BURST):
+                try:
+                    packet, addr = recvfrom(65535)
+                except BlockingIOError:
+                    return
+                self._deliver(decap(addr[0], packet), passed, drops)
+        finally:
+            self._count(passed, drops)
+
+    def _deliver(
+        self,
+        out: tuple[str, bytes] | Drop,
+        passed: dict[tuple[str, str], int],
+        drops: dict[Drop, int],
+    ) -> None:
+        """Write a decapsulated packet into its customer's TUN, or count why not."""
+        if isinstance(out, Drop):
+            drops[out] = drops.get(out, 0) + 1
+            return
+        cid, inner = out
+        fd = self._tuns.get(cid)
+        try:
+            if fd is None:
+                raise OSError
+            os.write(fd, inner)
+        except OSError:
+            d = Drop("tun_write" if fd is not None else "unknown_customer", cid)
+            drops[d] = drops.get(d, 0) + 1
+            return
+        k = (cid, "from_customer")
+        passed[k] = passed.get(k, 0) + 1
 
     def _to_customer(self, cid: str, fd: int) -> None:
         passed = 0
         drops: dict[Drop, int] = {}
-        sendto, encap = self.sock.sendto, self.tunnels.encapsulate
+        socks, encap = self._socks, self.tunnels.encapsulate
         try:
             for _ in range(_BURST):
                 try:
@@ -211,8 +272,11 @@ class GreForwarder:
                     drops[out] = drops.get(out, 0) + 1
                     continue
                 router, gre = out
+                sock = socks.get(socket.AF_INET6 if ":" in router else socket.AF_INET)
                 try:
-                    sendto(gre, (router, 0))
+                    if sock is None:  # no endpoint of the router's family here
+                        raise OSError
+                    sock.sendto(gre, (router, 0))
                 except OSError:
                     d = Drop("send", cid)
                     drops[d] = drops.get(d, 0) + 1
