@@ -77,6 +77,12 @@ def server(tag: str, gre: bool = False) -> Iterator[Server]:
     try:
         netns.add(host)
         netns.add(client)
+        if gre:
+            netns.add(router)
+        for ns in (host, client, router) if gre else (host, client):
+            # no duplicate address detection: its link-local addresses stay tentative for
+            # a second or two, and neighbour discovery waits on them
+            netns.sysctl(ns, {f"net.ipv6.conf.{c}.accept_dad": "0" for c in ("all", "default")})
         netns.veth(host, "inet0", client, "eth0")
         netns.batch(
             host,
@@ -99,7 +105,6 @@ def server(tag: str, gre: bool = False) -> Iterator[Server]:
         replica = EmbeddedReplica(writer.address)
         applier = Applier(replica, host=host, ns_prefix=f"{base}-")
         if gre:
-            netns.add(router)
             netns.veth(host, "inet1", router, "eth0")
             netns.batch(
                 host,
