@@ -283,6 +283,28 @@ def test_a_closed_l4drop_refuses_to_touch_its_old_fds() -> None:
         l4.test_run(udp4("192.0.2.1", VIP, 1, 2))
 
 
+def test_what_the_rules_pass_goes_on_to_the_chained_program(rules_in: L4Drop) -> None:
+    """``chain``: a tail call into the next stage (here a second L4Drop that drops all
+    UDP) for every packet the rules pass; what the rules drop never reaches it, and
+    unchained, the packet passes up the stack again."""
+    l4 = rules_in
+    reflection = udp4("203.0.113.5", VIP, 11211, 5000, MEMCACHED)  # l4's rules drop it
+    other_udp = udp4("203.0.113.5", VIP, 5353, 5000, b"hello")  # l4's rules pass it
+    syn = tcp4("198.51.101.7", VIP, 40000, 443, SYN)
+    with L4Drop() as nxt:
+        nxt.replace(parse_rules("rules:\n  - {name: all-udp, protocol: udp}\n", "next.yaml"))
+        l4.chain(nxt.program)
+        try:
+            verdicts = [l4.test_run(f) for f in (reflection, other_udp, syn)]
+        finally:
+            l4.chain(None)
+        assert verdicts == ["drop", "drop", "pass"]
+        assert counts(nxt) == {"all-udp": 1}  # the reflection stopped at the first stage
+        assert l4.test_run(other_udp) == "pass"
+        assert counts(nxt) == {"all-udp": 1}
+    l4.chain(None)  # unchaining twice is harmless
+
+
 def test_syn_from_a_matched_prefix_is_dropped(rules_in: L4Drop) -> None:
     l4 = rules_in
     assert l4.test_run(tcp4("198.51.100.7", VIP, 40000, 443, SYN)) == "drop"

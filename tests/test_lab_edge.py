@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -178,6 +179,12 @@ def _udp(lab: RunningLab, vip: str, port: int) -> bytes:
             return b""
 
 
+def _local(counted: dict[str, Any]) -> int:
+    """Packets the site's balancers kept for their own server (summed)."""
+    return sum(c["packets"] for cs in counted["servers"].values() for c in cs
+               if c["kind"] == "local")  # fmt: skip
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run(
@@ -230,19 +237,29 @@ def test_edge_commands_show_and_change_the_table(edge_lab: RunningLab) -> None:
             f"rules:\n  - name: no-udp\n    protocol: udp\n    destination_ports: {udp_port}\n"
         )
         bad.write_text("rules:\n  - name: x\n    source: 198.51.100.1/24\n")
+        local_before = _local(edge.stats(edge_lab.directory, edge_lab.plan, "CHC"))
         p = _cli("rules", "--dir", d, "CHC", "-f", str(rules))
         assert p.returncode == 0, p.stderr
-        assert "1 rules in force" in p.stdout
+        # on every server, in front of its balancer
+        assert "1 rules in force on s0:eth0, s1:eth0, s2:eth0, s3:eth0, s4:eth0" in p.stdout
         assert [_udp(edge_lab, vip, udp_port) for _ in range(3)] == [b""] * 3
-        with (
-            netns.entered(edge_lab.plan.node("c1").namespace),
-            socket.create_connection((vip, PORT), 5.0) as c,
-        ):
-            c.sendall(b"who\n")
-            assert c.recv(100).startswith(b"CHC/s")
+        with netns.entered(edge_lab.plan.node("c1").namespace):
+            for _ in range(10):
+                with socket.create_connection((vip, PORT), 5.0) as c:
+                    c.sendall(b"who\n")
+                    assert c.recv(100).startswith(b"CHC/s")
+        counted = edge.stats(edge_lab.directory, edge_lab.plan, "CHC")
+        # what L4Drop passed went on to the balancers (tail calls): their counters moved
+        assert _local(counted) >= local_before + 10
+        assert counted["rules"][0]["name"] == "no-udp"
+        assert counted["rules"][0]["packets"] == 3
+        # a server added now gets the rules too
+        p = _cli("servers", "--dir", d, "CHC", "--add", "s5")
+        assert p.returncode == 0, p.stderr
+        assert [_udp(edge_lab, vip, udp_port) for _ in range(6)] == [b""] * 6
+        assert edge.stats(edge_lab.directory, edge_lab.plan, "CHC")["rules"][0]["packets"] == 9
         p = _cli("stats", "--dir", d, "CHC", "--json")
-        assert json.loads(p.stdout)["rules"][0]["name"] == "no-udp"
-        assert json.loads(p.stdout)["rules"][0]["packets"] >= 3
+        assert json.loads(p.stdout)["rules"][0]["packets"] == 9
         p = _cli("rules", "--dir", d, "CHC", "-f", str(bad))
         assert p.returncode == 2, p.stderr
         assert "rules[0].source: not a prefix" in p.stderr

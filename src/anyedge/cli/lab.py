@@ -829,8 +829,8 @@ def edge_stats(directory: Path | None, name: str | None, site: str, as_json: boo
     help="The L4Drop rules file (docs/edge.md).",
 )
 def edge_rules(directory: Path | None, name: str | None, site: str, rules_file: Path) -> None:
-    """Put the L4Drop rules of FILE in force at SITE (at its router's interfaces, in
-    front of every server; an empty list removes them)."""
+    """Put the L4Drop rules of FILE in force at SITE (on every server, in front of its
+    load balancer; an empty list removes them)."""
     from ..adapters.netns import NetnsError
     from ..lab import edge as lab_edge
     from ..lab.build import LabError

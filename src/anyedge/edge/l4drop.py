@@ -8,6 +8,7 @@
     with L4Drop() as l4:                      # builds the object if needed, loads it
         l4.replace(load_rules("rules.yaml"))  # in force for the next packet
         l4.attach("eth0", mode="native")
+        l4.chain(balancer.program)            # what passes goes on to the balancer
         ...
         for c in l4.counters():               # per rule: packets, bytes
             print(c.name, c.packets, c.bytes)
@@ -22,6 +23,7 @@ next stage may overwrite it.  One process should own an L4Drop's rules at a time
 from __future__ import annotations
 
 import ctypes
+import errno
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from .libbpf import (
     BpfError,
     BpfObject,
     Loaded,
+    Program,
     check_size,
     detach_xdp,
     possible_cpus,
@@ -65,6 +68,7 @@ class L4Drop(Loaded):
         self._sets = (self.obj.map("l4drop_set0"), self.obj.map("l4drop_set1"))
         self._active_map = self.obj.map("l4drop_active")
         self._stats = self.obj.map("l4drop_stats")
+        self._next = self.obj.map("l4drop_next")
         for m in self._sets:
             check_size(m, ctypes.sizeof(RuleSet), "struct l4drop_set", "rules.py")
         check_size(self._stats, ctypes.sizeof(_Stat), "struct l4drop_stat", "rules.py")
@@ -126,6 +130,23 @@ class L4Drop(Loaded):
             out.append(Counter(name, action, packets, sum(s.bytes for s in per_cpu)))
         return out
 
+    # -- the next stage ----------------------------------------------------------------
+
+    def chain(self, program: Program | None) -> None:
+        """Hand every packet the rules pass to ``program`` (an XDP program: a server's
+        load balancer, say) by a tail call, instead of passing it up the stack; ``None``
+        undoes it.  The kernel holds the program from then on, whatever its loader does,
+        until it is unchained."""
+        key = ctypes.c_uint32(0)
+        if program is not None:
+            self._next.update(key, ctypes.c_uint32(program.fd))
+            return
+        try:
+            self._next.delete(key)
+        except BpfError as e:
+            if e.errno != errno.ENOENT:  # nothing was chained: nothing to undo
+                raise
+
     # -- packets ---------------------------------------------------------------------
 
     def test_run(self, packet: bytes) -> str:
@@ -134,12 +155,20 @@ class L4Drop(Loaded):
         verdict = self.program.test_run(packet).retval
         return VERDICTS.get(verdict, str(verdict))
 
-    def attach(self, ifname: str, netns: str | None = None, mode: str = "generic") -> None:
+    def attach(
+        self,
+        ifname: str,
+        netns: str | None = None,
+        mode: str = "generic",
+        replace: Program | None = None,
+    ) -> None:
         """Attach to interface ``ifname`` (in network namespace ``netns``, by name);
-        ``mode`` is ``generic`` (any interface) or ``native`` (in the driver)."""
+        ``mode`` is ``generic`` (any interface) or ``native`` (in the driver).  With
+        ``replace`` (the program attached there, e.g. the balancer this L4Drop is
+        chained to), take its place in one step."""
         with entered(netns):
             ifindex = socket.if_nametoindex(ifname)
-            self.program.attach_xdp(ifindex, mode)
+            self.program.attach_xdp(ifindex, mode, replace)
         self._attached.append((netns, ifindex, mode))
 
     def detach(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Self
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1  # generic XDP: any interface, after the skb is built
 XDP_FLAGS_DRV_MODE = 1 << 2  # native XDP: in the driver (veth has it)
+XDP_FLAGS_REPLACE = 1 << 4  # swap the program named by old_prog_fd, atomically
 XDP_MODES = {"generic": XDP_FLAGS_SKB_MODE, "native": XDP_FLAGS_DRV_MODE}
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -104,6 +105,12 @@ class _TestRunOpts(ctypes.Structure):
         ("cpu", ctypes.c_uint32),
         ("batch_size", ctypes.c_uint32),
     )
+
+
+class _XdpAttachOpts(ctypes.Structure):
+    """libbpf's ``struct bpf_xdp_attach_opts``."""
+
+    _fields_ = (("sz", ctypes.c_size_t), ("old_prog_fd", ctypes.c_int))
 
 
 def _sig(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> None:
@@ -326,12 +333,20 @@ class Program:
             raise BpfError(f"attach of {self.name}", ctypes.get_errno() or errno.EINVAL)
         return Link(self._obj, self.name, handle)
 
-    def attach_xdp(self, ifindex: int, mode: str = "generic") -> None:
+    def attach_xdp(
+        self, ifindex: int, mode: str = "generic", replace: Program | None = None
+    ) -> None:
         """Attach to ``ifindex`` (in the caller's network namespace), replacing nothing:
-        EBUSY if a program is already there."""
+        EBUSY if a program is already there.  With ``replace``, swap that program (which
+        must be the one attached) for this one in a single step: no packet meets
+        neither."""
         self._obj._live()
-        flags = XDP_MODES[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
-        rc = lib().bpf_xdp_attach(ifindex, self.fd, flags, None)
+        if replace is None:
+            flags, opts = XDP_MODES[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST, None
+        else:
+            flags = XDP_MODES[mode] | XDP_FLAGS_REPLACE
+            opts = ctypes.byref(_XdpAttachOpts(ctypes.sizeof(_XdpAttachOpts), replace.fd))
+        rc = lib().bpf_xdp_attach(ifindex, self.fd, flags, opts)
         _check(f"XDP attach of {self.name} to interface {ifindex} ({mode})", rc)
 
     def attach_netns(self, netns_fd: int, attach_type: int = BPF_SK_LOOKUP) -> int:

@@ -16,11 +16,13 @@ A site node with ``servers: N`` in the topology becomes, in the lab:
 * an **edge agent** (``python -m anyedge.lab.edge``), one process per site, running in
   the router's namespace.
 
-**L4Drop rules** (:func:`rules`) are applied on the site router's own interfaces (its
-links to ISPs and other sites), in generic XDP, where every packet for the site's
-servers passes before ECMP: one XDP program per interface, and the servers' ``eth0``
-carry the balancer (L4Drop in front of it there would need a dispatcher or a tail call
-in the balancer's C, which is shared with the edge's other work).
+**L4Drop rules** (:func:`rules`) are applied on every server, as the post runs its
+packet path: once a site has rules, each server's ``eth0`` carries an L4Drop in generic
+XDP (swapped in for the balancer in one attach), which drops what the rules drop and
+hands the rest to that server's balancer by a tail call
+(:meth:`~anyedge.edge.l4drop.L4Drop.chain`).  A server added later gets one too.  A
+packet the balancer sends on to another server meets that server's L4Drop again: it
+passed the same rules once, so it passes again (a ``pass`` rule counts it twice).
 
 **Why an agent, not pinned maps.**  The balancer's maps and program belong to the
 process that loaded them; they must outlive ``anyedge lab up``.  Pinning them in bpffs
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import signal
 import socket
@@ -139,8 +142,6 @@ def start_agent(node: NodePlan, directory: Path, timeout: float = 60.0) -> int:
     argv += ["--seed", str(node.site_row or 0)]
     for a in node.anycast:
         argv += ["--service", a]
-    for port in node.ports:
-        argv += ["--uplink", port.ifname]
     for i in range(node.servers):
         argv += ["--server", f"s{i}={server_namespace(node, f's{i}')}"]
     pid = netns.spawn(node.namespace, argv, log)
@@ -278,14 +279,16 @@ def table(directory: Path, plan: LabPlan, site: str) -> tuple[Table, list[str]]:
 
 
 class Agent:
-    """The balancers of one site's servers and the table they share."""
+    """The balancers of one site's servers, the table they share, and the L4Drop in
+    front of each balancer once rules are given."""
 
-    def __init__(self, services: list[str], seed: int, uplinks: Sequence[str] = ()) -> None:
+    def __init__(self, services: list[str], seed: int) -> None:
         self.services = services
-        self.uplinks = list(uplinks)
-        self.l4drop: Any = None
         self.names: list[str] = []
+        self.namespaces: list[str] = []
         self.balancers: list[Any] = []
+        self.l4drops: list[Any] = []  # per server, None until rules are given
+        self.rules: Any = None  # the CompiledRules in force, None: no L4Drop yet
         self.table: Table | None = None
         self.seed = seed
         self.on = True
@@ -296,7 +299,9 @@ class Agent:
         index = len(self.names)
         b = Balancer(index, second_hop=self.on)
         self.balancers.append(b)
+        self.l4drops.append(None)
         self.names.append(name)
+        self.namespaces.append(namespace)
         macs = [server_mac(i) for i in range(len(self.names))]
         for x in self.balancers:
             if x is not None:  # a removed server's program is gone
@@ -305,6 +310,51 @@ class Agent:
         if self.table is not None:
             b.replace(self.table)
         b.attach("eth0", netns=namespace, mode="generic")
+        if self.rules is not None:
+            self._front(index)
+
+    def _front(self, i: int) -> None:
+        """Put an L4Drop with the rules in force in front of server ``i``'s balancer:
+        attached to its ``eth0`` in the balancer's place (one atomic swap), handing
+        what it passes to the balancer by a tail call."""
+        from ..edge.l4drop import L4Drop
+
+        l4 = L4Drop()
+        try:
+            l4.replace(self.rules)
+            balancer = self.balancers[i].program
+            l4.chain(balancer)
+            l4.attach("eth0", netns=self.namespaces[i], mode="generic", replace=balancer)
+        except BaseException:
+            l4.close()
+            raise
+        self.l4drops[i] = l4
+
+    def set_rules(self, compiled: Any) -> list[str]:
+        """``compiled`` in force on every server; the interfaces they guard."""
+        self.rules = compiled
+        where = []
+        for i, b in enumerate(self.balancers):
+            if b is None:
+                continue
+            if self.l4drops[i] is None:
+                self._front(i)
+            else:
+                self.l4drops[i].replace(compiled)
+            where.append(f"{self.names[i]}:eth0")
+        return where
+
+    def drops(self) -> list[dict[str, Any]]:
+        """Each rule's packets and bytes, summed over the servers."""
+        live = [x for x in self.l4drops if x is not None]
+        if not live:
+            return []
+        rows = [dataclasses.asdict(c) for c in live[0].counters()]
+        for l4 in live[1:]:
+            for row, c in zip(rows, l4.counters(), strict=True):
+                row["packets"] += c.packets
+                row["bytes"] += c.bytes
+        return rows
 
     def put(self, table: Table) -> int:
         moved = 0 if self.table is None else int((self.table.first != table.first).sum())
@@ -354,6 +404,9 @@ class Agent:
             i = self._index(req["name"])
             moved = self.put(getattr(self.table, op)(i))
             if op == "remove" and self.balancers[i] is not None:
+                if self.l4drops[i] is not None:
+                    self.l4drops[i].close()
+                    self.l4drops[i] = None
                 self.balancers[i].close()  # no table names it: its program goes
                 self.balancers[i] = None
             return self.show(moved)
@@ -364,23 +417,13 @@ class Agent:
                     b.second_hop = self.on
             return self.show()
         if op == "rules":
-            from ..edge.l4drop import L4Drop
             from ..edge.rules import load_rules
 
             compiled = load_rules(str(req["path"]))
-            if self.l4drop is None:
-                self.l4drop = L4Drop()
-                for ifname in self.uplinks:
-                    self.l4drop.attach(ifname, mode="generic")
-            self.l4drop.replace(compiled)
-            return {"rules": len(compiled), "interfaces": self.uplinks}
+            return {"rules": len(compiled), "interfaces": self.set_rules(compiled)}
         if op == "stats":
-            drops = [] if self.l4drop is None else self.l4drop.counters()
             return {
-                "rules": [
-                    {"name": c.name, "action": c.action, "packets": c.packets, "bytes": c.bytes}
-                    for c in drops
-                ],
+                "rules": self.drops(),
                 "servers": {
                     n: [
                         {
@@ -413,8 +456,9 @@ class Agent:
         return self.names.index(name)
 
     def close(self) -> None:
-        if self.l4drop is not None:
-            self.l4drop.close()
+        for x in self.l4drops:
+            if x is not None:
+                x.close()
         for b in self.balancers:
             if b is not None:
                 b.close()
@@ -459,10 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--socket", required=True, type=Path)
     p.add_argument("--service", action="append", required=True)
     p.add_argument("--server", action="append", required=True, help="NAME=NAMESPACE")
-    p.add_argument("--uplink", action="append", default=[], help="router interface for L4Drop")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    agent = Agent(args.service, args.seed, args.uplink)
+    agent = Agent(args.service, args.seed)
     try:
         for spec in args.server:
             name, ns = spec.split("=", 1)

@@ -14,6 +14,12 @@
  * returns only after every program still running on the old set has finished (the
  * kernel waits an RCU grace period on map-in-map updates), so the old set may then be
  * rewritten.  No packet ever sees half a rule set.
+ *
+ * What L4Drop passes goes on to the next stage of the packet path when user space has
+ * put one in l4drop_next (a program array of one slot): a tail call, as the post
+ * chains its XDP programs, so a server's L4Drop can sit in front of its load balancer
+ * on one interface.  With the slot empty the tail call fails and the packet passes up
+ * the stack.
  */
 #include "parse.h"
 
@@ -78,6 +84,13 @@ struct {
 	.values = {[0] = &l4drop_set0},
 };
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} l4drop_next SEC(".maps");
+
 /* Counters of set s's rule i at index s * L4DROP_MAX_RULES + i. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -133,6 +146,13 @@ static __always_inline int rule_matches(struct xdp_md *ctx, const struct l4drop_
 	return 1;
 }
 
+/* Hand a passed packet to the next stage, if there is one. */
+static __always_inline int pass(struct xdp_md *ctx)
+{
+	bpf_tail_call(ctx, &l4drop_next, 0);
+	return XDP_PASS;
+}
+
 SEC("xdp")
 int l4drop(struct xdp_md *ctx)
 {
@@ -142,13 +162,13 @@ int l4drop(struct xdp_md *ctx)
 	void *inner;
 
 	if (parse_packet(ctx, &p) < 0)
-		return XDP_PASS;
+		return pass(ctx);
 	inner = bpf_map_lookup_elem(&l4drop_active, &zero);
 	if (!inner)
-		return XDP_PASS;
+		return pass(ctx);
 	set = bpf_map_lookup_elem(inner, &zero);
 	if (!set)
-		return XDP_PASS;
+		return pass(ctx);
 
 	for (__u32 i = 0; i < L4DROP_MAX_RULES; i++) {
 		struct l4drop_rule *r;
@@ -166,7 +186,7 @@ int l4drop(struct xdp_md *ctx)
 			st->packets++;
 			st->bytes += ctx->data_end - ctx->data;
 		}
-		return r->action == L4DROP_ACTION_PASS ? XDP_PASS : XDP_DROP;
+		return r->action == L4DROP_ACTION_PASS ? pass(ctx) : XDP_DROP;
 	}
-	return XDP_PASS;
+	return pass(ctx);
 }
