@@ -13,7 +13,7 @@ from anyedge.model import ASKind, LatencyModel, SessionKind, SiteKind, World, gr
 from anyedge.model.countries import COUNTRIES
 from anyedge.model.daycurve import diurnal
 from anyedge.model.summary import RTT_BANDS_MS, continent_of, summarize
-from anyedge.model.worldgen import WorldOptions, build_world
+from anyedge.model.worldgen import STEPS, WorldOptions, build_world
 from anyedge.model.worldgen.capacity import peak_of_day, plan_servers, site_peak_load
 from anyedge.model.worldgen.geography import Cities, load_airports, load_cities
 from anyedge.model.worldgen.sites import (
@@ -37,6 +37,14 @@ def summary(default_world: World) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def fifty_sites() -> World:
     return build_world(WorldOptions(sites=50, mcp=5))
+
+
+def test_progress_names_every_step_once_in_order() -> None:
+    """The progress bar's length is ``STEPS``; a step added to the builder without it
+    showed "backbone (7/6)"."""
+    said: list[str] = []
+    build_world(WorldOptions(sites=20, mcp=2), said.append)
+    assert said == list(STEPS)
 
 
 # ---------------------------------------------------------------------------- sites

@@ -93,7 +93,7 @@ def world(
     from ..model.files import load_world, save_world
     from ..model.files.topology import SAVED_FILES
     from ..model.summary import summarize
-    from ..model.worldgen import WorldOptions, build_world
+    from ..model.worldgen import STEPS, WorldOptions, build_world
 
     one_format(as_json, as_csv)
     if topology is not None:
@@ -111,11 +111,7 @@ def world(
         bad = opts.check()
         if bad:
             raise InputError("command line", [Problem(o, m) for o, m in bad])
-        with steps(
-            "building the world",
-            ["cities", "internet", "sites", "layout", "sessions", "capacity"],
-            quiet=as_json or as_csv,
-        ) as step:
+        with steps("building the world", list(STEPS), quiet=as_json or as_csv) as step:
             w = build_world(opts, step)
     if out is not None:
         if out.exists() and not out.is_dir():

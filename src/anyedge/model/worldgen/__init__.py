@@ -100,6 +100,10 @@ class WorldOptions:
         return bad
 
 
+# The steps build_world reports to ``progress``, in order (a progress bar's length).
+STEPS = ("cities", "internet", "sites", "layout", "sessions", "capacity", "backbone")
+
+
 def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None = None) -> World:
     say = progress or (lambda _: None)
     rng = np.random.default_rng(opts.seed)
