@@ -189,3 +189,15 @@ def test_console_script_bad_input() -> None:
     assert proc.stdout == ""
     assert "anyedge: error: command line: --sites: must be at least 1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_world_reports_demand_after_routing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["world", *SMALL, *FAST, "--json"]) == 0
+    served = _json(capsys.readouterr().out)["served"]
+    assert isinstance(served, dict)
+    within = served["demand_within_ms"]
+    assert [within[str(b)] for b in RTT_BANDS_MS] == sorted(within.values())  # cumulative
+    assert 0 < served["median_ms"] <= served["p90_ms"]
+    assert within["100"] + served["unreached"] <= 1 + 1e-9
+    assert main(["world", *SMALL, *FAST]) == 0
+    assert "after routing" in capsys.readouterr().out

@@ -156,3 +156,20 @@ def test_docs_cite_what_exists() -> None:
     predict = (ROOT / "docs" / "predict.md").read_text(encoding="utf-8")
     assert "anyedge lab predict" in predict
     assert "## Not yet" not in predict
+
+
+def test_readme_states_the_default_worlds_reach_after_routing(default_world: World) -> None:
+    """The README's after-routing figures, from the default world."""
+    from anyedge.routing.reach import served_rtt
+
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    m = re.search(
+        r"On the default world, ([\d.]+) % of demand is within 50 ms, the median is "
+        r"([\d.]+) ms and the 90th percentile ([\d.]+) ms",
+        text,
+    )
+    assert m is not None, "the README no longer states the after-routing figures"
+    s = served_rtt(default_world)
+    assert float(m[1]) == round(100 * s["demand_within_ms"]["50"], 2)
+    assert float(m[2]) == round(s["median_ms"], 1)
+    assert float(m[3]) == round(s["p90_ms"], 1)

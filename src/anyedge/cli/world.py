@@ -122,6 +122,10 @@ def world(
             where = e.filename or out
             raise InputError.one(where, "--out", f"cannot write: {e.strerror or e}") from None
     summary = summarize(w)
+    if len(w.network.sites) and len(w.internet.eyeballs):
+        from ..routing.reach import served_rtt
+
+        summary["served"] = served_rtt(w)
     saved = [str(out / name) for name in SAVED_FILES] if out is not None else []
     if as_json:
         click.echo(json.dumps({**summary, "files": saved} if saved else summary, indent=2))
@@ -203,3 +207,17 @@ def show(w: World, s: dict[str, Any]) -> None:
         f"{s['mean_nearest_rtt_ms']:.1f} ms",
     )
     con.print(near)
+    served = s.get("served")
+    if served is not None:
+        got = Table(title="demand by round trip to the site BGP sends it to (after routing)")
+        for b in RTT_BANDS_MS:
+            got.add_column(f"≤ {b} ms", justify="right")
+        for col in ("median", "90th pct", "no route"):
+            got.add_column(col, justify="right")
+        got.add_row(
+            *[f"{100 * served['demand_within_ms'][str(b)]:.2f} %" for b in RTT_BANDS_MS],
+            f"{served['median_ms']:.1f} ms",
+            f"{served['p90_ms']:.1f} ms",
+            f"{100 * served['unreached']:.2f} %",
+        )
+        con.print(got)
