@@ -99,7 +99,8 @@ def test_scenario_errors_name_the_place(default_world: World) -> None:
     for event, words in cases.items():
         with pytest.raises(InputError) as err:
             parse_scenario(f"events:\n  - {event}\n", default_world, "s.yaml")
-        assert words in str(err.value) and "s.yaml:2" in str(err.value), str(err.value)
+        assert words in str(err.value), str(err.value)
+        assert "s.yaml:2" in str(err.value), str(err.value)
     with pytest.raises(InputError, match=r"s.yaml:1: cache_miss.gold: unknown plan"):
         parse_scenario("cache_miss: {gold: 0.2}\n", default_world, "s.yaml")
 
@@ -137,8 +138,9 @@ def test_johannesburg_backbone_up_to_about_22_percent_faster(default_world: Worl
         transit = np.fmin.reduce(med[BACKBONE_SLOTS:])
         gain[w.backbone.origins.name[o]] = 1 - backbone / transit if backbone < transit else 0.0
     best = max(gain, key=lambda k: gain[k])
-    assert 0.15 <= gain[best] <= 0.30, gain  # the post: up to 22 %
-    assert gain["eu-lisbon"] > 0.15 and gain["ap-sydney"] <= 0.0, gain
+    assert 0.19 <= gain[best] <= 0.25, gain  # the post: up to 22 %
+    assert gain["eu-lisbon"] > 0.15, gain
+    assert gain["ap-sydney"] <= 0.0, gain
     # Argo takes the backbone where it is faster: every step for the best origin
     assert f.backbone[5:, f.pair(jnb, w.backbone.origins.index(best))].all()
 
@@ -157,7 +159,8 @@ def test_amsterdam_singapore_flat_on_the_backbone_through_the_cut(default_world:
     )
     after = slot_medians(x, 370, 480)
     home = 0  # the backbone all the way to Singapore
-    assert 140 <= before[home] <= 220 and 140 <= cut[home] <= 220
+    assert 140 <= before[home] <= 220
+    assert 140 <= cut[home] <= 220
     assert cut[home] / before[home] < 1.15  # flat: rerouted around the cut, under 15 %
     transit = slice(BACKBONE_SLOTS, None)
     assert (cut[transit] / before[transit] >= 1.4).all()  # every transit path spikes

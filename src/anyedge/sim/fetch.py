@@ -14,8 +14,9 @@ site, origin) pair the candidates are, in this order:
   and neither exists when the landing site is the egress itself;
 * slots 2.., **transit**: each of the landing site's transit providers (up to
   :data:`MAX_PROVIDERS`), a provider's round trip the world's transit round trip
-  (:func:`anyedge.backbone.transit_rtt`) times a small bias of its own (1 to
-  1 + :data:`PROVIDER_SPREAD`, drawn from the scenario's seed).
+  (:func:`anyedge.backbone.transit_rtt`) — the first provider's exactly, each other's
+  times a bias of its own between 1 and 1 + :data:`PROVIDER_SPREAD` drawn from the
+  scenario's seed.
 
 Every *step* (the twin's sample interval, a minute by default):
 
@@ -32,8 +33,9 @@ Every *step* (the twin's sample interval, a minute by default):
    fetches over each path (landing site, candidate, origin) that is losing or down: one
    every ``window_s / (2 min_samples)`` (1 s) while it is up, a probe every
    :data:`PROBE_S` while it is down; every other path is healthy and needs no
-   bookkeeping (the cost grows with the paths that lose packets, not with all paths).  A pair uses Argo's choice while Orpheus holds it up, else its next
-   candidate that is up by Argo's estimate.
+   bookkeeping (the cost grows with the paths that lose packets, not with all paths).
+   A pair uses Argo's choice while Orpheus holds it up, else its next candidate that is
+   up by Argo's estimate.
 
 Recorded per step and pair: the round trip of the path used, whether it is the
 backbone, the share of fetches that failed, and the share that would have failed
@@ -62,7 +64,7 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_MISS = 0.10  # share of served requests that miss the cache, for every plan
 MAX_PROVIDERS = 3  # transit candidates per landing site
 BACKBONE_SLOTS = 2  # backbone candidates: all the way to the origin's site; then transit
-PROVIDER_SPREAD = 0.06  # a provider's round trip: the model's times 1 to 1.06
+PROVIDER_SPREAD = 0.06  # another provider's round trip: the first's times 1 to 1.06
 NOISE = {"backbone": 0.01, "transit": 0.03}  # lognormal sigma of a probe's round trip
 PROBE_S = 5.0  # Orpheus probes a down path this often
 FETCH_KINDS = ("subsea_cut", "transit_congestion")
@@ -120,6 +122,7 @@ class _Model:
         self.asn = providers(net.sessions, self.S)
         rng = np.random.default_rng([seed, 17])
         bias = 1.0 + PROVIDER_SPREAD * rng.random((self.S, MAX_PROVIDERS))
+        bias[:, 0] = 1.0  # a site's first provider is as good as the latency model
         base = transit_rtt(world)  # (S, O)
         self.transit0 = np.where(
             (self.asn > 0)[:, :, None], base[:, None, :] * bias[:, :, None], np.inf
@@ -187,8 +190,8 @@ def simulate(
 ) -> Fetches:
     """The fetch dynamics of ``steps`` steps under ``events`` (see the module doc)."""
     model = _Model(world, seed)
-    S, O = model.S, model.O
-    P, K = S * O, BACKBONE_SLOTS + MAX_PROVIDERS
+    S, n_o = model.S, model.O
+    P, K = S * n_o, BACKBONE_SLOTS + MAX_PROVIDERS
     rng = np.random.default_rng([seed, 4])
     ref = Argo(candidates=list(range(K)))  # its parameters, used over arrays here
     sigma = np.array([NOISE["backbone"]] * BACKBONE_SLOTS + [NOISE["transit"]] * MAX_PROVIDERS)
@@ -217,17 +220,17 @@ def simulate(
         sample = R * np.exp(sigma * rng.standard_normal((P, K)))
         est, at = _measure(est, at, got, sample, now, ref)
         for (s, o), arr in watched.items():
-            p = s * O + o
+            p = s * n_o + o
             arr[i] = np.where(got[p], sample[p], np.nan)
         cur, since, n = _choose(est, at, cur, since, now, ref)
         switches += n
         # Orpheus: the outcomes of fetches over every path that loses or is down
-        up_frac = _orpheus(orpheus, L, cur, now, step_s, rng, O)
+        up_frac = _orpheus(orpheus, L, cur, now, step_s, rng, n_o)
         cur_loss = np.where(cur >= 0, L[rows, np.maximum(cur, 0)], 1.0)
         fail_with = cur_loss.copy()  # without Orpheus: Argo's choice, whatever it loses
         used = cur.copy()
         for s, k, o in orpheus.down():  # type: ignore[misc]
-            p = s * O + o
+            p = s * n_o + o
             if cur[p] != k:
                 continue
             nxt = orpheus.route([(s, c, o) for c in _preference(est[p], at[p], now, ref.stale_s)])
@@ -246,7 +249,7 @@ def simulate(
     return Fetches(
         step_s,
         S,
-        O,
+        n_o,
         rtt_out,
         bb_out,
         failures,
@@ -312,17 +315,17 @@ def _orpheus(
     now: float,
     step_s: float,
     rng: np.random.Generator,
-    O: int,
+    n_o: int,
 ) -> dict[int, float]:
     """Feed Orpheus the step's fetches over every losing or down path; return, for each
     pair whose Argo choice went down in this step, the share of the step it was up."""
     down = set(orpheus.down())
     lossy = {tuple(int(x) for x in pk) for pk in np.argwhere(L > 0).tolist()}
-    paths = {(p, k) for p, k in lossy} | {(s * O + o, k) for s, k, o in down}  # type: ignore[misc]
+    paths = {(p, k) for p, k in lossy} | {(s * n_o + o, k) for s, k, o in down}  # type: ignore[misc]
     went: dict[int, float] = {}
     dt = orpheus.window_s / (2 * orpheus.min_samples)  # fetches: twice enough per window
     for p, k in sorted(paths):
-        s, o = divmod(p, O)
+        s, o = divmod(p, n_o)
         key = (s, k, o)
         loss = float(L[p, k])
         t = 0.0

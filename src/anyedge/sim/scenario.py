@@ -25,11 +25,11 @@ Event kinds: ``servers_down`` (a share of a site's servers), ``section_down`` (a
 one section's servers, all by default), ``site_dark`` (the site is gone: no servers, its
 BGP sessions down), ``session_down`` (one BGP session of a site), ``cable_cut`` (the link
 between two ASes), ``surge`` (demand times ``factor`` in a ``country``, a ``metro`` by
-geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned); and for the origin fetches (:mod:`.fetch`):
-``subsea_cut`` (transit between two continents, ``regions``, takes ``factor`` times as long
-and loses ``loss``; the backbone ``links`` named, as pairs of sites, are cut) and
-``transit_congestion`` (one transit provider, ``asn``, of one ``site`` takes ``factor``
-times as long and loses ``loss``).
+geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned); and for
+the origin fetches (:mod:`.fetch`): ``subsea_cut`` (transit between two continents,
+``regions``, takes ``factor`` times as long and loses ``loss``; the backbone ``links``
+named, as pairs of sites, are cut) and ``transit_congestion`` (one transit provider,
+``asn``, of one ``site`` takes ``factor`` times as long and loses ``loss``).
 Everything is checked against the world on load; an error names the file, the place
 and the problem.
 """
