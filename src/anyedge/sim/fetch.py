@@ -37,12 +37,12 @@ Every *step* (the twin's sample interval, a minute by default):
    A pair uses Argo's choice while Orpheus holds it up, else its next candidate that is
    up by Argo's estimate.
 
-Recorded per step and pair: the round trip of the path used, whether it is the
-backbone, the share of fetches that failed, and the share that would have failed
-without Orpheus (on Argo's choice regardless).  None of it depends on the controller, so
-a :class:`Fetches` is computed once per scenario and each run weighs it by its own
-misses per site and step (:func:`tally`).  Pairs named in ``watch`` also keep every
-candidate's probed round trip per step (:meth:`Fetches.series`), the post's chart.
+Recorded per step and pair: the round trip of the path used, which candidate it is, the
+share of fetches that failed, and the share that would have failed without Orpheus (on
+Argo's choice regardless). None of it depends on the controller, so a :class:`Fetches`
+is computed once per scenario and each run weighs it by its own misses per site and step
+(:func:`tally`). Pairs named in ``watch`` also keep every candidate's probed round trip
+per step (:meth:`Fetches.series`), the post's chart.
 """
 
 from __future__ import annotations
@@ -79,13 +79,18 @@ class Fetches:
     sites: int
     origins: int
     rtt_ms: npt.NDArray[np.float32]  # (steps, pairs) the path used; nan: no path
-    backbone: npt.NDArray[np.bool_]  # (steps, pairs) the path used is the backbone
+    used: npt.NDArray[np.int8]  # (steps, pairs) the candidate used; -1: none
     # failed shares, only where any: step -> (pairs, with Orpheus, without Orpheus)
     failures: dict[int, tuple[npt.NDArray[np.int64], FloatArray, FloatArray]]
     argo_switches: int
     orpheus_failovers: int
     watched: dict[tuple[int, int], npt.NDArray[np.float32]] = field(default_factory=dict)
     labels: tuple[str, ...] = ()  # the candidates: "backbone", then "transit ASn"s
+
+    @property
+    def backbone(self) -> npt.NDArray[np.bool_]:
+        """(steps, pairs) whether the path used is one of the backbone's."""
+        return np.asarray((self.used >= 0) & (self.used < BACKBONE_SLOTS))
 
     def pair(self, site: int, origin: int) -> int:
         return site * self.origins + origin
@@ -202,7 +207,7 @@ def simulate(
     switches = 0
     orpheus = Orpheus()
     rtt_out = np.full((steps, P), np.nan, dtype=np.float32)
-    bb_out = np.zeros((steps, P), dtype=np.bool_)
+    used_out = np.full((steps, P), -1, dtype=np.int8)
     failures: dict[int, tuple[npt.NDArray[np.int64], FloatArray, FloatArray]] = {}
     watched = {w: np.full((steps, K), np.nan, dtype=np.float32) for w in watch}
     key: tuple[Event, ...] | None = None
@@ -241,7 +246,7 @@ def simulate(
         lossy = (cur_loss > 0) | (fail_with > 0)
         ok = used >= 0
         rtt_out[i, ok] = R[rows[ok], used[ok]]
-        bb_out[i] = (used >= 0) & (used < BACKBONE_SLOTS)
+        used_out[i] = used
         if lossy.any():
             idx = np.flatnonzero(lossy)
             failures[i] = (idx, fail_with[idx], cur_loss[idx])
@@ -251,7 +256,7 @@ def simulate(
         S,
         n_o,
         rtt_out,
-        bb_out,
+        used_out,
         failures,
         switches,
         orpheus.failovers,
@@ -341,6 +346,7 @@ def _orpheus(
 def tally(f: Fetches, misses: FloatArray) -> dict[str, Any]:
     """One run's origin-fetch metrics: ``misses`` are its (steps, sites) fetches per step."""
     steps = min(misses.shape[0], f.rtt_ms.shape[0])
+    backbone = f.backbone[:steps]
     w = (np.repeat(misses[:steps], f.origins, axis=1) / max(f.origins, 1)).astype(np.float64)
     rtt = f.rtt_ms[:steps]
     ok = np.isfinite(rtt)
@@ -355,7 +361,7 @@ def tally(f: Fetches, misses: FloatArray) -> dict[str, Any]:
         "failed": failed,
         "failed_without_orpheus": failed_without,
         "failures_avoided": failed_without - failed,
-        "backbone_share": float(w[f.backbone[:steps] & ok].sum() / total) if total else 0.0,
+        "backbone_share": float(w[backbone & ok].sum() / total) if total else 0.0,
         "argo_switches": f.argo_switches,
         "orpheus_failovers": f.orpheus_failovers,
         "rtt_ms": {},
@@ -365,8 +371,8 @@ def tally(f: Fetches, misses: FloatArray) -> dict[str, Any]:
     )
     n = int(RTT_MAX_MS / RTT_BIN_MS) + 1
     for name, mask in (
-        ("backbone", f.backbone[:steps] & ok),
-        ("transit", ~f.backbone[:steps] & ok),
+        ("backbone", backbone & ok),
+        ("transit", ~backbone & ok),
     ):
         hist = np.bincount(bins[mask], weights=w[mask], minlength=n)
         out["rtt_ms"][name] = _quantiles(hist)
