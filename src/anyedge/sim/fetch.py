@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -234,7 +234,7 @@ def simulate(
         cur_loss = np.where(cur >= 0, L[rows, np.maximum(cur, 0)], 1.0)
         fail_with = cur_loss.copy()  # without Orpheus: Argo's choice, whatever it loses
         used = cur.copy()
-        for s, k, o in orpheus.down():  # type: ignore[misc]
+        for s, k, o in _down(orpheus):
             p = s * n_o + o
             if cur[p] != k:
                 continue
@@ -307,6 +307,11 @@ def _choose(
     return new_cur, new_since, n
 
 
+def _down(orpheus: Orpheus) -> list[tuple[int, int, int]]:
+    """The paths Orpheus holds down, as (landing site, candidate, origin)."""
+    return [cast(tuple[int, int, int], path) for path in orpheus.down()]
+
+
 def _preference(est: FloatArray, at: FloatArray, now: float, stale_s: float) -> list[int]:
     """A pair's candidates by fresh estimate, fastest first (ties by slot)."""
     live = [k for k in range(est.size) if now - at[k] <= stale_s and not np.isnan(est[k])]
@@ -324,9 +329,8 @@ def _orpheus(
 ) -> dict[int, float]:
     """Feed Orpheus the step's fetches over every losing or down path; return, for each
     pair whose Argo choice went down in this step, the share of the step it was up."""
-    down = set(orpheus.down())
-    lossy = {tuple(int(x) for x in pk) for pk in np.argwhere(L > 0).tolist()}
-    paths = {(p, k) for p, k in lossy} | {(s * n_o + o, k) for s, k, o in down}  # type: ignore[misc]
+    lossy = {(int(p), int(k)) for p, k in np.argwhere(L > 0).tolist()}
+    paths = lossy | {(s * n_o + o, k) for s, k, o in _down(orpheus)}
     went: dict[int, float] = {}
     dt = orpheus.window_s / (2 * orpheus.min_samples)  # fetches: twice enough per window
     for p, k in sorted(paths):
@@ -374,7 +378,7 @@ def tally(f: Fetches, misses: FloatArray) -> dict[str, Any]:
         ("backbone", backbone & ok),
         ("transit", ~backbone & ok),
     ):
-        hist = np.bincount(bins[mask], weights=w[mask], minlength=n)
+        hist = np.bincount(bins[mask], weights=w[mask], minlength=n).astype(np.float64)
         out["rtt_ms"][name] = _quantiles(hist)
     return out
 
