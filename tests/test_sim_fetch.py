@@ -216,7 +216,7 @@ def day(default_world: World) -> dict[str, dict[str, object]]:
     )
     twin = Twin(default_world, sc)
     run = twin.run("none")
-    return {"totals": run.totals.as_dict(), "miss": dict(sc.cache_miss)}
+    return {"totals": run.totals.as_dict(), "twin": {"twin": twin}}
 
 
 def test_the_day_reports_origin_fetches_per_path_choice(
@@ -236,3 +236,19 @@ def test_the_day_reports_origin_fetches_per_path_choice(
         q = f["rtt_ms"][path]
         assert 0 < q["median"] <= q["p90"] < 1000
     json.dumps(totals)  # plain data, as --json prints it
+
+
+def test_too_many_fetch_cells_are_skipped_with_the_reason(
+    day: dict[str, dict[str, object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anyedge.sim import engine
+
+    monkeypatch.setattr(engine, "MAX_FETCH_CELLS", 1000)
+    twin = day["twin"]["twin"]
+    assert isinstance(twin, Twin)
+    quiet = twin.without_events()  # its paths are not computed yet
+    totals = quiet.run("none").totals.as_dict()
+    assert totals["origin_fetch"] == {
+        "skipped": "300 sites × 12 origins × 120 steps is 432,000 (site, origin, step) "
+        "cells, more than 1,000"
+    }

@@ -88,6 +88,7 @@ SAMPLE_S = 60.0
 LEARN_S = 3600.0  # the Traffic Manager learns each site's maximum this often
 LEARN_FROM = 0.50  # ... of sites whose utilisation has reached this (the lowest maximum)
 LAT_BIN_MS, LAT_MAX_MS = 0.05, 1000.0  # added-latency histogram: bins, and the last one
+MAX_FETCH_CELLS = 50_000_000  # origin fetches kept per (site, origin, step): 250 MB
 
 
 def _bins(idx: npt.ArrayLike, weights: npt.ArrayLike, n: int) -> FloatArray:
@@ -173,13 +174,23 @@ class Twin:
         self.miss = miss_shares(net.plans.names, dict(scenario.cache_miss))
         self._fetches: dict[tuple[Event, ...], Fetches] = {}  # shared with without_events()
 
-    def fetches(self) -> Fetches:
-        """The origin-fetch paths of this scenario, step by step (computed once)."""
+    def fetches(self) -> Fetches | str:
+        """The origin-fetch paths of this scenario, step by step (computed once); or why
+        there are none (no origins, or too many cells to keep)."""
         sc = self.sc
         key = tuple(e for e in sc.events if e.kind in FETCH_KINDS)
         if key not in self._fetches:
             per_sample = max(1, round(SAMPLE_S / sc.tick))
             steps = (round(sc.duration / sc.tick) + per_sample - 1) // per_sample
+            n_o = len(self.world.backbone.origins)
+            cells = self.S * n_o * steps
+            if not n_o:
+                return "the world has no origins"
+            if cells > MAX_FETCH_CELLS:
+                return (
+                    f"{self.S:,} sites × {n_o:,} origins × {steps:,} steps is "
+                    f"{cells:,} (site, origin, step) cells, more than {MAX_FETCH_CELLS:,}"
+                )
             self._fetches[key] = simulate_fetches(
                 self.world, key, sc.seed, per_sample * sc.tick, steps
             )
@@ -903,7 +914,8 @@ class _Run:
             cdf = np.cumsum(hist) / w
             self.totals.added_latency_p95_ms = float(centres[np.searchsorted(cdf, 0.95)])
         self.totals.routing_changes = self.routing_changes
-        self.totals.origin_fetch = tally(self.t.fetches(), self.miss_s)
+        f = self.t.fetches()
+        self.totals.origin_fetch = {"skipped": f} if isinstance(f, str) else tally(f, self.miss_s)
 
     def _learn(self) -> list[dict[str, object]]:
         u = np.array(self.samples_u)
