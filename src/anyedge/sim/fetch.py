@@ -55,7 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..backbone import Argo, Graph, Orpheus, best_via, transit_rtt
-from ..model.network import Sessions
+from ..model.network import SessionKind, Sessions
 from ..model.summary import continent_of
 from ..model.world import World
 from .scenario import Event
@@ -85,7 +85,7 @@ class Fetches:
     argo_switches: int
     orpheus_failovers: int
     watched: dict[tuple[int, int], npt.NDArray[np.float32]] = field(default_factory=dict)
-    labels: tuple[str, ...] = ()  # the candidates: "backbone", then "transit ASn"s
+    labels: tuple[str, ...] = ()  # the candidates' names, in slot order
 
     @property
     def backbone(self) -> npt.NDArray[np.bool_]:
@@ -106,9 +106,10 @@ def miss_shares(plans: Sequence[str], given: dict[str, float]) -> FloatArray:
 
 
 def providers(sessions: Sessions, n_sites: int) -> npt.NDArray[np.int64]:
-    """(sites, MAX_PROVIDERS) ASNs of each site's transit providers, 0 where none."""
+    """(sites, MAX_PROVIDERS) ASNs of each site's first transit providers (by ASN, as the
+    sessions are sorted), 0 where none."""
     out = np.zeros((n_sites, MAX_PROVIDERS), dtype=np.int64)
-    transit = sessions.kind == 0
+    transit = sessions.kind == SessionKind.TRANSIT
     for s, asn in zip(sessions.site[transit].tolist(), sessions.asn[transit].tolist(), strict=True):
         row = out[s]
         free = np.flatnonzero(row == 0)

@@ -243,9 +243,12 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
                 continue
             ev["between"] = (int(x.between[0]), int(x.between[1]))
         if x.kind == "transit_congestion":
-            mine = net.sessions.asn[(net.sessions.site == ev["site"]) & (net.sessions.kind == 0)]
-            if x.asn not in mine.tolist():
-                bad(i, "asn", f"AS{x.asn} is not a transit provider of {x.site}")
+            from .fetch import providers  # (it imports this module)
+
+            mine = [a for a in providers(net.sessions, len(net.sites))[ev["site"]].tolist() if a]
+            if x.asn not in mine:
+                listed = ", ".join(f"AS{a}" for a in mine) or "none"
+                bad(i, "asn", f"AS{x.asn} is not a transit provider of {x.site} ({listed})")
                 continue
             ev["asn"] = int(x.asn or 0)
         if x.kind == "subsea_cut":
