@@ -171,6 +171,9 @@ def test_amsterdam_singapore_flat_on_the_backbone_through_the_cut(default_world:
     assert (
         after[transit] / before[transit] < 1.1
     ).all()  # healed    assert (f.rtt_ms[125:360, p] < 0.9 * np.nanmin(cut[transit])).all()
+    # the cut is between Europe and Asia: Amsterdam's fetches from London do not change
+    ldn = f.pair(ams, w.backbone.origins.index("eu-london"))
+    assert np.median(f.rtt_ms[130:180, ldn]) == pytest.approx(np.median(f.rtt_ms[30:120, ldn]))
 
 
 def test_orpheus_moves_fetches_off_a_failing_provider(default_world: World) -> None:
