@@ -336,3 +336,27 @@ def test_the_docs_state_each_events_cost_as_measured(default_day: Comparison) ->
     assert int(m.group(1)) == round(
         100 * default_day.attribution["none"]["events"][surge]["failed_share"]
     )
+
+
+@pytest.mark.slow
+def test_backbone_doc_states_the_default_days_origin_fetches(default_day: Comparison) -> None:
+    """docs/backbone.md's origin fetches of the default day, against the session's run:
+    the share over the backbone and the round trips per path choice, under every
+    controller (the paths are the same; only where the misses land differs)."""
+    doc = " ".join(
+        (Path(__file__).parent.parent / "docs" / "backbone.md").read_text(encoding="utf-8").split()
+    )
+    m = re.search(
+        r"On the default day \(no backbone events\): ([\d.]+) % of the fetches go over the "
+        r"backbone, median/p90 ([\d.]+)/([\d.]+) ms against ([\d.]+)/([\d.]+) ms over transit",
+        doc,
+    )
+    assert m is not None, "docs/backbone.md states the default day's origin fetches"
+    share, *said = (float(x) for x in m.groups())
+    for mode, run in default_day.runs.items():
+        f = run.totals.origin_fetch
+        assert f["fetches"] > 0, mode
+        assert abs(100 * f["backbone_share"] - share) <= 0.2, mode
+        got = [f["rtt_ms"][p][q] for p in ("backbone", "transit") for q in ("median", "p90")]
+        assert np.allclose(got, said, atol=1.0), (mode, got)  # two 0.5 ms bins
+        assert f["failed"] == 0.0, mode  # no path loses packets on the default day

@@ -116,6 +116,25 @@ def simulate(
         click.echo(f"report: {report}")
 
 
+def _share(d: dict[str, Any], key: str) -> str:
+    f = d.get("origin_fetch") or {}
+    return f"{100 * f[key]:.1f} %" if key in f else "–"
+
+
+def _rtt(d: dict[str, Any], path: str) -> str:
+    q = (d.get("origin_fetch") or {}).get("rtt_ms", {}).get(path) or {}
+    if q.get("median") is None:
+        return "–"
+    return f"{q['median']:.1f} / {q['p90']:.1f}"
+
+
+def _fetch_failures(d: dict[str, Any]) -> str:
+    f = d.get("origin_fetch") or {}
+    if "failed" not in f:
+        return "–"
+    return f"{f['failed']:,.0f} ({f['failed_without_orpheus']:,.0f})"
+
+
 def _ref(task: str) -> str:
     """``"tm reference"`` -> ``"Traffic Manager, no events"``."""
     from ..sim import MODE_TITLES
@@ -156,6 +175,10 @@ def show(c: Comparison) -> None:
         ("stranded capacity", lambda d: f"{d['stranded_cpu_hours']:,.1f} core-h"),
         ("routing changes", lambda d: f"{d['routing_changes']}"),
         ("actions", lambda d: f"{d['actions']}"),
+        ("origin fetches over the backbone", lambda d: _share(d, "backbone_share")),
+        ("origin fetch ms, backbone median / p90", lambda d: _rtt(d, "backbone")),
+        ("origin fetch ms, transit median / p90", lambda d: _rtt(d, "transit")),
+        ("origin fetches failed (without Orpheus)", _fetch_failures),
     ]
     data = {m: r.totals.as_dict() for m, r in c.runs.items()}
     for name, fmt in rows:

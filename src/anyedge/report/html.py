@@ -401,7 +401,39 @@ _ROWS: list[_Row] = [
     ("of which forwarded", "by Plurimog", lambda t: t.forwarded, _count, False),
     ("routing changes", "withdrawn or restored", lambda t: t.routing_changes, _count, False),
     ("decisions / actions", "", None, None, False),
+    ("origin fetches (cache misses)", "", None, "heading", False),
+    (
+        "over the backbone",
+        "share of fetches",
+        lambda t: t.origin_fetch.get("backbone_share"),
+        lambda x: f"{100 * x:.1f} %",
+        False,
+    ),
+    (
+        "round trip, backbone",
+        "median / p90",
+        lambda t: _fetch_rtt(t, "backbone"),
+        lambda x: x,
+        False,
+    ),
+    ("round trip, transit", "median / p90", lambda t: _fetch_rtt(t, "transit"), lambda x: x, False),
+    ("failed fetches", "with Orpheus", lambda t: t.origin_fetch.get("failed"), _count, True),
+    (
+        "failed without Orpheus",
+        "on Argo's choice alone",
+        lambda t: t.origin_fetch.get("failed_without_orpheus"),
+        _count,
+        False,
+    ),
 ]
+
+
+def _fetch_rtt(t: Any, path: str) -> str | None:
+    """``"median / p90 ms"`` of the origin fetches over ``path``; None if there were none."""
+    q = (t.origin_fetch.get("rtt_ms") or {}).get(path) or {}
+    if q.get("median") is None:
+        return None
+    return f"{q['median']:.0f} / {q['p90']:.0f} ms"
 
 
 def _comparison_table(c: Comparison, modes: Sequence[str]) -> str:
@@ -424,7 +456,13 @@ def _comparison_table(c: Comparison, modes: Sequence[str]) -> str:
                 t = c.runs[m].totals
                 cells.append(f"<td>{t.decisions:,} / {t.actions:,}</td>")
         else:
-            values = [_float(get(c.runs[m].totals)) for m in modes]
+            raw = [get(c.runs[m].totals) for m in modes]
+            if any(isinstance(v, str) for v in raw):  # text already (round trips)
+                cells.extend(f"<td>{_e(v)}</td>" if v else '<td class="na">—</td>' for v in raw)
+                hint_html = f'<span class="hint">{_e(hint)}</span>' if hint else ""
+                rows.append(f'<tr><th scope="row">{_e(label)}{hint_html}</th>{"".join(cells)}</tr>')
+                continue
+            values = [_float(v) for v in raw]
             finite = [v for v in values if v is not None and math.isfinite(v)]
             best: float | None = None
             if compare and finite and max(finite) > min(finite):
@@ -451,7 +489,10 @@ def _comparison_table(c: Comparison, modes: Sequence[str]) -> str:
         "run that does nothing never pays it: judge it against the failures it saved. "
         "Stranded CPU is healthy capacity below a site's maximum left idle while requests "
         "failed elsewhere, plus capacity lost to sites' withdrawn prefixes: room the "
-        "network had but did not use.</p></div>"
+        "network had but did not use. Origin fetches are the cache misses each site "
+        "fetched from customers' origins over the path Argo chose, rerouted by Orpheus "
+        "around losing paths (the same paths under every controller; only where the "
+        "misses land differs).</p></div>"
     )
 
 

@@ -17,7 +17,11 @@ Each tick (10 s by default) of a :class:`Twin` run:
    a shape and noise of its own, so the learned threshold has something to learn.
 6. **Metrics**: failed requests, minutes of SLO breach (p95 above 20 ms), latency added
    to users (a longer route, or forwarding), traffic moved, stranded capacity, routing
-   changes.
+   changes; and the cache misses each site serves, which become origin fetches.
+
+Origin fetches (:mod:`.fetch`) do not depend on the controller: the paths Argo and
+Orpheus choose are played once per scenario, a step per sample interval, and each run
+weighs them by its own misses per site (``Totals.origin_fetch``).
 
 The controller decides every ``decision_interval`` on telemetry ``telemetry_delay`` old
 with ``telemetry_noise``: ``none`` never acts, ``withdraw`` may only withdraw prefixes
@@ -63,6 +67,8 @@ from ..predict import Predictor
 from ..predict import Scenario as PredScenario
 from ..routing import Announcement, Catchment, Router
 from .demand import diurnal, local_hours
+from .fetch import FETCH_KINDS, Fetches, miss_shares, tally
+from .fetch import simulate as simulate_fetches
 from .result import (
     FLOW_BIN_S,
     MODES,
@@ -82,6 +88,7 @@ SAMPLE_S = 60.0
 LEARN_S = 3600.0  # the Traffic Manager learns each site's maximum this often
 LEARN_FROM = 0.50  # ... of sites whose utilisation has reached this (the lowest maximum)
 LAT_BIN_MS, LAT_MAX_MS = 0.05, 1000.0  # added-latency histogram: bins, and the last one
+MAX_FETCH_CELLS = 50_000_000  # origin fetches kept per (site, origin, step): 250 MB
 
 
 def _bins(idx: npt.ArrayLike, weights: npt.ArrayLike, n: int) -> FloatArray:
@@ -164,6 +171,30 @@ class Twin:
         self.windows = np.array(
             [(e.start, e.end + TAIL_S) for e in scenario.events], dtype=np.float64
         ).reshape(-1, 2)
+        self.miss = miss_shares(net.plans.names, dict(scenario.cache_miss))
+        self._fetches: dict[tuple[Event, ...], Fetches] = {}  # shared with without_events()
+
+    def fetches(self) -> Fetches | str:
+        """The origin-fetch paths of this scenario, step by step (computed once); or why
+        there are none (no origins, or too many cells to keep)."""
+        sc = self.sc
+        key = tuple(e for e in sc.events if e.kind in FETCH_KINDS)
+        if key not in self._fetches:
+            per_sample = max(1, round(SAMPLE_S / sc.tick))
+            steps = (round(sc.duration / sc.tick) + per_sample - 1) // per_sample
+            n_o = len(self.world.backbone.origins)
+            cells = self.S * n_o * steps
+            if not n_o:
+                return "the world has no origins"
+            if cells > MAX_FETCH_CELLS:
+                return (
+                    f"{self.S:,} sites × {n_o:,} origins × {steps:,} steps is "
+                    f"{cells:,} (site, origin, step) cells, more than {MAX_FETCH_CELLS:,}"
+                )
+            self._fetches[key] = simulate_fetches(
+                self.world, key, sc.seed, per_sample * sc.tick, steps
+            )
+        return self._fetches[key]
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -249,7 +280,7 @@ class Twin:
                 continue
             if e.site >= 0:
                 hit[i, e.site] = True
-            if e.kind == "servers_down":
+            if e.kind == "servers_down" or e.kind in FETCH_KINDS:
                 continue
             for r, c in zip(rows, before, strict=True):
                 if e.kind in ("site_dark", "maintenance"):
@@ -387,6 +418,7 @@ class _Run:
         self.failed_s = np.zeros((n_samples, S))
         self.slo_s = np.zeros((n_samples, S))
         self.unrouted_s = np.zeros(n_samples)
+        self.miss_s = np.zeros((n_samples, S))  # cache misses each site fetched
         self.withdrawn_s = np.zeros(n_samples)  # (prefix, site) pairs withdrawn, sampled
         self.flow_marks: list[FloatArray] = []  # self.flows at each FLOW_BIN_S
         self.seq_time: dict[int, float] = {}  # journaled decision -> its time
@@ -692,6 +724,15 @@ class _Run:
         self.failed_s[i] += fail_rps * dt
         self.slo_s[i] += breach * (dt / 60.0)
         self.unrouted_s[i] += unrouted * dt
+        # cache misses of the requests each site serves (after forwarding, less failures)
+        miss = (
+            rps_plan @ t.miss
+            - _bins(fs, o_rps * t.miss[fp], t.S)
+            + _bins(fd, o_rps * t.miss[fp], t.S)
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok_share = np.where(served_rps > 0, 1 - fail_rps / served_rps, 0.0)
+        self.miss_s[i] += np.maximum(miss, 0.0) * np.clip(ok_share, 0.0, 1.0) * dt
         fwd_rps = float(o_rps.sum())
         wd_rps = self._withdrawn_demand(demand)
         moved_wd = float(wd_rps.sum())
@@ -873,6 +914,8 @@ class _Run:
             cdf = np.cumsum(hist) / w
             self.totals.added_latency_p95_ms = float(centres[np.searchsorted(cdf, 0.95)])
         self.totals.routing_changes = self.routing_changes
+        f = self.t.fetches()
+        self.totals.origin_fetch = {"skipped": f} if isinstance(f, str) else tally(f, self.miss_s)
 
     def _learn(self) -> list[dict[str, object]]:
         u = np.array(self.samples_u)

@@ -53,6 +53,9 @@ class Totals:
     routing_changes: int = 0  # announcements withdrawn or restored
     decisions: int = 0
     actions: int = 0
+    # cache misses fetched from origins: fetches, failed (with and without Orpheus),
+    # backbone_share, rtt_ms per path choice (median, p90): see anyedge.sim.fetch.tally
+    origin_fetch: dict[str, Any] = field(default_factory=dict)
 
     @property
     def slo_breach_total(self) -> float:
@@ -78,6 +81,7 @@ class Totals:
             "routing_changes": self.routing_changes,
             "decisions": self.decisions,
             "actions": self.actions,
+            "origin_fetch": self.origin_fetch,
         }
 
 

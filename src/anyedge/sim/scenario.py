@@ -16,12 +16,20 @@ A scenario is YAML::
       - {at: 14h, for: 2h, kind: cable_cut, between: [10438, 2015]}
       - {at: 20h, for: 2h, kind: session_down, site: LHR, asn: 10173}
       - {at: 22h, for: 2h, kind: surge, country: BR, factor: 3}
+      - {at: 3h, for: 4h, kind: subsea_cut, regions: [EU, AS], factor: 1.5,
+         links: [[MRS, SIN], [MRS, BOM]]}
+      - {at: 4h, for: 1h, kind: transit_congestion, site: AMS, asn: 2015, factor: 1.8}
+    cache_miss: {free: 0.1, enterprise: 0.2}   # per plan; others: fetch.DEFAULT_MISS
 
 Event kinds: ``servers_down`` (a share of a site's servers), ``section_down`` (a share of
 one section's servers, all by default), ``site_dark`` (the site is gone: no servers, its
 BGP sessions down), ``session_down`` (one BGP session of a site), ``cable_cut`` (the link
 between two ASes), ``surge`` (demand times ``factor`` in a ``country``, a ``metro`` by
-geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned).
+geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned); and for
+the origin fetches (:mod:`.fetch`): ``subsea_cut`` (transit between two continents,
+``regions``, takes ``factor`` times as long and loses ``loss``; the backbone ``links``
+named, as pairs of sites, are cut) and ``transit_congestion`` (one transit provider,
+``asn``, of one ``site`` takes ``factor`` times as long and loses ``loss``).
 Everything is checked against the world on load; an error names the file, the place
 and the problem.
 """
@@ -77,6 +85,8 @@ class EventIn(BaseModel):
         "cable_cut",
         "surge",
         "maintenance",
+        "subsea_cut",
+        "transit_congestion",
     ]
     site: str | None = None
     section: str | None = None
@@ -86,6 +96,9 @@ class EventIn(BaseModel):
     country: str | None = None
     metro: int | None = None
     factor: float = Field(2.0, gt=0)
+    loss: float = Field(0.0, ge=0, le=1)
+    regions: list[str] | None = None
+    links: list[list[str]] | None = None
 
 
 class ScenarioIn(BaseModel):
@@ -100,6 +113,7 @@ class ScenarioIn(BaseModel):
     telemetry_delay: Seconds = 30.0
     telemetry_noise: float = Field(0.02, ge=0, le=0.5)
     events: list[EventIn] = []
+    cache_miss: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,9 @@ class Event:
     country: str = ""
     metro: int = -1
     factor: float = 1.0
+    loss: float = 0.0
+    regions: tuple[str, str] = ("", "")
+    links: tuple[tuple[int, int], ...] = ()  # backbone links cut, as site rows
     text: str = ""
 
 
@@ -131,6 +148,7 @@ class Scenario:
     telemetry_delay: float
     telemetry_noise: float
     events: tuple[Event, ...]
+    cache_miss: tuple[tuple[str, float], ...] = ()  # (plan, share) given by the scenario
 
 
 def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> Scenario:
@@ -179,8 +197,15 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
             "kind": x.kind,
             "fraction": x.fraction,
             "factor": x.factor,
+            "loss": x.loss,
         }
-        needs_site = x.kind in ("servers_down", "site_dark", "session_down", "maintenance")
+        needs_site = x.kind in (
+            "servers_down",
+            "site_dark",
+            "session_down",
+            "maintenance",
+            "transit_congestion",
+        )
         if needs_site or (x.kind == "surge" and x.site):
             if x.site is None:
                 bad(i, "site", f"a {x.kind} event names its site")
@@ -217,6 +242,20 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
                 bad(i, "between", f"AS{x.between[0]} and AS{x.between[1]} are not linked")
                 continue
             ev["between"] = (int(x.between[0]), int(x.between[1]))
+        if x.kind == "transit_congestion":
+            from .fetch import providers  # (it imports this module)
+
+            mine = [a for a in providers(net.sessions, len(net.sites))[ev["site"]].tolist() if a]
+            if x.asn not in mine:
+                listed = ", ".join(f"AS{a}" for a in mine) or "none"
+                bad(i, "asn", f"AS{x.asn} is not a transit provider of {x.site} ({listed})")
+                continue
+            ev["asn"] = int(x.asn or 0)
+        if x.kind == "subsea_cut":
+            err = _subsea(x, world, ev)
+            if err:
+                bad(i, err[0], err[1])
+                continue
         if x.kind == "surge":
             if x.country:
                 if x.country.upper() not in set(inet.metros.country):
@@ -233,6 +272,17 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
                 continue
         ev["text"] = describe(x)
         events.append(Event(**ev))
+    plans = set(net.plans.names)
+    for name in doc.cache_miss:
+        if name not in plans:
+            loc = ("cache_miss", name)
+            problems.append(
+                Problem(
+                    place(loc),
+                    f"unknown plan (plans: {', '.join(net.plans.names)})",
+                    line_of(text, loc),
+                )
+            )
     if problems:
         raise InputError(file, problems)
     return Scenario(
@@ -245,7 +295,35 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
         doc.telemetry_delay,
         doc.telemetry_noise,
         tuple(sorted(events, key=lambda x: x.start)),
+        tuple(sorted(doc.cache_miss.items())),
     )
+
+
+CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
+
+
+def _subsea(x: EventIn, world: World, ev: dict[str, Any]) -> tuple[str, str] | None:
+    """Resolve a subsea cut's regions and backbone links into ``ev``; or (key, problem)."""
+    regions = [r.upper() for r in x.regions or []]
+    if len(regions) != 2 or regions[0] == regions[1] or not set(regions) <= set(CONTINENTS):
+        return "regions", f"a subsea cut names two continents of {', '.join(CONTINENTS)}"
+    ev["regions"] = (regions[0], regions[1])
+    links = world.backbone.links
+    have = set(zip(links.a.tolist(), links.b.tolist(), strict=True))
+    sites = world.network.sites
+    rows = []
+    for pair in x.links or []:
+        if len(pair) != 2:
+            return "links", f"a backbone link is two sites, not {pair}"
+        try:
+            a, b = sorted(sites.index(str(c).upper()) for c in pair)
+        except KeyError:
+            return "links", f"unknown site in {pair}"
+        if (a, b) not in have:
+            return "links", f"{'-'.join(map(str, pair))} is not a backbone link"
+        rows.append((a, b))
+    ev["links"] = tuple(rows)
+    return None
 
 
 def _message(err: Any) -> str:
@@ -273,6 +351,11 @@ def describe(e: EventIn) -> str:
             else f"{e.site}'s catchment"
         ),
         "maintenance": f"{e.site} is drained for maintenance",
+        "subsea_cut": f"a subsea cut: transit {'–'.join(e.regions or [])} ×{e.factor:g}"
+        + (f", {100 * e.loss:g} % loss" if e.loss else "")
+        + (f", backbone {', '.join('–'.join(p) for p in e.links)} cut" if e.links else ""),
+        "transit_congestion": f"AS{e.asn} congested at {e.site}: ×{e.factor:g}"
+        + (f", {100 * e.loss:g} % loss" if e.loss else ""),
     }[e.kind]
     return what
 
