@@ -147,7 +147,8 @@ def test_status_and_exec_reach_the_lab(lab3: RunningLab, capfd: pytest.CaptureFi
         if r["established"]:
             up, configured = r["established"].split("/")
             assert up == configured, r
-    assert s["down"] == [] and s["faults"] == []
+    assert s["down"] == []
+    assert s["faults"] == []
     assert main(["lab", "exec", "--dir", d, "c1", "--", "ip", "route"]) == 0
     assert "default via 100.64.0." in capfd.readouterr().out
     assert main(["lab", "exec", "--dir", d, "nosuch", "--", "true"]) == 2
