@@ -127,6 +127,11 @@ def test_killed_daemons_are_named_and_heal_restarts_them(
         assert "akl: its bird is not running" in s["down"]
         assert "syd: its gobgpd is not running" in s["down"]
         assert "session isp2-isp1 is not established (at isp2)" in s["down"]
+        # a killed speaker cannot take a change: refused, nothing changed, and said so
+        code, out = lab(lab3, capfd, "withdraw", "AKL")
+        assert code == 3
+        assert "AKL: its bird speaker was killed" in out
+        assert "nothing was changed" in out
         code, out = lab(lab3, capfd, "heal")
         assert code == 0, out
 

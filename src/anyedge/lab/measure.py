@@ -152,6 +152,12 @@ class Announcer:
         want = list(routes)
         drv = speaker_of(self.plan, node, self.directory)
         with locked(self.directory) as state:
+            if any(f.get("kind") == "daemon" and f.get("node") == node.name for f in state.faults):
+                raise LabError(
+                    f"{site}: its {node.speaker} speaker was killed (anyedge lab fault kill "
+                    f"{node.name}), so nothing was changed: anyedge lab fault restart "
+                    f"{node.name}, or anyedge lab heal, first"
+                )
             drv.assume(Route(p, int(n)) for p, n in state.routes.get(node.name, []))
             try:
                 drv.apply(want)
