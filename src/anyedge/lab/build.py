@@ -54,7 +54,7 @@ from ..model.files.topology import save_world
 from ..model.lab import NodeKind, Speaker
 from ..model.world import World
 from .delayline import End, LinkSpec
-from .plan import LabPlan, NodePlan, make_plan, namespace_prefix
+from .plan import LabPlan, NodePlan, Port, make_plan, namespace_prefix
 
 STATE = "state.json"
 LOCK = "state.lock"
@@ -447,13 +447,20 @@ def wait_converged(
         if n.name not in killed
     ]
     expect = expect or {}
+    looked = False
     while True:
         _check_daemons(plan, state, killed)
-        waiting = [
-            why for n, r in routers for why in _unsettled(plan, r, n, expect.get(n.name, {}), cut)
+        unsettled = [
+            (n, why, port)
+            for n, r in routers
+            for why, port in _unsettled(r, n, expect.get(n.name, {}), cut)
         ]
+        waiting = [why for _, why, _ in unsettled]
         if not waiting:
             break
+        if not looked and time.monotonic() - t0 > LINK_LOOK:
+            looked = True  # once: a session over a link that is down will not come up
+            _check_links([(n, p) for n, _, p in unsettled if p is not None])
         if time.monotonic() - t0 > timeout:
             raise LabError(
                 f"BGP did not settle in {timeout:g} s: {'; '.join(waiting)} "
@@ -502,28 +509,47 @@ def _check_daemons(plan: LabPlan, state: LabState | None, killed: set[str]) -> N
 
 
 def _unsettled(
-    plan: LabPlan, r: Frr, node: NodePlan, expect: dict[str, int], cut: set[frozenset[str]]
-) -> list[str]:
-    """Why ``node`` has not settled: each session not established, each neighbour
-    whose prefixes it has not heard as expected (sessions in ``cut`` excepted)."""
+    r: Frr, node: NodePlan, expect: dict[str, int], cut: set[frozenset[str]]
+) -> list[tuple[str, Port | None]]:
+    """Why ``node`` has not settled: each session not established (with its port),
+    each neighbour whose prefixes it has not heard as expected (sessions in ``cut``
+    excepted)."""
     try:
         peers = r.summary()
     except SpeakerError as e:  # vtysh can race a bgpd that has only just started
-        return [f"{node.name} does not answer ({str(e)[:120]})"]
-    out = []
+        return [(f"{node.name} does not answer ({str(e)[:120]})", None)]
+    out: list[tuple[str, Port | None]] = []
     for p in node.bgp_ports:
         if frozenset((node.name, p.peer)) in cut:
             continue
         info = peers.get(p.peer_address, {})
         st = str(info.get("state", "unknown"))
+        got = int(str(info.get("pfxRcd", 0)))
         if st != "Established":
-            out.append(f"session {node.name}-{p.peer} is {st} (at {node.name})")
-        elif p.peer_address in expect and int(str(info.get("pfxRcd", 0))) != expect[p.peer_address]:
-            out.append(
-                f"{node.name} has {info.get('pfxRcd', 0)} prefixes from {p.peer}, "
-                f"not {expect[p.peer_address]}"
-            )
+            out.append((f"session {node.name}-{p.peer} is {st} (at {node.name})", p))
+        elif p.peer_address in expect and got != expect[p.peer_address]:
+            want = expect[p.peer_address]
+            out.append((f"{node.name} has {got} prefixes from {p.peer}, not {want}", None))
     return out
+
+
+LINK_LOOK = 3.0  # seconds of waiting after which the links of unsettled sessions are read
+
+
+def _check_links(sessions: list[tuple[NodePlan, Port]]) -> None:
+    """:class:`LabError` naming each link under a waiting session that is down (no
+    recorded fault took it down, or the session would not be waited for)."""
+    down = []
+    for n, p in sessions:
+        text = netns.run(n.namespace, ["ip", "-j", "link", "show", "dev", p.ifname], check=False)
+        flags = (json.loads(text or "[{}]") or [{}])[0].get("flags", [])
+        if "UP" not in flags or "LOWER_UP" not in flags:
+            down.append(f"link {n.name}-{p.peer} is down at {n.name} ({p.ifname})")
+    if down:
+        raise LabError(
+            f"{'; '.join(down)}, and no fault records it: its BGP session cannot come up "
+            "(anyedge lab fault link-up A B, or anyedge lab heal)"
+        )
 
 
 def anycast_routes(plan: LabPlan) -> dict[str, str]:

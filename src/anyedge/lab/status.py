@@ -115,10 +115,11 @@ def _node(
         if isinstance(drv, Frr) and n.kind is NodeKind.ROUTER:
             got = {a: int(str(p.get("pfxRcd", 0))) for a, p in drv.summary().items()}
     except Exception as e:  # a daemon that died is a status, not a crash
-        row["established"] = "?"
+        dead = any(h == "dead" for h in daemons.values())
+        row["established"] = "daemon dead" if dead else "no answer"
         daemon = f"{n.speaker} speaker" if n.speaker else "FRR"
         row["error"] = f"its {daemon} does not answer: {str(e).splitlines()[0][:200]}"
-        if not any(h == "dead" for h in daemons.values()):
+        if not dead:
             down.append((f"{n.name}: {row['error']}", n.name in killed))
         return row, got
     by_address = {p.peer_address: p.peer for p in n.bgp_ports}
