@@ -2,9 +2,11 @@
 
 Everything a lab makes is recorded in its **lab directory** before it is made:
 ``state.json`` lists the namespaces (written before the first one is created) and the
-process ids of every daemon and service (added as each starts), plus what each site
-announces and forwards now.  ``anyedge lab down`` reads it and ends every recorded
-process by its id, ends whatever else still runs inside the lab's namespaces
+process ids of every daemon and service (added as each starts; ``daemons`` keeps each
+one's current pid by name, for ``anyedge lab status`` and for restarts), plus what each
+site announces and forwards now and the faults made on purpose (:mod:`.faults`).
+``anyedge lab down`` reads it and ends every recorded process by its id, ends whatever
+else still runs inside the lab's namespaces
 (``ip netns pids``), and deletes the namespaces — the recorded ones and any other with
 the lab's name prefix, so a lab whose ``up`` died halfway still goes away.
 
