@@ -37,10 +37,11 @@ def lab_directory() -> Path:
 
 
 @contextmanager
-def running_lab(topology: Path) -> Iterator[RunningLab]:
-    """Bring the lab of ``topology`` up under a unique name; always take it down, and
-    check that nothing of it is left."""
-    name = "t" + secrets.token_hex(3)
+def running_lab(topology: Path, prefix: str = "t") -> Iterator[RunningLab]:
+    """Bring the lab of ``topology`` up under a unique name (``prefix`` and random hex
+    digits: up to 8 characters); always take it down, and check that nothing of it is
+    left."""
+    name = prefix + secrets.token_hex((8 - len(prefix)) // 2)
     world = load_world(topology)
     plan = make_plan(world, name)
     d = lab_directory()

@@ -107,7 +107,7 @@ def test_lab_status_names_a_dead_speaker_and_exits_3() -> None:
         for pid in state.pids["akl"]:
             os.kill(pid, signal.SIGKILL)
         err = refused("lab", "status", "--dir", str(lab.directory), says="akl: ", status=3)
-        assert "bird speaker does not answer" in err
+        assert "akl: its bird is not running" in err
 
 
 # ------------------------------------------- what happened, said (issue 13, item 3)

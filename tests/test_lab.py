@@ -139,13 +139,16 @@ def test_traffic_manager_forwards_an_overload_away_and_takes_it_back(lab3: Runni
 def test_status_and_exec_reach_the_lab(lab3: RunningLab, capfd: pytest.CaptureFixture[str]) -> None:
     d = str(lab3.directory)
     assert main(["lab", "status", "--dir", d, "--json"]) == 0
-    rows = json.loads(capfd.readouterr().out)
+    s = json.loads(capfd.readouterr().out)
+    rows = s["nodes"]
     assert {r["node"] for r in rows} == {n.name for n in lab3.plan.nodes}
     for r in rows:
         assert r["up"]
-        if r["sessions"]:
-            up, configured = r["sessions"].split("/")
+        if r["established"]:
+            up, configured = r["established"].split("/")
             assert up == configured, r
+    assert s["down"] == []
+    assert s["faults"] == []
     assert main(["lab", "exec", "--dir", d, "c1", "--", "ip", "route"]) == 0
     assert "default via 100.64.0." in capfd.readouterr().out
     assert main(["lab", "exec", "--dir", d, "nosuch", "--", "true"]) == 2

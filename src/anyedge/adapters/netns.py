@@ -178,6 +178,17 @@ def stop(pids_: Sequence[int], grace: float = 2.0) -> None:
     _reap(live)
 
 
+def kill(pid: int) -> None:
+    """``kill -9`` one process by id and reap it if it was ours (a fault on purpose)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + 5.0
+    while alive(pid) and time.monotonic() < end:
+        _reap([pid])
+        time.sleep(0.02)
+    _reap([pid])
+
+
 def _reap(pids_: Sequence[int]) -> None:
     for p in pids_:
         child = _children.get(p)

@@ -1,7 +1,8 @@
 """``anyedge lab``: the anycast lab in network namespaces, with real BGP and real packets.
 
 ``up`` builds the lab of a topology (``-t``), ``down`` removes everything it made,
-``status`` shows nodes, processes and BGP sessions, ``exec`` runs a command on a node,
+``status`` shows what is up and down, ``fault`` breaks one thing and ``heal`` mends
+everything (:mod:`.lab_faults`), ``exec`` runs a command on a node,
 ``probe`` asks every client which site answers, ``compare`` sets the routing model
 against the lab, ``withdraw``/``announce`` drive a site's real BGP speaker,
 ``forward`` hands a share of a site's flows to another site, ``load`` sends a steady
@@ -37,7 +38,9 @@ DEFAULT_ROOT = Path(os.environ.get("ANYEDGE_LAB_ROOT", "/run/anyedge"))
 
 
 def _dir(directory: Path | None, name: str | None) -> Path:
-    return directory if directory is not None else DEFAULT_ROOT / (name or "lab")
+    """The lab's directory, absolute: daemons started later (a restart) may not run
+    where the command did."""
+    return (directory if directory is not None else DEFAULT_ROOT / (name or "lab")).absolute()
 
 
 dir_option = click.option(
@@ -196,27 +199,6 @@ def down(directory: Path | None, name: str | None, as_json: bool) -> None:
         )
 
 
-@lab_command()
-@dir_option
-@name_option
-@json_option
-def status(directory: Path | None, name: str | None, as_json: bool) -> None:
-    """Nodes, their processes and BGP sessions.
-
-    Exits with status 3, naming them, when a node's BGP daemon does not answer."""
-    from ..lab.build import status as lab_status
-
-    _world, plan, _state = _attach(directory, name)
-    rows = lab_status(plan, _dir(directory, name))
-    if as_json:
-        click.echo(json.dumps(rows, indent=1))
-    else:
-        _table([{k: v for k, v in r.items() if k != "error"} for r in rows], f"lab {_state.name}")
-    down = [f"{r['node']}: {r['error']}" for r in rows if r["error"]]
-    if down:
-        raise LabFailed("; ".join(down))
-
-
 @lab_command(name="exec", context_settings={"ignore_unknown_options": True})
 @dir_option
 @name_option
@@ -341,14 +323,17 @@ def _site(plan: Any, site: str) -> str:
     return code
 
 
-def _settle(ann: Any) -> float:
-    """Wait until BGP has converged (the routes stop changing); the seconds it took."""
+def _settle(ann: Any, done: str) -> float:
+    """Wait until BGP has converged (the routes stop changing); the seconds it took.  If
+    it does not, the failure says that the change (``done``) is applied all the same."""
     from ..lab.build import LabError
 
     try:
         return float(ann.settle())
     except LabError as e:
-        raise _fail(e) from None
+        raise LabFailed(
+            f"{done} (its speaker took it and the lab's state records it), but {e}"
+        ) from None
 
 
 @lab_command()
@@ -363,7 +348,7 @@ def withdraw(directory: Path | None, name: str | None, site: str) -> None:
     code = _site(plan, site)
     ann = Announcer(plan, _dir(directory, name))
     ann.withdraw(code)
-    click.echo(f"{code}: withdrawn; routes settled in {_settle(ann):.1f} s")
+    click.echo(f"{code}: withdrawn; routes settled in {_settle(ann, f'{code}: withdrawn'):.1f} s")
 
 
 @lab_command()
@@ -380,7 +365,8 @@ def announce(directory: Path | None, name: str | None, site: str, prepend: int) 
     ann = Announcer(plan, _dir(directory, name))
     ann.announce(code, prepend)
     how = f", prepended {prepend}x" if prepend else ""
-    click.echo(f"{code}: announced{how}; routes settled in {_settle(ann):.1f} s")
+    took = _settle(ann, f"{code}: announced{how}")
+    click.echo(f"{code}: announced{how}; routes settled in {took:.1f} s")
 
 
 @lab_command()
@@ -894,5 +880,5 @@ def controller_config_(
     click.echo(f"wrote {out} ({len(doc['sites'])} sites, actuator nft)")
 
 
-# the anycast DNS commands (dns, dig, health, drain, undrain, health-log, verfploeter)
-from . import lab_dns  # noqa: E402, F401  they register themselves on ``lab``
+# the anycast DNS commands (dns, dig, health, ...), and fault, heal and status
+from . import lab_dns, lab_faults  # noqa: E402, F401  they register themselves on ``lab``

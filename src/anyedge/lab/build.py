@@ -2,9 +2,11 @@
 
 Everything a lab makes is recorded in its **lab directory** before it is made:
 ``state.json`` lists the namespaces (written before the first one is created) and the
-process ids of every daemon and service (added as each starts), plus what each site
-announces and forwards now.  ``anyedge lab down`` reads it and ends every recorded
-process by its id, ends whatever else still runs inside the lab's namespaces
+process ids of every daemon and service (added as each starts; ``daemons`` keeps each
+one's current pid by name, for ``anyedge lab status`` and for restarts), plus what each
+site announces and forwards now and the faults made on purpose (:mod:`.faults`).
+``anyedge lab down`` reads it and ends every recorded process by its id, ends whatever
+else still runs inside the lab's namespaces
 (``ip netns pids``), and deletes the namespaces — the recorded ones and any other with
 the lab's name prefix, so a lab whose ``up`` died halfway still goes away.
 
@@ -54,7 +56,7 @@ from ..model.files.topology import save_world
 from ..model.lab import NodeKind, Speaker
 from ..model.world import World
 from .delayline import End, LinkSpec
-from .plan import LabPlan, NodePlan, make_plan, namespace_prefix
+from .plan import LabPlan, NodePlan, Port, make_plan, namespace_prefix
 
 STATE = "state.json"
 LOCK = "state.lock"
@@ -77,6 +79,10 @@ class LabState:
     pids: dict[str, list[int]] = field(default_factory=dict)
     routes: dict[str, list[list[Any]]] = field(default_factory=dict)  # site: [[cidr, prepend]]
     forward: dict[str, list[list[Any]]] = field(default_factory=dict)  # site: [[port, to, share]]
+    # the faults made with ``anyedge lab fault`` and not yet undone (:mod:`.faults`)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    # node: daemon name (bgpd, bird, gobgpd, exabgp, service, ...) -> its current pid
+    daemons: dict[str, dict[str, int]] = field(default_factory=dict)
     started: float = 0.0
     ready: bool = False
 
@@ -349,18 +355,41 @@ def _start(plan: LabPlan, directory: Path, state: LabState, progress: Progress) 
     """FRR on the routers, then each site's speaker and service."""
     progress(f"starting FRR on {len(plan.of_kind(NodeKind.ROUTER))} routers")
     for n in plan.of_kind(NodeKind.ROUTER):
-        state.add_pids(directory, n.name, router_of(plan, n, directory).start())
+        pids = router_of(plan, n, directory).start()
+        state.daemons[n.name] = dict(zip(daemon_names(n), pids, strict=True))
+        state.add_pids(directory, n.name, pids)
     for n in plan.sites:
         progress(f"starting {n.speaker} and the service at {n.site}")
         speaker = speaker_of(plan, n, directory)
-        state.add_pids(directory, n.name, speaker.start(initial_routes(n)))
+        pids = speaker.start(initial_routes(n))
+        state.daemons[n.name] = dict(zip(daemon_names(n), pids, strict=True))
+        state.add_pids(directory, n.name, pids)
         state.routes[n.name] = [[r.prefix, r.prepend] for r in initial_routes(n)]
         if n.servers:
             from .edge import build_site
 
             build_site(plan, n, directory, state)
         else:
-            state.add_pids(directory, n.name, [start_service(plan, n, directory)])
+            pid = start_service(plan, n, directory)
+            state.daemons[n.name][SERVICE] = pid
+            state.add_pids(directory, n.name, [pid])
+
+
+SERVICE = "service"  # the daemon name of a site's service in the state's ``daemons``
+
+
+def daemon_names(node: NodePlan) -> tuple[str, ...]:
+    """The BGP daemons of ``node``, in the order its driver starts them (the last is
+    the one that speaks BGP): FRR's three, or the site's one speaker."""
+    from ..adapters.bgp.frr import DAEMONS
+
+    kind = Speaker.FRR if node.kind is NodeKind.ROUTER else node.speaker
+    return {
+        Speaker.FRR: DAEMONS,
+        Speaker.BIRD: ("bird",),
+        Speaker.GOBGP: ("gobgpd",),
+        Speaker.EXABGP: ("exabgp",),
+    }[kind or Speaker.FRR]
 
 
 def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float = 10.0) -> int:
@@ -403,17 +432,42 @@ def wait_converged(
     to the number of prefixes it must have received from each neighbour address (after a
     site announces or withdraws, its routers must have heard it, however slowly the
     site's speaker sent it); then the routers' routes to the anycast prefixes must stay
-    the same for ``quiet`` seconds.  Raises :class:`LabError` past ``timeout``.
+    the same for ``quiet`` seconds.  Sessions that a recorded fault takes down
+    (:func:`anyedge.lab.faults.excused`) are not waited for, nor expectations on them.
+    Raises :class:`LabError` naming the sessions that did not settle past ``timeout``,
+    and at once, naming it, if a BGP daemon no fault killed is not running (its
+    sessions cannot come up).
     """
+    from .faults import excused
+
     t0 = time.monotonic()
-    routers = [(n, router_of(plan, n, directory)) for n in plan.of_kind(NodeKind.ROUTER)]
+    state = LabState.load(directory) if (directory / STATE).exists() else None
+    killed, cut = excused(state, plan) if state else (set(), set())
+    routers = [
+        (n, router_of(plan, n, directory))
+        for n in plan.of_kind(NodeKind.ROUTER)
+        if n.name not in killed
+    ]
     expect = expect or {}
+    looked = False
     while True:
-        waiting = [n.name for n, r in routers if not _ready(r, n, expect.get(n.name, {}))]
+        _check_daemons(plan, state, killed)
+        unsettled = [
+            (n, why, port)
+            for n, r in routers
+            for why, port in _unsettled(r, n, expect.get(n.name, {}), cut)
+        ]
+        waiting = [why for _, why, _ in unsettled]
         if not waiting:
             break
+        if not looked and time.monotonic() - t0 > LINK_LOOK:
+            looked = True  # once: a session over a link that is down will not come up
+            _check_links([(n, p) for n, _, p in unsettled if p is not None])
         if time.monotonic() - t0 > timeout:
-            raise LabError(f"BGP not converged after {timeout:g} s at: {', '.join(waiting)}")
+            raise LabError(
+                f"BGP did not settle in {timeout:g} s: {'; '.join(waiting)} "
+                "(anyedge lab status shows what is down; anyedge lab heal restores the lab)"
+            )
         time.sleep(0.1)
     last, since = None, time.monotonic()
     while time.monotonic() - since < quiet:
@@ -426,14 +480,78 @@ def wait_converged(
     return since - t0
 
 
-def _ready(r: Frr, node: NodePlan, expect: dict[str, int]) -> bool:
+def check_daemons(plan: LabPlan, directory: Path) -> None:
+    """Before a command changes a running lab: :class:`LabError` naming each BGP daemon
+    that is not running though no recorded fault killed it (it would leave sessions
+    that never settle)."""
+    from .faults import excused
+
+    state = LabState.load(directory)
+    _check_daemons(plan, state, excused(state, plan)[0])
+
+
+def _check_daemons(plan: LabPlan, state: LabState | None, killed: set[str]) -> None:
+    """:class:`LabError` naming the BGP daemons that are not running though no fault
+    killed them: nothing waits for sessions that cannot come up."""
+    if state is None or not state.ready:
+        return  # still coming up: its own timeouts apply
+    gone = []
+    for n in plan.nodes:
+        if not n.bgp_ports or n.name in killed:
+            continue
+        for name, pid in state.daemons.get(n.name, {}).items():
+            if name != SERVICE and not netns.alive(pid):
+                peers = ", ".join(sorted({p.peer for p in n.bgp_ports}))
+                gone.append(
+                    f"{n.name}'s {name} (pid {pid}) is not running: its sessions "
+                    f"with {peers} cannot come up"
+                )
+    if gone:
+        raise LabError("; ".join(gone) + " (anyedge lab fault restart NODE, or anyedge lab heal)")
+
+
+def _unsettled(
+    r: Frr, node: NodePlan, expect: dict[str, int], cut: set[frozenset[str]]
+) -> list[tuple[str, Port | None]]:
+    """Why ``node`` has not settled: each session not established (with its port),
+    each neighbour whose prefixes it has not heard as expected (sessions in ``cut``
+    excepted)."""
     try:
-        got = r.received()
-    except SpeakerError:  # vtysh can race a bgpd that has only just started
-        return False
-    if len(got) < len(node.bgp_ports):
-        return False
-    return all(got.get(a) == n for a, n in expect.items())
+        peers = r.summary()
+    except SpeakerError as e:  # vtysh can race a bgpd that has only just started
+        return [(f"{node.name} does not answer ({str(e)[:120]})", None)]
+    out: list[tuple[str, Port | None]] = []
+    for p in node.bgp_ports:
+        if frozenset((node.name, p.peer)) in cut:
+            continue
+        info = peers.get(p.peer_address, {})
+        st = str(info.get("state", "unknown"))
+        got = int(str(info.get("pfxRcd", 0)))
+        if st != "Established":
+            out.append((f"session {node.name}-{p.peer} is {st} (at {node.name})", p))
+        elif p.peer_address in expect and got != expect[p.peer_address]:
+            want = expect[p.peer_address]
+            out.append((f"{node.name} has {got} prefixes from {p.peer}, not {want}", None))
+    return out
+
+
+LINK_LOOK = 3.0  # seconds of waiting after which the links of unsettled sessions are read
+
+
+def _check_links(sessions: list[tuple[NodePlan, Port]]) -> None:
+    """:class:`LabError` naming each link under a waiting session that is down (no
+    recorded fault took it down, or the session would not be waited for)."""
+    down = []
+    for n, p in sessions:
+        text = netns.run(n.namespace, ["ip", "-j", "link", "show", "dev", p.ifname], check=False)
+        flags = (json.loads(text or "[{}]") or [{}])[0].get("flags", [])
+        if "UP" not in flags or "LOWER_UP" not in flags:
+            down.append(f"link {n.name}-{p.peer} is down at {n.name} ({p.ifname})")
+    if down:
+        raise LabError(
+            f"{'; '.join(down)}, and no fault records it: its BGP session cannot come up "
+            "(anyedge lab fault link-up A B, or anyedge lab heal)"
+        )
 
 
 def anycast_routes(plan: LabPlan) -> dict[str, str]:
@@ -486,43 +604,6 @@ def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> d
             if (directory / sub).is_dir():
                 shutil.rmtree(directory / sub, ignore_errors=True)
     return {"name": lab_name, "namespaces": removed, "processes": len(inside)}
-
-
-# -------------------------------------------------------------------------- status
-
-
-def status(plan: LabPlan, directory: Path) -> list[dict[str, Any]]:
-    """One row per node: namespace, processes alive, BGP sessions up / configured, and
-    ``error``: why its BGP daemon did not answer (None when it did, or has none)."""
-    state = LabState.load(directory)
-    rows = []
-    for n in plan.nodes:
-        pids = state.pids.get(n.name, [])
-        row: dict[str, Any] = {
-            "node": n.name,
-            "kind": str(n.kind),
-            "namespace": n.namespace,
-            "up": netns.exists(n.namespace),
-            "processes": f"{sum(netns.alive(p) for p in pids)}/{len(pids)}",
-            "speaker": str(n.speaker) if n.speaker else "",
-            "site": n.site or "",
-            "sessions": "",
-            "error": None,
-        }
-        if n.bgp_ports and row["up"]:
-            drv: SiteSpeaker | Frr = (
-                router_of(plan, n, directory)
-                if n.kind is NodeKind.ROUTER
-                else speaker_of(plan, n, directory)
-            )
-            try:
-                row["sessions"] = f"{drv.established()}/{len(n.bgp_ports)}"
-            except Exception as e:  # a daemon that died is a status, not a crash
-                row["sessions"] = "?"
-                daemon = f"{n.speaker} speaker" if n.speaker else "FRR"
-                row["error"] = f"its {daemon} does not answer: {e}"
-        rows.append(row)
-    return rows
 
 
 def attach(directory: Path) -> tuple[World, LabPlan, LabState]:

@@ -143,13 +143,9 @@ def compare(
             before = routes[code]
             if not before:
                 continue  # withdrawn already: nothing to take away
-            ann.withdraw(code)
-            try:
+            with ann.changed(code, []):
                 ann.settle()
                 rows += _scenario(world, plan, f"without {code}", (code,), routes, flows)
-            finally:
-                ann.set(code, before)
-                ann.settle()
     return rows
 
 

@@ -5,6 +5,13 @@ is built (:func:`anyedge.adapters.nft.routing_commands`); :class:`Forwarder` the
 per site, which share of each plan's flows goes to which neighbouring site, by
 replacing the site's nftables table (:mod:`anyedge.adapters.nft`), and records it in
 the lab's state.  Only sites joined by a backbone link can hand flows to each other.
+
+The kernel deletes a backbone link's route (in the link's routing table) when the link
+goes down, and does not put it back when it comes up: marked packets would then find
+no route there and be served at home, forwarding nothing while the state says
+otherwise.  So every :meth:`Forwarder.set` first puts the routes back (``ip route
+replace``: nothing changes where they are), and refuses, saying so, to forward over a
+link that is down.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..adapters import nft
+from ..adapters import netns, nft
 from .build import LabError, locked
 from .plan import LabPlan, NodePlan
 
@@ -48,6 +55,17 @@ class Forwarder:
             script = nft.render(node.anycast, ingress(node), links, shares)
         except ValueError as e:
             raise LabError(f"{site}: {e}") from None
+        wanted = {s.to_site for s in shares if s.share > 0}
+        for b in links:
+            via = ["via", b.via, "dev", b.ifname, "table", str(b.table)]
+            try:
+                netns.run(node.namespace, ["ip", "route", "replace", "default", *via])
+            except netns.NetnsError as e:
+                if b.to_site in wanted:
+                    raise LabError(
+                        f"{site}: cannot forward to {b.to_site}: its backbone link "
+                        f"({b.ifname}) has no route ({e}); nothing was changed"
+                    ) from None
         with locked(self.directory) as state:
             try:
                 nft.apply(node.namespace, script)

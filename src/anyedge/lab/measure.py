@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..adapters.bgp.base import Route, SpeakerError
 from ..model.lab import NodeKind
-from .build import LabError, LabState, locked, speaker_of, wait_converged
+from .build import LabError, LabState, check_daemons, locked, speaker_of, wait_converged
 from .plan import LabPlan
 
 
@@ -86,7 +87,9 @@ class Announcer:
 
     Each change goes through the site's own speaker under the lab's lock, and is
     recorded in the lab's state; :meth:`settle` then waits until the site's routers
-    have heard it and the routes have stopped changing.
+    have heard it and the routes have stopped changing.  Made on a lab whose BGP daemon
+    died without a recorded fault, it refuses before anything changes; :meth:`changed`
+    makes a change for a block and always puts it back, or says it could not.
     """
 
     def __init__(self, plan: LabPlan, directory: Path) -> None:
@@ -94,7 +97,50 @@ class Announcer:
         self.directory = directory
         if not LabState.load(directory).ready:
             raise LabError(f"{directory}: the lab is not up (or its up did not finish)")
+        check_daemons(plan, directory)
         self._expect: dict[str, dict[str, int]] = {}
+
+    @contextmanager
+    def changed(self, site: str, routes: Iterable[Route]) -> Iterator[None]:
+        """``site`` announces ``routes`` during the block, then what it announced
+        before (settled) — also when the block fails, whose error then says whether
+        the site was put back."""
+        before = self.routes(site)
+        self.set(site, routes)
+        try:
+            yield
+        except LabError as e:
+            raise LabError(f"{e}; {self._put_back(site, before) or f'{site} was put back'}") from e
+        except BaseException:
+            self._put_back(site, before)
+            raise
+        failed = self._put_back(site, before)
+        if failed:
+            raise LabError(failed)
+
+    def _put_back(self, site: str, routes: list[Route]) -> str | None:
+        """Announce ``routes`` at ``site`` again and settle; what went wrong, if it did."""
+        try:
+            self.set(site, routes)
+        except LabError as e:
+            now = (
+                ", ".join(
+                    f"{p} +{k}"
+                    for p, k in LabState.load(self.directory).routes.get(
+                        self.plan.site_node(site).name, []
+                    )
+                )
+                or "nothing"
+            )
+            return (
+                f"{site} could not be put back as it was ({e}): it announces {now} "
+                f"(anyedge lab announce {site}, or anyedge lab heal)"
+            )
+        try:
+            self.settle()
+        except LabError as e:
+            return f"{site} was put back as it was, but BGP did not settle: {e}"
+        return None
 
     def routes(self, site: str) -> list[Route]:
         node = self.plan.site_node(site)
@@ -106,6 +152,12 @@ class Announcer:
         want = list(routes)
         drv = speaker_of(self.plan, node, self.directory)
         with locked(self.directory) as state:
+            if any(f.get("kind") == "daemon" and f.get("node") == node.name for f in state.faults):
+                raise LabError(
+                    f"{site}: its {node.speaker} speaker was killed (anyedge lab fault kill "
+                    f"{node.name}), so nothing was changed: anyedge lab fault restart "
+                    f"{node.name}, or anyedge lab heal, first"
+                )
             drv.assume(Route(p, int(n)) for p, n in state.routes.get(node.name, []))
             try:
                 drv.apply(want)

@@ -105,13 +105,9 @@ def run(
         measured: dict[str, float] = {}
         keep = routes[code]
         if mine and any(r.prefix == TEST_PREFIX for r in keep):
-            ann.set(code, [r for r in keep if r.prefix != TEST_PREFIX])
-            try:
+            with ann.changed(code, [r for r in keep if r.prefix != TEST_PREFIX]):
                 ann.settle()
                 after = probe_all(plan, list(mine), flows=flows, address=plan.test_address)
-            finally:
-                ann.set(code, keep)
-                ann.settle()
             landed = Counter(dominant(after[c]) or "none" for c in mine)
             measured = {k: v / len(mine) for k, v in sorted(landed.items())}
         served, shares = predicted[code]

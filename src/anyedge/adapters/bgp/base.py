@@ -15,7 +15,9 @@ Every driver takes a :class:`SpeakerConfig` (the same for all kinds) and offers:
   prefixes not listed are withdrawn, a changed prepend count is re-announced);
 * ``assume(routes)`` — tell a driver made afresh (by a later command) what the running
   daemon announces now, so that ``apply`` withdraws what is no longer wanted;
-* ``established()`` — how many of its BGP sessions are up.
+* ``established()`` — how many of its BGP sessions are up;
+* ``sessions()`` — per neighbour address, whether its session is established, as the
+  daemon itself sees it (what ``anyedge lab status`` shows).
 
 The ASN is prepended ``prepend`` extra times; the origin attribute is always IGP and
 the MED is absent or 0 (FRR's ``network`` statements attach 0; absent counts as 0), so
@@ -79,6 +81,8 @@ class SiteSpeaker(Protocol):
     def assume(self, routes: Iterable[Route]) -> None: ...
 
     def established(self) -> int: ...
+
+    def sessions(self) -> dict[str, bool]: ...
 
 
 class SpeakerError(RuntimeError):

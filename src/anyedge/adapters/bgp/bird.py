@@ -165,9 +165,13 @@ class Bird:
 
     def established(self) -> int:
         """BGP protocols in state Established (``birdc show protocols``)."""
-        count = 0
+        return sum(self.sessions().values())
+
+    def sessions(self) -> dict[str, bool]:
+        """Per neighbour address: is its session (protocol ``peerI``) established."""
+        up = set()
         for line in self.birdc("show", "protocols").splitlines():
             cols = line.split()
             if len(cols) >= 6 and cols[1] == "BGP" and "Established" in cols[5:]:
-                count += 1
-        return count
+                up.add(cols[0])
+        return {n.address: f"peer{i}" in up for i, n in enumerate(self.config.neighbors, start=1)}

@@ -243,5 +243,12 @@ class ExaBgp:
         """Neighbours ExaBGP last reported up to its API process."""
         if not self._alive():
             raise self._dead("exabgp is not running")
+        return sum(self.sessions().values())
+
+    def sessions(self) -> dict[str, bool]:
+        """Per neighbour address: did ExaBGP last report it up to its API process."""
+        if not self._alive():
+            raise self._dead("exabgp is not running")
         st = self._state()
-        return len(st.get("up", [])) if st.get("running") else 0
+        up = set(st.get("up", [])) if st.get("running") else set()
+        return {n.address: n.address in up for n in self.config.neighbors}

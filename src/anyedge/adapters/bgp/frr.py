@@ -35,6 +35,7 @@ from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_t
 FRR_LIB = Path("/usr/lib/frr")
 LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
 BFD_PROFILE = "lab"
+DAEMONS = ("zebra", "bfdd", "bgpd")  # in the order they start; bgpd is the BGP daemon
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,12 @@ class Frr:
         return netns.spawn(self.config.namespace, argv, d / f"{name}.out")
 
     def start(self, routes: Iterable[Route] = ()) -> list[int]:
+        """Write the configuration and start ``zebra``, ``bfdd`` and ``bgpd``; their pids."""
+        self.write_config(routes)
+        return [self.start_daemon(name) for name in DAEMONS]
+
+    def write_config(self, routes: Iterable[Route] = ()) -> None:
+        """The daemons' files; a site's ``bgpd.conf`` originates ``routes``."""
         cfg = self.config
         cfg.workdir.mkdir(parents=True, exist_ok=True)
         self._routes = dict(by_prefix(routes))
@@ -194,14 +201,19 @@ class Frr:
             text = site_config(cfg, self._routes)
         (cfg.workdir / "bgpd.conf").write_text(text)
         _give_to_frr(cfg.workdir)
-        pids = [self._daemon("zebra", [])]
-        d = cfg.workdir
-        _wait_for(d / "zserv.api", f"{cfg.node}: zebra", pids[0], d / "zebra.out")
-        pids.append(self._daemon("bfdd", ["--bfdctl", str(d / "bfdd.sock")]))
-        _wait_for(d / "bfdd.vty", f"{cfg.node}: bfdd", pids[1], d / "bfdd.out")
-        pids.append(self._daemon("bgpd", []))
-        _wait_for(d / "bgpd.vty", f"{cfg.node}: bgpd", pids[2], d / "bgpd.out")
-        return pids
+
+    def start_daemon(self, name: str) -> int:
+        """Start one of :data:`DAEMONS` (``zebra`` first: the others connect to it) with
+        the configuration written before; its pid once its socket is there.  The sockets
+        a killed daemon left behind are removed first, or the wait would end at once."""
+        d = self.config.workdir
+        ready = d / ("zserv.api" if name == "zebra" else f"{name}.vty")
+        for stale in {ready, d / f"{name}.vty", d / "bfdd.sock" if name == "bfdd" else ready}:
+            stale.unlink(missing_ok=True)
+        extra = ["--bfdctl", str(d / "bfdd.sock")] if name == "bfdd" else []
+        pid = self._daemon(name, extra)
+        _wait_for(ready, f"{self.config.node}: {name}", pid, d / f"{name}.out")
+        return pid
 
     def bfd_peers(self) -> dict[str, str]:
         """BFD session status by peer address (``up``, ``down``, ...)."""
@@ -249,6 +261,14 @@ class Frr:
 
     def established(self) -> int:
         return sum(1 for p in self.summary().values() if p.get("state") == "Established")
+
+    def sessions(self) -> dict[str, bool]:
+        """Per neighbour address: is its session established."""
+        peers = self.summary()
+        return {
+            n.address: peers.get(n.address, {}).get("state") == "Established"
+            for n in self.config.neighbors
+        }
 
     def received(self) -> dict[str, int]:
         """Prefixes received from each neighbour with an established session."""

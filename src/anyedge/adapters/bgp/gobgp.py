@@ -171,8 +171,21 @@ class GoBgp:
 
     def established(self) -> int:
         """Neighbours whose session state is established (``gobgp neighbor -j``)."""
+        return sum(self.sessions().values())
+
+    def sessions(self) -> dict[str, bool]:
+        """Per neighbour address: is its session established."""
         peers: list[dict[str, Any]] = json.loads(self.gobgp("neighbor", "-j") or "[]") or []
-        return sum(1 for p in peers if _session_state(p) == "established")
+        up = {_address(p) for p in peers if _session_state(p) == "established"}
+        return {n.address: n.address in up for n in self.config.neighbors}
+
+
+def _address(peer: Mapping[str, Any]) -> str:
+    for part in ("conf", "state"):
+        a = peer.get(part, {}).get("neighbor_address")
+        if a:
+            return str(a)
+    return ""
 
 
 def _session_state(peer: Mapping[str, Any]) -> str:
