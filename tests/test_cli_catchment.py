@@ -162,3 +162,40 @@ def test_prepend_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     )
     assert rc == 2
     assert "at most 32 prepends" in err
+
+
+def test_link_down_and_site_down(capsys: pytest.CaptureFixture[str]) -> None:
+    """AS10002's users reach CHC through their provider AS2001 (CHC's and AKL's
+    transit, which picks CHC on the tie-break); with CHC's transit session down they go
+    to AKL, while AS10001's stay on CHC over its peering.  CHC cut off is CHC withdrawn."""
+    base = ["catchment", "-t", str(TINY), "--json", "--mode", "as"]
+    rc, out, _ = run(base, capsys)
+    before = {r["site"]: r["rps"] for r in json.loads(out)["sites"]}
+    rc, out, err = run([*base, "--link-down", "CHC-2001", "--link-down", "2001-10001"], capsys)
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["faults"] == {"links_down": ["CHC-2001", "2001-10001"], "sites_down": []}
+    after = {r["site"]: r["rps"] for r in data["sites"]}
+    assert before == {"CHC": 85000.0, "AKL": 0.0, "IAD": 0.0}
+    assert after == {"CHC": 80000.0, "AKL": 5000.0, "IAD": 0.0}
+    assert {r["site"] for r in data["change"]} == {s for s in after if after[s] != before.get(s)}
+    rc, out, _ = run([*base, "--site-down", "chc"], capsys)
+    cut = json.loads(out)
+    assert cut["faults"]["sites_down"] == ["CHC"]
+    rc, out, _ = run([*base, "--withdraw", "CHC"], capsys)
+    gone = json.loads(out)
+    assert {r["site"]: r["rps"] for r in cut["sites"] if r["rps"]} == {"AKL": 85000.0}
+    assert {r["site"]: r["rps"] for r in gone["sites"] if r["rps"]} == {"AKL": 85000.0}
+    rc, out, _ = run(["catchment", "-t", str(TINY), "--link-down", "CHC-10001"], capsys)
+    assert rc == 0
+    assert "with CHC-10001 down" in out
+
+
+def test_faults_that_do_not_fit_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(
+        ["catchment", "-t", str(TINY), "--link-down", "CHC-1001", "--site-down", "SYD"], capsys
+    )
+    assert rc == 2
+    assert out == ""
+    assert "--link-down: site CHC has no session with AS1001" in err
+    assert "--site-down: unknown site 'SYD'" in err
