@@ -77,6 +77,7 @@ class LabState:
     pids: dict[str, list[int]] = field(default_factory=dict)
     routes: dict[str, list[list[Any]]] = field(default_factory=dict)  # site: [[cidr, prepend]]
     forward: dict[str, list[list[Any]]] = field(default_factory=dict)  # site: [[port, to, share]]
+    faults: list[dict[str, Any]] = field(default_factory=list)  # see .faults
     started: float = 0.0
     ready: bool = False
 
@@ -404,12 +405,31 @@ def wait_converged(
     site announces or withdraws, its routers must have heard it, however slowly the
     site's speaker sent it); then the routers' routes to the anycast prefixes must stay
     the same for ``quiet`` seconds.  Raises :class:`LabError` past ``timeout``.
+
+    Sessions that the faults recorded in the lab's state hold down (:mod:`.faults`) are
+    not waited for, nor are routers whose daemon is dead.
     """
+    from .faults import down_sessions
+
     t0 = time.monotonic()
-    routers = [(n, router_of(plan, n, directory)) for n in plan.of_kind(NodeKind.ROUTER)]
+    down, dead = down_sessions(plan, LabState.load(directory).faults)
+    routers = [
+        (n, router_of(plan, n, directory))
+        for n in plan.of_kind(NodeKind.ROUTER)
+        if n.name not in dead
+    ]
     expect = expect or {}
     while True:
-        waiting = [n.name for n, r in routers if not _ready(r, n, expect.get(n.name, {}))]
+        waiting = [
+            n.name
+            for n, r in routers
+            if not _ready(
+                r,
+                n,
+                {a: k for a, k in expect.get(n.name, {}).items() if (n.name, a) not in down},
+                sum((n.name, p.peer_address) in down for p in n.bgp_ports),
+            )
+        ]
         if not waiting:
             break
         if time.monotonic() - t0 > timeout:
@@ -426,12 +446,13 @@ def wait_converged(
     return since - t0
 
 
-def _ready(r: Frr, node: NodePlan, expect: dict[str, int]) -> bool:
+def _ready(r: Frr, node: NodePlan, expect: dict[str, int], down: int = 0) -> bool:
+    """Every session of ``node`` up but the ``down`` ones, and ``expect`` met."""
     try:
         got = r.received()
     except SpeakerError:  # vtysh can race a bgpd that has only just started
         return False
-    if len(got) < len(node.bgp_ports):
+    if len(got) < len(node.bgp_ports) - down:
         return False
     return all(got.get(a) == n for a, n in expect.items())
 
