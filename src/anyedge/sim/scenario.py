@@ -16,13 +16,19 @@ A scenario is YAML::
       - {at: 14h, for: 2h, kind: cable_cut, between: [10438, 2015]}
       - {at: 20h, for: 2h, kind: session_down, site: LHR, asn: 10173}
       - {at: 22h, for: 2h, kind: surge, country: BR, factor: 3}
+      - {at: 23h, for: 30m, kind: link_down, link: 2015-10438}
+      - {at: 23h, for: 30m, kind: site_down, site: SYD}
 
 Event kinds: ``servers_down`` (a share of a site's servers), ``section_down`` (a share of
 one section's servers, all by default), ``site_dark`` (the site is gone: no servers, its
 BGP sessions down), ``session_down`` (one BGP session of a site), ``cable_cut`` (the link
 between two ASes), ``surge`` (demand times ``factor`` in a ``country``, a ``metro`` by
-geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned).
-Everything is checked against the world on load; an error names the file, the place
+geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned),
+``link_down`` (a ``link: A-B`` between two ASes, or a site and an AS, as ``anyedge
+catchment --link-down`` takes it) and ``site_down`` (every BGP session of the site lost:
+it announces nothing, its servers stay up).  The events that touch routing carry their
+:class:`~anyedge.routing.Faults`, which the twin hands to the routing engine while they
+last.  Everything is checked against the world on load; an error names the file, the place
 and the problem.
 """
 
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,6 +47,7 @@ from ..model.files.text import read_text
 from ..model.files.validate import parse_model
 from ..model.files.yamlpos import line_of, place
 from ..model.world import World
+from ..routing.faults import FaultError, Faults, resolve
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_DURATION_S = 31 * 86_400.0  # a month: the twin is for days, not years
@@ -77,8 +84,11 @@ class EventIn(BaseModel):
         "cable_cut",
         "surge",
         "maintenance",
+        "link_down",
+        "site_down",
     ]
     site: str | None = None
+    link: str | None = None
     section: str | None = None
     fraction: float = Field(1.0, gt=0, le=1)
     asn: int | None = None
@@ -118,6 +128,7 @@ class Event:
     metro: int = -1
     factor: float = 1.0
     text: str = ""
+    faults: Faults = field(default_factory=Faults)  # what it takes down in routing
 
 
 @dataclass(frozen=True)
@@ -180,7 +191,13 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
             "fraction": x.fraction,
             "factor": x.factor,
         }
-        needs_site = x.kind in ("servers_down", "site_dark", "session_down", "maintenance")
+        needs_site = x.kind in (
+            "servers_down",
+            "site_dark",
+            "session_down",
+            "maintenance",
+            "site_down",
+        )
         if needs_site or (x.kind == "surge" and x.site):
             if x.site is None:
                 bad(i, "site", f"a {x.kind} event names its site")
@@ -217,6 +234,18 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
                 bad(i, "between", f"AS{x.between[0]} and AS{x.between[1]} are not linked")
                 continue
             ev["between"] = (int(x.between[0]), int(x.between[1]))
+            ev["faults"] = resolve(world, [f"{x.between[0]}-{x.between[1]}"])
+        if x.kind == "session_down":
+            ev["faults"] = resolve(world, [f"{x.site}-{x.asn}"])
+        if x.kind == "site_down":
+            ev["faults"] = resolve(world, sites=[str(x.site)])
+        if x.kind == "link_down":
+            try:
+                ev["faults"] = resolve(world, [x.link or ""])
+            except FaultError as err:
+                for _, msg in err.problems:
+                    bad(i, "link", msg)
+                continue
         if x.kind == "surge":
             if x.country:
                 if x.country.upper() not in set(inet.metros.country):
@@ -273,6 +302,8 @@ def describe(e: EventIn) -> str:
             else f"{e.site}'s catchment"
         ),
         "maintenance": f"{e.site} is drained for maintenance",
+        "link_down": f"the link {e.link} goes down",
+        "site_down": f"{e.site} loses its BGP sessions",
     }[e.kind]
     return what
 
