@@ -1,7 +1,8 @@
 """The model follows the lab under faults, on small generated Internets.
 
 In each lab a transit link between two routers is taken down for real (``ip link set
-down`` at both ends, recorded in the lab's state as ``{"kind": "link", ...}``), BGP
+down`` at both ends) — in one lab recorded in its state as ``{"kind": "link", ...}``,
+in the other not, the fault then named to compare as ``--link-down`` names it — BGP
 settles, and ``lab compare`` must agree with the routing model under the same fault,
 client for client — with some client's site changed by it.  Then a site's sessions are
 lost as well (its links to its routers down, recorded as a ``partition``): the model
@@ -24,7 +25,7 @@ import pytest
 from anyedge.cli.main import main
 from anyedge.lab import build
 from anyedge.lab.build import locked, wait_converged
-from anyedge.lab.compare import compare, faults_of, predicted
+from anyedge.lab.compare import compare, extra_faults, faults_of, predicted
 from anyedge.lab.faults import ModelFaults
 from anyedge.lab.generate import generate
 from anyedge.lab.plan import make_plan
@@ -49,15 +50,17 @@ def lab_of(topology: Path) -> Iterator[RunningLab]:
         tear_down(d, name)
 
 
-def take_down(lab: RunningLab, a: str, b: str, record: dict[str, Any]) -> None:
-    """Every link between nodes ``a`` and ``b`` down at both ends, and ``record`` kept
-    in the lab's state."""
+def take_down(lab: RunningLab, a: str, b: str, record: dict[str, Any] | None) -> None:
+    """Every link between nodes ``a`` and ``b`` down at both ends, and ``record`` (if
+    any) kept in the lab's state."""
     for node, port, other, other_port in lab.plan.links():
         if {node.name, other.name} == {a, b}:
             for n, p in ((node, port), (other, other_port)):
                 subprocess.run(
                     ["ip", "-n", n.namespace, "link", "set", p.ifname, "down"], check=True
                 )
+    if record is None:
+        return
     with locked(lab.directory) as state:
         if record not in state.faults:
             state.faults.append(record)
@@ -77,19 +80,20 @@ def transit_link(lab: RunningLab, base: dict[str, str | None]) -> tuple[str, str
     raise AssertionError("no transit link in this lab moves a client")
 
 
-@pytest.mark.parametrize(("seed", "routers"), [(3, 8), (5, 10)])
+@pytest.mark.parametrize(("seed", "routers", "record"), [(3, 8, True), (5, 10, False)])
 def test_compare_agrees_under_a_transit_failure_and_a_site_cut_off(
-    tmp_path: Path, seed: int, routers: int, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, seed: int, routers: int, record: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
     topology = tmp_path / "lab.yaml"
     topology.write_text(dump_yaml(generate(seed, routers=routers, sites=3, clients=5)))
     with lab_of(topology) as lab:
         base = predicted(lab.world)
         a, b, link = transit_link(lab, base)
-        take_down(lab, a, b, {"kind": "link", "a": a, "b": b})
-        wait_converged(lab.plan, lab.directory, timeout=30)
-        assert faults_of(lab.plan, lab.directory).links == (link,)
-        rows = compare(lab.world, lab.plan, lab.directory, flows=5, each_site=False)
+        take_down(lab, a, b, {"kind": "link", "a": a, "b": b} if record else None)
+        extra = [] if record else extra_faults(lab.world, lab.plan, [link])
+        wait_converged(lab.plan, lab.directory, timeout=30, faults=extra)
+        assert faults_of(lab.plan, lab.directory, extra).links == (link,)
+        rows = compare(lab.world, lab.plan, lab.directory, 5, each_site=False, extra=extra)
         assert [r.to_dict() for r in rows if not r.agree] == []
         assert any(r.lab != base[r.client] for r in rows)  # the failure moved someone
 
@@ -98,8 +102,10 @@ def test_compare_agrees_under_a_transit_failure_and_a_site_cut_off(
         site = next(n for n in lab.plan.sites if n.site in caught)
         for p in site.bgp_ports:
             take_down(lab, site.name, p.peer, {"kind": "partition", "site": site.site})
-        wait_converged(lab.plan, lab.directory, timeout=30)
-        rc = main(["lab", "compare", "--dir", str(lab.directory), "--flows", "5", "--json"])
+        wait_converged(lab.plan, lab.directory, timeout=30, faults=extra)
+        named = [] if record else ["--link-down", link]
+        argv = ["lab", "compare", "--dir", str(lab.directory), "--flows", "5", "--json"]
+        rc = main([*argv, *named])
         out = json.loads(capsys.readouterr().out)
         assert rc == 0, [r for r in out["rows"] if not r["agree"]]
         assert out["faults"]["sites_down"] == [site.site]

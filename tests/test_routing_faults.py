@@ -156,3 +156,42 @@ def test_names_that_do_not_fit_are_all_named(default_world: World) -> None:
         "unknown site 'XXX'",
     ]
     assert [o for o, _ in e.value.problems][-1] == "--site-down"
+
+
+# --------------------------------------------------------------------- the docs' claims
+
+
+def test_the_docs_fault_commands_run_and_say_what_they_claim(
+    default_world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``anyedge catchment`` line with a fault in docs/routing.md runs, and the
+    numbers the doc states are what the commands measure."""
+    import json
+    import re
+    import shlex
+    from pathlib import Path
+
+    from anyedge.cli import catchment as cli_catchment
+    from anyedge.cli.main import main
+
+    monkeypatch.setattr(cli_catchment, "world_from", lambda _topology: default_world)
+    doc = (Path(__file__).parent.parent / "docs" / "routing.md").read_text(encoding="utf-8")
+    lines = [
+        shlex.split(line.split("#")[0])
+        for block in re.findall(r"```sh\n(.*?)```", doc, flags=re.S)
+        for line in block.splitlines()
+        if line.startswith("anyedge catchment") and "-down" in line
+    ]
+    assert len(lines) >= 4
+    moved: dict[str, dict[str, int]] = {}
+    for argv in lines:
+        args = [a for a in argv[1:] if a != "--json"] + ["--json"]
+        assert main(args) == 0
+        data = json.loads(capsys.readouterr().out)
+        moved[" ".join(argv[1:])] = {r["site"]: round(r["change_rps"]) for r in data["change"]}
+    first = moved["catchment --link-down 10438-2015"]
+    assert first == {"ARN": -15318, "HEL": 15318, "BER": 4678, "CPH": -4678}
+    last = moved["catchment --site-down CHC --link-down LHR-10173"]
+    assert last == {"LHR": -363873, "BHX": 363873, "CHC": -16293, "AKL": 16293}
+    for n in ("15,318", "4,678", "16,293", "363,873"):
+        assert n in doc

@@ -94,3 +94,13 @@ def test_faults_that_do_not_fit_name_the_place(tiny: World) -> None:
     assert "s.yaml:4: events[1].link: 'CHC-AKL' joins two sites" in msg
     assert "events[2].link: expected A-B" in msg
     assert "s.yaml:6: events[3].site: unknown site 'SYD'" in msg
+
+
+def test_the_docs_example_scenario_fits_the_default_world(default_world: World) -> None:
+    path = Path(__file__).parent.parent / "docs" / "examples" / "faults-day.yaml"
+    sc = parse_scenario(path.read_text(), default_world, path)
+    assert [e.text for e in sc.events] == [
+        "the link 10438-2015 goes down",
+        "SYD loses its BGP sessions",
+    ]
+    assert sc.events[0].faults.links and sc.events[1].faults.sites

@@ -316,20 +316,18 @@ def compare(
     from ..errors import Problem
     from ..lab.build import LabError
     from ..lab.compare import compare as run_compare
-    from ..lab.compare import faults_of, predicted
+    from ..lab.compare import extra_faults, faults_of
     from ..routing import FaultError
 
     world, plan, _state = _attach(directory, name)
     d = _dir(directory, name)
     try:
-        faults = faults_of(plan, d, link_down, site_down)
-        predicted(world, prefix=plan.prefixes[0], faults=faults)  # names the model lacks
+        extra = extra_faults(world, plan, link_down, site_down)
     except FaultError as e:
         raise InputError("command line", [Problem(o, m) for o, m in e.problems]) from None
-    except LabError as e:
-        raise _fail(e) from None
     try:
-        rows = run_compare(world, plan, d, flows, not no_withdraw, faults)
+        faults = faults_of(plan, d, extra)
+        rows = run_compare(world, plan, d, flows, not no_withdraw, extra)
     except LabError as e:
         raise _fail(e) from None
     agree = sum(r.agree for r in rows)

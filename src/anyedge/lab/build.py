@@ -396,6 +396,7 @@ def wait_converged(
     timeout: float = 60.0,
     quiet: float = 1.5,
     expect: dict[str, dict[str, int]] | None = None,
+    faults: list[Any] | None = None,
 ) -> float:
     """Wait until BGP has converged; return when the routes last changed (seconds from
     the call, to the 0.2 s it polls at).
@@ -406,13 +407,14 @@ def wait_converged(
     site's speaker sent it); then the routers' routes to the anycast prefixes must stay
     the same for ``quiet`` seconds.  Raises :class:`LabError` past ``timeout``.
 
-    Sessions that the faults recorded in the lab's state hold down (:mod:`.faults`) are
-    not waited for, nor are routers whose daemon is dead.
+    Sessions that the faults recorded in the lab's state, and the fault records
+    ``faults``, hold down (:mod:`.faults`) are not waited for, nor are routers whose
+    daemon is dead.
     """
     from .faults import down_sessions
 
     t0 = time.monotonic()
-    down, dead = down_sessions(plan, LabState.load(directory).faults)
+    down, dead = down_sessions(plan, [*LabState.load(directory).faults, *(faults or [])])
     routers = [
         (n, router_of(plan, n, directory))
         for n in plan.of_kind(NodeKind.ROUTER)

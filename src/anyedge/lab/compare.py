@@ -25,6 +25,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from ..adapters.bgp.base import Route
 from ..model.world import World
 from ..routing import Announcement, Mode, Router, resolve
 from .build import LabError, LabState
-from .faults import ModelFaults, model_faults
+from .faults import ModelFaults, model_faults, records_for
 from .measure import Announcer, dominant, probe_all
 from .plan import LabPlan, client_names, lab_world
 
@@ -136,11 +137,21 @@ def check_not_forwarding(state: LabState) -> None:
         )
 
 
+def extra_faults(
+    world: World, plan: LabPlan, links: Iterable[str] = (), sites: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Fault records for ``links`` and ``sites`` named as the model names them; raises
+    :class:`~anyedge.routing.FaultError` for names the lab's model does not have."""
+    links, sites = list(links), list(sites)
+    resolve(lab_world(world), links, sites)
+    return records_for(plan, links, sites)
+
+
 def faults_of(
-    plan: LabPlan, directory: Path, links: Iterable[str] = (), sites: Iterable[str] = ()
+    plan: LabPlan, directory: Path, extra: Iterable[Mapping[str, Any]] = ()
 ) -> ModelFaults:
-    """The faults the lab's state records, plus ``links`` and ``sites`` by name."""
-    return model_faults(plan, LabState.load(directory).faults, links, sites)
+    """The faults the lab's state records, and the ``extra`` records, for the model."""
+    return model_faults(plan, [*LabState.load(directory).faults, *extra])
 
 
 def compare(
@@ -149,16 +160,17 @@ def compare(
     directory: Path,
     flows: int = 20,
     each_site: bool = True,
-    faults: ModelFaults | None = None,
+    extra: Iterable[Mapping[str, Any]] = (),
 ) -> list[Row]:
     """Model against lab, as the sites announce now and then with each site withdrawn,
-    under ``faults`` (default: those the lab's state records)."""
+    under the faults the lab's state records and the ``extra`` fault records (a lab
+    broken by hand: see :func:`extra_faults`)."""
     state = LabState.load(directory)
     check_not_forwarding(state)
-    if faults is None:
-        faults = faults_of(plan, directory)
+    extra = list(extra)
+    faults = faults_of(plan, directory, extra)
     routes = current_routes(plan, state)
-    ann = Announcer(plan, directory)
+    ann = Announcer(plan, directory, extra)
     rows = _scenario(world, plan, "baseline", (), routes, flows, faults)
     if each_site:
         for node in plan.sites:

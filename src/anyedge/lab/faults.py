@@ -12,6 +12,9 @@ Two readings of the same records:
 * :func:`down_sessions` — which routers' BGP sessions are down, as (router, neighbour
   address), and which routers cannot answer at all (their daemon is dead), so that
   waiting for BGP to settle does not wait for sessions that cannot come up;
+* :func:`records_for` — the other way: faults named as the model names them (``A-B``
+  with AS numbers or a site code, and site codes) as records of the lab's links, for a
+  lab broken by hand whose state does not say so;
 * :func:`model_faults` — the faults in the names of the lab's model
   (:func:`~.plan.lab_world`): a link between two routers is the link between their
   ASes, a link between a router and a site is the site's session with that AS, a dead
@@ -113,15 +116,41 @@ def down_sessions(
     return out, dead & routers
 
 
-def model_faults(
-    plan: LabPlan,
-    records: Iterable[Mapping[str, Any]],
-    links: Iterable[str] = (),
-    sites: Iterable[str] = (),
-) -> ModelFaults:
-    """The recorded faults (and ``links``/``sites`` given by name) for the model."""
+def records_for(
+    plan: LabPlan, links: Iterable[str] = (), sites: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Fault records for ``links`` (``A-B``: AS numbers, ``AS`` optional, or a site
+    code) and ``sites`` (codes), on the lab's nodes.  Names are checked against the
+    model first (:func:`~anyedge.routing.resolve` on :func:`~.plan.lab_world`); one that
+    matches no link of the lab adds nothing."""
+
+    def key(name: str) -> str:
+        n = name.strip().upper()
+        return n[2:] if n.startswith("AS") and n[2:].isdigit() else n
+
+    def names(n: NodePlan) -> set[str]:
+        return {str(n.asn)} if n.kind is NodeKind.ROUTER else {str(n.site)}
+
+    out: list[dict[str, Any]] = []
+    for text in links:
+        a, _, b = text.partition("-")
+        for node, port, other, _q in plan.links():
+            if port.relation == "none" or NodeKind.CLIENT in (node.kind, other.kind):
+                continue
+            if (key(a) in names(node) and key(b) in names(other)) or (
+                key(b) in names(node) and key(a) in names(other)
+            ):
+                rec = {"kind": "link", "a": node.name, "b": other.name}
+                if rec not in out:
+                    out.append(rec)
+    out += [{"kind": "partition", "site": s.strip().upper()} for s in sites]
+    return out
+
+
+def model_faults(plan: LabPlan, records: Iterable[Mapping[str, Any]]) -> ModelFaults:
+    """The recorded faults for the model."""
     down, dead, cut = _down_links(plan, records)
-    names: list[str] = list(links)
+    names: list[str] = []
     clients: set[str] = set()
     for node, _port, other, _other_port in plan.links():
         kinds = {node.kind, other.kind}
@@ -139,6 +168,6 @@ def model_faults(
         # two sites: the backbone, which BGP routing does not see
     return ModelFaults(
         links=tuple(dict.fromkeys(names)),
-        sites=tuple(dict.fromkeys([*sorted(cut), *(s.upper() for s in sites)])),
+        sites=tuple(sorted(cut)),
         clients=frozenset(clients),
     )

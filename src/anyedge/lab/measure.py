@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +89,14 @@ class Announcer:
     have heard it and the routes have stopped changing.
     """
 
-    def __init__(self, plan: LabPlan, directory: Path) -> None:
+    def __init__(
+        self, plan: LabPlan, directory: Path, faults: Iterable[Mapping[str, Any]] = ()
+    ) -> None:
+        """``faults``: fault records beyond those the lab's state holds (see .faults),
+        whose sessions settling does not wait for."""
         self.plan = plan
         self.directory = directory
+        self.faults = list(faults)
         if not LabState.load(directory).ready:
             raise LabError(f"{directory}: the lab is not up (or its up did not finish)")
         self._expect: dict[str, dict[str, int]] = {}
@@ -128,4 +133,6 @@ class Announcer:
         """Wait until the changes made here have reached the routers and BGP has
         converged; returns when the routes last changed."""
         expect, self._expect = self._expect, {}
-        return wait_converged(self.plan, self.directory, timeout, quiet=1.0, expect=expect)
+        return wait_converged(
+            self.plan, self.directory, timeout, quiet=1.0, expect=expect, faults=self.faults
+        )
