@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_routing_properties import HAND, SETTINGS, Case, cases, same_routes
 
 from anyedge.model import World
 from anyedge.model.network import Sessions
@@ -30,6 +29,7 @@ from anyedge.routing import (
     resolve,
     update,
 )
+from test_routing_properties import HAND, SETTINGS, Case, cases, same_routes
 
 
 def without_link(case: Case, k: int) -> tuple[Case, tuple[int, int]]:

@@ -51,7 +51,8 @@ def test_a_site_down_sends_its_users_elsewhere_while_it_lasts(tiny: World) -> No
     assert run.totals.failed == 0.0
     chc = busy(run, tiny, "CHC")
     n = chc.size
-    assert chc[: n // 3 - 1].all() and chc[-(n // 3) + 1 :].all()  # before and after
+    assert chc[: n // 3 - 1].all()
+    assert chc[-(n // 3) + 1 :].all()
     assert not chc[n // 3 + 1 : 2 * n // 3 - 1].any()  # during: cut off
     assert run.totals.routing_changes == 0  # nothing was withdrawn: the sessions went
     c = t.compare()
@@ -103,4 +104,5 @@ def test_the_docs_example_scenario_fits_the_default_world(default_world: World) 
         "the link 10438-2015 goes down",
         "SYD loses its BGP sessions",
     ]
-    assert sc.events[0].faults.links and sc.events[1].faults.sites
+    assert sc.events[0].faults.links
+    assert sc.events[1].faults.sites
