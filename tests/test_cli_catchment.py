@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,41 @@ def test_faults_that_do_not_fit_exit_2(capsys: pytest.CaptureFixture[str]) -> No
     assert out == ""
     assert "--link-down: site CHC has no session with AS1001" in err
     assert "--site-down: unknown site 'SYD'" in err
+
+
+def test_as_rel_link_down_equals_the_graph_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a bare CAIDA graph, --link-down gives every AS the route it has in the same
+    file without that line."""
+    g = caida_like(300, seed=4)
+    text = format_as_rel(g.internet(), source="bgp")
+    path = tmp_path / "g.as-rel"
+    path.write_text(text, encoding="utf-8")
+    base = ["catchment", "--as-rel", "--origin", "250", "--origin", "280", "--json", "--full"]
+    rc, out, _ = run([*base[:2], str(path), *base[2:]], capsys)
+    before = json.loads(out)["routes"]
+    # the link the most routes to origin 250 cross, between two ASes that have others
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    degree = Counter(a for ln in lines for a in ln.split("|")[:2])
+    hops = Counter(
+        frozenset(map(str, r["path"][i : i + 2]))
+        for r in before
+        if r["origin"] == 250
+        for i in range(len(r["path"]) - 1)
+    )
+    pair = next(p for p, _ in hops.most_common() if all(degree[x] > 1 for x in p))
+    a, b = sorted(pair)
+    line = next(ln for ln in lines if set(ln.split("|")[:2]) == set(pair))
+    cut = tmp_path / "cut.as-rel"
+    cut.write_text(text.replace(line + "\n", ""), encoding="utf-8")
+    rc, out, err = run([*base[:2], str(path), *base[2:], "--link-down", f"AS{a}-{b}"], capsys)
+    assert rc == 0, err
+    faulted = json.loads(out)
+    assert faulted["faults"]["links_down"] == [f"AS{a}-{b}"]
+    rc, out, _ = run([*base[:2], str(cut), *base[2:]], capsys)
+    assert faulted["routes"] == json.loads(out)["routes"]
+    assert faulted["routes"] != before
+    rc, _, err = run([*base[:2], str(path), *base[2:], "--link-down", "250-99999"], capsys)
+    assert rc == 2
+    assert "AS99999 is not in the graph" in err

@@ -109,17 +109,17 @@ def catchment(
             raise InputError.one(
                 "command line",
                 "--as-rel",
-                "use --as-rel with --origin, --withdraw and --prepend only",
+                "use --as-rel with --origin, --withdraw, --prepend and --link-down only",
             )
-        if link_down or site_down:
+        if site_down:
             raise InputError.one(
-                "command line", "--link-down", "faults need a world, not a bare --as-rel graph"
+                "command line", "--site-down", "a bare --as-rel graph has no sites"
             )
         if mode == Mode.METRO:
             raise InputError.one(
                 "command line", "--mode", "a bare as-rel graph has no metros: only --mode as"
             )
-        _as_rel(as_rel, origin, withdraw, prepend, top, as_json, as_csv, full)
+        _as_rel(as_rel, origin, withdraw, prepend, link_down, top, as_json, as_csv, full)
         return
     if origin:
         raise InputError.one("command line", "--origin", "--origin goes with --as-rel")
@@ -381,6 +381,7 @@ def _as_rel(
     origins: tuple[int, ...],
     withdraw: tuple[str, ...],
     prepend: tuple[str, ...],
+    link_down: tuple[str, ...],
     top: int,
     as_json: bool,
     as_csv: bool,
@@ -389,8 +390,9 @@ def _as_rel(
     import numpy as np
 
     from ..model.files.asrel import bare_internet, read_as_rel
-    from ..routing import Rank, RoutingGraph, Seeds, propagate
+    from ..routing import FaultError, Rank, RoutingGraph, Seeds, propagate
     from ..routing.catchment import RANK_NAMES
+    from ..routing.faults import as_links
     from ..routing.propagate import as_path
 
     if not origins:
@@ -414,10 +416,16 @@ def _as_rel(
             problems.append(Problem("--prepend", f"{name!r} is not one of the origins"))
         else:
             pre[int(name)] = n
+    try:
+        faults = as_links(inet, link_down)
+    except FaultError as e:
+        problems += [Problem(o, m) for o, m in e.problems]
     if problems:
         raise InputError("command line", problems)
     live = [o for o in dict.fromkeys(origins) if o not in gone]
     g = RoutingGraph.from_internet(inet)
+    if faults.links:
+        g = g.masked(g.link_mask(faults.links))
     rows = inet.indices(np.array(live, dtype=np.int64))
     seeds = Seeds.origins(rows, [pre[o] for o in live])
     state = propagate(g, seeds)
@@ -431,6 +439,8 @@ def _as_rel(
         ],
         "unreached_ases": int((state.origin < 0).sum()),
     }
+    if link_down:
+        data["faults"] = {"links_down": list(link_down), "sites_down": []}
     if full:
         rank = state.rank
         data["routes"] = [

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ..model.internet import Internet
 from ..model.world import World
 
 BoolArray = npt.NDArray[np.bool_]
@@ -82,16 +83,40 @@ class Faults:
         }
 
 
-def link_between(world: World, a: int, b: int) -> tuple[int, int] | None:
-    """The AS-row pair of the link between ASNs ``a`` and ``b``, if they are linked."""
-    inet = world.internet
-    ra, rb = inet.index(a), inet.index(b)
+def link_between(internet: Internet, a: int, b: int) -> tuple[int, int] | None:
+    """The AS-row pair (lower first) of the link between ASNs ``a`` and ``b``, if they
+    are linked; KeyError if either is not in ``internet``."""
+    ra, rb = internet.index(a), internet.index(b)
     lo, hi = min(ra, rb), max(ra, rb)
-    for pairs in (inet.p2c, inet.p2p):
+    for pairs in (internet.p2c, internet.p2p):
         p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if np.any((np.minimum(p[:, 0], p[:, 1]) == lo) & (np.maximum(p[:, 0], p[:, 1]) == hi)):
             return lo, hi
     return None
+
+
+def as_links(internet: Internet, links: Iterable[str], option: str = "--link-down") -> Faults:
+    """Faults for ``A-B`` links between ASes only (a bare CAIDA graph has no sites)."""
+    problems: list[tuple[str, str]] = []
+    pairs: set[tuple[int, int]] = set()
+    for text in links:
+        ends = [e.strip().upper().removeprefix("AS") for e in text.split("-")]
+        if len(ends) != 2 or not all(e.isdigit() for e in ends):
+            problems.append((option, f"expected A-B with two AS numbers, got {text!r}"))
+            continue
+        a, b = int(ends[0]), int(ends[1])
+        try:
+            pair = link_between(internet, a, b)
+        except KeyError as k:
+            problems.append((option, f"AS{k.args[0]} is not in the graph (in {text!r})"))
+            continue
+        if pair is None:
+            problems.append((option, f"AS{a} and AS{b} are not linked"))
+        else:
+            pairs.add(pair)
+    if problems:
+        raise FaultError(problems)
+    return Faults(links=tuple(sorted(pairs)), names=tuple(links))
 
 
 def _end(world: World, name: str, problems: list[str]) -> tuple[str, int]:
@@ -142,7 +167,7 @@ def resolve(
                 (link_option, f"{text!r} joins two sites: the backbone is not in BGP routing")
             )
         elif ka == kb == "as":
-            pair = link_between(world, va, vb)
+            pair = link_between(world.internet, va, vb)
             if pair is None:
                 problems.append((link_option, f"AS{va} and AS{vb} are not linked"))
             else:
