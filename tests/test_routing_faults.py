@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anyedge.model import World
@@ -41,7 +41,7 @@ def without_link(case: Case, k: int) -> tuple[Case, tuple[int, int]]:
     return replace(case, p2c=p2c, p2p=p2p), gone
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=150)  # each example propagates once per origin too
 @given(cases(), st.integers(0, 200))
 def test_link_down_equals_a_graph_without_the_link(case: Case, k: int) -> None:
     if not case.p2c and not case.p2p:
