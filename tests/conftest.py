@@ -76,6 +76,7 @@ LAB_GROUPS = {
     "test_transit_announce": "lab-c",
     "test_lab_delay": "lab-c",
     "test_lab_faults": "lab-c",
+    "test_lab_model_faults": "lab-c",
 }
 
 

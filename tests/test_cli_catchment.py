@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,78 @@ def test_prepend_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     )
     assert rc == 2
     assert "at most 32 prepends" in err
+
+
+def test_link_down_and_site_down(capsys: pytest.CaptureFixture[str]) -> None:
+    """AS10002's users reach CHC through their provider AS2001 (CHC's and AKL's
+    transit, which picks CHC on the tie-break); with CHC's transit session down they go
+    to AKL, while AS10001's stay on CHC over its peering.  CHC cut off is CHC withdrawn."""
+    base = ["catchment", "-t", str(TINY), "--json", "--mode", "as"]
+    rc, out, _ = run(base, capsys)
+    before = {r["site"]: r["rps"] for r in json.loads(out)["sites"]}
+    rc, out, err = run([*base, "--link-down", "CHC-2001", "--link-down", "2001-10001"], capsys)
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["faults"] == {"links_down": ["CHC-2001", "2001-10001"], "sites_down": []}
+    after = {r["site"]: r["rps"] for r in data["sites"]}
+    assert before == {"CHC": 85000.0, "AKL": 0.0, "IAD": 0.0}
+    assert after == {"CHC": 80000.0, "AKL": 5000.0, "IAD": 0.0}
+    assert {r["site"] for r in data["change"]} == {s for s in after if after[s] != before.get(s)}
+    rc, out, _ = run([*base, "--site-down", "chc"], capsys)
+    cut = json.loads(out)
+    assert cut["faults"]["sites_down"] == ["CHC"]
+    rc, out, _ = run([*base, "--withdraw", "CHC"], capsys)
+    gone = json.loads(out)
+    assert {r["site"]: r["rps"] for r in cut["sites"] if r["rps"]} == {"AKL": 85000.0}
+    assert {r["site"]: r["rps"] for r in gone["sites"] if r["rps"]} == {"AKL": 85000.0}
+    rc, out, _ = run(["catchment", "-t", str(TINY), "--link-down", "CHC-10001"], capsys)
+    assert rc == 0
+    assert "with CHC-10001 down" in out
+
+
+def test_faults_that_do_not_fit_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(
+        ["catchment", "-t", str(TINY), "--link-down", "CHC-1001", "--site-down", "SYD"], capsys
+    )
+    assert rc == 2
+    assert out == ""
+    assert "--link-down: site CHC has no session with AS1001" in err
+    assert "--site-down: unknown site 'SYD'" in err
+
+
+def test_as_rel_link_down_equals_the_graph_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a bare CAIDA graph, --link-down gives every AS the route it has in the same
+    file without that line."""
+    g = caida_like(300, seed=4)
+    text = format_as_rel(g.internet(), source="bgp")
+    path = tmp_path / "g.as-rel"
+    path.write_text(text, encoding="utf-8")
+    base = ["catchment", "--as-rel", "--origin", "250", "--origin", "280", "--json", "--full"]
+    rc, out, _ = run([*base[:2], str(path), *base[2:]], capsys)
+    before = json.loads(out)["routes"]
+    # the link the most routes to origin 250 cross, between two ASes that have others
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    degree = Counter(a for ln in lines for a in ln.split("|")[:2])
+    hops = Counter(
+        frozenset(map(str, r["path"][i : i + 2]))
+        for r in before
+        if r["origin"] == 250
+        for i in range(len(r["path"]) - 1)
+    )
+    pair = next(p for p, _ in hops.most_common() if all(degree[x] > 1 for x in p))
+    a, b = sorted(pair)
+    line = next(ln for ln in lines if set(ln.split("|")[:2]) == set(pair))
+    cut = tmp_path / "cut.as-rel"
+    cut.write_text(text.replace(line + "\n", ""), encoding="utf-8")
+    rc, out, err = run([*base[:2], str(path), *base[2:], "--link-down", f"AS{a}-{b}"], capsys)
+    assert rc == 0, err
+    faulted = json.loads(out)
+    assert faulted["faults"]["links_down"] == [f"AS{a}-{b}"]
+    rc, out, _ = run([*base[:2], str(cut), *base[2:]], capsys)
+    assert faulted["routes"] == json.loads(out)["routes"]
+    assert faulted["routes"] != before
+    rc, _, err = run([*base[:2], str(path), *base[2:], "--link-down", "250-99999"], capsys)
+    assert rc == 2
+    assert "AS99999 is not in the graph" in err

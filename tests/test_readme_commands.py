@@ -101,6 +101,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "docs" / "examples" / "ipv6-mss-2019.csv").write_text(mss, encoding="utf-8")
     controller = (ROOT / "docs" / "examples" / "controller.yaml").read_text()
     (d / "docs" / "examples" / "controller.yaml").write_text(controller, encoding="utf-8")
+    faults = (ROOT / "docs" / "examples" / "faults-day.yaml").read_text()  # docs/simulate.md
+    (d / "docs" / "examples" / "faults-day.yaml").write_text(faults, encoding="utf-8")
     # docs/control.md: its observation and state, as the page shows them
     blocks = re.findall(
         r"```json\n(.*?)```", (ROOT / "docs" / "control.md").read_text(), flags=re.S
@@ -196,6 +198,24 @@ def ready_for(command: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -
         (scratch / "obs2.json").write_text(json.dumps(obs), encoding="utf-8")
 
 
+def faults_day_as_stated(printed: dict[str, object]) -> None:
+    """docs/simulate.md's figures for docs/examples/faults-day.yaml are what it prints."""
+    doc = " ".join((ROOT / "docs" / "simulate.md").read_text(encoding="utf-8").split())
+    part = doc[doc.index("### Faults") :]
+    m = re.search(
+        r"requests fail at ([0-9.]+) % with no traffic management \(([0-9]+) site-minutes.*?"
+        r"([0-9.]+) % with prefix withdrawal only \(([0-9]+) site-minutes.*?"
+        r"([0-9.]+) % with the Traffic Manager \(([0-9]+) site-minutes",
+        part,
+    )
+    assert m is not None, "docs/simulate.md states the faults day"
+    runs: dict[str, dict[str, float]] = printed["runs"]  # type: ignore[assignment]
+    for k, mode in enumerate(("none", "withdraw", "manager")):
+        t = runs[mode]
+        assert same_figures(100 * t["failed"] / t["requests"], float(m.group(1 + 2 * k))), mode
+        assert abs(t["slo_breach_minutes"] - int(m.group(2 + 2 * k))) <= 0.51, mode
+
+
 @pytest.mark.parametrize("command", RUN)
 def test_documented_command_runs(
     command: str,
@@ -221,6 +241,8 @@ def test_documented_command_runs(
         monkeypatch.setattr(Replay, "day", day, raising=False)
         monkeypatch.setattr(sim, "Twin", Replay)  # the command imports it when it runs
     out = run(command, capsys)
+    if "faults-day.yaml" in command:
+        faults_day_as_stated(json.loads(out))
     if day is None:
         return
     stated = readme_default_day()

@@ -2,7 +2,10 @@
 
 On a world (the default one, or ``-t TOPOLOGY``) it announces one prefix from its sites,
 applies the operator's knobs (``--withdraw``, ``--prepend``, ``--peers-only``,
-``--transit-only``) and prints each site's share of demand.  On a bare CAIDA graph
+``--transit-only``) and the faults (``--link-down A-B``: a link between two ASes, or a
+site's session with an AS; ``--site-down SITE``: every session of the site lost), and
+prints each site's share of demand, with where traffic went from the catchment without
+the knobs and faults.  On a bare CAIDA graph
 (``--as-rel FILE --origin ASN ...``) it runs AS-level propagation with those origins,
 as BGPy would, and prints how many ASes each origin catches.
 """
@@ -60,6 +63,12 @@ def _parse_prepend(values: tuple[str, ...]) -> list[tuple[str, int]]:
 @click.option("--peers-only", multiple=True, help="Site that announces to its peers only.")
 @click.option("--transit-only", multiple=True, help="Site that announces to transit only.")
 @click.option(
+    "--link-down",
+    multiple=True,
+    help="A-B: the link between two ASes, or a site and an AS, is down; repeatable.",
+)
+@click.option("--site-down", multiple=True, help="Site whose BGP sessions are lost; repeatable.")
+@click.option(
     "--as-rel",
     "as_rel",
     type=click.Path(path_type=Path),
@@ -81,6 +90,8 @@ def catchment(
     prepend: tuple[str, ...],
     peers_only: tuple[str, ...],
     transit_only: tuple[str, ...],
+    link_down: tuple[str, ...],
+    site_down: tuple[str, ...],
     as_rel: Path | None,
     origin: tuple[int, ...],
     top: int,
@@ -89,7 +100,7 @@ def catchment(
     full: bool,
 ) -> None:
     """Compute anycast catchments from BGP and print each site's share."""
-    from ..routing import Announcement, Mode, Router
+    from ..routing import Announcement, FaultError, Mode, Router, resolve
 
     one_format(as_json, as_csv)
 
@@ -98,21 +109,29 @@ def catchment(
             raise InputError.one(
                 "command line",
                 "--as-rel",
-                "use --as-rel with --origin, --withdraw and --prepend only",
+                "use --as-rel with --origin, --withdraw, --prepend and --link-down only",
+            )
+        if site_down:
+            raise InputError.one(
+                "command line", "--site-down", "a bare --as-rel graph has no sites"
             )
         if mode == Mode.METRO:
             raise InputError.one(
                 "command line", "--mode", "a bare as-rel graph has no metros: only --mode as"
             )
-        _as_rel(as_rel, origin, withdraw, prepend, top, as_json, as_csv, full)
+        _as_rel(as_rel, origin, withdraw, prepend, link_down, top, as_json, as_csv, full)
         return
     if origin:
         raise InputError.one("command line", "--origin", "--origin goes with --as-rel")
     world = world_from(topology)
     router = Router(world, Mode(mode) if mode else Mode.METRO)
     ann_for = _knobs(world, withdraw, prepend, peers_only, transit_only)
+    try:
+        faults = resolve(world, link_down, site_down)
+    except FaultError as e:
+        raise InputError("command line", [Problem(o, m) for o, m in e.problems]) from None
     rows = _prefix_rows(world, prefix, address)
-    data = _catch(world, router, rows, ann_for, full)
+    data = _catch(world, router.with_faults(faults), rows, ann_for, full)
     knobs = {
         k: v
         for k, v in {
@@ -123,9 +142,12 @@ def catchment(
         }.items()
         if v
     }
-    if knobs:  # say what the knobs did: where the traffic was, and where it went
+    if faults:
+        data["faults"] = faults.to_dict(world)
+    if knobs or faults:  # say what they did: where the traffic was, and where it went
         before = _catch(world, router, rows, lambda r: Announcement.of_prefix(world.network, r))
-        data["knobs"] = knobs
+        if knobs:
+            data["knobs"] = knobs
         data["change"] = _change(before, data)
     data["prefix"] = world.network.prefixes.cidr[rows[0]]
     if address:
@@ -197,6 +219,15 @@ def _knob_text(knobs: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _fault_text(faults: dict[str, Any]) -> str:
+    parts = []
+    if faults.get("links_down"):
+        parts.append(f"{', '.join(faults['links_down'])} down")
+    if faults.get("sites_down"):
+        parts.append(f"{', '.join(faults['sites_down'])} cut off")
+    return "; ".join(parts)
+
+
 def _csv_sites(data: dict[str, Any]) -> None:
     change = {r["site"]: r for r in data.get("change", [])}
     rows = [
@@ -212,14 +243,14 @@ def _csv_sites(data: dict[str, Any]) -> None:
                     else r["rps"],
                     "change_rps": change[r["site"]]["change_rps"] if r["site"] in change else 0.0,
                 }
-                if "knobs" in data
+                if "change" in data
                 else {}
             ),
         }
         for r in sorted(data["sites"], key=lambda r: -r["share"])
     ]
     cols = ["site", "share", "rps", "mean_rtt_ms"]
-    write_csv(rows, cols + (["rps_before", "change_rps"] if "knobs" in data else []))
+    write_csv(rows, cols + (["rps_before", "change_rps"] if "change" in data else []))
 
 
 def _knobs(
@@ -304,7 +335,9 @@ def _show_sites(world: World, data: dict[str, Any], top: int) -> None:
 
     sites = sorted(data["sites"], key=lambda r: -r["share"])
     where = data.get("address") or data["prefix"]
-    knobs = f" with {_knob_text(data['knobs'])}" if data.get("knobs") else ""
+    said = [_knob_text(data["knobs"])] if data.get("knobs") else []
+    said += [_fault_text(data["faults"])] if data.get("faults") else []
+    knobs = f" with {'; '.join(said)}" if said else ""
     title = f"catchment of {where}{knobs} ({data['mode']}-level tie-break)"
     t = Table(title=title, min_width=len(title))
     for col in ("site", "city", "share", "requests/s", "mean RTT"):
@@ -348,6 +381,7 @@ def _as_rel(
     origins: tuple[int, ...],
     withdraw: tuple[str, ...],
     prepend: tuple[str, ...],
+    link_down: tuple[str, ...],
     top: int,
     as_json: bool,
     as_csv: bool,
@@ -356,8 +390,9 @@ def _as_rel(
     import numpy as np
 
     from ..model.files.asrel import bare_internet, read_as_rel
-    from ..routing import Rank, RoutingGraph, Seeds, propagate
+    from ..routing import FaultError, Rank, RoutingGraph, Seeds, propagate
     from ..routing.catchment import RANK_NAMES
+    from ..routing.faults import as_links
     from ..routing.propagate import as_path
 
     if not origins:
@@ -381,10 +416,16 @@ def _as_rel(
             problems.append(Problem("--prepend", f"{name!r} is not one of the origins"))
         else:
             pre[int(name)] = n
+    try:
+        faults = as_links(inet, link_down)
+    except FaultError as e:
+        problems += [Problem(o, m) for o, m in e.problems]
     if problems:
         raise InputError("command line", problems)
     live = [o for o in dict.fromkeys(origins) if o not in gone]
     g = RoutingGraph.from_internet(inet)
+    if faults.links:
+        g = g.masked(g.link_mask(faults.links))
     rows = inet.indices(np.array(live, dtype=np.int64))
     seeds = Seeds.origins(rows, [pre[o] for o in live])
     state = propagate(g, seeds)
@@ -398,6 +439,8 @@ def _as_rel(
         ],
         "unreached_ases": int((state.origin < 0).sum()),
     }
+    if link_down:
+        data["faults"] = {"links_down": list(link_down), "sites_down": []}
     if full:
         rank = state.rank
         data["routes"] = [

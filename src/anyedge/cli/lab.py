@@ -274,24 +274,48 @@ def probe(
 @name_option
 @click.option("--flows", default=20, show_default=True, type=click.IntRange(1, 5000))
 @click.option("--no-withdraw", is_flag=True, help="Only the baseline, no site withdrawn.")
+@click.option(
+    "--link-down",
+    multiple=True,
+    help="A-B (ASNs, or a site and an ASN): a link down besides the recorded faults.",
+)
+@click.option("--site-down", multiple=True, help="A site whose sessions are lost; repeatable.")
 @json_option
 def compare(
-    directory: Path | None, name: str | None, flows: int, no_withdraw: bool, as_json: bool
+    directory: Path | None,
+    name: str | None,
+    flows: int,
+    no_withdraw: bool,
+    link_down: tuple[str, ...],
+    site_down: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """The routing model's catchments against probes, then with each site withdrawn.
 
-    Exits with status 1 if model and lab disagree for any client."""
+    Under the faults the lab's state records (links down, dead daemons, partitioned
+    sites), and those given with --link-down and --site-down, the model takes the same
+    faults.  Exits with status 1 if model and lab disagree for any client."""
+    from ..errors import Problem
     from ..lab.build import LabError
     from ..lab.compare import compare as run_compare
+    from ..lab.compare import extra_faults, faults_of
+    from ..routing import FaultError
 
     world, plan, _state = _attach(directory, name)
+    d = _dir(directory, name)
     try:
-        rows = run_compare(world, plan, _dir(directory, name), flows, not no_withdraw)
+        extra = extra_faults(world, plan, link_down, site_down)
+    except FaultError as e:
+        raise InputError("command line", [Problem(o, m) for o, m in e.problems]) from None
+    try:
+        faults = faults_of(plan, d, extra)
+        rows = run_compare(world, plan, d, flows, not no_withdraw, extra)
     except LabError as e:
         raise _fail(e) from None
     agree = sum(r.agree for r in rows)
     if as_json:
-        click.echo(json.dumps({"agree": agree, "rows": [r.to_dict() for r in rows]}, indent=1))
+        out = {"agree": agree, "faults": faults.to_dict(), "rows": [r.to_dict() for r in rows]}
+        click.echo(json.dumps(out, indent=1))
     else:
         _table(
             [
@@ -307,6 +331,11 @@ def compare(
             ],
             "model against lab",
         )
+        if faults:
+            said = [f"{', '.join(faults.links)} down"] if faults.links else []
+            said += [f"{', '.join(faults.sites)} cut off"] if faults.sites else []
+            said += [f"{', '.join(sorted(faults.clients))} unreachable"] if faults.clients else []
+            click.echo(f"under faults: {'; '.join(said)}")
         click.echo(f"{agree} of {len(rows)} client-scenarios agree")
     if agree != len(rows):
         raise click.exceptions.Exit(1)

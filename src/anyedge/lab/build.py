@@ -424,6 +424,7 @@ def wait_converged(
     timeout: float = 60.0,
     quiet: float = 1.5,
     expect: dict[str, dict[str, int]] | None = None,
+    faults: list[Any] | None = None,
 ) -> float:
     """Wait until BGP has converged; return when the routes last changed (seconds from
     the call, to the 0.2 s it polls at).
@@ -433,16 +434,18 @@ def wait_converged(
     site announces or withdraws, its routers must have heard it, however slowly the
     site's speaker sent it); then the routers' routes to the anycast prefixes must stay
     the same for ``quiet`` seconds.  Sessions that a recorded fault takes down
-    (:func:`anyedge.lab.faults.excused`) are not waited for, nor expectations on them.
-    Raises :class:`LabError` naming the sessions that did not settle past ``timeout``,
-    and at once, naming it, if a BGP daemon no fault killed is not running (its
-    sessions cannot come up).
+    (:func:`anyedge.lab.faults.excused`), or one of the records ``faults`` given here (a
+    lab broken by hand), are not waited for, nor expectations on them.  Raises
+    :class:`LabError` naming the sessions that did not settle past ``timeout``, and at
+    once, naming it, if a BGP daemon no fault killed is not running (its sessions cannot
+    come up).
     """
     from .faults import excused
 
     t0 = time.monotonic()
     state = LabState.load(directory) if (directory / STATE).exists() else None
-    killed, cut = excused(state, plan) if state else (set(), set())
+    records = [*(state.faults if state else []), *(faults or [])]
+    killed, cut = excused(records, plan)
     routers = [
         (n, router_of(plan, n, directory))
         for n in plan.of_kind(NodeKind.ROUTER)
@@ -487,7 +490,7 @@ def check_daemons(plan: LabPlan, directory: Path) -> None:
     from .faults import excused
 
     state = LabState.load(directory)
-    _check_daemons(plan, state, excused(state, plan)[0])
+    _check_daemons(plan, state, excused(state.faults, plan)[0])
 
 
 def _check_daemons(plan: LabPlan, state: LabState | None, killed: set[str]) -> None:

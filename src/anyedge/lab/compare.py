@@ -9,6 +9,13 @@ site withdrawn.  Forwarding (Plurimog) is not routing: a lab that forwards is re
 every client, then each site withdrawn in turn through its real BGP speaker, probed,
 and announced again — and lists client by client where model and lab agree.
 
+Under faults — the ``faults`` the lab's state records (:mod:`.faults`: links down,
+dead daemons, sites partitioned), and any more given by name as the model's
+(``--link-down A-B``, ``--site-down SITE``) — the model computes with the same faults:
+:func:`~.fault_model.model_faults` turns the lab's nodes into the model's ASes and sites, and
+the routing engine takes those links and sessions down.  Sites cut off are not
+withdrawn in turn (they announce nothing to anyone already).
+
 The comparison is for the lab's service prefix (its first IPv4 anycast prefix).
 """
 
@@ -18,13 +25,15 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..adapters.bgp.base import Route
 from ..model.world import World
-from ..routing import Announcement, Mode, Router
+from ..routing import Announcement, Mode, Router, resolve
 from .build import LabError, LabState
+from .fault_model import ModelFaults, model_faults, records_for
 from .measure import Announcer, dominant, probe_all
 from .plan import LabPlan, client_names, lab_world
 
@@ -85,10 +94,12 @@ def predicted(
     withdrawn: tuple[str, ...] = (),
     prefix: str | None = None,
     routes: Mapping[str, Iterable[Route]] | None = None,
+    faults: ModelFaults | None = None,
 ) -> dict[str, str | None]:
     """client -> the site the routing engine says it reaches (None: no route), for
     ``prefix`` (default: the lab's service prefix) announced as ``routes`` say (default:
-    as the topology says) less the ``withdrawn`` sites."""
+    as the topology says) less the ``withdrawn`` sites, under ``faults`` (raises
+    :class:`~anyedge.routing.FaultError` for names the model does not have)."""
     model = lab_world(world)
     codes = model.network.sites.code
     if prefix is None:
@@ -98,13 +109,15 @@ def predicted(
     ann = announcement(model, prefix, routes)
     if withdrawn:
         ann = ann.withdraw(*[codes.index(s) for s in withdrawn])
-    c = Router(model, Mode.AS).catchment(ann)
+    faults = faults or ModelFaults()
+    broken = resolve(model, faults.links, faults.sites)
+    c = Router(model, Mode.AS, faults=broken).catchment(ann)
     clients = client_names(world)
     metro_id = model.internet.metros.id
     out: dict[str, str | None] = {}
     for e, site in enumerate(c.eyeball_site.tolist()):
         client = clients[int(metro_id[model.internet.eyeballs.metro[e]]) - 1]
-        out[client] = codes[site] if site >= 0 else None
+        out[client] = codes[site] if site >= 0 and client not in faults.clients else None
     return out
 
 
@@ -124,28 +137,50 @@ def check_not_forwarding(state: LabState) -> None:
         )
 
 
+def extra_faults(
+    world: World, plan: LabPlan, links: Iterable[str] = (), sites: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Fault records for ``links`` and ``sites`` named as the model names them; raises
+    :class:`~anyedge.routing.FaultError` for names the lab's model does not have."""
+    links, sites = list(links), list(sites)
+    resolve(lab_world(world), links, sites)
+    return records_for(plan, links, sites)
+
+
+def faults_of(
+    plan: LabPlan, directory: Path, extra: Iterable[Mapping[str, Any]] = ()
+) -> ModelFaults:
+    """The faults the lab's state records, and the ``extra`` records, for the model."""
+    return model_faults(plan, [*LabState.load(directory).faults, *extra])
+
+
 def compare(
     world: World,
     plan: LabPlan,
     directory: Path,
     flows: int = 20,
     each_site: bool = True,
+    extra: Iterable[Mapping[str, Any]] = (),
 ) -> list[Row]:
-    """Model against lab, as the sites announce now and then with each site withdrawn."""
+    """Model against lab, as the sites announce now and then with each site withdrawn,
+    under the faults the lab's state records and the ``extra`` fault records (a lab
+    broken by hand: see :func:`extra_faults`)."""
     state = LabState.load(directory)
     check_not_forwarding(state)
+    extra = list(extra)
+    faults = faults_of(plan, directory, extra)
     routes = current_routes(plan, state)
-    ann = Announcer(plan, directory)
-    rows = _scenario(world, plan, "baseline", (), routes, flows)
+    ann = Announcer(plan, directory, extra)
+    rows = _scenario(world, plan, "baseline", (), routes, flows, faults)
     if each_site:
         for node in plan.sites:
             code = str(node.site)
             before = routes[code]
-            if not before:
-                continue  # withdrawn already: nothing to take away
+            if not before or code in faults.sites:
+                continue  # withdrawn or cut off already: nothing to take away
             with ann.changed(code, []):
                 ann.settle()
-                rows += _scenario(world, plan, f"without {code}", (code,), routes, flows)
+                rows += _scenario(world, plan, f"without {code}", (code,), routes, flows, faults)
     return rows
 
 
@@ -156,8 +191,9 @@ def _scenario(
     withdrawn: tuple[str, ...],
     routes: dict[str, list[Route]],
     flows: int,
+    faults: ModelFaults,
 ) -> list[Row]:
-    want = predicted(world, withdrawn, plan.prefixes[0], routes)
+    want = predicted(world, withdrawn, plan.prefixes[0], routes, faults)
     got = probe_all(plan, list(want), flows=flows)
     rows = []
     for client, model_site in want.items():

@@ -30,6 +30,7 @@ up; ``anyedge lab heal`` (:mod:`.heal`) undoes them all.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,20 +108,23 @@ def same_link(record: dict[str, Any], a: str, b: str) -> bool:
     return record.get("kind") == "link" and {record.get("a"), record.get("b")} == {a, b}
 
 
-def excused(state: LabState, plan: LabPlan) -> tuple[set[str], set[frozenset[str]]]:
-    """What the recorded faults take down: the nodes whose BGP daemon was killed, and
-    the sessions (pairs of node names) a downed link, a killed daemon or a partition
-    ends."""
+def excused(
+    records: Iterable[Mapping[str, Any]], plan: LabPlan
+) -> tuple[set[str], set[frozenset[str]]]:
+    """What the fault records (a lab state's ``faults``) take down: the nodes whose BGP
+    daemon was killed, and the sessions (pairs of node names) a downed link, a killed
+    daemon or a partition ends."""
     killed: set[str] = set()
     cut: set[frozenset[str]] = set()
     silent: set[str] = set()
-    for f in state.faults:
+    for f in records:
         if f.get("kind") == "link":
             cut.add(frozenset((str(f["a"]), str(f["b"]))))
         elif f.get("kind") == "daemon":
             killed.add(str(f["node"]))
         elif f.get("kind") == "partition":
-            silent |= {n.name for n in plan.sites if n.site == f.get("site")}
+            code = str(f.get("site", "")).upper()  # a record written by hand may say syd
+            silent |= {n.name for n in plan.sites if n.site == code}
     for n in plan.nodes:
         if n.name in killed | silent:
             cut |= {frozenset((n.name, p.peer)) for p in n.bgp_ports}

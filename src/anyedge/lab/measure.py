@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,9 +92,14 @@ class Announcer:
     makes a change for a block and always puts it back, or says it could not.
     """
 
-    def __init__(self, plan: LabPlan, directory: Path) -> None:
+    def __init__(
+        self, plan: LabPlan, directory: Path, faults: Iterable[Mapping[str, Any]] = ()
+    ) -> None:
+        """``faults``: fault records beyond those the lab's state holds (see .faults),
+        whose sessions settling does not wait for."""
         self.plan = plan
         self.directory = directory
+        self.faults = list(faults)
         if not LabState.load(directory).ready:
             raise LabError(f"{directory}: the lab is not up (or its up did not finish)")
         check_daemons(plan, directory)
@@ -180,4 +185,6 @@ class Announcer:
         """Wait until the changes made here have reached the routers and BGP has
         converged; returns when the routes last changed."""
         expect, self._expect = self._expect, {}
-        return wait_converged(self.plan, self.directory, timeout, quiet=1.0, expect=expect)
+        return wait_converged(
+            self.plan, self.directory, timeout, quiet=1.0, expect=expect, faults=self.faults
+        )

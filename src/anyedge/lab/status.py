@@ -33,7 +33,7 @@ from .plan import LabPlan, NodePlan
 
 def status(plan: LabPlan, directory: Path) -> dict[str, Any]:
     state = LabState.load(directory)
-    killed, cut = excused(state, plan)
+    killed, cut = excused(state.faults, plan)
     down: list[tuple[str, bool]] = []  # (what, explained by a recorded fault)
     links = _links(plan, state, down)
     nodes, heard = [], {}

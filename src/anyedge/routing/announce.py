@@ -122,7 +122,10 @@ class Seeds:
         return self._select(self.origin == origin)
 
     @classmethod
-    def of_world(cls, world: World, ann: Announcement) -> Seeds:
+    def of_world(
+        cls, world: World, ann: Announcement, up: npt.NDArray[np.bool_] | None = None
+    ) -> Seeds:
+        """One seed per session of an announcing site (only sessions ``up``, if given)."""
         net = world.network
         ses = net.sessions
         site = ses.site.astype(np.int64)
@@ -133,6 +136,8 @@ class Seeds:
             | ((scope == Scope.PEERS) & ~transit)
             | ((scope == Scope.TRANSIT) & transit)
         )
+        if up is not None:
+            ok &= up
         at = world.session_as.astype(np.int64)[ok]
         site = site[ok]
         rank = np.where(transit[ok], Rank.CUSTOMER, Rank.PEER).astype(np.int64)

@@ -26,6 +26,7 @@ crossed an AS whose exits changed.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +38,7 @@ import numpy.typing as npt
 from ..model.world import World
 from .announce import Announcement, Rank, Seeds
 from .exits import Edges, Exits, best_exits, chosen_exits
+from .faults import Faults
 from .graph import RoutingGraph
 from .propagate import RouteState, as_path, changed_seed_holders, propagate, update
 from .walk import Geography, Walk, walk
@@ -231,21 +233,45 @@ def _mean(x: FloatArray, w: FloatArray, mask: npt.NDArray[np.bool_]) -> float | 
 
 @dataclass
 class Router:
-    """The routing engine for one world: build once, compute many catchments."""
+    """The routing engine for one world: build once, compute many catchments.
+
+    With ``faults`` (:mod:`.faults`) the graph lacks the links that are down and the
+    sites lack the sessions that are lost; :meth:`with_faults` gives the same world
+    under other faults from the arrays already built (a mask, not a rebuild).
+    """
 
     world: World
     mode: Mode = Mode.METRO
+    faults: Faults = field(default_factory=Faults)
     graph: RoutingGraph = field(init=False)
     edges: Edges = field(init=False)
     geo: Geography = field(init=False)
+    _whole: tuple[RoutingGraph, Geography] = field(init=False, repr=False)
+    _up: npt.NDArray[np.bool_] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.graph = RoutingGraph.from_internet(self.world.internet)
-        self.edges = Edges.of(self.graph)
-        self.geo = Geography.of(self.world, self.edges)
+        graph = RoutingGraph.from_internet(self.world.internet)
+        self._whole = (graph, Geography.of(self.world, Edges.of(graph)))
+        self._apply(self.faults)
+
+    def _apply(self, faults: Faults) -> None:
+        graph, geo = self._whole
+        self.faults = faults
+        if faults.links:
+            keep = graph.link_mask(faults.links)
+            graph = graph.masked(keep)
+            geo = geo.select(np.flatnonzero(np.concatenate(keep)))
+        self.graph, self.edges, self.geo = graph, Edges.of(graph), geo
+        self._up = faults.session_up(len(self.world.network.sessions)) if faults else None
+
+    def with_faults(self, faults: Faults) -> Router:
+        """This router's world and mode under ``faults`` (instead of its own)."""
+        other = copy.copy(self)
+        other._apply(faults)
+        return other
 
     def seeds(self, ann: Announcement) -> Seeds:
-        return Seeds.of_world(self.world, ann)
+        return Seeds.of_world(self.world, ann, self._up)
 
     def seed_tail(self, seeds: Seeds, ann: Announcement) -> dict[int, list[int]]:
         asn = self.world.network.origin_asn()

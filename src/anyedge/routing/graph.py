@@ -10,7 +10,11 @@ in an order that guarantees a sender's route is final before it is sent:
   without providers, else one more than its deepest provider).
 
 A :class:`RoutingGraph` is built once per Internet and reused by every propagation: the
-predictor runs thousands on the same graph.
+predictor runs thousands on the same graph.  Links that fail are a mask over the edge
+arrays (:meth:`RoutingGraph.link_mask`, :meth:`RoutingGraph.masked`): the edges of a
+down link drop out of their phase and every other edge keeps its group, which is still
+a valid order (a provider stays above its customers when a link goes), so a faulted
+graph costs one array selection, not a rebuild.
 """
 
 from __future__ import annotations
@@ -52,7 +56,15 @@ class Phase:
 
     def into(self, mask: npt.NDArray[np.bool_]) -> Phase:
         """The same phase with only the edges into ASes where ``mask`` is set."""
-        keep = np.flatnonzero(mask[self.dst])
+        return self.keep(mask[self.dst])
+
+    def keep(self, mask: npt.NDArray[np.bool_]) -> Phase:
+        """The same phase with only the edges where ``mask`` (one flag per edge) is set.
+
+        The groups keep their numbers: removing edges never breaks the order that makes
+        a sender's route final before it is sent, so nothing is re-sorted or re-peeled.
+        """
+        keep = np.flatnonzero(mask)
         g = self.group[keep]
         bounds = np.searchsorted(g, np.arange(self.bounds.size)).astype(np.int64)
         return Phase(src=self.src[keep], dst=self.dst[keep], group=g, bounds=bounds)
@@ -79,6 +91,25 @@ class RoutingGraph:
     @property
     def n(self) -> int:
         return int(self.asn.shape[0])
+
+    def link_mask(self, pairs: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], ...]:
+        """Per phase (up, across, down), which edges stay when the links between the
+        AS-row ``pairs`` are down (both directions of each link go)."""
+        p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        gone = np.minimum(p[:, 0], p[:, 1]) * self.n + np.maximum(p[:, 0], p[:, 1])
+        return tuple(
+            ~np.isin(np.minimum(ph.src, ph.dst) * self.n + np.maximum(ph.src, ph.dst), gone)
+            for ph in (self.up, self.across, self.down)
+        )
+
+    def masked(self, keep: tuple[npt.NDArray[np.bool_], ...]) -> RoutingGraph:
+        """The graph with only the edges ``keep`` (from :meth:`link_mask`) flags."""
+        up, across, down = (
+            ph.keep(k) for ph, k in zip((self.up, self.across, self.down), keep, strict=True)
+        )
+        return RoutingGraph(
+            asn=self.asn, up=up, across=across, down=down, height=self.height, depth=self.depth
+        )
 
     @classmethod
     def from_internet(cls, internet: Internet) -> RoutingGraph:

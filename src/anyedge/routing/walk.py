@@ -70,6 +70,15 @@ class Geography:
             hand_pt=np.array(pts, dtype=np.int64),
         )
 
+    def select(self, edges: IntArray) -> Geography:
+        """The hand-over points of the edges ``edges`` only, in that order (a graph
+        with links down keeps a subset of the edges, in the same order)."""
+        cnt = self.hand_ptr[edges + 1] - self.hand_ptr[edges]
+        ptr = np.zeros(edges.size + 1, dtype=np.int64)
+        np.cumsum(cnt, out=ptr[1:])
+        _, idx = _expand(self.hand_ptr, edges)
+        return Geography(self.lat, self.lon, self.n_metros, ptr, self.hand_pt[idx])
+
 
 @dataclass(frozen=True)
 class Walk:

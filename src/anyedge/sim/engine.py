@@ -60,12 +60,10 @@ from ..control.core import Config, Failover, Observation, Plan, State
 from ..control.interfaces import Actuator, Telemetry
 from ..control.learn import fit_curve, learn_maximum, learned_config
 from ..control.reasons import Names, render
-from ..model.internet import Internet
-from ..model.network import Network, Sessions
 from ..model.world import World
 from ..predict import Predictor
 from ..predict import Scenario as PredScenario
-from ..routing import Announcement, Catchment, Router
+from ..routing import Announcement, Catchment, Faults, Router
 from .demand import diurnal, local_hours
 from .fetch import FETCH_KINDS, Fetches, miss_shares, tally
 from .fetch import simulate as simulate_fetches
@@ -157,8 +155,8 @@ class Twin:
             if len(net.prefixes)
             else np.ones((1, self.S), dtype=np.bool_)
         )
-        self._routers: dict[object, Router] = {}
-        base = self._router(frozenset(), frozenset())
+        self._routers: dict[object, Router] = {((), ()): Router(world)}
+        base = self._router(Faults())
         self.c0 = base.catchment(
             Announcement(
                 self.announced0[0].copy(), np.zeros(self.S, np.int64), np.zeros(self.S, np.int8)
@@ -198,57 +196,12 @@ class Twin:
 
     # ------------------------------------------------------------------ set-up helpers
 
-    def _router(
-        self, sessions_down: frozenset[tuple[int, int]], cut: frozenset[tuple[int, int]]
-    ) -> Router:
-        key = (sessions_down, cut)
+    def _router(self, faults: Faults) -> Router:
+        """The routing engine under ``faults`` (the world's own graph, masked)."""
+        key = (faults.links, faults.sessions)
         if key not in self._routers:
-            self._routers[key] = Router(self._variant(sessions_down, cut))
+            self._routers[key] = self._routers[((), ())].with_faults(faults)
         return self._routers[key]
-
-    def _variant(
-        self, sessions_down: frozenset[tuple[int, int]], cut: frozenset[tuple[int, int]]
-    ) -> World:
-        w = self.world
-        if not sessions_down and not cut:
-            return w
-        net, inet = w.network, w.internet
-        ses = net.sessions
-        keep = np.array(
-            [(int(s), int(a)) not in sessions_down for s, a in zip(ses.site, ses.asn, strict=True)],
-            dtype=np.bool_,
-        )
-        sessions = Sessions(site=ses.site[keep], asn=ses.asn[keep], kind=ses.kind[keep])
-        rows = {tuple(sorted((inet.index(a), inet.index(b)))) for a, b in cut}
-        p2c = np.array(
-            [p for p in inet.p2c.tolist() if tuple(sorted(p)) not in rows], dtype=np.int64
-        ).reshape(-1, 2)
-        p2p = np.array(
-            [p for p in inet.p2p.tolist() if tuple(p) not in rows], dtype=np.int64
-        ).reshape(-1, 2)
-        internet = Internet(
-            asn=inet.asn,
-            kind=inet.kind,
-            name=inet.name,
-            country=inet.country,
-            p2c=p2c,
-            p2p=p2p,
-            metros=inet.metros,
-            presence=inet.presence,
-            eyeballs=inet.eyeballs,
-        )
-        network = Network(
-            asn=net.asn,
-            sites=net.sites,
-            sections=net.sections,
-            prefixes=net.prefixes,
-            sessions=sessions,
-            plans=net.plans,
-            operators=net.operators,
-        )
-        return World(
-            network=network, internet=internet, latency=w.latency, lab=w.lab, backbone=w.backbone
-        )
 
     def _failover(self) -> FloatArray:
         """Share of each site's users that land on each other site if it withdraws."""
@@ -266,7 +219,7 @@ class Twin:
         hit = np.zeros((n, self.S), dtype=np.bool_)
         gain = np.zeros((n, self.S), dtype=np.bool_)
         rows = np.unique(self.announced0, axis=0)
-        base = self._router(frozenset(), frozenset())
+        base = self._router(Faults())
         before = [base.catchment(self._announcement(r)) for r in rows]
         for i, e in enumerate(self.sc.events):
             if e.kind == "section_down":
@@ -290,9 +243,7 @@ class Twin:
                     ann[e.site] = False
                     after = base.change(c, self._announcement(ann))
                 else:
-                    down = frozenset({(e.site, e.asn)}) if e.kind == "session_down" else frozenset()
-                    cut = frozenset({e.between}) if e.kind == "cable_cut" else frozenset()
-                    after = self._router(down, cut).catchment(self._announcement(r))
+                    after = self._router(e.faults).catchment(self._announcement(r))
                 a, b = c.eyeball_site, after.eyeball_site
                 moved = a != b
                 hit[i, a[moved & (a >= 0)]] = True
@@ -398,8 +349,7 @@ class _Run:
         self.rng = np.random.default_rng(twin.sc.seed)
         self.sec_up = np.ones(twin.sec_site.size)  # healthy share of each section
         self.dark = np.zeros(S, dtype=np.bool_)
-        self.sessions_down: frozenset[tuple[int, int]] = frozenset()
-        self.cut: frozenset[tuple[int, int]] = frozenset()
+        self.faults = Faults()  # what the active events hold down in routing
         self.surge = np.ones(twin.E)
         self.state = State.empty(S, P, twin.sec_site.size, Q)
         self.catch: list[Catchment] = [twin.c0] * Q  # c0: the first prefix, as announced
@@ -459,7 +409,7 @@ class _Run:
 
     def _reroute(self) -> None:
         want = self._effective()
-        router = self.t._router(self.sessions_down, self.cut)
+        router = self.t._router(self.faults)
         new_router = router is not self.catch[0].router
         cache: dict[bytes, Catchment] = {}
         for q in range(self.t.Q):
@@ -515,21 +465,18 @@ class _Run:
         self.sec_up[:] = 1.0
         self.dark[:] = False
         self.surge[:] = 1.0
-        down, cut = set(), set()
+        faults = Faults()
         for e in self.active:
+            faults |= e.faults
             if e.kind == "servers_down":
                 self.sec_up[t.sec_site == e.site] *= 1 - e.fraction
             elif e.kind == "section_down":
                 self.sec_up[e.section] *= 1 - e.fraction
             elif e.kind in ("site_dark", "maintenance"):
                 self.dark[e.site] = True
-            elif e.kind == "session_down":
-                down.add((e.site, e.asn))
-            elif e.kind == "cable_cut":
-                cut.add(e.between)
             elif e.kind == "surge":
                 self.surge[t._surging(e, self.site_e)] *= e.factor
-        self.sessions_down, self.cut = frozenset(down), frozenset(cut)
+        self.faults = faults
         self._reroute()
 
     # ------------------------------------------------------------------------ play

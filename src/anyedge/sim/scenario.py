@@ -19,26 +19,32 @@ A scenario is YAML::
       - {at: 3h, for: 4h, kind: subsea_cut, regions: [EU, AS], factor: 1.5,
          links: [[MRS, SIN], [MRS, BOM]]}
       - {at: 4h, for: 1h, kind: transit_congestion, site: AMS, asn: 2015, factor: 1.8}
+      - {at: 23h, for: 30m, kind: link_down, link: 2015-10438}
+      - {at: 23h, for: 30m, kind: site_down, site: SYD}
     cache_miss: {free: 0.1, enterprise: 0.2}   # per plan; others: fetch.DEFAULT_MISS
 
 Event kinds: ``servers_down`` (a share of a site's servers), ``section_down`` (a share of
 one section's servers, all by default), ``site_dark`` (the site is gone: no servers, its
 BGP sessions down), ``session_down`` (one BGP session of a site), ``cable_cut`` (the link
 between two ASes), ``surge`` (demand times ``factor`` in a ``country``, a ``metro`` by
-geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned); and for
-the origin fetches (:mod:`.fetch`): ``subsea_cut`` (transit between two continents,
-``regions``, takes ``factor`` times as long and loses ``loss``; the backbone ``links``
-named, as pairs of sites, are cut) and ``transit_congestion`` (one transit provider,
-``asn``, of one ``site`` takes ``factor`` times as long and loses ``loss``).
-Everything is checked against the world on load; an error names the file, the place
-and the problem.
+geonames id, or the users of a ``site``), ``maintenance`` (like dark, planned),
+``link_down`` (a ``link: A-B`` between two ASes, or a site and an AS, as ``anyedge
+catchment --link-down`` takes it) and ``site_down`` (every BGP session of the site lost:
+it announces nothing, its servers stay up); and for the origin fetches (:mod:`.fetch`):
+``subsea_cut`` (transit between two continents, ``regions``, takes ``factor`` times as
+long and loses ``loss``; the backbone ``links`` named, as pairs of sites, are cut) and
+``transit_congestion`` (one transit provider, ``asn``, of one ``site`` takes ``factor``
+times as long and loses ``loss``).  The events that touch routing carry their
+:class:`~anyedge.routing.Faults`, which the twin hands to the routing engine while they
+last.  Everything is checked against the world on load; an error names the file, the
+place and the problem.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,6 +55,7 @@ from ..model.files.text import read_text
 from ..model.files.validate import parse_model
 from ..model.files.yamlpos import line_of, place
 from ..model.world import World
+from ..routing.faults import FaultError, Faults, resolve
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_DURATION_S = 31 * 86_400.0  # a month: the twin is for days, not years
@@ -87,8 +94,11 @@ class EventIn(BaseModel):
         "maintenance",
         "subsea_cut",
         "transit_congestion",
+        "link_down",
+        "site_down",
     ]
     site: str | None = None
+    link: str | None = None
     section: str | None = None
     fraction: float = Field(1.0, gt=0, le=1)
     asn: int | None = None
@@ -135,6 +145,7 @@ class Event:
     regions: tuple[str, str] = ("", "")
     links: tuple[tuple[int, int], ...] = ()  # backbone links cut, as site rows
     text: str = ""
+    faults: Faults = field(default_factory=Faults)  # what it takes down in routing
 
 
 @dataclass(frozen=True)
@@ -205,6 +216,7 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
             "session_down",
             "maintenance",
             "transit_congestion",
+            "site_down",
         )
         if needs_site or (x.kind == "surge" and x.site):
             if x.site is None:
@@ -242,6 +254,7 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
                 bad(i, "between", f"AS{x.between[0]} and AS{x.between[1]} are not linked")
                 continue
             ev["between"] = (int(x.between[0]), int(x.between[1]))
+            ev["faults"] = resolve(world, [f"{x.between[0]}-{x.between[1]}"])
         if x.kind == "transit_congestion":
             from .fetch import providers  # (it imports this module)
 
@@ -255,6 +268,17 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
             err = _subsea(x, world, ev)
             if err:
                 bad(i, err[0], err[1])
+                continue
+        if x.kind == "session_down":
+            ev["faults"] = resolve(world, [f"{x.site}-{x.asn}"])
+        if x.kind == "site_down":
+            ev["faults"] = resolve(world, sites=[str(x.site)])
+        if x.kind == "link_down":
+            try:
+                ev["faults"] = resolve(world, [x.link or ""])
+            except FaultError as err:
+                for _, msg in err.problems:
+                    bad(i, "link", msg)
                 continue
         if x.kind == "surge":
             if x.country:
@@ -356,6 +380,8 @@ def describe(e: EventIn) -> str:
         + (f", backbone {', '.join('–'.join(p) for p in e.links)} cut" if e.links else ""),
         "transit_congestion": f"AS{e.asn} congested at {e.site}: ×{e.factor:g}"
         + (f", {100 * e.loss:g} % loss" if e.loss else ""),
+        "link_down": f"the link {e.link} goes down",
+        "site_down": f"{e.site} loses its BGP sessions",
     }[e.kind]
     return what
 
