@@ -47,7 +47,9 @@ def test_encap_heads_for_the_first_segment() -> None:
     inner = bytes([0x45]) + bytes(19)
     pkt = encap(inner, "2001:db8:5:1::1", ["2001:db8:5:3::1", "2001:db8:5:2::1"])
     ver, plen, nh, hops = struct.unpack("!IHBB", pkt[:8])
-    assert ver >> 28 == 6 and nh == 43 and hops == 64
+    assert ver >> 28 == 6
+    assert nh == 43
+    assert hops == 64
     assert plen == len(pkt) - 40 == 40 + len(inner)
     assert pkt[24:40] == ipaddress.IPv6Address("2001:db8:5:3::1").packed
     assert pkt[-len(inner) :] == inner
@@ -70,6 +72,7 @@ def test_the_oracle_takes_the_lowest_configured_round_trip() -> None:
 
 
 # ------------------------------------------------------------------ the lab
+
 
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
@@ -118,7 +121,9 @@ def _one_round_trip(lab: BackboneLab, source: str) -> float | None:
 
 
 @pytest.fixture
-def running(lab: BackboneLab, request: pytest.FixtureRequest) -> Iterator[tuple[Controller, Client]]:
+def running(
+    lab: BackboneLab, request: pytest.FixtureRequest
+) -> Iterator[tuple[Controller, Client]]:
     lab.delays = dict(DELAYS)
     for link, d in DELAYS.items():
         lab.shape(link, Shape(delay_ms=d))
@@ -128,6 +133,10 @@ def running(lab: BackboneLab, request: pytest.FixtureRequest) -> Iterator[tuple[
     cli = Client(lab, ctl)
     try:
         _until_rounds(ctl, 3)  # estimates for every path
+        for _ in range(30):  # a noisy first sample may have moved it: wait until back
+            if ctl.installed == "ab":
+                break
+            _until_rounds(ctl, 1)
         assert ctl.installed == "ab"
         yield ctl, cli
     finally:
@@ -186,7 +195,7 @@ def test_traffic_follows_the_installed_segment_list(
         after = lab.counters()
         assert all(r.ok and r.path == name for r in results)
         delta = {k: after[k] - before[k] for k in after}
-        expected = {k: 0 for k in delta}
+        expected = dict.fromkeys(delta, 0)
         for k in hops:
             expected[k] = 50
         assert delta == expected, name
@@ -198,12 +207,12 @@ def test_a_slower_link_is_routed_around_as_fast_as_an_oracle(
     lab: BackboneLab, running: tuple[Controller, Client]
 ) -> None:
     ctl, cli = running
-    _requests(ctl, cli, 2)
     n_events = len(ctl.events)
     at = _cut(lab, ctl, Shape(delay_ms=3 * DELAYS[("a", "b")]))
     during = _requests(ctl, cli, 12, with_oracle=True)
     moved = ctl.events[n_events:]
-    assert moved and moved[0][2] == "ac"
+    assert moved
+    assert moved[0][2] == "ac"
     assert moved[0][0] - at <= 2  # within two probe rounds of the cut
     ours = statistics.median(r.rtt_ms for r, _ in during if r.ok)
     best = statistics.median(o.rtt_ms for _, o in during if o is not None and o.ok)
@@ -216,20 +225,21 @@ def test_a_lossy_link_fails_few_requests_only_with_orpheus(
     lab: BackboneLab, running: tuple[Controller, Client]
 ) -> None:
     ctl, cli = running
-    _requests(ctl, cli, 2)
     n_events = len(ctl.events)
     at = _cut(lab, ctl, Shape(delay_ms=DELAYS[("a", "b")], loss=1.0))
     during = [r for r, _ in _requests(ctl, cli, 10)]
     failed = sum(not r.ok for r in during) / len(during)
     if ctl.orpheus_on:
         moved = ctl.events[n_events:]
-        assert moved and moved[0][2] == "ac"
+        assert moved
+        assert moved[0][2] == "ac"
         assert moved[0][0] - at <= 1  # within one probe round of the cut
         assert failed < 0.01, failed
         # healed: the link comes back and so does the path, for everyone
         _cut(lab, ctl, Shape(delay_ms=DELAYS[("a", "b")]))
         _until_rounds(ctl, 12)
-        assert ctl.installed == "ab" and ctl.orpheus.heals >= 1
+        assert ctl.installed == "ab"
+        assert ctl.orpheus.heals >= 1
     else:
         assert failed > 0.9, failed
         assert ctl.installed == "ab"  # Argo alone sees no new latency, so it stays

@@ -46,6 +46,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import NetNS
 
@@ -130,8 +131,12 @@ def port(here: str, there: str) -> str:
 
 def path_rtt(path: SrPath, delays: Mapping[tuple[str, str], float]) -> float:
     """The round trip the delay lines ask for on ``path``, ms."""
-    one_way = sum(delays[tuple(sorted(hop))] for hop in path.links)  # type: ignore[index]
+    one_way = sum(delays[_key(*hop)] for hop in path.links)
     return 2 * (one_way + delays[(path.provider, "o")])
+
+
+def _key(x: str, y: str) -> tuple[str, str]:
+    return (x, y) if (x, y) in DELAYS else (y, x)
 
 
 def oracle(delays: Mapping[tuple[str, str], float]) -> SrPath:
@@ -143,12 +148,15 @@ class BackboneLab:
     """Namespaces, links, head ends and routes of the topology above; ``down`` removes
     everything (namespaces, and with them every process started inside)."""
 
-    def __init__(self, prefix: str, workdir: Path, delays: Mapping | None = None) -> None:
+    def __init__(
+        self, prefix: str, workdir: Path, delays: Mapping[tuple[str, str], float] | None = None
+    ) -> None:
         self.prefix = prefix
         self.workdir = workdir
         self.delays: dict[tuple[str, str], float] = dict(delays or DELAYS)
         self.installed: SrPath | None = None
         self.pids: list[int] = []
+        self._shapes: dict[int, Shape] = {}  # links given a shape at run time
 
     def ns(self, node: str) -> str:
         return self.prefix + node
@@ -191,14 +199,14 @@ class BackboneLab:
         )
         self.install(oracle(self.delays))
 
-    def _line_specs(self) -> list[dict]:
+    def _line_specs(self) -> list[dict[str, Any]]:
         return [
             LinkSpec(
                 End(self.ns(x), port(x, y)),
                 End(self.ns(y), port(y, x)),
-                Shape(delay_ms=self.delays[(x, y)]),
+                self._shapes.get(i, Shape(delay_ms=self.delays[(x, y)])),
             ).to_dict()
-            for x, y in DELAYED
+            for i, (x, y) in enumerate(DELAYED)
         ]
 
     def _spawn_lines(self) -> None:
@@ -210,7 +218,7 @@ class BackboneLab:
         _wait_file(ready, self.line_pid, "the delay lines")
 
     def _spawn_heads(self) -> None:
-        devices = [
+        devices: list[dict[str, Any]] = [
             {
                 "namespace": self.ns("a"),
                 "ifname": p.device,
@@ -317,13 +325,9 @@ class BackboneLab:
 
     def shape(self, link: tuple[str, str], shape: Shape) -> None:
         """Give one delay line a new shape now (its process re-reads the spec on SIGHUP)."""
-        key = tuple(sorted(link)) if link[0] in SITES and link[1] in SITES else link
-        specs = self._line_specs()
-        i = DELAYED.index(key)  # type: ignore[arg-type]
-        specs[i].update(delay_ms=shape.delay_ms, jitter_ms=shape.jitter_ms, loss=shape.loss)
-        self._shapes = getattr(self, "_shapes", {})
-        self._shapes[i] = specs[i]
-        spec = [self._shapes.get(j, s) for j, s in enumerate(specs)]
+        i = DELAYED.index(_key(*link))
+        self._shapes[i] = shape
+        spec = self._line_specs()
         tmp = self.workdir / "links.json.new"
         tmp.write_text(json.dumps(spec))
         tmp.replace(self.workdir / "links.json")
@@ -333,7 +337,9 @@ class BackboneLab:
         """SRv6 packets that came in over each backbone link, by (from, to)."""
         out: dict[tuple[str, str], int] = {}
         for s in SITES:
-            data = json.loads(netns.run(self.ns(s), ["nft", "-j", "list", "table", "inet", "aes6bb"]))
+            data = json.loads(
+                netns.run(self.ns(s), ["nft", "-j", "list", "table", "inet", "aes6bb"])
+            )
             for item in data["nftables"]:
                 rule = item.get("rule")
                 if not rule:

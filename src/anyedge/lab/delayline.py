@@ -226,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"{args.spec}: not reshaped: {e}", file=sys.stderr, flush=True)
             return
-        for (_, _, ab, ba), s in zip(links, new, strict=False):
-            ab.shape = ba.shape = s.shape
+        for link, spec in zip(links, new, strict=False):
+            link[2].shape = link[3].shape = spec.shape
 
     signal.signal(signal.SIGHUP, reshape)
     if args.ready:

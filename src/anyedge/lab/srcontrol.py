@@ -113,7 +113,7 @@ class Controller:
             s.sendto(b"probe" + tag, (ORIGIN, ECHO_PORT))
             self.probes[name] += 1
         rtt: dict[str, float] = {}
-        end = sent and max(sent.values()) + self.timeout
+        end = max(sent.values()) + self.timeout
         by_fd = {s.fileno(): name for name, s in self._socks.items()}
         while len(rtt) < len(sent) and (left := end - self.clock()) > 0:
             ready, _, _ = select.select(list(by_fd), [], [], left)
@@ -163,7 +163,7 @@ class Controller:
                 return best.name
             live = self.argo.fresh(now)
             others = [p for p in live if p != path and self.orpheus.is_up(p)]
-            return min(others, key=live.__getitem__) if others else None
+            return str(min(others, key=live.__getitem__)) if others else None
 
     @property
     def installed(self) -> str:
