@@ -11,8 +11,11 @@ The header layout and Argo's exclusion are tested without devices first.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -243,3 +246,20 @@ def test_a_lossy_link_fails_few_requests_only_with_orpheus(
     else:
         assert failed > 0.9, failed
         assert ctl.installed == "ab"  # Argo alone sees no new latency, so it stays
+
+
+@pytest.mark.lab
+def test_the_docs_lab_example_runs(lab: BackboneLab, tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "backbone.md").read_text()
+    section = doc.split("## The lab: SRv6 paths")[1]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    code = code.replace('"aes6doc"', f'"aes6d{os.getpid()}"').replace(
+        '"/tmp/aes6doc"', repr(str(tmp_path / "lab"))
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "docs/backbone.md", "exec"), {})
+    first, second = out.getvalue().splitlines()
+    assert first == "ab -> ac"
+    failed = int(second.split()[0])
+    assert failed <= 1, second  # under 1 %
