@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -263,3 +264,32 @@ def test_the_docs_lab_example_runs(lab: BackboneLab, tmp_path: Path) -> None:
     assert first == "ab -> ac"
     failed = int(second.split()[0])
     assert failed <= 1, second  # under 1 %
+
+
+@pytest.mark.lab
+def test_the_command_line_builds_measures_cuts_and_removes(
+    lab: BackboneLab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anyedge.cli.main import main
+
+    d = ["--dir", str(tmp_path / "bb")]
+    prefix = f"aes6c{os.getpid() % 1000}"
+    assert main(["lab", "backbone", "cut", "x-y", *d]) == 2  # checked before the lab
+    assert "LINK: 'x-y' is not a delay line" in capsys.readouterr().err
+    assert main(["lab", "backbone", "up", "--prefix", prefix, *d]) == 0
+    try:
+        assert main(["lab", "backbone", "up", "--prefix", prefix, *d]) == 2
+        assert "already up" in capsys.readouterr().err
+        assert main(["lab", "backbone", "paths", "--count", "5", "--json", *d]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["path"] for r in rows if r["installed"]] == ["ab"]
+        assert all(r["lost"] == 0 and r["median_ms"] >= r["asked_ms"] for r in rows)
+        assert main(["lab", "backbone", "cut", "b-a", "--loss", "1", *d]) == 0
+        capsys.readouterr()
+        assert main(["lab", "backbone", "run", "--seconds", "1.5", "--json", *d]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["installed"] == "ac"
+        assert out["failed"] <= 0.01 * out["requests"] + 1  # the first, before any probe
+    finally:
+        assert main(["lab", "backbone", "down", *d]) == 0
+    assert not netns.listed(prefix)

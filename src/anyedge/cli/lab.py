@@ -895,4 +895,4 @@ def controller_config_(
 
 
 # the anycast DNS commands (dns, dig, health, drain, undrain, health-log, verfploeter)
-from . import lab_dns  # noqa: E402, F401  they register themselves on ``lab``
+from . import lab_backbone, lab_dns  # noqa: E402, F401  they register themselves on ``lab``

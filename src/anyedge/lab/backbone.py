@@ -54,6 +54,7 @@ from ..adapters import netns
 from .delayline import End, LinkSpec, Shape
 
 SITES = {"a": 1, "b": 2, "c": 3}
+STATE = "state.json"
 ORIGIN = "198.51.100.10"
 ECHO_PORT = 7
 BACKBONE = [("a", "b"), ("a", "c"), ("b", "c")]
@@ -156,6 +157,7 @@ class BackboneLab:
         self.delays: dict[tuple[str, str], float] = dict(delays or DELAYS)
         self.installed: SrPath | None = None
         self.pids: list[int] = []
+        self.line_pid = 0
         self._shapes: dict[int, Shape] = {}  # links given a shape at run time
 
     def ns(self, node: str) -> str:
@@ -198,6 +200,7 @@ class BackboneLab:
             )
         )
         self.install(oracle(self.delays))
+        self.save()
 
     def _line_specs(self) -> list[dict[str, Any]]:
         return [
@@ -313,6 +316,40 @@ class BackboneLab:
         self.pids = []
         for node in (*SITES, "t1", "t2", "o"):
             netns.remove(self.ns(node))
+        (self.workdir / STATE).unlink(missing_ok=True)
+
+    def save(self) -> None:
+        """Write what the lab made to ``workdir/state.json`` (for :meth:`attach`)."""
+        state = {
+            "prefix": self.prefix,
+            "pids": self.pids,
+            "delay_lines": self.line_pid,
+            "delays": {f"{x}-{y}": d for (x, y), d in self.delays.items()},
+            "shapes": {str(i): [s.delay_ms, s.jitter_ms, s.loss] for i, s in self._shapes.items()},
+        }
+        tmp = self.workdir / (STATE + ".new")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.workdir / STATE)
+
+    @classmethod
+    def attach(cls, workdir: Path) -> BackboneLab:
+        """The lab whose state ``workdir`` holds; the installed path is read from the
+        kernel (the device of ``a``'s route to the origin)."""
+        try:
+            state = json.loads((workdir / STATE).read_text())
+        except (OSError, ValueError) as e:
+            raise OSError(f"{workdir / STATE}: no backbone lab here ({e})") from None
+        delays = {tuple(k.split("-", 1)): float(v) for k, v in state["delays"].items()}
+        lab = cls(state["prefix"], workdir, delays)  # type: ignore[arg-type]
+        lab.pids = [int(p) for p in state["pids"]]
+        lab.line_pid = int(state["delay_lines"])
+        lab._shapes = {int(i): Shape(*v) for i, v in state["shapes"].items()}
+        with NetNS(lab.ns("a")) as ns:
+            routes = ns.route("get", dst=ORIGIN)
+            oif = routes[0].get("oif") if routes else None
+            names = {ns.link("get", index=oif)[0].get("ifname")} if oif else set()
+        lab.installed = next((p for p in PATHS if p.device in names), None)
+        return lab
 
     # ------------------------------------------------------------------ at run time
 
@@ -326,12 +363,14 @@ class BackboneLab:
     def shape(self, link: tuple[str, str], shape: Shape) -> None:
         """Give one delay line a new shape now (its process re-reads the spec on SIGHUP)."""
         i = DELAYED.index(_key(*link))
+        self.delays[DELAYED[i]] = shape.delay_ms
         self._shapes[i] = shape
         spec = self._line_specs()
         tmp = self.workdir / "links.json.new"
         tmp.write_text(json.dumps(spec))
         tmp.replace(self.workdir / "links.json")
         os.kill(self.line_pid, 1)  # SIGHUP
+        self.save()
 
     def counters(self) -> dict[tuple[str, str], int]:
         """SRv6 packets that came in over each backbone link, by (from, to)."""
