@@ -169,11 +169,11 @@ def run(directory: Path, seconds: float, orpheus: bool, as_json: bool) -> None:
         ctl.stop()
     failed = sum(not r.ok for r in results)
     ok = [r.rtt_ms for r in results if r.ok and r.rtt_ms is not None]
+    changes = [
+        {"at_s": round(t - start, 3), "round": r, "path": p, "why": w} for r, t, p, w in ctl.events
+    ]
     out = {
-        "changes": [
-            {"at_s": round(t - start, 3), "round": r, "path": p, "why": w}
-            for r, t, p, w in ctl.events
-        ],
+        "changes": changes,
         "installed": ctl.installed,
         "requests": len(results),
         "failed": failed,
@@ -183,7 +183,7 @@ def run(directory: Path, seconds: float, orpheus: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=1))
         return
-    for c in out["changes"]:
+    for c in changes:
         click.echo(f"{c['at_s']:7.3f} s  round {c['round']:3d}  -> {c['path']} ({c['why']})")
     click.echo(
         f"installed {out['installed']}; {len(results)} requests, {failed} failed,"

@@ -339,8 +339,11 @@ class BackboneLab:
             state = json.loads((workdir / STATE).read_text())
         except (OSError, ValueError) as e:
             raise OSError(f"{workdir / STATE}: no backbone lab here ({e})") from None
-        delays = {tuple(k.split("-", 1)): float(v) for k, v in state["delays"].items()}
-        lab = cls(state["prefix"], workdir, delays)  # type: ignore[arg-type]
+        delays: dict[tuple[str, str], float] = {}
+        for k, v in state["delays"].items():
+            x, y = k.split("-", 1)
+            delays[(x, y)] = float(v)
+        lab = cls(state["prefix"], workdir, delays)
         lab.pids = [int(p) for p in state["pids"]]
         lab.line_pid = int(state["delay_lines"])
         lab._shapes = {int(i): Shape(*v) for i, v in state["shapes"].items()}
