@@ -199,6 +199,7 @@ class BackboneLab:
                 env=_env(),
             )
         )
+        _wait_file(self.workdir / "echo.log", self.pids[-1], "the origin's echo server", "ready")
         self.install(oracle(self.delays))
         self.save()
 
@@ -414,9 +415,10 @@ def _env() -> dict[str, str]:
     return {"PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def _wait_file(path: Path, pid: int, what: str, timeout: float = 30.0) -> None:
+def _wait_file(path: Path, pid: int, what: str, says: str = "", timeout: float = 30.0) -> None:
+    """Wait until ``path`` exists (and holds ``says``) while process ``pid`` lives."""
     end = time.monotonic() + timeout
-    while not path.exists():
+    while not (path.exists() and says in path.read_text()):
         if not netns.alive(pid) or time.monotonic() > end:
             raise RuntimeError(f"{what} did not start (see {path.with_suffix('.log')})")
         time.sleep(0.05)

@@ -1,11 +1,12 @@
 """Argo and Orpheus driving the backbone lab's SRv6 paths, with real probes and requests.
 
 :class:`Controller` runs one prober thread in the landing site ``a`` of a
-:class:`~anyedge.lab.backbone.BackboneLab`.  Every ``interval`` it sends one UDP probe
+:class:`~anyedge.lab.backbone.BackboneLab`.  Every ``interval`` it sends two UDP probes
 along every candidate path at once — from the path's client address, so that the
 site's rule for that address puts it on the path's segment list there and the origin's
 reply comes back on the path's return list — and waits up to ``timeout`` for the echoes.
-Each round trip goes to :class:`~anyedge.backbone.Argo` (``measure``) and each outcome to
+The faster of each path's two round trips (a late one is the machine, not the path)
+goes to :class:`~anyedge.backbone.Argo` (``measure``), and whether any came back to
 :class:`~anyedge.backbone.Orpheus` (as a probe); then the controller decides: Argo's
 choice among the paths Orpheus has not taken down, installed with pyroute2 as the site's
 route to the origin when it changed (:meth:`BackboneLab.install`).
@@ -26,6 +27,7 @@ is how a test measures an oracle that always knows the best path.
 from __future__ import annotations
 
 import itertools
+import math
 import select
 import socket
 import threading
@@ -46,6 +48,7 @@ class Controller:
     interval: float = 0.2
     timeout: float = 0.1
     orpheus_on: bool = True
+    per_round: int = 2  # probes per path per round; the fastest counts
     clock: Callable[[], float] = time.monotonic
     argo: Argo = field(init=False)
     orpheus: Orpheus = field(init=False)
@@ -56,8 +59,10 @@ class Controller:
 
     def __post_init__(self) -> None:
         names = [p.name for p in PATHS]
-        # react within a probe interval: a fresh sample weighs half, no hold
-        self.argo = Argo(names, alpha=0.5, min_gain_ms=1.0, min_gain=0.05, hold_s=0.0)
+        # no hold and a new sample weighing half, so a slower path is left within two
+        # probe rounds; the fastest of two probes and a margin of 2 ms keep one late
+        # probe (the machine's scheduling, not the path) from moving it
+        self.argo = Argo(names, alpha=0.5, min_gain_ms=2.0, min_gain=0.05, hold_s=0.0)
         self.orpheus = Orpheus(
             window_s=self.interval, min_samples=2, error_share=0.5, heal_successes=3, hold_s=1.0
         )
@@ -106,16 +111,17 @@ class Controller:
             self._stop.wait(max(0.0, next_round - self.clock()))
 
     def _round(self, seq: int) -> None:
-        sent: dict[str, float] = {}
-        tag = seq.to_bytes(8, "big")
+        sent: dict[tuple[str, bytes], float] = {}  # (path, probe) -> when sent
         for name, s in self._socks.items():
-            sent[name] = self.clock()
-            s.sendto(b"probe" + tag, (ORIGIN, ECHO_PORT))
-            self.probes[name] += 1
-        rtt: dict[str, float] = {}
+            for k in range(self.per_round):
+                probe = b"probe" + (seq * self.per_round + k).to_bytes(8, "big")
+                sent[(name, probe)] = self.clock()
+                s.sendto(probe, (ORIGIN, ECHO_PORT))
+                self.probes[name] += 1
+        rtt: dict[str, float] = {}  # the fastest of each path's probes
         end = max(sent.values()) + self.timeout
         by_fd = {s.fileno(): name for name, s in self._socks.items()}
-        while len(rtt) < len(sent) and (left := end - self.clock()) > 0:
+        while sent and (left := end - self.clock()) > 0:
             ready, _, _ = select.select(list(by_fd), [], [], left)
             now = self.clock()
             for fd in ready:
@@ -124,11 +130,12 @@ class Controller:
                     data = self._socks[name].recv(64)
                 except BlockingIOError:
                     continue
-                if data == b"probe" + tag:
-                    rtt[name] = (now - sent[name]) * 1e3
+                t = sent.pop((name, data), None)
+                if t is not None:
+                    rtt[name] = min(rtt.get(name, math.inf), (now - t) * 1e3)
         now = self.clock()
         with self._lock:
-            for name in sent:
+            for name in self._socks:
                 if name in rtt:
                     self.argo.measure(name, rtt[name], now)
                 if self.orpheus_on:
