@@ -82,7 +82,7 @@ def scenario(lab: BackboneLab, orpheus: bool, shape: Shape, seconds: float) -> N
             if not shape.loss:
                 best.append(cli.along(oracle(lab.delays).name))
         moved = ctl.events[n:]
-        who = "Orpheus" if orpheus else "Argo alone"
+        who = "Argo and Orpheus" if orpheus else "Argo alone"
         if moved:
             r, t, path, why = moved[0]
             print(

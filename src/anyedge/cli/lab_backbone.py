@@ -11,17 +11,20 @@ removes everything.  Registered on ``anyedge lab`` when :mod:`.lab` is imported.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import statistics
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import InputError
-from .lab import DEFAULT_ROOT, Finite, _table, json_option, lab
+from .lab import DEFAULT_ROOT, Finite, _fail, _table, json_option, lab
 
 dir_option = click.option(
     "--dir",
@@ -39,7 +42,23 @@ def _attach(directory: Path) -> Any:
     try:
         return BackboneLab.attach(directory)
     except OSError as e:
-        raise click.ClickException(str(e)) from None
+        raise _fail(e) from None
+
+
+def handled(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The lab's operational failures (an ``ip`` or ``nft`` command that fails, a
+    process that does not start) as a message and exit status 3, not a traceback."""
+
+    @functools.wraps(f)
+    def run(*a: Any, **k: Any) -> Any:
+        from ..adapters.netns import NetnsError
+
+        try:
+            return f(*a, **k)
+        except (NetnsError, OSError, RuntimeError, subprocess.SubprocessError) as e:
+            raise _fail(e) from None
+
+    return run
 
 
 @lab.group()
@@ -55,6 +74,7 @@ def backbone() -> None:
     show_default=True,
     help="Namespace name prefix (up to 8 characters).",
 )
+@handled
 def up(directory: Path, prefix: str) -> None:
     """Build the lab: namespaces, delay lines, SRv6 head ends, routes."""
     from ..lab.backbone import STATE, BackboneLab
@@ -70,6 +90,7 @@ def up(directory: Path, prefix: str) -> None:
 
 @backbone.command("down")
 @dir_option
+@handled
 def down(directory: Path) -> None:
     """Remove the lab: its processes and namespaces."""
     _attach(directory).down()
@@ -80,6 +101,7 @@ def down(directory: Path) -> None:
 @dir_option
 @click.option("--count", type=click.IntRange(1, 1000), default=20, show_default=True)
 @json_option
+@handled
 def paths(directory: Path, count: int, as_json: bool) -> None:
     """Each path's round trip from site a to the origin, against its delay lines."""
     from ..adapters import netns
@@ -125,6 +147,7 @@ def paths(directory: Path, count: int, as_json: bool) -> None:
 @click.option("--delay-ms", type=Finite(0, 10_000), help="One-way delay (default: as it was).")
 @click.option("--jitter-ms", type=Finite(0, 10_000), default=0.0, show_default=True)
 @click.option("--loss", type=Finite(0, 1), default=0.0, show_default=True)
+@handled
 def cut(directory: Path, link: str, delay_ms: float | None, jitter_ms: float, loss: float) -> None:
     """Give LINK (a-b, a-c, b-c, t1-o or t2-o) a new shape now; --loss 1 cuts it."""
     from ..lab.backbone import DELAYED
@@ -151,6 +174,7 @@ def cut(directory: Path, link: str, delay_ms: float | None, jitter_ms: float, lo
     "--orpheus/--no-orpheus", default=True, show_default=True, help="Argo alone with --no-orpheus."
 )
 @json_option
+@handled
 def run(directory: Path, seconds: float, orpheus: bool, as_json: bool) -> None:
     """Run the controller with requests from site a for SECONDS; print what it did."""
     from ..lab.srcontrol import Client, Controller

@@ -174,6 +174,7 @@ class BackboneLab:
             raise
 
     def _up(self) -> None:
+        (self.workdir / "echo.log").unlink(missing_ok=True)
         for node in (*SITES, "t1", "t2", "o"):
             netns.add(self.ns(node))
             netns.sysctl(
@@ -216,6 +217,7 @@ class BackboneLab:
     def _spawn_lines(self) -> None:
         spec, ready = self.workdir / "links.json", self.workdir / "links.ready"
         spec.write_text(json.dumps(self._line_specs()))
+        ready.unlink(missing_ok=True)  # a lab that was here before left its own
         argv = [sys.executable, "-m", "anyedge.lab.delayline", str(spec), "--ready", str(ready)]
         self.line_pid = netns.spawn(self.ns("a"), argv, self.workdir / "links.log", env=_env())
         self.pids.append(self.line_pid)
@@ -243,6 +245,7 @@ class BackboneLab:
             )
         spec, ready = self.workdir / "heads.json", self.workdir / "heads.ready"
         spec.write_text(json.dumps(devices))
+        ready.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "anyedge.lab.srhead", str(spec), "--ready", str(ready)]
         pid = netns.spawn(self.ns("a"), argv, self.workdir / "heads.log", env=_env())
         self.pids.append(pid)
