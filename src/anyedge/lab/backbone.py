@@ -55,6 +55,7 @@ from .delayline import End, LinkSpec, Shape
 
 SITES = {"a": 1, "b": 2, "c": 3}
 STATE = "state.json"
+NFT_TABLE = "backbone_counters"
 ORIGIN = "198.51.100.10"
 ECHO_PORT = 7
 BACKBONE = [("a", "b"), ("a", "c"), ("b", "c")]
@@ -121,12 +122,17 @@ def sid(site: str) -> str:
     return f"2001:db8:5:{SITES[site]}::1"
 
 
+def neighbours(site: str) -> list[str]:
+    return [y if x == site else x for x, y in BACKBONE if site in (x, y)]
+
+
 def link_net(x: str, y: str) -> str:
     i, j = sorted((SITES[x], SITES[y]))
     return f"2001:db8:ff:{i}{j}::"
 
 
-def port(here: str, there: str) -> str:
+def port(there: str) -> str:
+    """A node's interface toward ``there``."""
     return f"to-{there}"
 
 
@@ -187,7 +193,7 @@ class BackboneLab:
                 },
             )
         for site, (provider, _) in EGRESS.items():
-            netns.veth(self.ns(site), port(site, provider), self.ns(provider), port(provider, site))
+            netns.veth(self.ns(site), port(provider), self.ns(provider), port(site))
         self._spawn_lines()
         self._address()
         self._spawn_heads()
@@ -207,8 +213,8 @@ class BackboneLab:
     def _line_specs(self) -> list[dict[str, Any]]:
         return [
             LinkSpec(
-                End(self.ns(x), port(x, y)),
-                End(self.ns(y), port(y, x)),
+                End(self.ns(x), port(y)),
+                End(self.ns(y), port(x)),
                 self._shapes.get(i, Shape(delay_ms=self.delays[(x, y)])),
             ).to_dict()
             for i, (x, y) in enumerate(DELAYED)
@@ -265,7 +271,7 @@ class BackboneLab:
         for x, y in BACKBONE:
             net = link_net(x, y)
             for here, there in ((x, y), (y, x)):
-                cmds[here].append(f"addr add {net}{SITES[here]}/64 dev {port(here, there)} nodad")
+                cmds[here].append(f"addr add {net}{SITES[here]}/64 dev {port(there)} nodad")
                 cmds[here].append(
                     f"route replace 2001:db8:5:{SITES[there]}::/64 via {net}{SITES[there]}"
                 )
@@ -274,21 +280,21 @@ class BackboneLab:
             last = int(net.rsplit(".", 1)[1])
             s_ip, p_ip = f"{base}.{last + 1}", f"{base}.{last + 2}"
             cmds[site] += [
-                f"addr add {s_ip}/30 dev {port(site, provider)}",
+                f"addr add {s_ip}/30 dev {port(provider)}",
                 f"route replace {ORIGIN}/32 via {p_ip}",
             ]
             cmds[provider] += [
-                f"addr add {p_ip}/30 dev {port(provider, site)}",
+                f"addr add {p_ip}/30 dev {port(site)}",
                 f"route replace 100.64.0.0/10 via {s_ip}",
             ]
         for provider, net in PROVIDER_TO_ORIGIN.items():
             base, last = net.rsplit(".", 1)[0], int(net.rsplit(".", 1)[1])
             p_ip, o_ip = f"{base}.{last + 1}", f"{base}.{last + 2}"
             cmds[provider] += [
-                f"addr add {p_ip}/30 dev {port(provider, 'o')}",
+                f"addr add {p_ip}/30 dev {port('o')}",
                 f"route replace {ORIGIN}/32 via {o_ip}",
             ]
-            cmds["o"].append(f"addr add {o_ip}/30 dev {port('o', provider)}")
+            cmds["o"].append(f"addr add {o_ip}/30 dev {port(provider)}")
             for p in PATHS:
                 if p.provider == provider:
                     cmds["o"].append(f"route replace 100.64.{p.index}.0/24 via {p_ip}")
@@ -301,19 +307,13 @@ class BackboneLab:
     def _counters(self) -> None:
         for s in SITES:
             rules = [
-                f'add rule inet aes6bb in iifname "{port(s, t)}" ip6 nexthdr 43 counter'
-                for x, y in BACKBONE
-                for here, t in ((x, y), (y, x))
-                if here == s
+                f'add rule inet {NFT_TABLE} in iifname "{port(t)}" ip6 nexthdr 43 counter'
+                for t in neighbours(s)
             ]
-            script = "\n".join(
-                [
-                    "add table inet aes6bb",
-                    "add chain inet aes6bb in { type filter hook prerouting priority -300; }",
-                    *rules,
-                ]
+            chain = (
+                f"add chain inet {NFT_TABLE} in {{ type filter hook prerouting priority -300; }}"
             )
-            _nft(self.ns(s), script)
+            _nft(self.ns(s), "\n".join([f"add table inet {NFT_TABLE}", chain, *rules]))
 
     def down(self) -> None:
         netns.stop(self.pids)
@@ -384,7 +384,7 @@ class BackboneLab:
         out: dict[tuple[str, str], int] = {}
         for s in SITES:
             data = json.loads(
-                netns.run(self.ns(s), ["nft", "-j", "list", "table", "inet", "aes6bb"])
+                netns.run(self.ns(s), ["nft", "-j", "list", "table", "inet", NFT_TABLE])
             )
             for item in data["nftables"]:
                 rule = item.get("rule")
