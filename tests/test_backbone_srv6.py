@@ -29,7 +29,17 @@ import pytest
 
 from anyedge.adapters import netns
 from anyedge.backbone import Argo
-from anyedge.lab.backbone import DELAYS, ECHO_PORT, ORIGIN, PATHS, BackboneLab, oracle, path_rtt
+from anyedge.lab.backbone import (
+    DELAYS,
+    ECHO_PORT,
+    ORIGIN,
+    PATHS,
+    BackboneLab,
+    candidates,
+    oracle,
+    path_rtt,
+    sid,
+)
 from anyedge.lab.delayline import Shape
 from anyedge.lab.srcontrol import BY_NAME, Client, Controller
 from anyedge.lab.srhead import encap, srh
@@ -66,6 +76,14 @@ def test_argo_leaves_an_excluded_path_at_once() -> None:
     assert argo.choose(0.0) == "x"
     assert argo.choose(1.0, exclude=["x"]) == "y"  # despite the hold
     assert argo.choose(2.0) == "y"  # back only when clearly better and held long enough
+
+
+def test_the_candidates_are_sr_tes_two_shortest_paths_to_each_egress() -> None:
+    assert [p.name for p in candidates(DELAYS)] == ["ab", "acb", "ac", "abc"]
+    assert [p.name for p in PATHS] == ["ab", "acb", "ac", "abc"]
+    acb = PATHS[1]
+    assert acb.segments == [sid("c"), sid("b")]  # c as End, then b decapsulates
+    assert acb.return_segments == [sid("c"), sid("a")]
 
 
 def test_the_oracle_takes_the_lowest_configured_round_trip() -> None:

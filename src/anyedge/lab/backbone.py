@@ -20,9 +20,10 @@ backbone link i–j is ``2001:db8:ff:ij::/64``, and each site routes its neighbo
 ``/64`` over the direct link, so every segment list below is a walk over neighbours.
 Transit is IPv4 (203.0.113.0/24).
 
-Paths (:data:`PATHS`) from ``a`` to the origin, each a segment list with a return list
-for the replies: ``ab`` (a→b, out by t1), ``ac`` (a→c, out by t2), ``acb`` (a→c→b, out by
-t1) and ``abc`` (a→b→c, out by t2).  Path ``k`` has a client address ``100.64.k.1`` on
+Paths (:data:`PATHS`) from ``a`` to the origin are SR-TE's two shortest backbone paths
+to each egress (:func:`candidates`), each a segment list with a return list for the
+replies: ``ab`` (a→b, out by t1), ``acb`` (a→c→b, out by t1), ``ac`` (a→c, out by t2) and
+``abc`` (a→b→c, out by t2).  Path ``k`` has a client address ``100.64.k.1`` on
 ``a``: the origin routes it back through the path's provider, the egress site's head end
 puts the replies on the path's return list, so a round trip measured from that address
 is the path's, both ways.  In ``a`` each path has a TUN device ``sr-NAME`` and a routing
@@ -51,6 +52,7 @@ from typing import Any
 from pyroute2 import NetNS
 
 from ..adapters import netns
+from ..backbone import Graph, k_shortest
 from .delayline import End, LinkSpec, Shape
 
 SITES = {"a": 1, "b": 2, "c": 3}
@@ -115,7 +117,23 @@ class SrPath:
         return list(zip(self.sites, self.sites[1:], strict=False))
 
 
-PATHS = [SrPath("ab", 1), SrPath("ac", 2), SrPath("acb", 3), SrPath("abc", 4)]
+def candidates(delays: Mapping[tuple[str, str], float], k: int = 2) -> list[SrPath]:
+    """SR-TE's candidates: the ``k`` lowest-latency backbone paths from ``a`` to each
+    egress site (:func:`anyedge.backbone.k_shortest` over the lab's links), numbered in
+    that order."""
+    names = list(SITES)
+    graph = Graph.from_edges(
+        len(names), [(names.index(x), names.index(y), delays[(x, y)], 100.0) for x, y in BACKBONE]
+    )
+    walks = [
+        "".join(names[i] for i in path)
+        for egress in EGRESS
+        for _ms, path in k_shortest(graph, names.index("a"), names.index(egress), k)
+    ]
+    return [SrPath(w, i + 1) for i, w in enumerate(walks)]
+
+
+PATHS = candidates(DELAYS)  # ab, acb (out by t1); ac, abc (out by t2)
 
 
 def sid(site: str) -> str:
