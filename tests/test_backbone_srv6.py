@@ -315,3 +315,6 @@ def test_the_command_line_builds_measures_cuts_and_removes(
     finally:
         assert main(["lab", "backbone", "down", *d]) == 0
     assert not netns.listed(prefix)
+    capsys.readouterr()
+    assert main(["lab", "backbone", "down", *d]) == 3  # nothing left to remove
+    assert "no backbone lab here" in capsys.readouterr().err
