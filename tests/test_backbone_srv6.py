@@ -90,7 +90,7 @@ def test_the_oracle_takes_the_lowest_configured_round_trip() -> None:
     assert oracle(DELAYS).name == "ab"
     slow = {**DELAYS, ("a", "b"): 3 * DELAYS[("a", "b")]}
     assert oracle(slow).name == "ac"
-    assert path_rtt(PATHS[0], DELAYS) == 2 * (4 + 3)
+    assert [path_rtt(p, DELAYS) for p in PATHS] == [14.0, 28.0, 20.0, 26.0]
 
 
 # ------------------------------------------------------------------ the lab

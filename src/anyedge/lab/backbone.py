@@ -62,12 +62,13 @@ ORIGIN = "198.51.100.10"
 ECHO_PORT = 7
 BACKBONE = [("a", "b"), ("a", "c"), ("b", "c")]
 DELAYED = [*BACKBONE, ("t1", "o"), ("t2", "o")]
-# one-way delays, ms: a→b→t1→o (7) is the best way out; a→c→t2→o (8) next
+# one-way delays, ms.  Round trips asked: ab 14, ac 20, abc 26, acb 28 — the best two
+# 6 ms apart, more than Argo's margin, so it moves back when a cut heals
 DELAYS: dict[tuple[str, str], float] = {
-    ("a", "b"): 4.0,
-    ("a", "c"): 6.0,
-    ("b", "c"): 3.0,
-    ("t1", "o"): 3.0,
+    ("a", "b"): 6.0,
+    ("a", "c"): 8.0,
+    ("b", "c"): 5.0,
+    ("t1", "o"): 1.0,
     ("t2", "o"): 2.0,
 }
 EGRESS = {"b": ("t1", "203.0.113.0"), "c": ("t2", "203.0.113.4")}

@@ -59,10 +59,10 @@ class Controller:
 
     def __post_init__(self) -> None:
         names = [p.name for p in PATHS]
-        # no hold and a new sample weighing half, so a slower path is left within two
-        # probe rounds; the fastest of two probes and a margin of 2 ms keep one late
-        # probe (the machine's scheduling, not the path) from moving it
-        self.argo = Argo(names, alpha=0.5, min_gain_ms=2.0, min_gain=0.05, hold_s=0.0)
+        # no hold and a new sample weighing half, so a path three times slower is left
+        # after one or two probe rounds; the fastest of two probes and a margin of 4 ms
+        # keep the machine's scheduling (late probes, a busier moment) from moving it
+        self.argo = Argo(names, alpha=0.5, min_gain_ms=4.0, min_gain=0.05, hold_s=0.0)
         self.orpheus = Orpheus(
             window_s=self.interval, min_samples=2, error_share=0.5, heal_successes=3, hold_s=1.0
         )
