@@ -7,7 +7,9 @@ with 0, 1, 2, 5 and 10 ms one way.  For each, ``--count`` UDP echoes from one si
 socket on the other, one at a time; printed: the median and 99th percentile round trip,
 what the configuration asks for (twice the one-way delay), and the overhead of the line
 over the baseline per direction — the figure to subtract when a lab measurement is read
-against a model.
+against a model.  Then jitter (5 ms ± 1 ms one way: the round trip's standard deviation
+asked, √2 ms, against the one measured) and loss (10 % one way: 19 % of round trips asked
+to fail, against the share that did).
 
 Needs root.  Run: ``python bench/bench_delayline.py [--count 500]`` (under a minute).
 Every namespace and process it makes is removed at the end.
@@ -34,24 +36,32 @@ SRC = str(Path(__file__).resolve().parent.parent / "src")
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
 
 
-def round_trips(a: str, b: str, count: int) -> list[float]:
+def round_trips(a: str, b: str, count: int, lost: list[int] | None = None) -> list[float]:
+    """``count`` echoes one at a time; with ``lost``, a lost one is counted there."""
     with netns.entered(b):
         echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         echo.bind((B_IP, 7))
     with netns.entered(a):
         cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    echo.settimeout(2)
-    cli.settimeout(2)
+    wait = 0.3 if lost is not None else 2.0
+    echo.settimeout(wait)
+    cli.settimeout(wait)
     out = []
     try:
         for i in range(count + 5):
             payload = i.to_bytes(4, "big") * 25
             t0 = time.perf_counter()
             cli.sendto(payload, (B_IP, 7))
-            data, peer = echo.recvfrom(2048)
-            echo.sendto(data, peer)
-            while cli.recv(2048) != payload:
-                pass
+            try:
+                data, peer = echo.recvfrom(2048)
+                echo.sendto(data, peer)
+                while cli.recv(2048) != payload:
+                    pass
+            except TimeoutError:
+                if lost is None or i < 5:
+                    raise
+                lost[0] += 1
+                continue
             if i >= 5:  # the first few warm ARP and the caches
                 out.append((time.perf_counter() - t0) * 1e3)
     finally:
@@ -60,7 +70,9 @@ def round_trips(a: str, b: str, count: int) -> list[float]:
     return out
 
 
-def with_line(a: str, b: str, shape: Shape, tmp: Path, count: int) -> list[float]:
+def with_line(
+    a: str, b: str, shape: Shape, tmp: Path, count: int, lost: list[int] | None = None
+) -> list[float]:
     spec, ready = tmp / "links.json", tmp / "ready.json"
     spec.write_text(json.dumps([LinkSpec(End(a, "eth1"), End(b, "eth1"), shape).to_dict()]))
     ready.unlink(missing_ok=True)
@@ -77,7 +89,7 @@ def with_line(a: str, b: str, shape: Shape, tmp: Path, count: int) -> list[float
             time.sleep(0.05)
         netns.batch(a, [f"addr add {A_IP}/24 dev eth1"])
         netns.batch(b, [f"addr add {B_IP}/24 dev eth1"])
-        return round_trips(a, b, count)
+        return round_trips(a, b, count, lost)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -116,6 +128,18 @@ def main() -> None:
                 else f"{delay:5.1f} ms | {0:6.1f} ms | {med:7.3f} ms | {p99(rtt):6.3f} ms"
                 f" | {over:6.3f} ms"
             )
+        rtt = with_line(a, b, Shape(delay_ms=5.0, jitter_ms=1.0), tmp, args.count)
+        print(
+            f"jitter 5 ± 1 ms one way: median {statistics.median(rtt):.3f} ms,"
+            f" p99 {p99(rtt):.3f} ms; standard deviation asked {2**0.5:.3f} ms,"
+            f" measured {statistics.stdev(rtt):.3f} ms"
+        )
+        lost = [0]
+        with_line(a, b, Shape(loss=0.1), tmp, args.count, lost)
+        print(
+            f"loss 10 % one way: round trips lost asked {1 - 0.9**2:.1%},"
+            f" measured {lost[0] / args.count:.1%} of {args.count}"
+        )
     finally:
         for ns in (a, b):
             netns.remove(ns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -219,3 +220,24 @@ def test_tcp_carries_a_megabyte_whole_and_the_wire_dies_with_its_process(
     while "eth1" in netns.run(wire.a, ["ip", "-o", "link"]) and time.monotonic() < end:
         time.sleep(0.05)
     assert "eth1" not in netns.run(wire.a, ["ip", "-o", "link"])
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("wire", [Shape()], indirect=True)
+def test_sighup_gives_a_running_link_its_new_shape(wire: Wire, tmp_path: Path) -> None:
+    spec = tmp_path / "links.json"
+    assert None not in _udp_round_trips(wire, 3)
+
+    def reshape(shape: Shape) -> None:
+        d = json.loads(spec.read_text())
+        d[0].update(delay_ms=shape.delay_ms, jitter_ms=shape.jitter_ms, loss=shape.loss)
+        spec.write_text(json.dumps(d))
+        wire.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.2)  # the handler runs between two frames
+
+    reshape(Shape(loss=1.0))
+    assert _udp_round_trips(wire, 3) == [None] * 3  # cut while it runs
+    reshape(Shape(delay_ms=4.0))
+    rtts = _udp_round_trips(wire, 5)
+    assert None not in rtts
+    assert min(r for r in rtts if r is not None) >= 8.0  # and back, slower

@@ -16,7 +16,7 @@ clock drive the same code.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -63,9 +63,13 @@ class Argo:
     def margin(self, current_ms: float) -> float:
         return max(self.min_gain_ms, self.min_gain * current_ms)
 
-    def choose(self, now: float) -> Hashable | None:
-        """The path to use at ``now``: the current one unless another is clearly better."""
-        live = self.fresh(now)
+    def choose(self, now: float, exclude: Collection[Hashable] = ()) -> Hashable | None:
+        """The path to use at ``now``: the current one unless another is clearly better.
+
+        Paths in ``exclude`` (those :mod:`.orpheus` has taken down) count as unmeasured:
+        if the current path is one of them, the best other path replaces it at once,
+        whatever the hold."""
+        live = {p: v for p, v in self.fresh(now).items() if p not in exclude}
         if not live:
             return self.current
         best = min(live, key=lambda p: (live[p], self.candidates.index(p)))

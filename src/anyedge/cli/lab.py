@@ -909,5 +909,6 @@ def controller_config_(
     click.echo(f"wrote {out} ({len(doc['sites'])} sites, actuator nft)")
 
 
-# the anycast DNS commands (dns, dig, health, ...), and fault, heal and status
-from . import lab_dns, lab_faults  # noqa: E402, F401  they register themselves on ``lab``
+# the anycast DNS commands (dns, dig, health, ...), fault, heal and status, and the
+# SRv6 backbone lab (backbone up|paths|cut|run|down)
+from . import lab_backbone, lab_dns, lab_faults  # noqa: E402, F401  they register themselves on ``lab``

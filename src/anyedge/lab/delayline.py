@@ -17,7 +17,9 @@ other end.
 
 :class:`Line` is pure (time passed in, frames in and out), so its rules are tested
 without devices; :func:`serve` is the loop; ``python -m anyedge.lab.delayline SPEC``
-makes the devices a JSON spec names and serves them until SIGTERM.  When the process
+makes the devices a JSON spec names and serves them until SIGTERM; on SIGHUP it reads
+the spec again and gives each link its new shape at once (the frames already held keep
+their time due), so a link can be slowed or cut while the lab runs.  When the process
 ends its devices go away with it and the links are down, as cut wires.
 
 Measured on this machine (bench/bench_delayline.py): the overhead of the user-space hop
@@ -217,6 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in specs:
         fa, fb = open_link(s)
         links.append((fa, fb, Line(s.shape, random.Random(rng.random())), Line(s.shape, rng)))
+
+    def reshape(*_: object) -> None:
+        try:
+            new = [LinkSpec.from_dict(d) for d in json.loads(args.spec.read_text())]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"{args.spec}: not reshaped: {e}", file=sys.stderr, flush=True)
+            return
+        for link, spec in zip(links, new, strict=False):
+            link[2].shape = link[3].shape = spec.shape
+
+    signal.signal(signal.SIGHUP, reshape)
     if args.ready:
         args.ready.write_text(json.dumps({"pid": os.getpid(), "links": len(links)}))
     serve(links, stop)
