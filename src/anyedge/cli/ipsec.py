@@ -1,0 +1,99 @@
+"""``anyedge ipsec``: the anycast IPsec endpoint (IKEv2 responder, ESP in user space).
+
+``serve`` answers IKEv2 on ``--listen`` (UDP 500 and 4500) with a pre-shared key, and
+carries the tunnels' traffic through a TUN device it makes in the current network
+namespace, routing the ``--remote-ts`` networks into it.  It prints one JSON line
+(``{"ready": ...}``) when it listens, and runs until SIGTERM or SIGINT.  See
+docs/ipsec.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from .main import cli
+
+
+def _selectors(option: str, values: tuple[str, ...]) -> tuple:  # type: ignore[type-arg]
+    from ..proto.ike import Selector
+
+    out = []
+    for v in values:
+        try:
+            net = ipaddress.ip_network(v, strict=False)
+        except ValueError as e:
+            raise InputError.one("command line", option, f"{v!r}: {e}") from None
+        out.append(Selector(net.network_address.packed, net.broadcast_address.packed))
+    return tuple(out)
+
+
+def _psk(path: Path) -> bytes:
+    try:
+        key = path.read_bytes().strip()
+    except OSError as e:
+        raise InputError.one(path, "", f"cannot read the pre-shared key: {e.strerror}") from None
+    if len(key) < 8:
+        raise InputError.one(path, "", "the pre-shared key must be at least 8 bytes")
+    return key
+
+
+@cli.group()
+def ipsec() -> None:
+    """Anycast IPsec: IKEv2 responder and user-space ESP."""
+
+
+@ipsec.command()
+@click.option("--listen", required=True, help="The (anycast) IPv4 address for IKE and ESP.")
+@click.option("--psk-file", type=click.Path(path_type=Path), required=True, help="File holding the pre-shared key.")
+@click.option("--id", "local_id", default="edge.example", show_default=True, help="Our IKE identity (FQDN).")
+@click.option("--local-ts", multiple=True, required=True, help="Networks on our side (CIDR, repeatable).")
+@click.option("--remote-ts", multiple=True, required=True, help="Networks on the peer's side (CIDR, repeatable).")
+@click.option("--tun", default="ipsec0", show_default=True, help="TUN device to make and route into.")
+@click.option("--status", type=click.Path(path_type=Path), help="JSON status file, rewritten on changes.")
+@click.option("--server-index", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--servers", default=1, show_default=True, type=click.IntRange(1),
+              help="Servers sharing the SAs (outbound sequence numbers are partitioned).")
+@click.option("--cookie-threshold", default=64, show_default=True, type=click.IntRange(0))
+def serve(listen: str, psk_file: Path, local_id: str, local_ts: tuple[str, ...], remote_ts: tuple[str, ...],
+          tun: str, status: Path | None, server_index: int, servers: int, cookie_threshold: int) -> None:
+    """Answer IKEv2 and carry ESP until SIGTERM or SIGINT."""
+    import time
+
+    from ..adapters.tuntap import open_tun
+    from ..proto.esp import EspEndpoint
+    from ..proto.ike import Responder, ResponderConfig
+    from ..proto.ike.codec import ID_FQDN
+    from ..transit.ipsec import IpsecEndpoint
+
+    try:
+        ipaddress.IPv4Address(listen)
+    except ValueError:
+        raise InputError.one("command line", "--listen", f"{listen!r} is not an IPv4 address") from None
+    if server_index >= servers:
+        raise InputError.one("command line", "--server-index", f"{server_index} is not below --servers {servers}")
+    key = _psk(psk_file)
+    lts, rts = _selectors("--local-ts", local_ts), _selectors("--remote-ts", remote_ts)
+    cfg = ResponderConfig({b"": key}, (ID_FQDN, local_id.encode()), lts, rts, cookie_threshold=cookie_threshold)
+    fd = open_tun(tun)
+    subprocess.run(["ip", "link", "set", tun, "up"], check=True)
+    for net in remote_ts:
+        subprocess.run(["ip", "route", "replace", str(ipaddress.ip_network(net, strict=False)), "dev", tun],
+                       check=True)
+    try:
+        ep = IpsecEndpoint(Responder(cfg, time.time()), EspEndpoint(server_index, servers), listen, fd, status)
+    except OSError as e:
+        raise click.ClickException(f"cannot serve on {listen}: {e}") from None
+    signal.signal(signal.SIGTERM, lambda *_: ep.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: ep.stop.set())
+    click.echo(json.dumps({"ready": True, "listen": listen, "tun": tun}), nl=True)
+    import sys
+
+    sys.stdout.flush()
+    ep.run()
