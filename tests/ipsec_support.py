@@ -29,7 +29,7 @@ CHARON = "/usr/lib/ipsec/charon"
 PSK = "correct horse battery staple"
 STRONGSWAN_CONF = """\
 charon {{
-  load = random nonce openssl aes sha1 sha2 hmac gcm curve25519 kdf pem pkcs1 pubkey x509 \
+  load = random nonce openssl aes sha1 sha2 hmac gcm kdf pem pkcs1 pubkey x509 \
 kernel-libipsec kernel-netlink socket-default vici updown
   port = 500
   port_nat_t = 4500
@@ -40,6 +40,7 @@ kernel-libipsec kernel-netlink socket-default vici updown
   }}
   filelog {{
     log {{ path = {dir}/charon.log
+          flush_line = yes
           default = 1
           ike = 2
           knl = 2
@@ -84,11 +85,11 @@ secrets {{
 
 class IpsecLab:
     def __init__(self, root: Path, encap: bool = True, proposals: str = "aes256gcm16-prfsha256-ecp256",
-                 esp: str = "aes256gcm16") -> None:
+                 esp: str = "aes256gcm16", customer_psk: str = PSK) -> None:
         self.dir = root
         self.prefix = f"aeip{os.getpid()}"
         self.ns = {r: f"{self.prefix}{r}" for r in ("c", "hc", "e", "he")}
-        self.encap, self.proposals, self.esp = encap, proposals, esp
+        self.encap, self.proposals, self.esp, self.customer_psk = encap, proposals, esp, customer_psk
         self.pids: list[int] = []
         self.vici = f"unix://{root}/charon.vici"
         self.status = root / "edge-status.json"
@@ -107,7 +108,7 @@ class IpsecLab:
         (self.dir / "psk").write_text(PSK)
         (self.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(dir=self.dir))
         (self.dir / "swanctl.conf").write_text(SWANCTL_CONF.format(
-            proposals=self.proposals, encap="yes" if self.encap else "no", esp=self.esp, psk=PSK))
+            proposals=self.proposals, encap="yes" if self.encap else "no", esp=self.esp, psk=self.customer_psk))
 
     def start_edge(self, *extra: str) -> int:
         log = self.dir / "edge.log"
