@@ -89,7 +89,7 @@ class Initiator:
     def auth(self, psk: bytes | None = None) -> bytes:
         idi = c.Identification(c.ID_FQDN, self.my_id, True)
         mac = psk_auth(self.psk if psk is None else psk, self.init_request, self.nr, self.sk_pi, idi.encode())
-        return self._request(c.IKE_AUTH, [idi, c.Auth(c.AUTH_SHARED_KEY, mac), c.SA((esp_proposal(self.child_spi),)),
+        return self._request(c.IKE_AUTH, [idi, c.Auth(c.AUTH_SHARED_KEY, mac), c.SA((esp_proposal(self.child_spi, self.key_bits),)),
                                           c.TrafficSelectors(self.tsi, True), c.TrafficSelectors(self.tsr, False)])
 
     def child_keys(self, m: Message, ni: bytes | None = None, nr: bytes | None = None,
