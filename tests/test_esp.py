@@ -110,15 +110,15 @@ def test_endpoint_routes_by_selector_and_counts_replays() -> None:
     edge, peer = EspEndpoint(), EspEndpoint()
     edge.install(ch)
     peer.install(mirror(ch))
-    assert edge.encrypt(ip4("198.51.100.10", "100.64.0.1")) is None and edge.counters.no_sa == 1
-    used, packet = edge.encrypt(ip4("198.51.100.10", "203.0.113.10"))  # type: ignore[misc]
+    assert edge.encrypt(ip4("198.51.100.10", "100.64.0.1"), 0.0) is None and edge.counters.no_sa == 1
+    used, packet = edge.encrypt(ip4("198.51.100.10", "203.0.113.10"), 0.0)  # type: ignore[misc]
     assert used is ch and peer.decrypt(packet) == ip4("198.51.100.10", "203.0.113.10")
-    _, up = peer.encrypt(ip4("203.0.113.10", "198.51.100.10"))  # type: ignore[misc]
+    _, up = peer.encrypt(ip4("203.0.113.10", "198.51.100.10"), 0.0)  # type: ignore[misc]
     assert edge.decrypt(up) is not None
     for _ in range(3):
         assert edge.decrypt(up) is None
     assert edge.counters.replayed == 3 and edge.counters.decrypted == 1
-    forged = bytearray(peer.encrypt(ip4("203.0.113.10", "198.51.100.10"))[1])  # type: ignore[index]
+    forged = bytearray(peer.encrypt(ip4("203.0.113.10", "198.51.100.10"), 0.0)[1])  # type: ignore[index]
     forged[-1] ^= 1
     assert edge.decrypt(bytes(forged)) is None and edge.counters.bad_icv == 1
     assert edge.decrypt(b"\x00\x00\x99\x99" + bytes(40)) is None and edge.counters.unknown_spi == 1
@@ -133,13 +133,30 @@ def test_servers_never_share_a_sequence_number() -> None:
     for ep in servers:
         ep.install(ch)
         for _ in range(50):
-            _, packet = ep.encrypt(ip4("198.51.100.10", "203.0.113.10"))  # type: ignore[misc]
+            _, packet = ep.encrypt(ip4("198.51.100.10", "203.0.113.10"), 0.0)  # type: ignore[misc]
             seq = int.from_bytes(packet[4:8], "big")
             assert seq not in seen and seq % 3 == (ep.index + 1) % 3
             seen.add(seq)
     assert len(seen) == 150
     with pytest.raises(ValueError):
         EspEndpoint(3, 3)
+
+
+def test_a_server_taking_over_starts_ahead_of_the_one_before() -> None:
+    """Time-anchored counters: server 1 takes over at t = 2 s after server 0 sent 500
+    packets in the first second; its first number is above all of server 0's, so the
+    peer's replay window takes it.  Numbers never wrap."""
+    ch = child()
+    a, b, peer = EspEndpoint(0, 2), EspEndpoint(1, 2), EspEndpoint()
+    for ep in (a, b):
+        ep.install(ch)
+    peer.install(mirror(ch))
+    sent = [a.encrypt(ip4("198.51.100.10", "203.0.113.10"), k / 500)[1] for k in range(500)]  # type: ignore[index]
+    assert all(peer.decrypt(p) for p in sent)
+    _, first_b = b.encrypt(ip4("198.51.100.10", "203.0.113.10"), 2.0)  # type: ignore[misc]
+    assert int.from_bytes(first_b[4:8], "big") > max(int.from_bytes(p[4:8], "big") for p in sent)
+    assert peer.decrypt(first_b) is not None and peer.counters.replayed == 0
+    assert a.encrypt(ip4("198.51.100.10", "203.0.113.10"), 2.0**32) is None and a.counters.exhausted == 1
 
 
 def test_rekeyed_sa_takes_over_sending() -> None:
@@ -149,7 +166,7 @@ def test_rekeyed_sa_takes_over_sending() -> None:
     edge = EspEndpoint()
     edge.install(old)
     edge.install(new)
-    used, packet = edge.encrypt(ip4("198.51.100.10", "203.0.113.10"))  # type: ignore[misc]
+    used, packet = edge.encrypt(ip4("198.51.100.10", "203.0.113.10"), 0.0)  # type: ignore[misc]
     assert used is new and packet[:4] == (0x4004).to_bytes(4, "big")
     assert set(edge.inbound) == {0x1001, 0x3003}  # the old SA still decrypts until it is deleted
 

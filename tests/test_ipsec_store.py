@@ -63,9 +63,9 @@ def test_sa_from_one_handshake_works_on_every_server(fleet: tuple[EmbeddedWriter
     assert up.child.key_in not in stored and up.child.key_out not in stored  # encrypted at rest
     seqs = set()
     for s in servers:
-        _, packet = peer.encrypt(ip4("203.0.113.10", "198.51.100.10"))  # type: ignore[misc]
+        _, packet = peer.encrypt(ip4("203.0.113.10", "198.51.100.10"), 0.0)  # type: ignore[misc]
         assert s.esp.decrypt(packet) == ip4("203.0.113.10", "198.51.100.10")
-        _, back = s.esp.encrypt(ip4("198.51.100.10", "203.0.113.10"))  # type: ignore[misc]
+        _, back = s.esp.encrypt(ip4("198.51.100.10", "203.0.113.10"), 0.0)  # type: ignore[misc]
         assert peer.decrypt(back) == ip4("198.51.100.10", "203.0.113.10")
         seqs.add(int.from_bytes(back[4:8], "big"))
     assert len(seqs) == SERVERS  # each server its own slice of the sequence space
@@ -77,7 +77,7 @@ def test_sa_from_one_handshake_works_on_every_server(fleet: tuple[EmbeddedWriter
     i.take_rekey_child(sends(outs)[0])
     _sync(servers, publish(writer, key, "up", new))
     for s in servers:
-        used, _ = s.esp.encrypt(ip4("198.51.100.10", "203.0.113.10"))  # type: ignore[misc]
+        used, _ = s.esp.encrypt(ip4("198.51.100.10", "203.0.113.10"), 0.0)  # type: ignore[misc]
         assert used == new
     outs = r.receive(6, i.delete_child((up.child.spi_out).to_bytes(4, "big")), PEER, LOCAL)
     assert [o for o in outs if isinstance(o, ChildDown)]

@@ -111,7 +111,7 @@ class IpsecEndpoint:
                 inner = os.read(self.tun_fd, 65535)
             except BlockingIOError:
                 return
-            made = self.esp.encrypt(inner)
+            made = self.esp.encrypt(inner, time.time())
             if made is None:
                 continue
             child, packet = made

@@ -6,16 +6,18 @@ outputs.ChildSA`, from the local IKE responder or from the store), an inbound st
 number) chosen by the inner packet's destination against the SA's remote selectors.
 
 Outbound sequence numbers are partitioned between the servers that share an SA: with
-``servers`` = n and ``index`` = k, this server sends k + 1, k + 1 + n, k + 1 + 2n, ...
-so no two servers ever use the same number (and the GCM IV, which is the sequence
-number, never repeats under the key).  A peer's replay window sees the servers'
-streams interleaved; if one server sends much more than another, the slower one's
-numbers fall more than the window behind and are dropped (RFC 6311 §3 discusses the
-problem).  The docs say how the lab handles this (docs/ipsec.md).
+``servers`` = n and ``index`` = k, this server sends only numbers k + 1 + n*c, so no
+two servers ever use the same number (and the GCM IV, which is the sequence number,
+never repeats under the key).  The counter c is anchored to time: each packet takes
+c = max(previous c + 1, (now - SA created) * ``rate``).  A server that takes over an SA
+from another (the anycast route moved) therefore starts *ahead* of what the other one
+sent, as long as that one sent no faster than ``rate`` packets per second on average,
+and the peer's replay window accepts it at once.  When two servers send on one SA at
+the same time their numbers interleave only roughly, and the peer drops what falls more
+than its window behind (RFC 6311 §3 describes the problem; docs/ipsec.md says what the
+edge does about it).  Numbers never wrap: past 2**32 - 1 the packet is not sent and
+``exhausted`` counts it (the SA must be rekeyed before).
 
-Inbound, each server keeps its own replay window: a packet replayed to the *same*
-server is dropped and counted; a copy replayed to another site is not caught (the
-windows are not shared between servers, a limit the docs state).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class EspCounters:
     bad_icv: int = 0
     unknown_spi: int = 0
     no_sa: int = 0
-    selector_mismatch: int = 0
+    exhausted: int = 0
 
 
 @dataclass(slots=True)
@@ -51,28 +53,36 @@ class Outbound:
     child: ChildSA
     key: GcmKey
     ranges: list[tuple[int, int]]
-    next_seq: int
+    counter: int = -1
 
 
 def _ranges(child: ChildSA) -> list[tuple[int, int]]:
     return [(int.from_bytes(s.start, "big"), int.from_bytes(s.end, "big")) for s in child.ts_remote]
 
 
+RATE = 1000.0  # packets per second per SA that the time-anchored counter allows for
+
+
 class EspEndpoint:
-    def __init__(self, index: int = 0, servers: int = 1) -> None:
+    def __init__(self, index: int = 0, servers: int = 1, rate: float = RATE) -> None:
         if not 0 <= index < servers:
             raise ValueError(f"server index {index} of {servers}")
-        self.index, self.servers = index, servers
+        self.index, self.servers, self.rate = index, servers, rate
         self.inbound: dict[int, Inbound] = {}
         self.outbound: dict[int, Outbound] = {}  # by spi_in of the child
         self.counters = EspCounters()
 
     def install(self, child: ChildSA) -> None:
-        """Install (or replace) a Child SA; a rekeyed one's successor takes over sending."""
+        """Install a Child SA; a rekeyed one's successor takes over sending.  Installing
+        one that is already here (this server made it and the store brings it back)
+        keeps its replay window and counter."""
+        have = self.inbound.get(child.spi_in)
+        if have is not None and have.child == child:
+            return
         self.inbound[child.spi_in] = Inbound(child, GcmKey(child.key_in))
         if child.replaces is not None:
             self.outbound.pop(child.replaces, None)
-        self.outbound[child.spi_in] = Outbound(child, GcmKey(child.key_out), _ranges(child), self.index + 1)
+        self.outbound[child.spi_in] = Outbound(child, GcmKey(child.key_out), _ranges(child))
 
     def remove(self, spi_in: int) -> None:
         self.inbound.pop(spi_in, None)
@@ -112,13 +122,17 @@ class EspEndpoint:
                 return out
         return None
 
-    def encrypt(self, inner: bytes) -> tuple[ChildSA, bytes] | None:
-        """(the SA used, the ESP packet) for an inner packet, or None (no SA covers it)."""
+    def encrypt(self, inner: bytes, now: float) -> tuple[ChildSA, bytes] | None:
+        """(the SA used, the ESP packet) for an inner packet, or None (no SA covers it,
+        or its sequence numbers are used up)."""
         out = self.route(inner)
         if out is None:
             self.counters.no_sa += 1
             return None
-        seq = out.next_seq
-        out.next_seq += self.servers
+        out.counter = max(out.counter + 1, int((now - out.child.created) * self.rate))
+        seq = self.index + 1 + self.servers * out.counter
+        if seq > 0xFFFFFFFF:
+            self.counters.exhausted += 1
+            return None
         self.counters.encrypted += 1
         return out.child, seal(out.key, out.child.spi_out, seq, inner)
