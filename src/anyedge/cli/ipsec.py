@@ -13,12 +13,20 @@ import ipaddress
 import json
 import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InputError
 from .main import cli
+from .store import Address
+
+if TYPE_CHECKING:
+    from ..proto.ike import ChildSA
+    from ..transit.ipsec import IpsecEndpoint
 
 
 def _selectors(option: str, values: tuple[str, ...]) -> tuple:  # type: ignore[type-arg]
@@ -61,9 +69,18 @@ def ipsec() -> None:
 @click.option("--servers", default=1, show_default=True, type=click.IntRange(1),
               help="Servers sharing the SAs (outbound sequence numbers are partitioned).")
 @click.option("--cookie-threshold", default=64, show_default=True, type=click.IntRange(0))
+@click.option("--store", "store_addr", type=Address(),
+              help="The embedded store's writer (HOST:PORT): publish our SAs, install everyone's.")
+@click.option("--fleet-key-file", type=click.Path(path_type=Path),
+              help="File with the 32-byte fleet key (raw or 64 hex digits); needed with --store.")
 def serve(listen: str, psk_file: Path, local_id: str, local_ts: tuple[str, ...], remote_ts: tuple[str, ...],
-          tun: str, status: Path | None, server_index: int, servers: int, cookie_threshold: int) -> None:
-    """Answer IKEv2 and carry ESP until SIGTERM or SIGINT."""
+          tun: str, status: Path | None, server_index: int, servers: int, cookie_threshold: int,
+          store_addr: tuple[str, int] | None, fleet_key_file: Path | None) -> None:
+    """Answer IKEv2 and carry ESP until SIGTERM or SIGINT.
+
+    With --store, every Child SA negotiated here is written to the store (sealed with
+    the fleet key) and every SA in the store is installed here, so any server sharing
+    the anycast address carries any tunnel without a new IKE exchange."""
     import time
 
     from ..adapters.tuntap import open_tun
@@ -79,6 +96,11 @@ def serve(listen: str, psk_file: Path, local_id: str, local_ts: tuple[str, ...],
     if server_index >= servers:
         raise InputError.one("command line", "--server-index", f"{server_index} is not below --servers {servers}")
     key = _psk(psk_file)
+    fleet_key = None
+    if store_addr is not None:
+        if fleet_key_file is None:
+            raise InputError.one("command line", "--fleet-key-file", "is needed with --store")
+        fleet_key = _fleet_key(fleet_key_file)
     lts, rts = _selectors("--local-ts", local_ts), _selectors("--remote-ts", remote_ts)
     cfg = ResponderConfig({b"": key}, (ID_FQDN, local_id.encode()), lts, rts, cookie_threshold=cookie_threshold)
     fd = open_tun(tun)
@@ -90,10 +112,49 @@ def serve(listen: str, psk_file: Path, local_id: str, local_ts: tuple[str, ...],
         ep = IpsecEndpoint(Responder(cfg, time.time()), EspEndpoint(server_index, servers), listen, fd, status)
     except OSError as e:
         raise click.ClickException(f"cannot serve on {listen}: {e}") from None
-    signal.signal(signal.SIGTERM, lambda *_: ep.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: ep.stop.set())
+    closers = _attach_store(ep, store_addr, fleet_key) if store_addr is not None and fleet_key else []
+    signal.signal(signal.SIGTERM, lambda *_: ep.stopping())
+    signal.signal(signal.SIGINT, lambda *_: ep.stopping())
     click.echo(json.dumps({"ready": True, "listen": listen, "tun": tun}), nl=True)
-    import sys
-
     sys.stdout.flush()
-    ep.run()
+    try:
+        ep.run()
+    finally:
+        for close in closers:
+            close()
+
+
+def _attach_store(ep: IpsecEndpoint, addr: tuple[str, int], key: bytes) -> list[Callable[[], None]]:
+    from ..store import EmbeddedReplica
+    from ..store.embedded import RemoteWriter
+    from ..transit.ipsec_store import FleetKey, Publisher, SaInstaller
+
+    fleet = FleetKey(key)
+    publisher = Publisher(lambda: RemoteWriter(addr), fleet)
+    ep.on_child = publisher
+    replica = EmbeddedReplica(addr)
+
+    def install(child: ChildSA) -> None:
+        ep.submit(lambda: ep.install(child, "udp"))
+
+    def remove(spi: int) -> None:
+        ep.submit(lambda: ep.remove(spi))
+
+    installer = SaInstaller(replica, fleet, install, remove)
+    return [installer.close, replica.close, publisher.close]
+
+
+def _fleet_key(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError.one(path, "", f"cannot read the fleet key: {e.strerror}") from None
+    text = raw.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text.decode())
+        except (ValueError, UnicodeDecodeError):
+            pass
+    if len(raw) == 32:
+        return raw
+    raise InputError.one(path, "", "the fleet key must be 32 bytes, raw or as 64 hex digits")

@@ -14,8 +14,11 @@ The kernel here has no ESP, so a server carries a customer's IPsec tunnel itself
   is encrypted with the SA whose selectors cover its destination and sent the way the
   peer's last packet came (UDP 4500 when IKE or ESP used it, raw protocol 50 otherwise).
 
-One thread, one :mod:`selectors` loop; the responder's timer is run from it.  A status
-file (JSON: SAs, counters) is rewritten after every change, for tests and operators.
+One thread, one :mod:`selectors` loop; the responder's timer is run from it.  Work from
+other threads (SAs arriving from the store, :mod:`.ipsec_store`) is handed to the loop
+with :meth:`IpsecEndpoint.submit`, which wakes it through a socket pair.  A status file
+(JSON: SAs with when they were made and installed here, counters) is rewritten after
+changes, at most five times a second, for tests and operators.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -54,8 +58,25 @@ class IpsecEndpoint:
             self.raw.bind((listen, 0))
         self.paths: dict[int, tuple[str, tuple[str, int]]] = {}  # spi_in -> ("udp"|"raw", peer)
         self.ike_paths: dict[bytes, tuple[str, tuple[str, int]]] = {}  # IKE SPIs -> last path
+        self.installed_at: dict[int, float] = {}
         self.stop = threading.Event()
         self._dirty = True
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the loop's thread (from any thread)."""
+        self._jobs.append(job)
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def stopping(self) -> None:
+        """Ask the loop to end (from a signal handler or another thread)."""
+        self.stop.set()
+        self.submit(lambda: None)
 
     # --- IKE ------------------------------------------------------------------------
     def _ike(self, data: bytes, peer: tuple[str, int], port: int) -> None:
@@ -69,8 +90,7 @@ class IpsecEndpoint:
                     self.on_child("up", out.child)
             elif isinstance(out, ChildDown):
                 child = self.esp.inbound.get(out.spi_in)
-                self.esp.remove(out.spi_in)
-                self.paths.pop(out.spi_in, None)
+                self.remove(out.spi_in)
                 if self.on_child is not None and child is not None:
                     self.on_child("down", child.child)
             elif isinstance(out, IkeDown):
@@ -79,6 +99,10 @@ class IpsecEndpoint:
 
     def install(self, child: ChildSA, transport: str = "udp") -> None:
         """Install a Child SA (negotiated here or received from the store)."""
+        have = self.esp.inbound.get(child.spi_in)
+        if have is not None and have.child == child:
+            return
+        self.installed_at[child.spi_in] = time.time()
         self.esp.install(child)
         path = (transport, child.peer if transport == "udp" else (child.peer[0], 0))
         if child.replaces is not None and child.replaces in self.paths:
@@ -89,6 +113,7 @@ class IpsecEndpoint:
     def remove(self, spi_in: int) -> None:
         self.esp.remove(spi_in)
         self.paths.pop(spi_in, None)
+        self.installed_at.pop(spi_in, None)
         self._dirty = True
 
     # --- ESP ------------------------------------------------------------------------
@@ -133,6 +158,8 @@ class IpsecEndpoint:
             "esp": asdict(self.esp.counters),
             "half_open": self.responder.half_open,
             "children": sorted(self.esp.inbound),
+            "sas": {str(spi): {"created": sa.child.created, "installed": self.installed_at.get(spi)}
+                    for spi, sa in self.esp.inbound.items()},
             "established": sum(1 for s in self.responder.sas.values() if s.established),
         }
         tmp = self.status_path.with_suffix(".tmp")
@@ -144,6 +171,7 @@ class IpsecEndpoint:
         sel.register(self.ike, selectors.EVENT_READ, "ike")
         sel.register(self.natt, selectors.EVENT_READ, "natt")
         sel.register(self.tun_fd, selectors.EVENT_READ, "tun")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         if self.raw is not None:
             sel.register(self.raw, selectors.EVENT_READ, "raw")
         last = 0.0
@@ -154,6 +182,15 @@ class IpsecEndpoint:
                 for key, _ in sel.select(timeout):
                     if key.data == "tun":
                         self._tun_out()
+                        continue
+                    if key.data == "wake":
+                        while True:
+                            try:
+                                self._wake_r.recv(4096)
+                            except BlockingIOError:
+                                break
+                        while self._jobs:
+                            self._jobs.popleft()()
                         continue
                     sock: socket.socket = key.fileobj  # type: ignore[assignment]
                     data, addr = sock.recvfrom(65535)
@@ -174,6 +211,6 @@ class IpsecEndpoint:
                     self._dirty, last = False, time.monotonic()
         finally:
             sel.close()
-            for s in (self.ike, self.natt, self.raw):
+            for s in (self.ike, self.natt, self.raw, self._wake_r, self._wake_w):
                 if s is not None:
                     s.close()

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..proto.ike import ChildSA
-from ..store.api import Batch, Replica, Watch, Writer
+from ..store.api import Batch, Replica, StoreError, Watch, Writer
 
 PREFIX = "ipsec/sa/"
 NONCE_LEN = 12
@@ -66,6 +68,42 @@ def publish(writer: Writer, fleet: FleetKey, event: str, child: ChildSA) -> int:
     if event == "up":
         return writer.put(name, fleet.seal(name, child))
     return writer.delete(name)
+
+
+class Publisher:
+    """Writes SA records from a thread of its own, so that the packet loop never waits
+    on the store; reconnects (``connect``) and retries in order when a write fails."""
+
+    def __init__(self, connect: Callable[[], Writer], fleet: FleetKey) -> None:
+        self._connect, self.fleet = connect, fleet
+        self._queue: queue.Queue[tuple[str, ChildSA] | None] = queue.Queue()
+        self.published = 0
+        self._thread = threading.Thread(target=self._run, name="ipsec-publish", daemon=True)
+        self._thread.start()
+
+    def __call__(self, event: str, child: ChildSA) -> None:
+        self._queue.put((event, child))
+
+    def _run(self) -> None:
+        writer: Writer | None = None
+        item = self._queue.get()
+        while item is not None:
+            try:
+                writer = writer or self._connect()
+                publish(writer, self.fleet, *item)
+                self.published += 1
+                item = self._queue.get()
+            except (OSError, StoreError):
+                if writer is not None:
+                    writer.close()
+                writer = None
+                time.sleep(0.2)
+        if writer is not None:
+            writer.close()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(5)
 
 
 @dataclass(slots=True)
