@@ -211,3 +211,99 @@ def tcp_stream(server_ns: str, client_ns: str, server_ip: str, size: int = 1 << 
         sender.join(5)
     t.join(5)
     return data if bytes(got) == data else bytes(got)
+
+
+class AnycastIpsecLab(IpsecLab):
+    """Two edge servers holding the anycast address 192.0.2.1 behind a router, the store's
+    writer in a namespace of its own, and one host behind both edges (a bridge):
+
+        hostc -- cust 100.64.0.2 -- 100.64.0.1 router --+-- 100.64.1.2 edge1 (192.0.2.1) --+
+                                                          +-- 100.64.2.2 edge2 (192.0.2.1) --+-- br: hoste
+                                                          +-- 100.64.10.2 store             198.51.100.10
+
+    The router's route to 192.0.2.1 and the host's default route pick the serving edge:
+    :meth:`withdraw` moves both to edge2, as a withdrawn BGP announcement would."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.ns = {r: f"{self.prefix}{r}" for r in ("c", "hc", "r", "e1", "e2", "he", "st")}
+        self.ns["e"] = self.ns["e1"]
+        self.edge_pids: dict[str, int] = {}
+
+    def up(self) -> None:
+        n = self.ns
+        for role in ("c", "hc", "r", "e1", "e2", "he", "st"):
+            netns.add(n[role])
+        netns.veth(n["hc"], "eth0", n["c"], "lan")
+        netns.veth(n["c"], "wan", n["r"], "cust")
+        netns.veth(n["r"], "e1", n["e1"], "uplink")
+        netns.veth(n["r"], "e2", n["e2"], "uplink")
+        netns.veth(n["r"], "st", n["st"], "uplink")
+        netns.veth(n["e1"], "lan", n["he"], "e1")
+        netns.veth(n["e2"], "lan", n["he"], "e2")
+        netns.batch(n["hc"], ["addr add 203.0.113.10/24 dev eth0", "route add default via 203.0.113.1"])
+        netns.batch(n["c"], ["addr add 203.0.113.1/24 dev lan", "addr add 100.64.0.2/30 dev wan",
+                             "route add default via 100.64.0.1"])
+        netns.batch(n["r"], ["addr add 100.64.0.1/30 dev cust", "addr add 100.64.1.1/30 dev e1",
+                             "addr add 100.64.2.1/30 dev e2", "addr add 100.64.10.1/30 dev st",
+                             "route add 192.0.2.1/32 via 100.64.1.2"])
+        for k in (1, 2):
+            netns.batch(n[f"e{k}"], ["addr add 192.0.2.1/32 dev lo", f"addr add 100.64.{k}.2/30 dev uplink",
+                                     f"route add default via 100.64.{k}.1", f"addr add 198.51.100.{k}/24 dev lan"])
+        netns.batch(n["st"], ["addr add 100.64.10.2/30 dev uplink", "route add default via 100.64.10.1"])
+        netns.batch(n["he"], ["link add br0 type bridge", "link set br0 up", "link set e1 master br0",
+                              "link set e2 master br0", "addr add 198.51.100.10/24 dev br0",
+                              "route add default via 198.51.100.1"])
+        (self.dir / "psk").write_text(PSK)
+        (self.dir / "fleet.key").write_text(os.urandom(32).hex())
+        (self.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(dir=self.dir))
+        conf = SWANCTL_CONF.format(proposals=self.proposals, encap="yes", esp=self.esp, psk=PSK)
+        (self.dir / "swanctl.conf").write_text(conf.replace("local_addrs = 192.0.2.2", "local_addrs = 100.64.0.2"))
+        self._start_store()
+
+    def _start_store(self) -> None:
+        log = self.dir / "store.log"
+        pid = netns.spawn(self.ns["st"], [sys.executable, "-m", "anyedge", "store", "serve", "--db",
+                                           str(self.dir / "store.db"), "--listen", "100.64.10.2:7400"], log)
+        self.pids.append(pid)
+        self._wait_line(log, '"store_id"', pid, "anyedge store serve")
+
+    def _wait_line(self, log: Path, text: str, pid: int, what: str) -> None:
+        end = time.monotonic() + 20
+        while not log.exists() or text not in log.read_text():
+            if time.monotonic() > end or not netns.alive(pid):
+                raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:] if log.exists() else ''}")
+            time.sleep(0.05)
+
+    def start_edges(self) -> None:
+        for k in (1, 2):
+            log = self.dir / f"edge{k}.log"
+            pid = netns.spawn(self.ns[f"e{k}"], [
+                sys.executable, "-m", "anyedge", "ipsec", "serve", "--listen", "192.0.2.1",
+                "--psk-file", str(self.dir / "psk"), "--id", "edge.example",
+                "--local-ts", "198.51.100.0/24", "--remote-ts", "203.0.113.0/24", "--tun", "aeipt0",
+                "--status", str(self.dir / f"edge{k}.json"), "--server-index", str(k - 1), "--servers", "2",
+                "--store", "100.64.10.2:7400", "--fleet-key-file", str(self.dir / "fleet.key")], log)
+            self.pids.append(pid)
+            self.edge_pids[f"e{k}"] = pid
+            self._wait_line(log, '"ready"', pid, f"edge {k}")
+
+    def status_of(self, edge: str) -> dict:  # type: ignore[type-arg]
+        path = self.dir / f"edge{edge[-1]}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def wait_edge(self, edge: str, pred, timeout: float = 10.0) -> dict:  # type: ignore[no-untyped-def,type-arg]
+        end = time.monotonic() + timeout
+        while True:
+            st = self.status_of(edge)
+            if st and pred(st):
+                return st
+            if time.monotonic() > end:
+                raise AssertionError(f"{edge} status never matched: {st}")
+            time.sleep(0.05)
+
+    def withdraw_edge1(self) -> None:
+        """edge1's site goes dark: its process ends, the routes move to edge2."""
+        netns.stop([self.edge_pids["e1"]])
+        netns.batch(self.ns["r"], ["route replace 192.0.2.1/32 via 100.64.2.2"])
+        netns.batch(self.ns["he"], ["route replace default via 198.51.100.2"])
