@@ -2,7 +2,8 @@
 customer's initiator in one namespace, ``anyedge ipsec serve`` in another, and a host
 behind each side.
 
-    hostc 203.0.113.10 -- 203.0.113.1 cust 192.0.2.2 -- 192.0.2.1 edge 198.51.100.1 -- 198.51.100.10 hoste
+    hostc 203.0.113.10 -- 203.0.113.1 cust 192.0.2.2
+      -- 192.0.2.1 edge 198.51.100.1 -- 198.51.100.10 hoste
 
 Namespaces are ``aeip<pid><role>``; charon runs with its own strongswan.conf
 (STRONGSWAN_CONF), its own vici socket in the lab directory and a private /run (its pid
@@ -84,12 +85,23 @@ secrets {{
 
 
 class IpsecLab:
-    def __init__(self, root: Path, encap: bool = True, proposals: str = "aes256gcm16-prfsha256-ecp256",
-                 esp: str = "aes256gcm16", customer_psk: str = PSK) -> None:
+    def __init__(
+        self,
+        root: Path,
+        encap: bool = True,
+        proposals: str = "aes256gcm16-prfsha256-ecp256",
+        esp: str = "aes256gcm16",
+        customer_psk: str = PSK,
+    ) -> None:
         self.dir = root
         self.prefix = f"aeip{os.getpid()}"
         self.ns = {r: f"{self.prefix}{r}" for r in ("c", "hc", "e", "he")}
-        self.encap, self.proposals, self.esp, self.customer_psk = encap, proposals, esp, customer_psk
+        self.encap, self.proposals, self.esp, self.customer_psk = (
+            encap,
+            proposals,
+            esp,
+            customer_psk,
+        )
         self.pids: list[int] = []
         self.vici = f"unix://{root}/charon.vici"
         self.status = root / "edge-status.json"
@@ -104,18 +116,48 @@ class IpsecLab:
         netns.batch(hc, ["addr add 203.0.113.10/24 dev eth0", "route add default via 203.0.113.1"])
         netns.batch(c, ["addr add 203.0.113.1/24 dev lan", "addr add 192.0.2.2/24 dev wan"])
         netns.batch(e, ["addr add 192.0.2.1/24 dev wan", "addr add 198.51.100.1/24 dev lan"])
-        netns.batch(he, ["addr add 198.51.100.10/24 dev eth0", "route add default via 198.51.100.1"])
+        netns.batch(
+            he, ["addr add 198.51.100.10/24 dev eth0", "route add default via 198.51.100.1"]
+        )
         (self.dir / "psk").write_text(PSK)
         (self.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(dir=self.dir))
-        (self.dir / "swanctl.conf").write_text(SWANCTL_CONF.format(
-            proposals=self.proposals, encap="yes" if self.encap else "no", esp=self.esp, psk=self.customer_psk))
+        (self.dir / "swanctl.conf").write_text(
+            SWANCTL_CONF.format(
+                proposals=self.proposals,
+                encap="yes" if self.encap else "no",
+                esp=self.esp,
+                psk=self.customer_psk,
+            )
+        )
 
     def start_edge(self, *extra: str) -> int:
         log = self.dir / "edge.log"
-        pid = netns.spawn(self.ns["e"], [sys.executable, "-m", "anyedge", "ipsec", "serve", "--listen", "192.0.2.1",
-                                          "--psk-file", str(self.dir / "psk"), "--id", "edge.example",
-                                          "--local-ts", "198.51.100.0/24", "--remote-ts", "203.0.113.0/24",
-                                          "--tun", "aeipt0", "--status", str(self.status), *extra], log)
+        pid = netns.spawn(
+            self.ns["e"],
+            [
+                sys.executable,
+                "-m",
+                "anyedge",
+                "ipsec",
+                "serve",
+                "--listen",
+                "192.0.2.1",
+                "--psk-file",
+                str(self.dir / "psk"),
+                "--id",
+                "edge.example",
+                "--local-ts",
+                "198.51.100.0/24",
+                "--remote-ts",
+                "203.0.113.0/24",
+                "--tun",
+                "aeipt0",
+                "--status",
+                str(self.status),
+                *extra,
+            ],
+            log,
+        )
         self.pids.append(pid)
         end = time.monotonic() + 20
         while '"ready"' not in log.read_text():
@@ -127,8 +169,12 @@ class IpsecLab:
     def start_charon(self) -> int:
         log = self.dir / "charon.out"
         shell = f"mount -t tmpfs tmpfs /run && exec {CHARON}"
-        pid = netns.spawn(self.ns["c"], ["unshare", "-m", "--propagation", "private", "sh", "-c", shell], log,
-                          env={"STRONGSWAN_CONF": str(self.dir / "strongswan.conf")})
+        pid = netns.spawn(
+            self.ns["c"],
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", shell],
+            log,
+            env={"STRONGSWAN_CONF": str(self.dir / "strongswan.conf")},
+        )
         self.pids.append(pid)
         end = time.monotonic() + 20
         while not (self.dir / "charon.vici").exists():
@@ -139,8 +185,13 @@ class IpsecLab:
         return pid
 
     def swanctl(self, *args: str, timeout: float = 30) -> str:
-        p = subprocess.run(["swanctl", *args, "--uri", self.vici], capture_output=True, text=True,
-                           timeout=timeout, check=False)
+        p = subprocess.run(
+            ["swanctl", *args, "--uri", self.vici],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if p.returncode != 0:
             raise RuntimeError(f"swanctl {' '.join(args)}: {p.stdout}{p.stderr}")
         return p.stdout
@@ -204,7 +255,9 @@ def tcp_stream(server_ns: str, client_ns: str, server_ip: str, size: int = 1 << 
     with c, lsock:
         c.settimeout(20)
         c.connect((server_ip, port))
-        sender = threading.Thread(target=lambda: (c.sendall(data), c.shutdown(socket.SHUT_WR)), daemon=True)
+        sender = threading.Thread(
+            target=lambda: (c.sendall(data), c.shutdown(socket.SHUT_WR)), daemon=True
+        )
         sender.start()
         while chunk := c.recv(65536):
             got += chunk
@@ -217,9 +270,9 @@ class AnycastIpsecLab(IpsecLab):
     """Two edge servers holding the anycast address 192.0.2.1 behind a router, the store's
     writer in a namespace of its own, and one host behind both edges (a bridge):
 
-        hostc -- cust 100.64.0.2 -- 100.64.0.1 router --+-- 100.64.1.2 edge1 (192.0.2.1) --+
-                                                          +-- 100.64.2.2 edge2 (192.0.2.1) --+-- br: hoste
-                                                          +-- 100.64.10.2 store             198.51.100.10
+        hostc -- cust 100.64.0.2 -- 100.64.0.1 router -+- 100.64.1.2 edge1 (192.0.2.1) -+
+                                                        +- 100.64.2.2 edge2 (192.0.2.1) -+- hoste
+                                                        +- 100.64.10.2 store    198.51.100.10 (br0)
 
     The router's route to 192.0.2.1 and the host's default route pick the serving edge:
     :meth:`withdraw` moves both to edge2, as a withdrawn BGP announcement would."""
@@ -241,30 +294,77 @@ class AnycastIpsecLab(IpsecLab):
         netns.veth(n["r"], "st", n["st"], "uplink")
         netns.veth(n["e1"], "lan", n["he"], "e1")
         netns.veth(n["e2"], "lan", n["he"], "e2")
-        netns.batch(n["hc"], ["addr add 203.0.113.10/24 dev eth0", "route add default via 203.0.113.1"])
-        netns.batch(n["c"], ["addr add 203.0.113.1/24 dev lan", "addr add 100.64.0.2/30 dev wan",
-                             "route add default via 100.64.0.1"])
-        netns.batch(n["r"], ["addr add 100.64.0.1/30 dev cust", "addr add 100.64.1.1/30 dev e1",
-                             "addr add 100.64.2.1/30 dev e2", "addr add 100.64.10.1/30 dev st",
-                             "route add 192.0.2.1/32 via 100.64.1.2"])
+        netns.batch(
+            n["hc"], ["addr add 203.0.113.10/24 dev eth0", "route add default via 203.0.113.1"]
+        )
+        netns.batch(
+            n["c"],
+            [
+                "addr add 203.0.113.1/24 dev lan",
+                "addr add 100.64.0.2/30 dev wan",
+                "route add default via 100.64.0.1",
+            ],
+        )
+        netns.batch(
+            n["r"],
+            [
+                "addr add 100.64.0.1/30 dev cust",
+                "addr add 100.64.1.1/30 dev e1",
+                "addr add 100.64.2.1/30 dev e2",
+                "addr add 100.64.10.1/30 dev st",
+                "route add 192.0.2.1/32 via 100.64.1.2",
+            ],
+        )
         for k in (1, 2):
-            netns.batch(n[f"e{k}"], ["addr add 192.0.2.1/32 dev lo", f"addr add 100.64.{k}.2/30 dev uplink",
-                                     f"route add default via 100.64.{k}.1", f"addr add 198.51.100.{k}/24 dev lan"])
-        netns.batch(n["st"], ["addr add 100.64.10.2/30 dev uplink", "route add default via 100.64.10.1"])
-        netns.batch(n["he"], ["link add br0 type bridge", "link set br0 up", "link set e1 master br0",
-                              "link set e2 master br0", "addr add 198.51.100.10/24 dev br0",
-                              "route add default via 198.51.100.1"])
+            netns.batch(
+                n[f"e{k}"],
+                [
+                    "addr add 192.0.2.1/32 dev lo",
+                    f"addr add 100.64.{k}.2/30 dev uplink",
+                    f"route add default via 100.64.{k}.1",
+                    f"addr add 198.51.100.{k}/24 dev lan",
+                ],
+            )
+        netns.batch(
+            n["st"], ["addr add 100.64.10.2/30 dev uplink", "route add default via 100.64.10.1"]
+        )
+        netns.batch(
+            n["he"],
+            [
+                "link add br0 type bridge",
+                "link set br0 up",
+                "link set e1 master br0",
+                "link set e2 master br0",
+                "addr add 198.51.100.10/24 dev br0",
+                "route add default via 198.51.100.1",
+            ],
+        )
         (self.dir / "psk").write_text(PSK)
         (self.dir / "fleet.key").write_text(os.urandom(32).hex())
         (self.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(dir=self.dir))
         conf = SWANCTL_CONF.format(proposals=self.proposals, encap="yes", esp=self.esp, psk=PSK)
-        (self.dir / "swanctl.conf").write_text(conf.replace("local_addrs = 192.0.2.2", "local_addrs = 100.64.0.2"))
+        (self.dir / "swanctl.conf").write_text(
+            conf.replace("local_addrs = 192.0.2.2", "local_addrs = 100.64.0.2")
+        )
         self._start_store()
 
     def _start_store(self) -> None:
         log = self.dir / "store.log"
-        pid = netns.spawn(self.ns["st"], [sys.executable, "-m", "anyedge", "store", "serve", "--db",
-                                           str(self.dir / "store.db"), "--listen", "100.64.10.2:7400"], log)
+        pid = netns.spawn(
+            self.ns["st"],
+            [
+                sys.executable,
+                "-m",
+                "anyedge",
+                "store",
+                "serve",
+                "--db",
+                str(self.dir / "store.db"),
+                "--listen",
+                "100.64.10.2:7400",
+            ],
+            log,
+        )
         self.pids.append(pid)
         self._wait_line(log, '"store_id"', pid, "anyedge store serve")
 
@@ -272,18 +372,47 @@ class AnycastIpsecLab(IpsecLab):
         end = time.monotonic() + 20
         while not log.exists() or text not in log.read_text():
             if time.monotonic() > end or not netns.alive(pid):
-                raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:] if log.exists() else ''}")
+                raise RuntimeError(
+                    f"{what} did not start: {log.read_text()[-2000:] if log.exists() else ''}"
+                )
             time.sleep(0.05)
 
     def start_edges(self) -> None:
         for k in (1, 2):
             log = self.dir / f"edge{k}.log"
-            pid = netns.spawn(self.ns[f"e{k}"], [
-                sys.executable, "-m", "anyedge", "ipsec", "serve", "--listen", "192.0.2.1",
-                "--psk-file", str(self.dir / "psk"), "--id", "edge.example",
-                "--local-ts", "198.51.100.0/24", "--remote-ts", "203.0.113.0/24", "--tun", "aeipt0",
-                "--status", str(self.dir / f"edge{k}.json"), "--server-index", str(k - 1), "--servers", "2",
-                "--store", "100.64.10.2:7400", "--fleet-key-file", str(self.dir / "fleet.key")], log)
+            pid = netns.spawn(
+                self.ns[f"e{k}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "anyedge",
+                    "ipsec",
+                    "serve",
+                    "--listen",
+                    "192.0.2.1",
+                    "--psk-file",
+                    str(self.dir / "psk"),
+                    "--id",
+                    "edge.example",
+                    "--local-ts",
+                    "198.51.100.0/24",
+                    "--remote-ts",
+                    "203.0.113.0/24",
+                    "--tun",
+                    "aeipt0",
+                    "--status",
+                    str(self.dir / f"edge{k}.json"),
+                    "--server-index",
+                    str(k - 1),
+                    "--servers",
+                    "2",
+                    "--store",
+                    "100.64.10.2:7400",
+                    "--fleet-key-file",
+                    str(self.dir / "fleet.key"),
+                ],
+                log,
+            )
             self.pids.append(pid)
             self.edge_pids[f"e{k}"] = pid
             self._wait_line(log, '"ready"', pid, f"edge {k}")

@@ -11,7 +11,15 @@ import struct
 
 import pytest
 
-from anyedge.proto.ike import ChildDown, ChildUp, IkeDown, Responder, ResponderConfig, Selector, Send
+from anyedge.proto.ike import (
+    ChildDown,
+    ChildUp,
+    IkeDown,
+    Responder,
+    ResponderConfig,
+    Selector,
+    Send,
+)
 from anyedge.proto.ike import codec as c
 from anyedge.proto.ike.crypto import prf_plus, rekey_skeyseed, skeyseed
 from anyedge.proto.ike.initiator import Initiator, ike_proposal, spi_bytes
@@ -26,12 +34,24 @@ def sel(cidr: str) -> Selector:
 
 
 def config(**kw: object) -> ResponderConfig:
-    return ResponderConfig({b"": PSK}, (c.ID_FQDN, b"edge.example"), (sel("198.51.100.0/24"),),
-                           (sel("203.0.113.0/24"),), **kw)  # type: ignore[arg-type]
+    return ResponderConfig(
+        {b"": PSK},
+        (c.ID_FQDN, b"edge.example"),
+        (sel("198.51.100.0/24"),),
+        (sel("203.0.113.0/24"),),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def initiator(group: int = 19, key_bits: int = 256, psk: bytes = PSK) -> Initiator:
-    return Initiator(psk, b"customer.example", (sel("203.0.113.0/24"),), (sel("198.51.100.0/24"),), group, key_bits)
+    return Initiator(
+        psk,
+        b"customer.example",
+        (sel("203.0.113.0/24"),),
+        (sel("198.51.100.0/24"),),
+        group,
+        key_bits,
+    )
 
 
 def sends(outs: list) -> list[bytes]:  # type: ignore[type-arg]
@@ -54,17 +74,32 @@ def handshake(r: Responder, i: Initiator, now: float = 0.0) -> tuple[c.Message, 
 CAVP = {
     "gir": "4b2c1f971981a8ad8d0abeafabf38cf75fc8349c148142465ed9c8b516b8be52",
     "gir_new": "863f3c9d06efd39d2b907b97f8699e5dd5251ef64a2a176f36ee40c87d4f9330",
-    "ni": "32b50d5f4a3763f3", "nr": "9206a04b26564cb1", "spii": "34c9e7c188868785", "spir": "3ff77d760d2b2199",
+    "ni": "32b50d5f4a3763f3",
+    "nr": "9206a04b26564cb1",
+    "spii": "34c9e7c188868785",
+    "spir": "3ff77d760d2b2199",
     "skeyseed": "a9a7b222b59f8f48645f28a1db5b5f5d7479cba7",
-    "dkm": "a14293677cc80ff8f9cc0eee30d895da9d8f405666e30ef0dfcb63c634a46002a2a63080e514a062768b76606f9fa5e992204fc5"
-           "a670bde3f10d6b027113936a5c55b648a194ae587b0088d52204b702c979fa280870d2ed41efa9c549fd11198af1670b143d384b"
-           "d275c5f594cf266b05ebadca855e4249520a441a81157435a7a56cc4",
-    "dkm_child": "8059e3ee8810e6c3a91bc8bcd2a7a41151b8d0e6ae239c7b38093ad85ef4c5811a8e7b5d1cdabd9560b2d5e092d1f24e2d"
-                 "4b85eccdf0ad0dc9abd94b51ee71814ca6dbc8bb51b6309f5b9545c7eb35cf5580b1e521a8fe20754a2d883ba0c2cf285f5"
-                 "24aea6545b33106bc03e614296d319d41d4b50b3f510b1c0a22f3e664994d234cb4",
-    "dkm_child_dh": "bb43244c1860ad65ee1e211ffe8bb3661750c8f89cb9f547df7f4fa61d37301628190e38c66232eab4b3ab14c400a51"
-                    "97dd3730ed4820a8a10394d51e1c0400052f63ebd36b0e7ef53aaed31eba4a5080d7d4b5666023a8bbb5ffb7857240f9a"
-                    "05884d1b7d2f933708450b7b3288f1fc863ab49fa901227cffc06e27899c7054d56fd74c",
+    "dkm": (
+        "a14293677cc80ff8f9cc0eee30d895da9d8f405666e30ef0dfcb63c634a46002"
+        "a2a63080e514a062768b76606f9fa5e992204fc5a670bde3f10d6b027113936a"
+        "5c55b648a194ae587b0088d52204b702c979fa280870d2ed41efa9c549fd1119"
+        "8af1670b143d384bd275c5f594cf266b05ebadca855e4249520a441a81157435"
+        "a7a56cc4"
+    ),
+    "dkm_child": (
+        "8059e3ee8810e6c3a91bc8bcd2a7a41151b8d0e6ae239c7b38093ad85ef4c581"
+        "1a8e7b5d1cdabd9560b2d5e092d1f24e2d4b85eccdf0ad0dc9abd94b51ee7181"
+        "4ca6dbc8bb51b6309f5b9545c7eb35cf5580b1e521a8fe20754a2d883ba0c2cf"
+        "285f524aea6545b33106bc03e614296d319d41d4b50b3f510b1c0a22f3e66499"
+        "4d234cb4"
+    ),
+    "dkm_child_dh": (
+        "bb43244c1860ad65ee1e211ffe8bb3661750c8f89cb9f547df7f4fa61d373016"
+        "28190e38c66232eab4b3ab14c400a5197dd3730ed4820a8a10394d51e1c04000"
+        "52f63ebd36b0e7ef53aaed31eba4a5080d7d4b5666023a8bbb5ffb7857240f9a"
+        "05884d1b7d2f933708450b7b3288f1fc863ab49fa901227cffc06e27899c7054"
+        "d56fd74c"
+    ),
     "skeyseed_rekey": "63e81194946ebd05df7df5ebf5d8750056bf1f1d",
 }
 
@@ -86,14 +121,21 @@ def test_handshake_child_keys_agree(group: int, key_bits: int) -> None:
     r = Responder(config(), 0.0)
     i = initiator(group, key_bits)
     m, up = handshake(r, i)
-    assert [type(p).__name__ for p in m.payloads] == ["Identification", "Auth", "SA", "TrafficSelectors",
-                                                      "TrafficSelectors"]
+    assert [type(p).__name__ for p in m.payloads] == [
+        "Identification",
+        "Auth",
+        "SA",
+        "TrafficSelectors",
+        "TrafficSelectors",
+    ]
     spi, k_ir, k_ri = i.child_keys(m)
     assert (spi, k_ir, k_ri) == (up.child.spi_in, up.child.key_in, up.child.key_out)
     assert len(k_ir) == key_bits // 8 + 4
     assert up.child.spi_out == int.from_bytes(i.child_spi, "big")
-    assert up.child.ts_remote == (sel("203.0.113.0/24"),) and up.child.ts_local == (sel("198.51.100.0/24"),)
-    assert r.counters.established == 1 and r.half_open == 0
+    assert up.child.ts_remote == (sel("203.0.113.0/24"),)
+    assert up.child.ts_local == (sel("198.51.100.0/24"),)
+    assert r.counters.established == 1
+    assert r.half_open == 0
 
 
 def test_wrong_psk_gets_authentication_failed_and_no_sa() -> None:
@@ -104,7 +146,8 @@ def test_wrong_psk_gets_authentication_failed_and_no_sa() -> None:
     assert not [o for o in outs if isinstance(o, ChildUp)]
     m = i.open(sends(outs)[0])
     assert [(type(p), p.type) for p in m.payloads] == [(c.Notify, c.AUTHENTICATION_FAILED)]
-    assert r.counters.auth_failed == 1 and r.sas == {}
+    assert r.counters.auth_failed == 1
+    assert r.sas == {}
 
 
 def test_flood_of_sa_init_is_answered_with_cookies() -> None:
@@ -113,8 +156,10 @@ def test_flood_of_sa_init_is_answered_with_cookies() -> None:
     answers = [c.decode_message(sends(r.receive(0, i.sa_init(), PEER, LOCAL))[0]) for i in flood]
     assert all(m.find(c.KE) for m in answers[:4])
     for m in answers[4:]:
-        assert m.spi_r == bytes(8) and [p.type for p in m.payloads] == [c.COOKIE]  # type: ignore[attr-defined]
-    assert r.half_open == 4 and r.counters.cookies_sent == 6
+        assert m.spi_r == bytes(8)
+        assert [p.type for p in m.payloads] == [c.COOKIE]
+    assert r.half_open == 4
+    assert r.counters.cookies_sent == 6
     # the initiator that returns the cookie gets its SA; a made-up cookie gets another cookie
     late = flood[7]
     late.take_sa_init(sends(r.receive(0, late.sa_init(), PEER, LOCAL))[0])
@@ -123,7 +168,9 @@ def test_flood_of_sa_init_is_answered_with_cookies() -> None:
     assert late.spi_r != bytes(8)
     forger = flood[8]
     forger.cookie = b"\x00" + bytes(32)
-    assert c.decode_message(sends(r.receive(0, forger.sa_init(), PEER, LOCAL))[0]).find(c.Notify, c.COOKIE)
+    assert c.decode_message(sends(r.receive(0, forger.sa_init(), PEER, LOCAL))[0]).find(
+        c.Notify, c.COOKIE
+    )
     assert r.receive(0, late.auth(), PEER, LOCAL)  # it completes
     # half-open SAs expire; then no cookie is needed
     assert r.next_deadline() == 30
@@ -143,19 +190,41 @@ def test_ke_of_another_group_gets_invalid_ke_payload() -> None:
 def test_unacceptable_proposal_gets_no_proposal_chosen() -> None:
     r = Responder(config(), 0.0)
     i = initiator()
-    cbc = c.Proposal(1, c.PROTO_IKE, b"", (c.Transform(c.T_ENCR, 12, 256), c.Transform(c.T_PRF, 5),
-                                           c.Transform(c.T_INTEG, 12), c.Transform(c.T_DH, 19)))
-    msg = c.Message(i.spi_i, bytes(8), c.IKE_SA_INIT, c.FLAG_INITIATOR, 0,
-                    [c.SA((cbc,)), c.KE(19, i.dh.public), c.Nonce(i.ni)])
+    cbc = c.Proposal(
+        1,
+        c.PROTO_IKE,
+        b"",
+        (
+            c.Transform(c.T_ENCR, 12, 256),
+            c.Transform(c.T_PRF, 5),
+            c.Transform(c.T_INTEG, 12),
+            c.Transform(c.T_DH, 19),
+        ),
+    )
+    msg = c.Message(
+        i.spi_i,
+        bytes(8),
+        c.IKE_SA_INIT,
+        c.FLAG_INITIATOR,
+        0,
+        [c.SA((cbc,)), c.KE(19, i.dh.public), c.Nonce(i.ni)],
+    )
     m = c.decode_message(sends(r.receive(0, c.encode_message(msg), PEER, LOCAL))[0])
-    assert m.find(c.Notify, c.NO_PROPOSAL_CHOSEN) and r.counters.no_proposal == 1
+    assert m.find(c.Notify, c.NO_PROPOSAL_CHOSEN)
+    assert r.counters.no_proposal == 1
 
 
 def test_critical_unknown_payload_is_refused() -> None:
     r = Responder(config(), 0.0)
     i = initiator()
-    msg = c.Message(i.spi_i, bytes(8), c.IKE_SA_INIT, c.FLAG_INITIATOR, 0,
-                    [c.SA((ike_proposal(),)), c.KE(19, i.dh.public), c.Nonce(i.ni), c.Unknown(200, b"x", True)])
+    msg = c.Message(
+        i.spi_i,
+        bytes(8),
+        c.IKE_SA_INIT,
+        c.FLAG_INITIATOR,
+        0,
+        [c.SA((ike_proposal(),)), c.KE(19, i.dh.public), c.Nonce(i.ni), c.Unknown(200, b"x", True)],
+    )
     m = c.decode_message(sends(r.receive(0, c.encode_message(msg), PEER, LOCAL))[0])
     assert m.find(c.Notify, c.UNSUPPORTED_CRITICAL_PAYLOAD)
 
@@ -164,12 +233,14 @@ def test_selectors_are_narrowed_or_refused() -> None:
     r = Responder(config(), 0.0)
     wide = Initiator(PSK, b"c", (sel("0.0.0.0/0"),), (sel("198.51.100.128/25"),))
     _, up = handshake(r, wide)
-    assert up.child.ts_remote == (sel("203.0.113.0/24"),) and up.child.ts_local == (sel("198.51.100.128/25"),)
+    assert up.child.ts_remote == (sel("203.0.113.0/24"),)
+    assert up.child.ts_local == (sel("198.51.100.128/25"),)
     other = Initiator(PSK, b"c", (sel("100.64.0.0/10"),), (sel("198.51.100.0/24"),))
     other.take_sa_init(sends(r.receive(0, other.sa_init(), PEER, LOCAL))[0])
     outs = r.receive(0, other.auth(), PEER, LOCAL)
     m = other.open(sends(outs)[0])
-    assert m.find(c.Notify, c.TS_UNACCEPTABLE) and not [o for o in outs if isinstance(o, ChildUp)]
+    assert m.find(c.Notify, c.TS_UNACCEPTABLE)
+    assert not [o for o in outs if isinstance(o, ChildUp)]
     assert m.find(c.Auth)  # the IKE SA itself is up (RFC 7296 §1.2)
 
 
@@ -183,7 +254,8 @@ def test_retransmitted_requests_get_the_same_response() -> None:
     auth = i.auth()
     a1 = sends(r.receive(1, auth, PEER, LOCAL))
     assert sends(r.receive(1.5, auth, PEER, LOCAL)) == a1
-    assert r.counters.retransmits == 2 and r.counters.established == 1
+    assert r.counters.retransmits == 2
+    assert r.counters.established == 1
 
 
 @pytest.mark.parametrize("pfs", [False, True])
@@ -199,7 +271,9 @@ def test_child_rekey_then_delete_of_the_old_one(pfs: bool) -> None:
     assert (spi, k_ir, k_ri) == (new.child.spi_in, new.child.key_in, new.child.key_out)
     assert k_ir != up.child.key_in
     outs = r.receive(6, i.delete_child(old_out), PEER, LOCAL)
-    assert [o for o in outs if isinstance(o, ChildDown)] == [ChildDown(up.child.spi_in, up.child.spi_out)]
+    assert [o for o in outs if isinstance(o, ChildDown)] == [
+        ChildDown(up.child.spi_in, up.child.spi_out)
+    ]
     m = i.open(sends(outs)[0])
     assert m.find(c.Delete)[0].spis == (spi_bytes(up.child.spi_in),)
     # a rekey of an SA that is gone
@@ -221,7 +295,8 @@ def test_ike_rekey_moves_children_and_the_old_sa_is_deleted() -> None:
     i.spi_i, i.spi_r, i.sk_ei, i.sk_er, i.mid = new_ids
     assert i.open(sends(r.receive(7, i.informational([]), PEER, LOCAL))[0]).payloads == []
     outs = r.receive(8, i.informational([c.Delete(c.PROTO_IKE)]), PEER, LOCAL)
-    assert ChildDown(up.child.spi_in, up.child.spi_out) in outs and r.sas == {}
+    assert ChildDown(up.child.spi_in, up.child.spi_out) in outs
+    assert r.sas == {}
 
 
 def test_liveness_check_is_answered_and_message_ids_are_enforced() -> None:
@@ -229,7 +304,9 @@ def test_liveness_check_is_answered_and_message_ids_are_enforced() -> None:
     i = initiator()
     handshake(r, i)
     assert i.open(sends(r.receive(1, i.informational([]), PEER, LOCAL))[0]).payloads == []
-    assert r.receive(2, i._request(c.INFORMATIONAL, [], mid=9), PEER, LOCAL) == []  # out of window: dropped
+    assert (
+        r.receive(2, i._request(c.INFORMATIONAL, [], mid=9), PEER, LOCAL) == []
+    )  # out of window: dropped
 
 
 def test_malformed_and_forged_messages_are_dropped_and_counted() -> None:
@@ -250,7 +327,12 @@ def test_fuzz_responder_never_raises() -> None:
     r = Responder(config(cookie_threshold=1000), 0.0)
     i = initiator()
     handshake(r, i)
-    seeds = [initiator().sa_init(), i.informational([]), i.delete_child(i.child_spi), i.rekey_child(i.child_spi)]
+    seeds = [
+        initiator().sa_init(),
+        i.informational([]),
+        i.delete_child(i.child_spi),
+        i.rekey_child(i.child_spi),
+    ]
     for n in range(5000):
         b = bytearray(rng.choice(seeds))
         for _ in range(rng.randrange(1, 3)):

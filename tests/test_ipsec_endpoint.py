@@ -23,7 +23,6 @@ from anyedge.lab.verfploeter import echo_request, parse_reply
 from anyedge.proto.esp import EspEndpoint
 from anyedge.proto.ike import ChildSA, Responder
 from anyedge.transit.ipsec import IpsecEndpoint
-
 from edge_packets import ipv4
 from test_ike_responder import config, initiator, sel
 
@@ -92,7 +91,7 @@ def test_raw_esp_round_trip_and_replay(edge: tuple[str, str, IpsecEndpoint]) -> 
             got = _recv(raw, 1.0)
             if got is None:
                 continue
-            esp = got[(got[0] & 0x0F) * 4:]
+            esp = got[(got[0] & 0x0F) * 4 :]
             if esp[:4] == i.child_spi:
                 reply, _ = open_packet(GcmKey(k_ri), esp)
         assert reply is not None, "no ESP reply over protocol 50"
@@ -103,6 +102,8 @@ def test_raw_esp_round_trip_and_replay(edge: tuple[str, str, IpsecEndpoint]) -> 
         deadline = time.monotonic() + 5
         while ep.esp.counters.replayed < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert ep.esp.counters.replayed == 1 and ep.esp.counters.decrypted == 1
+    assert ep.esp.counters.replayed == 1
+    assert ep.esp.counters.decrypted == 1
     (child,) = [sa.child for sa in ep.esp.inbound.values()]
-    assert isinstance(child, ChildSA) and ep.paths[child.spi_in][0] == "raw"
+    assert isinstance(child, ChildSA)
+    assert ep.paths[child.spi_in][0] == "raw"

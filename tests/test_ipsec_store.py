@@ -15,7 +15,6 @@ from anyedge.proto.esp import EspEndpoint
 from anyedge.proto.ike import ChildDown, ChildSA, ChildUp, Responder
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit.ipsec_store import PREFIX, FleetKey, SaInstaller, publish, sa_key
-
 from test_esp import ip4, mirror
 from test_ike_responder import LOCAL, PEER, config, handshake, initiator, sends
 
@@ -51,7 +50,9 @@ def _sync(servers: list[Server], seq: int) -> None:
         assert s.installer.wait(seq, timeout=5)
 
 
-def test_sa_from_one_handshake_works_on_every_server(fleet: tuple[EmbeddedWriter, FleetKey, list[Server]]) -> None:
+def test_sa_from_one_handshake_works_on_every_server(
+    fleet: tuple[EmbeddedWriter, FleetKey, list[Server]],
+) -> None:
     writer, key, servers = fleet
     r = Responder(config(), 0.0)  # the IKE responder of server 0
     i = initiator()
@@ -60,7 +61,8 @@ def test_sa_from_one_handshake_works_on_every_server(fleet: tuple[EmbeddedWriter
     peer = EspEndpoint()
     peer.install(mirror(up.child))
     stored = writer.state()[sa_key(up.child.spi_in)]
-    assert up.child.key_in not in stored and up.child.key_out not in stored  # encrypted at rest
+    assert up.child.key_in not in stored
+    assert up.child.key_out not in stored
     seqs = set()
     for s in servers:
         _, packet = peer.encrypt(ip4("203.0.113.10", "198.51.100.10"), 0.0)  # type: ignore[misc]
@@ -83,19 +85,25 @@ def test_sa_from_one_handshake_works_on_every_server(fleet: tuple[EmbeddedWriter
     assert [o for o in outs if isinstance(o, ChildDown)]
     _sync(servers, publish(writer, key, "down", up.child))
     for s in servers:
-        assert set(s.esp.inbound) == {new.spi_in} and s.installer.counters.removed == 1
+        assert set(s.esp.inbound) == {new.spi_in}
+        assert s.installer.counters.removed == 1
     assert sends(outs)
 
 
-def test_a_record_under_another_key_is_refused(fleet: tuple[EmbeddedWriter, FleetKey, list[Server]]) -> None:
+def test_a_record_under_another_key_is_refused(
+    fleet: tuple[EmbeddedWriter, FleetKey, list[Server]],
+) -> None:
     writer, _, servers = fleet
     _, up = handshake(Responder(config(), 0.0), initiator())
     seq = publish(writer, FleetKey(os.urandom(32)), "up", up.child)
     name = sa_key(up.child.spi_in)
-    moved = writer.put(PREFIX + "00000001", writer.state()[name])  # a record copied to another SPI's key
+    moved = writer.put(
+        PREFIX + "00000001", writer.state()[name]
+    )  # a record copied to another SPI's key
     _sync(servers, max(seq, moved))
     for s in servers:
-        assert s.esp.inbound == {} and s.installer.counters.rejected == 2
+        assert s.esp.inbound == {}
+        assert s.installer.counters.rejected == 2
 
 
 def test_a_server_that_starts_late_installs_what_is_there(tmp_path: Path) -> None:

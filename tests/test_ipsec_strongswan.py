@@ -12,7 +12,6 @@ is refused with AUTHENTICATION_FAILED.  kernel-libipsec always encapsulates ESP 
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,9 @@ from ipsec_support import IpsecLab, ping, tcp_stream
 
 pytestmark = [
     pytest.mark.lab,
-    pytest.mark.skipif(shutil.which("swanctl") is None, reason="strongSwan (swanctl, charon) not installed"),
+    pytest.mark.skipif(
+        shutil.which("swanctl") is None, reason="strongSwan (swanctl, charon) not installed"
+    ),
 ]
 
 
@@ -41,7 +42,9 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[IpsecLab]:
 
 
 def _both_ways(lab: IpsecLab, seq: int) -> None:
-    assert ping(lab.ns["hc"], "198.51.100.10", seq), "host behind strongSwan -> host behind the edge"
+    assert ping(lab.ns["hc"], "198.51.100.10", seq), (
+        "host behind strongSwan -> host behind the edge"
+    )
     assert ping(lab.ns["he"], "203.0.113.10", seq), "host behind the edge -> host behind strongSwan"
 
 
@@ -63,7 +66,8 @@ def test_strongswan_ike_traffic_rekey_delete(lab: IpsecLab) -> None:
     assert "edge: #2, ESTABLISHED" in sas
     _both_ways(lab, 3)
     st = lab.wait_status(lambda s: s["esp"]["decrypted"] >= 3 and s["esp"]["encrypted"] >= 3)
-    assert st["esp"]["bad_icv"] == 0 and st["esp"]["replayed"] == 0
+    assert st["esp"]["bad_icv"] == 0
+    assert st["esp"]["replayed"] == 0
 
     assert "terminate completed successfully" in lab.swanctl("--terminate", "--child", "net")
     lab.wait_status(lambda s: s["children"] == [] and s["established"] == 1)
@@ -92,4 +96,5 @@ def test_strongswan_wrong_psk_authentication_failed(lab: IpsecLab) -> None:
     with pytest.raises(RuntimeError, match="received AUTHENTICATION_FAILED notify error"):
         lab.swanctl("--initiate", "--child", "net")
     st = lab.wait_status(lambda s: s["ike"]["auth_failed"] == 1)
-    assert st["established"] == 0 and st["children"] == []
+    assert st["established"] == 0
+    assert st["children"] == []

@@ -59,23 +59,64 @@ def ipsec() -> None:
 
 @ipsec.command()
 @click.option("--listen", required=True, help="The (anycast) IPv4 address for IKE and ESP.")
-@click.option("--psk-file", type=click.Path(path_type=Path), required=True, help="File holding the pre-shared key.")
-@click.option("--id", "local_id", default="edge.example", show_default=True, help="Our IKE identity (FQDN).")
-@click.option("--local-ts", multiple=True, required=True, help="Networks on our side (CIDR, repeatable).")
-@click.option("--remote-ts", multiple=True, required=True, help="Networks on the peer's side (CIDR, repeatable).")
-@click.option("--tun", default="ipsec0", show_default=True, help="TUN device to make and route into.")
-@click.option("--status", type=click.Path(path_type=Path), help="JSON status file, rewritten on changes.")
+@click.option(
+    "--psk-file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="File holding the pre-shared key.",
+)
+@click.option(
+    "--id", "local_id", default="edge.example", show_default=True, help="Our IKE identity (FQDN)."
+)
+@click.option(
+    "--local-ts", multiple=True, required=True, help="Networks on our side (CIDR, repeatable)."
+)
+@click.option(
+    "--remote-ts",
+    multiple=True,
+    required=True,
+    help="Networks on the peer's side (CIDR, repeatable).",
+)
+@click.option(
+    "--tun", default="ipsec0", show_default=True, help="TUN device to make and route into."
+)
+@click.option(
+    "--status", type=click.Path(path_type=Path), help="JSON status file, rewritten on changes."
+)
 @click.option("--server-index", default=0, show_default=True, type=click.IntRange(0))
-@click.option("--servers", default=1, show_default=True, type=click.IntRange(1),
-              help="Servers sharing the SAs (outbound sequence numbers are partitioned).")
+@click.option(
+    "--servers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Servers sharing the SAs (outbound sequence numbers are partitioned).",
+)
 @click.option("--cookie-threshold", default=64, show_default=True, type=click.IntRange(0))
-@click.option("--store", "store_addr", type=Address(),
-              help="The embedded store's writer (HOST:PORT): publish our SAs, install everyone's.")
-@click.option("--fleet-key-file", type=click.Path(path_type=Path),
-              help="File with the 32-byte fleet key (raw or 64 hex digits); needed with --store.")
-def serve(listen: str, psk_file: Path, local_id: str, local_ts: tuple[str, ...], remote_ts: tuple[str, ...],
-          tun: str, status: Path | None, server_index: int, servers: int, cookie_threshold: int,
-          store_addr: tuple[str, int] | None, fleet_key_file: Path | None) -> None:
+@click.option(
+    "--store",
+    "store_addr",
+    type=Address(),
+    help="The embedded store's writer (HOST:PORT): publish our SAs, install everyone's.",
+)
+@click.option(
+    "--fleet-key-file",
+    type=click.Path(path_type=Path),
+    help="File with the 32-byte fleet key (raw or 64 hex digits); needed with --store.",
+)
+def serve(
+    listen: str,
+    psk_file: Path,
+    local_id: str,
+    local_ts: tuple[str, ...],
+    remote_ts: tuple[str, ...],
+    tun: str,
+    status: Path | None,
+    server_index: int,
+    servers: int,
+    cookie_threshold: int,
+    store_addr: tuple[str, int] | None,
+    fleet_key_file: Path | None,
+) -> None:
     """Answer IKEv2 and carry ESP until SIGTERM or SIGINT.
 
     With --store, every Child SA negotiated here is written to the store (sealed with
@@ -92,9 +133,13 @@ def serve(listen: str, psk_file: Path, local_id: str, local_ts: tuple[str, ...],
     try:
         ipaddress.IPv4Address(listen)
     except ValueError:
-        raise InputError.one("command line", "--listen", f"{listen!r} is not an IPv4 address") from None
+        raise InputError.one(
+            "command line", "--listen", f"{listen!r} is not an IPv4 address"
+        ) from None
     if server_index >= servers:
-        raise InputError.one("command line", "--server-index", f"{server_index} is not below --servers {servers}")
+        raise InputError.one(
+            "command line", "--server-index", f"{server_index} is not below --servers {servers}"
+        )
     key = _psk(psk_file)
     fleet_key = None
     if store_addr is not None:
@@ -102,17 +147,25 @@ def serve(listen: str, psk_file: Path, local_id: str, local_ts: tuple[str, ...],
             raise InputError.one("command line", "--fleet-key-file", "is needed with --store")
         fleet_key = _fleet_key(fleet_key_file)
     lts, rts = _selectors("--local-ts", local_ts), _selectors("--remote-ts", remote_ts)
-    cfg = ResponderConfig({b"": key}, (ID_FQDN, local_id.encode()), lts, rts, cookie_threshold=cookie_threshold)
+    cfg = ResponderConfig(
+        {b"": key}, (ID_FQDN, local_id.encode()), lts, rts, cookie_threshold=cookie_threshold
+    )
     fd = open_tun(tun)
     subprocess.run(["ip", "link", "set", tun, "up"], check=True)
     for net in remote_ts:
-        subprocess.run(["ip", "route", "replace", str(ipaddress.ip_network(net, strict=False)), "dev", tun],
-                       check=True)
+        subprocess.run(
+            ["ip", "route", "replace", str(ipaddress.ip_network(net, strict=False)), "dev", tun],
+            check=True,
+        )
     try:
-        ep = IpsecEndpoint(Responder(cfg, time.time()), EspEndpoint(server_index, servers), listen, fd, status)
+        ep = IpsecEndpoint(
+            Responder(cfg, time.time()), EspEndpoint(server_index, servers), listen, fd, status
+        )
     except OSError as e:
         raise click.ClickException(f"cannot serve on {listen}: {e}") from None
-    closers = _attach_store(ep, store_addr, fleet_key) if store_addr is not None and fleet_key else []
+    closers = (
+        _attach_store(ep, store_addr, fleet_key) if store_addr is not None and fleet_key else []
+    )
     signal.signal(signal.SIGTERM, lambda *_: ep.stopping())
     signal.signal(signal.SIGINT, lambda *_: ep.stopping())
     click.echo(json.dumps({"ready": True, "listen": listen, "tun": tun}), nl=True)

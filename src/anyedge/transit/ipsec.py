@@ -23,6 +23,7 @@ changes, at most five times a second, for tests and operators.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -42,9 +43,16 @@ IKE_PORT, NATT_PORT = 500, 4500
 
 
 class IpsecEndpoint:
-    def __init__(self, responder: Responder, esp: EspEndpoint, listen: str, tun_fd: int,
-                 status: Path | None = None, raw_esp: bool = True,
-                 on_child: Callable[[str, ChildSA], None] | None = None) -> None:
+    def __init__(
+        self,
+        responder: Responder,
+        esp: EspEndpoint,
+        listen: str,
+        tun_fd: int,
+        status: Path | None = None,
+        raw_esp: bool = True,
+        on_child: Callable[[str, ChildSA], None] | None = None,
+    ) -> None:
         self.responder, self.esp, self.listen, self.tun_fd = responder, esp, listen, tun_fd
         self.status_path = status
         self.on_child = on_child
@@ -68,10 +76,8 @@ class IpsecEndpoint:
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the loop's thread (from any thread)."""
         self._jobs.append(job)
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except OSError:
-            pass
 
     def stopping(self) -> None:
         """Ask the loop to end (from a signal handler or another thread)."""
@@ -125,10 +131,8 @@ class IpsecEndpoint:
         spi = int.from_bytes(packet[:4], "big")
         self.paths[spi] = (transport, peer)
         self._dirty = True
-        try:
+        with contextlib.suppress(OSError):
             os.write(self.tun_fd, inner)
-        except OSError:
-            pass
 
     def _tun_out(self) -> None:
         for _ in range(64):
@@ -158,8 +162,10 @@ class IpsecEndpoint:
             "esp": asdict(self.esp.counters),
             "half_open": self.responder.half_open,
             "children": sorted(self.esp.inbound),
-            "sas": {str(spi): {"created": sa.child.created, "installed": self.installed_at.get(spi)}
-                    for spi, sa in self.esp.inbound.items()},
+            "sas": {
+                str(spi): {"created": sa.child.created, "installed": self.installed_at.get(spi)}
+                for spi, sa in self.esp.inbound.items()
+            },
             "established": sum(1 for s in self.responder.sas.values() if s.established),
         }
         tmp = self.status_path.with_suffix(".tmp")

@@ -116,8 +116,13 @@ class InstallCounters:
 class SaInstaller:
     """Keeps one server's endpoint in step with the SA records in its replica."""
 
-    def __init__(self, replica: Replica, fleet: FleetKey, install: Callable[[ChildSA], None],
-                 remove: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        fleet: FleetKey,
+        install: Callable[[ChildSA], None],
+        remove: Callable[[int], None],
+    ) -> None:
         self.fleet, self._install, self._remove = fleet, install, remove
         self.counters = InstallCounters()
         self.seq = 0  # the last batch installed
@@ -141,7 +146,7 @@ class SaInstaller:
     def _batch(self, batch: Batch) -> None:
         for change in batch.changes:
             if change.value is None:
-                self._remove(int(change.key[len(PREFIX):], 16))
+                self._remove(int(change.key[len(PREFIX) :], 16))
                 self.counters.removed += 1
             else:
                 self._put(change.key, change.value)

@@ -13,4 +13,13 @@ from .packet import EspError, GcmKey, classify, open_packet, seal
 from .replay import ReplayWindow
 from .sa import EspCounters, EspEndpoint
 
-__all__ = ["EspCounters", "EspEndpoint", "EspError", "GcmKey", "ReplayWindow", "classify", "open_packet", "seal"]
+__all__ = [
+    "EspCounters",
+    "EspEndpoint",
+    "EspError",
+    "GcmKey",
+    "ReplayWindow",
+    "classify",
+    "open_packet",
+    "seal",
+]

@@ -51,8 +51,14 @@ class GcmKey:
         self.salt = key[-SALT_LEN:]
 
 
-def seal(key: GcmKey, spi: int, seq: int, payload: bytes, next_header: int | None = None,
-         iv: bytes | None = None) -> bytes:
+def seal(
+    key: GcmKey,
+    spi: int,
+    seq: int,
+    payload: bytes,
+    next_header: int | None = None,
+    iv: bytes | None = None,
+) -> bytes:
     """The ESP packet carrying ``payload``; the IV is the sequence number unless given."""
     nh = next_header_for(payload) if next_header is None else next_header
     pad = padding(len(payload))
@@ -73,15 +79,15 @@ def peek(packet: bytes) -> tuple[int, int]:
 def open_packet(key: GcmKey, packet: bytes) -> tuple[bytes, int]:
     """(inner packet, next header); :class:`EspError` if it does not authenticate."""
     peek(packet)
-    iv = packet[HEAD.size:HEAD.size + IV_LEN]
+    iv = packet[HEAD.size : HEAD.size + IV_LEN]
     try:
-        plain = key.aead.decrypt(key.salt + iv, packet[HEAD.size + IV_LEN:], packet[:HEAD.size])
+        plain = key.aead.decrypt(key.salt + iv, packet[HEAD.size + IV_LEN :], packet[: HEAD.size])
     except InvalidTag:
         raise EspError("ESP packet does not authenticate") from None
     pad_len, nh = plain[-2], plain[-1]
     if pad_len + 2 > len(plain):
         raise EspError("ESP pad length past the start")
-    return plain[:-2 - pad_len], nh
+    return plain[: -2 - pad_len], nh
 
 
 def classify(datagram: bytes) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 HEADER = struct.Struct("!8s8sBBBBII")
 HEADER_LEN = 28
@@ -35,7 +35,16 @@ FLAG_INITIATOR, FLAG_VERSION, FLAG_RESPONSE = 0x08, 0x10, 0x20
 
 # payload types (§3.2)
 PT_NONE, PT_SA, PT_KE, PT_IDI, PT_IDR, PT_CERT, PT_CERTREQ, PT_AUTH = 0, 33, 34, 35, 36, 37, 38, 39
-PT_NONCE, PT_NOTIFY, PT_DELETE, PT_VENDOR, PT_TSI, PT_TSR, PT_SK, PT_CP = 40, 41, 42, 43, 44, 45, 46, 47
+PT_NONCE, PT_NOTIFY, PT_DELETE, PT_VENDOR, PT_TSI, PT_TSR, PT_SK, PT_CP = (
+    40,
+    41,
+    42,
+    43,
+    44,
+    45,
+    46,
+    47,
+)
 
 # protocol ids (§3.3.1)
 PROTO_IKE, PROTO_AH, PROTO_ESP = 1, 2, 3
@@ -56,6 +65,9 @@ ID_IPV4_ADDR, ID_FQDN, ID_RFC822_ADDR, ID_IPV6_ADDR, ID_KEY_ID = 1, 2, 3, 5, 11
 AUTH_SHARED_KEY = 2
 # traffic selector types (§3.13.1)
 TS_IPV4_ADDR_RANGE, TS_IPV6_ADDR_RANGE = 7, 8
+
+
+P = TypeVar("P")
 
 
 class IkeDecodeError(ValueError):
@@ -80,8 +92,15 @@ class Transform:
     key_length: int | None = None
 
     def encode(self, last: bool) -> bytes:
-        attrs = b"" if self.key_length is None else struct.pack("!HH", 0x8000 | ATTR_KEY_LENGTH, self.key_length)
-        return struct.pack("!BBHBBH", 0 if last else 3, 0, 8 + len(attrs), self.type, 0, self.id) + attrs
+        attrs = (
+            b""
+            if self.key_length is None
+            else struct.pack("!HH", 0x8000 | ATTR_KEY_LENGTH, self.key_length)
+        )
+        return (
+            struct.pack("!BBHBBH", 0 if last else 3, 0, 8 + len(attrs), self.type, 0, self.id)
+            + attrs
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +111,19 @@ class Proposal:
     transforms: tuple[Transform, ...]
 
     def encode(self, last: bool) -> bytes:
-        body = b"".join(t.encode(i == len(self.transforms) - 1) for i, t in enumerate(self.transforms))
-        head = struct.pack("!BBHBBBB", 0 if last else 2, 0, 8 + len(self.spi) + len(body), self.number,
-                           self.protocol, len(self.spi), len(self.transforms))
+        body = b"".join(
+            t.encode(i == len(self.transforms) - 1) for i, t in enumerate(self.transforms)
+        )
+        head = struct.pack(
+            "!BBHBBBB",
+            0 if last else 2,
+            0,
+            8 + len(self.spi) + len(body),
+            self.number,
+            self.protocol,
+            len(self.spi),
+            len(self.transforms),
+        )
         return head + self.spi + body
 
     def ids(self, ttype: int) -> list[tuple[int, int | None]]:
@@ -112,7 +141,7 @@ def _decode_transforms(data: bytes, count: int) -> tuple[Transform, ...]:
         key_length = None
         apos = pos + 8
         while apos < pos + length:
-            _need(data[apos:pos + length], 4, "transform attribute")
+            _need(data[apos : pos + length], 4, "transform attribute")
             atype, aval = struct.unpack_from("!HH", data, apos)
             if atype & 0x8000:
                 if atype & 0x7FFF == ATTR_KEY_LENGTH:
@@ -137,7 +166,9 @@ class SA:
     proposals: tuple[Proposal, ...]
 
     def encode(self) -> bytes:
-        return b"".join(p.encode(i == len(self.proposals) - 1) for i, p in enumerate(self.proposals))
+        return b"".join(
+            p.encode(i == len(self.proposals) - 1) for i, p in enumerate(self.proposals)
+        )
 
     @classmethod
     def decode(cls, body: bytes) -> SA:
@@ -148,8 +179,8 @@ class SA:
             more, _, length, num, proto, spi_size, count = struct.unpack_from("!BBHBBBB", body, pos)
             if length < 8 + spi_size or pos + length > len(body) or more not in (0, 2):
                 raise IkeDecodeError(f"proposal: bad length {length} or marker {more}")
-            spi = body[pos + 8:pos + 8 + spi_size]
-            transforms = _decode_transforms(body[pos + 8 + spi_size:pos + length], count)
+            spi = body[pos + 8 : pos + 8 + spi_size]
+            transforms = _decode_transforms(body[pos + 8 + spi_size : pos + length], count)
             props.append(Proposal(num, proto, spi, transforms))
             pos += length
             if more == 0 and pos != len(body):
@@ -236,7 +267,7 @@ class Notify:
         _need(body, 4, "Notify payload")
         proto, spi_size, ntype = struct.unpack_from("!BBH", body)
         _need(body, 4 + spi_size, "Notify SPI")
-        return cls(ntype, body[4 + spi_size:], proto, body[4:4 + spi_size])
+        return cls(ntype, body[4 + spi_size :], proto, body[4 : 4 + spi_size])
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +286,7 @@ class Delete:
         proto, size, count = struct.unpack_from("!BBH", body)
         if len(body) != 4 + size * count or (size == 0 and count):
             raise IkeDecodeError(f"Delete payload: {count} SPIs of {size} bytes in {len(body) - 4}")
-        return cls(proto, tuple(body[4 + i * size:4 + (i + 1) * size] for i in range(count)))
+        return cls(proto, tuple(body[4 + i * size : 4 + (i + 1) * size] for i in range(count)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +317,18 @@ class Selector:
         return TS_IPV4_ADDR_RANGE if len(self.start) == 4 else TS_IPV6_ADDR_RANGE
 
     def encode(self) -> bytes:
-        return struct.pack("!BBHHH", self.ts_type, self.protocol, 8 + 2 * len(self.start),
-                           self.start_port, self.end_port) + self.start + self.end
+        return (
+            struct.pack(
+                "!BBHHH",
+                self.ts_type,
+                self.protocol,
+                8 + 2 * len(self.start),
+                self.start_port,
+                self.end_port,
+            )
+            + self.start
+            + self.end
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +340,9 @@ class TrafficSelectors:
     initiator: bool = True
 
     def encode(self) -> bytes:
-        return struct.pack("!B3x", len(self.selectors)) + b"".join(s.encode() for s in self.selectors)
+        return struct.pack("!B3x", len(self.selectors)) + b"".join(
+            s.encode() for s in self.selectors
+        )
 
     @classmethod
     def decode(cls, body: bytes, initiator: bool = True) -> TrafficSelectors:
@@ -313,7 +356,15 @@ class TrafficSelectors:
             size = {TS_IPV4_ADDR_RANGE: 4, TS_IPV6_ADDR_RANGE: 16}.get(ts_type)
             if size is None or length != 8 + 2 * size or pos + length > len(body):
                 raise IkeDecodeError(f"traffic selector: type {ts_type}, length {length}")
-            out.append(Selector(body[pos + 8:pos + 8 + size], body[pos + 8 + size:pos + length], proto, sport, eport))
+            out.append(
+                Selector(
+                    body[pos + 8 : pos + 8 + size],
+                    body[pos + 8 + size : pos + length],
+                    proto,
+                    sport,
+                    eport,
+                )
+            )
             pos += length
         if pos != len(body):
             raise IkeDecodeError("TS payload: bytes after the last selector")
@@ -341,7 +392,7 @@ class Unknown:
     critical: bool = False
 
     @property
-    def TYPE(self) -> int:  # noqa: N802 - the same name as the known payloads' class constant
+    def TYPE(self) -> int:
         return self.type
 
     def encode(self) -> bytes:
@@ -386,7 +437,11 @@ def encode_chain(payloads: list[object]) -> tuple[int, bytes]:
     types = [payload_type(p) for p in payloads]
     for i, p in enumerate(payloads):
         body = p.encode()  # type: ignore[attr-defined]
-        nxt = p.first if isinstance(p, Encrypted) else (types[i + 1] if i + 1 < len(types) else PT_NONE)
+        nxt = (
+            p.first
+            if isinstance(p, Encrypted)
+            else (types[i + 1] if i + 1 < len(types) else PT_NONE)
+        )
         crit = 0x80 if isinstance(p, Unknown) and p.critical else 0
         parts.append(struct.pack("!BBH", nxt, crit, 4 + len(body)) + body)
     return (types[0] if types else PT_NONE), b"".join(parts)
@@ -402,7 +457,7 @@ def decode_chain(first: int, data: bytes) -> list[object]:
         nxt, flags, length = struct.unpack_from("!BBH", data, pos)
         if length < 4 or pos + length > len(data):
             raise IkeDecodeError(f"payload {ptype}: length {length} at offset {pos}")
-        body = data[pos + 4:pos + length]
+        body = data[pos + 4 : pos + length]
         if ptype == PT_SK:
             if pos + length != len(data):
                 raise IkeDecodeError("SK payload is not the last payload")
@@ -429,10 +484,11 @@ class Message:
     def is_response(self) -> bool:
         return bool(self.flags & FLAG_RESPONSE)
 
-    def find(self, kind: type, ntype: int | None = None) -> list:  # type: ignore[type-arg]
+    def find(self, kind: type[P], ntype: int | None = None) -> list[P]:
+        """The payloads of class ``kind`` (of notify or payload type ``ntype``)."""
         found = [p for p in self.payloads if isinstance(p, kind)]
         if ntype is not None:
-            found = [p for p in found if p.type == ntype]
+            found = [p for p in found if getattr(p, "type", None) == ntype]
         return found
 
 

@@ -62,24 +62,39 @@ def skeyseed(ni: bytes, nr: bytes, shared: bytes, hash_name: str = "sha256") -> 
     return prf(ni + nr, shared, hash_name)
 
 
-def rekey_skeyseed(old_sk_d: bytes, shared: bytes, ni: bytes, nr: bytes, hash_name: str = "sha256") -> bytes:
+def rekey_skeyseed(
+    old_sk_d: bytes, shared: bytes, ni: bytes, nr: bytes, hash_name: str = "sha256"
+) -> bytes:
     return prf(old_sk_d, shared + ni + nr, hash_name)
 
 
-def ike_keys(seed: bytes, ni: bytes, nr: bytes, spi_i: bytes, spi_r: bytes, enc_key_len: int,
-             hash_name: str = "sha256") -> IkeKeys:
+def ike_keys(
+    seed: bytes,
+    ni: bytes,
+    nr: bytes,
+    spi_i: bytes,
+    spi_r: bytes,
+    enc_key_len: int,
+    hash_name: str = "sha256",
+) -> IkeKeys:
     """The seven keys for an AEAD suite (SK_ai and SK_ar are empty)."""
     plen = hashlib.new(hash_name).digest_size
     elen = enc_key_len + SALT_LEN
     km = prf_plus(seed, ni + nr + spi_i + spi_r, 3 * plen + 2 * elen, hash_name)
-    d, ei, er = km[:plen], km[plen:plen + elen], km[plen + elen:plen + 2 * elen]
-    pi = km[plen + 2 * elen:2 * plen + 2 * elen]
-    pr = km[2 * plen + 2 * elen:]
+    d, ei, er = km[:plen], km[plen : plen + elen], km[plen + elen : plen + 2 * elen]
+    pi = km[plen + 2 * elen : 2 * plen + 2 * elen]
+    pr = km[2 * plen + 2 * elen :]
     return IkeKeys(d, ei, er, pi, pr)
 
 
-def child_keys(sk_d: bytes, ni: bytes, nr: bytes, enc_key_len: int, shared: bytes = b"",
-               hash_name: str = "sha256") -> tuple[bytes, bytes]:
+def child_keys(
+    sk_d: bytes,
+    ni: bytes,
+    nr: bytes,
+    enc_key_len: int,
+    shared: bytes = b"",
+    hash_name: str = "sha256",
+) -> tuple[bytes, bytes]:
     """(initiator->responder, responder->initiator), each AES key | salt."""
     elen = enc_key_len + SALT_LEN
     km = prf_plus(sk_d, shared + ni + nr, 2 * elen, hash_name)
@@ -135,8 +150,8 @@ def seal(header: bytes, first: int, inner: bytes, key: bytes, iv: bytes | None =
 def open_sk(message: bytes, sk_offset: int, key: bytes) -> bytes:
     """The inner payload chain of the SK payload at ``sk_offset`` (its generic header);
     :class:`IkeDecodeError` if it does not authenticate or is malformed."""
-    aad = message[:sk_offset + 4]
-    body = message[sk_offset + 4:]
+    aad = message[: sk_offset + 4]
+    body = message[sk_offset + 4 :]
     if len(body) < IV_LEN + ICV_LEN + 1:
         raise IkeDecodeError("SK payload too short")
     try:
@@ -146,11 +161,17 @@ def open_sk(message: bytes, sk_offset: int, key: bytes) -> bytes:
     pad = plain[-1]
     if pad + 1 > len(plain):
         raise IkeDecodeError("SK payload: pad length past the start")
-    return plain[:-1 - pad]
+    return plain[: -1 - pad]
 
 
-def psk_auth(psk: bytes, message: bytes, peer_nonce: bytes, sk_p: bytes, id_body: bytes,
-             hash_name: str = "sha256") -> bytes:
+def psk_auth(
+    psk: bytes,
+    message: bytes,
+    peer_nonce: bytes,
+    sk_p: bytes,
+    id_body: bytes,
+    hash_name: str = "sha256",
+) -> bytes:
     """AUTH for a shared key: the signed octets are this side's first message, the
     peer's nonce and prf(SK_p, ID body) (§2.15)."""
     octets = message + peer_nonce + prf(sk_p, id_body, hash_name)

@@ -14,25 +14,57 @@ import struct
 
 from . import codec as c
 from .codec import IkeDecodeError, Message, Selector
-from .crypto import DiffieHellman, child_keys, ike_keys, open_sk, psk_auth, rekey_skeyseed, seal, skeyseed
+from .crypto import (
+    DiffieHellman,
+    child_keys,
+    ike_keys,
+    open_sk,
+    psk_auth,
+    rekey_skeyseed,
+    seal,
+    skeyseed,
+)
 from .responder import ENCR_AES_GCM_16, PRF_HMAC_SHA2_256
 
 
-def ike_proposal(groups: tuple[int, ...] = (19, 31), key_bits: int = 256, spi: bytes = b"") -> c.Proposal:
-    return c.Proposal(1, c.PROTO_IKE, spi, (c.Transform(c.T_ENCR, ENCR_AES_GCM_16, key_bits),
-                                            c.Transform(c.T_PRF, PRF_HMAC_SHA2_256),
-                                            *(c.Transform(c.T_DH, g) for g in groups)))
+def ike_proposal(
+    groups: tuple[int, ...] = (19, 31), key_bits: int = 256, spi: bytes = b""
+) -> c.Proposal:
+    return c.Proposal(
+        1,
+        c.PROTO_IKE,
+        spi,
+        (
+            c.Transform(c.T_ENCR, ENCR_AES_GCM_16, key_bits),
+            c.Transform(c.T_PRF, PRF_HMAC_SHA2_256),
+            *(c.Transform(c.T_DH, g) for g in groups),
+        ),
+    )
 
 
 def esp_proposal(spi: bytes, key_bits: int = 256, groups: tuple[int, ...] = ()) -> c.Proposal:
-    return c.Proposal(1, c.PROTO_ESP, spi, (c.Transform(c.T_ENCR, ENCR_AES_GCM_16, key_bits),
-                                            *(c.Transform(c.T_DH, g) for g in groups),
-                                            c.Transform(c.T_ESN, 0)))
+    return c.Proposal(
+        1,
+        c.PROTO_ESP,
+        spi,
+        (
+            c.Transform(c.T_ENCR, ENCR_AES_GCM_16, key_bits),
+            *(c.Transform(c.T_DH, g) for g in groups),
+            c.Transform(c.T_ESN, 0),
+        ),
+    )
 
 
 class Initiator:
-    def __init__(self, psk: bytes, my_id: bytes, tsi: tuple[Selector, ...], tsr: tuple[Selector, ...],
-                 group: int = 19, key_bits: int = 256) -> None:
+    def __init__(
+        self,
+        psk: bytes,
+        my_id: bytes,
+        tsi: tuple[Selector, ...],
+        tsr: tuple[Selector, ...],
+        group: int = 19,
+        key_bits: int = 256,
+    ) -> None:
         self.psk, self.my_id, self.tsi, self.tsr = psk, my_id, tsi, tsr
         self.group, self.key_bits = group, key_bits
         self.spi_i, self.spi_r = os.urandom(8), bytes(8)
@@ -47,12 +79,16 @@ class Initiator:
         self.pending: tuple[bytes, DiffieHellman | None, bytes] | None = None
 
     def sa_init(self, offered: tuple[int, ...] = (19, 31)) -> bytes:
-        payloads: list[object] = [c.SA((ike_proposal(offered, self.key_bits),)), c.KE(self.group, self.dh.public),
-                                  c.Nonce(self.ni)]
+        payloads: list[object] = [
+            c.SA((ike_proposal(offered, self.key_bits),)),
+            c.KE(self.group, self.dh.public),
+            c.Nonce(self.ni),
+        ]
         if self.cookie is not None:
             payloads.insert(0, c.Notify(c.COOKIE, self.cookie))
-        self.init_request = c.encode_message(Message(self.spi_i, bytes(8), c.IKE_SA_INIT, c.FLAG_INITIATOR, 0,
-                                                     payloads))
+        self.init_request = c.encode_message(
+            Message(self.spi_i, bytes(8), c.IKE_SA_INIT, c.FLAG_INITIATOR, 0, payloads)
+        )
         return self.init_request
 
     def take_sa_init(self, data: bytes) -> Message:
@@ -65,35 +101,61 @@ class Initiator:
             return m
         self.spi_r, self.nr = m.spi_r, nonce[0].data
         shared = self.dh.shared(ke[0].data)
-        keys = ike_keys(skeyseed(self.ni, self.nr, shared), self.ni, self.nr, self.spi_i, self.spi_r,
-                        self.key_bits // 8)
-        self.sk_d, self.sk_ei, self.sk_er, self.sk_pi = keys.sk_d, keys.sk_ei, keys.sk_er, keys.sk_pi
+        keys = ike_keys(
+            skeyseed(self.ni, self.nr, shared),
+            self.ni,
+            self.nr,
+            self.spi_i,
+            self.spi_r,
+            self.key_bits // 8,
+        )
+        self.sk_d, self.sk_ei, self.sk_er, self.sk_pi = (
+            keys.sk_d,
+            keys.sk_ei,
+            keys.sk_er,
+            keys.sk_pi,
+        )
         self.mid = 1
         return m
 
     def _request(self, exchange: int, payloads: list[object], mid: int | None = None) -> bytes:
         first, inner = c.encode_chain(payloads)
-        head = Message(self.spi_i, self.spi_r, exchange, c.FLAG_INITIATOR, self.mid if mid is None else mid)
+        head = Message(
+            self.spi_i, self.spi_r, exchange, c.FLAG_INITIATOR, self.mid if mid is None else mid
+        )
         return seal(c.encode_header(head, c.PT_SK, 0), first, inner, self.sk_ei)
 
     def open(self, data: bytes) -> Message:
         m, first = c.decode_header(data)
-        outer = c.decode_chain(first, data[c.HEADER_LEN:])
+        outer = c.decode_chain(first, data[c.HEADER_LEN :])
         sk = outer[-1]
         if not isinstance(sk, c.Encrypted):
             raise IkeDecodeError("no SK payload")
-        m.payloads = c.decode_chain(sk.first, open_sk(data, len(data) - 4 - len(sk.data), self.sk_er))
+        m.payloads = c.decode_chain(
+            sk.first, open_sk(data, len(data) - 4 - len(sk.data), self.sk_er)
+        )
         self.mid = m.message_id + 1
         return m
 
     def auth(self, psk: bytes | None = None) -> bytes:
         idi = c.Identification(c.ID_FQDN, self.my_id, True)
-        mac = psk_auth(self.psk if psk is None else psk, self.init_request, self.nr, self.sk_pi, idi.encode())
-        return self._request(c.IKE_AUTH, [idi, c.Auth(c.AUTH_SHARED_KEY, mac), c.SA((esp_proposal(self.child_spi, self.key_bits),)),
-                                          c.TrafficSelectors(self.tsi, True), c.TrafficSelectors(self.tsr, False)])
+        mac = psk_auth(
+            self.psk if psk is None else psk, self.init_request, self.nr, self.sk_pi, idi.encode()
+        )
+        return self._request(
+            c.IKE_AUTH,
+            [
+                idi,
+                c.Auth(c.AUTH_SHARED_KEY, mac),
+                c.SA((esp_proposal(self.child_spi, self.key_bits),)),
+                c.TrafficSelectors(self.tsi, True),
+                c.TrafficSelectors(self.tsr, False),
+            ],
+        )
 
-    def child_keys(self, m: Message, ni: bytes | None = None, nr: bytes | None = None,
-                   shared: bytes = b"") -> tuple[int, bytes, bytes]:
+    def child_keys(
+        self, m: Message, ni: bytes | None = None, nr: bytes | None = None, shared: bytes = b""
+    ) -> tuple[int, bytes, bytes]:
         """(responder's SPI, i->r key, r->i key) of the Child SA in response ``m``."""
         spi = m.find(c.SA)[0].proposals[0].spi
         k_ir, k_ri = child_keys(self.sk_d, ni or self.ni, nr or self.nr, self.key_bits // 8, shared)
@@ -103,9 +165,11 @@ class Initiator:
         ni, self.child_spi = os.urandom(32), os.urandom(4)
         dh = DiffieHellman(self.group) if pfs else None
         self.pending = (ni, dh, self.child_spi)
-        payloads: list[object] = [c.Notify(c.REKEY_SA, protocol=c.PROTO_ESP, spi=old_spi),
-                                  c.SA((esp_proposal(self.child_spi, self.key_bits, (self.group,) if pfs else ()),)),
-                                  c.Nonce(ni)]
+        payloads: list[object] = [
+            c.Notify(c.REKEY_SA, protocol=c.PROTO_ESP, spi=old_spi),
+            c.SA((esp_proposal(self.child_spi, self.key_bits, (self.group,) if pfs else ()),)),
+            c.Nonce(ni),
+        ]
         if dh is not None:
             payloads.append(c.KE(dh.group, dh.public))
         payloads += [c.TrafficSelectors(self.tsi, True), c.TrafficSelectors(self.tsr, False)]
@@ -123,8 +187,14 @@ class Initiator:
         ni, spi = os.urandom(32), os.urandom(8)
         dh = DiffieHellman(self.group)
         self.pending = (ni, dh, spi)
-        return self._request(c.CREATE_CHILD_SA, [c.SA((ike_proposal((self.group,), self.key_bits, spi),)),
-                                                 c.Nonce(ni), c.KE(dh.group, dh.public)])
+        return self._request(
+            c.CREATE_CHILD_SA,
+            [
+                c.SA((ike_proposal((self.group,), self.key_bits, spi),)),
+                c.Nonce(ni),
+                c.KE(dh.group, dh.public),
+            ],
+        )
 
     def take_rekey_ike(self, data: bytes) -> None:
         m = self.open(data)
@@ -134,10 +204,17 @@ class Initiator:
         nr = m.find(c.Nonce)[0].data
         spi_r = m.find(c.SA)[0].proposals[0].spi
         shared = dh.shared(m.find(c.KE)[0].data)
-        keys = ike_keys(rekey_skeyseed(self.sk_d, shared, ni, nr), ni, nr, spi, spi_r, self.key_bits // 8)
+        keys = ike_keys(
+            rekey_skeyseed(self.sk_d, shared, ni, nr), ni, nr, spi, spi_r, self.key_bits // 8
+        )
         self.old = (self.spi_i, self.spi_r, self.sk_ei, self.sk_er, self.mid)
         self.spi_i, self.spi_r, self.mid = spi, spi_r, 0
-        self.sk_d, self.sk_ei, self.sk_er, self.sk_pi = keys.sk_d, keys.sk_ei, keys.sk_er, keys.sk_pi
+        self.sk_d, self.sk_ei, self.sk_er, self.sk_pi = (
+            keys.sk_d,
+            keys.sk_ei,
+            keys.sk_er,
+            keys.sk_pi,
+        )
 
     def informational(self, payloads: list[object]) -> bytes:
         return self._request(c.INFORMATIONAL, payloads)

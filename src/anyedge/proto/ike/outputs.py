@@ -8,22 +8,11 @@ and the peer's address.  It is the record the edge distributes (``to_dict`` /
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from .codec import Selector
 
 Addr = tuple[str, int]
-
-
-def selector_text(s: Selector) -> str:
-    """``start-end`` (or a CIDR when it is one), ``/proto/ports`` when narrowed."""
-    a, b = ipaddress.ip_address(s.start), ipaddress.ip_address(s.end)
-    nets = list(ipaddress.summarize_address_range(a, b))  # type: ignore[type-var]
-    text = str(nets[0]) if len(nets) == 1 else f"{a}-{b}"
-    if s.protocol or (s.start_port, s.end_port) != (0, 65535):
-        text += f"/{s.protocol}/{s.start_port}-{s.end_port}"
-    return text
 
 
 def selector_record(s: Selector) -> list[object]:
@@ -51,21 +40,32 @@ class ChildSA:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "spi_in": self.spi_in, "spi_out": self.spi_out,
-            "key_in": self.key_in.hex(), "key_out": self.key_out.hex(),
+            "spi_in": self.spi_in,
+            "spi_out": self.spi_out,
+            "key_in": self.key_in.hex(),
+            "key_out": self.key_out.hex(),
             "ts_remote": [selector_record(s) for s in self.ts_remote],
             "ts_local": [selector_record(s) for s in self.ts_local],
-            "peer": [self.peer[0], self.peer[1]], "ike_spi": self.ike_spi.hex(),
-            "created": self.created, "replaces": self.replaces,
+            "peer": [self.peer[0], self.peer[1]],
+            "ike_spi": self.ike_spi.hex(),
+            "created": self.created,
+            "replaces": self.replaces,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> ChildSA:  # type: ignore[type-arg]
-        return cls(int(d["spi_in"]), int(d["spi_out"]), bytes.fromhex(d["key_in"]), bytes.fromhex(d["key_out"]),
-                   tuple(selector_from_record(s) for s in d["ts_remote"]),
-                   tuple(selector_from_record(s) for s in d["ts_local"]),
-                   (str(d["peer"][0]), int(d["peer"][1])), bytes.fromhex(d["ike_spi"]), float(d["created"]),
-                   None if d.get("replaces") is None else int(d["replaces"]))
+        return cls(
+            int(d["spi_in"]),
+            int(d["spi_out"]),
+            bytes.fromhex(d["key_in"]),
+            bytes.fromhex(d["key_out"]),
+            tuple(selector_from_record(s) for s in d["ts_remote"]),
+            tuple(selector_from_record(s) for s in d["ts_local"]),
+            (str(d["peer"][0]), int(d["peer"][1])),
+            bytes.fromhex(d["ike_spi"]),
+            float(d["created"]),
+            None if d.get("replaces") is None else int(d["replaces"]),
+        )
 
 
 @dataclass(slots=True)

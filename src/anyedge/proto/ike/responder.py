@@ -38,7 +38,17 @@ from dataclasses import dataclass, field
 
 from . import codec as c
 from .codec import IkeDecodeError, Message, Selector
-from .crypto import DiffieHellman, child_keys, ike_keys, open_sk, prf, psk_auth, rekey_skeyseed, seal, skeyseed
+from .crypto import (
+    DiffieHellman,
+    child_keys,
+    ike_keys,
+    open_sk,
+    prf,
+    psk_auth,
+    rekey_skeyseed,
+    seal,
+    skeyseed,
+)
 from .outputs import Addr, ChildDown, ChildSA, ChildUp, IkeDown, Output, Send
 
 ENCR_AES_GCM_16, PRF_HMAC_SHA2_256 = 20, 5
@@ -92,7 +102,9 @@ class IkeSA:
     children: dict[int, ChildSA] = field(default_factory=dict)
 
 
-def _select(proposals: tuple[c.Proposal, ...], protocol: int, need_dh: bool) -> tuple[c.Proposal, int] | None:
+def _select(
+    proposals: tuple[c.Proposal, ...], protocol: int, need_dh: bool
+) -> tuple[c.Proposal, int] | None:
     """The first proposal we accept (with ``need_dh``, its DH groups must include one of
     ours) as the single-transform-each answer, and its key length in bytes."""
     for p in proposals:
@@ -138,7 +150,11 @@ def _narrow(asked: tuple[Selector, ...], allowed: tuple[Selector, ...]) -> tuple
             if lo > hi or plo > phi:
                 continue
             n = len(a.start)
-            out.append(Selector(lo.to_bytes(n, "big"), hi.to_bytes(n, "big"), a.protocol or b.protocol, plo, phi))
+            out.append(
+                Selector(
+                    lo.to_bytes(n, "big"), hi.to_bytes(n, "big"), a.protocol or b.protocol, plo, phi
+                )
+            )
     return tuple(dict.fromkeys(out))
 
 
@@ -163,7 +179,7 @@ class Responder:
             if m.is_response:
                 return []
             if m.exchange == c.IKE_SA_INIT:
-                m.payloads = c.decode_chain(first, data[c.HEADER_LEN:])
+                m.payloads = c.decode_chain(first, data[c.HEADER_LEN :])
                 return self._sa_init(now, m, data, peer, local)
             sa = self.sas.get(m.spi_r)
             if sa is None or sa.spi_i != m.spi_i:
@@ -173,7 +189,7 @@ class Responder:
                 return [Send(sa.last_response, peer, local)]
             if m.message_id != sa.next_mid:
                 return []
-            outer = c.decode_chain(first, data[c.HEADER_LEN:])
+            outer = c.decode_chain(first, data[c.HEADER_LEN :])
             if not outer or not isinstance(outer[-1], c.Encrypted):
                 raise IkeDecodeError("no SK payload")
             sk = outer[-1]
@@ -197,7 +213,11 @@ class Responder:
         return out
 
     def next_deadline(self) -> float | None:
-        times = [self.sas[s].created + self.config.half_open_timeout for s in self._by_init.values() if s in self.sas]
+        times = [
+            self.sas[s].created + self.config.half_open_timeout
+            for s in self._by_init.values()
+            if s in self.sas
+        ]
         return min(times) if times else None
 
     @property
@@ -209,11 +229,15 @@ class Responder:
         ip = ipaddress.ip_address(peer[0]).packed
         return b"\x00" + hmac.new(self._secret, ni + ip + spi_i, "sha256").digest()
 
-    def _plain(self, m: Message, payloads: list[object], peer: Addr, local: Addr, spi_r: bytes = bytes(8)) -> Send:
+    def _plain(
+        self, m: Message, payloads: list[object], peer: Addr, local: Addr, spi_r: bytes = bytes(8)
+    ) -> Send:
         resp = Message(m.spi_i, spi_r, m.exchange, c.FLAG_RESPONSE, m.message_id, payloads)
         return Send(c.encode_message(resp), peer, local)
 
-    def _sa_init(self, now: float, m: Message, data: bytes, peer: Addr, local: Addr) -> list[Output]:
+    def _sa_init(
+        self, now: float, m: Message, data: bytes, peer: Addr, local: Addr
+    ) -> list[Output]:
         if m.spi_r != bytes(8) or m.message_id != 0:
             return []
         known = self._by_init.get((m.spi_i, peer))
@@ -229,7 +253,11 @@ class Responder:
         if len(self._by_init) >= self.config.cookie_threshold:
             want = self.cookie(ni, peer, m.spi_i)
             first = m.payloads[0]
-            if not (isinstance(first, c.Notify) and first.type == c.COOKIE and hmac.compare_digest(first.data, want)):
+            if not (
+                isinstance(first, c.Notify)
+                and first.type == c.COOKIE
+                and hmac.compare_digest(first.data, want)
+            ):
                 self.counters.cookies_sent += 1
                 return [self._plain(m, [c.Notify(c.COOKIE, want)], peer, local)]
         chosen = _select(sa_p[0].proposals, c.PROTO_IKE, need_dh=True)
@@ -240,9 +268,19 @@ class Responder:
         offered = [g for p in sa_p[0].proposals if p.number == prop.number for g in _groups(p)]
         if ke[0].group not in offered or ke[0].group not in DiffieHellman.GROUPS:
             group = _groups(prop)[0]
-            return [self._plain(m, [c.Notify(c.INVALID_KE_PAYLOAD, struct.pack("!H", group))], peer, local)]
-        prop = c.Proposal(prop.number, prop.protocol, b"",
-                          tuple(t if t.type != c.T_DH else c.Transform(c.T_DH, ke[0].group) for t in prop.transforms))
+            return [
+                self._plain(
+                    m, [c.Notify(c.INVALID_KE_PAYLOAD, struct.pack("!H", group))], peer, local
+                )
+            ]
+        prop = c.Proposal(
+            prop.number,
+            prop.protocol,
+            b"",
+            tuple(
+                t if t.type != c.T_DH else c.Transform(c.T_DH, ke[0].group) for t in prop.transforms
+            ),
+        )
         dh = DiffieHellman(ke[0].group)
         shared = dh.shared(ke[0].data)
         spi_r = os.urandom(8)
@@ -250,11 +288,28 @@ class Responder:
         keys = ike_keys(skeyseed(ni, nr, shared), ni, nr, m.spi_i, spi_r, enc_len)
         payloads: list[object] = [c.SA((prop,)), c.KE(dh.group, dh.public), c.Nonce(nr)]
         if m.find(c.Notify, c.NAT_DETECTION_SOURCE_IP):
-            payloads += [c.Notify(c.NAT_DETECTION_SOURCE_IP, _nat_hash(m.spi_i, spi_r, local)),
-                         c.Notify(c.NAT_DETECTION_DESTINATION_IP, _nat_hash(m.spi_i, spi_r, peer))]
+            payloads += [
+                c.Notify(c.NAT_DETECTION_SOURCE_IP, _nat_hash(m.spi_i, spi_r, local)),
+                c.Notify(c.NAT_DETECTION_DESTINATION_IP, _nat_hash(m.spi_i, spi_r, peer)),
+            ]
         resp = self._plain(m, payloads, peer, local, spi_r)
-        self.sas[spi_r] = IkeSA(m.spi_i, spi_r, peer, local, ni, nr, enc_len, keys.sk_d, keys.sk_ei, keys.sk_er,
-                                keys.sk_pi, keys.sk_pr, data, resp.data, now)
+        self.sas[spi_r] = IkeSA(
+            m.spi_i,
+            spi_r,
+            peer,
+            local,
+            ni,
+            nr,
+            enc_len,
+            keys.sk_d,
+            keys.sk_ei,
+            keys.sk_er,
+            keys.sk_pi,
+            keys.sk_pr,
+            data,
+            resp.data,
+            now,
+        )
         self._by_init[(m.spi_i, peer)] = spi_r
         return [resp]
 
@@ -290,8 +345,16 @@ class Responder:
             if spi >= 256 and not any(spi in s.children for s in self.sas.values()):
                 return spi
 
-    def _child(self, now: float, sa: IkeSA, m: Message, ni: bytes, nr: bytes, shared: bytes,
-               replaces: int | None) -> tuple[list[object], ChildSA] | list[object]:
+    def _child(
+        self,
+        now: float,
+        sa: IkeSA,
+        m: Message,
+        ni: bytes,
+        nr: bytes,
+        shared: bytes,
+        replaces: int | None,
+    ) -> tuple[list[object], ChildSA] | list[object]:
         """The SA, TSi and TSr of a new Child SA and the SA itself, or the notify that
         refuses it."""
         sa_p, tsi, tsr = m.find(c.SA), m.find(c.TrafficSelectors), m.find(c.TrafficSelectors)
@@ -310,10 +373,24 @@ class Responder:
             return [c.Notify(c.TS_UNACCEPTABLE)]
         spi_in = self._new_spi()
         k_ir, k_ri = child_keys(sa.sk_d, ni, nr, enc_len, shared)
-        child = ChildSA(spi_in, int.from_bytes(prop.spi, "big"), k_ir, k_ri, remote, local, sa.peer,
-                        sa.spi_i + sa.spi_r, now, replaces)
+        child = ChildSA(
+            spi_in,
+            int.from_bytes(prop.spi, "big"),
+            k_ir,
+            k_ri,
+            remote,
+            local,
+            sa.peer,
+            sa.spi_i + sa.spi_r,
+            now,
+            replaces,
+        )
         ours = c.Proposal(prop.number, c.PROTO_ESP, struct.pack("!I", spi_in), prop.transforms)
-        return [c.SA((ours,)), c.TrafficSelectors(remote, True), c.TrafficSelectors(local, False)], child
+        return [
+            c.SA((ours,)),
+            c.TrafficSelectors(remote, True),
+            c.TrafficSelectors(local, False),
+        ], child
 
     def _auth(self, now: float, sa: IkeSA, m: Message) -> list[Output]:
         idi = [p for p in m.find(c.Identification) if p.initiator]
@@ -321,7 +398,11 @@ class Responder:
         if not idi or not auth:
             raise IkeDecodeError("IKE_AUTH without IDi or AUTH")
         psk = self.config.psks.get(idi[0].data, self.config.psks.get(b""))
-        want = psk_auth(psk, sa.init_request, sa.nr, sa.sk_pi, idi[0].encode()) if psk is not None else b""
+        want = (
+            psk_auth(psk, sa.init_request, sa.nr, sa.sk_pi, idi[0].encode())
+            if psk is not None
+            else b""
+        )
         if auth[0].method != c.AUTH_SHARED_KEY or not hmac.compare_digest(auth[0].data, want):
             self.counters.auth_failed += 1
             resp = self._respond(sa, m, [c.Notify(c.AUTHENTICATION_FAILED)])
@@ -331,7 +412,9 @@ class Responder:
         self._by_init.pop((sa.spi_i, sa.peer), None)
         self.counters.established += 1
         idr = c.Identification(self.config.local_id[0], self.config.local_id[1], initiator=False)
-        mine = c.Auth(c.AUTH_SHARED_KEY, psk_auth(psk, sa.init_response, sa.ni, sa.sk_pr, idr.encode()))
+        mine = c.Auth(
+            c.AUTH_SHARED_KEY, psk_auth(psk, sa.init_response, sa.ni, sa.sk_pr, idr.encode())
+        )
         made = self._child(now, sa, m, sa.ni, sa.nr, b"", None)
         if isinstance(made, tuple):
             payloads, child = made
@@ -353,10 +436,19 @@ class Responder:
         rekey = m.find(c.Notify, c.REKEY_SA)
         replaces = None
         if rekey:
-            old = [ch for ch in sa.children.values() if ch.spi_out == int.from_bytes(rekey[0].spi, "big")]
+            old = [
+                ch
+                for ch in sa.children.values()
+                if ch.spi_out == int.from_bytes(rekey[0].spi, "big")
+            ]
             if not old:
-                return [self._respond(sa, m, [c.Notify(c.CHILD_SA_NOT_FOUND, protocol=c.PROTO_ESP,
-                                                        spi=rekey[0].spi)])]
+                return [
+                    self._respond(
+                        sa,
+                        m,
+                        [c.Notify(c.CHILD_SA_NOT_FOUND, protocol=c.PROTO_ESP, spi=rekey[0].spi)],
+                    )
+                ]
             replaces = old[0].spi_in
         made = self._child(now, sa, m, ni, nr, shared, replaces)
         if not isinstance(made, tuple):
@@ -364,21 +456,55 @@ class Responder:
         payloads, child = made
         sa.children[child.spi_in] = child
         extra: list[object] = [c.KE(dh.group, dh.public)] if dh is not None else []
-        return [self._respond(sa, m, [payloads[0], c.Nonce(nr), *extra, *payloads[1:]]), ChildUp(child)]
+        return [
+            self._respond(sa, m, [payloads[0], c.Nonce(nr), *extra, *payloads[1:]]),
+            ChildUp(child),
+        ]
 
-    def _rekey_ike(self, now: float, sa: IkeSA, m: Message, ni: bytes, nr: bytes, dh: DiffieHellman | None,
-                   shared: bytes) -> list[Output]:
+    def _rekey_ike(
+        self,
+        now: float,
+        sa: IkeSA,
+        m: Message,
+        ni: bytes,
+        nr: bytes,
+        dh: DiffieHellman | None,
+        shared: bytes,
+    ) -> list[Output]:
         chosen = _select(m.find(c.SA)[0].proposals, c.PROTO_IKE, need_dh=True)
         if chosen is None or dh is None or len(chosen[0].spi) != 8:
             return [self._respond(sa, m, [c.Notify(c.NO_PROPOSAL_CHOSEN)])]
         prop, enc_len = chosen
         spi_i, spi_r = prop.spi, os.urandom(8)
         keys = ike_keys(rekey_skeyseed(sa.sk_d, shared, ni, nr), ni, nr, spi_i, spi_r, enc_len)
-        prop = c.Proposal(prop.number, c.PROTO_IKE, spi_r,
-                          tuple(t if t.type != c.T_DH else c.Transform(c.T_DH, dh.group) for t in prop.transforms))
+        prop = c.Proposal(
+            prop.number,
+            c.PROTO_IKE,
+            spi_r,
+            tuple(
+                t if t.type != c.T_DH else c.Transform(c.T_DH, dh.group) for t in prop.transforms
+            ),
+        )
         resp = self._respond(sa, m, [c.SA((prop,)), c.Nonce(nr), c.KE(dh.group, dh.public)])
-        new = IkeSA(spi_i, spi_r, sa.peer, sa.local, ni, nr, enc_len, keys.sk_d, keys.sk_ei, keys.sk_er,
-                    keys.sk_pi, keys.sk_pr, b"", b"", now, established=True, next_mid=0)
+        new = IkeSA(
+            spi_i,
+            spi_r,
+            sa.peer,
+            sa.local,
+            ni,
+            nr,
+            enc_len,
+            keys.sk_d,
+            keys.sk_ei,
+            keys.sk_er,
+            keys.sk_pi,
+            keys.sk_pr,
+            b"",
+            b"",
+            now,
+            established=True,
+            next_mid=0,
+        )
         new.children, sa.children = sa.children, {}
         self.sas[spi_r] = new
         return [resp]
@@ -393,7 +519,9 @@ class Responder:
             if d.protocol != c.PROTO_ESP:
                 continue
             for spi in d.spis:
-                for ch in [ch for ch in sa.children.values() if ch.spi_out == int.from_bytes(spi, "big")]:
+                for ch in [
+                    ch for ch in sa.children.values() if ch.spi_out == int.from_bytes(spi, "big")
+                ]:
                     del sa.children[ch.spi_in]
                     answer.append(struct.pack("!I", ch.spi_in))
                     out.append(ChildDown(ch.spi_in, ch.spi_out))
