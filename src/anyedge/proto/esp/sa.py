@@ -22,7 +22,6 @@ edge does about it).  Numbers never wrap: past 2**32 - 1 the packet is not sent 
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from ..ike.outputs import ChildSA
@@ -52,12 +51,16 @@ class Inbound:
 class Outbound:
     child: ChildSA
     key: GcmKey
-    ranges: list[tuple[int, int]]
+    ranges: list[tuple[int, int, int]]
     counter: int = -1
 
 
-def _ranges(child: ChildSA) -> list[tuple[int, int]]:
-    return [(int.from_bytes(s.start, "big"), int.from_bytes(s.end, "big")) for s in child.ts_remote]
+def _ranges(child: ChildSA) -> list[tuple[int, int, int]]:
+    """(first, last, address length) of each remote selector."""
+    return [
+        (int.from_bytes(s.start, "big"), int.from_bytes(s.end, "big"), len(s.start))
+        for s in child.ts_remote
+    ]
 
 
 RATE = 1000.0  # packets per second per SA that the time-anchored counter allows for
@@ -113,13 +116,19 @@ class EspEndpoint:
 
     def route(self, inner: bytes) -> Outbound | None:
         """The outbound SA whose remote selectors cover ``inner``'s destination."""
-        try:
-            dst = int(ipaddress.ip_address(inner[16:20] if inner[0] >> 4 == 4 else inner[24:40]))
-        except (ValueError, IndexError):
+        if len(inner) < 20:
+            return None
+        version = inner[0] >> 4
+        if version == 4:
+            dst, size = int.from_bytes(inner[16:20], "big"), 4
+        elif version == 6 and len(inner) >= 40:
+            dst, size = int.from_bytes(inner[24:40], "big"), 16
+        else:
             return None
         for out in self.outbound.values():
-            if any(lo <= dst <= hi for lo, hi in out.ranges):
-                return out
+            for lo, hi, n in out.ranges:
+                if n == size and lo <= dst <= hi:
+                    return out
         return None
 
     def encrypt(self, inner: bytes, now: float) -> tuple[ChildSA, bytes] | None:

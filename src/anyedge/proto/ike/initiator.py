@@ -78,12 +78,17 @@ class Initiator:
         self.cookie: bytes | None = None
         self.pending: tuple[bytes, DiffieHellman | None, bytes] | None = None
 
-    def sa_init(self, offered: tuple[int, ...] = (19, 31)) -> bytes:
+    def sa_init(self, offered: tuple[int, ...] = (19, 31), fake_nat: bool = False) -> bytes:
+        """IKE_SA_INIT; ``fake_nat`` adds NAT detection hashes that match no address, so
+        the responder believes this side is behind a NAT and encapsulates ESP in UDP."""
         payloads: list[object] = [
             c.SA((ike_proposal(offered, self.key_bits),)),
             c.KE(self.group, self.dh.public),
             c.Nonce(self.ni),
         ]
+        if fake_nat:
+            payloads += [c.Notify(c.NAT_DETECTION_SOURCE_IP, os.urandom(20)),
+                         c.Notify(c.NAT_DETECTION_DESTINATION_IP, os.urandom(20))]  # fmt: skip
         if self.cookie is not None:
             payloads.insert(0, c.Notify(c.COOKIE, self.cookie))
         self.init_request = c.encode_message(
