@@ -42,7 +42,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sites, Pro
         yield w
 
 
-
 def _anyedge(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": SRC}
     return subprocess.run(

@@ -46,7 +46,6 @@ def namespace() -> Iterator[str]:
         netns.remove(name)
 
 
-
 def _nft_table(ns: str) -> str:
     p = subprocess.run(
         ["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "anyedge"],
