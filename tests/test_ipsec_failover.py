@@ -1,7 +1,8 @@
 """Anycast IPsec failover: strongSwan makes its one IKE exchange with the edge server the
-anycast route leads to; the Child SA goes through the store to the other edge server;
-that server is withdrawn (its process ends, the routes move) and the tunnel's ping and
-TCP traffic go on through the other one, with no new IKE exchange."""
+anycast route leads to; the Child SA and the IKE SA go through the store to the other
+edge server; that server is withdrawn (its process ends, the routes move) and the
+tunnel's ping and TCP traffic go on through the other one, with no new IKE exchange;
+the other one also answers strongSwan's Child SA rekey and its delete of the IKE SA."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import pytest
 
 from anyedge.proto.esp import EspEndpoint
 from anyedge.proto.ike import ChildDown, ChildSA, ChildUp, Responder
+from anyedge.proto.ike import codec as c
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit.ipsec_store import PREFIX, FleetKey, SaInstaller, publish, sa_key
 from test_esp import ip4, mirror
@@ -118,3 +119,42 @@ def test_a_server_that_starts_late_installs_what_is_there(tmp_path: Path) -> Non
             assert isinstance(late.esp.inbound[up.child.spi_in].child, ChildSA)
         finally:
             late.close()
+
+
+def test_another_server_adopts_the_ike_sa_and_answers_it(
+    fleet: tuple[EmbeddedWriter, FleetKey, list[Server]],
+) -> None:
+    """The IKE SA's record reaches server 1, whose responder then answers the peer's
+    liveness check, Child SA rekey and delete: no new IKE exchange."""
+    from anyedge.proto.ike import IkeUpdate
+    from anyedge.transit.ipsec_store import publish_ike
+
+    writer, key, servers = fleet
+    r0, r1 = Responder(config(), 0.0), Responder(config(), 0.0)
+    servers[1].installer.close()
+    servers[1].installer = SaInstaller(
+        servers[1].replica, key, servers[1].esp.install, servers[1].esp.remove, r1.adopt, r1.forget
+    )
+    i = initiator()
+    (resp,) = sends(r0.receive(0, i.sa_init(), PEER, LOCAL))
+    i.take_sa_init(resp)
+    outs = r0.receive(0, i.auth(), PEER, LOCAL)
+    m = i.open(sends(outs)[0])
+    (update,) = [o for o in outs if isinstance(o, IkeUpdate)]
+    (up,) = [o.child for o in outs if isinstance(o, ChildUp)]
+    publish(writer, key, "up", up)
+    _sync(servers, publish_ike(writer, key, update.spi_r, update.record))
+    assert servers[1].installer.counters.ike_adopted == 1
+    assert m.find(c.SA)
+
+    # the route moves: server 1 gets the peer's next requests
+    assert i.open(sends(r1.receive(1, i.informational([]), PEER, LOCAL))[0]).payloads == []
+    outs = r1.receive(2, i.rekey_child(i.child_spi), PEER, LOCAL)
+    (new,) = [o.child for o in outs if isinstance(o, ChildUp)]
+    assert new.replaces == up.spi_in
+    assert i.take_rekey_child(sends(outs)[0])[1] == new.key_in
+    outs = r1.receive(3, i.delete_child(up.spi_out.to_bytes(4, "big")), PEER, LOCAL)
+    assert ChildDown(up.spi_in, up.spi_out) in outs
+    assert r1.counters.established == 0  # it never made an IKE SA of its own
+    # an older record (the origin's, before these exchanges) does not take r1 back
+    assert not r1.adopt(update.record)

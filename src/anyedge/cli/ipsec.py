@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -119,9 +119,10 @@ def serve(
 ) -> None:
     """Answer IKEv2 and carry ESP until SIGTERM or SIGINT.
 
-    With --store, every Child SA negotiated here is written to the store (sealed with
-    the fleet key) and every SA in the store is installed here, so any server sharing
-    the anycast address carries any tunnel without a new IKE exchange."""
+    With --store, every Child SA and IKE SA negotiated (or changed) here is written to
+    the store, sealed with the fleet key, and every one in the store is installed here,
+    so any server sharing the anycast address carries any tunnel, and answers its IKE
+    requests, without a new IKE exchange."""
     import time
 
     from ..adapters.tuntap import open_tun
@@ -185,6 +186,7 @@ def _attach_store(ep: IpsecEndpoint, addr: tuple[str, int], key: bytes) -> list[
     fleet = FleetKey(key)
     publisher = Publisher(lambda: RemoteWriter(addr), fleet)
     ep.on_child = publisher
+    ep.on_ike = publisher.ike
     replica = EmbeddedReplica(addr)
 
     def install(child: ChildSA) -> None:
@@ -193,7 +195,13 @@ def _attach_store(ep: IpsecEndpoint, addr: tuple[str, int], key: bytes) -> list[
     def remove(spi: int) -> None:
         ep.submit(lambda: ep.remove(spi))
 
-    installer = SaInstaller(replica, fleet, install, remove)
+    def adopt(record: dict[str, Any]) -> None:
+        ep.submit(lambda: ep.responder.adopt(record))
+
+    def forget(spi_r: bytes) -> None:
+        ep.submit(lambda: ep.responder.forget(spi_r))
+
+    installer = SaInstaller(replica, fleet, install, remove, adopt, forget)
     return [installer.close, replica.close, publisher.close]
 
 

@@ -5,8 +5,8 @@ The kernel here has no ESP, so a server carries a customer's IPsec tunnel itself
 - IKE datagrams (port 500, or 4500 after the non-ESP marker) go to the sans-IO
   :class:`~anyedge.proto.ike.Responder`; its ``Send`` outputs go back out of the
   socket they came in on, ``ChildUp`` / ``ChildDown`` install and remove SAs in the
-  :class:`~anyedge.proto.esp.EspEndpoint` (and in ``on_child``, which the
-  distribution hooks into);
+  :class:`~anyedge.proto.esp.EspEndpoint` and go to ``on_child``, ``IkeUpdate`` /
+  ``IkeDown`` to ``on_ike`` (the distribution hooks into both);
 - ESP arrives either in UDP on 4500 (NAT traversal, RFC 3948) or as IP protocol 50 on
   a raw socket; it is decrypted, checked against the replay window, and the inner
   packet written to a TUN device, whence the kernel routes it to the hosts behind;
@@ -34,10 +34,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ..proto.esp import EspEndpoint, classify
 from ..proto.esp.packet import NON_ESP_MARKER
-from ..proto.ike import ChildDown, ChildSA, ChildUp, IkeDown, Responder, Send
+from ..proto.ike import ChildDown, ChildSA, ChildUp, IkeDown, IkeUpdate, Responder, Send
 
 IKE_PORT, NATT_PORT = 500, 4500
 
@@ -56,6 +57,7 @@ class IpsecEndpoint:
         self.responder, self.esp, self.listen, self.tun_fd = responder, esp, listen, tun_fd
         self.status_path = status
         self.on_child = on_child
+        self.on_ike: Callable[[bytes, dict[str, Any] | None], None] | None = None
         self.ike = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.ike.bind((listen, IKE_PORT))
         self.natt = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -69,11 +71,11 @@ class IpsecEndpoint:
         self.installed_at: dict[int, float] = {}
         self.stop = threading.Event()
         self._dirty = True
-        self._jobs: deque[Callable[[], None]] = deque()
+        self._jobs: deque[Callable[[], object]] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], object]) -> None:
         """Run ``job`` on the loop's thread (from any thread)."""
         self._jobs.append(job)
         with contextlib.suppress(OSError):
@@ -99,8 +101,10 @@ class IpsecEndpoint:
                 self.remove(out.spi_in)
                 if self.on_child is not None and child is not None:
                     self.on_child("down", child.child)
-            elif isinstance(out, IkeDown):
-                pass
+            elif isinstance(out, IkeUpdate) and self.on_ike is not None:
+                self.on_ike(out.spi_r, out.record)
+            elif isinstance(out, IkeDown) and self.on_ike is not None:
+                self.on_ike(out.ike_spi[8:], None)
             self._dirty = True
 
     def install(self, child: ChildSA, transport: str = "udp") -> None:

@@ -9,8 +9,8 @@ data flows between them:
   19 and 31, the AES-GCM SK payload (RFC 5282), PSK AUTH;
 - :mod:`.responder` -- :class:`Responder`: ``receive(now, data, peer, local)``,
   ``tick(now)``, ``next_deadline()``; returns :mod:`.outputs`;
-- :mod:`.outputs` -- ``Send``, ``ChildUp``, ``ChildDown``, ``IkeDown`` and
-  :class:`ChildSA`, the record the edge distributes to every server;
+- :mod:`.outputs` -- ``Send``, ``ChildUp``, ``ChildDown``, ``IkeDown``, ``IkeUpdate``
+  and :class:`ChildSA`: the records the edge distributes to every server;
 - :mod:`.initiator` -- a minimal initiator for tests and benchmarks.
 
 A minimal IO loop::
@@ -21,7 +21,7 @@ A minimal IO loop::
 """
 
 from .codec import IkeDecodeError, Selector, decode_message, encode_message
-from .outputs import ChildDown, ChildSA, ChildUp, IkeDown, Output, Send
+from .outputs import ChildDown, ChildSA, ChildUp, IkeDown, IkeUpdate, Output, Send
 from .responder import Counters, Responder, ResponderConfig
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Counters",
     "IkeDecodeError",
     "IkeDown",
+    "IkeUpdate",
     "Output",
     "Responder",
     "ResponderConfig",

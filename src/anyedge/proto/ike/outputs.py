@@ -93,4 +93,14 @@ class IkeDown:
     ike_spi: bytes
 
 
-Output = Send | ChildUp | ChildDown | IkeDown
+@dataclass(slots=True)
+class IkeUpdate:
+    """An established IKE SA changed (made, an exchange answered, rekeyed): its whole
+    state as a record (:meth:`~.responder.IkeSA.to_dict`), for the other servers'
+    responders to :meth:`~.responder.Responder.adopt`."""
+
+    spi_r: bytes
+    record: dict[str, object]
+
+
+Output = Send | ChildUp | ChildDown | IkeDown | IkeUpdate

@@ -49,7 +49,7 @@ from .crypto import (
     seal,
     skeyseed,
 )
-from .outputs import Addr, ChildDown, ChildSA, ChildUp, IkeDown, Output, Send
+from .outputs import Addr, ChildDown, ChildSA, ChildUp, IkeDown, IkeUpdate, Output, Send
 
 ENCR_AES_GCM_16, PRF_HMAC_SHA2_256 = 20, 5
 HALF_OPEN_TIMEOUT = 30.0
@@ -100,6 +100,38 @@ class IkeSA:
     next_mid: int = 1
     last_response: bytes = b""
     children: dict[int, ChildSA] = field(default_factory=dict)
+
+    _BYTES = (
+        "spi_i",
+        "spi_r",
+        "ni",
+        "nr",
+        "sk_d",
+        "sk_ei",
+        "sk_er",
+        "sk_pi",
+        "sk_pr",
+        "last_response",
+    )
+
+    def to_dict(self) -> dict[str, object]:
+        """An established SA's state, enough for another server to go on with it (the
+        IKE_SA_INIT messages, needed only for IKE_AUTH, are left out)."""
+        d: dict[str, object] = {k: getattr(self, k).hex() for k in self._BYTES}
+        d.update(peer=list(self.peer), local=list(self.local), enc_len=self.enc_len,
+                 created=self.created, next_mid=self.next_mid,
+                 children=[ch.to_dict() for ch in self.children.values()])  # fmt: skip
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IkeSA:  # type: ignore[type-arg]
+        b = {k: bytes.fromhex(d[k]) for k in cls._BYTES}
+        children = [ChildSA.from_dict(x) for x in d["children"]]
+        return cls(b["spi_i"], b["spi_r"], (str(d["peer"][0]), int(d["peer"][1])),
+                   (str(d["local"][0]), int(d["local"][1])), b["ni"], b["nr"], int(d["enc_len"]),
+                   b["sk_d"], b["sk_ei"], b["sk_er"], b["sk_pi"], b["sk_pr"], b"", b"",
+                   float(d["created"]), True, int(d["next_mid"]), b["last_response"],
+                   {ch.spi_in: ch for ch in children})  # fmt: skip
 
 
 def _select(
@@ -196,7 +228,10 @@ class Responder:
             inner = open_sk(data, len(data) - 4 - len(sk.data), sa.sk_ei)
             m.payloads = c.decode_chain(sk.first, inner)
             sa.peer, sa.local = peer, local
-            return self._encrypted(now, sa, m)
+            out = self._encrypted(now, sa, m)
+            if sa.established and self.sas.get(sa.spi_r) is sa:
+                out.append(IkeUpdate(sa.spi_r, sa.to_dict()))
+            return out
         except IkeDecodeError:
             self.counters.malformed += 1
             return []
@@ -219,6 +254,21 @@ class Responder:
             if s in self.sas
         ]
         return min(times) if times else None
+
+    def adopt(self, record: dict) -> bool:  # type: ignore[type-arg]
+        """Take over an IKE SA another server established (its :class:`IkeUpdate`
+        record), unless this server already holds it at the same or a later message ID.
+        True if adopted."""
+        sa = IkeSA.from_dict(record)
+        have = self.sas.get(sa.spi_r)
+        if have is not None and have.next_mid >= sa.next_mid:
+            return False
+        self.sas[sa.spi_r] = sa
+        return True
+
+    def forget(self, spi_r: bytes) -> None:
+        """Another server deleted this IKE SA."""
+        self.sas.pop(spi_r, None)
 
     @property
     def half_open(self) -> int:
@@ -507,7 +557,7 @@ class Responder:
         )
         new.children, sa.children = sa.children, {}
         self.sas[spi_r] = new
-        return [resp]
+        return [resp, IkeUpdate(spi_r, new.to_dict())]
 
     def _informational(self, sa: IkeSA, m: Message) -> list[Output]:
         deletes = m.find(c.Delete)
