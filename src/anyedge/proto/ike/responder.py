@@ -2,9 +2,10 @@
 out (:mod:`.outputs`).  It never initiates; a customer's peer does.
 
 Inputs: ``receive(now, data, peer, local)`` with one IKE message (without the 4-byte
-non-ESP marker of port 4500), ``tick(now)`` at ``next_deadline()``.  Outputs: ``Send``
-(a response), ``ChildUp`` / ``ChildDown`` (a Child SA to install or remove on every
-server), ``IkeDown``.
+non-ESP marker of port 4500), ``tick(now)`` at ``next_deadline()``, and ``adopt`` /
+``forget`` for IKE SAs other servers made.  Outputs: ``Send`` (a response), ``ChildUp``
+/ ``ChildDown`` (a Child SA to install or remove on every server), ``IkeUpdate`` /
+``IkeDown``.
 
 How an SA comes up.  IKE_SA_INIT: the first acceptable proposal (AES-GCM-16 of 128 or
 256 bits, PRF HMAC-SHA2-256, DH 19 or 31) is chosen; a KE of another offered group
@@ -25,6 +26,11 @@ one); INFORMATIONAL answers liveness checks (empty) and deletes (ESP SPIs are an
 with ours; a delete of the IKE SA takes its Child SAs with it).  A request with the
 last message ID gets the last response again byte for byte; other IDs are dropped.
 Malformed messages and messages that do not authenticate are dropped and counted.
+
+Anycast: after every exchange it answers on an established SA, the responder outputs an
+``IkeUpdate`` with the SA's whole state (``IkeSA.to_dict``); the edge distributes it
+and every other server's responder ``adopt``\ s it (never going back to an older message
+ID), so whichever server the peer's next request reaches can answer it.
 """
 
 from __future__ import annotations
