@@ -29,7 +29,7 @@ Malformed messages and messages that do not authenticate are dropped and counted
 
 Anycast: after every exchange it answers on an established SA, the responder outputs an
 ``IkeUpdate`` with the SA's whole state (``IkeSA.to_dict``); the edge distributes it
-and every other server's responder ``adopt``\ s it (never going back to an older message
+and every other server's responder adopts it (``adopt``, never going back to an older message
 ID), so whichever server the peer's next request reaches can answer it.
 """
 
