@@ -4,7 +4,6 @@ outbound sequence numbers."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 import pytest
@@ -20,7 +19,8 @@ from anyedge.proto.esp import (
     open_packet,
     seal,
 )
-from anyedge.proto.ike import ChildSA, Selector
+from anyedge.proto.ike import ChildSA
+from ike_support import child, ip4, mirror
 
 H = bytes.fromhex
 
@@ -101,42 +101,6 @@ def test_replay_window_rfc4303() -> None:
     w.accept(1000)
     assert w.top == 1000
     assert not w.check(100)
-
-
-def ip4(src: str, dst: str, body: bytes = b"x" * 12) -> bytes:
-    return (
-        bytes([0x45, 0, 0, 20 + len(body)])
-        + bytes(8)
-        + ipaddress.IPv4Address(src).packed
-        + ipaddress.IPv4Address(dst).packed
-        + body
-    )
-
-
-def child(spi_in: int = 0x1001, spi_out: int = 0x2002) -> ChildSA:
-    k1, k2 = os.urandom(36), os.urandom(36)
-    net = ipaddress.ip_network("203.0.113.0/24")
-    ts_remote = (Selector(net.network_address.packed, net.broadcast_address.packed),)
-    local = ipaddress.ip_network("198.51.100.0/24")
-    ts_local = (Selector(local.network_address.packed, local.broadcast_address.packed),)
-    return ChildSA(
-        spi_in, spi_out, k1, k2, ts_remote, ts_local, ("192.0.2.2", 4500), bytes(16), 0.0
-    )
-
-
-def mirror(ch: ChildSA) -> ChildSA:
-    """The peer's view of the same SA pair."""
-    return ChildSA(
-        ch.spi_out,
-        ch.spi_in,
-        ch.key_out,
-        ch.key_in,
-        ch.ts_local,
-        ch.ts_remote,
-        ("192.0.2.1", 4500),
-        ch.ike_spi,
-        ch.created,
-    )
 
 
 def test_endpoint_routes_by_selector_and_counts_replays() -> None:

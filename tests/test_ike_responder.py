@@ -5,7 +5,6 @@ proposals and selectors, malformed and forged messages)."""
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import struct
 
@@ -16,56 +15,12 @@ from anyedge.proto.ike import (
     ChildUp,
     IkeDown,
     Responder,
-    ResponderConfig,
-    Selector,
     Send,
 )
 from anyedge.proto.ike import codec as c
 from anyedge.proto.ike.crypto import prf_plus, rekey_skeyseed, skeyseed
 from anyedge.proto.ike.initiator import Initiator, ike_proposal, spi_bytes
-
-PEER, LOCAL = ("192.0.2.2", 500), ("192.0.2.1", 500)
-PSK = b"correct horse battery staple"
-
-
-def sel(cidr: str) -> Selector:
-    n = ipaddress.ip_network(cidr)
-    return Selector(n.network_address.packed, n.broadcast_address.packed)
-
-
-def config(**kw: object) -> ResponderConfig:
-    return ResponderConfig(
-        {b"": PSK},
-        (c.ID_FQDN, b"edge.example"),
-        (sel("198.51.100.0/24"),),
-        (sel("203.0.113.0/24"),),
-        **kw,
-    )  # type: ignore[arg-type]
-
-
-def initiator(group: int = 19, key_bits: int = 256, psk: bytes = PSK) -> Initiator:
-    return Initiator(
-        psk,
-        b"customer.example",
-        (sel("203.0.113.0/24"),),
-        (sel("198.51.100.0/24"),),
-        group,
-        key_bits,
-    )
-
-
-def sends(outs: list) -> list[bytes]:  # type: ignore[type-arg]
-    return [o.data for o in outs if isinstance(o, Send)]
-
-
-def handshake(r: Responder, i: Initiator, now: float = 0.0) -> tuple[c.Message, ChildUp]:
-    (resp,) = sends(r.receive(now, i.sa_init(), PEER, LOCAL))
-    i.take_sa_init(resp)
-    outs = r.receive(now, i.auth(), PEER, LOCAL)
-    m = i.open(sends(outs)[0])
-    (up,) = [o for o in outs if isinstance(o, ChildUp)]
-    return m, up
-
+from ike_support import LOCAL, PEER, PSK, config, handshake, initiator, sel, sends
 
 # NIST CAVP SP 800-135 IKEv2 KDF test vector (SHA-1, 64-bit nonces, 1056-bit DKM), as
 # reproduced in the header comment of libreswan's IKEv2 CAVS driver

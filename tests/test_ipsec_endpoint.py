@@ -24,7 +24,7 @@ from anyedge.proto.esp import EspEndpoint
 from anyedge.proto.ike import ChildSA, Responder
 from anyedge.transit.ipsec import IpsecEndpoint
 from edge_packets import ipv4
-from test_ike_responder import config, initiator, sel
+from ike_support import config, initiator, sel
 
 pytestmark = pytest.mark.lab
 

@@ -16,8 +16,7 @@ from anyedge.proto.ike import ChildDown, ChildSA, ChildUp, Responder
 from anyedge.proto.ike import codec as c
 from anyedge.store import EmbeddedReplica, EmbeddedWriter
 from anyedge.transit.ipsec_store import PREFIX, FleetKey, SaInstaller, publish, sa_key
-from test_esp import ip4, mirror
-from test_ike_responder import LOCAL, PEER, config, handshake, initiator, sends
+from ike_support import LOCAL, PEER, config, handshake, initiator, ip4, mirror, sends
 
 SERVERS = 3
 
