@@ -5,13 +5,15 @@ a TUN device), each in its own namespace with a host behind it.
 IKE completes, pings and a TCP stream cross the tunnel both ways, a Child SA rekey and
 an IKE SA rekey succeed with traffic after each, and strongSwan's deletes (Child SA,
 then IKE SA) are honoured: our side removes the SAs and answers.  A wrong pre-shared key
-is refused with AUTHENTICATION_FAILED.  kernel-libipsec always encapsulates ESP in UDP
-(port 4500), so the raw protocol-50 path is tested in test_ipsec_endpoint.py.
+is refused with AUTHENTICATION_FAILED; strongSwan returns our cookie and gets its SA.
+kernel-libipsec always encapsulates ESP in UDP (port 4500), so the raw protocol-50 path
+is tested in test_ipsec_endpoint.py.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,16 +31,26 @@ pytestmark = [
 
 @pytest.fixture
 def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[IpsecLab]:
-    kwargs = getattr(request, "param", {})
+    kwargs = dict(getattr(request, "param", {}))
+    edge_args = kwargs.pop("edge_args", ())
     lab = IpsecLab(tmp_path / "ipsec", **kwargs)
     (tmp_path / "ipsec").mkdir()
     try:
         lab.up()
-        lab.start_edge()
+        lab.start_edge(*edge_args)
         lab.start_charon()
         yield lab
     finally:
         lab.down()
+
+
+def _listed(lab: IpsecLab, text: str) -> None:
+    """Wait until ``swanctl --list-sas`` shows ``text`` (right after a rekey the listing
+    may still show the SA being replaced)."""
+    deadline = time.monotonic() + 5
+    while text not in (sas := lab.swanctl("--list-sas")):
+        assert time.monotonic() < deadline, sas
+        time.sleep(0.1)
 
 
 def _both_ways(lab: IpsecLab, seq: int) -> None:
@@ -62,8 +74,7 @@ def test_strongswan_ike_traffic_rekey_delete(lab: IpsecLab) -> None:
     _both_ways(lab, 2)
 
     assert "rekey completed successfully" in lab.swanctl("--rekey", "--ike", "edge")
-    sas = lab.swanctl("--list-sas")
-    assert "edge: #2, ESTABLISHED" in sas
+    _listed(lab, "edge: #2, ESTABLISHED")
     _both_ways(lab, 3)
     st = lab.wait_status(lambda s: s["esp"]["decrypted"] >= 3 and s["esp"]["encrypted"] >= 3)
     assert st["esp"]["bad_icv"] == 0
@@ -87,7 +98,7 @@ def test_strongswan_curve25519_pfs_rekey(lab: IpsecLab) -> None:
     assert "AES_GCM_16_128/PRF_HMAC_SHA2_256/CURVE_25519" in out
     _both_ways(lab, 1)
     assert "rekey completed successfully" in lab.swanctl("--rekey", "--child", "net")
-    assert "ESP:AES_GCM_16-128/CURVE_25519" in lab.swanctl("--list-sas")
+    _listed(lab, "ESP:AES_GCM_16-128/CURVE_25519")
     _both_ways(lab, 2)
 
 
@@ -98,3 +109,16 @@ def test_strongswan_wrong_psk_authentication_failed(lab: IpsecLab) -> None:
     st = lab.wait_status(lambda s: s["ike"]["auth_failed"] == 1)
     assert st["established"] == 0
     assert st["children"] == []
+
+
+@pytest.mark.parametrize("lab", [{"edge_args": ("--cookie-threshold", "0")}], indirect=True)
+def test_strongswan_returns_our_cookie(lab: IpsecLab) -> None:
+    """With every IKE_SA_INIT asked for a cookie (threshold 0), strongSwan sends its
+    request again with our COOKIE and the SA comes up (RFC 7296 §2.6)."""
+    out = lab.swanctl("--initiate", "--child", "net")
+    assert "parsed IKE_SA_INIT response 0 [ N(COOKIE) ]" in out
+    assert "generating IKE_SA_INIT request 0 [ N(COOKIE) SA KE" in out
+    assert "CHILD_SA net{1} established" in out
+    st = lab.wait_status(lambda s: s["established"] == 1)
+    assert st["ike"]["cookies_sent"] == 1
+    assert ping(lab.ns["hc"], "198.51.100.10")
