@@ -18,8 +18,8 @@ from anyedge.proto.ike import (
     Send,
 )
 from anyedge.proto.ike import codec as c
-from anyedge.proto.ike.crypto import prf_plus, rekey_skeyseed, skeyseed
-from anyedge.proto.ike.initiator import Initiator, ike_proposal, spi_bytes
+from anyedge.proto.ike.crypto import DiffieHellman, prf_plus, psk_auth, rekey_skeyseed, skeyseed
+from anyedge.proto.ike.initiator import Initiator, esp_proposal, ike_proposal, spi_bytes
 from ike_support import LOCAL, PEER, PSK, config, handshake, initiator, sel, sends
 
 # NIST CAVP SP 800-135 IKEv2 KDF test vector (SHA-1, 64-bit nonces, 1056-bit DKM), as
@@ -295,3 +295,31 @@ def test_fuzz_responder_never_raises() -> None:
             b[pos] = rng.randrange(256)
         r.receive(n, bytes(b), PEER, LOCAL)
     assert r.counters.received >= 5000 + 2
+
+
+def test_child_sa_answers_name_a_dh_group_only_when_a_ke_came() -> None:
+    """PFS: the answer names the KE's group even when the proposal lists another first;
+    an IKE_AUTH Child SA offer with DH groups (no KE there) is answered without one."""
+    r = Responder(config(), 0.0)
+    i = initiator(group=19)
+    i.take_sa_init(sends(r.receive(0, i.sa_init(), PEER, LOCAL))[0])
+    idi = c.Identification(c.ID_FQDN, i.my_id, True)
+    mac = psk_auth(PSK, i.init_request, i.nr, i.sk_pi, idi.encode())
+    auth = i._request(
+        c.IKE_AUTH,
+        [idi, c.Auth(c.AUTH_SHARED_KEY, mac), c.SA((esp_proposal(i.child_spi, 256, (19,)),)),
+         c.TrafficSelectors(i.tsi, True), c.TrafficSelectors(i.tsr, False)],
+    )  # fmt: skip
+    m = i.open(sends(r.receive(0, auth, PEER, LOCAL))[0])
+    assert [t.type for t in m.find(c.SA)[0].proposals[0].transforms] == [c.T_ENCR, c.T_ESN]
+    dh = DiffieHellman(19)
+    rekey = i._request(
+        c.CREATE_CHILD_SA,
+        [c.Notify(c.REKEY_SA, protocol=c.PROTO_ESP, spi=i.child_spi),
+         c.SA((esp_proposal(b"wxyz", 256, (31, 19)),)), c.Nonce(b"n" * 32), c.KE(19, dh.public),
+         c.TrafficSelectors(i.tsi, True), c.TrafficSelectors(i.tsr, False)],
+    )  # fmt: skip
+    m = i.open(sends(r.receive(1, rekey, PEER, LOCAL))[0])
+    dh_ids = [t.id for t in m.find(c.SA)[0].proposals[0].transforms if t.type == c.T_DH]
+    assert dh_ids == [19]
+    assert m.find(c.KE)[0].group == 19

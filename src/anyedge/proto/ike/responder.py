@@ -141,10 +141,13 @@ class IkeSA:
 
 
 def _select(
-    proposals: tuple[c.Proposal, ...], protocol: int, need_dh: bool
+    proposals: tuple[c.Proposal, ...], protocol: int, need_dh: bool, group: int | None = None
 ) -> tuple[c.Proposal, int] | None:
-    """The first proposal we accept (with ``need_dh``, its DH groups must include one of
-    ours) as the single-transform-each answer, and its key length in bytes."""
+    """The first proposal we accept as the single-transform-each answer, and its key
+    length in bytes.  IKE: with ``need_dh`` its DH groups must include one of ours (the
+    caller puts the KE's group in).  ESP: with ``group`` (a KE came, PFS) the proposal
+    must offer that group, which the answer names; without, the answer has no DH
+    transform (none was exchanged)."""
     for p in proposals:
         if p.protocol != protocol:
             continue
@@ -157,10 +160,15 @@ def _select(
                 continue
             chosen.append(c.Transform(c.T_PRF, PRF_HMAC_SHA2_256))
         groups = [tid for tid, _ in p.ids(c.T_DH) if tid in DiffieHellman.GROUPS]
-        if need_dh and not groups:
-            continue
-        if groups and (need_dh or protocol == c.PROTO_ESP):
-            chosen.append(c.Transform(c.T_DH, groups[0]))
+        if protocol == c.PROTO_IKE:
+            if need_dh and not groups:
+                continue
+            if groups:
+                chosen.append(c.Transform(c.T_DH, groups[0]))
+        elif group is not None:
+            if group not in groups:
+                continue
+            chosen.append(c.Transform(c.T_DH, group))
         if protocol == c.PROTO_ESP:
             if 0 not in [tid for tid, _ in p.ids(c.T_ESN)] and p.ids(c.T_ESN):
                 continue
@@ -410,6 +418,7 @@ class Responder:
         nr: bytes,
         shared: bytes,
         replaces: int | None,
+        group: int | None = None,
     ) -> tuple[list[object], ChildSA] | list[object]:
         """The SA, TSi and TSr of a new Child SA and the SA itself, or the notify that
         refuses it."""
@@ -418,7 +427,7 @@ class Responder:
         tsr = [t for t in tsr if not t.initiator]
         if not sa_p or not tsi or not tsr:
             return [c.Notify(c.INVALID_SYNTAX)]
-        chosen = _select(sa_p[0].proposals, c.PROTO_ESP, need_dh=bool(shared))
+        chosen = _select(sa_p[0].proposals, c.PROTO_ESP, need_dh=False, group=group)
         if chosen is None or len(chosen[0].spi) != 4:
             self.counters.no_proposal += 1
             return [c.Notify(c.NO_PROPOSAL_CHOSEN)]
@@ -506,7 +515,9 @@ class Responder:
                     )
                 ]
             replaces = old[0].spi_in
-        made = self._child(now, sa, m, ni, nr, shared, replaces)
+        made = self._child(
+            now, sa, m, ni, nr, shared, replaces, dh.group if dh is not None else None
+        )
         if not isinstance(made, tuple):
             return [self._respond(sa, m, made)]
         payloads, child = made
