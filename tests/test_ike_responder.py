@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 
 import pytest
 
@@ -18,9 +19,28 @@ from anyedge.proto.ike import (
     Send,
 )
 from anyedge.proto.ike import codec as c
-from anyedge.proto.ike.crypto import DiffieHellman, prf_plus, psk_auth, rekey_skeyseed, skeyseed
+from anyedge.proto.ike.certs import CertAuth
+from anyedge.proto.ike.crypto import (
+    DiffieHellman,
+    prf_plus,
+    psk_auth,
+    rekey_skeyseed,
+    signed_octets,
+    skeyseed,
+)
 from anyedge.proto.ike.initiator import Initiator, esp_proposal, ike_proposal, spi_bytes
-from ike_support import LOCAL, PEER, PSK, config, handshake, initiator, sel, sends
+from ike_support import (
+    LOCAL,
+    PEER,
+    PSK,
+    config,
+    handshake,
+    initiator,
+    make_ca,
+    make_cert,
+    sel,
+    sends,
+)
 
 # NIST CAVP SP 800-135 IKEv2 KDF test vector (SHA-1, 64-bit nonces, 1056-bit DKM), as
 # reproduced in the header comment of libreswan's IKEv2 CAVS driver
@@ -323,3 +343,45 @@ def test_child_sa_answers_name_a_dh_group_only_when_a_ke_came() -> None:
     dh_ids = [t.id for t in m.find(c.SA)[0].proposals[0].transforms if t.type == c.T_DH]
     assert dh_ids == [19]
     assert m.find(c.KE)[0].group == 19
+
+
+def _cert_setup(
+    peer_ca: bool = True, peer_name: str = "customer.example", days: int = 30
+) -> tuple[Responder, Initiator, CertAuth]:
+    ca = make_ca()
+    edge_cert, edge_key = make_cert(ca, "edge.example")
+    issuer = ca if peer_ca else make_ca("another CA")
+    peer_cert, peer_key = make_cert(issuer, peer_name, days)
+    r = Responder(config(certs=CertAuth(edge_cert, edge_key, (ca[0],))), time.time())
+    peer = CertAuth(peer_cert, peer_key, (ca[0],))
+    return r, initiator(), peer
+
+
+def test_certificate_authentication_both_ways() -> None:
+    r, i, peer = _cert_setup()
+    now = time.time()
+    i.take_sa_init(sends(r.receive(now, i.sa_init(), PEER, LOCAL))[0])
+    outs = r.receive(now, i.auth_cert(peer), PEER, LOCAL)
+    m = i.open(sends(outs)[0])
+    assert [o for o in outs if isinstance(o, ChildUp)]
+    (cert,) = m.find(c.Cert)
+    (auth,) = m.find(c.Auth)
+    (idr,) = m.find(c.Identification)
+    assert auth.method == c.AUTH_ECDSA_SHA256_P256
+    edge_cert = peer.peer_cert(cert.data, now)  # our CA signed the edge's certificate
+    assert edge_cert is not None
+    octets = signed_octets(r.sas[i.spi_r].init_response, i.ni, i.sk_pr, idr.encode())
+    assert CertAuth.verify(edge_cert, octets, auth.data)
+
+
+@pytest.mark.parametrize(
+    ("peer_ca", "name", "days"),
+    [(False, "customer.example", 30), (True, "someone.else", 30), (True, "customer.example", -1)],
+    ids=["unknown-ca", "id-not-in-cert", "expired"],
+)
+def test_bad_certificates_get_authentication_failed(peer_ca: bool, name: str, days: int) -> None:
+    r, i, peer = _cert_setup(peer_ca, name, days)
+    i.take_sa_init(sends(r.receive(time.time(), i.sa_init(), PEER, LOCAL))[0])
+    m = i.open(sends(r.receive(time.time(), i.auth_cert(peer), PEER, LOCAL))[0])
+    assert m.find(c.Notify, c.AUTHENTICATION_FAILED)
+    assert r.counters.auth_failed == 1

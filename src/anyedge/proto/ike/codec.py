@@ -62,7 +62,8 @@ COOKIE, USE_TRANSPORT_MODE, REKEY_SA = 16390, 16391, 16393
 
 # identification types (§3.5) and the one authentication method here (§3.8)
 ID_IPV4_ADDR, ID_FQDN, ID_RFC822_ADDR, ID_IPV6_ADDR, ID_KEY_ID = 1, 2, 3, 5, 11
-AUTH_SHARED_KEY = 2
+AUTH_SHARED_KEY, AUTH_ECDSA_SHA256_P256 = 2, 9  # RFC 7296 §3.8, RFC 4754
+CERT_X509_SIGNATURE = 4  # certificate encoding (§3.6)
 # traffic selector types (§3.13.1)
 TS_IPV4_ADDR_RANGE, TS_IPV6_ADDR_RANGE = 7, 8
 
@@ -290,6 +291,25 @@ class Delete:
 
 
 @dataclass(frozen=True, slots=True)
+class Cert:
+    """CERT (``request`` False) or CERTREQ (True): an encoding and its data (a DER
+    certificate; for CERTREQ, SHA-1 hashes of trusted CAs' public keys)."""
+
+    TYPE: ClassVar[int] = PT_CERT
+    encoding: int
+    data: bytes
+    request: bool = False
+
+    def encode(self) -> bytes:
+        return bytes([self.encoding]) + self.data
+
+    @classmethod
+    def decode(cls, body: bytes, request: bool = False) -> Cert:
+        _need(body, 1, "CERT payload")
+        return cls(body[0], body[1:], request)
+
+
+@dataclass(frozen=True, slots=True)
 class VendorID:
     TYPE: ClassVar[int] = PT_VENDOR
     data: bytes
@@ -404,6 +424,8 @@ def payload_type(p: object) -> int:
         return PT_IDI if p.initiator else PT_IDR
     if isinstance(p, TrafficSelectors):
         return PT_TSI if p.initiator else PT_TSR
+    if isinstance(p, Cert):
+        return PT_CERTREQ if p.request else PT_CERT
     return int(p.TYPE)  # type: ignore[attr-defined]
 
 
@@ -424,6 +446,8 @@ def _decode_one(ptype: int, body: bytes, critical: bool) -> object:
         return Delete.decode(body)
     if ptype == PT_VENDOR:
         return VendorID.decode(body)
+    if ptype in (PT_CERT, PT_CERTREQ):
+        return Cert.decode(body, ptype == PT_CERTREQ)
     if ptype in (PT_TSI, PT_TSR):
         return TrafficSelectors.decode(body, ptype == PT_TSI)
     return Unknown(ptype, body, critical)

@@ -13,7 +13,8 @@
 - :func:`seal` and :func:`open_sk`: the SK payload with AES-GCM-16 (RFC 5282): an 8-byte
   IV after the payload header, the associated data from the IKE header to the end of the
   SK payload's generic header, nonce = salt | IV, no padding but the pad-length byte;
-- :func:`psk_auth`: AUTH = prf(prf(PSK, "Key Pad for IKEv2"), signed octets).
+- :func:`signed_octets` and :func:`psk_auth`: AUTH = prf(prf(PSK, "Key Pad for
+  IKEv2"), signed octets); certificates sign the same octets (:mod:`.certs`).
 """
 
 from __future__ import annotations
@@ -164,6 +165,14 @@ def open_sk(message: bytes, sk_offset: int, key: bytes) -> bytes:
     return plain[: -1 - pad]
 
 
+def signed_octets(
+    message: bytes, peer_nonce: bytes, sk_p: bytes, id_body: bytes, hash_name: str = "sha256"
+) -> bytes:
+    """What a side's AUTH covers: its first message, the peer's nonce and prf(SK_p, ID
+    body) (§2.15)."""
+    return message + peer_nonce + prf(sk_p, id_body, hash_name)
+
+
 def psk_auth(
     psk: bytes,
     message: bytes,
@@ -172,7 +181,6 @@ def psk_auth(
     id_body: bytes,
     hash_name: str = "sha256",
 ) -> bytes:
-    """AUTH for a shared key: the signed octets are this side's first message, the
-    peer's nonce and prf(SK_p, ID body) (§2.15)."""
-    octets = message + peer_nonce + prf(sk_p, id_body, hash_name)
+    """AUTH for a shared key: prf(prf(PSK, "Key Pad for IKEv2"), signed octets)."""
+    octets = signed_octets(message, peer_nonce, sk_p, id_body, hash_name)
     return prf(prf(psk, KEY_PAD, hash_name), octets, hash_name)

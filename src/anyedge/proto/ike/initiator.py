@@ -13,6 +13,7 @@ import os
 import struct
 
 from . import codec as c
+from .certs import CertAuth
 from .codec import IkeDecodeError, Message, Selector
 from .crypto import (
     DiffieHellman,
@@ -22,6 +23,7 @@ from .crypto import (
     psk_auth,
     rekey_skeyseed,
     seal,
+    signed_octets,
     skeyseed,
 )
 from .responder import ENCR_AES_GCM_16, PRF_HMAC_SHA2_256
@@ -73,7 +75,7 @@ class Initiator:
         self.mid = 0
         self.init_request = b""
         self.child_spi = os.urandom(4)
-        self.sk_d = self.sk_ei = self.sk_er = self.sk_pi = b""
+        self.sk_d = self.sk_ei = self.sk_er = self.sk_pi = self.sk_pr = b""
         self.nr = b""
         self.cookie: bytes | None = None
         self.pending: tuple[bytes, DiffieHellman | None, bytes] | None = None
@@ -120,6 +122,7 @@ class Initiator:
             keys.sk_er,
             keys.sk_pi,
         )
+        self.sk_pr = keys.sk_pr
         self.mid = 1
         return m
 
@@ -141,6 +144,17 @@ class Initiator:
         )
         self.mid = m.message_id + 1
         return m
+
+    def auth_cert(self, certs: CertAuth) -> bytes:
+        """IKE_AUTH signed with a certificate's key (ECDSA P-256, RFC 4754)."""
+        idi = c.Identification(c.ID_FQDN, self.my_id, True)
+        sig = certs.sign(signed_octets(self.init_request, self.nr, self.sk_pi, idi.encode()))
+        return self._request(
+            c.IKE_AUTH,
+            [idi, c.Cert(c.CERT_X509_SIGNATURE, certs.der), c.Auth(c.AUTH_ECDSA_SHA256_P256, sig),
+             c.SA((esp_proposal(self.child_spi, self.key_bits),)),
+             c.TrafficSelectors(self.tsi, True), c.TrafficSelectors(self.tsr, False)],
+        )  # fmt: skip
 
     def auth(self, psk: bytes | None = None) -> bytes:
         idi = c.Identification(c.ID_FQDN, self.my_id, True)

@@ -43,6 +43,7 @@ import struct
 from dataclasses import dataclass, field
 
 from . import codec as c
+from .certs import CertAuth, names_id
 from .codec import IkeDecodeError, Message, Selector
 from .crypto import (
     DiffieHellman,
@@ -53,6 +54,7 @@ from .crypto import (
     psk_auth,
     rekey_skeyseed,
     seal,
+    signed_octets,
     skeyseed,
 )
 from .outputs import Addr, ChildDown, ChildSA, ChildUp, IkeDown, IkeUpdate, Output, Send
@@ -72,6 +74,7 @@ class ResponderConfig:
     remote_ts: tuple[Selector, ...]
     cookie_threshold: int = 64
     half_open_timeout: float = HALF_OPEN_TIMEOUT
+    certs: CertAuth | None = None  # certificate authentication (ECDSA P-256) besides PSKs
 
 
 @dataclass(slots=True)
@@ -457,35 +460,64 @@ class Responder:
             c.TrafficSelectors(local, False),
         ], child
 
+    def _authenticated(self, now: float, sa: IkeSA, m: Message, idi: c.Identification,
+                       auth: c.Auth) -> list[object] | None:  # fmt: skip
+        """Our IDr, [CERT] and AUTH if the initiator's AUTH holds (PSK or ECDSA
+        certificate), else None."""
+        idr = c.Identification(self.config.local_id[0], self.config.local_id[1], initiator=False)
+        if auth.method == c.AUTH_SHARED_KEY:
+            psk = self.config.psks.get(idi.data, self.config.psks.get(b""))
+            if psk is None:
+                return None
+            want = psk_auth(psk, sa.init_request, sa.nr, sa.sk_pi, idi.encode())
+            if not hmac.compare_digest(auth.data, want):
+                return None
+            return [
+                idr,
+                c.Auth(
+                    c.AUTH_SHARED_KEY,
+                    psk_auth(psk, sa.init_response, sa.ni, sa.sk_pr, idr.encode()),
+                ),
+            ]
+        certs = self.config.certs
+        if auth.method != c.AUTH_ECDSA_SHA256_P256 or certs is None:
+            return None
+        theirs = [
+            p for p in m.find(c.Cert) if not p.request and p.encoding == c.CERT_X509_SIGNATURE
+        ]
+        cert = certs.peer_cert(theirs[0].data, now) if theirs else None
+        if cert is None or not names_id(cert, idi.id_type, idi.data):
+            return None
+        if not certs.verify(
+            cert, signed_octets(sa.init_request, sa.nr, sa.sk_pi, idi.encode()), auth.data
+        ):
+            return None
+        mine = certs.sign(signed_octets(sa.init_response, sa.ni, sa.sk_pr, idr.encode()))
+        return [
+            idr,
+            c.Cert(c.CERT_X509_SIGNATURE, certs.der),
+            c.Auth(c.AUTH_ECDSA_SHA256_P256, mine),
+        ]
+
     def _auth(self, now: float, sa: IkeSA, m: Message) -> list[Output]:
         idi = [p for p in m.find(c.Identification) if p.initiator]
         auth = m.find(c.Auth)
         if not idi or not auth:
             raise IkeDecodeError("IKE_AUTH without IDi or AUTH")
-        psk = self.config.psks.get(idi[0].data, self.config.psks.get(b""))
-        want = (
-            psk_auth(psk, sa.init_request, sa.nr, sa.sk_pi, idi[0].encode())
-            if psk is not None
-            else b""
-        )
-        if auth[0].method != c.AUTH_SHARED_KEY or not hmac.compare_digest(auth[0].data, want):
+        ours = self._authenticated(now, sa, m, idi[0], auth[0])
+        if ours is None:
             self.counters.auth_failed += 1
             resp = self._respond(sa, m, [c.Notify(c.AUTHENTICATION_FAILED)])
             return [resp, *self._drop(sa)[:-1]]
-        assert psk is not None
         sa.established = True
         self._by_init.pop((sa.spi_i, sa.peer), None)
         self.counters.established += 1
-        idr = c.Identification(self.config.local_id[0], self.config.local_id[1], initiator=False)
-        mine = c.Auth(
-            c.AUTH_SHARED_KEY, psk_auth(psk, sa.init_response, sa.ni, sa.sk_pr, idr.encode())
-        )
         made = self._child(now, sa, m, sa.ni, sa.nr, b"", None)
         if isinstance(made, tuple):
             payloads, child = made
             sa.children[child.spi_in] = child
-            return [self._respond(sa, m, [idr, mine, *payloads]), ChildUp(child)]
-        return [self._respond(sa, m, [idr, mine, *made])]
+            return [self._respond(sa, m, [*ours, *payloads]), ChildUp(child)]
+        return [self._respond(sa, m, [*ours, *made])]
 
     def _create_child(self, now: float, sa: IkeSA, m: Message) -> list[Output]:
         sa_p, nonce, ke = m.find(c.SA), m.find(c.Nonce), m.find(c.KE)
