@@ -45,6 +45,12 @@ def psk(tmp_path: Path) -> Path:
             "the fleet key must be 32 bytes",
         ),
         (["--listen", "192.0.2.1", "--store", "nope"], "'nope' is not HOST:PORT"),
+        (["--listen", "192.0.2.1", "--cert", "SHORT"], "--key: --cert, --key and --ca go together"),
+        (
+            ["--listen", "192.0.2.1", "--cert", "SHORT", "--key", "SHORT", "--ca", "SHORT"],
+            "not PEM of the right kind",
+        ),
+        (["--listen", "192.0.2.1", "--psk-file", "NONE"], "give a pre-shared key or --cert"),
     ],
 )
 def test_bad_input_exits_2(
@@ -52,11 +58,11 @@ def test_bad_input_exits_2(
 ) -> None:
     short = tmp_path / "short"
     short.write_text("x")
-    args = [
-        str(short) if a == "SHORT" else str(tmp_path / "missing") if a == "MISSING" else a
-        for a in args
-    ]
-    if "--psk-file" not in args:
+    names = {"SHORT": str(short), "MISSING": str(tmp_path / "missing")}
+    args = [names.get(a, a) for a in args]
+    if "NONE" in args:  # no key of any kind
+        args = args[: args.index("--psk-file")]
+    elif "--psk-file" not in args:
         args += ["--psk-file", str(psk)]
     assert main([*BASE, *args]) == 2
     err = capsys.readouterr().err

@@ -26,6 +26,7 @@ from .store import Address
 
 if TYPE_CHECKING:
     from ..proto.ike import ChildSA
+    from ..proto.ike.certs import CertAuth
     from ..transit.ipsec import IpsecEndpoint
 
 
@@ -62,8 +63,20 @@ def ipsec() -> None:
 @click.option(
     "--psk-file",
     type=click.Path(path_type=Path),
-    required=True,
-    help="File holding the pre-shared key.",
+    help="File holding the pre-shared key (this, or --cert, --key and --ca, or both).",
+)
+@click.option(
+    "--cert",
+    "cert_file",
+    type=click.Path(path_type=Path),
+    help="Our certificate (PEM, ECDSA P-256).",
+)
+@click.option("--key", "key_file", type=click.Path(path_type=Path), help="Its private key (PEM).")
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(path_type=Path),
+    help="CA certificates peers' must chain to (PEM).",
 )
 @click.option(
     "--id", "local_id", default="edge.example", show_default=True, help="Our IKE identity (FQDN)."
@@ -105,7 +118,10 @@ def ipsec() -> None:
 )
 def serve(
     listen: str,
-    psk_file: Path,
+    psk_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    ca_file: Path | None,
     local_id: str,
     local_ts: tuple[str, ...],
     remote_ts: tuple[str, ...],
@@ -141,7 +157,12 @@ def serve(
         raise InputError.one(
             "command line", "--server-index", f"{server_index} is not below --servers {servers}"
         )
-    key = _psk(psk_file)
+    psks = {b"": _psk(psk_file)} if psk_file is not None else {}
+    certs = _certs(cert_file, key_file, ca_file)
+    if not psks and certs is None:
+        raise InputError.one(
+            "command line", "--psk-file", "give a pre-shared key or --cert, --key and --ca"
+        )
     fleet_key = None
     if store_addr is not None:
         if fleet_key_file is None:
@@ -149,7 +170,7 @@ def serve(
         fleet_key = _fleet_key(fleet_key_file)
     lts, rts = _selectors("--local-ts", local_ts), _selectors("--remote-ts", remote_ts)
     cfg = ResponderConfig(
-        {b"": key}, (ID_FQDN, local_id.encode()), lts, rts, cookie_threshold=cookie_threshold
+        psks, (ID_FQDN, local_id.encode()), lts, rts, cookie_threshold=cookie_threshold, certs=certs
     )
     fd = open_tun(tun)
     subprocess.run(["ip", "link", "set", tun, "up"], check=True)
@@ -203,6 +224,34 @@ def _attach_store(ep: IpsecEndpoint, addr: tuple[str, int], key: bytes) -> list[
 
     installer = SaInstaller(replica, fleet, install, remove, adopt, forget)
     return [installer.close, replica.close, publisher.close]
+
+
+def _certs(cert: Path | None, key: Path | None, ca: Path | None) -> CertAuth | None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from ..proto.ike.certs import CertAuth
+
+    given = {"--cert": cert, "--key": key, "--ca": ca}
+    if all(v is None for v in given.values()):
+        return None
+    if cert is None or key is None or ca is None:
+        missing = [k for k, v in given.items() if v is None]
+        raise InputError.one("command line", missing[0], "--cert, --key and --ca go together")
+    try:
+        ours = x509.load_pem_x509_certificate(cert.read_bytes())
+        private = load_pem_private_key(key.read_bytes(), None)
+        cas = tuple(x509.load_pem_x509_certificates(ca.read_bytes()))
+    except OSError as e:
+        raise InputError.one(e.filename, "", f"cannot read it: {e.strerror}") from None
+    except (ValueError, TypeError) as e:
+        raise InputError.one(
+            "command line", "--cert/--key/--ca", f"not PEM of the right kind: {e}"
+        ) from None
+    if not isinstance(private, ec.EllipticCurvePrivateKey) or private.curve.name != "secp256r1":
+        raise InputError.one(key, "", "the key must be ECDSA on P-256")
+    return CertAuth(ours, private, cas)
 
 
 def _fleet_key(path: Path) -> bytes:
