@@ -92,8 +92,10 @@ class IpsecLab:
         proposals: str = "aes256gcm16-prfsha256-ecp256",
         esp: str = "aes256gcm16",
         customer_psk: str = PSK,
+        certs: bool = False,
     ) -> None:
         self.dir = root
+        self.certs = certs
         self.prefix = f"aeip{os.getpid()}"
         self.ns = {r: f"{self.prefix}{r}" for r in ("c", "hc", "e", "he")}
         self.encap, self.proposals, self.esp, self.customer_psk = (
@@ -121,13 +123,51 @@ class IpsecLab:
         )
         (self.dir / "psk").write_text(PSK)
         (self.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(dir=self.dir))
-        (self.dir / "swanctl.conf").write_text(
-            SWANCTL_CONF.format(
-                proposals=self.proposals,
-                encap="yes" if self.encap else "no",
-                esp=self.esp,
-                psk=self.customer_psk,
+        conf = SWANCTL_CONF.format(
+            proposals=self.proposals,
+            encap="yes" if self.encap else "no",
+            esp=self.esp,
+            psk=self.customer_psk,
+        )
+        if self.certs:
+            conf = self._write_certs(conf)
+        (self.dir / "swanctl.conf").write_text(conf)
+
+    def _write_certs(self, conf: str) -> str:
+        """A CA, the edge's certificate and key (for ``serve --cert``) and the customer's,
+        in strongSwan's credential directories (beside swanctl.conf); the connection then
+        authenticates both sides with ECDSA certificates instead of the PSK."""
+        from cryptography.hazmat.primitives import serialization as ser
+
+        from ike_support import make_ca, make_cert
+
+        ca = make_ca()
+        edge, customer = make_cert(ca, "edge.example"), make_cert(ca, "customer.example")
+        pem = ser.Encoding.PEM
+        for sub in ("x509ca", "x509", "ecdsa"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.dir / "x509ca" / "ca.pem").write_bytes(ca[0].public_bytes(pem))
+        (self.dir / "x509" / "customer.pem").write_bytes(customer[0].public_bytes(pem))
+        (self.dir / "edge.pem").write_bytes(edge[0].public_bytes(pem))
+        for key, path in ((customer[1], self.dir / "ecdsa" / "customer.key"),
+                          (edge[1], self.dir / "edge.key")):  # fmt: skip
+            path.write_bytes(
+                key.private_bytes(pem, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption())
             )
+        conf = conf.replace(
+            "local { auth = psk", "local { auth = pubkey\n            certs = customer.pem"
+        )
+        return conf.replace("remote { auth = psk", "remote { auth = pubkey")
+
+    def cert_args(self) -> tuple[str, ...]:
+        d = self.dir
+        return (
+            "--cert",
+            str(d / "edge.pem"),
+            "--key",
+            str(d / "edge.key"),
+            "--ca",
+            str(d / "x509ca" / "ca.pem"),
         )
 
     def start_edge(self, *extra: str) -> int:

@@ -42,6 +42,7 @@ PAYLOADS = {
         st.builds(c.Delete, u8, st.just(())),
     ),
     "Vendor": st.builds(c.VendorID, blob),
+    "CERT": st.builds(c.Cert, u8, blob, st.booleans()),
     "TS": st.builds(c.TrafficSelectors, st.lists(selectors, max_size=5).map(tuple), st.booleans()),
     "Unknown": st.builds(c.Unknown, st.integers(48, 255), blob, st.booleans()),
 }
@@ -85,6 +86,11 @@ def test_notify_roundtrip(p: c.Notify) -> None:
 
 @given(PAYLOADS["Delete"])
 def test_delete_roundtrip(p: c.Delete) -> None:
+    _roundtrip(p)
+
+
+@given(PAYLOADS["CERT"])
+def test_cert_roundtrip(p: c.Cert) -> None:
     _roundtrip(p)
 
 
@@ -146,6 +152,8 @@ def _seeds() -> list[bytes]:
         c.Notify(c.REKEY_SA, b"", 3, b"abcd"),
         c.Delete(3, (b"abcd", b"efgh")),
         c.VendorID(b"v"),
+        c.Cert(c.CERT_X509_SIGNATURE, b"0" * 40),
+        c.Cert(c.CERT_X509_SIGNATURE, b"h" * 20, request=True),
         c.Unknown(99, b"zz", True),
     ]
     msgs = [i.sa_init()]

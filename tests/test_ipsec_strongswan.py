@@ -5,7 +5,8 @@ a TUN device), each in its own namespace with a host behind it.
 IKE completes, pings and a TCP stream cross the tunnel both ways, a Child SA rekey and
 an IKE SA rekey succeed with traffic after each, and strongSwan's deletes (Child SA,
 then IKE SA) are honoured: our side removes the SAs and answers.  A wrong pre-shared key
-is refused with AUTHENTICATION_FAILED; strongSwan returns our cookie and gets its SA.
+is refused with AUTHENTICATION_FAILED; strongSwan returns our cookie and gets its SA;
+both sides authenticate with ECDSA certificates from one CA.
 kernel-libipsec always encapsulates ESP in UDP (port 4500), so the raw protocol-50 path
 is tested in test_ipsec_endpoint.py.
 """
@@ -37,7 +38,7 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[IpsecLab]:
     (tmp_path / "ipsec").mkdir()
     try:
         lab.up()
-        lab.start_edge(*edge_args)
+        lab.start_edge(*edge_args, *(lab.cert_args() if lab.certs else ()))
         lab.start_charon()
         yield lab
     finally:
@@ -122,3 +123,14 @@ def test_strongswan_returns_our_cookie(lab: IpsecLab) -> None:
     st = lab.wait_status(lambda s: s["established"] == 1)
     assert st["ike"]["cookies_sent"] == 1
     assert ping(lab.ns["hc"], "198.51.100.10")
+
+
+@pytest.mark.parametrize("lab", [{"certs": True}], indirect=True)
+def test_strongswan_certificates(lab: IpsecLab) -> None:
+    """Both sides authenticate with ECDSA P-256 certificates from one CA (RFC 4754)."""
+    out = lab.swanctl("--initiate", "--child", "net")
+    assert 'received cert request for "CN=anyedge test CA"' in out  # our CERTREQ
+    assert "parsed IKE_AUTH response 1 [ IDr CERT AUTH SA TSi TSr ]" in out
+    assert "authentication of 'edge.example' with ECDSA-256 signature successful" in out
+    assert "CHILD_SA net{1} established" in out
+    _both_ways(lab, 1)

@@ -12,6 +12,7 @@ revocation checks.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .codec import ID_FQDN, ID_IPV4_ADDR, ID_IPV6_ADDR
 
@@ -68,6 +69,16 @@ class CertAuth:
     @property
     def der(self) -> bytes:
         return self.cert.public_bytes(Encoding.DER)
+
+    @property
+    def request(self) -> bytes:
+        """CERTREQ data: the SHA-1 hashes of our CAs' SubjectPublicKeyInfo (§3.7)."""
+        return b"".join(
+            hashlib.sha1(
+                ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            ).digest()
+            for ca in self.cas
+        )
 
     def sign(self, octets: bytes) -> bytes:
         r, s = decode_dss_signature(self.key.sign(octets, ec.ECDSA(hashes.SHA256())))

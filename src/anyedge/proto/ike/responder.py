@@ -354,6 +354,8 @@ class Responder:
         nr = os.urandom(32)
         keys = ike_keys(skeyseed(ni, nr, shared), ni, nr, m.spi_i, spi_r, enc_len)
         payloads: list[object] = [c.SA((prop,)), c.KE(dh.group, dh.public), c.Nonce(nr)]
+        if self.config.certs is not None:  # ask for the peer's certificate (§3.7)
+            payloads.append(c.Cert(c.CERT_X509_SIGNATURE, self.config.certs.request, request=True))
         if m.find(c.Notify, c.NAT_DETECTION_SOURCE_IP):
             payloads += [
                 c.Notify(c.NAT_DETECTION_SOURCE_IP, _nat_hash(m.spi_i, spi_r, local)),
