@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Compute anycast catchments from BGP and print each site's share.",
     ),
     "control": ("anyedge.cli.control_run", "The Traffic Manager."),
+    "ipsec": ("anyedge.cli.ipsec", "Anycast IPsec: IKEv2 responder and user-space ESP."),
     "lab": (
         "anyedge.cli.lab",
         "The anycast lab: namespaces, real BGP daemons, real packets (needs root).",

@@ -1,4 +1,4 @@
-"""Magic Transit: customers' prefixes on anycast, their firewalls, and anycast GRE.
+"""Magic Transit: customers' prefixes on anycast, their firewalls, anycast GRE and IPsec.
 
 A customer's whole configuration (prefixes, GRE tunnel, firewall rules) is one value in
 the replicated store.  Every site's speaker announces the customers' prefixes
@@ -17,6 +17,9 @@ has no GRE module), and the router's packets back.
 - :mod:`.gre`: GRE with keys (RFC 2784, 2890) and anycast GRE's decisions (pure).
 - :mod:`.tun`, :mod:`.tunnel`: TUN devices; the forwarder (raw socket + TUNs).
 - :mod:`.announce`: every site's BGP speaker announces the customers' prefixes.
+- :mod:`.ipsec`, :mod:`.ipsec_store`: anycast IPsec -- one server's IKE and user-space
+  ESP endpoint, and the SAs distributed to every server through the store
+  (docs/ipsec.md).
 
 See docs/transit.md.
 """
