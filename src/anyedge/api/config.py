@@ -114,12 +114,34 @@ class NftSiteIn(_Strict):
     links: tuple[LinkIn, ...] = ()
 
 
+class NeighborIn(_Strict):
+    """A BGP neighbour of a site's speaker, as the speaker was started with it."""
+
+    address: str
+    asn: int = Field(ge=1, le=4294967295)
+    local_address: str
+    interface: str
+    bfd: bool = False
+
+
 class SpeakerIn(_Strict):
     driver: Literal["frr", "bird", "gobgp", "exabgp"]
     namespace: str
     workdir: str
     asn: int = Field(ge=1, le=4294967295)
     router_id: str
+    # BIRD rewrites its whole configuration on a change: without its neighbours it would
+    # drop its sessions (FRR, GoBGP and ExaBGP change only the routes)
+    neighbors: tuple[NeighborIn, ...] = ()
+
+    @model_validator(mode="after")
+    def _bird(self) -> SpeakerIn:
+        if self.driver == "bird" and not self.neighbors:
+            raise ValueError(
+                "a bird speaker needs its neighbors: BIRD is reconfigured from a whole new "
+                "file, which would have none"
+            )
+        return self
 
 
 class ActuatorIn(_Strict):
