@@ -51,6 +51,7 @@ twin does, with the maximum thresholds it learns).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,6 +114,8 @@ class Controller:
         self.enforce_error: BaseException | None = None  # ... and what it raised
         self.plan = Plan(())  # the plan of the last step
         self.observation: Observation | None = None  # ... and what it observed
+        self._journaled_at: float | None = None  # monotonic commit time, until enforced
+        self._lag = math.nan  # seconds from commit to enforcement done, last decision
         self._holding: frozenset[tuple[int, str]] | None = None  # holds going on ...
         self._held_at = 0  # ... journaled by this decision
         latest = journal.latest()
@@ -139,6 +142,17 @@ class Controller:
             raise
         self._unenforced = False
         self.enforce_error = None
+        if self._journaled_at is not None:
+            self._lag = time.monotonic() - self._journaled_at
+            self._journaled_at = None
+
+    def journal_lag(self) -> float:
+        """Seconds from the commit of a decision that changed the state to the end of its
+        enforcement (retries included; from the oldest one not yet enforced); while it is
+        not enforced yet, the seconds since its commit, growing.  NaN before the first
+        such decision."""
+        at = self._journaled_at
+        return self._lag if at is None else time.monotonic() - at
 
     def step(self, now: float) -> Plan:
         """Observe, decide, journal, enforce (see the module doc); the plan decided."""
@@ -179,6 +193,9 @@ class Controller:
         self.last_time, self.last_digest, self.state = now, digest, new
         self._holding = held or None
         self._held_at = self.seq
+        if not plan.empty and self._journaled_at is None:
+            # the journal lag runs from here (or from an earlier decision not yet enforced)
+            self._journaled_at = time.monotonic()
         if not plan.empty or self._unenforced:
             self._enforce(new, plan, now)
         return plan

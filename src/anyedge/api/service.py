@@ -98,7 +98,7 @@ class Service:
         except BaseException:
             self.journal.close()
             raise
-        self.metrics = ControllerMetrics(self.controller, self.names.sites)
+        self.metrics = ControllerMetrics(self.controller, self.names.sites, doc.actuator.kind)
         self.registry = CollectorRegistry()
         self.registry.register(self.metrics)
         self.registry.register(_OverrideMetrics(self))
