@@ -171,7 +171,11 @@ def site_node(plan: LabPlan, site: str) -> NodePlan:
 
 def request(directory: Path, node: NodePlan, req: dict[str, Any], timeout: float = 30.0) -> Any:
     """Send one request to the site's agent and return its answer."""
-    path = node_dir(directory, node.name) / SOCKET
+    return ask(node_dir(directory, node.name) / SOCKET, node.name, req, timeout)
+
+
+def ask(path: Path, name: str, req: dict[str, Any], timeout: float = 30.0) -> Any:
+    """Send one request to the agent listening at ``path`` (``name`` in errors)."""
     chunks = []
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -182,11 +186,11 @@ def request(directory: Path, node: NodePlan, req: dict[str, Any], timeout: float
             while chunk := s.recv(1 << 16):
                 chunks.append(chunk)
     except OSError as e:
-        raise LabError(f"{node.name}: the edge agent does not answer at {path}: {e}") from None
+        raise LabError(f"{name}: the edge agent does not answer at {path}: {e}") from None
     try:
         answer = json.loads(b"".join(chunks))
     except json.JSONDecodeError:
-        raise LabError(f"{node.name}: the edge agent sent no answer (see edge.log)") from None
+        raise LabError(f"{name}: the edge agent sent no answer (see edge.log)") from None
     if "error" in answer:
         raise (BadRequest if answer.get("bad") else LabError)(answer["error"])
     return answer["result"]
@@ -410,6 +414,13 @@ class Agent:
                 self.balancers[i].close()  # no table names it: its program goes
                 self.balancers[i] = None
             return self.show(moved)
+        if op == "weights":  # new weights by server name (the Traffic Manager's Unimog)
+            w = self.table.weight.copy()
+            for name, weight in dict(req["weights"]).items():
+                if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
+                    raise BadRequest(f"server {name}: a weight is a number >= 0, not {weight!r}")
+                w[self._index(name)] = float(weight)
+            return self.show(self.put(self.table.change(weight=w)))
         if op == "second_hop":
             self.on = bool(req["on"])
             for b in self.balancers:
