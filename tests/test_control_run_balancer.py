@@ -26,7 +26,7 @@ from anyedge.balance.table import ServerState
 from anyedge.edge import build
 from anyedge.lab.build import wait_ready
 from anyedge.lab.edge import ask
-from service_support import Prometheus, Run, Sites, controller_yaml, free_port, wait_for
+from service_support import Run, controller_yaml, free_port, wait_for
 from service_support import world as sites_and_prometheus
 
 CAPACITY = {"CHC": 2_000.0, "AKL": 2_000.0}
@@ -69,7 +69,8 @@ def agent(tmp_path: Path) -> Iterator[Path]:
         netns.veth(s0, "eth0", s1, "eth0")
         sock, log = tmp_path / "edge.sock", tmp_path / "edge.log"
         argv = [sys.executable, "-m", "anyedge.lab.edge", "--socket", str(sock),
-                "--service", "192.0.2.10", "--server", f"s0={s0}", "--server", f"s1={s1}"]  # fmt: skip
+                "--service", "192.0.2.10", "--server", f"s0={s0}",
+                "--server", f"s1={s1}"]  # fmt: skip
         pids.append(netns.spawn(s0, argv, log))
         wait_ready(pids[0], log, "the edge agent", 60)
         yield sock
@@ -117,7 +118,8 @@ def test_the_balancer_evens_out_the_servers_cpu(agent: Path, tmp_path: Path) -> 
             )
             assert "anyedge_controller_enforce_failures_total{" not in "\n".join(metrics)
             state = run.state()["balancer"]["CHC"]
-            assert state["error"] is None and state["problems"] == []
+            assert state["error"] is None
+            assert state["problems"] == []
             assert state["weights"]["s0"] == pytest.approx(rows[0]["weight"])
         finally:
             assert run.stop() == 0, run.log()
@@ -153,7 +155,8 @@ def test_new_weights_even_out_and_leave_out_what_is_unknown() -> None:
     )
     assert want is not None
     assert set(want) == {"a", "b"}  # c is draining, d unknown: both keep their weights
-    assert want["a"] == pytest.approx(0.5) and want["b"] == pytest.approx(1.5)
+    assert want["a"] == pytest.approx(0.5)
+    assert want["b"] == pytest.approx(1.5)
     assert problems == ["d: no CPU time (nan)"]
     # even already (within min_change): the table is left as it is
     even, _ = new_weights(names[:2], [0.5, 1.5], [active] * 2, {"a": 450, "b": 451}, cap)

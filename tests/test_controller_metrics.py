@@ -132,7 +132,8 @@ def test_the_metrics_say_what_the_controller_did(
     assert got[("anyedge_controller_enforce_failures_total", failed)] == 1
     # the last decision that changed anything was enforced at once, after its commit
     lag = got[("anyedge_controller_journal_lag_seconds", ())]
-    assert math.isfinite(lag) and lag >= 0
+    assert math.isfinite(lag)
+    assert lag >= 0
     # what the journal holds
     journaled = c.journal.actions()
     assert got[("anyedge_controller_decisions", ())] == c.journal.decisions() == c.seq
