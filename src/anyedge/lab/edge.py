@@ -58,7 +58,15 @@ import numpy as np
 
 from ..adapters import netns
 from ..balance.table import ServerState, Table
-from .build import LabError, LabState, locked, node_dir, wait_ready
+from .build import (
+    LabError,
+    LabState,
+    locked,
+    metrics_args,
+    node_dir,
+    targets_file,
+    wait_ready,
+)
 from .plan import PORT_BASE, LabPlan, NodePlan
 
 HOLD_PORT = PORT_BASE  # the servers' port for held TCP connections (plans start above)
@@ -127,6 +135,9 @@ def start_server_service(
         argv += ["--address", a]
     argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / f"stats-{name}.sock")]
     argv += ["--hold", str(HOLD_PORT)]
+    # each server stands for its share of the site's capacity as planned
+    share = node.capacity_ms / max(node.servers, 1)
+    argv += metrics_args(plan, targets_file(directory, node.name, name), share)
     pid = netns.spawn(server_namespace(node, name), argv, log)
     return wait_ready(pid, log, f"{node.name}/{name}: the service", timeout)
 

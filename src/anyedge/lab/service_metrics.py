@@ -23,7 +23,7 @@ the listener can be bound in another namespace (``--metrics-netns``, a path such
 keeps belonging to it while the service answers its clients in its own.  With
 ``--metrics-sd FILE`` the service writes its address as a Prometheus ``file_sd`` target
 list once it listens (and removes it when it stops), so a Prometheus watching
-``<lab>/nodes/*/metrics-*.json`` finds every service without being told.
+``<lab>/prometheus/*.json`` finds every service without being told.
 """
 
 from __future__ import annotations
