@@ -483,8 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{opt}: one per port ({len(args.ports)}), got {len(values)}")
     metrics = None
     if args.metrics is not None:
+        address, port = args.metrics
         metrics = MetricsOptions(
-            *args.metrics, args.metrics_netns, args.metrics_sd, args.plans, args.cpu_ms,
+            address, port, args.metrics_netns, args.metrics_sd, args.plans, args.cpu_ms,
             args.capacity,
         )  # fmt: skip
     service = Service(args.site, addresses, args.ports, args.stats, args.hold, metrics)

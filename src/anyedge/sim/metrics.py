@@ -49,18 +49,18 @@ class TwinMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         c = self.c
         runs = c.runs
-        counters = {
-            "requests": ("Requests users sent", lambda t: t.requests),
-            "failed_requests": ("Requests served by no site", lambda t: t.failed),
-            "moved_requests": ("Requests served away from BGP's site", lambda t: t.moved),
-            "forwarded_requests": ("Moved requests forwarded by Plurimog", lambda t: t.forwarded),
-            "decisions": ("Decisions of the Traffic Manager", lambda t: t.decisions),
-            "routing_changes": ("Announcements withdrawn or restored", lambda t: t.routing_changes),
-        }
-        for name, (doc, get) in counters.items():
+        counters: list[tuple[str, str, str]] = [
+            ("requests", "Requests users sent", "requests"),
+            ("failed_requests", "Requests served by no site", "failed"),
+            ("moved_requests", "Requests served away from BGP's site", "moved"),
+            ("forwarded_requests", "Moved requests forwarded by Plurimog", "forwarded"),
+            ("decisions", "Decisions of the Traffic Manager", "decisions"),
+            ("routing_changes", "Announcements withdrawn or restored", "routing_changes"),
+        ]
+        for name, doc, field in counters:
             fam = CounterMetricFamily(f"anyedge_twin_{name}", doc, labels=["mode"])
             for m, r in runs.items():
-                fam.add_metric([m], float(get(r.totals)))
+                fam.add_metric([m], float(getattr(r.totals, field)))
             yield fam
         fam = CounterMetricFamily(
             "anyedge_twin_actions", "Actions the controller took, by kind", labels=["mode", "kind"]
