@@ -166,3 +166,31 @@ def test_new_weights_even_out_and_leave_out_what_is_unknown() -> None:
     assert none is None
     assert why == ["a: no CPU time (-1)", "b: no capacity (0)"]
     assert not math.isnan(sum(want.values()))
+
+
+def test_bad_balancer_and_speaker_settings_name_their_line(tmp_path: Path) -> None:
+    from anyedge.api.config import load
+    from anyedge.errors import InputError
+
+    bad = tmp_path / "controller.yaml"
+    bad.write_text(
+        "prometheus: {url: 'http://127.0.0.1:9090'}\n"
+        "sites: [{name: CHC}]\n"
+        "actuator:\n"
+        "  kind: speakers\n"
+        "  speakers:\n"
+        "    CHC: {driver: bird, namespace: x, workdir: w, asn: 64500, router_id: 10.0.0.7}\n"
+        "  balancer: {damping: 0, sites: {AKL: {agent: edge.sock}}}\n"
+    )
+    with pytest.raises(InputError) as e:
+        load(bad)
+    err = e.value.render()
+    assert f"{bad}:6: actuator.speakers.CHC: a bird speaker needs its neighbors" in err
+    assert f"{bad}:7: actuator.balancer.damping: Input should be greater than 0" in err
+    bad.write_text(
+        "prometheus: {url: 'http://127.0.0.1:9090'}\n"
+        "sites: [{name: CHC}]\n"
+        "actuator: {kind: dry-run, balancer: {sites: {AKL: {agent: edge.sock}}}}\n"
+    )
+    with pytest.raises(InputError, match="actuator.balancer names site 'AKL', which is not"):
+        load(bad)
