@@ -192,5 +192,5 @@ def test_bad_balancer_and_speaker_settings_name_their_line(tmp_path: Path) -> No
         "sites: [{name: CHC}]\n"
         "actuator: {kind: dry-run, balancer: {sites: {AKL: {agent: edge.sock}}}}\n"
     )
-    with pytest.raises(InputError, match="actuator.balancer names site 'AKL', which is not"):
+    with pytest.raises(InputError, match=r"actuator\.balancer names site 'AKL', which is not"):
         load(bad)
