@@ -11,9 +11,9 @@ Each :meth:`Controller.step` observes the network at ``now``, decides, and then:
 * if the plan only holds (stale telemetry, no room), journals it with its reasons when
   the hold begins — the state does not change and nothing is enforced; while the same
   sites are held for the same reasons, step after step (an outage of Prometheus), nothing
-  more is written, and when the holds end one ``hold_ended`` decision says so, naming the
-  decision that began them (``waiting``, a site that changed a moment ago, is never
-  journaled);
+  more is written; the next journaled decision ends them — moves, other holds, or, when
+  the plan has nothing else to say, one ``hold_ended`` decision naming the decision that
+  began them (``waiting``, a site that changed a moment ago, is never journaled);
 * if the plan is empty, there is nothing to say and nothing is written.
 
 The guarantee, for a controller killed at any instant and started again on its journal:
