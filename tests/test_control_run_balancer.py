@@ -16,6 +16,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -103,8 +104,16 @@ def test_the_balancer_evens_out_the_servers_cpu(agent: Path, tmp_path: Path) -> 
                 return abs(w[0] - 0.5) < 0.02 and abs(w[1] - 1.5) < 0.02
 
             wait_for("the weights even out the CPU", even, 60)
-            rows = table()["servers"]
-            buckets = [r["buckets"] for r in rows]
+
+            def in_kernel() -> tuple[list[dict[str, Any]], list[int]] | None:
+                """The table, if it is what each server's XDP program reads from its
+                bucket map (not in the middle of a change)."""
+                rows = table()["servers"]
+                buckets = [r["buckets"] for r in rows]
+                kernel = ask(agent, "CHC", {"op": "kernel"})
+                return (rows, buckets) if kernel == {"s0": buckets, "s1": buckets} else None
+
+            rows, buckets = wait_for("the kernel's bucket maps hold the table", in_kernel)
             assert sum(buckets) == 1 << 16
             assert abs(buckets[0] / (1 << 16) - 0.25) < 0.01  # a quarter of the flows
             # the buckets s0 gave up name it as their second hop (its connections go on)

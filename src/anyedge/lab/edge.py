@@ -460,6 +460,14 @@ class Agent:
                     if b is not None
                 },
             }
+        if op == "kernel":  # what each server's program reads: first hops per server
+            return {
+                n: np.bincount(
+                    b.buckets_in_force()[:, 0].astype(np.int64), minlength=len(self.names)
+                ).tolist()
+                for n, b in zip(self.names, self.balancers, strict=True)
+                if b is not None
+            }
         if op == "table":
             t = self.table
             return {
