@@ -120,6 +120,7 @@ def test_the_balancer_evens_out_the_servers_cpu(agent: Path, tmp_path: Path) -> 
             assert rows[0]["second_hop_buckets"] > 0
             assert rows[1]["second_hop_buckets"] == 0  # s1 gave nothing up
             assert "balancer CHC: weights s0" in run.log()
+            print("\n".join(ln for ln in run.lines if "balancer" in ln))  # pytest -s shows it
             assert (run.metric("anyedge_controller_balancer_moved_buckets_total") or 0) > 0
             metrics = _metrics(run)
             assert metrics['anyedge_server_weight{server="s1",site="CHC"}'] == pytest.approx(
