@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,18 @@ def test_the_target_file_goes_when_the_service_stops(
     assert sd.exists()
     netns.stop([pid])  # SIGTERM
     wait_for("the target file is removed", lambda: not sd.exists(), 10)
+
+
+def test_metrics_options_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "anyedge.lab.service", "--site", "CHC", "--address",
+            "127.0.0.1", "--ports", "7001,7002", "--stats", str(tmp_path / "s.sock")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": SRC}
+    for extra, says in [
+        (["--plans", "free"], "--plans: one per port (2), got 1"),
+        (["--cpu-ms", "1,x"], "argument --cpu-ms: not numbers: '1,x'"),
+        (["--metrics", "nowhere"], "argument --metrics: not ADDRESS:PORT: 'nowhere'"),
+    ]:
+        r = subprocess.run([*base, *extra], capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 2, r.stderr
+        assert says in r.stderr, r.stderr
+    assert not (tmp_path / "s.sock").exists()  # nothing started
