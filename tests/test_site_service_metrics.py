@@ -37,7 +37,7 @@ def service(tmp_path: Path) -> Iterator[tuple[str, Path, list[int], int]]:
         sd = tmp_path / "metrics-CHC.json"
         argv = [sys.executable, "-m", "anyedge.lab.service", "--site", "CHC/s0",
                 "--address", ADDRESS, "--ports", ",".join(map(str, ports)),
-                "--stats", str(tmp_path / "stats.sock"), "--metrics", "127.0.0.1:0",
+                "--metrics", "127.0.0.1:0",
                 "--metrics-netns", f"/proc/{os.getpid()}/ns/net", "--metrics-sd", str(sd),
                 "--plans", "free,pro", "--cpu-ms", "1,4", "--capacity", "500"]  # fmt: skip
         log = tmp_path / "service.log"

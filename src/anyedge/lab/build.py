@@ -400,7 +400,7 @@ def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float
     argv = [sys.executable, "-m", "anyedge.lab.service", "--site", str(node.site)]
     for a in node.anycast:
         argv += ["--address", a]
-    argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / "stats.sock")]
+    argv += ["--ports", ",".join(map(str, plan.ports))]
     argv += metrics_args(plan, targets_file(directory, node.name, "site"), node.capacity_ms)
     pid = netns.spawn(node.namespace, argv, log)
     return wait_ready(pid, log, f"{node.name}: the service", timeout)

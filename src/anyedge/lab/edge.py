@@ -133,7 +133,7 @@ def start_server_service(
     argv = [sys.executable, "-m", "anyedge.lab.service", "--site", f"{node.site}/{name}"]
     for a in node.anycast:
         argv += ["--address", a]
-    argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / f"stats-{name}.sock")]
+    argv += ["--ports", ",".join(map(str, plan.ports))]
     argv += ["--hold", str(HOLD_PORT)]
     # each server stands for its share of the site's capacity as planned
     share = node.capacity_ms / max(node.servers, 1)

@@ -3,7 +3,7 @@
 One process per site, started inside the site's namespace::
 
     python -m anyedge.lab.service --site CHC --address 198.51.100.1 \\
-        --ports 7001,7002,7003,7004 --stats /run/anyedge/lab/CHC.sock
+        --ports 7001,7002,7003,7004 --metrics 127.0.0.1:0 --metrics-sd CHC.json
 
 Data flow:
 
@@ -23,15 +23,18 @@ Data flow:
   that change the load balancer's table under them.  Not counted.
 * Per port the service counts requests (UDP datagrams plus TCP connections) and bytes
   received and sent, cumulatively from start.
-* A Unix stream socket (``--stats``) serves the counters: each connection receives one
-  JSON object and is closed::
+* With ``--metrics ADDRESS:PORT`` the counters are served over HTTP for Prometheus
+  (``GET /metrics``, :mod:`.service_metrics`), possibly in another namespace than the
+  service's (``--metrics-netns``), and registered in a file_sd target file
+  (``--metrics-sd``): the lab starts every service so, and Prometheus and the lab's own
+  telemetry read them there.
+* With ``--stats PATH`` a Unix stream socket also serves a snapshot of the counters (a
+  quick look without HTTP, :func:`read_stats`): each connection receives one JSON
+  object and is closed::
 
       {"site": "CHC", "time": 1712345678.9, "pid": 4242,
        "requests": {"7001": 12, "7002": 0},
        "bytes_in": {"7001": 60, "7002": 0}, "bytes_out": {"7001": 36, "7002": 0}}
-
-  The socket lives in the file system, which namespaces share, so the lab's telemetry
-  reads it from the root namespace with :func:`read_stats`.
 
 Lifecycle: a stale socket file at ``--stats`` (nothing listening) is removed at start;
 once every listener is bound the service prints ``ready`` on stdout, so whoever started
@@ -158,7 +161,7 @@ class Service:
     site: str
     addresses: Sequence[str]
     ports: Sequence[int]
-    stats_path: Path
+    stats_path: Path | None  # the counters as JSON on a Unix socket (None: none)
     hold: int | None = None  # a port whose TCP connections stay open, a reply per line
     metrics: MetricsOptions | None = None  # /metrics over HTTP (.service_metrics)
     counters: Counters = field(init=False)
@@ -216,13 +219,16 @@ class Service:
                         f"cannot listen on TCP {address} port {self.hold}: {e}"
                     ) from e
                 self._servers.append(server)
-        _remove_stale_socket(self.stats_path)
-        try:
-            stats = await asyncio.start_unix_server(self._serve_stats, path=str(self.stats_path))
-        except OSError as e:
-            raise ServiceError(f"cannot bind stats socket {self.stats_path}: {e}") from e
-        self._servers.append(stats)
-        self._stats_inode = self.stats_path.stat().st_ino
+        if self.stats_path is not None:
+            _remove_stale_socket(self.stats_path)
+            try:
+                stats = await asyncio.start_unix_server(
+                    self._serve_stats, path=str(self.stats_path)
+                )
+            except OSError as e:
+                raise ServiceError(f"cannot bind stats socket {self.stats_path}: {e}") from e
+            self._servers.append(stats)
+            self._stats_inode = self.stats_path.stat().st_ino
         if self.metrics is not None:
             await self._start_metrics(self.metrics)
 
@@ -314,7 +320,7 @@ class Service:
             await server.wait_closed()
         self._servers.clear()
         self._udp.clear()
-        if self._stats_inode is not None:
+        if self._stats_inode is not None and self.stats_path is not None:
             with contextlib.suppress(OSError):
                 if self.stats_path.stat().st_ino == self._stats_inode:
                     self.stats_path.unlink()
@@ -436,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ports", required=True, type=_port_list, help="comma-separated ports, one per plan"
     )
-    p.add_argument("--stats", required=True, type=Path, help="Unix socket serving the counters")
+    p.add_argument("--stats", type=Path, help="Unix socket serving the counters as JSON")
     p.add_argument(
         "--hold",
         type=int,

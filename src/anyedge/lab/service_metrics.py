@@ -146,6 +146,35 @@ async def serve(sock: socket.socket, registry: CollectorRegistry) -> asyncio.Ser
     return await asyncio.start_server(handle, sock=sock, limit=HEAD_LIMIT)
 
 
+def read_targets(files: Sequence[Path]) -> list[str]:
+    """The ``host:port`` targets the file_sd files list."""
+    out = []
+    for f in files:
+        for group in json.loads(f.read_text()):
+            out += [str(t) for t in group["targets"]]
+    return out
+
+
+def scrape(target: str, timeout: float = 2.0) -> dict[str, dict[str, float]]:
+    """What a service's ``/metrics`` says now: per family (without ``_total``), the
+    samples summed by plan."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{target}/metrics", timeout=timeout) as r:
+        text = r.read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for x in fam.samples:
+            if x.name.endswith("_created"):
+                continue
+            by_plan = out.setdefault(fam.name, {})
+            plan = x.labels.get("plan", "")
+            by_plan[plan] = by_plan.get(plan, 0.0) + x.value
+    return out
+
+
 def write_target(path: Path, sock: socket.socket) -> None:
     """``path`` as a Prometheus file_sd list naming the address ``sock`` listens on."""
     host, port = sock.getsockname()[:2]
