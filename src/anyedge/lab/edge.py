@@ -38,7 +38,10 @@ bpffs, and a lab down removes everything even if the agent was killed.
 
 The commands (``anyedge lab edge servers|stats``) and the tests call the same
 functions here: :func:`servers`, :func:`change`, :func:`second_hop`, :func:`stats`,
-:func:`table`.
+:func:`table`.  ``anyedge control run``'s balancer actuator (:mod:`anyedge.api.unimog`)
+talks to the same socket (:func:`ask`): ``table`` to read the weights in force,
+``weights`` to set new ones by server name (the table that moves the fewest buckets),
+and ``kernel`` reads each server's bucket map back from the kernel.
 """
 
 from __future__ import annotations
