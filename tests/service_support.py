@@ -151,10 +151,10 @@ class Sites:
 
 
 class Prometheus:
-    """Debian's prometheus scraping ``targets`` every second; :meth:`stop` and
-    :meth:`start` keep its port and its data."""
+    """Debian's prometheus scraping ``targets`` every second (or as ``config`` says);
+    :meth:`stop` and :meth:`start` keep its port and its data."""
 
-    def __init__(self, directory: Path, targets: list[str]) -> None:
+    def __init__(self, directory: Path, targets: list[str], config: str | None = None) -> None:
         exe = shutil.which("prometheus")
         if exe is None:
             pytest.skip("Debian's prometheus is not installed (apt-get install prometheus)")
@@ -162,7 +162,8 @@ class Prometheus:
         directory.mkdir(parents=True, exist_ok=True)
         t = ", ".join(f"'{x}'" for x in targets)
         (directory / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            config  # a whole prometheus.yml (e.g. anyedge lab prometheus-config's)
+            or "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             f"scrape_configs:\n  - {{job_name: sites, static_configs: [{{targets: [{t}]}}]}}\n"
         )
         self.port = free_port()

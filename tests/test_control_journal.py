@@ -44,7 +44,9 @@ STEP = 100.0  # seconds between two steps of the controller
 STALE = (700.0, 1_000.0)  # site 3's telemetry is 300 s old in [700, 1000)
 DROP = 1_500.0  # site 0's demand halves from here on
 END = 4_000.0  # the last step
-DECISIONS = 12  # 5 with forwards (each with a hold: the cap), 3 with holds, 4 with reverts
+# 5 with forwards (each with a hold: the cap), 1 when site 3 goes stale and 1 when that
+# hold ends (not one per stale step), 4 with reverts
+DECISIONS = 11
 FORWARD_PHASE = [0.0, 100.0, 200.0, 300.0, 400.0]  # the times of the forwarding decisions
 
 
@@ -174,10 +176,11 @@ def test_the_uninterrupted_run(tmp_path: Path) -> None:
         acts = j.actions()
         assert j.decisions() == DECISIONS
         kinds = [a.kind for _, a in acts]
-        assert (kinds.count("forward"), kinds.count("hold"), kinds.count("revert")) == (6, 8, 5)
+        assert (kinds.count("forward"), kinds.count("hold"), kinds.count("revert")) == (6, 7, 5)
         times = [j.state(k)[0] for k in range(1, DECISIONS + 1)]
-        assert times[:8] == [*FORWARD_PHASE, 700.0, 800.0, 900.0]
-        assert times[8:] == [DROP + STEP * k for k in range(4)]
+        assert times[:7] == [*FORWARD_PHASE, 700.0, 1_000.0]  # the stale hold: begun, ended
+        assert [a.reason for s, a in acts if s == 7] == [Reason.of("hold_ended", seq=6)]
+        assert times[7:] == [DROP + STEP * k for k in range(4)]
         latest = j.latest()
         assert latest is not None
         np.testing.assert_allclose(latest[2].shares(), forwarded(acts), rtol=0, atol=1e-12)
@@ -495,7 +498,7 @@ def test_restart_in_process_with_a_fake_clock(tmp_path: Path) -> None:
         acts = j.actions()
         final = j.latest()
         assert final is not None
-        assert final[0] == j.decisions() == DECISIONS  # 1..11, no gap
+        assert final[0] == j.decisions() == DECISIONS  # no gap
     keys = [(s, a.kind, a.site, a.plan, a.to) for s, a in acts]
     assert len(keys) == len(set(keys))
     np.testing.assert_allclose(final[2].shares(), forwarded(acts), rtol=0, atol=1e-12)
@@ -537,6 +540,33 @@ def test_a_plan_that_only_holds_is_journaled_and_changes_nothing(tmp_path: Path)
         assert same(j.state(6)[1], j.state(5)[1])
         assert len(world.enforced) == 5  # nothing enforced for it
         assert controller.seq == 6
+
+
+def test_a_hold_is_journaled_when_it_begins_and_when_it_ends(tmp_path: Path) -> None:
+    """Site 3 stale for three steps (an outage): one decision when the hold begins, none
+    while it goes on, one when it is over; a controller restarted in the middle of the
+    outage does not journal it again."""
+    world = World()
+    path = tmp_path / "j.db"
+    stale = Action("hold", 3, Reason.of("stale", age_s=300.0))
+    with Journal(path, NAMES) as j:
+        controller = Controller(world, world, config(), j)
+        for now in [*FORWARD_PHASE, 500.0, 600.0, 700.0, 800.0]:
+            plan = controller.step(now)
+        assert plan.actions == (stale,)  # each step still says so (logs, metrics)
+        assert j.decisions() == 6
+        assert j.actions(since_seq=5) == [(6, stale)]
+    with Journal(path, NAMES) as j:  # restarted during the outage
+        controller = Controller(world, world, config(), j)
+        assert controller.step(900.0).actions == (stale,)
+        assert j.decisions() == 6
+        plan = controller.step(1_000.0)  # site 3 is fresh again
+        ended = Action("hold", -1, Reason.of("hold_ended", seq=6))
+        assert plan.actions == (ended,)
+        assert j.actions(since_seq=6) == [(7, ended)]
+        assert same(j.state(7)[1], j.state(6)[1])
+        controller.step(1_100.0)
+        assert j.decisions() == 7  # nothing new: nothing written
 
 
 def test_a_failed_enforcement_is_retried(tmp_path: Path) -> None:
@@ -675,7 +705,7 @@ def test_restart_after_sigkill(tmp_path: Path, die_at: int) -> None:
     with Journal(db, NAMES) as j:
         final = j.latest()
         assert final is not None
-        assert final[0] == j.decisions() == DECISIONS  # sequence numbers 1..11, no gap
+        assert final[0] == j.decisions() == DECISIONS  # sequence numbers without a gap
         acts = j.actions()
         times = [j.state(k)[0] for k in range(1, DECISIONS + 1)]
     assert times == sorted(set(times))  # no step was decided twice

@@ -50,6 +50,16 @@ def _anyedge(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def _codes(directory: Path, code: str) -> int:
+    """How many journaled actions have this reason code."""
+    db = sqlite3.connect(directory / "journal.sqlite")
+    try:
+        (n,) = db.execute("SELECT count(*) FROM actions WHERE code = ?", (code,)).fetchone()
+    finally:
+        db.close()
+    return int(n)
+
+
 def _forwards(directory: Path) -> list[tuple[int, str, str, str]]:
     db = sqlite3.connect(directory / "journal.sqlite")
     try:
@@ -156,6 +166,7 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
         holds = [x for x in run.state()["sites"] if x["fresh"]]
         assert holds == []
         assert run.state()["decisions"] >= decisions  # only holds were journaled
+        assert _codes(tmp_path, "no_fresh_telemetry") == 1  # once, not at every step
 
         # Prometheus back: moves resume
         prom.start()
@@ -164,6 +175,7 @@ def test_overload_moves_garbage_is_left_out_and_prometheus_down_fails_static(
         )
         wait_for("logged", lambda: "Prometheus answers again" in run.log())
         assert run.metric("anyedge_controller_telemetry_up") == 1.0
+        assert _codes(tmp_path, "no_fresh_telemetry") == 1  # the outage, journaled once
         done = len(enforced(tmp_path))
     finally:
         rc = run.stop(signal.SIGTERM)

@@ -2,8 +2,9 @@
 real daemons): with ``actuator.kind: nft`` an overloaded site's namespace gets the
 nftables forwarding table the state says, and loses it as the traffic comes back; with
 ``actuator.kind: speakers`` a site that cannot forward withdraws its prefix through its
-real BGP speaker (GoBGP) when the atlas says its users have somewhere to go, and
-announces it again when the load is gone.  Telemetry comes from Debian's Prometheus."""
+real BGP speaker — FRR, BIRD, GoBGP and ExaBGP in turn, each peering with a real FRR
+router — when the atlas says its users have somewhere to go, and announces it again
+when the load is gone.  Telemetry comes from Debian's Prometheus."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from pathlib import Path
 import pytest
 
 from anyedge.adapters import netns
-from anyedge.adapters.bgp.base import Route, SpeakerConfig
+from anyedge.adapters.bgp.base import Neighbor, Route, SpeakerConfig
+from anyedge.adapters.bgp.bird import Bird
+from anyedge.adapters.bgp.exabgp import ExaBgp
+from anyedge.adapters.bgp.frr import Frr, RouterNeighbor
 from anyedge.adapters.bgp.gobgp import GoBgp
+from lab_support import lab_directory
 from service_support import Prometheus, Run, Sites, controller_yaml, free_port, wait_for
 from service_support import world as sites_and_prometheus
 
@@ -100,25 +105,75 @@ def _atlas(path: Path) -> None:
     }))  # fmt: skip
 
 
-def test_the_speakers_actuator_withdraws_and_announces_through_gobgp(
-    world: tuple[Sites, Prometheus], namespace: str, tmp_path: Path
+ROUTER_AS, SITE_AS = 65001, 64500
+ROUTER_IP, SITE_IP = "100.64.0.1", "100.64.0.2"
+SPEAKERS: dict[str, type[Bird | ExaBgp | Frr | GoBgp]] = {
+    "frr": Frr, "bird": Bird, "gobgp": GoBgp, "exabgp": ExaBgp,
+}  # fmt: skip
+
+
+@pytest.fixture
+def router(namespace: str) -> Iterator[tuple[Frr, str, Path]]:
+    """An FRR router in a namespace of its own, peering over a veth with the site's
+    namespace ``namespace`` (the site speaker's address is SITE_IP)."""
+    tag = namespace.rsplit("-", 1)[1]
+    ns = f"aesvr-{tag}"
+    work = lab_directory()  # FRR's daemons run as frr: not pytest's 0700 directory
+    netns.add(ns)
+    pids: list[int] = []
+    try:
+        netns.veth(ns, "eth1", namespace, "eth1")
+        netns.batch(ns, [f"addr add {ROUTER_IP}/30 dev eth1"])
+        netns.batch(namespace, [f"addr add {SITE_IP}/30 dev eth1"])
+        frr = Frr(
+            SpeakerConfig("r", ns, work / "r", ROUTER_AS, "10.0.1.0", ()),
+            (RouterNeighbor(Neighbor(SITE_IP, SITE_AS, ROUTER_IP, "eth1"), "customer"),),
+        )
+        pids += frr.start()
+        yield frr, ns, work
+    finally:
+        netns.stop(pids)
+        netns.remove(ns)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind", list(SPEAKERS))
+def test_the_speakers_actuator_withdraws_and_announces(
+    world: tuple[Sites, Prometheus],
+    namespace: str,
+    router: tuple[Frr, str, Path],
+    tmp_path: Path,
+    kind: str,
 ) -> None:
-    if shutil.which("gobgpd") is None:
-        pytest.skip("gobgpd is not installed")
+    """Each kind of speaker anyedge drives, started as a site runs it: the controller,
+    a driver made afresh from controller.yaml, withdraws the prefix at the router and
+    announces it again."""
+    exe = {"frr": "vtysh", "bird": "bird", "gobgp": "gobgpd", "exabgp": "exabgp"}[kind]
+    if shutil.which(exe) is None:
+        pytest.skip(f"{exe} is not installed")
     sites, prom = world
     sites.calm(prom.url)
-    work = tmp_path / "chc"
-    speaker = GoBgp(SpeakerConfig("CHC", namespace, work, 64500, "10.0.0.7", ()))
+    frr, _, work = router
+    site_dir = work / "chc"
+    neighbor = Neighbor(ROUTER_IP, ROUTER_AS, SITE_IP, "eth1")
+    speaker = SPEAKERS[kind](
+        SpeakerConfig("CHC", namespace, site_dir, SITE_AS, "10.0.0.7", (neighbor,))
+    )
     pids = speaker.start([Route(PREFIX)])
+
+    def at_router() -> bool:
+        out = json.loads(frr.vtysh(f"show ip bgp neighbors {SITE_IP} routes json") or "{}")
+        return PREFIX in out.get("routes", {})
+
     try:
-        rib = lambda: set(json.loads(speaker.gobgp("global", "rib", "-a", "ipv4", "-j") or "{}"))  # noqa: E731
-        wait_for("GoBGP announces the prefix", lambda: PREFIX in rib())
+        wait_for(f"the router learns the prefix from {kind}", at_router)
         _atlas(tmp_path / "atlas.json")
         port = free_port()
         actuator = (
             "actuator:\n  kind: speakers\n  speakers:\n"
-            f"    CHC: {{driver: gobgp, namespace: {namespace}, workdir: {work}, asn: 64500, "
-            "router_id: 10.0.0.7}"
+            f"    CHC: {{driver: {kind}, namespace: {namespace}, workdir: {site_dir}, "
+            f"asn: {SITE_AS}, router_id: 10.0.0.7, neighbors: [{{address: {ROUTER_IP}, "
+            f"asn: {ROUTER_AS}, local_address: {SITE_IP}, interface: eth1}}]}}"
         )
         cfg = controller_yaml(
             tmp_path, prom.url, CAPACITY, http_port=port, actuator=actuator,
@@ -129,13 +184,15 @@ def test_the_speakers_actuator_withdraws_and_announces_through_gobgp(
             sites.load("CHC", 1.2)
             wait_for("withdrawn in the state", lambda: run.state()["moves"]["withdrawn"])
             assert run.state()["moves"]["withdrawn"] == [{"site": "CHC", "prefix": PREFIX}]
-            wait_for("GoBGP withdrew it", lambda: PREFIX not in rib())
+            wait_for(f"{kind} withdrew it at the router", lambda: not at_router())
             wait_for("logged", lambda: "withdraw CHC" in run.log())
             # CHC gets servers enough for the 1,200 ms/s its prefix carried, and more
             sites.cap.labels("CHC").set(4 * CAPACITY["CHC"])
             sites.load("CHC", 0.1)
             wait_for("announced again", lambda: not run.state()["moves"]["withdrawn"], 90)
-            wait_for("GoBGP announces it again", lambda: PREFIX in rib())
+            wait_for(f"{kind} announces it again at the router", at_router)
+            assert speaker.established() == 1  # the session never went down
+            assert run.state()["enforce_error"] is None
         finally:
             assert run.stop() == 0, run.log()
     finally:

@@ -1,10 +1,11 @@
 """The lab as a production rehearsal (marker ``lab``): the lab of tests/data/lab3.yaml,
-``anyedge lab exporter`` serving its sites' counters, Debian's Prometheus scraping it,
-and ``anyedge control run`` on the configuration ``anyedge lab controller-config``
-writes — telemetry by PromQL, forwarding by nftables in the sites' namespaces.  The
-closed loop: c1 overloads CHC (300 free requests/s at 1 ms each where CHC can serve
-200 ms/s), the controller forwards CHC's free plan to AKL, and takes it back when the
-load ends; while it forwards, the dashboard (in headless Chromium) shows it."""
+whose site services serve their counters over HTTP, Debian's Prometheus scraping them
+directly (``anyedge lab prometheus-config``: file_sd), and ``anyedge control run`` on
+the configuration ``anyedge lab controller-config`` writes — telemetry by PromQL,
+forwarding by nftables in the sites' namespaces.  The closed loop: c1 overloads CHC
+(300 free requests/s at 1 ms each where CHC can serve 200 ms/s), the controller
+forwards CHC's free plan to AKL, and takes it back when the load ends; while it
+forwards, the dashboard (in headless Chromium) shows it."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from anyedge.adapters.prometheus import query
 from lab_support import DATA, RunningLab, running_lab
-from service_support import SRC, Page, Prometheus, Run, chromium, free_port, get, wait_for
+from service_support import SRC, Page, Prometheus, Run, chromium, free_port, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -44,17 +46,20 @@ def _actions(journal: Path, kind: str) -> list[tuple[int, str, str, str]]:
 def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": SRC}
     d = str(lab3.directory)
-    port = free_port()
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "anyedge", "lab", "exporter", "--dir", d, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
     prom: Prometheus | None = None
     run: Run | None = None
     try:
-        wait_for("the exporter", lambda: b"anyedge_lab_requests_total" in get(
-            f"http://127.0.0.1:{port}/metrics"))  # fmt: skip
-        prom = Prometheus(tmp_path / "prom", [f"127.0.0.1:{port}"])
+        # Prometheus scrapes every site service directly, found through their file_sd files
+        yml = tmp_path / "prometheus.yml"
+        r = subprocess.run(
+            [sys.executable, "-m", "anyedge", "lab", "prometheus-config", "--dir", d,
+             "-o", str(yml)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        prom = Prometheus(tmp_path / "prom", [], yml.read_text())
+        sites = "count by (site) (anyedge_lab_cpu_ms_total)"
+        wait_for("every site scraped", lambda: len(query(prom.url, sites)) == 3)
         http = free_port()
         cfg = tmp_path / "controller.yaml"
         r = subprocess.run(
@@ -109,6 +114,3 @@ def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) ->
             assert run.stop() == 0, run.log()
         if prom is not None:
             prom.stop()
-        exporter.terminate()
-        out, err = exporter.communicate(timeout=30)
-        assert exporter.returncode == 0, err

@@ -128,7 +128,12 @@ def test_the_metrics_say_what_the_controller_did(
     assert holds["no_fresh_telemetry"] == 5  # 90 to 95 minutes, a step a minute
     moved = sum(abs(a.cpu) for p in plans for a in p.actions if a.kind != "hold")
     assert got[("anyedge_controller_moved_cpu_ms_total", ())] == pytest.approx(moved)
-    assert got[("anyedge_controller_enforce_failures_total", ())] == 1
+    failed = (("actuator", "actuator"), ("error", "OSError"))
+    assert got[("anyedge_controller_enforce_failures_total", failed)] == 1
+    # the last decision that changed anything was enforced at once, after its commit
+    lag = got[("anyedge_controller_journal_lag_seconds", ())]
+    assert math.isfinite(lag)
+    assert lag >= 0
     # what the journal holds
     journaled = c.journal.actions()
     assert got[("anyedge_controller_decisions", ())] == c.journal.decisions() == c.seq
@@ -145,3 +150,26 @@ def test_the_metrics_say_what_the_controller_did(
             labels = (("site", site), ("threshold", name))
             want = float(getattr(c.config, name)[i])
             assert got[("anyedge_site_threshold", labels)] == want
+
+
+def test_the_journal_lag_grows_until_the_decision_is_enforced() -> None:
+    """A decision whose enforcement fails: its lag is the time since its commit, growing,
+    until the retry at the next step carries it out; then it stays what it was."""
+    net = Network()
+    lat = np.array([[0, 10, 25, 30], [10, 0, 30, 35], [25, 30, 0, 12], [30, 35, 12, 0.0]])
+    cfg = Config(
+        maximum=np.full(4, 0.9), target=np.full(4, 0.85), acceptable=np.full(4, 0.75),
+        latency_ms=lat, max_move_share=1.0,
+    )  # fmt: skip
+    with Journal.in_memory(Names(SITES, PLANS)) as journal:
+        c = Controller(net, Actuator(net, fail_at={0.0}), cfg, journal)
+        assert math.isnan(c.journal_lag())  # nothing decided yet
+        assert c.cycle(0.0).error is not None  # journaled, not enforced
+        first = c.journal_lag()
+        assert c.journal_lag() > first > 0  # still waiting for the network
+        assert net.state is None
+        assert c.cycle(60.0).error is None  # the retry carries it out
+        assert net.state is not None
+        done = c.journal_lag()
+        assert done > first
+        assert c.journal_lag() == done  # enforced: it no longer grows

@@ -8,8 +8,12 @@ Each :meth:`Controller.step` observes the network at ``now``, decides, and then:
 
 * if the plan changes anything, applies it to the state, **journals** the decision (one
   committed transaction) and only **then** has the actuator enforce the new state;
-* if the plan only holds (stale telemetry, no room, the cap reached), journals it with
-  its reasons — the state does not change and nothing is enforced;
+* if the plan only holds (stale telemetry, no room), journals it with its reasons when
+  the hold begins — the state does not change and nothing is enforced; while the same
+  sites are held for the same reasons, step after step (an outage of Prometheus), nothing
+  more is written; the next journaled decision ends them — moves, other holds, or, when
+  the plan has nothing else to say, one ``hold_ended`` decision naming the decision that
+  began them (``waiting``, a site that changed a moment ago, is never journaled);
 * if the plan is empty, there is nothing to say and nothing is written.
 
 The guarantee, for a controller killed at any instant and started again on its journal:
@@ -47,6 +51,7 @@ twin does, with the maximum thresholds it learns).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +64,18 @@ from .journal import Journal, observation_digest
 
 def _shape(state: State) -> tuple[int, int, int, int]:
     return state.sites, state.plans, int(state.shift.shape[0]), int(state.withdrawn.shape[0])
+
+
+def _holds(plan: Plan) -> frozenset[tuple[int, str]] | None:
+    """What a plan that moves nothing holds, by site and reason, leaving out ``waiting``
+    (a site that changed a moment ago) and the end of a hold; ``None`` if it moves."""
+    if any(a.kind != "hold" for a in plan.actions):
+        return None
+    return frozenset(
+        (a.site, a.reason.code)
+        for a in plan.actions
+        if a.reason.code not in ("waiting", "hold_ended")
+    )
 
 
 @dataclass(frozen=True)
@@ -97,10 +114,17 @@ class Controller:
         self.enforce_error: BaseException | None = None  # ... and what it raised
         self.plan = Plan(())  # the plan of the last step
         self.observation: Observation | None = None  # ... and what it observed
+        self._journaled_at: float | None = None  # monotonic commit time, until enforced
+        self._lag = math.nan  # seconds from commit to enforcement done, last decision
+        self._holding: frozenset[tuple[int, str]] | None = None  # holds going on ...
+        self._held_at = 0  # ... journaled by this decision
         latest = journal.latest()
         if latest is not None:
             self.seq, self.last_time, self.state = latest
             self.last_digest = journal.digest(self.seq)
+            last = Plan(tuple(a for _, a in journal.actions(self.seq - 1)))
+            self._holding = _holds(last) or None
+            self._held_at = self.seq
             resumed = Plan((hold(-1, "resumed", seq=self.seq),))
             self._enforce(self.state, resumed, self.last_time)
 
@@ -118,6 +142,17 @@ class Controller:
             raise
         self._unenforced = False
         self.enforce_error = None
+        if self._journaled_at is not None:
+            self._lag = time.monotonic() - self._journaled_at
+            self._journaled_at = None
+
+    def journal_lag(self) -> float:
+        """Seconds from the commit of a decision that changed the state to the end of its
+        enforcement (retries included; from the oldest one not yet enforced); while it is
+        not enforced yet, the seconds since its commit, growing.  NaN before the first
+        such decision."""
+        at = self._journaled_at
+        return self._lag if at is None else time.monotonic() - at
 
     def step(self, now: float) -> Plan:
         """Observe, decide, journal, enforce (see the module doc); the plan decided."""
@@ -144,17 +179,23 @@ class Controller:
             self.plan = Plan((hold(-1, "already_decided", seq=self.seq),))
             return self.plan
         plan = self.plan = decide(obs, state, self.config, now, self.failover)
-        if all(a.reason.code == "waiting" for a in plan.actions):  # nothing new to say
-            if self._unenforced:
-                self._enforce(state, plan, now)
-            return plan
-        if not plan.actions:
-            if self._unenforced:
-                self._enforce(state, plan, now)
-            return plan
+        held = _holds(plan)
+        if held is not None:  # nothing but holds, or nothing
+            if held == self._holding or (not held and self._holding is None):
+                # nothing new to say: the same holds go on (journaled when they began)
+                if self._unenforced:
+                    self._enforce(state, plan, now)
+                return plan
+            if not held:  # the holds journaled have ended: say so, once
+                plan = self.plan = Plan((hold(-1, "hold_ended", seq=self._held_at),))
         new = state if plan.empty else apply(state, plan, now)
         self.seq = self.journal.record(now, digest, plan, new)
         self.last_time, self.last_digest, self.state = now, digest, new
+        self._holding = held or None
+        self._held_at = self.seq
+        if not plan.empty and self._journaled_at is None:
+            # the journal lag runs from here (or from an earlier decision not yet enforced)
+            self._journaled_at = time.monotonic()
         if not plan.empty or self._unenforced:
             self._enforce(new, plan, now)
         return plan

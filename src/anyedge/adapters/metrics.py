@@ -16,7 +16,15 @@ in force at that moment:
 ``anyedge_controller_holds_total{reason}``      holds (what could not be done), by
                                                 reason code
 ``anyedge_controller_moved_cpu_ms_total``       CPU ms/s moved by the actions, summed
-``anyedge_controller_enforce_failures_total``   steps whose enforcement failed
+``anyedge_controller_enforce_failures_total``   steps whose enforcement failed, by
+``{actuator, error}``                           actuator (its ``kind``, or ``balancer``
+                                                for the server weights) and error (the
+                                                exception's class)
+``anyedge_controller_journal_lag_seconds``      from the commit of the last decision
+                                                that changed the state to the end of
+                                                its enforcement; while it is not done,
+                                                the time since its commit (growing:
+                                                alert on it)
 ``anyedge_controller_decisions``                decisions in the journal (its last
                                                 sequence number)
 ``anyedge_controller_last_decision_time``       unix time of the last journaled decision
@@ -48,15 +56,24 @@ MOVES = ("forward", "revert", "handback", "shift", "withdraw", "announce")
 class ControllerMetrics(Collector):
     """The metrics of ``controller``, whose sites are ``sites`` (by row)."""
 
-    def __init__(self, controller: Controller, sites: Sequence[str]) -> None:
+    def __init__(
+        self, controller: Controller, sites: Sequence[str], actuator: str = "actuator"
+    ) -> None:
         self.controller = controller
         self.sites = tuple(sites)
+        self.actuator = actuator  # the failures' label
         self._lock = threading.Lock()
         self.steps = 0
         self.actions: Counter[str] = Counter()
         self.holds: Counter[str] = Counter()
         self.moved = 0.0
-        self.failures = 0
+        self.failures: Counter[tuple[str, str]] = Counter()
+
+    def failed(self, actuator: str, error: BaseException) -> None:
+        """Count a failed enforcement of ``actuator`` (the loop's own are counted by
+        :meth:`record`)."""
+        with self._lock:
+            self.failures[actuator, type(error).__name__] += 1
 
     def record(self, cycle: Cycle) -> None:
         """Count one step (pass this as ``on_cycle``)."""
@@ -69,12 +86,12 @@ class ControllerMetrics(Collector):
                     self.actions[a.kind] += 1
                     self.moved += abs(a.cpu)
             if cycle.error is not None:
-                self.failures += 1
+                self.failures[self.actuator, type(cycle.error).__name__] += 1
 
     def collect(self) -> Iterator[Metric]:
         c = self.controller
         with self._lock:
-            steps, moved, failures = self.steps, self.moved, self.failures
+            steps, moved, failures = self.steps, self.moved, dict(self.failures)
             actions, holds = dict(self.actions), dict(self.holds)
         yield CounterMetricFamily("anyedge_controller_steps", "Steps taken", value=steps)
         fam = CounterMetricFamily(
@@ -92,10 +109,19 @@ class ControllerMetrics(Collector):
         yield CounterMetricFamily(
             "anyedge_controller_moved_cpu_ms", "CPU ms/s moved by the actions", value=moved
         )
-        yield CounterMetricFamily(
+        fam = CounterMetricFamily(
             "anyedge_controller_enforce_failures",
-            "Steps whose enforcement failed",
-            value=failures,
+            "Steps whose enforcement failed, by actuator and error",
+            labels=["actuator", "error"],
+        )
+        for (actuator, error), n in sorted(failures.items()):
+            fam.add_metric([actuator, error], n)
+        yield fam
+        yield GaugeMetricFamily(
+            "anyedge_controller_journal_lag_seconds",
+            "From the commit of the last decision that changed the state to the end of its "
+            "enforcement (growing while it is not done; NaN: none yet)",
+            value=c.journal_lag(),
         )
         yield GaugeMetricFamily(
             "anyedge_controller_decisions", "Decisions in the journal", value=c.seq

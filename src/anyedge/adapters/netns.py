@@ -220,7 +220,8 @@ def _setns(fd: int) -> None:
 
 @contextmanager
 def entered(name: str | None) -> Iterator[None]:
-    """Run the block in network namespace ``name`` (``NETNS_DIR/NAME``), then come back.
+    """Run the block in network namespace ``name`` (``NETNS_DIR/NAME``, or a path such
+    as ``/proc/PID/ns/net``), then come back.
 
     Only the calling thread moves.  Sockets and interface indexes taken inside stay
     bound to that namespace after the block; BPF file descriptors are not tied to one.
@@ -231,7 +232,7 @@ def entered(name: str | None) -> Iterator[None]:
         return
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        there = os.open(NETNS_DIR / name, os.O_RDONLY)
+        there = os.open(name if name.startswith("/") else NETNS_DIR / name, os.O_RDONLY)
         try:
             _setns(there)
         finally:

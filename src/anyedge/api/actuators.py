@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..adapters import nft
-from ..adapters.bgp.base import Route, SiteSpeaker, SpeakerConfig
+from ..adapters.bgp.base import Neighbor, Route, SiteSpeaker, SpeakerConfig
 from ..control.codec import state_to
 from ..control.core import Plan, State
 from ..control.interfaces import Actuator
@@ -142,7 +142,17 @@ def build(doc: ControllerIn, path: str | Path, names: Names, seq: Callable[[], i
         }
         speakers = {
             s: kinds[c.driver](
-                SpeakerConfig(s, c.namespace, beside(path, c.workdir), c.asn, c.router_id, ())
+                SpeakerConfig(
+                    s,
+                    c.namespace,
+                    beside(path, c.workdir),
+                    c.asn,
+                    c.router_id,
+                    tuple(
+                        Neighbor(n.address, n.asn, n.local_address, n.interface, n.bfd)
+                        for n in c.neighbors
+                    ),
+                )
             )
             for s, c in act.speakers.items()
         }

@@ -17,12 +17,14 @@ Example (``docs/examples/controller.yaml`` is a complete one)::
       - {name: FRA}
     latency_ms: {AMS: {FRA: 8}}      # one direction is enough; a pair not given is never used
     actuator: {kind: dry-run}        # or nft (per site) or speakers (per site)
+    # and beside any kind, server weights from CPU (Unimog), through each site's balancer:
+    #   actuator: {kind: ..., balancer: {damping: 0.5, sites: {AMS: {agent: edge.sock}}}}
     http: {address: 127.0.0.1, port: 9180, token_file: /etc/anyedge/token}
     atlas: atlas.json                # optional: the predictor's atlas, for withdrawals
 
 Every problem is reported with the file, line and place (exit status 2) before anything
-starts; relative paths (``journal``, ``atlas``, ``token_file``, ``log``) are read beside
-the config file.
+starts; relative paths (``journal``, ``atlas``, ``token_file``, ``log``, ``agent``) are
+read beside the config file.
 """
 
 from __future__ import annotations
@@ -114,12 +116,51 @@ class NftSiteIn(_Strict):
     links: tuple[LinkIn, ...] = ()
 
 
+class NeighborIn(_Strict):
+    """A BGP neighbour of a site's speaker, as the speaker was started with it."""
+
+    address: str
+    asn: int = Field(ge=1, le=4294967295)
+    local_address: str
+    interface: str
+    bfd: bool = False
+
+
 class SpeakerIn(_Strict):
     driver: Literal["frr", "bird", "gobgp", "exabgp"]
     namespace: str
     workdir: str
     asn: int = Field(ge=1, le=4294967295)
     router_id: str
+    # BIRD rewrites its whole configuration on a change: without its neighbours it would
+    # drop its sessions (FRR, GoBGP and ExaBGP change only the routes)
+    neighbors: tuple[NeighborIn, ...] = ()
+
+    @model_validator(mode="after")
+    def _bird(self) -> SpeakerIn:
+        if self.driver == "bird" and not self.neighbors:
+            raise ValueError(
+                "a bird speaker needs its neighbors: BIRD is reconfigured from a whole new "
+                "file, which would have none"
+            )
+        return self
+
+
+class BalancerSiteIn(_Strict):
+    agent: str  # the site's edge agent: its Unix socket (the loader of the balancer)
+
+
+class BalancerIn(_Strict):
+    """Unimog: server weights from each server's CPU, through the site's balancer."""
+
+    cpu: str = "sum by (site, server) (anyedge_server_cpu_ms)"  # PromQL, ms/s per server
+    capacity: str = "sum by (site, server) (anyedge_server_capacity_ms)"
+    server_label: str = "server"
+    damping: float = Field(0.5, gt=0, le=1)  # how far one step goes towards even CPU
+    floor: float = Field(0.02, gt=0, le=1)  # utilisation an idle server is taken to have
+    # the table is left as it is while no weight would change by more than this share
+    min_change: float = Field(0.02, ge=0, le=1)
+    sites: dict[str, BalancerSiteIn] = Field(min_length=1)
 
 
 class ActuatorIn(_Strict):
@@ -131,6 +172,7 @@ class ActuatorIn(_Strict):
     ports: dict[str, int] = {}  # nft: each plan's port
     nft: dict[str, NftSiteIn] = {}  # per site
     speakers: dict[str, SpeakerIn] = {}  # per site
+    balancer: BalancerIn | None = None  # beside any kind: server weights, every step
 
 
 class HttpIn(_Strict):
@@ -171,6 +213,9 @@ class ControllerIn(_Strict):
         for s in per_site:
             if s not in known:
                 raise ValueError(f"actuator.{act.kind} names site {s!r}, which is not in sites")
+        for s in act.balancer.sites if act.balancer is not None else {}:
+            if s not in known:
+                raise ValueError(f"actuator.balancer names site {s!r}, which is not in sites")
         if act.kind == "nft":
             missing = [
                 p for p in self.plans if p not in self.protected_plans and p not in act.ports

@@ -65,7 +65,8 @@ def app(service: Service, token: str | None) -> Starlette:
         responses:
           200:
             description: Each site's utilisation, thresholds (configured and in force),
-              freshness and overrides; the moves in force; telemetry health.
+              freshness and overrides; the moves in force; telemetry health; with a
+              balancer, each site's server weights, servers left out and its last error.
         """
         return _json(service.state())
 

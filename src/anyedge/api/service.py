@@ -8,7 +8,9 @@ on the wall clock, every ``interval`` seconds, in the main thread:
 2. otherwise the controller steps with the configuration the overrides make —
    observe (:class:`~anyedge.adapters.prometheus.PromTelemetry`), decide, journal,
    enforce (the actuator of :mod:`.actuators`);
-3. what happened is logged on stderr, one line per action or change of health, and
+3. with ``actuator.balancer``, each site's server weights follow its servers' CPU
+   (Unimog, :mod:`.unimog`), not while frozen;
+4. what happened is logged on stderr, one line per action or change of health, and
    counted for Prometheus (:class:`~anyedge.adapters.metrics.ControllerMetrics`, plus
    ``anyedge_controller_frozen`` and ``anyedge_controller_overrides{kind}``).
 
@@ -42,7 +44,7 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..adapters.clock import WallClock
@@ -56,6 +58,7 @@ from ..control.core import Config, Failover, Plan, hold
 from ..control.reasons import Names, render
 from .actuators import build
 from .config import ControllerIn, beside, core_config, names_of
+from .unimog import ServerWeights
 
 
 class Service:
@@ -98,10 +101,19 @@ class Service:
         except BaseException:
             self.journal.close()
             raise
-        self.metrics = ControllerMetrics(self.controller, self.names.sites)
+        self.metrics = ControllerMetrics(self.controller, self.names.sites, doc.actuator.kind)
+        bal = doc.actuator.balancer
+        self.balancer = (
+            None
+            if bal is None
+            else ServerWeights.of(doc.prometheus.url, bal, path, doc.prometheus.timeout)
+        )
+        self._balancer_failed: dict[str, str] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self.metrics)
         self.registry.register(_OverrideMetrics(self))
+        if self.balancer is not None:
+            self.registry.register(_BalancerMetrics(self.balancer))
         self.clock = WallClock()
         self.started = time.time()
         self.steps = 0
@@ -137,9 +149,26 @@ class Service:
                     if a.kind != "hold" or (a.site, a.reason.code) not in self._holds:
                         self.say(f"decision {c.seq}: {_line(a, self.names)}")
                 self._holds = holds
+        if self.balancer is not None and not self.in_force.frozen:
+            self._balance()
         self.steps += 1
         self._health(cycle)
         return cycle
+
+    def _balance(self) -> None:
+        """Unimog: each site's server weights from its servers' CPU (:mod:`.unimog`)."""
+        assert self.balancer is not None
+        done, failed = self.balancer.step()
+        for r in done:
+            w = ", ".join(f"{n} {x:.3f}" for n, x in r.weights.items())
+            self.say(f"balancer {r.site}: weights {w} ({r.moved} buckets moved)")
+        errors = {}
+        for site, e in failed:
+            self.metrics.failed("balancer", e)
+            errors[site] = f"{type(e).__name__}: {e}"
+            if self._balancer_failed.get(site) != errors[site]:
+                self.say(f"balancer {site} failed (its table stays; retried next step): {e}")
+        self._balancer_failed = errors
 
     def _health(self, cycle: Cycle) -> None:
         t = self.telemetry
@@ -252,8 +281,23 @@ class Service:
             "last_decision_time": c.last_time,
             "enforce_error": self.last_error,
             "actuator": self.doc.actuator.kind,
+            "balancer": None if self.balancer is None else self._balancer_state(),
             "sites": sites,
             "moves": st,
+        }
+
+    def _balancer_state(self) -> dict[str, Any]:
+        """Per site: its servers' weights as last set or read, what was left out, and
+        the last failure."""
+        b = self.balancer
+        assert b is not None
+        return {
+            site: {
+                "weights": {n: w for (s, n), w in sorted(b.weights.items()) if s == site},
+                "problems": b.problems.get(site, []),
+                "error": self._balancer_failed.get(site),
+            }
+            for site in b.agents
         }
 
     def plan(self) -> list[dict[str, Any]]:
@@ -320,6 +364,26 @@ def _line(a: Any, names: Names) -> str:
     if "share" in d:
         what.append(f"{d['share']:.0%}")
     return f"{' '.join(what)}: {render(a.reason, names)}"
+
+
+class _BalancerMetrics(Collector):
+    def __init__(self, balancer: ServerWeights) -> None:
+        self.balancer = balancer
+
+    def collect(self) -> Iterator[Metric]:
+        fam = GaugeMetricFamily(
+            "anyedge_server_weight",
+            "Each server's weight in its site's balancer, as last set or read",
+            labels=["site", "server"],
+        )
+        for (site, server), w in sorted(self.balancer.weights.items()):
+            fam.add_metric([site, server], w)
+        yield fam
+        yield CounterMetricFamily(
+            "anyedge_controller_balancer_moved_buckets",
+            "Buckets the balancer's new weights moved to another server",
+            value=self.balancer.moved,
+        )
 
 
 class _OverrideMetrics(Collector):

@@ -860,38 +860,28 @@ def edge_rules(directory: Path | None, name: str | None, site: str, rules_file: 
     click.echo(f"{code}: {out['rules']} rules in force on {', '.join(out['interfaces'])}")
 
 
-@lab_command()
+@lab_command(name="prometheus-config")
 @dir_option
 @name_option
-@click.option("--address", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
-def exporter(directory: Path | None, name: str | None, address: str, port: int) -> None:
-    """Serve the lab's sites' counters to Prometheus (until SIGTERM or Ctrl-C)."""
-    import signal
-    import threading
+@click.option("--scrape-interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 600))
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+def prometheus_config_(
+    directory: Path | None, name: str | None, scrape_interval: float, out: Path
+) -> None:
+    """Write the prometheus.yml that scrapes every service of the lab directly."""
+    from ..lab.rehearsal import prometheus_config
+    from ..model.files.atomic import write_all
 
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from ..lab.rehearsal import LabExporter
-
-    world, plan, _state = _attach(directory, name)
-    registry = CollectorRegistry()
-    registry.register(LabExporter(world, plan, _dir(directory, name)))
-    server, thread = start_http_server(port, addr=address, registry=registry)
-    click.echo(f"serving the lab's metrics on http://{address}:{server.server_port}/metrics")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    _attach(directory, name)  # a lab must be running there
+    d = _dir(directory, name)
+    write_all({out: prometheus_config(d.resolve(), scrape_interval)})
+    click.echo(f"wrote {out} (file_sd: {d.resolve()}/prometheus/*.json)")
 
 
 @lab_command(name="controller-config")
 @dir_option
 @name_option
-@click.option("--prometheus", required=True, help="Prometheus's URL (it scrapes the exporter).")
+@click.option("--prometheus", required=True, help="Prometheus's URL (it scrapes the lab).")
 @click.option("--http-port", default=9180, show_default=True, type=click.IntRange(0, 65535))
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
 def controller_config_(

@@ -5,7 +5,8 @@ simulated hours at 10 s ticks, with a section, servers, a whole site, a BGP sess
 a cable failing and a demand surge, under (a) no traffic management, (b) prefix
 withdrawal only and (c) the full Traffic Manager.  It prints the comparison, writes a
 self-contained HTML report (``--report``, default ``anyedge-report.html``) and, with
-``--json``, prints the metrics instead of the table (``--csv``: one row per controller).
+``--json``, prints the metrics instead of the table (``--csv``: one row per controller);
+``--metrics FILE`` also writes them for Prometheus (:mod:`anyedge.sim.metrics`).
 Progress goes to stderr: a bar on a terminal, plain lines otherwise.  With events, each
 controller also runs the same day without them, and the output says what each event cost beyond that
 reference (failed requests and SLO site-minutes in its window and at its sites).
@@ -44,6 +45,13 @@ if TYPE_CHECKING:
     help="Where to write the HTML report.",
 )
 @click.option("--no-report", is_flag=True, help="Write no report.")
+@click.option(
+    "--metrics",
+    "metrics",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results as Prometheus metrics (text format) into this file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @csv_option
 def simulate(
@@ -51,6 +59,7 @@ def simulate(
     topology: Path | None,
     report: Path,
     no_report: bool,
+    metrics: Path | None,
     as_json: bool,
     as_csv: bool,
 ) -> None:
@@ -63,6 +72,12 @@ def simulate(
             report,
             "--report",
             "is a directory" if report.is_dir() else "its directory does not exist",
+        )
+    if metrics is not None and (metrics.is_dir() or not metrics.parent.is_dir()):
+        raise InputError.one(
+            metrics,
+            "--metrics",
+            "is a directory" if metrics.is_dir() else "its directory does not exist",
         )
     world = world_from(topology)
     sc = load_scenario(scenario, world) if scenario is not None else default_scenario(world)
@@ -99,6 +114,10 @@ def simulate(
         from ..report.html import write
 
         write(comparison, report)
+    if metrics is not None:
+        from ..sim.metrics import write as write_metrics
+
+        write_metrics(comparison, metrics)
     if as_json:
         click.echo(json.dumps(comparison.summary(), indent=2))
         return

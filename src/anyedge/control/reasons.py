@@ -74,6 +74,7 @@ TEXT: dict[str, str] = {
     "resumed": "resumed from decision {seq} of the journal: enforcing again the state it left "
     "in force",
     "already_decided": "decision {seq} was taken on this observation at this time: nothing new",
+    "hold_ended": "the holds journaled at decision {seq} are over: nothing is held any more",
 }
 
 

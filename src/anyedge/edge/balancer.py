@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ..adapters.netns import entered
 from ..balance.table import NONE, Table
@@ -309,6 +310,14 @@ class Balancer(Loaded):
         self.commit()
 
     # -- reading -----------------------------------------------------------------------
+
+    def buckets_in_force(self) -> npt.NDArray[np.uint32]:
+        """The bucket array in force as the kernel holds it: per bucket its first and
+        second hop (``NO_SERVER`` for none), shape ``(BUCKETS, 2)``."""
+        values = ((ctypes.c_uint32 * 2) * BUCKETS)()
+        self._arrays[self._active].lookup_all(values)
+        raw = bytes(memoryview(values).cast("B"))
+        return np.frombuffer(raw, dtype=np.uint32).reshape(BUCKETS, 2)
 
     def counters(self) -> list[Counter]:
         """Every non-zero counter, by kind then server."""

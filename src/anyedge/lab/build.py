@@ -400,9 +400,29 @@ def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float
     argv = [sys.executable, "-m", "anyedge.lab.service", "--site", str(node.site)]
     for a in node.anycast:
         argv += ["--address", a]
-    argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / "stats.sock")]
+    argv += ["--ports", ",".join(map(str, plan.ports))]
+    argv += metrics_args(plan, targets_file(directory, node.name, "site"), node.capacity_ms)
     pid = netns.spawn(node.namespace, argv, log)
     return wait_ready(pid, log, f"{node.name}: the service", timeout)
+
+
+def targets_file(directory: Path, node: str, service: str) -> Path:
+    """The Prometheus file_sd target file of one service (Prometheus globs only a
+    path's last part, so they are all in one folder: ``<lab>/prometheus``)."""
+    d = directory / "prometheus"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{node}-{service}.json"
+
+
+def metrics_args(plan: LabPlan, sd: Path, capacity: float) -> list[str]:
+    """A service's ``/metrics`` for Prometheus (:mod:`.service_metrics`): on a free port
+    of 127.0.0.1 in this process's namespace (the lab's host, where Prometheus runs),
+    registered in the file_sd target file ``sd``, with each plan's CPU cost."""
+    return [
+        "--metrics", "127.0.0.1:0", "--metrics-netns", f"/proc/{os.getpid()}/ns/net",
+        "--metrics-sd", str(sd), "--plans", ",".join(plan.plans),
+        "--cpu-ms", ",".join(f"{c:g}" for c in plan.cpu_ms), "--capacity", f"{capacity:g}",
+    ]  # fmt: skip
 
 
 def wait_ready(pid: int, log: Path, what: str, timeout: float) -> int:
@@ -602,6 +622,8 @@ def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> d
         raise LabError(f"could not delete namespaces: {', '.join(left)}")
     for f in (STATE, LOCK, *(p.name for p in directory.glob(JOURNAL + "*"))):
         (directory / f).unlink(missing_ok=True)
+    # services killed rather than stopped leave their Prometheus targets behind
+    shutil.rmtree(directory / "prometheus", ignore_errors=True)
     if not keep_logs:
         for sub in ("nodes", TOPOLOGY, DELAY_LINES):
             if (directory / sub).is_dir():

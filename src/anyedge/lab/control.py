@@ -5,7 +5,8 @@ The same :class:`~anyedge.adapters.controller.Controller` that runs against the 
 here, journal included; only its two interfaces differ:
 
 * :class:`LabTelemetry` reads each site service's counters (cumulative requests per
-  plan port, through the service's Unix socket in the lab directory), turns the
+  plan, from the ``/metrics`` each service serves and registers in the lab directory,
+  :mod:`.service_metrics`; summed over a site's servers), turns the
   requests per second since the last reading into CPU time with the topology's cost
   model (``cpu_ms_per_request`` of each plan) and reports utilisation against the
   site's capacity (its sections' servers × CPU per server).  Traffic a site receives
@@ -39,10 +40,10 @@ from ..control.core import Action, Config, Observation, Plan, State, flows
 from ..control.reasons import Names, render
 from ..model.geo import LatencyModel
 from ..model.world import World
-from .build import LabError, node_dir
+from .build import LabError
 from .forward import Forwarder
 from .plan import LabPlan, lab_world
-from .service import read_stats
+from .service_metrics import read_targets, scrape
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -94,16 +95,23 @@ class LabTelemetry:
         rps = np.zeros((len(sites), len(ports)))
         age = np.zeros(len(sites))
         for i, n in enumerate(sites):
+            counts: dict[str, int] = {}
+            files = sorted((self.directory / "prometheus").glob(f"{n.name}-*.json"))
             try:
-                st = read_stats(node_dir(self.directory, n.name) / "stats.sock")
-            except OSError as e:
+                if not files:
+                    raise OSError("no service has registered its /metrics")
+                for target in read_targets(files):
+                    got = scrape(target).get("anyedge_lab_requests", {})
+                    for name, port in zip(self.plan.plans, ports, strict=True):
+                        counts[port] = counts.get(port, 0) + int(got.get(name, 0))
+            except (OSError, ValueError) as e:
                 raise LabError(f"{n.site}: no telemetry from its service: {e}") from None
-            t = float(st["time"])
-            counts = {k: int(v) for k, v in st["requests"].items()}
+            t = time.time()
             last = self._last.get(n.name)
             if last is not None and t > last[0]:
                 dt = t - last[0]
-                rps[i] = [(counts.get(p, 0) - last[1].get(p, 0)) / dt for p in ports]
+                # a server removed takes its count with it: never below 0
+                rps[i] = [max(0, counts.get(p, 0) - last[1].get(p, 0)) / dt for p in ports]
             self._last[n.name] = (t, counts)
             age[i] = max(0.0, time.time() - t)
         cpu = rps * cost[None, :]

@@ -38,7 +38,10 @@ bpffs, and a lab down removes everything even if the agent was killed.
 
 The commands (``anyedge lab edge servers|stats``) and the tests call the same
 functions here: :func:`servers`, :func:`change`, :func:`second_hop`, :func:`stats`,
-:func:`table`.
+:func:`table`.  ``anyedge control run``'s balancer actuator (:mod:`anyedge.api.unimog`)
+talks to the same socket (:func:`ask`): ``table`` to read the weights in force,
+``weights`` to set new ones by server name (the table that moves the fewest buckets),
+and ``kernel`` reads each server's bucket map back from the kernel.
 """
 
 from __future__ import annotations
@@ -58,7 +61,15 @@ import numpy as np
 
 from ..adapters import netns
 from ..balance.table import ServerState, Table
-from .build import LabError, LabState, locked, node_dir, wait_ready
+from .build import (
+    LabError,
+    LabState,
+    locked,
+    metrics_args,
+    node_dir,
+    targets_file,
+    wait_ready,
+)
 from .plan import PORT_BASE, LabPlan, NodePlan
 
 HOLD_PORT = PORT_BASE  # the servers' port for held TCP connections (plans start above)
@@ -125,8 +136,11 @@ def start_server_service(
     argv = [sys.executable, "-m", "anyedge.lab.service", "--site", f"{node.site}/{name}"]
     for a in node.anycast:
         argv += ["--address", a]
-    argv += ["--ports", ",".join(map(str, plan.ports)), "--stats", str(d / f"stats-{name}.sock")]
+    argv += ["--ports", ",".join(map(str, plan.ports))]
     argv += ["--hold", str(HOLD_PORT)]
+    # each server stands for its share of the site's capacity as planned
+    share = node.capacity_ms / max(node.servers, 1)
+    argv += metrics_args(plan, targets_file(directory, node.name, name), share)
     pid = netns.spawn(server_namespace(node, name), argv, log)
     return wait_ready(pid, log, f"{node.name}/{name}: the service", timeout)
 
@@ -171,7 +185,11 @@ def site_node(plan: LabPlan, site: str) -> NodePlan:
 
 def request(directory: Path, node: NodePlan, req: dict[str, Any], timeout: float = 30.0) -> Any:
     """Send one request to the site's agent and return its answer."""
-    path = node_dir(directory, node.name) / SOCKET
+    return ask(node_dir(directory, node.name) / SOCKET, node.name, req, timeout)
+
+
+def ask(path: Path, name: str, req: dict[str, Any], timeout: float = 30.0) -> Any:
+    """Send one request to the agent listening at ``path`` (``name`` in errors)."""
     chunks = []
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -182,11 +200,11 @@ def request(directory: Path, node: NodePlan, req: dict[str, Any], timeout: float
             while chunk := s.recv(1 << 16):
                 chunks.append(chunk)
     except OSError as e:
-        raise LabError(f"{node.name}: the edge agent does not answer at {path}: {e}") from None
+        raise LabError(f"{name}: the edge agent does not answer at {path}: {e}") from None
     try:
         answer = json.loads(b"".join(chunks))
     except json.JSONDecodeError:
-        raise LabError(f"{node.name}: the edge agent sent no answer (see edge.log)") from None
+        raise LabError(f"{name}: the edge agent sent no answer (see edge.log)") from None
     if "error" in answer:
         raise (BadRequest if answer.get("bad") else LabError)(answer["error"])
     return answer["result"]
@@ -410,6 +428,13 @@ class Agent:
                 self.balancers[i].close()  # no table names it: its program goes
                 self.balancers[i] = None
             return self.show(moved)
+        if op == "weights":  # new weights by server name (the Traffic Manager's Unimog)
+            w = self.table.weight.copy()
+            for name, weight in dict(req["weights"]).items():
+                if not (isinstance(weight, (int, float)) and 0 <= weight < float("inf")):
+                    raise BadRequest(f"server {name}: a weight is a number >= 0, not {weight!r}")
+                w[self._index(name)] = float(weight)
+            return self.show(self.put(self.table.change(weight=w)))
         if op == "second_hop":
             self.on = bool(req["on"])
             for b in self.balancers:
@@ -437,6 +462,14 @@ class Agent:
                     for n, b in zip(self.names, self.balancers, strict=True)
                     if b is not None
                 },
+            }
+        if op == "kernel":  # what each server's program reads: first hops per server
+            return {
+                n: np.bincount(
+                    b.buckets_in_force()[:, 0].astype(np.int64), minlength=len(self.names)
+                ).tolist()
+                for n, b in zip(self.names, self.balancers, strict=True)
+                if b is not None
             }
         if op == "table":
             t = self.table

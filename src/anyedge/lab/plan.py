@@ -88,6 +88,7 @@ class NodePlan:
     default_via: str | None = None  # sites and clients
     networks: tuple[str, ...] = ()  # routers: the clients' networks they originate
     servers: int = 0  # sites with servers: the site is their router (see .edge)
+    capacity_ms: float = 0.0  # sites: CPU ms/s of the site's servers (the world's)
 
     @property
     def server_namespaces(self) -> tuple[str, ...]:
@@ -111,6 +112,7 @@ class LabPlan:
     nodes: tuple[NodePlan, ...]
     prefixes: tuple[str, ...]  # every IPv4 anycast prefix of the lab
     plans: tuple[str, ...]  # plan names; plan i is served on port PORT_BASE + 1 + i
+    cpu_ms: tuple[float, ...] = ()  # CPU ms a request of each plan costs (the world's)
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -262,6 +264,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
             )
         )
     networks = _client_networks(lab, ports)
+    capacity = net.site_capacity()
     nodes = []
     for n in lab.nodes:
         ns = namespace_prefix(name) + n.name
@@ -303,6 +306,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     prefixes=mine,
                     default_via=up[0].peer_address if up else None,
                     servers=n.servers,
+                    capacity_ms=float(capacity[s]),
                 )
             )
         else:
@@ -326,6 +330,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         nodes=tuple(nodes),
         prefixes=(*(net.prefixes.cidr[q] for q in v4), TEST_PREFIX),
         plans=net.plans.names,
+        cpu_ms=tuple(float(c) for c in net.plans.cpu_ms),
     )
 
 

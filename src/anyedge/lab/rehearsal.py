@@ -1,16 +1,21 @@
-"""The lab as a production rehearsal: Prometheus scrapes the lab, ``anyedge control run``
-decides on what Prometheus says and forwards through the sites' nftables.
+"""The lab as a production rehearsal: Prometheus scrapes the lab's services directly,
+``anyedge control run`` decides on what Prometheus says and forwards through the sites'
+nftables.
 
 Two pieces join the lab to the service (:mod:`anyedge.api`) the way a real network
 would be joined:
 
-* :class:`LabExporter` — a prometheus-client collector that, at each scrape, reads every
-  site service's counters (its Unix socket in the lab directory) and exports them for
-  Prometheus: ``anyedge_lab_requests_total{site, plan}`` (requests answered, cumulative),
-  ``anyedge_lab_plan_cpu_ms{plan}`` (the topology's CPU ms per request of each plan) and
-  ``anyedge_site_capacity_ms{site}`` (CPU ms/s of the site's servers).  A site whose
-  service does not answer has no series, and the controller leaves it out with that
-  reason.  ``anyedge lab exporter`` serves it over HTTP.
+* every site service (and every server's, in a site with servers) serves its own
+  counters over HTTP (:mod:`.service_metrics`): ``anyedge_lab_requests_total`` and
+  ``anyedge_lab_cpu_ms_total`` (the CPU its requests cost, at the topology's cost per
+  plan) by ``site``, ``server`` and ``plan``, and ``anyedge_site_capacity_ms`` (the CPU
+  ms/s it stands for).  It listens on a free port of 127.0.0.1 in the lab host's
+  namespace and writes that address into ``<lab>/prometheus/<node>-<service>.json``;
+  :func:`prometheus_config` is a ``prometheus.yml`` whose ``file_sd_configs`` watch
+  those files, so Prometheus finds every service, and a server added or removed later,
+  by itself.  A site whose service does not answer has no fresh series, and the
+  controller leaves it out with that reason.  ``anyedge lab prometheus-config`` writes
+  it.
 * :func:`controller_config` — the ``controller.yaml`` of this lab: the sites and their
   thresholds, the backbone latencies (no backbone link: never forwarded to), the PromQL
   that turns the counters into CPU ms/s per site and plan (:data:`CPU_QUERY`), and the
@@ -23,27 +28,18 @@ The loop is then the service's own, unchanged: ``anyedge control run -c`` on tha
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from ..model.world import World
-from .build import node_dir
-from .control import capacity_of, lab_config
+from .control import lab_config
 from .forward import backbone_links, ingress
 from .plan import LabPlan
-from .service import read_stats
 
-# CPU ms/s per site and plan: the rate of answered requests times each plan's cost
-CPU_QUERY = (
-    "sum by (site, plan) (rate(anyedge_lab_requests_total[4s]) "
-    "* on (plan) group_left anyedge_lab_plan_cpu_ms)"
-)
+# CPU ms/s per site and plan: the rate of the CPU the services' requests cost
+CPU_QUERY = "sum by (site, plan) (rate(anyedge_lab_cpu_ms_total[4s]))"
 CAPACITY_QUERY = "sum by (site) (anyedge_site_capacity_ms)"
-SCRAPED_QUERY = "max by (site) (timestamp(anyedge_lab_requests_total))"
+SCRAPED_QUERY = "max by (site) (timestamp(anyedge_lab_cpu_ms_total))"
 
 
 def _location(world: World, code: str) -> tuple[float, float]:
@@ -52,40 +48,15 @@ def _location(world: World, code: str) -> tuple[float, float]:
     return float(s.lat[i]), float(s.lon[i])
 
 
-class LabExporter(Collector):
-    """The lab's sites' counters, read at each scrape."""
-
-    def __init__(self, world: World, plan: LabPlan, directory: Path) -> None:
-        self.plan, self.directory = plan, directory
-        self.capacity = capacity_of(world, plan).tolist()
-        self.cost = [float(c) for c in world.network.plans.cpu_ms]
-
-    def collect(self) -> Iterator[Metric]:
-        plans = self.plan.plans
-        ports = [str(p) for p in self.plan.ports]
-        req = CounterMetricFamily(
-            "anyedge_lab_requests", "Requests a lab site answered, by plan", labels=["site", "plan"]
-        )
-        cap = GaugeMetricFamily(
-            "anyedge_site_capacity_ms", "CPU ms/s of the site's servers", labels=["site"]
-        )
-        for i, n in enumerate(self.plan.sites):
-            try:
-                st = read_stats(node_dir(self.directory, n.name) / "stats.sock")
-            except OSError:
-                continue  # no series: the controller leaves the site out, saying why
-            counts = {str(k): int(v) for k, v in st["requests"].items()}
-            for name, port in zip(plans, ports, strict=True):
-                req.add_metric([str(n.site), name], counts.get(port, 0))
-            cap.add_metric([str(n.site)], self.capacity[i])
-        yield req
-        yield cap
-        cost = GaugeMetricFamily(
-            "anyedge_lab_plan_cpu_ms", "CPU ms per request of each plan", labels=["plan"]
-        )
-        for name, c in zip(plans, self.cost, strict=True):
-            cost.add_metric([name], c)
-        yield cost
+def prometheus_config(directory: Path, scrape_interval: float = 1.0) -> str:
+    """A ``prometheus.yml`` that scrapes every service of the lab in ``directory``."""
+    files = str(directory / "prometheus" / "*.json")  # .build.targets_file
+    s = f"{scrape_interval:g}s"
+    return (
+        f"global: {{scrape_interval: {s}, evaluation_interval: {s}}}\n"
+        "scrape_configs:\n"
+        f"  - {{job_name: anyedge-lab, file_sd_configs: [{{files: ['{files}']}}]}}\n"
+    )
 
 
 def controller_config(

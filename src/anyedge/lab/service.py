@@ -3,7 +3,7 @@
 One process per site, started inside the site's namespace::
 
     python -m anyedge.lab.service --site CHC --address 198.51.100.1 \\
-        --ports 7001,7002,7003,7004 --stats /run/anyedge/lab/CHC.sock
+        --ports 7001,7002,7003,7004 --metrics 127.0.0.1:0 --metrics-sd CHC.json
 
 Data flow:
 
@@ -23,15 +23,18 @@ Data flow:
   that change the load balancer's table under them.  Not counted.
 * Per port the service counts requests (UDP datagrams plus TCP connections) and bytes
   received and sent, cumulatively from start.
-* A Unix stream socket (``--stats``) serves the counters: each connection receives one
-  JSON object and is closed::
+* With ``--metrics ADDRESS:PORT`` the counters are served over HTTP for Prometheus
+  (``GET /metrics``, :mod:`.service_metrics`), possibly in another namespace than the
+  service's (``--metrics-netns``), and registered in a file_sd target file
+  (``--metrics-sd``): the lab starts every service so, and Prometheus and the lab's own
+  telemetry read them there.
+* With ``--stats PATH`` a Unix stream socket also serves a snapshot of the counters (a
+  quick look without HTTP, :func:`read_stats`): each connection receives one JSON
+  object and is closed::
 
       {"site": "CHC", "time": 1712345678.9, "pid": 4242,
        "requests": {"7001": 12, "7002": 0},
        "bytes_in": {"7001": 60, "7002": 0}, "bytes_out": {"7001": 36, "7002": 0}}
-
-  The socket lives in the file system, which namespaces share, so the lab's telemetry
-  reads it from the root namespace with :func:`read_stats`.
 
 Lifecycle: a stale socket file at ``--stats`` (nothing listening) is removed at start;
 once every listener is bound the service prints ``ready`` on stdout, so whoever started
@@ -138,6 +141,19 @@ class _UdpAnswer(asyncio.DatagramProtocol):
         pass
 
 
+@dataclass(frozen=True)
+class MetricsOptions:
+    """Where and what ``/metrics`` serves (see :mod:`.service_metrics`)."""
+
+    address: str
+    port: int
+    netns: str | None = None  # the namespace to listen in (a name or path; None: ours)
+    sd: Path | None = None  # a Prometheus file_sd target list to write
+    plans: tuple[str, ...] = ()  # the ports' plans
+    cpu_ms: tuple[float, ...] = ()  # CPU ms a request of each port's plan costs
+    capacity: float | None = None  # CPU ms/s this service stands for
+
+
 @dataclass
 class Service:
     """The listeners of one site; :meth:`start` binds them all, :meth:`close` ends them."""
@@ -145,8 +161,9 @@ class Service:
     site: str
     addresses: Sequence[str]
     ports: Sequence[int]
-    stats_path: Path
+    stats_path: Path | None  # the counters as JSON on a Unix socket (None: none)
     hold: int | None = None  # a port whose TCP connections stay open, a reply per line
+    metrics: MetricsOptions | None = None  # /metrics over HTTP (.service_metrics)
     counters: Counters = field(init=False)
     _servers: list[asyncio.Server] = field(default_factory=list, init=False)
     _udp: list[asyncio.DatagramTransport] = field(default_factory=list, init=False)
@@ -202,13 +219,38 @@ class Service:
                         f"cannot listen on TCP {address} port {self.hold}: {e}"
                     ) from e
                 self._servers.append(server)
-        _remove_stale_socket(self.stats_path)
+        if self.stats_path is not None:
+            _remove_stale_socket(self.stats_path)
+            try:
+                stats = await asyncio.start_unix_server(
+                    self._serve_stats, path=str(self.stats_path)
+                )
+            except OSError as e:
+                raise ServiceError(f"cannot bind stats socket {self.stats_path}: {e}") from e
+            self._servers.append(stats)
+            self._stats_inode = self.stats_path.stat().st_ino
+        if self.metrics is not None:
+            await self._start_metrics(self.metrics)
+
+    async def _start_metrics(self, m: MetricsOptions) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from . import service_metrics
+
         try:
-            stats = await asyncio.start_unix_server(self._serve_stats, path=str(self.stats_path))
+            sock = service_metrics.listen(m.address, m.port, m.netns)
         except OSError as e:
-            raise ServiceError(f"cannot bind stats socket {self.stats_path}: {e}") from e
-        self._servers.append(stats)
-        self._stats_inode = self.stats_path.stat().st_ino
+            where = f" in {m.netns}" if m.netns else ""
+            raise ServiceError(
+                f"cannot listen for /metrics on {m.address}:{m.port}{where}: {e}"
+            ) from e
+        registry = CollectorRegistry()
+        registry.register(
+            service_metrics.ServiceMetrics(self.counters, self.site, m.plans, m.cpu_ms, m.capacity)
+        )
+        self._servers.append(await service_metrics.serve(sock, registry))
+        if m.sd is not None:
+            service_metrics.write_target(m.sd, sock)
 
     def _make_tcp_handler(
         self, port: int
@@ -278,11 +320,13 @@ class Service:
             await server.wait_closed()
         self._servers.clear()
         self._udp.clear()
-        if self._stats_inode is not None:
+        if self._stats_inode is not None and self.stats_path is not None:
             with contextlib.suppress(OSError):
                 if self.stats_path.stat().st_ino == self._stats_inode:
                     self.stats_path.unlink()
             self._stats_inode = None
+        if self.metrics is not None and self.metrics.sd is not None:
+            self.metrics.sd.unlink(missing_ok=True)  # Prometheus stops scraping it
         # Let the closed transports and cancelled handlers finish their callbacks.
         await asyncio.sleep(0)
 
@@ -398,20 +442,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ports", required=True, type=_port_list, help="comma-separated ports, one per plan"
     )
-    p.add_argument("--stats", required=True, type=Path, help="Unix socket serving the counters")
+    p.add_argument("--stats", type=Path, help="Unix socket serving the counters as JSON")
     p.add_argument(
         "--hold",
         type=int,
         default=None,
         help="TCP port whose connections stay open (a reply per line)",
     )
+    p.add_argument("--metrics", type=_listen, help="ADDRESS:PORT to serve /metrics on")
+    p.add_argument("--metrics-netns", help="network namespace (name or path) to serve it in")
+    p.add_argument("--metrics-sd", type=Path, help="Prometheus file_sd target file to write")
+    p.add_argument("--plans", type=_names, default=(), help="the ports' plans, comma-separated")
+    p.add_argument("--cpu-ms", type=_costs, default=(), help="CPU ms per request, per port")
+    p.add_argument("--capacity", type=float, help="CPU ms/s this service stands for")
     return p
 
 
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"not ADDRESS:PORT: {text!r}")
+    return _address(host), int(port)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x for x in text.split(",") if x)
+
+
+def _costs(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not numbers: {text!r}") from None
+    if not all(x >= 0 for x in out):
+        raise argparse.ArgumentTypeError(f"costs are numbers >= 0: {text!r}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     addresses: list[str] = list(dict.fromkeys(args.address))
-    service = Service(args.site, addresses, args.ports, args.stats, args.hold)
+    for opt, values in (("--plans", args.plans), ("--cpu-ms", args.cpu_ms)):
+        if values and len(values) != len(args.ports):
+            parser.error(f"{opt}: one per port ({len(args.ports)}), got {len(values)}")
+    metrics = None
+    if args.metrics is not None:
+        address, port = args.metrics
+        metrics = MetricsOptions(
+            address, port, args.metrics_netns, args.metrics_sd, args.plans, args.cpu_ms,
+            args.capacity,
+        )  # fmt: skip
+    service = Service(args.site, addresses, args.ports, args.stats, args.hold, metrics)
     try:
         asyncio.run(serve(service))
     except ServiceError as e:
