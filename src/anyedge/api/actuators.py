@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from ..adapters import nft
-from ..adapters.bgp.base import Neighbor, Route, SiteSpeaker, SpeakerConfig
+from ..adapters.bgp.base import Route, SiteSpeaker
 from ..control.codec import state_to
 from ..control.core import Plan, State
 from ..control.interfaces import Actuator
 from ..control.reasons import Names
 from .config import ControllerIn, beside
+from .config import speaker as make_speaker
 
 
 @dataclass
@@ -129,33 +130,7 @@ def build(doc: ControllerIn, path: str | Path, names: Names, seq: Callable[[], i
         }
         return NftForwarder(names, dict(act.ports), sites)
     if act.kind == "speakers":
-        from ..adapters.bgp.bird import Bird
-        from ..adapters.bgp.exabgp import ExaBgp
-        from ..adapters.bgp.frr import Frr
-        from ..adapters.bgp.gobgp import GoBgp
-
-        kinds: dict[str, Callable[[SpeakerConfig], SiteSpeaker]] = {
-            "frr": Frr,
-            "bird": Bird,
-            "gobgp": GoBgp,
-            "exabgp": ExaBgp,
-        }
-        speakers = {
-            s: kinds[c.driver](
-                SpeakerConfig(
-                    s,
-                    c.namespace,
-                    beside(path, c.workdir),
-                    c.asn,
-                    c.router_id,
-                    tuple(
-                        Neighbor(n.address, n.asn, n.local_address, n.interface, n.bfd)
-                        for n in c.neighbors
-                    ),
-                )
-            )
-            for s, c in act.speakers.items()
-        }
+        speakers = {s: make_speaker(s, c, path) for s, c in act.speakers.items()}
         return Speakers(names, speakers, {s.name: s.prefixes for s in doc.sites})
     log = beside(path, act.log) if act.log else None
     return DryRun(names, log, act.delay, seq)

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..adapters.bgp.base import Neighbor, SiteSpeaker, SpeakerConfig
 from ..control.core import Config
 from ..control.reasons import Names
 from ..errors import InputError
@@ -233,6 +235,48 @@ def load(path: str | Path) -> ControllerIn:
     """The configuration in ``path``, or :class:`InputError` with every problem."""
     text = read_text(path)
     return parse_model(text, path, ControllerIn, "a controller configuration is a YAML mapping")
+
+
+class AnnouncerIn(SpeakerIn):
+    """``anyedge transit serve --speaker FILE``: the site's running speaker, and the
+    routes the site announces of its own (kept beside every customer's prefixes)."""
+
+    own: tuple[str, ...] = ()
+    prepend: int = Field(0, ge=0, le=32)  # extra copies of the ASN on customers' prefixes
+
+    @model_validator(mode="after")
+    def _prefixes(self) -> AnnouncerIn:
+        for p in self.own:
+            ipaddress.ip_network(p)  # ValueError: not a prefix
+        return self
+
+
+def load_announcer(path: str | Path) -> AnnouncerIn:
+    """The speaker file of ``transit serve``, or :class:`InputError` with every problem."""
+    return parse_model(read_text(path), path, AnnouncerIn, "a speaker file is a YAML mapping")
+
+
+def speaker(node: str, c: SpeakerIn, config_file: str | Path) -> SiteSpeaker:
+    """A driver for the running speaker ``c`` describes (its workdir relative to the
+    file it was read from)."""
+    from ..adapters.bgp.bird import Bird
+    from ..adapters.bgp.exabgp import ExaBgp
+    from ..adapters.bgp.frr import Frr
+    from ..adapters.bgp.gobgp import GoBgp
+
+    kinds: dict[str, Callable[[SpeakerConfig], SiteSpeaker]] = {
+        "frr": Frr,
+        "bird": Bird,
+        "gobgp": GoBgp,
+        "exabgp": ExaBgp,
+    }
+    neighbors = tuple(
+        Neighbor(n.address, n.asn, n.local_address, n.interface, n.bfd) for n in c.neighbors
+    )
+    cfg = SpeakerConfig(
+        node, c.namespace, beside(config_file, c.workdir), c.asn, c.router_id, neighbors
+    )
+    return kinds[c.driver](cfg)
 
 
 def beside(config_file: str | Path, path: str) -> Path:

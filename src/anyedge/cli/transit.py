@@ -201,6 +201,13 @@ def list_(as_json: bool, connect: tuple[str, int], etcd: str | None, prefix: str
     type=click.IntRange(0, 65535),
     help="Serve the GRE counters for Prometheus on 127.0.0.1:PORT.",
 )
+@click.option(
+    "--speaker",
+    "speaker_file",
+    type=click.Path(path_type=Path),
+    help="The site's running BGP speaker (YAML, docs/transit.md): it announces every "
+    "customer's prefixes beside the site's own, and only the site's own after SIGTERM.",
+)
 @_options
 @_handled
 def serve(
@@ -208,6 +215,7 @@ def serve(
     host_ns: str | None,
     ns_prefix: str,
     metrics_port: int | None,
+    speaker_file: Path | None,
     connect: tuple[str, int],
     etcd: str | None,
     prefix: str,
@@ -220,6 +228,11 @@ def serve(
         by_family(endpoints)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--endpoint") from None
+    site = None
+    if speaker_file is not None:
+        from ..api.config import load_announcer
+
+        site = load_announcer(speaker_file)  # a bad file: exit 2, before anything starts
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -227,9 +240,12 @@ def serve(
     fwd = GreForwarder(endpoints, host_ns).start()
     app = Applier(r, host=host_ns, ns_prefix=ns_prefix)
     app.listeners.append(fwd.on_customer)
+    announcer = None
     try:
         _synced(r, 10.0)
         app.start()
+        if site is not None and speaker_file is not None:
+            announcer = _announce(site, speaker_file, r)
         if metrics_port is not None:
             from prometheus_client import start_http_server
 
@@ -237,6 +253,22 @@ def serve(
         click.echo(json.dumps({"endpoint": list(endpoints), "seq": r.seq}))
         stop.wait()
     finally:
+        if announcer is not None:
+            announcer.close()
+            announcer.only_own()  # this server no longer filters or tunnels for them
         app.close()
         fwd.close()
         r.close()
+
+
+def _announce(site: Any, path: Path, replica: Any) -> Any:
+    """An announcer driving the site's running speaker (which announces the site's own
+    routes now): every customer's prefixes from ``replica`` beside them."""
+    from ..adapters.bgp.base import Route
+    from ..api.config import speaker
+    from ..transit.announce import Announcer
+
+    own = [Route(p) for p in site.own]
+    driver = speaker("site", site, path)
+    driver.assume(own)
+    return Announcer(replica, driver, own, site.prepend).start()

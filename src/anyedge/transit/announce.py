@@ -102,6 +102,19 @@ class Announcer:
         self._withdrawn = False
         self.sync()
 
+    def only_own(self) -> None:
+        """Hand the speaker the site's own routes alone (customers' prefixes withdrawn),
+        whatever the store says; for a server that stops serving them."""
+        with self._lock:
+            self._withdrawn = True
+            try:
+                self.speaker.apply(self.own)
+            except Exception as e:
+                self.errors += 1
+                log.error("transit: the speaker did not withdraw customers' prefixes: %s", e)
+                return
+            self.announced = list(self.own)
+
     def close(self) -> None:
         if self._watch is not None:
             self._watch.close()
