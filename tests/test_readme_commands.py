@@ -56,6 +56,8 @@ NOT_HERE = {
     "tests/test_control_run.py sets overrides with it",
     "anyedge store ": "needs a store of its own (and serve, replica and watch run until "
     "stopped): tests/test_store.py runs docs/store.md's commands against one",
+    "anyedge ipsec serve ": "runs until stopped, as root: tests/test_ipsec_strongswan.py "
+    "and tests/test_ipsec_failover.py start and stop it",
     "anyedge transit ": "needs a store of its own (and serve runs until stopped, as root): "
     "tests/test_cli_transit.py and tests/test_transit_serve.py run docs/transit.md's "
     "commands against one",
@@ -65,8 +67,16 @@ NOT_HERE = {
 def commands_in(path: Path, skip_blocks: int = 0) -> list[str]:
     text = path.read_text(encoding="utf-8")
     blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)[skip_blocks:]
+    blocks = [b.replace("\\\n", " ") for b in blocks]  # a command continued on the next line
     lines = [re.split(r"\s#\s", ln)[0].strip() for b in blocks for ln in b.splitlines()]
-    return [ln for ln in lines if ln.startswith("anyedge ")]
+    return [" ".join(ln.split()) for ln in lines if ln.startswith("anyedge ")]
+
+
+def heredocs(path: Path) -> dict[str, str]:
+    """The files the page's shell blocks write with ``cat > FILE <<'END'``."""
+    text = path.read_text(encoding="utf-8")
+    found = re.findall(r"^cat > (\S+) <<'(\w+)'\n(.*?)^\2$", text, flags=re.S | re.M)
+    return {name: body for name, _, body in found}
 
 
 def readme_commands() -> list[str]:
@@ -103,6 +113,13 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "docs" / "examples" / "controller.yaml").write_text(controller, encoding="utf-8")
     faults = (ROOT / "docs" / "examples" / "faults-day.yaml").read_text()  # docs/simulate.md
     (d / "docs" / "examples" / "faults-day.yaml").write_text(faults, encoding="utf-8")
+    (d / "tests" / "data").mkdir(parents=True)  # docs/simulate.md's three-site world
+    tiny = (ROOT / "tests" / "data" / "tiny.yaml").read_text()
+    (d / "tests" / "data" / "tiny.yaml").write_text(tiny, encoding="utf-8")
+    for doc in DOCS:  # the files the pages write before their commands
+        for name, body in heredocs(doc).items():
+            if "/" not in name:
+                (d / name).write_text(body, encoding="utf-8")
     # docs/control.md: its observation and state, as the page shows them
     blocks = re.findall(
         r"```json\n(.*?)```", (ROOT / "docs" / "control.md").read_text(), flags=re.S

@@ -790,6 +790,8 @@ class _Run:
         for seq, a in journal.actions(since):
             if seq != last:
                 held, holding, last = holding, set(), seq
+            if a.reason.code == "hold_ended":  # the journal's bookkeeping, no site's action
+                continue
             if a.kind == "hold":
                 key = (a.site, a.reason.code)
                 holding.add(key)
