@@ -529,7 +529,7 @@ def test_second_allocate_on_the_same_five_tuple_is_437() -> None:
             ],
             400,
         ),
-        ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.EVEN_PORT, b"\x80")], 508),
+        ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.RESERVATION_TOKEN, b"tok")], 400),
         ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.EVEN_PORT, b"\x00"), DUAL], 400),
         (
             [(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.RESERVATION_TOKEN, bytes(8))],
@@ -553,7 +553,7 @@ def test_second_allocate_on_the_same_five_tuple_is_437() -> None:
         "family 3",
         "family and additional",
         "additional ipv4",
-        "even port reserve",
+        "short reservation token",
         "even port dual",
         "reservation token",
         "token and even port",

@@ -1530,6 +1530,7 @@ def run_uclient(
     send_indications: bool = False,
     secret: str | None = None,
     timeout: float = 60.0,
+    rtcp: bool = False,
 ) -> dict[str, Any]:
     """Run ``turnutils_uclient`` against the TURN server at ``server:port`` with a
     ``turnutils_peer`` echo started on ``peer:peer_port`` (a free port if None) and
@@ -1539,7 +1540,9 @@ def run_uclient(
     ``messages`` messages of ``length`` bytes through it to the echo peer, which sends them
     back through the relay; round trips are timed.  (``-y`` would instead pair clients'
     relays with each other and not use the peer.)  ``-c``: no RTCP allocations, so one
-    allocation per client; ``-X``: IPv4 relay.  UDP to the server (no ``-t``).  By
+    allocation per client (``rtcp`` leaves it out: each client then allocates an RTP
+    relay with EVEN-PORT and its R bit, and an RTCP relay with the RESERVATION-TOKEN it
+    got, and sends through both); ``-X``: IPv4 relay.  UDP to the server (no ``-t``).  By
     default uclient binds a channel per peer (ChannelBind) and sends ChannelData;
     ``send_indications`` (``-s``) makes it create a permission and use Send/Data
     indications.  ``interval_ms`` is ``-z`` (uclient's default: 20 ms between a client's
@@ -1551,7 +1554,7 @@ def run_uclient(
     """
     if shutil.which("turnutils_uclient") is None:
         raise ServerUnavailable("turnutils_uclient is not installed (apt-get install coturn)")
-    argv = ["turnutils_uclient", "-X", "-c"]
+    argv = ["turnutils_uclient", "-X"] if rtcp else ["turnutils_uclient", "-X", "-c"]
     if send_indications:
         argv.append("-s")
     argv += ["-p", str(port), "-n", str(messages), "-l", str(length), "-m", str(clients)]

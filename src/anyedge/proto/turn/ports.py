@@ -37,6 +37,11 @@ class RelayPorts(Protocol):
         """A free relay address of ``family`` (an even port if asked), or None if none."""
         ...
 
+    def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
+        """An even port and the odd one after it, both taken (EVEN-PORT with its R bit:
+        the second is reserved for the client's next allocation), or None."""
+        ...
+
     def give_back(self, addr: Addr) -> None:
         """Return an address taken earlier; it may be handed out again."""
         ...
@@ -148,6 +153,26 @@ class PortRange:
                 return port
         evens: Iterable[int] = (p for p in free if not p & 1)
         return next(iter(evens), None)
+
+    def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
+        free = self._free.get(family)
+        if not free:
+            return None
+        index = self._index[family]
+        port = None
+        for _ in range(16):
+            p = free[self._rng.randrange(len(free))] & ~1
+            if p in index and p + 1 in index:
+                port = p
+                break
+        else:
+            port = next((p for p in free if not p & 1 and p + 1 in index), None)
+        if port is None:
+            return None
+        self._remove(family, port)
+        self._remove(family, port + 1)
+        ip = self._ip[family]
+        return (ip, port), (ip, port + 1)
 
     def give_back(self, addr: Addr) -> None:
         family = self._family_of.get(addr[0])

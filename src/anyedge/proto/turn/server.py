@@ -28,9 +28,10 @@ buckets is bounded and evicts its oldest when full, so spoofed sources cannot lo
 clients out; authenticated answers spend nothing.
 
 Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than
-17 gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port) but
-its R bit, asking to reserve the next port, gets 508, as does any RESERVATION-TOKEN
-(reservations would only hold at one site of an anycast fleet); DONT-FRAGMENT is
+17 gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port), and
+with its R bit the next port is reserved for 30 s under a RESERVATION-TOKEN that only
+the same user can claim (:mod:`.reservations`; a token holds at the site that minted
+it, where the client's 5-tuple lands; an unknown, expired or foreign token gets 508); DONT-FRAGMENT is
 accepted and passed on in ``OpenRelay`` unless ``TurnConfig.dont_fragment`` is off
 (then 420); a dual-stack Allocate whose IPv6 half cannot be had still succeeds with
 IPv4 and an ADDRESS-ERROR-CODE; DONT-FRAGMENT in a Send indication is ignored (the
@@ -90,6 +91,7 @@ from .config import Counters, TurnConfig
 from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
 from .policy import PeerPolicy, RateLimiter, TokenBucket
 from .ports import RelayPorts
+from .reservations import Reservations
 
 
 class QuotaLedger(Protocol):
@@ -195,6 +197,7 @@ class TurnServer:
         self._auth = Authenticator(credentials)
         self._realm = pack_string(credentials.realm)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.max_rate_keys)
+        self._reservations = Reservations(config.reservation_lifetime, config.max_reservations)
         self._allocs: dict[FiveTuple, Allocation] = {}
         self._by_relay: dict[Addr, Allocation] = {}
         self._users: dict[str, UserState] = {}
@@ -229,7 +232,15 @@ class TurnServer:
         if self._cache:
             first = next(iter(self._cache.values()))[0]
             best = first if best is None else min(best, first)
+        held = self._reservations.next_expiry()
+        if held is not None:
+            best = held if best is None else min(best, held)
         return best
+
+    @property
+    def reservations(self) -> int:
+        """Ports held now under a RESERVATION-TOKEN (EVEN-PORT with its R bit)."""
+        return len(self._reservations)
 
     # --- inputs: the per-packet paths --------------------------------------------
 
@@ -341,6 +352,8 @@ class TurnServer:
             if expires > now:
                 break
             del cache[key]
+        for addr in self._reservations.expire(now):
+            self.ports.give_back(addr)
         if now >= self._next_prune:
             self._next_prune = now + _PRUNE_EVERY
             self._limiter.prune(now)
@@ -619,16 +632,20 @@ class TurnServer:
             family_raw = get(Attr.REQUESTED_ADDRESS_FAMILY)
             additional_raw = get(Attr.ADDITIONAL_ADDRESS_FAMILY)
             even_raw = get(Attr.EVEN_PORT)
-            if get(Attr.RESERVATION_TOKEN) is not None:
-                return fail(400 if even_raw is not None or family_raw is not None else 508)
+            token = get(Attr.RESERVATION_TOKEN)
+            if token is not None and (
+                even_raw is not None or family_raw is not None or additional_raw is not None
+            ):
+                return fail(400)  # RFC 8656 §7.2: a token names the family and port itself
+            if token is not None and len(token) != 8:
+                return fail(400)
             if family_raw is not None and additional_raw is not None:
                 return fail(400)
-            even = False
+            even = reserve = False
             if even_raw is not None:
                 if additional_raw is not None:
                     return fail(400)
-                if unpack_even_port(even_raw):
-                    return fail(508)  # no reservations of the next port
+                reserve = unpack_even_port(even_raw)
                 even = True
             families = [4]
             if family_raw is not None:
@@ -644,7 +661,7 @@ class TurnServer:
         except StunError:
             return fail(400)
         available = self.ports.families()
-        if families[0] not in available:
+        if token is None and families[0] not in available:
             return fail(440)
         user = self._user(auth.user, now)
         quota = self.config.user_quota
@@ -652,10 +669,25 @@ class TurnServer:
             return fail(486)
         if len(self._allocs) >= self.config.max_allocations:
             return fail(508)
+        if reserve and self._reservations.full():
+            return fail(508)
         ledger = self.ledger if quota is not None else None
         if ledger is not None and quota is not None and not ledger.take(auth.user, quota):
             return fail(486)  # held at other workers
-        relay = self.ports.take(families[0], even)
+        relay: Addr | None
+        reserved: tuple[tuple[int, bytes], ...] = ()
+        if token is not None:
+            relay = self._reservations.claim(token, auth.user, now)
+            if relay is not None:
+                families = [6 if ":" in relay[0] else 4]
+        elif reserve:
+            pair = self.ports.take_pair(families[0])
+            relay = None if pair is None else pair[0]
+            if pair is not None:
+                held = self._reservations.hold(pair[1], auth.user, now)
+                reserved = ((Attr.RESERVATION_TOKEN, held),)
+        else:
+            relay = self.ports.take(families[0], even)
         if relay is None:
             if ledger is not None:
                 ledger.give_back(auth.user)
@@ -699,7 +731,7 @@ class TurnServer:
         out: list[Output] = [
             OpenRelay(alloc.id, a, f, alloc.dont_fragment) for f, a in relays.items()
         ]
-        out.append(self._answer(five, msg, auth, fp, 0, (*attrs, *extra)))
+        out.append(self._answer(five, msg, auth, fp, 0, (*attrs, *reserved, *extra)))
         return out
 
     def _refresh(

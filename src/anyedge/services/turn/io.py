@@ -87,30 +87,58 @@ class BindingPorts:
             addr = self.inner.take(family, even)
             if addr is None:
                 return None
-            try:
-                s = socket.socket(
-                    socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM
-                )
-            except OSError as e:  # out of descriptors, say: no allocation now (508)
-                self.inner.give_back(addr)
-                log.warning(json.dumps({"event": "relay_socket_failed", "error": str(e)}))
+            bound = self._bind(family, addr)
+            if bound is None:
                 return None
-            try:
-                if family == 6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
-                s.bind(addr)
-            except OSError as e:
-                s.close()
-                if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                    continue  # held by someone else: leave it out of the pool, try another
-                self.inner.give_back(addr)
-                log.warning(json.dumps({"event": "relay_bind_failed", "error": str(e)}))
-                return None
-            s.setblocking(False)
-            self.sockets[addr] = s
-            return addr
+            if bound:
+                return addr
         return None
+
+    def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
+        """An even port and the next, both bound (the second waits for its token)."""
+        for _ in range(BIND_ATTEMPTS):
+            pair = self.inner.take_pair(family)
+            if pair is None:
+                return None
+            first = self._bind(family, pair[0])
+            if first is None:
+                self.inner.give_back(pair[1])
+                return None
+            if not first:
+                self.inner.give_back(pair[1])
+                continue
+            second = self._bind(family, pair[1])
+            if second:
+                return pair
+            self.give_back(pair[0])
+            if second is None:
+                return None
+        return None
+
+    def _bind(self, family: int, addr: Addr) -> bool | None:
+        """Bind a socket to ``addr``: True; False if someone else holds the port (it is
+        left out of the pool); None on another failure (the port is given back)."""
+        try:
+            s = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as e:  # out of descriptors, say: no allocation now (508)
+            self.inner.give_back(addr)
+            log.warning(json.dumps({"event": "relay_socket_failed", "error": str(e)}))
+            return None
+        try:
+            if family == 6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
+            s.bind(addr)
+        except OSError as e:
+            s.close()
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False  # held by someone else: leave it out of the pool
+            self.inner.give_back(addr)
+            log.warning(json.dumps({"event": "relay_bind_failed", "error": str(e)}))
+            return None
+        s.setblocking(False)
+        self.sockets[addr] = s
+        return True
 
     def give_back(self, addr: Addr) -> None:
         s = self.sockets.pop(addr, None)
