@@ -1274,13 +1274,16 @@ def anyedge_server(
     relay_ports: tuple[int, int],
     workers: int = 1,
     allow_loopback: bool = True,
+    extra_yaml: str = "",
+    serve_args: Sequence[str] = (),
 ) -> ServerProcess:
     """:data:`TURN_SERVERS` factory for anyedge's relay (``python -m anyedge turn serve``):
     UDP and TCP on 127.0.0.1:``port``, ``workers`` processes, peers on loopback allowed
     (and nothing else special-purpose), no per-user quota so benchmarks can allocate
     thousands, and no per-IP limit on challenges (every client here shares one IP).
     Without ``allow_loopback`` the default peer policy holds: loopback is no peer, only
-    the relay's own relayed addresses (its clients reach each other) are."""
+    the relay's own relayed addresses (its clients reach each other) are.  ``extra_yaml``
+    is appended to the configuration, ``serve_args`` to the command line."""
     users = dict(users or ({} if secret else {"user": "pass"}))
     auth = [f"  users: {json.dumps(users)}", "  fleet_keys: [interop-fleet-key]"]
     if secret:
@@ -1300,9 +1303,9 @@ def anyedge_server(
         "user_quota: null, max_allocations: 1000000,\n"
         "         unauth_rate: 1000000, unauth_burst: 1000000}\n"
         f"workers: {workers}\n"
-        "log: text\n"
+        "log: text\n" + extra_yaml
     )
-    argv = [sys.executable, "-m", "anyedge", "turn", "serve", "-c", str(conf)]
+    argv = [sys.executable, "-m", "anyedge", "turn", "serve", "-c", str(conf), *serve_args]
     return ServerProcess("anyedge", argv, workdir, "127.0.0.1", port, relay_ports)
 
 

@@ -66,15 +66,23 @@ def check(config_path: Path) -> None:
 @turn.command()
 @config_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every allocation (debug level).")
-def serve(config_path: Path, verbose: bool) -> None:
+@click.option(
+    "--drain",
+    is_flag=True,
+    help="Start draining: new allocations go to drain.alternates (SIGUSR2 stops it).",
+)
+def serve(config_path: Path, verbose: bool, drain: bool) -> None:
     """Run the relay until SIGTERM or SIGINT.
 
-    Exits with status 0 when stopped so; 1 when it cannot serve (a port taken, a
+    SIGUSR1 drains it before maintenance (new Allocates get 300 Try Alternate to
+    drain.alternates; existing allocations go on until they expire), SIGUSR2 stops
+    draining.  Exits with status 0 when stopped so; 1 when it cannot serve (a port taken, a
     certificate that does not load) or a worker fails; 2 for a bad configuration."""
     from ..services.turn.config import load_config
     from ..services.turn.workers import serve as run
 
     cfg = load_config(config_path)
+    cfg.start_draining = cfg.start_draining or drain
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if verbose else logging.INFO,

@@ -82,4 +82,6 @@ class Counters:
     dropped_bandwidth: int = 0
     dropped_bandwidth_bytes: int = 0
     retransmissions: int = 0  # answered from the transaction cache
+    draining: int = 0  # gauge: 1 while new Allocates are sent elsewhere
+    redirected: int = 0  # Allocates answered 300 Try Alternate (or 508) while draining
     rate_limiter_evictions: int = 0  # buckets pushed out of the full limiter table

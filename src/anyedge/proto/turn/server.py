@@ -37,7 +37,10 @@ accepted and passed on in ``OpenRelay`` unless ``TurnConfig.dont_fragment`` is o
 IPv4 and an ADDRESS-ERROR-CODE; DONT-FRAGMENT in a Send indication is ignored (the
 relay socket's setting comes from the Allocate).  A REST credential's expiry is checked
 when the allocation is made; later requests are checked against the key remembered
-with the allocation.  Requests of other methods get 400.  Nonces carry no RFC 8489
+with the allocation.  Requests of other methods get 400.  A relay being drained (:meth:`TurnServer.drain`)
+answers a new Allocate, once it is authenticated, with 300 Try Alternate naming an
+ALTERNATE-SERVER of the client's family (and ALTERNATE-DOMAIN), or 508 when there is
+none; everything else, existing allocations' Refreshes included, goes on as before.  Nonces carry no RFC 8489
 security-feature cookie, so clients keep to MD5 keys unless they send
 PASSWORD-ALGORITHM SHA-256 of their own accord (accepted); USERHASH finds static users
 only (a REST username cannot be recovered from its hash).
@@ -72,6 +75,7 @@ from ..stun import (
     encode,
     integrity_of,
     pack_address_error,
+    pack_address,
     pack_attr_list,
     pack_error,
     pack_string,
@@ -108,6 +112,7 @@ class QuotaLedger(Protocol):
 
 
 REASONS = {
+    300: "Try Alternate",
     400: "Bad Request",
     401: "Unauthenticated",
     403: "Forbidden",
@@ -161,6 +166,16 @@ MAX_PEERS_PER_REQUEST = 32  # XOR-PEER-ADDRESS attributes in one CreatePermissio
 MAX_PERMISSIONS = 1000  # peers one allocation may hold permissions for (IPv6 has plenty)
 
 
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """A relay being drained before maintenance: where its new allocations go instead
+    (``alternates``, tried in order of the client's family) and the name TLS clients
+    check the alternate's certificate against (``domain``, ALTERNATE-DOMAIN)."""
+
+    alternates: tuple[Addr, ...] = ()
+    domain: str | None = None
+
+
 @dataclass(slots=True)
 class _Auth:
     username: str
@@ -197,6 +212,7 @@ class TurnServer:
         self._auth = Authenticator(credentials)
         self._realm = pack_string(credentials.realm)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.max_rate_keys)
+        self._drain: Drain | None = None
         self._reservations = Reservations(config.reservation_lifetime, config.max_reservations)
         self._allocs: dict[FiveTuple, Allocation] = {}
         self._by_relay: dict[Addr, Allocation] = {}
@@ -241,6 +257,18 @@ class TurnServer:
     def reservations(self) -> int:
         """Ports held now under a RESERVATION-TOKEN (EVEN-PORT with its R bit)."""
         return len(self._reservations)
+
+    @property
+    def draining(self) -> Drain | None:
+        """Where new allocations are sent while this relay drains, or None."""
+        return self._drain
+
+    def drain(self, drain: Drain | None) -> None:
+        """Start draining (new Allocates get 300 Try Alternate, or 508 without an
+        alternate), or stop (``None``).  Existing allocations are untouched: they are
+        refreshed, relay and expire as before."""
+        self._drain = drain
+        self.counters.draining = int(drain is not None)
 
     # --- inputs: the per-packet paths --------------------------------------------
 
@@ -460,6 +488,8 @@ class TurnServer:
         out: list[Output]
         if unknown:
             out = [self._answer(five, msg, auth, fp, 420, unknown)]
+        elif msg.method == Method.ALLOCATE and self._drain is not None and alloc is None:
+            out = [self._redirect(five, msg, auth, fp, self._drain)]
         elif msg.method == Method.ALLOCATE:
             out = self._allocate(now, five, msg, auth, fp)
         elif alloc is None:
@@ -507,7 +537,7 @@ class TurnServer:
                 c.refused_user_quota += 1
             elif code == 508:
                 c.refused_capacity += 1
-            elif code not in (401, 438):
+            elif code not in (300, 401, 438):
                 c.refused_other += 1
         cls = Class.ERROR if code else Class.SUCCESS
         out = Message(msg.method, cls, msg.transaction_id, (*attrs, *self._software))
@@ -613,6 +643,22 @@ class TurnServer:
                 bucket = TokenBucket(self.config.user_bandwidth, self._burst, now)
             user = self._users[name] = UserState(0, bucket)
         return user
+
+    def _redirect(
+        self, five: FiveTuple, msg: Message, auth: _Auth, fp: bool, drain: Drain
+    ) -> ToClient:
+        """300 Try Alternate (RFC 8489 §10): an alternate of the client's family if there
+        is one (RFC 8489 §14.15), and ALTERNATE-DOMAIN for TLS clients to check.  Sent
+        only in answer to an authenticated Allocate, signed, so nobody can forge it."""
+        self.counters.redirected += 1
+        family = 6 if ":" in five[1][0] else 4
+        same = [a for a in drain.alternates if (6 if ":" in a[0] else 4) == family]
+        if not same:
+            return self._answer(five, msg, auth, fp, 508)
+        attrs: list[tuple[int, bytes]] = [(Attr.ALTERNATE_SERVER, pack_address(same[0]))]
+        if drain.domain:
+            attrs.append((Attr.ALTERNATE_DOMAIN, pack_string(drain.domain)))
+        return self._answer(five, msg, auth, fp, 300, tuple(attrs))
 
     def _allocate(
         self, now: float, five: FiveTuple, msg: Message, auth: _Auth, fp: bool
@@ -876,4 +922,4 @@ class TurnServer:
         return [ToPeer(relay, peer, data)]
 
 
-__all__ = ["REASONS", "QuotaLedger", "TurnServer"]
+__all__ = ["REASONS", "Drain", "QuotaLedger", "TurnServer"]

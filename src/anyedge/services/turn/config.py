@@ -18,6 +18,7 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
     limits: {user_quota: 20, user_bandwidth: null, max_allocations: 100000}
     workers: auto               # one process per core, all on the same ports
     metrics: {address: 127.0.0.1, port: 9641}
+    drain: {alternates: ["198.51.100.9:3478"], domain: turn.example}  # SIGUSR1 drains
 
 Every problem is reported with the file, line and place (exit status 2); relative
 paths (``users_file``, ``cert``, ``key``) are read beside the config file.
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ...errors import InputError, Problem
 from ...model.files.text import read_text
 from ...model.files.validate import parse_model
-from ...proto.turn import Credentials, TurnConfig
+from ...proto.turn import Credentials, Drain, TurnConfig
 from ...proto.turn.ports import port_slice
 
 MIN_SECRET = 8  # characters of a REST secret or fleet key: an empty one lets anyone in
@@ -136,6 +137,36 @@ class LimitsIn(_Strict):
         return [str(ipaddress.ip_network(c, strict=False)) for c in v]
 
 
+def _host_port(value: str) -> tuple[str, int]:
+    """``198.51.100.9:3478`` or ``[2001:db8::9]:3478`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not address:port ([address]:port for IPv6)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, [address]:port")
+    return _ip(host), int(port)
+
+
+class DrainIn(_Strict):
+    """Draining before maintenance: where new allocations are sent (300 Try Alternate)."""
+
+    alternates: list[str] = []  # address:port of other relays, tried by client family
+    domain: str | None = None  # ALTERNATE-DOMAIN: the name on the alternates' certificate
+    active: bool = False  # start draining (also: serve --drain, SIGUSR1; SIGUSR2 stops)
+
+    @field_validator("alternates")
+    @classmethod
+    def _alternates(cls, v: list[str]) -> list[str]:
+        for a in v:
+            _host_port(a)
+        return v
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        return tuple(_host_port(a) for a in self.alternates)
+
+
 class MetricsIn(_Strict):
     address: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535)  # None: no metrics endpoint
@@ -149,6 +180,7 @@ class TurnFileIn(_Strict):
     limits: LimitsIn = LimitsIn()
     workers: int | Literal["auto"] = Field("auto", description="processes; auto: one per core")
     metrics: MetricsIn = MetricsIn()
+    drain: DrainIn = DrainIn()
     software: str | None = "anyedge"
     log: Literal["json", "text"] = "json"
 
@@ -186,6 +218,7 @@ class ServiceConfig:
     def __init__(self, doc: TurnFileIn, base: Path, users: dict[str, str]) -> None:
         self.doc = doc
         self.base = base
+        self.start_draining = doc.drain.active  # serve --drain sets it too
         lim = doc.limits
         self.turn = TurnConfig(
             software=doc.software,
@@ -226,6 +259,11 @@ class ServiceConfig:
     def path(self, name: str) -> Path:
         p = Path(name)
         return p if p.is_absolute() else self.base / p
+
+    def drain(self) -> Drain:
+        """Where a draining relay sends new allocations (``drain:``)."""
+        d = self.doc.drain
+        return Drain(d.addresses(), d.domain)
 
     def relay_ports(self, worker: int = 0, workers: int = 1) -> tuple[int, int]:
         """The relay ports of this site's slice that worker ``worker`` hands out."""

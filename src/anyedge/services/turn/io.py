@@ -275,6 +275,8 @@ class TurnService:
         self._last_error_log = -1.0
         self._ticker: asyncio.Task[None] | None = None
         self._reuse_port = workers > 1
+        if config.start_draining:
+            self.set_draining(True)
 
     # ------------------------------------------------------------------ outputs
 
@@ -366,6 +368,13 @@ class TurnService:
         self.relays[relay] = transport
 
     # ------------------------------------------------------------------ running
+
+    def set_draining(self, on: bool) -> None:
+        """Drain (new Allocates sent to ``drain.alternates``) or stop draining."""
+        drain = self.config.drain() if on else None
+        self.core.drain(drain)
+        alternates = [list(a) for a in drain.alternates] if drain else []
+        _warn("draining" if on else "drain_stopped", alternates=alternates)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

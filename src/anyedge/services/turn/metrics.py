@@ -1,11 +1,13 @@
 """Prometheus metrics of a TURN relay process, read from the core's counters at scrape
 time (nothing is counted twice and the packet paths pay nothing for metrics).
 
-Exported: ``anyedge_turn_allocations``, ``_permissions`` and ``_channels`` (gauges);
+Exported: ``anyedge_turn_allocations``, ``_permissions``, ``_channels`` and
+``_draining`` (1 while new allocations are sent to alternates) (gauges);
 ``anyedge_turn_packets_total`` and ``_bytes_total`` by ``direction`` (to_peer,
 to_client); ``anyedge_turn_requests_total``; ``anyedge_turn_auth_failures_total`` by
 ``kind`` (challenge, wrong, stale_nonce); ``anyedge_turn_refusals_total`` and
-``anyedge_turn_dropped_total`` by ``reason`` (the IO layer's too: ``backlog``, relayed data
+``anyedge_turn_dropped_total`` by ``reason`` (refusals' ``draining``: Allocates sent
+elsewhere; the IO layer's too: ``backlog``, relayed data
 dropped for a TCP/TLS client that does not read, and ``relay_opening``);
 ``anyedge_turn_input_errors_total`` (inputs the core raised on, see ``io._guarded``) and
 ``anyedge_turn_rate_limiter_evictions_total`` (buckets pushed out of the full
@@ -41,7 +43,7 @@ class TurnCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         c, w = self.c, self.worker
-        for name in ("allocations", "permissions", "channels"):
+        for name in ("allocations", "permissions", "channels", "draining"):
             g = GaugeMetricFamily(f"anyedge_turn_{name}", f"{name} now", labels=["worker"])
             g.add_metric([w], getattr(c, name))
             yield g
@@ -84,6 +86,7 @@ class TurnCollector(Collector):
             ("user_quota", c.refused_user_quota),
             ("capacity", c.refused_capacity),
             ("other", c.refused_other),
+            ("draining", c.redirected),
         ):
             ref.add_metric([w, reason], v)
         yield ref

@@ -7,6 +7,8 @@ by their 5-tuple — which keeps each client's 5-tuple, and so its allocation, o
 worker, as the allocation needs.  A peer's datagram goes straight to the worker that
 owns the relay port.  uvloop drives the event loop when it is installed.
 
+SIGUSR1 starts draining (new Allocates get 300 Try Alternate, ``drain:`` in the
+configuration) and SIGUSR2 stops it; the supervisor passes both on to its workers.
 SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped); a
 worker that dies ends the others too, since the kernel would hand its clients to workers
 that do not hold their allocations.  The per-user allocation quota is counted across
@@ -43,6 +45,9 @@ from .metrics import serve_metrics
 
 log = logging.getLogger("anyedge.turn")
 
+FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)
+"""Signals the supervisor passes on to every worker: SIGUSR1 drains, SIGUSR2 stops it."""
+
 
 def _event_loop_policy() -> str:
     try:
@@ -61,12 +66,15 @@ async def _run(
     ledger: SharedLedger | None = None,
 ) -> None:
     service = TurnService(config, worker, workers, ledger)
+    loop = asyncio.get_running_loop()
+    # before the listeners open: a signal sent once the relay answers is never missed
+    loop.add_signal_handler(signal.SIGUSR1, service.set_draining, True)
+    loop.add_signal_handler(signal.SIGUSR2, service.set_draining, False)
     await service.start()
     m = config.doc.metrics
     if m.port is not None:
         serve_metrics(service.core.counters, worker, m.address, m.port + worker, service)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ready()
@@ -184,9 +192,19 @@ def _serve(config: ServiceConfig, on_ready: Callable[[], None]) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGTERM)
 
+    def forward(sig: int, *_: object) -> None:
+        if os.getpid() != parent:
+            return  # a worker whose event loop has not taken the signal over yet
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, sig)
+
     # before the first fork: a SIGTERM now must still reach every worker
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
     for p in procs:
         p.start()
     try:
