@@ -258,6 +258,14 @@ class TurnServer:
         """Ports held now under a RESERVATION-TOKEN (EVEN-PORT with its R bit)."""
         return len(self._reservations)
 
+    def set_credentials(self, credentials: Credentials) -> None:
+        """Take new users, REST secrets and fleet keys (a reload).  Allocations made
+        before keep the key they were made with, as they do when a REST credential
+        expires: a call is not cut off because its user was removed."""
+        self.credentials = credentials
+        self._auth = Authenticator(credentials)
+        self._realm = pack_string(credentials.realm)
+
     @property
     def draining(self) -> Drain | None:
         """Where new allocations are sent while this relay drains, or None."""

@@ -219,6 +219,7 @@ class ServiceConfig:
         self.doc = doc
         self.base = base
         self.start_draining = doc.drain.active  # serve --drain sets it too
+        self.source: Path | None = None  # the file it was read from: SIGHUP reads it again
         lim = doc.limits
         self.turn = TurnConfig(
             software=doc.software,
@@ -310,4 +311,6 @@ def load_config(path: str | Path) -> ServiceConfig:
             name = getattr(lis, key)
             if name and not os.path.exists(name if os.path.isabs(name) else base / name):
                 raise InputError.one(path, f"listen[{i}].{key}", f"no such file: {name}")
-    return ServiceConfig(doc, base, users)
+    config = ServiceConfig(doc, base, users)
+    config.source = path
+    return config

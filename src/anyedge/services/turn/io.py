@@ -10,6 +10,9 @@ socket it needs:
   takes a port (:class:`BindingPorts` wraps the core's port allocator, so a port the
   kernel refuses is skipped, not handed to a client) and read from the ``OpenRelay``
   output on;
+* **reload** — SIGHUP (:meth:`TurnService.reload`) reads the configuration file again
+  and hands the core new users, REST secrets and fleet keys and the TLS listeners new
+  certificates, or keeps all the old ones when anything fails to load;
 * **time** — the core is ticked twice a second to expire permissions, channels and
   allocations.
 
@@ -32,13 +35,14 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
 from ...proto.turn.outputs import Addr, Output
 from ...proto.turn.server import QuotaLedger
-from .config import ServiceConfig
+from .config import ServiceConfig, load_config
 
 log = logging.getLogger("anyedge.turn")
 
@@ -275,6 +279,7 @@ class TurnService:
         self._last_error_log = -1.0
         self._ticker: asyncio.Task[None] | None = None
         self._reuse_port = workers > 1
+        self.tls: dict[Addr, ssl.SSLContext] = {}  # TLS listener -> its context (reload)
         if config.start_draining:
             self.set_draining(True)
 
@@ -369,6 +374,50 @@ class TurnService:
 
     # ------------------------------------------------------------------ running
 
+    def reload(self) -> bool:
+        """Read the configuration file again (SIGHUP) and take its users, REST secrets,
+        fleet keys and TLS certificates.  All or nothing: a file that does not load — a
+        bad YAML, a users file with a broken line, a certificate or key that does not
+        load — leaves every old one in place and says why in the log.  New TLS
+        connections get the new certificate; established ones keep theirs.  Other
+        changes (listeners, relay, limits, workers) need a restart and are logged."""
+        source = self.config.source
+        try:
+            if source is None:
+                raise ValueError("the configuration was not read from a file")
+            new = load_config(source)
+            certs: list[tuple[ssl.SSLContext, Path, Path]] = []
+            for lis in new.doc.listen:
+                ctx = self.tls.get((lis.address, lis.port))
+                if lis.transport != "tls" or ctx is None or not lis.cert or not lis.key:
+                    continue
+                cert, key = new.path(lis.cert), new.path(lis.key)
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+                certs.append((ctx, cert, key))
+        except Exception as e:  # noqa: BLE001 - whatever it is, the relay goes on as it was
+            _warn("reload_failed", file=str(source), error=str(e)[:500], kept="old credentials")
+            return False
+        for ctx, cert, key in certs:  # loaded once already: the same files load again
+            ctx.load_cert_chain(cert, key)
+        self.core.set_credentials(new.credentials)
+        old, doc = self.config.doc, new.doc
+        listeners = [(x.transport, x.address, x.port) for x in doc.listen]
+        restart = [
+            name
+            for name in ("relay", "limits", "workers", "metrics", "drain")
+            if getattr(doc, name) != getattr(old, name)
+        ]
+        if listeners != [(x.transport, x.address, x.port) for x in old.listen]:
+            restart.append("listen")
+        _event(
+            "reloaded",
+            users=len(new.credentials.users),
+            rest_secrets=len(new.credentials.rest_secrets),
+            certificates=len(certs),
+            not_applied_until_restart=restart,
+        )
+        return True
+
     def set_draining(self, on: bool) -> None:
         """Drain (new Allocates sent to ``drain.alternates``) or stop draining."""
         drain = self.config.drain() if on else None
@@ -399,6 +448,7 @@ class TurnService:
                     assert lis.cert is not None
                     assert lis.key is not None
                     ctx.load_cert_chain(self.config.path(lis.cert), self.config.path(lis.key))
+                    self.tls[local] = ctx
                 server = await loop.create_server(
                     self._stream_factory(lis.transport, local),
                     lis.address,

@@ -8,7 +8,9 @@ worker, as the allocation needs.  A peer's datagram goes straight to the worker 
 owns the relay port.  uvloop drives the event loop when it is installed.
 
 SIGUSR1 starts draining (new Allocates get 300 Try Alternate, ``drain:`` in the
-configuration) and SIGUSR2 stops it; the supervisor passes both on to its workers.
+configuration) and SIGUSR2 stops it; SIGHUP makes each worker read the configuration
+again for its users, REST secrets and TLS certificates (``TurnService.reload``); the
+supervisor passes all three on to its workers.
 SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped); a
 worker that dies ends the others too, since the kernel would hand its clients to workers
 that do not hold their allocations.  The per-user allocation quota is counted across
@@ -45,8 +47,9 @@ from .metrics import serve_metrics
 
 log = logging.getLogger("anyedge.turn")
 
-FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)
-"""Signals the supervisor passes on to every worker: SIGUSR1 drains, SIGUSR2 stops it."""
+FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+"""Signals the supervisor passes on to every worker: SIGUSR1 drains, SIGUSR2 stops it,
+SIGHUP re-reads users, REST secrets and certificates."""
 
 
 def _event_loop_policy() -> str:
@@ -70,6 +73,7 @@ async def _run(
     # before the listeners open: a signal sent once the relay answers is never missed
     loop.add_signal_handler(signal.SIGUSR1, service.set_draining, True)
     loop.add_signal_handler(signal.SIGUSR2, service.set_draining, False)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
     await service.start()
     m = config.doc.metrics
     if m.port is not None:
