@@ -18,6 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+import turn_peers as tp
+from anyedge.proto.stun import Attr, Class, Method, check_integrity
+from anyedge.proto.turn import Drain, ToClient, ToPeer
 from test_turn_server import (
     CLIENT6,
     PEER,
@@ -29,10 +33,6 @@ from test_turn_server import (
     make_server,
     relays_of,
 )
-
-import turn_peers as tp
-from anyedge.proto.stun import Attr, Class, Method, check_integrity
-from anyedge.proto.turn import Drain, ToClient, ToPeer
 
 ALTERNATES = (("198.51.100.9", 3478), ("2001:db8::9", 3478))
 
@@ -54,7 +54,7 @@ def test_a_draining_relay_sends_new_allocations_elsewhere_and_keeps_old_ones() -
     assert attr(moved, Attr.ALTERNATE_DOMAIN) == "turn-b.example"
     wire = next(o.data for o in out if isinstance(o, ToClient))
     assert check_integrity(wire, moved, new.key)  # signed: nobody can forge a redirect
-    assert server.counters.allocations == 1 and server.counters.redirected == 1
+    assert (server.counters.allocations, server.counters.redirected) == (1, 1)
 
     # the old allocation is refreshed and relays both ways
     assert old.ok(T0 + 200, Method.REFRESH, [(Attr.LIFETIME, (600).to_bytes(4, "big"))])
@@ -100,9 +100,7 @@ def test_serve_drains_on_its_flag_and_signals(tmp_path: Path) -> None:
     b_port = tp.free_port()
     drain = f"drain: {{alternates: ['127.0.0.1:{b_port}'], domain: turn-b.example}}\n"
     with (
-        tp.anyedge_server(
-            tmp_path / "b", b_port, users=users, relay_ports=tp.free_port_range(50)
-        ) as b,
+        tp.anyedge_server(tmp_path / "b", b_port, users=users, relay_ports=tp.free_port_range(50)),
         tp.anyedge_server(
             tmp_path / "a",
             tp.free_port(),

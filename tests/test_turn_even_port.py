@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 
+from anyedge.proto.stun import Attr, Class
+from anyedge.proto.turn import Credentials, OpenRelay, PortRange, TurnConfig, TurnServer
 from test_turn_server import (
     CLIENT,
     FLEET,
-    RELAY4,
     REALM,
+    RELAY4,
     T0,
     USERS,
     Client,
@@ -23,9 +25,6 @@ from test_turn_server import (
     make_server,
     relays_of,
 )
-
-from anyedge.proto.stun import Attr, Class
-from anyedge.proto.turn import Credentials, OpenRelay, PortRange, TurnConfig, TurnServer
 
 RESERVE = (Attr.EVEN_PORT, b"\x80")
 
@@ -40,7 +39,7 @@ def token_of(resp: object) -> bytes:
 def test_even_port_reserves_the_next_port_for_the_token() -> None:
     server = make_server()
     rtp = Client(server)
-    resp, out = rtp.allocate(T0, RESERVE)
+    resp, _ = rtp.allocate(T0, RESERVE)
     assert resp.cls == Class.SUCCESS, error_code(resp)
     ((host, port),) = relays_of(resp)
     assert port % 2 == 0
@@ -66,7 +65,7 @@ def test_a_token_unclaimed_for_30_s_gives_its_port_back() -> None:
     assert ports.free(4) == 0
     assert server.next_deadline() == T0 + 30
     server.tick(T0 + 30)
-    assert ports.free(4) == 1 and server.reservations == 0
+    assert (ports.free(4), server.reservations) == (1, 0)
     late = Client(server, addr=("85.10.0.1", 9))
     assert error_code(late.allocate(T0 + 31, (Attr.RESERVATION_TOKEN, token))[0]) == 508
     # the port is an ordinary one again

@@ -168,6 +168,10 @@ class Attr(IntEnum):
     REQUESTED_TRANSPORT = (0x0019, Kind.BYTE_RFFU)
     DONT_FRAGMENT = (0x001A, Kind.EMPTY)
     RESERVATION_TOKEN = (0x0022, Kind.BYTES)
+    # RFC 5780 (NAT behaviour discovery), comprehension-required
+    CHANGE_REQUEST = (0x0003, Kind.UINT32)  # flags: 0x4 change IP, 0x2 change port
+    PADDING = (0x0026, Kind.BYTES)
+    RESPONSE_PORT = (0x0027, Kind.UINT32)  # the port in the top 16 bits, then 2 RFFU
     # RFC 8445 (ICE), comprehension-required
     PRIORITY = (0x0024, Kind.UINT32)
     USE_CANDIDATE = (0x0025, Kind.EMPTY)
@@ -180,6 +184,8 @@ class Attr(IntEnum):
     SOFTWARE = (0x8022, Kind.STRING)
     ALTERNATE_SERVER = (0x8023, Kind.ADDRESS)
     FINGERPRINT = (0x8028, Kind.UINT32)
+    RESPONSE_ORIGIN = (0x802B, Kind.ADDRESS)  # RFC 5780: where the response left from
+    OTHER_ADDRESS = (0x802C, Kind.ADDRESS)  # RFC 5780: the server's other IP and port
     ICE_CONTROLLED = (0x8029, Kind.UINT64)
     ICE_CONTROLLING = (0x802A, Kind.UINT64)
 

@@ -37,6 +37,8 @@ class TurnConfig:
     # other ports of those IPs (the listeners) stay refused
     relayed_peers: tuple[tuple[str, int, int], ...] = ()
     dont_fragment: bool = True  # DONT-FRAGMENT supported (else 420)
+    # RFC 5780: (primary UDP listener, other address) pairs, differing in IP and port
+    nat_pairs: tuple[tuple[tuple[str, int], tuple[str, int]], ...] = ()
     reservation_lifetime: float = 30.0  # EVEN-PORT R=1: the next port held this long
     max_reservations: int = 10_000  # ports held under RESERVATION-TOKENs at once (508 beyond)
     max_channel: int = 0x7FFF  # RFC 5766's range, for its clients; 0x4FFF: RFC 8656's only

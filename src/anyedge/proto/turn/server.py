@@ -27,23 +27,28 @@ the bucket the server is silent, so it cannot be used to reflect traffic.  The t
 buckets is bounded and evicts its oldest when full, so spoofed sources cannot lock real
 clients out; authenticated answers spend nothing.
 
-Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than
-17 gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port), and
+Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than 17
+gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port), and
 with its R bit the next port is reserved for 30 s under a RESERVATION-TOKEN that only
-the same user can claim (:mod:`.reservations`; a token holds at the site that minted
-it, where the client's 5-tuple lands; an unknown, expired or foreign token gets 508); DONT-FRAGMENT is
-accepted and passed on in ``OpenRelay`` unless ``TurnConfig.dont_fragment`` is off
-(then 420); a dual-stack Allocate whose IPv6 half cannot be had still succeeds with
-IPv4 and an ADDRESS-ERROR-CODE; DONT-FRAGMENT in a Send indication is ignored (the
-relay socket's setting comes from the Allocate).  A REST credential's expiry is checked
-when the allocation is made; later requests are checked against the key remembered
-with the allocation.  Requests of other methods get 400.  A relay being drained (:meth:`TurnServer.drain`)
-answers a new Allocate, once it is authenticated, with 300 Try Alternate naming an
-ALTERNATE-SERVER of the client's family (and ALTERNATE-DOMAIN), or 508 when there is
-none; everything else, existing allocations' Refreshes included, goes on as before.  Nonces carry no RFC 8489
-security-feature cookie, so clients keep to MD5 keys unless they send
-PASSWORD-ALGORITHM SHA-256 of their own accord (accepted); USERHASH finds static users
-only (a REST username cannot be recovered from its hash).
+the same user can claim (:mod:`.reservations`; a token holds at the site that minted it,
+where the client's 5-tuple lands; an unknown, expired or foreign token gets 508);
+DONT-FRAGMENT is accepted and passed on in ``OpenRelay`` unless
+``TurnConfig.dont_fragment`` is off (then 420); a dual-stack Allocate whose IPv6 half
+cannot be had still succeeds with IPv4 and an ADDRESS-ERROR-CODE; DONT-FRAGMENT in a
+Send indication is ignored (the relay socket's setting comes from the Allocate).  A REST
+credential's expiry is checked when the allocation is made; later requests are checked
+against the key remembered with the allocation.  Requests of other methods get 400.
+Binding requests get XOR-MAPPED-ADDRESS, and where the server has a second IP and port
+(``TurnConfig.nat_pairs``) RFC 5780's RESPONSE-ORIGIN and OTHER-ADDRESS, with
+CHANGE-REQUEST answered from the other address (:mod:`.discovery`; without a second
+address CHANGE-REQUEST gets 420); RFC 3489 Bindings, without the magic cookie, get
+MAPPED-ADDRESS (:mod:`..stun_classic`).  A relay being drained
+(:meth:`TurnServer.drain`) answers a new Allocate, once it is authenticated, with 300
+Try Alternate naming an ALTERNATE-SERVER of the client's family (and ALTERNATE-DOMAIN),
+or 508 when there is none; everything else, existing allocations' Refreshes included,
+goes on as before.  Nonces carry no RFC 8489 security-feature cookie, so clients keep to
+MD5 keys unless they send PASSWORD-ALGORITHM SHA-256 of their own accord (accepted);
+USERHASH finds static users only (a REST username cannot be recovered from its hash).
 
 ``now`` is Unix time in seconds everywhere: nonces and REST credentials carry Unix
 timestamps and are compared across sites.
@@ -74,8 +79,8 @@ from ..stun import (
     decode,
     encode,
     integrity_of,
-    pack_address_error,
     pack_address,
+    pack_address_error,
     pack_attr_list,
     pack_error,
     pack_string,
@@ -89,9 +94,11 @@ from ..stun import (
     unpack_uint32,
     unpack_xor_address,
 )
+from ..stun_classic import decode_binding, encode_binding_response
 from .allocation import Addr, Allocation, Channel, FiveTuple, UserState
 from .auth import Authenticator, Credentials
 from .config import Counters, TurnConfig
+from .discovery import NatDiscovery
 from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
 from .policy import PeerPolicy, RateLimiter, TokenBucket
 from .ports import RelayPorts
@@ -213,6 +220,7 @@ class TurnServer:
         self._realm = pack_string(credentials.realm)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.max_rate_keys)
         self._drain: Drain | None = None
+        self._nat = NatDiscovery(config.nat_pairs)
         self._reservations = Reservations(config.reservation_lifetime, config.max_reservations)
         self._allocs: dict[FiveTuple, Allocation] = {}
         self._by_relay: dict[Addr, Allocation] = {}
@@ -459,6 +467,8 @@ class TurnServer:
 
     def _stun(self, now: float, five: FiveTuple, data: bytes) -> list[Output]:
         c = self.counters
+        if data[4:8] != _COOKIE and len(data) >= 20:
+            return self._classic(now, five, data)
         try:
             msg = decode(data)
         except StunError:
@@ -481,11 +491,7 @@ class TurnServer:
             return [ToClient(*five, cached[1])]
         fp = msg.has(Attr.FINGERPRINT)
         if msg.method == Method.BINDING:
-            unknown = self._unknown(msg)
-            if unknown:
-                return self._unauthenticated(now, five, msg, 420, unknown, fp)
-            xma = pack_xor_address(five[1], msg.transaction_id)
-            return self._unauthenticated(now, five, msg, 0, ((Attr.XOR_MAPPED_ADDRESS, xma),), fp)
+            return self._binding(now, five, msg, fp)
         if msg.method not in _TURN_METHODS:
             return self._unauthenticated(now, five, msg, 400, (), fp)
         alloc = self._allocs.get(five)
@@ -517,13 +523,73 @@ class TurnServer:
             del cache[next(iter(cache))]
         return out
 
-    def _unknown(self, msg: Message) -> tuple[tuple[int, bytes], ...]:
+    def _binding(self, now: float, five: FiveTuple, msg: Message, fp: bool) -> list[Output]:
+        """A Binding: XOR-MAPPED-ADDRESS; where the server has another address (RFC 5780),
+        RESPONSE-ORIGIN and OTHER-ADDRESS too, and CHANGE-REQUEST and RESPONSE-PORT
+        honoured (over UDP; PADDING is accepted and not mirrored)."""
+        transport, client, server = five
+        other = self._nat.other(server) if transport == "udp" and self._nat else None
+        change, port = msg.get(Attr.CHANGE_REQUEST), msg.get(Attr.RESPONSE_PORT)
+        unsupported = (Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING)
+        unknown = self._unknown(msg, unsupported if other is None else ())
+        if unknown:
+            return self._unauthenticated(now, five, msg, 420, unknown, fp)
+        try:
+            flags = 0 if change is None else unpack_uint32(change)
+            to_port = client[1] if port is None else unpack_uint32(port) >> 16
+        except StunError:
+            return self._unauthenticated(now, five, msg, 400, (), fp)
+        attrs: tuple[tuple[int, bytes], ...] = (
+            (Attr.XOR_MAPPED_ADDRESS, pack_xor_address(client, msg.transaction_id)),
+        )
+        if other is None:
+            return self._unauthenticated(now, five, msg, 0, attrs, fp)
+        origin = self._nat.origin(server, bool(flags & 4), bool(flags & 2)) or server
+        attrs += (
+            (Attr.RESPONSE_ORIGIN, pack_address(origin)),
+            (Attr.OTHER_ADDRESS, pack_address(other)),
+        )
+        out = self._unauthenticated(now, five, msg, 0, attrs, fp)
+        # RESPONSE-PORT (RFC 5780 §7.5): the answer goes to another port of the same IP
+        to = client if to_port == client[1] or not to_port else (client[0], to_port)
+        return [ToClient(transport, to, origin, o.data) for o in out if type(o) is ToClient]
+
+    def _classic(self, now: float, five: FiveTuple, data: bytes) -> list[Output]:
+        """An RFC 3489 Binding (no magic cookie): MAPPED-ADDRESS, SOURCE-ADDRESS and,
+        with a second address, CHANGED-ADDRESS; CHANGE-REQUEST honoured (over UDP)."""
+        c = self.counters
+        try:
+            tid, flags = decode_binding(data)
+        except StunError:
+            c.dropped_malformed += 1
+            return []
+        c.requests += 1
+        transport, client, server = five
+        other = self._nat.other(server) if transport == "udp" and self._nat else None
+        if flags and other is None:
+            c.refused_other += 1  # no other address to answer from: as if lost
+            return []
+        origin = self._nat.origin(server, bool(flags & 4), bool(flags & 2)) if flags else None
+        origin = origin or server
+        if not self._allow(now, client[0]):
+            return []
+        return [
+            ToClient(transport, client, origin, encode_binding_response(tid, client, origin, other))
+        ]
+
+    def _unknown(
+        self, msg: Message, unsupported: tuple[int, ...] = ()
+    ) -> tuple[tuple[int, bytes], ...]:
         """An UNKNOWN-ATTRIBUTES attribute for comprehension-required types not handled."""
         unknown = tuple(
             t
             for t, _ in msg.attributes
             if t < 0x8000
-            and (t not in ATTRIBUTES or (t == Attr.DONT_FRAGMENT and not self.config.dont_fragment))
+            and (
+                t not in ATTRIBUTES
+                or t in unsupported
+                or (t == Attr.DONT_FRAGMENT and not self.config.dont_fragment)
+            )
         )
         return ((Attr.UNKNOWN_ATTRIBUTES, pack_attr_list(unknown)),) if unknown else ()
 
@@ -574,13 +640,18 @@ class TurnServer:
         fp: bool,
     ) -> list[Output]:
         """An answer that proves nothing about the sender: rate limited per client IP."""
+        if not self._allow(now, five[1][0]):
+            return []
+        return [ToClient(*five, self._reply(msg, code, attrs, None, fp))]
+
+    def _allow(self, now: float, host: str) -> bool:
+        """Spend a token of ``host``'s unauthenticated-answer bucket, if it has one."""
         limiter = self._limiter
-        allowed = limiter.allow(now, rate_key(five[1][0]))
+        allowed = limiter.allow(now, rate_key(host))
         self.counters.rate_limiter_evictions = limiter.evicted
         if not allowed:
             self.counters.dropped_rate_limited += 1
-            return []
-        return [ToClient(*five, self._reply(msg, code, attrs, None, fp))]
+        return allowed
 
     def _challenge(self, now: float, five: FiveTuple, msg: Message, code: int) -> list[Output]:
         nonce = pack_string(self._auth.nonce(now, five[1]))

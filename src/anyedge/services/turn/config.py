@@ -19,6 +19,7 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
     workers: auto               # one process per core, all on the same ports
     metrics: {address: 127.0.0.1, port: 9641}
     drain: {alternates: ["198.51.100.9:3478"], domain: turn.example}  # SIGUSR1 drains
+    stun: {other_address: 203.0.113.8, other_port: 3479}  # RFC 5780 NAT discovery
 
 Every problem is reported with the file, line and place (exit status 2); relative
 paths (``users_file``, ``cert``, ``key``) are read beside the config file.
@@ -37,6 +38,7 @@ from ...errors import InputError, Problem
 from ...model.files.text import read_text
 from ...model.files.validate import parse_model
 from ...proto.turn import Credentials, Drain, TurnConfig
+from ...proto.turn.discovery import NatDiscovery
 from ...proto.turn.ports import port_slice
 
 MIN_SECRET = 8  # characters of a REST secret or fleet key: an empty one lets anyone in
@@ -167,6 +169,24 @@ class DrainIn(_Strict):
         return tuple(_host_port(a) for a in self.alternates)
 
 
+class StunIn(_Strict):
+    """RFC 5780 NAT behaviour discovery: the server's other IP address and port."""
+
+    other_address: str | None = None
+    other_port: int | None = Field(None, ge=1, le=65535)
+
+    @field_validator("other_address")
+    @classmethod
+    def _addr(cls, v: str | None) -> str | None:
+        return None if v is None else _ip(v)
+
+    @model_validator(mode="after")
+    def _both(self) -> StunIn:
+        if (self.other_address is None) != (self.other_port is None):
+            raise ValueError("give other_address and other_port together")
+        return self
+
+
 class MetricsIn(_Strict):
     address: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535)  # None: no metrics endpoint
@@ -181,6 +201,7 @@ class TurnFileIn(_Strict):
     workers: int | Literal["auto"] = Field("auto", description="processes; auto: one per core")
     metrics: MetricsIn = MetricsIn()
     drain: DrainIn = DrainIn()
+    stun: StunIn = StunIn()
     software: str | None = "anyedge"
     log: Literal["json", "text"] = "json"
 
@@ -196,13 +217,41 @@ class TurnFileIn(_Strict):
                     f"listener {lis.transport} {lis.address} port {lis.port} is inside the "
                     f"relay ports {lo}-{hi}: relayed clients could reach it"
                 )
+        other = self.stun.other_address
+        if other is not None:
+            pairs = nat_pairs(self)
+            if not pairs:
+                raise ValueError(
+                    f"stun.other_address {other} has no UDP listener of its family to pair with"
+                )
+            for primary, alt in pairs:
+                if primary[0] == alt[0] or primary[1] == alt[1]:
+                    raise ValueError(
+                        f"stun: the other address {alt[0]} port {alt[1]} must differ from the "
+                        f"udp listener {primary[0]} port {primary[1]} in both address and port"
+                    )
         return self
+
+
+def nat_pairs(doc: TurnFileIn) -> tuple[tuple[tuple[str, int], tuple[str, int]], ...]:
+    """(UDP listener, the other address) for RFC 5780, one per listener of its family."""
+    other, port = doc.stun.other_address, doc.stun.other_port
+    if other is None or port is None:
+        return ()
+    v6 = ":" in other
+    return tuple(
+        ((x.address, x.port), (other, port))
+        for x in doc.listen
+        if x.transport == "udp" and (":" in x.address) == v6
+    )
 
 
 def own_addresses(doc: TurnFileIn, allowed: list[str]) -> list[str]:
     """The relay's listening and relayed addresses, as host routes, but for those the
     allow list names."""
     hosts = {x.address for x in doc.listen} | {a for a in (doc.relay.ipv4, doc.relay.ipv6) if a}
+    if doc.stun.other_address is not None:
+        hosts.add(doc.stun.other_address)
     nets = [ipaddress.ip_network(c) for c in allowed]
     out = []
     for h in sorted(hosts):
@@ -237,6 +286,7 @@ class ServiceConfig:
             deny_peers=(*lim.deny_peers, *own_addresses(doc, lim.allow_peers)),
             # ...but its relayed addresses are: two clients of this relay (or of two sites
             # of the fleet, each site owning a slice of these ports) reach each other
+            nat_pairs=nat_pairs(doc),
             relayed_peers=tuple(
                 (ip, doc.relay.ports[0], doc.relay.ports[1])
                 for ip in (doc.relay.ipv4, doc.relay.ipv6)
@@ -260,6 +310,13 @@ class ServiceConfig:
     def path(self, name: str) -> Path:
         p = Path(name)
         return p if p.is_absolute() else self.base / p
+
+    def stun_listeners(self) -> list[tuple[str, int]]:
+        """The UDP addresses RFC 5780 adds to the ``listen`` ones: the other IP and port
+        of each pair, and their crossings."""
+        listed = {(x.address, x.port) for x in self.doc.listen if x.transport == "udp"}
+        square = NatDiscovery(self.turn.nat_pairs).addresses()
+        return [a for a in square if a not in listed]
 
     def drain(self) -> Drain:
         """Where a draining relay sends new allocations (``drain:``)."""

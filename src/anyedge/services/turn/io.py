@@ -42,7 +42,7 @@ from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
 from ...proto.turn.outputs import Addr, Output
 from ...proto.turn.server import QuotaLedger
-from .config import ServiceConfig, load_config
+from .config import ListenIn, ServiceConfig, load_config
 
 log = logging.getLogger("anyedge.turn")
 
@@ -394,7 +394,7 @@ class TurnService:
                 cert, key = new.path(lis.cert), new.path(lis.key)
                 ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
                 certs.append((ctx, cert, key))
-        except Exception as e:  # noqa: BLE001 - whatever it is, the relay goes on as it was
+        except Exception as e:
             _warn("reload_failed", file=str(source), error=str(e)[:500], kept="old credentials")
             return False
         for ctx, cert, key in certs:  # loaded once already: the same files load again
@@ -427,21 +427,27 @@ class TurnService:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for lis in self.config.doc.listen:
-            local = (lis.address, lis.port)
-            family = socket.AF_INET6 if ":" in lis.address else socket.AF_INET
-            if lis.transport == "udp":
+        # the configured listeners, then RFC 5780's other addresses (stun:)
+        listen: list[tuple[str, str, int, ListenIn | None]] = [
+            (x.transport, x.address, x.port, x) for x in self.config.doc.listen
+        ]
+        listen += [("udp", a, p, None) for a, p in self.config.stun_listeners()]
+        for transport, address, port, lis in listen:
+            local = (address, port)
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if transport == "udp":
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if self._reuse_port:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
                 sock.bind(local)
-                transport, _ = await loop.create_datagram_endpoint(
+                endpoint, _ = await loop.create_datagram_endpoint(
                     self._udp_factory(local), sock=sock
                 )
-                self.listeners[local] = transport
+                self.listeners[local] = endpoint
             else:
+                assert lis is not None
                 ctx = None
                 if lis.transport == "tls":
                     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -464,9 +470,9 @@ class TurnService:
                 json.dumps(
                     {
                         "event": "listening",
-                        "transport": lis.transport,
-                        "address": lis.address,
-                        "port": lis.port,
+                        "transport": transport,
+                        "address": address,
+                        "port": port,
                     }
                 )
             )

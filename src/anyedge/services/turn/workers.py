@@ -136,8 +136,10 @@ def claim_listeners(config: ServiceConfig) -> list[socket.socket]:
     docstring); OSError(EADDRINUSE) naming the listener if another instance holds it."""
     claims: list[socket.socket] = []
     try:
-        for lis in config.doc.listen:
-            name = f"anyedge-turn {lis.transport} {lis.address} {lis.port}"
+        listen = [(x.transport, x.address, x.port) for x in config.doc.listen]
+        listen += [("udp", a, p) for a, p in config.stun_listeners()]
+        for transport, address, port in listen:
+            name = f"anyedge-turn {transport} {address} {port}"
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             claims.append(s)
             try:
@@ -145,7 +147,7 @@ def claim_listeners(config: ServiceConfig) -> list[socket.socket]:
             except OSError as e:
                 if e.errno != errno.EADDRINUSE:
                     raise
-                where = f"{lis.transport} {lis.address} port {lis.port}"
+                where = f"{transport} {address} port {port}"
                 raise OSError(
                     errno.EADDRINUSE, f"another anyedge turn instance serves {where}"
                 ) from None
