@@ -64,6 +64,12 @@ class Allocation:
     peer_attrs: dict[Addr, tuple[bytes, int]] = field(default_factory=dict)  # Data indications
     check_at: float = float("inf")  # when tick() next looks at this allocation
     dead: bool = False
+    created: float = 0.0
+    # relayed payload, for the sessions view: to peers, and back to the client
+    packets_to_peer: int = 0
+    bytes_to_peer: int = 0
+    packets_to_client: int = 0
+    bytes_to_client: int = 0
 
     @property
     def five_tuple(self) -> FiveTuple:

@@ -103,6 +103,7 @@ from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
 from .policy import PeerPolicy, RateLimiter, TokenBucket
 from .ports import RelayPorts
 from .reservations import Reservations
+from .sessions import session_view
 
 
 class QuotaLedger(Protocol):
@@ -247,6 +248,11 @@ class TurnServer:
         """The allocation of a 5-tuple, or None (read-only use: tests, admin views)."""
         return self._allocs.get((transport, client_addr, server_addr))
 
+    def sessions(self, now: float) -> list[dict[str, object]]:
+        """Every allocation as :func:`.sessions.session_view` describes it (the
+        sessions view; safe to call from another thread: the dict is copied at once)."""
+        return [session_view(a, now) for a in list(self._allocs.values()) if not a.dead]
+
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work, or None when nothing is pending."""
         timers = self._timers
@@ -320,6 +326,8 @@ class TurnServer:
             return []
         c.packets_to_peer += 1
         c.bytes_to_peer += length
+        alloc.packets_to_peer += 1
+        alloc.bytes_to_peer += length
         return [ToPeer(ch.relay, ch.peer, data[4 : 4 + length])]
 
     def receive_from_peer(
@@ -353,6 +361,8 @@ class TurnServer:
             out = self._data_indication(alloc, peer_addr, data)
         c.packets_to_client += 1
         c.bytes_to_client += n
+        alloc.packets_to_client += 1
+        alloc.bytes_to_client += n
         return [ToClient(alloc.transport, alloc.client, alloc.server, out)]
 
     def _data_indication(self, alloc: Allocation, peer: Addr, data: bytes) -> bytes:
@@ -838,6 +848,7 @@ class TurnServer:
             algorithm=auth.algorithm,
             quota=user,
             expires=now + lifetime,
+            created=now,
             relays=relays,
             dont_fragment=msg.has(Attr.DONT_FRAGMENT),
             stream=transport_name in ("tcp", "tls"),
@@ -998,6 +1009,8 @@ class TurnServer:
             return []
         c.packets_to_peer += 1
         c.bytes_to_peer += len(data)
+        alloc.packets_to_peer += 1
+        alloc.bytes_to_peer += len(data)
         return [ToPeer(relay, peer, data)]
 
 

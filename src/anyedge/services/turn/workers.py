@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from .config import ServiceConfig
@@ -77,7 +78,15 @@ async def _run(
     await service.start()
     m = config.doc.metrics
     if m.port is not None:
-        serve_metrics(service.core.counters, worker, m.address, m.port + worker, service)
+        core = service.core
+        serve_metrics(
+            core.counters,
+            worker,
+            m.address,
+            m.port + worker,
+            service,
+            lambda: core.sessions(time.time()),
+        )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
