@@ -1276,6 +1276,7 @@ def anyedge_server(
     allow_loopback: bool = True,
     extra_yaml: str = "",
     serve_args: Sequence[str] = (),
+    dtls_port: int | None = None,
 ) -> ServerProcess:
     """:data:`TURN_SERVERS` factory for anyedge's relay (``python -m anyedge turn serve``):
     UDP and TCP on 127.0.0.1:``port``, ``workers`` processes, peers on loopback allowed
@@ -1283,7 +1284,8 @@ def anyedge_server(
     thousands, and no per-IP limit on challenges (every client here shares one IP).
     Without ``allow_loopback`` the default peer policy holds: loopback is no peer, only
     the relay's own relayed addresses (its clients reach each other) are.  ``extra_yaml``
-    is appended to the configuration, ``serve_args`` to the command line."""
+    is appended to the configuration, ``serve_args`` to the command line; ``dtls_port``
+    adds a DTLS listener there with ``cert.pem`` and ``key.pem`` of ``workdir``."""
     users = dict(users or ({} if secret else {"user": "pass"}))
     auth = [f"  users: {json.dumps(users)}", "  fleet_keys: [interop-fleet-key]"]
     if secret:
@@ -1294,7 +1296,13 @@ def anyedge_server(
         "listen:\n"
         f"  - {{transport: udp, address: 127.0.0.1, port: {port}}}\n"
         f"  - {{transport: tcp, address: 127.0.0.1, port: {port}}}\n"
-        f"relay: {{ipv4: 127.0.0.1, ports: [{relay_ports[0]}, {relay_ports[1]}]}}\n"
+        + (
+            f"  - {{transport: dtls, address: 127.0.0.1, port: {dtls_port}, "
+            "cert: cert.pem, key: key.pem}\n"
+            if dtls_port is not None
+            else ""
+        )
+        + f"relay: {{ipv4: 127.0.0.1, ports: [{relay_ports[0]}, {relay_ports[1]}]}}\n"
         "auth:\n" + "\n".join(auth) + "\n"
         # every client here comes from 127.0.0.1: the per-IP limit on unauthenticated
         # answers (the 401 every client starts with) is set out of the way, as coturn has

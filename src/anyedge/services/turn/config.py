@@ -7,6 +7,7 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
       - {transport: udp, address: 203.0.113.7, port: 3478}
       - {transport: tcp, address: 203.0.113.7, port: 3478}
       - {transport: tls, address: 203.0.113.7, port: 5349, cert: cert.pem, key: key.pem}
+      - {transport: dtls, address: 203.0.113.7, port: 5349, cert: cert.pem, key: key.pem}
     relay:
       ipv4: 203.0.113.7          # the (anycast) relay address
       ports: [49152, 65535]
@@ -53,7 +54,7 @@ def _ip(value: str) -> str:
 
 
 class ListenIn(_Strict):
-    transport: Literal["udp", "tcp", "tls"]
+    transport: Literal["udp", "tcp", "tls", "dtls"]
     address: str = "0.0.0.0"
     port: int = Field(3478, ge=1, le=65535)
     cert: str | None = None
@@ -66,9 +67,9 @@ class ListenIn(_Strict):
 
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> ListenIn:
-        if self.transport == "tls" and not (self.cert and self.key):
-            raise ValueError("a tls listener needs cert and key")
-        if self.transport == "udp" and ipaddress.ip_address(self.address).is_unspecified:
+        if self.transport in ("tls", "dtls") and not (self.cert and self.key):
+            raise ValueError(f"a {self.transport} listener needs cert and key")
+        if self.transport in ("udp", "dtls") and ipaddress.ip_address(self.address).is_unspecified:
             raise ValueError(
                 "a UDP listener needs its own address (the anycast one): on a wildcard "
                 "address its answers would leave from whatever address routing picks"

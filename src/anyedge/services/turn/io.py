@@ -3,7 +3,8 @@
 One :class:`TurnService` owns one :class:`~anyedge.proto.turn.TurnServer` and every
 socket it needs:
 
-* **listeners** — a UDP endpoint per ``listen`` entry of transport ``udp``; a TCP or TLS
+* **listeners** — a UDP endpoint per ``listen`` entry of transport ``udp``; a DTLS one
+  per ``dtls`` entry (:mod:`.dtls`: pyOpenSSL on memory BIOs); a TCP or TLS
   server per ``tcp``/``tls`` entry, each connection cutting its byte stream into STUN
   and ChannelData messages (:class:`~anyedge.proto.stun.StreamFramer`);
 * **relay sockets** — one UDP socket per relayed address.  They are bound when the core
@@ -38,11 +39,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, cast
 
+from OpenSSL import SSL
+
 from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
 from ...proto.turn.outputs import Addr, Output
 from ...proto.turn.server import QuotaLedger
 from .config import ListenIn, ServiceConfig, load_config
+from .dtls import DtlsListener, dtls_context
 
 log = logging.getLogger("anyedge.turn")
 
@@ -167,6 +171,10 @@ def _guarded(service: TurnService, call: Callable[[], list[Output]]) -> None:
     service.carry_out(outputs)
 
 
+def _same(protocol: DtlsListener) -> DtlsListener:
+    return protocol
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, service: TurnService, local: Addr) -> None:
         self.service = service
@@ -280,6 +288,7 @@ class TurnService:
         self._ticker: asyncio.Task[None] | None = None
         self._reuse_port = workers > 1
         self.tls: dict[Addr, ssl.SSLContext] = {}  # TLS listener -> its context (reload)
+        self.dtls: dict[Addr, DtlsListener] = {}
         if config.start_draining:
             self.set_draining(True)
 
@@ -303,6 +312,10 @@ class TurnService:
                     listener = self.listeners.get(out.server_addr)
                     if listener is not None:
                         listener.sendto(out.data, out.client_addr)
+                elif out.transport == "dtls":
+                    dtls = self.dtls.get(out.server_addr)
+                    if dtls is not None:
+                        dtls.send(out.client_addr, out.data)
                 else:
                     stream = self.streams.get((out.transport, out.client_addr, out.server_addr))
                     if stream is not None:
@@ -387,7 +400,13 @@ class TurnService:
                 raise ValueError("the configuration was not read from a file")
             new = load_config(source)
             certs: list[tuple[ssl.SSLContext, Path, Path]] = []
+            dtls: list[tuple[DtlsListener, SSL.Context]] = []
             for lis in new.doc.listen:
+                listener = self.dtls.get((lis.address, lis.port))
+                if lis.transport == "dtls" and listener is not None and lis.cert and lis.key:
+                    cert, key = new.path(lis.cert), new.path(lis.key)
+                    dtls.append((listener, dtls_context(str(cert), str(key))))
+                    continue
                 ctx = self.tls.get((lis.address, lis.port))
                 if lis.transport != "tls" or ctx is None or not lis.cert or not lis.key:
                     continue
@@ -399,6 +418,8 @@ class TurnService:
             return False
         for ctx, cert, key in certs:  # loaded once already: the same files load again
             ctx.load_cert_chain(cert, key)
+        for listener, dctx in dtls:  # new DTLS associations get the new certificate
+            listener.ctx = dctx
         self.core.set_credentials(new.credentials)
         old, doc = self.config.doc, new.doc
         listeners = [(x.transport, x.address, x.port) for x in doc.listen]
@@ -413,7 +434,7 @@ class TurnService:
             "reloaded",
             users=len(new.credentials.users),
             rest_secrets=len(new.credentials.rest_secrets),
-            certificates=len(certs),
+            certificates=len(certs) + len(dtls),
             not_applied_until_restart=restart,
         )
         return True
@@ -435,7 +456,16 @@ class TurnService:
         for transport, address, port, lis in listen:
             local = (address, port)
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            if transport == "udp":
+            if transport == "dtls":
+                assert lis is not None
+                assert lis.cert is not None
+                assert lis.key is not None
+                dctx = dtls_context(str(self.config.path(lis.cert)), str(self.config.path(lis.key)))
+                sock = self._udp_socket(family, local)
+                dtls = DtlsListener(dctx, local, lambda: self.core, self.carry_out)
+                await loop.create_datagram_endpoint(functools.partial(_same, dtls), sock=sock)
+                self.dtls[local] = dtls
+            elif transport == "udp":
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if self._reuse_port:
@@ -478,6 +508,15 @@ class TurnService:
             )
         self._ticker = asyncio.ensure_future(self._tick())
 
+    def _udp_socket(self, family: int, local: Addr) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self._reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
+        sock.bind(local)
+        return sock
+
     def _udp_factory(self, local: Addr) -> Callable[[], _Udp]:
         return lambda: _Udp(self, local)
 
@@ -489,6 +528,8 @@ class TurnService:
             await asyncio.sleep(TICK)
             _guarded(self, lambda: self.core.tick(time.time()))
             self._close_idle()
+            for dtls in self.dtls.values():
+                dtls.tick()
 
     def _close_idle(self) -> None:
         """Close TCP/TLS connections that have held no allocation for STREAM_IDLE s."""
@@ -513,6 +554,9 @@ class TurnService:
             await s.wait_closed()
         for d in [*self.listeners.values(), *self.relays.values()]:
             d.close()
+        for x in self.dtls.values():
+            x.close()
+        self.dtls.clear()
         for sock in self.ports.sockets.values():
             sock.close()
         self.ports.sockets.clear()
