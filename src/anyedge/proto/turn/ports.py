@@ -38,8 +38,19 @@ class RelayPorts(Protocol):
         ...
 
     def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
-        """An even port and the odd one after it, both taken (EVEN-PORT with its R bit:
-        the second is reserved for the client's next allocation), or None."""
+        """An even port, taken, and the odd one after it, set aside (EVEN-PORT with its
+        R bit: for the client's next allocation, which may come to another worker of
+        the site), or None."""
+        ...
+
+    def take_exact(self, family: int, port: int) -> Addr | None:
+        """The relay address of ``family`` on ``port`` — one set aside by
+        ``take_pair`` here or by another worker — or None if it is taken."""
+        ...
+
+    def reclaim(self, addr: Addr) -> bool:
+        """Put a set-aside address whose token ran out back in the pool; False if
+        another worker claimed it and still holds it (ask again later)."""
         ...
 
     def give_back(self, addr: Addr) -> None:
@@ -100,6 +111,8 @@ class PortRange:
             f: {p: i for i, p in enumerate(ports)} for f, ports in self._free.items()
         }
         self._family_of = {ip: f for f, ip in self._ip.items()}
+        self.reserved: dict[int, set[int]] = {f: set() for f in self._ip}  # set aside
+        self._foreign: dict[int, set[int]] = {f: set() for f in self._ip}  # others', held here
 
     @classmethod
     def site_slice(
@@ -171,12 +184,42 @@ class PortRange:
             return None
         self._remove(family, port)
         self._remove(family, port + 1)
+        self.reserved[family].add(port + 1)
         ip = self._ip[family]
         return (ip, port), (ip, port + 1)
+
+    def take_exact(self, family: int, port: int) -> Addr | None:
+        ip = self._ip.get(family)
+        if ip is None:
+            return None
+        if port in self.reserved[family]:
+            self.reserved[family].discard(port)
+        elif self.first <= port <= self.last or port in self._foreign[family]:
+            return None  # free ports are not claimed by token; the rest are taken
+        else:
+            self._foreign[family].add(port)
+        return ip, port
+
+    def unclaim(self, family: int, port: int) -> None:
+        """Undo :meth:`take_exact` (the IO layer could not bind the port)."""
+        if self.first <= port <= self.last:
+            self.reserved[family].add(port)
+        else:
+            self._foreign[family].discard(port)
+
+    def reclaim(self, addr: Addr) -> bool:
+        family = self._family_of[addr[0]]
+        if addr[1] in self.reserved[family]:
+            self.reserved[family].discard(addr[1])
+            self.give_back(addr)
+        return True
 
     def give_back(self, addr: Addr) -> None:
         family = self._family_of.get(addr[0])
         port = addr[1]
+        if family is not None and port in self._foreign[family]:
+            self._foreign[family].discard(port)  # another worker's: it takes it back
+            return
         if family is None or not self.first <= port <= self.last:
             raise ValueError(f"{addr} was not handed out here")
         index = self._index[family]

@@ -29,9 +29,10 @@ clients out; authenticated answers spend nothing.
 
 Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than 17
 gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port), and
-with its R bit the next port is reserved for 30 s under a RESERVATION-TOKEN that only
-the same user can claim (:mod:`.reservations`; a token holds at the site that minted it,
-where the client's 5-tuple lands; an unknown, expired or foreign token gets 508);
+with its R bit the next port is set aside for 30 s under a RESERVATION-TOKEN that only
+the same user can claim, at any worker of the site (:mod:`.reservations`; a token holds
+at the site that minted it, where the client's 5-tuple lands; a forged, expired or
+another user's token gets 508);
 DONT-FRAGMENT is accepted and passed on in ``OpenRelay`` unless
 ``TurnConfig.dont_fragment`` is off (then 420); a dual-stack Allocate whose IPv6 half
 cannot be had still succeeds with IPv4 and an ADDRESS-ERROR-CODE; DONT-FRAGMENT in a
@@ -222,7 +223,9 @@ class TurnServer:
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.max_rate_keys)
         self._drain: Drain | None = None
         self._nat = NatDiscovery(config.nat_pairs)
-        self._reservations = Reservations(config.reservation_lifetime, config.max_reservations)
+        self._reservations = Reservations(
+            credentials.fleet_keys[0], config.reservation_lifetime, config.max_reservations
+        )
         self._allocs: dict[FiveTuple, Allocation] = {}
         self._by_relay: dict[Addr, Allocation] = {}
         self._users: dict[str, UserState] = {}
@@ -262,7 +265,7 @@ class TurnServer:
         if self._cache:
             first = next(iter(self._cache.values()))[0]
             best = first if best is None else min(best, first)
-        held = self._reservations.next_expiry()
+        held = self._reservations.next_due()
         if held is not None:
             best = held if best is None else min(best, held)
         return best
@@ -406,8 +409,10 @@ class TurnServer:
             if expires > now:
                 break
             del cache[key]
-        for addr in self._reservations.expire(now):
-            self.ports.give_back(addr)
+        reservations = self._reservations
+        for addr in reservations.due(now):
+            if not self.ports.reclaim(addr):
+                reservations.recheck(addr, now)
         if now >= self._next_prune:
             self._next_prune = now + _PRUNE_EVERY
             self._limiter.prune(now)
@@ -812,9 +817,13 @@ class TurnServer:
         relay: Addr | None
         reserved: tuple[tuple[int, bytes], ...] = ()
         if token is not None:
-            relay = self._reservations.claim(token, auth.user, now)
+            relay = None
+            named = self._reservations.check(token, auth.user, now)
+            if named is not None:
+                relay = self.ports.take_exact(*named)
+                families = [named[0]]
             if relay is not None:
-                families = [6 if ":" in relay[0] else 4]
+                self._reservations.claimed(relay)
         elif reserve:
             pair = self.ports.take_pair(families[0])
             relay = None if pair is None else pair[0]

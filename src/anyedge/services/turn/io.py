@@ -103,33 +103,61 @@ class BindingPorts:
         return None
 
     def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
-        """An even port and the next, both bound (the second waits for its token)."""
+        """An even port, bound, and the next set aside unbound: whichever worker the
+        token comes to binds it then (the kernel makes sure only one does)."""
         for _ in range(BIND_ATTEMPTS):
             pair = self.inner.take_pair(family)
             if pair is None:
                 return None
-            first = self._bind(family, pair[0])
-            if first is None:
-                self.inner.give_back(pair[1])
-                return None
-            if not first:
-                self.inner.give_back(pair[1])
+            if not self._free_now(family, pair[1]):  # someone else's: leave it out
+                self.inner.reserved[family].discard(pair[1][1])
+                self.inner.give_back(pair[0])
                 continue
-            second = self._bind(family, pair[1])
-            if second:
+            bound = self._bind(family, pair[0])
+            if bound:
                 return pair
-            self.give_back(pair[0])
-            if second is None:
+            self.inner.reclaim(pair[1])
+            if bound is None:
                 return None
         return None
 
-    def _bind(self, family: int, addr: Addr) -> bool | None:
+    def take_exact(self, family: int, port: int) -> Addr | None:
+        addr = self.inner.take_exact(family, port)
+        if addr is None:
+            return None
+        if not self._bind(family, addr, give_back=False):
+            self.inner.unclaim(family, port)  # claimed already (by another worker)
+            return None
+        return addr
+
+    def reclaim(self, addr: Addr) -> bool:
+        family = 6 if ":" in addr[0] else 4
+        if addr[1] in self.inner.reserved.get(family, ()) and not self._free_now(family, addr):
+            return False  # another worker claimed it and holds it still
+        return self.inner.reclaim(addr)
+
+    def _free_now(self, family: int, addr: Addr) -> bool:
+        """Whether nobody holds ``addr`` (a bind to it succeeds)."""
+        with socket.socket(
+            socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM
+        ) as s:
+            try:
+                if family == 6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(addr)
+            except OSError:
+                return False
+        return True
+
+    def _bind(self, family: int, addr: Addr, give_back: bool = True) -> bool | None:
         """Bind a socket to ``addr``: True; False if someone else holds the port (it is
-        left out of the pool); None on another failure (the port is given back)."""
+        left out of the pool); None on another failure (the port is given back unless
+        ``give_back`` is false)."""
         try:
             s = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM)
         except OSError as e:  # out of descriptors, say: no allocation now (508)
-            self.inner.give_back(addr)
+            if give_back:
+                self.inner.give_back(addr)
             log.warning(json.dumps({"event": "relay_socket_failed", "error": str(e)}))
             return None
         try:
@@ -141,7 +169,8 @@ class BindingPorts:
             s.close()
             if e.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False  # held by someone else: leave it out of the pool
-            self.inner.give_back(addr)
+            if give_back:
+                self.inner.give_back(addr)
             log.warning(json.dumps({"event": "relay_bind_failed", "error": str(e)}))
             return None
         s.setblocking(False)
