@@ -21,7 +21,8 @@ import pytest
 
 import turn_peers as tp
 from anyedge.proto.stun import Attr, Class, Method, check_integrity
-from anyedge.proto.turn import Drain, ToClient, ToPeer
+from anyedge.proto.turn import Drain, ToClient, ToPeer, TurnServer
+from anyedge.services.turn.metrics import TurnCollector
 from test_turn_server import (
     CLIENT6,
     PEER,
@@ -65,9 +66,23 @@ def test_a_draining_relay_sends_new_allocations_elsewhere_and_keeps_old_ones() -
     again, _ = old.allocate(T0 + 200)
     assert error_code(again) == 437
 
+    exported = metrics_of(server)
+    assert exported["anyedge_turn_draining"] == 1
+    assert exported["anyedge_turn_refusals_total/draining"] == 1
+
     server.drain(None)
     assert new.allocate(T0 + 201)[0].cls == Class.SUCCESS
-    assert server.counters.draining == 0
+    assert metrics_of(server)["anyedge_turn_draining"] == 0
+
+
+def metrics_of(server: TurnServer) -> dict[str, float]:
+    """What Prometheus would scrape: name (and reason, if any) -> value."""
+    out = {}
+    for family in TurnCollector(server.counters, 0).collect():
+        for s in family.samples:
+            reason = s.labels.get("reason")
+            out[s.name + (f"/{reason}" if reason else "")] = s.value
+    return out
 
 
 def test_an_alternate_of_the_clients_family_or_508() -> None:
