@@ -96,6 +96,9 @@ class Method(IntEnum):
     DATA = 0x007
     CREATE_PERMISSION = 0x008
     CHANNEL_BIND = 0x009
+    CONNECT = 0x00A  # RFC 6062: TCP relay allocations
+    CONNECTION_BIND = 0x00B
+    CONNECTION_ATTEMPT = 0x00C
 
 
 class PasswordAlgorithm(IntEnum):
@@ -168,6 +171,7 @@ class Attr(IntEnum):
     REQUESTED_TRANSPORT = (0x0019, Kind.BYTE_RFFU)
     DONT_FRAGMENT = (0x001A, Kind.EMPTY)
     RESERVATION_TOKEN = (0x0022, Kind.BYTES)
+    CONNECTION_ID = (0x002A, Kind.UINT32)  # RFC 6062
     # RFC 5780 (NAT behaviour discovery), comprehension-required
     CHANGE_REQUEST = (0x0003, Kind.UINT32)  # flags: 0x4 change IP, 0x2 change port
     PADDING = (0x0026, Kind.BYTES)
@@ -762,3 +766,10 @@ class StreamFramer:
     def buffered(self) -> int:
         """Bytes held back, waiting for the rest of a message."""
         return len(self._buf)
+
+    def rest(self) -> bytes:
+        """The bytes held back, handed over and forgotten (the stream stops being
+        STUN: an RFC 6062 data connection after its ConnectionBind)."""
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out

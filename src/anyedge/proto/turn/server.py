@@ -1,6 +1,6 @@
 """The TURN server (RFC 8656) as a state machine: datagrams and time in, outputs out.
 
-Four inputs, each returning the outputs to carry out in order (:mod:`.outputs`):
+The inputs, each returning the outputs to carry out in order (:mod:`.outputs`):
 
 - ``receive(now, transport, client_addr, server_addr, data)``: one STUN message or
   ChannelData frame from a client (over TCP/TLS, one frame cut by ``StreamFramer``);
@@ -9,7 +9,9 @@ Four inputs, each returning the outputs to carry out in order (:mod:`.outputs`):
 - ``tick(now)``: expire allocations, permissions, channels and cached responses; call
   it at ``next_deadline()`` (or every second or so);
 - ``connection_lost(now, transport, client_addr, server_addr)``: a TCP/TLS client went
-  away, and its allocation with it (RFC 8656 §7).
+  away, and its allocation with it (RFC 8656 §7);
+- ``peer_connected``, ``peer_accepted``, ``peer_closed``: RFC 6062 peer connections of
+  TCP allocations opened, accepted or closed by the IO layer.
 
 How a packet flows.  A client's ChannelData is looked up by 5-tuple, then channel
 number; the permission and the user's bandwidth bucket are checked and the payload
@@ -27,8 +29,12 @@ the bucket the server is silent, so it cannot be used to reflect traffic.  The t
 buckets is bounded and evicts its oldest when full, so spoofed sources cannot lock real
 clients out; authenticated answers spend nothing.
 
-Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than 17
-gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port), and
+Choices where RFC 8656 leaves room: UDP relaying, and TCP (RFC 6062) for clients on TCP
+or TLS — Connect answered once ``peer_connected`` reports the connection, ConnectionBind
+checked against the key of the allocation holding the connection it names (it comes
+on a new connection, from a port its nonce was not minted for) and spliced once, peers'
+connections let in by permission, unbound ones closed after 30 s; other transports get
+442; EVEN-PORT is honoured (an even port), and
 with its R bit the next port is set aside for 30 s under a RESERVATION-TOKEN that only
 the same user can claim, at any worker of the site (:mod:`.reservations`; a token holds
 at the site that minted it, where the client's 5-tuple lands; a forged, expired or
@@ -96,11 +102,20 @@ from ..stun import (
     unpack_xor_address,
 )
 from ..stun_classic import decode_binding, encode_binding_response
-from .allocation import Addr, Allocation, Channel, FiveTuple, UserState
+from .allocation import Addr, Allocation, Channel, FiveTuple, PeerConnection, UserState
 from .auth import Authenticator, Credentials
 from .config import Counters, TurnConfig
 from .discovery import NatDiscovery
-from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
+from .outputs import (
+    ClosePeer,
+    CloseRelay,
+    ConnectPeer,
+    OpenRelay,
+    Output,
+    Splice,
+    ToClient,
+    ToPeer,
+)
 from .policy import PeerPolicy, RateLimiter, TokenBucket
 from .ports import RelayPorts
 from .reservations import Reservations
@@ -132,14 +147,26 @@ REASONS = {
     441: "Wrong Credentials",
     442: "Unsupported Transport Protocol",
     443: "Peer Address Family Mismatch",
+    446: "Connection Already Exists",
+    447: "Connection Timeout or Failure",
     486: "Allocation Quota Reached",
     508: "Insufficient Capacity",
 }
 UDP = 17
+TCP = 6
+PEER_CONNECTION_TIMEOUT = 30.0  # RFC 6062 §5.3: unbound peer connections close after it
+MAX_PEER_CONNECTIONS = 100_000
 _FAMILY = {1: 4, 2: 6}  # REQUESTED-ADDRESS-FAMILY value -> IP version
 _WIRE_FAMILY = {4: 1, 6: 2}
 _TURN_METHODS = frozenset(
-    (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND)
+    (
+        Method.ALLOCATE,
+        Method.REFRESH,
+        Method.CREATE_PERMISSION,
+        Method.CHANNEL_BIND,
+        Method.CONNECT,
+        Method.CONNECTION_BIND,
+    )
 )
 _PAD = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")
 _CD = struct.Struct("!HH")
@@ -194,6 +221,16 @@ class _Auth:
     algorithm: int
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A Connect waiting for its peer connection (RFC 6062)."""
+
+    five: FiveTuple
+    msg: Message
+    auth: _Auth
+    fp: bool
+
+
 class TurnServer:
     """A TURN relay's decisions; the IO layer owns sockets and clock (module docstring).
 
@@ -227,6 +264,8 @@ class TurnServer:
             credentials.fleet_keys[0], config.reservation_lifetime, config.max_reservations
         )
         self._allocs: dict[FiveTuple, Allocation] = {}
+        self._peers: dict[int, PeerConnection] = {}  # RFC 6062 connections by id
+        self._rng = rng or random.Random()
         self._by_relay: dict[Addr, Allocation] = {}
         self._users: dict[str, UserState] = {}
         self._timers: list[tuple[float, int, Allocation]] = []
@@ -410,6 +449,11 @@ class TurnServer:
                 break
             del cache[key]
         reservations = self._reservations
+        if self._peers:
+            for pc in [p for p in self._peers.values() if p.state == "ready"]:
+                if pc.deadline <= now:
+                    self.peer_closed(pc.id)
+                    out.append(ClosePeer(pc.id))
         for addr in reservations.due(now):
             if not self.ports.reclaim(addr):
                 reservations.recheck(addr, now)
@@ -470,6 +514,10 @@ class TurnServer:
             del self._by_relay[relay]
             self.ports.give_back(relay)
             out.append(CloseRelay(alloc.id, relay))
+        for cid in alloc.connections:
+            self._peers.pop(cid, None)
+            out.append(ClosePeer(cid))
+        alloc.connections.clear()
         c.allocations -= 1
         c.permissions -= len(alloc.perms)
         c.channels -= sum(ch.live for ch in alloc.channels.values())
@@ -510,7 +558,10 @@ class TurnServer:
         if msg.method not in _TURN_METHODS:
             return self._unauthenticated(now, five, msg, 400, (), fp)
         alloc = self._allocs.get(five)
-        auth = self._authenticate(now, five, msg, data, alloc)
+        if msg.method == Method.CONNECTION_BIND:
+            auth = self._data_connection_auth(now, five, msg, data)
+        else:
+            auth = self._authenticate(now, five, msg, data, alloc)
         if isinstance(auth, list):
             return auth
         unknown = self._unknown(msg)
@@ -521,6 +572,8 @@ class TurnServer:
             out = [self._redirect(five, msg, auth, fp, self._drain)]
         elif msg.method == Method.ALLOCATE:
             out = self._allocate(now, five, msg, auth, fp)
+        elif msg.method == Method.CONNECTION_BIND:
+            out = self._connection_bind(five, msg, auth, fp, alloc)
         elif alloc is None:
             out = [self._answer(five, msg, auth, fp, 437)]
         elif alloc.username != auth.username:
@@ -529,9 +582,13 @@ class TurnServer:
             out = self._refresh(now, five, msg, auth, fp, alloc)
         elif msg.method == Method.CREATE_PERMISSION:
             out = [self._create_permission(now, five, msg, auth, fp, alloc)]
+        elif msg.method == Method.CONNECT:
+            out = self._connect(now, five, msg, auth, fp, alloc)
         else:
             out = [self._channel_bind(now, five, msg, auth, fp, alloc)]
-        response = next(o.data for o in out if isinstance(o, ToClient))
+        response = next((o.data for o in out if isinstance(o, ToClient)), None)
+        if response is None:  # a Connect, answered when the peer connection opens
+            return out
         cache = self._cache
         cache[five, msg.transaction_id] = (now + self.config.transaction_ttl, response)
         if len(cache) > self.config.max_transactions:
@@ -767,7 +824,17 @@ class TurnServer:
             transport = get(Attr.REQUESTED_TRANSPORT)
             if transport is None:
                 return fail(400)
-            if unpack_byte_rffu(transport) != UDP:
+            requested = unpack_byte_rffu(transport)
+            tcp = requested == TCP
+            if tcp and (
+                five[0] not in ("tcp", "tls")
+                or get(Attr.EVEN_PORT) is not None
+                or get(Attr.RESERVATION_TOKEN) is not None
+                or get(Attr.ADDITIONAL_ADDRESS_FAMILY) is not None
+                or msg.has(Attr.DONT_FRAGMENT)
+            ):
+                return fail(400)  # RFC 6062 §5.1
+            if requested not in (UDP, TCP):
                 return fail(442)
             family_raw = get(Attr.REQUESTED_ADDRESS_FAMILY)
             additional_raw = get(Attr.ADDITIONAL_ADDRESS_FAMILY)
@@ -859,6 +926,7 @@ class TurnServer:
             expires=now + lifetime,
             created=now,
             relays=relays,
+            tcp=tcp,
             dont_fragment=msg.has(Attr.DONT_FRAGMENT),
             stream=transport_name in ("tcp", "tls"),
         )
@@ -874,7 +942,7 @@ class TurnServer:
         attrs.append((Attr.LIFETIME, pack_uint32(lifetime)))
         attrs.append((Attr.XOR_MAPPED_ADDRESS, pack_xor_address(client, tid)))
         out: list[Output] = [
-            OpenRelay(alloc.id, a, f, alloc.dont_fragment) for f, a in relays.items()
+            OpenRelay(alloc.id, a, f, alloc.dont_fragment, tcp) for f, a in relays.items()
         ]
         out.append(self._answer(five, msg, auth, fp, 0, (*attrs, *reserved, *extra)))
         return out
@@ -983,6 +1051,123 @@ class TurnServer:
         self._schedule(alloc, expires)
         self._permit(alloc, peer[0], now)
         return self._answer(five, msg, auth, fp)
+
+    # --- RFC 6062: TCP allocations -------------------------------------------------
+
+    def _new_connection_id(self) -> int:
+        while True:
+            cid = self._rng.getrandbits(32)
+            if cid and cid not in self._peers:
+                return cid
+
+    def _connect(
+        self, now: float, five: FiveTuple, msg: Message, auth: _Auth, fp: bool, alloc: Allocation
+    ) -> list[Output]:
+        """Connect (RFC 6062 §5.2): open a TCP connection to the peer; answered by
+        :meth:`peer_connected`."""
+        raw = msg.get(Attr.XOR_PEER_ADDRESS)
+        if not alloc.tcp or raw is None:
+            return [self._answer(five, msg, auth, fp, 400)]
+        try:
+            code, peer, relay = self._peer(msg, raw, alloc)
+        except StunError:
+            return [self._answer(five, msg, auth, fp, 400)]
+        if code:
+            return [self._answer(five, msg, auth, fp, code)]
+        if any(self._peers[c].peer == peer for c in alloc.connections):
+            return [self._answer(five, msg, auth, fp, 446)]
+        if len(self._peers) >= MAX_PEER_CONNECTIONS:
+            return [self._answer(five, msg, auth, fp, 508)]
+        self._permit(alloc, peer[0], now)
+        cid = self._new_connection_id()
+        deadline = now + PEER_CONNECTION_TIMEOUT
+        pending = _Pending(five, msg, auth, fp)
+        self._peers[cid] = PeerConnection(cid, alloc, peer, "connecting", deadline, pending)
+        alloc.connections.add(cid)
+        return [ConnectPeer(cid, relay, peer)]
+
+    def peer_connected(self, now: float, connection: int, ok: bool) -> list[Output]:
+        """The TCP connection a Connect asked for opened (``ok``) or failed: answer it."""
+        pc = self._peers.get(connection)
+        req = None if pc is None else pc.request
+        if pc is None or pc.state != "connecting" or not isinstance(req, _Pending):
+            return [ClosePeer(connection)] if ok else []
+        pc.request = None
+        if not ok:
+            self.peer_closed(connection)
+            return [self._answer(req.five, req.msg, req.auth, req.fp, 447)]
+        pc.state, pc.deadline = "ready", now + PEER_CONNECTION_TIMEOUT
+        attrs = ((Attr.CONNECTION_ID, pack_uint32(connection)),)
+        return [self._answer(req.five, req.msg, req.auth, req.fp, 0, attrs)]
+
+    def peer_accepted(
+        self, now: float, relay_addr: Addr, peer_addr: Addr
+    ) -> tuple[int | None, list[Output]]:
+        """A peer opened a TCP connection to a TCP allocation's relayed address: its id
+        and a ConnectionAttempt to the client if the peer has a permission, else None
+        (close it)."""
+        alloc = self._by_relay.get(relay_addr)
+        if alloc is None or not alloc.tcp or alloc.perms.get(peer_addr[0], 0.0) <= now:
+            return None, []
+        if len(self._peers) >= MAX_PEER_CONNECTIONS:
+            return None, []
+        cid = self._new_connection_id()
+        deadline = now + PEER_CONNECTION_TIMEOUT
+        self._peers[cid] = PeerConnection(cid, alloc, peer_addr, "ready", deadline)
+        alloc.connections.add(cid)
+        tid = self._tid_prefix + self._rng.randbytes(8)
+        attrs = (
+            (int(Attr.XOR_PEER_ADDRESS), pack_xor_address(peer_addr, tid)),
+            (int(Attr.CONNECTION_ID), pack_uint32(cid)),
+        )
+        data = encode(Message(Method.CONNECTION_ATTEMPT, Class.INDICATION, tid, attrs))
+        return cid, [ToClient(alloc.transport, alloc.client, alloc.server, data)]
+
+    def peer_closed(self, connection: int) -> None:
+        """A peer connection (or the client connection spliced to it) closed."""
+        pc = self._peers.pop(connection, None)
+        if pc is not None:
+            pc.alloc.connections.discard(connection)
+
+    def _data_connection_auth(
+        self, now: float, five: FiveTuple, msg: Message, data: bytes
+    ) -> _Auth | list[Output]:
+        """ConnectionBind comes on a new connection, from a port its nonce was not minted
+        for; it is checked against the key of the allocation that holds the connection
+        it names instead (one use: a replay finds the connection bound already)."""
+        raw, integrity = msg.get(Attr.CONNECTION_ID), integrity_of(msg)
+        if integrity is None:
+            self.counters.challenges += 1
+            return self._challenge(now, five, msg, 401)
+        try:
+            pc = None if raw is None else self._peers.get(unpack_uint32(raw))
+            user = unpack_string(msg.get(Attr.USERNAME) or b"")
+        except StunError:
+            pc = None
+        alloc = None if pc is None else pc.alloc
+        if alloc is None or user != alloc.username or not check_integrity(data, msg, alloc.key):
+            self.counters.auth_failures += 1
+            return self._challenge(now, five, msg, 401)
+        return _Auth(alloc.username, alloc.user, alloc.key, integrity, alloc.algorithm)
+
+    def _connection_bind(
+        self, five: FiveTuple, msg: Message, auth: _Auth, fp: bool, alloc: Allocation | None
+    ) -> list[Output]:
+        """ConnectionBind (RFC 6062 §5.4) on a new client connection: splice it to the
+        peer connection it names."""
+        raw = msg.get(Attr.CONNECTION_ID)
+        if alloc is not None or five[0] not in ("tcp", "tls") or raw is None:
+            return [self._answer(five, msg, auth, fp, 400)]
+        try:
+            pc = self._peers.get(unpack_uint32(raw))
+        except StunError:
+            return [self._answer(five, msg, auth, fp, 400)]
+        if pc is None or pc.state != "ready":
+            return [self._answer(five, msg, auth, fp, 400)]
+        if pc.alloc.username != auth.username:
+            return [self._answer(five, msg, auth, fp, 441)]
+        pc.state = "bound"
+        return [self._answer(five, msg, auth, fp), Splice(*five, pc.id)]
 
     def _send(self, now: float, five: FiveTuple, msg: Message) -> list[Output]:
         c = self.counters

@@ -34,6 +34,8 @@ def session_view(alloc: Allocation, now: float) -> dict[str, object]:
         "server": hostport(alloc.server),
         "username": alloc.username,
         "relayed": [hostport(a) for a in alloc.relays.values()],
+        "relay_transport": "tcp" if alloc.tcp else "udp",
+        "tcp_connections": len(alloc.connections),
         "age_s": round(now - alloc.created, 1),
         "lifetime_left_s": round(max(0.0, alloc.expires - now), 1),
         "permissions": perms,

@@ -11,6 +11,9 @@ socket it needs:
   takes a port (:class:`BindingPorts` wraps the core's port allocator, so a port the
   kernel refuses is skipped, not handed to a client) and read from the ``OpenRelay``
   output on;
+* **TCP allocations** (RFC 6062) — :mod:`.tcp_relay`: a listener on each TCP relayed
+  address, connections to and from peers, and client data connections spliced to them
+  (``ConnectPeer``, ``Splice``, ``ClosePeer``); spliced bytes bypass the core;
 * **reload** — SIGHUP (:meth:`TurnService.reload`) reads the configuration file again
   and hands the core new users, REST secrets and fleet keys and the TLS listeners new
   certificates, or keeps all the old ones when anything fails to load;
@@ -43,10 +46,11 @@ from OpenSSL import SSL
 
 from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
-from ...proto.turn.outputs import Addr, Output
+from ...proto.turn.outputs import Addr, ClosePeer, ConnectPeer, Output, Splice
 from ...proto.turn.server import QuotaLedger
 from .config import ListenIn, ServiceConfig, load_config
 from .dtls import DtlsListener, dtls_context
+from .tcp_relay import PeerStream, connect_peer, listening_socket, serve_relay
 
 log = logging.getLogger("anyedge.turn")
 
@@ -249,6 +253,7 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Addr = ("", 0)
         self.opened = time.monotonic()
+        self.spliced: PeerStream | None = None  # RFC 6062: a data connection's peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -261,9 +266,14 @@ class _Stream(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.service.streams[(self.name, self.peer, self.local)] = self.transport
         self.service.opened[(self.name, self.peer, self.local)] = self.opened
+        self.service.stream_protocols[(self.name, self.peer, self.local)] = self
 
     def data_received(self, data: bytes) -> None:
         svc = self.service
+        if self.spliced is not None:  # a data connection: bytes for the peer, as they are
+            if self.spliced.transport is not None:
+                self.spliced.transport.write(data)
+            return
         try:
             frames = self.framer.feed(data)
         except StunError as e:
@@ -272,16 +282,24 @@ class _Stream(asyncio.Protocol):
             self.transport.close()
             return
         name, peer, local = self.name, self.peer, self.local
-        for frame in frames:
+        for i, frame in enumerate(frames):
             _guarded(
                 svc, functools.partial(svc.core.receive, time.time(), name, peer, local, frame)
             )
+            if self.spliced is not None:  # that was its ConnectionBind: the rest is data
+                rest = b"".join(frames[i + 1 :]) + self.framer.rest()
+                if rest and self.spliced.transport is not None:
+                    self.spliced.transport.write(rest)
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         svc = self.service
         key = (self.name, self.peer, self.local)
         svc.streams.pop(key, None)
         svc.opened.pop(key, None)
+        svc.stream_protocols.pop(key, None)
+        if self.spliced is not None:
+            self.spliced.close()
         name, peer, local = key
         _guarded(svc, lambda: svc.core.connection_lost(time.time(), name, peer, local))
 
@@ -318,6 +336,11 @@ class TurnService:
         self._reuse_port = workers > 1
         self.tls: dict[Addr, ssl.SSLContext] = {}  # TLS listener -> its context (reload)
         self.dtls: dict[Addr, DtlsListener] = {}
+        # RFC 6062: TCP allocations' listeners, peer connections, client connections
+        self.tcp_relays: dict[Addr, socket.socket | asyncio.Server] = {}
+        self.peer_conns: dict[int, PeerStream] = {}
+        self.stream_protocols: dict[tuple[str, Addr, Addr], _Stream] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         if config.start_draining:
             self.set_draining(True)
 
@@ -362,10 +385,24 @@ class TurnService:
                         else:
                             stream.write(out.data)
             elif type(out) is OpenRelay:
-                self._open(out)
+                if out.tcp:
+                    self._open_tcp(out)
+                else:
+                    self._open(out)
+            elif type(out) is ConnectPeer:
+                self._spawn(connect_peer(self, out.connection, out.relay_addr, out.peer_addr))
+            elif type(out) is Splice:
+                self._splice(out)
+            elif type(out) is ClosePeer:
+                pc = self.peer_conns.pop(out.connection, None)
+                if pc is not None:
+                    pc.close()
             elif type(out) is CloseRelay:
                 relay = self.relays.pop(out.relay_addr, None)
                 self.opening.pop(out.relay_addr, None)  # _opened closes its endpoint
+                tcp = self.tcp_relays.pop(out.relay_addr, None)
+                if tcp is not None:
+                    tcp.close()
                 if relay is not None:
                     relay.close()
                 log.info(
@@ -377,6 +414,59 @@ class TurnService:
                         }
                     )
                 )
+
+    # ------------------------------------------------------------------ RFC 6062
+
+    def core_call(self, call: Callable[[], list[Output]]) -> None:
+        _guarded(self, call)
+
+    def peer_accepted(self, relay: Addr, peer: Addr) -> int | None:
+        connection, outputs = self.core.peer_accepted(time.time(), relay, peer)
+        self.carry_out(outputs)
+        return connection
+
+    def peer_closed(self, connection: int) -> None:
+        self.core.peer_closed(connection)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _open_tcp(self, out: OpenRelay) -> None:
+        """A TCP allocation: listen on its relayed address (the UDP socket the port
+        allocator bound only held the number)."""
+        sock = self.ports.sockets.pop(out.relay_addr, None)
+        if sock is not None:
+            sock.close()
+        try:
+            listener = listening_socket(out.relay_addr)
+        except OSError as e:
+            _warn("tcp_relay_failed", relay=list(out.relay_addr), error=str(e))
+            return
+        self.tcp_relays[out.relay_addr] = listener
+        relay = out.relay_addr
+
+        async def serve() -> None:
+            server = await serve_relay(self, listener, relay)
+            if self.tcp_relays.get(relay) is listener:
+                self.tcp_relays[relay] = server
+            else:  # closed meanwhile
+                server.close()
+
+        self._spawn(serve())
+
+    def _splice(self, out: Splice) -> None:
+        stream = self.stream_protocols.get((out.transport, out.client_addr, out.server_addr))
+        pc = self.peer_conns.get(out.connection)
+        if stream is None or pc is None or stream.transport is None:
+            if pc is not None:
+                pc.close()
+            if stream is not None and stream.transport is not None:
+                stream.transport.close()
+            return
+        stream.spliced = pc
+        pc.splice(stream.transport)
 
     def _open(self, out: OpenRelay) -> None:
         sock = self.ports.sockets.pop(out.relay_addr, None)
@@ -564,6 +654,10 @@ class TurnService:
         """Close TCP/TLS connections that have held no allocation for STREAM_IDLE s."""
         limit = time.monotonic() - STREAM_IDLE
         for key, since in list(self.opened.items()):
+            proto = self.stream_protocols.get(key)
+            if proto is not None and proto.spliced is not None:  # an RFC 6062 data connection
+                self.opened.pop(key, None)
+                continue
             if since < limit and self.core.allocation(*key) is None:
                 stream = self.streams.get(key)
                 if stream is not None:
@@ -586,6 +680,11 @@ class TurnService:
         for x in self.dtls.values():
             x.close()
         self.dtls.clear()
+        for pc in list(self.peer_conns.values()):
+            pc.close()
+        for listening in self.tcp_relays.values():
+            listening.close()
+        self.tcp_relays.clear()
         for sock in self.ports.sockets.values():
             sock.close()
         self.ports.sockets.clear()
