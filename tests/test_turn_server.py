@@ -504,7 +504,8 @@ def test_second_allocate_on_the_same_five_tuple_is_437() -> None:
 @pytest.mark.parametrize(
     ("attrs", "code"),
     [
-        ([(Attr.REQUESTED_TRANSPORT, bytes((6, 0, 0, 0)))], 442),
+        ([(Attr.REQUESTED_TRANSPORT, bytes((6, 0, 0, 0)))], 400),  # TCP over UDP (RFC 6062)
+        ([(Attr.REQUESTED_TRANSPORT, bytes((132, 0, 0, 0)))], 442),  # SCTP
         ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0)))], 400),
         ([], 400),
         (
@@ -547,7 +548,8 @@ def test_second_allocate_on_the_same_five_tuple_is_437() -> None:
         ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.LIFETIME, b"\x00")], 400),
     ],
     ids=[
-        "tcp transport",
+        "tcp transport over udp",
+        "sctp transport",
         "short transport",
         "no transport",
         "family 3",
