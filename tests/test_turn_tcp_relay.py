@@ -17,8 +17,9 @@ import pytest
 
 import turn_peers as tp
 from anyedge.proto.stun import Attr, Class, Method, decode, pack
-from anyedge.proto.turn import OpenRelay, ToClient
+from anyedge.proto.turn import OpenRelay, ToClient, TurnConfig
 from anyedge.proto.turn.outputs import ClosePeer, ConnectPeer, Splice
+from anyedge.services.turn.config import load_config
 from test_turn_server import CLIENT, PEER, PEER2, T0, Client, attr, error_code, make_server
 
 TCP = (Attr.REQUESTED_TRANSPORT, bytes((6, 0, 0, 0)))
@@ -60,6 +61,21 @@ def test_a_tcp_allocation_needs_a_stream() -> None:
         T0, Method.ALLOCATE, [TCP, (Attr.EVEN_PORT, b"\x00")]
     )
     assert error_code(resp) == 400
+    # several workers: TCP relaying is off (442), its data connections could miss
+    off = Client(make_server(TurnConfig(tcp_relay=False)), transport="tcp")
+    assert error_code(off.request(T0, Method.ALLOCATE, [TCP])[0]) == 442
+
+
+def test_tcp_relaying_is_on_with_one_worker_only(tmp_path: Path) -> None:
+    conf = tmp_path / "turn.yaml"
+    base = (
+        "realm: x\nlisten: [{transport: udp, address: 127.0.0.1}]\n"
+        "auth: {fleet_keys: [a-fleet-key], users: {a: b}}\n"
+    )
+    conf.write_text(base + "workers: 1\n")
+    assert load_config(conf).turn.tcp_relay
+    conf.write_text(base + "workers: 2\n")
+    assert not load_config(conf).turn.tcp_relay
 
 
 def test_connect_bind_and_data_connection() -> None:

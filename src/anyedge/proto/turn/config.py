@@ -39,6 +39,9 @@ class TurnConfig:
     dont_fragment: bool = True  # DONT-FRAGMENT supported (else 420)
     # RFC 5780: (primary UDP listener, other address) pairs, differing in IP and port
     nat_pairs: tuple[tuple[tuple[str, int], tuple[str, int]], ...] = ()
+    # RFC 6062 TCP allocations; off, REQUESTED-TRANSPORT TCP gets 442 (a site running
+    # several workers: a client's data connection may reach another worker)
+    tcp_relay: bool = True
     reservation_lifetime: float = 30.0  # EVEN-PORT R=1: the next port held this long
     max_reservations: int = 10_000  # ports held under RESERVATION-TOKENs at once (508 beyond)
     max_channel: int = 0x7FFF  # RFC 5766's range, for its clients; 0x4FFF: RFC 8656's only

@@ -834,7 +834,7 @@ class TurnServer:
                 or msg.has(Attr.DONT_FRAGMENT)
             ):
                 return fail(400)  # RFC 6062 §5.1
-            if requested not in (UDP, TCP):
+            if requested not in (UDP, TCP) or (tcp and not self.config.tcp_relay):
                 return fail(442)
             family_raw = get(Attr.REQUESTED_ADDRESS_FAMILY)
             additional_raw = get(Attr.ADDITIONAL_ADDRESS_FAMILY)

@@ -288,6 +288,9 @@ class ServiceConfig:
             # ...but its relayed addresses are: two clients of this relay (or of two sites
             # of the fleet, each site owning a slice of these ports) reach each other
             nat_pairs=nat_pairs(doc),
+            # a data connection (RFC 6062) is a new 4-tuple that SO_REUSEPORT may hand to
+            # another worker than the one holding its allocation: TCP relaying needs one
+            tcp_relay=self.workers == 1,
             relayed_peers=tuple(
                 (ip, doc.relay.ports[0], doc.relay.ports[1])
                 for ip in (doc.relay.ipv4, doc.relay.ipv6)
