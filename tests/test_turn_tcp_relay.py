@@ -20,6 +20,7 @@ from anyedge.proto.stun import Attr, Class, Method, decode, pack
 from anyedge.proto.turn import OpenRelay, ToClient, TurnConfig
 from anyedge.proto.turn.outputs import ClosePeer, ConnectPeer, Splice
 from anyedge.services.turn.config import load_config
+from anyedge.services.turn.tcp_relay import HOLD, PeerStream
 from test_turn_server import CLIENT, PEER, PEER2, T0, Client, attr, error_code, make_server
 
 TCP = (Attr.REQUESTED_TRANSPORT, bytes((6, 0, 0, 0)))
@@ -133,6 +134,56 @@ def test_peers_connect_in_by_permission_and_unbound_ones_are_closed() -> None:
     assert attr(attempt, Attr.XOR_PEER_ADDRESS) == PEER
     assert ClosePeer(connection) in server.tick(T0 + 31)  # never bound
     assert bind(data_connection(client, 43000), T0 + 32, connection)[0] == 401
+
+
+class _Transport:
+    """A stand-in for an asyncio transport: what was written, whether reading pauses."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.paused = False
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> object:
+        return None
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.peer_conns: dict[int, PeerStream] = {}
+        self.closed: list[int] = []
+
+    def peer_closed(self, connection: int) -> None:
+        self.closed.append(connection)
+
+
+def test_spliced_connections_hold_a_bounded_amount() -> None:
+    host, peer, client = _Host(), _Transport(), _Transport()
+    pc = PeerStream(host, 7)  # type: ignore[arg-type]
+    pc.connection_made(peer)  # type: ignore[arg-type]
+    assert host.peer_conns == {7: pc}
+    pc.data_received(bytes(HOLD + 1))  # the peer talks before the client has bound
+    assert peer.paused
+    pc.splice(client)  # type: ignore[arg-type]
+    assert (len(client.written), peer.paused) == (HOLD + 1, False)
+    pc.pause_writing()  # the peer stops reading: so does the relay, from the client
+    assert client.paused
+    pc.resume_writing()
+    assert not client.paused
+    pc.connection_lost(None)  # one side goes: the other with it
+    assert (host.closed, client.closed, host.peer_conns) == ([7], True, {})
 
 
 @pytest.mark.slow

@@ -292,6 +292,15 @@ class _Stream(asyncio.Protocol):
                     self.spliced.transport.write(rest)
                 return
 
+    def pause_writing(self) -> None:
+        """A data connection's client does not read: stop reading its peer."""
+        if self.spliced is not None and self.spliced.transport is not None:
+            self.spliced.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.spliced is not None and self.spliced.transport is not None:
+            self.spliced.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         svc = self.service
         key = (self.name, self.peer, self.local)

@@ -9,7 +9,10 @@ client's Connect becomes ``ConnectPeer``: a TCP connection from the relayed addr
 (``peer_connected``).  Once the client binds a new connection to it (ConnectionBind,
 ``Splice``), bytes pass between the two connections untouched, without the core; until
 then what the peer sends waits here (reading pauses beyond ``HOLD`` bytes).  Either
-side closing closes the other (``ClosePeer`` too, when the allocation ends).
+side closing closes the other (``ClosePeer`` too, when the allocation ends).  Spliced,
+each side stops reading while the other's send buffer is above asyncio's high-water
+mark (``pause_writing``/``resume_writing``), so a side that does not read makes the
+relay hold at most that much, not everything the other sends.
 """
 
 from __future__ import annotations
@@ -78,6 +81,15 @@ class PeerStream(asyncio.Protocol):
             self.held.clear()
         if self.transport is not None:
             self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        """The peer does not read what the client sends: stop reading the client."""
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection is not None:
