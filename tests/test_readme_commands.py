@@ -5,7 +5,8 @@ TURN configuration, an as-rel graph).  A command shown in several places runs on
 Not run here, each for its reason (``NOT_HERE``): the lab's commands need root and a lab
 (tests/test_lab_docs.py runs them, in order); ``turn serve`` runs until it is stopped
 (tests/test_exit_status.py starts and stops it), and so does ``pmtud run``
-(tests/test_edge_pmtud.py runs it); ``store`` needs a writer (and etcd) of
+(tests/test_edge_pmtud.py runs it); ``turn sessions`` reads a running relay
+(tests/test_turn_sessions.py runs it against one); ``store`` needs a writer (and etcd) of
 its own (tests/test_store.py runs docs/store.md's commands against them), and so does
 ``transit`` (tests/test_cli_transit.py and tests/test_transit_serve.py); Ray on the
 default world (tests/test_predict_ray.py runs ``--ray local`` on smaller worlds) and on
@@ -45,6 +46,8 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 NOT_HERE = {
     "anyedge lab ": "needs root and a lab: tests/test_lab_docs.py runs the lab's commands",
     "anyedge turn serve ": "runs until stopped: tests/test_exit_status.py starts and stops it",
+    "anyedge turn sessions ": "reads a running relay: tests/test_turn_sessions.py runs it "
+    "against one",
     "anyedge pmtud run ": "runs until stopped, as root on a server's interface: "
     "tests/test_edge_pmtud.py runs it in the Path MTU lab",
     "anyedge predict --all --ray local": "Ray on the default world: tests/test_predict_ray.py "

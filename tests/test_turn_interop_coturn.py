@@ -128,6 +128,22 @@ def test_uclient_relays_send_indications_without_loss(turn: tp.TurnServer, tap: 
     assert c2s["ChannelData"] == s2c["ChannelData"] == 0
 
 
+def test_uclient_rtp_rtcp_pairs_with_even_port_reservations(
+    turn: tp.TurnServer, tap: tp.WireTap
+) -> None:
+    """Without ``-c`` uclient allocates RTP relays with EVEN-PORT (R bit set) and RTCP
+    relays with the RESERVATION-TOKEN it got: anyedge answered 508 to both before."""
+    _need_uclient()
+    r = tp.run_uclient(tp.LOOPBACK, tap.port, "user", "pass", messages=10, clients=2, rtcp=True)
+    assert r["returncode"] == 0, r["output"][-2000:]
+    assert r["errors"] == []
+    assert (r["sent"], r["received"], r["lost"]) == (20, 20, 0)
+    c2s, s2c = tap.counts("c2s"), tap.counts("s2c")
+    # per RTP/RTCP pair: the challenged Allocate, the RTP one, the RTCP one with the token
+    assert s2c["Allocate success"] >= 3
+    assert s2c["Allocate error"] == c2s["Allocate request"] - s2c["Allocate success"]
+
+
 def test_uclient_with_a_wrong_password_gets_no_allocation(turn: tp.TurnServer) -> None:
     _need_uclient()
     r = tp.run_uclient(tp.LOOPBACK, turn.port, "user", "not-the-password", messages=3)

@@ -504,7 +504,8 @@ def test_second_allocate_on_the_same_five_tuple_is_437() -> None:
 @pytest.mark.parametrize(
     ("attrs", "code"),
     [
-        ([(Attr.REQUESTED_TRANSPORT, bytes((6, 0, 0, 0)))], 442),
+        ([(Attr.REQUESTED_TRANSPORT, bytes((6, 0, 0, 0)))], 400),  # TCP over UDP (RFC 6062)
+        ([(Attr.REQUESTED_TRANSPORT, bytes((132, 0, 0, 0)))], 442),  # SCTP
         ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0)))], 400),
         ([], 400),
         (
@@ -529,7 +530,7 @@ def test_second_allocate_on_the_same_five_tuple_is_437() -> None:
             ],
             400,
         ),
-        ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.EVEN_PORT, b"\x80")], 508),
+        ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.RESERVATION_TOKEN, b"tok")], 400),
         ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.EVEN_PORT, b"\x00"), DUAL], 400),
         (
             [(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.RESERVATION_TOKEN, bytes(8))],
@@ -547,13 +548,14 @@ def test_second_allocate_on_the_same_five_tuple_is_437() -> None:
         ([(Attr.REQUESTED_TRANSPORT, bytes((17, 0, 0, 0))), (Attr.LIFETIME, b"\x00")], 400),
     ],
     ids=[
-        "tcp transport",
+        "tcp transport over udp",
+        "sctp transport",
         "short transport",
         "no transport",
         "family 3",
         "family and additional",
         "additional ipv4",
-        "even port reserve",
+        "short reservation token",
         "even port dual",
         "reservation token",
         "token and even port",

@@ -1274,13 +1274,18 @@ def anyedge_server(
     relay_ports: tuple[int, int],
     workers: int = 1,
     allow_loopback: bool = True,
+    extra_yaml: str = "",
+    serve_args: Sequence[str] = (),
+    dtls_port: int | None = None,
 ) -> ServerProcess:
     """:data:`TURN_SERVERS` factory for anyedge's relay (``python -m anyedge turn serve``):
     UDP and TCP on 127.0.0.1:``port``, ``workers`` processes, peers on loopback allowed
     (and nothing else special-purpose), no per-user quota so benchmarks can allocate
     thousands, and no per-IP limit on challenges (every client here shares one IP).
     Without ``allow_loopback`` the default peer policy holds: loopback is no peer, only
-    the relay's own relayed addresses (its clients reach each other) are."""
+    the relay's own relayed addresses (its clients reach each other) are.  ``extra_yaml``
+    is appended to the configuration, ``serve_args`` to the command line; ``dtls_port``
+    adds a DTLS listener there with ``cert.pem`` and ``key.pem`` of ``workdir``."""
     users = dict(users or ({} if secret else {"user": "pass"}))
     auth = [f"  users: {json.dumps(users)}", "  fleet_keys: [interop-fleet-key]"]
     if secret:
@@ -1291,7 +1296,13 @@ def anyedge_server(
         "listen:\n"
         f"  - {{transport: udp, address: 127.0.0.1, port: {port}}}\n"
         f"  - {{transport: tcp, address: 127.0.0.1, port: {port}}}\n"
-        f"relay: {{ipv4: 127.0.0.1, ports: [{relay_ports[0]}, {relay_ports[1]}]}}\n"
+        + (
+            f"  - {{transport: dtls, address: 127.0.0.1, port: {dtls_port}, "
+            "cert: cert.pem, key: key.pem}\n"
+            if dtls_port is not None
+            else ""
+        )
+        + f"relay: {{ipv4: 127.0.0.1, ports: [{relay_ports[0]}, {relay_ports[1]}]}}\n"
         "auth:\n" + "\n".join(auth) + "\n"
         # every client here comes from 127.0.0.1: the per-IP limit on unauthenticated
         # answers (the 401 every client starts with) is set out of the way, as coturn has
@@ -1300,9 +1311,9 @@ def anyedge_server(
         "user_quota: null, max_allocations: 1000000,\n"
         "         unauth_rate: 1000000, unauth_burst: 1000000}\n"
         f"workers: {workers}\n"
-        "log: text\n"
+        "log: text\n" + extra_yaml
     )
-    argv = [sys.executable, "-m", "anyedge", "turn", "serve", "-c", str(conf)]
+    argv = [sys.executable, "-m", "anyedge", "turn", "serve", "-c", str(conf), *serve_args]
     return ServerProcess("anyedge", argv, workdir, "127.0.0.1", port, relay_ports)
 
 
@@ -1530,6 +1541,7 @@ def run_uclient(
     send_indications: bool = False,
     secret: str | None = None,
     timeout: float = 60.0,
+    rtcp: bool = False,
 ) -> dict[str, Any]:
     """Run ``turnutils_uclient`` against the TURN server at ``server:port`` with a
     ``turnutils_peer`` echo started on ``peer:peer_port`` (a free port if None) and
@@ -1539,7 +1551,9 @@ def run_uclient(
     ``messages`` messages of ``length`` bytes through it to the echo peer, which sends them
     back through the relay; round trips are timed.  (``-y`` would instead pair clients'
     relays with each other and not use the peer.)  ``-c``: no RTCP allocations, so one
-    allocation per client; ``-X``: IPv4 relay.  UDP to the server (no ``-t``).  By
+    allocation per client (``rtcp`` leaves it out: each client then allocates an RTP
+    relay with EVEN-PORT and its R bit, and an RTCP relay with the RESERVATION-TOKEN it
+    got, and sends through both); ``-X``: IPv4 relay.  UDP to the server (no ``-t``).  By
     default uclient binds a channel per peer (ChannelBind) and sends ChannelData;
     ``send_indications`` (``-s``) makes it create a permission and use Send/Data
     indications.  ``interval_ms`` is ``-z`` (uclient's default: 20 ms between a client's
@@ -1551,7 +1565,7 @@ def run_uclient(
     """
     if shutil.which("turnutils_uclient") is None:
         raise ServerUnavailable("turnutils_uclient is not installed (apt-get install coturn)")
-    argv = ["turnutils_uclient", "-X", "-c"]
+    argv = ["turnutils_uclient", "-X"] if rtcp else ["turnutils_uclient", "-X", "-c"]
     if send_indications:
         argv.append("-s")
     argv += ["-p", str(port), "-n", str(messages), "-l", str(length), "-m", str(clients)]

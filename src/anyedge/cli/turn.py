@@ -2,9 +2,10 @@
 
 ``serve --config turn.yaml`` runs it until SIGTERM or SIGINT (UDP, TCP and TLS
 listeners, one worker per ``workers``, Prometheus metrics, JSON log lines on stderr);
-``check --config turn.yaml`` only reads and checks the file; ``credential`` prints a TURN
-REST API username and password for a shared secret, as an application server would
-hand them to its clients.  See docs/turn.md.
+``check --config turn.yaml`` only reads and checks the file; ``sessions --config
+turn.yaml`` lists the running relay's allocations with their counters (from each
+worker's metrics port); ``credential`` prints a TURN REST API username and password
+for a shared secret, as an application server would hand them to its clients.  See docs/turn.md.
 """
 
 from __future__ import annotations
@@ -66,15 +67,23 @@ def check(config_path: Path) -> None:
 @turn.command()
 @config_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every allocation (debug level).")
-def serve(config_path: Path, verbose: bool) -> None:
+@click.option(
+    "--drain",
+    is_flag=True,
+    help="Start draining: new allocations go to drain.alternates (SIGUSR2 stops it).",
+)
+def serve(config_path: Path, verbose: bool, drain: bool) -> None:
     """Run the relay until SIGTERM or SIGINT.
 
-    Exits with status 0 when stopped so; 1 when it cannot serve (a port taken, a
+    SIGUSR1 drains it before maintenance (new Allocates get 300 Try Alternate to
+    drain.alternates; existing allocations go on until they expire), SIGUSR2 stops
+    draining.  Exits with status 0 when stopped so; 1 when it cannot serve (a port taken, a
     certificate that does not load) or a worker fails; 2 for a bad configuration."""
     from ..services.turn.config import load_config
     from ..services.turn.workers import serve as run
 
     cfg = load_config(config_path)
+    cfg.start_draining = cfg.start_draining or drain
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if verbose else logging.INFO,
@@ -85,6 +94,38 @@ def serve(config_path: Path, verbose: bool) -> None:
     except OSError as e:
         raise click.ClickException(f"cannot serve: {e}") from None
     raise click.exceptions.Exit(code)
+
+
+@turn.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def sessions(config_path: Path, as_json: bool) -> None:
+    """List the running relay's allocations with their counters.
+
+    Reads each worker's /sessions on the metrics port of the configuration (metrics.port
+    + worker); exits with status 2 when the configuration has no metrics port, 1 when a
+    worker does not answer."""
+    from ..errors import InputError
+    from ..services.turn.config import load_config
+    from ..services.turn.sessions import Unreachable, gather, session_urls, table
+
+    cfg = load_config(config_path)
+    if not session_urls(cfg):
+        raise InputError.one(
+            config_path,
+            "metrics.port",
+            "not set: the sessions view is served on the relay's metrics port",
+        )
+    try:
+        found = gather(cfg)
+    except Unreachable as e:
+        raise click.ClickException(
+            f"cannot reach the relay: {e} (is turn serve running?)"
+        ) from None
+    if as_json:
+        click.echo(json.dumps({"sessions": found}, indent=1))
+    else:
+        click.echo(table(found))
 
 
 @turn.command()

@@ -96,6 +96,9 @@ class Method(IntEnum):
     DATA = 0x007
     CREATE_PERMISSION = 0x008
     CHANNEL_BIND = 0x009
+    CONNECT = 0x00A  # RFC 6062: TCP relay allocations
+    CONNECTION_BIND = 0x00B
+    CONNECTION_ATTEMPT = 0x00C
 
 
 class PasswordAlgorithm(IntEnum):
@@ -168,6 +171,11 @@ class Attr(IntEnum):
     REQUESTED_TRANSPORT = (0x0019, Kind.BYTE_RFFU)
     DONT_FRAGMENT = (0x001A, Kind.EMPTY)
     RESERVATION_TOKEN = (0x0022, Kind.BYTES)
+    CONNECTION_ID = (0x002A, Kind.UINT32)  # RFC 6062
+    # RFC 5780 (NAT behaviour discovery), comprehension-required
+    CHANGE_REQUEST = (0x0003, Kind.UINT32)  # flags: 0x4 change IP, 0x2 change port
+    PADDING = (0x0026, Kind.BYTES)
+    RESPONSE_PORT = (0x0027, Kind.UINT32)  # the port in the top 16 bits, then 2 RFFU
     # RFC 8445 (ICE), comprehension-required
     PRIORITY = (0x0024, Kind.UINT32)
     USE_CANDIDATE = (0x0025, Kind.EMPTY)
@@ -180,6 +188,8 @@ class Attr(IntEnum):
     SOFTWARE = (0x8022, Kind.STRING)
     ALTERNATE_SERVER = (0x8023, Kind.ADDRESS)
     FINGERPRINT = (0x8028, Kind.UINT32)
+    RESPONSE_ORIGIN = (0x802B, Kind.ADDRESS)  # RFC 5780: where the response left from
+    OTHER_ADDRESS = (0x802C, Kind.ADDRESS)  # RFC 5780: the server's other IP and port
     ICE_CONTROLLED = (0x8029, Kind.UINT64)
     ICE_CONTROLLING = (0x802A, Kind.UINT64)
 
@@ -756,3 +766,10 @@ class StreamFramer:
     def buffered(self) -> int:
         """Bytes held back, waiting for the rest of a message."""
         return len(self._buf)
+
+    def rest(self) -> bytes:
+        """The bytes held back, handed over and forgotten (the stream stops being
+        STUN: an RFC 6062 data connection after its ConnectionBind)."""
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out

@@ -32,12 +32,13 @@ from .config import Counters, TurnConfig
 from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
 from .policy import PeerPolicy
 from .ports import PortRange, RelayPorts, port_slice, slice_owner
-from .server import TurnServer
+from .server import Drain, TurnServer
 
 __all__ = [
     "CloseRelay",
     "Counters",
     "Credentials",
+    "Drain",
     "OpenRelay",
     "Output",
     "PeerPolicy",

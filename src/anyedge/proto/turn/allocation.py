@@ -42,6 +42,20 @@ class Channel:
 
 
 @dataclass(slots=True, eq=False)
+class PeerConnection:
+    """RFC 6062: a TCP connection between a TCP allocation's relayed address and a
+    peer.  ``connecting`` (a Connect waits for ``request``'s answer), ``ready`` (open, no
+    client data connection bound yet: closed at ``deadline``), ``bound`` (spliced)."""
+
+    id: int
+    alloc: Allocation
+    peer: Addr
+    state: str
+    deadline: float
+    request: object = None  # the Connect to answer (the server's own record of it)
+
+
+@dataclass(slots=True, eq=False)
 class Allocation:
     """One client's relay: everything the per-packet paths look up."""
 
@@ -64,6 +78,14 @@ class Allocation:
     peer_attrs: dict[Addr, tuple[bytes, int]] = field(default_factory=dict)  # Data indications
     check_at: float = float("inf")  # when tick() next looks at this allocation
     dead: bool = False
+    created: float = 0.0
+    tcp: bool = False  # RFC 6062: peers reached over TCP connections, not datagrams
+    connections: set[int] = field(default_factory=set)  # its peer connections' ids
+    # relayed payload, for the sessions view: to peers, and back to the client
+    packets_to_peer: int = 0
+    bytes_to_peer: int = 0
+    packets_to_client: int = 0
+    bytes_to_client: int = 0
 
     @property
     def five_tuple(self) -> FiveTuple:

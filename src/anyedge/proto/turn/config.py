@@ -37,6 +37,13 @@ class TurnConfig:
     # other ports of those IPs (the listeners) stay refused
     relayed_peers: tuple[tuple[str, int, int], ...] = ()
     dont_fragment: bool = True  # DONT-FRAGMENT supported (else 420)
+    # RFC 5780: (primary UDP listener, other address) pairs, differing in IP and port
+    nat_pairs: tuple[tuple[tuple[str, int], tuple[str, int]], ...] = ()
+    # RFC 6062 TCP allocations; off, REQUESTED-TRANSPORT TCP gets 442 (a site running
+    # several workers: a client's data connection may reach another worker)
+    tcp_relay: bool = True
+    reservation_lifetime: float = 30.0  # EVEN-PORT R=1: the next port held this long
+    max_reservations: int = 10_000  # ports held under RESERVATION-TOKENs at once (508 beyond)
     max_channel: int = 0x7FFF  # RFC 5766's range, for its clients; 0x4FFF: RFC 8656's only
 
     def __post_init__(self) -> None:
@@ -80,4 +87,6 @@ class Counters:
     dropped_bandwidth: int = 0
     dropped_bandwidth_bytes: int = 0
     retransmissions: int = 0  # answered from the transaction cache
+    draining: int = 0  # gauge: 1 while new Allocates are sent elsewhere
+    redirected: int = 0  # Allocates answered 300 Try Alternate (or 508) while draining
     rate_limiter_evictions: int = 0  # buckets pushed out of the full limiter table

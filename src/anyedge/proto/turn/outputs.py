@@ -48,6 +48,7 @@ class OpenRelay:
     relay_addr: Addr
     family: int
     dont_fragment: bool = False
+    tcp: bool = False  # RFC 6062: listen for peers' TCP connections there instead
 
 
 @dataclass(slots=True)
@@ -58,4 +59,33 @@ class CloseRelay:
     relay_addr: Addr
 
 
-Output = ToClient | ToPeer | OpenRelay | CloseRelay
+@dataclass(slots=True)
+class ConnectPeer:
+    """RFC 6062: open a TCP connection from ``relay_addr`` to ``peer_addr`` and report
+    the outcome with ``TurnServer.peer_connected(connection, ok)``."""
+
+    connection: int
+    relay_addr: Addr
+    peer_addr: Addr
+
+
+@dataclass(slots=True)
+class Splice:
+    """RFC 6062: the client connection of this 5-tuple carries ``connection``'s bytes
+    from now on, both ways, unframed (after the ConnectionBind answer before it)."""
+
+    transport: str
+    client_addr: Addr
+    server_addr: Addr
+    connection: int
+
+
+@dataclass(slots=True)
+class ClosePeer:
+    """RFC 6062: close peer connection ``connection`` and the client connection
+    spliced to it, if any."""
+
+    connection: int
+
+
+Output = ToClient | ToPeer | OpenRelay | CloseRelay | ConnectPeer | Splice | ClosePeer

@@ -37,6 +37,22 @@ class RelayPorts(Protocol):
         """A free relay address of ``family`` (an even port if asked), or None if none."""
         ...
 
+    def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
+        """An even port, taken, and the odd one after it, set aside (EVEN-PORT with its
+        R bit: for the client's next allocation, which may come to another worker of
+        the site), or None."""
+        ...
+
+    def take_exact(self, family: int, port: int) -> Addr | None:
+        """The relay address of ``family`` on ``port`` — one set aside by
+        ``take_pair`` here or by another worker — or None if it is taken."""
+        ...
+
+    def reclaim(self, addr: Addr) -> bool:
+        """Put a set-aside address whose token ran out back in the pool; False if
+        another worker claimed it and still holds it (ask again later)."""
+        ...
+
     def give_back(self, addr: Addr) -> None:
         """Return an address taken earlier; it may be handed out again."""
         ...
@@ -95,6 +111,8 @@ class PortRange:
             f: {p: i for i, p in enumerate(ports)} for f, ports in self._free.items()
         }
         self._family_of = {ip: f for f, ip in self._ip.items()}
+        self.reserved: dict[int, set[int]] = {f: set() for f in self._ip}  # set aside
+        self._foreign: dict[int, set[int]] = {f: set() for f in self._ip}  # others', held here
 
     @classmethod
     def site_slice(
@@ -149,9 +167,59 @@ class PortRange:
         evens: Iterable[int] = (p for p in free if not p & 1)
         return next(iter(evens), None)
 
+    def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
+        free = self._free.get(family)
+        if not free:
+            return None
+        index = self._index[family]
+        port = None
+        for _ in range(16):
+            p = free[self._rng.randrange(len(free))] & ~1
+            if p in index and p + 1 in index:
+                port = p
+                break
+        else:
+            port = next((p for p in free if not p & 1 and p + 1 in index), None)
+        if port is None:
+            return None
+        self._remove(family, port)
+        self._remove(family, port + 1)
+        self.reserved[family].add(port + 1)
+        ip = self._ip[family]
+        return (ip, port), (ip, port + 1)
+
+    def take_exact(self, family: int, port: int) -> Addr | None:
+        ip = self._ip.get(family)
+        if ip is None:
+            return None
+        if port in self.reserved[family]:
+            self.reserved[family].discard(port)
+        elif self.first <= port <= self.last or port in self._foreign[family]:
+            return None  # free ports are not claimed by token; the rest are taken
+        else:
+            self._foreign[family].add(port)
+        return ip, port
+
+    def unclaim(self, family: int, port: int) -> None:
+        """Undo :meth:`take_exact` (the IO layer could not bind the port)."""
+        if self.first <= port <= self.last:
+            self.reserved[family].add(port)
+        else:
+            self._foreign[family].discard(port)
+
+    def reclaim(self, addr: Addr) -> bool:
+        family = self._family_of[addr[0]]
+        if addr[1] in self.reserved[family]:
+            self.reserved[family].discard(addr[1])
+            self.give_back(addr)
+        return True
+
     def give_back(self, addr: Addr) -> None:
         family = self._family_of.get(addr[0])
         port = addr[1]
+        if family is not None and port in self._foreign[family]:
+            self._foreign[family].discard(port)  # another worker's: it takes it back
+            return
         if family is None or not self.first <= port <= self.last:
             raise ValueError(f"{addr} was not handed out here")
         index = self._index[family]

@@ -1,6 +1,6 @@
 """The TURN server (RFC 8656) as a state machine: datagrams and time in, outputs out.
 
-Four inputs, each returning the outputs to carry out in order (:mod:`.outputs`):
+The inputs, each returning the outputs to carry out in order (:mod:`.outputs`):
 
 - ``receive(now, transport, client_addr, server_addr, data)``: one STUN message or
   ChannelData frame from a client (over TCP/TLS, one frame cut by ``StreamFramer``);
@@ -9,7 +9,9 @@ Four inputs, each returning the outputs to carry out in order (:mod:`.outputs`):
 - ``tick(now)``: expire allocations, permissions, channels and cached responses; call
   it at ``next_deadline()`` (or every second or so);
 - ``connection_lost(now, transport, client_addr, server_addr)``: a TCP/TLS client went
-  away, and its allocation with it (RFC 8656 §7).
+  away, and its allocation with it (RFC 8656 §7);
+- ``peer_connected``, ``peer_accepted``, ``peer_closed``: RFC 6062 peer connections of
+  TCP allocations opened, accepted or closed by the IO layer.
 
 How a packet flows.  A client's ChannelData is looked up by 5-tuple, then channel
 number; the permission and the user's bandwidth bucket are checked and the payload
@@ -27,19 +29,33 @@ the bucket the server is silent, so it cannot be used to reflect traffic.  The t
 buckets is bounded and evicts its oldest when full, so spoofed sources cannot lock real
 clients out; authenticated answers spend nothing.
 
-Choices where RFC 8656 leaves room: only UDP relaying (REQUESTED-TRANSPORT other than
-17 gets 442, so no RFC 6062 TCP allocations); EVEN-PORT is honoured (an even port) but
-its R bit, asking to reserve the next port, gets 508, as does any RESERVATION-TOKEN
-(reservations would only hold at one site of an anycast fleet); DONT-FRAGMENT is
-accepted and passed on in ``OpenRelay`` unless ``TurnConfig.dont_fragment`` is off
-(then 420); a dual-stack Allocate whose IPv6 half cannot be had still succeeds with
-IPv4 and an ADDRESS-ERROR-CODE; DONT-FRAGMENT in a Send indication is ignored (the
-relay socket's setting comes from the Allocate).  A REST credential's expiry is checked
-when the allocation is made; later requests are checked against the key remembered
-with the allocation.  Requests of other methods get 400.  Nonces carry no RFC 8489
-security-feature cookie, so clients keep to MD5 keys unless they send
-PASSWORD-ALGORITHM SHA-256 of their own accord (accepted); USERHASH finds static users
-only (a REST username cannot be recovered from its hash).
+Choices where RFC 8656 leaves room: UDP relaying, and TCP (RFC 6062) for clients on TCP
+or TLS — Connect answered once ``peer_connected`` reports the connection, ConnectionBind
+checked against the key of the allocation holding the connection it names (it comes
+on a new connection, from a port its nonce was not minted for) and spliced once, peers'
+connections let in by permission, unbound ones closed after 30 s; other transports get
+442; EVEN-PORT is honoured (an even port), and
+with its R bit the next port is set aside for 30 s under a RESERVATION-TOKEN that only
+the same user can claim, at any worker of the site (:mod:`.reservations`; a token holds
+at the site that minted it, where the client's 5-tuple lands; a forged, expired or
+another user's token gets 508);
+DONT-FRAGMENT is accepted and passed on in ``OpenRelay`` unless
+``TurnConfig.dont_fragment`` is off (then 420); a dual-stack Allocate whose IPv6 half
+cannot be had still succeeds with IPv4 and an ADDRESS-ERROR-CODE; DONT-FRAGMENT in a
+Send indication is ignored (the relay socket's setting comes from the Allocate).  A REST
+credential's expiry is checked when the allocation is made; later requests are checked
+against the key remembered with the allocation.  Requests of other methods get 400.
+Binding requests get XOR-MAPPED-ADDRESS, and where the server has a second IP and port
+(``TurnConfig.nat_pairs``) RFC 5780's RESPONSE-ORIGIN and OTHER-ADDRESS, with
+CHANGE-REQUEST answered from the other address (:mod:`.discovery`; without a second
+address CHANGE-REQUEST gets 420); RFC 3489 Bindings, without the magic cookie, get
+MAPPED-ADDRESS (:mod:`..stun_classic`).  A relay being drained
+(:meth:`TurnServer.drain`) answers a new Allocate, once it is authenticated, with 300
+Try Alternate naming an ALTERNATE-SERVER of the client's family (and ALTERNATE-DOMAIN),
+or 508 when there is none; everything else, existing allocations' Refreshes included,
+goes on as before.  Nonces carry no RFC 8489 security-feature cookie, so clients keep to
+MD5 keys unless they send PASSWORD-ALGORITHM SHA-256 of their own accord (accepted);
+USERHASH finds static users only (a REST username cannot be recovered from its hash).
 
 ``now`` is Unix time in seconds everywhere: nonces and REST credentials carry Unix
 timestamps and are compared across sites.
@@ -70,6 +86,7 @@ from ..stun import (
     decode,
     encode,
     integrity_of,
+    pack_address,
     pack_address_error,
     pack_attr_list,
     pack_error,
@@ -84,12 +101,25 @@ from ..stun import (
     unpack_uint32,
     unpack_xor_address,
 )
-from .allocation import Addr, Allocation, Channel, FiveTuple, UserState
+from ..stun_classic import decode_binding, encode_binding_response
+from .allocation import Addr, Allocation, Channel, FiveTuple, PeerConnection, UserState
 from .auth import Authenticator, Credentials
 from .config import Counters, TurnConfig
-from .outputs import CloseRelay, OpenRelay, Output, ToClient, ToPeer
+from .discovery import NatDiscovery
+from .outputs import (
+    ClosePeer,
+    CloseRelay,
+    ConnectPeer,
+    OpenRelay,
+    Output,
+    Splice,
+    ToClient,
+    ToPeer,
+)
 from .policy import PeerPolicy, RateLimiter, TokenBucket
 from .ports import RelayPorts
+from .reservations import Reservations
+from .sessions import session_view
 
 
 class QuotaLedger(Protocol):
@@ -106,6 +136,7 @@ class QuotaLedger(Protocol):
 
 
 REASONS = {
+    300: "Try Alternate",
     400: "Bad Request",
     401: "Unauthenticated",
     403: "Forbidden",
@@ -116,14 +147,26 @@ REASONS = {
     441: "Wrong Credentials",
     442: "Unsupported Transport Protocol",
     443: "Peer Address Family Mismatch",
+    446: "Connection Already Exists",
+    447: "Connection Timeout or Failure",
     486: "Allocation Quota Reached",
     508: "Insufficient Capacity",
 }
 UDP = 17
+TCP = 6
+PEER_CONNECTION_TIMEOUT = 30.0  # RFC 6062 §5.3: unbound peer connections close after it
+MAX_PEER_CONNECTIONS = 100_000
 _FAMILY = {1: 4, 2: 6}  # REQUESTED-ADDRESS-FAMILY value -> IP version
 _WIRE_FAMILY = {4: 1, 6: 2}
 _TURN_METHODS = frozenset(
-    (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND)
+    (
+        Method.ALLOCATE,
+        Method.REFRESH,
+        Method.CREATE_PERMISSION,
+        Method.CHANNEL_BIND,
+        Method.CONNECT,
+        Method.CONNECTION_BIND,
+    )
 )
 _PAD = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")
 _CD = struct.Struct("!HH")
@@ -159,6 +202,16 @@ MAX_PEERS_PER_REQUEST = 32  # XOR-PEER-ADDRESS attributes in one CreatePermissio
 MAX_PERMISSIONS = 1000  # peers one allocation may hold permissions for (IPv6 has plenty)
 
 
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """A relay being drained before maintenance: where its new allocations go instead
+    (``alternates``, tried in order of the client's family) and the name TLS clients
+    check the alternate's certificate against (``domain``, ALTERNATE-DOMAIN)."""
+
+    alternates: tuple[Addr, ...] = ()
+    domain: str | None = None
+
+
 @dataclass(slots=True)
 class _Auth:
     username: str
@@ -166,6 +219,16 @@ class _Auth:
     key: bytes
     integrity: Literal["sha1", "sha256"]
     algorithm: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A Connect waiting for its peer connection (RFC 6062)."""
+
+    five: FiveTuple
+    msg: Message
+    auth: _Auth
+    fp: bool
 
 
 class TurnServer:
@@ -195,7 +258,14 @@ class TurnServer:
         self._auth = Authenticator(credentials)
         self._realm = pack_string(credentials.realm)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.max_rate_keys)
+        self._drain: Drain | None = None
+        self._nat = NatDiscovery(config.nat_pairs)
+        self._reservations = Reservations(
+            credentials.fleet_keys[0], config.reservation_lifetime, config.max_reservations
+        )
         self._allocs: dict[FiveTuple, Allocation] = {}
+        self._peers: dict[int, PeerConnection] = {}  # RFC 6062 connections by id
+        self._rng = rng or random.Random()
         self._by_relay: dict[Addr, Allocation] = {}
         self._users: dict[str, UserState] = {}
         self._timers: list[tuple[float, int, Allocation]] = []
@@ -220,6 +290,11 @@ class TurnServer:
         """The allocation of a 5-tuple, or None (read-only use: tests, admin views)."""
         return self._allocs.get((transport, client_addr, server_addr))
 
+    def sessions(self, now: float) -> list[dict[str, object]]:
+        """Every allocation as :func:`.sessions.session_view` describes it (the
+        sessions view; safe to call from another thread: the dict is copied at once)."""
+        return [session_view(a, now) for a in list(self._allocs.values()) if not a.dead]
+
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work, or None when nothing is pending."""
         timers = self._timers
@@ -229,7 +304,35 @@ class TurnServer:
         if self._cache:
             first = next(iter(self._cache.values()))[0]
             best = first if best is None else min(best, first)
+        held = self._reservations.next_due()
+        if held is not None:
+            best = held if best is None else min(best, held)
         return best
+
+    @property
+    def reservations(self) -> int:
+        """Ports held now under a RESERVATION-TOKEN (EVEN-PORT with its R bit)."""
+        return len(self._reservations)
+
+    def set_credentials(self, credentials: Credentials) -> None:
+        """Take new users, REST secrets and fleet keys (a reload).  Allocations made
+        before keep the key they were made with, as they do when a REST credential
+        expires: a call is not cut off because its user was removed."""
+        self.credentials = credentials
+        self._auth = Authenticator(credentials)
+        self._realm = pack_string(credentials.realm)
+
+    @property
+    def draining(self) -> Drain | None:
+        """Where new allocations are sent while this relay drains, or None."""
+        return self._drain
+
+    def drain(self, drain: Drain | None) -> None:
+        """Start draining (new Allocates get 300 Try Alternate, or 508 without an
+        alternate), or stop (``None``).  Existing allocations are untouched: they are
+        refreshed, relay and expire as before."""
+        self._drain = drain
+        self.counters.draining = int(drain is not None)
 
     # --- inputs: the per-packet paths --------------------------------------------
 
@@ -265,6 +368,8 @@ class TurnServer:
             return []
         c.packets_to_peer += 1
         c.bytes_to_peer += length
+        alloc.packets_to_peer += 1
+        alloc.bytes_to_peer += length
         return [ToPeer(ch.relay, ch.peer, data[4 : 4 + length])]
 
     def receive_from_peer(
@@ -298,6 +403,8 @@ class TurnServer:
             out = self._data_indication(alloc, peer_addr, data)
         c.packets_to_client += 1
         c.bytes_to_client += n
+        alloc.packets_to_client += 1
+        alloc.bytes_to_client += n
         return [ToClient(alloc.transport, alloc.client, alloc.server, out)]
 
     def _data_indication(self, alloc: Allocation, peer: Addr, data: bytes) -> bytes:
@@ -341,6 +448,15 @@ class TurnServer:
             if expires > now:
                 break
             del cache[key]
+        reservations = self._reservations
+        if self._peers:
+            for pc in [p for p in self._peers.values() if p.state == "ready"]:
+                if pc.deadline <= now:
+                    self.peer_closed(pc.id)
+                    out.append(ClosePeer(pc.id))
+        for addr in reservations.due(now):
+            if not self.ports.reclaim(addr):
+                reservations.recheck(addr, now)
         if now >= self._next_prune:
             self._next_prune = now + _PRUNE_EVERY
             self._limiter.prune(now)
@@ -398,6 +514,10 @@ class TurnServer:
             del self._by_relay[relay]
             self.ports.give_back(relay)
             out.append(CloseRelay(alloc.id, relay))
+        for cid in alloc.connections:
+            self._peers.pop(cid, None)
+            out.append(ClosePeer(cid))
+        alloc.connections.clear()
         c.allocations -= 1
         c.permissions -= len(alloc.perms)
         c.channels -= sum(ch.live for ch in alloc.channels.values())
@@ -410,6 +530,8 @@ class TurnServer:
 
     def _stun(self, now: float, five: FiveTuple, data: bytes) -> list[Output]:
         c = self.counters
+        if data[4:8] != _COOKIE and len(data) >= 20:
+            return self._classic(now, five, data)
         try:
             msg = decode(data)
         except StunError:
@@ -432,23 +554,26 @@ class TurnServer:
             return [ToClient(*five, cached[1])]
         fp = msg.has(Attr.FINGERPRINT)
         if msg.method == Method.BINDING:
-            unknown = self._unknown(msg)
-            if unknown:
-                return self._unauthenticated(now, five, msg, 420, unknown, fp)
-            xma = pack_xor_address(five[1], msg.transaction_id)
-            return self._unauthenticated(now, five, msg, 0, ((Attr.XOR_MAPPED_ADDRESS, xma),), fp)
+            return self._binding(now, five, msg, fp)
         if msg.method not in _TURN_METHODS:
             return self._unauthenticated(now, five, msg, 400, (), fp)
         alloc = self._allocs.get(five)
-        auth = self._authenticate(now, five, msg, data, alloc)
+        if msg.method == Method.CONNECTION_BIND:
+            auth = self._data_connection_auth(now, five, msg, data)
+        else:
+            auth = self._authenticate(now, five, msg, data, alloc)
         if isinstance(auth, list):
             return auth
         unknown = self._unknown(msg)
         out: list[Output]
         if unknown:
             out = [self._answer(five, msg, auth, fp, 420, unknown)]
+        elif msg.method == Method.ALLOCATE and self._drain is not None and alloc is None:
+            out = [self._redirect(five, msg, auth, fp, self._drain)]
         elif msg.method == Method.ALLOCATE:
             out = self._allocate(now, five, msg, auth, fp)
+        elif msg.method == Method.CONNECTION_BIND:
+            out = self._connection_bind(five, msg, auth, fp, alloc)
         elif alloc is None:
             out = [self._answer(five, msg, auth, fp, 437)]
         elif alloc.username != auth.username:
@@ -457,22 +582,86 @@ class TurnServer:
             out = self._refresh(now, five, msg, auth, fp, alloc)
         elif msg.method == Method.CREATE_PERMISSION:
             out = [self._create_permission(now, five, msg, auth, fp, alloc)]
+        elif msg.method == Method.CONNECT:
+            out = self._connect(now, five, msg, auth, fp, alloc)
         else:
             out = [self._channel_bind(now, five, msg, auth, fp, alloc)]
-        response = next(o.data for o in out if isinstance(o, ToClient))
+        response = next((o.data for o in out if isinstance(o, ToClient)), None)
+        if response is None:  # a Connect, answered when the peer connection opens
+            return out
         cache = self._cache
         cache[five, msg.transaction_id] = (now + self.config.transaction_ttl, response)
         if len(cache) > self.config.max_transactions:
             del cache[next(iter(cache))]
         return out
 
-    def _unknown(self, msg: Message) -> tuple[tuple[int, bytes], ...]:
+    def _binding(self, now: float, five: FiveTuple, msg: Message, fp: bool) -> list[Output]:
+        """A Binding: XOR-MAPPED-ADDRESS; where the server has another address (RFC 5780),
+        RESPONSE-ORIGIN and OTHER-ADDRESS too, and CHANGE-REQUEST and RESPONSE-PORT
+        honoured (over UDP; PADDING is accepted and not mirrored)."""
+        transport, client, server = five
+        other = self._nat.other(server) if transport == "udp" and self._nat else None
+        change, port = msg.get(Attr.CHANGE_REQUEST), msg.get(Attr.RESPONSE_PORT)
+        unsupported = (Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING)
+        unknown = self._unknown(msg, unsupported if other is None else ())
+        if unknown:
+            return self._unauthenticated(now, five, msg, 420, unknown, fp)
+        try:
+            flags = 0 if change is None else unpack_uint32(change)
+            to_port = client[1] if port is None else unpack_uint32(port) >> 16
+        except StunError:
+            return self._unauthenticated(now, five, msg, 400, (), fp)
+        attrs: tuple[tuple[int, bytes], ...] = (
+            (Attr.XOR_MAPPED_ADDRESS, pack_xor_address(client, msg.transaction_id)),
+        )
+        if other is None:
+            return self._unauthenticated(now, five, msg, 0, attrs, fp)
+        origin = self._nat.origin(server, bool(flags & 4), bool(flags & 2)) or server
+        attrs += (
+            (Attr.RESPONSE_ORIGIN, pack_address(origin)),
+            (Attr.OTHER_ADDRESS, pack_address(other)),
+        )
+        out = self._unauthenticated(now, five, msg, 0, attrs, fp)
+        # RESPONSE-PORT (RFC 5780 §7.5): the answer goes to another port of the same IP
+        to = client if to_port == client[1] or not to_port else (client[0], to_port)
+        return [ToClient(transport, to, origin, o.data) for o in out if type(o) is ToClient]
+
+    def _classic(self, now: float, five: FiveTuple, data: bytes) -> list[Output]:
+        """An RFC 3489 Binding (no magic cookie): MAPPED-ADDRESS, SOURCE-ADDRESS and,
+        with a second address, CHANGED-ADDRESS; CHANGE-REQUEST honoured (over UDP)."""
+        c = self.counters
+        try:
+            tid, flags = decode_binding(data)
+        except StunError:
+            c.dropped_malformed += 1
+            return []
+        c.requests += 1
+        transport, client, server = five
+        other = self._nat.other(server) if transport == "udp" and self._nat else None
+        if flags and other is None:
+            c.refused_other += 1  # no other address to answer from: as if lost
+            return []
+        origin = self._nat.origin(server, bool(flags & 4), bool(flags & 2)) if flags else None
+        origin = origin or server
+        if not self._allow(now, client[0]):
+            return []
+        return [
+            ToClient(transport, client, origin, encode_binding_response(tid, client, origin, other))
+        ]
+
+    def _unknown(
+        self, msg: Message, unsupported: tuple[int, ...] = ()
+    ) -> tuple[tuple[int, bytes], ...]:
         """An UNKNOWN-ATTRIBUTES attribute for comprehension-required types not handled."""
         unknown = tuple(
             t
             for t, _ in msg.attributes
             if t < 0x8000
-            and (t not in ATTRIBUTES or (t == Attr.DONT_FRAGMENT and not self.config.dont_fragment))
+            and (
+                t not in ATTRIBUTES
+                or t in unsupported
+                or (t == Attr.DONT_FRAGMENT and not self.config.dont_fragment)
+            )
         )
         return ((Attr.UNKNOWN_ATTRIBUTES, pack_attr_list(unknown)),) if unknown else ()
 
@@ -494,7 +683,7 @@ class TurnServer:
                 c.refused_user_quota += 1
             elif code == 508:
                 c.refused_capacity += 1
-            elif code not in (401, 438):
+            elif code not in (300, 401, 438):
                 c.refused_other += 1
         cls = Class.ERROR if code else Class.SUCCESS
         out = Message(msg.method, cls, msg.transaction_id, (*attrs, *self._software))
@@ -523,13 +712,18 @@ class TurnServer:
         fp: bool,
     ) -> list[Output]:
         """An answer that proves nothing about the sender: rate limited per client IP."""
+        if not self._allow(now, five[1][0]):
+            return []
+        return [ToClient(*five, self._reply(msg, code, attrs, None, fp))]
+
+    def _allow(self, now: float, host: str) -> bool:
+        """Spend a token of ``host``'s unauthenticated-answer bucket, if it has one."""
         limiter = self._limiter
-        allowed = limiter.allow(now, rate_key(five[1][0]))
+        allowed = limiter.allow(now, rate_key(host))
         self.counters.rate_limiter_evictions = limiter.evicted
         if not allowed:
             self.counters.dropped_rate_limited += 1
-            return []
-        return [ToClient(*five, self._reply(msg, code, attrs, None, fp))]
+        return allowed
 
     def _challenge(self, now: float, five: FiveTuple, msg: Message, code: int) -> list[Output]:
         nonce = pack_string(self._auth.nonce(now, five[1]))
@@ -601,6 +795,22 @@ class TurnServer:
             user = self._users[name] = UserState(0, bucket)
         return user
 
+    def _redirect(
+        self, five: FiveTuple, msg: Message, auth: _Auth, fp: bool, drain: Drain
+    ) -> ToClient:
+        """300 Try Alternate (RFC 8489 §10): an alternate of the client's family if there
+        is one (RFC 8489 §14.15), and ALTERNATE-DOMAIN for TLS clients to check.  Sent
+        only in answer to an authenticated Allocate, signed, so nobody can forge it."""
+        self.counters.redirected += 1
+        family = 6 if ":" in five[1][0] else 4
+        same = [a for a in drain.alternates if (6 if ":" in a[0] else 4) == family]
+        if not same:
+            return self._answer(five, msg, auth, fp, 508)
+        attrs: list[tuple[int, bytes]] = [(Attr.ALTERNATE_SERVER, pack_address(same[0]))]
+        if drain.domain:
+            attrs.append((Attr.ALTERNATE_DOMAIN, pack_string(drain.domain)))
+        return self._answer(five, msg, auth, fp, 300, tuple(attrs))
+
     def _allocate(
         self, now: float, five: FiveTuple, msg: Message, auth: _Auth, fp: bool
     ) -> list[Output]:
@@ -614,21 +824,35 @@ class TurnServer:
             transport = get(Attr.REQUESTED_TRANSPORT)
             if transport is None:
                 return fail(400)
-            if unpack_byte_rffu(transport) != UDP:
+            requested = unpack_byte_rffu(transport)
+            tcp = requested == TCP
+            if tcp and (
+                five[0] not in ("tcp", "tls")
+                or get(Attr.EVEN_PORT) is not None
+                or get(Attr.RESERVATION_TOKEN) is not None
+                or get(Attr.ADDITIONAL_ADDRESS_FAMILY) is not None
+                or msg.has(Attr.DONT_FRAGMENT)
+            ):
+                return fail(400)  # RFC 6062 §5.1
+            if requested not in (UDP, TCP) or (tcp and not self.config.tcp_relay):
                 return fail(442)
             family_raw = get(Attr.REQUESTED_ADDRESS_FAMILY)
             additional_raw = get(Attr.ADDITIONAL_ADDRESS_FAMILY)
             even_raw = get(Attr.EVEN_PORT)
-            if get(Attr.RESERVATION_TOKEN) is not None:
-                return fail(400 if even_raw is not None or family_raw is not None else 508)
+            token = get(Attr.RESERVATION_TOKEN)
+            if token is not None and (
+                even_raw is not None or family_raw is not None or additional_raw is not None
+            ):
+                return fail(400)  # RFC 8656 §7.2: a token names the family and port itself
+            if token is not None and len(token) != 8:
+                return fail(400)
             if family_raw is not None and additional_raw is not None:
                 return fail(400)
-            even = False
+            even = reserve = False
             if even_raw is not None:
                 if additional_raw is not None:
                     return fail(400)
-                if unpack_even_port(even_raw):
-                    return fail(508)  # no reservations of the next port
+                reserve = unpack_even_port(even_raw)
                 even = True
             families = [4]
             if family_raw is not None:
@@ -644,7 +868,7 @@ class TurnServer:
         except StunError:
             return fail(400)
         available = self.ports.families()
-        if families[0] not in available:
+        if token is None and families[0] not in available:
             return fail(440)
         user = self._user(auth.user, now)
         quota = self.config.user_quota
@@ -652,10 +876,29 @@ class TurnServer:
             return fail(486)
         if len(self._allocs) >= self.config.max_allocations:
             return fail(508)
+        if reserve and self._reservations.full():
+            return fail(508)
         ledger = self.ledger if quota is not None else None
         if ledger is not None and quota is not None and not ledger.take(auth.user, quota):
             return fail(486)  # held at other workers
-        relay = self.ports.take(families[0], even)
+        relay: Addr | None
+        reserved: tuple[tuple[int, bytes], ...] = ()
+        if token is not None:
+            relay = None
+            named = self._reservations.check(token, auth.user, now)
+            if named is not None:
+                relay = self.ports.take_exact(*named)
+                families = [named[0]]
+            if relay is not None:
+                self._reservations.claimed(relay)
+        elif reserve:
+            pair = self.ports.take_pair(families[0])
+            relay = None if pair is None else pair[0]
+            if pair is not None:
+                held = self._reservations.hold(pair[1], auth.user, now)
+                reserved = ((Attr.RESERVATION_TOKEN, held),)
+        else:
+            relay = self.ports.take(families[0], even)
         if relay is None:
             if ledger is not None:
                 ledger.give_back(auth.user)
@@ -681,7 +924,9 @@ class TurnServer:
             algorithm=auth.algorithm,
             quota=user,
             expires=now + lifetime,
+            created=now,
             relays=relays,
+            tcp=tcp,
             dont_fragment=msg.has(Attr.DONT_FRAGMENT),
             stream=transport_name in ("tcp", "tls"),
         )
@@ -697,9 +942,9 @@ class TurnServer:
         attrs.append((Attr.LIFETIME, pack_uint32(lifetime)))
         attrs.append((Attr.XOR_MAPPED_ADDRESS, pack_xor_address(client, tid)))
         out: list[Output] = [
-            OpenRelay(alloc.id, a, f, alloc.dont_fragment) for f, a in relays.items()
+            OpenRelay(alloc.id, a, f, alloc.dont_fragment, tcp) for f, a in relays.items()
         ]
-        out.append(self._answer(five, msg, auth, fp, 0, (*attrs, *extra)))
+        out.append(self._answer(five, msg, auth, fp, 0, (*attrs, *reserved, *extra)))
         return out
 
     def _refresh(
@@ -807,6 +1052,123 @@ class TurnServer:
         self._permit(alloc, peer[0], now)
         return self._answer(five, msg, auth, fp)
 
+    # --- RFC 6062: TCP allocations -------------------------------------------------
+
+    def _new_connection_id(self) -> int:
+        while True:
+            cid = self._rng.getrandbits(32)
+            if cid and cid not in self._peers:
+                return cid
+
+    def _connect(
+        self, now: float, five: FiveTuple, msg: Message, auth: _Auth, fp: bool, alloc: Allocation
+    ) -> list[Output]:
+        """Connect (RFC 6062 §5.2): open a TCP connection to the peer; answered by
+        :meth:`peer_connected`."""
+        raw = msg.get(Attr.XOR_PEER_ADDRESS)
+        if not alloc.tcp or raw is None:
+            return [self._answer(five, msg, auth, fp, 400)]
+        try:
+            code, peer, relay = self._peer(msg, raw, alloc)
+        except StunError:
+            return [self._answer(five, msg, auth, fp, 400)]
+        if code:
+            return [self._answer(five, msg, auth, fp, code)]
+        if any(self._peers[c].peer == peer for c in alloc.connections):
+            return [self._answer(five, msg, auth, fp, 446)]
+        if len(self._peers) >= MAX_PEER_CONNECTIONS:
+            return [self._answer(five, msg, auth, fp, 508)]
+        self._permit(alloc, peer[0], now)
+        cid = self._new_connection_id()
+        deadline = now + PEER_CONNECTION_TIMEOUT
+        pending = _Pending(five, msg, auth, fp)
+        self._peers[cid] = PeerConnection(cid, alloc, peer, "connecting", deadline, pending)
+        alloc.connections.add(cid)
+        return [ConnectPeer(cid, relay, peer)]
+
+    def peer_connected(self, now: float, connection: int, ok: bool) -> list[Output]:
+        """The TCP connection a Connect asked for opened (``ok``) or failed: answer it."""
+        pc = self._peers.get(connection)
+        req = None if pc is None else pc.request
+        if pc is None or pc.state != "connecting" or not isinstance(req, _Pending):
+            return [ClosePeer(connection)] if ok else []
+        pc.request = None
+        if not ok:
+            self.peer_closed(connection)
+            return [self._answer(req.five, req.msg, req.auth, req.fp, 447)]
+        pc.state, pc.deadline = "ready", now + PEER_CONNECTION_TIMEOUT
+        attrs = ((Attr.CONNECTION_ID, pack_uint32(connection)),)
+        return [self._answer(req.five, req.msg, req.auth, req.fp, 0, attrs)]
+
+    def peer_accepted(
+        self, now: float, relay_addr: Addr, peer_addr: Addr
+    ) -> tuple[int | None, list[Output]]:
+        """A peer opened a TCP connection to a TCP allocation's relayed address: its id
+        and a ConnectionAttempt to the client if the peer has a permission, else None
+        (close it)."""
+        alloc = self._by_relay.get(relay_addr)
+        if alloc is None or not alloc.tcp or alloc.perms.get(peer_addr[0], 0.0) <= now:
+            return None, []
+        if len(self._peers) >= MAX_PEER_CONNECTIONS:
+            return None, []
+        cid = self._new_connection_id()
+        deadline = now + PEER_CONNECTION_TIMEOUT
+        self._peers[cid] = PeerConnection(cid, alloc, peer_addr, "ready", deadline)
+        alloc.connections.add(cid)
+        tid = self._tid_prefix + self._rng.randbytes(8)
+        attrs = (
+            (int(Attr.XOR_PEER_ADDRESS), pack_xor_address(peer_addr, tid)),
+            (int(Attr.CONNECTION_ID), pack_uint32(cid)),
+        )
+        data = encode(Message(Method.CONNECTION_ATTEMPT, Class.INDICATION, tid, attrs))
+        return cid, [ToClient(alloc.transport, alloc.client, alloc.server, data)]
+
+    def peer_closed(self, connection: int) -> None:
+        """A peer connection (or the client connection spliced to it) closed."""
+        pc = self._peers.pop(connection, None)
+        if pc is not None:
+            pc.alloc.connections.discard(connection)
+
+    def _data_connection_auth(
+        self, now: float, five: FiveTuple, msg: Message, data: bytes
+    ) -> _Auth | list[Output]:
+        """ConnectionBind comes on a new connection, from a port its nonce was not minted
+        for; it is checked against the key of the allocation that holds the connection
+        it names instead (one use: a replay finds the connection bound already)."""
+        raw, integrity = msg.get(Attr.CONNECTION_ID), integrity_of(msg)
+        if integrity is None:
+            self.counters.challenges += 1
+            return self._challenge(now, five, msg, 401)
+        try:
+            pc = None if raw is None else self._peers.get(unpack_uint32(raw))
+            user = unpack_string(msg.get(Attr.USERNAME) or b"")
+        except StunError:
+            pc = None
+        alloc = None if pc is None else pc.alloc
+        if alloc is None or user != alloc.username or not check_integrity(data, msg, alloc.key):
+            self.counters.auth_failures += 1
+            return self._challenge(now, five, msg, 401)
+        return _Auth(alloc.username, alloc.user, alloc.key, integrity, alloc.algorithm)
+
+    def _connection_bind(
+        self, five: FiveTuple, msg: Message, auth: _Auth, fp: bool, alloc: Allocation | None
+    ) -> list[Output]:
+        """ConnectionBind (RFC 6062 §5.4) on a new client connection: splice it to the
+        peer connection it names."""
+        raw = msg.get(Attr.CONNECTION_ID)
+        if alloc is not None or five[0] not in ("tcp", "tls") or raw is None:
+            return [self._answer(five, msg, auth, fp, 400)]
+        try:
+            pc = self._peers.get(unpack_uint32(raw))
+        except StunError:
+            return [self._answer(five, msg, auth, fp, 400)]
+        if pc is None or pc.state != "ready":
+            return [self._answer(five, msg, auth, fp, 400)]
+        if pc.alloc.username != auth.username:
+            return [self._answer(five, msg, auth, fp, 441)]
+        pc.state = "bound"
+        return [self._answer(five, msg, auth, fp), Splice(*five, pc.id)]
+
     def _send(self, now: float, five: FiveTuple, msg: Message) -> list[Output]:
         c = self.counters
         alloc = self._allocs.get(five)
@@ -841,7 +1203,9 @@ class TurnServer:
             return []
         c.packets_to_peer += 1
         c.bytes_to_peer += len(data)
+        alloc.packets_to_peer += 1
+        alloc.bytes_to_peer += len(data)
         return [ToPeer(relay, peer, data)]
 
 
-__all__ = ["REASONS", "QuotaLedger", "TurnServer"]
+__all__ = ["REASONS", "Drain", "QuotaLedger", "TurnServer"]

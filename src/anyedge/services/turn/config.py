@@ -7,6 +7,7 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
       - {transport: udp, address: 203.0.113.7, port: 3478}
       - {transport: tcp, address: 203.0.113.7, port: 3478}
       - {transport: tls, address: 203.0.113.7, port: 5349, cert: cert.pem, key: key.pem}
+      - {transport: dtls, address: 203.0.113.7, port: 5349, cert: cert.pem, key: key.pem}
     relay:
       ipv4: 203.0.113.7          # the (anycast) relay address
       ports: [49152, 65535]
@@ -18,6 +19,8 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
     limits: {user_quota: 20, user_bandwidth: null, max_allocations: 100000}
     workers: auto               # one process per core, all on the same ports
     metrics: {address: 127.0.0.1, port: 9641}
+    drain: {alternates: ["198.51.100.9:3478"], domain: turn.example}  # SIGUSR1 drains
+    stun: {other_address: 203.0.113.8, other_port: 3479}  # RFC 5780 NAT discovery
 
 Every problem is reported with the file, line and place (exit status 2); relative
 paths (``users_file``, ``cert``, ``key``) are read beside the config file.
@@ -35,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ...errors import InputError, Problem
 from ...model.files.text import read_text
 from ...model.files.validate import parse_model
-from ...proto.turn import Credentials, TurnConfig
+from ...proto.turn import Credentials, Drain, TurnConfig
+from ...proto.turn.discovery import NatDiscovery
 from ...proto.turn.ports import port_slice
 
 MIN_SECRET = 8  # characters of a REST secret or fleet key: an empty one lets anyone in
@@ -50,7 +54,7 @@ def _ip(value: str) -> str:
 
 
 class ListenIn(_Strict):
-    transport: Literal["udp", "tcp", "tls"]
+    transport: Literal["udp", "tcp", "tls", "dtls"]
     address: str = "0.0.0.0"
     port: int = Field(3478, ge=1, le=65535)
     cert: str | None = None
@@ -63,9 +67,9 @@ class ListenIn(_Strict):
 
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> ListenIn:
-        if self.transport == "tls" and not (self.cert and self.key):
-            raise ValueError("a tls listener needs cert and key")
-        if self.transport == "udp" and ipaddress.ip_address(self.address).is_unspecified:
+        if self.transport in ("tls", "dtls") and not (self.cert and self.key):
+            raise ValueError(f"a {self.transport} listener needs cert and key")
+        if self.transport in ("udp", "dtls") and ipaddress.ip_address(self.address).is_unspecified:
             raise ValueError(
                 "a UDP listener needs its own address (the anycast one): on a wildcard "
                 "address its answers would leave from whatever address routing picks"
@@ -136,6 +140,54 @@ class LimitsIn(_Strict):
         return [str(ipaddress.ip_network(c, strict=False)) for c in v]
 
 
+def _host_port(value: str) -> tuple[str, int]:
+    """``198.51.100.9:3478`` or ``[2001:db8::9]:3478`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not address:port ([address]:port for IPv6)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, [address]:port")
+    return _ip(host), int(port)
+
+
+class DrainIn(_Strict):
+    """Draining before maintenance: where new allocations are sent (300 Try Alternate)."""
+
+    alternates: list[str] = []  # address:port of other relays, tried by client family
+    domain: str | None = None  # ALTERNATE-DOMAIN: the name on the alternates' certificate
+    active: bool = False  # start draining (also: serve --drain, SIGUSR1; SIGUSR2 stops)
+
+    @field_validator("alternates")
+    @classmethod
+    def _alternates(cls, v: list[str]) -> list[str]:
+        for a in v:
+            _host_port(a)
+        return v
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        return tuple(_host_port(a) for a in self.alternates)
+
+
+class StunIn(_Strict):
+    """RFC 5780 NAT behaviour discovery: the server's other IP address and port."""
+
+    other_address: str | None = None
+    other_port: int | None = Field(None, ge=1, le=65535)
+
+    @field_validator("other_address")
+    @classmethod
+    def _addr(cls, v: str | None) -> str | None:
+        return None if v is None else _ip(v)
+
+    @model_validator(mode="after")
+    def _both(self) -> StunIn:
+        if (self.other_address is None) != (self.other_port is None):
+            raise ValueError("give other_address and other_port together")
+        return self
+
+
 class MetricsIn(_Strict):
     address: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535)  # None: no metrics endpoint
@@ -149,6 +201,8 @@ class TurnFileIn(_Strict):
     limits: LimitsIn = LimitsIn()
     workers: int | Literal["auto"] = Field("auto", description="processes; auto: one per core")
     metrics: MetricsIn = MetricsIn()
+    drain: DrainIn = DrainIn()
+    stun: StunIn = StunIn()
     software: str | None = "anyedge"
     log: Literal["json", "text"] = "json"
 
@@ -164,13 +218,41 @@ class TurnFileIn(_Strict):
                     f"listener {lis.transport} {lis.address} port {lis.port} is inside the "
                     f"relay ports {lo}-{hi}: relayed clients could reach it"
                 )
+        other = self.stun.other_address
+        if other is not None:
+            pairs = nat_pairs(self)
+            if not pairs:
+                raise ValueError(
+                    f"stun.other_address {other} has no UDP listener of its family to pair with"
+                )
+            for primary, alt in pairs:
+                if primary[0] == alt[0] or primary[1] == alt[1]:
+                    raise ValueError(
+                        f"stun: the other address {alt[0]} port {alt[1]} must differ from the "
+                        f"udp listener {primary[0]} port {primary[1]} in both address and port"
+                    )
         return self
+
+
+def nat_pairs(doc: TurnFileIn) -> tuple[tuple[tuple[str, int], tuple[str, int]], ...]:
+    """(UDP listener, the other address) for RFC 5780, one per listener of its family."""
+    other, port = doc.stun.other_address, doc.stun.other_port
+    if other is None or port is None:
+        return ()
+    v6 = ":" in other
+    return tuple(
+        ((x.address, x.port), (other, port))
+        for x in doc.listen
+        if x.transport == "udp" and (":" in x.address) == v6
+    )
 
 
 def own_addresses(doc: TurnFileIn, allowed: list[str]) -> list[str]:
     """The relay's listening and relayed addresses, as host routes, but for those the
     allow list names."""
     hosts = {x.address for x in doc.listen} | {a for a in (doc.relay.ipv4, doc.relay.ipv6) if a}
+    if doc.stun.other_address is not None:
+        hosts.add(doc.stun.other_address)
     nets = [ipaddress.ip_network(c) for c in allowed]
     out = []
     for h in sorted(hosts):
@@ -186,6 +268,8 @@ class ServiceConfig:
     def __init__(self, doc: TurnFileIn, base: Path, users: dict[str, str]) -> None:
         self.doc = doc
         self.base = base
+        self.start_draining = doc.drain.active  # serve --drain sets it too
+        self.source: Path | None = None  # the file it was read from: SIGHUP reads it again
         lim = doc.limits
         self.turn = TurnConfig(
             software=doc.software,
@@ -203,6 +287,10 @@ class ServiceConfig:
             deny_peers=(*lim.deny_peers, *own_addresses(doc, lim.allow_peers)),
             # ...but its relayed addresses are: two clients of this relay (or of two sites
             # of the fleet, each site owning a slice of these ports) reach each other
+            nat_pairs=nat_pairs(doc),
+            # a data connection (RFC 6062) is a new 4-tuple that SO_REUSEPORT may hand to
+            # another worker than the one holding its allocation: TCP relaying needs one
+            tcp_relay=self.workers == 1,
             relayed_peers=tuple(
                 (ip, doc.relay.ports[0], doc.relay.ports[1])
                 for ip in (doc.relay.ipv4, doc.relay.ipv6)
@@ -226,6 +314,18 @@ class ServiceConfig:
     def path(self, name: str) -> Path:
         p = Path(name)
         return p if p.is_absolute() else self.base / p
+
+    def stun_listeners(self) -> list[tuple[str, int]]:
+        """The UDP addresses RFC 5780 adds to the ``listen`` ones: the other IP and port
+        of each pair, and their crossings."""
+        listed = {(x.address, x.port) for x in self.doc.listen if x.transport == "udp"}
+        square = NatDiscovery(self.turn.nat_pairs).addresses()
+        return [a for a in square if a not in listed]
+
+    def drain(self) -> Drain:
+        """Where a draining relay sends new allocations (``drain:``)."""
+        d = self.doc.drain
+        return Drain(d.addresses(), d.domain)
 
     def relay_ports(self, worker: int = 0, workers: int = 1) -> tuple[int, int]:
         """The relay ports of this site's slice that worker ``worker`` hands out."""
@@ -272,4 +372,6 @@ def load_config(path: str | Path) -> ServiceConfig:
             name = getattr(lis, key)
             if name and not os.path.exists(name if os.path.isabs(name) else base / name):
                 raise InputError.one(path, f"listen[{i}].{key}", f"no such file: {name}")
-    return ServiceConfig(doc, base, users)
+    config = ServiceConfig(doc, base, users)
+    config.source = path
+    return config

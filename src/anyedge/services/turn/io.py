@@ -3,13 +3,20 @@
 One :class:`TurnService` owns one :class:`~anyedge.proto.turn.TurnServer` and every
 socket it needs:
 
-* **listeners** — a UDP endpoint per ``listen`` entry of transport ``udp``; a TCP or TLS
+* **listeners** — a UDP endpoint per ``listen`` entry of transport ``udp``; a DTLS one
+  per ``dtls`` entry (:mod:`.dtls`: pyOpenSSL on memory BIOs); a TCP or TLS
   server per ``tcp``/``tls`` entry, each connection cutting its byte stream into STUN
   and ChannelData messages (:class:`~anyedge.proto.stun.StreamFramer`);
 * **relay sockets** — one UDP socket per relayed address.  They are bound when the core
   takes a port (:class:`BindingPorts` wraps the core's port allocator, so a port the
   kernel refuses is skipped, not handed to a client) and read from the ``OpenRelay``
   output on;
+* **TCP allocations** (RFC 6062) — :mod:`.tcp_relay`: a listener on each TCP relayed
+  address, connections to and from peers, and client data connections spliced to them
+  (``ConnectPeer``, ``Splice``, ``ClosePeer``); spliced bytes bypass the core;
+* **reload** — SIGHUP (:meth:`TurnService.reload`) reads the configuration file again
+  and hands the core new users, REST secrets and fleet keys and the TLS listeners new
+  certificates, or keeps all the old ones when anything fails to load;
 * **time** — the core is ticked twice a second to expire permissions, channels and
   allocations.
 
@@ -32,13 +39,18 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
+
+from OpenSSL import SSL
 
 from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
-from ...proto.turn.outputs import Addr, Output
+from ...proto.turn.outputs import Addr, ClosePeer, ConnectPeer, Output, Splice
 from ...proto.turn.server import QuotaLedger
-from .config import ServiceConfig
+from .config import ListenIn, ServiceConfig, load_config
+from .dtls import DtlsListener, dtls_context
+from .tcp_relay import PeerStream, connect_peer, listening_socket, serve_relay
 
 log = logging.getLogger("anyedge.turn")
 
@@ -87,30 +99,87 @@ class BindingPorts:
             addr = self.inner.take(family, even)
             if addr is None:
                 return None
-            try:
-                s = socket.socket(
-                    socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM
-                )
-            except OSError as e:  # out of descriptors, say: no allocation now (508)
-                self.inner.give_back(addr)
-                log.warning(json.dumps({"event": "relay_socket_failed", "error": str(e)}))
+            bound = self._bind(family, addr)
+            if bound is None:
                 return None
+            if bound:
+                return addr
+        return None
+
+    def take_pair(self, family: int) -> tuple[Addr, Addr] | None:
+        """An even port, bound, and the next set aside unbound: whichever worker the
+        token comes to binds it then (the kernel makes sure only one does)."""
+        for _ in range(BIND_ATTEMPTS):
+            pair = self.inner.take_pair(family)
+            if pair is None:
+                return None
+            if not self._free_now(family, pair[1]):  # someone else's: leave it out
+                self.inner.reserved[family].discard(pair[1][1])
+                self.inner.give_back(pair[0])
+                continue
+            bound = self._bind(family, pair[0])
+            if bound:
+                return pair
+            self.inner.reclaim(pair[1])
+            if bound is None:
+                return None
+        return None
+
+    def take_exact(self, family: int, port: int) -> Addr | None:
+        addr = self.inner.take_exact(family, port)
+        if addr is None:
+            return None
+        if not self._bind(family, addr, give_back=False):
+            self.inner.unclaim(family, port)  # claimed already (by another worker)
+            return None
+        return addr
+
+    def reclaim(self, addr: Addr) -> bool:
+        family = 6 if ":" in addr[0] else 4
+        if addr[1] in self.inner.reserved.get(family, ()) and not self._free_now(family, addr):
+            return False  # another worker claimed it and holds it still
+        return self.inner.reclaim(addr)
+
+    def _free_now(self, family: int, addr: Addr) -> bool:
+        """Whether nobody holds ``addr`` (a bind to it succeeds)."""
+        with socket.socket(
+            socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM
+        ) as s:
             try:
                 if family == 6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
                 s.bind(addr)
-            except OSError as e:
-                s.close()
-                if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                    continue  # held by someone else: leave it out of the pool, try another
+            except OSError:
+                return False
+        return True
+
+    def _bind(self, family: int, addr: Addr, give_back: bool = True) -> bool | None:
+        """Bind a socket to ``addr``: True; False if someone else holds the port (it is
+        left out of the pool); None on another failure (the port is given back unless
+        ``give_back`` is false)."""
+        try:
+            s = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as e:  # out of descriptors, say: no allocation now (508)
+            if give_back:
                 self.inner.give_back(addr)
-                log.warning(json.dumps({"event": "relay_bind_failed", "error": str(e)}))
-                return None
-            s.setblocking(False)
-            self.sockets[addr] = s
-            return addr
-        return None
+            log.warning(json.dumps({"event": "relay_socket_failed", "error": str(e)}))
+            return None
+        try:
+            if family == 6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
+            s.bind(addr)
+        except OSError as e:
+            s.close()
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False  # held by someone else: leave it out of the pool
+            if give_back:
+                self.inner.give_back(addr)
+            log.warning(json.dumps({"event": "relay_bind_failed", "error": str(e)}))
+            return None
+        s.setblocking(False)
+        self.sockets[addr] = s
+        return True
 
     def give_back(self, addr: Addr) -> None:
         s = self.sockets.pop(addr, None)
@@ -133,6 +202,10 @@ def _guarded(service: TurnService, call: Callable[[], list[Output]]) -> None:
             _warn("input_failed", error=repr(e)[:300], errors=service.errors)
         return
     service.carry_out(outputs)
+
+
+def _same(protocol: DtlsListener) -> DtlsListener:
+    return protocol
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -180,6 +253,7 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Addr = ("", 0)
         self.opened = time.monotonic()
+        self.spliced: PeerStream | None = None  # RFC 6062: a data connection's peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -192,9 +266,14 @@ class _Stream(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.service.streams[(self.name, self.peer, self.local)] = self.transport
         self.service.opened[(self.name, self.peer, self.local)] = self.opened
+        self.service.stream_protocols[(self.name, self.peer, self.local)] = self
 
     def data_received(self, data: bytes) -> None:
         svc = self.service
+        if self.spliced is not None:  # a data connection: bytes for the peer, as they are
+            if self.spliced.transport is not None:
+                self.spliced.transport.write(data)
+            return
         try:
             frames = self.framer.feed(data)
         except StunError as e:
@@ -203,16 +282,33 @@ class _Stream(asyncio.Protocol):
             self.transport.close()
             return
         name, peer, local = self.name, self.peer, self.local
-        for frame in frames:
+        for i, frame in enumerate(frames):
             _guarded(
                 svc, functools.partial(svc.core.receive, time.time(), name, peer, local, frame)
             )
+            if self.spliced is not None:  # that was its ConnectionBind: the rest is data
+                rest = b"".join(frames[i + 1 :]) + self.framer.rest()
+                if rest and self.spliced.transport is not None:
+                    self.spliced.transport.write(rest)
+                return
+
+    def pause_writing(self) -> None:
+        """A data connection's client does not read: stop reading its peer."""
+        if self.spliced is not None and self.spliced.transport is not None:
+            self.spliced.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.spliced is not None and self.spliced.transport is not None:
+            self.spliced.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         svc = self.service
         key = (self.name, self.peer, self.local)
         svc.streams.pop(key, None)
         svc.opened.pop(key, None)
+        svc.stream_protocols.pop(key, None)
+        if self.spliced is not None:
+            self.spliced.close()
         name, peer, local = key
         _guarded(svc, lambda: svc.core.connection_lost(time.time(), name, peer, local))
 
@@ -247,6 +343,15 @@ class TurnService:
         self._last_error_log = -1.0
         self._ticker: asyncio.Task[None] | None = None
         self._reuse_port = workers > 1
+        self.tls: dict[Addr, ssl.SSLContext] = {}  # TLS listener -> its context (reload)
+        self.dtls: dict[Addr, DtlsListener] = {}
+        # RFC 6062: TCP allocations' listeners, peer connections, client connections
+        self.tcp_relays: dict[Addr, socket.socket | asyncio.Server] = {}
+        self.peer_conns: dict[int, PeerStream] = {}
+        self.stream_protocols: dict[tuple[str, Addr, Addr], _Stream] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        if config.start_draining:
+            self.set_draining(True)
 
     # ------------------------------------------------------------------ outputs
 
@@ -268,6 +373,10 @@ class TurnService:
                     listener = self.listeners.get(out.server_addr)
                     if listener is not None:
                         listener.sendto(out.data, out.client_addr)
+                elif out.transport == "dtls":
+                    dtls = self.dtls.get(out.server_addr)
+                    if dtls is not None:
+                        dtls.send(out.client_addr, out.data)
                 else:
                     stream = self.streams.get((out.transport, out.client_addr, out.server_addr))
                     if stream is not None:
@@ -285,10 +394,24 @@ class TurnService:
                         else:
                             stream.write(out.data)
             elif type(out) is OpenRelay:
-                self._open(out)
+                if out.tcp:
+                    self._open_tcp(out)
+                else:
+                    self._open(out)
+            elif type(out) is ConnectPeer:
+                self._spawn(connect_peer(self, out.connection, out.relay_addr, out.peer_addr))
+            elif type(out) is Splice:
+                self._splice(out)
+            elif type(out) is ClosePeer:
+                pc = self.peer_conns.pop(out.connection, None)
+                if pc is not None:
+                    pc.close()
             elif type(out) is CloseRelay:
                 relay = self.relays.pop(out.relay_addr, None)
                 self.opening.pop(out.relay_addr, None)  # _opened closes its endpoint
+                tcp = self.tcp_relays.pop(out.relay_addr, None)
+                if tcp is not None:
+                    tcp.close()
                 if relay is not None:
                     relay.close()
                 log.info(
@@ -300,6 +423,59 @@ class TurnService:
                         }
                     )
                 )
+
+    # ------------------------------------------------------------------ RFC 6062
+
+    def core_call(self, call: Callable[[], list[Output]]) -> None:
+        _guarded(self, call)
+
+    def peer_accepted(self, relay: Addr, peer: Addr) -> int | None:
+        connection, outputs = self.core.peer_accepted(time.time(), relay, peer)
+        self.carry_out(outputs)
+        return connection
+
+    def peer_closed(self, connection: int) -> None:
+        self.core.peer_closed(connection)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _open_tcp(self, out: OpenRelay) -> None:
+        """A TCP allocation: listen on its relayed address (the UDP socket the port
+        allocator bound only held the number)."""
+        sock = self.ports.sockets.pop(out.relay_addr, None)
+        if sock is not None:
+            sock.close()
+        try:
+            listener = listening_socket(out.relay_addr)
+        except OSError as e:
+            _warn("tcp_relay_failed", relay=list(out.relay_addr), error=str(e))
+            return
+        self.tcp_relays[out.relay_addr] = listener
+        relay = out.relay_addr
+
+        async def serve() -> None:
+            server = await serve_relay(self, listener, relay)
+            if self.tcp_relays.get(relay) is listener:
+                self.tcp_relays[relay] = server
+            else:  # closed meanwhile
+                server.close()
+
+        self._spawn(serve())
+
+    def _splice(self, out: Splice) -> None:
+        stream = self.stream_protocols.get((out.transport, out.client_addr, out.server_addr))
+        pc = self.peer_conns.get(out.connection)
+        if stream is None or pc is None or stream.transport is None:
+            if pc is not None:
+                pc.close()
+            if stream is not None and stream.transport is not None:
+                stream.transport.close()
+            return
+        stream.spliced = pc
+        pc.splice(stream.transport)
 
     def _open(self, out: OpenRelay) -> None:
         sock = self.ports.sockets.pop(out.relay_addr, None)
@@ -339,29 +515,104 @@ class TurnService:
 
     # ------------------------------------------------------------------ running
 
+    def reload(self) -> bool:
+        """Read the configuration file again (SIGHUP) and take its users, REST secrets,
+        fleet keys and TLS certificates.  All or nothing: a file that does not load — a
+        bad YAML, a users file with a broken line, a certificate or key that does not
+        load — leaves every old one in place and says why in the log.  New TLS
+        connections get the new certificate; established ones keep theirs.  Other
+        changes (listeners, relay, limits, workers) need a restart and are logged."""
+        source = self.config.source
+        try:
+            if source is None:
+                raise ValueError("the configuration was not read from a file")
+            new = load_config(source)
+            certs: list[tuple[ssl.SSLContext, Path, Path]] = []
+            dtls: list[tuple[DtlsListener, SSL.Context]] = []
+            for lis in new.doc.listen:
+                listener = self.dtls.get((lis.address, lis.port))
+                if lis.transport == "dtls" and listener is not None and lis.cert and lis.key:
+                    cert, key = new.path(lis.cert), new.path(lis.key)
+                    dtls.append((listener, dtls_context(str(cert), str(key))))
+                    continue
+                ctx = self.tls.get((lis.address, lis.port))
+                if lis.transport != "tls" or ctx is None or not lis.cert or not lis.key:
+                    continue
+                cert, key = new.path(lis.cert), new.path(lis.key)
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+                certs.append((ctx, cert, key))
+        except Exception as e:
+            _warn("reload_failed", file=str(source), error=str(e)[:500], kept="old credentials")
+            return False
+        for ctx, cert, key in certs:  # loaded once already: the same files load again
+            ctx.load_cert_chain(cert, key)
+        for listener, dctx in dtls:  # new DTLS associations get the new certificate
+            listener.ctx = dctx
+        self.core.set_credentials(new.credentials)
+        old, doc = self.config.doc, new.doc
+        listeners = [(x.transport, x.address, x.port) for x in doc.listen]
+        restart = [
+            name
+            for name in ("relay", "limits", "workers", "metrics", "drain")
+            if getattr(doc, name) != getattr(old, name)
+        ]
+        if listeners != [(x.transport, x.address, x.port) for x in old.listen]:
+            restart.append("listen")
+        _event(
+            "reloaded",
+            users=len(new.credentials.users),
+            rest_secrets=len(new.credentials.rest_secrets),
+            certificates=len(certs) + len(dtls),
+            not_applied_until_restart=restart,
+        )
+        return True
+
+    def set_draining(self, on: bool) -> None:
+        """Drain (new Allocates sent to ``drain.alternates``) or stop draining."""
+        drain = self.config.drain() if on else None
+        self.core.drain(drain)
+        alternates = [list(a) for a in drain.alternates] if drain else []
+        _warn("draining" if on else "drain_stopped", alternates=alternates)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for lis in self.config.doc.listen:
-            local = (lis.address, lis.port)
-            family = socket.AF_INET6 if ":" in lis.address else socket.AF_INET
-            if lis.transport == "udp":
+        # the configured listeners, then RFC 5780's other addresses (stun:)
+        listen: list[tuple[str, str, int, ListenIn | None]] = [
+            (x.transport, x.address, x.port, x) for x in self.config.doc.listen
+        ]
+        listen += [("udp", a, p, None) for a, p in self.config.stun_listeners()]
+        for transport, address, port, lis in listen:
+            local = (address, port)
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if transport == "dtls":
+                assert lis is not None
+                assert lis.cert is not None
+                assert lis.key is not None
+                dctx = dtls_context(str(self.config.path(lis.cert)), str(self.config.path(lis.key)))
+                sock = self._udp_socket(family, local)
+                dtls = DtlsListener(dctx, local, lambda: self.core, self.carry_out)
+                await loop.create_datagram_endpoint(functools.partial(_same, dtls), sock=sock)
+                self.dtls[local] = dtls
+            elif transport == "udp":
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if self._reuse_port:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
                 sock.bind(local)
-                transport, _ = await loop.create_datagram_endpoint(
+                endpoint, _ = await loop.create_datagram_endpoint(
                     self._udp_factory(local), sock=sock
                 )
-                self.listeners[local] = transport
+                self.listeners[local] = endpoint
             else:
+                assert lis is not None
                 ctx = None
                 if lis.transport == "tls":
                     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                     assert lis.cert is not None
                     assert lis.key is not None
                     ctx.load_cert_chain(self.config.path(lis.cert), self.config.path(lis.key))
+                    self.tls[local] = ctx
                 server = await loop.create_server(
                     self._stream_factory(lis.transport, local),
                     lis.address,
@@ -377,13 +628,22 @@ class TurnService:
                 json.dumps(
                     {
                         "event": "listening",
-                        "transport": lis.transport,
-                        "address": lis.address,
-                        "port": lis.port,
+                        "transport": transport,
+                        "address": address,
+                        "port": port,
                     }
                 )
             )
         self._ticker = asyncio.ensure_future(self._tick())
+
+    def _udp_socket(self, family: int, local: Addr) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self._reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
+        sock.bind(local)
+        return sock
 
     def _udp_factory(self, local: Addr) -> Callable[[], _Udp]:
         return lambda: _Udp(self, local)
@@ -396,11 +656,17 @@ class TurnService:
             await asyncio.sleep(TICK)
             _guarded(self, lambda: self.core.tick(time.time()))
             self._close_idle()
+            for dtls in self.dtls.values():
+                dtls.tick()
 
     def _close_idle(self) -> None:
         """Close TCP/TLS connections that have held no allocation for STREAM_IDLE s."""
         limit = time.monotonic() - STREAM_IDLE
         for key, since in list(self.opened.items()):
+            proto = self.stream_protocols.get(key)
+            if proto is not None and proto.spliced is not None:  # an RFC 6062 data connection
+                self.opened.pop(key, None)
+                continue
             if since < limit and self.core.allocation(*key) is None:
                 stream = self.streams.get(key)
                 if stream is not None:
@@ -420,6 +686,14 @@ class TurnService:
             await s.wait_closed()
         for d in [*self.listeners.values(), *self.relays.values()]:
             d.close()
+        for x in self.dtls.values():
+            x.close()
+        self.dtls.clear()
+        for pc in list(self.peer_conns.values()):
+            pc.close()
+        for listening in self.tcp_relays.values():
+            listening.close()
+        self.tcp_relays.clear()
         for sock in self.ports.sockets.values():
             sock.close()
         self.ports.sockets.clear()

@@ -1,25 +1,37 @@
 """Prometheus metrics of a TURN relay process, read from the core's counters at scrape
 time (nothing is counted twice and the packet paths pay nothing for metrics).
 
-Exported: ``anyedge_turn_allocations``, ``_permissions`` and ``_channels`` (gauges);
+Exported: ``anyedge_turn_allocations``, ``_permissions``, ``_channels`` and
+``_draining`` (1 while new allocations are sent to alternates) (gauges);
 ``anyedge_turn_packets_total`` and ``_bytes_total`` by ``direction`` (to_peer,
 to_client); ``anyedge_turn_requests_total``; ``anyedge_turn_auth_failures_total`` by
 ``kind`` (challenge, wrong, stale_nonce); ``anyedge_turn_refusals_total`` and
-``anyedge_turn_dropped_total`` by ``reason`` (the IO layer's too: ``backlog``, relayed data
+``anyedge_turn_dropped_total`` by ``reason`` (refusals' ``draining``: Allocates sent
+elsewhere; the IO layer's too: ``backlog``, relayed data
 dropped for a TCP/TLS client that does not read, and ``relay_opening``);
 ``anyedge_turn_input_errors_total`` (inputs the core raised on, see ``io._guarded``) and
 ``anyedge_turn_rate_limiter_evictions_total`` (buckets pushed out of the full
 unauthenticated-answer limiter: a sign of a spoofed flood).  Each series carries the
 ``worker`` label.
+
+The same HTTP server answers ``/sessions`` with the worker's allocations as JSON
+(:mod:`anyedge.proto.turn.sessions`; ``anyedge turn sessions`` reads it from every
+worker).  It lists clients' addresses and usernames: keep ``metrics.address`` on a
+private or loopback address.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, cast
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ...proto.turn import Counters
@@ -41,7 +53,7 @@ class TurnCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         c, w = self.c, self.worker
-        for name in ("allocations", "permissions", "channels"):
+        for name in ("allocations", "permissions", "channels", "draining"):
             g = GaugeMetricFamily(f"anyedge_turn_{name}", f"{name} now", labels=["worker"])
             g.add_metric([w], getattr(c, name))
             yield g
@@ -84,6 +96,7 @@ class TurnCollector(Collector):
             ("user_quota", c.refused_user_quota),
             ("capacity", c.refused_capacity),
             ("other", c.refused_other),
+            ("draining", c.redirected),
         ):
             ref.add_metric([w, reason], v)
         yield ref
@@ -115,12 +128,35 @@ class TurnCollector(Collector):
         yield evicted
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # no line on stderr per scrape
+
+
 def serve_metrics(
-    counters: Counters, worker: int, address: str, port: int, io: IoCounts | None = None
+    counters: Counters,
+    worker: int,
+    address: str,
+    port: int,
+    io: IoCounts | None = None,
+    sessions: Callable[[], list[dict[str, object]]] | None = None,
 ) -> CollectorRegistry:
-    """Expose ``counters`` (and ``io``'s) on http://address:port/metrics (a thread of
-    this process)."""
+    """Expose ``counters`` (and ``io``'s) on http://address:port/metrics and, given
+    ``sessions``, the allocations on http://address:port/sessions (JSON: ``worker`` and
+    ``sessions``); a thread of this process serves both."""
     registry = CollectorRegistry()
     registry.register(TurnCollector(counters, worker, io))
-    start_http_server(port, address, registry)
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/sessions" and sessions is not None:
+            body = json.dumps({"worker": worker, "sessions": sessions()}).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        return cast(Iterable[bytes], metrics_app(environ, start_response))
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+    httpd: WSGIServer = make_server(address, port, app, server_class, handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
     return registry

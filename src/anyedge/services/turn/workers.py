@@ -7,6 +7,10 @@ by their 5-tuple — which keeps each client's 5-tuple, and so its allocation, o
 worker, as the allocation needs.  A peer's datagram goes straight to the worker that
 owns the relay port.  uvloop drives the event loop when it is installed.
 
+SIGUSR1 starts draining (new Allocates get 300 Try Alternate, ``drain:`` in the
+configuration) and SIGUSR2 stops it; SIGHUP makes each worker read the configuration
+again for its users, REST secrets and TLS certificates (``TurnService.reload``); the
+supervisor passes all three on to its workers.
 SIGTERM or SIGINT ends every worker cleanly (sockets closed, allocations dropped); a
 worker that dies ends the others too, since the kernel would hand its clients to workers
 that do not hold their allocations.  The per-user allocation quota is counted across
@@ -34,6 +38,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from .config import ServiceConfig
@@ -42,6 +47,10 @@ from .ledger import SharedLedger
 from .metrics import serve_metrics
 
 log = logging.getLogger("anyedge.turn")
+
+FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+"""Signals the supervisor passes on to every worker: SIGUSR1 drains, SIGUSR2 stops it,
+SIGHUP re-reads users, REST secrets and certificates."""
 
 
 def _event_loop_policy() -> str:
@@ -61,12 +70,24 @@ async def _run(
     ledger: SharedLedger | None = None,
 ) -> None:
     service = TurnService(config, worker, workers, ledger)
+    loop = asyncio.get_running_loop()
+    # before the listeners open: a signal sent once the relay answers is never missed
+    loop.add_signal_handler(signal.SIGUSR1, service.set_draining, True)
+    loop.add_signal_handler(signal.SIGUSR2, service.set_draining, False)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
     await service.start()
     m = config.doc.metrics
     if m.port is not None:
-        serve_metrics(service.core.counters, worker, m.address, m.port + worker, service)
+        core = service.core
+        serve_metrics(
+            core.counters,
+            worker,
+            m.address,
+            m.port + worker,
+            service,
+            lambda: core.sessions(time.time()),
+        )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ready()
@@ -124,8 +145,10 @@ def claim_listeners(config: ServiceConfig) -> list[socket.socket]:
     docstring); OSError(EADDRINUSE) naming the listener if another instance holds it."""
     claims: list[socket.socket] = []
     try:
-        for lis in config.doc.listen:
-            name = f"anyedge-turn {lis.transport} {lis.address} {lis.port}"
+        listen = [(x.transport, x.address, x.port) for x in config.doc.listen]
+        listen += [("udp", a, p) for a, p in config.stun_listeners()]
+        for transport, address, port in listen:
+            name = f"anyedge-turn {transport} {address} {port}"
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             claims.append(s)
             try:
@@ -133,7 +156,7 @@ def claim_listeners(config: ServiceConfig) -> list[socket.socket]:
             except OSError as e:
                 if e.errno != errno.EADDRINUSE:
                     raise
-                where = f"{lis.transport} {lis.address} port {lis.port}"
+                where = f"{transport} {address} port {port}"
                 raise OSError(
                     errno.EADDRINUSE, f"another anyedge turn instance serves {where}"
                 ) from None
@@ -184,9 +207,19 @@ def _serve(config: ServiceConfig, on_ready: Callable[[], None]) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGTERM)
 
+    def forward(sig: int, *_: object) -> None:
+        if os.getpid() != parent:
+            return  # a worker whose event loop has not taken the signal over yet
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, sig)
+
     # before the first fork: a SIGTERM now must still reach every worker
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
     for p in procs:
         p.start()
     try:
