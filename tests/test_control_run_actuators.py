@@ -137,17 +137,24 @@ def router(namespace: str) -> Iterator[tuple[Frr, str, Path]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.mark.parametrize("kind", list(SPEAKERS))
+@pytest.mark.parametrize(
+    ("kind", "actuator_kind"),
+    [*((k, "speakers") for k in SPEAKERS), ("gobgp", "network")],
+    ids=[*SPEAKERS, "network-gobgp"],
+)
 def test_the_speakers_actuator_withdraws_and_announces(
     world: tuple[Sites, Prometheus],
     namespace: str,
     router: tuple[Frr, str, Path],
     tmp_path: Path,
     kind: str,
+    actuator_kind: str,
 ) -> None:
     """Each kind of speaker anyedge drives, started as a site runs it: the controller,
     a driver made afresh from controller.yaml, withdraws the prefix at the router and
-    announces it again."""
+    announces it again.  The ``network`` actuator is the same speakers with the nft
+    forwarder beside them (a real site's whole network): its table is in the site's
+    namespace too."""
     exe = {"frr": "vtysh", "bird": "bird", "gobgp": "gobgpd", "exabgp": "exabgp"}[kind]
     if shutil.which(exe) is None:
         pytest.skip(f"{exe} is not installed")
@@ -170,11 +177,16 @@ def test_the_speakers_actuator_withdraws_and_announces(
         _atlas(tmp_path / "atlas.json")
         port = free_port()
         actuator = (
-            "actuator:\n  kind: speakers\n  speakers:\n"
+            f"actuator:\n  kind: {actuator_kind}\n  speakers:\n"
             f"    CHC: {{driver: {kind}, namespace: {namespace}, workdir: {site_dir}, "
             f"asn: {SITE_AS}, router_id: 10.0.0.7, neighbors: [{{address: {ROUTER_IP}, "
             f"asn: {ROUTER_AS}, local_address: {SITE_IP}, interface: eth1}}]}}"
         )
+        if actuator_kind == "network":
+            actuator += (
+                "\n  ports: {free: 8001, pro: 8002, business: 8003}\n  nft:\n"
+                f"    CHC: {{namespace: {namespace}, anycast: [192.0.2.1], ingress: [eth1]}}"
+            )
         cfg = controller_yaml(
             tmp_path, prom.url, CAPACITY, http_port=port, actuator=actuator,
             prefix=PREFIX, atlas="atlas.json", cannot_forward=("CHC",),
@@ -193,6 +205,8 @@ def test_the_speakers_actuator_withdraws_and_announces(
             wait_for(f"{kind} announces it again at the router", at_router)
             assert speaker.established() == 1  # the session never went down
             assert run.state()["enforce_error"] is None
+            if actuator_kind == "network":
+                assert "table ip anyedge" in _nft_table(namespace)
         finally:
             assert run.stop() == 0, run.log()
     finally:

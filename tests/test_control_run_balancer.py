@@ -204,3 +204,12 @@ def test_bad_balancer_and_speaker_settings_name_their_line(tmp_path: Path) -> No
     )
     with pytest.raises(InputError, match=r"actuator\.balancer names site 'AKL', which is not"):
         load(bad)
+    # a network actuator (forwards by nftables, withdrawals by the speakers) needs both
+    bad.write_text(
+        "prometheus: {url: 'http://127.0.0.1:9090'}\n"
+        "sites: [{name: CHC}]\n"
+        "actuator: {kind: network, ports: {free: 1, pro: 2, business: 3},\n"
+        "  nft: {CHC: {anycast: [192.0.2.1], ingress: [eth0]}}}\n"
+    )
+    with pytest.raises(InputError, match="a network actuator needs both nft"):
+        load(bad)

@@ -115,22 +115,46 @@ class Speakers:
         self._assumed = True
 
 
+@dataclass
+class Network:
+    """A site's whole network: forwards by nftables, then withdrawals by the speakers
+    (each part enforces the whole state, so a step that failed half-way is redone)."""
+
+    forwarder: NftForwarder
+    speakers: Speakers
+
+    def enforce(self, state: State, plan: Plan, now: float) -> None:
+        self.forwarder.enforce(state, plan, now)
+        self.speakers.enforce(state, plan, now)
+
+
 def build(doc: ControllerIn, path: str | Path, names: Names, seq: Callable[[], int]) -> Actuator:
     """The actuator the configuration names."""
     act = doc.actuator
+    if act.kind == "network":
+        return Network(_forwarder(doc, names), _speakers(doc, path, names))
     if act.kind == "nft":
-        sites = {
-            s: (
-                c.namespace,
-                c.anycast,
-                c.ingress,
-                tuple(nft.Backbone(x.index, x.to, x.ifname, x.via, x.shared) for x in c.links),
-            )
-            for s, c in act.nft.items()
-        }
-        return NftForwarder(names, dict(act.ports), sites)
+        return _forwarder(doc, names)
     if act.kind == "speakers":
-        speakers = {s: make_speaker(s, c, path) for s, c in act.speakers.items()}
-        return Speakers(names, speakers, {s.name: s.prefixes for s in doc.sites})
+        return _speakers(doc, path, names)
     log = beside(path, act.log) if act.log else None
     return DryRun(names, log, act.delay, seq)
+
+
+def _forwarder(doc: ControllerIn, names: Names) -> NftForwarder:
+    act = doc.actuator
+    sites = {
+        s: (
+            c.namespace,
+            c.anycast,
+            c.ingress,
+            tuple(nft.Backbone(x.index, x.to, x.ifname, x.via, x.shared) for x in c.links),
+        )
+        for s, c in act.nft.items()
+    }
+    return NftForwarder(names, dict(act.ports), sites)
+
+
+def _speakers(doc: ControllerIn, path: str | Path, names: Names) -> Speakers:
+    speakers = {s: make_speaker(s, c, path) for s, c in doc.actuator.speakers.items()}
+    return Speakers(names, speakers, {s.name: s.prefixes for s in doc.sites})

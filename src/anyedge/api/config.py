@@ -16,7 +16,7 @@ Example (``docs/examples/controller.yaml`` is a complete one)::
       - {name: AMS, maximum: 0.90, target: 0.85, acceptable: 0.75, prefixes: [192.0.2.0/24]}
       - {name: FRA}
     latency_ms: {AMS: {FRA: 8}}      # one direction is enough; a pair not given is never used
-    actuator: {kind: dry-run}        # or nft (per site) or speakers (per site)
+    actuator: {kind: dry-run}        # or nft, speakers (per site), or network (both)
     # and beside any kind, server weights from CPU (Unimog), through each site's balancer:
     #   actuator: {kind: ..., balancer: {damping: 0.5, sites: {AMS: {agent: edge.sock}}}}
     http: {address: 127.0.0.1, port: 9180, token_file: /etc/anyedge/token}
@@ -166,7 +166,8 @@ class BalancerIn(_Strict):
 
 
 class ActuatorIn(_Strict):
-    kind: Literal["dry-run", "nft", "speakers"] = "dry-run"
+    # network: forwards by nftables and withdrawals by the speakers, as a real site acts
+    kind: Literal["dry-run", "nft", "speakers", "network"] = "dry-run"
     # dry-run: each enforced state as one JSON line (None: not written)
     log: str | None = None
     # rehearsal: seconds each enforcement takes (a slow network change), dry-run only
@@ -211,14 +212,20 @@ class ControllerIn(_Strict):
             if p not in self.plans:
                 raise ValueError(f"protected plan {p!r} is not in plans")
         act = self.actuator
-        per_site = act.nft if act.kind == "nft" else act.speakers if act.kind == "speakers" else {}
-        for s in per_site:
-            if s not in known:
-                raise ValueError(f"actuator.{act.kind} names site {s!r}, which is not in sites")
+        per_site: dict[str, list[str]] = {
+            "nft": list(act.nft) if act.kind in ("nft", "network") else [],
+            "speakers": list(act.speakers) if act.kind in ("speakers", "network") else [],
+        }
+        for part, sites in per_site.items():
+            for s in sites:
+                if s not in known:
+                    raise ValueError(f"actuator.{part} names site {s!r}, which is not in sites")
         for s in act.balancer.sites if act.balancer is not None else {}:
             if s not in known:
                 raise ValueError(f"actuator.balancer names site {s!r}, which is not in sites")
-        if act.kind == "nft":
+        if act.kind == "network" and not (act.nft and act.speakers):
+            raise ValueError("a network actuator needs both nft (forwards) and speakers")
+        if act.kind in ("nft", "network"):
             missing = [
                 p for p in self.plans if p not in self.protected_plans and p not in act.ports
             ]
