@@ -5,7 +5,9 @@ the configuration ``anyedge lab controller-config`` writes — telemetry by Prom
 forwarding by nftables in the sites' namespaces.  The closed loop: c1 overloads CHC
 (300 free requests/s at 1 ms each where CHC can serve 200 ms/s), the controller
 forwards CHC's free plan to AKL, and takes it back when the load ends; while it
-forwards, the dashboard (in headless Chromium) shows it."""
+forwards, the dashboard (in headless Chromium) shows it.  With ``--withdraw`` and CHC
+forbidden to forward, the controller withdraws CHC's prefix through CHC's own FRR
+instead, and announces it again when the load ends."""
 
 from __future__ import annotations
 
@@ -114,3 +116,85 @@ def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) ->
             assert run.stop() == 0, run.log()
         if prom is not None:
             prom.stop()
+
+
+def test_the_loop_withdraws_through_the_sites_own_speaker(lab3: RunningLab, tmp_path: Path) -> None:
+    """``controller-config --withdraw``: the ``network`` actuator with the sites' own
+    speakers and the lab model's atlas.  CHC may not forward here, so when c1 overloads
+    it the controller withdraws CHC's prefix through CHC's FRR — BGP takes c1 to AKL,
+    as the atlas says — and announces it again when the load is over."""
+    import yaml
+
+    env = {**os.environ, "PYTHONPATH": SRC}
+    d = str(lab3.directory)
+    prom: Prometheus | None = None
+    run: Run | None = None
+    plan = lab3.plan
+    prefix = plan.site_node("CHC").prefixes[0]
+
+    from anyedge.lab.build import router_of
+
+    isp1 = router_of(plan, plan.node("isp1"), lab3.directory)
+    chc_ip = next(p.peer_address for p in plan.node("isp1").bgp_ports if p.peer == "chc")
+
+    def chc_heard() -> bool:  # c1's ISP has the prefix from CHC
+        out = isp1.vtysh(f"show ip bgp neighbors {chc_ip} routes json")
+        return prefix in json.loads(out or "{}").get("routes", {})
+
+    try:
+        yml = tmp_path / "prometheus.yml"
+        r = subprocess.run(
+            [sys.executable, "-m", "anyedge", "lab", "prometheus-config", "--dir", d,
+             "-o", str(yml)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        prom = Prometheus(tmp_path / "prom", [], yml.read_text())
+        sites = "count by (site) (anyedge_lab_cpu_ms_total)"
+        wait_for("every site scraped", lambda: len(query(prom.url, sites)) == 3)
+        http = free_port()
+        cfg = tmp_path / "controller.yaml"
+        r = subprocess.run(
+            [sys.executable, "-m", "anyedge", "lab", "controller-config", "--dir", d,
+             "--prometheus", prom.url, "--http-port", str(http), "-o", str(cfg), "--withdraw"],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "actuator network" in r.stdout
+        assert (tmp_path / "atlas.json").exists()
+        doc = yaml.safe_load(cfg.read_text())
+        for s in doc["sites"]:
+            s["can_forward"] = s["name"] != "CHC"
+        cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+        assert chc_heard()
+        run = Run(cfg, http)
+        wait_for("every site fresh", lambda: all(s["fresh"] for s in run.state()["sites"]))
+        c1 = plan.node("c1").namespace
+        argv = ["ip", "netns", "exec", c1, sys.executable, "-m", "anyedge.lab.probe", "load"]
+        argv += ["--address", plan.service_address, "--port", str(plan.ports[0])]
+        argv += ["--rate", "300", "--duration", "12", "--flows", "512"]
+        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for("CHC withdrawn", lambda: run.state()["moves"]["withdrawn"])
+            assert run.state()["moves"]["withdrawn"] == [{"site": "CHC", "prefix": prefix}]
+            wait_for("CHC's FRR withdrew it at isp1", lambda: not chc_heard())
+            stdout, stderr = load.communicate(timeout=90)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.communicate()
+        assert load.returncode == 0, stderr
+        sent = json.loads(stdout)
+        assert sent["answers"].get("AKL", 0) > 0.1 * sent["sent"]  # BGP took c1 to AKL
+        assert any(a[1] == "CHC" for a in _actions(tmp_path / "journal.sqlite", "withdraw"))
+        # the load is over: CHC's prefix is announced again, by the same speaker
+        wait_for("CHC announced again", lambda: not run.state()["moves"]["withdrawn"], 120)
+        wait_for("isp1 hears CHC again", chc_heard, 30)
+        assert run.state()["enforce_error"] is None
+    finally:
+        if run is not None:
+            assert run.stop() == 0, run.log()
+        if prom is not None:
+            prom.stop()
+        lab3_heal = [sys.executable, "-m", "anyedge", "lab", "heal", "--dir", d]
+        subprocess.run(lab3_heal, capture_output=True, env=env, timeout=120, check=False)

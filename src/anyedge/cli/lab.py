@@ -884,19 +884,39 @@ def prometheus_config_(
 @click.option("--prometheus", required=True, help="Prometheus's URL (it scrapes the lab).")
 @click.option("--http-port", default=9180, show_default=True, type=click.IntRange(0, 65535))
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--withdraw",
+    is_flag=True,
+    help="Also withdraw prefixes through the sites' own speakers (actuator network), with "
+    "the lab model's failover atlas written beside the configuration (atlas.json).",
+)
 def controller_config_(
-    directory: Path | None, name: str | None, prometheus: str, http_port: int, out: Path
+    directory: Path | None,
+    name: str | None,
+    prometheus: str,
+    http_port: int,
+    out: Path,
+    withdraw: bool,
 ) -> None:
     """Write the controller.yaml that runs `anyedge control run` against the lab."""
     import yaml
 
-    from ..lab.rehearsal import controller_config
+    from ..lab.rehearsal import controller_config, lab_atlas
     from ..model.files.atomic import write_all
 
     world, plan, _state = _attach(directory, name)
-    doc = controller_config(world, plan, prometheus, http_port=http_port)
-    write_all({out: yaml.safe_dump(doc, sort_keys=False)})
-    click.echo(f"wrote {out} ({len(doc['sites'])} sites, actuator nft)")
+    d = _dir(directory, name)
+    atlas = out.parent / "atlas.json" if withdraw else None
+    doc = controller_config(
+        world, plan, prometheus, http_port=http_port,
+        directory=d if withdraw else None, atlas=atlas.name if atlas else None,
+    )  # fmt: skip
+    files = {out: yaml.safe_dump(doc, sort_keys=False)}
+    if atlas is not None:
+        files[atlas] = lab_atlas(world)
+    write_all(files)
+    what = f"actuator {doc['actuator']['kind']}" + (f", {atlas}" if atlas else "")
+    click.echo(f"wrote {out} ({len(doc['sites'])} sites, {what})")
 
 
 # the anycast DNS commands (dns, dig, health, ...), fault, heal and status, and the

@@ -20,7 +20,9 @@ would be joined:
   thresholds, the backbone latencies (no backbone link: never forwarded to), the PromQL
   that turns the counters into CPU ms/s per site and plan (:data:`CPU_QUERY`), and the
   ``nft`` actuator with every site's namespace, anycast addresses, Internet-facing
-  interfaces and backbone links.  ``anyedge lab controller-config`` writes it.
+  interfaces and backbone links; with ``--withdraw``, the ``network`` actuator (the
+  sites' own speakers too) and :func:`lab_atlas`, so it withdraws prefixes as well.
+  ``anyedge lab controller-config`` writes it.
 
 The loop is then the service's own, unchanged: ``anyedge control run -c`` on that file.
 """
@@ -34,7 +36,7 @@ from typing import Any
 from ..model.world import World
 from .control import lab_config
 from .forward import backbone_links, ingress
-from .plan import LabPlan
+from .plan import LabPlan, NodePlan
 
 # CPU ms/s per site and plan: the rate of the CPU the services' requests cost
 CPU_QUERY = "sum by (site, plan) (rate(anyedge_lab_cpu_ms_total[4s]))"
@@ -67,8 +69,15 @@ def controller_config(
     http_port: int = 9180,
     journal: str = "journal.sqlite",
     interval: float = 1.0,
+    directory: Path | None = None,
+    atlas: str | None = None,
 ) -> dict[str, Any]:
-    """The ``controller.yaml`` (as a mapping) that runs the service against this lab."""
+    """The ``controller.yaml`` (as a mapping) that runs the service against this lab.
+
+    With ``directory`` (the running lab's) and ``atlas`` (the atlas file's name, which
+    :func:`lab_atlas` writes, relative to the configuration) the actuator is ``network``:
+    forwards by nftables and withdrawals through each site's own speaker, where the
+    atlas says its users have somewhere to go."""
     cfg = lab_config(world, plan)
     sites = plan.sites
     codes = [str(n.site) for n in sites]
@@ -92,7 +101,15 @@ def controller_config(
                 "ingress": ingress(n),
                 "links": links,
             }
-    return {
+    actuator: dict[str, Any] = {
+        "kind": "nft",
+        "ports": dict(zip(plan.plans, plan.ports, strict=True)),
+        "nft": nft,
+    }
+    if directory is not None and atlas is not None:
+        actuator["kind"] = "network"
+        actuator["speakers"] = {str(n.site): _speaker(plan, n, directory) for n in sites}
+    doc: dict[str, Any] = {
         "prometheus": {
             "url": prometheus,
             "queries": {"cpu": CPU_QUERY, "capacity": CAPACITY_QUERY, "scraped": SCRAPED_QUERY},
@@ -114,14 +131,51 @@ def controller_config(
                 "acceptable": float(cfg.acceptable[i]),
                 "can_forward": bool(cfg.can_forward[i]) if cfg.can_forward is not None else True,
                 "location": [round(float(x), 4) for x in _location(world, c)],
+                "prefixes": list(sites[i].prefixes),
             }
             for i, c in enumerate(codes)
         ],
         "latency_ms": latency,
-        "actuator": {
-            "kind": "nft",
-            "ports": dict(zip(plan.plans, plan.ports, strict=True)),
-            "nft": nft,
-        },
+        "actuator": actuator,
         "http": {"address": "127.0.0.1", "port": http_port},
     }
+    if atlas is not None:
+        doc["atlas"] = atlas
+    return doc
+
+
+def _speaker(plan: LabPlan, node: NodePlan, directory: Path) -> dict[str, Any]:
+    """The site's speaker as controller.yaml names it: the one the lab runs."""
+    from ..model.lab import Speaker
+    from .build import speaker_config
+
+    c = speaker_config(plan, node, directory.resolve())
+    return {
+        "driver": str((node.speaker or Speaker.FRR).value),
+        "namespace": c.namespace,
+        "workdir": str(c.workdir),
+        "asn": c.asn,
+        "router_id": c.router_id,
+        "neighbors": [
+            {
+                "address": n.address,
+                "asn": n.asn,
+                "local_address": n.local_address,
+                "interface": n.interface,
+                "bfd": n.bfd,
+            }
+            for n in c.neighbors
+        ],
+    }
+
+
+def lab_atlas(world: World) -> str:
+    """The failover atlas of the lab's model (its first prefix, single sites, the
+    tie-break its routers use), as the JSON ``controller.yaml``'s ``atlas`` names."""
+    from ..predict import build_atlas
+    from ..routing import Mode
+    from .plan import lab_world
+
+    model = lab_world(world)
+    k = max(1, len(model.network.sites) - 1)
+    return build_atlas(model, 0, k=k, jobs=1, mode=Mode.AS, sections=False).to_json()
