@@ -406,32 +406,3 @@ def test_withdrawn_prefix_is_announced_again_when_there_is_room() -> None:
     (a,) = decide(calm, state, cfg, 0.0).of("announce")
     assert (a.site, a.prefix) == (0, 0)
     assert not apply(state, Plan((a,)), 0.0).withdrawn[0, 0]
-
-
-def test_a_withdrawal_after_a_flash_crowd_comes_back_when_its_receivers_are_idle() -> None:
-    """Site 0 withdrew a prefix that carried 30,000 ms/s, more than its 20,000 of
-    capacity: by that memory alone it would never be announced again.  Its users went
-    to site 3 (the atlas); once site 3 serves only 500 ms/s, what could come back is at
-    most that, and the prefix is announced again.  While site 3 is still busy with
-    them, it waits."""
-    obs, cfg = reference_network()
-    two = np.array([[True, True, True, True], [True, True, False, False]])
-    cfg = Config(**{**cfg.__dict__, "announced": two})
-    state = State.empty(4, 4, prefixes=2)
-    wd = state.withdrawn.copy()
-    wd[0, 0] = True
-    moved = np.zeros_like(wd, dtype=float)
-    moved[0, 0] = 30_000.0
-    state = State(state.shares(), state.shift, wd, state.last_change, withdrawn_cpu=moved)
-    to_d = Failover(share=np.array([[0, 0, 0, 1.0], [0] * 4, [0] * 4, [0] * 4]))
-    cap = np.array([20_000.0, 3_000, 3_000, 40_000])
-
-    def seen(d_cpu: float) -> Observation:
-        cpu = np.array([[3_000.0, 0, 0, 0], *obs.cpu[1:3], [d_cpu, 0, 0, 0]])
-        return Observation(utilisation=cpu.sum(axis=1) / cap, cpu=cpu, age=np.zeros(4),
-                           capacity=cap)  # fmt: skip
-
-    assert decide(seen(34_000.0), state, cfg, 0.0, to_d).of("announce") == []  # still busy
-    assert decide(seen(500.0), state, cfg, 0.0).of("announce") == []  # no atlas: memory only
-    (a,) = decide(seen(500.0), state, cfg, 0.0, to_d).of("announce")
-    assert (a.site, a.prefix, a.cpu) == (0, 0, 500.0)

@@ -833,14 +833,11 @@ class _Decision:
         """Announce again, one prefix per decision, where the site has room for it.
 
         A prefix brings back about the CPU time it took away when it was withdrawn (or,
-        if that is not known, as much as each prefix still announced there) — but never
-        more than the sites the atlas sent its users to serve now, in all: once a flash
-        crowd is over, its users no longer weigh on the receivers, and the prefix may come
-        back although it once carried more than the site can serve.  It goes back only
-        if the site stays below acceptable, less the hysteresis margin, with it.  A site
-        of unknown capacity waits.
+        if that is not known, as much as each prefix still announced there); it goes
+        back only if the site stays below acceptable, less the hysteresis margin, with
+        it.  A site of unknown capacity waits.
         """
-        state, cfg, fo = self.state, self.cfg, self.failover
+        state, cfg = self.state, self.cfg
         if not state.withdrawn.size:
             return
         moved = state.moved_by_withdrawal()
@@ -851,13 +848,8 @@ class _Decision:
                 continue
             q = int(np.flatnonzero(state.withdrawn[:, s])[0])
             live = int((announced[:, s] & ~state.withdrawn[:, s]).sum())
-            known = bool(moved[q, s] > 0)
-            back = float(moved[q, s]) if known else (self.load[s] / live if live else 0.0)
-            if fo is not None and (fo.known is None or fo.known[s]):
-                went = fo.share[s] > 0
-                if went.any():  # what moved is part of what its receivers serve now
-                    back, known = min(back, float(self.load[went].sum())), True
-            if (back <= 0 and not known) or back > self.budget + EPS:
+            back = float(moved[q, s]) if moved[q, s] > 0 else (self.load[s] / live if live else 0.0)
+            if back <= 0 or back > self.budget + EPS:
                 continue  # nothing known of what it would bring back, or over the cap
             after = (self.load[s] + back) / self.cap[s]
             if after > cfg.acceptable[s] - cfg.hysteresis:
