@@ -29,6 +29,11 @@ PLANS = ["free", "pro", "business", "enterprise"]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+def p95_at(utilisation: float) -> float:
+    """The sites' p95 latency (ms) at a utilisation: 5 + 40 u², 20 ms at u = √(3/8)."""
+    return 5.0 + 40.0 * utilisation**2
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,6 +117,7 @@ class Sites:
             "anyedge_site_cpu_ms", "CPU ms/s", ["site", "plan"], registry=self.registry
         )
         self.cap = Gauge("anyedge_site_capacity_ms", "CPU ms/s", ["site"], registry=self.registry)
+        self.p95 = Gauge("anyedge_site_p95_ms", "p95 latency, ms", ["site"], registry=self.registry)
         self.capacity = capacity
         for s, c in capacity.items():
             self.cap.labels(s).set(c)
@@ -122,10 +128,12 @@ class Sites:
         )
 
     def load(self, site: str, utilisation: float) -> None:
-        """Set the site's CPU time to ``utilisation`` of its capacity, spread over plans."""
+        """Set the site's CPU time to ``utilisation`` of its capacity, spread over plans,
+        and its p95 latency on the curve :func:`p95_at` (20 ms at about 61 %)."""
         total = utilisation * self.capacity[site]
         for p, share in zip(PLANS, (0.4, 0.3, 0.2, 0.1), strict=True):
             self.cpu.labels(site, p).set(share * total)
+        self.p95.labels(site).set(p95_at(utilisation))
 
     def calm(self, prometheus_url: str, utilisation: float = 0.3) -> None:
         """Every site at ``utilisation``, and wait until Prometheus has scraped it: a
@@ -207,11 +215,13 @@ def controller_yaml(
     atlas: str | None = None,
     actuator: str | None = None,
     cannot_forward: tuple[str, ...] = (),
+    learn: str | None = None,
 ) -> Path:
     """A controller.yaml for these sites, all 10 ms apart, deciding every second."""
     names = [*sites, *extra_sites]
+    p95 = ", queries: {p95: 'max by (site) (anyedge_site_p95_ms)'}" if learn else ""
     lines = [
-        f"prometheus: {{url: '{prometheus}', timeout: 2}}",
+        f"prometheus: {{url: '{prometheus}', timeout: 2{p95}}}",
         "interval: 1",
         "journal: journal.sqlite",
         f"guardrails: {{stale_after: 5, max_move_share: 1.0, min_interval: {min_interval}}}",
@@ -230,6 +240,8 @@ def controller_yaml(
     ]
     if atlas is not None:
         lines.append(f"atlas: {atlas}")
+    if learn is not None:
+        lines.append(f"learn: {learn}")
     (directory / "token").write_text("s3cret-token-for-the-test\n")
     path = directory / "controller.yaml"
     path.write_text("\n".join(lines) + "\n")

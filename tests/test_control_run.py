@@ -9,13 +9,17 @@ of an enforcement, then a restart, neither repeats nor loses the action."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -302,3 +306,49 @@ def run_history(run: Run) -> list[dict[str, object]]:
     from service_support import get_json
 
     return list(get_json(f"{run.url}/api/overrides")["history"])
+
+
+def test_maximum_thresholds_are_learned_from_p95_in_prometheus(
+    world: tuple[Sites, Prometheus], tmp_path: Path
+) -> None:
+    """``learn`` with a p95 query: CHC's load sweeps from 20 % to 85 % while its p95
+    follows 5 + 40 u² ms (20 ms at 61 %); after ``learn.every`` the maximum is learned
+    near 61 % (AKL and SYD, calm below 50 %, keep the static 90 %), logged and shown,
+    and the controller then forwards CHC's load at 75 %, which the static maximum
+    allowed."""
+    sites, prom = world
+    sites.calm(prom.url)
+    port = free_port()
+    cfg = controller_yaml(
+        tmp_path, prom.url, CAPACITY, http_port=port,
+        learn="{every: 24, min_points: 12, window: 3600}",
+    )  # fmt: skip
+    run = Run(cfg, port)
+    try:
+        for i in range(24):  # one new scrape a second, each a sample
+            sites.load("CHC", 0.2 + 0.65 * ((i * 7) % 24) / 23)
+            time.sleep(1.0)
+        sites.load("CHC", 0.3)
+        line = wait_for("learned", lambda: re.search(
+            r"learned maximum for CHC: ([\d.]+) \((\w+)", run.log()), 30)  # fmt: skip
+        assert line[2] in ("quadratic", "linear")
+        learned = float(line[1])
+        assert abs(learned - math.sqrt(15 / 40)) < 0.06, run.log()
+
+        def sites_now() -> dict[str, Any]:
+            return {s["site"]: s for s in run.state()["sites"]}
+
+        # in force from the next step
+        wait_for(
+            "in force", lambda: abs(sites_now()["CHC"]["in_force"]["maximum"] - learned) < 1e-3
+        )
+        st = sites_now()
+        assert st["CHC"]["learned"]["maximum"] == pytest.approx(learned, abs=1e-3)
+        assert st["AKL"]["learned"] is None
+        assert st["AKL"]["in_force"]["maximum"] == 0.9
+        assert _forwards(tmp_path) == []  # at 85 % the static 90 % held nothing
+        sites.load("CHC", 0.75)
+        first = wait_for("CHC forwards on the learned maximum", lambda: _forwards(tmp_path))
+        assert {f[1] for f in first} == {"CHC"}
+    finally:
+        assert run.stop() == 0, run.log()

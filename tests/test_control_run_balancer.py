@@ -213,3 +213,9 @@ def test_bad_balancer_and_speaker_settings_name_their_line(tmp_path: Path) -> No
     )
     with pytest.raises(InputError, match="a network actuator needs both nft"):
         load(bad)
+    # learned maxima need each site's p95 latency
+    bad.write_text(
+        "prometheus: {url: 'http://127.0.0.1:9090'}\nsites: [{name: CHC}]\nlearn: {every: 60}\n"
+    )
+    with pytest.raises(InputError, match=r"learn needs prometheus\.queries\.p95"):
+        load(bad)

@@ -9,7 +9,10 @@ core needs and builds an :class:`~anyedge.control.core.Observation` from the ans
   uses: ``rate(cpu_seconds_total[1m]) * 1000`` summed by site and plan, say);
 * **capacity per site** — CPU ms/s the site's healthy servers can give (one series per
   site);
-* optionally **utilisation per site**; without it, CPU over capacity.
+* optionally **utilisation per site**; without it, CPU over capacity;
+* optionally **p95 latency per site** (ms), kept beside the observation
+  (:attr:`PromTelemetry.p95`) for the learned maximum thresholds
+  (:mod:`anyedge.control.learn`); a site without it is left out of learning only.
 
 The age of each site's telemetry is ``now`` minus the time of its newest scraped sample
 (a ``timestamp()`` query: an instant query's own samples carry the evaluation time, not
@@ -100,6 +103,8 @@ class Queries:
     scraped: str | None = "max by (site) (timestamp(anyedge_site_cpu_ms))"
     site_label: str = "site"
     plan_label: str = "plan"
+    # each site's p95 latency in ms (its service-level indicator), for learned maxima
+    p95: str | None = None
 
 
 @dataclass
@@ -114,6 +119,8 @@ class PromTelemetry:
     timeout: float = 5.0
     problems: list[str] = field(default_factory=list)  # of the last observation
     up: bool = True  # Prometheus answered the last observation
+    # (S,) p95 latency in ms at the last observation (NaN: none; no p95 query: empty)
+    p95: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def observe(self, now: float) -> Observation:
         n, k = len(self.sites), len(self.plans)
@@ -129,8 +136,10 @@ class PromTelemetry:
             cap_s = query(self.url, q.capacity, now, self.timeout)
             u_s = query(self.url, q.utilisation, now, self.timeout) if q.utilisation else None
             t_s = query(self.url, q.scraped, now, self.timeout) if q.scraped else None
+            p_s = query(self.url, q.p95, now, self.timeout) if q.p95 else None
         except PromError as e:
             self.up, self.problems = False, [f"prometheus: {e}"]
+            self.p95 = np.full(n, math.nan) if q.p95 else np.zeros(0)
             return Observation(
                 utilisation=np.zeros(n), cpu=cpu, age=np.full(n, math.inf), capacity=np.zeros(n)
             )
@@ -179,4 +188,12 @@ class PromTelemetry:
                 problems.append(f"{s}: no capacity")
         age[bad] = math.inf
         self.problems = problems
+        if p_s is not None:
+            p95 = np.full(n, math.nan)
+            for x in p_s:  # a missing or odd p95 only leaves that sample out of learning
+                i = site_row.get(x.labels.get(q.site_label, ""), -1)
+                if i >= 0 and math.isfinite(x.value) and x.value > 0:
+                    p95[i] = x.value
+            p95[bad] = math.nan
+            self.p95 = p95
         return Observation(utilisation=util, cpu=cpu, age=age, capacity=cap)

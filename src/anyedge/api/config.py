@@ -21,6 +21,7 @@ Example (``docs/examples/controller.yaml`` is a complete one)::
     #   actuator: {kind: ..., balancer: {damping: 0.5, sites: {AMS: {agent: edge.sock}}}}
     http: {address: 127.0.0.1, port: 9180, token_file: /etc/anyedge/token}
     atlas: atlas.json                # optional: the predictor's atlas, for withdrawals
+    learn: {slo_ms: 20, every: 3600} # optional: learned maxima, with queries.p95 given
 
 Every problem is reported with the file, line and place (exit status 2) before anything
 starts; relative paths (``journal``, ``atlas``, ``token_file``, ``log``, ``agent``) are
@@ -59,6 +60,19 @@ class QueriesIn(_Strict):
     scraped: str | None = "max by (site) (timestamp(anyedge_site_cpu_ms))"
     site_label: str = "site"
     plan_label: str = "plan"
+    p95: str | None = None  # each site's p95 latency in ms: what ``learn`` learns from
+
+
+class LearnIn(_Strict):
+    """Learned maximum thresholds (the reference's): each site's maximum where its p95
+    latency meets the SLO, from the samples of the last ``window`` seconds, relearnt
+    every ``every`` seconds; trusted only below the static maximum."""
+
+    slo_ms: float = Field(20.0, gt=0)
+    every: float = Field(3600.0, gt=0)
+    window: float = Field(7 * 86400.0, gt=0)
+    min_points: int = Field(30, ge=3)
+    learn_from: float = Field(0.5, ge=0, le=1.5)  # samples must reach this utilisation
 
 
 class PrometheusIn(_Strict):
@@ -196,9 +210,12 @@ class ControllerIn(_Strict):
     actuator: ActuatorIn = ActuatorIn()
     http: HttpIn | None = HttpIn()
     atlas: str | None = None
+    learn: LearnIn | None = None
 
     @model_validator(mode="after")
     def _names(self) -> ControllerIn:
+        if self.learn is not None and not self.prometheus.queries.p95:
+            raise ValueError("learn needs prometheus.queries.p95 (each site's p95 latency)")
         names = [s.name for s in self.sites]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

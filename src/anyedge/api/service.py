@@ -10,6 +10,9 @@ on the wall clock, every ``interval`` seconds, in the main thread:
    enforce (the actuator of :mod:`.actuators`);
 3. with ``actuator.balancer``, each site's server weights follow its servers' CPU
    (Unimog, :mod:`.unimog`), not while frozen;
+   with ``learn`` (and a p95 query), each fresh site's utilisation and p95 latency are
+   kept, and every ``learn.every`` seconds the maximum thresholds are learnt again
+   (:func:`anyedge.control.learn.relearn`, the twin's rule) and decide from then on;
 4. what happened is logged on stderr, one line per action or change of health, and
    counted for Prometheus (:class:`~anyedge.adapters.metrics.ControllerMetrics`, plus
    ``anyedge_controller_frozen`` and ``anyedge_controller_overrides{kind}``).
@@ -55,6 +58,7 @@ from ..adapters.overrides import KINDS, InForce, Overrides, effective
 from ..adapters.prometheus import PromTelemetry, Queries
 from ..control.codec import action_to, plan_to, state_to
 from ..control.core import Config, Failover, Plan, hold
+from ..control.learn import learned_config, relearn
 from ..control.reasons import Names, render
 from .actuators import build
 from .config import ControllerIn, beside, core_config, names_of
@@ -84,7 +88,9 @@ class Service:
                 doc.prometheus.url,
                 self.names.sites,
                 self.names.plans,
-                Queries(q.cpu, q.capacity, q.utilisation, q.scraped, q.site_label, q.plan_label),
+                Queries(
+                    q.cpu, q.capacity, q.utilisation, q.scraped, q.site_label, q.plan_label, q.p95
+                ),
                 doc.prometheus.timeout,
             )
             self.actuator = build(doc, path, self.names, lambda: self.controller.seq)
@@ -122,6 +128,12 @@ class Service:
         self._up = True
         self._holds: set[tuple[int, str]] = set()  # of the last journaled decision
         self.stop_reason: str | None = None
+        # learned maxima: (time, utilisation, p95) samples of fresh sites, the static
+        # configuration with the learned maxima in it, and when it was learnt last
+        self.samples: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self.learned: Config = self.base
+        self.learnt_at = self.started
+        self.learned_why: dict[str, str] = {}
 
     # ------------------------------------------------------------------ logging
 
@@ -138,7 +150,7 @@ class Service:
             c.plan = Plan((hold(-1, "frozen"),))
             cycle = Cycle(now, c.plan)
         else:
-            c.config = effective(self.base, self.names.sites, self.in_force)
+            c.config = effective(self.learned, self.names.sites, self.in_force)
             seq = c.seq
             cycle = c.cycle(now)
             if c.seq != seq:
@@ -151,9 +163,41 @@ class Service:
                 self._holds = holds
         if self.balancer is not None and not self.in_force.frozen:
             self._balance()
+        if self.doc.learn is not None:
+            self._learn(now)
         self.steps += 1
         self._health(cycle)
         return cycle
+
+    def _learn(self, now: float) -> None:
+        """Keep each fresh site's (utilisation, p95) sample; every ``learn.every``
+        seconds learn the maxima again from the last ``learn.window`` (the decisions use
+        them from the next step)."""
+        learn, obs = self.doc.learn, self.controller.observation
+        assert learn is not None
+        p95 = self.telemetry.p95
+        if obs is not None and p95.size:
+            fresh = obs.age <= self.base.stale_after
+            u = np.where(fresh, obs.utilisation, np.nan)
+            self.samples.append((now, u, np.where(fresh, p95, np.nan)))
+        if now - self.learnt_at < learn.every:
+            return
+        self.learnt_at = now
+        self.samples = [x for x in self.samples if x[0] >= now - learn.window]
+        if not self.samples:
+            return
+        u_all = np.array([x[1] for x in self.samples])
+        p_all = np.array([x[2] for x in self.samples])
+        maximum, results = relearn(self.base, u_all, p_all, learn_from=learn.learn_from,
+                                   slo_ms=learn.slo_ms, min_points=learn.min_points)  # fmt: skip
+        before = self.learned.maximum
+        self.learned = learned_config(self.base, maximum)
+        for s, r in results.items():
+            name = self.names.sites[s]
+            why = f"{r.method}, {r.reason}" if r.method != "static" else r.reason
+            self.learned_why[name] = why
+            if abs(maximum[s] - before[s]) > 1e-9:
+                self.say(f"learned maximum for {name}: {maximum[s]:.3f} ({why})")
 
     def _balance(self) -> None:
         """Unimog: each site's server weights from its servers' CPU (:mod:`.unimog`)."""
@@ -259,6 +303,11 @@ class Service:
                 "forbidden": s in self.in_force.forbidden,
                 "drained": s in self.in_force.drained,
                 "location": _listed(loc[i]),
+                "learned": (
+                    None
+                    if s not in self.learned_why
+                    else {"maximum": float(self.learned.maximum[i]), "why": self.learned_why[s]}
+                ),
             }
             if obs is not None:
                 age = float(obs.age[i])

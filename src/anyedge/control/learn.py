@@ -465,3 +465,34 @@ def _minimum(coef: tuple[float, ...]) -> float:
 
 def _fmt_r2(r2: float | None) -> str:
     return "-" if r2 is None else f"{r2:.3f}"
+
+
+def relearn(
+    static: Config,
+    u: npt.ArrayLike,
+    p95_ms: npt.ArrayLike,
+    *,
+    learn_from: float = 0.50,
+    slo_ms: float = 20.0,
+    min_points: int = 30,
+) -> tuple[FloatArray, dict[int, LearnedThreshold]]:
+    """Each site's maximum threshold from samples ``u`` and ``p95_ms`` (arrays of shape
+    (samples, sites), NaN where a site had none), as the reference's Traffic Manager
+    relearns on a schedule, with what can be trusted: a fit (not the static fallback)
+    of a site whose samples reached ``learn_from`` (below, the knee is out of sight),
+    and only where lower than the static maximum (above it the fit is the only
+    evidence, beyond the data).  Returns the maxima and each learned site's result."""
+    u_a, p_a = np.asarray(u, dtype=np.float64), np.asarray(p95_ms, dtype=np.float64)
+    maximum = static.maximum.astype(np.float64)
+    results: dict[int, LearnedThreshold] = {}
+    if u_a.size == 0:
+        return maximum, results
+    busy = np.nan_to_num(u_a, nan=0.0).max(axis=0) >= learn_from
+    for s in np.flatnonzero(busy).tolist():
+        ok = np.isfinite(u_a[:, s]) & np.isfinite(p_a[:, s])
+        r = learn_maximum(u_a[ok, s], p_a[ok, s], static=float(static.maximum[s]),
+                          slo_ms=slo_ms, min_points=min_points)  # fmt: skip
+        results[s] = r
+        if r.method != "static":
+            maximum[s] = min(r.value, float(static.maximum[s]))
+    return maximum, results

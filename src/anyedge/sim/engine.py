@@ -58,7 +58,7 @@ from ..adapters.controller import Controller, Cycle
 from ..adapters.journal import Journal
 from ..control.core import Config, Failover, Observation, Plan, State
 from ..control.interfaces import Actuator, Telemetry
-from ..control.learn import fit_curve, learn_maximum, learned_config
+from ..control.learn import fit_curve, learn_maximum, learned_config, relearn
 from ..control.reasons import Names, render
 from ..model.world import World
 from ..predict import Predictor
@@ -838,14 +838,7 @@ class _Run:
         if not self.samples_u:
             return
         u, p = np.array(self.samples_u), np.array(self.samples_p)
-        static = self.cfg.maximum
-        maximum = static.astype(np.float64)
-        busy = np.nan_to_num(u, nan=0.0).max(axis=0) >= LEARN_FROM
-        for s in np.flatnonzero(busy).tolist():
-            ok = np.isfinite(u[:, s]) & np.isfinite(p[:, s])
-            r = learn_maximum(u[ok, s], p[ok, s], static=float(static[s]))
-            if r.method != "static":
-                maximum[s] = min(r.value, float(static[s]))
+        maximum, _ = relearn(self.cfg, u, p, learn_from=LEARN_FROM)
         self.controller.config = learned_config(self.cfg, maximum)
 
     def _enforce(self, state: State) -> None:
