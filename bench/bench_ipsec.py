@@ -55,7 +55,8 @@ from anyedge.proto.esp import EspEndpoint  # noqa: E402
 from anyedge.proto.ike import ChildSA, Responder, ResponderConfig, Selector  # noqa: E402
 from anyedge.proto.ike import codec as c  # noqa: E402
 from anyedge.proto.ike.initiator import Initiator  # noqa: E402
-from ipsec_support import CHARON, PSK, STRONGSWAN_CONF  # noqa: E402
+from ike_support import mirror  # noqa: E402
+from ipsec_support import CHARON, PSK, STRONGSWAN_CONF, serve_argv  # noqa: E402
 
 RESPONDER_CONF = """\
 connections {
@@ -206,27 +207,7 @@ def udp_comparison(n: int, window: int) -> dict[str, Any]:
             log = d / "edge.log"
             pid = netns.spawn(
                 sv,
-                [
-                    sys.executable,
-                    "-m",
-                    "anyedge",
-                    "ipsec",
-                    "serve",
-                    "--listen",
-                    "192.0.2.1",
-                    "--psk-file",
-                    str(d / "psk"),
-                    "--id",
-                    "edge.example",
-                    "--local-ts",
-                    "198.51.100.0/24",
-                    "--remote-ts",
-                    "100.64.0.0/10",
-                    "--tun",
-                    "aeipbt0",
-                    "--cookie-threshold",
-                    "100000",
-                ],
+                serve_argv(d / "psk", "100.64.0.0/10", "aeipbt0", "--cookie-threshold", "100000"),
                 log,
                 env={"PYTHONPATH": str(ROOT / "src")},
             )
@@ -296,19 +277,7 @@ def esp_throughput(packets: int) -> dict[str, Any]:
     edge = EspEndpoint()
     edge.install(ch)
     peer = EspEndpoint()
-    peer.install(
-        ChildSA(
-            ch.spi_out,
-            ch.spi_in,
-            ch.key_out,
-            ch.key_in,
-            ch.ts_local,
-            ch.ts_remote,
-            ("192.0.2.1", 4500),
-            ch.ike_spi,
-            ch.created,
-        )
-    )
+    peer.install(mirror(ch))
     inner = (
         bytes([0x45, 0, 0x05, 0x78])
         + bytes(8)

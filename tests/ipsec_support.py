@@ -84,6 +84,17 @@ secrets {{
 """
 
 
+def serve_argv(psk: Path, remote_ts: str, tun: str, *extra: str) -> list[str]:
+    """``anyedge ipsec serve`` as the tests and the benchmark start it: the edge at
+    192.0.2.1 (id edge.example), 198.51.100.0/24 behind it, ``remote_ts`` behind the
+    customer."""
+    return [
+        sys.executable, "-m", "anyedge", "ipsec", "serve", "--listen", "192.0.2.1",
+        "--psk-file", str(psk), "--id", "edge.example", "--local-ts", "198.51.100.0/24",
+        "--remote-ts", remote_ts, "--tun", tun, *extra,
+    ]  # fmt: skip
+
+
 class IpsecLab:
     def __init__(
         self,
@@ -174,28 +185,9 @@ class IpsecLab:
         log = self.dir / "edge.log"
         pid = netns.spawn(
             self.ns["e"],
-            [
-                sys.executable,
-                "-m",
-                "anyedge",
-                "ipsec",
-                "serve",
-                "--listen",
-                "192.0.2.1",
-                "--psk-file",
-                str(self.dir / "psk"),
-                "--id",
-                "edge.example",
-                "--local-ts",
-                "198.51.100.0/24",
-                "--remote-ts",
-                "203.0.113.0/24",
-                "--tun",
-                "aeipt0",
-                "--status",
-                str(self.status),
-                *extra,
-            ],
+            serve_argv(
+                self.dir / "psk", "203.0.113.0/24", "aeipt0", "--status", str(self.status), *extra
+            ),
             log,
         )
         self.pids.append(pid)
@@ -422,23 +414,9 @@ class AnycastIpsecLab(IpsecLab):
             log = self.dir / f"edge{k}.log"
             pid = netns.spawn(
                 self.ns[f"e{k}"],
-                [
-                    sys.executable,
-                    "-m",
-                    "anyedge",
-                    "ipsec",
-                    "serve",
-                    "--listen",
-                    "192.0.2.1",
-                    "--psk-file",
-                    str(self.dir / "psk"),
-                    "--id",
-                    "edge.example",
-                    "--local-ts",
-                    "198.51.100.0/24",
-                    "--remote-ts",
+                serve_argv(
+                    self.dir / "psk",
                     "203.0.113.0/24",
-                    "--tun",
                     "aeipt0",
                     "--status",
                     str(self.dir / f"edge{k}.json"),
@@ -450,7 +428,7 @@ class AnycastIpsecLab(IpsecLab):
                     "100.64.10.2:7400",
                     "--fleet-key-file",
                     str(self.dir / "fleet.key"),
-                ],
+                ),
                 log,
             )
             self.pids.append(pid)

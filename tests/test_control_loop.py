@@ -19,6 +19,7 @@ from anyedge.adapters import Controller, Journal
 from anyedge.adapters import controller as controller_module
 from anyedge.adapters.clock import LATE, SimClock, WallClock
 from anyedge.adapters.controller import Cycle
+from anyedge.control import learn as learn_module
 from anyedge.control.core import Config, Failover, Observation, Plan, State
 from anyedge.control.core import decide as real_decide
 from anyedge.control.learn import LearnedThreshold, learned_config
@@ -219,7 +220,7 @@ def test_the_twin_decides_with_the_learned_maximum_where_it_is_trusted(
         return learned[-1]
 
     monkeypatch.setattr(controller_module, "decide", decide)
-    monkeypatch.setattr(engine, "learn_maximum", learn)
+    monkeypatch.setattr(learn_module, "learn_maximum", learn)  # what relearn calls
     busy = ", ".join(
         f"{{at: 0m, for: 2h, kind: surge, site: {c}, factor: 1.8}}"
         for c in small_world.network.sites.code[:12]

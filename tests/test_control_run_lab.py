@@ -45,31 +45,46 @@ def _actions(journal: Path, kind: str) -> list[tuple[int, str, str, str]]:
     return [(int(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
 
-def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) -> None:
+def _anyedge(*args: str) -> str:
+    """``anyedge ARGS`` as a process; its output (a failure fails the test)."""
     env = {**os.environ, "PYTHONPATH": SRC}
-    d = str(lab3.directory)
+    r = subprocess.run([sys.executable, "-m", "anyedge", *args], capture_output=True,
+                       text=True, env=env, timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _prometheus(lab: RunningLab, tmp_path: Path) -> Prometheus:
+    """Debian's Prometheus on ``anyedge lab prometheus-config``, once it has every site."""
+    yml = tmp_path / "prometheus.yml"
+    _anyedge("lab", "prometheus-config", "--dir", str(lab.directory), "-o", str(yml))
+    prom = Prometheus(tmp_path / "prom", [], yml.read_text())
+    try:
+        sites = "count by (site) (anyedge_lab_cpu_ms_total)"
+        wait_for("every site scraped", lambda: len(query(prom.url, sites)) == 3)
+    except BaseException:
+        prom.stop()
+        raise
+    return prom
+
+
+def _controller_config(
+    lab: RunningLab, tmp_path: Path, prom: Prometheus, http: int, *extra: str
+) -> tuple[Path, str]:
+    cfg = tmp_path / "controller.yaml"
+    said = _anyedge("lab", "controller-config", "--dir", str(lab.directory), "--prometheus",
+                    prom.url, "--http-port", str(http), "-o", str(cfg), *extra)  # fmt: skip
+    return cfg, said
+
+
+def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) -> None:
     prom: Prometheus | None = None
     run: Run | None = None
     try:
         # Prometheus scrapes every site service directly, found through their file_sd files
-        yml = tmp_path / "prometheus.yml"
-        r = subprocess.run(
-            [sys.executable, "-m", "anyedge", "lab", "prometheus-config", "--dir", d,
-             "-o", str(yml)],
-            capture_output=True, text=True, env=env, timeout=60, check=False,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        prom = Prometheus(tmp_path / "prom", [], yml.read_text())
-        sites = "count by (site) (anyedge_lab_cpu_ms_total)"
-        wait_for("every site scraped", lambda: len(query(prom.url, sites)) == 3)
+        prom = _prometheus(lab3, tmp_path)
         http = free_port()
-        cfg = tmp_path / "controller.yaml"
-        r = subprocess.run(
-            [sys.executable, "-m", "anyedge", "lab", "controller-config", "--dir", d,
-             "--prometheus", prom.url, "--http-port", str(http), "-o", str(cfg)],
-            capture_output=True, text=True, env=env, timeout=60, check=False,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
+        cfg, _ = _controller_config(lab3, tmp_path, prom, http)
         run = Run(cfg, http)
         wait_for("every site fresh", lambda: all(s["fresh"] for s in run.state()["sites"]))
         plan = lab3.plan
@@ -125,8 +140,6 @@ def test_the_loop_withdraws_through_the_sites_own_speaker(lab3: RunningLab, tmp_
     as the atlas says."""
     import yaml
 
-    env = {**os.environ, "PYTHONPATH": SRC}
-    d = str(lab3.directory)
     prom: Prometheus | None = None
     run: Run | None = None
     plan = lab3.plan
@@ -142,25 +155,10 @@ def test_the_loop_withdraws_through_the_sites_own_speaker(lab3: RunningLab, tmp_
         return prefix in json.loads(out or "{}").get("routes", {})
 
     try:
-        yml = tmp_path / "prometheus.yml"
-        r = subprocess.run(
-            [sys.executable, "-m", "anyedge", "lab", "prometheus-config", "--dir", d,
-             "-o", str(yml)],
-            capture_output=True, text=True, env=env, timeout=60, check=False,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        prom = Prometheus(tmp_path / "prom", [], yml.read_text())
-        sites = "count by (site) (anyedge_lab_cpu_ms_total)"
-        wait_for("every site scraped", lambda: len(query(prom.url, sites)) == 3)
+        prom = _prometheus(lab3, tmp_path)
         http = free_port()
-        cfg = tmp_path / "controller.yaml"
-        r = subprocess.run(
-            [sys.executable, "-m", "anyedge", "lab", "controller-config", "--dir", d,
-             "--prometheus", prom.url, "--http-port", str(http), "-o", str(cfg), "--withdraw"],
-            capture_output=True, text=True, env=env, timeout=120, check=False,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        assert "actuator network" in r.stdout
+        cfg, said = _controller_config(lab3, tmp_path, prom, http, "--withdraw")
+        assert "actuator network" in said
         assert (tmp_path / "atlas.json").exists()
         doc = yaml.safe_load(cfg.read_text())
         for s in doc["sites"]:

@@ -65,9 +65,11 @@ def run(config_file: Path, check: bool, as_json: bool) -> None:
     from ..api.service import Service
 
     service = Service(doc, config_file, failover)
+    server = thread = None
     try:
         service.install_signals()
-        server = _serve(service, token) if doc.http is not None else None
+        if doc.http is not None:
+            server, thread = _serve(service, token)
         c = service.controller
         since = f"resumed at decision {c.seq}" if c.resumed else "new"
         service.say(
@@ -79,9 +81,13 @@ def run(config_file: Path, check: bool, as_json: bool) -> None:
             f"stopped ({service.stop_reason or 'done'}); the network keeps decision "
             f"{service.controller.seq}"
         )
-        if server is not None:
-            server.should_exit = True
     finally:
+        if server is not None and thread is not None:
+            # the API thread reads the service: it ends before the service closes (a
+            # request still running against a closed journal, or a daemon thread cut
+            # off at the interpreter's exit, can crash the process)
+            server.should_exit = True
+            thread.join(10)
         service.close()
 
 
@@ -100,7 +106,7 @@ def _token(doc: object, config_file: Path) -> str | None:
     return env or None
 
 
-def _serve(service: Service, token: str | None) -> uvicorn.Server:
+def _serve(service: Service, token: str | None) -> tuple[uvicorn.Server, threading.Thread]:
     import uvicorn
 
     from ..api.http import app
@@ -125,7 +131,7 @@ def _serve(service: Service, token: str | None) -> uvicorn.Server:
         f"listening on http://{sock[0]}:{sock[1]} (overrides "
         f"{'need the bearer token' if token else 'refused: no token configured'})"
     )
-    return server
+    return server, thread
 
 
 @control.command("override")
