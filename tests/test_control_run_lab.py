@@ -77,6 +77,16 @@ def _controller_config(
     return cfg, said
 
 
+def _overload_chc(lab: RunningLab, seconds: int) -> subprocess.Popen[str]:
+    """c1 sends CHC 300 free requests/s (1 ms each, where CHC can serve 200 ms/s)."""
+    plan = lab.plan
+    argv = ["ip", "netns", "exec", plan.node("c1").namespace, sys.executable, "-m",
+            "anyedge.lab.probe", "load", "--address", plan.service_address,
+            "--port", str(plan.ports[0]), "--rate", "300", "--duration", str(seconds),
+            "--flows", "512"]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) -> None:
     prom: Prometheus | None = None
     run: Run | None = None
@@ -87,12 +97,7 @@ def test_the_closed_loop_through_prometheus(lab3: RunningLab, tmp_path: Path) ->
         cfg, _ = _controller_config(lab3, tmp_path, prom, http)
         run = Run(cfg, http)
         wait_for("every site fresh", lambda: all(s["fresh"] for s in run.state()["sites"]))
-        plan = lab3.plan
-        c1 = plan.node("c1").namespace
-        argv = ["ip", "netns", "exec", c1, sys.executable, "-m", "anyedge.lab.probe", "load"]
-        argv += ["--address", plan.service_address, "--port", str(plan.ports[0])]
-        argv += ["--rate", "300", "--duration", "15", "--flows", "512"]
-        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        load = _overload_chc(lab3, 15)
         try:
             # while CHC is hot: the dashboard, in Chromium, shows the forward and why
             wait_for("CHC forwards", lambda: run.state()["moves"]["forward"])
@@ -167,11 +172,7 @@ def test_the_loop_withdraws_through_the_sites_own_speaker(lab3: RunningLab, tmp_
         assert chc_heard()
         run = Run(cfg, http)
         wait_for("every site fresh", lambda: all(s["fresh"] for s in run.state()["sites"]))
-        c1 = plan.node("c1").namespace
-        argv = ["ip", "netns", "exec", c1, sys.executable, "-m", "anyedge.lab.probe", "load"]
-        argv += ["--address", plan.service_address, "--port", str(plan.ports[0])]
-        argv += ["--rate", "300", "--duration", "12", "--flows", "512"]
-        load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        load = _overload_chc(lab3, 12)
         try:
             wait_for("CHC withdrawn", lambda: run.state()["moves"]["withdrawn"])
             assert run.state()["moves"]["withdrawn"] == [{"site": "CHC", "prefix": prefix}]
