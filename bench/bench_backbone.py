@@ -18,11 +18,8 @@ all paths for 300 sites x 1,000 origins in under 2 s.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
 from itertools import islice
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -30,15 +27,7 @@ import numpy as np
 from anyedge.backbone import Demand, Graph, k_shortest, origin_paths, place, transit_rtt
 from anyedge.model import Origins
 from anyedge.model.worldgen import build_world
-
-
-def median_time(fn: Callable[[], Any], runs: int) -> tuple[Any, float]:
-    times, out = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
+from bench_control import median_time  # the same timing as the control benchmark
 
 
 def main() -> None:

@@ -18,12 +18,16 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import InputError
+
 from .lab import LabFailed, _attach, _dir, _table, dir_option, json_option, lab, name_option
+
+if TYPE_CHECKING:
+    from ..lab.plan import LabPlan
 
 
 def _handled(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,10 +57,17 @@ def fault() -> None:
     """Make (and undo) one fault in the running lab, recorded in its state."""
 
 
-def _fault_command(name: str) -> Callable[[Callable[..., Any]], click.Command]:
+def _fault_command(command: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """``lab fault COMMAND``: ``f(plan, lab directory, as_json, **arguments)`` on the
+    running lab the options name."""
+
     def wrap(f: Callable[..., Any]) -> click.Command:
-        cmd = fault.command(name)(dir_option(name_option(json_option(_handled(f)))))
-        return cmd
+        @functools.wraps(f)
+        def on_lab(directory: Path | None, name: str | None, as_json: bool, **args: Any) -> None:
+            _world, plan, _state = _attach(directory, name)
+            f(plan, _dir(directory, name), as_json, **args)
+
+        return fault.command(command)(dir_option(name_option(json_option(_handled(on_lab)))))
 
     return wrap
 
@@ -64,68 +75,62 @@ def _fault_command(name: str) -> Callable[[Callable[..., Any]], click.Command]:
 @_fault_command("link-down")
 @click.argument("a")
 @click.argument("b")
-def link_down(directory: Path | None, name: str | None, as_json: bool, a: str, b: str) -> None:
+def link_down(plan: LabPlan, d: Path, as_json: bool, a: str, b: str) -> None:
     """Take the link between nodes A and B down (both ends)."""
     from ..lab.faults import link_down as down
 
-    _world, plan, _state = _attach(directory, name)
-    _say(as_json, down(plan, _dir(directory, name), a, b), f"link {a}-{b} is down")
+    _say(as_json, down(plan, d, a, b), f"link {a}-{b} is down")
 
 
 @_fault_command("link-up")
 @click.argument("a")
 @click.argument("b")
-def link_up(directory: Path | None, name: str | None, as_json: bool, a: str, b: str) -> None:
+def link_up(plan: LabPlan, d: Path, as_json: bool, a: str, b: str) -> None:
     """Bring the link between nodes A and B up again, with the routes it carried."""
     from ..lab.faults import link_up as up
 
-    _world, plan, _state = _attach(directory, name)
-    _say(as_json, up(plan, _dir(directory, name), a, b), f"link {a}-{b} is up")
+    _say(as_json, up(plan, d, a, b), f"link {a}-{b} is up")
 
 
 @_fault_command("kill")
 @click.argument("node")
-def kill(directory: Path | None, name: str | None, as_json: bool, node: str) -> None:
+def kill(plan: LabPlan, d: Path, as_json: bool, node: str) -> None:
     """kill -9 NODE's BGP daemon (a router's bgpd, a site's speaker)."""
     from ..lab.faults import kill as kill_
 
-    _world, plan, _state = _attach(directory, name)
-    r = kill_(plan, _dir(directory, name), node)
+    r = kill_(plan, d, node)
     was = "killed" if r["was_running"] else "was not running; recorded as killed"
     _say(as_json, r, f"{node}: {r['daemon']} (pid {r['pid']}) {was}")
 
 
 @_fault_command("restart")
 @click.argument("node")
-def restart(directory: Path | None, name: str | None, as_json: bool, node: str) -> None:
+def restart(plan: LabPlan, d: Path, as_json: bool, node: str) -> None:
     """Start NODE's daemons that are not running, with their configuration."""
     from ..lab.faults import restart as restart_
 
-    _world, plan, _state = _attach(directory, name)
-    r = restart_(plan, _dir(directory, name), node)
+    r = restart_(plan, d, node)
     what = ", ".join(f"{d} (pid {p})" for d, p in r["started"].items()) or "nothing: all running"
     _say(as_json, r, f"{node}: started {what}")
 
 
 @_fault_command("partition")
 @click.argument("site")
-def partition(directory: Path | None, name: str | None, as_json: bool, site: str) -> None:
+def partition(plan: LabPlan, d: Path, as_json: bool, site: str) -> None:
     """Cut every BGP session of SITE (TCP port 179 dropped in its namespace)."""
     from ..lab.faults import partition as cut
 
-    _world, plan, _state = _attach(directory, name)
-    r = cut(plan, _dir(directory, name), site)
+    r = cut(plan, d, site)
     _say(as_json, r, f"{r['site']}: BGP dropped; its sessions end at their hold timers")
 
 
 @_fault_command("rejoin")
 @click.argument("site")
-def rejoin(directory: Path | None, name: str | None, as_json: bool, site: str) -> None:
+def rejoin(plan: LabPlan, d: Path, as_json: bool, site: str) -> None:
     """Undo ``partition SITE``."""
     from ..lab.faults import rejoin as join
 
-    _world, plan, _state = _attach(directory, name)
-    r = join(plan, _dir(directory, name), site)
+    r = join(plan, d, site)
     _say(as_json, r, f"{r['site']}: BGP allowed again")
 
 
