@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import InputError
-
 from .lab import LabFailed, _attach, _dir, _table, dir_option, json_option, lab, name_option
 
 if TYPE_CHECKING:
