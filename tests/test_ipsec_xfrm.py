@@ -26,6 +26,8 @@ from anyedge.adapters.xfrm import (
     Sa,
     XfrmError,
     XfrmSocket,
+    del_policy,
+    del_sa,
     new_policy,
     new_sa,
 )
@@ -91,7 +93,7 @@ def _iproute2_sends(ns: str, args: list[str]) -> bytes:
     flags = 0
     for f in m.group(3).split("|"):
         flags |= {"NLM_F_REQUEST": 1, "NLM_F_ACK": 4, "NLM_F_EXCL": 0x200, "NLM_F_CREATE": 0x400}[f]
-    kind = {"XFRM_MSG_NEWSA": 0x10, "XFRM_MSG_NEWPOLICY": 0x13}.get(m.group(2))
+    kind = {"XFRM_MSG_NEWSA": 0x10, "XFRM_MSG_NEWPOLICY": 0x13}.get(m.group(2))  # newer strace
     body = bytes.fromhex(m.group(4).replace("\\x", ""))
     head = int(m.group(1)).to_bytes(4, "little")
     head += (kind or int(m.group(2), 16)).to_bytes(2, "little") + flags.to_bytes(2, "little")
@@ -140,13 +142,26 @@ def test_newsa_bytes_equal_iproute2(ns: str, encap: bool) -> None:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
-def test_newpolicy_bytes_equal_iproute2(ns: str) -> None:
+def test_policy_and_delete_bytes_equal_iproute2(ns: str) -> None:
     for p in policies(child(), LOCAL):
-        args = ["policy", "add", "src", p.src, "dst", p.dst,
-                "dir", {DIR_IN: "in", DIR_OUT: "out", DIR_FWD: "fwd"}[p.dir],
-                "tmpl", "src", p.tmpl_src, "dst", p.tmpl_dst, "proto", "esp",
-                "reqid", str(p.reqid), "mode", "tunnel"]  # fmt: skip
+        where = [
+            "src",
+            p.src,
+            "dst",
+            p.dst,
+            "dir",
+            {DIR_IN: "in", DIR_OUT: "out", DIR_FWD: "fwd"}[p.dir],
+        ]
+        args = ["policy", "add", *where, "tmpl", "src", p.tmpl_src, "dst", p.tmpl_dst,
+                "proto", "esp", "reqid", str(p.reqid), "mode", "tunnel"]  # fmt: skip
         _same_but_seq(new_policy(p, seq=7), _iproute2_sends(ns, args))
+        _same_but_seq(
+            del_policy(p.src, p.dst, p.dir), _iproute2_sends(ns, ["policy", "delete", *where])
+        )
+    sa_in, sa_out = sas(child(), LOCAL, True)
+    for sa in (sa_in, sa_out):
+        args = ["state", "delete", "src", sa.src, "dst", sa.dst, "proto", "esp", "spi", hex(sa.spi)]
+        _same_but_seq(del_sa(sa.src, sa.dst, sa.spi), _iproute2_sends(ns, args))
 
 
 def _iproute2_takes_esp(ns: str) -> tuple[bool, str]:

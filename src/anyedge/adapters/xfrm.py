@@ -11,7 +11,7 @@ calling thread's network namespace:
   32 packets (the struct's own 8-bit field otherwise) and ``XFRMA_ENCAP`` for ESP in UDP
   (RFC 3948, port 4500).  The attributes come in the order ``ip xfrm state add`` sends
   them, so that the bytes can be compared with iproute2's;
-- :func:`del_sa` — ``XFRM_MSG_DELSA`` (``xfrm_usersa_id``);
+- :func:`del_sa` — ``XFRM_MSG_DELSA`` (``xfrm_usersa_id``, ``XFRMA_SRCADDR``);
 - :func:`new_policy` / :func:`del_policy` — ``XFRM_MSG_NEWPOLICY`` with
   ``xfrm_userpolicy_info`` and one ``XFRMA_TMPL`` (``xfrm_user_tmpl``: which SA, by
   addresses, protocol, reqid and mode), ``XFRM_MSG_DELPOLICY`` by selector and direction;
@@ -99,6 +99,7 @@ class _xfrm_nla(nlmsg):  # type: ignore[misc]  # pyroute2 has no types
     nla_map = (
         (5, "XFRMA_TMPL", "xfrm_user_tmpl"),
         (4, "XFRMA_ENCAP", "xfrm_encap_tmpl"),
+        (13, "XFRMA_SRCADDR", "xfrm_address"),
         (18, "XFRMA_ALG_AEAD", "xfrm_algo_aead"),
         (23, "XFRMA_REPLAY_ESN_VAL", "xfrm_replay_state_esn"),
     )
@@ -110,6 +111,9 @@ class _xfrm_nla(nlmsg):  # type: ignore[misc]  # pyroute2 has no types
             ("alg_icv_len", "I"),  # bits
             ("alg_key", "s"),
         )
+
+    class xfrm_address(nla):  # type: ignore[misc]  # pyroute2 has no types
+        fields = (("addr", "16s"),)
 
     class xfrm_replay_state_esn(nla):  # type: ignore[misc]  # pyroute2 has no types
         fields = (
@@ -341,10 +345,12 @@ def new_sa(sa: Sa, seq: int = 0, flags: int = NLM_F_REQUEST | NLM_F_ACK) -> byte
     return _finish(msg, XFRM_MSG_NEWSA, flags, seq)
 
 
-def del_sa(dst: str, spi: int, seq: int = 0) -> bytes:
+def del_sa(src: str, dst: str, spi: int, seq: int = 0) -> bytes:
+    """The XFRM_MSG_DELSA request (the source as XFRMA_SRCADDR, as iproute2 sends it)."""
     daddr, family = _addr(dst)
     msg = xfrm_usersa_id()
     msg.update({"daddr": daddr, "spi": spi, "family": family, "proto": IPPROTO_ESP})
+    msg["attrs"] = [("XFRMA_SRCADDR", {"addr": _addr(src)[0]})]
     return _finish(msg, XFRM_MSG_DELSA, NLM_F_REQUEST | NLM_F_ACK, seq)
 
 
@@ -472,8 +478,8 @@ class XfrmSocket:
     def add_sa(self, sa: Sa) -> None:
         self.request(lambda seq: new_sa(sa, seq))
 
-    def delete_sa(self, dst: str, spi: int) -> None:
-        self.request(lambda seq: del_sa(dst, spi, seq))
+    def delete_sa(self, src: str, dst: str, spi: int) -> None:
+        self.request(lambda seq: del_sa(src, dst, spi, seq))
 
     def add_policy(self, p: Policy) -> None:
         self.request(lambda seq: new_policy(p, seq))

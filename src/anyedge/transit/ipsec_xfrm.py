@@ -153,7 +153,7 @@ class KernelInbound:
         if got is None:
             return
         sa_in, pols = got
-        self.sock.delete_sa(sa_in.dst, sa_in.spi)
+        self.sock.delete_sa(sa_in.src, sa_in.dst, sa_in.spi)
         still = {(p.src, p.dst, p.dir) for _, ps in self.installed.values() for p in ps}
         for p in pols:
             if (p.src, p.dst, p.dir) not in still:
