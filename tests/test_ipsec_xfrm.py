@@ -136,7 +136,9 @@ def test_newsa_bytes_equal_iproute2(ns: str, encap: bool) -> None:
     else:
         assert sa_in.encap is None
         cases = [sa_in, replace(sa_out, sel=("198.51.100.0/24", "203.0.113.0/24")),
-                 replace(sa_in, replay_window=32)]  # fmt: skip
+                 replace(sa_in, replay_window=32),
+                 replace(sa_in, src="2001:db8::2", dst="2001:db8::1",
+                         sel=("2001:db8:2::/64", "2001:db8:1::/64"))]  # fmt: skip
     for sa in cases:
         _same_but_seq(new_sa(sa, seq=12345), _iproute2_sends(ns, _ip_sa_args(sa)))
 
