@@ -1047,7 +1047,7 @@ class ServerProcess:
         host: str,
         port: int,
         relay_ports: tuple[int, int],
-        ready_timeout: float = 10.0,
+        ready_timeout: float = 30.0,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -1163,7 +1163,7 @@ def start_coturn(
     relay_threads: int | None = None,
     tls: bool = False,
     verbose: bool = False,
-    ready_timeout: float = 10.0,
+    ready_timeout: float = 30.0,
 ) -> Coturn:
     """Start coturn on 127.0.0.1:``listen_port`` with a config written to
     ``workdir/turnserver.conf``; returns once it answers a STUN Binding request.
