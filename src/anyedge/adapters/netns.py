@@ -119,9 +119,7 @@ def run(ns: str, argv: Sequence[str], check: bool = True, timeout: float = 30.0)
     return p.stdout
 
 
-def spawn(
-    ns: str | None, argv: Sequence[str], log: Path, env: dict[str, str] | None = None
-) -> int:
+def spawn(ns: str | None, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
     """Start ``argv`` inside ``ns`` (None: the machine's namespace) in the background;
     its output goes to ``log``.
 
