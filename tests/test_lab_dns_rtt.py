@@ -36,8 +36,25 @@ from anyedge.lab.generate import generate
 from anyedge.model.files.topology import dump_yaml
 from anyedge.store import EmbeddedWriter
 from lab_support import running_lab
+from test_lab_docs import commands
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+GENERATE = "--seed 3 --routers 3 --sites 2 --clients 20 --operators 2 --delays"
+
+
+def test_the_documented_session_is_the_one_run_here() -> None:
+    """docs/dns.md's second session (after the first ``lab down``) is this test's."""
+    session = commands("docs/dns.md")
+    assert session[session.index("anyedge lab down") + 1 :] == [
+        f"anyedge lab generate {GENERATE} -o gen.yaml",
+        "anyedge lab up -t gen.yaml",
+        "anyedge lab dns",
+        "anyedge lab withdraw AKL",
+        "anyedge lab rtt",
+        "anyedge lab announce AKL",
+        "anyedge lab rtt --json",
+        "anyedge lab down",
+    ]
+
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -74,10 +91,13 @@ class Cli:
         return json.loads(self(*args, "--json", ok=ok)[0])
 
 
+@pytest.mark.lab
+@pytest.mark.slow
 def test_round_trips_before_and_after_the_second_operator_joins(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     topo = tmp_path / "gen.yaml"
+    assert GENERATE == "--seed 3 --routers 3 --sites 2 --clients 20 --operators 2 --delays"
     topo.write_text(
         dump_yaml(generate(3, routers=3, sites=2, clients=20, operators=2, delays=True))
     )
