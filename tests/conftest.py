@@ -73,6 +73,7 @@ LAB_GROUPS = {
     "test_exit_status": "lab-c",
     "test_lab_operators": "lab-c",
     "test_lab_dns": "lab-c",
+    "test_lab_dns_rtt": "lab-c",
     "test_transit_announce": "lab-c",
     "test_lab_delay": "lab-c",
     "test_lab_faults": "lab-c",

@@ -921,4 +921,4 @@ def controller_config_(
 
 # the anycast DNS commands (dns, dig, health, ...), fault, heal and status, and the
 # SRv6 backbone lab (backbone up|paths|cut|run|down)
-from . import lab_backbone, lab_dns, lab_faults  # noqa: E402, F401  they register themselves on ``lab``
+from . import lab_backbone, lab_dns, lab_faults, lab_rtt  # noqa: E402, F401  they register themselves on ``lab``
