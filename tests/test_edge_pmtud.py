@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 FLOWS = 16
 KINDS = [(p, f) for p in ("tcp", "udp") for f in (4, 6)]
-FAST = {"src_rate": 1000.0, "iface_rate": 1000.0}  # one router sends every PTB here
+FAST: dict[str, Any] = {"src_rate": 1000.0, "iface_rate": 1000.0}  # one router sends every PTB here
 
 
 @pytest.fixture(scope="module")

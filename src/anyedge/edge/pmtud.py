@@ -238,9 +238,9 @@ class Pmtud:
         self._servers = {m for m in site.macs if m and m != site.own_mac}
 
     def targets(self, ptb: Ptb) -> tuple[bytes, ...] | None:
-        """Where the PTB must go: the broadcast address, or the flow's owner(s) other
-        than this server (the first hop; for TCP, the second hop too) (empty: this server is the only one); ``None`` when the table
-        names a server the site file has no MAC for."""
+        """Where the PTB must go: the broadcast address, or the flow's owners other than
+        this server — its bucket's first hop and, for TCP, second hop (empty: this server
+        is the only one); ``None`` when the table names a server without a MAC."""
         if self.mode == "broadcast":
             return (BROADCAST,)
         assert self.site.table is not None

@@ -13,8 +13,8 @@ when the table changed, else ``None``):
   same MACs and seed the data plane uses, whoever changed them.  Before each decision one
   map lookup says whether the balancer committed another bucket array; every five seconds
   the whole table is read and compared too (two commits within one look, 0.2 s, bring
-  the old array back with new contents).  If the balancer cannot be read (detached, replaced by something
-  else), the last table read is kept and the failure counted.
+  the old array back with new contents).  If the balancer cannot be read (detached,
+  replaced by something else), the last table read is kept and the failure counted.
 * :class:`FileSource` (``--site FILE``): the site file (:func:`load_site`), read again
   on SIGHUP and when it changes on disk (checked every second), all or nothing: a new
   file that does not load is logged and the old table kept.  The file describes the
