@@ -11,7 +11,7 @@ uses, whoever changed it and however (drain, add, remove, re-weight)::
 
 :meth:`BalancerView.in_force` is one lookup (which bucket array is in force, by id) and
 is cheap enough to ask before every decision; :meth:`BalancerView.read` copies the
-whole table (the bucket array, the servers' MACs, the hash seed): 30–50 ms on the
+whole table (the bucket array, the servers' MACs, the hash seed): 30–60 ms on the
 lab's shared machine, most of it the kernel's batch lookup of 65,536 entries.
 The balancer commits a table by pointing ``lb_table`` at the other of its two arrays,
 so the id changes at every commit — but two commits in a row bring the first id back
