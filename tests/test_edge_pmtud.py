@@ -150,7 +150,6 @@ def test_flow_mode_follows_the_balancer_when_a_server_is_drained(lab: PmtudLab) 
         holed = _udp_flows(lab, held)  # the same flows: now to their new owners
         c1 = lab.pmtud_counts()
         tcp = lab.probe("tcp", 4, 8)  # new TCP flows, some in buckets still moving
-        c2 = lab.pmtud_counts()
     finally:
         lab.stop_pmtud()
     udp = _delta(c1, c0)
@@ -162,7 +161,7 @@ def test_flow_mode_follows_the_balancer_when_a_server_is_drained(lab: PmtudLab) 
     assert copies == udp[0]["relayed"] + udp[2]["relayed"]  # ...that reached s0 or s2
     assert sum(c["sent"] + c["local"] for c in udp) >= 12  # every flow needed its PTB
     assert tcp["blackholed"] == []
-    assert all(c["reloads_ok"] == 1 and c["reloads_failed"] == 0 for c in c2)
+    assert all(c["reloads_ok"] == 1 and c["reloads_failed"] == 0 for c in c1)
 
     # the same change with daemons deciding by the site file written for the old table
     stale = {4: _owned_by(lab, old, 1, 4, 12)}
@@ -208,10 +207,14 @@ def test_spoofed_flood_is_held_to_the_rate_limits(lab: PmtudLab, mode: str) -> N
     assert sent1 <= n * (1.1 + 1.1 * t1)
     assert sum(c["rate_source"] for c in first) > 100
     assert sum(c["rate_iface"] for c in first) == 0  # the source limit stopped it first
+    cap = 10 + 10 * t2
     for c in counts:
-        assert c["sent"] <= 10 + 10 * t2  # the interface limit
+        assert c["sent"] <= cap  # the interface limit
         if mode == "broadcast":
             assert c["relayed"] == 0
+        # no server overwhelmed by the others: what they pass on is held to the limits
+        copies_in = c["arrived"] - _originals(c)
+        assert copies_in <= (n - 1) * cap
     assert sum(c["rate_iface"] for c in counts) > 0
     logged = sum(_originals(c) for c in counts)
     assert logged > 600

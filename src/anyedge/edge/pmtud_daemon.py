@@ -139,6 +139,7 @@ class Metrics:
         for reason in REASONS:
             m.packets.labels(mode, iface, reason)
         m.copies.labels(mode, iface)
+        m.overruns.labels(mode, iface)
         return m
 
 
