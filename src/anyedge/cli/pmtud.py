@@ -168,7 +168,7 @@ def choose(
 @click.option("--family", type=click.Choice(["4", "6"]), default="6", show_default=True)
 @click.option("--netns", help="In this network namespace.")
 def set_(value: int, dest: str, family: str, netns: str | None) -> None:
-    """Put the MTU on a route (``ip route replace``, gateway and device kept)."""
+    """Put the MTU on a route (pyroute2; gateway, device and metric kept)."""
     from ..edge.mtu import set_route_mtu
 
     try:
