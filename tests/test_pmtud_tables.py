@@ -1,8 +1,9 @@
 """Where pmtud's table comes from, and how it follows changes (:mod:`anyedge.edge.pmtud_site`):
 the site file read again when it changes or on SIGHUP, all or nothing (a bad file keeps
 the table in force); the running XDP balancer's table read from the kernel, each commit
-seen, two quick commits seen by the periodic full read, a vanished balancer reported
-with the last table kept."""
+seen, two quick commits seen by the periodic full read, a vanished balancer (or one
+with no table committed yet) reported with the last table kept; and the command line's
+refusals."""
 
 from __future__ import annotations
 
@@ -155,6 +156,8 @@ def attached() -> Iterator[tuple[str, object]]:
 
 @pytest.mark.lab
 def test_the_balancers_table_is_read_and_followed(attached: tuple[str, object]) -> None:
+    from anyedge.edge.balancer import Balancer
+
     ns, lb = attached
     table = lb.table  # type: ignore[attr-defined]
     with netns.entered(ns):
@@ -201,6 +204,18 @@ def test_the_balancers_table_is_read_and_followed(attached: tuple[str, object]) 
             with pytest.raises(BpfError, match="no XDP program"):
                 src.poll(time.monotonic() + 3 * FULL_READ)
             assert src.site is kept
+
+            with Balancer(self_index=0) as fresh:  # attached, no table committed yet
+                fresh.set_servers(MACS)
+                fresh.attach("eth0", netns=ns)
+                try:
+                    with pytest.raises(BpfError, match="no table in force yet"):
+                        src.poll(time.monotonic() + 6 * FULL_READ)
+                    with pytest.raises(BpfError, match="no table in force yet"):
+                        BalancerSource("eth0", OWN)
+                    assert src.site is kept
+                finally:
+                    fresh.detach()
         finally:
             src.close()
 

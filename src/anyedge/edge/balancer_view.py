@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .balancer import BUCKETS, MAX_SERVERS, NO_SERVER, PROGRAM, _Config, _Server
+from .balancer import BUCKETS, FLAG_TABLE, MAX_SERVERS, NO_SERVER, PROGRAM, _Config, _Server
 from .libbpf import BpfError, _check, _sig, lib
 
 MAPS = ("lb_table", "lb_servers", "lb_config")
@@ -196,6 +196,10 @@ class BalancerView:
         this view was opened (a new program) is found again."""
         if self.attached() != self.prog_id:
             self._open()
+        cfg = _Config()
+        _lookup(self._fds["lb_config"], 0, cfg)
+        if not cfg.flags & FLAG_TABLE:  # loaded, nothing committed: it passes every packet
+            raise BpfError(f"the balancer on {self.iface} has no table in force yet", errno.ENOENT)
         array_id = self.in_force()
         pairs = np.zeros((BUCKETS, 2), dtype=np.uint32)
         keys = np.zeros(BUCKETS, dtype=np.uint32)
@@ -220,8 +224,6 @@ class BalancerView:
             macs.append(bytes(rec.mac) if rec.present else b"")
         while macs and not macs[-1]:
             macs.pop()
-        cfg = _Config()
-        _lookup(self._fds["lb_config"], 0, cfg)
         return Snapshot(first, second, tuple(macs), cfg.seed, cfg.self, array_id)
 
     def close(self) -> None:
