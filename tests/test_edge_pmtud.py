@@ -6,8 +6,11 @@ Each measurement runs 16 concurrent flows per protocol and family, every flow fr
 client address of its own.  Without pmtud a share of them is black-holed (measured and
 written to the test's output); with ``anyedge pmtud`` in broadcast mode none is, and
 in flow mode none is with exactly one copy per PTB that landed on a server not owning
-its flow.  A flood of spoofed PTBs is held to the rate limits.  With the route MTU at
-the value the chooser gives for full coverage, the clients' router sends no PTB at all.
+its flow.  When a server holding flows is drained in the balancers, daemons reading
+the balancer's table deliver those flows' PTBs to their new owners (one copy each),
+where daemons on a stale site file lose flows.  A flood of spoofed PTBs is held to the
+rate limits.  With the route MTU at the value the chooser gives for full coverage, the
+clients' router sends no PTB at all.
 """
 
 from __future__ import annotations
