@@ -180,15 +180,16 @@ def run(
             return
         try:
             new = source.poll(now)
-        except SOURCE_ERRORS as e:
+            if new is None:
+                return
+            core.replace_site(new)  # ValueError: no servers in it (the old site stays)
+        except (*SOURCE_ERRORS, ValueError) as e:
             counts["reload_failures"] += 1
             metrics.reloads.labels(mode, iface, source.name, "failed").inc()
             print(f"anyedge pmtud: {describe(e)}; keeping the table in force", file=sys.stderr)
             return
-        if new is not None:
-            core.replace_site(new)
-            counts["reloads"] += 1
-            metrics.reloads.labels(mode, iface, source.name, "ok").inc()
+        counts["reloads"] += 1
+        metrics.reloads.labels(mode, iface, source.name, "ok").inc()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
