@@ -267,9 +267,11 @@ class Program:
         self._handle = handle
         self.fd = _check(f"bpf_program__fd({name})", lib().bpf_program__fd(handle))
 
-    def test_run(self, packet: bytes, repeat: int = 1) -> TestRun:
+    def test_run(self, packet: bytes, repeat: int = 1, ingress_ifindex: int = 0) -> TestRun:
         """Run the program once (or ``repeat`` times) on ``packet`` inside the kernel,
-        with ``BPF_PROG_TEST_RUN``."""
+        with ``BPF_PROG_TEST_RUN``; an XDP program sees the packet arrive on
+        ``ingress_ifindex`` when it is given (an interface of the caller's network
+        namespace: what ``bpf_fib_lookup`` starts from), else on loopback."""
         self._obj._live()
         data_in = ctypes.create_string_buffer(packet, len(packet))
         data_out = ctypes.create_string_buffer(len(packet) + 256)
@@ -281,6 +283,9 @@ class Program:
             data_size_out=len(data_out),
             repeat=repeat,
         )
+        if ingress_ifindex:  # struct xdp_md: data, data_end, data_meta, ingress_ifindex
+            ctx = (ctypes.c_uint32 * 6)(0, len(packet), 0, ingress_ifindex, 0, 0)
+            opts.ctx_in, opts.ctx_size_in = ctypes.addressof(ctx), ctypes.sizeof(ctx)
         rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         _check(f"test run of {self.name}", rc)
         return TestRun(int(opts.retval), data_out.raw[: opts.data_size_out], int(opts.duration))

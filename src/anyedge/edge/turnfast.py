@@ -1,0 +1,225 @@
+"""TURN's kernel fast path: the loader of ``bpf/turn_fast.bpf.c``.
+
+::
+
+    from anyedge.edge.turnfast import TurnFast
+
+    with TurnFast() as fast:
+        fast.attach("eth0")                        # XDP, native mode by default
+        fast.install(Channel4(client=("192.0.2.10", 40000), server=("198.51.100.7", 3478),
+                              channel=0x4000, relay=("198.51.100.7", 50000),
+                              peer=("203.0.113.5", 6000)), deadline_ns)
+        print(fast.usage(channel))                 # Usage(to_peer_packets=..., ...)
+        fast.remove(channel)
+
+The program relays ChannelData of the channels installed here, both ways (its C source
+says how); this module only writes and reads its two maps.  Deadlines are
+``CLOCK_MONOTONIC`` nanoseconds (``time.monotonic_ns()``, which is the kernel's
+``bpf_ktime_get_ns``).  Who decides which channels are installed, and when they go, is
+the TURN service's business (:mod:`anyedge.services.turn.fastpath`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import build
+from .libbpf import BpfError, BpfObject, Loaded, Map, check_size, detach_xdp, possible_cpus
+
+PROGRAM = "turn_fast"
+OUTCOMES = ("to_peer", "to_client", "passed", "expired", "no_route")
+
+Addr = tuple[str, int]
+_IP4 = ctypes.c_uint8 * 4
+
+
+class ClientKey(ctypes.Structure):
+    """``struct tf_client_key``."""
+
+    _fields_ = (
+        ("client_ip", _IP4),
+        ("server_ip", _IP4),
+        ("client_port", ctypes.c_uint16),
+        ("server_port", ctypes.c_uint16),
+        ("channel", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    )
+
+
+class ClientValue(ctypes.Structure):
+    """``struct tf_client_val``."""
+
+    _fields_ = (
+        ("relay_ip", _IP4),
+        ("peer_ip", _IP4),
+        ("relay_port", ctypes.c_uint16),
+        ("peer_port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint32),
+        ("deadline_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    )
+
+
+class PeerKey(ctypes.Structure):
+    """``struct tf_peer_key``."""
+
+    _fields_ = (
+        ("peer_ip", _IP4),
+        ("relay_ip", _IP4),
+        ("peer_port", ctypes.c_uint16),
+        ("relay_port", ctypes.c_uint16),
+    )
+
+
+class PeerValue(ctypes.Structure):
+    """``struct tf_peer_val``."""
+
+    _fields_ = (
+        ("client_ip", _IP4),
+        ("server_ip", _IP4),
+        ("client_port", ctypes.c_uint16),
+        ("server_port", ctypes.c_uint16),
+        ("channel", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+        ("deadline_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Channel4:
+    """One bound channel of a UDP allocation over IPv4: the client's 5-tuple (client and
+    listener), the channel number, the relayed address and the peer."""
+
+    client: Addr
+    server: Addr
+    channel: int
+    relay: Addr
+    peer: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Payload packets and bytes the program relayed for one channel since installed."""
+
+    to_peer_packets: int = 0
+    to_peer_bytes: int = 0
+    to_client_packets: int = 0
+    to_client_bytes: int = 0
+
+
+def _ip(host: str) -> ctypes.Array[ctypes.c_uint8]:
+    return _IP4.from_buffer_copy(socket.inet_aton(host))
+
+
+def _port(port: int) -> int:
+    return socket.htons(port)
+
+
+def _keys(ch: Channel4) -> tuple[ClientKey, PeerKey]:
+    ck = ClientKey(_ip(ch.client[0]), _ip(ch.server[0]), _port(ch.client[1]))
+    ck.server_port, ck.channel = _port(ch.server[1]), ch.channel
+    pk = PeerKey(_ip(ch.peer[0]), _ip(ch.relay[0]), _port(ch.peer[1]), _port(ch.relay[1]))
+    return ck, pk
+
+
+def _lookup(m: Map, key: ctypes.Structure, value: ctypes.Structure) -> bool:
+    try:
+        m.lookup(key, value)
+    except BpfError:  # not there: value stays as it was
+        return False
+    return True
+
+
+class TurnFast(Loaded):
+    """One loaded copy of the fast-path program and its maps, attached to interfaces
+    with :meth:`attach` (in the caller's network namespace)."""
+
+    def __init__(self, obj_path: str | Path | None = None) -> None:
+        self.obj = BpfObject(obj_path or build.object_path(PROGRAM))
+        self.program = self.obj.program(PROGRAM)
+        self._clients = self.obj.map("tf_clients")
+        self._peers = self.obj.map("tf_peers")
+        self._stats = self.obj.map("tf_stats")
+        check_size(self._clients, ctypes.sizeof(ClientValue), "struct tf_client_val", __name__)
+        check_size(self._peers, ctypes.sizeof(PeerValue), "struct tf_peer_val", __name__)
+        self._ncpu = possible_cpus()
+        self._attached: list[tuple[int, str]] = []
+
+    @property
+    def capacity(self) -> int:
+        """How many channels the maps hold."""
+        return min(self._clients.max_entries, self._peers.max_entries)
+
+    # -- interfaces ------------------------------------------------------------------
+
+    def attach(self, interface: str | int, mode: str = "native") -> None:
+        """Run the program on every frame ``interface`` receives (XDP, ``native`` or
+        ``generic``); :class:`~.libbpf.BpfError` EBUSY if an XDP program is there."""
+        ifindex = interface if isinstance(interface, int) else socket.if_nametoindex(interface)
+        self.program.attach_xdp(ifindex, mode)
+        self._attached.append((ifindex, mode))
+
+    def detach(self) -> None:
+        while self._attached:
+            ifindex, mode = self._attached.pop()
+            try:
+                detach_xdp(ifindex, mode)
+            except BpfError:  # the interface is gone already
+                pass
+
+    # -- channels --------------------------------------------------------------------
+
+    def install(self, ch: Channel4, deadline_ns: int) -> None:
+        """Relay ``ch`` both ways until ``deadline_ns`` (or :meth:`remove`).  Installing
+        it again moves the deadline and keeps its counters (but for what the program
+        counts during the update itself: a few microseconds' worth)."""
+        ck, pk = _keys(ch)
+        cv, pv = ClientValue(), PeerValue()
+        _lookup(self._clients, ck, cv)
+        _lookup(self._peers, pk, pv)
+        cv.relay_ip, cv.peer_ip = _ip(ch.relay[0]), _ip(ch.peer[0])
+        cv.relay_port, cv.peer_port, cv.deadline_ns = _port(ch.relay[1]), _port(ch.peer[1]), deadline_ns
+        pv.client_ip, pv.server_ip = _ip(ch.client[0]), _ip(ch.server[0])
+        pv.client_port, pv.server_port = _port(ch.client[1]), _port(ch.server[1])
+        pv.channel, pv.deadline_ns = ch.channel, deadline_ns
+        self._peers.update(pk, pv)
+        self._clients.update(ck, cv)
+
+    def remove(self, ch: Channel4) -> Usage:
+        """Stop relaying ``ch`` here; returns its counters as they were at the end
+        (zeros when it was not installed)."""
+        ck, pk = _keys(ch)
+        used = self.usage(ch)
+        for m, key in ((self._clients, ck), (self._peers, pk)):
+            try:
+                m.delete(key)
+            except BpfError:  # not there
+                pass
+        return used
+
+    def usage(self, ch: Channel4) -> Usage:
+        """The channel's counters now, since it was installed (zeros when it is not)."""
+        ck, pk = _keys(ch)
+        cv, pv = ClientValue(), PeerValue()
+        _lookup(self._clients, ck, cv)
+        _lookup(self._peers, pk, pv)
+        return Usage(int(cv.packets), int(cv.bytes), int(pv.packets), int(pv.bytes))
+
+    def installed(self) -> int:
+        """Channels in the map now (a walk of the keys)."""
+        return len(self._clients.keys(ClientKey))
+
+    def counters(self) -> dict[str, int]:
+        """Frames per outcome, summed over CPUs (``OUTCOMES``)."""
+        per_cpu = (ctypes.c_uint64 * self._ncpu)()
+        out = {}
+        for i, name in enumerate(OUTCOMES):
+            self._stats.lookup(ctypes.c_uint32(i), per_cpu)
+            out[name] = sum(per_cpu)
+        return out
