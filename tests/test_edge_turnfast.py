@@ -46,6 +46,7 @@ CLIENT, PEER = ("198.51.100.10", 40000), ("203.0.113.5", 6000)
 LISTENER, RELAYED = (RELAY, 3478), (RELAY, 50000)
 CH = Channel4(client=CLIENT, server=LISTENER, channel=0x4001, relay=RELAYED, peer=PEER)
 HOUR_NS = 3600 * 10**9
+Lab = tuple[TurnFast, int, tuple[str, str]]
 
 
 def _why_not() -> str | None:
@@ -56,7 +57,7 @@ def _why_not() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[tuple[TurnFast, int, tuple[str, str]]]:
+def lab() -> Iterator[Lab]:
     """The loaded program inside the relay's namespace, the ifindex of its ``eth0`` and
     the MACs a frame leaving by it has: its own and the next hop's (192.0.2.2's)."""
     reason = _why_not()
@@ -121,7 +122,7 @@ def test_object_matches_the_python_records() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 3, 100, 1200])
-def test_channel_data_leaves_for_the_peer(lab: tuple[TurnFast, int, tuple[str, str]], size: int) -> None:
+def test_channel_data_leaves_for_the_peer(lab: Lab, size: int) -> None:
     fast, ifindex, gw = lab
     payload = bytes(range(256)) * 5
     payload = payload[:size]
@@ -143,9 +144,7 @@ def test_channel_data_leaves_for_the_peer(lab: tuple[TurnFast, int, tuple[str, s
 
 
 @pytest.mark.parametrize("size", [0, 1, 3, 100, 1200])
-def test_a_peers_datagram_leaves_as_channel_data(
-    lab: tuple[TurnFast, int, tuple[str, str]], size: int
-) -> None:
+def test_a_peers_datagram_leaves_as_channel_data(lab: Lab, size: int) -> None:
     fast, ifindex, gw = lab
     payload = bytes(range(255, -1, -1)) * 5
     payload = payload[:size]
@@ -166,7 +165,7 @@ def test_a_peers_datagram_leaves_as_channel_data(
         fast.remove(CH)
 
 
-def test_no_udp_checksum_stays_none(lab: tuple[TurnFast, int, tuple[str, str]]) -> None:
+def test_no_udp_checksum_stays_none(lab: Lab) -> None:
     fast, ifindex, _ = lab
     fast.install(CH, time.monotonic_ns() + HOUR_NS)
     try:
@@ -179,14 +178,14 @@ def test_no_udp_checksum_stays_none(lab: tuple[TurnFast, int, tuple[str, str]]) 
         fast.remove(CH)
 
 
-def test_what_the_maps_do_not_name_passes(lab: tuple[TurnFast, int, tuple[str, str]]) -> None:
+def test_what_the_maps_do_not_name_passes(lab: Lab) -> None:
     fast, ifindex, _ = lab
     fast.install(CH, time.monotonic_ns() + HOUR_NS)
     try:
         cases = [
             udp4(CLIENT[0], RELAY, CLIENT[1], 3478, channel_data(0x4002, b"x")),  # other channel
             udp4(CLIENT[0], RELAY, CLIENT[1] + 1, 3478, channel_data(0x4001, b"x")),  # other port
-            udp4(CLIENT[0], RELAY, CLIENT[1], 3478, channel_data(0x4001, b"xy") + b"\0\0"),  # padded
+            udp4(CLIENT[0], RELAY, CLIENT[1], 3478, channel_data(0x4001, b"xy") + b"\0\0"),  # pad
             udp4(CLIENT[0], RELAY, CLIENT[1], 3478, b"\x00\x01\x00\x00" + bytes(16)),  # STUN
             udp4("203.0.113.6", RELAY, PEER[1], RELAYED[1], b"no permission"),  # another peer
             udp4(PEER[0], RELAY, PEER[1] + 1, RELAYED[1], b"no channel"),  # another port
@@ -199,7 +198,7 @@ def test_what_the_maps_do_not_name_passes(lab: tuple[TurnFast, int, tuple[str, s
 
 
 def test_past_its_deadline_a_channel_passes_to_user_space(
-    lab: tuple[TurnFast, int, tuple[str, str]],
+    lab: Lab,
 ) -> None:
     fast, ifindex, _ = lab
     fast.install(CH, time.monotonic_ns() - 1)
@@ -215,7 +214,7 @@ def test_past_its_deadline_a_channel_passes_to_user_space(
     assert run(fast, ifindex, frame) == (XDP_PASS, frame)  # removed
 
 
-def test_a_peer_the_fib_cannot_reach_passes(lab: tuple[TurnFast, int, tuple[str, str]]) -> None:
+def test_a_peer_the_fib_cannot_reach_passes(lab: Lab) -> None:
     fast, ifindex, _ = lab
     local = Channel4(CLIENT, LISTENER, 0x4003, RELAYED, (RELAY, 50002))  # the relay itself
     fast.install(local, time.monotonic_ns() + HOUR_NS)

@@ -21,6 +21,7 @@ the TURN service's business (:mod:`anyedge.services.turn.fastpath`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import socket
 from dataclasses import dataclass
@@ -168,10 +169,8 @@ class TurnFast(Loaded):
     def detach(self) -> None:
         while self._attached:
             ifindex, mode = self._attached.pop()
-            try:
+            with contextlib.suppress(BpfError):  # the interface is gone already
                 detach_xdp(ifindex, mode)
-            except BpfError:  # the interface is gone already
-                pass
 
     # -- channels --------------------------------------------------------------------
 
@@ -184,7 +183,8 @@ class TurnFast(Loaded):
         _lookup(self._clients, ck, cv)
         _lookup(self._peers, pk, pv)
         cv.relay_ip, cv.peer_ip = _ip(ch.relay[0]), _ip(ch.peer[0])
-        cv.relay_port, cv.peer_port, cv.deadline_ns = _port(ch.relay[1]), _port(ch.peer[1]), deadline_ns
+        cv.relay_port, cv.peer_port = _port(ch.relay[1]), _port(ch.peer[1])
+        cv.deadline_ns = deadline_ns
         pv.client_ip, pv.server_ip = _ip(ch.client[0]), _ip(ch.server[0])
         pv.client_port, pv.server_port = _port(ch.client[1]), _port(ch.server[1])
         pv.channel, pv.deadline_ns = ch.channel, deadline_ns
@@ -197,10 +197,8 @@ class TurnFast(Loaded):
         ck, pk = _keys(ch)
         used = self.usage(ch)
         for m, key in ((self._clients, ck), (self._peers, pk)):
-            try:
+            with contextlib.suppress(BpfError):  # not there
                 m.delete(key)
-            except BpfError:  # not there
-                pass
         return used
 
     def usage(self, ch: Channel4) -> Usage:
