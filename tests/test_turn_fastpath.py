@@ -21,6 +21,7 @@ redirected in XDP need.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -35,9 +36,8 @@ import pytest
 
 from anyedge.adapters import netns
 from anyedge.edge import build
+from anyedge.services.turn.fastpath import open_fast_path
 from turn_peers import TurnUdpClient
-
-pytestmark = pytest.mark.lab
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -164,6 +164,7 @@ def _udp(ns: str, addr: tuple[str, int]) -> socket.socket:
     return s
 
 
+@pytest.mark.lab
 def test_channels_relay_in_the_kernel_and_fall_back_to_user_space(relay: Relay) -> None:
     assert "fast_path_unavailable" not in relay.log.read_text()
     peer, stranger = _udp(relay.peer_ns, PEER), _udp(relay.peer_ns, STRANGER)
@@ -243,3 +244,15 @@ def test_channels_relay_in_the_kernel_and_fall_back_to_user_space(relay: Relay) 
         )
         with pytest.raises(TimeoutError):
             peer.recvfrom(2048)
+
+
+def test_without_the_hook_the_relay_stays_in_user_space(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An interface that is not there (or a kernel, a toolchain or privileges that are
+    not) leaves the relay to user space, with one line saying why."""
+    with caplog.at_level(logging.WARNING, logger="anyedge.turn"):
+        assert open_fast_path(["aenone0"], "native") is None
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records]
+    assert line["event"] == "fast_path_unavailable"
+    assert line["error"]
