@@ -22,6 +22,8 @@ second, so each relay is measured at its own limit.
   ``run_time_ns``/``run_cnt`` of ``turn_fast``).  Neither counts the kernel's work around
   them that no process is charged for (the veth's receive and transmit, softirq): for
   the user-space relays that is the UDP receive path, for the fast path the redirect;
+- **program time**: the fast path's program alone on the same frames, with
+  ``BPF_PROG_TEST_RUN`` (100,000 runs each way, arriving on the relay's ``eth0``);
 - **machine CPU/pkt**: every CPU's busy time (``/proc/stat``) over the run per delivered
   packet -- sender, softirq and whatever else runs on this shared machine included --
   for context only.
@@ -310,6 +312,30 @@ def run_server(lab: Lab, kind: str, work: Path, seconds: float, repeat: int) -> 
                 detach_xdp(_ifindex("eth0"), "native")
 
 
+def program_time(lab: Lab) -> dict[str, float]:
+    """ns per run of ``turn_fast`` on the bench's frames, each way (BPF_PROG_TEST_RUN)."""
+    from anyedge.edge.turnfast import Channel4, TurnFast
+
+    relayed = ("100.64.0.1", 50000)
+    ch = Channel4(CLIENT, (SERVER, 3478), 0x4001, relayed, PEER)
+    out = {}
+    with netns.entered(lab.r), TurnFast() as fast:
+        fast.install(ch, time.monotonic_ns() + 3600 * 10**9)
+        ifindex = _ifindex("eth0")
+        for size in SIZES:
+            to_peer = fast.program.test_run(lab.frame(size), 100_000, ifindex)
+            back = bytes(
+                Ether(src=lab.mac_c, dst=lab.mac_r)
+                / IP(src=PEER[0], dst=relayed[0])
+                / UDP(sport=PEER[1], dport=relayed[1])
+                / bytes(size)
+            )
+            to_client = fast.program.test_run(back, 100_000, ifindex)
+            out[f"to_peer {size}"] = float(to_peer.duration_ns)
+            out[f"to_client {size}"] = float(to_client.duration_ns)
+    return out
+
+
 def table(results: dict[str, dict[str, Any]]) -> None:
     print(
         f"{'server':<12} {'bytes':>5} {'delivered/s':>12} {'x coturn':>8} "
@@ -346,6 +372,7 @@ def main() -> None:
             for kind in args.servers:
                 results[kind] = run_server(lab, kind, Path(tmp), args.seconds, args.repeat)
                 print(f"{kind}: done", file=sys.stderr, flush=True)
+        program = program_time(lab)
     finally:
         os.close(stats_fd)
         lab.close()
@@ -356,8 +383,12 @@ def main() -> None:
         }
     )
     print(f"(median of {args.repeat} runs of {args.seconds:g} s; load: {os.getloadavg()[0]:.1f})")
+    print(
+        "turn_fast alone (BPF_PROG_TEST_RUN), ns per packet: "
+        + ", ".join(f"{k} B {v:.0f}" for k, v in program.items())
+    )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps({"servers": results, "program_ns": program}, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -89,6 +90,8 @@ def _why_not() -> str | None:
     lacking = build.missing_tools()
     if lacking:
         return "cannot build BPF programs, missing: " + ", ".join(lacking)
+    if shutil.which("ethtool") is None:
+        return "needs ethtool (Debian: ethtool; .ci/run installs it)"
     return None
 
 
@@ -256,3 +259,30 @@ def test_without_the_hook_the_relay_stays_in_user_space(
     (line,) = [json.loads(r.getMessage()) for r in caplog.records]
     assert line["event"] == "fast_path_unavailable"
     assert line["error"]
+
+
+def test_turn_check_shows_the_fast_path_and_refuses_a_bad_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anyedge.cli.main import main
+
+    conf = tmp_path / "turn.yaml"
+    head = f"""realm: fast.test
+listen: [{{transport: udp, address: {SERVER}, port: 3478}}]
+auth: {{users: {{{USER}: {PASSWORD}}}, fleet_keys: [fleet-key-2026]}}
+workers: 1
+"""
+    conf.write_text(head + "fast_path: {interfaces: [eth0, eth1]}\n")
+    assert main(["turn", "check", "-c", str(conf)]) == 0
+    shown = json.loads(capsys.readouterr().out)["fast_path"]
+    assert shown == {"interfaces": ["eth0", "eth1"], "mode": "native"}
+    for bad, why in (
+        ("fast_path: {interfaces: []}", "fast_path.interfaces"),
+        ("fast_path: {interfaces: [eth0/1]}", "'eth0/1' is not an interface name"),
+        ("fast_path: {interfaces: [eth0], mode: turbo}", "fast_path.mode"),
+    ):
+        conf.write_text(head + bad + "\n")
+        assert main(["turn", "check", "-c", str(conf)]) == 2
+        err = capsys.readouterr().err
+        assert "turn.yaml:5" in err
+        assert why in err
