@@ -54,10 +54,11 @@ class Relay:
     relay_ns: str
     peer_ns: str
     log: Path
+    port: int = 9641  # the metrics port of the worker that holds the allocation
 
     def scrape(self) -> dict[str, float]:
         with netns.entered(self.relay_ns):
-            text = urllib.request.urlopen("http://127.0.0.1:9641/metrics", timeout=5).read()
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read()
         out = {}
         for line in text.decode().splitlines():
             m = re.match(r"^(anyedge_turn_\w+)(\{[^}]*\})? (\S+)$", line)
@@ -68,9 +69,17 @@ class Relay:
                 out[key] = float(m.group(3))
         return out
 
+    def port_sessions(self, port: int) -> bool:
+        self.port = port
+        try:
+            return bool(self.sessions())
+        except OSError:  # no worker there
+            return False
+
     def sessions(self) -> list[dict[str, object]]:
         with netns.entered(self.relay_ns):
-            body = urllib.request.urlopen("http://127.0.0.1:9641/sessions", timeout=5).read()
+            url = f"http://127.0.0.1:{self.port}/sessions"
+            body = urllib.request.urlopen(url, timeout=5).read()
         return json.loads(body)["sessions"]  # type: ignore[no-any-return]
 
     def wait(self, what: str, ok: object, timeout: float = 30.0) -> dict[str, float]:
@@ -95,8 +104,10 @@ def _why_not() -> str | None:
     return None
 
 
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[Relay]:
+@pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
+def relay(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Relay]:
+    """The three namespaces and ``turn serve`` with ``request.param`` workers: with two,
+    the program is loaded before they fork and both write the same maps."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)
@@ -126,7 +137,7 @@ listen: [{{transport: udp, address: {SERVER}, port: 3478}}]
 relay: {{ipv4: {SERVER}, ports: [50000, 50999]}}
 auth: {{users: {{{USER}: {PASSWORD}}}, fleet_keys: [fleet-key-2026]}}
 limits: {{allow_peers: [100.64.1.0/24], user_bandwidth: {BANDWIDTH}}}
-workers: 1
+workers: {request.param}
 log: text
 metrics: {{address: 127.0.0.1, port: 9641}}
 fast_path: {{interfaces: [eth0, eth1]}}
@@ -177,6 +188,7 @@ def test_channels_relay_in_the_kernel_and_fall_back_to_user_space(relay: Relay) 
     with client, peer, stranger:
         relayed = client.allocate()
         client.channel_bind(0x4001, PEER)
+        relay.port = next(p for p in (9641, 9642) if relay.port_sessions(p))
         relay.wait("the channel in the kernel", lambda m: m["anyedge_turn_fast_path_channels"] == 1)
 
         # the peer first: its ARP for its gateway teaches the relay its MAC address, which
