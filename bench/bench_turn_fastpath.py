@@ -314,10 +314,10 @@ def run_server(lab: Lab, kind: str, work: Path, seconds: float, repeat: int) -> 
 
 def program_time(lab: Lab) -> dict[str, float]:
     """ns per run of ``turn_fast`` on the bench's frames, each way (BPF_PROG_TEST_RUN)."""
-    from anyedge.edge.turnfast import Channel4, TurnFast
+    from anyedge.edge.turnfast import RelayedChannel, TurnFast
 
     relayed = ("100.64.0.1", 50000)
-    ch = Channel4(CLIENT, (SERVER, 3478), 0x4001, relayed, PEER)
+    ch = RelayedChannel(CLIENT, (SERVER, 3478), 0x4001, relayed, PEER)
     out = {}
     with netns.entered(lab.r), TurnFast() as fast:
         fast.install(ch, time.monotonic_ns() + 3600 * 10**9)

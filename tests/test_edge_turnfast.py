@@ -23,28 +23,37 @@ from collections.abc import Iterator
 
 import pytest
 from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from anyedge.adapters import netns
 from anyedge.edge import build
 from anyedge.edge.libbpf import XDP_PASS, XDP_TX
 from anyedge.edge.turnfast import (
-    Channel4,
     ClientKey,
+    ClientKey6,
     ClientValue,
+    ClientValue6,
     PeerKey,
+    PeerKey6,
     PeerValue,
+    PeerValue6,
+    RelayedChannel,
     TurnFast,
+    Usage,
 )
 from edge_netns import ADDR_A, ADDR_B, veth_pair
-from edge_packets import udp4
+from edge_packets import udp4, udp6
 
 pytestmark = pytest.mark.lab
 
 RELAY = ADDR_A
 CLIENT, PEER = ("198.51.100.10", 40000), ("203.0.113.5", 6000)
 LISTENER, RELAYED = (RELAY, 3478), (RELAY, 50000)
-CH = Channel4(client=CLIENT, server=LISTENER, channel=0x4001, relay=RELAYED, peer=PEER)
+CH = RelayedChannel(client=CLIENT, server=LISTENER, channel=0x4001, relay=RELAYED, peer=PEER)
+RELAY6 = "2001:db8::1"
+CLIENT6, PEER6 = ("2001:db8:1::10", 40000), ("2001:db8:2::5", 6000)
+CH6 = RelayedChannel(CLIENT6, (RELAY6, 3478), 0x4002, (RELAY6, 50000), PEER6)
 HOUR_NS = 3600 * 10**9
 Lab = tuple[TurnFast, int, tuple[str, str]]
 
@@ -72,6 +81,10 @@ def lab() -> Iterator[Lab]:
                 f"route add 198.51.100.0/24 via {ADDR_B}",
                 f"route add 203.0.113.0/24 via {ADDR_B}",
                 f"neigh add {ADDR_B} lladdr {gw_mac} dev eth0 nud permanent",
+                f"addr add {RELAY6}/64 dev eth0 nodad",
+                "route add 2001:db8:1::/48 via 2001:db8::2",
+                "route add 2001:db8:2::/48 via 2001:db8::2",
+                f"neigh add 2001:db8::2 lladdr {gw_mac} dev eth0 nud permanent",
             ],
         )
         with netns.entered(a), TurnFast() as fast:
@@ -86,7 +99,8 @@ def run(fast: TurnFast, ifindex: int, frame: bytes) -> tuple[int, bytes]:
 def rebuilt(frame: bytes) -> bytes:
     """``frame`` as scapy builds it again with its own IP and UDP checksums."""
     pkt = Ether(frame)
-    del pkt[IP].chksum
+    if IP in pkt:
+        del pkt[IP].chksum
     if pkt[UDP].chksum != 0:
         del pkt[UDP].chksum
     return bytes(pkt.__class__(bytes(pkt)))
@@ -111,6 +125,10 @@ def test_object_matches_the_python_records() -> None:
         ("tf_client_val", ClientValue),
         ("tf_peer_key", PeerKey),
         ("tf_peer_val", PeerValue),
+        ("tf_client6_key", ClientKey6),
+        ("tf_client6_val", ClientValue6),
+        ("tf_peer6_key", PeerKey6),
+        ("tf_peer6_val", PeerValue6),
     )
     for name, record in records:
         size = ctypes.sizeof(record)
@@ -216,7 +234,7 @@ def test_past_its_deadline_a_channel_passes_to_user_space(
 
 def test_a_peer_the_fib_cannot_reach_passes(lab: Lab) -> None:
     fast, ifindex, _ = lab
-    local = Channel4(CLIENT, LISTENER, 0x4003, RELAYED, (RELAY, 50002))  # the relay itself
+    local = RelayedChannel(CLIENT, LISTENER, 0x4003, RELAYED, (RELAY, 50002))  # the relay itself
     fast.install(local, time.monotonic_ns() + HOUR_NS)
     try:
         frame = udp4(CLIENT[0], RELAY, CLIENT[1], 3478, channel_data(0x4003, b"x"))
@@ -224,3 +242,54 @@ def test_a_peer_the_fib_cannot_reach_passes(lab: Lab) -> None:
         assert fast.counters()["no_route"] >= 1
     finally:
         fast.remove(local)
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 1200])
+def test_ipv6_both_ways(lab: Lab, size: int) -> None:
+    fast, ifindex, gw = lab
+    payload = bytes(range(256)) * 5
+    payload = payload[:size]
+    fast.install(CH6, time.monotonic_ns() + HOUR_NS)
+    try:
+        cd = channel_data(0x4002, payload)
+        verdict, out = run(fast, ifindex, udp6(CLIENT6[0], RELAY6, CLIENT6[1], 3478, cd))
+        assert verdict == XDP_TX
+        pkt = Ether(out)
+        assert (pkt.src, pkt.dst) == gw
+        assert (pkt[IPv6].src, pkt[IPv6].dst, pkt[IPv6].hlim) == (RELAY6, PEER6[0], 64)
+        assert (pkt[UDP].sport, pkt[UDP].dport) == (50000, PEER6[1])
+        assert bytes(pkt[UDP].payload) == payload
+        assert out == rebuilt(out)
+
+        verdict, out = run(fast, ifindex, udp6(PEER6[0], RELAY6, PEER6[1], 50000, payload))
+        assert verdict == XDP_TX
+        pkt = Ether(out)
+        assert (pkt[IPv6].src, pkt[IPv6].dst) == (RELAY6, CLIENT6[0])
+        assert (pkt[UDP].sport, pkt[UDP].dport) == (3478, CLIENT6[1])
+        assert bytes(pkt[UDP].payload) == cd
+        assert out == rebuilt(out)
+        assert fast.usage(CH6) == Usage(1, size, 1, size)
+    finally:
+        fast.remove(CH6)
+
+
+def test_ipv6_what_the_maps_do_not_name_passes(lab: Lab) -> None:
+    fast, ifindex, _ = lab
+    fast.install(CH6, time.monotonic_ns() + HOUR_NS)
+    try:
+        other = udp6("2001:db8:2::6", RELAY6, PEER6[1], 50000, b"no permission")
+        no_sum = bytearray(udp6(PEER6[0], RELAY6, PEER6[1], 50000, b"no checksum"))
+        no_sum[60:62] = b"\0\0"  # invalid in IPv6: the stack decides
+        v4 = udp4(CLIENT[0], RELAY, CLIENT[1], 3478, channel_data(0x4002, b"x"))  # its v4 twin
+        for frame in (other, bytes(no_sum), v4):
+            assert run(fast, ifindex, frame) == (XDP_PASS, frame)
+    finally:
+        fast.remove(CH6)
+
+
+def test_a_channel_across_families_is_refused(lab: Lab) -> None:
+    """A client on IPv4 with an IPv6 relayed address (ADDITIONAL-ADDRESS-FAMILY) is not
+    the program's: the service leaves such channels to user space."""
+    fast, _, _ = lab
+    with pytest.raises(ValueError, match="one family"):
+        fast.install(RelayedChannel(CLIENT, LISTENER, 0x4001, (RELAY6, 50000), PEER6), 1)

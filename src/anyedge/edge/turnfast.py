@@ -6,14 +6,16 @@
 
     with TurnFast() as fast:
         fast.attach("eth0")                        # XDP, native mode by default
-        fast.install(Channel4(client=("192.0.2.10", 40000), server=("198.51.100.7", 3478),
-                              channel=0x4000, relay=("198.51.100.7", 50000),
-                              peer=("203.0.113.5", 6000)), deadline_ns)
+        fast.install(RelayedChannel(client=("192.0.2.10", 40000), server=("198.51.100.7", 3478),
+                                    channel=0x4000, relay=("198.51.100.7", 50000),
+                                    peer=("203.0.113.5", 6000)), deadline_ns)
         print(fast.usage(channel))                 # Usage(to_peer_packets=..., ...)
         fast.remove(channel)
 
 The program relays ChannelData of the channels installed here, both ways (its C source
-says how); this module only writes and reads its two maps.  Deadlines are
+says how); this module only writes and reads its maps: a pair for IPv4 and a pair for
+IPv6, chosen by the channel's addresses (client, listener, relayed address and peer all
+of one family).  Deadlines are
 ``CLOCK_MONOTONIC`` nanoseconds (``time.monotonic_ns()``, which is the kernel's
 ``bpf_ktime_get_ns``).  Who decides which channels are installed, and when they go, is
 the TURN service's business (:mod:`anyedge.services.turn.fastpath`).
@@ -26,6 +28,7 @@ import ctypes
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import build
 from .libbpf import BpfError, BpfObject, Loaded, Map, check_size, detach_xdp, possible_cpus
@@ -35,6 +38,7 @@ OUTCOMES = ("to_peer", "to_client", "passed", "expired", "no_route")
 
 Addr = tuple[str, int]
 _IP4 = ctypes.c_uint8 * 4
+_IP6 = ctypes.c_uint8 * 16
 
 
 class ClientKey(ctypes.Structure):
@@ -92,10 +96,66 @@ class PeerValue(ctypes.Structure):
     )
 
 
+class ClientKey6(ctypes.Structure):
+    """``struct tf_client6_key``."""
+
+    _fields_ = (
+        ("client_ip", _IP6),
+        ("server_ip", _IP6),
+        ("client_port", ctypes.c_uint16),
+        ("server_port", ctypes.c_uint16),
+        ("channel", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    )
+
+
+class ClientValue6(ctypes.Structure):
+    """``struct tf_client6_val``."""
+
+    _fields_ = (
+        ("relay_ip", _IP6),
+        ("peer_ip", _IP6),
+        ("relay_port", ctypes.c_uint16),
+        ("peer_port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint32),
+        ("deadline_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    )
+
+
+class PeerKey6(ctypes.Structure):
+    """``struct tf_peer6_key``."""
+
+    _fields_ = (
+        ("peer_ip", _IP6),
+        ("relay_ip", _IP6),
+        ("peer_port", ctypes.c_uint16),
+        ("relay_port", ctypes.c_uint16),
+    )
+
+
+class PeerValue6(ctypes.Structure):
+    """``struct tf_peer6_val``."""
+
+    _fields_ = (
+        ("client_ip", _IP6),
+        ("server_ip", _IP6),
+        ("client_port", ctypes.c_uint16),
+        ("server_port", ctypes.c_uint16),
+        ("channel", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+        ("deadline_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    )
+
+
 @dataclass(frozen=True, slots=True)
-class Channel4:
-    """One bound channel of a UDP allocation over IPv4: the client's 5-tuple (client and
-    listener), the channel number, the relayed address and the peer."""
+class RelayedChannel:
+    """One bound channel of a UDP allocation: the client's 5-tuple (client and
+    listener), the channel number, the relayed address and the peer, all IPv4 or all
+    IPv6."""
 
     client: Addr
     server: Addr
@@ -115,17 +175,33 @@ class Usage:
 
 
 def _ip(host: str) -> ctypes.Array[ctypes.c_uint8]:
+    if ":" in host:
+        return _IP6.from_buffer_copy(socket.inet_pton(socket.AF_INET6, host))
     return _IP4.from_buffer_copy(socket.inet_aton(host))
+
+
+def _v6(ch: RelayedChannel) -> bool:
+    """Whether ``ch`` is IPv6 (ValueError when its addresses mix families)."""
+    families = {":" in a[0] for a in (ch.client, ch.server, ch.relay, ch.peer)}
+    if len(families) != 1:
+        raise ValueError(f"a channel's addresses are of one family: {ch}")
+    return families == {True}
 
 
 def _port(port: int) -> int:
     return socket.htons(port)
 
 
-def _keys(ch: Channel4) -> tuple[ClientKey, PeerKey]:
-    ck = ClientKey(_ip(ch.client[0]), _ip(ch.server[0]), _port(ch.client[1]))
+_Records = tuple[type[ctypes.Structure], type[ctypes.Structure]]
+_CLIENT: dict[bool, _Records] = {False: (ClientKey, ClientValue), True: (ClientKey6, ClientValue6)}
+_PEER: dict[bool, _Records] = {False: (PeerKey, PeerValue), True: (PeerKey6, PeerValue6)}
+
+
+def _keys(ch: RelayedChannel) -> tuple[ctypes.Structure, ctypes.Structure]:
+    v6 = _v6(ch)
+    ck = _CLIENT[v6][0](_ip(ch.client[0]), _ip(ch.server[0]), _port(ch.client[1]))
     ck.server_port, ck.channel = _port(ch.server[1]), ch.channel
-    pk = PeerKey(_ip(ch.peer[0]), _ip(ch.relay[0]), _port(ch.peer[1]), _port(ch.relay[1]))
+    pk = _PEER[v6][0](_ip(ch.peer[0]), _ip(ch.relay[0]), _port(ch.peer[1]), _port(ch.relay[1]))
     return ck, pk
 
 
@@ -144,18 +220,21 @@ class TurnFast(Loaded):
     def __init__(self, obj_path: str | Path | None = None) -> None:
         self.obj = BpfObject(obj_path or build.object_path(PROGRAM))
         self.program = self.obj.program(PROGRAM)
-        self._clients = self.obj.map("tf_clients")
-        self._peers = self.obj.map("tf_peers")
+        self._clients = {False: self.obj.map("tf_clients"), True: self.obj.map("tf_clients6")}
+        self._peers = {False: self.obj.map("tf_peers"), True: self.obj.map("tf_peers6")}
         self._stats = self.obj.map("tf_stats")
-        check_size(self._clients, ctypes.sizeof(ClientValue), "struct tf_client_val", __name__)
-        check_size(self._peers, ctypes.sizeof(PeerValue), "struct tf_peer_val", __name__)
+        for v6, name in ((False, ""), (True, "6")):
+            check_size(
+                self._clients[v6], ctypes.sizeof(_CLIENT[v6][1]), f"tf_client{name}_val", __name__
+            )
+            check_size(self._peers[v6], ctypes.sizeof(_PEER[v6][1]), f"tf_peer{name}_val", __name__)
         self._ncpu = possible_cpus()
         self._attached: list[tuple[int, str]] = []
 
     @property
     def capacity(self) -> int:
-        """How many channels the maps hold."""
-        return min(self._clients.max_entries, self._peers.max_entries)
+        """How many channels of one family the maps hold."""
+        return min(m.max_entries for m in (*self._clients.values(), *self._peers.values()))
 
     # -- interfaces ------------------------------------------------------------------
 
@@ -174,44 +253,50 @@ class TurnFast(Loaded):
 
     # -- channels --------------------------------------------------------------------
 
-    def install(self, ch: Channel4, deadline_ns: int) -> None:
+    def install(self, ch: RelayedChannel, deadline_ns: int) -> None:
         """Relay ``ch`` both ways until ``deadline_ns`` (or :meth:`remove`).  Installing
         it again moves the deadline and keeps its counters (but for what the program
         counts during the update itself: a few microseconds' worth)."""
+        v6 = _v6(ch)
         ck, pk = _keys(ch)
-        cv, pv = ClientValue(), PeerValue()
-        _lookup(self._clients, ck, cv)
-        _lookup(self._peers, pk, pv)
-        cv.relay_ip, cv.peer_ip = _ip(ch.relay[0]), _ip(ch.peer[0])
-        cv.relay_port, cv.peer_port = _port(ch.relay[1]), _port(ch.peer[1])
-        cv.deadline_ns = deadline_ns
-        pv.client_ip, pv.server_ip = _ip(ch.client[0]), _ip(ch.server[0])
-        pv.client_port, pv.server_port = _port(ch.client[1]), _port(ch.server[1])
-        pv.channel, pv.deadline_ns = ch.channel, deadline_ns
-        self._peers.update(pk, pv)
-        self._clients.update(ck, cv)
+        cv, pv = _CLIENT[v6][1](), _PEER[v6][1]()
+        _lookup(self._clients[v6], ck, cv)
+        _lookup(self._peers[v6], pk, pv)
+        c: Any = cv
+        p: Any = pv
+        c.relay_ip, c.peer_ip = _ip(ch.relay[0]), _ip(ch.peer[0])
+        c.relay_port, c.peer_port = _port(ch.relay[1]), _port(ch.peer[1])
+        c.deadline_ns = deadline_ns
+        p.client_ip, p.server_ip = _ip(ch.client[0]), _ip(ch.server[0])
+        p.client_port, p.server_port = _port(ch.client[1]), _port(ch.server[1])
+        p.channel, p.deadline_ns = ch.channel, deadline_ns
+        self._peers[v6].update(pk, pv)
+        self._clients[v6].update(ck, cv)
 
-    def remove(self, ch: Channel4) -> Usage:
+    def remove(self, ch: RelayedChannel) -> Usage:
         """Stop relaying ``ch`` here; returns its counters as they were at the end
         (zeros when it was not installed)."""
+        v6 = _v6(ch)
         ck, pk = _keys(ch)
         used = self.usage(ch)
-        for m, key in ((self._clients, ck), (self._peers, pk)):
+        for m, key in ((self._clients[v6], ck), (self._peers[v6], pk)):
             with contextlib.suppress(BpfError):  # not there
                 m.delete(key)
         return used
 
-    def usage(self, ch: Channel4) -> Usage:
+    def usage(self, ch: RelayedChannel) -> Usage:
         """The channel's counters now, since it was installed (zeros when it is not)."""
+        v6 = _v6(ch)
         ck, pk = _keys(ch)
-        cv, pv = ClientValue(), PeerValue()
-        _lookup(self._clients, ck, cv)
-        _lookup(self._peers, pk, pv)
+        cv: Any = _CLIENT[v6][1]()
+        pv: Any = _PEER[v6][1]()
+        _lookup(self._clients[v6], ck, cv)
+        _lookup(self._peers[v6], pk, pv)
         return Usage(int(cv.packets), int(cv.bytes), int(pv.packets), int(pv.bytes))
 
     def installed(self) -> int:
-        """Channels in the map now (a walk of the keys)."""
-        return len(self._clients.keys(ClientKey))
+        """Channels in the maps now (a walk of the keys)."""
+        return len(self._clients[False].keys(ClientKey)) + len(self._clients[True].keys(ClientKey6))
 
     def counters(self) -> dict[str, int]:
         """Frames per outcome, summed over CPUs (``OUTCOMES``)."""

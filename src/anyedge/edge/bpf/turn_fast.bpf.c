@@ -26,7 +26,11 @@
  * bytes of ChannelData header taken or added), which is exact when the checksum that
  * came in was; an IPv4 datagram without a UDP checksum (0) leaves without one.  The
  * outgoing frame gets its next hop's MAC addresses from bpf_fib_lookup and leaves by
- * XDP_TX (same interface) or bpf_redirect (another).  IPv4 only for now.
+ * XDP_TX (same interface) or bpf_redirect (another).  IPv4 and IPv6 each have their
+ * pair of maps (tf_clients/tf_peers, tf_clients6/tf_peers6); a channel whose client and
+ * relayed address differ in family (RFC 8656's ADDITIONAL-ADDRESS-FAMILY) stays in
+ * user space, and so does an IPv6 datagram with extension headers or without a UDP
+ * checksum.
  */
 #include "parse.h"
 
@@ -34,6 +38,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define TF_MAX_CHANNELS 65536
 #define AF_INET 2
+#define AF_INET6 10
 #define IP_DF 0x4000
 #define ETH_ALEN 6
 
@@ -98,6 +103,60 @@ struct {
 	__type(key, struct tf_peer_key);
 	__type(value, struct tf_peer_val);
 } tf_peers SEC(".maps");
+
+/* The same four records for IPv6: 16-byte addresses, the rest as above. */
+struct tf_client6_key {
+	__u8 client_ip[16];
+	__u8 server_ip[16];
+	__be16 client_port;
+	__be16 server_port;
+	__u16 channel;
+	__u16 pad;
+};
+
+struct tf_client6_val {
+	__u8 relay_ip[16];
+	__u8 peer_ip[16];
+	__be16 relay_port;
+	__be16 peer_port;
+	__u32 pad;
+	__u64 deadline_ns;
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct tf_peer6_key {
+	__u8 peer_ip[16];
+	__u8 relay_ip[16];
+	__be16 peer_port;
+	__be16 relay_port;
+};
+
+struct tf_peer6_val {
+	__u8 client_ip[16];
+	__u8 server_ip[16];
+	__be16 client_port;
+	__be16 server_port;
+	__u16 channel;
+	__u16 pad;
+	__u64 deadline_ns;
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TF_MAX_CHANNELS);
+	__type(key, struct tf_client6_key);
+	__type(value, struct tf_client6_val);
+} tf_clients6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TF_MAX_CHANNELS);
+	__type(key, struct tf_peer6_key);
+	__type(value, struct tf_peer6_val);
+} tf_peers6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -194,8 +253,7 @@ static __always_inline int send(struct xdp_md *ctx, __u32 ifindex)
 	return ifindex == ctx->ingress_ifindex ? XDP_TX : bpf_redirect(ifindex, 0);
 }
 
-SEC("xdp")
-int turn_fast(struct xdp_md *ctx)
+static __always_inline int fast4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -209,7 +267,7 @@ int turn_fast(struct xdp_md *ctx)
 	if (data + HDRS_LEN > data_end)
 		return count(TF_PASSED, XDP_PASS);
 	read_hdrs(data, &h);
-	if (h.eth.h_proto != bpf_htons(ETH_P_IP) || h.ip.ihl != 5 || h.ip.version != 4 ||
+	if (h.ip.ihl != 5 || h.ip.version != 4 ||
 	    h.ip.protocol != PROTO_UDP || (h.ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 		return count(TF_PASSED, XDP_PASS);
 	ulen = bpf_ntohs(h.udp.len);
@@ -324,4 +382,191 @@ int turn_fast(struct xdp_md *ctx)
 	__sync_fetch_and_add(&cv->packets, 1);
 	__sync_fetch_and_add(&cv->bytes, length);
 	return count(TF_TO_PEER, send(ctx, ifindex));
+}
+
+/* An IPv6 frame's headers (no extension headers), as tf_hdrs is for IPv4. */
+struct tf_hdrs6 {
+	struct ethhdr eth;
+	struct ipv6hdr ip;
+	struct udphdr udp;
+};
+
+#define L4_OFF6 (L3_OFF + sizeof(struct ipv6hdr))
+#define HDRS6_LEN (L4_OFF6 + sizeof(struct udphdr))
+
+static __always_inline void read_hdrs6(void *data, struct tf_hdrs6 *h)
+{
+	__builtin_memcpy(&h->eth, data, sizeof(h->eth));
+	__builtin_memcpy(&h->ip, data + L3_OFF, sizeof(h->ip));
+	__builtin_memcpy(&h->udp, data + L4_OFF6, sizeof(h->udp));
+}
+
+static __always_inline void write_hdrs6(void *data, struct tf_hdrs6 *h)
+{
+	__builtin_memcpy(data, &h->eth, sizeof(h->eth));
+	__builtin_memcpy(data + L3_OFF, &h->ip, sizeof(h->ip));
+	__builtin_memcpy(data + L4_OFF6, &h->udp, sizeof(h->udp));
+}
+
+static __always_inline __u32 next_hop6(struct xdp_md *ctx, __u8 *saddr, __u8 *daddr,
+				       __u16 tot_len, struct ethhdr *eth)
+{
+	struct bpf_fib_lookup fib = {};
+
+	fib.family = AF_INET6;
+	fib.l4_protocol = PROTO_UDP;
+	fib.tot_len = tot_len;
+	__builtin_memcpy(fib.ipv6_src, saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, daddr, 16);
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	return fib.ifindex;
+}
+
+/* The new IPv6 header: from the relay, hop limit 64, no traffic class or flow label. */
+static __always_inline void ip6_head(struct ipv6hdr *ip, __u8 *saddr, __u8 *daddr, __u16 plen)
+{
+	*(__be32 *)ip = bpf_htonl(0x60000000);
+	ip->payload_len = bpf_htons(plen);
+	ip->nexthdr = PROTO_UDP;
+	ip->hop_limit = 64;
+	__builtin_memcpy(&ip->saddr, saddr, 16);
+	__builtin_memcpy(&ip->daddr, daddr, 16);
+}
+
+static __always_inline int fast6(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tf_hdrs6 h;
+	struct ethhdr eth;
+	__be32 from[11] = {}, to[11] = {};
+	__u64 now;
+	__u32 ifindex;
+	__u16 ulen, n;
+
+	if (data + HDRS6_LEN > data_end)
+		return count(TF_PASSED, XDP_PASS);
+	read_hdrs6(data, &h);
+	if (h.ip.version != 6 || h.ip.nexthdr != PROTO_UDP || !h.udp.check)
+		return count(TF_PASSED, XDP_PASS);
+	ulen = bpf_ntohs(h.udp.len);
+	if (ulen < sizeof(struct udphdr) || bpf_ntohs(h.ip.payload_len) != ulen ||
+	    data + L4_OFF6 + ulen > data_end)
+		return count(TF_PASSED, XDP_PASS);
+	n = ulen - sizeof(struct udphdr);
+	/* the words every rewrite changes: addresses, ports, the UDP length twice */
+	__builtin_memcpy(&from[0], &h.ip.saddr, 16);
+	__builtin_memcpy(&from[4], &h.ip.daddr, 16);
+	__builtin_memcpy(&from[8], &h.udp, 4);
+	((__be16 *)&from[9])[0] = h.udp.len;
+	((__be16 *)&from[9])[1] = h.udp.len;
+
+	/* peer -> client */
+	struct tf_peer6_key pk = {.peer_port = h.udp.source, .relay_port = h.udp.dest};
+	__builtin_memcpy(pk.peer_ip, &h.ip.saddr, 16);
+	__builtin_memcpy(pk.relay_ip, &h.ip.daddr, 16);
+	struct tf_peer6_val *pv = bpf_map_lookup_elem(&tf_peers6, &pk);
+	if (pv) {
+		now = bpf_ktime_get_ns();
+		if (now >= pv->deadline_ns)
+			return count(TF_EXPIRED, XDP_PASS);
+		if (n > 0xFFFF - 12)
+			return count(TF_PASSED, XDP_PASS);
+		ifindex = next_hop6(ctx, pv->server_ip, pv->client_ip,
+				    sizeof(h.ip) + ulen + 4, &eth);
+		if (!ifindex)
+			return count(TF_NO_ROUTE, XDP_PASS);
+		__builtin_memcpy(&to[0], pv->client_ip, 16);
+		__builtin_memcpy(&to[4], pv->server_ip, 16);
+		((__be16 *)&to[8])[0] = pv->server_port;
+		((__be16 *)&to[8])[1] = pv->client_port;
+		((__be16 *)&to[9])[0] = bpf_htons(ulen + 4);
+		((__be16 *)&to[9])[1] = bpf_htons(ulen + 4);
+		((__be16 *)&to[10])[0] = bpf_htons(pv->channel);
+		((__be16 *)&to[10])[1] = bpf_htons(n);
+		h.udp.check = udp_checksum(h.udp.check, from, 40, to, 44);
+		h.eth = eth;
+		ip6_head(&h.ip, pv->server_ip, pv->client_ip, ulen + 4);
+		h.udp.source = pv->server_port;
+		h.udp.dest = pv->client_port;
+		h.udp.len = bpf_htons(ulen + 4);
+		if (bpf_xdp_adjust_head(ctx, -4))
+			return count(TF_PASSED, XDP_PASS);
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		if (data + HDRS6_LEN + 4 > data_end)
+			return XDP_DROP;
+		write_hdrs6(data, &h);
+		__builtin_memcpy(data + HDRS6_LEN, &to[10], 4);
+		__sync_fetch_and_add(&pv->packets, 1);
+		__sync_fetch_and_add(&pv->bytes, n);
+		return count(TF_TO_CLIENT, send(ctx, ifindex));
+	}
+
+	/* client -> peer */
+	__u8 *cdh = data + HDRS6_LEN;
+	if (n < 4 || (void *)(cdh + 4) > data_end || cdh[0] < 0x40 || cdh[0] > 0x7F)
+		return count(TF_PASSED, XDP_PASS);
+	__u16 length = ((__u16)cdh[2] << 8) | cdh[3];
+	if (length != n - 4)
+		return count(TF_PASSED, XDP_PASS);
+	struct tf_client6_key ck = {
+		.client_port = h.udp.source, .server_port = h.udp.dest,
+		.channel = ((__u16)cdh[0] << 8) | cdh[1],
+	};
+	__builtin_memcpy(ck.client_ip, &h.ip.saddr, 16);
+	__builtin_memcpy(ck.server_ip, &h.ip.daddr, 16);
+	struct tf_client6_val *cv = bpf_map_lookup_elem(&tf_clients6, &ck);
+	if (!cv)
+		return count(TF_PASSED, XDP_PASS);
+	now = bpf_ktime_get_ns();
+	if (now >= cv->deadline_ns)
+		return count(TF_EXPIRED, XDP_PASS);
+	ifindex = next_hop6(ctx, cv->relay_ip, cv->peer_ip, sizeof(h.ip) + ulen - 4, &eth);
+	if (!ifindex)
+		return count(TF_NO_ROUTE, XDP_PASS);
+	__builtin_memcpy(&from[10], cdh, 4);
+	__builtin_memcpy(&to[0], cv->relay_ip, 16);
+	__builtin_memcpy(&to[4], cv->peer_ip, 16);
+	((__be16 *)&to[8])[0] = cv->relay_port;
+	((__be16 *)&to[8])[1] = cv->peer_port;
+	((__be16 *)&to[9])[0] = bpf_htons(ulen - 4);
+	((__be16 *)&to[9])[1] = bpf_htons(ulen - 4);
+	h.udp.check = udp_checksum(h.udp.check, from, 44, to, 40);
+	h.eth = eth;
+	ip6_head(&h.ip, cv->relay_ip, cv->peer_ip, ulen - 4);
+	h.udp.source = cv->relay_port;
+	h.udp.dest = cv->peer_port;
+	h.udp.len = bpf_htons(ulen - 4);
+	if (bpf_xdp_adjust_head(ctx, 4))
+		return count(TF_PASSED, XDP_PASS);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + HDRS6_LEN > data_end)
+		return XDP_DROP;
+	write_hdrs6(data, &h);
+	__sync_fetch_and_add(&cv->packets, 1);
+	__sync_fetch_and_add(&cv->bytes, length);
+	return count(TF_TO_PEER, send(ctx, ifindex));
+}
+
+SEC("xdp")
+int turn_fast(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return count(TF_PASSED, XDP_PASS);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return fast4(ctx);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return fast6(ctx);
+	return count(TF_PASSED, XDP_PASS);
 }

@@ -7,7 +7,8 @@ why in one log line and the relay runs in user space alone.
 
 Each worker's :class:`FastPath` then reconciles, twice a second (and at once when a
 relay closes), the maps with what its core says (:func:`anyedge.proto.turn.offload
-.offloadable`): every live channel of a UDP allocation over IPv4 with a live permission
+.offloadable`): every live channel of a UDP allocation with a live permission (whose
+client and relayed address are of one family)
 is installed with its deadline (the earlier of the two expiries, as ``CLOCK_MONOTONIC``
 nanoseconds), deadlines move when the core refreshes them, and entries the core no
 longer names -- a channel or permission expired, an allocation deleted, refreshed to
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from ...edge.build import BuildError
 from ...edge.libbpf import BpfError
-from ...edge.turnfast import Channel4, TurnFast, Usage
+from ...edge.turnfast import RelayedChannel, TurnFast, Usage
 from ...proto.turn import TurnServer
 from ...proto.turn.allocation import Addr, Allocation
 from ...proto.turn.offload import account, offloadable
@@ -41,7 +42,7 @@ Key = tuple[Addr, Addr, int]  # client, listener, channel number
 
 @dataclass(slots=True)
 class _Entry:
-    channel: Channel4
+    channel: RelayedChannel
     alloc: Allocation
     until: float  # Unix time, as the core wrote it
     seen: Usage  # the counters as last charged
@@ -86,11 +87,11 @@ class FastPath:
         """Charge what the kernel relayed, then make the maps what the core says."""
         for e in list(self.installed.values()):
             self._charge(core, e, self.kernel.usage(e.channel), now)
-        want: dict[Key, tuple[Channel4, Allocation, float]] = {}
+        want: dict[Key, tuple[RelayedChannel, Allocation, float]] = {}
         for alloc, ch, until in offloadable(core.allocations(), now):
-            if ":" in alloc.client[0] or ":" in ch.relay[0]:
-                continue  # the program relays IPv4 only
-            c4 = Channel4(alloc.client, alloc.server, ch.number, ch.relay, ch.peer)
+            if (":" in alloc.client[0]) != (":" in ch.relay[0]):
+                continue  # across families (ADDITIONAL-ADDRESS-FAMILY): user space
+            c4 = RelayedChannel(alloc.client, alloc.server, ch.number, ch.relay, ch.peer)
             want[(alloc.client, alloc.server, ch.number)] = (c4, alloc, until)
         for key, old in list(self.installed.items()):
             w = want.get(key)
