@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVER, PEER, STRANGER = "100.64.0.1", ("100.64.1.2", 6000), ("100.64.1.3", 6000)
 USER, PASSWORD = "alice", "wonderland-2026"
-BANDWIDTH = 20_000  # bytes/s; the bucket holds 65,536
+BANDWIDTH = 2_000  # bytes/s; the bucket holds 65,536: a debt lasts long after the pause
 SO_RCVBUFFORCE = 33  # not in Python's socket module
 
 
