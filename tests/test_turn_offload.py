@@ -34,9 +34,12 @@ def alloc(transport: str = "udp", bucket: TokenBucket | None = None) -> Allocati
     return a
 
 
-def test_live_channels_until_the_earlier_of_channel_and_permission() -> None:
-    got = [(ch.number, until) for _, ch, until in offloadable([alloc()], 1000.0)]
+def test_live_channels_until_the_earliest_of_channel_permission_and_allocation() -> None:
+    a = alloc()
+    got = [(ch.number, until) for _, ch, until in offloadable([a], 1000.0)]
     assert got == [(0x4000, 1300.0), (0x4001, 1100.0)]
+    a.expires = 1050.0
+    assert [until for _, _, until in offloadable([a], 1000.0)] == [1050.0, 1050.0]
 
 
 def test_expired_channels_permissions_and_allocations_are_not_offloaded() -> None:

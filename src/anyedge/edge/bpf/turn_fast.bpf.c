@@ -12,8 +12,8 @@
  *   channel in tf_peers gains a ChannelData header and leaves from the listener to the
  *   client (bpf_xdp_adjust_head(-4)).
  *
- * Each entry carries a deadline (bpf_ktime_get_ns, CLOCK_MONOTONIC: the earlier of the
- * channel's and its permission's expiry), so a channel stops being relayed here the
+ * Each entry carries a deadline (bpf_ktime_get_ns, CLOCK_MONOTONIC: the earliest of the
+ * channel's, its permission's and its allocation's expiry), so a channel stops being relayed here the
  * moment the core would stop relaying it, even before user space deletes the entry; and
  * packet and byte counters (atomic adds) that user space reads back for usage, quotas
  * and metrics.  Anything else -- no entry, past the deadline, IPv4 options, fragments,

@@ -8,11 +8,11 @@ why in one log line and the relay runs in user space alone.
 Each worker's :class:`FastPath` then reconciles, twice a second (and at once when a
 relay closes), the maps with what its core says (:func:`anyedge.proto.turn.offload
 .offloadable`): every live channel of a UDP allocation with a live permission (whose
-client and relayed address are of one family)
-is installed with its deadline (the earlier of the two expiries, as ``CLOCK_MONOTONIC``
-nanoseconds), deadlines move when the core refreshes them, and entries the core no
-longer names -- a channel or permission expired, an allocation deleted, refreshed to
-0, or paused over its bandwidth -- are removed.  Before that, each installed entry's
+client and relayed address are of one family) is installed with its deadline (the
+earliest of the channel's, the permission's and the allocation's expiry, as
+``CLOCK_MONOTONIC`` nanoseconds), deadlines move when the core refreshes them, and
+entries the core no longer names -- a channel or permission expired, an allocation
+deleted, refreshed to 0, or paused over its bandwidth -- are removed.  Before that, each installed entry's
 counters are read and what they gained is charged back to the core
 (:func:`~anyedge.proto.turn.offload.account`): usage, the sessions view, Prometheus and
 bandwidth quotas see the fast path's packets as if user space had relayed them, half a
