@@ -11,10 +11,11 @@ A channel is offloadable while it is live, its peer's permission is, and its
 allocation is a UDP one (not TCP or TLS, whose ChannelData is framed in a stream, nor
 DTLS); ``until`` is the earliest of the channel's, the permission's and the
 allocation's expiry, so a fast path that knows it stops exactly where
-:meth:`TurnServer.receive <.server.TurnServer.receive>` would start dropping.  An allocation whose user went over ``user_bandwidth`` through the fast path
-is paused (``Allocation.fast_paused``): its channels leave the fast path, the bytes
-beyond the bucket are owed (the bucket goes below zero), and user space -- which drops
-what exceeds the bucket -- relays until the bucket is full again.
+:meth:`TurnServer.receive <.server.TurnServer.receive>` would start dropping.  An
+allocation whose user went over ``user_bandwidth`` through the fast path is paused
+(``Allocation.fast_paused``): its channels leave the fast path, the bytes beyond the
+bucket are owed (the bucket goes below zero), and user space -- which drops what
+exceeds the bucket -- relays until the bucket is full again.
 """
 
 from __future__ import annotations

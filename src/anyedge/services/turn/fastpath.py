@@ -12,8 +12,8 @@ client and relayed address are of one family) is installed with its deadline (th
 earliest of the channel's, the permission's and the allocation's expiry, as
 ``CLOCK_MONOTONIC`` nanoseconds), deadlines move when the core refreshes them, and
 entries the core no longer names -- a channel or permission expired, an allocation
-deleted, refreshed to 0, or paused over its bandwidth -- are removed.  Before that, each installed entry's
-counters are read and what they gained is charged back to the core
+deleted, refreshed to 0, or paused over its bandwidth -- are removed.  Before that,
+each installed entry's counters are read and what they gained is charged back to the core
 (:func:`~anyedge.proto.turn.offload.account`): usage, the sessions view, Prometheus and
 bandwidth quotas see the fast path's packets as if user space had relayed them, half a
 second late.  The data flow is one way: core state -> maps, map counters -> core.
