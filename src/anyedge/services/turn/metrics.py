@@ -14,9 +14,12 @@ dropped for a TCP/TLS client that does not read, and ``relay_opening``);
 unauthenticated-answer limiter: a sign of a spoofed flood).  With the kernel fast path
 (:mod:`.fastpath`): ``anyedge_turn_fast_path_packets_total`` and ``_bytes_total`` by
 ``direction`` (the part of the relayed totals above that XDP relayed),
-``anyedge_turn_fast_path_channels`` (gauge: channels in the kernel's maps) and
+``anyedge_turn_fast_path_channels`` (gauge: channels in the kernel's maps),
 ``anyedge_turn_fast_path_paused_total`` (allocations sent back to user space over their
-bandwidth).  Each series carries the ``worker`` label.
+bandwidth) and, from worker 0 alone since the workers share one program,
+``anyedge_turn_fast_path_frames_total`` by ``outcome`` (to_peer, to_client, passed,
+expired: past an entry's deadline, no_route: no next hop from the FIB).  Each series
+carries the ``worker`` label.
 
 The same HTTP server answers ``/sessions`` with the worker's allocations as JSON
 (:mod:`anyedge.proto.turn.sessions`; ``anyedge turn sessions`` reads it from every
@@ -136,6 +139,15 @@ class TurnCollector(Collector):
 
 
 def _fast_path(fast: Any, w: str) -> Iterator[Metric]:
+    if w == "0":  # one program for every worker: its own counters come from worker 0
+        frames = CounterMetricFamily(
+            "anyedge_turn_fast_path_frames",
+            "frames the XDP program saw, by what it did with them",
+            labels=["worker", "outcome"],
+        )
+        for outcome, v in fast.kernel.counters().items():
+            frames.add_metric([w, outcome], v)
+        yield frames
     packets = CounterMetricFamily(
         "anyedge_turn_fast_path_packets", "packets relayed in XDP", labels=["worker", "direction"]
     )
