@@ -104,10 +104,15 @@ def _why_not() -> str | None:
     return None
 
 
-@pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
+@pytest.fixture(
+    params=[(1, "native"), (2, "native"), (1, "generic")],
+    ids=["1 worker", "2 workers", "generic XDP"],
+)
 def relay(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Relay]:
-    """The three namespaces and ``turn serve`` with ``request.param`` workers: with two,
-    the program is loaded before they fork and both write the same maps."""
+    """The three namespaces and ``turn serve`` with ``workers`` workers and the program in
+    XDP ``mode``: with two workers, it is loaded before they fork and both write the
+    same maps."""
+    workers, mode = request.param
     reason = _why_not()
     if reason:
         pytest.skip(reason)
@@ -137,10 +142,10 @@ listen: [{{transport: udp, address: {SERVER}, port: 3478}}]
 relay: {{ipv4: {SERVER}, ports: [50000, 50999]}}
 auth: {{users: {{{USER}: {PASSWORD}}}, fleet_keys: [fleet-key-2026]}}
 limits: {{allow_peers: [100.64.1.0/24], user_bandwidth: {BANDWIDTH}}}
-workers: {request.param}
+workers: {workers}
 log: text
 metrics: {{address: 127.0.0.1, port: 9641}}
-fast_path: {{interfaces: [eth0, eth1]}}
+fast_path: {{interfaces: [eth0, eth1], mode: {mode}}}
 """
         )
         log = tmp_path / "serve.log"
