@@ -293,3 +293,28 @@ def test_a_channel_across_families_is_refused(lab: Lab) -> None:
     fast, _, _ = lab
     with pytest.raises(ValueError, match="one family"):
         fast.install(RelayedChannel(CLIENT, LISTENER, 0x4001, (RELAY6, 50000), PEER6), 1)
+
+
+def test_a_snapshot_reads_every_channels_counters_at_once(lab: Lab) -> None:
+    fast, ifindex, _ = lab
+    chans = [CH, CH6] + [
+        RelayedChannel((CLIENT[0], 41000 + i), LISTENER, 0x4000, RELAYED, (PEER[0], 7000 + i))
+        for i in range(50)
+    ]
+    for ch in chans:
+        fast.install(ch, time.monotonic_ns() + HOUR_NS)
+    try:
+        run(fast, ifindex, udp4(CLIENT[0], RELAY, CLIENT[1], 3478, channel_data(0x4001, b"abc")))
+        run(fast, ifindex, udp6(PEER6[0], RELAY6, PEER6[1], 50000, b"hello"))
+        run(fast, ifindex, udp4(PEER[0], RELAY, 7007, RELAYED[1], b"x" * 10))
+        snap = fast.snapshot()
+        for ch in chans:
+            assert snap.usage(fast.keys(ch)) == fast.usage(ch)
+        assert snap.usage(fast.keys(CH)) == Usage(1, 3, 0, 0)
+        assert snap.usage(fast.keys(CH6)) == Usage(0, 0, 1, 5)
+        assert snap.usage(fast.keys(chans[9])) == Usage(0, 0, 1, 10)
+        assert fast.installed() == len(chans)
+    finally:
+        for ch in chans:
+            fast.remove(ch)
+    assert fast.snapshot().usage(fast.keys(CH)) == Usage()

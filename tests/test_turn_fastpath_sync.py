@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from anyedge.edge.turnfast import RelayedChannel, TurnFast, Usage
+from anyedge.edge.turnfast import ChannelKeys, RelayedChannel, Snapshot, TurnFast, Usage
 from anyedge.proto.turn import Counters, TurnServer
 from anyedge.proto.turn.allocation import Allocation, Channel, UserState
 from anyedge.services.turn.fastpath import FastPath
@@ -37,6 +37,18 @@ class Kernel:
 
     def usage(self, ch: RelayedChannel) -> Usage:
         return self.counts.get(ch, Usage())
+
+    def keys(self, ch: RelayedChannel) -> ChannelKeys:
+        return ChannelKeys(":" in ch.client[0], repr(ch).encode(), repr(ch).encode())
+
+    def snapshot(self) -> Snapshot:
+        clients: tuple[dict[bytes, tuple[int, int]], ...] = ({}, {})
+        peers: tuple[dict[bytes, tuple[int, int]], ...] = ({}, {})
+        for ch, u in self.counts.items():
+            k = self.keys(ch)
+            clients[k.v6][k.client] = (u.to_peer_packets, u.to_peer_bytes)
+            peers[k.v6][k.peer] = (u.to_client_packets, u.to_client_bytes)
+        return Snapshot((clients[0], clients[1]), (peers[0], peers[1]))
 
 
 class Core:

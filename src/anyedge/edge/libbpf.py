@@ -224,6 +224,39 @@ class Map:
             out.append(nxt)
             prev = nxt
 
+    def dump(self, key_size: int, chunk: int = 4096) -> tuple[bytes, bytes, int]:
+        """Every entry of a hash map, ``chunk`` at a time with ``BPF_MAP_LOOKUP_BATCH``
+        (5.6): ``(keys, values, count)``, the keys and the values each packed one after
+        another.  An entry changed during the dump may be read before or after the change;
+        one added or deleted meanwhile may be missed."""
+        self._obj._live()
+        vs = self.value_size
+        keys = ctypes.create_string_buffer(chunk * key_size)
+        values = ctypes.create_string_buffer(chunk * vs)
+        token = ctypes.c_uint64()
+        out_k: list[bytes] = []
+        out_v: list[bytes] = []
+        got, first = 0, True
+        while True:
+            n = ctypes.c_uint32(chunk)
+            rc = lib().bpf_map_lookup_batch(
+                self.fd,
+                None if first else ctypes.byref(token),
+                ctypes.byref(token),
+                keys,
+                values,
+                ctypes.byref(n),
+                None,
+            )
+            first = False
+            if rc < 0 and rc != -errno.ENOENT:
+                _check(f"batch lookup in map {self.name}", rc)
+            out_k.append(keys.raw[: n.value * key_size])
+            out_v.append(values.raw[: n.value * vs])
+            got += n.value
+            if rc == -errno.ENOENT:  # the end
+                return b"".join(out_k), b"".join(out_v), got
+
     def lookup_all(self, values: Any) -> None:
         """Fill ``values`` — a ctypes array of ``max_entries`` values (each as in
         :meth:`lookup`, per-CPU values included) — with every entry of an array map, in

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 from ...edge.build import BuildError
 from ...edge.libbpf import BpfError
-from ...edge.turnfast import RelayedChannel, TurnFast, Usage
+from ...edge.turnfast import ChannelKeys, RelayedChannel, TurnFast, Usage
 from ...proto.turn import TurnServer
-from ...proto.turn.allocation import Addr, Allocation
+from ...proto.turn.allocation import Addr, Allocation, Channel
 from ...proto.turn.offload import account, offloadable
 
 log = logging.getLogger("anyedge.turn")
@@ -43,6 +43,7 @@ Key = tuple[Addr, Addr, int]  # client, listener, channel number
 @dataclass(slots=True)
 class _Entry:
     channel: RelayedChannel
+    keys: ChannelKeys
     alloc: Allocation
     until: float  # Unix time, as the core wrote it
     seen: Usage  # the counters as last charged
@@ -85,20 +86,21 @@ class FastPath:
 
     def sync(self, core: TurnServer, now: float) -> None:
         """Charge what the kernel relayed, then make the maps what the core says."""
-        for e in list(self.installed.values()):
-            self._charge(core, e, self.kernel.usage(e.channel), now)
-        want: dict[Key, tuple[RelayedChannel, Allocation, float]] = {}
+        if self.installed:
+            snap = self.kernel.snapshot()  # every counter in a few system calls
+            for e in self.installed.values():
+                self._charge(core, e, snap.usage(e.keys), now)
+        want: dict[Key, tuple[Allocation, Channel, float]] = {}
         for alloc, ch, until in offloadable(core.allocations(), now):
             if (":" in alloc.client[0]) != (":" in ch.relay[0]):
                 continue  # across families (ADDITIONAL-ADDRESS-FAMILY): user space
-            c4 = RelayedChannel(alloc.client, alloc.server, ch.number, ch.relay, ch.peer)
-            want[(alloc.client, alloc.server, ch.number)] = (c4, alloc, until)
+            want[(alloc.client, alloc.server, ch.number)] = (alloc, ch, until)
         for key, old in list(self.installed.items()):
             w = want.get(key)
-            if w is None or w[0] != old.channel or w[1] is not old.alloc:
+            if w is None or w[0] is not old.alloc or w[1].peer != old.channel.peer:
                 self._remove(core, key, now)
         mono, room = time.monotonic_ns(), self.kernel.capacity - len(self.installed)
-        for key, (c4, alloc, until) in want.items():
+        for key, (alloc, ch, until) in want.items():
             have = self.installed.get(key)
             if have is not None and have.until == until:
                 continue
@@ -106,11 +108,10 @@ class FastPath:
                 if room <= 0:
                     continue  # the maps are full: user space relays the rest
                 room -= 1
-            self.kernel.install(c4, mono + int((until - now) * 1e9))
-            if have is None:
-                self.installed[key] = _Entry(c4, alloc, until, Usage())
-            else:
-                have.until = until
+                rc = RelayedChannel(alloc.client, alloc.server, ch.number, ch.relay, ch.peer)
+                have = self.installed[key] = _Entry(rc, self.kernel.keys(rc), alloc, until, Usage())
+            have.until = until
+            self.kernel.install(have.channel, mono + int((until - now) * 1e9))
 
     def relay_closed(self, core: TurnServer, relay: Addr, now: float) -> None:
         """A relayed address went (its allocation ended or was refreshed to 0): its
