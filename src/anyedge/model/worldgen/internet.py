@@ -19,8 +19,9 @@ for regional transit, from 10000 for access ISPs.
 The calibrated world (:func:`build_calibrated_internet`) changes three things:
 
 * **fixed and mobile**: a country's access ISPs alternate between fixed-line ISPs and
-  mobile carriers (``…-Mobile-k``), their market shares scaled so that mobile carriers
-  carry the continent's mobile share (:mod:`.lastmile`); a country's only ISP is both;
+  mobile carriers (``…-Mobile-k``, present in all the country's metros), and in every
+  metro the carriers take the continent's mobile share of the demand (:mod:`.lastmile`),
+  the fixed-line ISPs the rest; a country's only ISP is both;
 * **exchange points** (:mod:`.peering`): every network but the tier-1s present in an
   exchange city joins its route server and peers with every other member; a country
   without an exchange city has its largest ISP present (and a member) at the nearest
@@ -171,7 +172,7 @@ def _build(
                 )
         mine = []
         for k in range(count):
-            if k == 0:
+            if k == 0 or mobile[k] == 1.0:  # a mobile carrier covers the country
                 pres = rows
             else:
                 keep = rng.random(rows.size) < 0.5
@@ -217,7 +218,12 @@ def _build(
                 present.setdefault(m, []).append(a)
         for m, isp in sorted(present.items()):
             w = np.array([ases[a].share for a in isp])
-            w = w / w.sum()
+            radio = np.array([ases[a].mobile == 1.0 for a in isp])
+            if radio.any() and not radio.all():  # calibrated: the mobile share per metro
+                ms = mobile_share(cc)
+                w = np.where(radio, ms * w / w[radio].sum(), (1 - ms) * w / w[~radio].sum())
+            else:
+                w = w / w.sum()
             for a, frac in zip(isp, w, strict=True):
                 e_as.append(a)
                 e_metro.append(m)
