@@ -4,16 +4,19 @@ tromboning, and the calibration report against published figures."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from anyedge.cli.main import main
 from anyedge.model import ASKind, SessionKind, World
+from anyedge.model.files import load_world, save_world
 from anyedge.model.worldgen import WorldOptions, build_world
 from anyedge.model.worldgen.countrydata import country_table, parse
 from anyedge.model.worldgen.peering import IXP_CITIES, route_server_pairs
 from anyedge.routing import Router
+from anyedge.routing.reach import served_rtt
 from anyedge.sim.calibration import calibrate
 
 
@@ -151,3 +154,13 @@ def test_cli_calibration_out_of_tolerance_exits_1(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "calibration" in out
     assert "OUT" in out
+
+
+def test_saved_calibrated_world_keeps_its_last_mile(tmp_path: Path) -> None:
+    small = WorldOptions(calibrated=True, sites=40, mcp=4, min_city_population=500_000)
+    w = build_world(small)
+    save_world(w, tmp_path)
+    assert "access_ms" in (tmp_path / "eyeballs.csv").read_text().splitlines()[0]
+    back = load_world(tmp_path)
+    np.testing.assert_array_equal(back.access_ms, w.access_ms)
+    assert served_rtt(back) == served_rtt(w)
