@@ -164,3 +164,16 @@ def test_saved_calibrated_world_keeps_its_last_mile(tmp_path: Path) -> None:
     back = load_world(tmp_path)
     np.testing.assert_array_equal(back.access_ms, w.access_ms)
     assert served_rtt(back) == served_rtt(w)
+
+
+def test_readme_states_the_calibrated_worlds_reach(world: World) -> None:
+    """The README's and docs/calibration.md's figures for the calibrated world."""
+    root = Path(__file__).resolve().parent.parent
+    s = served_rtt(world)
+    within, median = f"{100 * s['demand_within_ms']['50']:.1f}", f"{s['median_ms']:.1f}"
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    assert f"where {within} % of demand is within 50 ms after routing" in readme
+    assert f"the median is {median} ms;" in readme
+    doc = (root / "docs" / "calibration.md").read_text(encoding="utf-8")
+    assert f"| demand within 50 ms after routing | {100 * s['demand_within_ms']['50']:.2f} %" in doc
+    assert f"| median round trip after routing | {median} ms |" in doc
