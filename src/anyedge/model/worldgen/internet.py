@@ -202,10 +202,10 @@ def _build(
         access_by_country[cc] = mine
         p2p += [(a, b) for i, a in enumerate(mine) for b in mine[i + 1 :] if rng.random() < 0.3]
 
-    members: dict[int, list[int]] = {}
+    exchanges: dict[int, list[int]] = {}
     if thin is not None:
-        members = _exchanges(cities, ases, access_by_country, thin)
-        p2p += route_server_pairs(members, p2c)
+        exchanges = _exchanges(cities, ases, access_by_country, thin)
+        p2p += route_server_pairs(exchanges, p2c)
 
     # Eyeballs: each metro's demand split by the market shares of the ISPs present.
     demand = peak_rps * online / max(float(online.sum()), 1.0)
@@ -236,7 +236,7 @@ def _build(
     return Calibrated(
         internet=inet,
         mobile=mob,
-        members={m: sorted(int(row[a]) for a in mem) for m, mem in sorted(members.items())},
+        members={m: sorted(int(row[a]) for a in mem) for m, mem in sorted(exchanges.items())},
     )
 
 
@@ -255,10 +255,10 @@ def _exchanges(
             ases[a].abroad.append(away[cc])
     at_ixp = set(ixps.tolist())
     members: dict[int, list[int]] = {m: [] for m in ixps.tolist()}
-    for i, a in enumerate(ases):
-        if a.kind == ASKind.TIER1:
+    for i, x in enumerate(ases):
+        if x.kind == ASKind.TIER1:
             continue
-        for m in set(a.metros + a.abroad) & at_ixp:
+        for m in set(x.metros + x.abroad) & at_ixp:
             members[m].append(i)
     return members
 
