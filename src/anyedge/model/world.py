@@ -81,6 +81,8 @@ class World(Table):
 
     def eyeball_rtt_ms(self, km: FloatArray) -> FloatArray:
         """Round trips of the eyeball rows whose paths are ``km`` long (one per row)."""
+        if not self.access_ms.size:
+            return self.latency.rtt_from_km(km)
         path = self.latency.rtt_from_km(km) - self.latency.access_ms
         return np.asarray(path + self.eyeball_access_ms())
 
