@@ -89,7 +89,7 @@ class Catchment:
 
     @property
     def eyeball_rtt_ms(self) -> FloatArray:
-        return self.world.latency.rtt_from_km(self.walk.km)
+        return self.world.eyeball_rtt_ms(self.walk.km)
 
     @property
     def as_site(self) -> IntArray:

@@ -124,6 +124,9 @@ class EyeballIn(Strict):
     metro: Count
     rps: float = Field(ge=0.0, description="peak requests per second")
     mix: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
+    access_ms: float | None = Field(
+        None, ge=0.0, le=1000.0, description="this network's last mile here (calibrated worlds)"
+    )
 
 
 class InternetIn(Strict):

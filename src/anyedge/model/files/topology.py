@@ -555,8 +555,25 @@ def _build(t: TopologyIn, src: _Source) -> World:
         latency=LatencyModel(inflation=t.latency.inflation, access_ms=t.latency.access_ms),
         lab=_build_lab(t),
         backbone=_build_backbone(t, sites),
+        access_ms=_access(t, internet),
     )
     return world
+
+
+def _access(t: TopologyIn, internet: Internet) -> np.ndarray:
+    """Each eyeball row's own last mile, if the file gives any (the rest take the
+    latency model's); none: an empty array."""
+    net = t.internet
+    assert isinstance(net.eyeballs, list)
+    if all(e.access_ms is None for e in net.eyeballs):
+        return np.zeros(0)
+    given = {(e.asn, e.metro): e.access_ms for e in net.eyeballs}
+    e, m = internet.eyeballs, internet.metros
+    out = [
+        given.get((int(internet.asn[a]), int(m.id[mm])))
+        for a, mm in zip(e.as_.tolist(), e.metro.tolist(), strict=True)
+    ]
+    return np.array([t.latency.access_ms if v is None else v for v in out])
 
 
 def _build_backbone(t: TopologyIn, sites: Sites) -> Backbone:
@@ -929,6 +946,8 @@ def _tables(world: World) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         }
         if not np.array_equal(e.mix[i], plans.share):
             row["mix"] = [float(x) for x in e.mix[i]]
+        if world.access_ms.size:
+            row["access_ms"] = float(world.access_ms[i])
         eyeballs.append(row)
     return metros, eyeballs
 
