@@ -36,7 +36,7 @@ from anyedge.adapters import netns
 from anyedge.store import Batch, Change, Replica, Watch
 
 from . import plumbing, ruleset
-from .config import PREFIX, Customer, conflict, customer_of
+from .config import PREFIX, Claims, Customer, customer_of
 from .libnft import NftError
 from .nsnft import NamespaceNft
 
@@ -87,6 +87,7 @@ class Applier:
         self.stats = Stats()
         self.listeners: list[Listener] = []
         self._state: dict[str, _State] = {}
+        self._claims = Claims()
         self._q: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -157,6 +158,11 @@ class Applier:
                     stop = True
             for cid, (seq, value) in latest.items():
                 self._apply(cid, seq, value)
+            # waiters are woken once per batch, not per customer: each wake-up hands the
+            # GIL to a waiting thread, and on a busy machine the applier's return from
+            # libnftables then waits for that thread to be scheduled again
+            with self._cond:
+                self._cond.notify_all()
             if stop:
                 return
 
@@ -178,13 +184,14 @@ class Applier:
             # the starting snapshot may carry a lower number than a batch seen before it
             seq = max(seq, old.seq) if old is not None else seq
             self.stats.by_customer[cid] = Applied(seq, time.monotonic())
-            self._cond.notify_all()
 
     def _put(self, cid: str, customer: Customer) -> None:
-        why = conflict(customer, [st.customer for st in self._state.values()])
+        st = self._state.get(cid)
+        if st is not None and st.customer == customer:
+            return  # the same configuration written again: the kernel has it already
+        why = self._claims.conflict(customer)
         if why is not None:
             raise ValueError(why)
-        st = self._state.get(cid)
         ns = self.namespace(cid)
         if st is None:
             if netns.exists(ns):  # left by an applier that died: start clean
@@ -193,6 +200,7 @@ class Applier:
             st = _State(ns, customer, NamespaceNft(ns))
             old: tuple[str, ...] = ()
             self._state[cid] = st
+            self._claims.hold(customer)
             present: list[str] = []
         else:
             old = st.customer.prefixes
@@ -201,12 +209,14 @@ class Applier:
         if old != customer.prefixes:
             plumbing.set_prefixes(self.host, ns, cid, old, customer.prefixes)
         st.customer = customer
+        self._claims.hold(customer)
         self._notify(cid, customer, ns)
 
     def _remove(self, cid: str) -> None:
         st = self._state.pop(cid, None)
         if st is None:
             return
+        self._claims.release(cid)
         self._notify(cid, None, st.ns)
         st.nft.close()
         plumbing.destroy(self.host, st.ns, cid, st.customer.prefixes)
