@@ -2,11 +2,11 @@
 
 The pure half checks :class:`~anyedge.transit.config.Claims`, the index of GRE keys and
 prefixes an applier keeps instead of re-parsing every other customer per change.  The
-rest (marker ``lab``: root, namespaces): a :class:`NamespaceNft` opened inside one
-namespace and then run from the test's own thread changes that namespace's nftables
-and no other (not the thread's own, not a sibling's), without moving the thread or
-opening anything per run; and an applier given the same configuration again leaves the
-kernel's rules as they were (no transaction at all) while still reporting it applied.
+rest (marker ``lab``: root, namespaces): a :class:`NamespaceNft` run from the test's
+own thread changes its namespace's nftables and no other (not the thread's own, not a
+sibling's), brings the thread back to its namespace and opens nothing per run; and an
+applier given the same configuration again leaves the kernel's rules as they were (no
+transaction at all) while still reporting it applied.
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def test_a_context_opened_inside_a_namespace_changes_that_namespace_only(
     ctx_a, ctx_b = NamespaceNft(a), NamespaceNft(b)
     try:
         assert os.stat("/proc/thread-self/ns/net").st_ino == here
-        before = fds()
-        for i in range(20):  # from this thread, in its own namespace: no setns, no socket
+        ctx_a.run([{"add": {"table": {"family": "inet", "name": f"{name}x0"}}}])
+        before = fds()  # the thread's own namespace is kept open from the first run on
+        for i in range(1, 20):
             ctx_a.run([{"add": {"table": {"family": "inet", "name": f"{name}x{i}"}}}])
         assert fds() == before
         assert os.stat("/proc/thread-self/ns/net").st_ino == here

@@ -5,18 +5,18 @@ server's local replica (:mod:`anyedge.store`) and keeps, per customer, a namespa
 (:mod:`.plumbing`) whose nftables table is exactly the customer's firewall
 (:mod:`.ruleset`).  Data flows one way::
 
-    store write ─► replica ─► watch ─► worker thread ─► customer's libnftables context
-                                                        └► one JSON batch, one transaction
+    store write ─► replica ─► watch ─► worker thread ─► setns(customer ns)
+                                                        └► libnftables: one JSON batch
 
-Each customer's libnftables context was opened inside the customer's namespace when the
-namespace was made, and kept (:class:`~.nsnft.NamespaceNft`); its netlink socket stays
-bound there, so the worker runs the customer's whole table as one batch through it
-without entering the namespace: one kernel transaction per change, no process started,
-no ``setns``.  Applying is absolute and idempotent (the table is replaced whole), so the
-applier can start from the replica's current state and then follow the watch without
-caring whether a batch is seen twice; changes that queue up while it is busy are folded
-to the last one per customer, and a configuration equal to the one applied is not sent
-to the kernel again.  Waiters (:meth:`Applier.wait`) are woken once per batch.
+The worker thread moves into a customer's namespace (``setns`` on the thread only), runs
+the customer's whole table as one libnftables batch through a context opened in that
+namespace and kept (:class:`~.nsnft.NamespaceNft`), and comes back: one kernel
+transaction per change, no process started.  Applying is absolute and idempotent (the
+table is replaced whole), so the applier can start from the replica's current state
+and then follow the watch without caring whether a batch is seen twice; changes that
+queue up while it is busy are folded to the last one per customer, and a configuration
+equal to the one applied is not sent to the kernel again.  Waiters
+(:meth:`Applier.wait`) are woken once per batch.
 
 A configuration that does not parse, that clashes with another customer's (the same GRE
 key, overlapping prefixes: :class:`~.config.Claims`, kept beside the customers), or that

@@ -8,10 +8,9 @@ same shared library with :mod:`ctypes` and offers the one call the transit daemo
 schema of ``libnftables-json(5)``) and returns its JSON answer.  The library sends the
 whole document to the kernel as one netlink batch: all of it is applied, or none.
 
-A context's netlink socket (opened once, by ``nft_ctx_new``) belongs to the network
-namespace the thread was in when the context was made, and stays there whichever thread
-uses it later; so the transit applier makes one :class:`Nft` per namespace, from inside
-it (:class:`~.nsnft.NamespaceNft`), and then uses it from its own namespace.
+A context's netlink socket belongs to the network namespace the thread was in when the
+socket was opened, so the transit applier keeps one :class:`Nft` per namespace and uses
+it only while the thread is inside that namespace (:func:`anyedge.adapters.netns.entered`).
 """
 
 from __future__ import annotations
