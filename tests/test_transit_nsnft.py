@@ -6,7 +6,8 @@ rest (marker ``lab``: root, namespaces): a :class:`NamespaceNft` run from the te
 own thread changes its namespace's nftables and no other (not the thread's own, not a
 sibling's), brings the thread back to its namespace and opens nothing per run; and an
 applier given the same configuration again leaves the kernel's rules as they were (no
-transaction at all) while still reporting it applied.
+transaction at all) while still reporting it applied, and one whose table was deleted
+by hand makes it again on the next change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from anyedge.adapters import netns
+from anyedge.transit import ruleset
 from anyedge.transit.config import Claims, Customer, put_customer
 from anyedge.transit.libnft import Nft
 from anyedge.transit.nsnft import NamespaceNft
@@ -141,4 +143,18 @@ def test_the_same_configuration_written_again_is_not_applied_again(srv: Server) 
     changed = c.model_copy(update={"default": "accept"})
     assert s.applier.wait("same", put_customer(s.writer, changed))
     assert handles(s, "same") != first
+    # a change after the first is rules only; a table deleted by hand is made again
+    with netns.entered(s.applier.namespace("same")), Nft() as nft:
+        nft.run([{"delete": {"table": {"family": "inet", "name": ruleset.TABLE}}}])
+    assert s.applier.wait("same", put_customer(s.writer, c))
+    assert len(handles(s, "same")) == 3  # replies, rule 0, default
     assert s.applier.stats.errors == 0
+
+
+def test_a_change_after_the_first_batch_is_the_rules_only() -> None:
+    c = customer("a", "203.0.113.0/24")
+    kinds = [next(iter(cmd["add"])) for cmd in ruleset.batch(c) if "add" in cmd]
+    assert kinds[:2] == ["table", "chain"]
+    again = ruleset.batch(c, fresh=False)
+    assert "flush" in again[0]
+    assert not [cmd for cmd in again if {"table", "chain"} & set(cmd.get("add", {}))]

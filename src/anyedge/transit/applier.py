@@ -54,6 +54,7 @@ class _State:
     customer: Customer
     nft: NamespaceNft
     seq: int = 0
+    made: bool = False  # a batch went in: the table and chain exist, ``customer`` is applied
 
 
 @dataclass
@@ -190,12 +191,13 @@ class Applier:
 
     def _put(self, cid: str, customer: Customer) -> None:
         st = self._state.get(cid)
-        if st is not None and st.customer == customer:
+        if st is not None and st.made and st.customer == customer:
             return  # the same configuration written again: the kernel has it already
         why = self._claims.conflict(customer)
         if why is not None:
             raise ValueError(why)
         ns = self.namespace(cid)
+        fresh = st is None or not st.made
         if st is None:
             if netns.exists(ns):  # left by an applier that died: start clean
                 plumbing.remove(self.host, ns)
@@ -208,10 +210,16 @@ class Applier:
         else:
             old = st.customer.prefixes
             present = ruleset.limit_sets(st.customer)
-        st.nft.run(ruleset.batch(customer, present))
+        try:  # after the first batch, the table and chain are there: rules only
+            st.nft.run(ruleset.batch(customer, present, fresh=fresh))
+        except NftError:
+            if fresh:
+                raise
+            st.nft.run(ruleset.batch(customer, present))  # deleted by hand? made again
         if old != customer.prefixes:
             plumbing.set_prefixes(self.host, ns, cid, old, customer.prefixes)
         st.customer = customer
+        st.made = True
         self._claims.hold(customer)
         self._notify(cid, customer, ns)
 
