@@ -197,7 +197,6 @@ class Applier:
         if why is not None:
             raise ValueError(why)
         ns = self.namespace(cid)
-        fresh = st is None or not st.made
         if st is None:
             if netns.exists(ns):  # left by an applier that died: start clean
                 plumbing.remove(self.host, ns)
@@ -207,15 +206,12 @@ class Applier:
             self._state[cid] = st
             self._claims.hold(customer)
             present: list[str] = []
-        else:
+        elif st.made:
             old = st.customer.prefixes
             present = ruleset.limit_sets(st.customer)
-        try:  # after the first batch, the table and chain are there: rules only
-            st.nft.run(ruleset.batch(customer, present, fresh=fresh))
-        except NftError:
-            if fresh:
-                raise
-            st.nft.run(ruleset.batch(customer, present))  # deleted by hand? made again
+        else:  # its first batch failed: nothing of the last configuration is in place
+            old, present = (), []
+        st.nft.run(ruleset.batch(customer, present))
         if old != customer.prefixes:
             plumbing.set_prefixes(self.host, ns, cid, old, customer.prefixes)
         st.customer = customer

@@ -108,12 +108,8 @@ def limit_sets(customer: Customer) -> list[str]:
     ]
 
 
-def batch(customer: Customer, present: Iterable[str] = (), fresh: bool = True) -> list[Json]:
+def batch(customer: Customer, present: Iterable[str] = ()) -> list[Json]:
     """The commands that make ``customer``'s table exactly its configuration.
-
-    ``fresh``: also create the table and its chain if missing.  Without it the batch
-    assumes both are there, as after a first batch: a quarter less work for libnftables
-    and the kernel per change (measured), and a batch that fails whole if they are not.
 
     ``present``: the limit sets the table already has (:func:`limit_sets` of the
     configuration applied before).  They are kept, with the sources they hold, and not
@@ -121,7 +117,7 @@ def batch(customer: Customer, present: Iterable[str] = (), fresh: bool = True) -
     JSON cannot say ``dynamic``, so re-declaring one fails with "File exists".  Sets the
     new configuration no longer uses are deleted once the flush has dropped their rules.
     """
-    create: list[Json] = [
+    cmds: list[Json] = [
         {"add": {"table": _T}},
         {
             "add": {
@@ -136,9 +132,6 @@ def batch(customer: Customer, present: Iterable[str] = (), fresh: bool = True) -
                 }
             }
         },
-    ]
-    cmds: list[Json] = [
-        *(create if fresh else []),
         {"flush": {"chain": {"family": "inet", "table": TABLE, "name": CHAIN}}},
         # replies from the customer's side are not the customer's firewall's business
         _rule([_match({"meta": {"key": "iifname"}}, UPLINK, "!="), {"accept": None}], "replies"),
