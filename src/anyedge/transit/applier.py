@@ -162,9 +162,8 @@ class Applier:
                     stop = True
             for cid, (seq, value) in latest.items():
                 self._apply(cid, seq, value)
-            # waiters are woken once per batch, not per customer: each wake-up hands the
-            # GIL to a waiting thread, and on a busy machine the applier's return from
-            # libnftables then waits for that thread to be scheduled again
+            # waiters are woken once per batch, not once per customer: a change to a
+            # hundred customers would otherwise hand the GIL to them a hundred times
             with self._cond:
                 self._cond.notify_all()
             if stop:
