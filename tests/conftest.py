@@ -75,6 +75,7 @@ LAB_GROUPS = {
     "test_lab_dns": "lab-c",
     "test_lab_dns_rtt": "lab-c",
     "test_transit_announce": "lab-c",
+    "test_lab_transit": "lab-c",
     "test_lab_delay": "lab-c",
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",

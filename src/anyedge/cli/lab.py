@@ -920,5 +920,6 @@ def controller_config_(
 
 
 # the anycast DNS commands (dns, dig, health, ...), fault, heal and status, and the
-# SRv6 backbone lab (backbone up|paths|cut|run|down)
-from . import lab_backbone, lab_dns, lab_faults, lab_rtt  # noqa: E402, F401  they register themselves on ``lab``
+# SRv6 backbone lab (backbone up|paths|cut|run|down), round trips (rtt), Magic Transit
+# at a site (transit)
+from . import lab_backbone, lab_dns, lab_faults, lab_rtt, lab_transit  # noqa: E402, F401  they register themselves on ``lab``
