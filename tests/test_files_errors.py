@@ -426,6 +426,13 @@ CASES = [
         ("r1 and chc are already linked by links[0]",),
     ),
     Case(
+        "lab-interface-name-clash",
+        BASE + edit(LAB_OK, ('"r1:eth0", "chc:eth0"', '"r1", "chc"'), ("r1:eth1", "r1:eth1")),
+        58,
+        "lab.links[1].endpoints[0]",
+        ("r1:eth1 is the name links[0] gets for r1",),
+    ),
+    Case(
         "lab-provider-loop",
         BASE
         + edit(

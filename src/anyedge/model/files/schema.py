@@ -39,7 +39,8 @@ Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 SiteCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 SectionName = Annotated[str, Field(pattern=r"^[A-Z]{3}[0-9]{2}$")]
 NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}$")]
-Endpoint = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}:[a-z][a-z0-9-]{0,14}$")]
+# "node:interface", or "node" alone: the interface is then named for it (labends.py)
+Endpoint = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}(:[a-z][a-z0-9-]{0,14})?$")]
 
 
 class Strict(BaseModel):

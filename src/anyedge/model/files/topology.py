@@ -44,6 +44,7 @@ from ..network import (
 )
 from ..plans import Plans
 from ..world import World
+from . import labends
 from .asrel import format_as_rel, parse_as_rel, read_as_rel
 from .atomic import write_all
 from .schema import TopologyIn
@@ -345,12 +346,14 @@ def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]
                 f"only site nodes have servers, this is a {n.kind}",
             )
     used: dict[str, int] = {}
+    resolved = labends.resolve([k.endpoints for k in t.lab.links])
+    yield from labends.clashes([k.endpoints for k in t.lab.links])
     for i, link in enumerate(t.lab.links):
-        ends = [e.split(":") for e in link.endpoints]
+        ends = resolved[i]
         for j, (node, _) in enumerate(ends):
             if node not in nodes:
                 yield ("lab", "links", i, "endpoints", j), f"unknown node {node!r}"
-            ep = link.endpoints[j]
+            ep = ":".join(ends[j])
             if ep in used:
                 yield (
                     ("lab", "links", i, "endpoints", j),
@@ -733,12 +736,12 @@ def _build_lab(t: TopologyIn) -> Lab:
         for name, n in t.lab.nodes.items()
     )
     links = []
-    for link in t.lab.links:
-        a, b = (tuple(e.split(":")) for e in link.endpoints)
+    ends = labends.resolve([k.endpoints for k in t.lab.links])
+    for link, (a, b) in zip(t.lab.links, ends, strict=True):
         links.append(
             LabLink(
-                a=(a[0], a[1]),
-                b=(b[0], b[1]),
+                a=a,
+                b=b,
                 relation=Relation(link.relation),
                 delay_ms=link.delay_ms,
                 jitter_ms=link.jitter_ms,
