@@ -1,4 +1,5 @@
-"""Interface names the topology leaves out are generated: a node's k-th link is eth<k>.
+"""Names in the lab: interface names the topology leaves out are generated (a node's k-th
+link is eth<k>), and `lab probe --client` chooses clients by name or glob.
 
 The three-site lab names every interface as the rule would, so it must read the same
 with every name left out, and with some left out; and the lab's plan (addresses,
@@ -34,3 +35,15 @@ def test_given_and_generated_names_mix() -> None:
     ends = {e for k in lab.links for e in (k.a, k.b)}
     assert {("isp1", f"eth{i}") for i in range(1, 5)} <= ends
     assert ("chc", "bb0") in ends and ("chc", "eth1") in ends
+
+
+def test_probe_chooses_clients_by_name_or_glob() -> None:
+    from anyedge.lab.measure import choose_clients
+
+    plan = make_plan(load_world(LAB3))
+    assert choose_clients(plan, ["c2"]) == (["c2"], [])
+    assert choose_clients(plan, ["c*"]) == (["c1", "c2"], [])
+    assert choose_clients(plan, ["c2", "c1", "c?"]) == (["c1", "c2"], [])  # the lab's order
+    chosen, bad = choose_clients(plan, ["c1", "c9", "isp1", "x*"])
+    assert chosen == ["c1"]
+    assert bad == ["no client 'c9'", "isp1 is a router, not a client", "no client 'x*'"]
