@@ -426,6 +426,23 @@ CASES = [
         ("r1 and chc are already linked by links[0]",),
     ),
     Case(
+        "session-prepend-without-session",
+        edit(
+            BASE,
+            ("    transit: [2001, 1001]\n", "    transit: [2001, 1001]\n    prepend: {3356: 1}\n"),
+        ),
+        19,
+        "sites[1].prepend[3356]",
+        ("AKL has no session with AS3356",),
+    ),
+    Case(
+        "lab-prepend-on-a-client-link",
+        BASE + edit(LAB_OK, ('["r1:eth1", "c1:eth0"]}', '["r1:eth1", "c1:eth0"], prepend: 2}')),
+        58,
+        "lab.links[1].prepend",
+        ("prepend is what a site adds on its session with a router", "a router and a client"),
+    ),
+    Case(
         "lab-interface-name-clash",
         BASE + edit(LAB_OK, ('"r1:eth0", "chc:eth0"', '"r1", "chc"'), ("r1:eth1", "r1:eth1")),
         58,

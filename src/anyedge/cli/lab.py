@@ -264,9 +264,7 @@ def probe(
             known = ", ".join(n.name for n in plan.nodes if n.kind == "client")
             raise InputError.one("command line", "--client", f"{'; '.join(bad)}; clients: {known}")
     try:
-        got = probe_all(
-            plan, clients=chosen, flows=flows, port=_port(plan, plan_name), tcp=tcp
-        )
+        got = probe_all(plan, clients=chosen, flows=flows, port=_port(plan, plan_name), tcp=tcp)
     except LabError as e:
         raise _fail(e) from None
     if as_json:

@@ -66,6 +66,7 @@ class Port:
     peer_address: str  # without prefix length
     relation: str  # what the peer is to this node: customer, peer, provider or none
     shape: Shape = WIRE  # the link's delay, jitter and loss (a delay line if any)
+    prepend: int = 0  # extra copies of its ASN this node puts on what it sends here (sites)
 
     @property
     def ip(self) -> str:
@@ -237,6 +238,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
     rank = {a: i for i, a in enumerate(asns)}
 
     ports: dict[str, list[Port]] = {n.name: [] for n in lab.nodes}
+    by_kind = {n.name: n.kind for n in lab.nodes}
     for i, link in enumerate(lab.links):
         base = LINK_BASE + 4 * i
         a_ip, b_ip = base + 1, base + 2
@@ -250,6 +252,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 str(b_ip),
                 _relation_seen_from(link.relation, True),
                 shape,
+                link.prepend if by_kind[link.a[0]] is NodeKind.SITE else 0,
             )
         )
         ports[link.b[0]].append(
@@ -261,6 +264,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 str(a_ip),
                 _relation_seen_from(link.relation, False),
                 shape,
+                link.prepend if by_kind[link.b[0]] is NodeKind.SITE else 0,
             )
         )
     networks = _client_networks(lab, ports)
@@ -358,6 +362,7 @@ def lab_world(world: World) -> World:
     by_node = {n.name: n for n in lab.nodes}
     transit: dict[str, list[int]] = {c: [] for c in codes}
     peers: dict[str, list[int]] = {c: [] for c in codes}
+    prepend: dict[str, dict[int, int]] = {c: {} for c in codes}
     relations: list[str] = []
     for link in lab.links:
         a, b = by_node[link.a[0]], by_node[link.b[0]]
@@ -373,10 +378,15 @@ def lab_world(world: World) -> World:
         (transit if link.relation is Relation.PROVIDER_CUSTOMER else peers)[site.site].append(
             router.asn
         )
+        if link.prepend:
+            prepend[site.site][router.asn] = link.prepend
     sites = []
     for s in d["sites"]:
         if s["code"] in transit:
             s = dict(s, transit=transit[s["code"]], peers=peers[s["code"]])
+            s.pop("prepend", None)
+            if prepend[s["code"]]:
+                s["prepend"] = prepend[s["code"]]
             sites.append(s)
     d["sites"] = sites
     d["prefixes"] = [

@@ -52,6 +52,9 @@ class LabLink:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss: float = 0.0
+    # extra copies of anyedge's ASN the site at one end puts on what it announces over
+    # this link's session (on top of the prefix's own prepend); links with a site only
+    prepend: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,19 +139,29 @@ class Prefixes(Table):
 
 @dataclass(frozen=True, eq=False)
 class Sessions(Table):
-    """BGP sessions of the sites with the Internet, sorted by (site, kind, asn)."""
+    """BGP sessions of the sites with the Internet, sorted by (site, kind, asn).
+
+    ``prepend`` is how many extra times the site puts its ASN on what it announces over
+    that session alone (on top of the prefix's own prepend, :class:`Announcement`): the
+    neighbour sees an AS path that much longer.  Empty means none anywhere."""
 
     site: Int32Array = field(repr=False)
     asn: IntArray = field(repr=False)
     kind: Int8Array = field(repr=False)
+    prepend: IntArray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
 
     def __post_init__(self) -> None:
         frozen_array(self, "site", np.int32)
         frozen_array(self, "asn", np.int64)
         frozen_array(self, "kind", np.int8)
         n = self.site.shape[0]
-        if self.asn.shape != (n,) or self.kind.shape != (n,):
+        if np.asarray(self.prepend).size == 0:
+            object.__setattr__(self, "prepend", np.zeros(n, np.int64))
+        frozen_array(self, "prepend", np.int64)
+        if self.asn.shape != (n,) or self.kind.shape != (n,) or self.prepend.shape != (n,):
             raise ValueError("session arrays must align")
+        if np.any((self.prepend < 0) | (self.prepend > 32)):
+            raise ValueError("a session's prepend count is between 0 and 32")
         if n:
             order = np.lexsort((self.asn, self.kind, self.site))
             if np.any(order != np.arange(n)):
@@ -163,12 +173,20 @@ class Sessions(Table):
         return int(self.site.shape[0])
 
     @classmethod
-    def from_rows(cls, rows: Sequence[tuple[int, int, int]]) -> Sessions:
-        """Sessions from (site, asn, kind) rows in any order."""
+    def from_rows(
+        cls, rows: Sequence[tuple[int, int, int]], prepend: Sequence[int] | None = None
+    ) -> Sessions:
+        """Sessions from (site, asn, kind) rows in any order (and each row's prepend)."""
         arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        pre = np.zeros(len(arr), np.int64) if prepend is None else np.asarray(prepend, np.int64)
         order = np.lexsort((arr[:, 1], arr[:, 2], arr[:, 0]))
         arr = arr[order]
-        return cls(site=arr[:, 0], asn=arr[:, 1], kind=arr[:, 2])
+        return cls(site=arr[:, 0], asn=arr[:, 1], kind=arr[:, 2], prepend=pre[order])
+
+    def prepend_of(self, site: int, asn: int) -> int:
+        """The prepend of ``site``'s session with ``asn`` (0 if there is none)."""
+        hit = np.flatnonzero((self.site == site) & (self.asn == asn))
+        return int(self.prepend[hit[0]]) if hit.size else 0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ announces the prefix, how many times it prepends its ASN, and to whom it announc
 of an announcing site injects one route into its neighbour: a *customer* route into a
 transit provider (anyedge is its customer), a *peer* route into a peer, with the AS path
 ``neighbour, origin, origin × prepend`` — the origin being anyedge's ASN, or, at a site
-of another operator sharing the prefix, that operator's (``Network.operators``).
+of another operator sharing the prefix, that operator's (``Network.operators``); the
+prepend is the site's for the prefix plus the session's own (``Sessions.prepend``, a
+per-session prepend in the topology), so one neighbour can see a longer path than
+another.
 
 For a plain CAIDA graph, :meth:`Seeds.origins` makes ASes of the graph the origins
 instead (their own route, AS path of length one), the set-up BGPy simulates.
@@ -144,7 +147,7 @@ class Seeds:
         return cls(
             at=at,
             rank=rank,
-            length=2 + ann.prepend[site],
+            length=2 + ann.prepend[site] + ses.prepend[ok],
             nbr_asn=net.origin_asn()[site],  # each site's operator's ASN
             tie=site,
             origin=site,

@@ -52,6 +52,7 @@ class Neighbor:
     local_address: str  # this node's address on that link
     interface: str  # this node's interface on that link
     bfd: bool = False  # the neighbour runs BFD too (FRR and BIRD do; GoBGP, ExaBGP do not)
+    prepend: int = 0  # extra copies of the ASN on everything sent to this neighbour alone
 
 
 @dataclass(frozen=True)

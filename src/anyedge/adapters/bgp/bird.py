@@ -15,7 +15,8 @@ The configuration (:func:`render_bird_conf`) has:
 * a filter ``originated_only`` that lets out only the routes of that static protocol,
   sets ``bgp_origin = ORIGIN_IGP`` and prepends the ASN ``prepend`` times per prefix
   (BIRD adds its own ASN once more on eBGP export, so the path the router sees holds the
-  ASN ``1 + prepend`` times); no MED is set;
+  ASN ``1 + prepend`` times); no MED is set; a session with a prepend of its own gets
+  the same filter with that many more prepends (``originated_only_p<n>``);
 * one ``protocol bgp`` per neighbour with ``import none`` (nothing is learned, hence
   nothing can be re-exported), ``export filter originated_only`` and the lab's timers
   (hold, keepalive, connect retry, a one-second connect delay and error wait so that a
@@ -68,16 +69,9 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
         *(f"  route {p} blackhole;" for p in routes),
         "}",
         "",
-        f"filter {FILTER}",
-        "{",
-        f'  if proto != "{STATIC}" then reject;',
-        "  bgp_origin = ORIGIN_IGP;",
     ]
-    for p, r in routes.items():
-        if r.prepend:
-            prepends = " ".join([f"bgp_path.prepend({cfg.asn});"] * r.prepend)
-            lines.append(f"  if net = {p} then {{ {prepends} }}")
-    lines += ["  accept;", "}"]
+    for k in sorted({n.prepend for n in cfg.neighbors} | {0}):
+        lines += _filter(cfg.asn, routes, k)
     for i, n in enumerate(cfg.neighbors, start=1):
         lines += [
             "",
@@ -93,11 +87,33 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
             f"  bfd {'on' if n.bfd else 'off'};",
             "  ipv4 {",
             "    import none;",
-            f"    export filter {FILTER};",
+            f"    export filter {_filter_name(n.prepend)};",
             "  };",
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _filter_name(session_prepend: int) -> str:
+    return f"{FILTER}_p{session_prepend}" if session_prepend else FILTER
+
+
+def _filter(asn: int, routes: Mapping[str, Route], session_prepend: int) -> list[str]:
+    """The export filter of sessions with ``session_prepend`` extra ASNs of their own."""
+    lines = [
+        "",
+        f"filter {_filter_name(session_prepend)}",
+        "{",
+        f'  if proto != "{STATIC}" then reject;',
+        "  bgp_origin = ORIGIN_IGP;",
+    ]
+    for p, r in routes.items():
+        if r.prepend:
+            prepends = " ".join([f"bgp_path.prepend({asn});"] * r.prepend)
+            lines.append(f"  if net = {p} then {{ {prepends} }}")
+    lines += [f"  bgp_path.prepend({asn});"] * session_prepend
+    lines += ["  accept;", "}"]
+    return lines
 
 
 @dataclass

@@ -17,7 +17,9 @@ watched by BFD (300 ms × 3), so a neighbour that goes silent is dropped in abou
 second rather than at the end of the hold timer.
 
 **Site speakers** originate their prefixes with ``network`` statements (a route map per
-prepend count adds the ASN again), accept nothing and so advertise nothing else.
+prepend count adds the ASN again), accept nothing and so advertise nothing else; a
+session with a prepend of its own sends through an outbound route map that adds the
+ASN that many more times (``SESSION-P<n>``).
 Changes go through ``vtysh``: announce, withdraw, or change the prepend of a prefix.
 """
 
@@ -130,6 +132,10 @@ def site_config(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
     lines += ["route-map NOTHING deny 10", "route-map ORIGINATED permit 10"]
     for k in sorted({r.prepend for r in routes.values()} | {0}):
         lines += _prepend_map(cfg.asn, k)
+    for k in sorted({n.prepend for n in cfg.neighbors} - {0}):
+        # a session's own prepend, on everything sent over it (before bgpd adds the ASN)
+        lines += [f"route-map SESSION-P{k} permit 10"]
+        lines += [f" set as-path prepend {' '.join([str(cfg.asn)] * k)}"]
     lines += [
         "!",
         f"router bgp {cfg.asn}",
@@ -146,7 +152,8 @@ def site_config(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
     for n in cfg.neighbors:
         lines += [
             f"  neighbor {n.address} route-map NOTHING in",
-            f"  neighbor {n.address} route-map ORIGINATED out",
+            f"  neighbor {n.address} route-map "
+            f"{f'SESSION-P{n.prepend}' if n.prepend else 'ORIGINATED'} out",
         ]
     lines += [" exit-address-family", "!"]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,9 @@ The configuration sets the ASN, the router id and ``port = 179``, and:
   so nothing is learned and nothing is re-exported.  A bare reject default is not
   enough: GoBGP runs the global import policy on API-added paths too, so it would
   reject the site's own prefixes;
+* a session with a prepend of its own: a neighbour set per prepend count and, ahead of
+  ``local-paths`` in the same export policy, a statement that accepts local paths sent
+  to those neighbours with ``set-as-path-prepend`` (the site's ASN that many times more);
 * per neighbour the lab's timers (``hold-time``, ``keepalive-interval``,
   ``connect-retry``) and ``minimum-advertisement-interval = 0`` (no MRAI delay), the
   local address of the link as transport address, IPv4 unicast only.
@@ -67,8 +70,10 @@ def render_gobgp_toml(cfg: SpeakerConfig) -> str:
         f'  export-policy-list = ["{POLICY}"]',
         '  default-export-policy = "reject-route"',
         "",
+        *_session_sets(cfg),
         "[[policy-definitions]]",
         f'  name = "{POLICY}"',
+        *_session_statements(cfg),
         "  [[policy-definitions.statements]]",
         '    name = "local-paths"',
         "    [policy-definitions.statements.conditions.bgp-conditions]",
@@ -96,6 +101,48 @@ def render_gobgp_toml(cfg: SpeakerConfig) -> str:
             '      afi-safi-name = "ipv4-unicast"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _prepends(cfg: SpeakerConfig) -> dict[int, list[str]]:
+    """Neighbour addresses by their session's own prepend count (none for 0)."""
+    out: dict[int, list[str]] = {}
+    for n in cfg.neighbors:
+        if n.prepend:
+            out.setdefault(n.prepend, []).append(n.address)
+    return dict(sorted(out.items()))
+
+
+def _session_sets(cfg: SpeakerConfig) -> list[str]:
+    lines: list[str] = []
+    for k, addrs in _prepends(cfg).items():
+        lines += [
+            "[[defined-sets.neighbor-sets]]",
+            f'  neighbor-set-name = "session-p{k}"',
+            f"  neighbor-info-list = [{', '.join(json.dumps(a) for a in addrs)}]",
+            "",
+        ]
+    return lines
+
+
+def _session_statements(cfg: SpeakerConfig) -> list[str]:
+    """Local paths sent to a neighbour of a ``session-p<k>`` set get k more ASNs."""
+    lines: list[str] = []
+    for k in _prepends(cfg):
+        lines += [
+            "  [[policy-definitions.statements]]",
+            f'    name = "session-p{k}"',
+            "    [policy-definitions.statements.conditions.match-neighbor-set]",
+            f'      neighbor-set = "session-p{k}"',
+            '      match-set-options = "any"',
+            "    [policy-definitions.statements.conditions.bgp-conditions]",
+            '      route-type = "local"',
+            "    [policy-definitions.statements.actions]",
+            '      route-disposition = "accept-route"',
+            "    [policy-definitions.statements.actions.bgp-actions.set-as-path-prepend]",
+            f'      as = "{cfg.asn}"',
+            f"      repeat-n = {k}",
+        ]
+    return lines
 
 
 def rib_add_args(asn: int, route: Route) -> list[str]:

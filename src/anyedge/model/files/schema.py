@@ -96,6 +96,9 @@ class SiteIn(Strict):
     sections: list[SectionIn] = Field(min_length=1)
     transit: list[ASN] = []
     peers: list[ASN] = []
+    prepend: dict[ASN, Annotated[int, Field(ge=0, le=32)]] = Field(
+        {}, description="per session (by the neighbour's ASN): extra copies of our ASN"
+    )
 
 
 class PrefixIn(Strict):
@@ -149,6 +152,7 @@ class LabLinkIn(Strict):
     delay_ms: float = Field(0.0, ge=0, le=10_000, description="one way, each way")
     jitter_ms: float = Field(0.0, ge=0, le=10_000, description="standard deviation")
     loss: float = Field(0.0, ge=0, le=1, description="share of frames lost, each way")
+    prepend: int = Field(0, ge=0, le=32, description="the site's extra ASNs on this session")
 
 
 class LabIn(Strict):

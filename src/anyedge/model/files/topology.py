@@ -198,6 +198,12 @@ def _check(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
             for j, a in enumerate(lst):
                 if lst.index(a) != j:
                     yield ("sites", i, key, j), f"AS{a} is listed twice"
+        for a in s.prepend:
+            if a not in s.transit and a not in s.peers:
+                yield (
+                    ("sites", i, "prepend", a),
+                    f"{s.code} has no session with AS{a} (not in its transit or peers)",
+                )
 
     seen_pfx: dict[str, int] = {}
     for i, p in enumerate(t.prefixes):
@@ -396,6 +402,12 @@ def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
         yield (*loc, "relation"), "a link between two sites is a backbone link: relation none"
     elif "client" in kinds and kinds != ["client", "router"]:
         yield loc, "a client connects to a router"
+    if link.prepend and kinds != ["router", "site"]:
+        yield (
+            (*loc, "prepend"),
+            "prepend is what a site adds on its session with a router; "
+            f"this link joins a {nodes[names[0]].kind} and a {nodes[names[1]].kind}",
+        )
 
 
 def _check_lab_nodes(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
@@ -535,10 +547,9 @@ def _build(t: TopologyIn, src: _Source) -> World:
     prefixes = Prefixes(
         cidr=tuple(str(ipaddress.ip_network(p.cidr)) for p in t.prefixes), announced=announced
     )
-    sessions = Sessions.from_rows(
-        [(i, a, SessionKind.TRANSIT) for i, s in enumerate(t.sites) for a in s.transit]
-        + [(i, a, SessionKind.PEER) for i, s in enumerate(t.sites) for a in s.peers]
-    )
+    rows = [(i, a, SessionKind.TRANSIT) for i, s in enumerate(t.sites) for a in s.transit]
+    rows += [(i, a, SessionKind.PEER) for i, s in enumerate(t.sites) for a in s.peers]
+    sessions = Sessions.from_rows(rows, [t.sites[i].prepend.get(a, 0) for i, a, _ in rows])
     operators = tuple(
         Operator(o.name, o.asn, tuple(code_index[c] for c in o.sites)) for o in t.operators
     )
@@ -746,6 +757,7 @@ def _build_lab(t: TopologyIn) -> Lab:
                 delay_ms=link.delay_ms,
                 jitter_ms=link.jitter_ms,
                 loss=link.loss,
+                prepend=link.prepend,
             )
         )
     return Lab(nodes=nodes, links=tuple(links))
@@ -756,7 +768,7 @@ def _build_lab(t: TopologyIn) -> Lab:
 
 def _link_dict(k: LabLink) -> dict[str, Any]:
     d: dict[str, Any] = {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
-    for name in ("delay_ms", "jitter_ms", "loss"):
+    for name in ("delay_ms", "jitter_ms", "loss", "prepend"):
         if getattr(k, name):
             d[name] = getattr(k, name)
     return d
@@ -840,6 +852,11 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
                 "peers": [int(a) for a in ses.asn[mine & (ses.kind == SessionKind.PEER)]],
             }
         )
+        pre = mine & (ses.prepend > 0)
+        if pre.any():
+            sites[-1]["prepend"] = {
+                int(a): int(k) for a, k in zip(ses.asn[pre], ses.prepend[pre], strict=True)
+            }
     out["sites"] = sites
     out["prefixes"] = [
         {
