@@ -96,29 +96,29 @@ def cfg(tmp_path: Path) -> SpeakerConfig:
 
 def test_frr_sends_through_a_route_map_per_session_prepend(tmp_path: Path) -> None:
     text = site_config(cfg(tmp_path), {PREFIX: Route(PREFIX, prepend=1)})
-    assert "route-map SESSION-P2 permit 10\n set as-path prepend 64500 64500\n" in text
+    assert "route-map SESSION-2 permit 10\n set as-path prepend 64500 64500\n" in text
     assert "  neighbor 100.64.0.1 route-map ORIGINATED out" in text
-    assert "  neighbor 100.64.0.5 route-map SESSION-P2 out" in text
+    assert "  neighbor 100.64.0.5 route-map SESSION-2 out" in text
     assert f"  network {PREFIX} route-map ORIGIN-P1" in text  # the prefix's own prepend
 
 
 def test_bird_exports_through_a_filter_per_session_prepend(tmp_path: Path) -> None:
     text = render_bird_conf(cfg(tmp_path), {PREFIX: Route(PREFIX, prepend=1)})
-    plain, longer = text.split("\nfilter originated_only_p2\n")
+    plain, longer = text.split("\nfilter originated_only_2\n")
     assert plain.count("bgp_path.prepend(64500);") == 1  # the prefix's own
     assert longer.split("accept;")[0].count("bgp_path.prepend(64500);") == 1 + 2
     p1, p2 = text.split("protocol bgp peer")[1:]
     assert "export filter originated_only;" in p1
-    assert "export filter originated_only_p2;" in p2
+    assert "export filter originated_only_2;" in p2
 
 
 def test_gobgp_prepends_for_the_neighbour_set(tmp_path: Path) -> None:
     conf = tomllib.loads(render_gobgp_toml(cfg(tmp_path)))
     [ns] = conf["defined-sets"]["neighbor-sets"]
-    assert ns == {"neighbor-set-name": "session-p2", "neighbor-info-list": ["100.64.0.5"]}
+    assert ns == {"neighbor-set-name": "session-2", "neighbor-info-list": ["100.64.0.5"]}
     [policy] = conf["policy-definitions"]
     first, last = policy["statements"]
-    assert first["conditions"]["match-neighbor-set"]["neighbor-set"] == "session-p2"
+    assert first["conditions"]["match-neighbor-set"]["neighbor-set"] == "session-2"
     assert first["actions"]["bgp-actions"]["set-as-path-prepend"] == {"as": "64500", "repeat-n": 2}
     assert last["conditions"]["bgp-conditions"] == {"route-type": "local"}
 

@@ -134,6 +134,8 @@ def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerCon
             p.ifname,
             runs_bfd(by_name[p.peer]),
             p.prepend,
+            p.med,
+            p.communities,
         )
         for p in node.bgp_ports
     )

@@ -15,8 +15,9 @@ The configuration (:func:`render_bird_conf`) has:
 * a filter ``originated_only`` that lets out only the routes of that static protocol,
   sets ``bgp_origin = ORIGIN_IGP`` and prepends the ASN ``prepend`` times per prefix
   (BIRD adds its own ASN once more on eBGP export, so the path the router sees holds the
-  ASN ``1 + prepend`` times); no MED is set; a session with a prepend of its own gets
-  the same filter with that many more prepends (``originated_only_p<n>``);
+  ASN ``1 + prepend`` times); no MED is set; a session with a prepend, MED or
+  communities of its own gets a filter of its own (``originated_only_<i>``) that also
+  prepends, sets ``bgp_med`` and adds to ``bgp_community``;
 * one ``protocol bgp`` per neighbour with ``import none`` (nothing is learned, hence
   nothing can be re-exported), ``export filter originated_only`` and the lab's timers
   (hold, keepalive, connect retry, a one-second connect delay and error wait so that a
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import netns
-from .base import Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
+from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 BIRD = "bird"
 BIRDC = "birdc"
@@ -70,8 +71,10 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
         "}",
         "",
     ]
-    for k in sorted({n.prepend for n in cfg.neighbors} | {0}):
-        lines += _filter(cfg.asn, routes, k)
+    lines += _filter(cfg.asn, routes, FILTER, Neighbor("", 0, "", ""))
+    for i, n in enumerate(cfg.neighbors, start=1):
+        if n.shaped:
+            lines += _filter(cfg.asn, routes, f"{FILTER}_{i}", n)
     for i, n in enumerate(cfg.neighbors, start=1):
         lines += [
             "",
@@ -87,22 +90,18 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
             f"  bfd {'on' if n.bfd else 'off'};",
             "  ipv4 {",
             "    import none;",
-            f"    export filter {_filter_name(n.prepend)};",
+            f"    export filter {f'{FILTER}_{i}' if n.shaped else FILTER};",
             "  };",
             "}",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _filter_name(session_prepend: int) -> str:
-    return f"{FILTER}_p{session_prepend}" if session_prepend else FILTER
-
-
-def _filter(asn: int, routes: Mapping[str, Route], session_prepend: int) -> list[str]:
-    """The export filter of sessions with ``session_prepend`` extra ASNs of their own."""
+def _filter(asn: int, routes: Mapping[str, Route], name: str, n: Neighbor) -> list[str]:
+    """The export filter ``name``, with what the session to ``n`` sends of its own."""
     lines = [
         "",
-        f"filter {_filter_name(session_prepend)}",
+        f"filter {name}",
         "{",
         f'  if proto != "{STATIC}" then reject;',
         "  bgp_origin = ORIGIN_IGP;",
@@ -111,7 +110,12 @@ def _filter(asn: int, routes: Mapping[str, Route], session_prepend: int) -> list
         if r.prepend:
             prepends = " ".join([f"bgp_path.prepend({asn});"] * r.prepend)
             lines.append(f"  if net = {p} then {{ {prepends} }}")
-    lines += [f"  bgp_path.prepend({asn});"] * session_prepend
+    lines += [f"  bgp_path.prepend({asn});"] * n.prepend
+    if n.med:
+        lines += [f"  bgp_med = {n.med};"]
+    for c in n.communities:
+        a, v = c.split(":")
+        lines += [f"  bgp_community.add(({a}, {v}));"]
     lines += ["  accept;", "}"]
     return lines
 

@@ -24,8 +24,8 @@ is re-exported.
 and ``withdraw route P`` lines into the FIFO and waits for ExaBGP to acknowledge each
 one.  ExaBGP sends the AS path it is given as is (it only supplies its own ASN when no
 path is given), so the path holds the ASN ``1 + prepend`` times.  No MED is sent.  Where
-a session has a prepend of its own, each route is announced neighbour by neighbour
-(``neighbor A announce route …``), each with its session's longer path.
+a session has a prepend, MED or communities of its own, each route is announced
+neighbour by neighbour (``neighbor A announce route … med M community [ … ]``).
 Announced routes stay in ExaBGP's outgoing RIB and are sent again whenever a session
 comes up.  The FIFO is opened without blocking and every wait has a deadline: if ExaBGP
 or its helper is gone, :class:`~.base.SpeakerError` is raised instead of hanging.
@@ -117,12 +117,18 @@ def announce_line(asn: int, route: Route, neighbor: Neighbor | None = None) -> s
     extra = neighbor.prepend if neighbor is not None else 0
     path = " ".join([str(asn)] * (1 + route.prepend + extra))
     line = f"announce route {route.prefix} next-hop self origin igp as-path [ {path} ]"
-    return line if neighbor is None else f"neighbor {neighbor.address} {line}"
+    if neighbor is None:
+        return line
+    if neighbor.med:
+        line += f" med {neighbor.med}"
+    if neighbor.communities:
+        line += f" community [ {' '.join(neighbor.communities)} ]"
+    return f"neighbor {neighbor.address} {line}"
 
 
 def announce_lines(cfg: SpeakerConfig, route: Route) -> list[str]:
     """One line to every neighbour, or one per neighbour where a session prepends."""
-    if not any(n.prepend for n in cfg.neighbors):
+    if not any(n.shaped for n in cfg.neighbors):
         return [announce_line(cfg.asn, route)]
     return [announce_line(cfg.asn, route, n) for n in cfg.neighbors]
 

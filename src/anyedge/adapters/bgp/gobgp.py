@@ -15,9 +15,10 @@ The configuration sets the ASN, the router id and ``port = 179``, and:
   so nothing is learned and nothing is re-exported.  A bare reject default is not
   enough: GoBGP runs the global import policy on API-added paths too, so it would
   reject the site's own prefixes;
-* a session with a prepend of its own: a neighbour set per prepend count and, ahead of
-  ``local-paths`` in the same export policy, a statement that accepts local paths sent
-  to those neighbours with ``set-as-path-prepend`` (the site's ASN that many times more);
+* a session with a prepend, MED or communities of its own: a neighbour set of its own
+  and, ahead of ``local-paths`` in the same export policy, a statement that accepts
+  local paths sent to that neighbour with ``set-as-path-prepend``, ``set-med`` and
+  ``set-community`` (added);
 * per neighbour the lab's timers (``hold-time``, ``keepalive-interval``,
   ``connect-retry``) and ``minimum-advertisement-interval = 0`` (no MRAI delay), the
   local address of the link as transport address, IPv4 unicast only.
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import netns
-from .base import Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
+from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 GOBGPD = "gobgpd"
 GOBGP = "gobgp"
@@ -103,45 +104,58 @@ def render_gobgp_toml(cfg: SpeakerConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _prepends(cfg: SpeakerConfig) -> dict[int, list[str]]:
-    """Neighbour addresses by their session's own prepend count (none for 0)."""
-    out: dict[int, list[str]] = {}
-    for n in cfg.neighbors:
-        if n.prepend:
-            out.setdefault(n.prepend, []).append(n.address)
-    return dict(sorted(out.items()))
+def _shaped(cfg: SpeakerConfig) -> list[tuple[int, Neighbor]]:
+    """The neighbours whose session sends something of its own, numbered from 1."""
+    return [(i, n) for i, n in enumerate(cfg.neighbors, start=1) if n.shaped]
 
 
 def _session_sets(cfg: SpeakerConfig) -> list[str]:
     lines: list[str] = []
-    for k, addrs in _prepends(cfg).items():
+    for i, n in _shaped(cfg):
         lines += [
             "[[defined-sets.neighbor-sets]]",
-            f'  neighbor-set-name = "session-p{k}"',
-            f"  neighbor-info-list = [{', '.join(json.dumps(a) for a in addrs)}]",
+            f'  neighbor-set-name = "session-{i}"',
+            f"  neighbor-info-list = [{json.dumps(n.address)}]",
             "",
         ]
     return lines
 
 
 def _session_statements(cfg: SpeakerConfig) -> list[str]:
-    """Local paths sent to a neighbour of a ``session-p<k>`` set get k more ASNs."""
+    """Local paths sent to the neighbour of set ``session-<i>`` get its prepend, MED and
+    communities."""
     lines: list[str] = []
-    for k in _prepends(cfg):
+    for i, n in _shaped(cfg):
         lines += [
             "  [[policy-definitions.statements]]",
-            f'    name = "session-p{k}"',
+            f'    name = "session-{i}"',
             "    [policy-definitions.statements.conditions.match-neighbor-set]",
-            f'      neighbor-set = "session-p{k}"',
+            f'      neighbor-set = "session-{i}"',
             '      match-set-options = "any"',
             "    [policy-definitions.statements.conditions.bgp-conditions]",
             '      route-type = "local"',
             "    [policy-definitions.statements.actions]",
             '      route-disposition = "accept-route"',
-            "    [policy-definitions.statements.actions.bgp-actions.set-as-path-prepend]",
-            f'      as = "{cfg.asn}"',
-            f"      repeat-n = {k}",
         ]
+        if n.med:
+            lines += [
+                "    [policy-definitions.statements.actions.bgp-actions]",
+                f'      set-med = "{n.med}"',
+            ]
+        if n.prepend:
+            lines += [
+                "    [policy-definitions.statements.actions.bgp-actions.set-as-path-prepend]",
+                f'      as = "{cfg.asn}"',
+                f"      repeat-n = {n.prepend}",
+            ]
+        if n.communities:
+            lines += [
+                "    [policy-definitions.statements.actions.bgp-actions.set-community]",
+                '      options = "add"',
+                "      [policy-definitions.statements.actions.bgp-actions.set-community"
+                ".set-community-method]",
+                f"        communities-list = [{', '.join(json.dumps(c) for c in n.communities)}]",
+            ]
     return lines
 
 

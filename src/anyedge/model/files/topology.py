@@ -41,6 +41,8 @@ from ..network import (
     Sessions,
     SiteKind,
     Sites,
+    block_of,
+    communities_of,
 )
 from ..plans import Plans
 from ..world import World
@@ -198,12 +200,13 @@ def _check(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
             for j, a in enumerate(lst):
                 if lst.index(a) != j:
                     yield ("sites", i, key, j), f"AS{a} is listed twice"
-        for a in s.prepend:
-            if a not in s.transit and a not in s.peers:
-                yield (
-                    ("sites", i, "prepend", a),
-                    f"{s.code} has no session with AS{a} (not in its transit or peers)",
-                )
+        for key in ("prepend", "med", "communities"):
+            for a in getattr(s, key):
+                if a not in s.transit and a not in s.peers:
+                    yield (
+                        ("sites", i, key, a),
+                        f"{s.code} has no session with AS{a} (not in its transit or peers)",
+                    )
 
     seen_pfx: dict[str, int] = {}
     for i, p in enumerate(t.prefixes):
@@ -402,11 +405,20 @@ def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
         yield (*loc, "relation"), "a link between two sites is a backbone link: relation none"
     elif "client" in kinds and kinds != ["client", "router"]:
         yield loc, "a client connects to a router"
-    if link.prepend and kinds != ["router", "site"]:
+    for key in ("prepend", "med", "communities"):
+        if getattr(link, key) and kinds != ["router", "site"]:
+            yield (
+                (*loc, key),
+                f"{key} is what a site sends on its session with a router; "
+                f"this link joins a {nodes[names[0]].kind} and a {nodes[names[1]].kind}",
+            )
+    router = next((nodes[n] for n in names if nodes[n].kind == "router"), None)
+    action = set(link.communities) & {"no-peers", "no-providers"}
+    if action and router is not None and router.asn is not None and router.asn > 65535:
         yield (
-            (*loc, "prepend"),
-            "prepend is what a site adds on its session with a router; "
-            f"this link joins a {nodes[names[0]].kind} and a {nodes[names[1]].kind}",
+            (*loc, "communities"),
+            f"{', '.join(sorted(action))}: an action community is ASN:990 or ASN:991, "
+            f"and AS{router.asn} does not fit in 16 bits",
         )
 
 
@@ -549,7 +561,12 @@ def _build(t: TopologyIn, src: _Source) -> World:
     )
     rows = [(i, a, SessionKind.TRANSIT) for i, s in enumerate(t.sites) for a in s.transit]
     rows += [(i, a, SessionKind.PEER) for i, s in enumerate(t.sites) for a in s.peers]
-    sessions = Sessions.from_rows(rows, [t.sites[i].prepend.get(a, 0) for i, a, _ in rows])
+    sessions = Sessions.from_rows(
+        rows,
+        [t.sites[i].prepend.get(a, 0) for i, a, _ in rows],
+        [t.sites[i].med.get(a, 0) for i, a, _ in rows],
+        [block_of(t.sites[i].communities.get(a, [])) for i, a, _ in rows],
+    )
     operators = tuple(
         Operator(o.name, o.asn, tuple(code_index[c] for c in o.sites)) for o in t.operators
     )
@@ -758,6 +775,8 @@ def _build_lab(t: TopologyIn) -> Lab:
                 jitter_ms=link.jitter_ms,
                 loss=link.loss,
                 prepend=link.prepend,
+                med=link.med,
+                communities=tuple(link.communities),
             )
         )
     return Lab(nodes=nodes, links=tuple(links))
@@ -768,9 +787,11 @@ def _build_lab(t: TopologyIn) -> Lab:
 
 def _link_dict(k: LabLink) -> dict[str, Any]:
     d: dict[str, Any] = {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
-    for name in ("delay_ms", "jitter_ms", "loss", "prepend"):
+    for name in ("delay_ms", "jitter_ms", "loss", "prepend", "med"):
         if getattr(k, name):
             d[name] = getattr(k, name)
+    if k.communities:
+        d["communities"] = list(k.communities)
     return d
 
 
@@ -852,10 +873,17 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
                 "peers": [int(a) for a in ses.asn[mine & (ses.kind == SessionKind.PEER)]],
             }
         )
-        pre = mine & (ses.prepend > 0)
+        for key, col in (("prepend", ses.prepend), ("med", ses.med)):
+            pre = mine & (col > 0)
+            if pre.any():
+                sites[-1][key] = {
+                    int(a): int(k) for a, k in zip(ses.asn[pre], col[pre], strict=True)
+                }
+        pre = mine & (ses.block > 0)
         if pre.any():
-            sites[-1]["prepend"] = {
-                int(a): int(k) for a, k in zip(ses.asn[pre], ses.prepend[pre], strict=True)
+            sites[-1]["communities"] = {
+                int(a): communities_of(int(b))
+                for a, b in zip(ses.asn[pre], ses.block[pre], strict=True)
             }
     out["sites"] = sites
     out["prefixes"] = [
