@@ -440,7 +440,7 @@ CASES = [
         BASE + edit(LAB_OK, ('["r1:eth1", "c1:eth0"]}', '["r1:eth1", "c1:eth0"], prepend: 2}')),
         58,
         "lab.links[1].prepend",
-        ("prepend is what a site adds on its session with a router", "a router and a client"),
+        ("prepend is what a site sends on its session with a router", "a router and a client"),
     ),
     Case(
         "session-communities-without-session",
