@@ -108,7 +108,7 @@ def _lowest_med(seeds: Seeds, s: IntArray) -> IntArray:
     group = group.reshape(-1)
     low = np.full(int(group.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(low, group, seeds.med[s])
-    return s[seeds.med[s] == low[group]]
+    return np.asarray(s[seeds.med[s] == low[group]], dtype=np.int64)
 
 
 def chosen_exits(g: RoutingGraph, edges: Edges, state: RouteState) -> Exits:
