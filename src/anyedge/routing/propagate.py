@@ -135,8 +135,10 @@ def _install(
     via: IntArray,
     seed: IntArray,
     origin: IntArray,
+    clear_block: bool = True,
 ) -> None:
-    """Per destination, keep the smallest candidate if it beats the current key."""
+    """Per destination, keep the smallest candidate if it beats the current key (a
+    learned route carries no communities' block: ``clear_block`` where any AS has one)."""
     if not dst.size:
         return
     order = np.lexsort((cand, dst))
@@ -151,7 +153,8 @@ def _install(
     state.via[d] = via[win]
     state.seed[d] = seed[win]
     state.origin[d] = origin[win]
-    state.block[d] = 0
+    if clear_block:
+        state.block[d] = 0
 
 
 def _relax(
@@ -164,21 +167,25 @@ def _relax(
     block: Block,
 ) -> None:
     """Offer every sender's route over the edges ``sl`` of ``phase`` (not where the
-    sender's seed carries the community that ``block`` stands for)."""
+    sender's seed carries the community that ``block`` stands for; Block.NONE when no
+    AS has a block, which spares the look-up)."""
     src, dst = phase.src[sl], phase.dst[sl]
     skey = state.key[src]
-    ok = ((skey >> RANK_SHIFT) <= exportable) & ((state.block[src] & block) == 0)
+    ok = (skey >> RANK_SHIFT) <= exportable
+    if block:
+        ok &= (state.block[src] & block) == 0
     src, dst, skey = src[ok], dst[ok], skey[ok]
     cand = encode(learned_as, ((skey >> LEN_SHIFT) & 0xFF) + 1, asn[src], 0)
-    _install(state, dst, cand, src, np.full(src.size, -1), state.origin[src])
+    _install(state, dst, cand, src, np.full(src.size, -1), state.origin[src], bool(block))
 
 
 def _run(g: RoutingGraph, state: RouteState, only: BoolArray | None = None) -> None:
     """The three phases; with ``only``, just the edges into those ASes."""
+    blocks = bool(state.block.any())  # only seeds set it, so it holds for the whole run
     for phase, exportable, learned, block in phases(g):
         part = phase if only is None else phase.into(only)
         for sl in part.groups():
-            _relax(state, g.asn, part, sl, exportable, learned, block)
+            _relax(state, g.asn, part, sl, exportable, learned, block if blocks else Block.NONE)
 
 
 def phases(g: RoutingGraph) -> list[tuple[Phase, Rank, Rank, Block]]:
