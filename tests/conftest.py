@@ -79,6 +79,8 @@ LAB_GROUPS = {
     "test_lab_delay": "lab-c",
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",
+    "test_lab_prepend": "lab-c",
+    "test_lab_policy": "lab-c",
 }
 
 

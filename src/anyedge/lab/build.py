@@ -127,7 +127,16 @@ def node_dir(directory: Path, node: str) -> Path:
 def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerConfig:
     by_name = {n.name: n for n in plan.nodes}
     neighbors = tuple(
-        Neighbor(p.peer_address, _asn(by_name[p.peer]), p.ip, p.ifname, runs_bfd(by_name[p.peer]))
+        Neighbor(
+            p.peer_address,
+            _asn(by_name[p.peer]),
+            p.ip,
+            p.ifname,
+            runs_bfd(by_name[p.peer]),
+            p.prepend,
+            p.med,
+            p.communities,
+        )
         for p in node.bgp_ports
     )
     assert node.asn is not None
