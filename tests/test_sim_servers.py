@@ -9,6 +9,7 @@ docs/simulate.md, whose numbers are checked here.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -162,3 +163,17 @@ def test_overlapping_server_events_on_a_section_are_refused(tiny: World) -> None
         parse_scenario(text, tiny, "s.yaml")
     assert "s.yaml:4" in str(err.value)
     assert "overlaps another server event on CHC01" in str(err.value)
+
+
+def test_the_command_shows_and_prints_the_servers(capsys: pytest.CaptureFixture[str]) -> None:
+    from anyedge.cli.main import main
+
+    args = ["simulate", str(EXAMPLE), "-t", str(TINY), "--no-report"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "changes of the balancer's tables" in text
+    assert re.search(r"Traffic Manager .* 00:11 .* CHC01 .* remove 3 .* 37\.5 % .* 0\.0 %", text)
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["servers"]) == {"none", "withdraw", "manager"}
+    assert out["servers"]["manager"]["sections"]["CHC01"]["servers"] == 8
