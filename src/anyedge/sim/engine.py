@@ -12,9 +12,12 @@ Each tick (10 s by default) of a :class:`Twin` run:
    (:mod:`.demand`), times any surge; each plan's CPU cost turns requests into CPU time.
 4. **Moves**: Plurimog forwards shares of plans to other sites, Duomog shifts shares of
    sections to their sisters, as the controller's state says.
-5. **Servers**: a section serves up to its healthy capacity; the rest fails (5xx).  The
-   p95 processing latency of each site rises steeply as its utilisation nears 1, with
-   a shape and noise of its own, so the learned threshold has something to learn.
+5. **Servers**: a section serves up to its healthy capacity; the rest fails (5xx), and
+   so does what the load balancer's table still sends to failed servers
+   (:mod:`.servers`: sections that server events touch spread their load over their
+   servers through the balancer's bucket table).  The p95 processing latency of each
+   site rises steeply as its utilisation nears 1, with a shape and noise of its own, so
+   the learned threshold has something to learn.
 6. **Metrics**: failed requests, minutes of SLO breach (p95 above 20 ms), latency added
    to users (a longer route, or forwarding), traffic moved, stranded capacity, routing
    changes; and the cache misses each site serves, which become origin fetches.
