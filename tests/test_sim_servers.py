@@ -165,11 +165,20 @@ def test_overlapping_server_events_on_a_section_are_refused(tiny: World) -> None
     assert "overlaps another server event on CHC01" in str(err.value)
 
 
-def test_the_command_shows_and_prints_the_servers(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_shows_and_prints_the_servers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     from anyedge.cli.main import main
 
     args = ["simulate", str(EXAMPLE), "-t", str(TINY), "--no-report"]
-    assert main(args) == 0
+    prom = tmp_path / "twin.prom"
+    assert main([*args, "--metrics", str(prom)]) == 0
+    metrics = prom.read_text()
+    assert (
+        'anyedge_twin_server_connections_broken{change="fail",mode="manager",section="CHC01"} 0.375'
+        in metrics
+    )
+    assert 'anyedge_twin_server_utilisation{mode="none",section="AKL01",server="0"' in metrics
     text = capsys.readouterr().out
     assert "changes of the balancer's tables" in text
     assert re.search(r"Traffic Manager .* 00:11 .* CHC01 .* remove 3 .* 37\.5 % .* 0\.0 %", text)
