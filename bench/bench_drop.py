@@ -33,18 +33,44 @@ Two senders, each for a fixed count or time:
   bottleneck.  Baseline: b's veth down.
 
 On a veth the receiving side runs on the sending CPU (inside the send), so the two
-share a CPU.  Per way, the best of ``--rounds`` runs:
+share a CPU.  The method, chosen for a shared machine where other work runs beside:
 
-- **dropped/s** — the drop counter over the send's wall time;
-- **receive CPU per packet** — the CPU time of the run (the sender's and the reader's
-  own, from ``time.process_time``; plus ``ksoftirqd``'s, in 10 ms ticks) per packet
-  sent, minus the baseline's: what the drop path costs the receiving side.
+- **Interleaved rounds.**  Every way runs once per round, in an order that rotates from
+  round to round, so that what else the machine does falls on every way alike; each
+  figure is the **median over the rounds**, with the lowest and highest.  Ratios are
+  taken within a round (XDP against nftables measured a few seconds apart) and their
+  median reported: never the best of one way against the best of another.
+- **CPU per packet, timed by the kernel** (in-kernel sender): ``BPF_PROG_TEST_RUN``
+  returns its own time per frame, which holds the generator, the redirect and the
+  receiving veth's NAPI poll — run in the same call when the batch's bottom halves are
+  enabled again — and leaves out the time the task is rescheduled, so other work on
+  the CPU does not count.  The baseline's time (the generator alone) is subtracted:
+  **receive ns/pkt** is what the drop path costs the receiving side.  The sender is
+  pinned to one CPU, and the softirq time that CPU's ``ksoftirqd`` took (work left
+  over from the call, in 4 ms ticks) is shown apart; the reader's CPU time (``user``)
+  is added to its way.
+- **CPU per packet from process time** (both senders): the sender's and the reader's
+  CPU time (``time.process_time``) plus the pinned CPU's ``ksoftirqd``, per packet —
+  for the Python sender the only measure, and for the kernel sender a check on the
+  first.
+- **Drop capacity**: ``1 / receive ns`` — dropped packets per second of one CPU given
+  to the receiving side; the target's measure.  **dropped/s** (the counter over the
+  send's wall time) is shown too, but it holds the sender's time and any time the
+  machine gave to other work, so it is not compared.
+
+Hooks: nftables in the netdev ``ingress`` hook is the fair comparison (the earliest
+netfilter hook, the one a modern setup uses for this); ``prerouting`` at priority
+``raw`` is where an iptables-era setup (``-t raw -A PREROUTING``) drops.  XDP is native
+(in the veth's NAPI poll, on the XDP frame: as in a NIC driver), and generic for the
+Python sender (after a socket buffer exists).  With the kernel sender the nftables and
+user ways also run an XDP program that passes everything (a veth takes redirected
+frames only with one attached): a few ns of theirs that a NIC would not charge.
 
 And the XDP program's own time on the same frame, with ``BPF_PROG_TEST_RUN``.
 
-Needs root, clang, bpftool, nft.  Run: ``python bench/bench_drop.py`` (two to three
-minutes; ``--senders kernel`` for the first half).  Every run is bounded in count or
-time; the namespaces are removed at the end.
+Needs root, clang, bpftool, nft.  Run: ``python bench/bench_drop.py`` (about three
+minutes at the defaults: 5 rounds of 2 s; ``--senders kernel`` for the first half).
+Every run is bounded in count or time; the namespaces are removed at the end.
 """
 
 from __future__ import annotations
@@ -58,6 +84,7 @@ import re
 import secrets
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -187,7 +214,11 @@ def read(seconds: float) -> None:
 # -- the run -------------------------------------------------------------------------
 
 
+CPU = (os.cpu_count() or 1) - 1  # the CPU the sender is pinned to
+
+
 def _softirqd_ticks() -> int:
+    """CPU ticks of the pinned CPU's ksoftirqd."""
     total = 0
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
@@ -196,7 +227,7 @@ def _softirqd_ticks() -> int:
             stat = (p / "stat").read_text()
         except OSError:
             continue
-        if "(ksoftirqd/" in stat:
+        if f"(ksoftirqd/{CPU})" in stat:
             fields = stat.rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total
@@ -231,9 +262,19 @@ def _udp_rcvbuf_errors(ns: str) -> int:
 
 class Result:
     def __init__(
-        self, way: str, sent: int, dropped: int, cpu: float, seconds: float, extra: str = ""
+        self,
+        way: str,
+        sent: int,
+        dropped: int,
+        cpu: float,
+        seconds: float,
+        kernel_ns: float = float("nan"),
+        softirqd: float = 0.0,
+        extra: str = "",
     ) -> None:
         self.way, self.sent, self.dropped, self.cpu, self.seconds = way, sent, dropped, cpu, seconds
+        self.kernel_ns = kernel_ns  # the test run's own time per frame, plus a reader's CPU
+        self.softirqd = softirqd  # seconds the pinned CPU's ksoftirqd took
         self.extra = extra
 
     @property
@@ -281,8 +322,9 @@ class Lab:
             if netns.exists(ns):
                 netns.remove(ns)
 
-    def send_kernel(self, count: int) -> tuple[int, float, float]:
-        """``count`` frames from the in-kernel generator: (sent, seconds, CPU seconds)."""
+    def send_kernel(self, count: int) -> tuple[int, float, float, float]:
+        """``count`` frames from the in-kernel generator: (sent, seconds, CPU seconds,
+        the kernel's time per frame in ns)."""
         from anyedge.adapters import netns
 
         assert self.gen is not None
@@ -294,8 +336,8 @@ class Lab:
         prog = self.gen.program("trafficgen")
         with netns.entered(self.a):
             cpu0, t0 = time.process_time(), time.monotonic()
-            prog.send_live(f, count)
-            return count, time.monotonic() - t0, time.process_time() - cpu0
+            ns = prog.send_live(f, count)
+            return count, time.monotonic() - t0, time.process_time() - cpu0, float(ns)
 
     def send_python(self, seconds: float) -> tuple[int, float, float]:
         out = subprocess.run(
@@ -304,6 +346,9 @@ class Lab:
                 "netns",
                 "exec",
                 self.a,
+                "taskset",
+                "-c",
+                str(CPU),
                 sys.executable,
                 __file__,
                 "--send",
@@ -366,8 +411,9 @@ def run_once(lab: Lab, sender: str, way: str, seconds: float) -> Result:
             assert reader.stdout.readline().strip() == "ready"
         rcvbuf0 = _udp_rcvbuf_errors(b)
         ticks0 = _softirqd_ticks()
+        kernel_ns = float("nan")
         if sender == "kernel":
-            sent, elapsed, cpu = lab.send_kernel(int(KERNEL_PPS * seconds))
+            sent, elapsed, cpu, kernel_ns = lab.send_kernel(int(KERNEL_PPS * seconds))
         else:
             sent, elapsed, cpu = lab.send_python(seconds)
         dropped = sent  # baseline: freed by the veth, counted nowhere we read
@@ -378,13 +424,15 @@ def run_once(lab: Lab, sender: str, way: str, seconds: float) -> Result:
             read_s, read_cpu = reader.stdout.read().split()[-2:]
             reader.wait(timeout=10)
             dropped, cpu = int(read_s), cpu + float(read_cpu)
+            kernel_ns += 1e9 * float(read_cpu) / max(sent, 1)
             extra = f"socket buffer overflows: {_udp_rcvbuf_errors(b) - rcvbuf0:,}"
-        cpu += (_softirqd_ticks() - ticks0) / os.sysconf("SC_CLK_TCK")
+        softirqd = (_softirqd_ticks() - ticks0) / os.sysconf("SC_CLK_TCK")
+        cpu += softirqd
         if l4 is not None:
             dropped = sum(c.packets for c in l4.counters())
         elif way.startswith("nft"):
             dropped = _nft_count(b)
-        return Result(way, sent, dropped, cpu, elapsed, extra)
+        return Result(way, sent, dropped, cpu, elapsed, kernel_ns, softirqd, extra)
     finally:
         if reader is not None and reader.poll() is None:
             reader.kill()
@@ -409,39 +457,65 @@ WAYS = {
 }
 
 
-def table(sender: str, results: dict[str, Result], rounds: int) -> None:
+def _med(xs: list[float]) -> str:
+    """Median [lowest–highest]."""
+    return f"{statistics.median(xs):,.0f} [{min(xs):,.0f}–{max(xs):,.0f}]"
+
+
+def table(sender: str, rounds: list[dict[str, Result]]) -> dict[str, float]:
+    """Print a sender's medians over its rounds; return the median ratios."""
     what = {
         "kernel": "in-kernel sender (XDP live frames, bpf_redirect into the veth)",
         "python": "Python sender (AF_PACKET, sendmmsg of 64)",
     }[sender]
-    print(f"\n{what}, best of {rounds}")
-    base_ns = results["baseline"].cpu_ns if "baseline" in results else 0.0
-    print(f"{'way':<15} {'sent/s':>11} {'dropped/s':>11} {'CPU ns/pkt':>10} {'receive ns/pkt':>14}")
-    for way, r in results.items():
-        recv = 0.0 if way == "baseline" else r.cpu_ns - base_ns
-        print(
-            f"{way:<15} {r.sent / r.seconds:>11,.0f} {r.rate:>11,.0f} {r.cpu_ns:>10,.0f} "
-            f"{recv:>14,.0f}  {r.extra}"
-        )
-    x = results.get("xdp")
-    if x is None:
-        return
+    print(f"\n{what}: median [lowest–highest] of {len(rounds)} rounds")
+    ways = list(rounds[0])
+    timed = sender == "kernel"
+
+    def recv(r: dict[str, Result], way: str, kernel: bool) -> float:
+        x, b = r[way], r["baseline"]
+        return x.kernel_ns - b.kernel_ns if kernel else x.cpu_ns - b.cpu_ns
+
+    cols = "kernel ns/pkt  receive ns/pkt" if timed else "receive ns/pkt"
+    print(f"{'way':<15} {'dropped/s':>27} {'process CPU ns/pkt':>25} {cols:>28}  ksoftirqd s")
+    for way in ways:
+        rs = [r[way] for r in rounds]
+        line = f"{way:<15} {_med([x.rate for x in rs]):>27} {_med([x.cpu_ns for x in rs]):>25}"
+        if timed:
+            line += f" {_med([x.kernel_ns for x in rs]):>22}"
+        if way != "baseline":
+            line += f" {_med([recv(r, way, timed) for r in rounds]):>22}"
+        else:
+            line += f" {'':>22}"
+        line += f"  {statistics.median(x.softirqd for x in rs):.2f}  {rs[-1].extra}"
+        print(line)
+    ratios: dict[str, float] = {}
+    if "xdp" not in ways:
+        return ratios
     for other in ("xdp-generic", "nft-ingress", "nft-prerouting", "user"):
-        o = results.get(other)
-        if o is None:
+        if other not in ways:
             continue
-        rx_x, rx_o = x.cpu_ns - base_ns, o.cpu_ns - base_ns
-        ratio_cpu = rx_o / rx_x if rx_x > 0 else float("inf")
+        per_round = [recv(r, other, timed) / recv(r, "xdp", timed) for r in rounds]
+        proc = [recv(r, other, False) / recv(r, "xdp", False) for r in rounds]
+        med = statistics.median(per_round)
+        ratios[other] = med
+        # the same from the medians of each way (a round's baseline drifts: both kept)
+        x_med = statistics.median(recv(r, "xdp", timed) for r in rounds)
+        o_med = statistics.median(recv(r, other, timed) for r in rounds)
         print(
-            f"xdp / {other}: dropped/s × {x.rate / max(o.rate, 1):.2f}, "
-            f"receive CPU per packet ÷ {ratio_cpu:.1f}"
+            f"{other} ÷ xdp, receive CPU per packet: {med:.1f} "
+            f"[{min(per_round):.1f}–{max(per_round):.1f}] by round, {o_med / x_med:.1f} "
+            "of the medians"
+            + (f" (process time: {statistics.median(proc):.1f})" if timed else "")
+            + f"; drops per CPU-second: xdp {1e3 / x_med:.2f} M, {other} {1e3 / o_med:.2f} M"
         )
+    return ratios
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--senders", default="kernel,python")
     ap.add_argument("--send", nargs=2, metavar=("DST_MAC", "SECONDS"), help=argparse.SUPPRESS)
     ap.add_argument("--read", metavar="SECONDS", help=argparse.SUPPRESS)
@@ -452,33 +526,38 @@ def main() -> None:
     if args.read:
         read(float(args.read))
         return
-    if not 0 < args.seconds <= 10 or not 0 < args.rounds <= 5:
-        ap.error("at most 10 seconds and 5 rounds a way")
+    if not 0 < args.seconds <= 10 or not 3 <= args.rounds <= 9:
+        ap.error("at most 10 seconds a run, and 3 to 9 rounds")
 
     from anyedge.edge.l4drop import L4Drop
     from anyedge.edge.rules import parse_rules
 
     size = len(frame(bytes(6), bytes(6), "203.0.113.1"))
-    print(f"memcached reflection, {size}-byte frames; {os.cpu_count()} CPUs")
+    print(
+        f"memcached reflection, {size}-byte frames; {os.cpu_count()} CPUs, sender on CPU "
+        f"{CPU}; Linux {os.uname().release}; {args.rounds} rounds of {args.seconds:g} s; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    os.sched_setaffinity(0, {CPU})  # the in-kernel sender, and its veth's softirq
     lab = Lab()
     try:
         for sender in args.senders.split(","):
-            results: dict[str, Result] = {}
-            for way in WAYS[sender].split(","):
-                runs = [run_once(lab, sender, way, args.seconds) for _ in range(args.rounds)]
-                best = max(runs, key=lambda r: r.rate)
-                cheapest = min(runs, key=lambda r: r.cpu_ns)  # the least disturbed run
-                best.cpu = cheapest.cpu_ns * best.sent / 1e9
-                results[way] = best
-            table(sender, results, args.rounds)
+            ways = WAYS[sender].split(",")
+            rounds: list[dict[str, Result]] = []
+            for i in range(args.rounds):
+                order = ways[i % len(ways) :] + ways[: i % len(ways)]  # rotates each round
+                rounds.append({w: run_once(lab, sender, w, args.seconds) for w in order})
+                rounds[-1] = {w: rounds[-1][w] for w in ways}
+            table(sender, rounds)
     finally:
         lab.close()
 
     with L4Drop() as l4:
         l4.replace(parse_rules(RULES))
         f = frame(bytes(6), bytes(6), "203.0.113.7")
-        prog_ns = min(l4.program.test_run(f, repeat=200_000).duration_ns for _ in range(5))
-    print(f"\nL4Drop's program alone (BPF_PROG_TEST_RUN): {prog_ns} ns per packet")
+        runs = [l4.program.test_run(f, repeat=200_000).duration_ns for _ in range(5)]
+    print(f"\nL4Drop's program alone (BPF_PROG_TEST_RUN): {_med([float(x) for x in runs])} ns")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "docs" / "examples" / "controller.yaml").write_text(controller, encoding="utf-8")
     faults = (ROOT / "docs" / "examples" / "faults-day.yaml").read_text()  # docs/simulate.md
     (d / "docs" / "examples" / "faults-day.yaml").write_text(faults, encoding="utf-8")
+    servers = (ROOT / "docs" / "examples" / "servers-day.yaml").read_text()  # simulate.md
+    (d / "docs" / "examples" / "servers-day.yaml").write_text(servers, encoding="utf-8")
     (d / "tests" / "data").mkdir(parents=True)  # docs/simulate.md's three-site world
     tiny = (ROOT / "tests" / "data" / "tiny.yaml").read_text()
     (d / "tests" / "data" / "tiny.yaml").write_text(tiny, encoding="utf-8")

@@ -205,6 +205,32 @@ def show(c: Comparison) -> None:
     con.print(t)
     if c.attribution:
         show_attribution(con, c)
+    if any(r.servers for r in c.runs.values()):
+        show_servers(con, c)
+
+
+def show_servers(con: Console, c: Comparison) -> None:
+    """Every change of a section's table under each controller: what moved, what broke."""
+    from rich.table import Table
+
+    from ..sim import MODE_TITLES
+
+    t = Table(title="servers inside sites: changes of the balancer's tables")
+    for col in ("controller", "time", "section", "change", "moved", "broken", "no 2nd hop"):
+        t.add_column(col, justify="left" if col in ("controller", "section", "change") else "right")
+    for m, r in c.runs.items():
+        for ch in r.servers.get("changes", []):
+            at = ch["time_s"]
+            t.add_row(
+                MODE_TITLES[m],
+                f"{int(at // 3600):02d}:{int(at % 3600 // 60):02d}",
+                ch["section"],
+                f"{ch['what']} {ch['servers']}",
+                f"{100 * ch['moved']:.1f} %",
+                f"{100 * ch['broken']:.1f} %",
+                f"{100 * ch['broken_without_second_hop']:.1f} %",
+            )
+    con.print(t)
 
 
 def show_attribution(con: Console, c: Comparison) -> None:

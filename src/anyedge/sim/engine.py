@@ -12,9 +12,12 @@ Each tick (10 s by default) of a :class:`Twin` run:
    (:mod:`.demand`), times any surge; each plan's CPU cost turns requests into CPU time.
 4. **Moves**: Plurimog forwards shares of plans to other sites, Duomog shifts shares of
    sections to their sisters, as the controller's state says.
-5. **Servers**: a section serves up to its healthy capacity; the rest fails (5xx).  The
-   p95 processing latency of each site rises steeply as its utilisation nears 1, with
-   a shape and noise of its own, so the learned threshold has something to learn.
+5. **Servers**: a section serves up to its healthy capacity; the rest fails (5xx), and
+   so does what the load balancer's table still sends to failed servers
+   (:mod:`.servers`: sections that server events touch spread their load over their
+   servers through the balancer's bucket table).  The p95 processing latency of each
+   site rises steeply as its utilisation nears 1, with a shape and noise of its own, so
+   the learned threshold has something to learn.
 6. **Metrics**: failed requests, minutes of SLO breach (p95 above 20 ms), latency added
    to users (a longer route, or forwarding), traffic moved, stranded capacity, routing
    changes; and the cache misses each site serves, which become origin fetches.
@@ -77,7 +80,8 @@ from .result import (
     Totals,
     attribute,
 )
-from .scenario import Event, Scenario
+from .scenario import SERVER_KINDS, Event, Scenario
+from .servers import Fleet, Servers
 
 FloatArray = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
@@ -106,6 +110,7 @@ class _TickOut:
     out: FloatArray  # forwarded requests/s out of each site
     inn: FloatArray  # ... into each site
     fwd_ms: FloatArray  # mean extra round trip of a site's users for forwarding
+    sec_load: FloatArray  # CPU ms/s sent to each section (its dead servers' share too)
 
 
 class Twin:
@@ -139,6 +144,7 @@ class Twin:
             1.0 / np.maximum(n_sec[self.sec_site], 1),
         )
         self.no_sections = n_sec == 0  # (a world built in code may have such sites)
+        self.fleet = Fleet(sec)  # the servers of each section, and their first tables
         self.multi = n_sec[self.sec_site] >= 2
         rng = np.random.default_rng(scenario.seed)
         self.base_ms = rng.uniform(3.0, 7.0, self.S)
@@ -233,7 +239,7 @@ class Twin:
                 continue
             if e.site >= 0:
                 hit[i, e.site] = True
-            if e.kind == "servers_down" or e.kind in FETCH_KINDS:
+            if e.kind in ("servers_down", *SERVER_KINDS) or e.kind in FETCH_KINDS:
                 continue
             for r, c in zip(rows, before, strict=True):
                 if e.kind in ("site_dark", "maintenance"):
@@ -401,6 +407,9 @@ class _Run:
         self.telemetry: Telemetry = _TwinTelemetry(self)
         self.actuator: Actuator = _TwinActuator(self)
         self.controller: Controller | None = None  # made by play(), on its journal
+        # the servers inside the sections (Unimog takes out failed ones under the manager)
+        self.srv = Servers(twin.fleet, sc.events, unimog=mode == "manager")
+        self.srv_u = np.zeros((n_samples, self.srv.watched_servers.size), dtype=np.float32)
 
     # --------------------------------------------------------------------- routing
 
@@ -456,9 +465,13 @@ class _Run:
             if e.start <= now < e.end and e not in self.active:
                 self.active.append(e)
                 changed = True
+                if e.kind in SERVER_KINDS:
+                    self.srv.begin(e, now, self._seen_at(now))
             elif e in self.active and now >= e.end:
                 self.active.remove(e)
                 changed = True
+                if e.kind in SERVER_KINDS:
+                    self.srv.end(e, now)
         if not changed:
             return
         t = self.t
@@ -472,12 +485,21 @@ class _Run:
                 self.sec_up[t.sec_site == e.site] *= 1 - e.fraction
             elif e.kind == "section_down":
                 self.sec_up[e.section] *= 1 - e.fraction
+            elif e.kind in SERVER_KINDS:  # the servers failed or drained serve nothing
+                self.sec_up[e.section] *= 1 - e.count / t.fleet.count[e.section]
             elif e.kind in ("site_dark", "maintenance"):
                 self.dark[e.site] = True
             elif e.kind == "surge":
                 self.surge[t._surging(e, self.site_e)] *= e.factor
         self.faults = faults
         self._reroute()
+
+    def _seen_at(self, now: float) -> float:
+        """When the controller first decides on telemetry from ``now``: its first
+        decision at least ``telemetry_delay`` later."""
+        sc = self.t.sc
+        every = max(1, round(sc.decision_interval / sc.tick)) * sc.tick
+        return float(np.ceil((now + sc.telemetry_delay) / every - 1e-9) * every)
 
     # ------------------------------------------------------------------------ play
 
@@ -555,6 +577,7 @@ class _Run:
             moved_to=[[codes[s] for s in np.flatnonzero(row)] for row in self.moved_to],
             actions=actions,
             flow_bins=self._flow_bins(),
+            servers=self.srv.summary(self.srv_u, SAMPLE_S) if self.srv.watched else {},
         )
         result.learned = self._learn() if self.mode == "manager" else []
         return result
@@ -565,6 +588,8 @@ class _Run:
         if now > 0 and now % FLOW_BIN_S == 0:  # the moves of the hour before
             self.flow_marks.append(self.flows.copy())
         self._events(now)
+        if self.srv.pending:
+            self.srv.due(now)
         if round(now / sc.tick) % self.per_sample == 0:
             self.demand = self._demand(now)
         self.m = self._tick(self.demand, sc.tick)
@@ -581,6 +606,8 @@ class _Run:
         ser["u"][i], ser["p95"][i] = m.u, m.p95
         ser["fail"][i], ser["out"][i], ser["in"][i] = m.fail, m.out, m.inn
         self.withdrawn_s[i] = float(self.state.withdrawn.sum())
+        if self.srv_u.shape[1]:
+            self.srv_u[i] = self.srv.utilisation(m.sec_load)
         self.worst = np.maximum(self.worst, np.where(np.isfinite(m.u), m.u, 10.0))
         self._latency_sample(self.demand, m, self.hist, self.per_sample * sc.tick)
         live = m.load > 0
@@ -643,7 +670,13 @@ class _Run:
             - np.where(has, shifted, 0.0)
             + np.where(has, pool[ss] * takers / np.maximum(takers_site[ss], 1e-12), 0.0)
         )
-        sec_fail = np.maximum(load - cap, 0.0)
+        sec_load = load
+        if self.srv.any_dead:  # what is hashed to failed servers' buckets fails
+            dead = load * self.srv.dead
+            load = load - dead
+            sec_fail = np.maximum(load - cap, 0.0) + dead
+        else:
+            sec_fail = np.maximum(load - cap, 0.0)
         cap_s = _bins(ss, cap, t.S)
         orphan = served_cpu * t.no_sections  # no section to serve it: all of it fails
         load_s = _bins(ss, load, t.S) + orphan
@@ -721,6 +754,7 @@ class _Run:
             inn=in_rps_s,
             fwd_ms=np.bincount(fs, weights=o_rps * t.lat_ss[fs, fd], minlength=t.S)
             / np.maximum(rps_plan.sum(1), 1e-12),
+            sec_load=sec_load,
         )
 
     def _moved_in_windows(

@@ -19,6 +19,10 @@ and can be compared with the same queries.  Every series has a ``mode`` label (`
 ``anyedge_twin_site_utilisation{mode, site, stat}`` ``peak`` and ``mean`` over the day
 ``anyedge_twin_site_slo_breach_seconds{mode,site}`` time the site broke its SLO
 ``anyedge_twin_site_forwarded_rps{mode, site}``     mean requests/s the site forwarded
+``anyedge_twin_server_utilisation{mode, section,``  ``peak`` over the day, per server of a
+``server, stat}``                                   section that server events touch
+``anyedge_twin_server_connections_broken{mode,``    share of a section's connections each
+``section, change}``                                kind of table change broke, summed
 ``anyedge_twin_simulated_seconds``                  the day's length
 ==================================================  ====================================
 
@@ -107,9 +111,36 @@ class TwinMetrics(Collector):
         yield util
         yield slo
         yield fwd
+        yield from self._servers()
         yield GaugeMetricFamily(
             "anyedge_twin_simulated_seconds", "The simulated day's length", value=c.duration_s
         )
+
+    def _servers(self) -> Iterator[Metric]:
+        """Servers inside sections that server events touched (:mod:`.servers`)."""
+        if not any(r.servers for r in self.c.runs.values()):
+            return
+        util = GaugeMetricFamily(
+            "anyedge_twin_server_utilisation",
+            "CPU utilisation of a server over the day",
+            labels=["mode", "section", "server", "stat"],
+        )
+        broken = GaugeMetricFamily(
+            "anyedge_twin_server_connections_broken",
+            "Share of a section's connections broken by its table's changes, by kind",
+            labels=["mode", "section", "change"],
+        )
+        for m, r in self.c.runs.items():
+            for sec, d in r.servers.get("sections", {}).items():
+                for i, peak in enumerate(d["peak_utilisation"]):
+                    util.add_metric([m, sec, str(i), "peak"], float(peak))
+            total: Counter[tuple[str, str]] = Counter()
+            for ch in r.servers.get("changes", []):
+                total[(ch["section"], ch["what"])] += ch["broken"]
+            for (sec, what), share in sorted(total.items()):
+                broken.add_metric([m, sec, what], share)
+        yield util
+        yield broken
 
 
 def write(comparison: Comparison, path: str | Path) -> None:

@@ -131,6 +131,9 @@ class RunResult:
     actions: list[dict[str, Any]] = field(default_factory=list)
     # (from site, to site) -> requests moved in each FLOW_BIN_S of the run
     flow_bins: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # servers inside sections that server events touched (anyedge.sim.servers): the
+    # table changes and each server's utilisation; empty without such events
+    servers: dict[str, Any] = field(default_factory=dict)
 
 
 def network_series(run: RunResult) -> dict[str, list[Any]]:
@@ -194,6 +197,8 @@ class Comparison:
             out["reference"] = {m: r.totals.as_dict() for m, r in self.reference.items()}
         if self.attribution:
             out["attribution"] = self.attribution
+        if any(r.servers for r in self.runs.values()):
+            out["servers"] = {m: r.servers for m, r in self.runs.items()}
         return out
 
 

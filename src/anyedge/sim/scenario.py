@@ -34,10 +34,12 @@ it announces nothing, its servers stay up); and for the origin fetches (:mod:`.f
 ``subsea_cut`` (transit between two continents, ``regions``, takes ``factor`` times as
 long and loses ``loss``; the backbone ``links`` named, as pairs of sites, are cut) and
 ``transit_congestion`` (one transit provider, ``asn``, of one ``site`` takes ``factor``
-times as long and loses ``loss``).  The events that touch routing carry their
-:class:`~anyedge.routing.Faults`, which the twin hands to the routing engine while they
-last.  Everything is checked against the world on load; an error names the file, the
-place and the problem.
+times as long and loses ``loss``); and inside a site (:mod:`.servers`), ``server_fail``
+and ``server_drain`` (the first ``count`` servers of a ``section``, or of a ``site``
+that has one section, fail or are drained, and come back when the event ends).  The
+events that touch routing carry their :class:`~anyedge.routing.Faults`, which the twin
+hands to the routing engine while they last.  Everything is checked against the world
+on load; an error names the file, the place and the problem.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class EventIn(BaseModel):
         "transit_congestion",
         "link_down",
         "site_down",
+        "server_fail",
+        "server_drain",
     ]
     site: str | None = None
     link: str | None = None
@@ -109,6 +113,7 @@ class EventIn(BaseModel):
     loss: float = Field(0.0, ge=0, le=1)
     regions: list[str] | None = None
     links: list[list[str]] | None = None
+    count: int = Field(1, ge=1)
 
 
 class ScenarioIn(BaseModel):
@@ -144,6 +149,7 @@ class Event:
     loss: float = 0.0
     regions: tuple[str, str] = ("", "")
     links: tuple[tuple[int, int], ...] = ()  # backbone links cut, as site rows
+    count: int = 0  # servers of ``section`` that fail or drain (its first ``count``)
     text: str = ""
     faults: Faults = field(default_factory=Faults)  # what it takes down in routing
 
@@ -169,7 +175,7 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
         text, file, ScenarioIn, "a scenario is a YAML mapping (duration:, events:, ...)", _message
     )
     problems: list[Problem] = []
-    events = []
+    events: list[Event] = []
     net, inet = world.network, world.internet
 
     def bad(i: int, key: str, msg: str) -> None:
@@ -226,6 +232,11 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
                 ev["site"] = net.sites.index(x.site.upper())
             except KeyError:
                 bad(i, "site", f"unknown site {x.site!r}")
+                continue
+        if x.kind in SERVER_KINDS:
+            err = _servers(x, world, ev)
+            if err:
+                bad(i, err[0], err[1])
                 continue
         if x.kind == "section_down":
             if x.section is None or x.section.upper() not in net.sections.name:
@@ -295,6 +306,20 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
                 bad(i, "kind", "a surge names a country, a metro or a site")
                 continue
         ev["text"] = describe(x)
+        if x.kind in SERVER_KINDS:
+            for other in events:
+                if (
+                    other.kind in SERVER_KINDS
+                    and other.section == ev["section"]
+                    and other.start < ev["end"]
+                    and ev["start"] < other.end
+                ):
+                    name = net.sections.name[other.section]
+                    bad(i, "at", f"overlaps another server event on {name}")
+                    break
+            else:
+                events.append(Event(**ev))
+            continue
         events.append(Event(**ev))
     plans = set(net.plans.names)
     for name in doc.cache_miss:
@@ -324,6 +349,35 @@ def parse_scenario(text: str, world: World, file: str | Path = "<scenario>") -> 
 
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
+SERVER_KINDS = ("server_fail", "server_drain")  # servers inside a section (:mod:`.servers`)
+
+
+def _servers(x: EventIn, world: World, ev: dict[str, Any]) -> tuple[str, str] | None:
+    """Resolve a server event's section (named, or the one section of a named site)
+    and check its count; or (key, problem)."""
+    net = world.network
+    sec = net.sections
+    if x.section is not None:
+        if x.section.upper() not in sec.name:
+            return "section", f"unknown section {x.section!r}"
+        row = sec.name.index(x.section.upper())
+    elif x.site is not None:
+        try:
+            s = net.sites.index(x.site.upper())
+        except KeyError:
+            return "site", f"unknown site {x.site!r}"
+        mine = [i for i in range(len(sec.name)) if sec.site[i] == s]
+        if len(mine) != 1:
+            names = ", ".join(sec.name[i] for i in mine)
+            return "site", f"{x.site} has {len(mine)} sections ({names}): name one as section"
+        row = mine[0]
+    else:
+        return "section", f"a {x.kind} event names its section (or a site of one section)"
+    n = int(sec.servers[row])
+    if x.count >= n:
+        return "count", f"{sec.name[row]} has {n} servers: at most {n - 1} may fail or drain"
+    ev["section"], ev["site"], ev["count"] = row, int(sec.site[row]), x.count
+    return None
 
 
 def _subsea(x: EventIn, world: World, ev: dict[str, Any]) -> tuple[str, str] | None:
@@ -382,6 +436,8 @@ def describe(e: EventIn) -> str:
         + (f", {100 * e.loss:g} % loss" if e.loss else ""),
         "link_down": f"the link {e.link} goes down",
         "site_down": f"{e.site} loses its BGP sessions",
+        "server_fail": f"{e.count} of {e.section or e.site}'s servers fail",
+        "server_drain": f"{e.count} of {e.section or e.site}'s servers are drained",
     }[e.kind]
     return what
 
