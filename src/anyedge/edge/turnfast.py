@@ -43,114 +43,43 @@ _IP4 = ctypes.c_uint8 * 4
 _IP6 = ctypes.c_uint8 * 16
 
 
-class ClientKey(ctypes.Structure):
-    """``struct tf_client_key``."""
+_U16 = ctypes.c_uint16
+_U64 = ctypes.c_uint64
+# the client's side of a channel: its address, the listener's, the channel number
+_CLIENT_SIDE = (("client", "server"), (("channel", _U16), ("pad", _U16)))
+# an entry's deadline and the counters the program adds to
+_COUNTS = (("deadline_ns", _U64), ("packets", _U64), ("bytes", _U64))
 
-    _fields_ = (
-        ("client_ip", _IP4),
-        ("server_ip", _IP4),
-        ("client_port", ctypes.c_uint16),
-        ("server_port", ctypes.c_uint16),
-        ("channel", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+
+def _struct(name: str, c_name: str, pair: tuple[str, str], ip: Any, tail: tuple[Any, ...]) -> Any:
+    """A ``ctypes`` mirror of ``struct tf_<c_name>``: two addresses of type ``ip``, their
+    two ports (network order), then ``tail``."""
+    a, b = pair
+    fields = ((f"{a}_ip", ip), (f"{b}_ip", ip), (f"{a}_port", _U16), (f"{b}_port", _U16), *tail)
+    doc = f"``struct tf_{c_name}``."
+    return type(name, (ctypes.Structure,), {"_fields_": fields, "__doc__": doc})
+
+
+def _records(ip: Any, family: str, suffix: str) -> tuple[Any, Any, Any, Any]:
+    """The four map records of one address family: client key and value, peer key and
+    value (the layouts of ``turn_fast.bpf.c``, checked against its BTF by the tests)."""
+    side, channel = _CLIENT_SIDE
+    return (
+        _struct(f"ClientKey{suffix}", f"client{family}_key", side, ip, channel),
+        _struct(
+            f"ClientValue{suffix}",
+            f"client{family}_val",
+            ("relay", "peer"),
+            ip,
+            (("pad", ctypes.c_uint32), *_COUNTS),
+        ),
+        _struct(f"PeerKey{suffix}", f"peer{family}_key", ("peer", "relay"), ip, ()),
+        _struct(f"PeerValue{suffix}", f"peer{family}_val", side, ip, (*channel, *_COUNTS)),
     )
 
 
-class ClientValue(ctypes.Structure):
-    """``struct tf_client_val``."""
-
-    _fields_ = (
-        ("relay_ip", _IP4),
-        ("peer_ip", _IP4),
-        ("relay_port", ctypes.c_uint16),
-        ("peer_port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint32),
-        ("deadline_ns", ctypes.c_uint64),
-        ("packets", ctypes.c_uint64),
-        ("bytes", ctypes.c_uint64),
-    )
-
-
-class PeerKey(ctypes.Structure):
-    """``struct tf_peer_key``."""
-
-    _fields_ = (
-        ("peer_ip", _IP4),
-        ("relay_ip", _IP4),
-        ("peer_port", ctypes.c_uint16),
-        ("relay_port", ctypes.c_uint16),
-    )
-
-
-class PeerValue(ctypes.Structure):
-    """``struct tf_peer_val``."""
-
-    _fields_ = (
-        ("client_ip", _IP4),
-        ("server_ip", _IP4),
-        ("client_port", ctypes.c_uint16),
-        ("server_port", ctypes.c_uint16),
-        ("channel", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-        ("deadline_ns", ctypes.c_uint64),
-        ("packets", ctypes.c_uint64),
-        ("bytes", ctypes.c_uint64),
-    )
-
-
-class ClientKey6(ctypes.Structure):
-    """``struct tf_client6_key``."""
-
-    _fields_ = (
-        ("client_ip", _IP6),
-        ("server_ip", _IP6),
-        ("client_port", ctypes.c_uint16),
-        ("server_port", ctypes.c_uint16),
-        ("channel", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-    )
-
-
-class ClientValue6(ctypes.Structure):
-    """``struct tf_client6_val``."""
-
-    _fields_ = (
-        ("relay_ip", _IP6),
-        ("peer_ip", _IP6),
-        ("relay_port", ctypes.c_uint16),
-        ("peer_port", ctypes.c_uint16),
-        ("pad", ctypes.c_uint32),
-        ("deadline_ns", ctypes.c_uint64),
-        ("packets", ctypes.c_uint64),
-        ("bytes", ctypes.c_uint64),
-    )
-
-
-class PeerKey6(ctypes.Structure):
-    """``struct tf_peer6_key``."""
-
-    _fields_ = (
-        ("peer_ip", _IP6),
-        ("relay_ip", _IP6),
-        ("peer_port", ctypes.c_uint16),
-        ("relay_port", ctypes.c_uint16),
-    )
-
-
-class PeerValue6(ctypes.Structure):
-    """``struct tf_peer6_val``."""
-
-    _fields_ = (
-        ("client_ip", _IP6),
-        ("server_ip", _IP6),
-        ("client_port", ctypes.c_uint16),
-        ("server_port", ctypes.c_uint16),
-        ("channel", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-        ("deadline_ns", ctypes.c_uint64),
-        ("packets", ctypes.c_uint64),
-        ("bytes", ctypes.c_uint64),
-    )
+ClientKey, ClientValue, PeerKey, PeerValue = _records(_IP4, "", "")
+ClientKey6, ClientValue6, PeerKey6, PeerValue6 = _records(_IP6, "6", "6")
 
 
 @dataclass(frozen=True, slots=True)
