@@ -586,9 +586,7 @@ def small_atlas(small_world: World) -> Atlas:
     return build_atlas(small_world, jobs=2, predictor=Predictor(small_world))
 
 
-def test_run_local_equals_run_serial(
-    dp: Predictor, sample: list[tuple[Scenario, Outcome]]
-) -> None:
+def test_run_local_equals_run_serial(dp: Predictor, sample: list[tuple[Scenario, Outcome]]) -> None:
     """Two processes give what one gave (the sample's outcomes, computed serially)."""
     scenarios = [sc for sc, _ in sample[:104]]
     serial = [o for _, o in sample[:104]]
