@@ -32,6 +32,7 @@ import importlib.util
 import itertools
 import json
 import math
+import resource
 import shutil
 import statistics
 import subprocess
@@ -188,16 +189,19 @@ def command(n: int) -> None:
         pairs = n * (n - 1) // 2
         size = f.stat().st_size / 1e6
         argv = [sys.executable, "-m", "anyedge", "control", "plan", "--input", str(f), "--json"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         r = subprocess.run(argv, capture_output=True, text=True)
         took = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         if r.returncode != 0:
             print(r.stderr[-2000:], file=sys.stderr)
             raise SystemExit(f"control plan failed with status {r.returncode}")
         moves = sum(a["kind"] == "forward" for a in json.loads(r.stdout)["actions"])
         print(
             f"anyedge control plan, {n:,} sites, {pairs:,} latency pairs ({size:.0f} MB): "
-            f"{took:.2f} s whole, {moves} forwards",
+            f"{took:.2f} s whole (CPU {cpu:.2f} s), {moves} forwards",
             flush=True,
         )
 
