@@ -15,17 +15,20 @@ module's fixtures are built once.  The tests that run labs of BGP daemons are th
 groups, each one lab at a time (their workers mostly wait on BGP timers); the other
 tests that need root make namespaces of their own without BGP and stay in their
 modules' groups.  The modules that read the default day share a group, so it is
-simulated once.  The three lab groups and the default day go first, one to each worker
-(see ``_ORDER``).  (Measured: with one lab group its ~9 minutes, one module after
+simulated once.  The default and the small world are built once per run too, by the
+first worker that asks, and read back by the others.  The three lab groups and the
+default day go first, one to each worker (see ``_ORDER``).  (Measured: with one lab group its ~9 minutes, one module after
 another, were the suite's whole time once numpy ran on one BLAS thread.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,16 +133,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _built_once(name: str, options: WorldOptions, factory: pytest.TempPathFactory) -> World:
+    """A generated world, built by the first worker that asks and read back by the others
+    from a pickle in the run's shared temporary directory (under a lock), so that a run
+    builds it once rather than once per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build_world(options)
+    shared = factory.getbasetemp().parent  # the same for every worker of this run
+    path = shared / f"{name}.pickle"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            world: World = pickle.loads(path.read_bytes())
+            return world
+        world = build_world(options)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(pickle.dumps(world, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(path)
+        return world
+
+
 @pytest.fixture(scope="session")
-def default_world() -> World:
+def default_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """The default 300-site world, built once per test run."""
-    return build_world(WorldOptions())
+    return _built_once("default-world", WorldOptions(), tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def small_world() -> World:
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """A 40-site world, quick to build and save."""
-    return build_world(WorldOptions(sites=40, mcp=5, min_city_population=500_000))
+    options = WorldOptions(sites=40, mcp=5, min_city_population=500_000)
+    return _built_once("small-world", options, tmp_path_factory)
 
 
 @dataclass(frozen=True)
