@@ -17,8 +17,9 @@ tests that need root make namespaces of their own without BGP and stay in their
 modules' groups.  The modules that read the default day share a group, so it is
 simulated once.  The default and the small world are built once per run too, by the
 first worker that asks, and read back by the others.  The three lab groups and the
-default day go first, one to each worker (see ``_ORDER``).  (Measured: with one lab group its ~9 minutes, one module after
-another, were the suite's whole time once numpy ran on one BLAS thread.)
+default day go first, one to each worker (see ``_ORDER``).  (Measured: with one lab
+group its ~9 minutes, one module after another, were the suite's whole time once numpy
+ran on one BLAS thread.)
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ DEFAULT_DAY_MODULES = {"test_sim", "test_readme_commands", "test_docs"}
 
 # The modules whose tests run BGP daemons, in three groups of about the same time, each
 # one lab at a time.  (Measured alone, in seconds: lab: speakers 71, failover 69, lab 73,
-# edge 50, turn and bad_input ~40; lab-b: generated 136, docs 71, control_run_lab ~40,
-# transit_lab ~20, dns_docs 17; lab-c: exit_status 94, operators 87, dns 40, delay 22,
-# transit_announce ~10.)  Other tests marked ``lab`` make namespaces of their own
+# edge 50, turn and bad_input ~40, delay 22; lab-b: generated 136, docs 71,
+# control_run_lab ~40, dns 40, transit_lab ~20, dns_docs 17; lab-c: exit_status 94,
+# operators 87, model_faults 54, faults 50, transit_announce ~10.  dns and delay were
+# lab-c's, which had become the longest with faults and model_faults, ~370 s against
+# ~300.)  Other tests marked ``lab`` make namespaces of their own
 # without BGP (the edge's, the delay lines', Magic Transit's firewalls and tunnels, the
 # controller's actuators): their module's group.
 LAB_GROUPS = {
@@ -68,16 +71,16 @@ LAB_GROUPS = {
     "test_lab_edge": "lab",
     "test_lab_turn": "lab",
     "test_cli_bad_input": "lab",
+    "test_lab_delay": "lab",
     "test_lab_generated": "lab-b",
     "test_lab_docs": "lab-b",
     "test_lab_dns_docs": "lab-b",
+    "test_lab_dns": "lab-b",
     "test_transit_lab": "lab-b",
     "test_control_run_lab": "lab-b",
     "test_exit_status": "lab-c",
     "test_lab_operators": "lab-c",
-    "test_lab_dns": "lab-c",
     "test_transit_announce": "lab-c",
-    "test_lab_delay": "lab-c",
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",
 }
