@@ -30,9 +30,13 @@ def test_short_lists_are_the_head_of_the_stable_sort(monkeypatch: pytest.MonkeyP
         assert len(short.ids) >= 5
         assert short.ids == full[: len(short.ids)].tolist()
         assert short.ms == lat[s, short.ids].tolist()
-        every = neighbours.everyone(lat, s)
-        assert every.whole
-        assert every.ids == full.tolist()
+        assert neighbours.everyone(lat, s).tolist() == full.tolist()
+        # the walk: the short list, then the rest of the whole order in chunks
+        chunks = list(neighbours.walk(lat, s))
+        assert len(chunks) > 1
+        assert [r for ids, _ in chunks for r in ids] == full.tolist()
+        walked = [m for _, ms in chunks for m in ms]
+        np.testing.assert_array_equal(walked, lat[s, full])
 
 
 def network(seed: int, n: int) -> tuple[Observation, State, Config]:

@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .forwards import TINY, Forwards
-from .neighbours import everyone, nearest
+from .neighbours import everyone, walk
 from .reasons import Reason
 from .split import can_accept, fill, take, to_move
 
@@ -145,7 +145,7 @@ class Config:
     def nearest(self, s: int) -> IntArray:
         """Site s's others by latency, nearest first (the whole row; the core walks the
         short lists of :mod:`.neighbours` instead)."""
-        return np.asarray(everyone(self.latency_ms, s).ids, dtype=np.int64)
+        return np.asarray(everyone(self.latency_ms, s), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -614,23 +614,19 @@ class _Decision:
         order: list[int] = []
         order_ms: list[float] = []
         room_l: list[float] = []
-        found, exhausted, start = 0.0, True, 0
-        near = nearest(cfg.latency_ms, s)
-        while exhausted:
-            ms = near.ms
-            for i, r in enumerate(near.ids[start:], start):
+        found, exhausted = 0.0, True
+        for ids, ms in walk(cfg.latency_ms, s):
+            for r, m in zip(ids, ms, strict=True):
                 x = room[r]
-                if x > EPS and (avoid is None or r not in avoid) and math.isfinite(ms[i]):
+                if x > EPS and (avoid is None or r not in avoid) and math.isfinite(m):
                     order.append(r)
-                    order_ms.append(ms[i])
+                    order_ms.append(m)
                     room_l.append(x)
                     found += x
                     if found >= goal:
                         exhausted = False
                         break
-            if exhausted and not near.whole:
-                start, near = len(near.ids), everyone(cfg.latency_ms, s)
-            else:
+            if not exhausted:
                 break
         room_known = found if exhausted else math.inf
         amount = min(goal, found)
