@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from numpy.lib.stride_tricks import as_strided
 
 from anyedge.model import World
 from anyedge.model.worldgen import WorldOptions, build_world
@@ -151,9 +153,21 @@ def _built_once(name: str, options: WorldOptions, factory: pytest.TempPathFactor
             return world
         world = build_world(options)
         tmp = path.with_suffix(".part")
-        tmp.write_bytes(pickle.dumps(world, protocol=pickle.HIGHEST_PROTOCOL))
+        with open(tmp, "wb") as f:
+            _KeepReadOnly(f, protocol=pickle.HIGHEST_PROTOCOL).dump(world)
         tmp.replace(path)
         return world
+
+
+class _KeepReadOnly(pickle.Pickler):
+    """Pickles a world's read-only arrays as read-only views (numpy's own pickling
+    would bring them back writable), so that a test that changes the shared world by
+    mistake still fails where it does."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and not obj.flags.writeable:
+            return as_strided, (np.array(obj), None, None, False, False)
+        return NotImplemented
 
 
 @pytest.fixture(scope="session")
