@@ -1,7 +1,7 @@
 """Benchmark: Magic Transit's firewall changes and its anycast GRE forwarding.
 
-1. **A rule into 100 customer namespaces**, in process (``setns`` and one libnftables
-   JSON batch per namespace, through :class:`NamespaceNft`, kept open as the applier
+1. **A rule into 100 customer namespaces**, in process (one libnftables JSON batch per
+   namespace, through a :class:`NamespaceNft` opened in each, kept as the applier
    keeps them) against the baseline of the post's way, one
    ``ip netns exec NS nft add rule ...`` process per namespace.
 2. **From a store write to the rule applied**, for 100 customers on one server: the
@@ -18,7 +18,13 @@
    as packets received on the client's interface, beside the baseline of the same
    sender's same inner packets sent without GRE and forwarded by the kernel alone.
 
-Needs root.  Run: ``python bench/bench_transit.py``.
+``--against REV`` measures the fan-in of 2. (one transaction changing all 100
+customers) for git revision ``REV``'s ``src`` and for this tree, alternately, each in
+a process of its own (``--pairs`` times each): the old code path beside the new one on
+the same machine in the same minutes.  ``--part`` picks parts (all three by default,
+none with ``--against``).
+
+Needs root.  Run: ``python bench/bench_transit.py [--against REV] [--part rules]``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from anyedge.transit.nsnft import NamespaceNft  # noqa: E402
 from transit_support import ANYCAST, CLIENT, ROUTER, Server, server  # noqa: E402
 
 N = 100
+ROUNDS = 10
 
 
 def customer(i: int, port: int, router: str = "198.51.100.2") -> Customer:
@@ -57,13 +64,80 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+def fill(s: Server) -> None:
+    t0 = time.perf_counter()
+    seqs = [put_customer(s.writer, customer(i, 80)) for i in range(N)]
+    for i, seq in enumerate(seqs):
+        assert s.applier.wait(f"c{i}", seq, timeout=300)
+    print(f"{N} customers' namespaces made and filled: {time.perf_counter() - t0:.2f} s")
+
+
+def fanin(s: Server, rounds: int) -> tuple[list[float], list[float]]:
+    """Store write -> applied, one transaction changing every customer, ``rounds`` times:
+    (time until all are applied, per round; time until each is applied)."""
+    lat: list[float] = []
+    whole: list[float] = []
+    for r in range(rounds):
+        puts = {key_of(f"c{i}"): customer(i, 2000 + r).model_dump_json().encode() for i in range(N)}
+        t0 = time.monotonic()
+        seq = s.writer.txn(puts)
+        for i in range(N):
+            assert s.applier.wait(f"c{i}", seq, timeout=60)
+        at = [s.applier.stats.by_customer[f"c{i}"].at - t0 for i in range(N)]
+        lat += at
+        whole.append(max(at))
+    return whole, lat
+
+
+def fanin_only(rounds: int) -> None:
+    """One process's fan-in measurement, as JSON (what ``--against`` runs per revision)."""
+    with server("bi") as s:
+        fill(s)
+        c0 = time.process_time()
+        whole, _ = fanin(s, rounds)
+        cpu = (time.process_time() - c0) / rounds
+    print(json.dumps({"whole": whole, "cpu": cpu}))
+
+
+def against(rev: str, rounds: int, pairs: int) -> None:
+    """The fan-in of this tree beside revision ``rev``'s, alternating, in this run.
+
+    ``rev``'s ``src`` is taken out of git into a temporary directory; each side runs
+    this file's fan-in (``--fanin-only``) in a process of its own, ``pairs`` times."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tar = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "src"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=tar, check=True)
+        sides = {rev: os.path.join(tmp, "src"), "this tree": str(ROOT / "src")}
+        got: dict[str, list[float]] = {k: [] for k in sides}
+        cpu: dict[str, list[float]] = {k: [] for k in sides}
+        for _ in range(pairs):
+            for name, src in sides.items():
+                env = {**os.environ, "PYTHONPATH": src}
+                argv = [sys.executable, __file__, "--fanin-only", str(rounds)]
+                out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                got[name] += r["whole"]
+                cpu[name].append(r["cpu"])
+        load = os.getloadavg()[0]
+        for name in sides:
+            print(
+                f"{name}: one txn changing all {N} customers, all applied: median "
+                f"{statistics.median(got[name]) * 1e3:.1f} ms, p90 {pct(got[name], 90) * 1e3:.1f}"
+                f" ms ({len(got[name])} rounds); process CPU per round "
+                f"{statistics.median(cpu[name]) * 1e3:.1f} ms"
+            )
+        old, new = statistics.median(got[rev]), statistics.median(got["this tree"])
+        print(f"{rev}/this tree = ×{old / new:.2f} (load average {load:.1f} at the end)")
+
+
 def rules_part() -> None:
     with server("bn") as s:
-        t0 = time.perf_counter()
-        seqs = [put_customer(s.writer, customer(i, 80)) for i in range(N)]
-        for i, seq in enumerate(seqs):
-            assert s.applier.wait(f"c{i}", seq, timeout=120)
-        print(f"{N} customers' namespaces made and filled: {time.perf_counter() - t0:.2f} s")
+        fill(s)
         names = [s.applier.namespace(f"c{i}") for i in range(N)]
         ctxs = {ns: NamespaceNft(ns) for ns in names}
 
@@ -124,25 +198,12 @@ def rules_part() -> None:
             f"nft CLI {cli * 1e3:.0f} ms: CLI/in process = ×{cli / inproc:.1f}"
         )
 
-        # store write -> applied, one transaction touching every customer
-        lat: list[float] = []
-        whole: list[float] = []
-        for r in range(10):
-            puts = {
-                key_of(f"c{i}"): customer(i, 2000 + r).model_dump_json().encode() for i in range(N)
-            }
-            t0 = time.monotonic()
-            seq = s.writer.txn(puts)
-            for i in range(N):
-                assert s.applier.wait(f"c{i}", seq, timeout=30)
-            at = [s.applier.stats.by_customer[f"c{i}"].at - t0 for i in range(N)]
-            lat += at
-            whole.append(max(at))
+        whole, lat = fanin(s, ROUNDS)
         print(
             f"one txn changing all {N} customers, write -> applied per customer: "
             f"p50 {pct(lat, 50) * 1e3:.1f} ms, p99 {pct(lat, 99) * 1e3:.1f} ms; "
             f"all {N} applied: median {statistics.median(whole) * 1e3:.1f} ms, "
-            f"worst {max(whole) * 1e3:.1f} ms (of 10)"
+            f"worst {max(whole) * 1e3:.1f} ms (of {ROUNDS})"
         )
         single: list[float] = []
         for k in range(200):
@@ -274,7 +335,24 @@ def gre_part() -> None:
         )
 
 
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=["rules", "fleet", "gre"], action="append")
+    p.add_argument("--against", metavar="REV", help="also the fan-in of git revision REV")
+    p.add_argument("--pairs", type=int, default=2, help="with --against: runs of each side")
+    p.add_argument("--fanin-only", type=int, metavar="ROUNDS", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.fanin_only:
+        fanin_only(a.fanin_only)
+        return
+    if a.against:
+        against(a.against, ROUNDS, a.pairs)
+    parts = {"rules": rules_part, "fleet": fleet_part, "gre": gre_part}
+    for name in a.part or ([] if a.against else list(parts)):
+        parts[name]()
+
+
 if __name__ == "__main__":
-    rules_part()
-    fleet_part()
-    gre_part()
+    main()

@@ -58,14 +58,14 @@ DEFAULT_DAY_MODULES = {"test_sim", "test_readme_commands", "test_docs"}
 
 
 # The modules whose tests run BGP daemons, in three groups of about the same time, each
-# one lab at a time.  (Measured alone, in seconds: lab: speakers 71, failover 69, lab 73,
-# edge 50, turn and bad_input ~40, delay 22; lab-b: generated 136, docs 71,
-# control_run_lab ~40, dns 40, transit_lab ~20, dns_docs 17; lab-c: exit_status 94,
-# operators 87, model_faults 54, faults 50, transit_announce ~10.  dns and delay were
-# lab-c's, which had become the longest with faults and model_faults, ~370 s against
-# ~300.)  Other tests marked ``lab`` make namespaces of their own
-# without BGP (the edge's, the delay lines', Magic Transit's firewalls and tunnels, the
-# controller's actuators): their module's group.
+# one lab at a time.  (Measured alone, in seconds: lab: lab 73, speakers 71, failover 69,
+# edge 50, turn and bad_input ~40, prepend 17-31, delay 22; lab-b: generated 136, docs
+# 71, control_run_lab ~40, dns 40, transit_lab ~20, dns_docs 17, policy 16; lab-c:
+# operators 87, exit_status 64-94, model_faults 54, faults 50, dns_rtt ~45, lab_transit
+# and transit_announce ~10 each.  dns, delay, prepend and policy were lab-c's, which had
+# become the longest, ~470 s against ~300.)  Other tests marked ``lab`` make namespaces
+# of their own without BGP (the edge's, the delay lines', Magic Transit's firewalls and
+# tunnels, the controller's actuators): their module's group.
 LAB_GROUPS = {
     "test_lab": "lab",
     "test_lab_speakers": "lab",
@@ -74,15 +74,19 @@ LAB_GROUPS = {
     "test_lab_turn": "lab",
     "test_cli_bad_input": "lab",
     "test_lab_delay": "lab",
+    "test_lab_prepend": "lab",
     "test_lab_generated": "lab-b",
     "test_lab_docs": "lab-b",
     "test_lab_dns_docs": "lab-b",
     "test_lab_dns": "lab-b",
     "test_transit_lab": "lab-b",
     "test_control_run_lab": "lab-b",
+    "test_lab_policy": "lab-b",
     "test_exit_status": "lab-c",
     "test_lab_operators": "lab-c",
+    "test_lab_dns_rtt": "lab-c",
     "test_transit_announce": "lab-c",
+    "test_lab_transit": "lab-c",
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",
 }

@@ -299,78 +299,69 @@ def tcp_stream(server_ns: str, client_ns: str, server_ip: str, size: int = 1 << 
 
 
 class AnycastIpsecLab(IpsecLab):
-    """Two edge servers holding the anycast address 192.0.2.1 behind a router, the store's
-    writer in a namespace of its own, and one host behind both edges (a bridge):
+    """Edge servers in several sites, all holding the anycast address 192.0.2.1 behind
+    one router, every server a replica of the store (whose writer has a namespace of its
+    own), and one host behind all of them (a bridge).  With ``sites={"a": 2, "b": 2}``:
 
-        hostc -- cust 100.64.0.2 -- 100.64.0.1 router -+- 100.64.1.2 edge1 (192.0.2.1) -+
-                                                        +- 100.64.2.2 edge2 (192.0.2.1) -+- hoste
-                                                        +- 100.64.10.2 store    198.51.100.10 (br0)
+        hostc -- cust 100.64.0.2 -- 100.64.0.1 router -+- 100.64.1.2 a1 (192.0.2.1) -+
+                                                        +- 100.64.2.2 a2 (192.0.2.1) -+
+                                                        +- 100.64.3.2 b1 (192.0.2.1) -+- hoste
+                                                        +- 100.64.4.2 b2 (192.0.2.1) -+  (br0)
+                                                        +- 100.64.10.2 store   198.51.100.10
 
-    The router's route to 192.0.2.1 and the host's default route pick the serving edge:
-    :meth:`withdraw` moves both to edge2, as a withdrawn BGP announcement would."""
+    Server k (from 1, in site order) has 198.51.100.k on the host's LAN, server index
+    k - 1 of all of them.  The router's route to 192.0.2.1 and the host's default route
+    are ECMP over the serving site's servers (a flow hashes to one of them):
+    :meth:`withdraw` ends a site's processes and moves both routes to another site, as a
+    withdrawn BGP announcement would.  The edges also take ``--remote-ts
+    100.64.200.0/24``, which the in-process initiator's handshakes ask for
+    (:func:`handshakes`), so that their Child SAs never cover strongSwan's traffic."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sites: dict[str, int] | None = None) -> None:
         super().__init__(root)
-        self.ns = {r: f"{self.prefix}{r}" for r in ("c", "hc", "r", "e1", "e2", "he", "st")}
-        self.ns["e"] = self.ns["e1"]
+        self.sites = sites or {"a": 2, "b": 2}
+        self.edges = [f"{site}{j}" for site, n in self.sites.items() for j in range(1, n + 1)]
+        roles = ("c", "hc", "r", "he", "st", *self.edges)
+        self.ns = {r: f"{self.prefix}{r}" for r in roles}
         self.edge_pids: dict[str, int] = {}
+
+    def number(self, edge: str) -> int:
+        return self.edges.index(edge) + 1
+
+    def site_edges(self, site: str) -> list[str]:
+        return [e for e in self.edges if e.rstrip("0123456789") == site]
 
     def up(self) -> None:
         n = self.ns
-        for role in ("c", "hc", "r", "e1", "e2", "he", "st"):
-            netns.add(n[role])
+        for ns in n.values():
+            netns.add(ns)
         netns.veth(n["hc"], "eth0", n["c"], "lan")
         netns.veth(n["c"], "wan", n["r"], "cust")
-        netns.veth(n["r"], "e1", n["e1"], "uplink")
-        netns.veth(n["r"], "e2", n["e2"], "uplink")
         netns.veth(n["r"], "st", n["st"], "uplink")
-        netns.veth(n["e1"], "lan", n["he"], "e1")
-        netns.veth(n["e2"], "lan", n["he"], "e2")
         netns.batch(
             n["hc"], ["addr add 203.0.113.10/24 dev eth0", "route add default via 203.0.113.1"]
         )
-        netns.batch(
-            n["c"],
-            [
-                "addr add 203.0.113.1/24 dev lan",
-                "addr add 100.64.0.2/30 dev wan",
-                "route add default via 100.64.0.1",
-            ],
-        )
-        netns.batch(
-            n["r"],
-            [
-                "addr add 100.64.0.1/30 dev cust",
-                "addr add 100.64.1.1/30 dev e1",
-                "addr add 100.64.2.1/30 dev e2",
-                "addr add 100.64.10.1/30 dev st",
-                "route add 192.0.2.1/32 via 100.64.1.2",
-            ],
-        )
-        for k in (1, 2):
-            netns.batch(
-                n[f"e{k}"],
-                [
-                    "addr add 192.0.2.1/32 dev lo",
-                    f"addr add 100.64.{k}.2/30 dev uplink",
-                    f"route add default via 100.64.{k}.1",
-                    f"addr add 198.51.100.{k}/24 dev lan",
-                ],
-            )
+        netns.batch(n["c"], ["addr add 203.0.113.1/24 dev lan", "addr add 100.64.0.2/30 dev wan",
+                             "route add default via 100.64.0.1"])  # fmt: skip
+        netns.batch(n["r"], ["addr add 100.64.0.1/30 dev cust", "addr add 100.64.10.1/30 dev st"])
+        netns.batch(n["he"], ["link add br0 type bridge", "link set br0 up",
+                              "addr add 198.51.100.10/24 dev br0"])  # fmt: skip
+        for edge in self.edges:
+            k = self.number(edge)
+            netns.veth(n["r"], edge, n[edge], "uplink")
+            netns.veth(n[edge], "lan", n["he"], edge)
+            netns.batch(n["r"], [f"addr add 100.64.{k}.1/30 dev {edge}"])
+            netns.batch(n[edge], [
+                "addr add 192.0.2.1/32 dev lo",
+                f"addr add 100.64.{k}.2/30 dev uplink",
+                f"route add default via 100.64.{k}.1",
+                f"addr add 198.51.100.{k}/24 dev lan",
+            ])  # fmt: skip
+            netns.batch(n["he"], [f"link set {edge} master br0"])
         netns.batch(
             n["st"], ["addr add 100.64.10.2/30 dev uplink", "route add default via 100.64.10.1"]
         )
-        netns.batch(
-            n["he"],
-            [
-                "link add br0 type bridge",
-                "link set br0 up",
-                "link set e1 master br0",
-                "link set e2 master br0",
-                "addr add 198.51.100.10/24 dev br0",
-                "route add default via 198.51.100.1",
-            ],
-        )
+        self.serve_from(next(iter(self.sites)))
         (self.dir / "psk").write_text(PSK)
         (self.dir / "fleet.key").write_text(os.urandom(32).hex())
         (self.dir / "strongswan.conf").write_text(STRONGSWAN_CONF.format(dir=self.dir))
@@ -380,28 +371,27 @@ class AnycastIpsecLab(IpsecLab):
         )
         self._start_store()
 
+    def serve_from(self, site: str) -> None:
+        """Route the anycast address and the host's way back to ``site``'s servers."""
+        ks = [self.number(e) for e in self.site_edges(site)]
+        hops = " ".join(f"nexthop via 100.64.{k}.2" for k in ks)
+        back = " ".join(f"nexthop via 198.51.100.{k}" for k in ks)
+        netns.batch(self.ns["r"], [f"route replace 192.0.2.1/32 {hops}"])
+        netns.batch(self.ns["he"], [f"route replace default {back}"])
+
     def _start_store(self) -> None:
         log = self.dir / "store.log"
         pid = netns.spawn(
             self.ns["st"],
-            [
-                sys.executable,
-                "-m",
-                "anyedge",
-                "store",
-                "serve",
-                "--db",
-                str(self.dir / "store.db"),
-                "--listen",
-                "100.64.10.2:7400",
-            ],
+            [sys.executable, "-m", "anyedge", "store", "serve", "--db", str(self.dir / "store.db"),
+             "--listen", "100.64.10.2:7400"],
             log,
-        )
+        )  # fmt: skip
         self.pids.append(pid)
         self._wait_line(log, '"store_id"', pid, "anyedge store serve")
 
     def _wait_line(self, log: Path, text: str, pid: int, what: str) -> None:
-        end = time.monotonic() + 20
+        end = time.monotonic() + 30
         while not log.exists() or text not in log.read_text():
             if time.monotonic() > end or not netns.alive(pid):
                 raise RuntimeError(
@@ -410,33 +400,32 @@ class AnycastIpsecLab(IpsecLab):
             time.sleep(0.05)
 
     def start_edges(self) -> None:
-        for k in (1, 2):
-            log = self.dir / f"edge{k}.log"
+        """Start every server at once, then wait for each to be ready."""
+        for edge in self.edges:
             pid = netns.spawn(
-                self.ns[f"e{k}"],
+                self.ns[edge],
                 serve_argv(
-                    self.dir / "psk",
-                    "203.0.113.0/24",
-                    "aeipt0",
-                    "--status",
-                    str(self.dir / f"edge{k}.json"),
-                    "--server-index",
-                    str(k - 1),
-                    "--servers",
-                    "2",
-                    "--store",
-                    "100.64.10.2:7400",
-                    "--fleet-key-file",
-                    str(self.dir / "fleet.key"),
+                    self.dir / "psk", "203.0.113.0/24", "aeipt0",
+                    "--remote-ts", "100.64.200.0/24",
+                    "--status", str(self.dir / f"edge-{edge}.json"),
+                    "--server-index", str(self.number(edge) - 1),
+                    "--servers", str(len(self.edges)),
+                    "--store", "100.64.10.2:7400",
+                    "--fleet-key-file", str(self.dir / "fleet.key"),
                 ),
-                log,
-            )
+                self.dir / f"edge-{edge}.log",
+            )  # fmt: skip
             self.pids.append(pid)
-            self.edge_pids[f"e{k}"] = pid
-            self._wait_line(log, '"ready"', pid, f"edge {k}")
+            self.edge_pids[edge] = pid
+        for edge in self.edges:
+            log = self.dir / f"edge-{edge}.log"
+            self._wait_line(log, '"ready"', self.edge_pids[edge], f"edge {edge}")
+
+    def log_of(self, edge: str) -> str:
+        return (self.dir / f"edge-{edge}.log").read_text()
 
     def status_of(self, edge: str) -> dict:  # type: ignore[type-arg]
-        path = self.dir / f"edge{edge[-1]}.json"
+        path = self.dir / f"edge-{edge}.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     def wait_edge(self, edge: str, pred, timeout: float = 10.0) -> dict:  # type: ignore[no-untyped-def,type-arg]
@@ -449,8 +438,37 @@ class AnycastIpsecLab(IpsecLab):
                 raise AssertionError(f"{edge} status never matched: {st}")
             time.sleep(0.05)
 
-    def withdraw_edge1(self) -> None:
-        """edge1's site goes dark: its process ends, the routes move to edge2."""
-        netns.stop([self.edge_pids["e1"]])
-        netns.batch(self.ns["r"], ["route replace 192.0.2.1/32 via 100.64.2.2"])
-        netns.batch(self.ns["he"], ["route replace default via 198.51.100.2"])
+    def withdraw(self, site: str, to: str) -> None:
+        """``site`` goes dark: its servers' processes end, the routes move to ``to``."""
+        netns.stop([self.edge_pids[e] for e in self.site_edges(site)])
+        self.serve_from(to)
+
+
+def handshakes(client_ns: str, n: int, timeout: float = 30.0) -> list[int]:
+    """``n`` IKE_SA_INIT + IKE_AUTH exchanges, one after another, from ``client_ns``
+    (100.64.0.2) to 192.0.2.1 with the in-process initiator, handshake k asking for
+    100.64.200.k/32 behind it; returns the Child SAs' SPIs at the edge (its SPI in)."""
+    from anyedge.proto.ike import Selector
+    from anyedge.proto.ike import codec as c
+    from anyedge.proto.ike.initiator import Initiator
+
+    def one(addr: str) -> tuple[Selector]:
+        b = socket.inet_aton(addr)
+        return (Selector(b, b),)
+
+    with netns.entered(client_ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    spis: list[int] = []
+    with sock:
+        sock.bind(("100.64.0.2", 0))
+        sock.settimeout(timeout)
+        edge_net = (Selector(bytes([198, 51, 100, 0]), bytes([198, 51, 100, 255])),)
+        for k in range(1, n + 1):
+            i = Initiator(PSK.encode(), b"customer.example", one(f"100.64.200.{k}"), edge_net)
+            sock.sendto(i.sa_init(), ("192.0.2.1", 500))
+            i.take_sa_init(sock.recv(65535))
+            sock.sendto(i.auth(), ("192.0.2.1", 500))
+            m = i.open(sock.recv(65535))
+            (sa,) = m.find(c.SA)
+            spis.append(int.from_bytes(sa.proposals[0].spi, "big"))
+    return spis

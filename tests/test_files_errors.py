@@ -426,6 +426,65 @@ CASES = [
         ("r1 and chc are already linked by links[0]",),
     ),
     Case(
+        "session-prepend-without-session",
+        edit(
+            BASE,
+            ("    transit: [2001, 1001]\n", "    transit: [2001, 1001]\n    prepend: {3356: 1}\n"),
+        ),
+        19,
+        "sites[1].prepend[3356]",
+        ("AKL has no session with AS3356",),
+    ),
+    Case(
+        "lab-prepend-on-a-client-link",
+        BASE + edit(LAB_OK, ('["r1:eth1", "c1:eth0"]}', '["r1:eth1", "c1:eth0"], prepend: 2}')),
+        58,
+        "lab.links[1].prepend",
+        ("prepend is what a site sends on its session with a router", "a router and a client"),
+    ),
+    Case(
+        "session-communities-without-session",
+        edit(
+            BASE,
+            (
+                "    transit: [2001, 1001]\n",
+                "    transit: [2001, 1001]\n    communities: {3356: [no-export]}\n",
+            ),
+        ),
+        19,
+        "sites[1].communities[3356]",
+        ("AKL has no session with AS3356",),
+    ),
+    Case(
+        "lab-med-on-a-client-link",
+        BASE + edit(LAB_OK, ('["r1:eth1", "c1:eth0"]}', '["r1:eth1", "c1:eth0"], med: 5}')),
+        58,
+        "lab.links[1].med",
+        ("med is what a site sends on its session with a router",),
+    ),
+    Case(
+        "lab-action-community-of-a-32-bit-asn",
+        BASE
+        + edit(
+            LAB_OK,
+            (
+                '["r1:eth0", "chc:eth0"], relation: provider-customer}',
+                '["r1:eth0", "chc:eth0"], relation: provider-customer, communities: [no-peers]}',
+            ),
+            ("asn: 2001}", "asn: 4200000001}"),
+        ),
+        57,
+        "lab.links[0].communities",
+        ("no-peers: an action community is ASN:990 or ASN:991", "AS4200000001"),
+    ),
+    Case(
+        "lab-interface-name-clash",
+        BASE + edit(LAB_OK, ('"r1:eth0", "chc:eth0"', '"r1", "chc"'), ("r1:eth1", "r1:eth1")),
+        58,
+        "lab.links[1].endpoints[0]",
+        ("r1:eth1 is the name links[0] gets for r1",),
+    ),
+    Case(
         "lab-provider-loop",
         BASE
         + edit(

@@ -216,3 +216,17 @@ def test_the_zone_comes_from_the_configuration_store(dnslab: DnsLab, tmp_path: P
         for r in replicas.values():
             r.close()
         writer.close()
+
+
+def test_rtt_refuses_a_lab_without_delays(
+    dnslab: DnsLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lab3.yaml's links carry no delay: nothing for the twin to price (exit 2, the
+    topology named)."""
+    from anyedge.cli.main import main
+
+    assert main(["lab", "rtt", "--dir", str(dnslab.dir)]) == 2
+    err = capsys.readouterr().err
+    assert "lab.links: no link carries a delay (delay_ms)" in err, err
+    assert "/topology: lab.links" in err, err
+    assert "anyedge lab generate --delays" in err, err

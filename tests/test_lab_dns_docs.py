@@ -25,8 +25,10 @@ def test_the_dns_session_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     session = commands("docs/dns.md")
+    # the first session; the second (lab rtt, on a generated lab with delays) is
+    # tests/test_lab_dns_rtt.py's
+    session = session[: session.index("anyedge lab down") + 1]
     assert session[0].startswith("anyedge lab up")
-    assert session[-1] == "anyedge lab down"
     (tmp_path / "tests" / "data").mkdir(parents=True)
     shutil.copy(ROOT / "tests" / "data" / "lab3-operators.yaml", tmp_path / "tests" / "data")
     root = lab_directory()

@@ -231,6 +231,23 @@ def test_while_a_bucket_moves_its_second_hop_gets_a_copy_too() -> None:
     assert pairs > 0
 
 
+def test_udp_goes_to_the_first_hop_alone_while_its_bucket_moves() -> None:
+    """The balancer never passes UDP on to a second hop, so no second copy."""
+    moving = TABLE.change(weight=[1.0, 1.0, 1.0, 3.0])
+    pairs = 0
+    for port in range(20000, 21000):
+        pkt = ptb4("198.51.100.2", ANY4, "100.64.1.7", 80, port, proto=UDP)
+        ptb = parse_ptb(pkt)
+        assert ptb is not None
+        b = flow_of(ptb) & (moving.buckets - 1)
+        first, second = int(moving.first[b]), int(moving.second[b])
+        me = next(i for i in range(4) if i not in (first, second))
+        core = Pmtud("flow", Site(MACS[me], MACS, moving), src_rate=1e9, iface_rate=1e9)
+        assert core.decide(pkt, 0.0).macs == (MACS[first],)
+        pairs += second >= 0
+    assert pairs > 0
+
+
 def test_a_table_naming_a_server_without_a_mac_is_no_flow() -> None:
     core = Pmtud("flow", Site(MACS[0], MACS[:2], TABLE))  # the table has four servers
     reasons = {

@@ -1047,10 +1047,7 @@ class ServerProcess:
         host: str,
         port: int,
         relay_ports: tuple[int, int],
-        # a ready server answers at once; 10 s ran out once on a machine six jobs shared
-        # (python -m anyedge turn serve starting up), stopping the suite: only a server
-        # that never comes up waits this long
-        ready_timeout: float = 60.0,
+        ready_timeout: float = 30.0,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -1166,7 +1163,7 @@ def start_coturn(
     relay_threads: int | None = None,
     tls: bool = False,
     verbose: bool = False,
-    ready_timeout: float = 60.0,
+    ready_timeout: float = 30.0,
 ) -> Coturn:
     """Start coturn on 127.0.0.1:``listen_port`` with a config written to
     ``workdir/turnserver.conf``; returns once it answers a STUN Binding request.
@@ -1442,7 +1439,7 @@ class UdpEchoProcess:
             self.stop()
             raise
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(0.1)

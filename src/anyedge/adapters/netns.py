@@ -119,8 +119,9 @@ def run(ns: str, argv: Sequence[str], check: bool = True, timeout: float = 30.0)
     return p.stdout
 
 
-def spawn(ns: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
-    """Start ``argv`` inside ``ns`` in the background; its output goes to ``log``.
+def spawn(ns: str | None, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` inside ``ns`` (None: the machine's namespace) in the background;
+    its output goes to ``log``.
 
     Returns the process id.  The process runs in a session of its own, so that it
     outlives the command that started it and does not get that terminal's signals.
@@ -128,7 +129,7 @@ def spawn(ns: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = 
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
+            ["ip", "netns", "exec", ns, *argv] if ns else list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

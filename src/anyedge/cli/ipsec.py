@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..proto.ike import ChildSA
     from ..proto.ike.certs import CertAuth
     from ..transit.ipsec import IpsecEndpoint
+    from ..transit.ipsec_xfrm import KernelInbound
 
 
 def _selectors(option: str, values: tuple[str, ...]) -> tuple:  # type: ignore[type-arg]
@@ -116,6 +117,13 @@ def ipsec() -> None:
     type=click.Path(path_type=Path),
     help="File with the 32-byte fleet key (raw or 64 hex digits); needed with --store.",
 )
+@click.option(
+    "--kernel-esp",
+    type=click.Choice(["auto", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: probe the kernel for ESP and let it decrypt where it can; off: all in user space.",
+)
 def serve(
     listen: str,
     psk_file: Path | None,
@@ -132,6 +140,7 @@ def serve(
     cookie_threshold: int,
     store_addr: tuple[str, int] | None,
     fleet_key_file: Path | None,
+    kernel_esp: str,
 ) -> None:
     """Answer IKEv2 and carry ESP until SIGTERM or SIGINT.
 
@@ -179,9 +188,16 @@ def serve(
             ["ip", "route", "replace", str(ipaddress.ip_network(net, strict=False)), "dev", tun],
             check=True,
         )
+    kernel, dataplane = _dataplane(kernel_esp, listen)
     try:
         ep = IpsecEndpoint(
-            Responder(cfg, time.time()), EspEndpoint(server_index, servers), listen, fd, status
+            Responder(cfg, time.time()),
+            EspEndpoint(server_index, servers),
+            listen,
+            fd,
+            status,
+            kernel=kernel,
+            dataplane=dataplane,
         )
     except OSError as e:
         raise click.ClickException(f"cannot serve on {listen}: {e}") from None
@@ -190,13 +206,37 @@ def serve(
     )
     signal.signal(signal.SIGTERM, lambda *_: ep.stopping())
     signal.signal(signal.SIGINT, lambda *_: ep.stopping())
-    click.echo(json.dumps({"ready": True, "listen": listen, "tun": tun}), nl=True)
+    ready = {"ready": True, "listen": listen, "tun": tun, "dataplane": dataplane}
+    click.echo(json.dumps(ready), nl=True)
     sys.stdout.flush()
     try:
         ep.run()
     finally:
         for close in closers:
             close()
+
+
+def _dataplane(mode: str, listen: str) -> tuple[KernelInbound | None, dict[str, Any]]:
+    """Probe the kernel for ESP (``auto``); say on stderr which path decrypts."""
+    from ..transit.ipsec_xfrm import KernelInbound, probe
+
+    if mode == "off":
+        return None, {"inbound": "user", "outbound": "user", "kernel_esp": None}
+    found = probe()
+    plane: dict[str, Any] = {
+        "inbound": "xfrm" if found.esp else "user",
+        "outbound": "user",
+        **found.to_dict(),
+    }
+    if not found.esp:
+        click.echo(
+            f"ipsec: the kernel has no ESP ({found.reason}, errno {found.errno}): "
+            "ESP in user space through the TUN device",
+            err=True,
+        )
+        return None, plane
+    click.echo("ipsec: the kernel has ESP: it decrypts (ip xfrm), sending stays here", err=True)
+    return KernelInbound(listen), plane
 
 
 def _attach_store(ep: IpsecEndpoint, addr: tuple[str, int], key: bytes) -> list[Callable[[], None]]:

@@ -235,6 +235,12 @@ def _port(plan: Any, plan_name: str | None) -> int:
 @click.option("--flows", default=20, show_default=True, type=click.IntRange(1, 5000))
 @click.option("--plan", "plan_name", help="Probe the port of this plan (default: the first).")
 @click.option("--tcp", is_flag=True, help="Probe over TCP instead of UDP.")
+@click.option(
+    "--client",
+    "clients",
+    multiple=True,
+    help="Probe from this client only (a name or a glob such as 'c*'); repeatable.",
+)
 @json_option
 def probe(
     directory: Path | None,
@@ -242,15 +248,23 @@ def probe(
     flows: int,
     plan_name: str | None,
     tcp: bool,
+    clients: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Every client probes the anycast address: which site answered how many flows."""
+    """Every client (or those given with --client) probes the anycast address: which
+    site answered how many flows."""
     from ..lab.build import LabError
-    from ..lab.measure import probe_all
+    from ..lab.measure import choose_clients, probe_all
 
     _world, plan, _state = _attach(directory, name)
+    chosen = None
+    if clients:
+        chosen, bad = choose_clients(plan, clients)
+        if bad:
+            known = ", ".join(n.name for n in plan.nodes if n.kind == "client")
+            raise InputError.one("command line", "--client", f"{'; '.join(bad)}; clients: {known}")
     try:
-        got = probe_all(plan, flows=flows, port=_port(plan, plan_name), tcp=tcp)
+        got = probe_all(plan, clients=chosen, flows=flows, port=_port(plan, plan_name), tcp=tcp)
     except LabError as e:
         raise _fail(e) from None
     if as_json:
@@ -920,5 +934,6 @@ def controller_config_(
 
 
 # the anycast DNS commands (dns, dig, health, ...), fault, heal and status, and the
-# SRv6 backbone lab (backbone up|paths|cut|run|down)
-from . import lab_backbone, lab_dns, lab_faults  # noqa: E402, F401  they register themselves on ``lab``
+# SRv6 backbone lab (backbone up|paths|cut|run|down), round trips (rtt), Magic Transit
+# at a site (transit)
+from . import lab_backbone, lab_dns, lab_faults, lab_rtt, lab_transit  # noqa: E402, F401  they register themselves on ``lab``

@@ -1,6 +1,7 @@
 """``anyedge lab dns|dig|health|drain|undrain|verfploeter``: anycast DNS in the lab.
 
-``dns`` runs Knot at every site on the anycast address (docs/dns.md); ``dig`` queries it
+``dns`` runs Knot at every site on the anycast address (docs/dns.md), with ``--store``
+taking the zone from the configuration store (:mod:`anyedge.lab.zonesync`); ``dig`` queries it
 from the clients and says which site answered (its NSID); ``health`` starts a checker and
 an announcing agent at every site (``anyedge.health`` wired to the site's real BGP
 speaker); ``drain``/``undrain`` tell a site's agent of a planned stop; ``health-log``
@@ -18,20 +19,39 @@ import click
 
 from ..errors import InputError
 from .lab import _attach, _dir, _site, _table, dir_option, json_option, lab_command, name_option
+from .store import Address
 
 
 @lab_command(name="dns")
 @dir_option
 @name_option
+@click.option(
+    "--store",
+    type=Address(),
+    default=None,
+    help="Distribute the zone through the embedded configuration store at HOST:PORT "
+    "(anyedge store serve): a follower per site loads every version put there.",
+)
 @json_option
-def dns_(directory: Path | None, name: str | None, as_json: bool) -> None:
+def dns_(
+    directory: Path | None, name: str | None, store: tuple[str, int] | None, as_json: bool
+) -> None:
     """Run Knot DNS at every site on the anycast address, answering as the site."""
     from ..lab import dns as lab_dns
+    from ..lab import zonesync
 
     _world, plan, _state = _attach(directory, name)
-    pids = lab_dns.start(plan, _dir(directory, name))
+    d = _dir(directory, name)
+    pids = lab_dns.start(plan, d)
+    followers = zonesync.start_followers(plan, d, store) if store else {}
     rows = [
-        {"site": code, "listen": f"{plan.service_address}@53", "zone": lab_dns.ZONE, "pid": pid}
+        {
+            "site": code,
+            "listen": f"{plan.service_address}@53",
+            "zone": lab_dns.ZONE,
+            "pid": pid,
+            **({"store": f"{store[0]}:{store[1]}", "follower": followers[code]} if store else {}),
+        }
         for code, pid in pids.items()
     ]
     if as_json:

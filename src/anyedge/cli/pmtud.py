@@ -33,6 +33,15 @@ def pmtud() -> None:
     type=click.Path(path_type=Path),
     help="JSON {seed, servers: [{mac, weight}]} in the balancer's table order (flow mode).",
 )
+@click.option(
+    "--table",
+    "table_from",
+    type=click.Choice(["site", "balancer"]),
+    default="site",
+    show_default=True,
+    help="Flow mode: decide by the site file (read again on SIGHUP and when it changes) "
+    "or by the table the XDP balancer on --iface has in force.",
+)
 @click.option("--src-rate", type=float, default=1.1, show_default=True, help="Per ICMP source, /s.")
 @click.option("--iface-rate", type=float, default=10.0, show_default=True, help="Sends /s.")
 @click.option("--metrics", "metrics_port", type=int, help="Serve Prometheus metrics on this port.")
@@ -41,6 +50,7 @@ def run(
     group: int,
     mode: str,
     site_path: Path | None,
+    table_from: str,
     src_rate: float,
     iface_rate: float,
     metrics_port: int | None,
@@ -48,10 +58,12 @@ def run(
     """Run until SIGTERM or SIGINT; print the counts as JSON on exit.
 
     Exits with status 0 when stopped so; 1 when it cannot run (the NFLOG group taken by
-    another process, no permission, nft missing); 2 for bad options or a bad site file."""
+    another process, no permission, nft missing, no balancer on --iface with --table
+    balancer); 2 for bad options or a bad site file."""
+    from ..edge.libbpf import BpfError
     from ..edge.pmtud import Site
-    from ..edge.pmtud_daemon import interface_mac, load_site
     from ..edge.pmtud_daemon import run as serve
+    from ..edge.pmtud_site import BalancerSource, FileSource, Source, interface_mac
 
     if src_rate <= 0 or iface_rate <= 0:
         raise InputError.one("command line", "--src-rate/--iface-rate", "rates must be > 0")
@@ -59,8 +71,21 @@ def run(
         own = interface_mac(iface)
     except OSError:
         raise InputError.one("command line", "--iface", f"no interface {iface!r}") from None
-    if site_path is not None:  # broadcast mode uses it only to know copies by their MAC
-        site = load_site(site_path, own)
+    source: Source | None = None
+    if table_from == "balancer":  # the balancer's own table, MACs and seed
+        if site_path is not None:
+            raise InputError.one("command line", "--site", "not with --table balancer")
+        try:
+            source = BalancerSource(iface, own)
+        except (BpfError, OSError) as e:
+            raise click.ClickException(f"--table balancer: {e}") from None
+        site = source.site
+        if own not in site.macs:
+            source.close()
+            raise click.ClickException(f"--table balancer: {iface}'s MAC is not the balancer's")
+    elif site_path is not None:  # broadcast mode uses it only to know copies by their MAC
+        source = FileSource(site_path, own)
+        site = source.site
         if own not in site.macs:
             raise InputError.one(site_path, "servers", f"{iface}'s MAC is not one of them")
     elif mode == "flow":
@@ -75,6 +100,7 @@ def run(
             site,
             src_rate=src_rate,
             iface_rate=iface_rate,
+            source=source,
             metrics_port=metrics_port,
             on_ready=lambda: click.echo("ready", nl=True),
         )
@@ -142,7 +168,7 @@ def choose(
 @click.option("--family", type=click.Choice(["4", "6"]), default="6", show_default=True)
 @click.option("--netns", help="In this network namespace.")
 def set_(value: int, dest: str, family: str, netns: str | None) -> None:
-    """Put the MTU on a route (``ip route replace``, gateway and device kept)."""
+    """Put the MTU on a route (pyroute2; gateway, device and metric kept)."""
     from ..edge.mtu import set_route_mtu
 
     try:

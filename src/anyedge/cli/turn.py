@@ -58,6 +58,7 @@ def check(config_path: Path) -> None:
                 "users": len(cfg.credentials.users),
                 "rest_secrets": len(cfg.credentials.rest_secrets),
                 "workers": cfg.workers,
+                "fast_path": d.fast_path.model_dump() if d.fast_path is not None else None,
             },
             indent=1,
         )

@@ -4,7 +4,9 @@ Without ``-t`` it builds the default world from real cities and airports (determ
 for ``--seed``); with ``-t FILE`` it loads and checks a topology instead.  ``--out DIR``
 saves the world as ``topology.yaml``, ``internet.as-rel``, ``metros.csv`` and
 ``eyeballs.csv`` and names each; ``--json`` prints the summary for scripts, ``--csv`` the
-table by continent.
+table by continent.  ``--calibrated`` builds the world calibrated against the measured
+Internet; ``--calibration`` adds the calibration report (:mod:`anyedge.sim.calibration`)
+and exits 1 if a figure is outside its tolerance.
 """
 
 from __future__ import annotations
@@ -70,6 +72,18 @@ HEADROOM = (1.3, 2.0)  # WorldOptions.headroom, without loading the world builde
     "drawn per site between MIN and MAX (1 = exactly the maximum at the peak).",
 )
 @click.option(
+    "--calibrated",
+    is_flag=True,
+    help="Build the world calibrated against the measured Internet (last mile, people "
+    "online by country, exchange points, tromboning).",
+)
+@click.option(
+    "--calibration",
+    is_flag=True,
+    help="Also set the world's figures beside the published ones (exit 1 if one is "
+    "outside its tolerance).",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     help="Save topology.yaml, internet.as-rel, metros.csv and eyeballs.csv here.",
@@ -85,6 +99,8 @@ def world(
     peak_rps: float,
     tier1: int,
     headroom: tuple[float, float],
+    calibrated: bool,
+    calibration: bool,
     out: Path | None,
     as_json: bool,
     as_csv: bool,
@@ -107,6 +123,7 @@ def world(
             peak_rps=peak_rps,
             tier1=tier1,
             headroom=headroom,
+            calibrated=calibrated,
         )
         bad = opts.check()
         if bad:
@@ -126,6 +143,12 @@ def world(
         from ..routing.reach import served_rtt
 
         summary["served"] = served_rtt(w)
+    figures = None
+    if calibration:
+        from ..sim.calibration import calibrate
+
+        figures = [f.to_dict() for f in calibrate(w)]
+        summary["calibration"] = figures
     saved = [str(out / name) for name in SAVED_FILES] if out is not None else []
     if as_json:
         click.echo(json.dumps({**summary, "files": saved} if saved else summary, indent=2))
@@ -147,6 +170,8 @@ def world(
         show(w, summary)
     if saved and not as_json:
         click.echo(f"wrote {', '.join(saved)}", err=as_csv)
+    if figures is not None and not all(f["ok"] for f in figures):
+        raise SystemExit(1)
 
 
 def show(w: World, s: dict[str, Any]) -> None:
@@ -221,3 +246,18 @@ def show(w: World, s: dict[str, Any]) -> None:
             f"{100 * served['unreached']:.2f} %",
         )
         con.print(got)
+    figures = s.get("calibration")
+    if figures is not None:
+        cal = Table(title="calibration: the world beside published figures")
+        for col in ("figure", "world", "published", "tolerance", ""):
+            cal.add_column(col, justify="left" if col in ("figure", "published") else "right")
+        for f in figures:
+            unit = f" {f['unit']}" if f["unit"] else ""
+            cal.add_row(
+                f["figure"],
+                f"{f['world']:.2f}{unit}",
+                f["published"],
+                f"{f['low']:g}-{f['high']:g}{unit}",
+                "ok" if f["ok"] else "OUT",
+            )
+        con.print(cal)

@@ -9,6 +9,8 @@ that hold their policy.
 - :mod:`.dropwatch` — the kernel's packet drops per reason (``kfree_skb`` raw tracepoint).
 - :mod:`.exporter` — Prometheus metrics of all of these, read from their maps at scrape
   time (``python -m anyedge.edge.exporter``).
+- :mod:`.turnfast` — TURN's kernel fast path: ChannelData relayed in XDP for the
+  channels the relay's core installs (``anyedge.services.turn.fastpath``).
 - :mod:`.libbpf` — the calls of libbpf the loaders make, through ctypes.
 
 Later programs (sk_lookup dispatch, UDP rate limits) go beside

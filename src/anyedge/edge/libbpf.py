@@ -224,6 +224,39 @@ class Map:
             out.append(nxt)
             prev = nxt
 
+    def dump(self, key_size: int, chunk: int = 4096) -> tuple[bytes, bytes, int]:
+        """Every entry of a hash map, ``chunk`` at a time with ``BPF_MAP_LOOKUP_BATCH``
+        (5.6): ``(keys, values, count)``, the keys and the values each packed one after
+        another.  An entry changed during the dump may be read before or after the change;
+        one added or deleted meanwhile may be missed."""
+        self._obj._live()
+        vs = self.value_size
+        keys = ctypes.create_string_buffer(chunk * key_size)
+        values = ctypes.create_string_buffer(chunk * vs)
+        token = ctypes.c_uint64()
+        out_k: list[bytes] = []
+        out_v: list[bytes] = []
+        got, first = 0, True
+        while True:
+            n = ctypes.c_uint32(chunk)
+            rc = lib().bpf_map_lookup_batch(
+                self.fd,
+                None if first else ctypes.byref(token),
+                ctypes.byref(token),
+                keys,
+                values,
+                ctypes.byref(n),
+                None,
+            )
+            first = False
+            if rc < 0 and rc != -errno.ENOENT:
+                _check(f"batch lookup in map {self.name}", rc)
+            out_k.append(keys.raw[: n.value * key_size])
+            out_v.append(values.raw[: n.value * vs])
+            got += n.value
+            if rc == -errno.ENOENT:  # the end
+                return b"".join(out_k), b"".join(out_v), got
+
     def lookup_all(self, values: Any) -> None:
         """Fill ``values`` — a ctypes array of ``max_entries`` values (each as in
         :meth:`lookup`, per-CPU values included) — with every entry of an array map, in
@@ -267,9 +300,11 @@ class Program:
         self._handle = handle
         self.fd = _check(f"bpf_program__fd({name})", lib().bpf_program__fd(handle))
 
-    def test_run(self, packet: bytes, repeat: int = 1) -> TestRun:
+    def test_run(self, packet: bytes, repeat: int = 1, ingress_ifindex: int = 0) -> TestRun:
         """Run the program once (or ``repeat`` times) on ``packet`` inside the kernel,
-        with ``BPF_PROG_TEST_RUN``."""
+        with ``BPF_PROG_TEST_RUN``; an XDP program sees the packet arrive on
+        ``ingress_ifindex`` when it is given (an interface of the caller's network
+        namespace: what ``bpf_fib_lookup`` starts from), else on loopback."""
         self._obj._live()
         data_in = ctypes.create_string_buffer(packet, len(packet))
         data_out = ctypes.create_string_buffer(len(packet) + 256)
@@ -281,6 +316,9 @@ class Program:
             data_size_out=len(data_out),
             repeat=repeat,
         )
+        if ingress_ifindex:  # struct xdp_md: data, data_end, data_meta, ingress_ifindex
+            ctx = (ctypes.c_uint32 * 6)(0, len(packet), 0, ingress_ifindex, 0, 0)
+            opts.ctx_in, opts.ctx_size_in = ctypes.addressof(ctx), ctypes.sizeof(ctx)
         rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         _check(f"test run of {self.name}", rc)
         return TestRun(int(opts.retval), data_out.raw[: opts.data_size_out], int(opts.duration))

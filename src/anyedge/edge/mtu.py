@@ -10,14 +10,15 @@ target; the post chose 1,400, covering 93.2 % of its IPv6 connections.
 Samples come as :class:`Samples` (distinct MSS values and their counts), read from CSV
 (``mss`` and optional ``count`` columns; :func:`read_csv`) or from the SYNs in a pcap
 (:func:`read_pcap`, through dpkt).  :func:`set_route_mtu` puts the chosen value on a
-route (``ip route replace ... mtu N``) in a namespace, keeping the route's gateway and
-device.
+route in a namespace with pyroute2 (the route replaced with an ``mtu`` metric, its
+gateway, device and metric kept).
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import ipaddress
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from ..errors import InputError
 
 OVERHEAD = {4: 40, 6: 60}
 MIN_MTU = {4: 576, 6: 1280}
+MAIN_TABLE = 254
 
 
 @dataclass(frozen=True)
@@ -144,26 +146,41 @@ def read_pcap(path: Path, family: int = 6) -> Samples:
 
 
 def set_route_mtu(destination: str, mtu: int, family: int = 6, netns: str | None = None) -> str:
-    """Set ``mtu`` on the route to ``destination`` (``default`` or a prefix) in ``netns``
-    (None: here), keeping its gateway and device; returns the route as now shown."""
+    """Set ``mtu`` on the main table's route to ``destination`` (``default`` or a
+    prefix) in ``netns`` (None: here), keeping its gateway, device and metric, through
+    pyroute2 (``RTM_NEWROUTE`` with ``NLM_F_REPLACE``); returns the route as ``ip``
+    now shows it.  :class:`LookupError` when there is no such route."""
+    from pyroute2 import IPRoute, NetNS  # here: ``mtu choose`` starts without it
+
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    try:
+        net = ipaddress.ip_network(
+            ("::/0" if family == 6 else "0.0.0.0/0") if destination == "default" else destination,
+            strict=False,
+        )
+    except ValueError:
+        raise LookupError(f"not an IPv{family} prefix: {destination}") from None
+    if net.version != family:
+        raise LookupError(f"not an IPv{family} prefix: {destination}")
+    addr, plen = str(net.network_address), net.prefixlen
+    with NetNS(netns) if netns else IPRoute() as ipr:
+        routes = [
+            r
+            for r in ipr.route("dump", family=af)
+            if r["dst_len"] == plen
+            and r.get("table") == MAIN_TABLE
+            and (plen == 0 or r.get("dst") == addr)
+        ]
+        if not routes:
+            raise LookupError(f"no IPv{family} route to {destination}")
+        r = routes[0]
+        change: dict[str, object] = {"family": af, "dst": f"{addr}/{plen}", "metrics": {"mtu": mtu}}
+        for key in ("gateway", "oif", "priority"):
+            if r.get(key) is not None:
+                change[key] = r.get(key)
+        ipr.route("replace", **change)
     pre = ["ip", "-n", netns] if netns else ["ip"]
-    fam = ["-6"] if family == 6 else ["-4"]
-    shown = subprocess.run(
-        [*pre, *fam, "-j", "route", "show", destination], capture_output=True, text=True
-    )
-    routes = json.loads(shown.stdout or "[]") if shown.returncode == 0 else []
-    if not routes:
-        raise LookupError(f"no IPv{family} route to {destination}")
-    r = routes[0]
-    cmd = [*pre, *fam, "route", "replace", destination]
-    if r.get("gateway"):
-        cmd += ["via", r["gateway"]]
-    if r.get("dev"):
-        cmd += ["dev", r["dev"]]
-    cmd += ["mtu", str(mtu)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
+    fam = "-6" if family == 6 else "-4"
     return subprocess.run(
-        [*pre, *fam, "route", "show", destination], capture_output=True, text=True
+        [*pre, fam, "route", "show", destination], capture_output=True, text=True
     ).stdout.strip()

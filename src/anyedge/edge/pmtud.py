@@ -17,7 +17,10 @@ to it (NFLOG, :mod:`.nflog`); this module decides what to do with it, with no I/
   client → server flow the load balancer hashed, look the hash up in the balancer's
   :class:`~anyedge.balance.Table` and send one copy to the first hop's MAC — none if
   that is this server (its kernel already has it).  While a bucket moves, its second
-  hop may hold the flow too and gets a copy as well.
+  hop may hold a TCP connection too (the balancer passes TCP it has no socket for on to
+  the second hop) and gets a copy as well; UDP is never passed on, so a UDP PTB goes to
+  the first hop alone.  The table must be the one the balancer has *now*:
+  :mod:`.pmtud_site` follows it.
 
 **Loop prevention.**  The nft rule logs only ``pkttype host`` frames, so broadcast
 copies are never logged again; a unicast copy reaches the owner, which finds itself the
@@ -39,8 +42,11 @@ import struct
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from ..balance.table import NONE, Table
+import numpy.typing as npt
+
+from ..balance.table import NONE
 
 BROADCAST = b"\xff" * 6
 ICMP4, ICMP6, TCP, UDP = 1, 58, 6, 17
@@ -178,14 +184,28 @@ class Decision:
     ptb: Ptb | None = None
 
 
+class Buckets(Protocol):
+    """What flow mode needs of a bucket table: per bucket its first and second hop
+    (``-1``: none) — a :class:`~anyedge.balance.Table`, or a
+    :class:`~anyedge.edge.balancer_view.Snapshot` read from the running balancer."""
+
+    @property
+    def first(self) -> npt.NDArray[Any]: ...
+    @property
+    def second(self) -> npt.NDArray[Any]: ...
+    @property
+    def buckets(self) -> int: ...
+
+
 @dataclass
 class Site:
     """What a server knows of its site: its own MAC and, for flow mode, every server's
-    MAC by table index and the balancer's table and hash seed."""
+    MAC by table index (``b""``: no server there) and the balancer's table and hash
+    seed."""
 
     own_mac: bytes
     macs: Sequence[bytes] = ()
-    table: Table | None = None
+    table: Buckets | None = None
     seed: int = 0
 
 
@@ -205,28 +225,36 @@ class Pmtud:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.mode == "flow" and (self.site.table is None or not self.site.macs):
-            raise ValueError("flow mode needs the site's servers and the balancer's table")
         if self.src_rate <= 0 or self.iface_rate <= 0:
             raise ValueError("rates must be positive")
-        self._servers = {m for m in self.site.macs if m != self.site.own_mac}
+        self.replace_site(self.site)
+
+    def replace_site(self, site: Site) -> None:
+        """Decide by ``site`` from the next PTB on (a new table: servers drained, added,
+        re-weighted).  The rate limits' buckets are kept."""
+        if self.mode == "flow" and (site.table is None or not site.macs):
+            raise ValueError("flow mode needs the site's servers and the balancer's table")
+        self.site = site
+        self._servers = {m for m in site.macs if m and m != site.own_mac}
 
     def targets(self, ptb: Ptb) -> tuple[bytes, ...] | None:
-        """Where the PTB must go: the broadcast address, or the flow's owner(s) other
-        than this server (empty: this server is the only one); ``None`` when the table
-        names a server the site file has no MAC for."""
+        """Where the PTB must go: the broadcast address, or the flow's owners other than
+        this server — its bucket's first hop and, for TCP, second hop (empty: this server
+        is the only one); ``None`` when the table names a server without a MAC."""
         if self.mode == "broadcast":
             return (BROADCAST,)
         assert self.site.table is not None
         table = self.site.table
         b = flow_of(ptb, self.site.seed) & (table.buckets - 1)
         first, second = int(table.first[b]), int(table.second[b])
-        hops = [first] + ([second] if second != NONE else [])
+        hops = [first] + ([second] if second != NONE and ptb.proto == TCP else [])
         macs: list[bytes] = []
         for hop in hops:
             if not 0 <= hop < len(self.site.macs):
                 return None
             mac = self.site.macs[hop]
+            if not mac:
+                return None
             if mac != self.site.own_mac and mac not in macs:
                 macs.append(mac)
         return tuple(macs)

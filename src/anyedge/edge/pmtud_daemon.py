@@ -15,9 +15,11 @@ One process per server and interface (``anyedge pmtud run``):
    ``--metrics`` when given, and prints them as one JSON line on exit;
 4. on SIGTERM or SIGINT removes its table and exits 0.
 
-The site file (flow mode) is JSON: ``{"seed": 0, "servers": [{"mac": "02:..", "weight":
-1}, ...]}`` — the servers in the balancer's table order, the table built from the
-weights with :meth:`~anyedge.balance.Table.build` as the balancer's is.
+In flow mode the table comes from a source of :mod:`.pmtud_site` — the XDP balancer
+running on this server (``--table balancer``) or the site file (``--site``) — polled
+before every decision and every 0.2 s when idle, so the daemon follows the balancer's
+changes; SIGHUP reads the site file again.  A source that fails to load keeps the old
+table (logged on stderr); loads are counted in ``anyedge_pmtud_table_reloads_total``.
 """
 
 from __future__ import annotations
@@ -28,17 +30,18 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from ..balance.table import Table
-from ..errors import InputError
 from .nflog import NflogSocket
 from .pmtud import REASONS, Pmtud, Site
+from .pmtud_site import SOURCE_ERRORS, FileSource, Source, describe
+from .pmtud_site import interface_mac as interface_mac
+from .pmtud_site import load_site as load_site
 
 TABLE = "anyedge_pmtud"
 ETH_P_ALL = 0x0003
@@ -91,52 +94,6 @@ def remove() -> None:
     subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
 
 
-def parse_mac(text: str) -> bytes:
-    parts = text.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-        raise ValueError(f"not a MAC address: {text!r}")
-    return bytes(int(p, 16) for p in parts)
-
-
-def interface_mac(iface: str) -> bytes:
-    return parse_mac(Path(f"/sys/class/net/{iface}/address").read_text().strip())
-
-
-def load_site(path: Path, own_mac: bytes) -> Site:
-    """The site file: the servers' MACs and weights, in the balancer's table order."""
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as e:
-        raise InputError.one(path, "", f"cannot read: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise InputError.one(path, "", f"not JSON: {e.msg}", e.lineno) from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("servers"), list) or not doc["servers"]:
-        raise InputError.one(path, "servers", "a non-empty list of servers is needed")
-    macs, weights = [], []
-    for i, s in enumerate(doc["servers"]):
-        place = f"servers[{i}]"
-        if not isinstance(s, dict):
-            raise InputError.one(path, place, "a server is {mac, weight}")
-        try:
-            macs.append(parse_mac(str(s.get("mac", ""))))
-        except ValueError as e:
-            raise InputError.one(path, f"{place}.mac", str(e)) from e
-        w = s.get("weight", 1)
-        if not isinstance(w, int | float) or isinstance(w, bool) or w < 0:
-            raise InputError.one(path, f"{place}.weight", "weights are numbers >= 0")
-        weights.append(float(w))
-    seed = doc.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise InputError.one(path, "seed", "the seed is an integer")
-    if len(set(macs)) != len(macs):
-        raise InputError.one(path, "servers", "two servers have the same MAC")
-    try:
-        table = Table.build(weights, seed=seed)
-    except ValueError as e:
-        raise InputError.one(path, "servers", str(e)) from e
-    return Site(own_mac, macs, table, seed)
-
-
 @dataclass
 class Metrics:
     registry: CollectorRegistry
@@ -144,6 +101,7 @@ class Metrics:
     copies: Counter
     handling: Histogram
     overruns: Counter
+    reloads: Counter
 
     @classmethod
     def create(cls, mode: str, iface: str) -> Metrics:
@@ -171,10 +129,17 @@ class Metrics:
                 labels,
                 registry=r,
             ),
+            Counter(
+                "anyedge_pmtud_table_reloads",
+                "Times a changed table was loaded (ok) or failed to load, old one kept",
+                [*labels, "source", "result"],
+                registry=r,
+            ),
         )
         for reason in REASONS:
             m.packets.labels(mode, iface, reason)
         m.copies.labels(mode, iface)
+        m.overruns.labels(mode, iface)
         return m
 
 
@@ -186,21 +151,50 @@ def run(
     *,
     src_rate: float,
     iface_rate: float,
+    source: Source | None = None,
     metrics_port: int | None = None,
     on_ready: Any = None,
 ) -> dict[str, int]:
-    """Serve until SIGTERM/SIGINT; returns the counts by reason (and ``copies``)."""
+    """Serve until SIGTERM/SIGINT; returns the counts by reason (and ``copies``,
+    ``overruns``, ``reloads``, ``reload_failures``).  With a ``source``, ``site`` is
+    replaced whenever the source has a new table."""
     core = Pmtud(mode, site, src_rate=src_rate, iface_rate=iface_rate)
     metrics = Metrics.create(mode, iface)
-    counts = dict.fromkeys(REASONS, 0) | {"copies": 0, "overruns": 0}
+    counts = dict.fromkeys(REASONS, 0) | {
+        "copies": 0,
+        "overruns": 0,
+        "reloads": 0,
+        "reload_failures": 0,
+    }
+    if source is not None:
+        for result in ("ok", "failed"):
+            metrics.reloads.labels(mode, iface, source.name, result)
     stop = False
 
     def _stop(*_: object) -> None:
         nonlocal stop
         stop = True
 
+    def _follow(now: float) -> None:
+        if source is None:
+            return
+        try:
+            new = source.poll(now)
+            if new is None:
+                return
+            core.replace_site(new)  # ValueError: no servers in it (the old site stays)
+        except (*SOURCE_ERRORS, ValueError) as e:
+            counts["reload_failures"] += 1
+            metrics.reloads.labels(mode, iface, source.name, "failed").inc()
+            print(f"anyedge pmtud: {describe(e)}; keeping the table in force", file=sys.stderr)
+            return
+        counts["reloads"] += 1
+        metrics.reloads.labels(mode, iface, source.name, "ok").inc()
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    if isinstance(source, FileSource):
+        signal.signal(signal.SIGHUP, lambda *_: source.hangup())
     if metrics_port is not None:
         start_http_server(metrics_port, registry=metrics.registry)
     out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -215,6 +209,7 @@ def run(
                 while not stop:
                     ready, _, _ = select.select([log], [], [], 0.2)
                     if not ready:
+                        _follow(time.monotonic())
                         continue
                     try:
                         packets = log.receive()
@@ -226,6 +221,7 @@ def run(
                         continue
                     for pkt in packets:
                         t0 = time.monotonic()
+                        _follow(t0)
                         d = core.decide(pkt.payload, t0, pkt.source_mac)
                         if d.reason == "sent" and d.ptb is not None:
                             for mac in d.macs:

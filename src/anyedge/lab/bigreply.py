@@ -10,7 +10,9 @@ S1,S2,..`` runs one flow per source address at once and prints JSON: which flows
 their whole answer within ``--timeout`` seconds and which did not (black-holed).  Over
 UDP a request is sent again every ``--retry`` seconds until the answer comes (the first
 large answer is the one a too-small link drops; once the server has learnt the path MTU
-it fragments the next).
+it fragments the next).  ``--sport N`` binds every flow's source port to ``N`` (0, the
+default: any), so that a test can send the same flows again — the same 5-tuples, the
+same buckets of the load balancer.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ def serve(addresses: Sequence[str], port: int, size: int) -> None:
     threading.Event().wait()
 
 
-def _tcp_flow(source: str, target: str, port: int, size: int, timeout: float) -> bool:
+def _tcp_flow(
+    source: str, target: str, port: int, size: int, timeout: float, sport: int = 0
+) -> bool:
     end = time.monotonic() + timeout
     with socket.socket(_family(target), socket.SOCK_STREAM) as s:
-        s.bind((source, 0))
+        s.bind((source, sport))
         s.settimeout(timeout)
         try:
             s.connect((target, port))
@@ -95,10 +99,12 @@ def _tcp_flow(source: str, target: str, port: int, size: int, timeout: float) ->
             return False
 
 
-def _udp_flow(source: str, target: str, port: int, size: int, timeout: float, retry: float) -> bool:
+def _udp_flow(
+    source: str, target: str, port: int, size: int, timeout: float, retry: float, sport: int = 0
+) -> bool:
     end = time.monotonic() + timeout
     with socket.socket(_family(target), socket.SOCK_DGRAM) as s:
-        s.bind((source, 0))
+        s.bind((source, sport))
         while time.monotonic() < end:
             s.sendto(b"get\n", (target, port))
             s.settimeout(min(retry, max(0.01, end - time.monotonic())))
@@ -119,14 +125,15 @@ def probe(
     size: int,
     timeout: float,
     retry: float,
+    sport: int = 0,
 ) -> dict[str, object]:
     results: dict[str, bool] = {}
 
     def one(src: str) -> None:
         if proto == "tcp":
-            results[src] = _tcp_flow(src, target, port, size, timeout)
+            results[src] = _tcp_flow(src, target, port, size, timeout, sport)
         else:
-            results[src] = _udp_flow(src, target, port, size, timeout, retry)
+            results[src] = _udp_flow(src, target, port, size, timeout, retry, sport)
 
     threads = [threading.Thread(target=one, args=(s,)) for s in sources]
     for t in threads:
@@ -152,11 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=1400)
     p.add_argument("--timeout", type=float, default=3.0)
     p.add_argument("--retry", type=float, default=0.3)
+    p.add_argument("--sport", type=int, default=0)
     a = ap.parse_args(argv)
     if a.cmd == "serve":
         serve(a.addr, a.port, a.size)
         return 0
-    out = probe(a.target, a.port, a.proto, a.sources.split(","), a.size, a.timeout, a.retry)
+    out = probe(
+        a.target, a.port, a.proto, a.sources.split(","), a.size, a.timeout, a.retry, a.sport
+    )
     print(json.dumps(out))
     return 0
 

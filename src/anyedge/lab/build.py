@@ -127,7 +127,16 @@ def node_dir(directory: Path, node: str) -> Path:
 def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerConfig:
     by_name = {n.name: n for n in plan.nodes}
     neighbors = tuple(
-        Neighbor(p.peer_address, _asn(by_name[p.peer]), p.ip, p.ifname, runs_bfd(by_name[p.peer]))
+        Neighbor(
+            p.peer_address,
+            _asn(by_name[p.peer]),
+            p.ip,
+            p.ifname,
+            runs_bfd(by_name[p.peer]),
+            p.prepend,
+            p.med,
+            p.communities,
+        )
         for p in node.bgp_ports
     )
     assert node.asn is not None
@@ -327,6 +336,9 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
 
 
 DELAY_LINES = "delay-lines"  # the key of the delay lines' process in the lab's state
+# the key of processes the lab runs in the machine's namespace, each with ``--dir
+# DIRECTORY`` in its command line (the zone followers of ``lab dns --store``)
+HOST_PIDS = "host"
 
 
 def start_delay_lines(links: list[LinkSpec], directory: Path, timeout: float = 30.0) -> int:
@@ -615,6 +627,7 @@ def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> d
         # of links the kernel takes seconds over it (the process sits in D state, deaf to
         # SIGKILL), so wait for it rather than leave it behind
         netns.stop(state.pids.get(DELAY_LINES, []), grace=20.0)
+        netns.stop([p for p in state.pids.get(HOST_PIDS, []) if _runs_in(p, directory)])
     for ns in removed:
         netns.remove(ns)
     left = [ns for ns in removed if netns.exists(ns)]
@@ -629,6 +642,16 @@ def down(directory: Path, name: str | None = None, keep_logs: bool = False) -> d
             if (directory / sub).is_dir():
                 shutil.rmtree(directory / sub, ignore_errors=True)
     return {"name": lab_name, "namespaces": removed, "processes": len(inside)}
+
+
+def _runs_in(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is a process started for the lab in ``directory`` (its command
+    line names the directory; a pid the system reused for another process does not)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return str(directory.absolute()).encode() in argv
 
 
 def attach(directory: Path) -> tuple[World, LabPlan, LabState]:

@@ -9,6 +9,7 @@ announced where.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 import sys
@@ -21,6 +22,24 @@ from ..adapters.bgp.base import Route, SpeakerError
 from ..model.lab import NodeKind
 from .build import LabError, LabState, check_daemons, locked, speaker_of, wait_converged
 from .plan import LabPlan
+
+
+def choose_clients(plan: LabPlan, patterns: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The lab's clients that ``patterns`` (names or shell globs: ``c1``, ``c*``) name, in
+    the topology's order, and the patterns that name no client (with why)."""
+    clients = [n.name for n in plan.of_kind(NodeKind.CLIENT)]
+    kinds = {n.name: n.kind for n in plan.nodes}
+    chosen: set[str] = set()
+    bad: list[str] = []
+    for p in patterns:
+        hit = fnmatch.filter(clients, p)
+        if hit:
+            chosen.update(hit)
+        elif p in kinds:
+            bad.append(f"{p} is a {kinds[p]}, not a client")
+        else:
+            bad.append(f"no client {p!r}")
+    return [c for c in clients if c in chosen], bad
 
 
 def probe_all(

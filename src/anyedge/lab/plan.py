@@ -36,8 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..adapters.bgp.frr import ACTION
 from ..model.files.topology import dump_yaml, parse_world, world_to_dict
-from ..model.lab import Lab, NodeKind, Relation, Speaker
+from ..model.lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
 from ..model.world import World
 from .delayline import Shape
 
@@ -66,6 +67,9 @@ class Port:
     peer_address: str  # without prefix length
     relation: str  # what the peer is to this node: customer, peer, provider or none
     shape: Shape = WIRE  # the link's delay, jitter and loss (a delay line if any)
+    prepend: int = 0  # extra copies of its ASN this node puts on what it sends here (sites)
+    med: int = 0  # the MED it sends here (sites)
+    communities: tuple[str, ...] = ()  # what it tags its routes with here, "ASN:VALUE"
 
     @property
     def ip(self) -> str:
@@ -237,6 +241,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
     rank = {a: i for i, a in enumerate(asns)}
 
     ports: dict[str, list[Port]] = {n.name: [] for n in lab.nodes}
+    by_node = {n.name: n for n in lab.nodes}
     for i, link in enumerate(lab.links):
         base = LINK_BASE + 4 * i
         a_ip, b_ip = base + 1, base + 2
@@ -250,6 +255,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 str(b_ip),
                 _relation_seen_from(link.relation, True),
                 shape,
+                *_session(link, by_node, link.a[0], link.b[0]),
             )
         )
         ports[link.b[0]].append(
@@ -261,6 +267,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 str(a_ip),
                 _relation_seen_from(link.relation, False),
                 shape,
+                *_session(link, by_node, link.b[0], link.a[0]),
             )
         )
     networks = _client_networks(lab, ports)
@@ -350,6 +357,25 @@ def _client_networks(lab: Lab, ports: dict[str, list[Port]]) -> dict[str, tuple[
     return {k: tuple(v) for k, v in out.items()}
 
 
+# the wire form of the topology's community names; {asn} is the neighbour's
+WIRE_COMMUNITY = {
+    "no-export": "65535:65281",
+    "no-peers": f"{{asn}}:{ACTION['no-peers']}",
+    "no-providers": f"{{asn}}:{ACTION['no-providers']}",
+}
+
+
+def _session(
+    link: LabLink, by_node: dict[str, LabNode], me: str, peer: str
+) -> tuple[int, int, tuple[str, ...]]:
+    """(prepend, MED, communities) that ``me`` sends over ``link`` (a site's, else none)."""
+    if by_node[me].kind is not NodeKind.SITE:
+        return 0, 0, ()
+    asn = by_node[peer].asn
+    wire = tuple(WIRE_COMMUNITY[c].format(asn=asn) for c in link.communities)
+    return link.prepend, link.med, wire
+
+
 def lab_world(world: World) -> World:
     """The model of the lab: its sites, sessions, routers and clients as a world."""
     lab = world.lab
@@ -358,6 +384,9 @@ def lab_world(world: World) -> World:
     by_node = {n.name: n for n in lab.nodes}
     transit: dict[str, list[int]] = {c: [] for c in codes}
     peers: dict[str, list[int]] = {c: [] for c in codes}
+    prepend: dict[str, dict[int, int]] = {c: {} for c in codes}
+    med: dict[str, dict[int, int]] = {c: {} for c in codes}
+    communities: dict[str, dict[int, list[str]]] = {c: {} for c in codes}
     relations: list[str] = []
     for link in lab.links:
         a, b = by_node[link.a[0]], by_node[link.b[0]]
@@ -373,10 +402,20 @@ def lab_world(world: World) -> World:
         (transit if link.relation is Relation.PROVIDER_CUSTOMER else peers)[site.site].append(
             router.asn
         )
+        if link.prepend:
+            prepend[site.site][router.asn] = link.prepend
+        if link.med:
+            med[site.site][router.asn] = link.med
+        if link.communities:
+            communities[site.site][router.asn] = list(link.communities)
     sites = []
     for s in d["sites"]:
         if s["code"] in transit:
             s = dict(s, transit=transit[s["code"]], peers=peers[s["code"]])
+            for key, per_site in (("prepend", prepend), ("med", med), ("communities", communities)):
+                s.pop(key, None)
+                if per_site[s["code"]]:
+                    s[key] = per_site[s["code"]]
             sites.append(s)
     d["sites"] = sites
     d["prefixes"] = [

@@ -21,8 +21,10 @@
   1,400 bytes over TCP and UDP from the anycast address, and (``balancer=True``) the
   XDP load balancer of :mod:`anyedge.edge.balancer` on ``eth0`` with one
   :class:`~anyedge.balance.Table` over the servers, so a flow's server is the table's
-  first hop whatever ECMP chose.  ``anyedge pmtud`` runs on each server when
-  :meth:`PmtudLab.start_pmtud` is called.
+  first hop whatever ECMP chose (:meth:`PmtudLab.set_table` changes it on every
+  server, as the edge agent does).  ``anyedge pmtud`` runs on each server when
+  :meth:`PmtudLab.start_pmtud` is called, deciding by the site file or by the table the
+  server's balancer has in force (``table="balancer"``).
 
 Why not the BGP lab's sites with servers (:mod:`.edge`): they have no link narrower
 than 1,500 bytes and no router to send PTBs, and need speakers and an agent; this
@@ -212,8 +214,22 @@ class PmtudLab:
         path.write_text(json.dumps({"seed": 0, "servers": servers}))
         return path
 
-    def start_pmtud(self, mode: str, *, src_rate: float = 1.1, iface_rate: float = 10.0) -> None:
-        """``anyedge pmtud run`` on every server (ended by :meth:`stop_pmtud`)."""
+    def set_table(self, table: Table) -> None:
+        """Put ``table`` in force in every server's balancer."""
+        for lb in self._balancers:
+            lb.replace(table)
+        self.table = table
+
+    def start_pmtud(
+        self,
+        mode: str,
+        *,
+        src_rate: float = 1.1,
+        iface_rate: float = 10.0,
+        table: str = "site",
+    ) -> None:
+        """``anyedge pmtud run`` on every server (ended by :meth:`stop_pmtud`); in flow
+        mode by the site file (``table="site"``) or the balancer's table."""
         self.stop_pmtud()
         site = self.site_file()
         for s in self.servers:
@@ -235,7 +251,9 @@ class PmtudLab:
                 "--metrics",
                 "9109",
             ]
-            if mode == "flow":
+            if table == "balancer":
+                args += ["--table", "balancer"]
+            elif mode == "flow":
                 args += ["--site", str(site)]
             self._runs += 1  # a log of its own: "ready" in an old one would not be this one's
             self._pmtud.append(self._spawn_wait(s, args, f"{s}-pmtud-{self._runs}.log"))
@@ -255,6 +273,9 @@ class PmtudLab:
             "    c['copies']=int(float(ln.rsplit(' ',1)[1]))\n"
             "  elif ln.startswith('anyedge_pmtud_overruns_total{'):\n"
             "    c['overruns']=int(float(ln.rsplit(' ',1)[1]))\n"
+            "  elif ln.startswith('anyedge_pmtud_table_reloads_total{'):\n"
+            "    r=ln.split('result=\"')[1].split('\"')[0]\n"
+            "    c['reloads_'+r]=int(float(ln.rsplit(' ',1)[1]))\n"
             "c['arrived']=arrived()\n"
             "print(json.dumps(c))\n"
         )
@@ -287,11 +308,22 @@ class PmtudLab:
             netns.batch(self.client, [f"addr add {a}/64 dev eth0 nodad" for a in addrs])
         return addrs
 
-    def probe(self, proto: str, family: int, flows: int, timeout: float = 3.0) -> dict[str, Any]:
+    def probe(
+        self,
+        proto: str,
+        family: int,
+        flows: int = 0,
+        timeout: float = 3.0,
+        *,
+        sources: list[str] | None = None,
+        sport: int = 0,
+    ) -> dict[str, Any]:
         """``flows`` concurrent flows of ``proto`` to the anycast address, each from a
-        fresh client address: which got their 1,400-byte answer and which were
-        black-holed."""
-        sources = self.clients(flows, family)
+        fresh client address (or from ``sources``, addresses :meth:`clients` gave, and
+        source port ``sport``: the same flows again): which got their 1,400-byte answer
+        and which were black-holed."""
+        if sources is None:
+            sources = self.clients(flows, family)
         target = ANYCAST4 if family == 4 else ANYCAST6
         out = netns.run(
             self.client,
@@ -310,6 +342,8 @@ class PmtudLab:
                 ",".join(sources),
                 "--timeout",
                 str(timeout),
+                "--sport",
+                str(sport),
             ],
             timeout=timeout + 30,
         )
@@ -345,6 +379,13 @@ class PmtudLab:
         )
         result: dict[str, Any] = json.loads(out)
         return result
+
+    def forget_path_mtus(self) -> None:
+        """Every server forgets the path MTUs it has learnt (the kernel's route
+        exceptions), so the next large reply to any client needs a PTB again."""
+        for s in self.servers:
+            for family in ("-4", "-6"):
+                netns.run(s, ["ip", family, "route", "flush", "cache"])
 
     def ptbs_sent(self) -> int:
         """ICMP frag-needed and Packet Too Big the clients' router has sent so far."""

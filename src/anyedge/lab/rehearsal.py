@@ -108,7 +108,7 @@ def controller_config(
     }
     if directory is not None and atlas is not None:
         actuator["kind"] = "network"
-        actuator["speakers"] = {str(n.site): _speaker(plan, n, directory) for n in sites}
+        actuator["speakers"] = {str(n.site): speaker_entry(plan, n, directory) for n in sites}
     doc: dict[str, Any] = {
         "prometheus": {
             "url": prometheus,
@@ -144,7 +144,7 @@ def controller_config(
     return doc
 
 
-def _speaker(plan: LabPlan, node: NodePlan, directory: Path) -> dict[str, Any]:
+def speaker_entry(plan: LabPlan, node: NodePlan, directory: Path) -> dict[str, Any]:
     """The site's speaker as controller.yaml names it: the one the lab runs."""
     from ..model.lab import Speaker
     from .build import speaker_config

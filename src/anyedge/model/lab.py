@@ -52,6 +52,11 @@ class LabLink:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss: float = 0.0
+    # extra copies of anyedge's ASN the site at one end puts on what it announces over
+    # this link's session (on top of the prefix's own prepend); links with a site only
+    prepend: int = 0
+    med: int = 0  # the MED the site sends on this session
+    communities: tuple[str, ...] = ()  # no-export, no-peers, no-providers (network.py)
 
 
 @dataclass(frozen=True, slots=True)

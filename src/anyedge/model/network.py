@@ -40,6 +40,27 @@ class SiteKind(IntEnum):
     MCP = 1  # multi-colo point of presence: several sections
 
 
+# What a community on a session asks the neighbour not to do, as the bits of
+# Sessions.block: 1 export to its providers, 2 to its peers, 4 to its customers.
+# NO_EXPORT (RFC 1997, 65535:65281) is all three; "no-peers" and "no-providers" are the
+# lab's action communities (the neighbour's ASN:990 and :991).
+COMMUNITY_BLOCK = {"no-providers": 1, "no-peers": 2, "no-export": 7}
+
+
+def block_of(communities: Sequence[str]) -> int:
+    out = 0
+    for c in communities:
+        out |= COMMUNITY_BLOCK[c]
+    return out
+
+
+def communities_of(block: int) -> list[str]:
+    """The fewest community names that make ``block``."""
+    if block == COMMUNITY_BLOCK["no-export"]:
+        return ["no-export"]
+    return [c for c, b in COMMUNITY_BLOCK.items() if b != 7 and block & b]
+
+
 class SessionKind(IntEnum):
     TRANSIT = 0  # the neighbour sells us transit (it is our provider)
     PEER = 1  # settlement-free peering
@@ -139,19 +160,37 @@ class Prefixes(Table):
 
 @dataclass(frozen=True, eq=False)
 class Sessions(Table):
-    """BGP sessions of the sites with the Internet, sorted by (site, kind, asn)."""
+    """BGP sessions of the sites with the Internet, sorted by (site, kind, asn).
+
+    ``prepend`` is how many extra times the site puts its ASN on what it announces over
+    that session alone (on top of the prefix's own prepend, :class:`Announcement`): the
+    neighbour sees an AS path that much longer.  ``med`` is the MED the site sends on it
+    (the neighbour prefers the lowest among routes from us of equal length), ``block``
+    what the communities on it ask the neighbour not to do (bits of
+    :class:`anyedge.routing.announce.Block`: 1 no export to its providers, 2 to its peers,
+    4 to its customers; NO_EXPORT is 7).  Empty arrays mean none anywhere."""
 
     site: Int32Array = field(repr=False)
     asn: IntArray = field(repr=False)
     kind: Int8Array = field(repr=False)
+    prepend: IntArray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    med: IntArray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    block: Int8Array = field(repr=False, default_factory=lambda: np.zeros(0, np.int8))
 
     def __post_init__(self) -> None:
         frozen_array(self, "site", np.int32)
         frozen_array(self, "asn", np.int64)
         frozen_array(self, "kind", np.int8)
         n = self.site.shape[0]
-        if self.asn.shape != (n,) or self.kind.shape != (n,):
+        for name, dtype in (("prepend", np.int64), ("med", np.int64), ("block", np.int8)):
+            if np.asarray(getattr(self, name)).size == 0:
+                object.__setattr__(self, name, np.zeros(n, dtype))
+            frozen_array(self, name, dtype)
+        shapes = {a.shape for a in (self.asn, self.kind, self.prepend, self.med, self.block)}
+        if shapes != {(n,)}:
             raise ValueError("session arrays must align")
+        if np.any((self.prepend < 0) | (self.prepend > 32)):
+            raise ValueError("a session's prepend count is between 0 and 32")
         if n:
             order = np.lexsort((self.asn, self.kind, self.site))
             if np.any(order != np.arange(n)):
@@ -163,12 +202,34 @@ class Sessions(Table):
         return int(self.site.shape[0])
 
     @classmethod
-    def from_rows(cls, rows: Sequence[tuple[int, int, int]]) -> Sessions:
-        """Sessions from (site, asn, kind) rows in any order."""
+    def from_rows(
+        cls,
+        rows: Sequence[tuple[int, int, int]],
+        prepend: Sequence[int] | None = None,
+        med: Sequence[int] | None = None,
+        block: Sequence[int] | None = None,
+    ) -> Sessions:
+        """Sessions from (site, asn, kind) rows in any order (and each row's prepend,
+        MED and community bits)."""
         arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+        def col(v: Sequence[int] | None) -> IntArray:
+            return np.zeros(len(arr), np.int64) if v is None else np.asarray(v, np.int64)
+
         order = np.lexsort((arr[:, 1], arr[:, 2], arr[:, 0]))
-        arr = arr[order]
-        return cls(site=arr[:, 0], asn=arr[:, 1], kind=arr[:, 2])
+        return cls(
+            site=arr[order, 0],
+            asn=arr[order, 1],
+            kind=arr[order, 2],
+            prepend=col(prepend)[order],
+            med=col(med)[order],
+            block=col(block)[order],
+        )
+
+    def prepend_of(self, site: int, asn: int) -> int:
+        """The prepend of ``site``'s session with ``asn`` (0 if there is none)."""
+        hit = np.flatnonzero((self.site == site) & (self.asn == asn))
+        return int(self.prepend[hit[0]]) if hit.size else 0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ announces the prefix, how many times it prepends its ASN, and to whom it announc
 of an announcing site injects one route into its neighbour: a *customer* route into a
 transit provider (anyedge is its customer), a *peer* route into a peer, with the AS path
 ``neighbour, origin, origin × prepend`` — the origin being anyedge's ASN, or, at a site
-of another operator sharing the prefix, that operator's (``Network.operators``).
+of another operator sharing the prefix, that operator's (``Network.operators``); the
+prepend is the site's for the prefix plus the session's own (``Sessions.prepend``, a
+per-session prepend in the topology), so one neighbour can see a longer path than
+another.
 
 For a plain CAIDA graph, :meth:`Seeds.origins` makes ASes of the graph the origins
 instead (their own route, AS path of length one), the set-up BGPy simulates.
@@ -14,7 +17,7 @@ instead (their own route, AS path of length one), the set-up BGPy simulates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 import numpy as np
@@ -34,6 +37,19 @@ class Rank(IntEnum):
     PEER = 2
     PROVIDER = 3
     NONE = 4
+
+
+class Block(IntEnum):
+    """What the AS holding a seed may not export it to (bits; communities on a session).
+
+    NO_EXPORT (RFC 1997, 65535:65281) keeps the route in that AS: every bit.  The lab's
+    action communities ask the neighbour not to announce to its peers or providers."""
+
+    NONE = 0
+    PROVIDERS = 1  # the "up" phase
+    PEERS = 2  # the "across" phase
+    CUSTOMERS = 4  # the "down" phase
+    NO_EXPORT = 7
 
 
 class Scope(IntEnum):
@@ -98,6 +114,15 @@ class Seeds:
     tie: IntArray  # after the ASN: the site, so parallel sessions break ties alike
     origin: IntArray  # which origin: a site row, or an index into the origin ASNs
     n_origins: int
+    # the session's MED: among seeds at one AS with equal rank, length and neighbour
+    # ASN the lowest wins (before the site tie-break); it goes no further than that AS
+    med: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    block: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))  # Block bits
+
+    def __post_init__(self) -> None:
+        for name in ("med", "block"):
+            if getattr(self, name).size != self.at.size:
+                object.__setattr__(self, name, np.zeros(self.at.size, np.int64))
 
     def __len__(self) -> int:
         return int(self.at.shape[0])
@@ -111,6 +136,8 @@ class Seeds:
             self.tie[keep],
             self.origin[keep],
             self.n_origins,
+            self.med[keep],
+            self.block[keep],
         )
 
     def without(self, origin: int) -> Seeds:
@@ -144,11 +171,13 @@ class Seeds:
         return cls(
             at=at,
             rank=rank,
-            length=2 + ann.prepend[site],
+            length=2 + ann.prepend[site] + ses.prepend[ok],
             nbr_asn=net.origin_asn()[site],  # each site's operator's ASN
             tie=site,
             origin=site,
             n_origins=len(net.sites),
+            med=ses.med[ok],
+            block=ses.block[ok].astype(np.int64),
         )
 
     @classmethod

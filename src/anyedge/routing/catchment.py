@@ -89,7 +89,7 @@ class Catchment:
 
     @property
     def eyeball_rtt_ms(self) -> FloatArray:
-        return self.world.latency.rtt_from_km(self.walk.km)
+        return self.world.eyeball_rtt_ms(self.walk.km)
 
     @property
     def as_site(self) -> IntArray:
@@ -136,7 +136,9 @@ class Catchment:
         rows = [int(r) for r in self.walk.path[i] if r >= 0]
         asn = self.router.graph.asn
         origin = int(self.world.network.origin_asn()[site])
-        tail = [origin] * (1 + int(self.announcement.prepend[site]))
+        last = int(asn[rows[-1]]) if rows else 0  # the AS that holds the site's route
+        extra = self.world.network.sessions.prepend_of(site, last)
+        tail = [origin] * (1 + int(self.announcement.prepend[site]) + extra)
         return [int(asn[r]) for r in rows] + tail
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
@@ -276,7 +278,7 @@ class Router:
     def seed_tail(self, seeds: Seeds, ann: Announcement) -> dict[int, list[int]]:
         asn = self.world.network.origin_asn()
         return {
-            i: [int(asn[int(seeds.origin[i])])] * (1 + int(ann.prepend[int(seeds.origin[i])]))
+            i: [int(asn[int(seeds.origin[i])])] * (int(seeds.length[i]) - 1)
             for i in range(len(seeds))
         }
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .announce import Rank, Seeds
+from .announce import Seeds
 from .graph import RoutingGraph
-from .propagate import LEN_SHIFT, RANK_SHIFT, RouteState, encode
+from .propagate import LEN_SHIFT, RANK_SHIFT, RouteState, encode, phases
 
 IntArray = npt.NDArray[np.int64]
 
@@ -37,19 +37,17 @@ class Edges:
     dst: IntArray
     exportable: IntArray  # the worst rank the sender may send over this edge
     learned: IntArray  # the rank the receiver gives the route
+    block: IntArray  # the Block bit that keeps a seed's route off this edge
 
     @classmethod
     def of(cls, g: RoutingGraph) -> Edges:
-        parts = [
-            (g.up, Rank.CUSTOMER, Rank.CUSTOMER),
-            (g.across, Rank.CUSTOMER, Rank.PEER),
-            (g.down, Rank.PROVIDER, Rank.PROVIDER),
-        ]
+        parts = phases(g)
         return cls(
-            src=np.concatenate([p.src for p, _, _ in parts]),
-            dst=np.concatenate([p.dst for p, _, _ in parts]),
-            exportable=np.concatenate([np.full(p.src.size, e) for p, e, _ in parts]),
-            learned=np.concatenate([np.full(p.src.size, r) for p, _, r in parts]),
+            src=np.concatenate([p.src for p, _, _, _ in parts]),
+            dst=np.concatenate([p.dst for p, _, _, _ in parts]),
+            exportable=np.concatenate([np.full(p.src.size, e) for p, e, _, _ in parts]),
+            learned=np.concatenate([np.full(p.src.size, r) for p, _, r, _ in parts]),
+            block=np.concatenate([np.full(p.src.size, int(b)) for p, _, _, b in parts]),
         )
 
 
@@ -81,12 +79,14 @@ def best_exits(g: RoutingGraph, edges: Edges, state: RouteState, seeds: Seeds) -
     want = state.key >> LEN_SHIFT  # rank and length of each AS's best
     skey = state.key[edges.src]
     ok = (skey >> RANK_SHIFT) <= edges.exportable
+    ok &= (state.block[edges.src] & edges.block) == 0
     got = (edges.learned << (RANK_SHIFT - LEN_SHIFT)) | (((skey >> LEN_SHIFT) & 0xFF) + 1)
     ok &= got == want[edges.dst]
     ok &= state.has_route[edges.dst]
     e = np.flatnonzero(ok)
     skey_all = encode(seeds.rank, seeds.length, seeds.nbr_asn, seeds.tie)
     s = np.flatnonzero((skey_all >> LEN_SHIFT) == want[seeds.at])
+    s = _lowest_med(seeds, s)
     owner = np.concatenate([edges.dst[e], seeds.at[s]])
     order = np.concatenate([g.asn[edges.src[e]] << 16, (seeds.nbr_asn[s] << 16) | seeds.tie[s]])
     return _csr(
@@ -97,6 +97,18 @@ def best_exits(g: RoutingGraph, edges: Edges, state: RouteState, seeds: Seeds) -
         np.concatenate([edges.src[e], np.full(s.size, -1)]),
         order,
     )
+
+
+def _lowest_med(seeds: Seeds, s: IntArray) -> IntArray:
+    """Of the seeds ``s``, those with the lowest MED among the seeds at the same AS from
+    the same neighbour ASN (BGP compares MEDs before hot potato, and only there)."""
+    if not s.size:
+        return s
+    _, group = np.unique(np.stack([seeds.at[s], seeds.nbr_asn[s]]), axis=1, return_inverse=True)
+    group = group.reshape(-1)
+    low = np.full(int(group.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(low, group, seeds.med[s])
+    return np.asarray(s[seeds.med[s] == low[group]], dtype=np.int64)
 
 
 def chosen_exits(g: RoutingGraph, edges: Edges, state: RouteState) -> Exits:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .announce import Rank, Seeds
+from .announce import Block, Rank, Seeds
 from .graph import Phase, RoutingGraph
 
 IntArray = npt.NDArray[np.int64]
@@ -64,6 +64,9 @@ class RouteState:
     via: IntArray  # AS row the route was learned from; -1 for a seed or no route
     seed: IntArray  # seed row if the route is a seed; else -1
     origin: IntArray  # origin id (site row or origin index); -1 for no route
+    # where the AS may not send its route (Block bits of its seed's communities; 0 for a
+    # route learned from a neighbour: communities act on the AS they are addressed to)
+    block: IntArray
 
     @property
     def rank(self) -> IntArray:
@@ -80,7 +83,13 @@ class RouteState:
         return np.asarray(self.key < NO_ROUTE)
 
     def copy(self) -> RouteState:
-        return RouteState(self.key.copy(), self.via.copy(), self.seed.copy(), self.origin.copy())
+        return RouteState(
+            self.key.copy(),
+            self.via.copy(),
+            self.seed.copy(),
+            self.origin.copy(),
+            self.block.copy(),
+        )
 
     @classmethod
     def empty(cls, n: int) -> RouteState:
@@ -89,16 +98,34 @@ class RouteState:
             np.full(n, -1, dtype=np.int64),
             np.full(n, -1, dtype=np.int64),
             np.full(n, -1, dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
         )
 
 
 def _seed(state: RouteState, seeds: Seeds, only: BoolArray | None = None) -> None:
-    """Install each AS's best seed where it beats what the AS has (only in ``only``)."""
+    """Install each AS's best seed where it beats what the AS has (only in ``only``).
+
+    Among an AS's seeds equal by rank, length and neighbour ASN the lowest MED wins,
+    then the site; the MED goes no further (it is not part of the key)."""
     if not len(seeds):
         return
     k = encode(seeds.rank, seeds.length, seeds.nbr_asn, seeds.tie)
     rows = np.arange(len(seeds)) if only is None else np.flatnonzero(only[seeds.at])
-    _install(state, seeds.at[rows], k[rows], np.full(rows.size, -1), rows, seeds.origin[rows])
+    if not rows.size:
+        return
+    k0 = k[rows] - seeds.tie[rows]
+    order = rows[np.lexsort((seeds.tie[rows], seeds.med[rows], k0, seeds.at[rows]))]
+    first = np.ones(order.size, dtype=np.bool_)
+    first[1:] = seeds.at[order[1:]] != seeds.at[order[:-1]]
+    win = order[first]
+    d = seeds.at[win]
+    better = k[win] < state.key[d]
+    win, d = win[better], d[better]
+    state.key[d] = k[win]
+    state.via[d] = -1
+    state.seed[d] = win
+    state.origin[d] = seeds.origin[win]
+    state.block[d] = seeds.block[win]
 
 
 def _install(
@@ -108,8 +135,10 @@ def _install(
     via: IntArray,
     seed: IntArray,
     origin: IntArray,
+    clear_block: bool = True,
 ) -> None:
-    """Per destination, keep the smallest candidate if it beats the current key."""
+    """Per destination, keep the smallest candidate if it beats the current key (a
+    learned route carries no communities' block: ``clear_block`` where any AS has one)."""
     if not dst.size:
         return
     order = np.lexsort((cand, dst))
@@ -124,30 +153,48 @@ def _install(
     state.via[d] = via[win]
     state.seed[d] = seed[win]
     state.origin[d] = origin[win]
+    if clear_block:
+        state.block[d] = 0
 
 
 def _relax(
-    state: RouteState, asn: IntArray, phase: Phase, sl: slice, exportable: Rank, learned_as: Rank
+    state: RouteState,
+    asn: IntArray,
+    phase: Phase,
+    sl: slice,
+    exportable: Rank,
+    learned_as: Rank,
+    block: Block,
 ) -> None:
-    """Offer every sender's route over the edges ``sl`` of ``phase``."""
+    """Offer every sender's route over the edges ``sl`` of ``phase`` (not where the
+    sender's seed carries the community that ``block`` stands for; Block.NONE when no
+    AS has a block, which spares the look-up)."""
     src, dst = phase.src[sl], phase.dst[sl]
     skey = state.key[src]
     ok = (skey >> RANK_SHIFT) <= exportable
+    if block:
+        ok &= (state.block[src] & block) == 0
     src, dst, skey = src[ok], dst[ok], skey[ok]
     cand = encode(learned_as, ((skey >> LEN_SHIFT) & 0xFF) + 1, asn[src], 0)
-    _install(state, dst, cand, src, np.full(src.size, -1), state.origin[src])
+    _install(state, dst, cand, src, np.full(src.size, -1), state.origin[src], bool(block))
 
 
 def _run(g: RoutingGraph, state: RouteState, only: BoolArray | None = None) -> None:
     """The three phases; with ``only``, just the edges into those ASes."""
-    for phase, exportable, learned in (
-        (g.up, Rank.CUSTOMER, Rank.CUSTOMER),
-        (g.across, Rank.CUSTOMER, Rank.PEER),
-        (g.down, Rank.PROVIDER, Rank.PROVIDER),
-    ):
+    blocks = bool(state.block.any())  # only seeds set it, so it holds for the whole run
+    for phase, exportable, learned, block in phases(g):
         part = phase if only is None else phase.into(only)
         for sl in part.groups():
-            _relax(state, g.asn, part, sl, exportable, learned)
+            _relax(state, g.asn, part, sl, exportable, learned, block if blocks else Block.NONE)
+
+
+def phases(g: RoutingGraph) -> list[tuple[Phase, Rank, Rank, Block]]:
+    """Each phase with the worst rank it exports, the rank it gives, the Block bit."""
+    return [
+        (g.up, Rank.CUSTOMER, Rank.CUSTOMER, Block.PROVIDERS),
+        (g.across, Rank.CUSTOMER, Rank.PEER, Block.PEERS),
+        (g.down, Rank.PROVIDER, Rank.PROVIDER, Block.CUSTOMERS),
+    ]
 
 
 def propagate(g: RoutingGraph, seeds: Seeds) -> RouteState:
@@ -180,10 +227,14 @@ def update(g: RoutingGraph, state: RouteState, old: Seeds, new: Seeds) -> RouteS
         cur.via[region] = -1
         cur.seed[region] = -1
         cur.origin[region] = -1
+        cur.block[region] = 0
         _seed(cur, new, only=region)
         _run(g, cur, only=region)
         changed = region & (
-            (cur.key != state.key) | (cur.origin != state.origin) | (cur.via != state.via)
+            (cur.key != state.key)
+            | (cur.origin != state.origin)
+            | (cur.via != state.via)
+            | (cur.block != state.block)
         )
         add = _dependents(cur, changed, region) | _offered_better(g, cur, changed, region)
     _reindex_seeds(cur, new)
@@ -199,12 +250,13 @@ def changed_seed_holders(old: Seeds, new: Seeds) -> IntArray:
     """ASes holding a seed that is in one list and not the other (sorted, unique).
 
     Each list holds a seed once, so a seed in both appears twice in the two together
-    and a changed one once: a row count over (AS, key, origin) finds them, in arrays.
+    and a changed one once: a row count over (AS, key, origin, MED, communities) finds
+    them, in arrays.
     """
 
     def rows(s: Seeds) -> IntArray:
         key = encode(s.rank, s.length, s.nbr_asn, s.tie)
-        return np.stack([s.at, key, s.origin], axis=1).astype(np.int64)
+        return np.stack([s.at, key, s.origin, s.med, s.block], axis=1).astype(np.int64)
 
     both = np.concatenate([rows(old), rows(new)])
     if not both.size:
@@ -230,16 +282,12 @@ def _offered_better(
 ) -> BoolArray:
     """ASes outside ``region`` to which a changed AS now offers a better route."""
     out = np.zeros(g.n, dtype=np.bool_)
-    for phase, exportable, learned in (
-        (g.up, Rank.CUSTOMER, Rank.CUSTOMER),
-        (g.across, Rank.CUSTOMER, Rank.PEER),
-        (g.down, Rank.PROVIDER, Rank.PROVIDER),
-    ):
+    for phase, exportable, learned, block in phases(g):
         src, dst = phase.src, phase.dst
         pick = changed[src] & ~region[dst]
         src, dst = src[pick], dst[pick]
         skey = state.key[src]
-        ok = (skey >> RANK_SHIFT) <= exportable
+        ok = ((skey >> RANK_SHIFT) <= exportable) & ((state.block[src] & block) == 0)
         src, dst, skey = src[ok], dst[ok], skey[ok]
         cand = encode(learned, ((skey >> LEN_SHIFT) & 0xFF) + 1, g.asn[src], 0)
         out[dst[cand < state.key[dst]]] = True

@@ -10,15 +10,18 @@ server's local replica (:mod:`anyedge.store`) and keeps, per customer, a namespa
 
 The worker thread moves into a customer's namespace (``setns`` on the thread only), runs
 the customer's whole table as one libnftables batch through a context opened in that
-namespace and kept (:class:`~.nsnft.NamespaceNft`), and comes back: one kernel transaction per
-change, no process started.  Applying is absolute and idempotent (the table is replaced
-whole), so the applier can start from the replica's current state and then follow the
-watch without caring whether a batch is seen twice; changes that queue up while it is
-busy are folded to the last one per customer.
+namespace and kept (:class:`~.nsnft.NamespaceNft`), and comes back: one kernel
+transaction per change, no process started.  Applying is absolute and idempotent (the
+table is replaced whole), so the applier can start from the replica's current state
+and then follow the watch without caring whether a batch is seen twice; changes that
+queue up while it is busy are folded to the last one per customer, and a configuration
+equal to the one applied is not sent to the kernel again.  Waiters
+(:meth:`Applier.wait`) are woken once per batch.
 
 A configuration that does not parse, that clashes with another customer's (the same GRE
-key, overlapping prefixes: :func:`~.config.conflict`), or that the kernel refuses, leaves
-that customer's previous rules in place and is counted (``errors``); nothing else stops.
+key, overlapping prefixes: :class:`~.config.Claims`, kept beside the customers), or that
+the kernel refuses, leaves that customer's previous rules in place and is counted
+(``errors``); nothing else stops.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from anyedge.adapters import netns
 from anyedge.store import Batch, Change, Replica, Watch
 
 from . import plumbing, ruleset
-from .config import PREFIX, Customer, conflict, customer_of
+from .config import PREFIX, Claims, Customer, customer_of
 from .libnft import NftError
 from .nsnft import NamespaceNft
 
@@ -51,6 +54,7 @@ class _State:
     customer: Customer
     nft: NamespaceNft
     seq: int = 0
+    made: bool = False  # a batch went in: the table and chain exist, ``customer`` is applied
 
 
 @dataclass
@@ -87,6 +91,7 @@ class Applier:
         self.stats = Stats()
         self.listeners: list[Listener] = []
         self._state: dict[str, _State] = {}
+        self._claims = Claims()
         self._q: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -157,6 +162,10 @@ class Applier:
                     stop = True
             for cid, (seq, value) in latest.items():
                 self._apply(cid, seq, value)
+            # waiters are woken once per batch, not once per customer: a change to a
+            # hundred customers would otherwise hand the GIL to them a hundred times
+            with self._cond:
+                self._cond.notify_all()
             if stop:
                 return
 
@@ -178,13 +187,14 @@ class Applier:
             # the starting snapshot may carry a lower number than a batch seen before it
             seq = max(seq, old.seq) if old is not None else seq
             self.stats.by_customer[cid] = Applied(seq, time.monotonic())
-            self._cond.notify_all()
 
     def _put(self, cid: str, customer: Customer) -> None:
-        why = conflict(customer, [st.customer for st in self._state.values()])
+        st = self._state.get(cid)
+        if st is not None and st.made and st.customer == customer:
+            return  # the same configuration written again: the kernel has it already
+        why = self._claims.conflict(customer)
         if why is not None:
             raise ValueError(why)
-        st = self._state.get(cid)
         ns = self.namespace(cid)
         if st is None:
             if netns.exists(ns):  # left by an applier that died: start clean
@@ -193,20 +203,26 @@ class Applier:
             st = _State(ns, customer, NamespaceNft(ns))
             old: tuple[str, ...] = ()
             self._state[cid] = st
+            self._claims.hold(customer)
             present: list[str] = []
-        else:
+        elif st.made:
             old = st.customer.prefixes
             present = ruleset.limit_sets(st.customer)
+        else:  # its first batch failed: nothing of the last configuration is in place
+            old, present = (), []
         st.nft.run(ruleset.batch(customer, present))
         if old != customer.prefixes:
             plumbing.set_prefixes(self.host, ns, cid, old, customer.prefixes)
         st.customer = customer
+        st.made = True
+        self._claims.hold(customer)
         self._notify(cid, customer, ns)
 
     def _remove(self, cid: str) -> None:
         st = self._state.pop(cid, None)
         if st is None:
             return
+        self._claims.release(cid)
         self._notify(cid, None, st.ns)
         st.nft.close()
         plumbing.destroy(self.host, st.ns, cid, st.customer.prefixes)

@@ -14,6 +14,12 @@ The kernel here has no ESP, so a server carries a customer's IPsec tunnel itself
   is encrypted with the SA whose selectors cover its destination and sent the way the
   peer's last packet came (UDP 4500 when IKE or ESP used it, raw protocol 50 otherwise).
 
+Where the kernel has ESP (:func:`.ipsec_xfrm.probe`, run by ``anyedge ipsec serve``),
+a :class:`~.ipsec_xfrm.KernelInbound` is given: every SA installed here also goes into
+the kernel's XFRM tables, the kernel decrypts (ESP in UDP through the 4500 socket's
+``UDP_ENCAP`` option, no raw socket), and sending stays here.  ``dataplane`` (what the
+probe found, which path does what) goes into the status file.
+
 One thread, one :mod:`selectors` loop; the responder's timer is run from it.  Work from
 other threads (SAs arriving from the store, :mod:`.ipsec_store`) is handed to the loop
 with :meth:`IpsecEndpoint.submit`, which wakes it through a socket pair.  A status file
@@ -39,8 +45,10 @@ from typing import Any
 from ..proto.esp import EspEndpoint, classify
 from ..proto.esp.packet import NON_ESP_MARKER
 from ..proto.ike import ChildDown, ChildSA, ChildUp, IkeDown, IkeUpdate, Responder, Send
+from .ipsec_xfrm import KernelInbound
 
 IKE_PORT, NATT_PORT = 500, 4500
+UDP_ENCAP, UDP_ENCAP_ESPINUDP = 100, 2
 
 
 class IpsecEndpoint:
@@ -53,6 +61,8 @@ class IpsecEndpoint:
         status: Path | None = None,
         raw_esp: bool = True,
         on_child: Callable[[str, ChildSA], None] | None = None,
+        kernel: KernelInbound | None = None,
+        dataplane: dict[str, Any] | None = None,
     ) -> None:
         self.responder, self.esp, self.listen, self.tun_fd = responder, esp, listen, tun_fd
         self.status_path = status
@@ -62,8 +72,12 @@ class IpsecEndpoint:
         self.ike.bind((listen, IKE_PORT))
         self.natt = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.natt.bind((listen, NATT_PORT))
+        self.kernel = kernel
+        self.dataplane = dataplane or {"inbound": "user", "outbound": "user"}
+        if kernel is not None:
+            self.natt.setsockopt(socket.IPPROTO_UDP, UDP_ENCAP, UDP_ENCAP_ESPINUDP)
         self.raw: socket.socket | None = None
-        if raw_esp:
+        if raw_esp and kernel is None:
             self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ESP)
             self.raw.bind((listen, 0))
         self.paths: dict[int, tuple[str, tuple[str, int]]] = {}  # spi_in -> ("udp"|"raw", peer)
@@ -112,6 +126,8 @@ class IpsecEndpoint:
         have = self.esp.inbound.get(child.spi_in)
         if have is not None and have.child == child:
             return
+        if self.kernel is not None:
+            self.kernel.install(child, encap=transport == "udp")
         self.installed_at[child.spi_in] = time.time()
         self.esp.install(child)
         path = (transport, child.peer if transport == "udp" else (child.peer[0], 0))
@@ -121,6 +137,8 @@ class IpsecEndpoint:
         self._dirty = True
 
     def remove(self, spi_in: int) -> None:
+        if self.kernel is not None:
+            self.kernel.remove(spi_in)
         self.esp.remove(spi_in)
         self.paths.pop(spi_in, None)
         self.installed_at.pop(spi_in, None)
@@ -171,6 +189,7 @@ class IpsecEndpoint:
                 for spi, sa in self.esp.inbound.items()
             },
             "established": sum(1 for s in self.responder.sas.values() if s.established),
+            "dataplane": self.dataplane,
         }
         tmp = self.status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))

@@ -6,6 +6,12 @@ moves the calling thread into the namespace (``setns(2)`` on the kept descriptor
 one JSON batch — one kernel transaction — and moves the thread back to where it was
 (a descriptor on each thread's own namespace is kept too).  Nothing is opened or loaded
 per call, which is what makes a change to a hundred namespaces take milliseconds.
+
+The context's netlink socket would stay in the namespace it was opened in without the
+``setns`` (libnftables 1.0.6 opens it once, in ``nft_ctx_new``), but the pair of calls
+costs about 5 µs (measured: median of 2,000) beside about 0.3 ms of libnftables and the
+kernel's commit per change, and it keeps a socket the library might open again later
+inside the customer's namespace rather than the server's.
 """
 
 from __future__ import annotations

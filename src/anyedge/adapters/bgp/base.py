@@ -52,6 +52,14 @@ class Neighbor:
     local_address: str  # this node's address on that link
     interface: str  # this node's interface on that link
     bfd: bool = False  # the neighbour runs BFD too (FRR and BIRD do; GoBGP, ExaBGP do not)
+    prepend: int = 0  # extra copies of the ASN on everything sent to this neighbour alone
+    med: int = 0  # the MED sent to this neighbour (0: none, or FRR's 0)
+    communities: tuple[str, ...] = ()  # "ASN:VALUE" standard communities added for it
+
+    @property
+    def shaped(self) -> bool:
+        """Does this session change what is sent over it (prepend, MED, communities)?"""
+        return bool(self.prepend or self.med or self.communities)
 
 
 @dataclass(frozen=True)

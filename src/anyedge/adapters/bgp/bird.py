@@ -15,7 +15,9 @@ The configuration (:func:`render_bird_conf`) has:
 * a filter ``originated_only`` that lets out only the routes of that static protocol,
   sets ``bgp_origin = ORIGIN_IGP`` and prepends the ASN ``prepend`` times per prefix
   (BIRD adds its own ASN once more on eBGP export, so the path the router sees holds the
-  ASN ``1 + prepend`` times); no MED is set;
+  ASN ``1 + prepend`` times); no MED is set; a session with a prepend, MED or
+  communities of its own gets a filter of its own (``originated_only_<i>``) that also
+  prepends, sets ``bgp_med`` and adds to ``bgp_community``;
 * one ``protocol bgp`` per neighbour with ``import none`` (nothing is learned, hence
   nothing can be re-exported), ``export filter originated_only`` and the lab's timers
   (hold, keepalive, connect retry, a one-second connect delay and error wait so that a
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import netns
-from .base import Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
+from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 BIRD = "bird"
 BIRDC = "birdc"
@@ -68,16 +70,11 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
         *(f"  route {p} blackhole;" for p in routes),
         "}",
         "",
-        f"filter {FILTER}",
-        "{",
-        f'  if proto != "{STATIC}" then reject;',
-        "  bgp_origin = ORIGIN_IGP;",
     ]
-    for p, r in routes.items():
-        if r.prepend:
-            prepends = " ".join([f"bgp_path.prepend({cfg.asn});"] * r.prepend)
-            lines.append(f"  if net = {p} then {{ {prepends} }}")
-    lines += ["  accept;", "}"]
+    lines += _filter(cfg.asn, routes, FILTER, Neighbor("", 0, "", ""))
+    for i, n in enumerate(cfg.neighbors, start=1):
+        if n.shaped:
+            lines += _filter(cfg.asn, routes, f"{FILTER}_{i}", n)
     for i, n in enumerate(cfg.neighbors, start=1):
         lines += [
             "",
@@ -93,11 +90,34 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
             f"  bfd {'on' if n.bfd else 'off'};",
             "  ipv4 {",
             "    import none;",
-            f"    export filter {FILTER};",
+            f"    export filter {f'{FILTER}_{i}' if n.shaped else FILTER};",
             "  };",
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _filter(asn: int, routes: Mapping[str, Route], name: str, n: Neighbor) -> list[str]:
+    """The export filter ``name``, with what the session to ``n`` sends of its own."""
+    lines = [
+        "",
+        f"filter {name}",
+        "{",
+        f'  if proto != "{STATIC}" then reject;',
+        "  bgp_origin = ORIGIN_IGP;",
+    ]
+    for p, r in routes.items():
+        if r.prepend:
+            prepends = " ".join([f"bgp_path.prepend({asn});"] * r.prepend)
+            lines.append(f"  if net = {p} then {{ {prepends} }}")
+    lines += [f"  bgp_path.prepend({asn});"] * n.prepend
+    if n.med:
+        lines += [f"  bgp_med = {n.med};"]
+    for c in n.communities:
+        a, v = c.split(":")
+        lines += [f"  bgp_community.add(({a}, {v}));"]
+    lines += ["  accept;", "}"]
+    return lines
 
 
 @dataclass

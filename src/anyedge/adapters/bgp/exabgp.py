@@ -23,7 +23,9 @@ is re-exported.
 :meth:`ExaBgp.apply` writes ``announce route P next-hop self origin igp as-path [ … ]``
 and ``withdraw route P`` lines into the FIFO and waits for ExaBGP to acknowledge each
 one.  ExaBGP sends the AS path it is given as is (it only supplies its own ASN when no
-path is given), so the path holds the ASN ``1 + prepend`` times.  No MED is sent.
+path is given), so the path holds the ASN ``1 + prepend`` times.  No MED is sent.  Where
+a session has a prepend, MED or communities of its own, each route is announced
+neighbour by neighbour (``neighbor A announce route … med M community [ … ]``).
 Announced routes stay in ExaBGP's outgoing RIB and are sent again whenever a session
 comes up.  The FIFO is opened without blocking and every wait has a deadline: if ExaBGP
 or its helper is gone, :class:`~.base.SpeakerError` is raised instead of hanging.
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import netns
-from .base import Route, SpeakerConfig, SpeakerError, by_prefix
+from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix
 
 PIPE_MODULE = "anyedge.adapters.bgp.exabgp_pipe"
 PROCESS = "ctl"
@@ -109,9 +111,26 @@ def exabgp_env(cfg: SpeakerConfig) -> dict[str, str]:
     }
 
 
-def announce_line(asn: int, route: Route) -> str:
-    path = " ".join([str(asn)] * (1 + route.prepend))
-    return f"announce route {route.prefix} next-hop self origin igp as-path [ {path} ]"
+def announce_line(asn: int, route: Route, neighbor: Neighbor | None = None) -> str:
+    """The API line announcing ``route`` (to ``neighbor`` alone, with its session's own
+    prepend, if given)."""
+    extra = neighbor.prepend if neighbor is not None else 0
+    path = " ".join([str(asn)] * (1 + route.prepend + extra))
+    line = f"announce route {route.prefix} next-hop self origin igp as-path [ {path} ]"
+    if neighbor is None:
+        return line
+    if neighbor.med:
+        line += f" med {neighbor.med}"
+    if neighbor.communities:
+        line += f" community [ {' '.join(neighbor.communities)} ]"
+    return f"neighbor {neighbor.address} {line}"
+
+
+def announce_lines(cfg: SpeakerConfig, route: Route) -> list[str]:
+    """One line to every neighbour, or one per neighbour where a session prepends."""
+    if not any(n.shaped for n in cfg.neighbors):
+        return [announce_line(cfg.asn, route)]
+    return [announce_line(cfg.asn, route, n) for n in cfg.neighbors]
 
 
 def withdraw_line(prefix: str) -> str:
@@ -189,9 +208,9 @@ class ExaBgp:
     def apply(self, routes: Iterable[Route]) -> None:
         want = by_prefix(routes)
         lines = [withdraw_line(p) for p in self._routes if p not in want]
-        lines += [
-            announce_line(self.config.asn, r) for p, r in want.items() if self._routes.get(p) != r
-        ]
+        for p, r in want.items():
+            if self._routes.get(p) != r:
+                lines += announce_lines(self.config, r)
         if lines:
             self._send(lines)
         self._routes = dict(want)

@@ -17,7 +17,12 @@ watched by BFD (300 ms × 3), so a neighbour that goes silent is dropped in abou
 second rather than at the end of the hold timer.
 
 **Site speakers** originate their prefixes with ``network`` statements (a route map per
-prepend count adds the ASN again), accept nothing and so advertise nothing else.
+prepend count adds the ASN again), accept nothing and so advertise nothing else; a
+session with a prepend, MED or communities of its own sends through an outbound route
+map of its own (``SESSION-<i>``: ``set as-path prepend``, ``set metric``, ``set
+community … additive``).  ISP routers honour NO_EXPORT (bgpd does by itself) and the
+lab's action communities addressed to them: ``ASN:990`` not to their peers, ``ASN:991``
+not to their providers (a ``deny`` entry ahead of the export route maps).
 Changes go through ``vtysh``: announce, withdraw, or change the prepend of a prefix.
 """
 
@@ -36,6 +41,7 @@ FRR_LIB = Path("/usr/lib/frr")
 LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
 BFD_PROFILE = "lab"
 DAEMONS = ("zebra", "bfdd", "bgpd")  # in the order they start; bgpd is the BGP daemon
+ACTION = {"no-peers": 990, "no-providers": 991}  # a router's action communities: ASN:value
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,9 @@ def router_config(
         lines += [f"route-map FROM-{rel.upper()} permit 10", f" set local-preference {pref}"]
     lines += ["route-map CLIENTS permit 10", f" set local-preference {LOCAL_PREF['customer']}"]
     lines += ["route-map TO-CUSTOMER permit 10"]
-    for rel in ("PEER", "PROVIDER"):
+    for rel, value in (("PEER", ACTION["no-peers"]), ("PROVIDER", ACTION["no-providers"])):
+        lines += [f"bgp community-list standard NO-{rel}S permit {cfg.asn}:{value}"]
+        lines += [f"route-map TO-{rel} deny 5", f" match community NO-{rel}S"]
         lines += [f"route-map TO-{rel} permit 10", " match local-preference 300"]
     lines += [
         "!",
@@ -130,6 +138,15 @@ def site_config(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
     lines += ["route-map NOTHING deny 10", "route-map ORIGINATED permit 10"]
     for k in sorted({r.prepend for r in routes.values()} | {0}):
         lines += _prepend_map(cfg.asn, k)
+    for i, n in enumerate(cfg.neighbors, start=1):
+        if n.shaped:  # what this session alone sends: prepend, MED, communities
+            lines += [f"route-map SESSION-{i} permit 10"]
+            if n.prepend:
+                lines += [f" set as-path prepend {' '.join([str(cfg.asn)] * n.prepend)}"]
+            if n.med:
+                lines += [f" set metric {n.med}"]
+            if n.communities:
+                lines += [f" set community {' '.join(n.communities)} additive"]
     lines += [
         "!",
         f"router bgp {cfg.asn}",
@@ -143,10 +160,10 @@ def site_config(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
     lines += [" address-family ipv4 unicast"]
     for r in routes.values():
         lines.append(f"  network {r.prefix} route-map ORIGIN-P{r.prepend}")
-    for n in cfg.neighbors:
+    for i, n in enumerate(cfg.neighbors, start=1):
         lines += [
             f"  neighbor {n.address} route-map NOTHING in",
-            f"  neighbor {n.address} route-map ORIGINATED out",
+            f"  neighbor {n.address} route-map {f'SESSION-{i}' if n.shaped else 'ORIGINATED'} out",
         ]
     lines += [" exit-address-family", "!"]
     return "\n".join(lines) + "\n"

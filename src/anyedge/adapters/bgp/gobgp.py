@@ -15,6 +15,10 @@ The configuration sets the ASN, the router id and ``port = 179``, and:
   so nothing is learned and nothing is re-exported.  A bare reject default is not
   enough: GoBGP runs the global import policy on API-added paths too, so it would
   reject the site's own prefixes;
+* a session with a prepend, MED or communities of its own: a neighbour set of its own
+  and, ahead of ``local-paths`` in the same export policy, a statement that accepts
+  local paths sent to that neighbour with ``set-as-path-prepend``, ``set-med`` and
+  ``set-community`` (added);
 * per neighbour the lab's timers (``hold-time``, ``keepalive-interval``,
   ``connect-retry``) and ``minimum-advertisement-interval = 0`` (no MRAI delay), the
   local address of the link as transport address, IPv4 unicast only.
@@ -43,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import netns
-from .base import Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
+from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 GOBGPD = "gobgpd"
 GOBGP = "gobgp"
@@ -67,8 +71,10 @@ def render_gobgp_toml(cfg: SpeakerConfig) -> str:
         f'  export-policy-list = ["{POLICY}"]',
         '  default-export-policy = "reject-route"',
         "",
+        *_session_sets(cfg),
         "[[policy-definitions]]",
         f'  name = "{POLICY}"',
+        *_session_statements(cfg),
         "  [[policy-definitions.statements]]",
         '    name = "local-paths"',
         "    [policy-definitions.statements.conditions.bgp-conditions]",
@@ -96,6 +102,61 @@ def render_gobgp_toml(cfg: SpeakerConfig) -> str:
             '      afi-safi-name = "ipv4-unicast"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _shaped(cfg: SpeakerConfig) -> list[tuple[int, Neighbor]]:
+    """The neighbours whose session sends something of its own, numbered from 1."""
+    return [(i, n) for i, n in enumerate(cfg.neighbors, start=1) if n.shaped]
+
+
+def _session_sets(cfg: SpeakerConfig) -> list[str]:
+    lines: list[str] = []
+    for i, n in _shaped(cfg):
+        lines += [
+            "[[defined-sets.neighbor-sets]]",
+            f'  neighbor-set-name = "session-{i}"',
+            f"  neighbor-info-list = [{json.dumps(n.address)}]",
+            "",
+        ]
+    return lines
+
+
+def _session_statements(cfg: SpeakerConfig) -> list[str]:
+    """Local paths sent to the neighbour of set ``session-<i>`` get its prepend, MED and
+    communities."""
+    lines: list[str] = []
+    for i, n in _shaped(cfg):
+        lines += [
+            "  [[policy-definitions.statements]]",
+            f'    name = "session-{i}"',
+            "    [policy-definitions.statements.conditions.match-neighbor-set]",
+            f'      neighbor-set = "session-{i}"',
+            '      match-set-options = "any"',
+            "    [policy-definitions.statements.conditions.bgp-conditions]",
+            '      route-type = "local"',
+            "    [policy-definitions.statements.actions]",
+            '      route-disposition = "accept-route"',
+        ]
+        if n.med:
+            lines += [
+                "    [policy-definitions.statements.actions.bgp-actions]",
+                f'      set-med = "{n.med}"',
+            ]
+        if n.prepend:
+            lines += [
+                "    [policy-definitions.statements.actions.bgp-actions.set-as-path-prepend]",
+                f'      as = "{cfg.asn}"',
+                f"      repeat-n = {n.prepend}",
+            ]
+        if n.communities:
+            lines += [
+                "    [policy-definitions.statements.actions.bgp-actions.set-community]",
+                '      options = "add"',
+                "      [policy-definitions.statements.actions.bgp-actions.set-community"
+                ".set-community-method]",
+                f"        communities-list = [{', '.join(json.dumps(c) for c in n.communities)}]",
+            ]
+    return lines
 
 
 def rib_add_args(asn: int, route: Route) -> list[str]:

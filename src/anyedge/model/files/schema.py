@@ -39,7 +39,11 @@ Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 SiteCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 SectionName = Annotated[str, Field(pattern=r"^[A-Z]{3}[0-9]{2}$")]
 NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}$")]
-Endpoint = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}:[a-z][a-z0-9-]{0,14}$")]
+MED = Annotated[int, Field(ge=0, le=2**32 - 1)]
+# NO_EXPORT (RFC 1997), and the lab's action communities: not to its peers, providers
+Community = Literal["no-export", "no-peers", "no-providers"]
+# "node:interface", or "node" alone: the interface is then named for it (labends.py)
+Endpoint = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}(:[a-z][a-z0-9-]{0,14})?$")]
 
 
 class Strict(BaseModel):
@@ -95,6 +99,13 @@ class SiteIn(Strict):
     sections: list[SectionIn] = Field(min_length=1)
     transit: list[ASN] = []
     peers: list[ASN] = []
+    prepend: dict[ASN, Annotated[int, Field(ge=0, le=32)]] = Field(
+        {}, description="per session (by the neighbour's ASN): extra copies of our ASN"
+    )
+    med: dict[ASN, MED] = Field({}, description="per session: the MED sent (lowest wins)")
+    communities: dict[ASN, list[Community]] = Field(
+        {}, description="per session: what the neighbour may not do with the route"
+    )
 
 
 class PrefixIn(Strict):
@@ -124,6 +135,9 @@ class EyeballIn(Strict):
     metro: Count
     rps: float = Field(ge=0.0, description="peak requests per second")
     mix: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = None
+    access_ms: float | None = Field(
+        None, ge=0.0, le=1000.0, description="this network's last mile here (calibrated worlds)"
+    )
 
 
 class InternetIn(Strict):
@@ -148,6 +162,9 @@ class LabLinkIn(Strict):
     delay_ms: float = Field(0.0, ge=0, le=10_000, description="one way, each way")
     jitter_ms: float = Field(0.0, ge=0, le=10_000, description="standard deviation")
     loss: float = Field(0.0, ge=0, le=1, description="share of frames lost, each way")
+    prepend: int = Field(0, ge=0, le=32, description="the site's extra ASNs on this session")
+    med: MED = Field(0, description="the MED the site sends on this session")
+    communities: list[Community] = Field([], description="the site's, on this session")
 
 
 class LabIn(Strict):

@@ -6,10 +6,11 @@ file for either table instead of listing it inline::
 
     internet:
       metros: metros.csv        # id,name,country,lat,lon,population
-      eyeballs: eyeballs.csv    # asn,metro,rps,mix
+      eyeballs: eyeballs.csv    # asn,metro,rps,mix[,access_ms]
 
 ``mix`` is the plan shares separated by spaces, in the order of ``plans:``, or empty for
-the default shares.  Text is written in double quotes (numbers bare), so names with
+the default shares; ``access_ms``, a column only calibrated worlds write, is each
+network's last mile in that metro.  Text is written in double quotes (numbers bare), so names with
 commas, quotes, line breaks or surrounding spaces come back exactly.  Each row is
 checked like its inline form; an error names the CSV file, the line and the column.
 """
@@ -31,6 +32,7 @@ COLUMNS: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "metros": (MetroIn, ("id", "name", "country", "lat", "lon", "population")),
     "eyeballs": (EyeballIn, ("asn", "metro", "rps", "mix")),
 }
+OPTIONAL = {"eyeballs": ("access_ms",)}  # written only when some row has them
 
 
 def read_table(path: Path, key: str) -> tuple[list[Any], list[int]]:
@@ -83,7 +85,8 @@ def format_table(key: str, rows: list[dict[str, Any]]) -> str:
     """CSV text of ``rows``; text fields are quoted, so any name survives the trip."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
-    _, cols = COLUMNS[key]
+    _, base = COLUMNS[key]
+    cols = base + tuple(c for c in OPTIONAL.get(key, ()) if any(c in r for r in rows))
     out.write(",".join(cols) + "\n")
     for r in rows:
         vals: list[Any] = []

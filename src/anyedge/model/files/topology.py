@@ -41,9 +41,12 @@ from ..network import (
     Sessions,
     SiteKind,
     Sites,
+    block_of,
+    communities_of,
 )
 from ..plans import Plans
 from ..world import World
+from . import labends
 from .asrel import format_as_rel, parse_as_rel, read_as_rel
 from .atomic import write_all
 from .schema import TopologyIn
@@ -197,6 +200,13 @@ def _check(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
             for j, a in enumerate(lst):
                 if lst.index(a) != j:
                     yield ("sites", i, key, j), f"AS{a} is listed twice"
+        for key in ("prepend", "med", "communities"):
+            for a in getattr(s, key):
+                if a not in s.transit and a not in s.peers:
+                    yield (
+                        ("sites", i, key, a),
+                        f"{s.code} has no session with AS{a} (not in its transit or peers)",
+                    )
 
     seen_pfx: dict[str, int] = {}
     for i, p in enumerate(t.prefixes):
@@ -345,12 +355,14 @@ def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]
                 f"only site nodes have servers, this is a {n.kind}",
             )
     used: dict[str, int] = {}
+    resolved = labends.resolve([k.endpoints for k in t.lab.links])
+    yield from labends.clashes([k.endpoints for k in t.lab.links])
     for i, link in enumerate(t.lab.links):
-        ends = [e.split(":") for e in link.endpoints]
+        ends = resolved[i]
         for j, (node, _) in enumerate(ends):
             if node not in nodes:
                 yield ("lab", "links", i, "endpoints", j), f"unknown node {node!r}"
-            ep = link.endpoints[j]
+            ep = ":".join(ends[j])
             if ep in used:
                 yield (
                     ("lab", "links", i, "endpoints", j),
@@ -393,6 +405,21 @@ def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
         yield (*loc, "relation"), "a link between two sites is a backbone link: relation none"
     elif "client" in kinds and kinds != ["client", "router"]:
         yield loc, "a client connects to a router"
+    for key in ("prepend", "med", "communities"):
+        if getattr(link, key) and kinds != ["router", "site"]:
+            yield (
+                (*loc, key),
+                f"{key} is what a site sends on its session with a router; "
+                f"this link joins a {nodes[names[0]].kind} and a {nodes[names[1]].kind}",
+            )
+    router = next((nodes[n] for n in names if nodes[n].kind == "router"), None)
+    action = set(link.communities) & {"no-peers", "no-providers"}
+    if action and router is not None and router.asn is not None and router.asn > 65535:
+        yield (
+            (*loc, "communities"),
+            f"{', '.join(sorted(action))}: an action community is ASN:990 or ASN:991, "
+            f"and AS{router.asn} does not fit in 16 bits",
+        )
 
 
 def _check_lab_nodes(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
@@ -532,9 +559,13 @@ def _build(t: TopologyIn, src: _Source) -> World:
     prefixes = Prefixes(
         cidr=tuple(str(ipaddress.ip_network(p.cidr)) for p in t.prefixes), announced=announced
     )
+    rows = [(i, a, SessionKind.TRANSIT) for i, s in enumerate(t.sites) for a in s.transit]
+    rows += [(i, a, SessionKind.PEER) for i, s in enumerate(t.sites) for a in s.peers]
     sessions = Sessions.from_rows(
-        [(i, a, SessionKind.TRANSIT) for i, s in enumerate(t.sites) for a in s.transit]
-        + [(i, a, SessionKind.PEER) for i, s in enumerate(t.sites) for a in s.peers]
+        rows,
+        [t.sites[i].prepend.get(a, 0) for i, a, _ in rows],
+        [t.sites[i].med.get(a, 0) for i, a, _ in rows],
+        [block_of(t.sites[i].communities.get(a, [])) for i, a, _ in rows],
     )
     operators = tuple(
         Operator(o.name, o.asn, tuple(code_index[c] for c in o.sites)) for o in t.operators
@@ -555,8 +586,25 @@ def _build(t: TopologyIn, src: _Source) -> World:
         latency=LatencyModel(inflation=t.latency.inflation, access_ms=t.latency.access_ms),
         lab=_build_lab(t),
         backbone=_build_backbone(t, sites),
+        access_ms=_access(t, internet),
     )
     return world
+
+
+def _access(t: TopologyIn, internet: Internet) -> np.ndarray:
+    """Each eyeball row's own last mile, if the file gives any (the rest take the
+    latency model's); none: an empty array."""
+    net = t.internet
+    assert isinstance(net.eyeballs, list)
+    if all(e.access_ms is None for e in net.eyeballs):
+        return np.zeros(0)
+    given = {(e.asn, e.metro): e.access_ms for e in net.eyeballs}
+    e, m = internet.eyeballs, internet.metros
+    out = [
+        given.get((int(internet.asn[a]), int(m.id[mm])))
+        for a, mm in zip(e.as_.tolist(), e.metro.tolist(), strict=True)
+    ]
+    return np.array([t.latency.access_ms if v is None else v for v in out])
 
 
 def _build_backbone(t: TopologyIn, sites: Sites) -> Backbone:
@@ -733,16 +781,19 @@ def _build_lab(t: TopologyIn) -> Lab:
         for name, n in t.lab.nodes.items()
     )
     links = []
-    for link in t.lab.links:
-        a, b = (tuple(e.split(":")) for e in link.endpoints)
+    ends = labends.resolve([k.endpoints for k in t.lab.links])
+    for link, (a, b) in zip(t.lab.links, ends, strict=True):
         links.append(
             LabLink(
-                a=(a[0], a[1]),
-                b=(b[0], b[1]),
+                a=a,
+                b=b,
                 relation=Relation(link.relation),
                 delay_ms=link.delay_ms,
                 jitter_ms=link.jitter_ms,
                 loss=link.loss,
+                prepend=link.prepend,
+                med=link.med,
+                communities=tuple(link.communities),
             )
         )
     return Lab(nodes=nodes, links=tuple(links))
@@ -753,9 +804,11 @@ def _build_lab(t: TopologyIn) -> Lab:
 
 def _link_dict(k: LabLink) -> dict[str, Any]:
     d: dict[str, Any] = {"endpoints": [":".join(k.a), ":".join(k.b)], "relation": str(k.relation)}
-    for name in ("delay_ms", "jitter_ms", "loss"):
+    for name in ("delay_ms", "jitter_ms", "loss", "prepend", "med"):
         if getattr(k, name):
             d[name] = getattr(k, name)
+    if k.communities:
+        d["communities"] = list(k.communities)
     return d
 
 
@@ -837,6 +890,18 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
                 "peers": [int(a) for a in ses.asn[mine & (ses.kind == SessionKind.PEER)]],
             }
         )
+        for key, col in (("prepend", ses.prepend), ("med", ses.med)):
+            pre = mine & (col > 0)
+            if pre.any():
+                sites[-1][key] = {
+                    int(a): int(k) for a, k in zip(ses.asn[pre], col[pre], strict=True)
+                }
+        pre = mine & (ses.block > 0)
+        if pre.any():
+            sites[-1]["communities"] = {
+                int(a): communities_of(int(b))
+                for a, b in zip(ses.asn[pre], ses.block[pre], strict=True)
+            }
     out["sites"] = sites
     out["prefixes"] = [
         {
@@ -929,6 +994,8 @@ def _tables(world: World) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         }
         if not np.array_equal(e.mix[i], plans.share):
             row["mix"] = [float(x) for x in e.mix[i]]
+        if world.access_ms.size:
+            row["access_ms"] = float(world.access_ms[i])
         eyeballs.append(row)
     return metros, eyeballs
 

@@ -19,6 +19,15 @@
    on a day without events no site goes over its maximum threshold.
 8. **Backbone** (:mod:`.backbone`): regional meshes and long-haul routes between the
    sites, each region's transit detour, and the customers' origins.
+
+``WorldOptions(calibrated=True)`` (``anyedge world --calibrated``) builds the world
+calibrated against the measured Internet instead: people online by country
+(:mod:`.countrydata`), fixed and mobile access networks with a last mile of their own
+(:mod:`.lastmile`), exchange points with route-server peering and countries whose
+traffic trombones abroad (:mod:`.peering`); sites in an exchange city peer with its
+members, and sites in a country of thin local peering with few of its ISPs
+(:data:`THIN_SITE_PEERING`).  :mod:`anyedge.sim.calibration` sets its figures beside
+the published ones.
 """
 
 from __future__ import annotations
@@ -47,8 +56,10 @@ from ..table import FloatArray, IntArray
 from ..world import World
 from .backbone import build_backbone
 from .capacity import plan_servers, site_peak_load
+from .countrydata import country_table
 from .geography import HUB_AIRPORT, Cities, load_airports, load_cities
-from .internet import build_internet
+from .internet import Calibrated, build_calibrated_internet, build_internet
+from .lastmile import access_delays
 from .sites import candidate_rows, choose_sites
 
 DEFAULT_PREFIXES = (
@@ -63,6 +74,9 @@ DEFAULT_PREFIXES = (
 MCP_HUBS = ("IAD", "FRA", "AMS", "LHR", "CDG", "EWR", "ORD", "SJC", "LAX", "SIN", "NRT", "HKG")
 SERVER_GENERATIONS = (48_000.0, 64_000.0, 96_000.0)  # ms/s: 48, 64 and 96 cores
 GENERATION_ODDS = (0.2, 0.5, 0.3)
+# Calibrated world: the chance that a site peers with each access ISP of its city where
+# the country's local peering is thin (against 0.85 elsewhere).
+THIN_SITE_PEERING = 0.3
 
 Progress = Callable[[str], None]
 
@@ -80,6 +94,7 @@ class WorldOptions:
     # capacity at the maximum threshold over each site's own peak, drawn per site
     headroom: tuple[float, float] = (1.3, 2.0)
     cap_ms: float = 50.0
+    calibrated: bool = False  # the world calibrated against the measured Internet
 
     def check(self) -> list[tuple[str, str]]:
         """(option, problem) pairs for options out of range."""
@@ -110,10 +125,20 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
     latency = LatencyModel()
 
     say("cities")
-    cities = load_cities(opts.min_city_population)
+    cities = load_cities(opts.min_city_population, by_country=opts.calibrated)
     airports = load_airports()
     say("internet")
-    internet = build_internet(cities, rng, DEFAULT_PLANS, opts.peak_rps, opts.tier1)
+    calib = None
+    if opts.calibrated:
+        table = country_table()
+        calib = build_calibrated_internet(
+            cities, rng, DEFAULT_PLANS, opts.peak_rps, opts.tier1, table.thin
+        )
+        internet = calib.internet
+        access = access_delays(internet, calib.mobile, table.use, rng)
+    else:
+        internet = build_internet(cities, rng, DEFAULT_PLANS, opts.peak_rps, opts.tier1)
+        access = np.zeros(0)
 
     say("sites")
     cand, codes = candidate_rows(cities, airports, opts.min_site_population)
@@ -163,7 +188,7 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
     layout = _layout(rng, site_code, local_cpu, mcp, opts.headroom)
 
     say("sessions")
-    sessions = _sessions(rng, internet, site_city, mcp)
+    sessions = _sessions(rng, internet, site_city, mcp, calib)
     prefixes = Prefixes(
         cidr=DEFAULT_PREFIXES,
         announced=np.ones((len(DEFAULT_PREFIXES), site_city.size), dtype=np.bool_),
@@ -179,13 +204,15 @@ def build_world(opts: WorldOptions = WorldOptions(), progress: Progress | None =
 
     say("capacity")
     # routing does not depend on capacity: the catchment of the laid-out network sizes it
-    world = World(network=network, internet=internet, latency=latency)
+    world = World(network=network, internet=internet, latency=latency, access_ms=access)
     need = site_peak_load(world) * layout.headroom / sites.thresholds[:, 0]
     servers = plan_servers(need, layout.site, layout.share, layout.cpu, layout.min_servers)
     network = replace(network, sections=layout.sections(servers))
     say("backbone")
     backbone = build_backbone(sites)
-    return World(network=network, internet=internet, latency=latency, backbone=backbone)
+    return World(
+        network=network, internet=internet, latency=latency, backbone=backbone, access_ms=access
+    )
 
 
 @dataclass(frozen=True)
@@ -250,13 +277,22 @@ def _layout(
 
 
 def _sessions(
-    rng: np.random.Generator, internet: Internet, site_city: np.ndarray, mcp: np.ndarray
+    rng: np.random.Generator,
+    internet: Internet,
+    site_city: np.ndarray,
+    mcp: np.ndarray,
+    calib: Calibrated | None = None,
 ) -> Sessions:
     """Transit from providers present in the site's city, peering with its access ISPs.
 
     Where fewer providers are present than the site needs, it buys from those whose
-    nearest point of presence is closest (transit is sold over a distance).
+    nearest point of presence is closest (transit is sold over a distance).  In the
+    calibrated world a site in an exchange city also peers with every member of its
+    route server, and a site in a country of thin local peering peers with each local
+    access ISP only at :data:`THIN_SITE_PEERING` odds.
     """
+    thin = country_table().thin if calib is not None else frozenset()
+    members = calib.members if calib is not None else {}
     kind = internet.kind
     metros = internet.metros
     by_metro: dict[int, list[int]] = {}
@@ -282,8 +318,15 @@ def _sessions(
             order = np.argsort(nearest, kind="stable")
             picked += [int(a) for a in order[: want - len(picked)] if np.isfinite(nearest[a])]
         rows += [(s, int(internet.asn[a]), SessionKind.TRANSIT) for a in picked]
+        local = metros.country[m] in thin
+        rs = set(members.get(m, [])) - set(picked)
+        rows += [(s, int(internet.asn[a]), SessionKind.PEER) for a in sorted(rs)]
         for a in here:
-            if a in picked:
+            if a in picked or a in rs:
+                continue
+            if local and kind[a] == ASKind.ACCESS:
+                if rng.random() < THIN_SITE_PEERING:
+                    rows.append((s, int(internet.asn[a]), SessionKind.PEER))
                 continue
             if (kind[a] == ASKind.ACCESS and (mcp[s] or rng.random() < 0.85)) or (
                 kind[a] == ASKind.TRANSIT and mcp[s] and rng.random() < 0.4

@@ -9,7 +9,9 @@ Users are people online: a city's demand is its population times the share of it
 continent's people who use the Internet.  The shares are rounded from the ITU's 2023
 estimates (Africa 37 %, the Americas about 87 %, Asia about 66 %, Europe 91 %), with
 Oceania and the two Americas split by the editor's judgement; they are a model input, not
-a claim about any one country.
+a claim about any one country.  The calibrated world (``WorldOptions(calibrated=True)``)
+uses each country's own share instead, from the table of :mod:`.countrydata` (the
+ITU's estimates per country), and the continent's only for countries it does not list.
 
 People online do not all ask for the same amount: a user in North America or Europe
 makes several times the requests of one in Africa (more devices, more bandwidth, more
@@ -111,12 +113,16 @@ class Cities:
     lat: FloatArray
     lon: FloatArray
     population: IntArray
+    use: FloatArray | None = None  # share online per city (by country); None: by continent
 
     def __len__(self) -> int:
         return int(self.id.shape[0])
 
     def online(self) -> FloatArray:
-        """People online in each city: population x its continent's Internet share."""
+        """People online in each city: population x its country's (or else its continent's)
+        Internet share."""
+        if self.use is not None:
+            return np.asarray(self.population * self.use)
         share = np.array([INTERNET_SHARE[c] for c in self.continent])
         return np.asarray(self.population * share)
 
@@ -152,7 +158,9 @@ def _capitals() -> frozenset[tuple[str, str]]:
     return frozenset((str(c["capital"]), str(c["iso"])) for c in gc.get_countries().values())
 
 
-def load_cities(min_population: int) -> Cities:
+def load_cities(min_population: int, by_country: bool = False) -> Cities:
+    """Cities of at least ``min_population``; ``by_country``: people online from each
+    country's Internet use (:mod:`.countrydata`) rather than the continent's."""
     rows = [
         c
         for c in _raw_cities()
@@ -161,15 +169,25 @@ def load_cities(min_population: int) -> Cities:
     caps = _capitals()
     country = tuple(str(c["countrycode"]) for c in rows)
     name = tuple(str(c["name"]) for c in rows)
+    continent = tuple(COUNTRIES[k][0] for k in country)
+    use = None
+    if by_country:
+        from .countrydata import country_table
+
+        table = country_table()
+        use = np.array(
+            [table.use.get(k, INTERNET_SHARE[c]) for k, c in zip(country, continent, strict=True)]
+        )
     return Cities(
         id=np.array([int(str(c["geonameid"])) for c in rows], dtype=np.int64),
         name=name,
         country=country,
-        continent=tuple(COUNTRIES[k][0] for k in country),
+        continent=continent,
         capital=np.array([(n, k) in caps for n, k in zip(name, country, strict=True)]),
         lat=np.array([float(str(c["latitude"])) for c in rows]),
         lon=np.array([float(str(c["longitude"])) for c in rows]),
         population=np.array([int(str(c["population"])) for c in rows], dtype=np.int64),
+        use=use,
     )
 
 

@@ -86,6 +86,7 @@ class Allocation:
     bytes_to_peer: int = 0
     packets_to_client: int = 0
     bytes_to_client: int = 0
+    fast_paused: bool = False  # over user_bandwidth through a fast path (.offload)
 
     @property
     def five_tuple(self) -> FiveTuple:

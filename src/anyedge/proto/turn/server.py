@@ -290,6 +290,10 @@ class TurnServer:
         """The allocation of a 5-tuple, or None (read-only use: tests, admin views)."""
         return self._allocs.get((transport, client_addr, server_addr))
 
+    def allocations(self) -> list[Allocation]:
+        """Every allocation now (a copy: safe to hold while the core goes on)."""
+        return list(self._allocs.values())
+
     def sessions(self, now: float) -> list[dict[str, object]]:
         """Every allocation as :func:`.sessions.session_view` describes it (the
         sessions view; safe to call from another thread: the dict is copied at once)."""

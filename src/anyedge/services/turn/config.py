@@ -21,6 +21,7 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
     metrics: {address: 127.0.0.1, port: 9641}
     drain: {alternates: ["198.51.100.9:3478"], domain: turn.example}  # SIGUSR1 drains
     stun: {other_address: 203.0.113.8, other_port: 3479}  # RFC 5780 NAT discovery
+    fast_path: {interfaces: [eth0], mode: native}  # ChannelData relayed in XDP (off if absent)
 
 Every problem is reported with the file, line and place (exit status 2); relative
 paths (``users_file``, ``cert``, ``key``) are read beside the config file.
@@ -193,6 +194,21 @@ class MetricsIn(_Strict):
     port: int | None = Field(None, ge=1, le=65535)  # None: no metrics endpoint
 
 
+class FastPathIn(_Strict):
+    """``fast_path:``: ChannelData relayed in XDP on these interfaces (docs/turn.md)."""
+
+    interfaces: list[str] = Field(min_length=1)
+    mode: Literal["native", "generic"] = "native"
+
+    @field_validator("interfaces")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not 1 <= len(name) <= 15 or "/" in name or name.strip() != name:
+                raise ValueError(f"{name!r} is not an interface name")
+        return v
+
+
 class TurnFileIn(_Strict):
     realm: str = Field(min_length=1)
     listen: list[ListenIn] = Field(min_length=1)
@@ -205,6 +221,7 @@ class TurnFileIn(_Strict):
     stun: StunIn = StunIn()
     software: str | None = "anyedge"
     log: Literal["json", "text"] = "json"
+    fast_path: FastPathIn | None = None  # off unless given
 
     @model_validator(mode="after")
     def _listeners_outside_relay_ports(self) -> TurnFileIn:

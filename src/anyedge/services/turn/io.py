@@ -18,7 +18,10 @@ socket it needs:
   and hands the core new users, REST secrets and fleet keys and the TLS listeners new
   certificates, or keeps all the old ones when anything fails to load;
 * **time** — the core is ticked twice a second to expire permissions, channels and
-  allocations.
+  allocations;
+* **the kernel fast path** (``fast_path:``) — when the program is loaded, the same tick
+  reconciles its maps with the core's channels and charges its counters back
+  (:mod:`.fastpath`), and a closed relay leaves the maps at once.
 
 Data flows in one direction per callback: a datagram or stream message goes into the
 core with ``time.time()``, and the outputs that come back are carried out at once —
@@ -50,6 +53,7 @@ from ...proto.turn.outputs import Addr, ClosePeer, ConnectPeer, Output, Splice
 from ...proto.turn.server import QuotaLedger
 from .config import ListenIn, ServiceConfig, load_config
 from .dtls import DtlsListener, dtls_context
+from .fastpath import FastPath, TurnFast
 from .tcp_relay import PeerStream, connect_peer, listening_socket, serve_relay
 
 log = logging.getLogger("anyedge.turn")
@@ -322,8 +326,10 @@ class TurnService:
         worker: int = 0,
         workers: int = 1,
         ledger: QuotaLedger | None = None,
+        fast: TurnFast | None = None,
     ) -> None:
         self.config = config
+        self.fast = FastPath(fast) if fast is not None else None
         relay = config.doc.relay
         first, last = config.relay_ports(worker, workers)
         self.ports = BindingPorts(PortRange(relay.ipv4, relay.ipv6, first, last))
@@ -407,6 +413,8 @@ class TurnService:
                 if pc is not None:
                     pc.close()
             elif type(out) is CloseRelay:
+                if self.fast is not None:
+                    self.fast.relay_closed(self.core, out.relay_addr, time.time())
                 relay = self.relays.pop(out.relay_addr, None)
                 self.opening.pop(out.relay_addr, None)  # _opened closes its endpoint
                 tcp = self.tcp_relays.pop(out.relay_addr, None)
@@ -655,9 +663,16 @@ class TurnService:
         while True:
             await asyncio.sleep(TICK)
             _guarded(self, lambda: self.core.tick(time.time()))
+            if self.fast is not None:
+                _guarded(self, self._sync_fast)
             self._close_idle()
             for dtls in self.dtls.values():
                 dtls.tick()
+
+    def _sync_fast(self) -> list[Output]:
+        assert self.fast is not None
+        self.fast.sync(self.core, time.time())
+        return []
 
     def _close_idle(self) -> None:
         """Close TCP/TLS connections that have held no allocation for STREAM_IDLE s."""
@@ -678,6 +693,8 @@ class TurnService:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.fast is not None:
+            self.fast.close(self.core, time.time())
         for s in self.servers:
             s.close()
         for t in list(self.streams.values()):

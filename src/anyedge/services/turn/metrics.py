@@ -11,8 +11,15 @@ elsewhere; the IO layer's too: ``backlog``, relayed data
 dropped for a TCP/TLS client that does not read, and ``relay_opening``);
 ``anyedge_turn_input_errors_total`` (inputs the core raised on, see ``io._guarded``) and
 ``anyedge_turn_rate_limiter_evictions_total`` (buckets pushed out of the full
-unauthenticated-answer limiter: a sign of a spoofed flood).  Each series carries the
-``worker`` label.
+unauthenticated-answer limiter: a sign of a spoofed flood).  With the kernel fast path
+(:mod:`.fastpath`): ``anyedge_turn_fast_path_packets_total`` and ``_bytes_total`` by
+``direction`` (the part of the relayed totals above that XDP relayed),
+``anyedge_turn_fast_path_channels`` (gauge: channels in the kernel's maps),
+``anyedge_turn_fast_path_paused_total`` (allocations sent back to user space over their
+bandwidth) and, from worker 0 alone since the workers share one program,
+``anyedge_turn_fast_path_frames_total`` by ``outcome`` (to_peer, to_client, passed,
+expired: past an entry's deadline, no_route: no next hop from the FIB).  Each series
+carries the ``worker`` label.
 
 The same HTTP server answers ``/sessions`` with the worker's allocations as JSON
 (:mod:`anyedge.proto.turn.sessions`; ``anyedge turn sessions`` reads it from every
@@ -126,6 +133,46 @@ class TurnCollector(Collector):
         )
         evicted.add_metric([w], c.rate_limiter_evictions)
         yield evicted
+        fast = getattr(self.io, "fast", None)
+        if fast is not None:
+            yield from _fast_path(fast, w)
+
+
+def _fast_path(fast: Any, w: str) -> Iterator[Metric]:
+    if w == "0":  # one program for every worker: its own counters come from worker 0
+        frames = CounterMetricFamily(
+            "anyedge_turn_fast_path_frames",
+            "frames the XDP program saw, by what it did with them",
+            labels=["worker", "outcome"],
+        )
+        for outcome, v in fast.kernel.counters().items():
+            frames.add_metric([w, outcome], v)
+        yield frames
+    packets = CounterMetricFamily(
+        "anyedge_turn_fast_path_packets", "packets relayed in XDP", labels=["worker", "direction"]
+    )
+    octets = CounterMetricFamily(
+        "anyedge_turn_fast_path_bytes",
+        "payload bytes relayed in XDP",
+        labels=["worker", "direction"],
+    )
+    for d in ("to_peer", "to_client"):
+        packets.add_metric([w, d], fast.packets[d])
+        octets.add_metric([w, d], fast.bytes[d])
+    yield packets
+    yield octets
+    g = GaugeMetricFamily(
+        "anyedge_turn_fast_path_channels", "channels in the kernel's maps", labels=["worker"]
+    )
+    g.add_metric([w], len(fast.installed))
+    yield g
+    paused = CounterMetricFamily(
+        "anyedge_turn_fast_path_paused",
+        "allocations sent back to user space over their bandwidth",
+        labels=["worker"],
+    )
+    paused.add_metric([w], fast.paused)
+    yield paused
 
 
 class _Quiet(WSGIRequestHandler):

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 
 from .config import ServiceConfig
+from .fastpath import TurnFast, open_fast_path
 from .io import TurnService
 from .ledger import SharedLedger
 from .metrics import serve_metrics
@@ -68,8 +69,9 @@ async def _run(
     workers: int,
     ready: Callable[[], None],
     ledger: SharedLedger | None = None,
+    fast: TurnFast | None = None,
 ) -> None:
-    service = TurnService(config, worker, workers, ledger)
+    service = TurnService(config, worker, workers, ledger, fast)
     loop = asyncio.get_running_loop()
     # before the listeners open: a signal sent once the relay answers is never missed
     loop.add_signal_handler(signal.SIGUSR1, service.set_draining, True)
@@ -103,12 +105,13 @@ def run_worker(
     workers: int,
     ready: Callable[[], None],
     ledger: SharedLedger | None = None,
+    fast: TurnFast | None = None,
 ) -> None:
     loop_kind = _event_loop_policy()
     log.info(
         '{"event": "worker", "worker": %d, "pid": %d, "loop": "%s"}', worker, os.getpid(), loop_kind
     )
-    asyncio.run(_run(config, worker, workers, ready, ledger))
+    asyncio.run(_run(config, worker, workers, ready, ledger, fast))
 
 
 def _one_of_many(
@@ -117,6 +120,7 @@ def _one_of_many(
     workers: int,
     barrier: threading.Barrier,
     ledger: SharedLedger,
+    fast: TurnFast | None,
 ) -> None:
     """A worker process: :func:`run_worker`, meeting the others and the parent at
     ``barrier`` once its listeners are open.  A worker that cannot open them (a port
@@ -127,7 +131,7 @@ def _one_of_many(
         barrier.wait()
 
     try:
-        run_worker(config, worker, workers, ready, ledger)
+        run_worker(config, worker, workers, ready, ledger, fast)
     except threading.BrokenBarrierError:  # another worker could not start
         sys.exit(1)
     except OSError as e:  # ssl.SSLError is one too
@@ -170,23 +174,30 @@ def claim_listeners(config: ServiceConfig) -> list[socket.socket]:
 def serve(config: ServiceConfig, on_ready: Callable[[], None] = lambda: None) -> int:
     """Run the relay until SIGTERM/SIGINT; the exit status."""
     claims = claim_listeners(config)
+    fp = config.doc.fast_path
+    # loaded and attached once, before the workers fork: they share its maps
+    fast = open_fast_path(fp.interfaces, fp.mode) if fp is not None else None
     try:
-        return _serve(config, on_ready)
+        return _serve(config, on_ready, fast)
     finally:
+        if fast is not None:
+            fast.close()  # detaches the program: the kernel relays nothing more
         for s in claims:
             s.close()
 
 
-def _serve(config: ServiceConfig, on_ready: Callable[[], None]) -> int:
+def _serve(config: ServiceConfig, on_ready: Callable[[], None], fast: TurnFast | None) -> int:
     workers = config.workers
     if workers == 1:
-        run_worker(config, 0, 1, on_ready)
+        run_worker(config, 0, 1, on_ready, None, fast)
         return 0
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(workers + 1)
     ledger = SharedLedger()
     procs = [
-        ctx.Process(target=_one_of_many, args=(config, i, workers, barrier, ledger), daemon=True)
+        ctx.Process(
+            target=_one_of_many, args=(config, i, workers, barrier, ledger, fast), daemon=True
+        )
         for i in range(workers)
     ]
     stopping = False

@@ -1,0 +1,73 @@
+"""What a kernel fast path may relay for the core, and what it relayed, charged back.
+
+The core stays the authority on every channel.  A fast path (the service's
+:mod:`anyedge.services.turn.fastpath`, XDP underneath) asks :func:`offloadable` which
+channels it may relay and until when, and hands what it relayed back through
+:func:`account`, which counts it where the core's own packet paths count (the server's
+:class:`~.config.Counters`, the allocation's counters for the sessions view) and
+charges the user's bandwidth bucket.
+
+A channel is offloadable while it is live, its peer's permission is, and its
+allocation is a UDP one (not TCP or TLS, whose ChannelData is framed in a stream, nor
+DTLS); ``until`` is the earliest of the channel's, the permission's and the
+allocation's expiry, so a fast path that knows it stops exactly where
+:meth:`TurnServer.receive <.server.TurnServer.receive>` would start dropping.  An
+allocation whose user went over ``user_bandwidth`` through the fast path is paused
+(``Allocation.fast_paused``): its channels leave the fast path, the bytes beyond the
+bucket are owed (the bucket goes below zero), and user space -- which drops what
+exceeds the bucket -- relays until the bucket is full again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from .allocation import Allocation, Channel
+from .config import Counters
+
+
+def offloadable(
+    allocations: Iterable[Allocation], now: float
+) -> Iterator[tuple[Allocation, Channel, float]]:
+    """(allocation, channel, until) for every channel a fast path may relay now."""
+    for alloc in allocations:
+        if alloc.dead or alloc.transport != "udp" or alloc.tcp:
+            continue
+        if alloc.fast_paused:
+            bucket = alloc.quota.bucket
+            if bucket is not None and not bucket.full(now):
+                continue
+            alloc.fast_paused = False
+        for ch in alloc.channels.values():
+            perm = alloc.perms.get(ch.peer[0], 0.0)
+            until = min(ch.expires, perm, alloc.expires)
+            if ch.live and until > now:
+                yield alloc, ch, until
+
+
+def account(
+    counters: Counters,
+    alloc: Allocation,
+    now: float,
+    to_peer: tuple[int, int] = (0, 0),
+    to_client: tuple[int, int] = (0, 0),
+) -> bool:
+    """Count ``(packets, bytes)`` of payload a fast path relayed each way for ``alloc``;
+    False when that took its user over ``user_bandwidth`` (the allocation is paused,
+    module docstring)."""
+    c = counters
+    c.packets_to_peer += to_peer[0]
+    c.bytes_to_peer += to_peer[1]
+    c.packets_to_client += to_client[0]
+    c.bytes_to_client += to_client[1]
+    alloc.packets_to_peer += to_peer[0]
+    alloc.bytes_to_peer += to_peer[1]
+    alloc.packets_to_client += to_client[0]
+    alloc.bytes_to_client += to_client[1]
+    used = to_peer[1] + to_client[1]
+    bucket = alloc.quota.bucket
+    if bucket is None or not used or bucket.take(now, used):
+        return True
+    bucket.tokens -= used  # relayed already: owed, paid back before user space relays
+    alloc.fast_paused = True
+    return False
