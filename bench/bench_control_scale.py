@@ -4,12 +4,18 @@ grow with the number of sites.
 Synthetic networks of 300, 3,000 and 10,000 sites: sites scattered over a plane,
 latency proportional to distance, four plans, a tenth of the sites above their maximum
 and a few hundred forwards already in force (so reverts and hand-backs have work too).
-For each size it prints the median time of one decision (the first decision also sorts
-each site's neighbours once per latency table; it is shown apart), and, where the
-machine can hold it, the same decision by the dense core that kept a (sites, plans,
-sites) array of shares and copied it per decision (the code before the sparse state,
-taken from git), with the ratio.  Then ``anyedge control plan`` as a whole process on a
-3,000-site observation file that gives every latency pair.
+Each size is measured on three networks (seeds 1-3: how many forwards a tenth of the
+sites needs varies by a few per cent from one network to the next, which alone would
+move a ratio between two sizes), and for each the median time of one decision is
+taken, in wall-clock time and in this process's CPU time (on a shared machine the CPU
+time is the steadier of the two); the mean over the three networks is printed per
+size, with the growth from one size to the next beside n log n's.  The first decision
+on a latency table (it finds each overloaded site's nearest neighbours once) is shown
+apart.  Where the machine can hold it, the same decision by the dense core that kept a
+(sites, plans, sites) array of shares and copied it per decision (the code before the
+sparse state, taken from git) is timed on the first network, with the ratio.  Then
+``anyedge control plan`` as a whole process on a 3,000-site observation file that gives
+every latency pair.
 
 Targets (issue 13): a decision at 3,000 sites under 20 ms; cost growing no faster
 than sites × log(sites) for a fixed share of overloaded sites; ``control plan`` for
@@ -23,14 +29,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import math
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -68,13 +77,15 @@ def network(n: int, seed: int = 1) -> tuple[Observation, State, Config]:
     return obs, state, cfg
 
 
-def timed(fn: Any, repeat: int) -> float:
-    times = []
+def timed(fn: Any, repeat: int) -> tuple[float, float]:
+    """Median wall-clock and median CPU seconds of ``repeat`` calls."""
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - t0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def dense_core() -> ModuleType | None:
@@ -105,24 +116,24 @@ def dense_core() -> ModuleType | None:
     return core
 
 
-def one_size(n: int, dense: ModuleType | None) -> None:
-    obs, state, cfg = network(n)
-    cfg = Config(**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__})  # a fresh table
+SEEDS = (1, 2, 3)
+
+
+def one_network(n: int, seed: int, dense: ModuleType | None) -> tuple[float, float]:
+    """Median decision on one network, (wall, CPU) seconds; prints a line."""
+    obs, state, cfg = network(n, seed)
+    # a copy of the latency table: nothing is known of its neighbours yet
+    cfg = replace(cfg, latency_ms=cfg.latency_ms.copy())
     t0 = time.perf_counter()
     decide(obs, state, cfg, 1_000.0)
     first = time.perf_counter() - t0
-    t = timed(lambda: decide(obs, state, cfg, 1_000.0), 7 if n <= 3_000 else 3)
+    wall, cpu = timed(lambda: decide(obs, state, cfg, 1_000.0), 9 if n <= 3_000 else 5)
     line = (
-        f"{n:>6,} sites, {len(state.forward):>4} forwards in force: decision {1e3 * t:8.1f} ms "
-        f"(first {1e3 * first:8.1f} ms, sorting neighbours)"
+        f"{n:>6,} sites (seed {seed}), {len(state.forward):>4} forwards in force: decision "
+        f"{1e3 * wall:6.1f} ms, CPU {1e3 * cpu:6.1f} ms (first {1e3 * first:6.1f} ms)"
     )
-    if dense is not None and n <= 3_000:
-        dstate = dense.State(
-            state.shares(),
-            state.shift,
-            state.withdrawn,
-            state.last_change,
-        )
+    if dense is not None and n <= 3_000 and seed == SEEDS[0]:
+        dstate = dense.State(state.shares(), state.shift, state.withdrawn, state.last_change)
         dcfg = dense.Config(
             maximum=cfg.maximum,
             target=cfg.target,
@@ -130,10 +141,19 @@ def one_size(n: int, dense: ModuleType | None) -> None:
             latency_ms=cfg.latency_ms,
             max_move_share=1.0,
         )
-        td = timed(lambda: dense.decide(obs, dstate, dcfg, 1_000.0), 3)
-        line += f"; dense core {1e3 * td:8.1f} ms, x{td / t:.1f}"
+        td = timed(lambda: dense.decide(obs, dstate, dcfg, 1_000.0), 3)[0]
+        line += f"; dense core {1e3 * td:6.1f} ms, x{td / wall:.1f}"
     print(line, flush=True)
-    return None
+    return wall, cpu
+
+
+def one_size(n: int, dense: ModuleType | None) -> tuple[float, float]:
+    """Mean over the networks of the median decision, (wall, CPU) seconds."""
+    got = [one_network(n, seed, dense) for seed in SEEDS]
+    wall = statistics.mean(w for w, _ in got)
+    cpu = statistics.mean(c for _, c in got)
+    print(f"{n:>6,} sites: decision {1e3 * wall:6.1f} ms, CPU {1e3 * cpu:6.1f} ms", flush=True)
+    return wall, cpu
 
 
 def plan_file(n: int, path: Path) -> None:
@@ -169,16 +189,19 @@ def command(n: int) -> None:
         pairs = n * (n - 1) // 2
         size = f.stat().st_size / 1e6
         argv = [sys.executable, "-m", "anyedge", "control", "plan", "--input", str(f), "--json"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         r = subprocess.run(argv, capture_output=True, text=True)
         took = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         if r.returncode != 0:
             print(r.stderr[-2000:], file=sys.stderr)
             raise SystemExit(f"control plan failed with status {r.returncode}")
         moves = sum(a["kind"] == "forward" for a in json.loads(r.stdout)["actions"])
         print(
             f"anyedge control plan, {n:,} sites, {pairs:,} latency pairs ({size:.0f} MB): "
-            f"{took:.2f} s whole, {moves} forwards",
+            f"{took:.2f} s whole (CPU {cpu:.2f} s), {moves} forwards",
             flush=True,
         )
 
@@ -191,13 +214,14 @@ def main() -> None:
     if dense is None:
         print("(no git history here: the dense core's column is left out)")
     sizes = [300, 3_000] if args.quick else [300, 3_000, 10_000]
-    for n in sizes:
-        one_size(n, dense)
-    print(
-        "n log n from 300 to 3,000 sites is x"
-        f"{3_000 * math.log(3_000) / (300 * math.log(300)):.1f}; "
-        f"from 3,000 to 10,000 x{10_000 * math.log(10_000) / (3_000 * math.log(3_000)):.1f}"
-    )
+    got = {n: one_size(n, dense) for n in sizes}
+    for a, b in itertools.pairwise(sizes):
+        nlogn = b * math.log(b) / (a * math.log(a))
+        (wa, ca), (wb, cb) = got[a], got[b]
+        print(
+            f"{a:,} -> {b:,} sites: decision x{wb / wa:.2f}, CPU x{cb / ca:.2f} "
+            f"(sites x{b / a:.2f}, n log n x{nlogn:.2f})"
+        )
     if not args.quick:
         command(3_000)
 

@@ -15,23 +15,29 @@ module's fixtures are built once.  The tests that run labs of BGP daemons are th
 groups, each one lab at a time (their workers mostly wait on BGP timers); the other
 tests that need root make namespaces of their own without BGP and stay in their
 modules' groups.  The modules that read the default day share a group, so it is
-simulated once.  The three lab groups and the default day go first, one to each worker
-(see ``_ORDER``).  (Measured: with one lab group its ~9 minutes, one module after
-another, were the suite's whole time once numpy ran on one BLAS thread.)
+simulated once.  The default and the small world are built once per run too, by the
+first worker that asks, and read back by the others.  The three lab groups and the
+default day go first, one to each worker (see ``_ORDER``).  (Measured: with one lab
+group its ~9 minutes, one module after another, were the suite's whole time once numpy
+ran on one BLAS thread.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from numpy.lib.stride_tricks import as_strided
 
 from anyedge.model import World
 from anyedge.model.worldgen import WorldOptions, build_world
@@ -52,12 +58,14 @@ DEFAULT_DAY_MODULES = {"test_sim", "test_readme_commands", "test_docs"}
 
 
 # The modules whose tests run BGP daemons, in three groups of about the same time, each
-# one lab at a time.  (Measured alone, in seconds: lab: speakers 71, failover 69, lab 73,
-# edge 50, turn and bad_input ~40; lab-b: generated 136, docs 71, control_run_lab ~40,
-# transit_lab ~20, dns_docs 17; lab-c: exit_status 94, operators 87, dns 40, delay 22,
-# transit_announce ~10.)  Other tests marked ``lab`` make namespaces of their own
-# without BGP (the edge's, the delay lines', Magic Transit's firewalls and tunnels, the
-# controller's actuators): their module's group.
+# one lab at a time.  (Measured alone, in seconds: lab: lab 73, speakers 71, failover 69,
+# edge 50, turn and bad_input ~40, prepend 17-31, delay 22; lab-b: generated 136, docs
+# 71, control_run_lab ~40, dns 40, transit_lab ~20, dns_docs 17, policy 16; lab-c:
+# operators 87, exit_status 64-94, model_faults 54, faults 50, dns_rtt ~45, lab_transit
+# and transit_announce ~10 each.  dns, delay, prepend and policy were lab-c's, which had
+# become the longest, ~470 s against ~300.)  Other tests marked ``lab`` make namespaces
+# of their own without BGP (the edge's, the delay lines', Magic Transit's firewalls and
+# tunnels, the controller's actuators): their module's group.
 LAB_GROUPS = {
     "test_lab": "lab",
     "test_lab_speakers": "lab",
@@ -65,22 +73,22 @@ LAB_GROUPS = {
     "test_lab_edge": "lab",
     "test_lab_turn": "lab",
     "test_cli_bad_input": "lab",
+    "test_lab_delay": "lab",
+    "test_lab_prepend": "lab",
     "test_lab_generated": "lab-b",
     "test_lab_docs": "lab-b",
     "test_lab_dns_docs": "lab-b",
+    "test_lab_dns": "lab-b",
     "test_transit_lab": "lab-b",
     "test_control_run_lab": "lab-b",
+    "test_lab_policy": "lab-b",
     "test_exit_status": "lab-c",
     "test_lab_operators": "lab-c",
-    "test_lab_dns": "lab-c",
     "test_lab_dns_rtt": "lab-c",
     "test_transit_announce": "lab-c",
     "test_lab_transit": "lab-c",
-    "test_lab_delay": "lab-c",
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",
-    "test_lab_prepend": "lab-c",
-    "test_lab_policy": "lab-c",
 }
 
 
@@ -134,16 +142,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _built_once(name: str, options: WorldOptions, factory: pytest.TempPathFactory) -> World:
+    """A generated world, built by the first worker that asks and read back by the others
+    from a pickle in the run's shared temporary directory (under a lock), so that a run
+    builds it once rather than once per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build_world(options)
+    shared = factory.getbasetemp().parent  # the same for every worker of this run
+    path = shared / f"{name}.pickle"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            world: World = pickle.loads(path.read_bytes())
+            return world
+        world = build_world(options)
+        tmp = path.with_suffix(".part")
+        with open(tmp, "wb") as f:
+            _KeepReadOnly(f, protocol=pickle.HIGHEST_PROTOCOL).dump(world)
+        tmp.replace(path)
+        return world
+
+
+class _KeepReadOnly(pickle.Pickler):
+    """Pickles a world's read-only arrays as read-only views (numpy's own pickling
+    would bring them back writable), so that a test that changes the shared world by
+    mistake still fails where it does."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and not obj.flags.writeable:
+            return as_strided, (np.array(obj), None, None, False, False)
+        return NotImplemented
+
+
 @pytest.fixture(scope="session")
-def default_world() -> World:
+def default_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """The default 300-site world, built once per test run."""
-    return build_world(WorldOptions())
+    return _built_once("default-world", WorldOptions(), tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def small_world() -> World:
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """A 40-site world, quick to build and save."""
-    return build_world(WorldOptions(sites=40, mcp=5, min_city_population=500_000))
+    options = WorldOptions(sites=40, mcp=5, min_city_population=500_000)
+    return _built_once("small-world", options, tmp_path_factory)
 
 
 @dataclass(frozen=True)

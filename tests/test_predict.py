@@ -580,10 +580,16 @@ def test_nearest_sites_are_the_nearest_others_sorted(default_world: World) -> No
 # ------------------------------------------------------------------------ backends
 
 
-def test_run_local_equals_run_serial(dp: Predictor, all_scenarios: list[Scenario]) -> None:
-    scenarios = all_scenarios[3::15]
-    assert 100 <= len(scenarios) <= 110
-    serial = run_serial(dp, scenarios)
+@pytest.fixture(scope="module")
+def small_atlas(small_world: World) -> Atlas:
+    """The small world's atlas, built on two processes with a predictor given."""
+    return build_atlas(small_world, jobs=2, predictor=Predictor(small_world))
+
+
+def test_run_local_equals_run_serial(dp: Predictor, sample: list[tuple[Scenario, Outcome]]) -> None:
+    """Two processes give what one gave (the sample's outcomes, computed serially)."""
+    scenarios = [sc for sc, _ in sample[:104]]
+    serial = [o for _, o in sample[:104]]
     done: list[int] = []
     local = run_local(dp, scenarios, jobs=2, progress=done.append)
     assert local == serial
@@ -594,23 +600,17 @@ def test_run_local_equals_run_serial(dp: Predictor, all_scenarios: list[Scenario
     assert run_local(dp, scenarios[:45], jobs=2, chunk=7) == serial[:45]
 
 
-def test_build_atlas_same_json_on_one_or_two_processes(small_world: World) -> None:
-    p = Predictor(small_world)
-    one = build_atlas(small_world, jobs=1, predictor=p)
-    two = build_atlas(small_world, jobs=2, predictor=p)
-    assert one.to_json() == two.to_json()
+def test_build_atlas_same_json_on_one_or_two_processes(
+    small_world: World, small_atlas: Atlas
+) -> None:
+    # one process, its predictor built inside; two processes, a predictor given
+    one = build_atlas(small_world, jobs=1)
+    assert one.to_json() == small_atlas.to_json()
     assert len(one.scenarios) == len(atlas_scenarios(small_world, 5))
     assert len(one.scenarios) > 16  # so that two processes really were used
-    # a predictor built inside gives the same
-    assert build_atlas(small_world, jobs=2).to_json() == one.to_json()
 
 
 # --------------------------------------------------------------------------- atlas
-
-
-@pytest.fixture(scope="module")
-def small_atlas(small_world: World) -> Atlas:
-    return build_atlas(small_world, jobs=2)
 
 
 def test_atlas_save_load_round_trip(small_atlas: Atlas, tmp_path: Path) -> None:

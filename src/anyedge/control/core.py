@@ -51,7 +51,6 @@ to it is the one exception: the hand-back was not its choice).
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import Literal
@@ -60,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .forwards import TINY, Forwards
+from .neighbours import everyone, walk
 from .reasons import Reason
 from .split import can_accept, fill, take, to_move
 
@@ -67,7 +67,6 @@ FloatArray = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.integer]
 BoolArray = npt.NDArray[np.bool_]
 
-CHUNK = 128  # receivers looked at a time, nearest first
 VISIBLE = 0.02  # a site that keeps less than this share of a plan cannot see its own traffic
 EPS = 1e-9
 
@@ -144,22 +143,9 @@ class Config:
         return np.array([p not in self.protected for p in self.plans], dtype=np.bool_)
 
     def nearest(self, s: int) -> IntArray:
-        """Site s's others by latency, nearest first: each row sorted when first asked
-        for and kept while the latency table lives (a configuration's arrays are not
-        changed), so a decision sorts only the rows of the sites it relieves."""
-        lat = self.latency_ms
-        rows = _NEAREST.get(id(lat))
-        if rows is None:
-            rows = _NEAREST[id(lat)] = {}
-            weakref.finalize(lat, _NEAREST.pop, id(lat), None)
-        got = rows.get(s)
-        if got is None:
-            got = rows[s] = np.argsort(lat[s], kind="stable")
-        return got
-
-
-# latency table (by id) -> site -> its others, nearest first
-_NEAREST: dict[int, dict[int, IntArray]] = {}
+        """Site s's others by latency, nearest first (the whole row; the core walks the
+        short lists of :mod:`.neighbours` instead)."""
+        return np.asarray(everyone(self.latency_ms, s), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -433,8 +419,12 @@ class _Decision:
         fl, u = self.fl, self.obs.utilisation
         received = np.bincount(fl.dst, weights=fl.cpu, minlength=self.obs.sites)
         hot = self.fresh & (u > self.cfg.maximum) & (received > EPS)
+        # each receiver's forwards in one sort (entries in table order within each)
+        by_dst = np.argsort(fl.dst, kind="stable")
+        starts = np.searchsorted(fl.dst[by_dst], np.arange(self.obs.sites + 1))
         for h in np.flatnonzero(hot)[np.argsort(-u[hot], kind="stable")].tolist():
-            for k in np.flatnonzero(fl.dst == h)[::-1].tolist():  # highest priority first
+            entries = by_dst[starts[h] : starts[h + 1]]
+            for k in entries[::-1].tolist():  # highest priority first
                 s, p, c = int(fl.src[k]), int(fl.plan[k]), float(fl.cpu[k])
                 if not self.fresh[s]:
                     continue  # a stale sender's moves stay in force
@@ -614,31 +604,30 @@ class _Decision:
         """Forward ``need`` ms/s of site s's own users' traffic (never what it was sent),
         nearest receivers first; a hold says what could not be placed, and why."""
         cfg = self.cfg
-        lat = cfg.latency_ms[s]
         own = self.own_left[s].tolist()  # plain floats: a handful of plans
         movable = sum(compress(own, self.movable_list))
         budget = max(self.budget, 0.0)
         goal = min(need, budget, movable)
-        # receivers nearest first until their room covers the goal: each site's
-        # neighbours are sorted once per latency table, and walked a few at a time in
-        # plain Python (a site rarely needs more than a handful)
-        nearest = cfg.nearest(s)
+        # receivers nearest first until their room covers the goal: the site's short
+        # list of neighbours (.neighbours), then, if it runs out, all sites in order
         room = self.room
         order: list[int] = []
+        order_ms: list[float] = []
         room_l: list[float] = []
-        found, start, step, exhausted = 0.0, 0, 16, True
-        while exhausted and start < nearest.size:
-            for r in nearest[start : start + step].tolist():
+        found, exhausted = 0.0, True
+        for ids, ms in walk(cfg.latency_ms, s):
+            for r, m in zip(ids, ms, strict=True):
                 x = room[r]
-                if x > EPS and (avoid is None or r not in avoid) and math.isfinite(lat[r]):
+                if x > EPS and (avoid is None or r not in avoid) and math.isfinite(m):
                     order.append(r)
+                    order_ms.append(m)
                     room_l.append(x)
                     found += x
                     if found >= goal:
                         exhausted = False
                         break
-            start += step
-            step = min(4 * step, 1024)
+            if not exhausted:
+                break
         room_known = found if exhausted else math.inf
         amount = min(goal, found)
         moved = 0.0
@@ -656,7 +645,7 @@ class _Decision:
                     continue
                 r = order[i]
                 share = c / arriving_s[p]
-                why = Reason(code, (*base, ("receiver", float(r)), ("latency_ms", float(lat[r]))))
+                why = Reason(code, (*base, ("receiver", float(r)), ("latency_ms", order_ms[i])))
                 out.append(Action("forward", s, why, plan=p, to=r, share=share, cpu=c))
                 load[r] += c
                 room[r] -= c
@@ -781,13 +770,17 @@ class _Decision:
         forwarding = self.out_share > 1e-12
         calm = u < cfg.acceptable - cfg.hysteresis
         sites = np.flatnonzero(forwarding & calm & self.quiet & ~self.guarded & ~self.changed)
+        # each sender's forwards, found in one pass (not one pass per reverting site)
+        by_src: dict[int, list[tuple[int, int, int]]] = {}
+        for k in self.fw:
+            by_src.setdefault(k[0], []).append(k)
         for s in sites.tolist():
-            self.revert(s)
+            self.revert(s, by_src.get(s, []))
 
-    def revert(self, s: int) -> None:
+    def revert(self, s: int, mine: list[tuple[int, int, int]]) -> None:
+        """Take back one step of what s forwards (``mine``: its forwards in force)."""
         cfg = self.cfg
         arriving = self.fl.arriving[s]
-        mine = [k for k in self.fw if k[0] == s]
         sent = float(sum(self.fw[k][1] for k in mine))
         # a step of what is forwarded, but never less than a floor, so that the last
         # crumbs come back too instead of shrinking geometrically for ever; never past
