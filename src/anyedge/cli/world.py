@@ -5,8 +5,9 @@ for ``--seed``); with ``-t FILE`` it loads and checks a topology instead.  ``--o
 saves the world as ``topology.yaml``, ``internet.as-rel``, ``metros.csv`` and
 ``eyeballs.csv`` and names each; ``--json`` prints the summary for scripts, ``--csv`` the
 table by continent.  The world is calibrated against the measured Internet unless
-``--uncalibrated`` asks for the older, kinder one; ``--calibration`` adds the calibration report (:mod:`anyedge.sim.calibration`)
-and exits 1 if a figure is outside its tolerance.
+``--uncalibrated`` asks for the older, kinder one; ``--calibration`` adds the
+calibration report (:mod:`anyedge.sim.calibration`) and exits 1 if a figure is outside
+its tolerance.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ Atlas probes are not users: they sit on wired lines, about half of them in Europ
 (:data:`ATLAS_SHARE`), many in well-connected networks.  The report places probes by
 those shares in fixed-line networks, in proportion to demand, and prices each with the
 path its network's traffic takes plus a wired first hop of :data:`PROBE_ACCESS_MS` —
-an assumption, stated with the figures it produces.
+an assumption, stated with the figures it produces.  ``anyedge probes`` measures with
+the same probes (:func:`atlas_like_probes`, :func:`compare_wired`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class Figure:
 def atlas_like_probes(world: World, n: int = 2000, seed: int = 1) -> Probes:
     """``n`` probes spread by continent like RIPE Atlas's (:data:`ATLAS_SHARE`), in
     fixed-line networks (not mobile carriers), in proportion to their demand."""
+    if n < 1:
+        raise ValueError("at least one probe")
     inet = world.internet
     e = inet.eyeballs
     cont = np.array(continent_of(inet.metros.country))[e.metro]
@@ -117,9 +120,10 @@ def compare_wired(
     world: World, probes: Probes, before: Announcement, after: Announcement
 ) -> BeforeAfter:
     """:func:`~.probes.compare` for probes on wired first hops (:func:`wired`)."""
-    return BeforeAfter(
-        *(summarize(probes, wired(world, probes, measure(world, probes, a))) for a in (before, after))
+    first, then = (
+        summarize(probes, wired(world, probes, measure(world, probes, a))) for a in (before, after)
     )
+    return BeforeAfter(first, then)
 
 
 def f_root(world: World, probes: int = 5000, seed: int = 1) -> tuple[float, float]:
