@@ -28,7 +28,7 @@ from anyedge.model.world import World
 from anyedge.model.worldgen import build_world
 from anyedge.routing import Faults, Router, resolve
 
-LINKS = ["10438-2015", "LHR-10173"]
+LINKS = ["10297-2015", "LHR-10172"]
 
 
 def median_s(fn: Callable[[], Any], runs: int = 7) -> tuple[Any, float]:

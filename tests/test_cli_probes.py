@@ -39,6 +39,6 @@ def test_probes_refuse_more_sites_than_there_are(tmp_path: Path) -> None:
         str(DATA / "lab3.yaml"),
         "--theirs",
         "1",
-        says="internet: no metro with both people and user networks",
+        says="internet: no fixed-line user network to place probes in",
     )
     refused("probes", "--probes", "0", says="--probes")

@@ -84,7 +84,7 @@ def rebuilt(world: World, faults: Faults) -> World:
     return replace(world, network=replace(net, sessions=sessions), internet=internet)
 
 
-FAULTS = (["10438-2015"], ["LHR-10173"], ["10438-2015", "LHR-10173"])
+FAULTS = (["10297-2015"], ["LHR-10172"], ["10297-2015", "LHR-10172"])
 
 
 @pytest.mark.parametrize("mode", [Mode.METRO, Mode.AS])
@@ -105,11 +105,11 @@ def test_default_world_faults_equal_a_rebuilt_world(
 
 
 def test_default_world_incremental_withdraw_under_a_fault(default_world: World) -> None:
-    r = Router(default_world).with_faults(resolve(default_world, ["10438-2015"]))
+    r = Router(default_world).with_faults(resolve(default_world, ["10297-2015"]))
     c = r.catchment()
-    arn = default_world.network.sites.index("ARN")
-    inc = r.withdraw(c, arn)
-    fresh = r.catchment(c.announcement.withdraw(arn))
+    ber = default_world.network.sites.index("BER")
+    inc = r.withdraw(c, ber)
+    fresh = r.catchment(c.announcement.withdraw(ber))
     np.testing.assert_array_equal(inc.eyeball_site, fresh.eyeball_site)
     np.testing.assert_allclose(inc.walk.km, fresh.walk.km, equal_nan=True)
 
@@ -126,14 +126,14 @@ def test_a_site_cut_off_is_the_site_withdrawn(default_world: World) -> None:
 
 
 def test_faults_by_name(default_world: World) -> None:
-    f = resolve(default_world, ["AS10438-2015", "lhr-10173"], ["CHC"])
+    f = resolve(default_world, ["AS10297-2015", "lhr-10172"], ["CHC"])
     assert f.to_dict(default_world) == {
-        "links_down": ["10438-2015", "LHR-10173"],
+        "links_down": ["10297-2015", "LHR-10172"],
         "sites_down": ["CHC"],
     }
     ses = default_world.network.sessions
     assert {(int(ses.site[s]), int(ses.asn[s])) for s in f.sessions} >= {
-        (default_world.network.sites.index("LHR"), 10173)
+        (default_world.network.sites.index("LHR"), 10172)
     }
     assert len(f.links) == 1
 
@@ -142,15 +142,15 @@ def test_names_that_do_not_fit_are_all_named(default_world: World) -> None:
     with pytest.raises(FaultError) as e:
         resolve(
             default_world,
-            ["10438-99999999", "CHC-AKL", "LHR-2015", "10438-10173", "foo", "1-2-3"],
+            ["10297-99999999", "CHC-AKL", "LHR-2020", "10297-10172", "foo", "1-2-3"],
             ["XXX"],
         )
     text = [m for _, m in e.value.problems]
     assert text == [
-        "AS99999999 is not in the Internet (in '10438-99999999')",
+        "AS99999999 is not in the Internet (in '10297-99999999')",
         "'CHC-AKL' joins two sites: the backbone is not in BGP routing",
-        "site LHR has no session with AS2015",
-        "AS10438 and AS10173 are not linked",
+        "site LHR has no session with AS2020",
+        "AS10297 and AS10172 are not linked",
         "expected A-B (AS numbers or site codes), got 'foo'",
         "expected A-B (AS numbers or site codes), got '1-2-3'",
         "unknown site 'XXX'",
@@ -189,9 +189,9 @@ def test_the_docs_fault_commands_run_and_say_what_they_claim(
         assert main(args) == 0
         data = json.loads(capsys.readouterr().out)
         moved[" ".join(argv[1:])] = {r["site"]: round(r["change_rps"]) for r in data["change"]}
-    first = moved["catchment --link-down 10438-2015"]
-    assert first == {"ARN": -15318, "HEL": 15318, "BER": 4678, "CPH": -4678}
-    last = moved["catchment --site-down CHC --link-down LHR-10173"]
-    assert last == {"LHR": -363873, "BHX": 363873, "CHC": -16293, "AKL": 16293}
-    for n in ("15,318", "4,678", "16,293", "363,873"):
+    first = moved["catchment --link-down 10297-2015"]
+    assert first == {"WAW": -11831, "BER": 11831}
+    last = moved["catchment --site-down CHC --link-down LHR-10172"]
+    assert last == {"LHR": -202302, "BHX": 202302, "CHC": -30011, "AKL": 30011}
+    for n in ("11,831", "30,011", "202,302"):
         assert n in doc

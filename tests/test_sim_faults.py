@@ -101,7 +101,7 @@ def test_the_docs_example_scenario_fits_the_default_world(default_world: World) 
     path = Path(__file__).parent.parent / "docs" / "examples" / "faults-day.yaml"
     sc = parse_scenario(path.read_text(), default_world, path)
     assert [e.text for e in sc.events] == [
-        "the link 10438-2015 goes down",
+        "the link 10297-2015 goes down",
         "SYD loses its BGP sessions",
     ]
     assert sc.events[0].faults.links

@@ -140,7 +140,12 @@ def test_johannesburg_backbone_up_to_about_22_percent_faster(default_world: Worl
     best = max(gain, key=lambda k: gain[k])
     assert 0.19 <= gain[best] <= 0.25, gain  # the post: up to 22 %
     assert gain["eu-lisbon"] > 0.15, gain
-    assert gain["ap-sydney"] <= 0.0, gain
+    # Sydney: direct transit about as good as the backbone (1.2 % on the calibrated world,
+    # whose sites and transit providers differ from the uncalibrated one's, where the
+    # backbone was slower), inside Argo's margin: it keeps transit all along
+    assert gain["ap-sydney"] < 0.05, gain
+    syd = w.backbone.origins.index("ap-sydney")
+    assert not f.backbone[5:, f.pair(jnb, syd)].any()
     # Argo takes the backbone where it is faster: every step for the best origin
     assert f.backbone[5:, f.pair(jnb, w.backbone.origins.index(best))].all()
 

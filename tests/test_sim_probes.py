@@ -11,6 +11,7 @@ import pytest
 
 from anyedge.model.world import World
 from anyedge.routing import Announcement, Mode, Router
+from anyedge.sim import calibration as C
 from anyedge.sim import probes as P
 
 
@@ -47,26 +48,36 @@ def test_round_trips_are_the_catchments(pair: P.Pair) -> None:
     assert set(before.origin_asn.tolist()) == {pair.world.network.asn}
 
 
-def test_the_post_shape_median_roughly_halved_largest_drop_at_p90(pair: P.Pair) -> None:
-    pr = P.atlas_probes(pair.world, 2000, seed=1)
-    ba = P.compare(pair.world, pr, pair.before, pair.after)
+def test_the_post_shape_median_more_than_halved_largest_drop_in_the_tail(pair: P.Pair) -> None:
+    """Atlas-like probes (wired, by Atlas's continents, in fixed-line networks), as
+    ``anyedge probes`` places them.  F-root: 8.24 -> 4.24 ms (x 0.515), the largest drop
+    at the 90th percentile.  Here the median falls further (x 0.34-0.41 over probe seeds
+    0-3) and the largest drop is at the 95th: 55 % of the probes are in Europe, where the
+    CDN's sites in exchange cities put many one hop away (the 10th percentile is the
+    wired first hop alone), and Oceania's 4 % reach anyedge's 60 sites only far away
+    until the CDN's Australian sites announce."""
+    pr = C.atlas_like_probes(pair.world, 2000, seed=1)
+    ba = C.compare_wired(pair.world, pr, pair.before, pair.after)
     assert ba.before.answered == ba.after.answered == 2000
     ratio = ba.after.median_ms / ba.before.median_ms
-    assert 0.4 <= ratio <= 0.6  # F-root: 8.24 ms -> 4.24 ms, 0.51
-    assert ba.largest_drop_at() == 90
+    assert 0.3 <= ratio <= 0.6
+    assert ba.largest_drop_at() in (90, 95)
     assert ba.after.p90_ms < ba.before.p90_ms
+    assert ba.after.quantiles_ms[10] >= C.PROBE_ACCESS_MS
     # by country: adding sites helps almost everyone, but BGP does not pick the nearest
-    # site, so a few networks are pulled to a farther one (9 probes of 2000 in this run:
-    # Kazakhstan, Costa Rica, the Dominican Republic, Tajikistan)
+    # site, so a few networks are pulled to a farther one (17 probes of 2000 in this run:
+    # Haiti, Jamaica, Senegal, Bolivia, Congo)
     worse = [
         k
         for c, (k, after) in ba.after.by_country.items()
         if after > ba.before.by_country[c][1] + 1e-9
     ]
     assert 0 < sum(worse) <= 0.01 * 2000
-    assert ba.after.by_country["IN"][1] < ba.before.by_country["IN"][1] * 0.6
+    assert ba.after.by_country["AU"][1] < ba.before.by_country["AU"][1] * 0.2
+    # India's traffic trombones abroad (thin local peering): new sites barely help it
+    assert ba.after.by_country["IN"][1] > ba.before.by_country["IN"][1] * 0.8
     d = ba.to_dict()
-    assert d["largest_drop_at"] == 90
+    assert d["largest_drop_at"] == ba.largest_drop_at()
     assert "by_country" in d["after"]  # type: ignore[operator]
 
 
@@ -93,7 +104,8 @@ def test_share_with_refuses_a_site_in_both(default_world: World) -> None:
 
 
 def test_docs_state_the_measured_table(pair: P.Pair) -> None:
-    """docs/dns.md's table of percentiles is this measurement (2,000 probes, seed 1)."""
+    """docs/dns.md's table of percentiles is this measurement (2,000 Atlas-like probes,
+    seed 1, as ``anyedge probes`` measures)."""
     doc = (Path(__file__).resolve().parent.parent / "docs" / "dns.md").read_text()
     rows = re.findall(
         r"^\| (10th|25th|median|75th|90th|95th) \| ([\d.]+) ms \| ([\d.]+) ms \| \**([\d.]+) ms",
@@ -101,7 +113,8 @@ def test_docs_state_the_measured_table(pair: P.Pair) -> None:
         flags=re.M,
     )
     assert len(rows) == 6
-    ba = P.compare(pair.world, P.atlas_probes(pair.world, 2000, seed=1), pair.before, pair.after)
+    atlas = C.atlas_like_probes(pair.world, 2000, seed=1)
+    ba = C.compare_wired(pair.world, atlas, pair.before, pair.after)
     pct = {"10th": 10, "25th": 25, "median": 50, "75th": 75, "90th": 90, "95th": 95}
     for name, before, after, drop in rows:
         p = pct[name]

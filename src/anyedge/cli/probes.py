@@ -1,8 +1,11 @@
 """``anyedge probes``: Atlas-style round trips before and after a second operator joins.
 
-On a world (the default one, or ``-t TOPOLOGY``) it places probes in metros weighted by
-population (:mod:`anyedge.sim.probes`) and measures their round trips to the anycast
-address with only anyedge's sites announcing, then with a second operator's sites too,
+On a world (the default one, or ``-t TOPOLOGY``) it places probes as RIPE Atlas's are
+placed — by continent like Atlas's, in fixed-line networks in proportion to their demand,
+each on a wired first hop instead of its network's user line
+(:func:`anyedge.sim.calibration.atlas_like_probes`, :func:`~anyedge.sim.calibration.wired`)
+— and measures their round trips to the anycast address with only anyedge's sites
+announcing, then with a second operator's sites too,
 and prints the percentiles, how much each fell and the medians by country.  A topology
 with ``operators:`` says which sites are the other operator's; otherwise the pair is
 made from the world: anyedge keeps every ``--every``-th site, a CDN adds ``--theirs``.
@@ -66,6 +69,7 @@ def probes(
 ) -> None:
     """Round trips from Atlas-style probes before and after a second operator joins."""
     from ..routing import Announcement
+    from ..sim import calibration as C
     from ..sim import probes as P
 
     world = world_from(topology)
@@ -82,8 +86,8 @@ def probes(
             )
         pair = P.f_root_pair(world, every, theirs)
     try:
-        atlas = P.atlas_probes(pair.world, n, seed)
-        result = P.compare(pair.world, atlas, pair.before, pair.after)
+        atlas = C.atlas_like_probes(pair.world, n, seed)
+        result = C.compare_wired(pair.world, atlas, pair.before, pair.after)
     except ValueError as e:
         raise InputError.one(topology or "default world", "internet", str(e)) from None
     out: dict[str, Any] = result.to_dict()

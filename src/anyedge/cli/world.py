@@ -4,9 +4,10 @@ Without ``-t`` it builds the default world from real cities and airports (determ
 for ``--seed``); with ``-t FILE`` it loads and checks a topology instead.  ``--out DIR``
 saves the world as ``topology.yaml``, ``internet.as-rel``, ``metros.csv`` and
 ``eyeballs.csv`` and names each; ``--json`` prints the summary for scripts, ``--csv`` the
-table by continent.  ``--calibrated`` builds the world calibrated against the measured
-Internet; ``--calibration`` adds the calibration report (:mod:`anyedge.sim.calibration`)
-and exits 1 if a figure is outside its tolerance.
+table by continent.  The world is calibrated against the measured Internet unless
+``--uncalibrated`` asks for the older, kinder one; ``--calibration`` adds the
+calibration report (:mod:`anyedge.sim.calibration`) and exits 1 if a figure is outside
+its tolerance.
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ HEADROOM = (1.3, 2.0)  # WorldOptions.headroom, without loading the world builde
     "drawn per site between MIN and MAX (1 = exactly the maximum at the peak).",
 )
 @click.option(
-    "--calibrated",
-    is_flag=True,
+    "--calibrated/--uncalibrated",
+    default=True,
+    show_default=True,
     help="Build the world calibrated against the measured Internet (last mile, people "
-    "online by country, exchange points, tromboning).",
+    "online by country, exchange points, tromboning), or the older uncalibrated one "
+    "(flat 2 ms last mile, sparse peering, people online by continent).",
 )
 @click.option(
     "--calibration",

@@ -22,7 +22,8 @@ Atlas probes are not users: they sit on wired lines, about half of them in Europ
 (:data:`ATLAS_SHARE`), many in well-connected networks.  The report places probes by
 those shares in fixed-line networks, in proportion to demand, and prices each with the
 path its network's traffic takes plus a wired first hop of :data:`PROBE_ACCESS_MS` —
-an assumption, stated with the figures it produces.
+an assumption, stated with the figures it produces.  ``anyedge probes`` measures with
+the same probes (:func:`atlas_like_probes`, :func:`compare_wired`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ import numpy as np
 from ..model.geo import great_circle_km
 from ..model.summary import continent_of
 from ..model.world import World
-from ..routing import Router
+from ..routing import Announcement
 from ..routing.reach import served_rtt
-from .probes import Probes, f_root_pair
+from .probes import BeforeAfter, Measurement, Probes, f_root_pair, measure, summarize
 
 # RIPE Atlas's probes by continent, rounded from its public probe statistics.
 ATLAS_SHARE = {"EU": 0.55, "NA": 0.20, "AS": 0.12, "AF": 0.05, "SA": 0.04, "OC": 0.04}
@@ -86,6 +87,8 @@ class Figure:
 def atlas_like_probes(world: World, n: int = 2000, seed: int = 1) -> Probes:
     """``n`` probes spread by continent like RIPE Atlas's (:data:`ATLAS_SHARE`), in
     fixed-line networks (not mobile carriers), in proportion to their demand."""
+    if n < 1:
+        raise ValueError("at least one probe")
     inet = world.internet
     e = inet.eyeballs
     cont = np.array(continent_of(inet.metros.country))[e.metro]
@@ -106,19 +109,30 @@ def atlas_like_probes(world: World, n: int = 2000, seed: int = 1) -> Probes:
     )
 
 
+def wired(world: World, probes: Probes, m: Measurement) -> Measurement:
+    """``m`` with each probe's last mile replaced by a wired first hop of
+    :data:`PROBE_ACCESS_MS` (a probe is not on its network's typical user line)."""
+    access = world.eyeball_access_ms()[probes.eyeball]
+    return Measurement(m.rtt_ms - access + PROBE_ACCESS_MS, m.site, m.origin_asn)
+
+
+def compare_wired(
+    world: World, probes: Probes, before: Announcement, after: Announcement
+) -> BeforeAfter:
+    """:func:`~.probes.compare` for probes on wired first hops (:func:`wired`)."""
+    first, then = (
+        summarize(probes, wired(world, probes, measure(world, probes, a))) for a in (before, after)
+    )
+    return BeforeAfter(first, then)
+
+
 def f_root(world: World, probes: int = 5000, seed: int = 1) -> tuple[float, float]:
     """Median round trip of Atlas-like probes to the prefix before and after the second
     operator of :func:`~.probes.f_root_pair` announces it."""
     pair = f_root_pair(world)
     atlas = atlas_like_probes(pair.world, probes, seed)
-    router = Router(pair.world)
-    access = pair.world.eyeball_access_ms()[atlas.eyeball]
-    out = []
-    for ann in (pair.before, pair.after):
-        c = router.catchment(ann)
-        rtt = np.asarray(c.eyeball_rtt_ms)[atlas.eyeball] - access + PROBE_ACCESS_MS
-        out.append(float(np.nanmedian(rtt)))
-    return out[0], out[1]
+    ba = compare_wired(pair.world, atlas, pair.before, pair.after)
+    return ba.before.median_ms, ba.after.median_ms
 
 
 def _city_rtt(world: World, a: tuple[str, str], b: tuple[str, str]) -> float | None:

@@ -13,13 +13,13 @@ A scenario is YAML::
       - {at: 2h, for: 3h, kind: section_down, section: IAD02, fraction: 0.6}
       - {at: 6h, for: 1h, kind: maintenance, site: AMS}
       - {at: 8h, for: 2h, kind: site_dark, site: CHC}
-      - {at: 14h, for: 2h, kind: cable_cut, between: [10438, 2015]}
-      - {at: 20h, for: 2h, kind: session_down, site: LHR, asn: 10173}
+      - {at: 14h, for: 2h, kind: cable_cut, between: [10297, 2015]}
+      - {at: 20h, for: 2h, kind: session_down, site: MAD, asn: 10153}
       - {at: 22h, for: 2h, kind: surge, country: BR, factor: 3}
       - {at: 3h, for: 4h, kind: subsea_cut, regions: [EU, AS], factor: 1.5,
          links: [[MRS, SIN], [MRS, BOM]]}
       - {at: 4h, for: 1h, kind: transit_congestion, site: AMS, asn: 2015, factor: 1.8}
-      - {at: 23h, for: 30m, kind: link_down, link: 2015-10438}
+      - {at: 23h, for: 30m, kind: link_down, link: 2015-10297}
       - {at: 23h, for: 30m, kind: site_down, site: SYD}
     cache_miss: {free: 0.1, enterprise: 0.2}   # per plan; others: fetch.DEFAULT_MISS
 
@@ -449,9 +449,11 @@ def load_scenario(path: str | Path, world: World) -> Scenario:
 # Every event matters in the default world: the section (all of it: Ashburn has room,
 # so only Duomog saves its share), the servers, the dark site and the session at their
 # region's evening; the session and the cable carry users, whom BGP moves when they go
-# (AS10173, the UK's largest access network, peers at LHR; the Swedish ISP AS10438
-# reaches ARN and CPH through EU-Transit-1); the Brazilian surge at Brazil's evening
-# peak (21:00 local is about 00:00 UTC); maintenance in Amsterdam's early-morning trough.
+# (AS10153, ES-Access-1, a Spanish fixed-line network, peers at MAD, and BIO, where its
+# users go, cannot take them all at 22:00 local; the cable joins the Lithuanian mobile
+# carrier AS10297 to its provider EU-Transit-1, AS2015, and its users go from WAW to BER
+# when it is cut); the Brazilian surge at Brazil's evening peak (21:00 local is about
+# 00:00 UTC); maintenance in Amsterdam's early-morning trough.
 DEFAULT_SCENARIO = """\
 name: a day at the edge
 duration: 24h
@@ -464,9 +466,9 @@ events:
   - {at: 2h, for: 3h, kind: section_down, section: IAD02}
   - {at: 6h, for: 1h, kind: maintenance, site: AMS}
   - {at: 8h, for: 2h, kind: site_dark, site: CHC}
-  - {at: 14h, for: 2h, kind: cable_cut, between: [10438, 2015]}
-  - {at: 18h, for: 90m, kind: servers_down, site: FRA, fraction: 0.7}
-  - {at: 20h, for: 2h, kind: session_down, site: LHR, asn: 10173}
+  - {at: 14h, for: 2h, kind: cable_cut, between: [10297, 2015]}
+  - {at: 18h, for: 90m, kind: servers_down, site: FRA, fraction: 0.9}
+  - {at: 20h, for: 2h, kind: session_down, site: MAD, asn: 10153}
   - {at: 22h, for: 2h, kind: surge, country: BR, factor: 2.5}
 """
 

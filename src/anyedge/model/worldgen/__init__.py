@@ -20,14 +20,15 @@
 8. **Backbone** (:mod:`.backbone`): regional meshes and long-haul routes between the
    sites, each region's transit detour, and the customers' origins.
 
-``WorldOptions(calibrated=True)`` (``anyedge world --calibrated``) builds the world
-calibrated against the measured Internet instead: people online by country
+By default (``WorldOptions.calibrated``; ``anyedge world --uncalibrated`` for the older
+world) the world is calibrated against the measured Internet: people online by country
 (:mod:`.countrydata`), fixed and mobile access networks with a last mile of their own
 (:mod:`.lastmile`), exchange points with route-server peering and countries whose
 traffic trombones abroad (:mod:`.peering`); sites in an exchange city peer with its
 members, and sites in a country of thin local peering with few of its ISPs
 (:data:`THIN_SITE_PEERING`).  :mod:`anyedge.sim.calibration` sets its figures beside
-the published ones.
+the published ones.  The uncalibrated world has people online by continent, a flat
+last mile of the latency model's and sparse peering.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class WorldOptions:
     # capacity at the maximum threshold over each site's own peak, drawn per site
     headroom: tuple[float, float] = (1.3, 2.0)
     cap_ms: float = 50.0
-    calibrated: bool = False  # the world calibrated against the measured Internet
+    # calibrated against the measured Internet (False: the older, kinder world)
+    calibrated: bool = True
 
     def check(self) -> list[tuple[str, str]]:
         """(option, problem) pairs for options out of range."""

@@ -9,9 +9,10 @@ Users are people online: a city's demand is its population times the share of it
 continent's people who use the Internet.  The shares are rounded from the ITU's 2023
 estimates (Africa 37 %, the Americas about 87 %, Asia about 66 %, Europe 91 %), with
 Oceania and the two Americas split by the editor's judgement; they are a model input, not
-a claim about any one country.  The calibrated world (``WorldOptions(calibrated=True)``)
-uses each country's own share instead, from the table of :mod:`.countrydata` (the
-ITU's estimates per country), and the continent's only for countries it does not list.
+a claim about any one country; the uncalibrated world (``WorldOptions(calibrated=False)``)
+uses them.  The default, calibrated world uses each country's own share instead, from
+the table of :mod:`.countrydata` (the ITU's estimates per country), and the continent's
+only for countries it does not list.
 
 People online do not all ask for the same amount: a user in North America or Europe
 makes several times the requests of one in Africa (more devices, more bandwidth, more
