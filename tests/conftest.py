@@ -70,6 +70,7 @@ LAB_GROUPS = {
     "test_lab_dns_docs": "lab-b",
     "test_transit_lab": "lab-b",
     "test_control_run_lab": "lab-b",
+    "test_lab_chaos": "lab-b",
     "test_exit_status": "lab-c",
     "test_lab_operators": "lab-c",
     "test_lab_dns": "lab-c",
