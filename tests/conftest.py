@@ -75,6 +75,7 @@ LAB_GROUPS = {
     "test_cli_bad_input": "lab",
     "test_lab_delay": "lab",
     "test_lab_prepend": "lab",
+    "test_lab_chaos": "lab",
     "test_lab_generated": "lab-b",
     "test_lab_docs": "lab-b",
     "test_lab_dns_docs": "lab-b",

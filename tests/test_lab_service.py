@@ -349,6 +349,33 @@ def test_load_sends_rate_times_duration(service: Service) -> None:
     assert read_stats(service.stats)["requests"][str(port)] == 200
 
 
+@pytest.mark.parametrize("mode", ["watch", "load"])
+def test_sigterm_ends_a_watch_or_a_load_with_what_it_sent(service: Service, mode: str) -> None:
+    """A steady probe across steps of unknown length: started for 60 s, ended early."""
+    argv = [sys.executable, "-m", "anyedge.lab.probe", mode, "--address", LOCAL]
+    argv += ["--port", str(service.ports[0]), "--duration", "60"]
+    argv += ["--interval", "0.01"] if mode == "watch" else ["--rate", "100"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if mode == "watch":
+            assert p.stderr is not None
+            assert p.stderr.readline().strip() == probe.WATCHING
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err
+    got = json.loads(out)
+    assert 0 < got["sent"] < 6000  # ended long before its 60 s
+    assert got["lost"] == 0
+    assert got["answers"] == {CODE: got["sent"]}
+    if mode == "watch":
+        assert len(got["timeline"]) == got["sent"]
+
+
 def test_load_to_a_silent_port_counts_losses() -> None:
     got = probe_load(LOCAL, free_port(), rate=100, duration=0.2, flows=4, timeout=0.2)
     assert got["sent"] == 20

@@ -44,6 +44,10 @@ Modes:
                       "gap": 0.21, "lost": 20}],
          "outages": [{"start": 3.0, "end": 3.19, "lost": 20}]}
 
+SIGTERM ends a ``load`` or a ``watch`` before its duration: no more datagrams go out,
+the replies still due are waited for (``timeout``), and the output reports what was sent
+— how a test or a script keeps a steady probe running across steps of unknown length.
+
 The functions behind the modes (:func:`probe_flows`, :func:`probe_load`,
 :func:`probe_watch`) are usable in-process.  Bad arguments exit with status 2 and a
 message; a socket error that ends a run exits with status 1.
@@ -61,8 +65,10 @@ import math
 import os
 import resource
 import selectors
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -401,13 +407,16 @@ def _paced(
     on_reply: Callable[[bytes], None],
     timeout: float,
     pending: Callable[[int], bool],
+    stopped: Callable[[], bool] = lambda: False,
 ) -> list[float]:
     """Send ``count`` datagrams, the ``i``-th ``i * interval`` after the start on
     ``socks[i % len(socks)]`` with ``payload(i)``, handing every reply to ``on_reply``
     while waiting for the next one; then wait up to ``timeout`` for the last replies, as
-    long as ``pending(datagrams that went out)``.
+    long as ``pending(datagrams that went out)``.  Sending ends early once ``stopped()``
+    says so (checked before each batch of datagrams due).
 
-    Returns each datagram's send time relative to the start (NaN if it did not go out).
+    Returns each datagram's send time relative to the start (NaN if it did not go out),
+    for the datagrams sent: fewer than ``count`` if it was stopped.
     No busy loop: between datagrams the selector waits for replies until the next is due.
     """
     sent_at: list[float] = []
@@ -423,13 +432,13 @@ def _paced(
                     on_reply(reply)
 
         start = time.monotonic()
-        while len(sent_at) < count:
+        while len(sent_at) < count and not stopped():
             due = min(count, math.floor((time.monotonic() - start) / interval) + 1)
             while len(sent_at) < due:
                 i = len(sent_at)
                 t = time.monotonic() - start
                 sent_at.append(t if _send(socks[i % len(socks)], payload(i)) else math.nan)
-            if len(sent_at) < count:
+            if len(sent_at) < count and not stopped():
                 collect(start + len(sent_at) * interval - time.monotonic())
         went_out = sum(1 for t in sent_at if not math.isnan(t))
         end = time.monotonic() + timeout
@@ -445,8 +454,10 @@ def probe_load(
     duration: float,
     flows: int = 64,
     timeout: float = 1.0,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
-    """Send ``rate`` datagrams per second for ``duration`` seconds over ``flows`` flows."""
+    """Send ``rate`` datagrams per second for ``duration`` seconds over ``flows`` flows,
+    or until ``stopped()`` says so."""
     _family(address)
     if not 0 < rate <= MAX_RATE:
         raise ValueError(f"rate must be within (0, {MAX_RATE}] per second: {rate:g}")
@@ -475,15 +486,16 @@ def probe_load(
             on_reply,
             timeout,
             lambda went_out: counts.total() < went_out,
+            stopped,
         )
     finally:
         for s in socks:
             s.close()
     answered = counts.total()
     return {
-        "sent": count,
+        "sent": len(sent_at),
         "answers": _sorted_answers(counts),
-        "lost": max(0, count - answered),
+        "lost": max(0, len(sent_at) - answered),
         "flows": flows,
         "elapsed": round(max((t for t in sent_at if not math.isnan(t)), default=0.0), 3),
     }
@@ -545,9 +557,11 @@ def probe_watch(
     interval: float = 0.01,
     timeout: float = 1.0,
     on_start: Callable[[], None] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """One flow, one tagged datagram every ``interval``: who answered each, and when.
-    ``on_start`` is called just before the first datagram goes."""
+    ``on_start`` is called just before the first datagram goes; once ``stopped()`` says
+    so, no more go out and the timeline ends with the last that did."""
     _family(address)
     if not 0 < duration <= MAX_DURATION:
         raise ValueError(f"duration must be within (0, {MAX_DURATION:g}] seconds: {duration:g}")
@@ -583,10 +597,11 @@ def probe_watch(
             on_reply,
             timeout,
             lambda went_out: count - unanswered < went_out,
+            stopped,
         )
     timeline: list[list[Any]] = [
         [round(i * interval if math.isnan(t) else t, 6), who]
-        for i, (t, who) in enumerate(zip(sent_at, answers, strict=True))
+        for i, (t, who) in enumerate(zip(sent_at, answers[: len(sent_at)], strict=True))
     ]
     return {"start": wall, "interval": interval, "timeline": timeline} | summarize_timeline(
         timeline
@@ -702,13 +717,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             retries=args.retries,
             per_flow=args.per_flow,
         )
+    # SIGTERM ends a load or a watch early: what was sent so far is reported
+    term = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: term.set())
     if args.mode == "load":
         return probe_load(
-            args.address, args.port, args.rate, args.duration, args.flows, args.timeout
+            args.address, args.port, args.rate, args.duration, args.flows, args.timeout, term.is_set
         )
     # the line on stderr tells whoever started this that datagrams are going out now
     started = functools.partial(print, WATCHING, file=sys.stderr, flush=True)
-    return probe_watch(args.address, args.port, args.duration, args.interval, args.timeout, started)
+    return probe_watch(
+        args.address, args.port, args.duration, args.interval, args.timeout, started, term.is_set
+    )
 
 
 def main(argv: Iterable[str] | None = None) -> int:
