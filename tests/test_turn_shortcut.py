@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from turn_peers import TurnUdpClient
 
 from anyedge.services.turn.config import load_config
 from anyedge.services.turn.io import TurnService
+from turn_peers import TurnError, TurnUdpClient
 
 T = TypeVar("T")
 PEER_WAIT = 2.0  # seconds a datagram that should arrive is waited for
@@ -239,3 +239,31 @@ def test_a_user_over_its_bandwidth_is_not_relayed_by_its_lanes(
         assert counters["bytes_to_peer"] + counters["dropped_bandwidth_bytes"] == 100_000 + k * 5
         # what the bucket refused went to the core, which refused it again and counted it
         assert calls["receive_channel_data"] >= 100 - got
+
+
+@pytest.mark.parametrize(
+    "relay", [{"turn": {"channel_lifetime": 1, "channel_quarantine": 1}}], indirect=True
+)
+def test_a_channel_number_bound_again_to_another_peer_goes_there(
+    relay: Running, peer: socket.socket
+) -> None:
+    """RFC 8656 §12: once a channel has expired and sat out its quarantine its number
+    may name another peer; the old lane must not send to the old one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other, _client(relay, peer) as c:
+        other.bind(("127.0.0.1", 0))
+        other.settimeout(PEER_WAIT)
+        _establish(relay, c, peer)
+        for _ in range(20):  # expiry (1 s), quarantine (1 s), the sweep that ends it
+            threading.Event().wait(0.25)
+            try:
+                c.channel_bind(0x4001, other.getsockname())
+                break
+            except TurnError:  # still quarantined
+                continue
+        else:
+            raise AssertionError("the number was never free again")
+        c.send_channel(0x4001, b"to the new peer")
+        c.send_channel(0x4001, b"and again")
+        assert other.recvfrom(100)[0] == b"to the new peer"
+        assert other.recvfrom(100)[0] == b"and again"
+        assert _nothing_arrives(peer, 0.3)

@@ -130,11 +130,8 @@ class Shortcuts:
         until = channel_until(alloc, ch, now)
         if until is None:
             return
+        # written anew each time: a number rebound after its quarantine has a new peer
         chans = self.listener(local).setdefault(client, {})
-        lane = chans.get(ch.number)
-        if lane is not None and lane.alloc is alloc and lane.relay == ch.relay:
-            lane.until = until
-            return
         chans[ch.number] = Lane(alloc, ch.number, ch.relay, send, ch.peer, until, self.counters)
         self._through.setdefault(ch.relay, set()).add((local, client, ch.number))
 
@@ -145,12 +142,8 @@ class Shortcuts:
         until = channel_until(alloc, ch, now)
         if until is None:
             return
-        lanes = self.relay(relay)
-        lane = lanes.get(peer)
-        if lane is not None and lane.alloc is alloc and lane.number == ch.number:
-            lane.until = until
-            return
-        lanes[peer] = Lane(alloc, ch.number, relay, send, alloc.client, until, self.counters)
+        lane = Lane(alloc, ch.number, relay, send, alloc.client, until, self.counters)
+        self.relay(relay)[peer] = lane
 
     def forget(self, relay: Addr) -> None:
         """The relayed address was closed: every lane through it goes, at once."""
