@@ -138,6 +138,10 @@ def relay_rate(
         "loss_percent": 100 * (1 - count.delivered / sent["sent"]) if sent["sent"] else 0.0,
         "delivered_mbit_s": count.delivered * size * 8 / took / 1e6,
         "server_cpu_percent": 100 * cpu / took,
+        # what a worker costs per packet, and so could deliver with a core of its own:
+        # on a shared machine the delivered rate follows the scheduler, this does not
+        "server_cpu_us_per_packet": 1e6 * cpu / count.delivered if count.delivered else 0.0,
+        "delivered_per_cpu_second": count.delivered / cpu if cpu else 0.0,
     }
 
 
@@ -280,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--repeat", type=int, default=None, help="relay runs (median is kept)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="only the delivered rates (no lossless sweep, setup or memory)",
+    )
     args = p.parse_args(argv)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -288,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     memory_counts = (
         args.memory if args.memory is not None else ([1000] if args.quick else [1000, 10000])
     )
+    if args.relay_only:
+        memory_counts = []
 
     results: dict[str, dict[str, Any]] = {}
     for name in SERVERS:
@@ -304,10 +315,14 @@ def main(argv: list[str] | None = None) -> int:
                     key=lambda x: x["delivered_pps"],
                 )
                 r[f"rate_{size}"] = runs[len(runs) // 2]  # the median run
-                r[f"rate_{size}"]["lossless_pps"] = statistics.median(
-                    lossless_rate(s, size, min(seconds, 1.0)) for _ in range(repeat)
-                )
+                if not args.relay_only:
+                    r[f"rate_{size}"]["lossless_pps"] = statistics.median(
+                        lossless_rate(s, size, min(seconds, 1.0)) for _ in range(repeat)
+                    )
                 print(f"  relay {size} B: {r[f'rate_{size}']}", file=sys.stderr)
+            if args.relay_only:
+                results[name] = r
+                continue
             settle()
             seq = sequential_setup(s, n_seq)
             settle()
@@ -339,6 +354,18 @@ def main(argv: list[str] | None = None) -> int:
             (f"relay {size} B: loss %", "lower", get(k, "loss_percent"), ".1f"),
             (f"relay {size} B: Mbit/s delivered", "higher", get(k, "delivered_mbit_s"), ",.0f"),
             (f"relay {size} B: server CPU %", "", get(k, "server_cpu_percent"), ".0f"),
+            (
+                f"relay {size} B: server CPU us/packet",
+                "lower",
+                get(k, "server_cpu_us_per_packet"),
+                ".2f",
+            ),
+            (
+                f"relay {size} B: pkt per CPU-second",
+                "higher",
+                get(k, "delivered_per_cpu_second"),
+                ",.0f",
+            ),
         ]
     rows += [
         ("setup sequential: allocs/s", "higher", get("setup", "seq_allocs_per_s"), ",.0f"),

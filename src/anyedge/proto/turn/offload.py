@@ -26,6 +26,17 @@ from .allocation import Allocation, Channel
 from .config import Counters
 
 
+def channel_until(alloc: Allocation, ch: Channel, now: float) -> float | None:
+    """Until when a fast path may relay channel ``ch`` of ``alloc`` on its own: the
+    earliest of the channel's, its permission's and the allocation's expiry; None when
+    it may not now (a TCP, TLS or DTLS allocation, or one that is dead, paused or
+    whose channel or permission has expired)."""
+    if alloc.dead or alloc.fast_paused or alloc.transport != "udp" or alloc.tcp:
+        return None
+    until = min(ch.expires, alloc.perms.get(ch.peer[0], 0.0), alloc.expires)
+    return until if ch.live and until > now else None
+
+
 def offloadable(
     allocations: Iterable[Allocation], now: float
 ) -> Iterator[tuple[Allocation, Channel, float]]:

@@ -290,6 +290,10 @@ class TurnServer:
         """The allocation of a 5-tuple, or None (read-only use: tests, admin views)."""
         return self._allocs.get((transport, client_addr, server_addr))
 
+    def allocation_at(self, relay_addr: Addr) -> Allocation | None:
+        """The allocation holding relayed address ``relay_addr``, or None (read-only)."""
+        return self._by_relay.get(relay_addr)
+
     def allocations(self) -> list[Allocation]:
         """Every allocation now (a copy: safe to hold while the core goes on)."""
         return list(self._allocs.values())

@@ -27,7 +27,10 @@ Data flows in one direction per callback: a datagram or stream message goes into
 core with ``time.time()``, and the outputs that come back are carried out at once —
 ``ToClient`` on the listener or connection of the 5-tuple, ``ToPeer`` from the relay
 socket, ``OpenRelay``/``CloseRelay`` on the relay sockets.  Nothing here decides
-anything about TURN.
+anything about TURN.  Datagrams of established UDP channels take a shortcut: the UDP
+listener and relay protocols look their source up in the lanes the core's answers
+were written down in (:mod:`.shortcut`) and send at once, until the core's deadline;
+whatever is not there goes to the core, and a lane is learnt after it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from ...proto.turn.server import QuotaLedger
 from .config import ListenIn, ServiceConfig, load_config
 from .dtls import DtlsListener, dtls_context
 from .fastpath import FastPath, TurnFast
+from .shortcut import Shortcuts
 from .tcp_relay import PeerStream, connect_peer, listening_socket, serve_relay
 
 log = logging.getLogger("anyedge.turn")
@@ -216,14 +220,26 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, service: TurnService, local: Addr) -> None:
         self.service = service
         self.local = local
+        self.lanes = service.shortcuts.listener(local)
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        chans = self.lanes.get(addr)  # a client with established channels (.shortcut)
+        if chans is not None and len(data) >= 4:
+            lane = chans.get((data[0] << 8) | data[1])
+            if lane is not None:
+                n = (data[2] << 8) | data[3]
+                if len(data) >= 4 + n and lane.to_peer(time.time(), data, n):
+                    return
         svc, local = self.service, self.local
-        _guarded(svc, lambda: svc.core.receive(time.time(), "udp", _addr(addr), local, data))
+        now = time.time()
+        client = _addr(addr)
+        _guarded(svc, lambda: svc.core.receive(now, "udp", client, local, data))
+        if len(data) >= 4 and data[0] >= 0x40:  # ChannelData: may it go by a lane now?
+            svc.learn_inbound(local, addr, client, (data[0] << 8) | data[1], now)
 
     def error_received(self, exc: Exception) -> None:
         _event("udp_error", logging.DEBUG, error=repr(exc))
@@ -233,14 +249,21 @@ class _Relay(asyncio.DatagramProtocol):
     def __init__(self, service: TurnService, relay: Addr) -> None:
         self.service = service
         self.relay = relay
+        self.lanes = service.shortcuts.relay(relay)
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        lane = self.lanes.get(addr)  # a peer of an established channel (.shortcut)
+        if lane is not None and lane.to_client(time.time(), data):
+            return
         svc, relay = self.service, self.relay
-        _guarded(svc, lambda: svc.core.receive_from_peer(time.time(), relay, _addr(addr), data))
+        now = time.time()
+        peer = _addr(addr)
+        _guarded(svc, lambda: svc.core.receive_from_peer(now, relay, peer, data))
+        svc.learn_outbound(relay, addr, peer, now)
 
     def error_received(self, exc: Exception) -> None:
         _event("relay_error", logging.DEBUG, relay=list(self.relay), error=repr(exc))
@@ -336,6 +359,7 @@ class TurnService:
         self.core = TurnServer(
             config.turn, config.credentials, self.ports, time.time(), ledger=ledger
         )
+        self.shortcuts = Shortcuts(self.core.counters)
         self.listeners: dict[Addr, asyncio.DatagramTransport] = {}
         self.servers: list[asyncio.Server] = []
         self.streams: dict[tuple[str, Addr, Addr], asyncio.Transport] = {}
@@ -413,6 +437,7 @@ class TurnService:
                 if pc is not None:
                     pc.close()
             elif type(out) is CloseRelay:
+                self.shortcuts.forget(out.relay_addr)
                 if self.fast is not None:
                     self.fast.relay_closed(self.core, out.relay_addr, time.time())
                 relay = self.relays.pop(out.relay_addr, None)
@@ -431,6 +456,29 @@ class TurnService:
                         }
                     )
                 )
+
+    # ------------------------------------------------------------------ lanes
+
+    def learn_inbound(self, local: Addr, key: Any, client: Addr, number: int, now: float) -> None:
+        """After the core took a client's ChannelData: a lane for its channel, if the
+        core would relay the next one the same way (:mod:`.shortcut`)."""
+        alloc = self.core.allocation("udp", client, local)
+        ch = alloc.channels.get(number) if alloc is not None else None
+        if ch is None or alloc is None:
+            return
+        relay = self.relays.get(ch.relay)
+        if relay is not None:  # not while its endpoint is being made
+            self.shortcuts.learn_inbound(local, key, alloc, ch, relay.sendto, now)
+
+    def learn_outbound(self, relay_addr: Addr, key: Any, peer: Addr, now: float) -> None:
+        """After the core took a peer's datagram: a lane back over its channel, if any."""
+        alloc = self.core.allocation_at(relay_addr)
+        if alloc is None or alloc.transport != "udp":
+            return
+        ch = alloc.by_peer.get(peer)
+        listener = self.listeners.get(alloc.server)
+        if ch is not None and listener is not None:
+            self.shortcuts.learn_outbound(relay_addr, key, alloc, ch, listener.sendto, now)
 
     # ------------------------------------------------------------------ RFC 6062
 
