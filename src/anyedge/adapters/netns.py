@@ -176,7 +176,9 @@ def stop(pids_: Sequence[int], grace: float = 2.0) -> None:
     for p in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-    _reap(live)
+    # every one of ours that ended (some turned zombie after the loop's last look) is
+    # reaped, so a long-lived process that starts and stops labs leaves no zombies
+    _reap(pids_, wait=0.5)
 
 
 def kill(pid: int) -> None:
@@ -190,11 +192,15 @@ def kill(pid: int) -> None:
     _reap([pid])
 
 
-def _reap(pids_: Sequence[int]) -> None:
+def _reap(pids_: Sequence[int], wait: float = 0.0) -> None:
+    """Collect the exit status of those of ``pids_`` that have ended (ours through their
+    ``Popen``, waiting up to ``wait`` seconds for each that was signalled)."""
     for p in pids_:
         child = _children.get(p)
         if child is not None:
-            if child.poll() is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(wait) if wait else child.poll()
+            if child.returncode is not None:
                 del _children[p]
             continue
         with contextlib.suppress(ChildProcessError):
