@@ -3,14 +3,17 @@ is always taken down — namespaces and processes — whatever the test did."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anyedge.adapters import netns
 from anyedge.lab import build
@@ -68,3 +71,18 @@ def tear_down(d: Path, name: str, pids: list[int] | None = None) -> None:
         shutil.rmtree(d, ignore_errors=True)
     assert not left, f"lab down left namespaces: {left}"
     assert not [p for p in pids if netns.alive(p)], "lab down left processes"
+
+
+def bgp_paths(lab: RunningLab, router: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """The paths ``router``'s FRR bgpd holds for ``prefix`` (``show bgp … json``), by
+    the lab node at the other end of each session."""
+    node = lab.plan.node(router)
+    peer = {p.peer_address: p.peer for p in node.bgp_ports}
+    argv = ["vtysh", "--vty_socket", str(lab.directory / "nodes" / router)]
+    out = subprocess.run(
+        [*argv, "-c", f"show bgp ipv4 unicast {prefix} json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {peer[p["peer"]["peerId"]]: p for p in json.loads(out).get("paths", [])}

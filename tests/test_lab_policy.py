@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ import pytest
 from anyedge.cli.main import main
 from anyedge.lab.compare import predicted
 from anyedge.model.files.topology import parse_world
-from lab_support import DATA, RunningLab, running_lab
+from lab_support import DATA, RunningLab, bgp_paths, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -40,16 +39,7 @@ def lab() -> RunningLab:  # type: ignore[misc]
 
 def paths(lab: RunningLab, router: str) -> dict[str, dict[str, Any]]:
     """``router``'s bgpd's paths for the anycast prefix, by the neighbour node."""
-    node = lab.plan.node(router)
-    peer = {p.peer_address: p.peer for p in node.bgp_ports}
-    argv = ["vtysh", "--vty_socket", str(lab.directory / "nodes" / router)]
-    out = subprocess.run(
-        [*argv, "-c", f"show bgp ipv4 unicast {PREFIX} json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {peer[p["peer"]["peerId"]]: p for p in json.loads(out).get("paths", [])}
+    return bgp_paths(lab, router, PREFIX)
 
 
 def test_routers_hold_what_each_session_sent(lab: RunningLab) -> None:

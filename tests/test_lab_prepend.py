@@ -13,13 +13,12 @@ each site withdrawn in turn.  The same lab checks ``lab probe --client``.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from anyedge.cli.main import main
 from anyedge.lab.compare import predicted
-from lab_support import DATA, RunningLab, running_lab
+from lab_support import DATA, RunningLab, bgp_paths, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -34,20 +33,10 @@ def lab() -> RunningLab:  # type: ignore[misc]
 
 def paths_heard(lab: RunningLab, router: str) -> dict[str, list[int]]:
     """The AS paths ``router``'s bgpd holds for the anycast prefix, by neighbour node."""
-    node = lab.plan.node(router)
-    peer = {p.peer_address: p.peer for p in node.bgp_ports}
-    argv = ["vtysh", "--vty_socket", str(lab.directory / "nodes" / router)]
-    out = subprocess.run(
-        [*argv, "-c", f"show bgp ipv4 unicast {PREFIX} json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    got: dict[str, list[int]] = {}
-    for p in json.loads(out).get("paths", []):
-        hops = p["aspath"]["string"].split()
-        got[peer[p["peer"]["peerId"]]] = [int(a) for a in hops]
-    return got
+    return {
+        node: [int(a) for a in p["aspath"]["string"].split()]
+        for node, p in bgp_paths(lab, router, PREFIX).items()
+    }
 
 
 def test_each_router_hears_its_session_s_prepend(lab: RunningLab) -> None:
