@@ -86,6 +86,19 @@ def self_signed(d: Path) -> tuple[Path, Path]:
 def start_relay(
     d: Path, workers: int = 1, tls: bool = True, limits: str = "{allow_peers: [127.0.0.0/8]}"
 ) -> Relay:
+    """``anyedge turn serve`` on free ports, ready.  A port found free can be taken by
+    another test's process before the relay binds it (the suite runs in parallel): then
+    the relay says so and exits, and it is started again on other ports (three tries)."""
+    for _ in range(2):
+        relay = _start_relay(d, workers, tls, limits)
+        if relay is not None:
+            return relay
+    relay = _start_relay(d, workers, tls, limits, retry=False)
+    assert relay is not None
+    return relay
+
+
+def _start_relay(d: Path, workers: int, tls: bool, limits: str, retry: bool = True) -> Relay | None:
     port = free_port()
     while True:  # the same number must be free for UDP and TCP, outside the relay ports
         if 40000 <= port <= 40999:
@@ -130,6 +143,14 @@ def start_relay(
         )
     assert proc.stdout is not None
     line = proc.stdout.readline()
+    if (
+        line.strip() != "ready"
+        and retry
+        and "Address already in use" in (d / "serve.log").read_text()
+    ):
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        return None
     assert line.strip() == "ready", (d / "serve.log").read_text()
     return Relay(port, tls_port, metrics, proc, cert)
 
