@@ -12,6 +12,7 @@ halves and it takes its traffic back, a quarter of what it forwards each decisio
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -283,7 +285,7 @@ def test_journal_round_trip(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         meta = dict(raw.execute("SELECT key, value FROM meta").fetchall())
         assert meta["format"] == "anyedge-journal"
-        assert meta["schema_version"] == "2"
+        assert meta["schema_version"] == "3"
         assert json.loads(meta["names"]) == NAMES.as_dict()
         (summary,) = raw.execute("SELECT summary FROM decisions WHERE seq = 2").fetchone()
         assert json.loads(summary) == {
@@ -364,6 +366,45 @@ def _future_version(path: Path) -> None:
     db.close()
 
 
+def test_a_version_2_journal_is_read_and_goes_on_as_version_3(tmp_path: Path) -> None:
+    """Version 2's states end at shift_cpu: they are read with no withdrawal basis, the
+    journal is marked version 3, and its new rows carry the basis."""
+    path = tmp_path / "journal.db"
+    state = replace(
+        State.empty(4, 4, 3, 2),
+        withdrawn=np.array([[True, False, False, False], [False] * 4]),
+        withdrawn_cpu=np.array([[900.0, 0, 0, 0], [0.0] * 4]),
+        withdrawn_basis=np.array([[1_614.0, 0, 0, 0], [0.0] * 4]),
+    )
+    with Journal(path, NAMES) as j:
+        j.record(0.0, "sha256:a", Plan(ACTIONS[:2]), state)
+    v2 = journal_module.pack_state(state)  # strip the last array: a version 2 state
+    raw = zlib.decompress(v2)
+    buf = io.BytesIO(raw)
+    for _ in range(9):
+        np.load(buf)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE decisions SET state = ? WHERE seq = 1",
+            (zlib.compress(raw[: buf.tell()]),),
+        )
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.close()
+    with Journal(path, NAMES) as j:
+        _, old = j.state(1)
+        assert old.withdrawn[0, 0]
+        assert old.moved_by_withdrawal()[0, 0] == 900.0
+        assert not old.withdrawal_basis().any()  # unknown: the CPU time moved stands
+        j.record(60.0, "sha256:b", Plan(ACTIONS[:2]), state)
+        _, new = j.state(2)
+        assert new.withdrawal_basis()[0, 0] == 1_614.0
+    with sqlite3.connect(path) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    db.close()
+    assert meta["schema_version"] == "3"
+    assert meta["state_format"].endswith("npy withdrawn_basis)")
+
+
 def _directory(path: Path) -> None:
     path.mkdir()
 
@@ -376,7 +417,7 @@ def _directory(path: Path) -> None:
         (_other_meta, "meta.format: not an anyedge journal ('someone-else')"),
         (
             _future_version,
-            "meta.schema_version: schema version 99 is not one this anyedge reads (2)",
+            "meta.schema_version: schema version 99 is not one this anyedge reads (2, 3)",
         ),
         (_directory, "cannot open the journal: unable to open database file"),
     ],

@@ -195,7 +195,8 @@ def test_the_speakers_actuator_withdraws_and_announces(
         try:
             sites.load("CHC", 1.2)
             wait_for("withdrawn in the state", lambda: run.state()["moves"]["withdrawn"])
-            assert run.state()["moves"]["withdrawn"] == [{"site": "CHC", "prefix": PREFIX}]
+            (w,) = run.state()["moves"]["withdrawn"]
+            assert (w["site"], w["prefix"], w["cpu"]) == ("CHC", PREFIX, 1_200.0)
             wait_for(f"{kind} withdrew it at the router", lambda: not at_router())
             wait_for("logged", lambda: "withdraw CHC" in run.log())
             # CHC gets servers enough for the 1,200 ms/s its prefix carried, and more

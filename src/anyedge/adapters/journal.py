@@ -8,13 +8,13 @@ crash of the process or of the machine.  The journal is then both the audit trai
 ("why was Frankfurt's free plan sent to Amsterdam at 14:02?") and the controller's
 memory: a restarted controller resumes from the state of the last decision.
 
-The schema (``schema_version`` 2)::
+The schema (``schema_version`` 3)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)
-        format = 'anyedge-journal', schema_version = '2',
+        format = 'anyedge-journal', schema_version = '3',
         state_format = 'zlib(npy forward (K,3), npy share (K,), npy cpu (K,),
                         npy plans (1,), npy shift, npy withdrawn, npy last_change,
-                        npy withdrawn_cpu, npy shift_cpu)',
+                        npy withdrawn_cpu, npy shift_cpu, npy withdrawn_basis)',
         names = '{"sites": [...], "plans": [...], "sections": [...], "prefixes": [...]}'
     decisions(seq INTEGER PRIMARY KEY,  -- 1, 2, 3, ... without gaps
               time REAL,                -- the decision's ``now``, seconds
@@ -43,6 +43,10 @@ the forwarding array is mostly zeros.  ``summary`` says, without numpy::
 (``withdrawn`` lists ``[prefix, site]`` pairs.)  A file that is not a journal, or a
 journal of a schema version this code does not know, raises
 :class:`~anyedge.errors.InputError` naming the file.
+
+Version 2 differs only in its states, which end at ``shift_cpu``: they are read with no
+basis for their withdrawals (those prefixes come back on the CPU time they moved, as
+then), and opening such a journal marks it version 3, whose rows may be of either kind.
 """
 
 from __future__ import annotations
@@ -67,10 +71,11 @@ from ..control.reasons import SITE_FIELDS, TEXT, Names, Reason, fields, render
 from ..errors import InputError
 
 FORMAT = "anyedge-journal"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READS = ("2", "3")  # version 2's states lack the withdrawals' basis, the last array
 STATE_FORMAT = (
     "zlib(npy forward (K,3), npy share (K,), npy cpu (K,), npy plans (1,), npy shift, "
-    "npy withdrawn, npy last_change, npy withdrawn_cpu, npy shift_cpu)"
+    "npy withdrawn, npy last_change, npy withdrawn_cpu, npy shift_cpu, npy withdrawn_basis)"
 )
 KINDS = frozenset(get_args(ActionKind))
 
@@ -130,6 +135,7 @@ def pack_state(state: State) -> bytes:
         state.last_change,
         state.moved_by_withdrawal(),
         state.shifted(),
+        state.withdrawal_basis(),
     ):
         np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
     return zlib.compress(buf.getvalue())
@@ -138,14 +144,17 @@ def pack_state(state: State) -> bytes:
 def unpack_state(blob: bytes) -> State:
     """The state packed by :func:`pack_state`; ``ValueError`` if the bytes are not one."""
     try:
-        buf = io.BytesIO(zlib.decompress(blob))
-        spd, share, cpu, plans, shift, withdrawn, last, moved, shifted = (
-            np.load(buf, allow_pickle=False) for _ in range(9)
-        )
+        raw = zlib.decompress(blob)
+        buf = io.BytesIO(raw)
+        arrays = [np.load(buf, allow_pickle=False) for _ in range(9)]
+        if buf.tell() < len(raw):  # version 3: the withdrawals' basis
+            arrays.append(np.load(buf, allow_pickle=False))
     except (zlib.error, EOFError, OSError, ValueError) as e:
         raise ValueError(f"not a packed state: {e}") from None
-    if buf.read(1):
+    if buf.tell() < len(raw):
         raise ValueError("not a packed state: bytes after the last array")
+    spd, share, cpu, plans, shift, withdrawn, last, moved, shifted = arrays[:9]
+    basis = arrays[9] if len(arrays) > 9 else None
     if last.ndim != 1:
         raise ValueError(f"last_change has shape {last.shape}, not (sites,)")
     s = last.shape[0]
@@ -159,6 +168,8 @@ def unpack_state(blob: bytes) -> State:
         raise ValueError(f"a forward names a site or plan beyond {s} sites and {p} plans")
     if moved.shape != withdrawn.shape:
         raise ValueError(f"withdrawn_cpu has shape {moved.shape}, not {withdrawn.shape}")
+    if basis is not None and basis.shape != withdrawn.shape:
+        raise ValueError(f"withdrawn_basis has shape {basis.shape}, not {withdrawn.shape}")
     if shift.ndim != 1 or shifted.shape != shift.shape:
         raise ValueError(f"shift has shape {shift.shape}, not (sections,)")
     if withdrawn.ndim != 2 or withdrawn.shape[1] != s or withdrawn.dtype != np.bool_:
@@ -171,6 +182,7 @@ def unpack_state(blob: bytes) -> State:
         withdrawn_cpu=moved,
         shift_cpu=shifted,
         plans=p,
+        withdrawn_basis=basis,
     )
 
 
@@ -257,6 +269,7 @@ class Journal:
         self.names: Names | None = names
         self._packed: tuple[State, bytes, dict[str, object]] | None = None
         self._names_stored = False  # the table of names is in meta (checked on opening)
+        self._old_version = False  # a version 2 journal, to be marked version 3
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         except sqlite3.Error as e:
@@ -291,6 +304,19 @@ class Journal:
         self._pragmas()
         if not tables:
             self._create()
+        elif self._old_version:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Mark a version 2 journal as version 3: its rows stay as they are (readable),
+        new ones carry the withdrawals' basis."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [(str(SCHEMA_VERSION), "schema_version"), (STATE_FORMAT, "state_format")],
+            )
+        self._old_version = False
 
     def _pragmas(self) -> None:
         if self.memory:  # nothing to survive a crash, and no other process to read it
@@ -333,12 +359,13 @@ class Journal:
                 self.path, "meta.format", f"not an anyedge journal ({meta.get('format')!r})"
             )
         version = meta.get("schema_version")
-        if version != str(SCHEMA_VERSION):
+        if version not in READS:
             raise InputError.one(
                 self.path,
                 "meta.schema_version",
-                f"schema version {version} is not one this anyedge reads ({SCHEMA_VERSION})",
+                f"schema version {version} is not one this anyedge reads ({', '.join(READS)})",
             )
+        self._old_version = version != str(SCHEMA_VERSION)
         missing = {"decisions", "actions"} - tables
         if missing:
             raise InputError.one(self.path, "", f"journal without table {', '.join(missing)}")

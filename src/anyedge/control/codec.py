@@ -97,6 +97,10 @@ class ShiftIn(_Strict):
 class WithdrawnIn(_Strict):
     site: str
     prefix: str
+    # what the withdrawal moved away (CPU ms/s) and the receivers' own traffic then
+    # (see State.withdrawn_basis): how the prefix's return is judged; unknown if absent
+    cpu: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    basis: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class StateIn(_Strict):
@@ -197,6 +201,7 @@ def state_from(doc: StateIn, names: Names) -> State:
     state = State.empty(n, p, len(names.sections), len(names.prefixes))
     shift, wd, last = state.shift.copy(), state.withdrawn.copy(), state.last_change.copy()
     shifted = state.shifted().copy()
+    moved, basis = state.moved_by_withdrawal().copy(), state.withdrawal_basis().copy()
     entries: dict[tuple[int, int, int], tuple[float, float]] = {}
     for k, f in enumerate(doc.forward):
         plan = names.row("plans", f.plan)
@@ -214,7 +219,10 @@ def state_from(doc: StateIn, names: Names) -> State:
         q = names.row("prefixes", w.prefix)
         if q < 0:
             raise KeyError(f"withdrawn[{k}].prefix: {w.prefix!r} is announced by no site")
-        wd[q, names.site(w.site, f"withdrawn[{k}].site")] = True
+        col = names.site(w.site, f"withdrawn[{k}].site")
+        wd[q, col] = True
+        moved[q, col] = w.cpu if w.cpu is not None else 0.0
+        basis[q, col] = w.basis if w.basis is not None else 0.0
     for site, t in doc.last_change.items():
         last[names.site(site, "last_change")] = t
     keys = list(entries)
@@ -239,12 +247,20 @@ def state_from(doc: StateIn, names: Names) -> State:
             f"{names.sites[d]}"
         )
     return replace(
-        state, forward=forward, shift=shift, withdrawn=wd, last_change=last, shift_cpu=shifted
+        state,
+        forward=forward,
+        shift=shift,
+        withdrawn=wd,
+        last_change=last,
+        shift_cpu=shifted,
+        withdrawn_cpu=moved,
+        withdrawn_basis=basis,
     )
 
 
 def state_to(state: State, names: Names) -> dict[str, Any]:
     f, shifted = state.forward, state.shifted()
+    moved, basis = state.moved_by_withdrawal(), state.withdrawal_basis()
     return {
         "forward": [
             {
@@ -267,7 +283,12 @@ def state_to(state: State, names: Names) -> dict[str, Any]:
             for x in np.flatnonzero(state.shift > 1e-12).tolist()
         ],
         "withdrawn": [
-            {"site": names.sites[b], "prefix": names.prefixes[a]}
+            {
+                "site": names.sites[b],
+                "prefix": names.prefixes[a],
+                "cpu": float(moved[a, b]),
+                "basis": float(basis[a, b]),
+            }
             for a, b in zip(*np.nonzero(state.withdrawn), strict=True)
         ],
         "last_change": {

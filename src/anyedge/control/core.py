@@ -162,6 +162,9 @@ class State:
     forward_cpu: FloatArray | None = None  # with a dense ``forward`` only: its CPU time
     shift_cpu: FloatArray | None = None  # (X,): CPU ms/s each shift carried
     plans: int = 0  # how many plans (a dense ``forward`` says it itself)
+    # (Q, S): when prefix q was withdrawn at s, the own traffic (CPU ms/s) of the sites
+    # its users went to, weighted by the share each took; 0 where unknown
+    withdrawn_basis: FloatArray | None = None
 
     def __post_init__(self) -> None:
         f = self.forward
@@ -182,6 +185,7 @@ class State:
             None,
             np.zeros(sections),
             plans,
+            np.zeros((prefixes, sites)),
         )
 
     @property
@@ -196,6 +200,12 @@ class State:
         if self.withdrawn_cpu is None or self.withdrawn_cpu.shape != self.withdrawn.shape:
             return np.zeros(self.withdrawn.shape)
         return self.withdrawn_cpu
+
+    def withdrawal_basis(self) -> FloatArray:
+        b = self.withdrawn_basis
+        if b is None or b.shape != self.withdrawn.shape:
+            return np.zeros(self.withdrawn.shape)
+        return b
 
     def shifted(self) -> FloatArray:
         if self.shift_cpu is None or self.shift_cpu.shape != self.shift.shape:
@@ -227,6 +237,9 @@ class Action:
     cpu: float = 0.0
     section: int = -1
     prefix: int = -1
+    # withdraw: the receivers' own CPU ms/s, weighted by the atlas's shares, with the
+    # prefix's users landed — what :meth:`_Decision.announce_back` scales ``cpu`` by
+    basis: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -754,13 +767,14 @@ class _Decision:
             return
         q = mine[0]
         live[q, s] = False
+        basis = float(share @ (self.fl.arriving.sum(axis=1) + lands))
         self.load += lands
         self.load[s] -= per_prefix
         self.budget -= per_prefix
         self.changed[s] = True
         self.room = self.receiver_room()  # the receivers' room, after what lands
         why = Reason.of("withdraw", prefix=q, cpu=per_prefix)
-        self.out.append(Action("withdraw", s, why, prefix=q, cpu=per_prefix))
+        self.out.append(Action("withdraw", s, why, prefix=q, cpu=per_prefix, basis=basis))
 
     # -- 6. reverts
 
@@ -822,18 +836,41 @@ class _Decision:
             self.out_share[s] -= back
             used += c
 
+    def moved_now(self) -> FloatArray:
+        """(Q, S): what each withdrawn prefix's users would cost their site now."""
+        moved = self.state.moved_by_withdrawal()
+        basis = self.state.withdrawal_basis()
+        fo = self.failover
+        scale = (basis > 0) & (moved > 0)
+        if fo is None or not scale.any():
+            return moved
+        own = self.fl.arriving.sum(axis=1)  # (S,)
+        now = np.asarray(fo.share, dtype=np.float64) @ own  # (S,): per withdrawing site
+        if fo.known is not None:
+            scale &= np.asarray(fo.known, dtype=np.bool_)[None, :]
+        ratio = np.divide(now[None, :], basis, out=np.ones_like(basis), where=scale)
+        return np.where(scale, moved * ratio, moved)
+
     def announce_back(self) -> None:
         """Announce again, one prefix per decision, where the site has room for it.
 
-        A prefix brings back about the CPU time it took away when it was withdrawn (or,
-        if that is not known, as much as each prefix still announced there); it goes
-        back only if the site stays below acceptable, less the hysteresis margin, with
-        it.  A site of unknown capacity waits.
+        What a prefix would bring back cannot be seen at the site: its users are at the
+        sites they went to.  It is estimated as the CPU time it took away when it was
+        withdrawn, scaled by how the own traffic of those sites (weighted by the atlas's
+        shares) has changed since — demand rises and falls there as it does for the
+        users that left.  Where that is not known (a state from before the basis was
+        kept, no atlas now), the CPU time moved stands as it was; where even that is not
+        known, as much as each prefix still announced there.  The prefix goes back only
+        if the site stays below acceptable, less the hysteresis margin, with it.  A site
+        of unknown capacity waits.
+
+        (Without the scaling, a site whose only prefix was withdrawn for overload would
+        wait for the overload itself to fit below acceptable: never.)
         """
         state, cfg = self.state, self.cfg
         if not state.withdrawn.size:
             return
-        moved = state.moved_by_withdrawal()
+        moved = self.moved_now()
         announced = cfg.announced if cfg.announced is not None else np.ones_like(state.withdrawn)
         ok = state.withdrawn.any(axis=0) & self.quiet & ~self.changed
         for s in np.flatnonzero(ok).tolist():
@@ -881,6 +918,7 @@ def apply(state: State, plan: Plan, now: float) -> State:
     }
     shifted = state.shifted().copy()
     moved = state.moved_by_withdrawal().copy()
+    basis = state.withdrawal_basis().copy()
     for a in plan.actions:
         if a.kind == "forward":
             entry = fw.setdefault((a.site, a.plan, a.to), [0.0, 0.0])
@@ -902,9 +940,11 @@ def apply(state: State, plan: Plan, now: float) -> State:
         elif a.kind == "withdraw":
             wd[a.prefix, a.site] = True
             moved[a.prefix, a.site] = a.cpu
+            basis[a.prefix, a.site] = a.basis
         elif a.kind == "announce":
             wd[a.prefix, a.site] = False
             moved[a.prefix, a.site] = 0.0
+            basis[a.prefix, a.site] = 0.0
         else:
             continue
         last[a.site] = now
@@ -926,4 +966,5 @@ def apply(state: State, plan: Plan, now: float) -> State:
         last_change=last,
         withdrawn_cpu=moved,
         shift_cpu=shifted,
+        withdrawn_basis=basis,
     )
