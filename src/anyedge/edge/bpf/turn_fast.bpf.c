@@ -391,7 +391,7 @@ static __noinline int fast4(struct xdp_md *ctx)
 		return TF_INDICATION;
 	__u16 length = ((__u16)cdh[2] << 8) | cdh[3];
 	if (length != n - 4)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	struct tf_client_key ck = {
 		.client_ip = h.ip.saddr, .server_ip = h.ip.daddr,
 		.client_port = h.udp.source, .server_port = h.udp.dest,
@@ -517,7 +517,7 @@ static __noinline int fast6(struct xdp_md *ctx)
 		return TF_INDICATION;
 	__u16 length = ((__u16)cdh[2] << 8) | cdh[3];
 	if (length != n - 4)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	struct tf_client6_key ck = {
 		.client_port = h.udp.source, .server_port = h.udp.dest,
 		.channel = ((__u16)cdh[0] << 8) | cdh[1],

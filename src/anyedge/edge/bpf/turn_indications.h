@@ -592,7 +592,7 @@ static __noinline int indication4(struct xdp_md *ctx)
 	struct tf_hdrs h;
 	__u16 ulen, n;
 
-	if (data + HDRS_LEN + 1 > data_end)
+	if (data + HDRS_LEN > data_end)
 		return count(TF_PASSED, XDP_PASS);
 	read_hdrs(data, &h);
 	ulen = bpf_ntohs(h.udp.len);
@@ -604,7 +604,7 @@ static __noinline int indication4(struct xdp_md *ctx)
 	struct tf_data_val *dv = bpf_map_lookup_elem(&tf_datas, &dk);
 	if (dv)
 		return data_ind4(ctx, &h, dv, n, ulen);
-	if (n >= 20 && *(__u8 *)(data + HDRS_LEN) < 0x40)
+	if (n >= 20 && data + HDRS_LEN + 1 <= data_end && *(__u8 *)(data + HDRS_LEN) < 0x40)
 		return send_ind4(ctx, &h, n);
 	return count(TF_PASSED, XDP_PASS);
 }
@@ -617,7 +617,7 @@ static __noinline int indication6(struct xdp_md *ctx)
 	__be32 from[10];
 	__u16 ulen, n;
 
-	if (data + HDRS6_LEN + 1 > data_end)
+	if (data + HDRS6_LEN > data_end)
 		return count(TF_PASSED, XDP_PASS);
 	read_hdrs6(data, &h);
 	ulen = bpf_ntohs(h.udp.len);
@@ -636,7 +636,7 @@ static __noinline int indication6(struct xdp_md *ctx)
 	struct tf_data6_val *dv = bpf_map_lookup_elem(&tf_datas6, &dk);
 	if (dv)
 		return data_ind6(ctx, &h, dv, from);
-	if (n >= 20 && *(__u8 *)(data + HDRS6_LEN) < 0x40)
+	if (n >= 20 && data + HDRS6_LEN + 1 <= data_end && *(__u8 *)(data + HDRS6_LEN) < 0x40)
 		return send_ind6(ctx, &h, n, from);
 	return count(TF_PASSED, XDP_PASS);
 }
