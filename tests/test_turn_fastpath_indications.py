@@ -1,0 +1,100 @@
+"""Send and Data indications through the relay's kernel fast path with real packets:
+``anyedge turn serve`` with ``fast_path:`` between a client's and a peer's namespace
+(``test_turn_fastpath.relay_lab``), and the project's own TURN client
+(``turn_peers.TurnUdpClient``) with a permission and no channel.
+
+Once the permission is in the kernel's maps, the peer's datagrams reach the client as
+Data indications and the client's Send indications reach the peer, every one relayed
+in XDP: the relay's packet totals (the core's counters, fast path included) equal the
+fast path's own.  A Send indication with FINGERPRINT is left to user space, which
+checks it and relays it; a peer without a permission gets nothing through; a released
+allocation leaves the maps at once.  Native XDP and generic XDP (where the Data
+indication grows into the socket buffer's head- and tailroom) both.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from anyedge.adapters import netns
+from test_turn_fastpath import PEER, SERVER, SO_RCVBUFFORCE, STRANGER, USER, PASSWORD, _udp, relay_lab
+from turn_peers import Attr, Class, Method, TurnUdpClient, encode_message, xor_address
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_send_and_data_indications_relay_in_the_kernel(tmp_path: Path, mode: str) -> None:
+    with relay_lab(tmp_path, 1, mode) as relay:
+        assert "fast_path_unavailable" not in relay.log.read_text()
+        peer, stranger = _udp(relay.peer_ns, PEER), _udp(relay.peer_ns, STRANGER)
+        with netns.entered(relay.client_ns):
+            client = TurnUdpClient((SERVER, 3478), USER, PASSWORD, local=("0.0.0.0", 0))
+        client.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+        with client, peer, stranger:
+            relayed = client.allocate()
+            client.create_permission(PEER)
+            relay.wait(
+                "the permission in the kernel",
+                lambda m: m["anyedge_turn_fast_path_permissions"] == 1,
+            )
+            n = 100
+            # the peer first (its ARP teaches the relay its MAC: the FIB needs it)
+            for i in range(n):
+                peer.sendto(b"to the client %03d" % i + bytes(i % 4), relayed)
+            back = [client.receive(timeout=3.0) for _ in range(n)]
+            assert {(src, kind) for src, _, kind in back} == {(PEER, "Data indication")}
+            assert sorted(back, key=lambda b: b[1])[7][1] == b"to the client 007" + bytes(3)
+            assert sorted(d[:17] for _, d, _ in back) == [b"to the client %03d" % i for i in range(n)]
+            for i in range(n):
+                client.send_indication(PEER, b"to the peer %03d" % i + bytes(i % 7))
+            got = [peer.recvfrom(2048) for _ in range(n)]
+            assert {src for _, src in got} == {relayed}
+            assert sorted(d for d, _ in got) == sorted(
+                b"to the peer %03d" % i + bytes(i % 7) for i in range(n)
+            )
+            m = relay.wait(
+                "the kernel's counters charged back",
+                lambda m: m["anyedge_turn_fast_path_packets_total:to_peer"] >= n,
+            )
+            for d in ("to_peer", "to_client"):
+                assert m[f"anyedge_turn_fast_path_packets_total:{d}"] == n
+                assert m[f"anyedge_turn_packets_total:{d}"] == n  # none in user space
+            assert m["anyedge_turn_fast_path_frames_total:send_to_peer"] == n
+            assert m["anyedge_turn_fast_path_frames_total:data_to_client"] == n
+            sent = sum(15 + i % 7 for i in range(n))
+            assert m["anyedge_turn_fast_path_bytes_total:to_peer"] == sent
+            (session,) = relay.sessions()
+            assert session["to_peer"] == {"packets": n, "bytes": sent}
+
+            # with FINGERPRINT: user space checks the CRC and relays it
+            tid = bytes(range(12))
+            attrs = [(Attr.XOR_PEER_ADDRESS, xor_address(PEER, tid)), (Attr.DATA, b"checked")]
+            client.sock.send(
+                encode_message(Method.SEND, Class.INDICATION, tid, attrs, fingerprint=True)
+            )
+            assert peer.recvfrom(2048) == (b"checked", relayed)
+            m = relay.wait(
+                "relayed in user space", lambda m: m["anyedge_turn_packets_total:to_peer"] == n + 1
+            )
+            assert m["anyedge_turn_fast_path_packets_total:to_peer"] == n
+
+            # a peer without a permission gets nothing through
+            stranger.sendto(b"let me in", relayed)
+            with pytest.raises(TimeoutError):
+                client.receive(timeout=1.0)
+
+            # released: out of the maps at once; its Send indications reach user space
+            client.release()
+            assert relay.scrape()["anyedge_turn_fast_path_permissions"] == 0
+            client.send_indication(PEER, b"after release")
+            relay.wait(
+                "a Send indication after release in user space",
+                lambda m: m["anyedge_turn_dropped_total:no_allocation"] >= 1,
+            )
+            peer.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                peer.recvfrom(2048)
