@@ -54,7 +54,6 @@ from anyedge.proto.stun import (
     Class,
     Message,
     Method,
-    StunError,
     decode,
     encode,
     pack_xor_address,
@@ -390,8 +389,10 @@ def test_mutated_send_indications_pass_or_are_relayed_as_the_core_reads_them(
     unchanged or leaves for the peer the core's decoder names, carrying exactly the DATA
     it reads."""
     rng = random.Random(21)
-    goods = [send_indication(PEER, bytes(rng.randrange(256) for _ in range(n)), o) for n, o in
-             ((0, "pd"), (5, "dp"), (33, "fpds"), (200, "spdf"))]
+    goods = [
+        send_indication(PEER, bytes(rng.randrange(256) for _ in range(n)), o)
+        for n, o in ((0, "pd"), (5, "dp"), (33, "fpds"), (200, "spdf"))
+    ]
     relayed = 0
     for _ in range(600):
         msg = bytearray(rng.choice(goods))

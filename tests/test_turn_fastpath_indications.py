@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from anyedge.adapters import netns
-from test_turn_fastpath import PEER, SERVER, SO_RCVBUFFORCE, STRANGER, USER, PASSWORD, _udp, relay_lab
+from test_turn_fastpath import (
+    PASSWORD,
+    PEER,
+    SERVER,
+    SO_RCVBUFFORCE,
+    STRANGER,
+    USER,
+    _udp,
+    relay_lab,
+)
 from turn_peers import Attr, Class, Method, TurnUdpClient, encode_message, xor_address
 
 pytestmark = pytest.mark.lab
@@ -48,7 +57,9 @@ def test_send_and_data_indications_relay_in_the_kernel(tmp_path: Path, mode: str
             back = [client.receive(timeout=3.0) for _ in range(n)]
             assert {(src, kind) for src, _, kind in back} == {(PEER, "Data indication")}
             assert sorted(back, key=lambda b: b[1])[7][1] == b"to the client 007" + bytes(3)
-            assert sorted(d[:17] for _, d, _ in back) == [b"to the client %03d" % i for i in range(n)]
+            assert sorted(d[:17] for _, d, _ in back) == [
+                b"to the client %03d" % i for i in range(n)
+            ]
             for i in range(n):
                 client.send_indication(PEER, b"to the peer %03d" % i + bytes(i % 7))
             got = [peer.recvfrom(2048) for _ in range(n)]

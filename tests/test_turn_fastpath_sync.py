@@ -85,7 +85,8 @@ class Kernel:
 
 
 class Policy:
-    relayed: dict[str, list[tuple[int, int]]] = {"198.51.100.7": [(50000, 50999)]}
+    def __init__(self) -> None:
+        self.relayed = {"198.51.100.7": [(50000, 50999)]}
 
 
 class Core:
@@ -200,7 +201,9 @@ def test_a_permission_waits_for_its_peers_channels_to_be_in_the_kernel() -> None
     kernel.capacity = 0  # the channel maps are full
     bind(v4, 0x4000, ("203.0.113.5", 6000), 1600.0)
     fast.sync(cast(TurnServer, core), 1000.0)
-    assert kernel.maps == {} and kernel.perms == {}
+    assert kernel.maps == {}
+    assert kernel.perms == {}
     kernel.capacity = 100
     fast.sync(cast(TurnServer, core), 1001.0)
-    assert len(kernel.maps) == 1 and len(kernel.perms) == 1
+    assert len(kernel.maps) == 1
+    assert len(kernel.perms) == 1

@@ -107,8 +107,13 @@ def _permission_records(ip: Any, family: str, suffix: str) -> tuple[Any, Any, An
         _plain(
             f"SendKey{suffix}",
             f"tf_send{family}_key",
-            (("client_ip", ip), ("server_ip", ip), ("peer_ip", ip))
-            + (("client_port", _U16), ("server_port", _U16)),
+            (
+                ("client_ip", ip),
+                ("server_ip", ip),
+                ("peer_ip", ip),
+                ("client_port", _U16),
+                ("server_port", _U16),
+            ),
         ),
         _plain(
             f"SendValue{suffix}",
@@ -123,8 +128,14 @@ def _permission_records(ip: Any, family: str, suffix: str) -> tuple[Any, Any, An
         _plain(
             f"DataValue{suffix}",
             f"tf_data{family}_val",
-            (("client_ip", ip), ("server_ip", ip), ("client_port", _U16), ("server_port", _U16))
-            + (("pad", ctypes.c_uint32), *_COUNTS),
+            (
+                ("client_ip", ip),
+                ("server_ip", ip),
+                ("client_port", _U16),
+                ("server_port", _U16),
+                ("pad", ctypes.c_uint32),
+                *_COUNTS,
+            ),
         ),
     )
 

@@ -25,9 +25,11 @@ installed with the earliest of its and its allocation's expiry -- so the 300 s
 permission lifetime ends the kernel's relaying when the core's would end -- and removed
 when the core drops it.  A permission is held back while the allocation has a live
 channel to that peer IP that is not in the kernel (the maps were full): the kernel would
-answer that peer with Data indications where the core sends ChannelData.  The data flow is one way: core state -> maps, map counters -> core.
-Workers write only the channels of their own allocations (their 5-tuples differ), so
-sharing the maps needs no locking.
+answer that peer with Data indications where the core sends ChannelData.
+
+The data flow is one way: core state -> maps, map counters -> core.  Workers write only
+the entries of their own allocations (their 5-tuples differ), so sharing the maps needs
+no locking.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from dataclasses import dataclass
 
 from ...edge.build import BuildError
 from ...edge.libbpf import BpfError
-from ...edge.turnfast import ChannelKeys, RelayedChannel, RelayedPermission, TurnFast, Usage
+from ...edge.turnfast import (
+    ChannelKeys,
+    RelayedChannel,
+    RelayedPermission,
+    TurnFast,
+    Usage,
+)
 from ...proto.turn import TurnServer
 from ...proto.turn.allocation import Addr, Allocation, Channel
 from ...proto.turn.offload import account, offloadable, offloadable_permissions
