@@ -40,7 +40,8 @@ client has a permission and no channel, and the generator sends its Send indicat
 XOR-PEER-ADDRESS then DATA, no FINGERPRINT -- which leave for the peer as plain
 datagrams) or ``data`` (the generator, loaded a second time for the peer's ``eth0``,
 sends the peer's datagrams to the relayed address, which reach the client as Data
-indications: delivered/s is then the client's ``rx_packets``).
+indications: delivered/s is then the client's ``rx_packets``); ``--fingerprint`` adds
+FINGERPRINT to the Send indications (the fast path checks its CRC-32).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Lab:
         self.gen: BpfObject | None = None
         self.gen_p: BpfObject | None = None
         self.relayed = (SERVER, 50000)  # the client's relayed address, once allocated
+        self.fingerprint = False  # Send indications with FINGERPRINT (--fingerprint)
         for ns in (self.c, self.r, self.p):
             netns.add(ns)
         netns.veth(self.c, "eth0", self.r, "eth0")
@@ -143,7 +145,9 @@ class Lab:
                 (tp.Attr.XOR_PEER_ADDRESS, tp.xor_address(PEER, tid)),
                 (tp.Attr.DATA, bytes(size)),
             ]
-            payload = tp.encode_message(tp.Method.SEND, tp.Class.INDICATION, tid, attrs)
+            payload = tp.encode_message(
+                tp.Method.SEND, tp.Class.INDICATION, tid, attrs, fingerprint=self.fingerprint
+            )
         else:
             payload = tp.channel_data(0x4001, bytes(size))
         pkt = (
@@ -409,11 +413,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per size; the median is shown")
     ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
     ap.add_argument("--relay-by", choices=MODES, default="channel", help="what is relayed")
+    ap.add_argument("--fingerprint", action="store_true", help="Send indications carry FINGERPRINT")
     ap.add_argument("--json", type=Path, help="write every run here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_turn_fastpath: needs root (namespaces, XDP)")
     lab = Lab()
+    lab.fingerprint = args.fingerprint
     stats_fd = _enable_stats()
     results: dict[str, dict[str, Any]] = {}
     try:

@@ -12,7 +12,8 @@ have sent but for the random transaction id.  Every frame that comes out is rebu
 scapy with its checksums recomputed and must be the same bytes.  Whatever the maps do
 not permit, and every truncated or malformed Send indication, must pass to the stack
 unchanged; mutated messages either pass unchanged or are relayed as the core would
-relay them, never otherwise.
+relay them, never otherwise.  FINGERPRINT is checked in the program (CRC-32, as the
+core checks it): a message with a right one is relayed, with a wrong one passed.
 """
 
 from __future__ import annotations
@@ -133,17 +134,22 @@ def rebuilt(frame: bytes) -> bytes:
 
 
 def send_indication(
-    peer: tuple[str, int], data: bytes, order: str = "pd", tid: bytes = b"\x5a" * 12
+    peer: tuple[str, int],
+    data: bytes,
+    order: str = "pd",
+    tid: bytes = b"\x5a" * 12,
+    fingerprint: bool = False,
 ) -> bytes:
     """A Send indication whose attributes come in ``order``: p XOR-PEER-ADDRESS, d DATA,
-    f DONT-FRAGMENT, s SOFTWARE."""
+    f DONT-FRAGMENT, s SOFTWARE; FINGERPRINT last if ``fingerprint``."""
     parts = {
         "p": (int(Attr.XOR_PEER_ADDRESS), pack_xor_address(peer, tid)),
         "d": (int(Attr.DATA), data),
         "f": DONT_FRAGMENT,
         "s": SOFTWARE,
     }
-    return encode(Message(Method.SEND, Class.INDICATION, tid, tuple(parts[c] for c in order)))
+    msg = Message(Method.SEND, Class.INDICATION, tid, tuple(parts[c] for c in order))
+    return encode(msg, fingerprint=fingerprint)
 
 
 def expected_data_indication(tid: bytes, peer: tuple[str, int], data: bytes) -> bytes:
@@ -186,7 +192,7 @@ def test_object_matches_the_python_records() -> None:
         }
 
 
-ORDERS = ["pd", "dp", "fpd", "pfd", "dsp", "spdf", "pds"]
+ORDERS = ["pd", "dp", "fpd", "pfd", "dsp", "spdf", "pds", "pd+fp", "sfdp+fp"]
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 100, 1200])
@@ -194,10 +200,13 @@ ORDERS = ["pd", "dp", "fpd", "pfd", "dsp", "spdf", "pds"]
 def test_a_send_indication_leaves_for_the_peer_as_its_data(
     permitted: Lab, order: str, size: int
 ) -> None:
+    """``+fp``: with FINGERPRINT, whose CRC-32 the program checks as the core does."""
     fast, _, gw = permitted
     payload = (bytes(range(256)) * 5)[:size]
     before = fast.permission_usage(PERM)
-    frame = udp4(CLIENT[0], RELAY, CLIENT[1], 3478, send_indication(PEER, payload, order))
+    attrs, _, fp = order.partition("+")
+    send = send_indication(PEER, payload, attrs, fingerprint=bool(fp))
+    frame = udp4(CLIENT[0], RELAY, CLIENT[1], 3478, send)
     verdict, out = run(permitted, frame)
     assert verdict == XDP_TX
     pkt = Ether(out)
@@ -249,12 +258,26 @@ def test_ethernet_padding_after_a_short_datagram_is_not_taken_for_data(permitted
     assert out == rebuilt(out)
 
 
+def test_no_udp_checksum_stays_none_both_ways(permitted: Lab) -> None:
+    """IPv4 without a UDP checksum (0): the datagram that leaves has none either."""
+    for frame in (
+        udp4(CLIENT[0], RELAY, CLIENT[1], 3478, send_indication(PEER, b"abcde", "dfp")),
+        udp4(PEER[0], RELAY, PEER[1], RELAYED[1], b"abcde"),
+    ):
+        unsummed = bytearray(frame)
+        unsummed[40:42] = b"\0\0"
+        verdict, out = run(permitted, bytes(unsummed))
+        assert verdict == XDP_TX
+        assert Ether(out)[UDP].chksum == 0
+        assert out == rebuilt(out)
+
+
 @pytest.mark.parametrize("size", [0, 3, 1200])
 def test_ipv6_both_ways(permitted: Lab, size: int) -> None:
     fast, _, gw = permitted
     payload = (bytes(range(256)) * 5)[:size]
     before = fast.permission_usage(PERM6)
-    send = send_indication(PEER6, payload, "fpds", tid=bytes(range(12)))
+    send = send_indication(PEER6, payload, "fpds", tid=bytes(range(12)), fingerprint=True)
     verdict, out = run(permitted, udp6(CLIENT6[0], RELAY6, CLIENT6[1], 3478, send))
     assert verdict == XDP_TX
     pkt = Ether(out)
@@ -346,6 +369,19 @@ def _attr(t: int, value: bytes) -> bytes:
     return t.to_bytes(2, "big") + len(value).to_bytes(2, "big") + value + bytes(-len(value) & 3)
 
 
+def _with_bad_fingerprint(msg: bytes) -> bytes:
+    signed = bytearray(encode(decode(msg), fingerprint=True))
+    signed[-1] ^= 1
+    return bytes(signed)
+
+
+def _fingerprint_then(msg: bytes, attr: bytes) -> bytes:
+    """``msg`` signed, then ``attr`` after FINGERPRINT (the length fixed, the CRC not)."""
+    signed = bytearray(encode(decode(msg), fingerprint=True) + attr)
+    signed[2:4] = (len(signed) - 20).to_bytes(2, "big")
+    return bytes(signed)
+
+
 PEER_ATTR = _attr(0x0012, pack_xor_address(PEER, b"\x5a" * 12))
 DATA_ATTR = _attr(0x0013, b"payload")
 
@@ -365,7 +401,9 @@ def malformed() -> list[tuple[str, bytes]]:
         ("attribute past the end", _message(PEER_ATTR + b"\x00\x13\x00\x10" + b"pay!")),
         ("XOR-PEER-ADDRESS of 12 bytes", _message(_attr(0x0012, bytes(12)) + DATA_ATTR)),
         ("XOR-PEER-ADDRESS family 3", _message(_attr(0x0012, b"\x00\x03" + bytes(6)) + DATA_ATTR)),
-        ("FINGERPRINT", encode(decode(good), fingerprint=True)),
+        ("FINGERPRINT wrong", _with_bad_fingerprint(good)),
+        ("FINGERPRINT not last", _fingerprint_then(good, _attr(0x8022, b"late"))),
+        ("FINGERPRINT of 8 bytes", _message(PEER_ATTR + DATA_ATTR + _attr(0x8028, bytes(8)))),
         ("MESSAGE-INTEGRITY", _message(PEER_ATTR + DATA_ATTR + _attr(0x0008, bytes(20)))),
         ("comprehension-required", _message(_attr(0x0024, bytes(4)) + PEER_ATTR + DATA_ATTR)),
         ("nine attributes", _message(_attr(0x8022, b"s") * 7 + PEER_ATTR + DATA_ATTR)),
@@ -409,7 +447,7 @@ def test_mutated_send_indications_pass_or_are_relayed_as_the_core_reads_them(
         assert verdict == XDP_TX
         relayed += 1
         core = decode(bytes(msg))
-        assert not core.has(Attr.FINGERPRINT)
+        assert not core.has(Attr.FINGERPRINT) or check_fingerprint(bytes(msg))
         to = unpack_xor_address(core.get(Attr.XOR_PEER_ADDRESS) or b"", core.transaction_id)
         pkt = Ether(out)
         assert (pkt[IP].dst, pkt[UDP].dport) == to

@@ -6,9 +6,9 @@
 Once the permission is in the kernel's maps, the peer's datagrams reach the client as
 Data indications and the client's Send indications reach the peer, every one relayed
 in XDP: the relay's packet totals (the core's counters, fast path included) equal the
-fast path's own.  A Send indication with FINGERPRINT is left to user space, which
-checks it and relays it; a peer without a permission gets nothing through; a released
-allocation leaves the maps at once.  Native XDP and generic XDP (where the Data
+fast path's own.  A Send indication with FINGERPRINT is relayed in XDP when its CRC is
+right and left to user space (which drops it) when not; a peer without a permission
+gets nothing through; a released allocation leaves the maps at once.  Native XDP and generic XDP (where the Data
 indication grows into the socket buffer's head- and tailroom) both.
 """
 
@@ -81,17 +81,26 @@ def test_send_and_data_indications_relay_in_the_kernel(tmp_path: Path, mode: str
             (session,) = relay.sessions()
             assert session["to_peer"] == {"packets": n, "bytes": sent}
 
-            # with FINGERPRINT: user space checks the CRC and relays it
+            # with FINGERPRINT: the program checks the CRC and relays it; with a wrong
+            # one it leaves it to user space, which drops it
             tid = bytes(range(12))
             attrs = [(Attr.XOR_PEER_ADDRESS, xor_address(PEER, tid)), (Attr.DATA, b"checked")]
-            client.sock.send(
-                encode_message(Method.SEND, Class.INDICATION, tid, attrs, fingerprint=True)
-            )
+            signed = encode_message(Method.SEND, Class.INDICATION, tid, attrs, fingerprint=True)
+            client.sock.send(signed)
             assert peer.recvfrom(2048) == (b"checked", relayed)
-            m = relay.wait(
-                "relayed in user space", lambda m: m["anyedge_turn_packets_total:to_peer"] == n + 1
+            client.sock.send(signed[:-1] + bytes([signed[-1] ^ 1]))
+            relay.wait(
+                "the wrong FINGERPRINT dropped in user space",
+                lambda m: m["anyedge_turn_dropped_total:malformed"] == 1,
             )
-            assert m["anyedge_turn_fast_path_packets_total:to_peer"] == n
+            m = relay.wait(
+                "the signed one charged back",
+                lambda m: m["anyedge_turn_fast_path_packets_total:to_peer"] == n + 1,
+            )
+            assert m["anyedge_turn_packets_total:to_peer"] == n + 1
+            peer.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                peer.recvfrom(2048)
 
             # a peer without a permission gets nothing through
             stranger.sendto(b"let me in", relayed)
@@ -99,6 +108,7 @@ def test_send_and_data_indications_relay_in_the_kernel(tmp_path: Path, mode: str
                 client.receive(timeout=1.0)
 
             # released: out of the maps at once; its Send indications reach user space
+            peer.settimeout(3.0)
             client.release()
             assert relay.scrape()["anyedge_turn_fast_path_permissions"] == 0
             client.send_indication(PEER, b"after release")

@@ -33,6 +33,8 @@
  */
 #pragma once
 
+#include "crc32.h"
+
 #define TF_MAX_PERMISSIONS 65536
 #define TF_MAX_ATTRS 8
 #define TF_CUT_MAX 64 /* bytes before DATA's value, or after it, the program will cut */
@@ -45,6 +47,7 @@
 #define ATTR_MI 0x0008
 #define ATTR_MI256 0x001C
 #define ATTR_FINGERPRINT 0x8028
+#define FINGERPRINT_XOR 0x5354554E
 #define DATA_IND_LEN4 36 /* header 20, XOR-PEER-ADDRESS 12, DATA's header 4 */
 #define DATA_IND_LEN6 48 /* XOR-PEER-ADDRESS 24 */
 
@@ -168,6 +171,7 @@ struct tf_send_msg {
 	__u8 pad;
 	__u32 doff;
 	__u32 dlen;
+	__u32 fp; /* where FINGERPRINT is, or 0 */
 };
 
 /* Room for what the walk and the checksum read out of a frame (the stack is too small
@@ -202,7 +206,7 @@ static __noinline int parse_send(struct xdp_md *ctx, __u32 poff, __u32 n,
 {
 	struct tf_scratch *sc = scratch();
 	__u8 tl[4];
-	__u32 off = 20, i, len, plen, t;
+	__u32 off = 20, i, len, plen, t, fp = 0;
 	int peer = 0, data = 0;
 
 	if (!sc || n < 20 || n > 0xFFFF)
@@ -249,7 +253,11 @@ static __noinline int parse_send(struct xdp_md *ctx, __u32 poff, __u32 n,
 			data = 1;
 			m->doff = off + 4;
 			m->dlen = len;
-		} else if (t == ATTR_MI || t == ATTR_MI256 || t == ATTR_FINGERPRINT ||
+		} else if (t == ATTR_FINGERPRINT) {
+			if (len != 4 || off + 8 != n) /* the last attribute, or the core's to judge */
+				return -1;
+			fp = off;
+		} else if (t == ATTR_MI || t == ATTR_MI256 ||
 			   (t < 0x8000 && t != ATTR_DONT_FRAGMENT)) {
 			return -1;
 		}
@@ -257,7 +265,23 @@ static __noinline int parse_send(struct xdp_md *ctx, __u32 poff, __u32 n,
 	}
 	if (off != n || !peer || !data)
 		return -1;
+	m->fp = fp;
 	return 0;
+}
+
+/* Whether the message's FINGERPRINT (if any) holds the CRC-32 of what precedes it, as
+ * the core checks it: read only for Send indications the maps permit. */
+static __always_inline int fingerprint_ok(struct xdp_md *ctx, __u32 poff, struct tf_send_msg *m,
+					  __u8 *buf)
+{
+	__be32 want;
+	int ok;
+
+	if (!m->fp)
+		return 1;
+	if (bpf_xdp_load_bytes(ctx, poff + m->fp + 4, &want, 4))
+		return 0;
+	return crc32_frame(ctx, poff, m->fp, buf, &ok) == (bpf_ntohl(want) ^ FINGERPRINT_XOR) && ok;
 }
 
 /* The one's-complement sum of the bytes a Send indication loses, added to seed as
@@ -347,13 +371,14 @@ static __always_inline int make_room(struct xdp_md *ctx, __u32 end, __u32 pad, _
 
 static __noinline int send_ind4(struct xdp_md *ctx, struct tf_hdrs *h, __u16 n)
 {
+	struct tf_scratch *sc = scratch();
 	struct tf_send_msg m = {};
 	struct ethhdr eth;
 	__be32 from[4], to[4];
 	__u32 ifindex, dlen;
 	__s64 sum;
 
-	if (parse_send(ctx, HDRS_LEN, n, &m) || m.family != 1)
+	if (!sc || parse_send(ctx, HDRS_LEN, n, &m) || m.family != 1)
 		return count(TF_PASSED, XDP_PASS);
 	struct tf_send_key key = {
 		.client_ip = h->ip.saddr, .server_ip = h->ip.daddr, .peer_ip = *(__be32 *)m.addr,
@@ -364,6 +389,8 @@ static __noinline int send_ind4(struct xdp_md *ctx, struct tf_hdrs *h, __u16 n)
 		return count(TF_PASSED, XDP_PASS);
 	if (bpf_ktime_get_ns() >= sv->deadline_ns)
 		return count(TF_EXPIRED, XDP_PASS);
+	if (!fingerprint_ok(ctx, HDRS_LEN, &m, sc->buf))
+		return count(TF_PASSED, XDP_PASS);
 	dlen = m.dlen;
 	ifindex = next_hop(ctx, sv->relay_ip, key.peer_ip, sizeof(h->ip) + 8 + dlen, &eth);
 	if (!ifindex)
@@ -497,6 +524,8 @@ static __noinline int send_ind6(struct xdp_md *ctx, struct tf_hdrs6 *h, __u16 n,
 		return count(TF_PASSED, XDP_PASS);
 	if (bpf_ktime_get_ns() >= sv->deadline_ns)
 		return count(TF_EXPIRED, XDP_PASS);
+	if (!fingerprint_ok(ctx, HDRS6_LEN, m, sc->buf))
+		return count(TF_PASSED, XDP_PASS);
 	dlen = m->dlen;
 	ifindex = next_hop6(ctx, sv->relay_ip, m->addr, sizeof(h->ip) + 8 + dlen, &eth);
 	if (!ifindex)
