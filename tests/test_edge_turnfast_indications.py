@@ -55,6 +55,7 @@ from anyedge.proto.stun import (
     Class,
     Message,
     Method,
+    check_fingerprint,
     decode,
     encode,
     pack_xor_address,

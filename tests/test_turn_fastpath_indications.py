@@ -8,8 +8,9 @@ Data indications and the client's Send indications reach the peer, every one rel
 in XDP: the relay's packet totals (the core's counters, fast path included) equal the
 fast path's own.  A Send indication with FINGERPRINT is relayed in XDP when its CRC is
 right and left to user space (which drops it) when not; a peer without a permission
-gets nothing through; a released allocation leaves the maps at once.  Native XDP and generic XDP (where the Data
-indication grows into the socket buffer's head- and tailroom) both.
+gets nothing through; a released allocation leaves the maps at once.  Native XDP and
+generic XDP (where the Data indication grows into the socket buffer's head- and
+tailroom) both.
 """
 
 from __future__ import annotations
