@@ -25,6 +25,7 @@ import re
 import socket
 import subprocess
 import time
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -424,15 +425,15 @@ def test_a_malformed_send_indication_passes_unchanged(
 def test_mutated_send_indications_pass_or_are_relayed_as_the_core_reads_them(
     permitted: Lab,
 ) -> None:
-    """Random truncations and byte flips of good messages: each frame either passes
-    unchanged or leaves for the peer the core's decoder names, carrying exactly the DATA
-    it reads."""
+    """Random truncations and byte flips of good messages (half of the signed ones signed
+    again after): each frame either passes unchanged or leaves for the peer the core's
+    decoder names, carrying exactly the DATA it reads."""
     rng = random.Random(21)
     goods = [
         send_indication(PEER, bytes(rng.randrange(256) for _ in range(n)), o)
         for n, o in ((0, "pd"), (5, "dp"), (33, "fpds"), (200, "spdf"))
     ]
-    relayed = 0
+    relayed = signed = 0
     for _ in range(600):
         msg = bytearray(rng.choice(goods))
         if rng.random() < 0.3:
@@ -440,6 +441,8 @@ def test_mutated_send_indications_pass_or_are_relayed_as_the_core_reads_them(
         for _ in range(rng.randrange(1, 4)):
             if msg:
                 msg[rng.randrange(min(len(msg), 48))] ^= 1 << rng.randrange(8)
+        if len(msg) >= 28 and msg[-8:-4] == b"\x80\x28\x00\x04" and rng.random() < 0.5:
+            msg[-4:] = (zlib.crc32(msg[:-8]) ^ 0x5354554E).to_bytes(4, "big")  # signed again
         frame = udp4(CLIENT[0], RELAY, CLIENT[1], 3478, bytes(msg))
         verdict, out = run(permitted, frame)
         if verdict == XDP_PASS:
@@ -448,7 +451,9 @@ def test_mutated_send_indications_pass_or_are_relayed_as_the_core_reads_them(
         assert verdict == XDP_TX
         relayed += 1
         core = decode(bytes(msg))
-        assert not core.has(Attr.FINGERPRINT) or check_fingerprint(bytes(msg))
+        if core.has(Attr.FINGERPRINT):
+            assert check_fingerprint(bytes(msg))
+            signed += 1
         to = unpack_xor_address(core.get(Attr.XOR_PEER_ADDRESS) or b"", core.transaction_id)
         pkt = Ether(out)
         assert (pkt[IP].dst, pkt[UDP].dport) == to
@@ -456,3 +461,4 @@ def test_mutated_send_indications_pass_or_are_relayed_as_the_core_reads_them(
         assert bytes(pkt[UDP].payload) == core.get(Attr.DATA)
         assert out == rebuilt(out)
     assert relayed > 0  # flips in the transaction id or the peer's port still relay
+    assert signed > 0
