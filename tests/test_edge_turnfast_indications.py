@@ -429,9 +429,10 @@ def test_mutated_send_indications_pass_or_are_relayed_as_the_core_reads_them(
     again after): each frame either passes unchanged or leaves for the peer the core's
     decoder names, carrying exactly the DATA it reads."""
     rng = random.Random(21)
+    cases = ((0, "pd", False), (5, "dp", True), (33, "fpds", False), (200, "spdf", True))
     goods = [
-        send_indication(PEER, bytes(rng.randrange(256) for _ in range(n)), o)
-        for n, o in ((0, "pd"), (5, "dp"), (33, "fpds"), (200, "spdf"))
+        send_indication(PEER, bytes(rng.randrange(256) for _ in range(n)), o, fingerprint=f)
+        for n, o, f in cases
     ]
     relayed = signed = 0
     for _ in range(600):
