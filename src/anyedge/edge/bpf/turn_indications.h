@@ -14,21 +14,27 @@
  *   bpf_get_prandom_u32), XOR-PEER-ADDRESS and DATA, the payload, zeros to pad it to 4
  *   bytes -- the bytes the Python core would have sent, transaction id aside.
  *
+ * Both run from indication4/indication6 (at the end), which turn_fast calls for frames
+ * fast4/fast6 found no channel for (TF_INDICATION), each in its own BPF subprogram so
+ * that the stacks of the channel and indication paths never add up.
+ *
  * The Send indication is read with a bounded walk over at most TF_MAX_ATTRS attributes
- * (bpf_xdp_load_bytes at each header, nothing read past the message).  Whatever the
- * core might judge differently passes to user space untouched: a message whose length
- * or cookie is off, an attribute running past the end, a second XOR-PEER-ADDRESS or
- * DATA, MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT (the core checks the CRC), an unknown
- * comprehension-required attribute, a peer of the other family, more than 64 bytes
- * before DATA or after it, and -- as for channels -- no entry, an entry past its
- * deadline, or no next hop from the FIB (which also refuses a frame over the outgoing
- * MTU, so a Data indication that would not fit is left to user space).  DONT-FRAGMENT
- * and comprehension-optional attributes are skipped, as the core skips them.
+ * (bpf_xdp_load_bytes at each header, nothing read past the message).  A FINGERPRINT is
+ * checked as the core checks it (the last attribute; CRC-32 of what precedes it, see
+ * crc32.h), once the maps have permitted the peer.  Whatever the core might judge
+ * differently passes to user space untouched: a message whose length or cookie is off,
+ * an attribute running past the end, a second XOR-PEER-ADDRESS or DATA, a wrong or
+ * misplaced FINGERPRINT, MESSAGE-INTEGRITY(-SHA256), an unknown comprehension-required
+ * attribute, a peer of the other family, more than 64 bytes before DATA or after it,
+ * and -- as for channels -- no entry, an entry past its deadline, or no next hop from
+ * the FIB (which also refuses a frame over the outgoing MTU, so a Data indication that
+ * would not fit is left to user space).  DONT-FRAGMENT and comprehension-optional
+ * attributes are skipped, as the core skips them.
  *
  * Checksums stay incremental: for a Send indication, the sum of the bytes cut (read
- * into a stack buffer, DATA's own last bytes zeroed) is taken out of the old checksum;
- * for a Data indication the 36 (IPv4) or 48 (IPv6) bytes added go in, and the zero
- * padding adds nothing.  Both paths keep the payload's byte parity (everything cut or
+ * into a per-CPU scratch buffer, DATA's own last bytes zeroed) is taken out of the old
+ * checksum; for a Data indication the 36 (IPv4) or 48 (IPv6) bytes added go in, and
+ * the zero padding adds nothing.  Both paths keep the payload's byte parity (everything cut or
  * added is a multiple of 4 bytes long), which is what makes that exact.
  */
 #pragma once
