@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-/* TURN's kernel fast path: ChannelData relayed in XDP for channels user space has bound.
+/* TURN's kernel fast path: ChannelData relayed in XDP for channels user space has bound
+ * (this file), and Send and Data indications for permissions it has installed
+ * (turn_indications.h, which frames no channel claims go to).
  *
  * The relay's Python core decides everything (credentials, permissions, channels, quotas)
  * and writes what it decided into two hash maps; this program only looks up and rewrites:
