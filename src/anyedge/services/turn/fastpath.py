@@ -139,16 +139,17 @@ class FastPath:
     def _sync_permissions(self, core: TurnServer, now: float, mono: int) -> None:
         """The permissions' half of :meth:`sync` (module docstring)."""
         want: dict[PermissionKey, tuple[Allocation, Addr, float]] = {}
-        excluded = core.policy.relayed
-        for alloc, host, relay, until in offloadable_permissions(core.allocations(), now, excluded):
-            if any(
-                ch.peer[0] == host
-                and ch.live
-                and (alloc.client, alloc.server, ch.number) not in self.installed
-                for ch in alloc.channels.values()
-            ):
-                continue  # a channel user space relays: so must its peer's datagrams be
-            want[(alloc.client, alloc.server, host)] = (alloc, relay, until)
+        allocs = core.allocations()
+        held = {  # peers with a channel user space relays: so must their datagrams be
+            (a.client, a.server, ch.peer[0])
+            for a in allocs
+            for ch in a.channels.values()
+            if ch.live and (a.client, a.server, ch.number) not in self.installed
+        }
+        for alloc, host, relay, until in offloadable_permissions(allocs, now, core.policy.relayed):
+            key = (alloc.client, alloc.server, host)
+            if key not in held:
+                want[key] = (alloc, relay, until)
         for key, old in list(self.permitted.items()):
             w = want.get(key)
             if w is None or w[0] is not old.alloc or w[1] != old.channel.relay:
