@@ -23,7 +23,10 @@ second, so each relay is measured at its own limit.
   them that no process is charged for (the veth's receive and transmit, softirq): for
   the user-space relays that is the UDP receive path, for the fast path the redirect;
 - **program time**: the fast path's program alone on the same frames, with
-  ``BPF_PROG_TEST_RUN`` (100,000 runs each way, arriving on the relay's ``eth0``);
+  ``BPF_PROG_TEST_RUN`` (the median of 2,000 single runs each way, arriving on the
+  relay's ``eth0``: a repeated run would see the frame its first run rewrote in place,
+  which no entry matches; a single run's duration includes some 0.2-0.3 us of the
+  kernel's own around the program, a miss's time);
 - **machine CPU/pkt**: every CPU's busy time (``/proc/stat``) over the run per delivered
   packet -- sender, softirq and whatever else runs on this shared machine included --
   for context only.
@@ -34,6 +37,14 @@ for the user-space relays), which a veth needs to take redirected frames.  The m
 bpftool, ethtool and coturn.  Run: ``python bench/bench_turn_fastpath.py`` (about a
 minute; ``--json FILE``).  Every process started is ended by its pid and the namespaces
 are removed at the end.
+
+``--relay-by`` picks what is relayed: ``channel`` (the default, above), ``send`` (the
+client has a permission and no channel, and the generator sends its Send indications --
+XOR-PEER-ADDRESS then DATA, no FINGERPRINT -- which leave for the peer as plain
+datagrams) or ``data`` (the generator, loaded a second time for the peer's ``eth0``,
+sends the peer's datagrams to the relayed address, which reach the client as Data
+indications: delivered/s is then the client's ``rx_packets``); ``--fingerprint`` adds
+FINGERPRINT to the Send indications (the fast path checks its CRC-32).
 """
 
 from __future__ import annotations
@@ -64,6 +75,7 @@ from anyedge.edge import build  # noqa: E402
 from anyedge.edge.libbpf import BpfObject  # noqa: E402
 
 SERVERS = ("coturn", "anyedge", "anyedge-xdp")
+MODES = ("channel", "send", "data")
 SIZES = (100, 1200)
 SERVER, CLIENT, PEER = "100.64.0.1", ("100.64.0.2", 40000), ("100.64.1.2", 6000)
 USER, PASSWORD = "bench", "bench-password-1"
@@ -80,6 +92,9 @@ class Lab:
         base = f"aetfb{os.getpid()}"
         self.c, self.r, self.p = f"{base}-c", f"{base}-r", f"{base}-p"
         self.gen: BpfObject | None = None
+        self.gen_p: BpfObject | None = None
+        self.relayed = (SERVER, 50000)  # the client's relayed address, once allocated
+        self.fingerprint = False  # Send indications with FINGERPRINT (--fingerprint)
         for ns in (self.c, self.r, self.p):
             netns.add(ns)
         netns.veth(self.c, "eth0", self.r, "eth0")
@@ -91,44 +106,71 @@ class Lab:
             netns.run(ns, ["ethtool", "-K", "eth0", "tx", "off", "gro", "on"])
         self.mac_c = netns.run(self.c, ["cat", "/sys/class/net/eth0/address"]).strip()
         self.mac_r = netns.run(self.r, ["cat", "/sys/class/net/eth0/address"]).strip()
+        self.mac_p = netns.run(self.p, ["cat", "/sys/class/net/eth0/address"]).strip()
+        self.mac_r1 = netns.run(self.r, ["cat", "/sys/class/net/eth1/address"]).strip()
         self.gen = BpfObject(build.object_path("trafficgen"))
-        with netns.entered(self.c):
-            ifindex = _ifindex("eth0")
-        self.gen.map("tg_config").update(ctypes.c_uint32(0), ctypes.c_uint32(ifindex))
+        self.gen_p = BpfObject(build.object_path("trafficgen"))
+        for gen, ns in ((self.gen, self.c), (self.gen_p, self.p)):
+            with netns.entered(ns):
+                ifindex = _ifindex("eth0")
+            gen.map("tg_config").update(ctypes.c_uint32(0), ctypes.c_uint32(ifindex))
 
     def close(self) -> None:
-        if self.gen is not None:
-            self.gen.close()
+        for gen in (self.gen, self.gen_p):
+            if gen is not None:
+                gen.close()
         for ns in (self.c, self.r, self.p):
             netns.remove(ns)
 
-    def delivered(self) -> int:
-        with netns.entered(self.p):
+    def delivered(self, mode: str = "channel") -> int:
+        """Frames received by the far end's ``eth0``: the peer's, or the client's for
+        ``data``."""
+        with netns.entered(self.c if mode == "data" else self.p):
             for line in Path("/proc/thread-self/net/dev").read_text().splitlines():
                 name, _, rest = line.partition(":")
                 if name.strip() == "eth0":
                     return int(rest.split()[1])
         raise RuntimeError("no eth0 in the peer's namespace")
 
-    def frame(self, size: int) -> bytes:
-        cd = tp.channel_data(0x4001, bytes(size))
+    def frame(self, size: int, mode: str = "channel") -> bytes:
+        """The generator's frame: the client's ChannelData or Send indication, or for
+        ``data`` the peer's datagram to the relayed address."""
+        if mode == "data":
+            return bytes(
+                Ether(src=self.mac_p, dst=self.mac_r1)
+                / IP(src=PEER[0], dst=self.relayed[0])
+                / UDP(sport=PEER[1], dport=self.relayed[1])
+                / bytes(size)
+            )
+        if mode == "send":
+            tid = bytes(range(12))
+            attrs = [
+                (tp.Attr.XOR_PEER_ADDRESS, tp.xor_address(PEER, tid)),
+                (tp.Attr.DATA, bytes(size)),
+            ]
+            payload = tp.encode_message(
+                tp.Method.SEND, tp.Class.INDICATION, tid, attrs, fingerprint=self.fingerprint
+            )
+        else:
+            payload = tp.channel_data(0x4001, bytes(size))
         pkt = (
             Ether(src=self.mac_c, dst=self.mac_r)
             / IP(src=CLIENT[0], dst=SERVER)
             / UDP(sport=CLIENT[1], dport=3478)
-            / cd
+            / payload
         )
         return bytes(pkt)
 
-    def send(self, frame: bytes, seconds: float) -> tuple[int, float]:
+    def send(self, frame: bytes, seconds: float, mode: str = "channel") -> tuple[int, float]:
         """Frames for ``seconds``: (sent, the wall time it took).  Each is written whole
         before it leaves (``trafficgen_fill``): the fast path rewrites frames in place."""
-        assert self.gen is not None
+        gen = self.gen_p if mode == "data" else self.gen
+        assert gen is not None
         record = (ctypes.c_uint8 * (4 + FRAME_MAX))()
         ctypes.memmove(record, len(frame).to_bytes(4, "little") + frame, 4 + len(frame))
-        self.gen.map("tg_frame").update(ctypes.c_uint32(0), record)
-        prog, sent = self.gen.program("trafficgen_fill"), 0
-        with netns.entered(self.c):
+        gen.map("tg_frame").update(ctypes.c_uint32(0), record)
+        prog, sent = gen.program("trafficgen_fill"), 0
+        with netns.entered(self.p if mode == "data" else self.c):
             t0 = time.monotonic()
             while time.monotonic() - t0 < seconds:
                 prog.send_live(frame, BATCH)
@@ -231,7 +273,7 @@ def _wait(what: str, ok: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def _fast_channels(lab: Lab) -> float:
+def _fast_entries(lab: Lab, what: str = "channels") -> float:
     import urllib.request
 
     try:
@@ -240,20 +282,20 @@ def _fast_channels(lab: Lab) -> float:
     except OSError:
         return 0.0
     for line in text.decode().splitlines():
-        if line.startswith("anyedge_turn_fast_path_channels{"):
+        if line.startswith(f"anyedge_turn_fast_path_{what}{{"):
             return float(line.split()[-1])
     return 0.0
 
 
-def measure(lab: Lab, pid: int, size: int, seconds: float) -> dict[str, float]:
-    frame = lab.frame(size)
-    d0, c0, m0, x0 = lab.delivered(), _cpu(pid), _machine_busy(), _xdp_stats()
+def measure(lab: Lab, pid: int, size: int, seconds: float, mode: str) -> dict[str, float]:
+    frame = lab.frame(size, mode)
+    d0, c0, m0, x0 = lab.delivered(mode), _cpu(pid), _machine_busy(), _xdp_stats()
     t0 = time.monotonic()
-    sent, _ = lab.send(frame, seconds)
-    last, t_last, quiet_since = lab.delivered(), time.monotonic(), time.monotonic()
+    sent, _ = lab.send(frame, seconds, mode)
+    last, t_last, quiet_since = lab.delivered(mode), time.monotonic(), time.monotonic()
     while time.monotonic() - quiet_since < 0.5:  # until the relay has caught up
         time.sleep(0.05)
-        now = lab.delivered()
+        now = lab.delivered(mode)
         if now != last:
             last, t_last, quiet_since = now, time.monotonic(), time.monotonic()
     delivered = last - d0
@@ -272,13 +314,16 @@ def measure(lab: Lab, pid: int, size: int, seconds: float) -> dict[str, float]:
     }
 
 
-def run_server(lab: Lab, kind: str, work: Path, seconds: float, repeat: int) -> dict[str, Any]:
+def run_server(
+    lab: Lab, kind: str, work: Path, seconds: float, repeat: int, mode: str = "channel"
+) -> dict[str, Any]:
     assert lab.gen is not None
     xdp_pass = None
+    near = "eth1" if mode == "data" else "eth0"  # where the generator's frames arrive
     if kind != "anyedge-xdp":  # NAPI on the relay's veth for the generator's frames
         with netns.entered(lab.r):
             xdp_pass = lab.gen.program("xdp_pass")
-            xdp_pass.attach_xdp(_ifindex("eth0"), "native")
+            xdp_pass.attach_xdp(_ifindex(near), "native")
     pid = start(lab, kind, work / kind)
     try:
         with netns.entered(lab.c):
@@ -290,15 +335,19 @@ def run_server(lab: Lab, kind: str, work: Path, seconds: float, repeat: int) -> 
             peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with client, peer:
             peer.bind(PEER)
-            relayed = client.allocate()
-            client.channel_bind(0x4001, PEER)
+            relayed = lab.relayed = client.allocate()
+            if mode == "channel":
+                client.channel_bind(0x4001, PEER)
+            else:
+                client.create_permission(PEER)
             peer.sendto(b"hello", relayed)  # both neighbours resolved before the run
             client.receive(timeout=3.0)
             if kind == "anyedge-xdp":
-                _wait("the channel in the kernel", lambda: _fast_channels(lab) == 1)
+                what = "channels" if mode == "channel" else "permissions"
+                _wait(f"the {what} in the kernel", lambda: _fast_entries(lab, what) == 1)
             out: dict[str, Any] = {}
             for size in SIZES:
-                runs = [measure(lab, pid, size, seconds) for _ in range(repeat)]
+                runs = [measure(lab, pid, size, seconds, mode) for _ in range(repeat)]
                 out[str(size)] = {k: statistics.median(r[k] for r in runs) for k in runs[0]} | {
                     "runs": runs
                 }
@@ -309,30 +358,44 @@ def run_server(lab: Lab, kind: str, work: Path, seconds: float, repeat: int) -> 
             from anyedge.edge.libbpf import detach_xdp
 
             with netns.entered(lab.r):
-                detach_xdp(_ifindex("eth0"), "native")
+                detach_xdp(_ifindex(near), "native")
 
 
-def program_time(lab: Lab) -> dict[str, float]:
+def program_time(lab: Lab, mode: str = "channel") -> dict[str, float]:
     """ns per run of ``turn_fast`` on the bench's frames, each way (BPF_PROG_TEST_RUN)."""
-    from anyedge.edge.turnfast import RelayedChannel, TurnFast
+    from anyedge.edge.turnfast import RelayedChannel, RelayedPermission, TurnFast
 
-    relayed = ("100.64.0.1", 50000)
+    relayed = lab.relayed = ("100.64.0.1", 50000)
     ch = RelayedChannel(CLIENT, (SERVER, 3478), 0x4001, relayed, PEER)
+    perm = RelayedPermission(CLIENT, (SERVER, 3478), relayed, PEER[0])
     out = {}
     with netns.entered(lab.r), TurnFast() as fast:
-        fast.install(ch, time.monotonic_ns() + 3600 * 10**9)
+        if mode == "channel":
+            fast.install(ch, time.monotonic_ns() + 3600 * 10**9)
+        else:
+            fast.permit(perm, time.monotonic_ns() + 3600 * 10**9)
         ifindex = _ifindex("eth0")
+
+        def single(frame: bytes) -> float:
+            return float(
+                statistics.median(
+                    fast.program.test_run(frame, 1, ifindex).duration_ns for _ in range(2000)
+                )
+            )
+
         for size in SIZES:
-            to_peer = fast.program.test_run(lab.frame(size), 100_000, ifindex)
             back = bytes(
                 Ether(src=lab.mac_c, dst=lab.mac_r)
                 / IP(src=PEER[0], dst=relayed[0])
                 / UDP(sport=PEER[1], dport=relayed[1])
                 / bytes(size)
             )
-            to_client = fast.program.test_run(back, 100_000, ifindex)
-            out[f"to_peer {size}"] = float(to_peer.duration_ns)
-            out[f"to_client {size}"] = float(to_client.duration_ns)
+            out[f"to_peer {size} B"] = single(
+                lab.frame(size, "send" if mode != "channel" else mode)
+            )
+            out[f"to_client {size} B"] = single(back)
+        stranger = Ether(src=lab.mac_p, dst=lab.mac_r1) / IP(src="100.64.1.99", dst=relayed[0])
+        out["a miss"] = single(bytes(stranger / UDP(sport=1, dport=relayed[1]) / bytes(100)))
     return out
 
 
@@ -360,19 +423,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="sending time per run")
     ap.add_argument("--repeat", type=int, default=3, help="runs per size; the median is shown")
     ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
+    ap.add_argument("--relay-by", choices=MODES, default="channel", help="what is relayed")
+    ap.add_argument("--fingerprint", action="store_true", help="Send indications carry FINGERPRINT")
     ap.add_argument("--json", type=Path, help="write every run here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_turn_fastpath: needs root (namespaces, XDP)")
     lab = Lab()
+    lab.fingerprint = args.fingerprint
     stats_fd = _enable_stats()
     results: dict[str, dict[str, Any]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="ae-bench-turnfast-") as tmp:
             for kind in args.servers:
-                results[kind] = run_server(lab, kind, Path(tmp), args.seconds, args.repeat)
+                results[kind] = run_server(
+                    lab, kind, Path(tmp), args.seconds, args.repeat, args.relay_by
+                )
                 print(f"{kind}: done", file=sys.stderr, flush=True)
-        program = program_time(lab)
+        program = program_time(lab, args.relay_by)
     finally:
         os.close(stats_fd)
         lab.close()
@@ -382,10 +450,13 @@ def main() -> None:
             for k, by in results.items()
         }
     )
-    print(f"(median of {args.repeat} runs of {args.seconds:g} s; load: {os.getloadavg()[0]:.1f})")
     print(
-        "turn_fast alone (BPF_PROG_TEST_RUN), ns per packet: "
-        + ", ".join(f"{k} B {v:.0f}" for k, v in program.items())
+        f"(relayed by {args.relay_by}; median of {args.repeat} runs of {args.seconds:g} s; "
+        f"load: {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        "turn_fast alone (BPF_PROG_TEST_RUN, median of single runs), ns per packet: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in program.items())
     )
     if args.json:
         args.json.write_text(json.dumps({"servers": results, "program_ns": program}, indent=1))

@@ -30,6 +30,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,13 @@ def relay(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Relay]:
     XDP ``mode``: with two workers, it is loaded before they fork and both write the
     same maps."""
     workers, mode = request.param
+    with relay_lab(tmp_path, workers, mode) as r:
+        yield r
+
+
+@contextmanager
+def relay_lab(tmp_path: Path, workers: int, mode: str) -> Iterator[Relay]:
+    """The three namespaces and ``turn serve`` in the middle one (module docstring)."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from anyedge.proto.turn import Counters
 from anyedge.proto.turn.allocation import Allocation, Channel, UserState
-from anyedge.proto.turn.offload import account, offloadable
+from anyedge.proto.turn.offload import account, offloadable, offloadable_permissions
 from anyedge.proto.turn.policy import TokenBucket
 
 PEER, OTHER = ("203.0.113.5", 6000), ("203.0.113.6", 6000)
@@ -87,3 +87,27 @@ def test_over_its_bandwidth_an_allocation_returns_to_user_space_until_paid_back(
     assert not bucket.take(1001.0, 1.0)  # ...and user space drops meanwhile
     assert [ch.number for _, ch, _ in offloadable([a], 1004.0)] == [0x4000, 0x4001]
     assert not a.fast_paused
+
+
+def test_live_permissions_until_the_earlier_of_permission_and_allocation() -> None:
+    a = alloc()
+    a.perms["203.0.113.7"] = 999.0  # expired
+    a.perms["2001:db8::7"] = 1300.0  # the other family than the client's
+    a.perms["198.51.100.7"] = 1300.0  # the relay's own IP: its ports are the core's to check
+    got = list(offloadable_permissions([a], 1000.0, excluded={"198.51.100.7"}))
+    assert got == [(a, PEER[0], RELAY, 1300.0), (a, OTHER[0], RELAY, 1300.0)]
+    a.expires = 1200.0
+    assert {until for *_, until in offloadable_permissions([a], 1000.0)} == {1200.0}
+    # refreshed by CreatePermission (300 s more): the deadline follows
+    a.perms[PEER[0]] = 1500.0
+    a.expires = 1600.0
+    got = {host: until for _, host, _, until in offloadable_permissions([a], 1250.0)}
+    assert got == {PEER[0]: 1500.0, OTHER[0]: 1300.0, "198.51.100.7": 1300.0}
+    assert list(offloadable_permissions([a], 1600.0)) == []
+
+
+def test_no_permissions_of_paused_tcp_or_dead_allocations() -> None:
+    paused, tcp, dead = alloc(), alloc("tcp"), alloc()
+    paused.fast_paused = True
+    dead.dead = True
+    assert list(offloadable_permissions([paused, tcp, dead], 1000.0)) == []

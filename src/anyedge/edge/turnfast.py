@@ -11,11 +11,15 @@
                                     peer=("203.0.113.5", 6000)), deadline_ns)
         print(fast.usage(channel))                 # Usage(to_peer_packets=..., ...)
         fast.remove(channel)
+        fast.permit(RelayedPermission(client=..., server=..., relay=..., peer="203.0.113.5"),
+                    deadline_ns)                   # Send and Data indications
+        fast.unpermit(permission)
 
-The program relays ChannelData of the channels installed here, both ways (its C source
-says how); this module only writes and reads its maps: a pair for IPv4 and a pair for
-IPv6, chosen by the channel's addresses (client, listener, relayed address and peer all
-of one family).  Deadlines are
+The program relays ChannelData of the channels installed here, both ways, and Send and
+Data indications for the permissions installed here (its C sources, ``turn_fast.bpf.c``
+and ``turn_indications.h``, say how); this module only writes and reads its maps: a pair
+for channels and a pair for permissions in each family, chosen by the addresses (client,
+listener, relayed address and peer all of one family).  Deadlines are
 ``CLOCK_MONOTONIC`` nanoseconds (``time.monotonic_ns()``, which is the kernel's
 ``bpf_ktime_get_ns``).  Who decides which channels are installed, and when they go, is
 the TURN service's business (:mod:`anyedge.services.turn.fastpath`).
@@ -36,7 +40,15 @@ from . import build
 from .libbpf import BpfError, BpfObject, Loaded, Map, check_size, detach_xdp, possible_cpus
 
 PROGRAM = "turn_fast"
-OUTCOMES = ("to_peer", "to_client", "passed", "expired", "no_route")
+OUTCOMES = (
+    "to_peer",
+    "to_client",
+    "passed",
+    "expired",
+    "no_route",
+    "send_to_peer",
+    "data_to_client",
+)
 
 Addr = tuple[str, int]
 _IP4 = ctypes.c_uint8 * 4
@@ -82,6 +94,56 @@ ClientKey, ClientValue, PeerKey, PeerValue = _records(_IP4, "", "")
 ClientKey6, ClientValue6, PeerKey6, PeerValue6 = _records(_IP6, "6", "6")
 
 
+def _plain(name: str, c_name: str, fields: tuple[tuple[str, Any], ...]) -> Any:
+    return type(name, (ctypes.Structure,), {"_fields_": fields, "__doc__": f"``struct {c_name}``."})
+
+
+def _permission_records(ip: Any, family: str, suffix: str) -> tuple[Any, Any, Any, Any]:
+    """A permission's records (``turn_indications.h``): send key and value (a client's
+    5-tuple and a peer IP -> the relayed address), data key and value (a peer IP and a
+    relayed address -> the client)."""
+    wide = (("pad2", ctypes.c_uint32),) if family else ()  # IPv6: the u64s align at 24
+    return (
+        _plain(
+            f"SendKey{suffix}",
+            f"tf_send{family}_key",
+            (
+                ("client_ip", ip),
+                ("server_ip", ip),
+                ("peer_ip", ip),
+                ("client_port", _U16),
+                ("server_port", _U16),
+            ),
+        ),
+        _plain(
+            f"SendValue{suffix}",
+            f"tf_send{family}_val",
+            (("relay_ip", ip), ("relay_port", _U16), ("pad", _U16), *wide, *_COUNTS),
+        ),
+        _plain(
+            f"DataKey{suffix}",
+            f"tf_data{family}_key",
+            (("peer_ip", ip), ("relay_ip", ip), ("relay_port", _U16), ("pad", _U16)),
+        ),
+        _plain(
+            f"DataValue{suffix}",
+            f"tf_data{family}_val",
+            (
+                ("client_ip", ip),
+                ("server_ip", ip),
+                ("client_port", _U16),
+                ("server_port", _U16),
+                ("pad", ctypes.c_uint32),
+                *_COUNTS,
+            ),
+        ),
+    )
+
+
+SendKey, SendValue, DataKey, DataValue = _permission_records(_IP4, "", "")
+SendKey6, SendValue6, DataKey6, DataValue6 = _permission_records(_IP6, "6", "6")
+
+
 @dataclass(frozen=True, slots=True)
 class RelayedChannel:
     """One bound channel of a UDP allocation: the client's 5-tuple (client and
@@ -93,6 +155,18 @@ class RelayedChannel:
     channel: int
     relay: Addr
     peer: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedPermission:
+    """One permission of a UDP allocation, for Send and Data indications: the client's
+    5-tuple (client and listener), the relayed address and the peer's IP, all IPv4 or
+    all IPv6."""
+
+    client: Addr
+    server: Addr
+    relay: Addr
+    peer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +193,13 @@ def _v6(ch: RelayedChannel) -> bool:
     return families == {True}
 
 
+def _v6_permission(p: RelayedPermission) -> bool:
+    families = {":" in h for h in (p.client[0], p.server[0], p.relay[0], p.peer)}
+    if len(families) != 1:
+        raise ValueError(f"a permission's addresses are of one family: {p}")
+    return families == {True}
+
+
 def _port(port: int) -> int:
     return socket.htons(port)
 
@@ -126,6 +207,18 @@ def _port(port: int) -> int:
 _Records = tuple[type[ctypes.Structure], type[ctypes.Structure]]
 _CLIENT: dict[bool, _Records] = {False: (ClientKey, ClientValue), True: (ClientKey6, ClientValue6)}
 _PEER: dict[bool, _Records] = {False: (PeerKey, PeerValue), True: (PeerKey6, PeerValue6)}
+
+
+_SEND: dict[bool, _Records] = {False: (SendKey, SendValue), True: (SendKey6, SendValue6)}
+_DATA: dict[bool, _Records] = {False: (DataKey, DataValue), True: (DataKey6, DataValue6)}
+
+
+def _permission_keys(p: RelayedPermission) -> tuple[ctypes.Structure, ctypes.Structure]:
+    v6 = _v6_permission(p)
+    sk = _SEND[v6][0](_ip(p.client[0]), _ip(p.server[0]), _ip(p.peer))
+    sk.client_port, sk.server_port = _port(p.client[1]), _port(p.server[1])
+    dk = _DATA[v6][0](_ip(p.peer), _ip(p.relay[0]), _port(p.relay[1]))
+    return sk, dk
 
 
 def _keys(ch: RelayedChannel) -> tuple[ctypes.Structure, ctypes.Structure]:
@@ -138,7 +231,9 @@ def _keys(ch: RelayedChannel) -> tuple[ctypes.Structure, ctypes.Structure]:
 
 @dataclass(frozen=True, slots=True)
 class ChannelKeys:
-    """A channel's keys in the maps, as bytes (:meth:`TurnFast.keys`)."""
+    """A channel's keys in the maps, as bytes (:meth:`TurnFast.keys`); or a permission's
+    (:meth:`TurnFast.permission_keys`: ``client`` is its send key, ``peer`` its data
+    key)."""
 
     v6: bool
     client: bytes
@@ -152,12 +247,20 @@ class Snapshot:
 
     clients: tuple[dict[bytes, tuple[int, int]], dict[bytes, tuple[int, int]]]
     peers: tuple[dict[bytes, tuple[int, int]], dict[bytes, tuple[int, int]]]
+    sends: tuple[dict[bytes, tuple[int, int]], dict[bytes, tuple[int, int]]] = ({}, {})
+    datas: tuple[dict[bytes, tuple[int, int]], dict[bytes, tuple[int, int]]] = ({}, {})
 
     def usage(self, k: ChannelKeys) -> Usage:
         """The channel's counters (zeros where it is not in the maps)."""
         c = self.clients[k.v6].get(k.client, (0, 0))
         p = self.peers[k.v6].get(k.peer, (0, 0))
         return Usage(c[0], c[1], p[0], p[1])
+
+    def permission_usage(self, k: ChannelKeys) -> Usage:
+        """The permission's counters: Send indications relayed, Data indications sent."""
+        s = self.sends[k.v6].get(k.client, (0, 0))
+        d = self.datas[k.v6].get(k.peer, (0, 0))
+        return Usage(s[0], s[1], d[0], d[1])
 
 
 def _lookup(m: Map, key: ctypes.Structure, value: ctypes.Structure) -> bool:
@@ -177,7 +280,12 @@ class TurnFast(Loaded):
         self.program = self.obj.program(PROGRAM)
         self._clients = {False: self.obj.map("tf_clients"), True: self.obj.map("tf_clients6")}
         self._peers = {False: self.obj.map("tf_peers"), True: self.obj.map("tf_peers6")}
+        self._sends = {False: self.obj.map("tf_sends"), True: self.obj.map("tf_sends6")}
+        self._datas = {False: self.obj.map("tf_datas"), True: self.obj.map("tf_datas6")}
         self._stats = self.obj.map("tf_stats")
+        for v6, name in ((False, ""), (True, "6")):
+            check_size(self._sends[v6], ctypes.sizeof(_SEND[v6][1]), f"tf_send{name}_val", __name__)
+            check_size(self._datas[v6], ctypes.sizeof(_DATA[v6][1]), f"tf_data{name}_val", __name__)
         for v6, name in ((False, ""), (True, "6")):
             check_size(
                 self._clients[v6], ctypes.sizeof(_CLIENT[v6][1]), f"tf_client{name}_val", __name__
@@ -254,11 +362,71 @@ class TurnFast(Loaded):
         ck, pk = _keys(ch)
         return ChannelKeys(_v6(ch), bytes(ck), bytes(pk))
 
+    @property
+    def permission_capacity(self) -> int:
+        """How many permissions of one family the maps hold."""
+        return min(m.max_entries for m in (*self._sends.values(), *self._datas.values()))
+
+    # -- permissions (Send and Data indications) -------------------------------------
+
+    def permit(self, p: RelayedPermission, deadline_ns: int) -> None:
+        """Relay Send indications from ``p.client`` to ``p.peer`` and wrap that peer's
+        datagrams to ``p.relay`` as Data indications, until ``deadline_ns`` (or
+        :meth:`unpermit`).  Installing it again moves the deadline, keeps the counters."""
+        v6 = _v6_permission(p)
+        sk, dk = _permission_keys(p)
+        sv, dv = _SEND[v6][1](), _DATA[v6][1]()
+        _lookup(self._sends[v6], sk, sv)
+        _lookup(self._datas[v6], dk, dv)
+        s: Any = sv
+        d: Any = dv
+        s.relay_ip, s.relay_port, s.deadline_ns = _ip(p.relay[0]), _port(p.relay[1]), deadline_ns
+        d.client_ip, d.server_ip = _ip(p.client[0]), _ip(p.server[0])
+        d.client_port, d.server_port = _port(p.client[1]), _port(p.server[1])
+        d.deadline_ns = deadline_ns
+        self._datas[v6].update(dk, dv)
+        self._sends[v6].update(sk, sv)
+
+    def unpermit(self, p: RelayedPermission) -> Usage:
+        """Stop relaying ``p``'s indications here; returns its counters at the end."""
+        v6 = _v6_permission(p)
+        sk, dk = _permission_keys(p)
+        used = self.permission_usage(p)
+        for m, key in ((self._sends[v6], sk), (self._datas[v6], dk)):
+            with contextlib.suppress(BpfError):  # not there
+                m.delete(key)
+        return used
+
+    def permission_usage(self, p: RelayedPermission) -> Usage:
+        """``p``'s counters since installed: ``to_peer_*`` Send indications relayed,
+        ``to_client_*`` Data indications sent (payload bytes)."""
+        v6 = _v6_permission(p)
+        sk, dk = _permission_keys(p)
+        sv: Any = _SEND[v6][1]()
+        dv: Any = _DATA[v6][1]()
+        _lookup(self._sends[v6], sk, sv)
+        _lookup(self._datas[v6], dk, dv)
+        return Usage(int(sv.packets), int(sv.bytes), int(dv.packets), int(dv.bytes))
+
+    def permission_keys(self, p: RelayedPermission) -> ChannelKeys:
+        """``p``'s keys in the maps, to find its counters in a :meth:`snapshot`."""
+        sk, dk = _permission_keys(p)
+        return ChannelKeys(_v6_permission(p), bytes(sk), bytes(dk))
+
+    def permitted(self) -> int:
+        """Permissions in the maps now."""
+        return len(self._sends[False].keys(SendKey)) + len(self._sends[True].keys(SendKey6))
+
     def snapshot(self) -> Snapshot:
-        """Every channel's counters now, in four batch reads (however many channels):
-        what a reconcile of many channels reads instead of :meth:`usage` per channel."""
+        """Every channel's and permission's counters now, in eight batch reads (however
+        many): what a reconcile of many reads instead of :meth:`usage` per entry."""
         out: list[dict[bytes, tuple[int, int]]] = []
-        for maps, records in ((self._clients, _CLIENT), (self._peers, _PEER)):
+        for maps, records in (
+            (self._clients, _CLIENT),
+            (self._peers, _PEER),
+            (self._sends, _SEND),
+            (self._datas, _DATA),
+        ):
             for v6 in (False, True):
                 key_t, val_t = records[v6]
                 keys, values, n = maps[v6].dump(ctypes.sizeof(key_t))
@@ -267,7 +435,12 @@ class TurnFast(Loaded):
                 packets = col[:, val_t.packets.offset // 8].tolist()
                 octets = col[:, val_t.bytes.offset // 8].tolist()
                 out.append({keys[i * ks : (i + 1) * ks]: (packets[i], octets[i]) for i in range(n)})
-        return Snapshot(clients=(out[0], out[1]), peers=(out[2], out[3]))
+        return Snapshot(
+            clients=(out[0], out[1]),
+            peers=(out[2], out[3]),
+            sends=(out[4], out[5]),
+            datas=(out[6], out[7]),
+        )
 
     def installed(self) -> int:
         """Channels in the maps now (a walk of the keys)."""

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-/* TURN's kernel fast path: ChannelData relayed in XDP for channels user space has bound.
+/* TURN's kernel fast path: ChannelData relayed in XDP for channels user space has bound
+ * (this file), and Send and Data indications for permissions it has installed
+ * (turn_indications.h, which frames no channel claims go to).
  *
  * The relay's Python core decides everything (credentials, permissions, channels, quotas)
  * and writes what it decided into two hash maps; this program only looks up and rewrites:
@@ -47,7 +49,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TF_PASSED 2	/* not ours: to the stack */
 #define TF_EXPIRED 3	/* an entry past its deadline: to the stack (user space decides) */
 #define TF_NO_ROUTE 4	/* an entry, but no next hop from the FIB: to the stack */
-#define TF_OUTCOMES 5
+#define TF_SEND_TO_PEER 5	/* a Send indication's DATA relayed to a peer */
+#define TF_DATA_TO_CLIENT 6	/* a peer's datagram relayed to a client as a Data indication */
+#define TF_OUTCOMES 7
+#define TF_INDICATION -1 /* no channel's: fast4/fast6 leave the frame to indication4/6 */
 
 /* anyedge.edge.turnfast mirrors these structs exactly; addresses and ports are in
  * network byte order, the channel number in host order. */
@@ -253,7 +258,61 @@ static __always_inline int send(struct xdp_md *ctx, __u32 ifindex)
 	return ifindex == ctx->ingress_ifindex ? XDP_TX : bpf_redirect(ifindex, 0);
 }
 
-static __always_inline int fast4(struct xdp_md *ctx)
+/* An IPv6 frame's headers (no extension headers), as tf_hdrs is for IPv4. */
+struct tf_hdrs6 {
+	struct ethhdr eth;
+	struct ipv6hdr ip;
+	struct udphdr udp;
+};
+
+#define L4_OFF6 (L3_OFF + sizeof(struct ipv6hdr))
+#define HDRS6_LEN (L4_OFF6 + sizeof(struct udphdr))
+
+static __always_inline void read_hdrs6(void *data, struct tf_hdrs6 *h)
+{
+	__builtin_memcpy(&h->eth, data, sizeof(h->eth));
+	__builtin_memcpy(&h->ip, data + L3_OFF, sizeof(h->ip));
+	__builtin_memcpy(&h->udp, data + L4_OFF6, sizeof(h->udp));
+}
+
+static __always_inline void write_hdrs6(void *data, struct tf_hdrs6 *h)
+{
+	__builtin_memcpy(data, &h->eth, sizeof(h->eth));
+	__builtin_memcpy(data + L3_OFF, &h->ip, sizeof(h->ip));
+	__builtin_memcpy(data + L4_OFF6, &h->udp, sizeof(h->udp));
+}
+
+static __always_inline __u32 next_hop6(struct xdp_md *ctx, __u8 *saddr, __u8 *daddr,
+				       __u16 tot_len, struct ethhdr *eth)
+{
+	struct bpf_fib_lookup fib = {};
+
+	fib.family = AF_INET6;
+	fib.l4_protocol = PROTO_UDP;
+	fib.tot_len = tot_len;
+	__builtin_memcpy(fib.ipv6_src, saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, daddr, 16);
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	return fib.ifindex;
+}
+
+/* The new IPv6 header: from the relay, hop limit 64, no traffic class or flow label. */
+static __always_inline void ip6_head(struct ipv6hdr *ip, __u8 *saddr, __u8 *daddr, __u16 plen)
+{
+	*(__be32 *)ip = bpf_htonl(0x60000000);
+	ip->payload_len = bpf_htons(plen);
+	ip->nexthdr = PROTO_UDP;
+	ip->hop_limit = 64;
+	__builtin_memcpy(&ip->saddr, saddr, 16);
+	__builtin_memcpy(&ip->daddr, daddr, 16);
+}
+
+static __noinline int fast4(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -331,10 +390,10 @@ static __always_inline int fast4(struct xdp_md *ctx)
 	/* client -> peer: ChannelData of a bound channel, unpadded */
 	__u8 *cdh = data + HDRS_LEN;
 	if (n < 4 || (void *)(cdh + 4) > data_end || cdh[0] < 0x40 || cdh[0] > 0x7F)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	__u16 length = ((__u16)cdh[2] << 8) | cdh[3];
 	if (length != n - 4)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	struct tf_client_key ck = {
 		.client_ip = h.ip.saddr, .server_ip = h.ip.daddr,
 		.client_port = h.udp.source, .server_port = h.udp.dest,
@@ -342,7 +401,7 @@ static __always_inline int fast4(struct xdp_md *ctx)
 	};
 	struct tf_client_val *cv = bpf_map_lookup_elem(&tf_clients, &ck);
 	if (!cv)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	now = bpf_ktime_get_ns();
 	if (now >= cv->deadline_ns)
 		return count(TF_EXPIRED, XDP_PASS);
@@ -384,61 +443,7 @@ static __always_inline int fast4(struct xdp_md *ctx)
 	return count(TF_TO_PEER, send(ctx, ifindex));
 }
 
-/* An IPv6 frame's headers (no extension headers), as tf_hdrs is for IPv4. */
-struct tf_hdrs6 {
-	struct ethhdr eth;
-	struct ipv6hdr ip;
-	struct udphdr udp;
-};
-
-#define L4_OFF6 (L3_OFF + sizeof(struct ipv6hdr))
-#define HDRS6_LEN (L4_OFF6 + sizeof(struct udphdr))
-
-static __always_inline void read_hdrs6(void *data, struct tf_hdrs6 *h)
-{
-	__builtin_memcpy(&h->eth, data, sizeof(h->eth));
-	__builtin_memcpy(&h->ip, data + L3_OFF, sizeof(h->ip));
-	__builtin_memcpy(&h->udp, data + L4_OFF6, sizeof(h->udp));
-}
-
-static __always_inline void write_hdrs6(void *data, struct tf_hdrs6 *h)
-{
-	__builtin_memcpy(data, &h->eth, sizeof(h->eth));
-	__builtin_memcpy(data + L3_OFF, &h->ip, sizeof(h->ip));
-	__builtin_memcpy(data + L4_OFF6, &h->udp, sizeof(h->udp));
-}
-
-static __always_inline __u32 next_hop6(struct xdp_md *ctx, __u8 *saddr, __u8 *daddr,
-				       __u16 tot_len, struct ethhdr *eth)
-{
-	struct bpf_fib_lookup fib = {};
-
-	fib.family = AF_INET6;
-	fib.l4_protocol = PROTO_UDP;
-	fib.tot_len = tot_len;
-	__builtin_memcpy(fib.ipv6_src, saddr, 16);
-	__builtin_memcpy(fib.ipv6_dst, daddr, 16);
-	fib.ifindex = ctx->ingress_ifindex;
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-		return 0;
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	eth->h_proto = bpf_htons(ETH_P_IPV6);
-	return fib.ifindex;
-}
-
-/* The new IPv6 header: from the relay, hop limit 64, no traffic class or flow label. */
-static __always_inline void ip6_head(struct ipv6hdr *ip, __u8 *saddr, __u8 *daddr, __u16 plen)
-{
-	*(__be32 *)ip = bpf_htonl(0x60000000);
-	ip->payload_len = bpf_htons(plen);
-	ip->nexthdr = PROTO_UDP;
-	ip->hop_limit = 64;
-	__builtin_memcpy(&ip->saddr, saddr, 16);
-	__builtin_memcpy(&ip->daddr, daddr, 16);
-}
-
-static __always_inline int fast6(struct xdp_md *ctx)
+static __noinline int fast6(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -511,10 +516,10 @@ static __always_inline int fast6(struct xdp_md *ctx)
 	/* client -> peer */
 	__u8 *cdh = data + HDRS6_LEN;
 	if (n < 4 || (void *)(cdh + 4) > data_end || cdh[0] < 0x40 || cdh[0] > 0x7F)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	__u16 length = ((__u16)cdh[2] << 8) | cdh[3];
 	if (length != n - 4)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	struct tf_client6_key ck = {
 		.client_port = h.udp.source, .server_port = h.udp.dest,
 		.channel = ((__u16)cdh[0] << 8) | cdh[1],
@@ -523,7 +528,7 @@ static __always_inline int fast6(struct xdp_md *ctx)
 	__builtin_memcpy(ck.server_ip, &h.ip.daddr, 16);
 	struct tf_client6_val *cv = bpf_map_lookup_elem(&tf_clients6, &ck);
 	if (!cv)
-		return count(TF_PASSED, XDP_PASS);
+		return TF_INDICATION;
 	now = bpf_ktime_get_ns();
 	if (now >= cv->deadline_ns)
 		return count(TF_EXPIRED, XDP_PASS);
@@ -555,6 +560,8 @@ static __always_inline int fast6(struct xdp_md *ctx)
 	return count(TF_TO_PEER, send(ctx, ifindex));
 }
 
+#include "turn_indications.h"
+
 SEC("xdp")
 int turn_fast(struct xdp_md *ctx)
 {
@@ -564,9 +571,13 @@ int turn_fast(struct xdp_md *ctx)
 
 	if ((void *)(eth + 1) > data_end)
 		return count(TF_PASSED, XDP_PASS);
-	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return fast4(ctx);
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return fast6(ctx);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		int verdict = fast4(ctx);
+		return verdict == TF_INDICATION ? indication4(ctx) : verdict;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		int verdict = fast6(ctx);
+		return verdict == TF_INDICATION ? indication6(ctx) : verdict;
+	}
 	return count(TF_PASSED, XDP_PASS);
 }

@@ -11,7 +11,13 @@ A channel is offloadable while it is live, its peer's permission is, and its
 allocation is a UDP one (not TCP or TLS, whose ChannelData is framed in a stream, nor
 DTLS); ``until`` is the earliest of the channel's, the permission's and the
 allocation's expiry, so a fast path that knows it stops exactly where
-:meth:`TurnServer.receive <.server.TurnServer.receive>` would start dropping.  An
+:meth:`TurnServer.receive <.server.TurnServer.receive>` would start dropping.
+:func:`offloadable_permissions` does the same for Send and Data indications: a live
+permission of a UDP allocation whose peer IP is of the client's family, with the
+relayed address of that family, until the earliest of the permission's and the
+allocation's expiry (300 s after the last CreatePermission or ChannelBind that
+refreshed it); peers on the relay's own IPs (``excluded``), whose ports the core
+checks one by one, stay in user space.  An
 allocation whose user went over ``user_bandwidth`` through the fast path is paused
 (``Allocation.fast_paused``): its channels leave the fast path, the bytes beyond the
 bucket are owed (the bucket goes below zero), and user space -- which drops what
@@ -20,9 +26,9 @@ exceeds the bucket -- relays until the bucket is full again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 
-from .allocation import Allocation, Channel
+from .allocation import Addr, Allocation, Channel
 from .config import Counters
 
 
@@ -54,6 +60,25 @@ def offloadable(
             until = min(ch.expires, perm, alloc.expires)
             if ch.live and until > now:
                 yield alloc, ch, until
+
+
+def offloadable_permissions(
+    allocations: Iterable[Allocation], now: float, excluded: Container[str] = ()
+) -> Iterator[tuple[Allocation, str, Addr, float]]:
+    """(allocation, peer IP, relayed address, until) for every permission a fast path
+    may relay Send and Data indications for now (module docstring).  Call after
+    :func:`offloadable`, which is where a paused allocation is let back."""
+    for alloc in allocations:
+        if alloc.dead or alloc.fast_paused or alloc.transport != "udp" or alloc.tcp:
+            continue
+        v6 = ":" in alloc.client[0]
+        for host, expires in alloc.perms.items():
+            if (":" in host) != v6 or host in excluded:
+                continue
+            relay = alloc.relay_for(host)
+            until = min(expires, alloc.expires)
+            if relay is not None and until > now:
+                yield alloc, host, relay, until
 
 
 def account(

@@ -14,11 +14,13 @@ dropped for a TCP/TLS client that does not read, and ``relay_opening``);
 unauthenticated-answer limiter: a sign of a spoofed flood).  With the kernel fast path
 (:mod:`.fastpath`): ``anyedge_turn_fast_path_packets_total`` and ``_bytes_total`` by
 ``direction`` (the part of the relayed totals above that XDP relayed),
-``anyedge_turn_fast_path_channels`` (gauge: channels in the kernel's maps),
+``anyedge_turn_fast_path_channels`` and ``_permissions`` (gauges: channels, and
+permissions for Send and Data indications, in the kernel's maps),
 ``anyedge_turn_fast_path_paused_total`` (allocations sent back to user space over their
 bandwidth) and, from worker 0 alone since the workers share one program,
 ``anyedge_turn_fast_path_frames_total`` by ``outcome`` (to_peer, to_client, passed,
-expired: past an entry's deadline, no_route: no next hop from the FIB).  Each series
+expired: past an entry's deadline, no_route: no next hop from the FIB, send_to_peer
+and data_to_client: Send indications relayed, Data indications sent).  Each series
 carries the ``worker`` label.
 
 The same HTTP server answers ``/sessions`` with the worker's allocations as JSON
@@ -165,6 +167,13 @@ def _fast_path(fast: Any, w: str) -> Iterator[Metric]:
         "anyedge_turn_fast_path_channels", "channels in the kernel's maps", labels=["worker"]
     )
     g.add_metric([w], len(fast.installed))
+    yield g
+    g = GaugeMetricFamily(
+        "anyedge_turn_fast_path_permissions",
+        "permissions in the kernel's maps (Send and Data indications)",
+        labels=["worker"],
+    )
+    g.add_metric([w], len(fast.permitted))
     yield g
     paused = CounterMetricFamily(
         "anyedge_turn_fast_path_paused",
