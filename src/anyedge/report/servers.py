@@ -158,7 +158,9 @@ def hottest(
         return None
     if u.ndim != 2 or u.shape[0] == 0 or u.shape[1] == 0 or step <= 0:
         return None
-    return np.arange(u.shape[0]) * step, u.max(axis=1)
+    return np.arange(u.shape[0], dtype=np.float64) * step, np.asarray(
+        u.max(axis=1), dtype=np.float64
+    )
 
 
 def changes_of(servers: Mapping[str, Any], section: str) -> Sequence[Mapping[str, Any]]:
