@@ -5,10 +5,14 @@ action, float for float, whichever list a walk goes through."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from anyedge.control import neighbours
+from anyedge.control import core, neighbours
 from anyedge.control.core import Config, Observation, Plan, State, apply, decide
 
 
@@ -81,3 +85,36 @@ def test_decisions_are_the_same_through_short_lists(
     assert sum(len(p.of("forward")) for p in full) > 20
     for a, b, c in zip(whole, tiny, full, strict=True):
         assert a.actions == b.actions == c.actions
+
+
+def test_a_decision_pauses_the_collector_and_leaves_it_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``decide`` runs with Python's cyclic garbage collector off (its collections grew
+    with the sites) and leaves it on or off as it found it, also when it raises; the
+    plans are the same as with the collector running through them."""
+    seen: list[bool] = []
+    real = neighbours.walk
+
+    def walk(lat: np.ndarray, s: int):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        yield from real(lat, s)
+
+    monkeypatch.setattr(core, "walk", walk)
+    paused = plans(3, 150)
+    assert seen
+    assert not any(seen)
+    assert gc.isenabled()
+    monkeypatch.setattr(core, "_collector_paused", contextlib.nullcontext)
+    assert plans(3, 150) == paused
+    monkeypatch.undo()
+    gc.disable()
+    try:
+        plans(3, 150)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    obs, state, cfg = network(3, 150)
+    with pytest.raises(ValueError, match="prefixes"):  # a state that does not fit
+        decide(obs, replace(state, withdrawn=np.zeros((2, 150), np.bool_)), cfg, 0.0)
+    assert gc.isenabled()

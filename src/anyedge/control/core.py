@@ -50,7 +50,10 @@ to it is the one exception: the hand-back was not its choice).
 
 from __future__ import annotations
 
+import gc
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from typing import Literal
@@ -58,6 +61,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from . import landing
 from .forwards import TINY, Forwards
 from .neighbours import everyone, walk
 from .reasons import Reason
@@ -261,7 +265,7 @@ class Failover:
     """What the predictor's atlas says a site's withdrawal does: ``share[s, r]`` of site
     s's traffic lands at site r (rows sum to at most 1)."""
 
-    share: FloatArray  # (S, S)
+    share: FloatArray  # (S, S); not changed in place (.landing reads each row once)
     known: BoolArray | None = None  # (S,) sites the atlas has a scenario for; default all
 
 
@@ -325,6 +329,40 @@ def decide(
     fresh = obs.age <= cfg.stale_after
     if not fresh.any():
         return Plan((hold(-1, "no_fresh_telemetry"),))
+    with _collector_paused():
+        return _decide(obs, state, cfg, now, failover, fresh)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for one decision, as it was after it.
+
+    A decision allocates a few small objects per action (the action, its reason, the
+    working dict's entries) and frees nothing until it returns, and none of them forms
+    a cycle.  Left on, the collector runs every 700 allocations and walks the young
+    objects, and every tenth and hundredth run walks the older ones too: the decision's
+    working set, which grows with the sites — so its work per decision grew faster than
+    the sites (measured: a tenth of a decision's CPU time at 10,000 sites, a thirtieth
+    at 3,000).  Paused, it goes on counting, and runs once at the first allocation
+    after the decision, over what the decision left.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _decide(
+    obs: Observation,
+    state: State,
+    cfg: Config,
+    now: float,
+    failover: Failover | None,
+    fresh: BoolArray,
+) -> Plan:
     d = _Decision(obs, state, cfg, now, failover)
     for s in np.flatnonzero(~fresh).tolist():
         d.out.append(hold(s, "stale", age_s=float(obs.age[s])))
@@ -379,6 +417,7 @@ class _Decision:
             cfg.can_forward if cfg.can_forward is not None else np.ones(n, dtype=np.bool_)
         )
         self.live = _live(cfg, state, n)
+        self.live_sites = self.live.sum(axis=1).tolist()  # per prefix: sites announcing it
         self.out: list[Action] = []
         self.guarded = np.zeros(n, dtype=np.bool_)
         self.out_share = np.bincount(self.fl.src, weights=self.fl.share, minlength=n)
@@ -386,6 +425,8 @@ class _Decision:
         # room each receiver has left (CPU ms/s to its acceptable; 0: not a receiver),
         # as plain floats: set when relieving starts, kept as forwards land
         self.room: list[float] = []
+        # sites whose load or room changed since the room was last set from the loads
+        self.touched: set[int] = set()
         self.capacc = self.cap * cfg.acceptable  # CPU ms/s at each site's acceptable
         self.movable_list = self.movable.tolist()
         self.handed = np.zeros(n, dtype=np.bool_)  # sites that handed traffic back
@@ -602,9 +643,21 @@ class _Decision:
 
     def receiver_room(self) -> list[float]:
         """Room left at each receiver (0 elsewhere), from the loads so far."""
-        # after a withdrawal (loads changed) the receivers stay those found first
-        rec = np.asarray(self.room) > EPS if self.room else self.receivers()
-        return np.where(rec, self.capacc - self.load, 0.0).tolist()  # type: ignore[no-any-return]
+        self.touched = set()
+        return np.where(self.receivers(), self.capacc - self.load, 0.0).tolist()  # type: ignore[no-any-return]
+
+    def refresh_room(self) -> None:
+        """After a withdrawal (loads changed): each receiver's room from its load, the
+        receivers staying those found first (room above EPS; at or below it, a site has
+        no room wherever room is read, as if it were 0).  Only the sites whose load or
+        room changed since the room was last set from the loads are recomputed — the
+        others would get the very same floats — so a withdrawal costs the sites its
+        users land at, not the network."""
+        room, capacc, load = self.room, self.capacc, self.load
+        for r in self.touched:
+            if room[r] > EPS:
+                room[r] = float(capacc[r] - load[r])
+        self.touched = set()
 
     def plurimog(
         self,
@@ -677,6 +730,8 @@ class _Decision:
             room[s] = 0.0  # a site that forwards receives nothing
             for r in order[:filled]:
                 room[r] = 0.0  # filled to acceptable: no room left this decision
+            self.touched.add(s)
+            self.touched.update(order)
         left = need - moved
         if left > max(EPS, 1e-6 * need):
             if movable < need - EPS and movable <= min(budget, room_known) + EPS:
@@ -726,15 +781,18 @@ class _Decision:
         if fo is None or (fo.known is not None and not fo.known[s]):
             self.out.append(hold(s, "no_atlas"))
             return
-        share = fo.share[s]
-        lost = 1.0 - float(share.sum())
+        # the sites its users land at (the row's non-zero entries, .landing), so that
+        # this costs those sites, not the network
+        row = landing.row(fo.share, s)
+        ids, share = row.ids, row.share
+        lost = 1.0 - row.total
         if lost > 1e-6:
             self.out.append(hold(s, "users_lost", lost=lost))
             return
-        if np.any((share > 0) & ~np.isfinite(cfg.latency_ms[s])):
+        if np.any((share > 0) & ~np.isfinite(cfg.latency_ms[s, ids])):
             self.out.append(hold(s, "unknown_receivers"))
             return
-        mine = [q for q in np.flatnonzero(live[:, s]).tolist() if live[q].sum() > 1]
+        mine = [q for q in np.flatnonzero(live[:, s]).tolist() if self.live_sites[q] > 1]
         if not mine:
             self.out.append(hold(s, "last_announcement"))
             return
@@ -744,35 +802,43 @@ class _Decision:
                 hold(s, "withdraw_over_cap", per_prefix, cpu=per_prefix, left=max(self.budget, 0.0))
             )
             return
-        lands = share * per_prefix
-        room_all = np.where(self.fresh, np.maximum(self.cap * cfg.acceptable - self.load, 0.0), 0.0)
-        short = np.flatnonzero(lands > room_all + EPS)
+        lands = share * per_prefix  # at ids; nothing lands elsewhere
+        room_at = np.where(
+            self.fresh[ids],
+            np.maximum(self.cap[ids] * cfg.acceptable[ids] - self.load[ids], 0.0),
+            0.0,
+        )
+        short = np.flatnonzero(lands > room_at + EPS)  # positions in ids
         if short.size:
-            crowded = {*short.tolist(), s}
-            for r in short.tolist():
+            crowded = {*ids[short].tolist(), s}
+            for k in short.tolist():
+                r = int(ids[k])
                 if not (self.forward_ok[r] and self.quiet[r]):
                     continue
-                fields = {"sender": float(s), "lands": float(lands[r]), "room": float(room_all[r])}
-                self.plurimog(r, float(lands[r] - room_all[r]), "make_room", fields, crowded)
-            worst = int(short[np.argmax((lands - room_all)[short])])
+                fields = {"sender": float(s), "lands": float(lands[k]), "room": float(room_at[k])}
+                self.plurimog(r, float(lands[k] - room_at[k]), "make_room", fields, crowded)
+            worst = int(short[np.argmax((lands - room_at)[short])])
             self.out.append(
                 hold(
                     s,
                     "withdraw_risky",
                     lands=float(lands[worst]),
-                    worst=worst,
-                    room=float(room_all[worst]),
+                    worst=int(ids[worst]),
+                    room=float(room_at[worst]),
                 )
             )
             return
         q = mine[0]
         live[q, s] = False
-        basis = float(share @ (self.fl.arriving.sum(axis=1) + lands))
-        self.load += lands
+        self.live_sites[q] -= 1
+        basis = float(share @ (self.fl.arriving[ids].sum(axis=1) + lands))
+        self.load[ids] += lands
         self.load[s] -= per_prefix
         self.budget -= per_prefix
         self.changed[s] = True
-        self.room = self.receiver_room()  # the receivers' room, after what lands
+        self.touched.update(ids.tolist())
+        self.touched.add(s)
+        self.refresh_room()  # the receivers' room, after what lands
         why = Reason.of("withdraw", prefix=q, cpu=per_prefix)
         self.out.append(Action("withdraw", s, why, prefix=q, cpu=per_prefix, basis=basis))
 
@@ -844,12 +910,16 @@ class _Decision:
         scale = (basis > 0) & (moved > 0)
         if fo is None or not scale.any():
             return moved
-        own = self.fl.arriving.sum(axis=1)  # (S,)
-        now = np.asarray(fo.share, dtype=np.float64) @ own  # (S,): per withdrawing site
         if fo.known is not None:
             scale &= np.asarray(fo.known, dtype=np.bool_)[None, :]
-        ratio = np.divide(now[None, :], basis, out=np.ones_like(basis), where=scale)
-        return np.where(scale, moved * ratio, moved)
+        out = moved.copy()
+        arriving = self.fl.arriving
+        for s in np.flatnonzero(scale.any(axis=0)).tolist():  # the sites that withdrew
+            r = landing.row(fo.share, s)  # where their users are: a few sites, not all
+            now = float(r.share @ arriving[r.ids].sum(axis=1))
+            col = scale[:, s]
+            out[col, s] = moved[col, s] * now / basis[col, s]
+        return out
 
     def announce_back(self) -> None:
         """Announce again, one prefix per decision, where the site has room for it.

@@ -23,6 +23,11 @@ What it shows, top to bottom (every time in UTC, from the scenario's start hour)
   withdrawn, per run;
 - what each event cost each controller beyond the same day without events (failed
   requests and SLO site-minutes, with each event's share), and how that is counted;
+- the servers inside the sites that server events touch (failed or drained): per
+  section, its servers failed, drained and taken out of the balancer's table over time,
+  its most loaded server's utilisation per run, the connections broken by the failures
+  and by the drains (with the second hop and without it) and every change of the
+  table; a sentence says so when the scenario has no server events;
 - what the controllers did: every action from their journals, with time, site, receiver
   and reason, filterable by run and site;
 - for the sites of the events (the site each hits, then the site its users went to) and
@@ -53,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anyedge.model.files.atomic import write_all
+from anyedge.report import servers as srv
 from anyedge.sim.result import (
     ACTION_FIELDS,
     FLOW_BIN_S,
@@ -106,6 +112,7 @@ def render(comparison: Comparison) -> str:
             "</section>",
             _network_card(c, modes),
             _attribution_card(c, modes),
+            _servers_card(c, modes),
             _timeline_card(c, modes),
             _site_charts(c, modes),
             _learned_section(c, modes),
@@ -1346,6 +1353,182 @@ def _ticks(ymax: float) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------
+# servers inside sites
+
+SERVER_COLOURS = {"failed": "#e7298a", "drained": "#666666"}  # the events' lines
+SERVER_WORDS = {
+    "fail": "failed",
+    "remove": "taken out of the table",
+    "recover": "back up",
+    "drain": "drained",
+    "undrain": "back from draining",
+}
+
+
+def _servers_card(c: Comparison, modes: Sequence[str]) -> str:
+    head = '<section class="card" id="servers"><h2>Servers inside sites</h2>'
+    runs = {m: c.runs[m].servers for m in modes if c.runs[m].servers}
+    sections = srv.affected(runs)
+    if not sections:
+        return (
+            f'{head}<p class="muted" id="servers-none">No server failed or was drained in '
+            "this scenario: no site's load balancer table changed.</p></section>"
+        )
+    duration = _duration(c)
+    events = _events(c)
+    legend = (
+        "".join(
+            f'<span class="swatch" style="border-color:{colour}"></span>servers {what} '
+            for what, colour in SERVER_COLOURS.items()
+        )
+        + "".join(
+            f'<span class="swatch" style="border-color:{_mode_colour(m, modes)}"></span>'
+            f"{_e(_mode_title(m))} "
+            for m in modes
+        )
+        + '<span class="evbox"></span>event windows. A dashed line in a run\'s colour: '
+        "the servers its controller took out of the table."
+    )
+    articles = [_server_section(c, modes, runs, sec, duration, events) for sec in sections]
+    return (
+        f"{head}"
+        '<p class="small">Inside a site, a load balancer spreads each section\'s requests '
+        "over its servers by a table of buckets (the one the XDP balancer reads). A failed "
+        "server's buckets fail until the table is changed: the Traffic Manager takes failed "
+        "servers out at its first decision that sees them (Unimog); the other controllers "
+        "leave them in. A drained server's buckets move to the others and it stays their "
+        "second hop, so its connections go on. <i>Connections broken</i> is the share of "
+        "the section's connections each change broke, summed over the changes; "
+        "<i>without the second hop</i> is what the same changes would have broken with a "
+        "balancer that forgets a bucket's old server.</p>"
+        f'<p class="legend small">{legend}</p>{"".join(articles)}</section>'
+    )
+
+
+def _share1(share: float) -> str:
+    """A share as a percentage to a tenth: 37.5 %, 0.0 %."""
+    return f"{100 * share:.1f} %"
+
+
+def _step_points(chart: _Chart, steps: Sequence[srv.Step], attr: str, end: float) -> str:
+    pts: list[str] = []
+    prev: int | None = None
+    for st in steps:
+        v = getattr(st, attr)
+        if prev is not None:
+            pts.append(f"{chart.x(st.time_s):.1f},{chart.y(prev):.1f}")
+        pts.append(f"{chart.x(st.time_s):.1f},{chart.y(v):.1f}")
+        prev = v
+    if prev is not None:
+        pts.append(f"{chart.x(end):.1f},{chart.y(prev):.1f}")
+    return " ".join(pts)
+
+
+def _server_section(
+    c: Comparison,
+    modes: Sequence[str],
+    runs: Mapping[str, Mapping[str, Any]],
+    sec: srv.Section,
+    duration: float,
+    events: Sequence[tuple[float, float | None, str, str]],
+) -> str:
+    # servers failed, drained (the scenario's, the same in every run) and taken out of
+    # the table (the controller's): step lines
+    steps = {m: srv.steps(r, sec.name) for m, r in runs.items()}
+    first = next(iter(steps.values()))
+    most = [max(st.failed, st.drained, st.removed) for ss in steps.values() for st in ss]
+    ymax = float(max(sec.servers, *most, 1))  # up to the section's servers
+    chart = _Chart(duration, ymax, c.start_utc_hour)
+    ticks = [v for v in _ticks(ymax) if v == int(v)]
+    parts = [chart.events(events), chart.frame(ticks, lambda v: f"{v:g}")]
+    for what, colour in SERVER_COLOURS.items():
+        parts.append(
+            f'<polyline class="series" data-servers="{what}" stroke="{colour}" '
+            f'points="{_step_points(chart, first, what, duration)}"/>'
+        )
+    for m, ss in steps.items():
+        if any(st.removed for st in ss):
+            parts.append(
+                f'<polyline class="series dashed" data-servers="removed" data-mode="{_e(m)}" '
+                f'stroke="{_mode_colour(m, modes)}" '
+                f'points="{_step_points(chart, ss, "removed", duration)}"/>'
+            )
+    count_svg = chart.svg(f"servers failed and drained in {sec.name}", "".join(parts))
+
+    # the most loaded server's utilisation, per run
+    hot = {m: h for m, r in runs.items() if (h := srv.hottest(r, sec.name)) is not None}
+    down = {m: _bucket_max(t, y, MAX_POINTS) for m, (t, y) in hot.items()}
+    peak = max([float(np.nanmax(y)) for _, y in down.values() if y.size] + [1.0])
+    umax = min(2.0, _nice_ceiling(peak))
+    chart = _Chart(duration, umax, c.start_utc_hour)
+    parts = [chart.events(events), chart.frame(_ticks(umax), lambda v: f"{v:g}")]
+    parts.append(chart.hline(1.0, "slo", "100 %"))
+    for m in modes:
+        if m in down:
+            parts.append(chart.lines(*down[m], _mode_colour(m, modes), m))
+    clipped = " (clipped at the top)" if peak > umax else ""
+    util_svg = chart.svg(f"most loaded server of {sec.name}", "".join(parts))
+
+    # connections broken, by failures and by drains
+    rows = []
+    for m in modes:
+        if m not in runs:
+            continue
+        b = srv.broken(runs[m], sec.name)
+        cells = "".join(
+            f'<td data-value="{v!r}">{_e(_share1(v))}</td>'
+            for v in (b.failure, b.failure_without_second_hop, b.drain, b.drain_without_second_hop)
+        )
+        rows.append(
+            f'<tr data-mode="{_e(m)}"><td>{_swatch(m, modes)}{_e(_mode_title(m))}</td>{cells}</tr>'
+        )
+    totals = (
+        f'<table class="small broken" data-section="{_e(sec.name)}"><thead><tr><th>run</th>'
+        "<th>broken by failures</th><th>… without the second hop</th>"
+        "<th>broken by drains</th><th>… without the second hop</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+    # every change of the table
+    rows = []
+    for m in modes:
+        for ch in srv.changes_of(runs.get(m, {}), sec.name):
+            t = _float(ch.get("time_s")) or 0.0
+            what = str(ch.get("what", ""))
+            n = int(ch.get("servers", 0) or 0)
+            cells = "".join(
+                f'<td data-value="{v!r}">{_e(_share1(v))}</td>'
+                for v in (
+                    _float(ch.get("moved")) or 0.0,
+                    _float(ch.get("broken")) or 0.0,
+                    _float(ch.get("broken_without_second_hop")) or 0.0,
+                    _float(ch.get("capacity")) or 0.0,
+                )
+            )
+            rows.append(
+                f'<tr data-mode="{_e(m)}" data-what="{_e(what)}"><td>{_swatch(m, modes)}'
+                f"{_e(_mode_title(m))}</td><td>{_utc(t, c.start_utc_hour)}</td>"
+                f"<td>{n} {_e(SERVER_WORDS.get(what, what))}</td>{cells}</tr>"
+            )
+    changes = (
+        f'<table class="small changes" data-section="{_e(sec.name)}"><thead><tr><th>run</th>'
+        "<th>UTC</th><th>servers</th><th>buckets moved</th><th>connections broken</th>"
+        "<th>… without the second hop</th><th>servers serving</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    site = f" · site {sec.site}" if sec.site else ""
+    size = f"{sec.servers} servers of {_si(sec.cpu_per_server)} CPU ms/s" if sec.servers else ""
+    return (
+        f'<article data-section="{_e(sec.name)}"><h3>{_e(sec.name)} '
+        f'<span class="muted">{_e(site)} · {_e(size)}</span></h3>'
+        '<div class="pair"><figure><figcaption>servers failed, drained and taken out of '
+        f"the table</figcaption>{count_svg}</figure><figure><figcaption>utilisation of the "
+        f"most loaded server{_e(clipped)}</figcaption>{util_svg}</figure></div>"
+        f"{totals}{changes}</article>"
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # learned thresholds
 
 
@@ -1798,6 +1981,11 @@ svg.chart { width: 100%; height: auto; display: block; }
 .chart .event { fill: #f6d5a8; fill-opacity: 0.5; }
 .chart .evlabel { fill: #a8671f; font-size: 9px; }
 .chart .series { fill: none; stroke-width: 1.4; stroke-linejoin: round; }
+.chart .series.dashed { stroke-dasharray: 5 3; }
+#servers { margin-top: 14px; }
+#servers article { margin-top: 10px; }
+#servers table { margin-top: 6px; }
+#servers table td:first-child { text-align: left; }
 .chart .mark { stroke-width: 2.2; fill: none; }
 .chart line.slo { stroke: #c0392b; stroke-dasharray: 5 3; stroke-width: 1; }
 .chart line.learned { stroke: #6b7785; stroke-dasharray: 2 3; stroke-width: 1; }

@@ -144,7 +144,8 @@ class Twin:
             1.0 / np.maximum(n_sec[self.sec_site], 1),
         )
         self.no_sections = n_sec == 0  # (a world built in code may have such sites)
-        self.fleet = Fleet(sec)  # the servers of each section, and their first tables
+        # the servers of each section, and their first tables
+        self.fleet = Fleet(sec, sites=tuple(net.sites.code))
         self.multi = n_sec[self.sec_site] >= 2
         rng = np.random.default_rng(scenario.seed)
         self.base_ms = rng.uniform(3.0, 7.0, self.S)

@@ -62,9 +62,12 @@ class Fleet:
     """Every server of the world, by section, and each section's first table (built
     when first asked for): once per twin, shared by its runs."""
 
-    def __init__(self, sections: Sections, buckets: int = TWIN_BUCKETS) -> None:
+    def __init__(
+        self, sections: Sections, buckets: int = TWIN_BUCKETS, sites: tuple[str, ...] = ()
+    ) -> None:
         n = np.asarray(sections.servers, dtype=np.int64)
         self.names = tuple(sections.name)
+        self.site_codes = sites  # the world's site codes, by site row (for the summary)
         self.site = np.asarray(sections.site, dtype=np.int64)
         self.count = n
         self.start = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
@@ -198,14 +201,17 @@ class Servers:
 
     def summary(self, series: AnyFloats, step_s: float) -> dict[str, Any]:
         """What the run did to servers, for ``--json``: the changes, and per watched
-        section its servers' utilisation (peak, and a sample per ``step_s``)."""
+        section its site's code, its servers and their utilisation (peak, and a sample
+        per ``step_s``)."""
         sections: dict[str, Any] = {}
         at = 0
         for sec in self.watched:
             k = int(self.f.count[sec])
             u = np.asarray(series[:, at : at + k], dtype=np.float64)
             at += k
+            site = int(self.f.site[sec])
             sections[self.f.names[sec]] = {
+                "site": self.f.site_codes[site] if site < len(self.f.site_codes) else "",
                 "servers": k,
                 "cpu_per_server": float(self.f.cpu[self.f.start[sec]]),
                 "peak_utilisation": [round(float(x), 4) for x in u.max(axis=0)]
