@@ -589,8 +589,9 @@ def _unsettled(
         costs = r.ospf_costs() if not out and not cut else {}
         for peer, lo, cost in node.ibgp if costs else ():  # the SPF over every link
             if costs.get(f"{lo}/32") != cost:
-                got = costs.get(f"{lo}/32", "no route")
-                out.append((f"OSPF at {node.name} reaches {peer} at {got}, not {cost}", None))
+                at = costs.get(f"{lo}/32")
+                how = "no route" if at is None else f"cost {at}"
+                out.append((f"OSPF at {node.name} reaches {peer} at {how}, not {cost}", None))
     for peer, lo, _ in node.ibgp:  # iBGP, once OSPF has found the peer's loopback
         if frozenset((node.name, peer)) in cut:
             continue
