@@ -21,7 +21,9 @@ import pytest
 
 from anyedge.cli.main import main
 from anyedge.errors import InputError
+from anyedge.lab.build import LabError
 from anyedge.lab.compare import predicted
+from anyedge.lab.fault_model import ModelFaults
 from anyedge.model.files.topology import parse_world
 from anyedge.routing import Mode
 from lab_support import DATA, RunningLab, running_lab
@@ -56,6 +58,12 @@ def test_hot_potato_decides_clients_differently_from_one_route_per_as() -> None:
     one_route = predicted(world, mode=Mode.AS)
     assert len(set(one_route.values())) == 1  # every client to AS65010's one choice
     assert {c for c in metro if metro[c] != one_route[c]}
+
+
+def test_faults_in_a_metro_lab_are_refused_by_name() -> None:
+    world = parse_world(TOPOLOGY.read_text(), TOPOLOGY)
+    with pytest.raises(LabError, match="not modelled yet: 65010-65020"):
+        predicted(world, faults=ModelFaults(links=("65010-65020",)))
 
 
 @pytest.mark.lab

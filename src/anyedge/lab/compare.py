@@ -114,13 +114,14 @@ def predicted(
     if withdrawn:
         ann = ann.withdraw(*[codes.index(s) for s in withdrawn])
     faults = faults or ModelFaults()
-    broken = resolve(model, faults.links, faults.sites)
     mode = mode or mode_of(world)
     if faults and mode is Mode.METRO:
         raise LabError(
             "faults in a lab whose routers stand in metros are not modelled yet: "
-            f"{', '.join([*faults.links, *faults.sites, *sorted(faults.clients)])}"
+            f"{', '.join([*faults.links, *faults.sites, *sorted(faults.clients)])} "
+            "(anyedge lab heal first)"
         )
+    broken = resolve(model, faults.links, faults.sites)
     c = Router(model, mode, faults=broken).catchment(ann)
     clients = client_names(world)
     metro_id = model.internet.metros.id
