@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from anyedge.adapters.bgp.base import Route
 from anyedge.cli.main import main
 from anyedge.errors import InputError
 from anyedge.lab.build import LabError
@@ -58,6 +59,19 @@ def test_hot_potato_decides_clients_differently_from_one_route_per_as() -> None:
     one_route = predicted(world, mode=Mode.AS)
     assert len(set(one_route.values())) == 1  # every client to AS65010's one choice
     assert {c for c in metro if metro[c] != one_route[c]}
+
+
+def test_two_transits_meeting_in_two_metros_hand_over_where_nearest() -> None:
+    path = DATA.parent.parent / "docs" / "examples" / "hotpotato-two-transits.yaml"
+    world = parse_world(path.read_text(), path)
+    assert predicted(world) == {
+        **{"c1": "SYD", "c2": "LHR", "c3": "LHR", "c4": "NRT"},
+        **{"c5": "JFK", "c6": "JFK", "c7": "JFK"},
+    }
+    assert set(predicted(world, mode=Mode.AS).values()) == {"SYD", "NRT"}
+    routes = {"SYD": [], "LHR": [], "NRT": [Route(PREFIX)], "JFK": [Route(PREFIX)]}
+    alone = predicted(world, routes=routes)  # AS65010 hands over in LA and London
+    assert alone == {**dict.fromkeys(["c1", "c2", "c3", "c5", "c6", "c7"], "JFK"), "c4": "NRT"}
 
 
 def test_faults_in_a_metro_lab_are_refused_by_name() -> None:
