@@ -248,12 +248,13 @@ class Frr:
         return netns.spawn(self.config.namespace, argv, d / f"{name}.out")
 
     def start(self, routes: Iterable[Route] = ()) -> list[int]:
-        """Write the configuration and start ``zebra``, ``bfdd`` and ``bgpd``; their pids."""
+        """Write the configuration and start :attr:`daemons` in order; their pids."""
         self.write_config(routes)
         return [self.start_daemon(name) for name in self.daemons]
 
     @property
     def daemons(self) -> tuple[str, ...]:
+        """``zebra``, ``bfdd``, ``bgpd``, and ``ospfd`` before ``bgpd`` where it runs OSPF."""
         return IGP_DAEMONS if self.igp is not None else DAEMONS
 
     def write_config(self, routes: Iterable[Route] = ()) -> None:
