@@ -24,7 +24,8 @@ from anyedge.cli.main import main
 from anyedge.errors import InputError
 from anyedge.lab.build import LabError
 from anyedge.lab.compare import predicted
-from anyedge.lab.fault_model import ModelFaults
+from anyedge.lab.fault_model import ModelFaults, check_modelled
+from anyedge.lab.plan import make_plan
 from anyedge.model.files.topology import parse_world
 from anyedge.routing import Mode
 from lab_support import DATA, RunningLab, running_lab
@@ -74,10 +75,31 @@ def test_two_transits_meeting_in_two_metros_hand_over_where_nearest() -> None:
     assert alone == {**dict.fromkeys(["c1", "c2", "c3", "c5", "c6", "c7"], "JFK"), "c4": "NRT"}
 
 
-def test_faults_in_a_metro_lab_are_refused_by_name() -> None:
+def test_faults_the_model_can_say_and_those_it_cannot() -> None:
     world = parse_world(TOPOLOGY.read_text(), TOPOLOGY)
-    with pytest.raises(LabError, match="not modelled yet: 65010-65020"):
-        predicted(world, faults=ModelFaults(links=("65010-65020",)))
+    cut = predicted(world, faults=ModelFaults(links=("65010-65020",)))
+    assert cut == {"c1": "SYD", "c2": "LHR", "c3": "LHR", "c4": None}
+    assert set(predicted(world, faults=ModelFaults(sites=("SYD",))).values()) == {"LHR"}
+    plan = make_plan(world, "hp")
+    fine = [
+        {"kind": "link", "a": "t-lax", "b": "a-lax"},  # AS65010 meets AS65020 once
+        {"kind": "daemon", "node": "a-lax"},
+        {"kind": "partition", "site": "SYD"},
+        {"kind": "link", "a": "t-syd", "b": "syd"},
+    ]
+    check_modelled(plan, fine)
+    with pytest.raises(LabError) as e:
+        check_modelled(
+            plan,
+            [
+                *fine,
+                {"kind": "daemon", "node": "t-lax"},
+                {"kind": "link", "a": "t-lax", "b": "t-lon"},
+            ],
+        )
+    assert "t-lax's daemon (AS65010 has several routers)" in str(e.value)
+    assert "link t-lax-t-lon (inside AS65010)" in str(e.value)
+    assert "a-lax" not in str(e.value)
 
 
 @pytest.mark.lab

@@ -34,7 +34,7 @@ from ..adapters.bgp.base import Route
 from ..model.world import World
 from ..routing import Announcement, Mode, Router, resolve
 from .build import LabError, LabState
-from .fault_model import ModelFaults, model_faults, records_for
+from .fault_model import ModelFaults, check_modelled, model_faults, records_for
 from .igp import is_metro_lab
 from .measure import Announcer, dominant, probe_all
 from .plan import LabPlan, client_names, lab_world
@@ -114,14 +114,8 @@ def predicted(
     if withdrawn:
         ann = ann.withdraw(*[codes.index(s) for s in withdrawn])
     faults = faults or ModelFaults()
-    mode = mode or mode_of(world)
-    if faults and mode is Mode.METRO:
-        raise LabError(
-            "faults in a lab whose routers stand in metros are not modelled yet: "
-            f"{', '.join([*faults.links, *faults.sites, *sorted(faults.clients)])} "
-            "(anyedge lab heal first)"
-        )
     broken = resolve(model, faults.links, faults.sites)
+    mode = mode or mode_of(world)
     c = Router(model, mode, faults=broken).catchment(ann)
     clients = client_names(world)
     metro_id = model.internet.metros.id
@@ -167,8 +161,11 @@ def extra_faults(
 def faults_of(
     plan: LabPlan, directory: Path, extra: Iterable[Mapping[str, Any]] = ()
 ) -> ModelFaults:
-    """The faults the lab's state records, and the ``extra`` records, for the model."""
-    return model_faults(plan, [*LabState.load(directory).faults, *extra])
+    """The faults the lab's state records, and the ``extra`` records, for the model
+    (:class:`LabError` for those it cannot say: :func:`~.fault_model.check_modelled`)."""
+    records = [*LabState.load(directory).faults, *extra]
+    check_modelled(plan, records)
+    return model_faults(plan, records)
 
 
 def compare(
