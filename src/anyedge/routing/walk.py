@@ -136,16 +136,12 @@ def walk(
         st, ex = _expand(exits.ptr, s_as)
         is_seed = exits.seed[ex] >= 0
         e = exits.edge[ex]
-        cnt = np.where(
-            is_seed, 1, hand_ptr[np.maximum(e, 0) + 1] - hand_ptr[np.maximum(e, 0)]
-        )
+        cnt = np.where(is_seed, 1, hand_ptr[np.maximum(e, 0) + 1] - hand_ptr[np.maximum(e, 0)])
         cnt = np.where(is_seed, 1, np.maximum(cnt, 1))  # an edge with no places: "here"
         cand = np.repeat(np.arange(ex.size), cnt)
         k = np.arange(cand.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
         ce = e[cand]
-        has_pts = (ce >= 0) & (
-            hand_ptr[np.maximum(ce, 0) + 1] > hand_ptr[np.maximum(ce, 0)]
-        )
+        has_pts = (ce >= 0) & (hand_ptr[np.maximum(ce, 0) + 1] > hand_ptr[np.maximum(ce, 0)])
         pt = np.full(cand.size, HERE, dtype=np.int64)
         pt[has_pts] = geo.hand_pt[hand_ptr[ce[has_pts]] + k[has_pts]]
         seed_c = is_seed[cand]
