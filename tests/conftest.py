@@ -85,6 +85,7 @@ LAB_GROUPS = {
     "test_lab_policy": "lab-b",
     "test_exit_status": "lab-c",
     "test_lab_operators": "lab-c",
+    "test_lab_hotpotato": "lab-c",
     "test_lab_dns_rtt": "lab-c",
     "test_transit_announce": "lab-c",
     "test_lab_transit": "lab-c",

@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from ..adapters.bgp.base import (
     SpeakerError,
     Timers,
 )
-from ..adapters.bgp.frr import Frr, RouterNeighbor
+from ..adapters.bgp.frr import Frr, Igp, RouterNeighbor
 from ..model.files.atomic import write_all
 from ..model.files.topology import save_world
 from ..model.lab import NodeKind, Speaker
@@ -163,10 +163,19 @@ def _asn(n: NodePlan) -> int:
 
 
 def router_of(plan: LabPlan, node: NodePlan, directory: Path) -> Frr:
+    """The driver of an ISP router: its eBGP sessions, and in an AS with several
+    routers its iBGP sessions and OSPF (:mod:`.igp`)."""
     cfg = speaker_config(plan, node, directory)
     rel = {p.peer_address: p.relation for p in node.bgp_ports}
+    igp = None
+    if node.loopback is not None:
+        assert node.asn is not None
+        internal = tuple(Neighbor(lo, node.asn, node.loopback, "lo") for _, lo, _ in node.ibgp)
+        cfg = replace(cfg, neighbors=cfg.neighbors + internal)
+        rel.update(dict.fromkeys((lo for _, lo, _ in node.ibgp), "internal"))
+        igp = Igp(node.loopback, tuple((p.ifname, p.address, p.cost) for p in node.igp_ports))
     neighbors = tuple(RouterNeighbor(n, rel[n.address]) for n in cfg.neighbors)
-    return Frr(cfg, neighbors, networks=node.networks)
+    return Frr(cfg, neighbors, networks=node.networks, igp=igp)
 
 
 def speaker_of(plan: LabPlan, node: NodePlan, directory: Path) -> SiteSpeaker:
@@ -326,6 +335,8 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
             cmds += router_commands(n)
         else:
             cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]
+        if n.loopback:
+            cmds.append(f"addr add {n.loopback}/32 dev lo")
         if n.default_via:
             cmds.append(f"route add default via {n.default_via}")
         if n.kind is NodeKind.SITE:
@@ -393,11 +404,11 @@ SERVICE = "service"  # the daemon name of a site's service in the state's ``daem
 def daemon_names(node: NodePlan) -> tuple[str, ...]:
     """The BGP daemons of ``node``, in the order its driver starts them (the last is
     the one that speaks BGP): FRR's three, or the site's one speaker."""
-    from ..adapters.bgp.frr import DAEMONS
+    from ..adapters.bgp.frr import DAEMONS, IGP_DAEMONS
 
     kind = Speaker.FRR if node.kind is NodeKind.ROUTER else node.speaker
     return {
-        Speaker.FRR: DAEMONS,
+        Speaker.FRR: IGP_DAEMONS if node.loopback else DAEMONS,
         Speaker.BIRD: ("bird",),
         Speaker.GOBGP: ("gobgpd",),
         Speaker.EXABGP: ("exabgp",),
@@ -567,6 +578,26 @@ def _unsettled(
         elif p.peer_address in expect and got != expect[p.peer_address]:
             want = expect[p.peer_address]
             out.append((f"{node.name} has {got} prefixes from {p.peer}, not {want}", None))
+    if node.igp_ports:  # OSPF first: iBGP's next hops are priced by it (.igp)
+        try:
+            full = r.ospf_full()
+        except SpeakerError as e:
+            return [(f"{node.name}'s ospfd does not answer ({str(e)[:120]})", None)]
+        for p in node.igp_ports:
+            if p.peer_address not in full and frozenset((node.name, p.peer)) not in cut:
+                out.append((f"OSPF adjacency {node.name}-{p.peer} is not full", p))
+        costs = r.ospf_costs() if not out and not cut else {}
+        for peer, lo, cost in node.ibgp if costs else ():  # the SPF over every link
+            if costs.get(f"{lo}/32") != cost:
+                at = costs.get(f"{lo}/32")
+                how = "no route" if at is None else f"cost {at}"
+                out.append((f"OSPF at {node.name} reaches {peer} at {how}, not {cost}", None))
+    for peer, lo, _ in node.ibgp:  # iBGP, once OSPF has found the peer's loopback
+        if frozenset((node.name, peer)) in cut:
+            continue
+        st = str(peers.get(lo, {}).get("state", "unknown"))
+        if st != "Established":
+            out.append((f"iBGP session {node.name}-{peer} is {st} (at {node.name})", None))
     return out
 
 

@@ -1,13 +1,14 @@
 """The model meets reality: the routing engine's catchments against what probes measure.
 
 For the lab's topology, :func:`predicted` computes with the routing engine
-(:class:`~anyedge.routing.Router` in ``Mode.AS``, the rule the lab's routers are set
-up to follow) which site each client reaches, for what the sites announce now (the
-lab's state: withdrawals and prepends made with ``anyedge lab`` count) and with one
-site withdrawn.  Forwarding (Plurimog) is not routing: a lab that forwards is refused.
-:func:`compare` measures the same in the running lab — probes from
-every client, then each site withdrawn in turn through its real BGP speaker, probed,
-and announced again — and lists client by client where model and lab agree.
+(:class:`~anyedge.routing.Router` in ``Mode.AS``, the rule the lab's routers are set up
+to follow; in a metro lab, whose ASes may have several routers, ``Mode.METRO``, the hot
+potato their IGP and iBGP make: :mod:`.igp`) which site each client reaches, for what
+the sites announce now (the lab's state: withdrawals and prepends made with ``anyedge
+lab`` count) and with one site withdrawn. Forwarding (Plurimog) is not routing: a lab
+that forwards is refused. :func:`compare` measures the same in the running lab — probes
+from every client, then each site withdrawn in turn through its real BGP speaker,
+probed, and announced again — and lists client by client where model and lab agree.
 
 Under faults — the ``faults`` the lab's state records (:mod:`.faults`: links down,
 dead daemons, sites partitioned), and any more given by name as the model's
@@ -33,7 +34,8 @@ from ..adapters.bgp.base import Route
 from ..model.world import World
 from ..routing import Announcement, Mode, Router, resolve
 from .build import LabError, LabState
-from .fault_model import ModelFaults, model_faults, records_for
+from .fault_model import ModelFaults, check_modelled, model_faults, records_for
+from .igp import is_metro_lab
 from .measure import Announcer, dominant, probe_all
 from .plan import LabPlan, client_names, lab_world
 
@@ -95,11 +97,13 @@ def predicted(
     prefix: str | None = None,
     routes: Mapping[str, Iterable[Route]] | None = None,
     faults: ModelFaults | None = None,
+    mode: Mode | None = None,
 ) -> dict[str, str | None]:
     """client -> the site the routing engine says it reaches (None: no route), for
     ``prefix`` (default: the lab's service prefix) announced as ``routes`` say (default:
     as the topology says) less the ``withdrawn`` sites, under ``faults`` (raises
-    :class:`~anyedge.routing.FaultError` for names the model does not have)."""
+    :class:`~anyedge.routing.FaultError` for names the model does not have), in the
+    routing engine's ``mode`` (default: the one the lab follows, :func:`mode_of`)."""
     model = lab_world(world)
     codes = model.network.sites.code
     if prefix is None:
@@ -111,7 +115,8 @@ def predicted(
         ann = ann.withdraw(*[codes.index(s) for s in withdrawn])
     faults = faults or ModelFaults()
     broken = resolve(model, faults.links, faults.sites)
-    c = Router(model, Mode.AS, faults=broken).catchment(ann)
+    mode = mode or mode_of(world)
+    c = Router(model, mode, faults=broken).catchment(ann)
     clients = client_names(world)
     metro_id = model.internet.metros.id
     out: dict[str, str | None] = {}
@@ -119,6 +124,12 @@ def predicted(
         client = clients[int(metro_id[model.internet.eyeballs.metro[e]]) - 1]
         out[client] = codes[site] if site >= 0 and client not in faults.clients else None
     return out
+
+
+def mode_of(world: World) -> Mode:
+    """The routing engine's mode the lab's routers follow: hot potato (``Mode.METRO``)
+    where routers stand in metros, else one route per AS (``Mode.AS``)."""
+    return Mode.METRO if is_metro_lab(world.lab) else Mode.AS
 
 
 def current_routes(plan: LabPlan, state: LabState) -> dict[str, list[Route]]:
@@ -150,8 +161,11 @@ def extra_faults(
 def faults_of(
     plan: LabPlan, directory: Path, extra: Iterable[Mapping[str, Any]] = ()
 ) -> ModelFaults:
-    """The faults the lab's state records, and the ``extra`` records, for the model."""
-    return model_faults(plan, [*LabState.load(directory).faults, *extra])
+    """The faults the lab's state records, and the ``extra`` records, for the model
+    (:class:`LabError` for those it cannot say: :func:`~.fault_model.check_modelled`)."""
+    records = [*LabState.load(directory).faults, *extra]
+    check_modelled(plan, records)
+    return model_faults(plan, records)
 
 
 def compare(

@@ -18,7 +18,10 @@ which BGP sessions they hold down).  Here:
   ASes, a link between a router and a site is the site's session with that AS, a dead
   router daemon takes every link of its AS down, and a dead site speaker or a partition
   cuts the site off.  A client whose access link is down reaches nothing; a link
-  between two sites is the backbone, which BGP does not see.
+  between two sites is the backbone, which BGP does not see;
+* :func:`check_modelled` — in a metro lab (:mod:`.igp`), the faults the model cannot
+  say: a link inside an AS, a link between two ASes that meet in several metros, a dead
+  router of an AS with several routers (the model knows ASes, not routers).
 """
 
 from __future__ import annotations
@@ -120,6 +123,38 @@ def records_for(
                     out.append(rec)
     out += [{"kind": "partition", "site": s.strip().upper()} for s in sites]
     return out
+
+
+def check_modelled(plan: LabPlan, records: Iterable[Mapping[str, Any]]) -> None:
+    """:class:`LabError` naming each fault of ``records`` the model cannot say (see the
+    module doc): in a lab of one router per AS, none."""
+    meets: dict[frozenset[int | None], int] = {}
+    for node, _p, other, _q in plan.links():
+        if node.kind is NodeKind.ROUTER and other.kind is NodeKind.ROUTER:
+            pair = frozenset((node.asn, other.asn))
+            meets[pair] = meets.get(pair, 0) + 1
+    bad = []
+    for r in records:
+        if r.get("kind") == "daemon":
+            n = _node(plan, r.get("node"), r)
+            if n.loopback is not None:
+                bad.append(f"{n.name}'s daemon (AS{n.asn} has several routers)")
+        elif r.get("kind") == "link":
+            a, b = _node(plan, r.get("a"), r), _node(plan, r.get("b"), r)
+            if a.kind is not NodeKind.ROUTER or b.kind is not NodeKind.ROUTER:
+                continue
+            if a.asn == b.asn:
+                bad.append(f"link {a.name}-{b.name} (inside AS{a.asn})")
+            elif meets[frozenset((a.asn, b.asn))] > 1:
+                bad.append(
+                    f"link {a.name}-{b.name} (AS{a.asn} and AS{b.asn} meet in several metros)"
+                )
+    if bad:
+        raise LabError(
+            "the routing model knows ASes, not routers, and cannot take down: "
+            + "; ".join(bad)
+            + " (anyedge lab heal first)"
+        )
 
 
 def model_faults(plan: LabPlan, records: Iterable[Mapping[str, Any]]) -> ModelFaults:

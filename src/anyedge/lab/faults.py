@@ -128,6 +128,7 @@ def excused(
     for n in plan.nodes:
         if n.name in killed | silent:
             cut |= {frozenset((n.name, p.peer)) for p in n.bgp_ports}
+            cut |= {frozenset((n.name, peer)) for peer, _, _ in n.ibgp}  # and its iBGP
     return killed, cut
 
 

@@ -11,7 +11,10 @@ plan decides:
   node (customer, peer, provider), so routers can apply Gao-Rexford policy;
 * **router ids** that sort like the routing engine's tie-break key (:func:`router_id`):
   the ASN first, then the site, so that an FRR router choosing between equal routes
-  with ``bgp bestpath compare-routerid`` picks the route the model's ``Mode.AS`` picks;
+  with ``bgp bestpath compare-routerid`` picks the route the model's ``Mode.AS`` picks
+  (the routers of an AS with several routers: the ASN, then their order in the file);
+* **hot potato** in a metro lab (:mod:`.igp`): a loopback per router of an AS with
+  several routers, its iBGP peers' loopbacks, and an OSPF cost on each internal link;
 * **return paths** follow BGP too: a client's router originates the client's network
   as its own customer route (exported to everyone, like any prefix it originates), so
   when a link on the way back fails, answers reroute with the anycast routes.  A site
@@ -40,6 +43,7 @@ from ..adapters.bgp.frr import ACTION
 from ..model.files.topology import dump_yaml, parse_world, world_to_dict
 from ..model.lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
 from ..model.world import World
+from . import igp
 from .delayline import Shape
 
 LINKS = "100.64.0.0/10"
@@ -49,7 +53,7 @@ PORT_BASE = 7000
 # The Traffic Predictor's own anycast range: announced by every site, withdrawn at one
 # site at a time to see where that site's users go, while real traffic stays put.
 TEST_PREFIX = "203.0.113.0/24"
-MAX_LINKS = 2**20  # /30s in 100.64.0.0/10
+MAX_LINKS = 2**20 - 2**10  # /30s in 100.64.0.0/10 below the routers' loopbacks (.igp)
 # The L2 segment behind a site with servers (the same in every site: each is its own
 # namespace): its router is .1, server i is .(11 + i).
 SEGMENT = "192.0.2.0/24"
@@ -70,6 +74,7 @@ class Port:
     prepend: int = 0  # extra copies of its ASN this node puts on what it sends here (sites)
     med: int = 0  # the MED it sends here (sites)
     communities: tuple[str, ...] = ()  # what it tags its routes with here, "ASN:VALUE"
+    cost: int = 0  # an internal link's OSPF cost (km between its metros), else 0
 
     @property
     def ip(self) -> str:
@@ -93,6 +98,15 @@ class NodePlan:
     networks: tuple[str, ...] = ()  # routers: the clients' networks they originate
     servers: int = 0  # sites with servers: the site is their router (see .edge)
     capacity_ms: float = 0.0  # sites: CPU ms/s of the site's servers (the world's)
+    metro: str | None = None  # routers of a metro lab: where they stand
+    loopback: str | None = None  # routers of an AS with several: their iBGP address
+    # (router, its loopback, the IGP's cost to it) of each other router of the same AS
+    ibgp: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def igp_ports(self) -> tuple[Port, ...]:
+        """A router's internal links (to routers of its own AS), which run OSPF."""
+        return tuple(p for p in self.ports if p.cost)
 
     @property
     def server_namespaces(self) -> tuple[str, ...]:
@@ -242,10 +256,13 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
 
     ports: dict[str, list[Port]] = {n.name: [] for n in lab.nodes}
     by_node = {n.name: n for n in lab.nodes}
+    loop = igp.loopbacks(lab)
+    far = igp.igp_costs(lab)
     for i, link in enumerate(lab.links):
         base = LINK_BASE + 4 * i
         a_ip, b_ip = base + 1, base + 2
         shape = Shape(link.delay_ms, link.jitter_ms, link.loss)
+        cost = igp.cost(lab, link) if link.a[0] in loop and igp.is_internal(lab, link) else 0
         ports[link.a[0]].append(
             Port(
                 i,
@@ -256,6 +273,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 _relation_seen_from(link.relation, True),
                 shape,
                 *_session(link, by_node, link.a[0], link.b[0]),
+                cost=cost,
             )
         )
         ports[link.b[0]].append(
@@ -268,28 +286,35 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 _relation_seen_from(link.relation, False),
                 shape,
                 *_session(link, by_node, link.b[0], link.a[0]),
+                cost=cost,
             )
         )
     networks = _client_networks(lab, ports)
     capacity = net.site_capacity()
     nodes = []
+    nth: dict[int, int] = {}  # routers of each AS so far: the router id's tie
     for n in lab.nodes:
         ns = namespace_prefix(name) + n.name
         p = tuple(ports[n.name])
         if n.kind is NodeKind.ROUTER:
             assert n.asn is not None
+            nth[n.asn] = nth.get(n.asn, -1) + 1
+            same = [x.name for x in lab.nodes if x.asn == n.asn and x.name != n.name]
             nodes.append(
                 NodePlan(
                     n.name,
                     n.kind,
                     ns,
                     n.asn,
-                    router_id(rank[n.asn]),
+                    router_id(rank[n.asn], nth[n.asn]),
                     None,
                     None,
                     Speaker.FRR,
                     p,
                     networks=networks.get(n.name, ()),
+                    metro=n.metro,
+                    loopback=loop.get(n.name),
+                    ibgp=tuple((x, loop[x], far[n.name, x]) for x in same if x in loop),
                 )
             )
         elif n.kind is NodeKind.SITE:
@@ -437,15 +462,21 @@ def lab_world(world: World) -> World:
             if by_node[me].kind is NodeKind.CLIENT:
                 home[me] = by_node[other].asn
     # one metro per client, so that every client is an eyeball row of its own
+    names: dict[int | None, str] = {}  # an AS of several routers is named for its first
+    for n in lab.nodes:
+        if n.kind is NodeKind.ROUTER:
+            names.setdefault(n.asn, n.name)
     d["internet"] = {
-        "relations": relations,
-        "ases": [{"asn": n.asn, "name": n.name} for n in lab.nodes if n.kind is NodeKind.ROUTER],
+        "relations": list(dict.fromkeys(relations)),  # once per pair of ASes
+        "ases": [{"asn": a, "name": name} for a, name in names.items()],
         "metros": [
             {"id": i + 1, "name": c, "country": "NZ", "lat": lat, "lon": lon, "population": 1}
             for i, c in enumerate(clients)
         ],
         "eyeballs": [{"asn": home[c], "metro": i + 1, "rps": 100.0} for i, c in enumerate(clients)],
     }
+    if igp.is_metro_lab(lab):
+        igp.metro_model(lab, clients, d)
     return parse_world(dump_yaml(d), "<lab model>")
 
 

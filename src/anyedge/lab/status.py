@@ -123,6 +123,7 @@ def _node(
             down.append((f"{n.name}: {row['error']}", n.name in killed))
         return row, got
     by_address = {p.peer_address: p.peer for p in n.bgp_ports}
+    by_address.update({lo: peer for peer, lo, _ in n.ibgp})  # iBGP: by the peer's loopback
     row["sessions"] = {by_address[a]: ok for a, ok in seen.items()}
     row["established"] = f"{sum(seen.values())}/{len(seen)}"
     for a, ok in seen.items():

@@ -3,7 +3,10 @@
 This is what ``anyedge lab`` builds in network namespaces: containerlab-style ``nodes``
 and ``links`` whose ``endpoints`` are ``"node:interface"`` strings.  Each link between two
 BGP speakers carries a business relation, as in the mini-Internet: ``provider-customer``
-(the first endpoint sells transit to the second) or ``peer``.  A lab is small, so it is
+(the first endpoint sells transit to the second) or ``peer``.  Routers may stand in
+``metros`` (cities with coordinates); an AS may then have several routers, one per
+metro, joined by internal links (relation ``none``) that carry its IGP and iBGP
+(:mod:`anyedge.lab.igp`).  A lab is small, so it is
 kept as plain frozen objects rather than arrays.
 """
 
@@ -40,6 +43,7 @@ class LabNode:
     site: str | None = None  # the IATA code of the site a SITE node stands for
     speaker: Speaker | None = None
     servers: int = 0  # a SITE node with servers: a router and this many server namespaces
+    metro: str | None = None  # a ROUTER's metro (a key of Lab.metros), in a metro lab
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +64,23 @@ class LabLink:
 
 
 @dataclass(frozen=True, slots=True)
+class LabMetro:
+    name: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
 class Lab:
     nodes: tuple[LabNode, ...] = ()
     links: tuple[LabLink, ...] = ()
+    metros: tuple[LabMetro, ...] = ()  # where routers stand (a metro lab), else none
+
+    def metro(self, name: str) -> LabMetro:
+        for m in self.metros:
+            if m.name == name:
+                return m
+        raise KeyError(name)
 
     def node(self, name: str) -> LabNode:
         for n in self.nodes:

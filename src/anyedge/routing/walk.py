@@ -119,6 +119,9 @@ def walk(
     hops = np.zeros(w, dtype=np.int64)
     path = np.full((w, MAX_HOPS), -1, dtype=np.int64)
     n_exits = exits.count()
+    # an edge index is looked up even for seeds (clipped to 0): keep one row to look at
+    # when no edge is left (a graph whose every link is down)
+    hand_ptr = geo.hand_ptr if geo.hand_ptr.size > 1 else np.zeros(2, dtype=np.int64)
     live = n_exits[cur_as] > 0
     npts = geo.lat.size + 1
     for step in range(MAX_HOPS):
@@ -133,18 +136,14 @@ def walk(
         st, ex = _expand(exits.ptr, s_as)
         is_seed = exits.seed[ex] >= 0
         e = exits.edge[ex]
-        cnt = np.where(
-            is_seed, 1, geo.hand_ptr[np.maximum(e, 0) + 1] - geo.hand_ptr[np.maximum(e, 0)]
-        )
+        cnt = np.where(is_seed, 1, hand_ptr[np.maximum(e, 0) + 1] - hand_ptr[np.maximum(e, 0)])
         cnt = np.where(is_seed, 1, np.maximum(cnt, 1))  # an edge with no places: "here"
         cand = np.repeat(np.arange(ex.size), cnt)
         k = np.arange(cand.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
         ce = e[cand]
-        has_pts = (ce >= 0) & (
-            geo.hand_ptr[np.maximum(ce, 0) + 1] > geo.hand_ptr[np.maximum(ce, 0)]
-        )
+        has_pts = (ce >= 0) & (hand_ptr[np.maximum(ce, 0) + 1] > hand_ptr[np.maximum(ce, 0)])
         pt = np.full(cand.size, HERE, dtype=np.int64)
-        pt[has_pts] = geo.hand_pt[geo.hand_ptr[ce[has_pts]] + k[has_pts]]
+        pt[has_pts] = geo.hand_pt[hand_ptr[ce[has_pts]] + k[has_pts]]
         seed_c = is_seed[cand]
         if site_points:
             pt[seed_c] = geo.n_metros + seeds.origin[exits.seed[ex[cand[seed_c]]]]

@@ -16,6 +16,12 @@ advertisement interval.  Sessions with neighbours that run BFD too (FRR and BIRD
 watched by BFD (300 ms × 3), so a neighbour that goes silent is dropped in about a
 second rather than at the end of the hold timer.
 
+**Routers of an AS with several routers** (hot potato, :mod:`anyedge.lab.igp`) run
+``ospfd`` too (:class:`Igp`: point-to-point internal links with the cost given, the
+loopback as a stub, 1 s hellos) and hold iBGP sessions with each other between their
+loopbacks (relation ``internal``: ``next-hop-self``, no route maps, so local preference
+crosses unchanged and export still reads it); ``maximum-paths ibgp 1``.
+
 **Site speakers** originate their prefixes with ``network`` statements (a route map per
 prepend count adds the ASN again), accept nothing and so advertise nothing else; a
 session with a prepend, MED or communities of its own sends through an outbound route
@@ -28,6 +34,7 @@ Changes go through ``vtysh``: announce, withdraw, or change the prepend of a pre
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -41,13 +48,49 @@ FRR_LIB = Path("/usr/lib/frr")
 LOCAL_PREF = {"customer": 300, "peer": 200, "provider": 100}
 BFD_PROFILE = "lab"
 DAEMONS = ("zebra", "bfdd", "bgpd")  # in the order they start; bgpd is the BGP daemon
+IGP_DAEMONS = ("zebra", "bfdd", "ospfd", "bgpd")  # a router that runs OSPF too
 ACTION = {"no-peers": 990, "no-providers": 991}  # a router's action communities: ASN:value
 
 
 @dataclass(frozen=True)
 class RouterNeighbor:
     neighbor: Neighbor
-    relation: str  # what the neighbour is to this router: customer, peer or provider
+    relation: str  # what the neighbour is to this router: customer, peer, provider, internal
+
+
+@dataclass(frozen=True)
+class Igp:
+    """A router's OSPF: its loopback and its internal links (interface, address, cost)."""
+
+    loopback: str
+    links: tuple[tuple[str, str, int], ...]
+
+
+def ospfd_config(cfg: SpeakerConfig, igp: Igp) -> str:
+    """ospfd.conf: one area, point-to-point links costed as given, fast hellos."""
+    lines = _common(cfg.node, cfg.workdir)
+    for ifname, _, cost in igp.links:
+        lines += [
+            f"interface {ifname}",
+            " ip ospf network point-to-point",
+            f" ip ospf cost {cost}",
+            " ip ospf hello-interval 1",
+            " ip ospf dead-interval 3",
+            " ip ospf retransmit-interval 1",
+            "exit",
+        ]
+    lines += [
+        "router ospf",
+        f" ospf router-id {cfg.router_id}",
+        " log-adjacency-changes",
+        " timers throttle spf 0 50 500",
+        " timers throttle lsa all 0",  # no 5 s wait to re-originate (MinLSInterval)
+        " timers lsa min-arrival 0",  # nor to accept a newer copy (MinLSArrival)
+        f" network {igp.loopback}/32 area 0",
+        *(f" network {ipaddress.ip_interface(a).network} area 0" for _, a, _ in igp.links),
+        "exit",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _common(name: str, workdir: Path) -> list[str]:
@@ -113,10 +156,13 @@ def router_config(
     ]
     for rn in nbs:
         lines += _neighbor_lines(cfg, rn.neighbor)
-    lines += [" address-family ipv4 unicast", "  maximum-paths 1"]
+    lines += [" address-family ipv4 unicast", "  maximum-paths 1", "  maximum-paths ibgp 1"]
     lines += [f"  network {n} route-map CLIENTS" for n in networks]
     for rn in nbs:
         a, rel = rn.neighbor.address, rn.relation.upper()
+        if rn.relation == "internal":
+            lines += [f"  neighbor {a} next-hop-self"]
+            continue
         lines += [
             f"  neighbor {a} route-map FROM-{rel} in",
             f"  neighbor {a} route-map TO-{rel} out",
@@ -176,6 +222,7 @@ class Frr:
     config: SpeakerConfig
     router_neighbors: tuple[RouterNeighbor, ...] | None = None  # set for ISP routers
     networks: tuple[str, ...] = ()  # an ISP router's clients' networks, originated
+    igp: Igp | None = None  # a router of an AS with several routers: its OSPF
     _routes: dict[str, Route] = field(default_factory=dict)
 
     @property
@@ -201,9 +248,14 @@ class Frr:
         return netns.spawn(self.config.namespace, argv, d / f"{name}.out")
 
     def start(self, routes: Iterable[Route] = ()) -> list[int]:
-        """Write the configuration and start ``zebra``, ``bfdd`` and ``bgpd``; their pids."""
+        """Write the configuration and start :attr:`daemons` in order; their pids."""
         self.write_config(routes)
-        return [self.start_daemon(name) for name in DAEMONS]
+        return [self.start_daemon(name) for name in self.daemons]
+
+    @property
+    def daemons(self) -> tuple[str, ...]:
+        """``zebra``, ``bfdd``, ``bgpd``, and ``ospfd`` before ``bgpd`` where it runs OSPF."""
+        return IGP_DAEMONS if self.igp is not None else DAEMONS
 
     def write_config(self, routes: Iterable[Route] = ()) -> None:
         """The daemons' files; a site's ``bgpd.conf`` originates ``routes``."""
@@ -212,6 +264,8 @@ class Frr:
         self._routes = dict(by_prefix(routes))
         (cfg.workdir / "zebra.conf").write_text("\n".join(_common(cfg.node, cfg.workdir)) + "\n")
         (cfg.workdir / "bfdd.conf").write_text(bfdd_config(cfg))
+        if self.igp is not None:
+            (cfg.workdir / "ospfd.conf").write_text(ospfd_config(cfg, self.igp))
         if self.router_neighbors is not None:
             text = router_config(cfg, self.router_neighbors, self.networks)
         else:
@@ -220,7 +274,7 @@ class Frr:
         _give_to_frr(cfg.workdir)
 
     def start_daemon(self, name: str) -> int:
-        """Start one of :data:`DAEMONS` (``zebra`` first: the others connect to it) with
+        """Start one of :attr:`daemons` (``zebra`` first: the others connect to it) with
         the configuration written before; its pid once its socket is there.  The sockets
         a killed daemon left behind are removed first, or the wait would end at once."""
         d = self.config.workdir
@@ -275,6 +329,34 @@ class Frr:
         except json.JSONDecodeError as e:
             raise SpeakerError(f"{self.config.node}: unreadable BGP summary: {e}") from None
         return peers
+
+    def ospf_full(self) -> set[str]:
+        """The addresses of the OSPF neighbours whose adjacency is full (databases
+        exchanged): none for a router that runs no OSPF."""
+        if self.igp is None:
+            return set()
+        out = self.vtysh("show ip ospf neighbor json")
+        try:
+            nbrs: dict[str, list[dict[str, object]]] = json.loads(out or "{}").get("neighbors", {})
+        except json.JSONDecodeError as e:
+            raise SpeakerError(f"{self.config.node}: unreadable OSPF neighbours: {e}") from None
+        return {
+            str(n.get("ifaceAddress"))
+            for ns in nbrs.values()
+            for n in ns
+            if str(n.get("nbrState", n.get("state", ""))).startswith("Full")
+        }
+
+    def ospf_costs(self) -> dict[str, int]:
+        """The OSPF cost of the route to each prefix (``show ip ospf route``)."""
+        out = self.vtysh("show ip ospf route json")
+        try:
+            routes: dict[str, dict[str, object]] = json.loads(out or "{}")
+        except json.JSONDecodeError as e:
+            raise SpeakerError(f"{self.config.node}: unreadable OSPF routes: {e}") from None
+        return {
+            p: int(str(r["cost"])) for p, r in routes.items() if isinstance(r, dict) and "cost" in r
+        }
 
     def established(self) -> int:
         return sum(1 for p in self.summary().values() if p.get("state") == "Established")

@@ -154,6 +154,12 @@ class LabNodeIn(Strict):
     site: SiteCode | None = None
     speaker: Literal["frr", "bird", "gobgp", "exabgp"] | None = None
     servers: int | None = Field(None, ge=1, le=16)
+    metro: str | None = Field(None, description="a router's metro: a key of lab.metros")
+
+
+class LabMetroIn(Strict):
+    lat: Latitude
+    lon: Longitude
 
 
 class LabLinkIn(Strict):
@@ -170,6 +176,7 @@ class LabLinkIn(Strict):
 class LabIn(Strict):
     nodes: dict[NodeName, LabNodeIn] = {}
     links: list[LabLinkIn] = []
+    metros: dict[Annotated[str, Field(min_length=1)], LabMetroIn] = {}
 
 
 class OperatorIn(Strict):

@@ -31,7 +31,7 @@ from ..backbone import Backbone, BackboneLinks, Origins
 from ..countries import COUNTRIES
 from ..geo import LatencyModel, great_circle_km
 from ..internet import AS_KIND_NAMES, ASKind, Eyeballs, Internet, Metros, ProviderLoopError
-from ..lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
+from ..lab import Lab, LabLink, LabMetro, LabNode, NodeKind, Relation, Speaker
 from ..network import (
     Network,
     Operator,
@@ -46,7 +46,7 @@ from ..network import (
 )
 from ..plans import Plans
 from ..world import World
-from . import labends
+from . import labends, labmetro
 from .asrel import format_as_rel, parse_as_rel, read_as_rel
 from .atomic import write_all
 from .schema import TopologyIn
@@ -384,6 +384,7 @@ def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]
         yield from _check_lab_link(t, i)
     yield from _check_lab_nodes(t)
     yield from _check_lab_graph(t)
+    yield from labmetro.check(t)
 
 
 def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
@@ -399,7 +400,7 @@ def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
             yield (*loc, "relation"), "a site and a router need a BGP relation"
         elif rel == "provider-customer" and nodes[names[0]].kind == "site":
             yield loc, "a site buys transit: the router is the provider (first endpoint)"
-    elif kinds == ["router", "router"] and rel == "none":
+    elif kinds == ["router", "router"] and rel == "none" and not _internal(t, names):
         yield (*loc, "relation"), "routers exchange routes: give the link a relation"
     elif kinds == ["site", "site"] and rel != "none":
         yield (*loc, "relation"), "a link between two sites is a backbone link: relation none"
@@ -420,6 +421,12 @@ def _check_lab_link(t: TopologyIn, i: int) -> Iterator[tuple[Loc, str]]:
             f"{', '.join(sorted(action))}: an action community is ASN:990 or ASN:991, "
             f"and AS{router.asn} does not fit in 16 bits",
         )
+
+
+def _internal(t: TopologyIn, names: list[str]) -> bool:
+    """A link between two routers of one AS in a metro lab (its IGP's and iBGP's)."""
+    a, b = (t.lab.nodes[n] for n in names)
+    return labmetro.is_metro_lab(t) and a.asn is not None and a.asn == b.asn
 
 
 def _check_lab_nodes(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
@@ -444,8 +451,14 @@ def _check_lab_nodes(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
         if n.kind == "router" and n.asn is not None:
             if n.asn == t.asn:
                 yield ("lab", "nodes", name, "asn"), f"{n.asn} is anyedge's own ASN"
-            elif n.asn in seen_asn:
-                yield ("lab", "nodes", name, "asn"), f"AS{n.asn} is already {seen_asn[n.asn]}"
+            elif n.asn in seen_asn and not labmetro.is_metro_lab(t):
+                yield (
+                    ("lab", "nodes", name, "asn"),
+                    (
+                        f"AS{n.asn} is already {seen_asn[n.asn]} (several routers of one AS "
+                        "each stand in a metro: give the routers a metro from lab.metros)"
+                    ),
+                )
             seen_asn.setdefault(n.asn, name)
         if n.kind == "router" and n.speaker not in (None, "frr"):
             yield ("lab", "nodes", name, "speaker"), "routers run FRR"
@@ -777,6 +790,7 @@ def _build_lab(t: TopologyIn) -> Lab:
             site=n.site,
             speaker=Speaker(n.speaker) if n.speaker else None,
             servers=n.servers or 0,
+            metro=n.metro,
         )
         for name, n in t.lab.nodes.items()
     )
@@ -796,7 +810,8 @@ def _build_lab(t: TopologyIn) -> Lab:
                 communities=tuple(link.communities),
             )
         )
-    return Lab(nodes=nodes, links=tuple(links))
+    metros = tuple(LabMetro(k, m.lat, m.lon) for k, m in t.lab.metros.items())
+    return Lab(nodes=nodes, links=tuple(links), metros=metros)
 
 
 # ---------------------------------------------------------------------------- saving
@@ -962,11 +977,15 @@ def world_to_dict(world: World, inline: bool = False) -> dict[str, Any]:
                 d["speaker"] = str(n.speaker)
             if n.servers:
                 d["servers"] = n.servers
+            if n.metro is not None:
+                d["metro"] = n.metro
             nodes[n.name] = d
         out["lab"] = {
             "nodes": nodes,
             "links": [_link_dict(k) for k in lab.links],
         }
+        if lab.metros:
+            out["lab"]["metros"] = {m.name: {"lat": m.lat, "lon": m.lon} for m in lab.metros}
     return out
 
 
