@@ -19,6 +19,10 @@ Every driver takes a :class:`SpeakerConfig` (the same for all kinds) and offers:
 * ``sessions()`` — per neighbour address, whether its session is established, as the
   daemon itself sees it (what ``anyedge lab status`` shows).
 
+In a dual-stack lab (``SpeakerConfig.ipv6``) the same sessions carry IPv6 unicast
+beside IPv4, and routes may be IPv6 prefixes; only FRR does this so far (the topology
+checks refuse an IPv6 prefix at a site with another speaker).
+
 The ASN is prepended ``prepend`` extra times; the origin attribute is always IGP and
 the MED is absent or 0 (FRR's ``network`` statements attach 0; absent counts as 0), so
 that the routers' decision between two sites comes down to the path length and then the
@@ -77,6 +81,7 @@ class SpeakerConfig:
     router_id: str
     neighbors: tuple[Neighbor, ...]
     timers: Timers = Timers()
+    ipv6: bool = False  # the sessions (over IPv4) carry IPv6 unicast too (MP-BGP)
 
 
 class SiteSpeaker(Protocol):

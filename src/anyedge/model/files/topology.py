@@ -49,6 +49,7 @@ from ..world import World
 from . import labends
 from .asrel import format_as_rel, parse_as_rel, read_as_rel
 from .atomic import write_all
+from .labv6 import check_lab_ipv6
 from .schema import TopologyIn
 from .tables import COLUMNS, format_table, read_table
 from .text import read_text
@@ -337,6 +338,7 @@ def _check_internet(t: TopologyIn, n_plans: int) -> Iterator[tuple[Loc, str]]:
 
 def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]]:
     nodes = t.lab.nodes
+    yield from check_lab_ipv6(t)
     for name, n in nodes.items():
         if n.kind == "site":
             if n.site is None:
