@@ -1,0 +1,153 @@
+"""A dual-stack lab: IPv6 anycast beside IPv4, over real BGP, against the model.
+
+``tests/data/lab6.yaml`` is the three-site lab with FRR at every site, 198.51.100.0/24
+announced by all three sites and 2001:db8:100::/48 by CHC and SYD only, so the two
+families' catchments differ: c2 lands in AKL over IPv4, and in CHC over IPv6 (its
+ISP isp2 hears CHC from its peer isp1, SYD from its provider isp3).  The lab's sessions
+carry IPv6 unicast beside IPv4, its links and clients have IPv6 addresses, and the
+clients' IPv6 networks are announced in BGP by their ISPs (the return paths).
+
+Checked: the IPv6 routes in a router's ``bgpd``; ``lab probe -6``; ``lab compare``
+agreeing with the model for both prefixes at baseline and with each site withdrawn in
+turn; one site's IPv6 prefix withdrawn alone (``withdraw --prefix``), IPv4 unmoved; and
+under a transit link down (``lab fault link-down isp1 isp2``), where c2's IPv6 answers
+come from SYD, the model with the same fault agreeing; after ``lab heal``, c2 is back
+on CHC.  A site whose speaker cannot announce IPv6 is refused at validation.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anyedge.cli.main import main
+from anyedge.lab import build
+from anyedge.lab.plan import make_plan
+from anyedge.model.files import load_world
+from lab_support import DATA, RunningLab, bgp_paths, lab_directory, tear_down
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+TOPOLOGY = DATA / "lab6.yaml"
+V4, V6 = "198.51.100.0/24", "2001:db8:100::/48"
+
+
+@pytest.fixture(scope="module")
+def lab6() -> Iterator[RunningLab]:
+    name = "v6" + secrets.token_hex(3)  # namespaces ae-v6XXXXXX-*
+    world = load_world(TOPOLOGY)
+    plan = make_plan(world, name)
+    d = lab_directory()
+    try:
+        build.up(world, plan, d)
+        yield RunningLab(world, plan, d, TOPOLOGY)
+    finally:
+        tear_down(d, name)
+
+
+def cli(lab: RunningLab, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    """``anyedge lab ARGS --dir D --json``: its JSON output (the status must be 0)."""
+    capsys.readouterr()
+    rc = main(["lab", *args, "--dir", str(lab.directory), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return json.loads(out)
+
+
+def run(lab: RunningLab, *args: str) -> int:
+    return main(["lab", *args, "--dir", str(lab.directory)])
+
+
+def sites(lab: RunningLab, capsys: pytest.CaptureFixture[str], ipv6: bool) -> dict[str, Any]:
+    """client -> the sites that answered its probes (every flow answered)."""
+    got = cli(lab, capsys, "probe", "--flows", "10", *(["-6"] if ipv6 else []))
+    for client, r in got.items():
+        assert r["lost"] == 0, (client, r)
+    return {c: sorted(r["answers"]) for c, r in got.items()}
+
+
+def compare(
+    lab: RunningLab, capsys: pytest.CaptureFixture[str], *extra: str
+) -> list[dict[str, Any]]:
+    out = cli(lab, capsys, "compare", "--flows", "5", *extra)
+    rows: list[dict[str, Any]] = out["rows"]
+    assert [r for r in rows if not r["agree"]] == []
+    assert {r["prefix"] for r in rows} == {V4, V6}
+    return rows
+
+
+def catchment(rows: list[dict[str, Any]], scenario: str, prefix: str) -> dict[str, str]:
+    return {
+        r["client"]: r["lab"] for r in rows if (r["scenario"], r["prefix"]) == (scenario, prefix)
+    }
+
+
+def test_ipv6_routes_probes_and_compare(
+    lab6: RunningLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held = bgp_paths(lab6, "isp2", V6)
+    assert {n: p["aspath"]["string"] for n, p in held.items()} == {
+        "isp1": "65001 64500",
+        "isp3": "65003 64500",
+    }
+    assert [n for n, p in held.items() if p.get("bestpath")] == ["isp1"]  # CHC, over the peer
+    assert sites(lab6, capsys, ipv6=True) == {"c1": ["CHC"], "c2": ["CHC"]}
+
+    rows = compare(lab6, capsys)  # the baseline, then each site withdrawn in turn
+    assert len(rows) == 2 * 2 * 4  # two prefixes, two clients, four scenarios
+    assert catchment(rows, "baseline", V4) == {"c1": "CHC", "c2": "AKL"}
+    assert catchment(rows, "baseline", V6) == {"c1": "CHC", "c2": "CHC"}
+    assert catchment(rows, "without CHC", V6) == {"c1": "SYD", "c2": "SYD"}
+    assert catchment(rows, "without CHC", V4) == {"c1": "AKL", "c2": "AKL"}
+    assert catchment(rows, "without AKL", V6) == {"c1": "CHC", "c2": "CHC"}
+
+
+def test_ipv6_prefix_withdrawn_alone(lab6: RunningLab, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(lab6, "withdraw", "CHC", "--prefix", V6) == 0
+    try:
+        assert sites(lab6, capsys, ipv6=True) == {"c1": ["SYD"], "c2": ["SYD"]}
+        assert sites(lab6, capsys, ipv6=False) == {"c1": ["CHC"], "c2": ["AKL"]}
+        rows = compare(lab6, capsys, "--no-withdraw")
+        assert catchment(rows, "baseline", V6) == {"c1": "SYD", "c2": "SYD"}
+    finally:
+        assert run(lab6, "announce", "CHC", "--prefix", V6) == 0
+    assert run(lab6, "withdraw", "AKL", "--prefix", V6) == 2  # AKL has no IPv6 prefix
+
+
+def test_compare_under_a_transit_fault(
+    lab6: RunningLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(lab6, "fault", "link-down", "isp1", "isp2") == 0
+    try:
+        out = cli(lab6, capsys, "compare", "--flows", "5", "--no-withdraw")
+        assert out["faults"]["links_down"] == ["65001-65002"]
+        assert [r for r in out["rows"] if not r["agree"]] == []
+        # c2 loses the peering: SYD over its provider for IPv6, AKL still for IPv4
+        assert catchment(out["rows"], "baseline", V6) == {"c1": "CHC", "c2": "SYD"}
+        assert catchment(out["rows"], "baseline", V4) == {"c1": "CHC", "c2": "AKL"}
+    finally:
+        assert run(lab6, "heal") == 0
+    assert sites(lab6, capsys, ipv6=True) == {"c1": ["CHC"], "c2": ["CHC"]}
+
+
+def test_ipv6_needs_a_speaker_that_announces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = TOPOLOGY.read_text().replace(
+        "syd: {kind: site, site: SYD, speaker: frr}", "syd: {kind: site, site: SYD, speaker: gobgp}"
+    )
+    bad = tmp_path / "gobgp6.yaml"
+    bad.write_text(text)
+    capsys.readouterr()
+    rc = main(["lab", "up", "-t", str(bad), "--name", "v6bad", "--dir", str(tmp_path / "lab")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"{bad}:" in err
+    assert "lab.nodes.syd.speaker: site SYD announces 2001:db8:100::/48" in err
+    assert "gobgp speaker cannot announce IPv6" in err
+    assert not (tmp_path / "lab" / "state.json").exists()
