@@ -1,7 +1,8 @@
 """A dual-stack lab: IPv6 anycast beside IPv4, over real BGP, against the model.
 
-``tests/data/lab6.yaml`` is the three-site lab with FRR at every site, 198.51.100.0/24
-announced by all three sites and 2001:db8:100::/48 by CHC and SYD only, so the two
+``tests/data/lab6.yaml`` is the three-site lab (CHC on FRR, AKL on BIRD, SYD on GoBGP)
+with 198.51.100.0/24 announced by all three sites and 2001:db8:100::/48 by CHC and SYD
+only, so the two
 families' catchments differ: c2 lands in AKL over IPv4, and in CHC over IPv6 (its
 ISP isp2 hears CHC from its peer isp1, SYD from its provider isp3).  The lab's sessions
 carry IPv6 unicast beside IPv4, its links and clients have IPv6 addresses, and the
@@ -12,7 +13,9 @@ agreeing with the model for both prefixes at baseline and with each site withdra
 turn; one site's IPv6 prefix withdrawn alone (``withdraw --prefix``), IPv4 unmoved; and
 under a transit link down (``lab fault link-down isp1 isp2``), where c2's IPv6 answers
 come from SYD, the model with the same fault agreeing; after ``lab heal``, c2 is back
-on CHC.  A site whose speaker cannot announce IPv6 is refused at validation.
+on CHC.  A site that cannot announce IPv6 in the lab (one with servers) is refused at
+validation, naming it.  How each speaker's configuration carries IPv6 (BIRD's and
+ExaBGP's too) is checked without a lab.
 """
 
 from __future__ import annotations
@@ -135,19 +138,51 @@ def test_compare_under_a_transit_fault(
     assert sites(lab6, capsys, ipv6=True) == {"c1": ["CHC"], "c2": ["CHC"]}
 
 
-def test_ipv6_needs_a_speaker_that_announces_it(
+def test_a_site_that_cannot_announce_ipv6_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = TOPOLOGY.read_text().replace(
-        "syd: {kind: site, site: SYD, speaker: frr}", "syd: {kind: site, site: SYD, speaker: gobgp}"
+        "syd: {kind: site, site: SYD, speaker: gobgp}",
+        "syd: {kind: site, site: SYD, speaker: gobgp, servers: 2}",
     )
-    bad = tmp_path / "gobgp6.yaml"
+    bad = tmp_path / "servers6.yaml"
     bad.write_text(text)
     capsys.readouterr()
     rc = main(["lab", "up", "-t", str(bad), "--name", "v6bad", "--dir", str(tmp_path / "lab")])
     err = capsys.readouterr().err
     assert rc == 2
     assert f"{bad}:" in err
-    assert "lab.nodes.syd.speaker: site SYD announces 2001:db8:100::/48" in err
-    assert "gobgp speaker cannot announce IPv6" in err
+    assert "lab.nodes.syd.servers: site SYD announces 2001:db8:100::/48" in err
     assert not (tmp_path / "lab" / "state.json").exists()
+
+
+def test_each_speaker_sends_ipv6_with_its_address_on_the_link(tmp_path: Path) -> None:
+    """The sessions carry IPv6 unicast, and IPv6 routes leave with the site's IPv6
+    address on the link as their next hop (the sessions run over IPv4)."""
+    from anyedge.adapters.bgp.base import Route
+    from anyedge.adapters.bgp.bird import render_bird_conf
+    from anyedge.adapters.bgp.exabgp import announce_lines, render_exabgp_conf
+    from anyedge.adapters.bgp.frr import site_config
+    from anyedge.adapters.bgp.gobgp import render_gobgp_toml, rib_add_args
+
+    plan = make_plan(load_world(TOPOLOGY), "v6cfg")
+    cfg = build.speaker_config(plan, plan.node("syd"), tmp_path)
+    assert cfg.ipv6
+    (n,) = cfg.neighbors
+    assert (n.address, n.local_address6) == ("100.64.0.21", "2001:db8:ffff::16")
+    routes = {p: Route(p) for p in (V4, V6)}
+    frr = site_config(cfg, routes)
+    assert f"address-family ipv6 unicast\n  network {V6} route-map ORIGIN-P0" in frr
+    assert f"  neighbor {n.address} activate" in frr
+    bird = render_bird_conf(cfg, routes)
+    assert f"route {V6} blackhole;" in bird
+    assert f"next hop address {n.local_address6};" in bird
+    exa = render_exabgp_conf(cfg, tmp_path / "fifo", tmp_path / "state")
+    assert "ipv6 unicast;" in exa
+    assert announce_lines(cfg, Route(V6)) == [
+        f"neighbor {n.address} announce route {V6} next-hop {n.local_address6} origin igp "
+        "as-path [ 64500 ]"
+    ]
+    assert 'afi-safi-name = "ipv6-unicast"' in render_gobgp_toml(cfg)
+    assert f'set-next-hop = "{n.local_address6}"' in render_gobgp_toml(cfg)
+    assert rib_add_args(64500, Route(V6))[:6] == ["global", "rib", "add", "-a", "ipv6", V6]

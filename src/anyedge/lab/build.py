@@ -136,6 +136,7 @@ def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerCon
             p.prepend,
             p.med,
             p.communities,
+            p.address6.split("/")[0],
         )
         for p in node.bgp_ports
     )

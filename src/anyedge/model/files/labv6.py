@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from .schema import TopologyIn
 from .yamlpos import Loc
 
-IPV6_SPEAKERS = ("frr",)  # the site speakers that announce IPv6 prefixes in the lab
+IPV6_SPEAKERS = ("frr", "bird", "gobgp", "exabgp")  # the site speakers that announce IPv6 prefixes in the lab
 
 
 def check_lab_ipv6(t: TopologyIn) -> Iterator[tuple[Loc, str]]:
