@@ -6,7 +6,8 @@ only, so the two
 families' catchments differ: c2 lands in AKL over IPv4, and in CHC over IPv6 (its
 ISP isp2 hears CHC from its peer isp1, SYD from its provider isp3).  The lab's sessions
 carry IPv6 unicast beside IPv4, its links and clients have IPv6 addresses, and the
-clients' IPv6 networks are announced in BGP by their ISPs (the return paths).
+clients' IPv6 networks are announced in BGP by their ISPs (the return paths); c1's
+access link has the IPv6 addresses the topology gives it, the others generated ones.
 
 Checked: the IPv6 routes in a router's ``bgpd``; ``lab probe -6``; ``lab compare``
 agreeing with the model for both prefixes at baseline and with each site withdrawn in
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,15 @@ def test_ipv6_routes_probes_and_compare(
         "isp3": "65003 64500",
     }
     assert [n for n, p in held.items() if p.get("bestpath")] == ["isp1"]  # CHC, over the peer
+    # c1's network (its link's addresses given in the topology) is in BGP: the way back
+    isp3 = lab6.plan.node("isp3").namespace
+    route = subprocess.run(
+        ["ip", "-n", isp3, "-6", "route", "show", "2001:db8:c1::/64"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "proto bgp" in route
     assert sites(lab6, capsys, ipv6=True) == {"c1": ["CHC"], "c2": ["CHC"]}
 
     rows = compare(lab6, capsys)  # the baseline, then each site withdrawn in turn
@@ -186,3 +197,35 @@ def test_each_speaker_sends_ipv6_with_its_address_on_the_link(tmp_path: Path) ->
     assert 'afi-safi-name = "ipv6-unicast"' in render_gobgp_toml(cfg)
     assert f'set-next-hop = "{n.local_address6}"' in render_gobgp_toml(cfg)
     assert rib_add_args(64500, Route(V6))[:6] == ["global", "rib", "add", "-a", "ipv6", V6]
+
+
+C1_LINK = '{endpoints: ["isp1:eth4", "c1:eth1"], ipv6: ["2001:db8:c1::1/64", "2001:db8:c1::2/64"]}'
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        (
+            '["2001:db8:c1::1/64", "2001:db8:c2::2/64"]',
+            "2001:db8:c1::1/64 and 2001:db8:c2::2/64 are not two addresses of one network",
+        ),
+        ('["2001:db8:100::1/64", "2001:db8:100::2/64"]', "overlaps the prefix 2001:db8:100::/48"),
+        (
+            '["2001:db8:ffff:1::1/64", "2001:db8:ffff:1::2/64"]',
+            "overlaps 2001:db8:ffff::/48, where the lab generates",
+        ),
+        ('["2001:db8:c1::/64", "2001:db8:c1::2/64"]', "ipv6[0]: 2001:db8:c1::/64 is its network's"),
+        ('["2001:db8:c1::1"]', "two addresses with their prefix length, one per endpoint"),
+    ],
+)
+def test_a_link_s_ipv6_addresses_are_checked(given: str, error: str) -> None:
+    from anyedge.errors import InputError
+    from anyedge.model.files import parse_world
+
+    text = TOPOLOGY.read_text()
+    assert C1_LINK in text
+    bad = text.replace(C1_LINK, C1_LINK.replace(C1_LINK[C1_LINK.index("[", 20) : -1], given))
+    with pytest.raises(InputError) as e:
+        parse_world(bad, "lab6.yaml")
+    assert "lab.links[6].ipv6" in e.value.render()
+    assert error in e.value.render()

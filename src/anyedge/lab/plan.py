@@ -8,7 +8,8 @@ plan decides:
   ``.1``, its second ``.2``.  Each site holds the first address of every anycast
   prefix it announces on ``lo`` (a /32, or a /128).  A lab whose sites announce an IPv6
   prefix is dual-stack: link *i* also gets the /126 ``2001:db8:ffff:: + 4i``
-  (:data:`LINKS6`, ``::1`` and ``::2`` the same way), sites and clients an IPv6 default
+  (:data:`LINKS6`, ``::1`` and ``::2`` the same way), unless the topology gives the
+  link's two addresses (``ipv6: [A/LEN, B/LEN]``), sites and clients an IPv6 default
   route, and every BGP session carries IPv6 unicast beside IPv4 (MP-BGP over the IPv4
   session: FRR takes the IPv6 next hop from the link's address);
 * **BGP sessions**: one per link between BGP speakers, with what the neighbour is to the
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..adapters.bgp.frr import ACTION
+from ..model.files.labv6 import LINKS6
 from ..model.files.topology import dump_yaml, parse_world, world_to_dict
 from ..model.lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
 from ..model.world import World
@@ -48,8 +50,7 @@ from .delayline import Shape
 
 LINKS = "100.64.0.0/10"
 LINK_BASE = ipaddress.IPv4Address("100.64.0.0")
-LINKS6 = "2001:db8:ffff::/48"  # the links' IPv6 /126s in a dual-stack lab
-LINK6_BASE = ipaddress.IPv6Address("2001:db8:ffff::")
+LINK6_BASE = ipaddress.IPv6Network(LINKS6).network_address  # link i: LINK6_BASE + 4i, /126
 ROUTER_ID_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
 PORT_BASE = 7000
 # The Traffic Predictor's own anycast range: announced by every site, withdrawn at one
@@ -288,7 +289,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         base = LINK_BASE + 4 * i
         a_ip, b_ip = base + 1, base + 2
         shape = Shape(link.delay_ms, link.jitter_ms, link.loss)
-        a6, b6 = _link6(i) if v6 else ("", "")
+        a6, b6 = (link.ipv6 or _link6(i)) if v6 else ("", "")
         ports[link.a[0]].append(
             Port(
                 i,

@@ -796,6 +796,7 @@ def _build_lab(t: TopologyIn) -> Lab:
                 prepend=link.prepend,
                 med=link.med,
                 communities=tuple(link.communities),
+                ipv6=tuple(link.ipv6),
             )
         )
     return Lab(nodes=nodes, links=tuple(links))
@@ -811,6 +812,8 @@ def _link_dict(k: LabLink) -> dict[str, Any]:
             d[name] = getattr(k, name)
     if k.communities:
         d["communities"] = list(k.communities)
+    if k.ipv6:
+        d["ipv6"] = list(k.ipv6)
     return d
 
 
