@@ -229,3 +229,17 @@ def test_a_link_s_ipv6_addresses_are_checked(given: str, error: str) -> None:
         parse_world(bad, "lab6.yaml")
     assert "lab.links[6].ipv6" in e.value.render()
     assert error in e.value.render()
+
+
+def test_generated_labs_can_be_dual_stack() -> None:
+    from anyedge.lab.generate import PREFIX6, generate
+    from anyedge.model.files import parse_world
+    from anyedge.model.files.topology import dump_yaml
+
+    plain = generate(3, routers=8, sites=3, clients=5)
+    dual = generate(3, routers=8, sites=3, clients=5, ipv6=True)
+    assert dual["lab"] == plain["lab"]  # the same Internet, only the prefix added
+    plan = make_plan(parse_world(dump_yaml(dual), "generated"), "g")
+    assert plan.prefixes6 == (PREFIX6,)
+    assert [PREFIX6 in n.prefixes for n in plan.sites] == [True, True, False]
+    assert all(p.address6 for n in plan.nodes for p in n.ports)

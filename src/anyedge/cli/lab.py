@@ -550,6 +550,11 @@ def load(
     "sites' cities); see docs/dns.md.",
 )
 @click.option(
+    "--ipv6",
+    is_flag=True,
+    help="Dual-stack: 2001:db8:100::/48 at every site but every third, beside IPv4.",
+)
+@click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Write here (default: stdout)."
 )
 def generate(
@@ -559,6 +564,7 @@ def generate(
     clients: int,
     operators: int,
     delays: bool,
+    ipv6: bool,
     output: Path | None,
 ) -> None:
     """Write a random lab topology (a tiered Internet, sites with mixed speakers)."""
@@ -567,7 +573,13 @@ def generate(
     from ..model.files.topology import dump_yaml
 
     topo = gen(
-        seed, routers=routers, sites=sites, clients=clients, operators=operators, delays=delays
+        seed,
+        routers=routers,
+        sites=sites,
+        clients=clients,
+        operators=operators,
+        delays=delays,
+        ipv6=ipv6,
     )
     text = dump_yaml(topo)
     if output is None:
