@@ -11,7 +11,7 @@ plan decides:
   (:data:`LINKS6`, ``::1`` and ``::2`` the same way), unless the topology gives the
   link's two addresses (``ipv6: [A/LEN, B/LEN]``), sites and clients an IPv6 default
   route, and every BGP session carries IPv6 unicast beside IPv4 (MP-BGP over the IPv4
-  session: FRR takes the IPv6 next hop from the link's address);
+  session; each speaker sends its own IPv6 address on the link as the next hop);
 * **BGP sessions**: one per link between BGP speakers, with what the neighbour is to the
   node (customer, peer, provider), so routers can apply Gao-Rexford policy;
 * **router ids** that sort like the routing engine's tie-break key (:func:`router_id`):
@@ -266,7 +266,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
     taken_ranges = (
         (TEST_PREFIX, "the lab's test prefix"),
         (LINKS, "the lab's links"),
-        (LINKS6, "the lab's IPv6 links"),
+        *(((LINKS6, "the lab's IPv6 links"),) if v6 else ()),  # a dual-stack lab's only
     )
     for c in net.prefixes.cidr:
         for taken, what in taken_ranges:
