@@ -91,6 +91,7 @@ LAB_GROUPS = {
     "test_lab_transit": "lab-c",
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",
+    "test_lab_ipv6": "lab-c",
 }
 
 

@@ -80,7 +80,7 @@ def bgp_paths(lab: RunningLab, router: str, prefix: str) -> dict[str, dict[str, 
     peer = {p.peer_address: p.peer for p in node.bgp_ports}
     argv = ["vtysh", "--vty_socket", str(lab.directory / "nodes" / router)]
     out = subprocess.run(
-        [*argv, "-c", f"show bgp ipv4 unicast {prefix} json"],
+        [*argv, "-c", f"show bgp {'ipv6' if ':' in prefix else 'ipv4'} unicast {prefix} json"],
         capture_output=True,
         text=True,
         check=True,

@@ -178,6 +178,12 @@ def _bad(edit: str, old: str) -> str:
             "    a-lon: {kind: router, asn: 65020, metro: london}",
             "AS65010 and AS65020 meet in los-angeles but not in london",
         ),
+        (
+            "  - {cidr: 198.51.100.0/24, sites: all}\n",
+            "  - {cidr: 198.51.100.0/24, sites: all}\n  - {cidr: 2001:db8:100::/48, sites: all}\n",
+            "lab.metros: sites LHR, SYD announce IPv6, and a lab whose routers stand in metros "
+            "is IPv4 only",
+        ),
     ],
 )
 def test_metro_lab_errors_name_their_place(old: str, new: str, message: str) -> None:

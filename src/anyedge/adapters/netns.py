@@ -69,6 +69,10 @@ def add(ns: str) -> None:
             "net.ipv4.conf.default.rp_filter": "0",
             "net.ipv4.conf.lo.rp_filter": "0",
             "net.ipv6.conf.all.forwarding": "1",
+            # IPv6 addresses stay on a link taken down (IPv4's always do), so a link
+            # brought up again is the link it was
+            "net.ipv6.conf.all.keep_addr_on_down": "1",
+            "net.ipv6.conf.default.keep_addr_on_down": "1",
         },
     )
 

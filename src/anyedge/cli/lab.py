@@ -241,6 +241,9 @@ def _port(plan: Any, plan_name: str | None) -> int:
     multiple=True,
     help="Probe from this client only (a name or a glob such as 'c*'); repeatable.",
 )
+@click.option(
+    "-6", "--ipv6", is_flag=True, help="Probe the IPv6 anycast address (a dual-stack lab)."
+)
 @json_option
 def probe(
     directory: Path | None,
@@ -249,14 +252,22 @@ def probe(
     plan_name: str | None,
     tcp: bool,
     clients: tuple[str, ...],
+    ipv6: bool,
     as_json: bool,
 ) -> None:
-    """Every client (or those given with --client) probes the anycast address: which
-    site answered how many flows."""
+    """Every client (or those given with --client) probes the anycast address (its IPv6
+    one with -6): which site answered how many flows."""
     from ..lab.build import LabError
     from ..lab.measure import choose_clients, probe_all
 
     _world, plan, _state = _attach(directory, name)
+    address = plan.service_address
+    if ipv6:
+        if plan.service_address6 is None:
+            raise InputError.one(
+                "command line", "--ipv6", "the lab's sites announce no IPv6 prefix"
+            )
+        address = plan.service_address6
     chosen = None
     if clients:
         chosen, bad = choose_clients(plan, clients)
@@ -264,7 +275,9 @@ def probe(
             known = ", ".join(n.name for n in plan.nodes if n.kind == "client")
             raise InputError.one("command line", "--client", f"{'; '.join(bad)}; clients: {known}")
     try:
-        got = probe_all(plan, clients=chosen, flows=flows, port=_port(plan, plan_name), tcp=tcp)
+        got = probe_all(
+            plan, clients=chosen, flows=flows, port=_port(plan, plan_name), tcp=tcp, address=address
+        )
     except LabError as e:
         raise _fail(e) from None
     if as_json:
@@ -280,7 +293,8 @@ def probe(
                 "lost": r.get("lost", 0),
             }
         )
-    _table(rows, f"{plan.service_address}:{_port(plan, plan_name)} from every client")
+    where = f"[{address}]" if ipv6 else address
+    _table(rows, f"{where}:{_port(plan, plan_name)} from every client")
 
 
 @lab_command()
@@ -335,6 +349,7 @@ def compare(
             [
                 {
                     "scenario": r.scenario,
+                    **({"prefix": r.prefix} if plan.ipv6 else {}),
                     "client": r.client,
                     "model": r.model or "-",
                     "lab": r.lab or "-",
@@ -379,19 +394,50 @@ def _settle(ann: Any, done: str) -> float:
         ) from None
 
 
+prefix_option = click.option(
+    "--prefix",
+    "prefixes",
+    multiple=True,
+    help="Only this prefix of the site's (repeatable): an IPv6 one alone, say.",
+)
+
+
+def _prefixes(plan: Any, code: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The --prefix values, each one of the site's prefixes (else bad input, exit 2)."""
+    import ipaddress
+
+    mine = plan.site_node(code).prefixes
+    out = []
+    for p in prefixes:
+        try:
+            net = str(ipaddress.ip_network(p))
+        except ValueError:
+            net = p
+        if net not in mine:
+            raise InputError.one(
+                "command line", "--prefix", f"{p} is not {code}'s; it has {', '.join(mine)}"
+            )
+        out.append(net)
+    return out
+
+
 @lab_command()
 @dir_option
 @name_option
 @click.argument("site")
-def withdraw(directory: Path | None, name: str | None, site: str) -> None:
-    """Withdraw the anycast prefixes at SITE through its BGP speaker."""
+@prefix_option
+def withdraw(directory: Path | None, name: str | None, site: str, prefixes: tuple[str]) -> None:
+    """Withdraw the anycast prefixes at SITE (or those given with --prefix) through its
+    BGP speaker."""
     from ..lab.measure import Announcer
 
     _world, plan, _state = _attach(directory, name)
     code = _site(plan, site)
+    chosen = _prefixes(plan, code, prefixes)
     ann = Announcer(plan, _dir(directory, name))
-    ann.withdraw(code)
-    click.echo(f"{code}: withdrawn; routes settled in {_settle(ann, f'{code}: withdrawn'):.1f} s")
+    ann.withdraw(code, chosen)
+    what = f"{', '.join(chosen)} withdrawn" if chosen else "withdrawn"
+    click.echo(f"{code}: {what}; routes settled in {_settle(ann, f'{code}: {what}'):.1f} s")
 
 
 @lab_command()
@@ -399,15 +445,21 @@ def withdraw(directory: Path | None, name: str | None, site: str) -> None:
 @name_option
 @click.argument("site")
 @click.option("--prepend", default=0, show_default=True, type=click.IntRange(0, 32))
-def announce(directory: Path | None, name: str | None, site: str, prepend: int) -> None:
-    """Announce the anycast prefixes at SITE (with its ASN prepended N more times)."""
+@prefix_option
+def announce(
+    directory: Path | None, name: str | None, site: str, prepend: int, prefixes: tuple[str]
+) -> None:
+    """Announce the anycast prefixes at SITE, or those given with --prefix (with its ASN
+    prepended N more times)."""
     from ..lab.measure import Announcer
 
     _world, plan, _state = _attach(directory, name)
     code = _site(plan, site)
+    chosen = _prefixes(plan, code, prefixes)
     ann = Announcer(plan, _dir(directory, name))
-    ann.announce(code, prepend)
-    how = f", prepended {prepend}x" if prepend else ""
+    ann.announce(code, prepend, chosen)
+    how = f" {', '.join(chosen)}" if chosen else ""
+    how += f", prepended {prepend}x" if prepend else ""
     took = _settle(ann, f"{code}: announced{how}")
     click.echo(f"{code}: announced{how}; routes settled in {took:.1f} s")
 
@@ -498,6 +550,11 @@ def load(
     "sites' cities); see docs/dns.md.",
 )
 @click.option(
+    "--ipv6",
+    is_flag=True,
+    help="Dual-stack: 2001:db8:100::/48 at every site but every third, beside IPv4.",
+)
+@click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Write here (default: stdout)."
 )
 def generate(
@@ -507,6 +564,7 @@ def generate(
     clients: int,
     operators: int,
     delays: bool,
+    ipv6: bool,
     output: Path | None,
 ) -> None:
     """Write a random lab topology (a tiered Internet, sites with mixed speakers)."""
@@ -515,7 +573,13 @@ def generate(
     from ..model.files.topology import dump_yaml
 
     topo = gen(
-        seed, routers=routers, sites=sites, clients=clients, operators=operators, delays=delays
+        seed,
+        routers=routers,
+        sites=sites,
+        clients=clients,
+        operators=operators,
+        delays=delays,
+        ipv6=ipv6,
     )
     text = dump_yaml(topo)
     if output is None:

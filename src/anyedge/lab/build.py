@@ -136,6 +136,7 @@ def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerCon
             p.prepend,
             p.med,
             p.communities,
+            p.address6.split("/")[0],
         )
         for p in node.bgp_ports
     )
@@ -149,6 +150,7 @@ def speaker_config(plan: LabPlan, node: NodePlan, directory: Path) -> SpeakerCon
         router_id=node.router_id,
         neighbors=neighbors,
         timers=Timers(),
+        ipv6=plan.ipv6,
     )
 
 
@@ -329,16 +331,20 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
         state.add_pids(directory, DELAY_LINES, [start_delay_lines(shaped, directory)])
     for n in plan.nodes:
         cmds = [f"addr add {p.address} dev {p.ifname}" for p in n.ports]
+        cmds += [f"addr add {p.address6} dev {p.ifname} nodad" for p in n.ports if p.address6]
         if n.servers:  # the servers hold the anycast addresses; the site routes to them
             from .edge import router_commands
 
             cmds += router_commands(n)
         else:
             cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]
+            cmds += [f"addr add {a}/128 dev lo" for a in n.anycast6]
         if n.loopback:
             cmds.append(f"addr add {n.loopback}/32 dev lo")
         if n.default_via:
             cmds.append(f"route add default via {n.default_via}")
+        if n.default_via6:
+            cmds.append(f"route add default via {n.default_via6}")
         if n.kind is NodeKind.SITE:
             from .forward import backbone_links
 
@@ -421,7 +427,7 @@ def start_service(plan: LabPlan, node: NodePlan, directory: Path, timeout: float
     log = d / "service.log"
     log.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "anyedge.lab.service", "--site", str(node.site)]
-    for a in node.anycast:
+    for a in (*node.anycast, *node.anycast6):
         argv += ["--address", a]
     argv += ["--ports", ",".join(map(str, plan.ports))]
     argv += metrics_args(plan, targets_file(directory, node.name, "site"), node.capacity_ms)
@@ -621,10 +627,15 @@ def _check_links(sessions: list[tuple[NodePlan, Port]]) -> None:
 
 
 def anycast_routes(plan: LabPlan) -> dict[str, str]:
-    """Each router's kernel routes to the anycast prefixes (``ip route`` text)."""
+    """Each router's kernel routes to the anycast prefixes (``ip route`` text; IPv6's
+    too in a dual-stack lab)."""
     out = {}
     for n in plan.of_kind(NodeKind.ROUTER):
         text = netns.run(n.namespace, ["ip", "-4", "route", "show", "proto", "bgp"], check=False)
+        if plan.ipv6:
+            text += netns.run(
+                n.namespace, ["ip", "-6", "route", "show", "proto", "bgp"], check=False
+            )
         out[n.name] = text.strip()
     return out
 

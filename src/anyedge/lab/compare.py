@@ -17,7 +17,9 @@ dead daemons, sites partitioned), and any more given by name as the model's
 the routing engine takes those links and sessions down.  Sites cut off are not
 withdrawn in turn (they announce nothing to anyone already).
 
-The comparison is for the lab's service prefix (its first IPv4 anycast prefix).
+The comparison is for the lab's service prefix (its first IPv4 anycast prefix) and, in
+a dual-stack lab, its first IPv6 prefix too (:attr:`~.plan.LabPlan.service_prefixes`):
+each is probed on its own first address, and each row says which prefix it is about.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .build import LabError, LabState
 from .fault_model import ModelFaults, check_modelled, model_faults, records_for
 from .igp import is_metro_lab
 from .measure import Announcer, dominant, probe_all
-from .plan import LabPlan, client_names, lab_world
+from .plan import LabPlan, client_names, first_host, lab_world
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Row:
     answered: int  # flows answered
     flows: int
     sites: int = 1  # how many sites answered
+    prefix: str = ""  # the anycast prefix probed (its first address)
 
     @property
     def agree(self) -> bool:
@@ -68,6 +71,7 @@ class Row:
             "answered": self.answered,
             "flows": self.flows,
             "sites": self.sites,
+            "prefix": self.prefix,
         }
 
 
@@ -207,14 +211,17 @@ def _scenario(
     flows: int,
     faults: ModelFaults,
 ) -> list[Row]:
-    want = predicted(world, withdrawn, plan.prefixes[0], routes, faults)
-    got = probe_all(plan, list(want), flows=flows)
     rows = []
-    for client, model_site in want.items():
-        r = got.get(client)
-        if r is None:
-            raise LabError(f"no probe result from {client}")
-        answers = r.get("answers", {})
-        answered = sum(answers.values())
-        rows.append(Row(name, client, model_site, dominant(r), answered, flows, len(answers)))
+    for prefix in plan.service_prefixes:
+        want = predicted(world, withdrawn, prefix, routes, faults)
+        got = probe_all(plan, list(want), flows=flows, address=first_host(prefix))
+        for client, model_site in want.items():
+            r = got.get(client)
+            if r is None:
+                raise LabError(f"no probe result from {client}")
+            answers = r.get("answers", {})
+            answered = sum(answers.values())
+            rows.append(
+                Row(name, client, model_site, dominant(r), answered, flows, len(answers), prefix)
+            )
     return rows

@@ -173,6 +173,8 @@ def restore_routes(plan: LabPlan, node: NodePlan) -> list[str]:
     cmds = []
     if node.default_via:
         cmds.append(["route", "replace", "default", "via", node.default_via])
+    if node.default_via6:
+        cmds.append(["route", "replace", "default", "via", node.default_via6])
     if node.kind is NodeKind.SITE:
         for b in backbone_links(plan, node):
             via = ["via", b.via, "dev", b.ifname, "table", str(b.table)]

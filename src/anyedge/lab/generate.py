@@ -39,6 +39,7 @@ SITES = (
     ("LHR", "London", "GB", 51.47, -0.45),
 )
 SPEAKERS = ("frr", "bird", "gobgp", "exabgp")
+PREFIX6 = "2001:db8:100::/48"  # a dual-stack lab's IPv6 anycast prefix (ipv6=True)
 SPREAD_DEG = 2.0  # how far (degrees of latitude and longitude) a router stands off its city
 
 
@@ -51,8 +52,10 @@ def generate(
     prefix: str = "198.51.100.0/24",
     operators: int = 1,
     delays: bool = False,
+    ipv6: bool = False,
 ) -> dict[str, Any]:
-    """A topology (as a dict ready for YAML) with a random lab."""
+    """A topology (as a dict ready for YAML) with a random lab; with ``ipv6``, the same
+    lab dual-stack (:data:`PREFIX6` at every site but every third)."""
     if not 3 <= routers <= 250:
         raise ValueError(f"routers must be between 3 and 250, got {routers}")
     if not 1 <= sites <= len(SITES):
@@ -125,6 +128,9 @@ def generate(
         "prefixes": [{"cidr": prefix, "sites": "all"}],
         "lab": {"nodes": nodes, "links": links},
     }
+    if ipv6:
+        six = [c[0] for i, c in enumerate(chosen) if i % 3 != 2]
+        out["prefixes"].append({"cidr": PREFIX6, "sites": six})
     if operators == 2 and sites > 1:
         out["operators"] = [{"name": "cdn", "asn": 64400, "sites": [c[0] for c in chosen[1::2]]}]
     if delays:

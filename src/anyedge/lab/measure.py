@@ -193,12 +193,20 @@ class Announcer:
             # the router at the other end must now have exactly these prefixes from us
             self._expect.setdefault(p.peer, {})[p.ip] = len(want)
 
-    def withdraw(self, site: str) -> None:
-        self.set(site, [])
+    def withdraw(self, site: str, prefixes: Iterable[str] = ()) -> None:
+        """Withdraw every prefix at ``site``, or only ``prefixes`` (the rest stay)."""
+        drop = set(prefixes)
+        self.set(site, [r for r in self.routes(site) if drop and r.prefix not in drop])
 
-    def announce(self, site: str, prepend: int = 0) -> None:
+    def announce(self, site: str, prepend: int = 0, prefixes: Iterable[str] = ()) -> None:
+        """Announce every prefix of ``site``, or only ``prefixes`` (what else it announces
+        stays as it is), with its ASN ``prepend`` more times."""
         node = self.plan.site_node(site)
-        self.set(site, [Route(p, prepend) for p in node.prefixes])
+        chosen = set(prefixes) or set(node.prefixes)
+        kept = [r for r in self.routes(site) if r.prefix not in chosen]
+        new = [Route(p, prepend) for p in node.prefixes if p in chosen]
+        order = {p: i for i, p in enumerate(node.prefixes)}
+        self.set(site, sorted([*kept, *new], key=lambda r: order.get(r.prefix, len(order))))
 
     def settle(self, timeout: float = 30.0) -> float:
         """Wait until the changes made here have reached the routers and BGP has

@@ -5,8 +5,13 @@ computed before anything is created — and then carries it out (:mod:`.build`).
 plan decides:
 
 * **addresses**: link *i* gets the /30 ``100.64.0.0 + 4i``; its first endpoint takes
-  ``.1``, its second ``.2``.  Each site holds the first address of every IPv4 anycast
-  prefix it announces as a /32 on ``lo`` (IPv6 prefixes are left to the model);
+  ``.1``, its second ``.2``.  Each site holds the first address of every anycast
+  prefix it announces on ``lo`` (a /32, or a /128).  A lab whose sites announce an IPv6
+  prefix is dual-stack: link *i* also gets the /126 ``2001:db8:ffff:: + 4i``
+  (:data:`LINKS6`, ``::1`` and ``::2`` the same way), unless the topology gives the
+  link's two addresses (``ipv6: [A/LEN, B/LEN]``), sites and clients an IPv6 default
+  route, and every BGP session carries IPv6 unicast beside IPv4 (MP-BGP over the IPv4
+  session; each speaker sends its own IPv6 address on the link as the next hop);
 * **BGP sessions**: one per link between BGP speakers, with what the neighbour is to the
   node (customer, peer, provider), so routers can apply Gao-Rexford policy;
 * **router ids** that sort like the routing engine's tie-break key (:func:`router_id`):
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..adapters.bgp.frr import ACTION
+from ..model.files.labv6 import LINKS6
 from ..model.files.topology import dump_yaml, parse_world, world_to_dict
 from ..model.lab import Lab, LabLink, LabNode, NodeKind, Relation, Speaker
 from ..model.world import World
@@ -48,6 +54,7 @@ from .delayline import Shape
 
 LINKS = "100.64.0.0/10"
 LINK_BASE = ipaddress.IPv4Address("100.64.0.0")
+LINK6_BASE = ipaddress.IPv6Network(LINKS6).network_address  # link i: LINK6_BASE + 4i, /126
 ROUTER_ID_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
 PORT_BASE = 7000
 # The Traffic Predictor's own anycast range: announced by every site, withdrawn at one
@@ -75,6 +82,8 @@ class Port:
     med: int = 0  # the MED it sends here (sites)
     communities: tuple[str, ...] = ()  # what it tags its routes with here, "ASN:VALUE"
     cost: int = 0  # an internal link's OSPF cost (km between its metros), else 0
+    address6: str = ""  # its IPv6 address with prefix length (a dual-stack lab), else ""
+    peer_address6: str = ""  # the other end's, without prefix length
 
     @property
     def ip(self) -> str:
@@ -92,9 +101,11 @@ class NodePlan:
     site_row: int | None  # its row in lab_world's sites
     speaker: Speaker | None
     ports: tuple[Port, ...]
-    anycast: tuple[str, ...] = ()  # addresses held on lo (sites)
-    prefixes: tuple[str, ...] = ()  # IPv4 prefixes the site announces
+    anycast: tuple[str, ...] = ()  # IPv4 addresses held on lo (sites)
+    prefixes: tuple[str, ...] = ()  # prefixes the site announces (IPv4, then IPv6)
     default_via: str | None = None  # sites and clients
+    anycast6: tuple[str, ...] = ()  # IPv6 addresses held on lo (sites)
+    default_via6: str | None = None  # sites and clients of a dual-stack lab
     networks: tuple[str, ...] = ()  # routers: the clients' networks they originate
     servers: int = 0  # sites with servers: the site is their router (see .edge)
     capacity_ms: float = 0.0  # sites: CPU ms/s of the site's servers (the world's)
@@ -128,9 +139,29 @@ class LabPlan:
     name: str
     asn: int
     nodes: tuple[NodePlan, ...]
-    prefixes: tuple[str, ...]  # every IPv4 anycast prefix of the lab
+    prefixes: tuple[str, ...]  # every anycast prefix: IPv4, then IPv6, then TEST_PREFIX
     plans: tuple[str, ...]  # plan names; plan i is served on port PORT_BASE + 1 + i
     cpu_ms: tuple[float, ...] = ()  # CPU ms a request of each plan costs (the world's)
+
+    @property
+    def ipv6(self) -> bool:
+        """Dual-stack: do the lab's sites announce an IPv6 prefix?"""
+        return bool(self.prefixes6)
+
+    @property
+    def prefixes6(self) -> tuple[str, ...]:
+        return tuple(p for p in self.prefixes if ipaddress.ip_network(p).version == 6)
+
+    @property
+    def service_prefixes(self) -> tuple[str, ...]:
+        """The prefixes ``lab compare`` checks: the first IPv4 one, and the first IPv6
+        one in a dual-stack lab."""
+        return (self.prefixes[0], *self.prefixes6[:1])
+
+    @property
+    def service_address6(self) -> str | None:
+        """The IPv6 address clients probe (the first IPv6 anycast prefix's first), if any."""
+        return first_host(self.prefixes6[0]) if self.prefixes6 else None
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -240,9 +271,21 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
     ]
     if not v4:
         raise ValueError("the lab's sites announce no IPv4 prefix")
+    v6 = [
+        q
+        for q, c in enumerate(net.prefixes.cidr)
+        if ipaddress.ip_network(c).version == 6
+        and any(net.prefixes.announced[q, net.sites.index(s)] for s in codes)
+    ]
+    taken_ranges = (
+        (TEST_PREFIX, "the lab's test prefix"),
+        (LINKS, "the lab's links"),
+        *(((LINKS6, "the lab's IPv6 links"),) if v6 else ()),  # a dual-stack lab's only
+    )
     for c in net.prefixes.cidr:
-        for taken, what in ((TEST_PREFIX, "the lab's test prefix"), (LINKS, "the lab's links")):
-            if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(taken)):
+        for taken, what in taken_ranges:
+            net_c, net_t = ipaddress.ip_network(c), ipaddress.ip_network(taken)
+            if net_c.version == net_t.version and net_c.overlaps(net_t):
                 raise ValueError(f"prefix {c} overlaps {taken}, {what}")
     if any(n.servers for n in lab.nodes):
         for c in net.prefixes.cidr:
@@ -263,6 +306,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
         a_ip, b_ip = base + 1, base + 2
         shape = Shape(link.delay_ms, link.jitter_ms, link.loss)
         cost = igp.cost(lab, link) if link.a[0] in loop and igp.is_internal(lab, link) else 0
+        a6, b6 = (link.ipv6 or _link6(i)) if v6 else ("", "")
         ports[link.a[0]].append(
             Port(
                 i,
@@ -274,6 +318,8 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 shape,
                 *_session(link, by_node, link.a[0], link.b[0]),
                 cost=cost,
+                address6=a6,
+                peer_address6=b6.split("/")[0],
             )
         )
         ports[link.b[0]].append(
@@ -287,6 +333,8 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                 shape,
                 *_session(link, by_node, link.b[0], link.a[0]),
                 cost=cost,
+                address6=b6,
+                peer_address6=a6.split("/")[0],
             )
         )
     networks = _client_networks(lab, ports)
@@ -322,6 +370,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
             s = net.sites.index(n.site)
             mine = tuple(net.prefixes.cidr[q] for q in v4 if net.prefixes.announced[q, s])
             mine += (TEST_PREFIX,)
+            mine6 = tuple(net.prefixes.cidr[q] for q in v6 if net.prefixes.announced[q, s])
             up = [x for x in p if x.relation != "none"]
             nodes.append(
                 NodePlan(
@@ -335,8 +384,10 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     n.speaker or Speaker.FRR,
                     p,
                     anycast=tuple(first_host(c) for c in mine),
-                    prefixes=mine,
+                    prefixes=(*mine[:-1], *mine6, TEST_PREFIX),
                     default_via=up[0].peer_address if up else None,
+                    anycast6=tuple(first_host(c) for c in mine6),
+                    default_via6=up[0].peer_address6 or None if up else None,
                     servers=n.servers,
                     capacity_ms=float(capacity[s]),
                 )
@@ -354,16 +405,23 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     None,
                     p,
                     default_via=p[0].peer_address if p else None,
+                    default_via6=p[0].peer_address6 or None if p else None,
                 )
             )
     return LabPlan(
         name=name,
         asn=net.asn,
         nodes=tuple(nodes),
-        prefixes=(*(net.prefixes.cidr[q] for q in v4), TEST_PREFIX),
+        prefixes=(*(net.prefixes.cidr[q] for q in (*v4, *v6)), TEST_PREFIX),
         plans=net.plans.names,
         cpu_ms=tuple(float(c) for c in net.plans.cpu_ms),
     )
+
+
+def _link6(i: int) -> tuple[str, str]:
+    """The IPv6 addresses of link ``i``'s two ends in a dual-stack lab (a /126 each)."""
+    base = LINK6_BASE + 4 * i
+    return f"{base + 1}/126", f"{base + 2}/126"
 
 
 def _client_networks(lab: Lab, ports: dict[str, list[Port]]) -> dict[str, tuple[str, ...]]:
@@ -376,9 +434,11 @@ def _client_networks(lab: Lab, ports: dict[str, list[Port]]) -> dict[str, tuple[
             continue
         cport = ports[n.name][0]
         if kind[cport.peer] is NodeKind.ROUTER:
-            out.setdefault(cport.peer, []).append(
-                str(ipaddress.ip_interface(cport.address).network)
-            )
+            for address in (cport.address, cport.address6):
+                if address:
+                    out.setdefault(cport.peer, []).append(
+                        str(ipaddress.ip_interface(address).network)
+                    )
     return {k: tuple(v) for k, v in out.items()}
 
 

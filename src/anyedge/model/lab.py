@@ -61,6 +61,9 @@ class LabLink:
     prepend: int = 0
     med: int = 0  # the MED the site sends on this session
     communities: tuple[str, ...] = ()  # no-export, no-peers, no-providers (network.py)
+    # the two ends' IPv6 addresses with their prefix length, in the order of the
+    # endpoints, when the topology gives them (a dual-stack lab generates them otherwise)
+    ipv6: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,12 @@ Every driver takes a :class:`SpeakerConfig` (the same for all kinds) and offers:
 * ``sessions()`` — per neighbour address, whether its session is established, as the
   daemon itself sees it (what ``anyedge lab status`` shows).
 
+In a dual-stack lab (``SpeakerConfig.ipv6``) the same sessions carry IPv6 unicast
+beside IPv4, and routes may be IPv6 prefixes, sent with the node's IPv6 address on the
+link (``Neighbor.local_address6``) as their next hop.  The topology checks refuse an IPv6
+prefix at a site whose speaker does not do this yet
+(:data:`anyedge.model.files.labv6.IPV6_SPEAKERS`).
+
 The ASN is prepended ``prepend`` extra times; the origin attribute is always IGP and
 the MED is absent or 0 (FRR's ``network`` statements attach 0; absent counts as 0), so
 that the routers' decision between two sites comes down to the path length and then the
@@ -55,6 +61,7 @@ class Neighbor:
     prepend: int = 0  # extra copies of the ASN on everything sent to this neighbour alone
     med: int = 0  # the MED sent to this neighbour (0: none, or FRR's 0)
     communities: tuple[str, ...] = ()  # "ASN:VALUE" standard communities added for it
+    local_address6: str = ""  # this node's IPv6 address on that link (a dual-stack lab)
 
     @property
     def shaped(self) -> bool:
@@ -77,6 +84,7 @@ class SpeakerConfig:
     router_id: str
     neighbors: tuple[Neighbor, ...]
     timers: Timers = Timers()
+    ipv6: bool = False  # the sessions (over IPv4) carry IPv6 unicast too (MP-BGP)
 
 
 class SiteSpeaker(Protocol):

@@ -18,6 +18,10 @@ The configuration (:func:`render_bird_conf`) has:
   ASN ``1 + prepend`` times); no MED is set; a session with a prepend, MED or
   communities of its own gets a filter of its own (``originated_only_<i>``) that also
   prepends, sets ``bgp_med`` and adds to ``bgp_community``;
+* in a dual-stack lab, ``protocol static originated6`` for the IPv6 prefixes, and on
+  each session an ``ipv6`` channel beside the ``ipv4`` one (the same filters; its next
+  hop is the site's IPv6 address on the link, ``next hop address``, since the session
+  runs over IPv4);
 * one ``protocol bgp`` per neighbour with ``import none`` (nothing is learned, hence
   nothing can be re-exported), ``export filter originated_only`` and the lab's timers
   (hold, keepalive, connect retry, a one-second connect delay and error wait so that a
@@ -43,6 +47,7 @@ from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_t
 BIRD = "bird"
 BIRDC = "birdc"
 STATIC = "originated"
+STATIC6 = "originated6"  # the IPv6 prefixes' static protocol (a dual-stack lab)
 FILTER = "originated_only"
 ERROR_WAIT = (1, 2)  # seconds BIRD waits after a session error before trying again
 
@@ -67,10 +72,18 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
         "",
         f"protocol static {STATIC} {{",
         "  ipv4;",
-        *(f"  route {p} blackhole;" for p in routes),
+        *(f"  route {p} blackhole;" for p in routes if ":" not in p),
         "}",
         "",
     ]
+    if cfg.ipv6:
+        lines += [
+            f"protocol static {STATIC6} {{",
+            "  ipv6;",
+            *(f"  route {p} blackhole;" for p in routes if ":" in p),
+            "}",
+            "",
+        ]
     lines += _filter(cfg.asn, routes, FILTER, Neighbor("", 0, "", ""))
     for i, n in enumerate(cfg.neighbors, start=1):
         if n.shaped:
@@ -92,8 +105,16 @@ def render_bird_conf(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
             "    import none;",
             f"    export filter {f'{FILTER}_{i}' if n.shaped else FILTER};",
             "  };",
-            "}",
         ]
+        if cfg.ipv6:  # IPv6 unicast over the IPv4 session: the next hop must be said
+            lines += [
+                "  ipv6 {",
+                "    import none;",
+                f"    export filter {f'{FILTER}_{i}' if n.shaped else FILTER};",
+                f"    next hop address {n.local_address6};",
+                "  };",
+            ]
+        lines += ["}"]
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +124,7 @@ def _filter(asn: int, routes: Mapping[str, Route], name: str, n: Neighbor) -> li
         "",
         f"filter {name}",
         "{",
-        f'  if proto != "{STATIC}" then reject;',
+        f'  if proto != "{STATIC}" && proto != "{STATIC6}" then reject;',
         "  bgp_origin = ORIGIN_IGP;",
     ]
     for p, r in routes.items():

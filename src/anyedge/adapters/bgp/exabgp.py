@@ -20,6 +20,10 @@ ExaBGP writes back (acknowledgements, neighbour up/down) into ``ctl.state.json``
 ExaBGP keeps no routes it receives (no ``receive`` section): nothing is learned, nothing
 is re-exported.
 
+In a dual-stack lab each neighbour also has the ``ipv6 unicast`` family, and an IPv6
+route is announced neighbour by neighbour with the site's IPv6 address on that link as
+its next hop (``next-hop self`` would be the IPv4 session's address).
+
 :meth:`ExaBgp.apply` writes ``announce route P next-hop self origin igp as-path [ … ]``
 and ``withdraw route P`` lines into the FIFO and waits for ExaBGP to acknowledge each
 one.  ExaBGP sends the AS path it is given as is (it only supplies its own ASN when no
@@ -83,6 +87,7 @@ def render_exabgp_conf(
             "  passive true;",
             "  family {",
             "    ipv4 unicast;",
+            *(["    ipv6 unicast;"] if cfg.ipv6 else []),
             "  }",
             "  api {",
             f"    processes [ {PROCESS} ];",
@@ -116,7 +121,9 @@ def announce_line(asn: int, route: Route, neighbor: Neighbor | None = None) -> s
     prepend, if given)."""
     extra = neighbor.prepend if neighbor is not None else 0
     path = " ".join([str(asn)] * (1 + route.prepend + extra))
-    line = f"announce route {route.prefix} next-hop self origin igp as-path [ {path} ]"
+    # over an IPv4 session "self" is the IPv4 address: an IPv6 route names its own
+    hop = neighbor.local_address6 if neighbor is not None and ":" in route.prefix else "self"
+    line = f"announce route {route.prefix} next-hop {hop} origin igp as-path [ {path} ]"
     if neighbor is None:
         return line
     if neighbor.med:
@@ -127,8 +134,9 @@ def announce_line(asn: int, route: Route, neighbor: Neighbor | None = None) -> s
 
 
 def announce_lines(cfg: SpeakerConfig, route: Route) -> list[str]:
-    """One line to every neighbour, or one per neighbour where a session prepends."""
-    if not any(n.shaped for n in cfg.neighbors):
+    """One line to every neighbour, or one per neighbour where a session prepends or
+    where the route is IPv6 (its next hop is the site's address on each link)."""
+    if not any(n.shaped for n in cfg.neighbors) and ":" not in route.prefix:
         return [announce_line(cfg.asn, route)]
     return [announce_line(cfg.asn, route, n) for n in cfg.neighbors]
 

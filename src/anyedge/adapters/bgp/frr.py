@@ -30,6 +30,11 @@ community … additive``).  ISP routers honour NO_EXPORT (bgpd does by itself) a
 lab's action communities addressed to them: ``ASN:990`` not to their peers, ``ASN:991``
 not to their providers (a ``deny`` entry ahead of the export route maps).
 Changes go through ``vtysh``: announce, withdraw, or change the prepend of a prefix.
+
+**IPv6** (a dual-stack lab, ``SpeakerConfig.ipv6``): every session, over IPv4, also
+activates the IPv6 unicast address family with the same route maps; bgpd sends the
+global IPv6 address of the session's interface as the next hop.  Routers originate
+their clients' IPv6 networks too, and sites their IPv6 prefixes.
 """
 
 from __future__ import annotations
@@ -115,6 +120,15 @@ def _neighbor_lines(cfg: SpeakerConfig, n: Neighbor) -> list[str]:
     return lines
 
 
+def _family(prefix: str) -> str:
+    """The address family a prefix goes under: ``ipv4`` or ``ipv6``."""
+    return "ipv6" if ":" in prefix else "ipv4"
+
+
+def _families(cfg: SpeakerConfig) -> tuple[str, ...]:
+    return ("ipv4", "ipv6") if cfg.ipv6 else ("ipv4",)
+
+
 def bfdd_config(cfg: SpeakerConfig) -> str:
     """bfdd.conf: the lab's BFD profile (bgpd asks for sessions with it)."""
     t = cfg.timers
@@ -156,18 +170,21 @@ def router_config(
     ]
     for rn in nbs:
         lines += _neighbor_lines(cfg, rn.neighbor)
-    lines += [" address-family ipv4 unicast", "  maximum-paths 1", "  maximum-paths ibgp 1"]
-    lines += [f"  network {n} route-map CLIENTS" for n in networks]
-    for rn in nbs:
-        a, rel = rn.neighbor.address, rn.relation.upper()
-        if rn.relation == "internal":
-            lines += [f"  neighbor {a} next-hop-self"]
-            continue
-        lines += [
-            f"  neighbor {a} route-map FROM-{rel} in",
-            f"  neighbor {a} route-map TO-{rel} out",
-        ]
-    lines += [" exit-address-family", "!"]
+    for af in _families(cfg):
+        lines += [f" address-family {af} unicast", "  maximum-paths 1", "  maximum-paths ibgp 1"]
+        lines += [f"  network {n} route-map CLIENTS" for n in networks if _family(n) == af]
+        for rn in nbs:
+            a, rel = rn.neighbor.address, rn.relation.upper()
+            lines += [f"  neighbor {a} activate"] if af == "ipv6" else []
+            if rn.relation == "internal":
+                lines += [f"  neighbor {a} next-hop-self"]
+                continue
+            lines += [
+                f"  neighbor {a} route-map FROM-{rel} in",
+                f"  neighbor {a} route-map TO-{rel} out",
+            ]
+        lines += [" exit-address-family"]
+    lines += ["!"]
     return "\n".join(lines) + "\n"
 
 
@@ -203,15 +220,20 @@ def site_config(cfg: SpeakerConfig, routes: Mapping[str, Route]) -> str:
     ]
     for n in cfg.neighbors:
         lines += _neighbor_lines(cfg, n)
-    lines += [" address-family ipv4 unicast"]
-    for r in routes.values():
-        lines.append(f"  network {r.prefix} route-map ORIGIN-P{r.prepend}")
-    for i, n in enumerate(cfg.neighbors, start=1):
-        lines += [
-            f"  neighbor {n.address} route-map NOTHING in",
-            f"  neighbor {n.address} route-map {f'SESSION-{i}' if n.shaped else 'ORIGINATED'} out",
-        ]
-    lines += [" exit-address-family", "!"]
+    for af in _families(cfg):
+        lines += [f" address-family {af} unicast"]
+        for r in routes.values():
+            if _family(r.prefix) == af:
+                lines.append(f"  network {r.prefix} route-map ORIGIN-P{r.prepend}")
+        for i, n in enumerate(cfg.neighbors, start=1):
+            out = f"SESSION-{i}" if n.shaped else "ORIGINATED"
+            lines += [f"  neighbor {n.address} activate"] if af == "ipv6" else []
+            lines += [
+                f"  neighbor {n.address} route-map NOTHING in",
+                f"  neighbor {n.address} route-map {out} out",
+            ]
+        lines += [" exit-address-family"]
+    lines += ["!"]
     return "\n".join(lines) + "\n"
 
 
@@ -307,23 +329,46 @@ class Frr:
 
     def apply(self, routes: Iterable[Route]) -> None:
         want = by_prefix(routes)
-        changes = [f"no network {p}" for p in self._routes if p not in want]
-        changes += [
-            f"network {p} route-map ORIGIN-P{r.prepend}"
-            for p, r in want.items()
-            if self._routes.get(p) != r
-        ]
+        changes: dict[str, list[str]] = {}
+        for p in self._routes:
+            if p not in want:
+                changes.setdefault(_family(p), []).append(f"no network {p}")
+        for p, r in want.items():
+            if self._routes.get(p) != r:
+                changes.setdefault(_family(p), []).append(
+                    f"network {p} route-map ORIGIN-P{r.prepend}"
+                )
         if changes:
             maps: list[str] = []
             for n in sorted({r.prepend for r in want.values()}):
                 maps += _prepend_map(self.config.asn, n)
-            af = [f"router bgp {self.config.asn}", "address-family ipv4 unicast"]
-            self.vtysh("configure terminal", *maps, *af, *changes)
+            af = [f"router bgp {self.config.asn}"]
+            for family, lines in sorted(changes.items()):
+                af += [f"address-family {family} unicast", *lines, "exit-address-family"]
+            self.vtysh("configure terminal", *maps, *af)
         self._routes = dict(want)
 
     def summary(self) -> dict[str, dict[str, object]]:
-        """Per neighbour address: its session state and prefixes received (``pfxRcd``)."""
-        out = self.vtysh("show bgp ipv4 unicast summary json")
+        """Per neighbour address: its session state and prefixes received (``pfxRcd``;
+        in a dual-stack lab, IPv4 and IPv6 prefixes together)."""
+        if not self.config.ipv6:
+            return self._peers(self.vtysh("show bgp ipv4 unicast summary json"))
+        out = self.vtysh("show bgp summary json")  # every address family, by its name
+        try:
+            families = json.loads(out or "{}")
+        except json.JSONDecodeError as e:
+            raise SpeakerError(f"{self.config.node}: unreadable BGP summary: {e}") from None
+        peers: dict[str, dict[str, object]] = {}
+        for family in ("ipv4Unicast", "ipv6Unicast"):
+            for a, p in families.get(family, {}).get("peers", {}).items():
+                if a in peers:
+                    got = int(str(peers[a].get("pfxRcd", 0))) + int(str(p.get("pfxRcd", 0)))
+                    peers[a]["pfxRcd"] = got
+                else:
+                    peers[a] = dict(p)
+        return peers
+
+    def _peers(self, out: str) -> dict[str, dict[str, object]]:
         try:
             peers: dict[str, dict[str, object]] = json.loads(out or "{}").get("peers", {})
         except json.JSONDecodeError as e:

@@ -72,8 +72,10 @@ def render_gobgp_toml(cfg: SpeakerConfig) -> str:
         '  default-export-policy = "reject-route"',
         "",
         *_session_sets(cfg),
+        *_link_sets(cfg),
         "[[policy-definitions]]",
         f'  name = "{POLICY}"',
+        *_next_hop6_statements(cfg),
         *_session_statements(cfg),
         "  [[policy-definitions.statements]]",
         '    name = "local-paths"',
@@ -101,7 +103,49 @@ def render_gobgp_toml(cfg: SpeakerConfig) -> str:
             "    [neighbors.afi-safis.config]",
             '      afi-safi-name = "ipv4-unicast"',
         ]
+        if cfg.ipv6:
+            lines += [
+                "  [[neighbors.afi-safis]]",
+                "    [neighbors.afi-safis.config]",
+                '      afi-safi-name = "ipv6-unicast"',
+            ]
     return "\n".join(lines) + "\n"
+
+
+def _link_sets(cfg: SpeakerConfig) -> list[str]:
+    """A neighbour set per neighbour (``link-<i>``) in a dual-stack lab."""
+    lines: list[str] = []
+    for i, n in enumerate(cfg.neighbors, start=1):
+        if cfg.ipv6:
+            lines += [
+                "[[defined-sets.neighbor-sets]]",
+                f'  neighbor-set-name = "link-{i}"',
+                f"  neighbor-info-list = [{json.dumps(n.address)}]",
+                "",
+            ]
+    return lines
+
+
+def _next_hop6_statements(cfg: SpeakerConfig) -> list[str]:
+    """IPv6 local paths sent to the neighbour of set ``link-<i>`` get the site's IPv6
+    address on that link as their next hop (the session runs over IPv4, whose address
+    GoBGP would give them).  No disposition: the statements after it still decide."""
+    lines: list[str] = []
+    for i, n in enumerate(cfg.neighbors, start=1):
+        if cfg.ipv6:
+            lines += [
+                "  [[policy-definitions.statements]]",
+                f'    name = "next-hop6-{i}"',
+                "    [policy-definitions.statements.conditions.match-neighbor-set]",
+                f'      neighbor-set = "link-{i}"',
+                '      match-set-options = "any"',
+                "    [policy-definitions.statements.conditions.bgp-conditions]",
+                '      route-type = "local"',
+                '      afi-safi-in-list = ["ipv6-unicast"]',
+                "    [policy-definitions.statements.actions.bgp-actions]",
+                f'      set-next-hop = "{n.local_address6}"',
+            ]
+    return lines
 
 
 def _shaped(cfg: SpeakerConfig) -> list[tuple[int, Neighbor]]:
@@ -161,8 +205,9 @@ def _session_statements(cfg: SpeakerConfig) -> list[str]:
 
 def rib_add_args(asn: int, route: Route) -> list[str]:
     """``gobgp`` arguments that (re)announce ``route``."""
-    args = ["global", "rib", "add", "-a", "ipv4", route.prefix, "origin", "igp"]
-    args += ["nexthop", "0.0.0.0"]
+    v6 = ":" in route.prefix
+    args = ["global", "rib", "add", "-a", "ipv6" if v6 else "ipv4", route.prefix]
+    args += ["origin", "igp", "nexthop", "::" if v6 else "0.0.0.0"]
     if route.prepend:
         args += ["aspath", ",".join([str(asn)] * route.prepend)]
     return args
@@ -223,7 +268,7 @@ class GoBgp:
         want = by_prefix(routes)
         for p in list(self._routes):
             if p not in want:
-                self.gobgp("global", "rib", "del", "-a", "ipv4", p)
+                self.gobgp("global", "rib", "del", "-a", "ipv6" if ":" in p else "ipv4", p)
                 del self._routes[p]
         for p, r in want.items():
             if self._routes.get(p) != r:

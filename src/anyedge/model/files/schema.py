@@ -171,6 +171,9 @@ class LabLinkIn(Strict):
     prepend: int = Field(0, ge=0, le=32, description="the site's extra ASNs on this session")
     med: MED = Field(0, description="the MED the site sends on this session")
     communities: list[Community] = Field([], description="the site's, on this session")
+    ipv6: list[str] = Field(
+        [], max_length=2, description="the two ends' IPv6 addresses (dual-stack labs)"
+    )
 
 
 class LabIn(Strict):

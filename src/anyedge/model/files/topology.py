@@ -49,6 +49,7 @@ from ..world import World
 from . import labends, labmetro
 from .asrel import format_as_rel, parse_as_rel, read_as_rel
 from .atomic import write_all
+from .labv6 import check_lab_ipv6
 from .schema import TopologyIn
 from .tables import COLUMNS, format_table, read_table
 from .text import read_text
@@ -337,6 +338,7 @@ def _check_internet(t: TopologyIn, n_plans: int) -> Iterator[tuple[Loc, str]]:
 
 def _check_lab(t: TopologyIn, codes: dict[str, int]) -> Iterator[tuple[Loc, str]]:
     nodes = t.lab.nodes
+    yield from check_lab_ipv6(t)
     for name, n in nodes.items():
         if n.kind == "site":
             if n.site is None:
@@ -808,6 +810,7 @@ def _build_lab(t: TopologyIn) -> Lab:
                 prepend=link.prepend,
                 med=link.med,
                 communities=tuple(link.communities),
+                ipv6=tuple(link.ipv6),
             )
         )
     metros = tuple(LabMetro(k, m.lat, m.lon) for k, m in t.lab.metros.items())
@@ -824,6 +827,8 @@ def _link_dict(k: LabLink) -> dict[str, Any]:
             d[name] = getattr(k, name)
     if k.communities:
         d["communities"] = list(k.communities)
+    if k.ipv6:
+        d["ipv6"] = list(k.ipv6)
     return d
 
 
