@@ -30,6 +30,12 @@ ended by its pid.  On this machine (2 cores) the sender and the server share the
 each other and with whatever else runs: the rates are for comparing servers measured in
 the same run, not a server's peak; rerun when the machine is busy.
 
+``--unbatched`` adds a third server: anyedge with ``udp_batch: 0`` (one datagram per
+system call through asyncio's transports, as before batching), measured in the same run;
+``--rate`` paces the relay-rate runs (CPU per packet at a load a relay can keep up with,
+where batches are small).  The server's CPU is summed over its process tree, so
+``--workers 2`` counts anyedge's worker processes, not only the supervisor.
+
 Run: ``python bench/bench_turn.py`` (``--quick`` for small sizes; ``--json FILE``).
 """
 
@@ -38,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -56,6 +63,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import turn_peers as tp  # noqa: E402
 
 SERVERS = ("coturn", "anyedge")
+UNBATCHED = "anyedge-unbatched"  # --unbatched: anyedge with udp_batch: 0, in the same run
 USER, PASSWORD = "bench", "bench-password"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -82,6 +90,8 @@ def percentile(values: list[float], q: float) -> float:
 def server(name: str, workers: int, relay_count: int) -> Iterator[tp.TurnServer | None]:
     """A fresh server ``name`` in a temporary directory, or None if there is none here."""
     factory = tp.TURN_SERVERS.get(name)
+    if name == UNBATCHED:
+        factory = functools.partial(tp.anyedge_server, extra_yaml="udp_batch: 0\n")
     if factory is None:
         yield None
         return
@@ -289,6 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the delivered rates (no lossless sweep, setup or memory)",
     )
+    p.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="also anyedge with udp_batch: 0 (one datagram per system call), same run",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="pace the relay-rate runs at this many frames/s (default: as fast as it can)",
+    )
     args = p.parse_args(argv)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -301,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         memory_counts = []
 
     results: dict[str, dict[str, Any]] = {}
-    for name in SERVERS:
+    servers = (*SERVERS, UNBATCHED) if args.unbatched else SERVERS
+    for name in servers:
         print(f"{name}:", file=sys.stderr)
         r: dict[str, Any] = {}
         with server(name, args.workers, n_seq + n_conc + 500) as s:
@@ -311,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for size in (100, 1200):
                 runs = sorted(
-                    (relay_rate(s, size, seconds) for _ in range(repeat)),
+                    (relay_rate(s, size, seconds, args.rate) for _ in range(repeat)),
                     key=lambda x: x["delivered_pps"],
                 )
                 r[f"rate_{size}"] = runs[len(runs) // 2]  # the median run
@@ -392,16 +414,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{n_conc} concurrent allocations\n"
     )
     width = max(len(r[0]) for r in rows) + 2
-    head = f"{'':{width}}{'coturn':>14}{'anyedge':>14}{'anyedge/coturn':>16}  better"
+    ours = servers[1:]
+    head = f"{'':{width}}" + "".join(f"{n:>{max(14, len(n) + 2)}}" for n in servers)
+    head += "".join(f"{n + '/coturn':>{max(16, len(n) + 9)}}" for n in ours) + "  better"
     print(head)
     print("-" * len(head))
     for label, better, f, spec in rows:
         a = f(results.get("coturn", {}))
-        b = f(results.get("anyedge", {}))
-        ratio = b / a if a and b is not None and a == a and b == b else None
-        print(
-            f"{label:{width}}{fmt(a, spec):>14}{fmt(b, spec):>14}{fmt(ratio, '.2f'):>16}  {better}"
-        )
+        line = f"{label:{width}}{fmt(a, spec):>14}"
+        ratios = ""
+        for n in ours:
+            b = f(results.get(n, {}))
+            ratio = b / a if a and b is not None and a == a and b == b else None
+            line += f"{fmt(b, spec):>{max(14, len(n) + 2)}}"
+            ratios += f"{fmt(ratio, '.2f'):>{max(16, len(n) + 9)}}"
+        print(f"{line}{ratios}  {better}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
