@@ -30,8 +30,9 @@ ended by its pid.  On this machine (2 cores) the sender and the server share the
 each other and with whatever else runs: the rates are for comparing servers measured in
 the same run, not a server's peak; rerun when the machine is busy.
 
-``--unbatched`` adds a third server: anyedge with ``udp_batch: 0`` (one datagram per
-system call through asyncio's transports, as before batching), measured in the same run;
+``--unbatched`` adds a server: anyedge with ``udp_batch: 0`` (one datagram per system
+call through asyncio's transports, as before batching), measured in the same run;
+``--nogso`` one with batches but ``udp_gso: false`` (no UDP segmentation offload);
 ``--rate`` paces the relay-rate runs (CPU per packet at a load a relay can keep up with,
 where batches are small).  The server's CPU is summed over its process tree, so
 ``--workers 2`` counts anyedge's worker processes, not only the supervisor.
@@ -63,7 +64,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import turn_peers as tp  # noqa: E402
 
 SERVERS = ("coturn", "anyedge")
-UNBATCHED = "anyedge-unbatched"  # --unbatched: anyedge with udp_batch: 0, in the same run
+# anyedge configured otherwise, measured in the same run (--unbatched, --nogso)
+VARIANTS = {"anyedge-unbatched": "udp_batch: 0\n", "anyedge-nogso": "udp_gso: false\n"}
 USER, PASSWORD = "bench", "bench-password"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -90,8 +92,8 @@ def percentile(values: list[float], q: float) -> float:
 def server(name: str, workers: int, relay_count: int) -> Iterator[tp.TurnServer | None]:
     """A fresh server ``name`` in a temporary directory, or None if there is none here."""
     factory = tp.TURN_SERVERS.get(name)
-    if name == UNBATCHED:
-        factory = functools.partial(tp.anyedge_server, extra_yaml="udp_batch: 0\n")
+    if name in VARIANTS:
+        factory = functools.partial(tp.anyedge_server, extra_yaml=VARIANTS[name])
     if factory is None:
         yield None
         return
@@ -305,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also anyedge with udp_batch: 0 (one datagram per system call), same run",
     )
     p.add_argument(
+        "--nogso",
+        action="store_true",
+        help="also anyedge with udp_gso: false (batches without segmentation), same run",
+    )
+    p.add_argument(
         "--rate",
         type=float,
         default=None,
@@ -322,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_counts = []
 
     results: dict[str, dict[str, Any]] = {}
-    servers = (*SERVERS, UNBATCHED) if args.unbatched else SERVERS
+    servers = SERVERS + ("anyedge-nogso",) * args.nogso + ("anyedge-unbatched",) * args.unbatched
     for name in servers:
         print(f"{name}:", file=sys.stderr)
         r: dict[str, Any] = {}

@@ -349,7 +349,7 @@ def test_sendmmsg_skips_a_refused_message_and_goes_on() -> None:
 
 def test_sendmmsg_drops_and_counts_what_finds_no_room() -> None:
     """A receiver that does not read and a small send buffer: EAGAIN part-way."""
-    ring = mmsg.Ring(32)
+    ring = mmsg.Ring(32, gso=False)  # a Unix socket takes no UDP segmentation
     name = b"\0anyedge-test-batch-%d" % threading.get_ident()
     with (
         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx,
@@ -371,3 +371,23 @@ def test_sendmmsg_drops_and_counts_what_finds_no_room() -> None:
                 got.append(rx.recv(2000))
         assert got == [bytes([i]) * 1000 for i in range(sent)]
         assert ring.flush() == 0  # nothing left queued
+
+
+def test_same_size_datagrams_to_one_destination_leave_as_one_segmented_send() -> None:
+    """UDP_SEGMENT: ten 100-byte datagrams to one peer are one message for ``sendmmsg``
+    and arrive as ten datagrams; a different size, another destination or a datagram
+    over 1,232 bytes starts a new message."""
+    ring = mmsg.Ring(16)
+    with _peer() as a, _peer() as b, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        to_a, to_b = mmsg.Destination(a.getsockname()), mmsg.Destination(b.getsockname())
+        offs = _fill(ring, 16, 1500)
+        plan = [(to_a, 100)] * 10 + [(to_a, 60), (to_b, 60), (to_b, 60)] + [(to_b, 1400)] * 2
+        for off, (dest, size) in zip(offs, plan, strict=False):
+            ring.queue(s.fileno(), dest, off, size)
+        assert ring._count == [10, 1, 2, 1, 1]  # the messages sendmmsg is given
+        assert ring.flush() == 15
+        assert ring.send_failed == 0
+        assert _drain(a, 0.2) == [bytes([i]) * 100 for i in range(10)] + [bytes([10]) * 60]
+        assert _drain(b, 0.2) == [bytes([11]) * 60, bytes([12]) * 60] + [
+            bytes([i]) * 1400 for i in (13, 14)
+        ]

@@ -30,7 +30,10 @@ socket, ``OpenRelay``/``CloseRelay`` on the relay sockets.  Nothing here decides
 anything about TURN.  Datagrams of established UDP channels take a shortcut: the UDP
 listener and relay protocols look their source up in the lanes the core's answers
 were written down in (:mod:`.shortcut`) and send at once, until the core's deadline;
-whatever is not there goes to the core, and a lane is learnt after it.
+whatever is not there goes to the core, and a lane is learnt after it.  With
+``udp_batch`` (the default) UDP listeners and relay sockets are not asyncio transports
+but :mod:`.batched` sockets, read with ``recvmmsg`` and written with ``sendmmsg`` a batch
+at a time, the same lanes deciding.
 """
 
 from __future__ import annotations
@@ -373,7 +376,7 @@ class TurnService:
         self.shortcuts = Shortcuts(self.core.counters)
         # udp_batch: UDP listeners and relay sockets read and written in batches
         batch = config.doc.udp_batch
-        self.ring = Ring(batch) if batch > 0 and available() else None
+        self.ring = Ring(batch, config.doc.udp_gso) if batch > 0 and available() else None
         self.listeners: dict[Addr, asyncio.DatagramTransport | BatchedSocket] = {}
         self.servers: list[asyncio.Server] = []
         self.streams: dict[tuple[str, Addr, Addr], asyncio.Transport] = {}

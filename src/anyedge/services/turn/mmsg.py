@@ -14,7 +14,14 @@ at a time -- the event loop runs one callback at a time, so one ring serves ever
 * a send vector of as many messages, filled by :meth:`Ring.queue` with a destination
   (a ``sockaddr`` the lane wrote once) and a span of a receive slot -- nothing is copied
   in Python -- and sent by :meth:`Ring.flush` with one ``sendmmsg`` per run of messages
-  for the same socket, in the order they were queued.
+  for the same socket, in the order they were queued;
+* segmentation offload (``gso``): a datagram queued right after one of the same size
+  (at most :data:`GSO_SEGMENT_MAX` bytes) from the same socket to the same destination
+  becomes one more iovec of that message, which carries a ``UDP_SEGMENT`` control
+  message: the kernel sends up to :data:`GSO_SEGMENTS` datagrams as one through its
+  stack and cuts them apart at the end (the device, or the receiving socket on
+  loopback).  A segment fits any path's MTU, so nothing is sent that one datagram at a
+  time would not have been; if the kernel refuses segmentation it is not asked again.
 
 Data flow: kernel -> ``recv`` (one call, up to ``slots`` datagrams) -> slots and names ->
 the caller's lane lookups -> ``queue`` -> ``flush`` (one call per run) -> kernel.
@@ -43,7 +50,14 @@ MSG_DONTWAIT = 0x40
 # struct msghdr: name (0), namelen (8), iov (16), iovlen (24), control (32),
 # controllen (40), flags (48); struct mmsghdr adds msg_len (56)
 _HDR = struct.Struct("=QI4xQQQQi4xI4x")
-_NAME = struct.Struct("=QI")  # msg_name and msg_namelen of one message
+_FIRST = struct.Struct("=QI4xQQQQ")  # name, namelen, iov, iovlen, control, controllen
+_MORE = struct.Struct("=QQQ")  # iovlen, control, controllen (at offset 24)
+_CMSG = struct.Struct("=Qiih6x")  # cmsghdr (len, level, type), the segment size; padded
+CMSG = 24  # CMSG_SPACE(2)
+SOL_UDP, UDP_SEGMENT = 17, 103
+GSO_SEGMENTS = 64  # datagrams per segmented send (the kernel's limit is 64 or more)
+GSO_SEGMENT_MAX = 1232  # bytes: a segment fits any path (IPv6's 1,280 minimum MTU)
+GSO_BYTES = 65000  # bytes per segmented send (one IP packet's worth before segmenting)
 _SPAN = struct.Struct("=QQ")  # one iovec: base, length
 _V4 = struct.Struct("=H")  # sa_family, host order
 _PORT = struct.Struct("!H")
@@ -66,6 +80,9 @@ if sys.platform == "linux" and struct.calcsize("P") == 8:
         _sendmmsg.restype = ctypes.c_int
     except (OSError, AttributeError):
         _libc = None
+
+
+_NO_GSO = frozenset((errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT))
 
 
 def available() -> bool:
@@ -114,7 +131,7 @@ class Destination:
 class Ring:
     """One worker's batch memory and vectors (module docstring)."""
 
-    def __init__(self, slots: int = 32) -> None:
+    def __init__(self, slots: int = 32, gso: bool = True) -> None:
         if _libc is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
         self.slots = slots
@@ -141,16 +158,21 @@ class Ring:
         self._rhdr_ptr = {f: ctypes.addressof(h) for f, h in self._rhdr.items()}
         self._rlen = {f: memoryview(h).cast("B").cast("I") for f, h in self._rhdr.items()}
         self.lengths = self._rlen[socket.AF_INET]  # of the last recv: lengths[16 * i + 14]
-        # send: as many messages as a batch can queue
+        # send: as many messages (and iovecs) as a batch can queue, and a control
+        # message (UDP_SEGMENT) per message for segmentation offload
         self._siov = ctypes.create_string_buffer(slots * IOV)
         self._shdr = ctypes.create_string_buffer(slots * MSG)
-        siov = ctypes.addressof(self._siov)
-        for i in range(slots):
-            _HDR.pack_into(self._shdr, i * MSG, 0, 0, siov + i * IOV, 1, 0, 0, 0, 0)
+        self._ctrl = ctypes.create_string_buffer(slots * CMSG)
+        self._siov_ptr = ctypes.addressof(self._siov)
         self._shdr_ptr = ctypes.addressof(self._shdr)
+        self._ctrl_ptr = ctypes.addressof(self._ctrl)
         self._base = base
+        self.gso = gso  # same-size datagrams to one destination leave as one send (GSO)
         self._fds: list[int] = []  # the socket of each queued message
         self._dests: list[Destination] = []
+        self._size: list[int] = []  # each message's datagram (segment) size
+        self._count: list[int] = []  # datagrams in each message
+        self._iovs = 0
         self.send_failed = 0  # messages the kernel refused or had no room for
         self.last_send_error = 0
 
@@ -175,16 +197,40 @@ class Ring:
     def queue(self, fd: int, dest: Destination, offset: int, length: int) -> None:
         """Send ``view[offset : offset + length]`` from ``fd`` to ``dest`` at the next
         :meth:`flush` (which must come before the slot is read into again)."""
-        k = len(self._fds)
-        _NAME.pack_into(self._shdr, k * MSG, dest.ptr, dest.length)
-        _SPAN.pack_into(self._siov, k * IOV, self._base + offset, length)
-        self._fds.append(fd)
+        fds = self._fds
+        k = len(fds)
+        j = self._iovs
+        self._iovs = j + 1
+        _SPAN.pack_into(self._siov, j * IOV, self._base + offset, length)
+        if (
+            k
+            and self.gso
+            and self._size[k - 1] == length
+            and fds[k - 1] == fd
+            and self._dests[k - 1] is dest
+            and length <= GSO_SEGMENT_MAX
+        ):
+            count = self._count[k - 1] + 1
+            if count <= GSO_SEGMENTS and count * length <= GSO_BYTES:
+                # one more segment of the previous message: its iovecs are consecutive
+                self._count[k - 1] = count
+                if count == 2:
+                    _CMSG.pack_into(self._ctrl, (k - 1) * CMSG, 18, SOL_UDP, UDP_SEGMENT, length)
+                ctrl = self._ctrl_ptr + (k - 1) * CMSG
+                _MORE.pack_into(self._shdr, (k - 1) * MSG + 24, count, ctrl, CMSG)
+                return
+        _FIRST.pack_into(
+            self._shdr, k * MSG, dest.ptr, dest.length, self._siov_ptr + j * IOV, 1, 0, 0
+        )
+        fds.append(fd)
         self._dests.append(dest)  # its memory must live until the flush
+        self._size.append(length)
+        self._count.append(1)
 
     def flush(self) -> int:
         """Send everything queued, in order, one ``sendmmsg`` per run of the same socket;
-        returns how many the kernel took."""
-        fds = self._fds
+        returns how many datagrams the kernel took."""
+        fds, count = self._fds, self._count
         total = len(fds)
         if not total:
             return 0
@@ -199,19 +245,24 @@ class Ring:
             while i < end:
                 r = _sendmmsg(fd, self._shdr_ptr + i * MSG, end - i, MSG_DONTWAIT)
                 if r > 0:
+                    sent += sum(count[i : i + r])
                     i += r
-                    sent += r
                     continue
                 err = ctypes.get_errno() if r < 0 else errno.EIO
                 self.last_send_error = err
                 if err == errno.EINTR:
                     continue
                 if err in (errno.EAGAIN, errno.ENOBUFS):  # no room: the rest of the run goes
-                    self.send_failed += end - i
+                    self.send_failed += sum(count[i:end])
                     break
-                self.send_failed += 1  # this message's fault (its destination): skip it
+                if count[i] > 1 and err in _NO_GSO:  # segmentation refused: not again
+                    self.gso = False
+                self.send_failed += count[i]  # this message's fault (its destination): skip
                 i += 1
             start = end
         fds.clear()
         self._dests.clear()
+        self._size.clear()
+        count.clear()
+        self._iovs = 0
         return sent

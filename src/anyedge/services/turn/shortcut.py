@@ -23,6 +23,12 @@ to the core, which refuses it again and counts the drop.  The core's counters an
 allocation's (metrics, the sessions view) are incremented in place, so what they show
 is exact at any moment, as with the core's own path.
 
+With ``udp_batch`` (the default) the sockets are read and written in batches
+(:mod:`.batched`): the lanes are keyed by the source address as the kernel wrote it,
+and a lane only admits a datagram (:meth:`Lane.admit_to_peer`,
+:meth:`Lane.admit_to_client`: the same deadline, bucket and counters) while the batch
+sends it with the others.
+
 Data flow: core state -> lanes (learnt after a slow-path packet, dropped with the
 relay); packets -> lanes -> sockets; counts -> the core's counters.
 """
