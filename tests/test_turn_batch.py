@@ -391,3 +391,49 @@ def test_same_size_datagrams_to_one_destination_leave_as_one_segmented_send() ->
         assert _drain(b, 0.2) == [bytes([11]) * 60, bytes([12]) * 60] + [
             bytes([i]) * 1400 for i in (13, 14)
         ]
+
+
+_REFUSED_GSO = """
+import socket, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from anyedge.services.turn import mmsg
+subprocess.run(["ip", "link", "set", "lo", "up", "mtu", "1100"], check=True)
+ring = mmsg.Ring(8)
+rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+rx.bind(("127.0.0.1", 0))
+rx.settimeout(2)
+tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dest = mmsg.Destination(rx.getsockname())
+for i in range(5):
+    off = i * mmsg.SLOT + mmsg.HEADROOM
+    ring.view[off : off + 1200] = bytes([i]) * 1200
+    ring.queue(tx.fileno(), dest, off, 1200)
+print(list(ring._count), ring.flush(), ring.send_failed, ring.last_send_error)
+ring.queue(tx.fileno(), dest, 0, 1200)
+ring.queue(tx.fileno(), dest, mmsg.SLOT, 1200)
+print(list(ring._count), ring.flush(), ring.send_failed)
+print([rx.recv(2000) == bytes([i]) * 1200 for i in range(5)], len(rx.recv(2000) + rx.recv(2000)))
+"""
+
+
+@pytest.mark.lab
+def test_a_refused_segmentation_sends_one_by_one() -> None:
+    """Segments larger than the route's MTU (loopback at MTU 1,100 in a network namespace
+    of its own): the kernel refuses the segmented send (EMSGSIZE); the ring sends those
+    datagrams one at a time, which the kernel fragments as it would have without
+    segmentation, and nothing is lost."""
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    src = str(Path(mmsg.__file__).resolve().parents[3])
+    out = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", _REFUSED_GSO, src],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert out == [f"[5] 5 0 {errno.EMSGSIZE}", "[2] 2 0", f"{[True] * 5} 2400"]

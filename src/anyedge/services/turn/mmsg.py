@@ -20,8 +20,10 @@ at a time -- the event loop runs one callback at a time, so one ring serves ever
   becomes one more iovec of that message, which carries a ``UDP_SEGMENT`` control
   message: the kernel sends up to :data:`GSO_SEGMENTS` datagrams as one through its
   stack and cuts them apart at the end (the device, or the receiving socket on
-  loopback).  A segment fits any path's MTU, so nothing is sent that one datagram at a
-  time would not have been; if the kernel refuses segmentation it is not asked again.
+  loopback).  A segment fits any path's MTU; a message the kernel refuses to segment
+  anyway (a route's smaller MTU: ``EMSGSIZE``; a device or an IPsec path that cannot:
+  ``EINVAL``, ``EIO``) is sent again one datagram at a time, and after the latter
+  segmentation is not tried again.
 
 Data flow: kernel -> ``recv`` (one call, up to ``slots`` datagrams) -> slots and names ->
 the caller's lane lookups -> ``queue`` -> ``flush`` (one call per run) -> kernel.
@@ -172,6 +174,7 @@ class Ring:
         self._dests: list[Destination] = []
         self._size: list[int] = []  # each message's datagram (segment) size
         self._count: list[int] = []  # datagrams in each message
+        self._iov0: list[int] = []  # each message's first iovec
         self._iovs = 0
         self.send_failed = 0  # messages the kernel refused or had no room for
         self.last_send_error = 0
@@ -226,6 +229,7 @@ class Ring:
         self._dests.append(dest)  # its memory must live until the flush
         self._size.append(length)
         self._count.append(1)
+        self._iov0.append(j)
 
     def flush(self) -> int:
         """Send everything queued, in order, one ``sendmmsg`` per run of the same socket;
@@ -255,14 +259,34 @@ class Ring:
                 if err in (errno.EAGAIN, errno.ENOBUFS):  # no room: the rest of the run goes
                     self.send_failed += sum(count[i:end])
                     break
-                if count[i] > 1 and err in _NO_GSO:  # segmentation refused: not again
-                    self.gso = False
-                self.send_failed += count[i]  # this message's fault (its destination): skip
+                if count[i] > 1 and (err in _NO_GSO or err == errno.EMSGSIZE):
+                    # segmentation refused (not by this device again; EMSGSIZE: a route's
+                    # MTU below the segment, which one datagram at a time may fragment)
+                    self.gso = self.gso and err not in _NO_GSO
+                    sent += self._one_by_one(fd, i)
+                else:
+                    self.send_failed += count[i]  # its destination's fault: skip it
                 i += 1
             start = end
         fds.clear()
         self._dests.clear()
         self._size.clear()
         count.clear()
+        self._iov0.clear()
         self._iovs = 0
+        return sent
+
+    def _one_by_one(self, fd: int, i: int) -> int:
+        """Send message ``i``'s datagrams as messages of their own (no segmentation)."""
+        sent = 0
+        dest = self._dests[i]
+        hdr = self._shdr_ptr + i * MSG
+        for j in range(self._iov0[i], self._iov0[i] + self._count[i]):
+            _FIRST.pack_into(
+                self._shdr, i * MSG, dest.ptr, dest.length, self._siov_ptr + j * IOV, 1, 0, 0
+            )
+            if _sendmmsg(fd, hdr, 1, MSG_DONTWAIT) == 1:
+                sent += 1
+            else:
+                self.send_failed += 1
         return sent
