@@ -34,9 +34,10 @@ the same run, not a server's peak; rerun when the machine is busy.
 call through asyncio's transports, as before batching), measured in the same run;
 ``--nogso`` one with batches but ``udp_gso: false`` (no UDP segmentation offload);
 ``--down`` measures the other direction too (a peer sends as fast as it can, in its own
-process, and the client's socket counts); ``--rate`` paces the relay-rate runs (CPU per packet at a load a relay can keep up with,
-where batches are small).  The server's CPU is summed over its process tree, so
-``--workers 2`` counts anyedge's worker processes, not only the supervisor.
+process, and the client's socket counts); ``--rate`` paces the relay-rate runs (CPU
+per packet at a load a relay can keep up with, where batches are small).  The server's
+CPU is summed over its process tree, so ``--workers 2`` counts anyedge's worker
+processes, not only the supervisor.
 
 Run: ``python bench/bench_turn.py`` (``--quick`` for small sizes; ``--json FILE``).
 """

@@ -9,7 +9,9 @@ counters and the allocation's exact; a batch mixing lane datagrams and one for t
 keeps their order; the bandwidth bucket is charged exactly as without batches; a dead
 peer (ICMP port unreachable) does not disturb the others; an IPv6 client's lanes work;
 ``sendmmsg`` skips a message the kernel refuses and drops, counted, what finds no room
-(``EAGAIN``); and ``udp_batch: 0`` (asyncio's transports) relays the same."""
+(``EAGAIN``); same-size datagrams to one destination leave as one segmented send
+(``UDP_SEGMENT``), and one the kernel will not segment is sent one datagram at a time;
+and ``udp_batch: 0`` (asyncio's transports) relays the same."""
 
 from __future__ import annotations
 
