@@ -19,7 +19,8 @@ looked up in the lanes (:mod:`.shortcut`) by its source as the kernel wrote it:
   core, exactly as with asyncio's transports.
 
 What is queued goes out with one ``sendmmsg`` per run of the same socket when the batch
-ends.  The core's own outputs (answers, Data indications, the first datagrams of a
+ends, same-size datagrams to one destination as one segmented send (``udp_gso``,
+:mod:`.mmsg`).  The core's own outputs (answers, Data indications, the first datagrams of a
 channel) are sent at once with ``sendto``.  A datagram the kernel refuses or has no room
 for is dropped and counted (``anyedge_turn_dropped{reason="send"}``): UDP may lose, and
 nothing is kept in Python for a socket that cannot take it.
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import socket
 import struct
@@ -44,7 +44,6 @@ DRAIN = 4  # full batches read per wake-up before other sockets get their turn
 
 Slow = Callable[[bytes, Any, bytes], None]  # (data, address tuple, kernel address)
 _CD = struct.Struct("!HH")
-log = logging.getLogger("anyedge.turn")
 
 
 class BatchedSocket:
