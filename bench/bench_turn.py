@@ -30,6 +30,15 @@ ended by its pid.  On this machine (2 cores) the sender and the server share the
 each other and with whatever else runs: the rates are for comparing servers measured in
 the same run, not a server's peak; rerun when the machine is busy.
 
+``--unbatched`` adds a server: anyedge with ``udp_batch: 0`` (one datagram per system
+call through asyncio's transports, as before batching), measured in the same run;
+``--nogso`` one with batches but ``udp_gso: false`` (no UDP segmentation offload);
+``--down`` measures the other direction too (a peer sends as fast as it can, in its own
+process, and the client's socket counts); ``--rate`` paces the relay-rate runs (CPU
+per packet at a load a relay can keep up with, where batches are small).  The server's
+CPU is summed over its process tree, so ``--workers 2`` counts anyedge's worker
+processes, not only the supervisor.
+
 Run: ``python bench/bench_turn.py`` (``--quick`` for small sizes; ``--json FILE``).
 """
 
@@ -38,6 +47,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import itertools
 import json
 import os
 import socket
@@ -56,6 +67,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import turn_peers as tp  # noqa: E402
 
 SERVERS = ("coturn", "anyedge")
+# anyedge configured otherwise, measured in the same run (--unbatched, --nogso)
+VARIANTS = {"anyedge-unbatched": "udp_batch: 0\n", "anyedge-nogso": "udp_gso: false\n"}
 USER, PASSWORD = "bench", "bench-password"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -82,6 +95,8 @@ def percentile(values: list[float], q: float) -> float:
 def server(name: str, workers: int, relay_count: int) -> Iterator[tp.TurnServer | None]:
     """A fresh server ``name`` in a temporary directory, or None if there is none here."""
     factory = tp.TURN_SERVERS.get(name)
+    if name in VARIANTS:
+        factory = functools.partial(tp.anyedge_server, extra_yaml=VARIANTS[name])
     if factory is None:
         yield None
         return
@@ -140,6 +155,72 @@ def relay_rate(
         "server_cpu_percent": 100 * cpu / took,
         # what a worker costs per packet, and so could deliver with a core of its own:
         # on a shared machine the delivered rate follows the scheduler, this does not
+        "server_cpu_us_per_packet": 1e6 * cpu / count.delivered if count.delivered else 0.0,
+        "delivered_per_cpu_second": count.delivered / cpu if cpu else 0.0,
+    }
+
+
+PEER_BLAST = """
+import os, socket, sys, time
+fd, host, port, size, seconds = sys.argv[1:]
+s = socket.socket(fileno=int(fd))
+data, dest, send = os.urandom(int(size)), (host, int(port)), s.sendto
+sent, t0 = 0, time.perf_counter()
+end = t0 + float(seconds)
+while time.perf_counter() < end:
+    for _ in range(64):
+        try:
+            send(data, dest)
+            sent += 1
+        except OSError:
+            pass
+print(sent, time.perf_counter() - t0)
+"""
+
+
+def relay_rate_down(s: tp.TurnServer, size: int, seconds: float) -> dict[str, float]:
+    """The other direction (``--down``): a peer sends ``size``-byte datagrams to a
+    client's relayed address as fast as it can, in its own process (the peer socket is
+    handed to it); the client's socket counts what arrives as ChannelData, as the peer
+    does in :func:`relay_rate`.  A few datagrams each way first, so that a relay that
+    learns from them (anyedge's lanes) has."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+        tp.TurnUdpClient((s.host, s.port), USER, PASSWORD) as c,
+    ):
+        peer.bind((tp.LOOPBACK, 0))
+        peer.settimeout(2)
+        relayed = c.allocate()
+        c.channel_bind(0x4000, peer.getsockname())
+        for _ in range(3):
+            c.send_channel(0x4000, b"hello")
+            peer.recvfrom(100)
+            peer.sendto(b"back", relayed)
+            c.receive()
+        argv = [sys.executable, "-c", PEER_BLAST, str(peer.fileno()), relayed[0]]
+        argv += [str(relayed[1]), str(size), str(seconds)]
+        cpu0 = cpu_seconds(s.pid)
+        t0 = time.monotonic()
+        with subprocess.Popen(
+            argv, pass_fds=(peer.fileno(),), stdout=subprocess.PIPE, text=True
+        ) as proc:
+            try:
+                count = tp.count_until(
+                    c.sock, lambda: proc.poll() is not None, t0 + seconds + 20, 0.2, read=False
+                )
+                out, _ = proc.communicate(timeout=20)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        cpu = cpu_seconds(s.pid) - cpu0
+    sent, took = int(out.split()[0]), float(out.split()[1])
+    return {
+        "offered_pps": sent / took,
+        "delivered_pps": count.delivered / took,
+        "loss_percent": 100 * (1 - count.delivered / sent) if sent else 0.0,
+        "delivered_mbit_s": count.delivered * size * 8 / took / 1e6,
+        "server_cpu_percent": 100 * cpu / took,
         "server_cpu_us_per_packet": 1e6 * cpu / count.delivered if count.delivered else 0.0,
         "delivered_per_cpu_second": count.delivered / cpu if cpu else 0.0,
     }
@@ -289,6 +370,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the delivered rates (no lossless sweep, setup or memory)",
     )
+    p.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="also anyedge with udp_batch: 0 (one datagram per system call), same run",
+    )
+    p.add_argument(
+        "--down",
+        action="store_true",
+        help="also the other direction: a peer sends, the client counts (no lossless sweep)",
+    )
+    p.add_argument(
+        "--nogso",
+        action="store_true",
+        help="also anyedge with udp_gso: false (batches without segmentation), same run",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="pace the relay-rate runs at this many frames/s (default: as fast as it can)",
+    )
     args = p.parse_args(argv)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -301,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         memory_counts = []
 
     results: dict[str, dict[str, Any]] = {}
-    for name in SERVERS:
+    servers = SERVERS + ("anyedge-nogso",) * args.nogso + ("anyedge-unbatched",) * args.unbatched
+    for name in servers:
         print(f"{name}:", file=sys.stderr)
         r: dict[str, Any] = {}
         with server(name, args.workers, n_seq + n_conc + 500) as s:
@@ -311,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for size in (100, 1200):
                 runs = sorted(
-                    (relay_rate(s, size, seconds) for _ in range(repeat)),
+                    (relay_rate(s, size, seconds, args.rate) for _ in range(repeat)),
                     key=lambda x: x["delivered_pps"],
                 )
                 r[f"rate_{size}"] = runs[len(runs) // 2]  # the median run
@@ -320,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
                         lossless_rate(s, size, min(seconds, 1.0)) for _ in range(repeat)
                     )
                 print(f"  relay {size} B: {r[f'rate_{size}']}", file=sys.stderr)
+                if args.down:
+                    down = sorted(
+                        (relay_rate_down(s, size, seconds) for _ in range(repeat)),
+                        key=lambda x: x["delivered_pps"],
+                    )
+                    r[f"down_{size}"] = down[len(down) // 2]
+                    print(f"  down {size} B: {r[f'down_{size}']}", file=sys.stderr)
             if args.relay_only:
                 results[name] = r
                 continue
@@ -345,23 +455,24 @@ def main(argv: list[str] | None = None) -> int:
         return f
 
     rows: list[Row] = []
-    for size in (100, 1200):
-        k = f"rate_{size}"
+    ways = [("relay", "rate")] + [("peer to client", "down")] * args.down
+    for (way, key), size in itertools.product(ways, (100, 1200)):
+        k = f"{key}_{size}"
         rows += [
-            (f"relay {size} B: delivered pkt/s", "higher", get(k, "delivered_pps"), ",.0f"),
-            (f"relay {size} B: lossless pkt/s", "higher", get(k, "lossless_pps"), ",.0f"),
-            (f"relay {size} B: offered pkt/s", "", get(k, "offered_pps"), ",.0f"),
-            (f"relay {size} B: loss %", "lower", get(k, "loss_percent"), ".1f"),
-            (f"relay {size} B: Mbit/s delivered", "higher", get(k, "delivered_mbit_s"), ",.0f"),
-            (f"relay {size} B: server CPU %", "", get(k, "server_cpu_percent"), ".0f"),
+            (f"{way} {size} B: delivered pkt/s", "higher", get(k, "delivered_pps"), ",.0f"),
+            (f"{way} {size} B: lossless pkt/s", "higher", get(k, "lossless_pps"), ",.0f"),
+            (f"{way} {size} B: offered pkt/s", "", get(k, "offered_pps"), ",.0f"),
+            (f"{way} {size} B: loss %", "lower", get(k, "loss_percent"), ".1f"),
+            (f"{way} {size} B: Mbit/s delivered", "higher", get(k, "delivered_mbit_s"), ",.0f"),
+            (f"{way} {size} B: server CPU %", "", get(k, "server_cpu_percent"), ".0f"),
             (
-                f"relay {size} B: server CPU us/packet",
+                f"{way} {size} B: server CPU us/packet",
                 "lower",
                 get(k, "server_cpu_us_per_packet"),
                 ".2f",
             ),
             (
-                f"relay {size} B: pkt per CPU-second",
+                f"{way} {size} B: pkt per CPU-second",
                 "higher",
                 get(k, "delivered_per_cpu_second"),
                 ",.0f",
@@ -392,16 +503,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{n_conc} concurrent allocations\n"
     )
     width = max(len(r[0]) for r in rows) + 2
-    head = f"{'':{width}}{'coturn':>14}{'anyedge':>14}{'anyedge/coturn':>16}  better"
+    ours = servers[1:]
+    head = f"{'':{width}}" + "".join(f"{n:>{max(14, len(n) + 2)}}" for n in servers)
+    head += "".join(f"{n + '/coturn':>{max(16, len(n) + 9)}}" for n in ours) + "  better"
     print(head)
     print("-" * len(head))
     for label, better, f, spec in rows:
         a = f(results.get("coturn", {}))
-        b = f(results.get("anyedge", {}))
-        ratio = b / a if a and b is not None and a == a and b == b else None
-        print(
-            f"{label:{width}}{fmt(a, spec):>14}{fmt(b, spec):>14}{fmt(ratio, '.2f'):>16}  {better}"
-        )
+        line = f"{label:{width}}{fmt(a, spec):>14}"
+        ratios = ""
+        for n in ours:
+            b = f(results.get(n, {}))
+            ratio = b / a if a and b is not None and a == a and b == b else None
+            line += f"{fmt(b, spec):>{max(14, len(n) + 2)}}"
+            ratios += f"{fmt(ratio, '.2f'):>{max(16, len(n) + 9)}}"
+        print(f"{line}{ratios}  {better}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

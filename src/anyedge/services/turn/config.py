@@ -22,6 +22,8 @@ Example (the defaults are RFC 8656's lifetimes and safe limits)::
     drain: {alternates: ["198.51.100.9:3478"], domain: turn.example}  # SIGUSR1 drains
     stun: {other_address: 203.0.113.8, other_port: 3479}  # RFC 5780 NAT discovery
     fast_path: {interfaces: [eth0], mode: native}  # ChannelData relayed in XDP (off if absent)
+    udp_batch: 32               # UDP datagrams per recvmmsg/sendmmsg; 0: one per call
+    udp_gso: true               # same-size datagrams to one destination in one send
 
 Every problem is reported with the file, line and place (exit status 2); relative
 paths (``users_file``, ``cert``, ``key``) are read beside the config file.
@@ -222,6 +224,12 @@ class TurnFileIn(_Strict):
     software: str | None = "anyedge"
     log: Literal["json", "text"] = "json"
     fast_path: FastPathIn | None = None  # off unless given
+    # datagrams read (recvmmsg) and sent (sendmmsg) per system call on UDP; 0: one each,
+    # through asyncio's transports (docs/turn.md, "Batches")
+    udp_batch: int = Field(32, ge=0, le=256)
+    # with udp_batch: same-size datagrams of a batch to one destination sent as one
+    # (UDP_SEGMENT, segmentation offload) when at most 1,232 bytes
+    udp_gso: bool = True
 
     @model_validator(mode="after")
     def _listeners_outside_relay_ports(self) -> TurnFileIn:

@@ -30,7 +30,10 @@ socket, ``OpenRelay``/``CloseRelay`` on the relay sockets.  Nothing here decides
 anything about TURN.  Datagrams of established UDP channels take a shortcut: the UDP
 listener and relay protocols look their source up in the lanes the core's answers
 were written down in (:mod:`.shortcut`) and send at once, until the core's deadline;
-whatever is not there goes to the core, and a lane is learnt after it.
+whatever is not there goes to the core, and a lane is learnt after it.  With
+``udp_batch`` (the default) UDP listeners and relay sockets are not asyncio transports
+but :mod:`.batched` sockets, read with ``recvmmsg`` and written with ``sendmmsg`` a batch
+at a time, the same lanes deciding.
 """
 
 from __future__ import annotations
@@ -54,9 +57,11 @@ from ...proto.stun import StreamFramer, StunError
 from ...proto.turn import CloseRelay, OpenRelay, PortRange, ToClient, ToPeer, TurnServer
 from ...proto.turn.outputs import Addr, ClosePeer, ConnectPeer, Output, Splice
 from ...proto.turn.server import QuotaLedger
+from .batched import BatchedListener, BatchedRelay, BatchedSocket
 from .config import ListenIn, ServiceConfig, load_config
 from .dtls import DtlsListener, dtls_context
 from .fastpath import FastPath, TurnFast
+from .mmsg import Ring, available
 from .shortcut import Shortcuts
 from .tcp_relay import PeerStream, connect_peer, listening_socket, serve_relay
 
@@ -234,12 +239,17 @@ class _Udp(asyncio.DatagramProtocol):
                 n = (data[2] << 8) | data[3]
                 if len(data) >= 4 + n and lane.to_peer(time.time(), data, n):
                     return
+        self.slow(data, addr, addr)
+
+    def slow(self, data: bytes, addr: Any, key: Any) -> None:
+        """A datagram no lane took, to the core; ``key`` is its source as the lanes are
+        keyed (the address tuple, or a batched socket's kernel address)."""
         svc, local = self.service, self.local
         now = time.time()
         client = _addr(addr)
         _guarded(svc, lambda: svc.core.receive(now, "udp", client, local, data))
         if len(data) >= 4 and data[0] >= 0x40:  # ChannelData: may it go by a lane now?
-            svc.learn_inbound(local, addr, client, (data[0] << 8) | data[1], now)
+            svc.learn_inbound(local, key, client, (data[0] << 8) | data[1], now)
 
     def error_received(self, exc: Exception) -> None:
         _event("udp_error", logging.DEBUG, error=repr(exc))
@@ -259,11 +269,15 @@ class _Relay(asyncio.DatagramProtocol):
         lane = self.lanes.get(addr)  # a peer of an established channel (.shortcut)
         if lane is not None and lane.to_client(time.time(), data):
             return
+        self.slow(data, addr, addr)
+
+    def slow(self, data: bytes, addr: Any, key: Any) -> None:
+        """A datagram no lane took, to the core (see :meth:`_Udp.slow`)."""
         svc, relay = self.service, self.relay
         now = time.time()
         peer = _addr(addr)
         _guarded(svc, lambda: svc.core.receive_from_peer(now, relay, peer, data))
-        svc.learn_outbound(relay, addr, peer, now)
+        svc.learn_outbound(relay, key, peer, now)
 
     def error_received(self, exc: Exception) -> None:
         _event("relay_error", logging.DEBUG, relay=list(self.relay), error=repr(exc))
@@ -360,16 +374,20 @@ class TurnService:
             config.turn, config.credentials, self.ports, time.time(), ledger=ledger
         )
         self.shortcuts = Shortcuts(self.core.counters)
-        self.listeners: dict[Addr, asyncio.DatagramTransport] = {}
+        # udp_batch: UDP listeners and relay sockets read and written in batches
+        batch = config.doc.udp_batch
+        self.ring = Ring(batch, config.doc.udp_gso) if batch > 0 and available() else None
+        self.listeners: dict[Addr, asyncio.DatagramTransport | BatchedSocket] = {}
         self.servers: list[asyncio.Server] = []
         self.streams: dict[tuple[str, Addr, Addr], asyncio.Transport] = {}
-        self.relays: dict[Addr, asyncio.DatagramTransport] = {}
+        self.relays: dict[Addr, asyncio.DatagramTransport | BatchedSocket] = {}
         # relays whose endpoint is being made: their bound sockets, sent from directly
         self.opening: dict[Addr, socket.socket] = {}
         self.opened: dict[tuple[str, Addr, Addr], float] = {}  # when each stream connected
         self.errors = 0  # inputs the core could not take (see _guarded)
         self.dropped_backlog = 0  # relayed data dropped for a client that does not read
         self.dropped_opening = 0  # data to peers a just-bound relay socket could not take
+        self._send_failed_closed = 0  # dropped_send of batched sockets since closed
         self._last_error_log = -1.0
         self._ticker: asyncio.Task[None] | None = None
         self._reuse_port = workers > 1
@@ -446,6 +464,8 @@ class TurnService:
                 if tcp is not None:
                     tcp.close()
                 if relay is not None:
+                    if isinstance(relay, BatchedSocket):
+                        self._send_failed_closed += relay.send_failed
                     relay.close()
                 log.info(
                     json.dumps(
@@ -456,6 +476,16 @@ class TurnService:
                         }
                     )
                 )
+
+    @property
+    def dropped_send(self) -> int:
+        """Datagrams batched sockets dropped because the kernel refused them or had no
+        room (:mod:`.batched`); asyncio's transports queue or log those instead."""
+        n = self._send_failed_closed + (self.ring.send_failed if self.ring else 0)
+        for d in (*self.listeners.values(), *self.relays.values()):
+            if isinstance(d, BatchedSocket):
+                n += d.send_failed
+        return n
 
     # ------------------------------------------------------------------ lanes
 
@@ -468,7 +498,8 @@ class TurnService:
             return
         relay = self.relays.get(ch.relay)
         if relay is not None:  # not while its endpoint is being made
-            self.shortcuts.learn_inbound(local, key, alloc, ch, relay.sendto, now)
+            fd = relay.fd if isinstance(relay, BatchedSocket) else -1
+            self.shortcuts.learn_inbound(local, key, alloc, ch, relay.sendto, now, fd)
 
     def learn_outbound(self, relay_addr: Addr, key: Any, peer: Addr, now: float) -> None:
         """After the core took a peer's datagram: a lane back over its channel, if any."""
@@ -478,7 +509,8 @@ class TurnService:
         ch = alloc.by_peer.get(peer)
         listener = self.listeners.get(alloc.server)
         if ch is not None and listener is not None:
-            self.shortcuts.learn_outbound(relay_addr, key, alloc, ch, listener.sendto, now)
+            fd = listener.fd if isinstance(listener, BatchedSocket) else -1
+            self.shortcuts.learn_outbound(relay_addr, key, alloc, ch, listener.sendto, now, fd)
 
     # ------------------------------------------------------------------ RFC 6062
 
@@ -546,6 +578,17 @@ class TurnService:
         loop = asyncio.get_running_loop()
         relay = out.relay_addr
         protocol = _Relay(self, relay)
+        if self.ring is not None:  # read in batches: ready at once, nothing to wait for
+            self.relays[relay] = BatchedRelay(
+                loop,
+                sock,
+                self.ring,
+                protocol.slow,
+                protocol.error_received,
+                lanes=protocol.lanes,
+            )
+            _event("relay_opened", allocation=out.allocation, relay=list(relay))
+            return
         self.opening[relay] = sock
         # the socket is bound already; datagrams that come before the endpoint is made
         # wait in its buffer, and data to peers goes out on the socket itself (nothing
@@ -656,10 +699,16 @@ class TurnService:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAY_BUFFER)
                 sock.bind(local)
-                endpoint, _ = await loop.create_datagram_endpoint(
-                    self._udp_factory(local), sock=sock
-                )
-                self.listeners[local] = endpoint
+                if self.ring is not None:
+                    udp = _Udp(self, local)
+                    self.listeners[local] = BatchedListener(
+                        loop, sock, self.ring, udp.slow, udp.error_received, lanes=udp.lanes
+                    )
+                else:
+                    endpoint, _ = await loop.create_datagram_endpoint(
+                        self._udp_factory(local), sock=sock
+                    )
+                    self.listeners[local] = endpoint
             else:
                 assert lis is not None
                 ctx = None

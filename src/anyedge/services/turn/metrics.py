@@ -53,6 +53,9 @@ class IoCounts(Protocol):
     dropped_backlog: int
     dropped_opening: int
 
+    @property
+    def dropped_send(self) -> int: ...
+
 
 class TurnCollector(Collector):
     def __init__(self, counters: Counters, worker: int, io: IoCounts | None = None) -> None:
@@ -120,6 +123,7 @@ class TurnCollector(Collector):
             ("bandwidth", c.dropped_bandwidth),
             ("backlog", self.io.dropped_backlog if self.io else 0),
             ("relay_opening", self.io.dropped_opening if self.io else 0),
+            ("send", self.io.dropped_send if self.io else 0),
         ):
             drop.add_metric([w, reason], v)
         yield drop

@@ -23,6 +23,12 @@ to the core, which refuses it again and counts the drop.  The core's counters an
 allocation's (metrics, the sessions view) are incremented in place, so what they show
 is exact at any moment, as with the core's own path.
 
+With ``udp_batch`` (the default) the sockets are read and written in batches
+(:mod:`.batched`): the lanes are keyed by the source address as the kernel wrote it,
+and a lane only admits a datagram (:meth:`Lane.admit_to_peer`,
+:meth:`Lane.admit_to_client`: the same deadline, bucket and counters) while the batch
+sends it with the others.
+
 Data flow: core state -> lanes (learnt after a slow-path packet, dropped with the
 relay); packets -> lanes -> sockets; counts -> the core's counters.
 """
@@ -37,6 +43,7 @@ from ...proto.turn.allocation import Addr, Allocation, Channel
 from ...proto.turn.config import Counters
 from ...proto.turn.offload import channel_until
 from ...proto.turn.policy import TokenBucket
+from .mmsg import Destination
 
 Send = Callable[[Any, Any], None]  # a transport's sendto(data, addr)
 
@@ -44,9 +51,24 @@ _CD = struct.Struct("!HH")
 
 
 class Lane:
-    """One channel's answer in one direction: where to send, until when, who pays."""
+    """One channel's answer in one direction: where to send, until when, who pays.
 
-    __slots__ = ("alloc", "bucket", "counters", "dest", "number", "relay", "send", "until")
+    ``send`` is the socket's ``sendto``; on a batched socket (:mod:`.batched`) ``fd`` is
+    its descriptor and ``target`` the destination as the kernel takes it, and the lane
+    only admits (:meth:`admit_to_peer`, :meth:`admit_to_client`) what the batch sends."""
+
+    __slots__ = (
+        "alloc",
+        "bucket",
+        "counters",
+        "dest",
+        "fd",
+        "number",
+        "relay",
+        "send",
+        "target",
+        "until",
+    )
 
     def __init__(
         self,
@@ -57,6 +79,7 @@ class Lane:
         dest: Any,
         until: float,
         counters: Counters,
+        fd: int = -1,
     ) -> None:
         self.alloc = alloc
         self.number = number
@@ -66,13 +89,15 @@ class Lane:
         self.until = until  # Unix time: past it, the core decides again
         self.bucket: TokenBucket | None = alloc.quota.bucket
         self.counters = counters
+        self.fd = fd
+        self.target = Destination(dest) if fd >= 0 else None
 
-    def to_peer(self, now: float, data: bytes, n: int) -> bool:
-        """Relay a ChannelData's ``n``-byte payload; False if the core must decide."""
+    def admit_to_peer(self, now: float, n: int) -> bool:
+        """Whether an ``n``-byte ChannelData payload may go to the peer now; if so it is
+        charged to the bucket and counted, and the caller sends it."""
         bucket = self.bucket
         if now >= self.until or (bucket is not None and not bucket.take(now, n)):
             return False
-        self.send(data[4 : 4 + n], self.dest)
         c, a = self.counters, self.alloc
         c.packets_to_peer += 1
         c.bytes_to_peer += n
@@ -80,18 +105,32 @@ class Lane:
         a.bytes_to_peer += n
         return True
 
-    def to_client(self, now: float, data: bytes) -> bool:
-        """Relay a peer's datagram as ChannelData; False if the core must decide."""
-        n = len(data)
+    def admit_to_client(self, now: float, n: int) -> bool:
+        """Whether a peer's ``n``-byte datagram may go to the client now (as
+        :meth:`admit_to_peer`)."""
         bucket = self.bucket
         if now >= self.until or n > 0xFFFF or (bucket is not None and not bucket.take(now, n)):
             return False
-        self.send(_CD.pack(self.number, n) + data, self.dest)
         c, a = self.counters, self.alloc
         c.packets_to_client += 1
         c.bytes_to_client += n
         a.packets_to_client += 1
         a.bytes_to_client += n
+        return True
+
+    def to_peer(self, now: float, data: bytes, n: int) -> bool:
+        """Relay a ChannelData's ``n``-byte payload; False if the core must decide."""
+        if not self.admit_to_peer(now, n):
+            return False
+        self.send(data[4 : 4 + n], self.dest)
+        return True
+
+    def to_client(self, now: float, data: bytes) -> bool:
+        """Relay a peer's datagram as ChannelData; False if the core must decide."""
+        n = len(data)
+        if not self.admit_to_client(now, n):
+            return False
+        self.send(_CD.pack(self.number, n) + data, self.dest)
         return True
 
 
@@ -123,7 +162,14 @@ class Shortcuts:
         )
 
     def learn_inbound(
-        self, local: Addr, client: Any, alloc: Allocation, ch: Channel, send: Send, now: float
+        self,
+        local: Addr,
+        client: Any,
+        alloc: Allocation,
+        ch: Channel,
+        send: Send,
+        now: float,
+        fd: int = -1,
     ) -> None:
         """After the core relayed ``ch``'s ChannelData from ``client`` (as the listener's
         socket wrote the address): take it from there until the core's deadline."""
@@ -132,17 +178,24 @@ class Shortcuts:
             return
         # written anew each time: a number rebound after its quarantine has a new peer
         chans = self.listener(local).setdefault(client, {})
-        chans[ch.number] = Lane(alloc, ch.number, ch.relay, send, ch.peer, until, self.counters)
+        chans[ch.number] = Lane(alloc, ch.number, ch.relay, send, ch.peer, until, self.counters, fd)
         self._through.setdefault(ch.relay, set()).add((local, client, ch.number))
 
     def learn_outbound(
-        self, relay: Addr, peer: Any, alloc: Allocation, ch: Channel, send: Send, now: float
+        self,
+        relay: Addr,
+        peer: Any,
+        alloc: Allocation,
+        ch: Channel,
+        send: Send,
+        now: float,
+        fd: int = -1,
     ) -> None:
         """After the core relayed ``peer``'s datagram to the client over ``ch``."""
         until = channel_until(alloc, ch, now)
         if until is None:
             return
-        lane = Lane(alloc, ch.number, relay, send, alloc.client, until, self.counters)
+        lane = Lane(alloc, ch.number, relay, send, alloc.client, until, self.counters, fd)
         self.relay(relay)[peer] = lane
 
     def forget(self, relay: Addr) -> None:
