@@ -90,9 +90,21 @@ class NodePlan:
     anycast: tuple[str, ...] = ()  # addresses held on lo (sites)
     prefixes: tuple[str, ...] = ()  # IPv4 prefixes the site announces
     default_via: str | None = None  # sites and clients
+    # sites with more than one transit: the others' addresses, a default route via each
+    # at a higher metric, so that replies leave by another transit when the first's link
+    # is down (the kernel deletes a route with its link)
+    fallback_via: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()  # routers: the clients' networks they originate
     servers: int = 0  # sites with servers: the site is their router (see .edge)
     capacity_ms: float = 0.0  # sites: CPU ms/s of the site's servers (the world's)
+
+    def default_routes(self) -> list[list[str]]:
+        """``ip route`` arguments after ``add``/``replace`` for the default routes."""
+        vias = [self.default_via] if self.default_via else []
+        return [
+            ["default", "via", via, *(["metric", str(10 * i)] if i else [])]
+            for i, via in enumerate([*vias, *self.fallback_via])
+        ]
 
     @property
     def server_namespaces(self) -> tuple[str, ...]:
@@ -312,6 +324,7 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     anycast=tuple(first_host(c) for c in mine),
                     prefixes=mine,
                     default_via=up[0].peer_address if up else None,
+                    fallback_via=tuple(x.peer_address for x in up[1:]),
                     servers=n.servers,
                     capacity_ms=float(capacity[s]),
                 )
