@@ -326,8 +326,7 @@ def _network(plan: LabPlan, directory: Path, state: LabState, progress: Progress
             cmds += router_commands(n)
         else:
             cmds += [f"addr add {a}/32 dev lo" for a in n.anycast]
-        if n.default_via:
-            cmds.append(f"route add default via {n.default_via}")
+        cmds += [f"route add {' '.join(r)}" for r in n.default_routes()]
         if n.kind is NodeKind.SITE:
             from .forward import backbone_links
 
@@ -467,7 +466,9 @@ def wait_converged(
     site's speaker sent it); then the routers' routes to the anycast prefixes must stay
     the same for ``quiet`` seconds.  Sessions that a recorded fault takes down
     (:func:`anyedge.lab.faults.excused`), or one of the records ``faults`` given here (a
-    lab broken by hand), are not waited for, nor expectations on them.  Raises
+    lab broken by hand), are waited for only until they are down (a partition ends them
+    at their hold timer, seconds after it is recorded), not to come up, nor expectations
+    on them.  Raises
     :class:`LabError` naming the sessions that did not settle past ``timeout``, and at
     once, naming it, if a BGP daemon no fault killed is not running (its sessions cannot
     come up).
@@ -550,17 +551,23 @@ def _unsettled(
 ) -> list[tuple[str, Port | None]]:
     """Why ``node`` has not settled: each session not established (with its port),
     each neighbour whose prefixes it has not heard as expected (sessions in ``cut``
-    excepted)."""
+    excepted: for those, that they are still established)."""
     try:
         peers = r.summary()
     except SpeakerError as e:  # vtysh can race a bgpd that has only just started
         return [(f"{node.name} does not answer ({str(e)[:120]})", None)]
     out: list[tuple[str, Port | None]] = []
     for p in node.bgp_ports:
-        if frozenset((node.name, p.peer)) in cut:
-            continue
         info = peers.get(p.peer_address, {})
         st = str(info.get("state", "unknown"))
+        if frozenset((node.name, p.peer)) in cut:
+            # a fault holds it down: wait until it is down (a partition ends it only at
+            # the hold timer), then not for it to come up
+            if st == "Established":
+                out.append(
+                    (f"session {node.name}-{p.peer} is still up, though a fault cuts it", None)
+                )
+            continue
         got = int(str(info.get("pfxRcd", 0)))
         if st != "Established":
             out.append((f"session {node.name}-{p.peer} is {st} (at {node.name})", p))
