@@ -179,7 +179,7 @@ def compare(
             code = str(node.site)
             before = routes[code]
             if not before or code in faults.sites or (chosen is not None and code not in chosen):
-                continue  # withdrawn or cut off already: nothing to take away
+                continue  # withdrawn or cut off already (nothing to take away), or not asked
             with ann.changed(code, []):
                 ann.settle()
                 rows += _scenario(world, plan, f"without {code}", (code,), routes, flows, faults)
