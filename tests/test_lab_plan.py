@@ -68,6 +68,18 @@ def test_sites_hold_the_anycast_address_and_route_out(lab3) -> None:  # type: ig
     assert plan.ports == (7001, 7002, 7003)
 
 
+def test_a_site_with_two_transits_routes_out_through_either() -> None:
+    """A default route through each transit, the first preferred: when its link goes
+    down (and the kernel deletes the route with it) replies leave by the other."""
+    world = parse_world(dump_yaml(generate(5, routers=20, sites=4, clients=6)))
+    chc = make_plan(world).node("chc")
+    first, second = (p.peer_address for p in chc.bgp_ports)
+    assert chc.default_routes() == [
+        ["default", "via", first],
+        ["default", "via", second, "metric", "10"],
+    ]
+
+
 def test_each_client_network_is_originated_by_its_own_router(lab3) -> None:  # type: ignore[no-untyped-def]
     plan = make_plan(lab3)
     clients = {

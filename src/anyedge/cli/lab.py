@@ -303,6 +303,13 @@ def probe(
 @click.option("--flows", default=20, show_default=True, type=click.IntRange(1, 5000))
 @click.option("--no-withdraw", is_flag=True, help="Only the baseline, no site withdrawn.")
 @click.option(
+    "--withdraw",
+    "only",
+    multiple=True,
+    metavar="SITE",
+    help="Withdraw only this site in turn (repeatable; default: each site).",
+)
+@click.option(
     "--link-down",
     multiple=True,
     help="A-B (ASNs, or a site and an ASN): a link down besides the recorded faults.",
@@ -314,11 +321,13 @@ def compare(
     name: str | None,
     flows: int,
     no_withdraw: bool,
+    only: tuple[str, ...],
     link_down: tuple[str, ...],
     site_down: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """The routing model's catchments against probes, then with each site withdrawn.
+    """The routing model's catchments against probes, then with each site withdrawn
+    (or each site given with --withdraw).
 
     Under the faults the lab's state records (links down, dead daemons, partitioned
     sites), and those given with --link-down and --site-down, the model takes the same
@@ -331,13 +340,14 @@ def compare(
 
     world, plan, _state = _attach(directory, name)
     d = _dir(directory, name)
+    chosen = [_site(plan, s) for s in only] if only else None
     try:
         extra = extra_faults(world, plan, link_down, site_down)
     except FaultError as e:
         raise InputError("command line", [Problem(o, m) for o, m in e.problems]) from None
     try:
         faults = faults_of(plan, d, extra)
-        rows = run_compare(world, plan, d, flows, not no_withdraw, extra)
+        rows = run_compare(world, plan, d, flows, not no_withdraw, extra, chosen)
     except LabError as e:
         raise _fail(e) from None
     agree = sum(r.agree for r in rows)

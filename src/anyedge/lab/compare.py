@@ -179,10 +179,11 @@ def compare(
     flows: int = 20,
     each_site: bool = True,
     extra: Iterable[Mapping[str, Any]] = (),
+    only: Iterable[str] | None = None,
 ) -> list[Row]:
-    """Model against lab, as the sites announce now and then with each site withdrawn,
-    under the faults the lab's state records and the ``extra`` fault records (a lab
-    broken by hand: see :func:`extra_faults`)."""
+    """Model against lab, as the sites announce now and then with each site withdrawn
+    (or each of the sites ``only`` names), under the faults the lab's state records and
+    the ``extra`` fault records (a lab broken by hand: see :func:`extra_faults`)."""
     state = LabState.load(directory)
     check_not_forwarding(state)
     extra = list(extra)
@@ -190,12 +191,13 @@ def compare(
     routes = current_routes(plan, state)
     ann = Announcer(plan, directory, extra)
     rows = _scenario(world, plan, "baseline", (), routes, flows, faults)
+    chosen = None if only is None else set(only)
     if each_site:
         for node in plan.sites:
             code = str(node.site)
             before = routes[code]
-            if not before or code in faults.sites:
-                continue  # withdrawn or cut off already: nothing to take away
+            if not before or code in faults.sites or (chosen is not None and code not in chosen):
+                continue  # withdrawn or cut off already (nothing to take away), or not asked
             with ann.changed(code, []):
                 ann.settle()
                 rows += _scenario(world, plan, f"without {code}", (code,), routes, flows, faults)

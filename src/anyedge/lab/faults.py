@@ -5,7 +5,7 @@
 * ``link-down A B`` / ``link-up A B`` — both ends of the link between nodes A and B go
   administratively down (``ip link set … down`` in each node's namespace), so the
   kernel drops the link's routes and every BGP daemon on it sees the interface go;
-  up again, the routes the kernel deleted with the link — a node's default route, a
+  up again, the routes the kernel deleted with the link — a node's default routes, a
   site's backbone routing table — are put back (:func:`restore_routes`);
 * ``kill NODE`` / ``restart NODE`` — ``kill -9`` of the node's BGP daemon (a router's
   ``bgpd``, a site's FRR ``bgpd``, ``bird``, ``gobgpd`` or ``exabgp``); restart starts
@@ -165,16 +165,12 @@ def link_up(plan: LabPlan, directory: Path, a: str, b: str) -> dict[str, Any]:
 
 def restore_routes(plan: LabPlan, node: NodePlan) -> list[str]:
     """Put back the static routes of ``node`` that the kernel deletes with a link: its
-    default route and, at a site, each backbone link's routing table (Plurimog's).
-    ``ip route replace``: nothing changes where they are there.  What could not be put
-    back (its link is still down) is returned."""
+    default routes (a site's through each of its transits) and, at a site, each backbone
+    link's routing table (Plurimog's).  ``ip route replace``: nothing changes where they
+    are there.  What could not be put back (its link is still down) is returned."""
     from .forward import backbone_links
 
-    cmds = []
-    if node.default_via:
-        cmds.append(["route", "replace", "default", "via", node.default_via])
-    if node.default_via6:
-        cmds.append(["route", "replace", "default", "via", node.default_via6])
+    cmds = [["route", "replace", *r] for r in node.default_routes()]
     if node.kind is NodeKind.SITE:
         for b in backbone_links(plan, node):
             via = ["via", b.via, "dev", b.ifname, "table", str(b.table)]

@@ -106,6 +106,11 @@ class NodePlan:
     default_via: str | None = None  # sites and clients
     anycast6: tuple[str, ...] = ()  # IPv6 addresses held on lo (sites)
     default_via6: str | None = None  # sites and clients of a dual-stack lab
+    # sites with more than one transit: the others' addresses, a default route via each
+    # at a higher metric, so that replies leave by another transit when the first's link
+    # is down (the kernel deletes a route with its link)
+    fallback_via: tuple[str, ...] = ()
+    fallback_via6: tuple[str, ...] = ()  # the same, IPv6 (a dual-stack lab)
     networks: tuple[str, ...] = ()  # routers: the clients' networks they originate
     servers: int = 0  # sites with servers: the site is their router (see .edge)
     capacity_ms: float = 0.0  # sites: CPU ms/s of the site's servers (the world's)
@@ -118,6 +123,20 @@ class NodePlan:
     def igp_ports(self) -> tuple[Port, ...]:
         """A router's internal links (to routers of its own AS), which run OSPF."""
         return tuple(p for p in self.ports if p.cost)
+
+    def default_routes(self) -> list[list[str]]:
+        """``ip route`` arguments after ``add``/``replace`` for the default routes."""
+        out = []
+        for first, rest in (
+            (self.default_via, self.fallback_via),
+            (self.default_via6, self.fallback_via6),
+        ):
+            vias = [first] if first else []
+            out += [
+                ["default", "via", via, *(["metric", str(10 * i)] if i else [])]
+                for i, via in enumerate([*vias, *rest])
+            ]
+        return out
 
     @property
     def server_namespaces(self) -> tuple[str, ...]:
@@ -388,6 +407,8 @@ def make_plan(world: World, name: str = "lab") -> LabPlan:
                     default_via=up[0].peer_address if up else None,
                     anycast6=tuple(first_host(c) for c in mine6),
                     default_via6=up[0].peer_address6 or None if up else None,
+                    fallback_via=tuple(x.peer_address for x in up[1:]),
+                    fallback_via6=tuple(x.peer_address6 for x in up[1:] if x.peer_address6),
                     servers=n.servers,
                     capacity_ms=float(capacity[s]),
                 )
