@@ -13,8 +13,9 @@
         for c in l4.counters():               # per rule: packets, bytes
             print(c.name, c.packets, c.bytes)
 
-A rule change is double-buffered: :meth:`L4Drop.stage` writes the set not in force
-(and zeroes its counters), :meth:`L4Drop.commit` points the program at it.  Until the
+A rule change is double-buffered: :meth:`L4Drop.stage` writes the set not in force,
+its half of the index maps (:mod:`anyedge.edge.l4drop_index`: which rules each
+protocol and port may meet) and zeroes its counters, :meth:`L4Drop.commit` points the program at it.  Until the
 commit every packet sees the old rules; after it, every packet sees the new ones — the
 kernel returns from the commit only once no program still runs on the old set, so the
 next stage may overwrite it.  One process should own an L4Drop's rules at a time.
@@ -28,8 +29,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..adapters.netns import entered
 from . import build
+from .l4drop_index import PORT_SLOTS, PROTO_SLOTS, build_index
 from .libbpf import (
     VERDICTS,
     BpfError,
@@ -69,6 +73,11 @@ class L4Drop(Loaded):
         self._active_map = self.obj.map("l4drop_active")
         self._stats = self.obj.map("l4drop_stats")
         self._next = self.obj.map("l4drop_next")
+        self._index = {
+            "by_proto": (self.obj.map("l4drop_by_proto"), PROTO_SLOTS),
+            "by_sport": (self.obj.map("l4drop_by_sport"), PORT_SLOTS),
+            "by_dport": (self.obj.map("l4drop_by_dport"), PORT_SLOTS),
+        }
         for m in self._sets:
             check_size(m, ctypes.sizeof(RuleSet), "struct l4drop_set", "rules.py")
         check_size(self._stats, ctypes.sizeof(_Stat), "struct l4drop_stat", "rules.py")
@@ -97,6 +106,10 @@ class L4Drop(Loaded):
         zero = (_Stat * self._ncpu)()
         for i in range(MAX_RULES):
             self._stats.update(ctypes.c_uint32(spare * MAX_RULES + i), zero)
+        index = build_index(rules)
+        for field, (m, slots) in self._index.items():
+            keys = np.arange(spare * slots, (spare + 1) * slots, dtype=np.uint32)
+            m.update_batch(keys, np.ascontiguousarray(getattr(index, field)), slots)
         self._sets[spare].update(ctypes.c_uint32(0), value)
         self._rules[spare] = rules
         self._staged = True
