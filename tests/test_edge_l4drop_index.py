@@ -87,31 +87,40 @@ def test_the_first_match_among_64_rules_decides(l4: L4Drop) -> None:
 
 
 def test_a_rule_behind_a_failing_candidate_still_matches(l4: L4Drop) -> None:
-    """Two rules admit the packet's protocol and ports; the first fails on its prefix
-    (or its payload), so the second decides."""
+    """Several rules admit the packet's protocol and ports; the first fails on its
+    prefix (or its payload), so a later one decides."""
     l4.replace(
         parse_rules(
             "rules:\n"
             "  - {name: a, protocol: tcp, source: 198.51.100.0/24, destination_ports: 80}\n"
+            "  - {name: u, protocol: udp, source: 198.51.100.0/24, destination_ports: 80}\n"
             "  - {name: b, protocol: udp, destination_ports: 80, payload: {text: GET}}\n"
             "  - {name: c, protocol: tcp, destination_ports: 80, tcp_flags: SYN}\n"
         )
     )
     assert l4.test_run(tcp4("203.0.113.1", VIP, 5, 80, 0x02)) == "drop"
     assert l4.test_run(udp4("203.0.113.1", VIP, 5, 80, b"PUT /")) == "pass"
-    assert counts(l4) == {"c": 1}
+    assert l4.test_run(udp4("203.0.113.1", VIP, 5, 80, b"GET /")) == "drop"
+    assert counts(l4) == {"c": 1, "b": 1}
 
 
-def test_signatures_at_the_end_of_the_frame(l4: L4Drop) -> None:
+@pytest.mark.parametrize("behind", [False, True], ids=["first-candidate", "behind-another"])
+def test_signatures_at_the_end_of_the_frame(l4: L4Drop, behind: bool) -> None:
     """A signature in the last bytes of a frame (fewer than 16 after its offset) is
-    read all the same; one that would run past the end does not match."""
+    read all the same; one that would run past the end does not match — whether the
+    rule is the first candidate (read inline) or comes after one that failed (read by
+    the program's payload function)."""
+    first = "  - {name: other, source: 198.51.100.0/24}\n" if behind else ""
     l4.replace(
         parse_rules(
-            "rules:\n  - {name: tail, protocol: udp, payload: {offset: 10, text: VALUE}}\n"
+            "rules:\n"
+            + first
+            + "  - {name: tail, protocol: udp, payload: {offset: 10, text: VALUE}}\n"
         )
     )
     body = b"0123456789VALUE"
     assert l4.test_run(udp4("203.0.113.1", VIP, 5, 6, body)) == "drop"  # ends the frame
     assert l4.test_run(udp4("203.0.113.1", VIP, 5, 6, body[:-1])) == "pass"  # cut short
     assert l4.test_run(udp4("203.0.113.1", VIP, 5, 6, body + bytes(20))) == "drop"
+    assert l4.test_run(udp4("203.0.113.1", VIP, 5, 6, b"0123456789VALUx" + bytes(20))) == "pass"
     assert counts(l4) == {"tail": 2}

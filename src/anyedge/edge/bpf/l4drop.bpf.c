@@ -170,9 +170,10 @@ __noinline int l4drop_payload(struct xdp_md *ctx, const struct l4drop_rule *r, _
 	return ((buf[0] & mask[0]) == sig[0]) & ((buf[1] & mask[1]) == sig[1]);
 }
 
-/* The fields the index did not decide: prefixes, length, TCP flags, payload. */
+/* The fields the index did not decide: prefixes, length, TCP flags, payload.  With
+ * in_place, a signature within the frame's linear part is read here, inline. */
 static __always_inline int rule_matches(struct xdp_md *ctx, const struct l4drop_rule *r,
-					const struct pkt *p)
+					const struct pkt *p, int in_place)
 {
 	if (!in_prefix(p->src, r->src, r->src_mask) || !in_prefix(p->dst, r->dst, r->dst_mask))
 		return 0;
@@ -182,9 +183,17 @@ static __always_inline int rule_matches(struct xdp_md *ctx, const struct l4drop_
 		return 1;
 	if ((p->tcp_flags & r->tcp_flags_mask) != r->tcp_flags_value)
 		return 0;
-	if (r->sig_len && !l4drop_payload(ctx, r, p->payload_off))
-		return 0;
-	return 1;
+	if (!r->sig_len)
+		return 1;
+	if (in_place) {
+		__u32 off = p->payload_off + r->sig_offset;
+		const __u64 *sig = (const __u64 *)r->sig, *mask = (const __u64 *)r->sig_mask;
+		__u64 *at = (void *)(long)ctx->data + (off & 0x3fff);
+
+		if (off < 0x4000 && (void *)(at + 2) <= (void *)(long)ctx->data_end)
+			return ((at[0] & mask[0]) == sig[0]) & ((at[1] & mask[1]) == sig[1]);
+	}
+	return l4drop_payload(ctx, r, p->payload_off);
 }
 
 /* The rules whose family, protocol and ports admit the packet: a mask, 0 when none. */
@@ -205,6 +214,20 @@ static __always_inline __u64 candidates(__u32 half, const struct pkt *p)
 	return m ? cand & *m : 0;
 }
 
+/* Index of the lowest bit set in x (x != 0), by a de Bruijn sequence: no branches, so
+ * the verifier sees one unknown index below 64 rather than a path per bit. */
+static const __u8 l4drop_debruijn[64] = {
+	0,  1,  48, 2,  57, 49, 28, 3,  61, 58, 50, 42, 38, 29, 17, 4,
+	62, 55, 59, 36, 53, 51, 43, 22, 45, 39, 33, 30, 24, 18, 12, 5,
+	63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11,
+	46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,  13, 8,  7,  6,
+};
+
+static __always_inline __u32 lowest_bit(__u64 x)
+{
+	return l4drop_debruijn[((x & -x) * 0x03f79d71b4cb0a89ULL) >> 58];
+}
+
 /* Hand a passed packet to the next stage, if there is one. */
 static __always_inline int pass(struct xdp_md *ctx)
 {
@@ -212,12 +235,26 @@ static __always_inline int pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
+/* Rule i of the set in force matched: count it, and do what it says. */
+static __always_inline int decide(struct xdp_md *ctx, const struct l4drop_rule *r, __u32 half,
+				  __u32 i)
+{
+	__u32 slot = half * L4DROP_MAX_RULES + i;
+	struct l4drop_stat *st = bpf_map_lookup_elem(&l4drop_stats, &slot);
+
+	if (st) {
+		st->packets++;
+		st->bytes += ctx->data_end - ctx->data;
+	}
+	return r->action == L4DROP_ACTION_PASS ? pass(ctx) : XDP_DROP;
+}
+
 SEC("xdp")
 int l4drop(struct xdp_md *ctx)
 {
 	struct pkt p = {};
 	struct l4drop_set *set;
-	__u32 zero = 0, half;
+	__u32 zero = 0, half, first;
 	__u64 cand;
 	void *inner;
 
@@ -234,29 +271,23 @@ int l4drop(struct xdp_md *ctx)
 
 	if (!cand)
 		return pass(ctx);
-	/* Bit by bit up to the last candidate, the rule's index known at every step: the
-	 * verifier walks it as the plain loop over the rules it replaced, with no call per
-	 * rule (on a kernel whose calls and returns carry Spectre mitigations, a call costs
-	 * more than checking a rule). */
+	/* Usually one rule is a candidate: the first is checked on its own, its signature
+	 * read in place, inline; the verifier walks this once, for any index. */
+	first = lowest_bit(cand) & (L4DROP_MAX_RULES - 1);
+	if (rule_matches(ctx, &set->rules[first], &p, 1))
+		return decide(ctx, &set->rules[first], half, first);
+	cand &= cand - 1;
+	/* The others bit by bit up to the last, the rule's index known at every step: the
+	 * verifier walks this as the plain loop over the rules it replaced (a signature
+	 * here is read by l4drop_payload, a function it checks once: inline, the loop's
+	 * paths were more than it walks). */
 	for (__u32 i = 0; i < L4DROP_MAX_RULES; i++) {
-		struct l4drop_rule *r;
-		struct l4drop_stat *st;
-		__u32 slot;
-
 		if (!(cand >> i))
 			break;
 		if (!((cand >> i) & 1))
 			continue;
-		r = &set->rules[i];
-		if (!rule_matches(ctx, r, &p))
-			continue;
-		slot = half * L4DROP_MAX_RULES + i;
-		st = bpf_map_lookup_elem(&l4drop_stats, &slot);
-		if (st) {
-			st->packets++;
-			st->bytes += ctx->data_end - ctx->data;
-		}
-		return r->action == L4DROP_ACTION_PASS ? pass(ctx) : XDP_DROP;
+		if (rule_matches(ctx, &set->rules[i], &p, 0))
+			return decide(ctx, &set->rules[i], half, i);
 	}
 	return pass(ctx);
 }
