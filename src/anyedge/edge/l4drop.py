@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from .libbpf import (
     BpfError,
     BpfObject,
     Loaded,
+    Map,
     Program,
     check_size,
     detach_xdp,
@@ -51,6 +53,13 @@ PROGRAM = "l4drop"
 
 class _Stat(ctypes.Structure):
     _fields_ = (("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64))
+
+
+def _mapped(m: Map, slots: int) -> tuple[mmap.mmap, int]:
+    """An index map (``BPF_F_MMAPABLE``, two halves of ``slots`` masks) mapped into this
+    process: what is written there is in the kernel's map."""
+    size = -(-2 * slots * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
+    return mmap.mmap(m.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE), slots
 
 
 @dataclass(frozen=True)
@@ -73,10 +82,14 @@ class L4Drop(Loaded):
         self._active_map = self.obj.map("l4drop_active")
         self._stats = self.obj.map("l4drop_stats")
         self._next = self.obj.map("l4drop_next")
+        # the index maps, memory-mapped: (the mapping, slots per half)
         self._index = {
-            "by_proto": (self.obj.map("l4drop_by_proto"), PROTO_SLOTS),
-            "by_sport": (self.obj.map("l4drop_by_sport"), PORT_SLOTS),
-            "by_dport": (self.obj.map("l4drop_by_dport"), PORT_SLOTS),
+            field: _mapped(self.obj.map(f"l4drop_{field}"), slots)
+            for field, slots in (
+                ("by_proto", PROTO_SLOTS),
+                ("by_sport", PORT_SLOTS),
+                ("by_dport", PORT_SLOTS),
+            )
         }
         for m in self._sets:
             check_size(m, ctypes.sizeof(RuleSet), "struct l4drop_set", "rules.py")
@@ -107,9 +120,10 @@ class L4Drop(Loaded):
         for i in range(MAX_RULES):
             self._stats.update(ctypes.c_uint32(spare * MAX_RULES + i), zero)
         index = build_index(rules)
-        for field, (m, slots) in self._index.items():
-            keys = np.arange(spare * slots, (spare + 1) * slots, dtype=np.uint32)
-            m.update_batch(keys, np.ascontiguousarray(getattr(index, field)), slots)
+        for field, (mapping, slots) in self._index.items():
+            masks = np.frombuffer(mapping, np.uint64, 2 * slots)
+            masks[spare * slots : (spare + 1) * slots] = getattr(index, field)
+            del masks  # a view left alive would keep the mapping from closing
         self._sets[spare].update(ctypes.c_uint32(0), value)
         self._rules[spare] = rules
         self._staged = True
@@ -142,6 +156,12 @@ class L4Drop(Loaded):
             packets = sum(s.packets for s in per_cpu)
             out.append(Counter(name, action, packets, sum(s.bytes for s in per_cpu)))
         return out
+
+    def close(self) -> None:
+        for mapping, _ in self._index.values():
+            mapping.close()
+        self._index = {}
+        super().close()
 
     # -- the next stage ----------------------------------------------------------------
 

@@ -113,8 +113,11 @@ struct {
 #define L4DROP_PORT_SLOTS 65537  /* the port, or 65536: no transport header */
 #define L4DROP_NO_L4 65536
 
+/* Memory-mapped (BPF_F_MMAPABLE) so that user space writes a half at memory speed:
+ * 65,537 single updates took 0.3 s. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 2 * L4DROP_PROTO_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -122,6 +125,7 @@ struct {
 
 struct l4drop_port_index {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 2 * L4DROP_PORT_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
