@@ -15,10 +15,11 @@
 
 A rule change is double-buffered: :meth:`L4Drop.stage` writes the set not in force,
 its half of the index maps (:mod:`anyedge.edge.l4drop_index`: which rules each
-protocol and port may meet) and zeroes its counters, :meth:`L4Drop.commit` points the program at it.  Until the
-commit every packet sees the old rules; after it, every packet sees the new ones — the
-kernel returns from the commit only once no program still runs on the old set, so the
-next stage may overwrite it.  One process should own an L4Drop's rules at a time.
+protocol and port may meet; the maps are memory-mapped, so this is a copy) and zeroes
+its counters; :meth:`L4Drop.commit` points the program at it.  Until the commit every
+packet sees the old rules; after it, every packet sees the new ones — the kernel
+returns from the commit only once no program still runs on the old set, so the next
+stage may overwrite it.  One process should own an L4Drop's rules at a time.
 """
 
 from __future__ import annotations
