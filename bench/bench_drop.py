@@ -75,7 +75,7 @@ frames only with one attached): a few ns of theirs that a NIC would not charge.
 
 And the XDP program's own time on the same frame, with ``BPF_PROG_TEST_RUN``.
 
-Needs root, clang, bpftool, nft.  Run: ``python bench/bench_drop.py`` (about three
+Needs root, clang, bpftool, nft.  Run: ``python bench/bench_drop.py`` (about four
 minutes at the defaults: 5 rounds of 2 s; ``--senders kernel`` for the first half).
 Every run is bounded in count or time; the namespaces are removed at the end.
 """
