@@ -13,28 +13,35 @@
         for c in l4.counters():               # per rule: packets, bytes
             print(c.name, c.packets, c.bytes)
 
-A rule change is double-buffered: :meth:`L4Drop.stage` writes the set not in force
-(and zeroes its counters), :meth:`L4Drop.commit` points the program at it.  Until the
-commit every packet sees the old rules; after it, every packet sees the new ones — the
-kernel returns from the commit only once no program still runs on the old set, so the
-next stage may overwrite it.  One process should own an L4Drop's rules at a time.
+A rule change is double-buffered: :meth:`L4Drop.stage` writes the set not in force,
+its half of the index maps (:mod:`anyedge.edge.l4drop_index`: which rules each
+protocol and port may meet; the maps are memory-mapped, so this is a copy) and zeroes
+its counters; :meth:`L4Drop.commit` points the program at it.  Until the commit every
+packet sees the old rules; after it, every packet sees the new ones — the kernel
+returns from the commit only once no program still runs on the old set, so the next
+stage may overwrite it.  One process should own an L4Drop's rules at a time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..adapters.netns import entered
 from . import build
+from .l4drop_index import PORT_SLOTS, PROTO_SLOTS, build_index
 from .libbpf import (
     VERDICTS,
     BpfError,
     BpfObject,
     Loaded,
+    Map,
     Program,
     check_size,
     detach_xdp,
@@ -47,6 +54,13 @@ PROGRAM = "l4drop"
 
 class _Stat(ctypes.Structure):
     _fields_ = (("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64))
+
+
+def _mapped(m: Map, slots: int) -> tuple[mmap.mmap, int]:
+    """An index map (``BPF_F_MMAPABLE``, two halves of ``slots`` masks) mapped into this
+    process: what is written there is in the kernel's map."""
+    size = -(-2 * slots * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
+    return mmap.mmap(m.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE), slots
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,15 @@ class L4Drop(Loaded):
         self._active_map = self.obj.map("l4drop_active")
         self._stats = self.obj.map("l4drop_stats")
         self._next = self.obj.map("l4drop_next")
+        # the index maps, memory-mapped: (the mapping, slots per half)
+        self._index = {
+            field: _mapped(self.obj.map(f"l4drop_{field}"), slots)
+            for field, slots in (
+                ("by_proto", PROTO_SLOTS),
+                ("by_sport", PORT_SLOTS),
+                ("by_dport", PORT_SLOTS),
+            )
+        }
         for m in self._sets:
             check_size(m, ctypes.sizeof(RuleSet), "struct l4drop_set", "rules.py")
         check_size(self._stats, ctypes.sizeof(_Stat), "struct l4drop_stat", "rules.py")
@@ -97,6 +120,11 @@ class L4Drop(Loaded):
         zero = (_Stat * self._ncpu)()
         for i in range(MAX_RULES):
             self._stats.update(ctypes.c_uint32(spare * MAX_RULES + i), zero)
+        index = build_index(rules)
+        for field, (mapping, slots) in self._index.items():
+            masks = np.frombuffer(mapping, np.uint64, 2 * slots)
+            masks[spare * slots : (spare + 1) * slots] = getattr(index, field)
+            del masks  # a view left alive would keep the mapping from closing
         self._sets[spare].update(ctypes.c_uint32(0), value)
         self._rules[spare] = rules
         self._staged = True
@@ -129,6 +157,12 @@ class L4Drop(Loaded):
             packets = sum(s.packets for s in per_cpu)
             out.append(Counter(name, action, packets, sum(s.bytes for s in per_cpu)))
         return out
+
+    def close(self) -> None:
+        for mapping, _ in self._index.values():
+            mapping.close()
+        self._index = {}
+        super().close()
 
     # -- the next stage ----------------------------------------------------------------
 

@@ -74,3 +74,11 @@ int xdp_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;
 }
+
+/* Drops every frame: on the receiving veth, the floor of the native XDP path (the
+ * veth's poll and returning the frame) with a program that costs nothing. */
+SEC("xdp")
+int xdp_drop(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
