@@ -183,13 +183,19 @@ def compare(
 ) -> list[Row]:
     """Model against lab, as the sites announce now and then with each site withdrawn
     (or each of the sites ``only`` names), under the faults the lab's state records and
-    the ``extra`` fault records (a lab broken by hand: see :func:`extra_faults`)."""
+    the ``extra`` fault records (a lab broken by hand: see :func:`extra_faults`).  BGP
+    is let settle first, so ``lab fault …`` and then ``lab compare`` at once compare
+    the network after the fault, not during its convergence; :class:`LabError` names
+    the sessions that do not settle."""
     state = LabState.load(directory)
     check_not_forwarding(state)
     extra = list(extra)
     faults = faults_of(plan, directory, extra)
     routes = current_routes(plan, state)
     ann = Announcer(plan, directory, extra)
+    # a fault made a moment ago may still be converging: compare the network at rest
+    # (sessions a fault takes down are waited for until they are down, the rest up)
+    ann.settle()
     rows = _scenario(world, plan, "baseline", (), routes, flows, faults)
     chosen = None if only is None else set(only)
     if each_site:
