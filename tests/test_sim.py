@@ -164,6 +164,21 @@ def test_the_same_seed_gives_the_same_day(small_world: World) -> None:
     np.testing.assert_array_equal(a.series.p95_ms, b.series.p95_ms)
 
 
+def test_twins_on_one_world_compute_its_failover_shares_once(tiny: World) -> None:
+    """The shares are a function of the world: a second twin on it (another scenario)
+    takes the first one's, read-only; a world parsed again computes the same ones."""
+    a = Twin(tiny, short(tiny, hours=1))  # type: ignore[arg-type]
+    b = Twin(tiny, short(tiny, "[{at: 1h, for: 1h, kind: site_dark, site: CHC}]"))  # type: ignore[arg-type]
+    assert b.failover is a.failover
+    assert not a.failover.flags.writeable
+    again = parse_world(TINY.read_text(), TINY)
+    c = Twin(again, short(again, hours=1))  # type: ignore[arg-type]
+    assert c.failover is not a.failover
+    np.testing.assert_array_equal(c.failover, a.failover)
+    chc, akl = tiny.network.sites.index("CHC"), tiny.network.sites.index("AKL")
+    assert a.failover[chc, akl] > 0.5  # CHC's users go mostly to AKL
+
+
 def test_bad_scenarios_name_the_place(tiny: World) -> None:
     with pytest.raises(InputError) as e:
         parse_scenario(

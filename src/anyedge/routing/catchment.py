@@ -338,8 +338,11 @@ class Router:
             site_points=True,
         )
         width = max(old.path.shape[1], part.path.shape[1])
-        path2 = np.full((path.shape[0], width), -1, dtype=np.int64)
-        path2[:, : path.shape[1]] = path
+        if width == path.shape[1]:
+            path2 = path.astype(np.int64, copy=True)
+        else:
+            path2 = np.full((path.shape[0], width), -1, dtype=np.int64)
+            path2[:, : path.shape[1]] = path
         path2[idx] = -1
         path2[idx, : part.path.shape[1]] = part.path
         origin, km, hops = old.origin.copy(), old.km.copy(), old.hops.copy()

@@ -20,11 +20,12 @@ Points are the metros of the world followed by its sites; an AS with no known pl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 
-from ..model.geo import great_circle_km
+from ..model.geo import EARTH_RADIUS_KM
 from ..model.world import World
 from .announce import Seeds
 from .exits import Edges, Exits
@@ -69,6 +70,23 @@ class Geography:
             hand_ptr=np.array(ptr, dtype=np.int64),
             hand_pt=np.array(pts, dtype=np.int64),
         )
+
+    @cached_property
+    def _lat_trig(self) -> tuple[FloatArray, FloatArray]:
+        """Each point's latitude in radians and its cosine, once per geography."""
+        rlat = np.radians(self.lat.astype(np.float64))
+        return rlat, np.cos(rlat)
+
+    def km(self, a: IntArray, b: IntArray) -> FloatArray:
+        """Great-circle km between points ``a`` and ``b`` (pairwise): the haversine of
+        :func:`anyedge.model.geo.great_circle_km`, step for step, with the latitudes'
+        radians and cosines taken from the points rather than computed per pair (a
+        walk asks for millions of pairs over a few thousand points)."""
+        rlat, cos = self._lat_trig
+        dp = rlat[b] - rlat[a]
+        dl = np.radians(self.lon[b].astype(np.float64) - self.lon[a].astype(np.float64))
+        h = np.sin(dp / 2) ** 2 + cos[a] * cos[b] * np.sin(dl / 2) ** 2
+        return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
     def select(self, edges: IntArray) -> Geography:
         """The hand-over points of the edges ``edges`` only, in that order (a graph
@@ -152,7 +170,7 @@ def walk(
         dist = np.zeros(cand.size)
         if known.any():
             a, b = here[known], pt[known]
-            dist[known] = great_circle_km(geo.lat[a], geo.lon[a], geo.lat[b], geo.lon[b])
+            dist[known] = geo.km(a, b)
         # the nearest hand-over of each state, then the usual tie-break
         owner = st[cand]
         o = np.lexsort((exits.order[ex[cand]], dist, owner))

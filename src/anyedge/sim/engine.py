@@ -48,6 +48,7 @@ import copy
 import dataclasses
 import functools
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +112,16 @@ class _TickOut:
     inn: FloatArray  # ... into each site
     fwd_ms: FloatArray  # mean extra round trip of a site's users for forwarding
     sec_load: FloatArray  # CPU ms/s sent to each section (its dead servers' share too)
+
+
+# The failover shares of each world a twin was made on, while the world lives: one
+# withdrawal per site, most of a twin's set-up on the default world (~6 CPU-s of a
+# 30-minute day's ~10), the same for every scenario on that world, so a second twin on
+# it (another scenario, as the test suite runs the default day and docs/simulate.md's
+# faults day in one process) reuses them.  A world is not changed once built.
+# (Worlds compare by their contents, so they are kept by id, each with a weak reference
+# that drops its entry when the world goes.)
+_FAILOVER: dict[int, tuple[weakref.ref[World], FloatArray]] = {}
 
 
 class Twin:
@@ -211,12 +222,19 @@ class Twin:
         return self._routers[key]
 
     def _failover(self) -> FloatArray:
-        """Share of each site's users that land on each other site if it withdraws."""
+        """Share of each site's users that land on each other site if it withdraws
+        (read-only: computed once per world, see ``_FAILOVER``)."""
+        ref, known = _FAILOVER.get(id(self.world), (None, None))
+        if known is not None and ref is not None and ref() is self.world:
+            return known
         p = Predictor(self.world)
         share = np.zeros((self.S, self.S))
         for s in range(self.S):
             for r, v in p.outcome(PredScenario("single", (s,))).shares().items():
                 share[s, r] = v
+        share.setflags(write=False)
+        key = id(self.world)
+        _FAILOVER[key] = (weakref.ref(self.world, lambda _: _FAILOVER.pop(key, None)), share)
         return share
 
     def _event_sites(self) -> tuple[BoolArray, BoolArray]:
