@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from anyedge.services.turn import mmsg
-from anyedge.services.turn.config import load_config
 from anyedge.services.turn.io import TurnService
 from turn_peers import TurnUdpClient
+from turn_support import ThreadedRelay, serving
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg/sendmmsg here")
 
@@ -38,20 +37,12 @@ T = TypeVar("T")
 WAIT = 2.0  # seconds a datagram that should arrive is waited for
 
 
-class Relay:
-    """A TurnService on its own event loop in a thread."""
+class Relay(ThreadedRelay):
+    """The relay, with ways to hold its loop still and to see its batches."""
 
     def __init__(self, service: TurnService, loop: asyncio.AbstractEventLoop, port: int) -> None:
-        self.service = service
-        self.loop = loop
-        self.port = port
+        super().__init__(service, loop, port)
         self.batches: list[int] = []  # what each recvmmsg returned
-
-    def call(self, fn: Callable[[], T]) -> T:
-        async def run() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -82,31 +73,6 @@ class Relay:
 
         self.call(lambda: setattr(ring, "recv", recorded))
 
-    def core_calls(self) -> dict[str, int]:
-        """From now on, count the ChannelData and peer datagrams the core is given."""
-        calls = {"channel_data": 0, "from_peer": 0}
-        core = self.service.core
-        receive, from_peer = core.receive, core.receive_from_peer
-
-        def counted(now: float, t: str, c: Any, s: Any, data: bytes) -> Any:
-            if data and data[0] >= 0x40:
-                calls["channel_data"] += 1
-            return receive(now, t, c, s, data)
-
-        def counted_peer(now: float, relay: Any, peer: Any, data: bytes) -> Any:
-            calls["from_peer"] += 1
-            return from_peer(now, relay, peer, data)
-
-        def install() -> None:
-            core.receive = counted  # type: ignore[method-assign]
-            core.receive_from_peer = counted_peer  # type: ignore[method-assign]
-
-        self.call(install)
-        return calls
-
-    def counters(self) -> dict[str, int]:
-        return self.call(lambda: dataclasses.asdict(self.service.core.counters))
-
 
 def _free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -132,26 +98,8 @@ def relay(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Relay]:
         f"udp_batch: {opts.get('batch', 8)}\n"
         "workers: 1\n"
     )
-    loop = asyncio.new_event_loop()
-    service = TurnService(load_config(conf))
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(service.start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(service.close())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
+    with serving(conf) as (service, loop):
         yield Relay(service, loop, port)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def _peer() -> socket.socket:
@@ -214,7 +162,7 @@ def test_bursts_arrive_in_order_without_the_core_and_count_exactly(
         k = _establish(relay, c, peer, 0x4001)
         if batched:
             relay.record_batches()
-        calls = relay.core_calls()
+        calls = relay.count_core_calls()
         with relay.held():
             for i in range(203):
                 c.send_channel(0x4001, b"up %03d" % i)
@@ -245,7 +193,7 @@ def test_a_batch_mixing_lanes_and_the_core_keeps_the_order(
 ) -> None:
     with _client(relay) as c:
         k = _establish(relay, c, peer, 0x4001)
-        calls = relay.core_calls()
+        calls = relay.count_core_calls()
         with relay.held():  # one batch of 8 and one of 3: the indication is in the first
             for i in range(5):
                 c.send_channel(0x4001, b"lane %d" % i)
@@ -302,7 +250,7 @@ def test_an_ipv6_client_has_lanes_too(relay: Relay, peer: socket.socket) -> None
     with _client(relay, "::1") as c:
         assert c.relayed is not None
         k = _establish(relay, c, peer, 0x4001)
-        calls = relay.core_calls()
+        calls = relay.count_core_calls()
         with relay.held():
             for i in range(20):
                 c.send_channel(0x4001, b"v6 %d" % i)

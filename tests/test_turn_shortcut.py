@@ -9,59 +9,18 @@ longer relayed by them."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from anyedge.services.turn.config import load_config
-from anyedge.services.turn.io import TurnService
 from turn_peers import TurnError, TurnUdpClient
+from turn_support import ThreadedRelay, serving
 
-T = TypeVar("T")
 PEER_WAIT = 2.0  # seconds a datagram that should arrive is waited for
-
-
-class Running:
-    """A TurnService on its own event loop in a thread; ``call`` runs code on that loop."""
-
-    def __init__(self, service: TurnService, loop: asyncio.AbstractEventLoop) -> None:
-        self.service = service
-        self.loop = loop
-        self.port = next(iter(service.config.doc.listen)).port
-
-    def call(self, fn: Callable[[], T]) -> T:
-        async def run() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
-
-    def count_core_calls(self) -> dict[str, int]:
-        """From now on, count the core's per-packet inputs (it still answers them)."""
-        calls = {"receive_channel_data": 0, "receive_from_peer": 0}
-        core = self.service.core
-        receive, from_peer = core.receive, core.receive_from_peer
-
-        def counted_receive(now: float, t: str, c: Any, s: Any, data: bytes) -> Any:
-            if data and data[0] >= 0x40:
-                calls["receive_channel_data"] += 1
-            return receive(now, t, c, s, data)
-
-        def counted_from_peer(now: float, relay: Any, peer: Any, data: bytes) -> Any:
-            calls["receive_from_peer"] += 1
-            return from_peer(now, relay, peer, data)
-
-        def install() -> None:
-            core.receive = counted_receive  # type: ignore[method-assign]
-            core.receive_from_peer = counted_from_peer  # type: ignore[method-assign]
-
-        self.call(install)
-        return calls
 
 
 def _free_port() -> int:
@@ -71,42 +30,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def relay(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
+def relay(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ThreadedRelay]:
     """The relay; ``@pytest.mark.parametrize("relay", [{...}], indirect=True)`` passes
     ``limits`` (YAML text) and ``turn`` (TurnConfig fields) to change it."""
     opts: dict[str, Any] = getattr(request, "param", {})
-    limits = opts.get("limits", "")
+    limits, port = opts.get("limits", ""), _free_port()
     conf = tmp_path / "turn.yaml"
     conf.write_text(
         "realm: shortcut.test\n"
-        f"listen: [{{transport: udp, address: 127.0.0.1, port: {_free_port()}}}]\n"
+        f"listen: [{{transport: udp, address: 127.0.0.1, port: {port}}}]\n"
         "relay: {ipv4: 127.0.0.1, ports: [21000, 21999]}\n"  # below the ephemeral ports
         "auth: {fleet_keys: [a-fleet-key], users: {alice: wonderland}}\n"
         f"limits: {{allow_peers: [127.0.0.0/8]{limits}}}\n"
         "workers: 1\n"
     )
-    config = load_config(conf)
-    config.turn = dataclasses.replace(config.turn, **opts.get("turn", {}))
-    loop = asyncio.new_event_loop()
-    service = TurnService(config)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(service.start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(service.close())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield Running(service, loop)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with serving(conf, **opts.get("turn", {})) as (service, loop):
+        yield ThreadedRelay(service, loop, port)
 
 
 @pytest.fixture
@@ -118,14 +57,14 @@ def peer() -> Iterator[socket.socket]:
     s.close()
 
 
-def _client(relay: Running, peer: socket.socket) -> TurnUdpClient:
+def _client(relay: ThreadedRelay, peer: socket.socket) -> TurnUdpClient:
     c = TurnUdpClient(("127.0.0.1", relay.port), "alice", "wonderland")
     c.allocate()
     c.channel_bind(0x4001, peer.getsockname())
     return c
 
 
-def _establish(relay: Running, c: TurnUdpClient, peer: socket.socket) -> int:
+def _establish(relay: ThreadedRelay, c: TurnUdpClient, peer: socket.socket) -> int:
     """One datagram each way through the core, until it has taught both lanes (a relay
     socket still being opened gets none yet); returns how many went each way."""
     assert c.relayed is not None
@@ -151,7 +90,7 @@ def _nothing_arrives(sock: socket.socket, timeout: float = 0.5) -> bool:
 
 
 def test_established_channels_bypass_the_core_and_count_in_it(
-    relay: Running, peer: socket.socket
+    relay: ThreadedRelay, peer: socket.socket
 ) -> None:
     with _client(relay, peer) as c:
         assert c.relayed is not None
@@ -167,9 +106,9 @@ def test_established_channels_bypass_the_core_and_count_in_it(
             (b"down %d" % i, "ChannelData") for i in range(10)
         ]
 
-        assert calls == {"receive_channel_data": 0, "receive_from_peer": 0}
+        assert calls == {"channel_data": 0, "from_peer": 0}
         core = relay.service.core
-        counters = relay.call(lambda: dataclasses.asdict(core.counters))
+        counters = relay.counters()
         assert counters["packets_to_peer"] == k + 20
         assert counters["bytes_to_peer"] == k * 5 + 20 * 5
         assert counters["packets_to_client"] == k + 10
@@ -179,7 +118,9 @@ def test_established_channels_bypass_the_core_and_count_in_it(
         assert session["to_client"] == {"packets": k + 10, "bytes": k * 4 + 60}
 
 
-def test_a_deleted_allocation_takes_its_lanes_with_it(relay: Running, peer: socket.socket) -> None:
+def test_a_deleted_allocation_takes_its_lanes_with_it(
+    relay: ThreadedRelay, peer: socket.socket
+) -> None:
     with _client(relay, peer) as c:
         relayed = c.relayed
         assert relayed is not None
@@ -198,7 +139,7 @@ def test_a_deleted_allocation_takes_its_lanes_with_it(relay: Running, peer: sock
 
 @pytest.mark.parametrize("relay", [{"turn": {"permission_lifetime": 1}}], indirect=True)
 def test_an_expired_permission_is_not_relayed_by_its_lane(
-    relay: Running, peer: socket.socket
+    relay: ThreadedRelay, peer: socket.socket
 ) -> None:
     with _client(relay, peer) as c:
         assert c.relayed is not None
@@ -212,14 +153,14 @@ def test_an_expired_permission_is_not_relayed_by_its_lane(
         assert _nothing_arrives(peer)
         with pytest.raises(TimeoutError):
             c.receive(timeout=0.5)
-        counters = relay.call(lambda: dataclasses.asdict(relay.service.core.counters))
+        counters = relay.counters()
         assert counters["dropped_no_permission"] == 2
         assert counters["packets_to_peer"] == k + 1
 
 
 @pytest.mark.parametrize("relay", [{"limits": ", user_bandwidth: 1000"}], indirect=True)
 def test_a_user_over_its_bandwidth_is_not_relayed_by_its_lanes(
-    relay: Running, peer: socket.socket
+    relay: ThreadedRelay, peer: socket.socket
 ) -> None:
     """1,000 B/s with a 64 KiB burst: of 100 KB sent at once about 65 KB get through,
     the lanes charging the same bucket the core does, and the rest is counted dropped."""
@@ -233,19 +174,19 @@ def test_a_user_over_its_bandwidth_is_not_relayed_by_its_lanes(
         while not _nothing_arrives(peer, 0.3):
             got += 1
         assert got < 100
-        counters = relay.call(lambda: dataclasses.asdict(relay.service.core.counters))
+        counters = relay.counters()
         assert counters["packets_to_peer"] == k + got
         assert counters["dropped_bandwidth"] == 100 - got
         assert counters["bytes_to_peer"] + counters["dropped_bandwidth_bytes"] == 100_000 + k * 5
         # what the bucket refused went to the core, which refused it again and counted it
-        assert calls["receive_channel_data"] >= 100 - got
+        assert calls["channel_data"] >= 100 - got
 
 
 @pytest.mark.parametrize(
     "relay", [{"turn": {"channel_lifetime": 1, "channel_quarantine": 1}}], indirect=True
 )
 def test_a_channel_number_bound_again_to_another_peer_goes_there(
-    relay: Running, peer: socket.socket
+    relay: ThreadedRelay, peer: socket.socket
 ) -> None:
     """RFC 8656 §12: once a channel has expired and sat out its quarantine its number
     may name another peer; the old lane must not send to the old one."""
