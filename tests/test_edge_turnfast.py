@@ -20,6 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -65,14 +66,15 @@ def _why_not() -> str | None:
     return "cannot build BPF programs, missing: " + ", ".join(lacking) if lacking else None
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    """The loaded program inside the relay's namespace, the ifindex of its ``eth0`` and
-    the MACs a frame leaving by it has: its own and the next hop's (192.0.2.2's)."""
+@contextmanager
+def relay_program(name: str) -> Iterator[Lab]:
+    """The loaded program inside the relay's namespace (a veth pair named from
+    ``name``), the ifindex of its ``eth0`` and the MACs a frame leaving by it has: its
+    own and the next hop's (192.0.2.2's).  Skips the test where BPF cannot run."""
     reason = _why_not()
     if reason:
         pytest.skip(reason)
-    with veth_pair(f"aetf{os.getpid()}") as (a, b):
+    with veth_pair(name) as (a, b):
         gw_mac = netns.run(b, ["cat", "/sys/class/net/eth0/address"]).strip()
         own_mac = netns.run(a, ["cat", "/sys/class/net/eth0/address"]).strip()
         netns.batch(
@@ -89,6 +91,12 @@ def lab() -> Iterator[Lab]:
         )
         with netns.entered(a), TurnFast() as fast:
             yield fast, socket.if_nametoindex("eth0"), (own_mac, gw_mac)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with relay_program(f"aetf{os.getpid()}") as it:
+        yield it
 
 
 def run(fast: TurnFast, ifindex: int, frame: bytes) -> tuple[int, bytes]:

@@ -22,7 +22,6 @@ import ctypes
 import os
 import random
 import re
-import socket
 import subprocess
 import time
 import zlib
@@ -33,7 +32,6 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from anyedge.adapters import netns
 from anyedge.edge import build
 from anyedge.edge.libbpf import XDP_PASS, XDP_TX
 from anyedge.edge.turnfast import (
@@ -47,7 +45,6 @@ from anyedge.edge.turnfast import (
     SendKey6,
     SendValue,
     SendValue6,
-    TurnFast,
     Usage,
 )
 from anyedge.proto.stun import (
@@ -62,8 +59,9 @@ from anyedge.proto.stun import (
     pack_xor_address,
     unpack_xor_address,
 )
-from edge_netns import ADDR_A, ADDR_B, veth_pair
+from edge_netns import ADDR_A
 from edge_packets import udp4, udp6
+from test_edge_turnfast import Lab, relay_program
 
 pytestmark = pytest.mark.lab
 
@@ -77,35 +75,12 @@ PERM6 = RelayedPermission(CLIENT6, (RELAY6, 3478), (RELAY6, 50000), PEER6[0])
 HOUR_NS = 3600 * 10**9
 SOFTWARE = (int(Attr.SOFTWARE), b"anyedge test")
 DONT_FRAGMENT = (int(Attr.DONT_FRAGMENT), b"")
-Lab = tuple[TurnFast, int, tuple[str, str]]
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    """The loaded program inside the relay's namespace, its ``eth0`` and the MACs a
-    frame leaving by it has (its own, the next hop's)."""
-    if os.geteuid() != 0:
-        pytest.skip("BPF programs need root (CAP_BPF and CAP_NET_ADMIN)")
-    lacking = build.missing_tools()
-    if lacking:
-        pytest.skip("cannot build BPF programs, missing: " + ", ".join(lacking))
-    with veth_pair(f"aetfi{os.getpid()}") as (a, b):
-        gw_mac = netns.run(b, ["cat", "/sys/class/net/eth0/address"]).strip()
-        own_mac = netns.run(a, ["cat", "/sys/class/net/eth0/address"]).strip()
-        netns.batch(
-            a,
-            [
-                f"route add 198.51.100.0/24 via {ADDR_B}",
-                f"route add 203.0.113.0/24 via {ADDR_B}",
-                f"neigh add {ADDR_B} lladdr {gw_mac} dev eth0 nud permanent",
-                f"addr add {RELAY6}/64 dev eth0 nodad",
-                "route add 2001:db8:1::/48 via 2001:db8::2",
-                "route add 2001:db8:2::/48 via 2001:db8::2",
-                f"neigh add 2001:db8::2 lladdr {gw_mac} dev eth0 nud permanent",
-            ],
-        )
-        with netns.entered(a), TurnFast() as fast:
-            yield fast, socket.if_nametoindex("eth0"), (own_mac, gw_mac)
+    with relay_program(f"aetfi{os.getpid()}") as it:
+        yield it
 
 
 @pytest.fixture
