@@ -31,10 +31,17 @@ from turn_peers import TurnError, TurnUdpClient
 pytestmark = pytest.mark.slow
 
 
+RELAY_PORTS = range(40000, 41000)  # the test relay's ports, which no listener may use
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, outside the relay's ports (the relay refuses a listener there)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in RELAY_PORTS:
+            return port
 
 
 @dataclass
@@ -100,10 +107,7 @@ def start_relay(
 
 def _start_relay(d: Path, workers: int, tls: bool, limits: str, retry: bool = True) -> Relay | None:
     port = free_port()
-    while True:  # the same number must be free for UDP and TCP, outside the relay ports
-        if 40000 <= port <= 40999:
-            port = free_port()
-            continue
+    while True:  # the same number must be free for UDP and TCP
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind(("127.0.0.1", port))
