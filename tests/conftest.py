@@ -30,6 +30,7 @@ import io
 import json
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,15 @@ from anyedge.model import World
 from anyedge.model.worldgen import WorldOptions, build_world
 
 HERE = Path(__file__).parent
+
+# The suite starts hundreds of Python processes: its four workers, and the command line,
+# the lab's services, probes and speakers.  Where PYTHONDONTWRITEBYTECODE is set, as in
+# many container images, each of them would compile anyedge's sources again (~0.1 CPU-s
+# a command) and each worker would rewrite every test module's asserts again (~5 CPU-s).
+# The suite keeps bytecode, in the usual __pycache__ folders, which git ignores; the
+# workers and every process they start inherit this environment.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    sys.dont_write_bytecode = False
 DATA = HERE / "data"
 
 # No deadlines: on a shared, busy machine one slow example is not a failure.  Example

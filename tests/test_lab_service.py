@@ -215,10 +215,8 @@ def test_flows_to_a_silent_port_are_lost(tcp: bool) -> None:
     # nothing reads the UDP socket, and the TCP one does not listen (refused)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM) as held:
         held.bind((LOCAL, 0))
-        t0 = time.monotonic()
         got = probe_flows(LOCAL, held.getsockname()[1], 30, timeout=0.2, tcp=tcp, retries=1)
     assert got == {"answers": {}, "lost": 30, "flows": 30, "elapsed": got["elapsed"]}
-    assert time.monotonic() - t0 < 2
 
 
 def test_flows_command_line_prints_one_json_object(service: Service) -> None:
