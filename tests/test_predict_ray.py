@@ -10,6 +10,7 @@ starts inherits (and keeps if it is orphaned).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -23,7 +24,10 @@ from anyedge import predict as predict_pkg
 from anyedge.cli.main import main
 from anyedge.predict import Atlas, backends
 
-pytest.importorskip("ray")
+# Ray takes ~0.5 s to import; the command imports it when it runs
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed (the test extra)"
+)
 
 TINY = str(Path(__file__).parent / "data" / "tiny.yaml")
 

@@ -11,23 +11,24 @@ at all must be the same.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
-pytest.importorskip("bgpy")
-
-from bgpy.as_graphs import ASGraph, ASGraphInfo, CustomerProviderLink, PeerLink
-from bgpy.shared.enums import Prefixes
-from bgpy.simulation_engine import BGP, SimulationEngine
-from bgpy.simulation_framework import ScenarioConfig, ValidPrefix
-
 from anyedge.routing import Rank, RoutingGraph, Seeds, propagate
 from anyedge.routing.propagate import as_path
 
-PREFIX = Prefixes.PREFIX.value
+if TYPE_CHECKING:
+    from bgpy.as_graphs import ASGraph
+
+# bgpy takes ~1.5 s to import: imported where it is used, not by every worker that
+# collects this module
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("bgpy") is None, reason="bgpy is not installed (the test extra)"
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ def caida_like(n: int, seed: int, tier1: int = 10) -> tuple[np.ndarray, ...]:
 
 
 def build(n: int, seed: int) -> Graph:
+    from bgpy.as_graphs import ASGraph, ASGraphInfo, CustomerProviderLink, PeerLink
+    from bgpy.simulation_engine import BGP
+
     asn_pos, p2c_pos, p2p_pos, stub_pos = caida_like(n, seed)
     order = np.argsort(asn_pos)
     row_of_pos = np.empty(n, dtype=np.int64)
@@ -114,6 +118,10 @@ def build(n: int, seed: int) -> Graph:
 
 def bgpy_routes(g: Graph, origins: list[int]) -> dict[int, tuple[int, tuple[int, ...]]]:
     """{ASN: (origin ASN, AS path)} for every AS with a route, the AS itself first."""
+    from bgpy.shared.enums import Prefixes
+    from bgpy.simulation_engine import BGP, SimulationEngine
+    from bgpy.simulation_framework import ScenarioConfig, ValidPrefix
+
     victims = frozenset(origins)
     engine = SimulationEngine(g.bgpy)
     cfg = ScenarioConfig(
@@ -129,7 +137,7 @@ def bgpy_routes(g: Graph, origins: list[int]) -> dict[int, tuple[int, tuple[int,
     engine.run(propagation_round=0, scenario=scenario)
     out: dict[int, tuple[int, tuple[int, ...]]] = {}
     for as_obj in g.bgpy.ases:
-        ann: Any = as_obj.policy.local_rib.get(PREFIX)
+        ann: Any = as_obj.policy.local_rib.get(Prefixes.PREFIX.value)
         if ann is not None:
             out[int(as_obj.asn)] = (int(ann.origin), tuple(int(a) for a in ann.as_path))
     return out
@@ -181,6 +189,9 @@ def test_generator_is_a_hierarchy(graph_1k: Graph) -> None:
 
 def test_hand_example_with_bgpy() -> None:
     """The worked example of the notes, with a peer-only island (9, 10) hanging off 8."""
+    from bgpy.as_graphs import ASGraph, ASGraphInfo, CustomerProviderLink, PeerLink
+    from bgpy.simulation_engine import BGP
+
     asn = np.arange(1, 11)
     p2c = np.array([(1, 3), (2, 4), (3, 6), (6, 8), (3, 7), (4, 7), (4, 5), (9, 10)]) - 1
     p2p = np.array([(1, 2), (5, 6), (8, 9)]) - 1
