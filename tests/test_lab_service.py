@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,6 +208,31 @@ def test_source_ports_stay_distinct_when_sockets_are_reused(
     got = probe_flows(LOCAL, service.ports[0], 300, per_flow=True)
     assert got["answers"] == {CODE: 300}
     assert len({sport for _, sport in got["per_flow"]}) == 300
+
+
+def test_probes_sharing_a_process_share_its_file_descriptors(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probes run in threads of one process (the lab's, one per client) each take their
+    share of the descriptors left: at most that many sockets open at once."""
+    opened: list[int] = []
+    real = probe._bind_distinct
+
+    def counting(*args: Any) -> Any:
+        opened.append(len(os.listdir("/proc/self/fd")))
+        return real(*args)
+
+    monkeypatch.setattr(probe, "_bind_distinct", counting)
+    monkeypatch.setattr(probe, "_fd_budget", lambda: 1000)
+    base = len(os.listdir("/proc/self/fd"))
+    got = probe_flows(LOCAL, service.ports[0], 300, per_flow=True, share=10)  # batches of 100
+    assert got["answers"] == {CODE: 300}
+    assert len({sport for _, sport in got["per_flow"]}) == 300
+    assert max(opened) - base <= 100 + 2  # a batch, and the selector's own
+    opened.clear()
+    got = probe_flows(LOCAL, service.ports[0], 60, tcp=True, per_flow=True, share=200)  # 5
+    assert got["answers"] == {CODE: 60}
+    assert max(opened) - base <= 5 + 2
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])

@@ -1,7 +1,11 @@
 """Probing a running lab from its clients, and steering its sites' announcements.
 
-Probes run inside each client's namespace as ``python -m anyedge.lab.probe`` (all
-clients at once, one process each) and say which site answered each flow.  A
+A probe of flows runs for each client in a thread of this process that has entered the
+client's network namespace (all clients at once): its sockets are the client's, and
+:func:`anyedge.lab.probe.probe_flows` says which site answered each flow.  (A process
+per client, ``ip netns exec … python -m anyedge.lab.probe``, cost ~0.1 CPU-s and up to
+a second each to start; the steady ``load`` and ``watch`` probes, which run beside other
+steps and are ended by a signal, still run so, from :func:`probe_argv`.)  A
 :class:`Announcer` changes what a site's BGP speaker announces through the speaker's
 driver and records it in the lab's state, so that every later command knows what is
 announced where.
@@ -10,18 +14,20 @@ announced where.
 from __future__ import annotations
 
 import fnmatch
-import json
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..adapters import netns
 from ..adapters.bgp.base import Route, SpeakerError
 from ..model.lab import NodeKind
 from .build import LabError, LabState, check_daemons, locked, speaker_of, wait_converged
 from .plan import LabPlan
+from .probe import ProbeError, probe_flows
 
 
 def choose_clients(plan: LabPlan, patterns: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -54,34 +60,22 @@ def probe_all(
     """Probe an anycast address (the service address by default) from every client at
     once: client -> probe result (``answers``: site code -> flows, ``lost``)."""
     names = [n.name for n in plan.of_kind(NodeKind.CLIENT)] if clients is None else list(clients)
-    procs: dict[str, subprocess.Popen[str]] = {}
-    try:
-        for c in names:
-            argv = probe_argv(plan, c, "flows", address, port)
-            argv += ["--flows", str(flows), "--timeout", str(timeout)]
-            if tcp:
-                argv.append("--tcp")
-            procs[c] = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        out: dict[str, dict[str, Any]] = {}
-        for c, p in procs.items():
+    to = address or plan.service_address
+    dport = port or plan.ports[0]
+
+    def one(client: str) -> dict[str, Any]:
+        with netns.entered(plan.node(client).namespace):
+            return probe_flows(to, dport, flows, timeout=timeout, tcp=tcp, share=len(names))
+
+    out: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        running = {c: pool.submit(one, c) for c in names}
+        for c, f in running.items():
             try:
-                stdout, stderr = p.communicate(timeout=timeout * 4 + 60)
-            except subprocess.TimeoutExpired:
-                raise LabError(f"probe from {c}: no result in {timeout * 4 + 60:g} s") from None
-            if p.returncode != 0:
-                raise LabError(f"probe from {c} failed: {stderr.strip()[-300:]}")
-            try:
-                out[c] = json.loads(stdout)
-            except json.JSONDecodeError:
-                raise LabError(f"probe from {c}: not JSON: {stdout[:200]!r}") from None
-        return out
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+                out[c] = f.result()
+            except (OSError, ProbeError, ValueError) as e:
+                raise LabError(f"probe from {c} failed: {e}") from None
+    return out
 
 
 def probe_argv(

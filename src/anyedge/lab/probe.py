@@ -229,9 +229,12 @@ def probe_flows(
     tcp: bool = False,
     retries: int = 1,
     per_flow: bool = False,
+    share: int = 1,
 ) -> dict[str, Any]:
     """Probe ``address:port`` with ``flows`` flows (distinct source ports); which site
-    answered how many.  See the module's docstring for the output."""
+    answered how many.  See the module's docstring for the output.  ``share``: how many
+    probes run at once in this process (threads), each taking that share of the file
+    descriptors it may still open."""
     _family(address)
     if not 1 <= flows <= MAX_FLOWS:
         raise ValueError(f"flows must be within 1..{MAX_FLOWS}: {flows}")
@@ -242,10 +245,11 @@ def probe_flows(
     t0 = time.monotonic()
     results: list[tuple[str | None, int]] = []
     used: set[int] = set()
+    budget = _fd_budget() // max(1, share)
     if tcp:
-        results = _tcp_flows(address, port, flows, timeout, used)
+        results = _tcp_flows(address, port, flows, timeout, used, max(1, min(WINDOW, budget)))
     else:
-        batch = max(FD_RESERVE, _fd_budget())
+        batch = max(FD_RESERVE, budget)
         for start in range(0, flows, batch):
             n = min(batch, flows - start)
             results += _udp_flows(address, port, n, timeout, retries, used)
@@ -329,9 +333,9 @@ class _TcpFlow:
 
 
 def _tcp_flows(
-    address: str, port: int, n: int, timeout: float, used: set[int]
+    address: str, port: int, n: int, timeout: float, used: set[int], window: int = WINDOW
 ) -> list[tuple[str | None, int]]:
-    """TCP flows, at most :data:`WINDOW` connections open at once."""
+    """TCP flows, at most ``window`` connections open at once."""
     family = _family(address)
     answers: list[str | None] = [None] * n
     sports = [0] * n
@@ -349,7 +353,7 @@ def _tcp_flows(
 
         try:
             while next_index < n or active:
-                while next_index < n and len(active) < WINDOW:
+                while next_index < n and len(active) < window:
                     i = next_index
                     next_index += 1
                     s, sports[i] = _bind_distinct(family, socket.SOCK_STREAM, used)
