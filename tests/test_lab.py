@@ -24,12 +24,13 @@ import pytest
 from anyedge.adapters import netns
 from anyedge.adapters.nft import Share
 from anyedge.cli.main import main
-from anyedge.lab import build, trial
+from anyedge.lab import build, kernel_routes, trial
 from anyedge.lab.compare import compare, predicted
 from anyedge.lab.control import Step, run
 from anyedge.lab.forward import Forwarder
 from anyedge.lab.measure import Announcer, dominant, probe_all
 from anyedge.lab.plan import namespace_prefix
+from anyedge.model.lab import NodeKind
 from lab_support import DATA, RunningLab, lab_directory, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -62,6 +63,29 @@ def test_model_and_lab_agree_with_each_site_withdrawn(lab3: RunningLab) -> None:
     state = build.LabState.load(lab3.directory)
     everything = [["198.51.100.0/24", 0], ["203.0.113.0/24", 0]]
     assert all(routes == everything for routes in state.routes.values())
+
+
+def test_kernel_routes_read_over_netlink_are_what_ip_shows(lab3: RunningLab) -> None:
+    """Settling compares routers' BGP routes read over netlink: the same prefixes as
+    ``ip route show proto bgp``, equal bytes while nothing changes, other bytes after a
+    withdrawal, the same bytes again once it is announced back."""
+    plan = lab3.plan
+    for n in plan.of_kind(NodeKind.ROUTER):
+        shown = netns.run(n.namespace, ["ip", "-4", "route", "show", "proto", "bgp"])
+        prefixes = [line.split()[0] for line in shown.splitlines() if line.strip()]
+        assert kernel_routes.destinations(n.namespace) == prefixes, n.name
+        assert "198.51.100.0/24" in prefixes, n.name
+    before = build.anycast_routes(plan)
+    assert build.anycast_routes(plan) == before
+    ann = Announcer(plan, lab3.directory)
+    with ann.changed("CHC", []):
+        ann.settle()
+        during = build.anycast_routes(plan)
+        assert during != before
+        # isp1, CHC's own, now reaches the prefixes through another ISP
+        assert during["isp1"] != before["isp1"]
+    ann.settle()
+    assert build.anycast_routes(plan) == before
 
 
 def test_plurimog_forwards_the_configured_share_of_flows(lab3: RunningLab) -> None:
