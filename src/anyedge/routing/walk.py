@@ -95,7 +95,10 @@ class Geography:
         ptr = np.zeros(edges.size + 1, dtype=np.int64)
         np.cumsum(cnt, out=ptr[1:])
         _, idx = _expand(self.hand_ptr, edges)
-        return Geography(self.lat, self.lon, self.n_metros, ptr, self.hand_pt[idx])
+        out = Geography(self.lat, self.lon, self.n_metros, ptr, self.hand_pt[idx])
+        if "_lat_trig" in self.__dict__:  # the same points: share what was computed
+            out.__dict__["_lat_trig"] = self.__dict__["_lat_trig"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -137,53 +140,20 @@ def walk(
     hops = np.zeros(w, dtype=np.int64)
     path = np.full((w, MAX_HOPS), -1, dtype=np.int64)
     n_exits = exits.count()
-    # an edge index is looked up even for seeds (clipped to 0): keep one row to look at
-    # when no edge is left (a graph whose every link is down)
-    hand_ptr = geo.hand_ptr if geo.hand_ptr.size > 1 else np.zeros(2, dtype=np.int64)
+    pick = _Picker(exits, seeds, geo, site_points)
     live = n_exits[cur_as] > 0
-    npts = geo.lat.size + 1
     for step in range(MAX_HOPS):
         idx = np.flatnonzero(live)
         if not idx.size:
             break
         path[idx, step] = cur_as[idx]
         hops[idx] += 1
-        states, inv = np.unique(cur_as[idx] * npts + (cur_pt[idx] + 1), return_inverse=True)
-        s_as, s_pt = states // npts, states % npts - 1
-        # every exit of every state, then every hand-over point of every exit
-        st, ex = _expand(exits.ptr, s_as)
-        is_seed = exits.seed[ex] >= 0
-        e = exits.edge[ex]
-        cnt = np.where(is_seed, 1, hand_ptr[np.maximum(e, 0) + 1] - hand_ptr[np.maximum(e, 0)])
-        cnt = np.where(is_seed, 1, np.maximum(cnt, 1))  # an edge with no places: "here"
-        cand = np.repeat(np.arange(ex.size), cnt)
-        k = np.arange(cand.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        ce = e[cand]
-        has_pts = (ce >= 0) & (hand_ptr[np.maximum(ce, 0) + 1] > hand_ptr[np.maximum(ce, 0)])
-        pt = np.full(cand.size, HERE, dtype=np.int64)
-        pt[has_pts] = geo.hand_pt[hand_ptr[ce[has_pts]] + k[has_pts]]
-        seed_c = is_seed[cand]
-        if site_points:
-            pt[seed_c] = geo.n_metros + seeds.origin[exits.seed[ex[cand[seed_c]]]]
-        here = s_pt[st[cand]]
-        known = (pt >= 0) & (here >= 0)
-        dist = np.zeros(cand.size)
-        if known.any():
-            a, b = here[known], pt[known]
-            dist[known] = geo.km(a, b)
-        # the nearest hand-over of each state, then the usual tie-break
-        owner = st[cand]
-        o = np.lexsort((exits.order[ex[cand]], dist, owner))
-        first = np.ones(o.size, dtype=np.bool_)
-        first[1:] = owner[o][1:] != owner[o][:-1]
-        pick = o[first]  # one candidate per state, in state order
-        p_ex = ex[cand[pick]]
-        p_pt = np.where(pt[pick] == HERE, s_pt, pt[pick])
-        p_dist = dist[pick]
+        s_as, s_pt, inv = pick.states(cur_as[idx], cur_pt[idx])
+        p_ex, p_pt, p_dist = pick.nearest(s_as, s_pt)
         # broadcast the decisions to the walkers
-        d_ex, d_pt, d_dist = p_ex[inv], p_pt[inv], p_dist[inv]
-        km[idx] += d_dist
-        cur_pt[idx] = d_pt
+        d_ex = p_ex[inv]
+        km[idx] += p_dist[inv]
+        cur_pt[idx] = p_pt[inv]
         arrived = exits.seed[d_ex] >= 0
         done = idx[arrived]
         origin[done] = seeds.origin[exits.seed[d_ex[arrived]]]
@@ -192,3 +162,68 @@ def walk(
         live[done] = False
     km[origin < 0] = np.nan
     return Walk(origin=origin, km=km, hops=hops, path=path[:, : max(1, int(hops.max(initial=0)))])
+
+
+class _Picker:
+    """The hot-potato decision of one walk: for each (AS, point) state, the exit and
+    hand-over point nearest to the point, ties broken by the exits' order, then by the
+    first listed.
+
+    Set up once per walk: where each exit hands over is a slice of one array of points
+    (the geography's hand-over points, then "here", then the seeds' sites), so a step
+    lists every candidate (state, exit, point) with a few flat gathers.  Candidates come
+    out grouped by state, so the nearest is a per-group minimum (no sort).
+    """
+
+    def __init__(self, exits: Exits, seeds: Seeds, geo: Geography, site_points: bool) -> None:
+        self.exits, self.geo = exits, geo
+        self.npts = geo.lat.size + 1
+        # an edge index is looked up even for seeds (clipped to 0): keep one row to look
+        # at when no edge is left (a graph whose every link is down)
+        hand_ptr = geo.hand_ptr if geo.hand_ptr.size > 1 else np.zeros(2, dtype=np.int64)
+        e, sd = exits.edge, exits.seed
+        e0 = np.maximum(e, 0)
+        lo, n = hand_ptr[e0], hand_ptr[e0 + 1] - hand_ptr[e0]
+        has_pts = (e >= 0) & (n > 0) & (sd < 0)
+        nh = geo.hand_pt.size
+        site_pt = geo.n_metros + seeds.origin if site_points else np.zeros(0, dtype=np.int64)
+        self.pts = np.concatenate([geo.hand_pt, [HERE], site_pt]).astype(np.int64)
+        seed_lo = nh + 1 + sd if site_points else np.full(sd.size, nh)
+        self.lo = np.where(has_pts, lo, np.where(sd >= 0, seed_lo, nh))
+        self.cnt = np.where(has_pts, n, 1)  # an edge with no places: one "here"
+        # exits come in their order within each AS (as tables are built): the first
+        # nearest is then also the lowest order among the nearest
+        owner = np.repeat(np.arange(exits.ptr.size - 1), np.diff(exits.ptr))
+        o = exits.order
+        self.ordered = bool(np.all((o[1:] >= o[:-1]) | (owner[1:] != owner[:-1])))
+
+    def states(self, as_: IntArray, pt: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+        """The distinct (AS, point) states in (AS, point) order, and each walker's."""
+        states, inv = np.unique(as_ * self.npts + (pt + 1), return_inverse=True)
+        return states // self.npts, states % self.npts - 1, inv.reshape(-1)
+
+    def nearest(self, s_as: IntArray, s_pt: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+        """Per state: the exit taken, the point it stands at next, the km to there."""
+        x = self.exits
+        st, ex = _expand(x.ptr, s_as)  # every exit of every state, in state order
+        cnt = self.cnt[ex]
+        end = np.cumsum(cnt)
+        first = end - cnt
+        n = int(end[-1])
+        pt = self.pts[np.repeat(self.lo[ex] - first, cnt) + np.arange(n)]
+        owner = np.repeat(st, cnt)
+        here = s_pt[owner]
+        dist = np.zeros(n)
+        known = (pt >= 0) & (here >= 0)
+        if known.any():
+            dist[known] = self.geo.km(here[known], pt[known])
+        seg = first[np.cumsum(x.ptr[s_as + 1] - x.ptr[s_as]) - (x.ptr[s_as + 1] - x.ptr[s_as])]
+        best = dist == np.minimum.reduceat(dist, seg)[owner]
+        if not self.ordered:
+            order = np.repeat(x.order[ex], cnt)
+            low = np.minimum.reduceat(np.where(best, order, np.iinfo(np.int64).max), seg)
+            best &= order == low[owner]
+        pick = np.minimum.reduceat(np.where(best, np.arange(n), n), seg)
+        p_ex = ex[np.searchsorted(end, pick, side="right")]
+        p_pt = pt[pick]
+        return p_ex, np.where(p_pt == HERE, s_pt, p_pt), dist[pick]
