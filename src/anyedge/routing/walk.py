@@ -88,6 +88,11 @@ class Geography:
         h = np.sin(dp / 2) ** 2 + cos[a] * cos[b] * np.sin(dl / 2) ** 2
         return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
+    @cached_property
+    def nearest(self) -> NearestHandOver:
+        """This geography's memory of nearest hand-over points (one per geography)."""
+        return NearestHandOver(self)
+
     def select(self, edges: IntArray) -> Geography:
         """The hand-over points of the edges ``edges`` only, in that order (a graph
         with links down keeps a subset of the edges, in the same order)."""
@@ -95,10 +100,68 @@ class Geography:
         ptr = np.zeros(edges.size + 1, dtype=np.int64)
         np.cumsum(cnt, out=ptr[1:])
         _, idx = _expand(self.hand_ptr, edges)
-        out = Geography(self.lat, self.lon, self.n_metros, ptr, self.hand_pt[idx])
-        if "_lat_trig" in self.__dict__:  # the same points: share what was computed
-            out.__dict__["_lat_trig"] = self.__dict__["_lat_trig"]
-        return out
+        return Geography(self.lat, self.lon, self.n_metros, ptr, self.hand_pt[idx])
+
+
+class NearestHandOver:
+    """The nearest hand-over point of a *target* from a point, remembered.
+
+    A target is an edge with places (its hand-over points) or a site (its point): the
+    edges' rows, then ``n_edges + site row``.  From point *p* the nearest hand-over of
+    target *t* is its lowest km, and the first of its points at that km: what a walk's
+    tie-break picks within one exit.  Computed by :meth:`Geography.km` on the first ask
+    and kept in sorted arrays, so the many walks of one router (every scenario of an
+    atlas re-walks mostly the same eyeballs over mostly the same edges) compute each
+    (point, target) distance once.
+    """
+
+    MAX_KEPT = 4_000_000  # pairs remembered at most (about 100 MB)
+
+    def __init__(self, geo: Geography) -> None:
+        self.geo = geo
+        self.n_edges = geo.hand_ptr.size - 1
+        n_sites = geo.lat.size - geo.n_metros
+        self.n_targets = self.n_edges + n_sites
+        # target t hands over at pts[ptr[t]:ptr[t+1]]
+        end = geo.hand_ptr[-1] if geo.hand_ptr.size else 0
+        self.ptr = np.concatenate([geo.hand_ptr[:-1], end + np.arange(n_sites + 1)])
+        # (and a last "here", never in a target, so a lookup never falls off the end)
+        self.pts = np.concatenate([geo.hand_pt, geo.n_metros + np.arange(n_sites), [HERE]])
+        self.keys = np.zeros(0, dtype=np.int64)  # point * n_targets + target, sorted
+        self.km = np.zeros(0)
+        self.k = np.zeros(0, dtype=np.int64)  # which of the target's points
+
+    def get(self, point: IntArray, target: IntArray) -> tuple[FloatArray, IntArray]:
+        """(km, index among the target's points) of the nearest hand-over, pairwise."""
+        keys = point * self.n_targets + target
+        pos = np.searchsorted(self.keys, keys)
+        hit = pos < self.keys.size
+        hit[hit] = self.keys[pos[hit]] == keys[hit]
+        if not hit.all():
+            new = np.unique(keys[~hit])
+            km, k = self._compute(new // self.n_targets, new % self.n_targets)
+            if self.keys.size + new.size > self.MAX_KEPT:  # full: remember no more
+                at = np.searchsorted(new, keys[~hit])
+                out_km, out_k = np.empty(keys.size), np.empty(keys.size, dtype=np.int64)
+                out_km[hit], out_k[hit] = self.km[pos[hit]], self.k[pos[hit]]
+                out_km[~hit], out_k[~hit] = km[at], k[at]
+                return out_km, out_k
+            at = np.searchsorted(self.keys, new)
+            self.keys = np.insert(self.keys, at, new)
+            self.km = np.insert(self.km, at, km)
+            self.k = np.insert(self.k, at, k)
+            pos = np.searchsorted(self.keys, keys)
+        return self.km[pos], self.k[pos]
+
+    def _compute(self, point: IntArray, target: IntArray) -> tuple[FloatArray, IntArray]:
+        owner, idx = _expand(self.ptr, target)
+        dist = self.geo.km(point[owner], self.pts[idx])
+        cnt = self.ptr[target + 1] - self.ptr[target]
+        seg = np.cumsum(cnt) - cnt
+        low = np.minimum.reduceat(dist, seg)
+        k = idx - self.ptr[target][owner]
+        first = np.minimum.reduceat(np.where(dist == low[owner], k, np.iinfo(np.int64).max), seg)
+        return low, first
 
 
 @dataclass(frozen=True)
@@ -169,28 +232,27 @@ class _Picker:
     hand-over point nearest to the point, ties broken by the exits' order, then by the
     first listed.
 
-    Set up once per walk: where each exit hands over is a slice of one array of points
-    (the geography's hand-over points, then "here", then the seeds' sites), so a step
-    lists every candidate (state, exit, point) with a few flat gathers.  Candidates come
-    out grouped by state, so the nearest is a per-group minimum (no sort).
+    Set up once per walk: each exit's target (:class:`NearestHandOver`: its edge when
+    it has places, its site for a seed when seeds hand over at sites, else none: "here",
+    at no distance).  A step lists every (state, exit), asks the geography's memory for
+    the nearest hand-over of each, and takes per state the first exit of lowest
+    (km, order): the exits of a state come out together, so that is a per-group
+    minimum, not a sort.
     """
 
     def __init__(self, exits: Exits, seeds: Seeds, geo: Geography, site_points: bool) -> None:
-        self.exits, self.geo = exits, geo
+        self.exits, self.geo, self.near = exits, geo, geo.nearest
         self.npts = geo.lat.size + 1
         # an edge index is looked up even for seeds (clipped to 0): keep one row to look
         # at when no edge is left (a graph whose every link is down)
         hand_ptr = geo.hand_ptr if geo.hand_ptr.size > 1 else np.zeros(2, dtype=np.int64)
         e, sd = exits.edge, exits.seed
         e0 = np.maximum(e, 0)
-        lo, n = hand_ptr[e0], hand_ptr[e0 + 1] - hand_ptr[e0]
-        has_pts = (e >= 0) & (n > 0) & (sd < 0)
-        nh = geo.hand_pt.size
-        site_pt = geo.n_metros + seeds.origin if site_points else np.zeros(0, dtype=np.int64)
-        self.pts = np.concatenate([geo.hand_pt, [HERE], site_pt]).astype(np.int64)
-        seed_lo = nh + 1 + sd if site_points else np.full(sd.size, nh)
-        self.lo = np.where(has_pts, lo, np.where(sd >= 0, seed_lo, nh))
-        self.cnt = np.where(has_pts, n, 1)  # an edge with no places: one "here"
+        has_pts = (e >= 0) & (hand_ptr[e0 + 1] > hand_ptr[e0]) & (sd < 0)
+        self.target = np.where(has_pts, e, -1)
+        if site_points:
+            site = seeds.origin[np.maximum(sd, 0)] if seeds.origin.size else np.zeros_like(sd)
+            self.target = np.where(sd >= 0, self.near.n_edges + site, self.target)
         # exits come in their order within each AS (as tables are built): the first
         # nearest is then also the lowest order among the nearest
         owner = np.repeat(np.arange(exits.ptr.size - 1), np.diff(exits.ptr))
@@ -206,24 +268,20 @@ class _Picker:
         """Per state: the exit taken, the point it stands at next, the km to there."""
         x = self.exits
         st, ex = _expand(x.ptr, s_as)  # every exit of every state, in state order
-        cnt = self.cnt[ex]
-        end = np.cumsum(cnt)
-        first = end - cnt
-        n = int(end[-1])
-        pt = self.pts[np.repeat(self.lo[ex] - first, cnt) + np.arange(n)]
-        owner = np.repeat(st, cnt)
-        here = s_pt[owner]
-        dist = np.zeros(n)
-        known = (pt >= 0) & (here >= 0)
+        here, tgt = s_pt[st], self.target[ex]
+        dist, k = np.zeros(ex.size), np.zeros(ex.size, dtype=np.int64)
+        known = (tgt >= 0) & (here >= 0)
         if known.any():
-            dist[known] = self.geo.km(here[known], pt[known])
-        seg = first[np.cumsum(x.ptr[s_as + 1] - x.ptr[s_as]) - (x.ptr[s_as + 1] - x.ptr[s_as])]
-        best = dist == np.minimum.reduceat(dist, seg)[owner]
+            dist[known], k[known] = self.near.get(here[known], tgt[known])
+        n = x.ptr[s_as + 1] - x.ptr[s_as]
+        seg = np.cumsum(n) - n
+        best = dist == np.minimum.reduceat(dist, seg)[st]
         if not self.ordered:
-            order = np.repeat(x.order[ex], cnt)
+            order = x.order[ex]
             low = np.minimum.reduceat(np.where(best, order, np.iinfo(np.int64).max), seg)
-            best &= order == low[owner]
-        pick = np.minimum.reduceat(np.where(best, np.arange(n), n), seg)
-        p_ex = ex[np.searchsorted(end, pick, side="right")]
-        p_pt = pt[pick]
-        return p_ex, np.where(p_pt == HERE, s_pt, p_pt), dist[pick]
+            best &= order == low[st]
+        pick = np.minimum.reduceat(np.where(best, np.arange(ex.size), ex.size), seg)
+        t = tgt[pick]
+        at = self.near.ptr[np.maximum(t, 0)] + k[pick]
+        p_pt = np.where(t >= 0, self.near.pts[np.minimum(at, self.near.pts.size - 1)], s_pt)
+        return ex[pick], p_pt, dist[pick]
