@@ -25,7 +25,7 @@ def reference(
 ) -> Walk:
     """Each walker alone: every hand-over of every exit, nearest by (km, order), first."""
     n = len(start_as)
-    origin, km, hops = [-1] * n, [0.0] * n, [0] * n
+    origin, km = [-1] * n, [0.0] * n
     paths: list[list[int]] = [[] for _ in range(n)]
     for i in range(n):
         a, p = start_as[i], start_pt[i]
@@ -71,9 +71,7 @@ def worlds(draw: st.DrawFn) -> tuple[Exits, Seeds, Geography, list[int], list[in
     lon = np.array(draw(st.lists(grid, min_size=m + n_sites, max_size=m + n_sites)))
     n_edges = draw(st.integers(0, 5))
     places = draw(
-        st.lists(
-            st.lists(st.integers(0, m - 1), max_size=3), min_size=n_edges, max_size=n_edges
-        )
+        st.lists(st.lists(st.integers(0, m - 1), max_size=3), min_size=n_edges, max_size=n_edges)
     )
     geo = Geography(
         lat=lat,
@@ -86,7 +84,9 @@ def worlds(draw: st.DrawFn) -> tuple[Exits, Seeds, Geography, list[int], list[in
     n_seeds = draw(st.integers(1, 3))
     seeds = replace(
         Seeds.origins(np.zeros(n_seeds, dtype=np.int64)),
-        origin=np.array(draw(st.lists(st.integers(0, n_sites - 1), min_size=n_seeds, max_size=n_seeds))),
+        origin=np.array(
+            draw(st.lists(st.integers(0, n_sites - 1), min_size=n_seeds, max_size=n_seeds))
+        ),
     )
     # every AS has an exit (a walk only enters ASes that have a route)
     exit_ = st.one_of(
@@ -97,7 +97,10 @@ def worlds(draw: st.DrawFn) -> tuple[Exits, Seeds, Geography, list[int], list[in
             else []
         ),
     )
-    per_as = [draw(st.lists(st.tuples(exit_, st.integers(0, 2)), min_size=1, max_size=4)) for _ in range(n_as)]
+    per_as = [
+        draw(st.lists(st.tuples(exit_, st.integers(0, 2)), min_size=1, max_size=4))
+        for _ in range(n_as)
+    ]
     if draw(st.booleans()):  # as tables are built: in order within each AS
         per_as = [sorted(xs, key=lambda t: t[1]) for xs in per_as]
     rows = [x for xs in per_as for x in xs]
