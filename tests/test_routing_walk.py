@@ -4,7 +4,7 @@ Points sit on a coarse grid, so many hand-overs are equally far; exits share tie
 orders; some edges have no places (they hand over "here") and some walkers start
 nowhere in particular.  The walk must give every walker the same origin, km (the very
 same float), hops and path as the loop — also when its geography already remembers
-distances from an earlier walk.
+distances from an earlier walk, and when it may remember none.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def same(a: Walk, b: Walk) -> None:
     np.testing.assert_array_equal(a.path, b.path)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(worlds(), st.booleans())
 def test_walk_matches_a_per_walker_loop(case, sites: bool) -> None:  # type: ignore[no-untyped-def]
     exits, seeds, geo, start_as, start_pt = case
@@ -134,3 +134,8 @@ def test_walk_matches_a_per_walker_loop(case, sites: bool) -> None:  # type: ign
     back = (np.array(start_as[::-1]), np.array(start_pt[::-1]), exits, seeds, geo)
     ref = reference(start_as[::-1], start_pt[::-1], exits, seeds, geo, sites)
     same(walk(*back, site_points=sites), ref)
+    # a geography that remembers nothing (its memory full from the start)
+    fresh = replace(geo)
+    fresh.nearest.MAX_KEPT = 0
+    same(walk(*back[:4], fresh, site_points=sites), ref)
+    assert fresh.nearest.keys.size == 0

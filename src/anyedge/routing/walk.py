@@ -11,7 +11,9 @@ does the same, until it reaches a site.
 Distance accumulates along the way, so the latency model prices the real detour: a
 user in Auckland whose ISP only meets its transit provider in Los Angeles pays for the
 Pacific twice.  Walkers in the same AS at the same point decide alike, so each step
-decides once per distinct (AS, point) and broadcasts the decision.
+decides once per distinct (AS, point) and broadcasts the decision; and the nearest
+hand-over of an exit from a point is the same in every walk of a router, so each
+geography remembers those it has computed (:class:`NearestHandOver`).
 
 Points are the metros of the world followed by its sites; an AS with no known places
 (a bare CAIDA graph) hands over "here", at no distance.
@@ -241,7 +243,7 @@ class _Picker:
     """
 
     def __init__(self, exits: Exits, seeds: Seeds, geo: Geography, site_points: bool) -> None:
-        self.exits, self.geo, self.near = exits, geo, geo.nearest
+        self.exits, self.near = exits, geo.nearest
         self.npts = geo.lat.size + 1
         # an edge index is looked up even for seeds (clipped to 0): keep one row to look
         # at when no edge is left (a graph whose every link is down)
