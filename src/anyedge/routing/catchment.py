@@ -324,7 +324,8 @@ class Router:
         """Walk again only the eyeballs whose path crossed an AS whose exits changed."""
         e = self.world.internet.eyeballs
         path = old.path
-        touched = (changed_as[np.maximum(path, 0)] & (path >= 0)).any(axis=1)
+        # padding (-1) looks at the last entry: an AS that never changed
+        touched = np.append(changed_as, False)[path].any(axis=1)
         touched |= changed_as[e.as_]
         idx = np.flatnonzero(touched)
         if not idx.size:

@@ -104,7 +104,9 @@ def _lowest_med(seeds: Seeds, s: IntArray) -> IntArray:
     the same neighbour ASN (BGP compares MEDs before hot potato, and only there)."""
     if not s.size:
         return s
-    _, group = np.unique(np.stack([seeds.at[s], seeds.nbr_asn[s]]), axis=1, return_inverse=True)
+    # one integer per (AS, neighbour ASN): a 1-D unique, far cheaper than by columns
+    key = (seeds.at[s] << 32) | seeds.nbr_asn[s]
+    _, group = np.unique(key, return_inverse=True)
     group = group.reshape(-1)
     low = np.full(int(group.max()) + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(low, group, seeds.med[s])

@@ -11,7 +11,9 @@ does the same, until it reaches a site.
 Distance accumulates along the way, so the latency model prices the real detour: a
 user in Auckland whose ISP only meets its transit provider in Los Angeles pays for the
 Pacific twice.  Walkers in the same AS at the same point decide alike, so each step
-decides once per distinct (AS, point) and broadcasts the decision.
+decides once per distinct (AS, point) and broadcasts the decision; and the nearest
+hand-over of an exit from a point is the same in every walk of a router, so each
+geography remembers those it has computed (:class:`NearestHandOver`).
 
 Points are the metros of the world followed by its sites; an AS with no known places
 (a bare CAIDA graph) hands over "here", at no distance.
@@ -88,6 +90,11 @@ class Geography:
         h = np.sin(dp / 2) ** 2 + cos[a] * cos[b] * np.sin(dl / 2) ** 2
         return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
+    @cached_property
+    def nearest(self) -> NearestHandOver:
+        """This geography's memory of nearest hand-over points (one per geography)."""
+        return NearestHandOver(self)
+
     def select(self, edges: IntArray) -> Geography:
         """The hand-over points of the edges ``edges`` only, in that order (a graph
         with links down keeps a subset of the edges, in the same order)."""
@@ -96,6 +103,67 @@ class Geography:
         np.cumsum(cnt, out=ptr[1:])
         _, idx = _expand(self.hand_ptr, edges)
         return Geography(self.lat, self.lon, self.n_metros, ptr, self.hand_pt[idx])
+
+
+class NearestHandOver:
+    """The nearest hand-over point of a *target* from a point, remembered.
+
+    A target is an edge with places (its hand-over points) or a site (its point): the
+    edges' rows, then ``n_edges + site row``.  From point *p* the nearest hand-over of
+    target *t* is its lowest km, and the first of its points at that km: what a walk's
+    tie-break picks within one exit.  Computed by :meth:`Geography.km` on the first ask
+    and kept in sorted arrays, so the many walks of one router (every scenario of an
+    atlas re-walks mostly the same eyeballs over mostly the same edges) compute each
+    (point, target) distance once.
+    """
+
+    MAX_KEPT = 4_000_000  # pairs remembered at most (about 100 MB)
+
+    def __init__(self, geo: Geography) -> None:
+        self.geo = geo
+        self.n_edges = geo.hand_ptr.size - 1
+        n_sites = geo.lat.size - geo.n_metros
+        self.n_targets = self.n_edges + n_sites
+        # target t hands over at pts[ptr[t]:ptr[t+1]]
+        end = geo.hand_ptr[-1] if geo.hand_ptr.size else 0
+        self.ptr = np.concatenate([geo.hand_ptr[:-1], end + np.arange(n_sites + 1)])
+        # (and a last "here", never in a target, so a lookup never falls off the end)
+        self.pts = np.concatenate([geo.hand_pt, geo.n_metros + np.arange(n_sites), [HERE]])
+        self.keys = np.zeros(0, dtype=np.int64)  # point * n_targets + target, sorted
+        self.km = np.zeros(0)
+        self.k = np.zeros(0, dtype=np.int64)  # which of the target's points
+
+    def get(self, point: IntArray, target: IntArray) -> tuple[FloatArray, IntArray]:
+        """(km, index among the target's points) of the nearest hand-over, pairwise."""
+        keys = point * self.n_targets + target
+        pos = np.searchsorted(self.keys, keys)
+        hit = pos < self.keys.size
+        hit[hit] = self.keys[pos[hit]] == keys[hit]
+        if not hit.all():
+            new = np.unique(keys[~hit])
+            km, k = self._compute(new // self.n_targets, new % self.n_targets)
+            if self.keys.size + new.size > self.MAX_KEPT:  # full: remember no more
+                at = np.searchsorted(new, keys[~hit])
+                out_km, out_k = np.empty(keys.size), np.empty(keys.size, dtype=np.int64)
+                out_km[hit], out_k[hit] = self.km[pos[hit]], self.k[pos[hit]]
+                out_km[~hit], out_k[~hit] = km[at], k[at]
+                return out_km, out_k
+            at = np.searchsorted(self.keys, new)
+            self.keys = np.insert(self.keys, at, new)
+            self.km = np.insert(self.km, at, km)
+            self.k = np.insert(self.k, at, k)
+            pos = np.searchsorted(self.keys, keys)
+        return self.km[pos], self.k[pos]
+
+    def _compute(self, point: IntArray, target: IntArray) -> tuple[FloatArray, IntArray]:
+        owner, idx = _expand(self.ptr, target)
+        dist = self.geo.km(point[owner], self.pts[idx])
+        cnt = self.ptr[target + 1] - self.ptr[target]
+        seg = np.cumsum(cnt) - cnt
+        low = np.minimum.reduceat(dist, seg)
+        k = idx - self.ptr[target][owner]
+        first = np.minimum.reduceat(np.where(dist == low[owner], k, np.iinfo(np.int64).max), seg)
+        return low, first
 
 
 @dataclass(frozen=True)
@@ -137,53 +205,20 @@ def walk(
     hops = np.zeros(w, dtype=np.int64)
     path = np.full((w, MAX_HOPS), -1, dtype=np.int64)
     n_exits = exits.count()
-    # an edge index is looked up even for seeds (clipped to 0): keep one row to look at
-    # when no edge is left (a graph whose every link is down)
-    hand_ptr = geo.hand_ptr if geo.hand_ptr.size > 1 else np.zeros(2, dtype=np.int64)
+    pick = _Picker(exits, seeds, geo, site_points)
     live = n_exits[cur_as] > 0
-    npts = geo.lat.size + 1
     for step in range(MAX_HOPS):
         idx = np.flatnonzero(live)
         if not idx.size:
             break
         path[idx, step] = cur_as[idx]
         hops[idx] += 1
-        states, inv = np.unique(cur_as[idx] * npts + (cur_pt[idx] + 1), return_inverse=True)
-        s_as, s_pt = states // npts, states % npts - 1
-        # every exit of every state, then every hand-over point of every exit
-        st, ex = _expand(exits.ptr, s_as)
-        is_seed = exits.seed[ex] >= 0
-        e = exits.edge[ex]
-        cnt = np.where(is_seed, 1, hand_ptr[np.maximum(e, 0) + 1] - hand_ptr[np.maximum(e, 0)])
-        cnt = np.where(is_seed, 1, np.maximum(cnt, 1))  # an edge with no places: "here"
-        cand = np.repeat(np.arange(ex.size), cnt)
-        k = np.arange(cand.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        ce = e[cand]
-        has_pts = (ce >= 0) & (hand_ptr[np.maximum(ce, 0) + 1] > hand_ptr[np.maximum(ce, 0)])
-        pt = np.full(cand.size, HERE, dtype=np.int64)
-        pt[has_pts] = geo.hand_pt[hand_ptr[ce[has_pts]] + k[has_pts]]
-        seed_c = is_seed[cand]
-        if site_points:
-            pt[seed_c] = geo.n_metros + seeds.origin[exits.seed[ex[cand[seed_c]]]]
-        here = s_pt[st[cand]]
-        known = (pt >= 0) & (here >= 0)
-        dist = np.zeros(cand.size)
-        if known.any():
-            a, b = here[known], pt[known]
-            dist[known] = geo.km(a, b)
-        # the nearest hand-over of each state, then the usual tie-break
-        owner = st[cand]
-        o = np.lexsort((exits.order[ex[cand]], dist, owner))
-        first = np.ones(o.size, dtype=np.bool_)
-        first[1:] = owner[o][1:] != owner[o][:-1]
-        pick = o[first]  # one candidate per state, in state order
-        p_ex = ex[cand[pick]]
-        p_pt = np.where(pt[pick] == HERE, s_pt, pt[pick])
-        p_dist = dist[pick]
+        s_as, s_pt, inv = pick.states(cur_as[idx], cur_pt[idx])
+        p_ex, p_pt, p_dist = pick.nearest(s_as, s_pt)
         # broadcast the decisions to the walkers
-        d_ex, d_pt, d_dist = p_ex[inv], p_pt[inv], p_dist[inv]
-        km[idx] += d_dist
-        cur_pt[idx] = d_pt
+        d_ex = p_ex[inv]
+        km[idx] += p_dist[inv]
+        cur_pt[idx] = p_pt[inv]
         arrived = exits.seed[d_ex] >= 0
         done = idx[arrived]
         origin[done] = seeds.origin[exits.seed[d_ex[arrived]]]
@@ -192,3 +227,63 @@ def walk(
         live[done] = False
     km[origin < 0] = np.nan
     return Walk(origin=origin, km=km, hops=hops, path=path[:, : max(1, int(hops.max(initial=0)))])
+
+
+class _Picker:
+    """The hot-potato decision of one walk: for each (AS, point) state, the exit and
+    hand-over point nearest to the point, ties broken by the exits' order, then by the
+    first listed.
+
+    Set up once per walk: each exit's target (:class:`NearestHandOver`: its edge when
+    it has places, its site for a seed when seeds hand over at sites, else none: "here",
+    at no distance).  A step lists every (state, exit), asks the geography's memory for
+    the nearest hand-over of each, and takes per state the first exit of lowest
+    (km, order): the exits of a state come out together, so that is a per-group
+    minimum, not a sort.
+    """
+
+    def __init__(self, exits: Exits, seeds: Seeds, geo: Geography, site_points: bool) -> None:
+        self.exits, self.near = exits, geo.nearest
+        self.npts = geo.lat.size + 1
+        # an edge index is looked up even for seeds (clipped to 0): keep one row to look
+        # at when no edge is left (a graph whose every link is down)
+        hand_ptr = geo.hand_ptr if geo.hand_ptr.size > 1 else np.zeros(2, dtype=np.int64)
+        e, sd = exits.edge, exits.seed
+        e0 = np.maximum(e, 0)
+        has_pts = (e >= 0) & (hand_ptr[e0 + 1] > hand_ptr[e0]) & (sd < 0)
+        self.target = np.where(has_pts, e, -1)
+        if site_points:
+            site = seeds.origin[np.maximum(sd, 0)] if seeds.origin.size else np.zeros_like(sd)
+            self.target = np.where(sd >= 0, self.near.n_edges + site, self.target)
+        # exits come in their order within each AS (as tables are built): the first
+        # nearest is then also the lowest order among the nearest
+        owner = np.repeat(np.arange(exits.ptr.size - 1), np.diff(exits.ptr))
+        o = exits.order
+        self.ordered = bool(np.all((o[1:] >= o[:-1]) | (owner[1:] != owner[:-1])))
+
+    def states(self, as_: IntArray, pt: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+        """The distinct (AS, point) states in (AS, point) order, and each walker's."""
+        states, inv = np.unique(as_ * self.npts + (pt + 1), return_inverse=True)
+        return states // self.npts, states % self.npts - 1, inv.reshape(-1)
+
+    def nearest(self, s_as: IntArray, s_pt: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+        """Per state: the exit taken, the point it stands at next, the km to there."""
+        x = self.exits
+        st, ex = _expand(x.ptr, s_as)  # every exit of every state, in state order
+        here, tgt = s_pt[st], self.target[ex]
+        dist, k = np.zeros(ex.size), np.zeros(ex.size, dtype=np.int64)
+        known = (tgt >= 0) & (here >= 0)
+        if known.any():
+            dist[known], k[known] = self.near.get(here[known], tgt[known])
+        n = x.ptr[s_as + 1] - x.ptr[s_as]
+        seg = np.cumsum(n) - n
+        best = dist == np.minimum.reduceat(dist, seg)[st]
+        if not self.ordered:
+            order = x.order[ex]
+            low = np.minimum.reduceat(np.where(best, order, np.iinfo(np.int64).max), seg)
+            best &= order == low[st]
+        pick = np.minimum.reduceat(np.where(best, np.arange(ex.size), ex.size), seg)
+        t = tgt[pick]
+        at = self.near.ptr[np.maximum(t, 0)] + k[pick]
+        p_pt = np.where(t >= 0, self.near.pts[np.minimum(at, self.near.pts.size - 1)], s_pt)
+        return ex[pick], p_pt, dist[pick]
