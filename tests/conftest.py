@@ -92,6 +92,7 @@ LAB_GROUPS = {
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",
     "test_lab_ipv6": "lab-c",
+    "test_lab_vty": "lab-c",
 }
 
 
