@@ -18,6 +18,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +36,9 @@ A_LO, B_LO = "192.0.2.1", "192.0.2.2"
 QUESTIONS = ("show bgp summary json", "show ip ospf neighbor json", "show bfd peers json")
 
 
-def router(name: str, ns: str, workdir: Any, asn: int, lo: str, ip: str, peer: tuple[str, int]) -> Frr:
+def router(
+    name: str, ns: str, workdir: Path, asn: int, lo: str, ip: str, peer: tuple[str, int]
+) -> Frr:
     return Frr(
         SpeakerConfig(name, ns, workdir / name, asn, lo, ()),
         (RouterNeighbor(Neighbor(peer[0], peer[1], ip, "eth1", bfd=True), "peer"),),
@@ -88,10 +91,25 @@ def pair() -> Iterator[tuple[Frr, list[int]]]:
 
 
 CLOCKS = {  # what ticks between two questions a moment apart: counters, uptimes, timers
-    "msgRcvd", "msgSent", "peerUptime", "peerUptimeMsec", "peerUptimeEstablishedEpoch",
-    "totalPrefixCounter", "uptime", "lastUpdate", "routerDeadIntervalTimerDueMsec",
-    "upTime", "upTimeInMsec", "deadTimeMsecs", "deadTime", "receive-packets", "transmit-packets",
-    "echo-packets", "session-up", "control-packet-input", "control-packet-output",
+    "msgRcvd",
+    "msgSent",
+    "peerUptime",
+    "peerUptimeMsec",
+    "peerUptimeEstablishedEpoch",
+    "totalPrefixCounter",
+    "uptime",
+    "lastUpdate",
+    "routerDeadIntervalTimerDueMsec",
+    "upTime",
+    "upTimeInMsec",
+    "deadTimeMsecs",
+    "deadTime",
+    "receive-packets",
+    "transmit-packets",
+    "echo-packets",
+    "session-up",
+    "control-packet-input",
+    "control-packet-output",
 }
 
 
@@ -152,5 +170,6 @@ def test_stopped_then_killed_daemon_fails_without_hanging(pair: tuple[Frr, list[
         os.kill(bfdd, signal.SIGCONT)
     netns.kill(bfdd)
     assert (a.vty_dir / "bfdd.vty").exists()
-    with pytest.raises(SpeakerError, match=r"^a: bfdd 'show bfd peers json': the daemon is not running"):
+    gone = r"^a: bfdd 'show bfd peers json': the daemon is not running"
+    with pytest.raises(SpeakerError, match=gone):
         a.bfd_peers()

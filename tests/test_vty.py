@@ -37,9 +37,11 @@ def check_bgpd(got: list[Answer]) -> None:
     assert [a.status for a in got] == [0, 0, 2]
     assert got[0].text == ""  # enable: no output
     summary = json.loads(got[1].text)["ipv4Unicast"]["peers"]["100.64.0.2"]
-    assert summary["state"] == "Established" and got[1].ok
+    assert summary["state"] == "Established"
+    assert got[1].ok
     assert got[2].text == "% [BGP] Unknown command: show bgp no-such-thing\n"
-    assert not got[2].ok and got[2].status_name == "CMD_ERR_NO_MATCH"
+    assert not got[2].ok
+    assert got[2].status_name == "CMD_ERR_NO_MATCH"
 
 
 def test_whole_stream_several_answers_in_one_read() -> None:
@@ -72,7 +74,8 @@ def test_terminator_split_across_reads() -> None:
 def test_warning_counts_as_success_like_vtysh() -> None:
     """vtysh -c exits 0 after CMD_WARNING (e.g. "% No such neighbor"), so do we."""
     (a,) = answers([b"% No such neighbor in this view/vrf\n\n\0\0\0\x01"])
-    assert a.ok and a.status_name == "CMD_WARNING"
+    assert a.ok
+    assert a.status_name == "CMD_WARNING"
 
 
 def test_a_nul_inside_an_answer_is_a_protocol_error() -> None:
@@ -136,7 +139,7 @@ def test_ask_a_fake_daemon(fake_daemon: tuple[Path, list[bytes]]) -> None:
 
 def test_closed_mid_answer(fake_daemon: tuple[Path, list[bytes]]) -> None:
     path, replies = fake_daemon
-    replies.append(b"{\n  \"half\":")
+    replies.append(b'{\n  "half":')
     with pytest.raises(VtyError, match="closed the connection before the answer ended"):
         ask(path, "show half")
 

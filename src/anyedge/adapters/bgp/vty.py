@@ -101,7 +101,8 @@ class VtyFramer:
             if len(self._buf) < end + 4:
                 return out  # the terminator or the status byte is still to come
             if self._buf[end : end + 3] != TERMINATOR:
-                raise VtyError(f"a NUL inside an answer, not a terminator: {bytes(self._buf[end:end + 4])!r}")
+                seen = bytes(self._buf[end : end + 4])
+                raise VtyError(f"a NUL inside an answer, not a terminator: {seen!r}")
             out.append(Answer(self._buf[:end].decode(errors="replace"), self._buf[end + 3]))
             del self._buf[: end + 4]
             self._scanned = 0
@@ -136,7 +137,8 @@ class VtyClient:
             raise VtyError(f"cannot connect to {self.path}: {e}") from None
         first = self.ask("enable")  # vtysh's node: ENABLE_NODE
         if not first.ok:
-            raise VtyError(f"{self.path} refused enable: {first.text.strip()} ({first.status_name})")
+            said = f"{first.text.strip()} ({first.status_name})"
+            raise VtyError(f"{self.path} refused enable: {said}")
 
     def ask(self, command: str) -> Answer:
         """The daemon's answer to ``command`` within the timeout, or :class:`VtyError`."""
