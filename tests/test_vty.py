@@ -1,7 +1,8 @@
 """The vty protocol without I/O (:class:`anyedge.adapters.bgp.vty.VtyFramer`), on byte
 streams recorded from FRR 8.4's daemons (``tests/data/vty/``), fed whole, one byte at a
 time, and cut at every offset; and :func:`ask` against a fake daemon on a unix socket
-(a daemon that closes mid-answer, one that never answers, no daemon at all).
+(a daemon that closes mid-answer, one that never answers, no daemon at all), and what
+:meth:`Frr.summary` raises when bgpd is gone.
 
 Recorded: ``bgpd.bin``, bgpd's answers on one connection to ``enable``, ``show bgp
 summary json`` (one established session) and ``show bgp no-such-thing``; ``bfdd.bin``,
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from anyedge.adapters.bgp.frr import daemon_for
+from anyedge.adapters.bgp.base import SpeakerConfig, SpeakerError
+from anyedge.adapters.bgp.frr import Frr, daemon_for
 from anyedge.adapters.bgp.vty import Answer, VtyError, VtyFramer, ask, request
 
 DATA = Path(__file__).parent / "data" / "vty"
@@ -158,3 +160,12 @@ def test_no_daemon(tmp_path: Path) -> None:
     stale.close()
     with pytest.raises(VtyError, match=r"the daemon is not running .*refused"):
         ask(tmp_path / "stale.vty", "show bgp summary json")
+
+
+def test_frr_show_without_its_daemon_is_a_speaker_error(tmp_path: Path) -> None:
+    """What settling sees of a router whose bgpd is gone: a SpeakerError naming the
+    node, the daemon and the question."""
+    frr = Frr(SpeakerConfig("r1", "unused", tmp_path, 65001, "192.0.2.1", ()))
+    gone = r"^r1: bgpd 'show bgp ipv4 unicast summary json': the daemon is not running"
+    with pytest.raises(SpeakerError, match=gone):
+        frr.summary()

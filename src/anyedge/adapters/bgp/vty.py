@@ -114,7 +114,9 @@ class VtyFramer:
 
 
 class VtyClient:
-    """One connection to a daemon's vty socket; ask questions one after another."""
+    """One connection to a daemon's vty socket; ask questions one after another.  Each
+    exchange (``enable`` on connecting, then each question) must end within
+    ``timeout`` seconds."""
 
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
         self.path = path
