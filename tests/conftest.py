@@ -72,7 +72,7 @@ DEFAULT_DAY_MODULES = {"test_sim", "test_readme_commands", "test_docs"}
 # edge 50, chaos 47-79, turn and bad_input ~40, prepend 17-31, delay 22; lab-b: generated 136, docs
 # 71, control_run_lab ~40, dns 40, transit_lab ~20, dns_docs 17, policy 16; lab-c:
 # operators 87, exit_status 64-94, model_faults 54, faults 50, dns_rtt ~45, lab_transit
-# and transit_announce ~10 each.  dns, delay, prepend and policy were lab-c's, which had
+# and transit_announce ~10 each, vty ~8.  dns, delay, prepend and policy were lab-c's, which had
 # become the longest, ~470 s against ~300.)  Other tests marked ``lab`` make namespaces
 # of their own without BGP (the edge's, the delay lines', Magic Transit's firewalls and
 # tunnels, the controller's actuators): their module's group.
@@ -102,6 +102,7 @@ LAB_GROUPS = {
     "test_lab_faults": "lab-c",
     "test_lab_model_faults": "lab-c",
     "test_lab_ipv6": "lab-c",
+    "test_lab_vty": "lab-c",
 }
 
 

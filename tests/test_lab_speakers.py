@@ -65,7 +65,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
             if check():
                 return time.monotonic() - start
         except (SpeakerError, netns.NetnsError, ValueError):
-            pass  # e.g. vtysh racing a daemon that just started
+            pass  # e.g. a question racing a daemon that just started
         if time.monotonic() - start > timeout:
             pytest.fail(f"not within {timeout:g} s: {what}")
         time.sleep(0.05)
@@ -81,7 +81,7 @@ class Lab:
     site_pids: list[int]
 
     def router_json(self, command: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.router.vtysh(command) or "{}")
+        data: dict[str, Any] = json.loads(self.router.show(command) or "{}")
         return data
 
     def kernel_route(self, namespace: str | None = None, prefix: str = PREFIX) -> str:
@@ -105,7 +105,7 @@ class Lab:
         """Prefixes in the site speaker's own RIB other than those it originates."""
         s = self.site
         if isinstance(s, Frr):
-            found = set(json.loads(s.vtysh("show bgp ipv4 unicast json")).get("routes", {}))
+            found = set(json.loads(s.show("show bgp ipv4 unicast json")).get("routes", {}))
         elif isinstance(s, Bird):
             found = {line.split()[0] for line in s.birdc("show", "route").splitlines()[1:]}
             found = {p for p in found if "/" in p}
@@ -139,7 +139,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         )
         pids += router.start()
         wait_for(
-            lambda: bool(router.vtysh("show bgp summary")),
+            lambda: bool(router.show("show bgp summary")),
             5,
             "router's bgpd answers on its vty",
         )

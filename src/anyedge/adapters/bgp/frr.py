@@ -30,6 +30,9 @@ community … additive``).  ISP routers honour NO_EXPORT (bgpd does by itself) a
 lab's action communities addressed to them: ``ASN:990`` not to their peers, ``ASN:991``
 not to their providers (a ``deny`` entry ahead of the export route maps).
 Changes go through ``vtysh``: announce, withdraw, or change the prepend of a prefix.
+Questions (:meth:`Frr.show`: the BGP summary, OSPF neighbours and routes, BFD peers,
+routes) go straight to the daemon's vty socket (:mod:`.vty`), with no ``vtysh``
+process each: the lab's polling loops ask hundreds of them.
 
 **IPv6** (a dual-stack lab, ``SpeakerConfig.ipv6``): every session, over IPv4, also
 activates the IPv6 unicast address family with the same route maps; bgpd sends the
@@ -47,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import netns
+from . import vty
 from .base import Neighbor, Route, SpeakerConfig, SpeakerError, by_prefix, run_tool
 
 FRR_LIB = Path("/usr/lib/frr")
@@ -55,6 +59,26 @@ BFD_PROFILE = "lab"
 DAEMONS = ("zebra", "bfdd", "bgpd")  # in the order they start; bgpd is the BGP daemon
 IGP_DAEMONS = ("zebra", "bfdd", "ospfd", "bgpd")  # a router that runs OSPF too
 ACTION = {"no-peers": 990, "no-providers": 991}  # a router's action communities: ASN:value
+SHOW_DAEMON = (  # which daemon answers a question, by its first words (as vtysh routes it)
+    (("show", "bgp"), "bgpd"),
+    (("show", "ip", "bgp"), "bgpd"),
+    (("show", "ip", "ospf"), "ospfd"),
+    (("show", "bfd"), "bfdd"),
+    (("show", "ip", "route"), "zebra"),
+    (("show", "ipv6", "route"), "zebra"),
+    (("show", "interface"), "zebra"),
+)
+
+
+def daemon_for(command: str) -> str | None:
+    """The daemon whose vty socket answers ``command``, or None: ask ``vtysh`` (which
+    knows every command, and merges what several daemons answer, e.g. ``show
+    running-config``)."""
+    words = tuple(command.split())
+    for start, daemon in SHOW_DAEMON:
+        if words[: len(start)] == start:
+            return daemon
+    return None
 
 
 @dataclass(frozen=True)
@@ -310,7 +334,7 @@ class Frr:
 
     def bfd_peers(self) -> dict[str, str]:
         """BFD session status by peer address (``up``, ``down``, ...)."""
-        out = self.vtysh("show bfd peers json")
+        out = self.show("show bfd peers json")
         try:
             peers: list[dict[str, object]] = json.loads(out or "[]")
         except json.JSONDecodeError as e:
@@ -322,6 +346,25 @@ class Frr:
         for c in commands:
             argv += ["-c", c]
         return run_tool(self.config.node, argv, timeout)
+
+    def show(self, command: str, timeout: float = 10.0) -> str:
+        """The answer to a read-only question, from the daemon's vty socket (no
+        ``vtysh`` process); through ``vtysh`` if :func:`daemon_for` knows no daemon for
+        it.  :class:`SpeakerError` naming the node, the daemon and the command if the
+        daemon is not running, does not answer in ``timeout`` seconds, or refuses the
+        command (FRR's message)."""
+        daemon = daemon_for(command)
+        if daemon is None:
+            return self.vtysh(command, timeout=timeout)
+        where = f"{self.config.node}: {daemon} {command!r}"
+        try:
+            answer = vty.ask(self.vty_dir / f"{daemon}.vty", command, timeout)
+        except vty.VtyError as e:
+            raise SpeakerError(f"{where}: {e}") from None
+        if not answer.ok:
+            text = answer.text.strip() or "no output"
+            raise SpeakerError(f"{where}: {text} ({answer.status_name})")
+        return answer.text
 
     def assume(self, routes: Iterable[Route]) -> None:
         """What the running daemon announces now (a driver made afresh does not know)."""
@@ -352,8 +395,8 @@ class Frr:
         """Per neighbour address: its session state and prefixes received (``pfxRcd``;
         in a dual-stack lab, IPv4 and IPv6 prefixes together)."""
         if not self.config.ipv6:
-            return self._peers(self.vtysh("show bgp ipv4 unicast summary json"))
-        out = self.vtysh("show bgp summary json")  # every address family, by its name
+            return self._peers(self.show("show bgp ipv4 unicast summary json"))
+        out = self.show("show bgp summary json")  # every address family, by its name
         try:
             families = json.loads(out or "{}")
         except json.JSONDecodeError as e:
@@ -380,7 +423,7 @@ class Frr:
         exchanged): none for a router that runs no OSPF."""
         if self.igp is None:
             return set()
-        out = self.vtysh("show ip ospf neighbor json")
+        out = self.show("show ip ospf neighbor json")
         try:
             nbrs: dict[str, list[dict[str, object]]] = json.loads(out or "{}").get("neighbors", {})
         except json.JSONDecodeError as e:
@@ -394,7 +437,7 @@ class Frr:
 
     def ospf_costs(self) -> dict[str, int]:
         """The OSPF cost of the route to each prefix (``show ip ospf route``)."""
-        out = self.vtysh("show ip ospf route json")
+        out = self.show("show ip ospf route json")
         try:
             routes: dict[str, dict[str, object]] = json.loads(out or "{}")
         except json.JSONDecodeError as e:
