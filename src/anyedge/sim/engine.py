@@ -422,6 +422,7 @@ class _Run:
         self._steady: Steady | None = None
         self._steady_of_objects: tuple[object, ...] = ()
         self.health = 0  # counted up when sections' or sites' health changes
+        self.events_quiet_until = -np.inf  # the next time an event starts or ends
         self.ticks = 0
         self.breach_min = np.zeros(S)  # minutes of SLO breach by site
         self.breach_first = np.full(S, -1, dtype=np.int64)  # the tick of the first, or -1
@@ -502,7 +503,14 @@ class _Run:
 
     def _events(self, now: float) -> None:
         self.now = now
+        if now < self.events_quiet_until:  # no event starts or ends before then
+            return
         sc, changed = self.t.sc, False
+        self.events_quiet_until = min(
+            [e.start for e in sc.events if e.start > now]
+            + [e.end for e in sc.events if e.end > now],
+            default=np.inf,
+        )
         for e in sc.events:
             if e.start <= now < e.end and e not in self.active:
                 self.active.append(e)

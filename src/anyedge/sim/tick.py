@@ -18,6 +18,7 @@ ends.  So the engine keeps a :class:`Steady` until one of them changes (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -30,11 +31,9 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def bins(idx: npt.ArrayLike, weights: npt.ArrayLike, n: int) -> FloatArray:
-    """Sums of ``weights`` by ``idx`` into ``n`` bins, as floats."""
-    return np.asarray(
-        np.bincount(np.asarray(idx), weights=np.asarray(weights), minlength=n), dtype=np.float64
-    )
+def bins(idx: IntArray, weights: FloatArray, n: int) -> FloatArray:
+    """Sums of ``weights`` (floats) by ``idx`` into ``n`` bins."""
+    return cast(FloatArray, np.bincount(idx, weights=weights, minlength=n))
 
 
 @dataclass(frozen=True)
