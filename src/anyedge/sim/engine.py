@@ -22,6 +22,20 @@ Each tick (10 s by default) of a :class:`Twin` run:
    to users (a longer route, or forwarding), traffic moved, stranded capacity, routing
    changes; and the cache misses each site serves, which become origin fetches.
 
+Steps 3-6 before the noise are :func:`.tick.steady`.  Its inputs change far less
+often than the ticks come: the demand once a simulated minute, the routing and the
+controller's state when an event or a decision changes them, the health of sections,
+sites and servers when an event starts or ends.  So a tick reuses the last tick's
+:class:`.tick.Steady` (read-only arrays) while the demand, the routing (``_Run.A``) and
+the controller's :class:`~anyedge.control.core.State` are the same objects — each is
+replaced, never changed in place, when it changes — and the health counters
+(``_Run.health``, ``Servers.version``) and the tick's length are the same.  What is
+left for every tick is what the noise decides (the p95's lognormal factor, the SLO
+breaches, the telemetry's jitter, each drawn from the run's generator in the same
+order and amounts as without reuse) and the adding up, one tick at a time, so that
+every float comes out as the tick-by-tick sum would (``Twin(..., cache=False)`` works
+every tick out afresh; ``tests/test_sim_tick.py`` checks the two agree bit for bit).
+
 Origin fetches (:mod:`.fetch`) do not depend on the controller: the paths Argo and
 Orpheus choose are played once per scenario, a step per sample interval, and each run
 weighs them by its own misses per site (``Totals.origin_fetch``).
@@ -97,7 +111,8 @@ MAX_FETCH_CELLS = 50_000_000  # origin fetches kept per (site, origin, step): 25
 
 @dataclass
 class _TickOut:
-    obs: Observation
+    k: Steady  # the tick's noiseless outcome
+    jitter: FloatArray  # its telemetry's noise, a factor per site
     u: FloatArray  # utilisation per site
     p95: FloatArray  # processing latency per site
     fail: FloatArray  # failed requests/s per site
@@ -392,7 +407,7 @@ class _Run:
         self.active: list[Event] = []
         self.routing_changes = 0
         self.totals = Totals()
-        self.history: deque[Observation] = deque()
+        self.history: deque[_TickOut] = deque()  # the ticks the telemetry may report
         self.samples_u: list[FloatArray] = []  # a sample a minute: utilisation, p95
         self.samples_p: list[FloatArray] = []
         self.flows = np.zeros((S, S))
@@ -644,7 +659,7 @@ class _Run:
         if round(now / sc.tick) % self.per_sample == 0:
             self.demand = self._demand(now)
         self.m = self._tick(self.demand, sc.tick)
-        self.history.append(self.m.obs)
+        self.history.append(self.m)
         while len(self.history) > self.delay + 1:
             self.history.popleft()
 
@@ -717,26 +732,17 @@ class _Run:
         tot.moved += k.moved_inc
         if k.wd_flow_inc is not None:
             self.flows += k.wd_flow_inc
-        np.add.at(self.flows, (k.fs, k.fd), k.flow_inc)
+        if k.fs.size:
+            np.add.at(self.flows, (k.fs, k.fd), k.flow_inc)
         if k.moved_any:
             self._moved_in_windows(k.fs, k.fd, k.o_rps, k.wd_rps)
         tot.stranded_cpu_hours += k.stranded_inc
         noise = self.t.sc.telemetry_noise
         jitter = 1 + noise * self.rng.standard_normal(t.S)
         self.ticks += 1
-        obs = Observation(
-            utilisation=k.u_seen * jitter,
-            cpu=k.served_plan * jitter[:, None],
-            age=np.zeros(t.S),
-            section_site=t.sec_site,
-            section_utilisation=k.sec_u,
-            section_cpu=k.sec_served,
-            capacity=k.cap,
-            arriving=k.cpu_plan * jitter[:, None],  # measured where requests enter
-            section_capacity=k.sec_cap,
-        )
         return _TickOut(
-            obs=obs,
+            k=k,
+            jitter=jitter,
             u=k.u,
             p95=p95,
             fail=k.fail,
@@ -745,6 +751,22 @@ class _Run:
             inn=k.inn,
             fwd_ms=k.fwd_ms,
             sec_load=k.sec_load,
+        )
+
+    def _observed(self, m: _TickOut) -> Observation:
+        """What the sites reported at tick ``m``: its outcome with the telemetry's noise
+        (worked out only for the ticks the controller reads)."""
+        k, jitter = m.k, m.jitter
+        return Observation(
+            utilisation=k.u_seen * jitter,
+            cpu=k.served_plan * jitter[:, None],
+            age=np.zeros(self.t.S),
+            section_site=self.t.sec_site,
+            section_utilisation=k.sec_u,
+            section_cpu=k.sec_served,
+            capacity=k.cap,
+            arriving=k.cpu_plan * jitter[:, None],  # measured where requests enter
+            section_capacity=k.sec_cap,
         )
 
     def _steady_of(self, demand: FloatArray, dt: float) -> Steady:
@@ -954,7 +976,7 @@ class _TwinTelemetry:
         self.run = run
 
     def observe(self, now: float) -> Observation:
-        seen = self.run.history[0]
+        seen = self.run._observed(self.run.history[0])
         age = np.full(self.run.t.S, (len(self.run.history) - 1) * self.run.t.sc.tick)
         if self.run.mode == "withdraw":  # the sledgehammer has no Duomog either
             return Observation(

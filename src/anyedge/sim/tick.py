@@ -159,11 +159,7 @@ def steady(
     curve = k.base_ms + k.scale_ms * uu / (1 - uu)
     # metrics
     # cache misses of the requests each site serves (after forwarding, less failures)
-    miss = (
-        rps_plan @ k.miss
-        - bins(fs, o_rps * k.miss[fp], k.S)
-        + bins(fd, o_rps * k.miss[fp], k.S)
-    )
+    miss = rps_plan @ k.miss - bins(fs, o_rps * k.miss[fp], k.S) + bins(fd, o_rps * k.miss[fp], k.S)
     with np.errstate(divide="ignore", invalid="ignore"):
         ok_share = np.where(served_rps > 0, 1 - fail_rps / served_rps, 0.0)
     fwd_rps = float(o_rps.sum())
