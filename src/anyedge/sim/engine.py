@@ -22,6 +22,20 @@ Each tick (10 s by default) of a :class:`Twin` run:
    to users (a longer route, or forwarding), traffic moved, stranded capacity, routing
    changes; and the cache misses each site serves, which become origin fetches.
 
+Steps 3-6 before the noise are :func:`.tick.steady`.  Its inputs change far less
+often than the ticks come: the demand once a simulated minute, the routing and the
+controller's state when an event or a decision changes them, the health of sections,
+sites and servers when an event starts or ends.  So a tick reuses the last tick's
+:class:`.tick.Steady` (read-only arrays) while the demand, the routing (``_Run.A``) and
+the controller's :class:`~anyedge.control.core.State` are the same objects — each is
+replaced, never changed in place, when it changes — and the health counters
+(``_Run.health``, ``Servers.version``) and the tick's length are the same.  What is
+left for every tick is what the noise decides (the p95's lognormal factor, the SLO
+breaches, the telemetry's jitter, each drawn from the run's generator in the same
+order and amounts as without reuse) and the adding up, one tick at a time, so that
+every float comes out as the tick-by-tick sum would (``Twin(..., cache=False)`` works
+every tick out afresh; ``tests/test_sim_tick.py`` checks the two agree bit for bit).
+
 Origin fetches (:mod:`.fetch`) do not depend on the controller: the paths Argo and
 Orpheus choose are played once per scenario, a step per sample interval, and each run
 weighs them by its own misses per site (``Totals.origin_fetch``).
@@ -83,6 +97,7 @@ from .result import (
 )
 from .scenario import SERVER_KINDS, Event, Scenario
 from .servers import Fleet, Servers
+from .tick import Fixed, Steady, steady
 
 FloatArray = npt.NDArray[np.floating]
 BoolArray = npt.NDArray[np.bool_]
@@ -94,16 +109,10 @@ LAT_BIN_MS, LAT_MAX_MS = 0.05, 1000.0  # added-latency histogram: bins, and the 
 MAX_FETCH_CELLS = 50_000_000  # origin fetches kept per (site, origin, step): 250 MB
 
 
-def _bins(idx: npt.ArrayLike, weights: npt.ArrayLike, n: int) -> FloatArray:
-    """Sums of ``weights`` by ``idx`` into ``n`` bins, as floats."""
-    return np.asarray(
-        np.bincount(np.asarray(idx), weights=np.asarray(weights), minlength=n), dtype=np.float64
-    )
-
-
 @dataclass
 class _TickOut:
-    obs: Observation
+    k: Steady  # the tick's noiseless outcome
+    jitter: FloatArray  # its telemetry's noise, a factor per site
     u: FloatArray  # utilisation per site
     p95: FloatArray  # processing latency per site
     fail: FloatArray  # failed requests/s per site
@@ -127,9 +136,10 @@ _FAILOVER: dict[int, tuple[weakref.ref[World], FloatArray]] = {}
 class Twin:
     """One world and one scenario; :meth:`run` plays it under a controller."""
 
-    def __init__(self, world: World, scenario: Scenario) -> None:
+    def __init__(self, world: World, scenario: Scenario, cache: bool = True) -> None:
         self.world = world
         self.sc = scenario
+        self.cache = cache  # ticks reuse their noiseless arithmetic (False: for tests)
         net, inet = world.network, world.internet
         e = inet.eyeballs
         self.S, self.P, self.E = len(net.sites), len(net.plans), len(e)
@@ -138,7 +148,9 @@ class Twin:
         self.peak = e.rps.astype(np.float64)
         self.mix = e.mix.astype(np.float64)
         self.mixcost = self.mix * self.cost[None, :]
-        self.offset = inet.metros.lon[e.metro] / 15.0
+        self.mix_both = np.hstack([self.mix, self.mixcost])  # one product through routing
+        self.metro = e.metro  # each (AS, metro)'s metro, whose local time it keeps
+        self.metro_offset = inet.metros.lon / 15.0
         self.lat_ss = world.latency.rtt_matrix(
             net.sites.lat, net.sites.lon, net.sites.lat, net.sites.lon
         )
@@ -188,6 +200,19 @@ class Twin:
             [(e.start, e.end + TAIL_S) for e in scenario.events], dtype=np.float64
         ).reshape(-1, 2)
         self.miss = miss_shares(net.plans.names, dict(scenario.cache_miss))
+        self.fixed = Fixed(
+            self.S,
+            self.sec_site,
+            self.sec_cap0,
+            self.sec_share,
+            self.no_sections,
+            self.base_ms,
+            self.scale_ms,
+            self.thresholds,
+            self.miss,
+            self.lat_ss,
+            self.failover,
+        )
         self._fetches: dict[tuple[Event, ...], Fetches] = {}  # shared with without_events()
 
     def fetches(self) -> Fetches | str:
@@ -382,7 +407,7 @@ class _Run:
         self.active: list[Event] = []
         self.routing_changes = 0
         self.totals = Totals()
-        self.history: deque[Observation] = deque()
+        self.history: deque[_TickOut] = deque()  # the ticks the telemetry may report
         self.samples_u: list[FloatArray] = []  # a sample a minute: utilisation, p95
         self.samples_p: list[FloatArray] = []
         self.flows = np.zeros((S, S))
@@ -407,7 +432,22 @@ class _Run:
         self.m: _TickOut | None = None  # the last tick
         self._arr_key: object = None
         self._arr: tuple[FloatArray, FloatArray, float] = (np.zeros(0), np.zeros(0), 0.0)
+        self._arr_in = np.empty_like(twin.mix_both)
         self._wd_key: object = None
+        self._steady_key: object = None
+        self._steady: Steady | None = None
+        self._steady_of_objects: tuple[object, ...] = ()
+        self.health = 0  # counted up when sections' or sites' health changes
+        self.events_quiet_until = -np.inf  # the next time an event starts or ends
+        self.ticks = 0
+        self.breach_min = np.zeros(S)  # minutes of SLO breach by site
+        self.breach_first = np.full(S, -1, dtype=np.int64)  # the tick of the first, or -1
+        self._lat_key: object = None  # the added latency's bins of the users reached
+        self._lat_bins: tuple[npt.NDArray[np.int64], BoolArray] = (
+            np.zeros(0, np.int64),
+            np.zeros(0, np.bool_),
+        )
+        self._lat_of_objects: tuple[object, ...] = ()
         self._wd_cache: list[npt.NDArray[np.bool_]] = []
         self._wd_sites: list[int] = []
         th = twin.thresholds
@@ -472,6 +512,7 @@ class _Run:
             (data, (np.concatenate(rows), np.concatenate(cols))), shape=(self.t.S, self.t.E)
         )
         self.unreached = unreached / self.t.Q
+        self.unreached_any = bool(unreached.any())
         self.rtt = np.mean([c.eyeball_rtt_ms for c in self.catch], axis=0)
         self.site_e = self.catch[0].eyeball_site
 
@@ -479,7 +520,14 @@ class _Run:
 
     def _events(self, now: float) -> None:
         self.now = now
+        if now < self.events_quiet_until:  # no event starts or ends before then
+            return
         sc, changed = self.t.sc, False
+        self.events_quiet_until = min(
+            [e.start for e in sc.events if e.start > now]
+            + [e.end for e in sc.events if e.end > now],
+            default=np.inf,
+        )
         for e in sc.events:
             if e.start <= now < e.end and e not in self.active:
                 self.active.append(e)
@@ -511,6 +559,7 @@ class _Run:
             elif e.kind == "surge":
                 self.surge[t._surging(e, self.site_e)] *= e.factor
         self.faults = faults
+        self.health += 1
         self._reroute()
 
     def _seen_at(self, now: float) -> float:
@@ -612,7 +661,7 @@ class _Run:
         if round(now / sc.tick) % self.per_sample == 0:
             self.demand = self._demand(now)
         self.m = self._tick(self.demand, sc.tick)
-        self.history.append(self.m.obs)
+        self.history.append(self.m)
         while len(self.history) > self.delay + 1:
             self.history.popleft()
 
@@ -636,145 +685,115 @@ class _Run:
             self.progress(now / sc.duration)
 
     def _demand(self, now: float) -> FloatArray:
-        hours = local_hours(0.0, self.t.sc.start_utc_hour + now / 3600.0) + self.t.offset
-        return np.asarray(self.t.peak * diurnal(hours) * self.surge)
+        # the day's factor of each metro (the same for all of its users: fewer to work out)
+        hours = local_hours(0.0, self.t.sc.start_utc_hour + now / 3600.0) + self.t.metro_offset
+        return np.asarray(self.t.peak * diurnal(hours)[self.t.metro] * self.surge)
 
     def _arriving(self, demand: FloatArray) -> tuple[FloatArray, FloatArray, float]:
         """(requests/s, CPU ms/s) per site and plan, and unrouted requests/s; cached
         until the demand or the routing changes."""
         key = (id(demand), id(self.A))
         if self._arr_key != key:
+            # requests and CPU side by side through the sparse map: each column is summed
+            # in the same order as alone
+            # (into the same buffer each minute: 1.6 MB on the default world)
+            x = np.multiply(demand[:, None], self.t.mix_both, out=self._arr_in)
+            both = np.asarray(self.A @ x)
+            P = self.t.P
             self._arr = (
-                np.asarray(self.A @ (demand[:, None] * self.t.mix)),
-                np.asarray(self.A @ (demand[:, None] * self.t.mixcost)),
-                float(demand @ self.unreached),
+                np.ascontiguousarray(both[:, :P]),
+                np.ascontiguousarray(both[:, P:]),
+                # (a dot product over every user wakes BLAS's threads: only if needed)
+                float(demand @ self.unreached) if self.unreached_any else 0.0,
             )
             self._arr_key = key
         return self._arr
 
-    def _forwarding(self) -> tuple[npt.NDArray[np.int64], ...]:
-        """The (site, plan, receiver) triples the state forwards."""
-        f = self.state.forward
-        return (f.src, f.plan, f.dst)
-
     def _tick(self, demand: FloatArray, dt: float) -> _TickOut:
-        t, st = self.t, self.state
-        rps_plan, cpu_plan, unrouted = self._arriving(demand)  # (S, P) arriving
-        # Plurimog: shares of each plan forwarded to other sites
-        fs, fp, fd = self._forwarding()
-        share = st.forward.share
-        o_cpu, o_rps = cpu_plan[fs, fp] * share, rps_plan[fs, fp] * share
-        out_cpu_s = _bins(fs, o_cpu, t.S)
-        in_cpu_s = _bins(fd, o_cpu, t.S)
-        out_rps_s = _bins(fs, o_rps, t.S)
-        in_rps_s = _bins(fd, o_rps, t.S)
-        served_cpu = cpu_plan.sum(1) - out_cpu_s + in_cpu_s
-        served_rps = rps_plan.sum(1) - out_rps_s + in_rps_s
-        served_plan = cpu_plan.copy()
-        np.subtract.at(served_plan, (fs, fp), o_cpu)
-        np.add.at(served_plan, (fd, fp), o_cpu)
-        # Duomog and the servers of each section
-        ss = t.sec_site
-        cap = t.sec_cap0 * self.sec_up * ~self.dark[ss]
-        load = served_cpu[ss] * t.sec_share
-        # a controller without Duomog (withdrawal only) keeps no sections in its state
-        shift = st.shift if st.shift.shape == ss.shape else 0.0
-        shifted = load * shift
-        pool = _bins(ss, shifted, t.S)
-        takers = np.where(shift <= 0, cap, 0.0)
-        takers_site = _bins(ss, takers, t.S)
-        has = takers_site[ss] > 0
-        load = (
-            load
-            - np.where(has, shifted, 0.0)
-            + np.where(has, pool[ss] * takers / np.maximum(takers_site[ss], 1e-12), 0.0)
-        )
-        sec_load = load
-        if self.srv.any_dead:  # what is hashed to failed servers' buckets fails
-            dead = load * self.srv.dead
-            load = load - dead
-            sec_fail = np.maximum(load - cap, 0.0) + dead
-        else:
-            sec_fail = np.maximum(load - cap, 0.0)
-        cap_s = _bins(ss, cap, t.S)
-        orphan = served_cpu * t.no_sections  # no section to serve it: all of it fails
-        load_s = _bins(ss, load, t.S) + orphan
-        fail_cpu = _bins(ss, sec_fail, t.S) + orphan
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(
-                cap_s > 0, load_s / np.maximum(cap_s, 1e-12), np.where(load_s > 0, np.inf, 0.0)
-            )
-            fail_rps = np.where(served_cpu > 0, served_rps * fail_cpu / served_cpu, 0.0)
-            sec_u = np.where(cap > 0, load / np.maximum(cap, 1e-12), np.where(load > 0, 9.0, 0))
-        uu = np.minimum(np.where(np.isfinite(u), u, 9.0), 0.985)
-        p95 = (t.base_ms + t.scale_ms * uu / (1 - uu)) * self.rng.lognormal(0.0, 0.08, t.S)
+        """The tick's noiseless outcome (reused, see ``_steady_of``), its noise drawn,
+        and the metrics added up, tick by tick."""
+        t, tot = self.t, self.totals
+        k = self._steady_of(demand, dt)
+        p95 = k.curve_ms * self.rng.lognormal(0.0, 0.08, t.S)
         # metrics
-        total = float(demand.sum())
-        tot = self.totals
-        tot.requests += total * dt
-        tot.served += float(served_rps.sum() - fail_rps.sum()) * dt
-        tot.failed += (float(fail_rps.sum()) + unrouted) * dt
-        tot.unrouted += unrouted * dt
-        breach = (p95 > SLO_MS) & (load_s > 0)
-        for s in np.flatnonzero(breach).tolist():
-            code = t.world.network.sites.code[s]
-            tot.slo_breach_minutes[code] = tot.slo_breach_minutes.get(code, 0.0) + dt / 60.0
+        tot.requests += k.requests_inc
+        tot.served += k.served_inc
+        tot.failed += k.failed_inc
+        tot.unrouted += k.unrouted_inc
+        breach = (p95 > SLO_MS) & k.live
+        if breach.any():  # (the minutes by site, in the order sites first breach)
+            self.breach_min[breach] += dt / 60.0
+            first = breach & (self.breach_first < 0)
+            self.breach_first[first] = self.ticks
         i = round(self.now / t.sc.tick) // self.per_sample
-        self.failed_s[i] += fail_rps * dt
+        self.failed_s[i] += k.fail_inc
         self.slo_s[i] += breach * (dt / 60.0)
-        self.unrouted_s[i] += unrouted * dt
-        # cache misses of the requests each site serves (after forwarding, less failures)
-        miss = (
-            rps_plan @ t.miss
-            - _bins(fs, o_rps * t.miss[fp], t.S)
-            + _bins(fd, o_rps * t.miss[fp], t.S)
-        )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ok_share = np.where(served_rps > 0, 1 - fail_rps / served_rps, 0.0)
-        self.miss_s[i] += np.maximum(miss, 0.0) * np.clip(ok_share, 0.0, 1.0) * dt
-        fwd_rps = float(o_rps.sum())
-        wd_rps = self._withdrawn_demand(demand)
-        moved_wd = float(wd_rps.sum())
-        tot.forwarded += fwd_rps * dt
-        tot.moved += (fwd_rps + moved_wd) * dt
-        if moved_wd > 0:  # where withdrawn users went, by the predictor's failover shares
-            self.flows += wd_rps[:, None] * t.failover * dt
-        np.add.at(self.flows, (fs, fd), o_rps * dt)
-        if fwd_rps > 0 or moved_wd > 0:
-            self._moved_in_windows(fs, fd, o_rps, wd_rps)
-        mx = t.thresholds[:, 0]
-        up = cap_s > 0
-        spare = float(np.maximum(cap_s * mx - load_s, 0.0)[up].sum())
-        failed_cpu = float(fail_cpu.sum())
-        stranded = min(spare, failed_cpu)
-        wd_sites = st.withdrawn.any(axis=0) & up
-        stranded += float(np.maximum(cap_s * t.thresholds[:, 1] - load_s, 0.0)[wd_sites].sum())
-        tot.stranded_cpu_hours += stranded * dt / 1000.0 / 3600.0
+        self.unrouted_s[i] += k.unrouted_inc
+        self.miss_s[i] += k.miss_inc
+        tot.forwarded += k.forwarded_inc
+        tot.moved += k.moved_inc
+        if k.wd_flow_inc is not None:
+            self.flows += k.wd_flow_inc
+        if k.fs.size:
+            np.add.at(self.flows, (k.fs, k.fd), k.flow_inc)
+        if k.moved_any:
+            self._moved_in_windows(k.fs, k.fd, k.o_rps, k.wd_rps)
+        tot.stranded_cpu_hours += k.stranded_inc
         noise = self.t.sc.telemetry_noise
         jitter = 1 + noise * self.rng.standard_normal(t.S)
-        obs = Observation(
-            utilisation=np.where(np.isfinite(u), u, 9.0) * jitter,
-            cpu=served_plan * jitter[:, None],
-            age=np.zeros(t.S),
-            section_site=ss,
-            section_utilisation=sec_u,
-            section_cpu=load,
-            capacity=cap_s,
-            arriving=cpu_plan * jitter[:, None],  # measured where requests enter
-            section_capacity=cap,
-        )
+        self.ticks += 1
         return _TickOut(
-            obs=obs,
-            u=u,
+            k=k,
+            jitter=jitter,
+            u=k.u,
             p95=p95,
-            fail=fail_rps,
-            load=load_s,
-            out=out_rps_s,
-            inn=in_rps_s,
-            fwd_ms=np.bincount(fs, weights=o_rps * t.lat_ss[fs, fd], minlength=t.S)
-            / np.maximum(rps_plan.sum(1), 1e-12),
-            sec_load=sec_load,
+            fail=k.fail,
+            load=k.load,
+            out=k.out,
+            inn=k.inn,
+            fwd_ms=k.fwd_ms,
+            sec_load=k.sec_load,
         )
+
+    def _observed(self, m: _TickOut) -> Observation:
+        """What the sites reported at tick ``m``: its outcome with the telemetry's noise
+        (worked out only for the ticks the controller reads)."""
+        k, jitter = m.k, m.jitter
+        return Observation(
+            utilisation=k.u_seen * jitter,
+            cpu=k.served_plan * jitter[:, None],
+            age=np.zeros(self.t.S),
+            section_site=self.t.sec_site,
+            section_utilisation=k.sec_u,
+            section_cpu=k.sec_served,
+            capacity=k.cap,
+            arriving=k.cpu_plan * jitter[:, None],  # measured where requests enter
+            section_capacity=k.sec_cap,
+        )
+
+    def _steady_of(self, demand: FloatArray, dt: float) -> Steady:
+        """The tick's noiseless arithmetic (:mod:`.tick`), reused while its inputs stay:
+        the same demand, routing (``self.A``) and controller state objects (each is
+        replaced, never changed in place, when it changes), and the same health of
+        sections and sites (``self.health``, counted up by every event that starts or
+        ends) and of servers (``Servers.version``)."""
+        key = (id(demand), id(self.A), id(self.state), self.health, self.srv.version, dt)
+        if not self.t.cache or key != self._steady_key:
+            self._steady = steady(
+                self.t.fixed,
+                self._arriving(demand),
+                float(demand.sum()),
+                self.state,
+                self.sec_up,
+                self.dark,
+                self.srv,
+                self._withdrawn_demand(demand),
+                dt,
+            )
+            # (the objects themselves are held, so that no other takes their ids)
+            self._steady_key, self._steady_of_objects = key, (demand, self.A, self.state)
+        assert self._steady is not None
+        return self._steady
 
     def _moved_in_windows(
         self,
@@ -815,12 +834,19 @@ class _Run:
         hist: FloatArray,
         weight_s: float,
     ) -> None:
-        ok = (self.site_e >= 0) & np.isfinite(self.rtt)
-        fwd = m.fwd_ms
-        added = np.maximum(self.rtt - self.t.rtt0, 0.0) + np.where(
-            self.site_e >= 0, fwd[np.maximum(self.site_e, 0)], 0.0
-        )
-        bins = np.minimum((added[ok] / LAT_BIN_MS).astype(np.int64), hist.size - 1)
+        # each user's bin changes only with the routing (a new ``self.A``) and the
+        # forwarding's extra round trip per site (a few hundred numbers, compared whole)
+        key = (id(self.A), m.fwd_ms.tobytes())
+        if not self.t.cache or key != self._lat_key:
+            ok = (self.site_e >= 0) & np.isfinite(self.rtt)
+            fwd = m.fwd_ms
+            added = np.maximum(self.rtt - self.t.rtt0, 0.0) + np.where(
+                self.site_e >= 0, fwd[np.maximum(self.site_e, 0)], 0.0
+            )
+            bins = np.minimum((added[ok] / LAT_BIN_MS).astype(np.int64), hist.size - 1)
+            self._lat_bins = (bins, ok)
+            self._lat_key, self._lat_of_objects = key, (self.A,)
+        bins, ok = self._lat_bins
         hist += np.bincount(bins, weights=demand[ok] * weight_s, minlength=hist.size)
 
     def _decided(self, cycle: Cycle) -> None:
@@ -909,6 +935,10 @@ class _Run:
             cdf = np.cumsum(hist) / w
             self.totals.added_latency_p95_ms = float(centres[np.searchsorted(cdf, 0.95)])
         self.totals.routing_changes = self.routing_changes
+        codes = self.t.world.network.sites.code
+        first = np.flatnonzero(self.breach_first >= 0)
+        first = first[np.argsort(self.breach_first[first], kind="stable")]
+        self.totals.slo_breach_minutes = {codes[s]: float(self.breach_min[s]) for s in first}
         f = self.t.fetches()
         self.totals.origin_fetch = {"skipped": f} if isinstance(f, str) else tally(f, self.miss_s)
 
@@ -948,7 +978,7 @@ class _TwinTelemetry:
         self.run = run
 
     def observe(self, now: float) -> Observation:
-        seen = self.run.history[0]
+        seen = self.run._observed(self.run.history[0])
         age = np.full(self.run.t.S, (len(self.run.history) - 1) * self.run.t.sc.tick)
         if self.run.mode == "withdraw":  # the sledgehammer has no Duomog either
             return Observation(

@@ -114,6 +114,7 @@ class Servers:
         self.failed = np.zeros(fleet.section.size, dtype=np.bool_)
         self.dead = np.zeros(fleet.count.size)  # per section: share of dead buckets
         self.any_dead = False
+        self.version = 0  # counted up whenever ``dead`` changes
         self.pending: list[tuple[float, int]] = []  # (when, section) to take out failed
         self.changes: list[dict[str, Any]] = []
         watched = sorted({e.section for e in events if e.kind in SERVER_KINDS})
@@ -228,6 +229,7 @@ class Servers:
         t = self.tables[sec]
         self.dead[sec] = float(self.failed[self.f.start[sec] + t.first].mean())
         self.any_dead = bool(self.dead.any())
+        self.version += 1
 
     def _change(self, now: float, sec: int, what: str, n: int, state: npt.NDArray[Any]) -> None:
         old = self.tables[sec]
