@@ -295,3 +295,31 @@ def test_bad_servers_are_refused(
     assert code == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+class _Summary:
+    """A router whose ``summary()`` is given (the FRR driver's, in a running lab)."""
+
+    def __init__(self, peers: dict[str, dict[str, object]]) -> None:
+        self.peers = peers
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        return self.peers
+
+
+def test_settling_waits_for_sessions_that_have_only_just_come_up(lab3) -> None:  # type: ignore[no-untyped-def]
+    """A session up for less than FRESH_MS has not sent its routes yet (FRR's coalesce
+    time): the router is not settled, whatever its routes look like meanwhile."""
+    from anyedge.lab.build import FRESH_MS, _unsettled
+
+    plan = make_plan(lab3)
+    node = plan.node("isp1")
+    ports = node.bgp_ports
+    up = {p.peer_address: {"state": "Established", "pfxRcd": 1, "peerUptimeMsec": 60_000}
+          for p in ports}  # fmt: skip
+    assert _unsettled(_Summary(up), node, {}, set()) == []  # type: ignore[arg-type]
+    fresh = {**up, ports[0].peer_address: {**up[ports[0].peer_address], "peerUptimeMsec": 200}}
+    why = _unsettled(_Summary(fresh), node, {}, set())  # type: ignore[arg-type]
+    assert why == [(f"session isp1-{ports[0].peer} came up 200 ms ago", None)]
+    ripe = {**up, ports[0].peer_address: {**up[ports[0].peer_address], "peerUptimeMsec": FRESH_MS}}
+    assert _unsettled(_Summary(ripe), node, {}, set()) == []  # type: ignore[arg-type]

@@ -73,6 +73,11 @@ def add(ns: str) -> None:
             # brought up again is the link it was
             "net.ipv6.conf.all.keep_addr_on_down": "1",
             "net.ipv6.conf.default.keep_addr_on_down": "1",
+            # and usable at once when it comes up: no duplicate address detection (a
+            # second or two of "tentative" in which nothing routes over it; the lab's
+            # addresses are its own)
+            "net.ipv6.conf.all.accept_dad": "0",
+            "net.ipv6.conf.default.accept_dad": "0",
         },
     )
 

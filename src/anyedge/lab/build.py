@@ -591,8 +591,11 @@ def _unsettled(
                 )
             continue
         got = int(str(info.get("pfxRcd", 0)))
+        up_ms = int(str(info.get("peerUptimeMsec", FRESH_MS)))
         if st != "Established":
             out.append((f"session {node.name}-{p.peer} is {st} (at {node.name})", p))
+        elif up_ms < FRESH_MS:
+            out.append((f"session {node.name}-{p.peer} came up {up_ms} ms ago", None))
         elif p.peer_address in expect and got != expect[p.peer_address]:
             want = expect[p.peer_address]
             out.append((f"{node.name} has {got} prefixes from {p.peer}, not {want}", None))
@@ -620,6 +623,10 @@ def _unsettled(
 
 
 LINK_LOOK = 3.0  # seconds of waiting after which the links of unsettled sessions are read
+# A session that has just come up has not sent its routes yet: FRR holds a new peer's
+# first updates for its coalesce time (1 s by default), so the routes can stay the same
+# for longer than settling's quiet time right after the session is up.
+FRESH_MS = 1500
 
 
 def _check_links(sessions: list[tuple[NodePlan, Port]]) -> None:
