@@ -110,7 +110,7 @@ LAB_GROUPS = {
 
 
 # The order groups are handed out in (``--no-loadscope-reorder``: xdist keeps it rather
-# than sorting groups by their number of tests): the four longest first, one to each
+# than sorting groups by their number of tests): the longest first, one to each
 # worker, then the next longest, so that no two long ones share a worker.  (Measured: on
 # xdist's order by test count the default day and lab-b shared one, which took 450 s
 # while the others took 360-390 s.)
