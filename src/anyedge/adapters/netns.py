@@ -16,6 +16,7 @@ attaching an XDP program to an interface there.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -28,6 +29,15 @@ from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
 _children: dict[int, subprocess.Popen[bytes]] = {}  # started here, reaped in stop()
+
+
+@atexit.register
+def _reap_at_exit() -> None:
+    """Collect, as this process exits, the children that have ended since: those that
+    died slower than :func:`stop` waited, or that another process ended (``lab down`` or
+    ``lab fault kill`` from another command).  Their ``Popen`` would otherwise say, as it
+    is collected, that a process which is gone is "still running" (a ResourceWarning)."""
+    _reap(list(_children))
 
 
 class NetnsError(RuntimeError):
