@@ -106,14 +106,23 @@ def _dump(sock: socket.socket, family: int) -> bytes:
             pos += _align(length)
 
 
+def _netlink(namespace: str) -> socket.socket:
+    """A route netlink socket of ``namespace`` (made in it; it stays there), bound."""
+    with netns.entered(namespace):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.settimeout(30.0)
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def read(namespace: str, families: tuple[int, ...] = (socket.AF_INET,)) -> bytes:
     """The BGP routes of ``families`` in ``namespace``'s main table, as bytes that are
     equal for equal routes (see the module doc)."""
-    with netns.entered(namespace):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    with sock:
-        sock.settimeout(30.0)
-        sock.bind((0, 0))
+    with _netlink(namespace) as sock:
         return b"".join(
             route
             for family in families
@@ -123,11 +132,7 @@ def read(namespace: str, families: tuple[int, ...] = (socket.AF_INET,)) -> bytes
 
 def destinations(namespace: str, family: int = socket.AF_INET) -> list[str]:
     """The prefixes of ``namespace``'s BGP routes of ``family``, in the kernel's order."""
-    with netns.entered(namespace):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    with sock:
-        sock.settimeout(30.0)
-        sock.bind((0, 0))
+    with _netlink(namespace) as sock:
         out = []
         for route in bgp_routes(_dump(sock, family)):
             dst_len = route[1]
